@@ -1,0 +1,377 @@
+//! The command line: raw arguments turned into one validated action, once.
+//!
+//! `crd` (daemon), `crd -x NAME [ARGS...]`, `crd check NAME`, `crd status`,
+//! `crd --check-config`, `--version`, `--help`. Exit codes: 0 ok, 1 failure, 2 usage
+//! or config error; every message goes to stderr and says what and where. `-x` is
+//! taken apart by hand before argh sees the rest, so that a support module's own
+//! arguments (`-f`, `--`, anything) reach it untouched.
+
+use crate::config::{self, Config};
+use crate::daemon::{self, Daemon};
+use crate::decide::{self, Outcome};
+use crate::event::LogSink;
+use crate::modules;
+use crate::run::{self, Role};
+use crate::spawn::{Spec, Streams};
+use crate::sys;
+use argh::FromArgs;
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAIL: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(FromArgs, Debug)]
+/// crd, the Condition/Response Daemon. Without a command it runs the daemon in the
+/// foreground. `crd -x NAME [ARGS...]` runs support module NAME with ARGS and exits
+/// with its exit code.
+struct Args {
+    /// config file (default: $CRD_CONFIG, else /etc/CRD/crd.conf)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// log at debug level (overrides log_level)
+    #[argh(switch, short = 'v')]
+    verbose: bool,
+    /// validate the config and the modules, print problems, exit 0 (valid) or 2
+    #[argh(switch)]
+    check_config: bool,
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
+    /// run support module NAME with the remaining arguments (see above)
+    #[argh(option, short = 'x')]
+    #[allow(dead_code)] // listed for --help; `split_x` takes `-x` before argh parses
+    x: Option<String>,
+    #[argh(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum Cmd {
+    Check(CheckCmd),
+    Status(StatusCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// run one module's check (and its response, if the check fires) once, in the
+/// foreground, and print what happened
+#[argh(subcommand, name = "check")]
+struct CheckCmd {
+    /// the module's name
+    #[argh(positional)]
+    name: String,
+}
+
+#[derive(FromArgs, Debug)]
+/// ask the running daemon for its state: modules, last outcomes, next runs, counters
+#[argh(subcommand, name = "status")]
+struct StatusCmd {}
+
+/// Splits `argv` at `-x NAME`: the options before it, the name and its arguments.
+fn split_x(argv: &[OsString]) -> (Vec<OsString>, Option<(OsString, Vec<OsString>)>) {
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i].as_os_str();
+        if a == "-x" {
+            let name = argv.get(i + 1).cloned().unwrap_or_default();
+            let rest = argv.get(i + 2..).map(<[_]>::to_vec).unwrap_or_default();
+            return (argv[..i].to_vec(), Some((name, rest)));
+        }
+        // Skip the value of an option that takes one.
+        if a == "-c" || a == "--config" {
+            i += 1;
+        }
+        if !a.to_string_lossy().starts_with('-') {
+            break; // a subcommand: no -x after it
+        }
+        i += 1;
+    }
+    (argv.to_vec(), None)
+}
+
+pub fn main(argv: Vec<OsString>) -> i32 {
+    let (head, x) = split_x(&argv);
+    let strs: Vec<String> = match head.iter().map(|a| a.clone().into_string()).collect() {
+        Ok(v) => v,
+        Err(a) => {
+            eprintln!("crd: argument {a:?} is not valid UTF-8");
+            return EXIT_USAGE;
+        }
+    };
+    let refs: Vec<&str> = strs.iter().map(String::as_str).collect();
+    let cmd_name = refs
+        .first()
+        .map(|s| s.rsplit('/').next().unwrap_or(s))
+        .unwrap_or("crd");
+    let args = match Args::from_args(&[cmd_name], refs.get(1..).unwrap_or_default()) {
+        Ok(a) => a,
+        Err(e) => {
+            let ok = e.status.is_ok();
+            if ok {
+                println!("{}", e.output);
+                return EXIT_OK;
+            }
+            eprintln!("{}", e.output.trim_end());
+            return EXIT_USAGE;
+        }
+    };
+    if args.version {
+        println!("crd {}", env!("CARGO_PKG_VERSION"));
+        return EXIT_OK;
+    }
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("CRD_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG));
+    let cfg = match daemon::load_config(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("crd: config errors:\n{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let level = if args.verbose {
+        log::LevelFilter::Debug
+    } else {
+        cfg.log_level
+    };
+    // Only the first logger wins; a second init (tests) is harmless.
+    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
+    log::set_max_level(level);
+
+    if let Some((name, rest)) = x {
+        return support(&cfg, &name, rest);
+    }
+    if args.check_config {
+        return check_config(&cfg);
+    }
+    match args.cmd {
+        Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
+        Some(Cmd::Status(_)) => status(&cfg),
+        None => run_daemon(cfg),
+    }
+}
+
+fn run_daemon(cfg: Config) -> i32 {
+    let d = Daemon::new(cfg, LogSink::default());
+    match d.and_then(|mut d| d.run()) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            log::error!("{e}");
+            EXIT_FAIL
+        }
+    }
+}
+
+fn check_config(cfg: &Config) -> i32 {
+    let (mods, warnings) = modules::discover(cfg, sys::euid());
+    for w in &warnings {
+        eprintln!("crd: {w}");
+    }
+    println!(
+        "{}: ok; {} modules runnable from {}",
+        cfg.path.display(),
+        mods.len(),
+        cfg.modules_dir.display()
+    );
+    // Module problems are reported but are not config errors: the daemon runs the rest.
+    EXIT_OK
+}
+
+fn status(cfg: &Config) -> i32 {
+    match crate::control::request(&cfg.control_socket, "status") {
+        Ok(text) => {
+            print!("{text}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!(
+                "crd: cannot reach the daemon at {}: {e} (is crd running?)",
+                cfg.control_socket.display()
+            );
+            EXIT_FAIL
+        }
+    }
+}
+
+fn support(cfg: &Config, name: &OsStr, args: Vec<OsString>) -> i32 {
+    let name = name.to_string_lossy();
+    let (exe, settings) = match modules::support(cfg, &name, sys::euid()) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("crd: -x: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let node = daemon::node_name(cfg);
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    let env: [(&str, &OsStr); 3] = [
+        ("CRD_CONFIG", cfg.path.as_os_str()),
+        ("CRD_MODULE", OsStr::new(name.as_ref())),
+        ("CRD_NODE", OsStr::new(&node)),
+    ];
+    let start = run::Start {
+        module: &name,
+        role: Role::Support,
+        spec: Spec {
+            program: &exe,
+            args: &args,
+            dir: &dir,
+            env: &env,
+            limits: daemon::limits(&settings),
+            streams: Streams::Inherit,
+            // On a terminal the child must stay in the foreground process group.
+            own_group: !sys::stdin_is_tty(),
+        },
+        timeout: settings.timeout,
+        output_limit: settings.output_limit,
+    };
+    match daemon::run_once(start) {
+        Ok(f) => {
+            match f.outcome {
+                Outcome::TimedOut => eprintln!(
+                    "crd: -x {name}: timed out after {} ms",
+                    settings.timeout.as_millis()
+                ),
+                Outcome::ExecFailed => eprintln!("crd: -x {name}: {}", f.output),
+                _ => {}
+            }
+            f.outcome.code()
+        }
+        Err(e) => {
+            eprintln!("crd: -x {name}: {e}");
+            EXIT_FAIL
+        }
+    }
+}
+
+fn check_once(cfg: &Config, name: &str) -> i32 {
+    let m = match modules::load(cfg, name, sys::euid()) {
+        Ok(m) => m,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("crd: module {name}: {p}");
+            }
+            return EXIT_USAGE;
+        }
+    };
+    let node = daemon::node_name(cfg);
+    let run = |role: Role, check: Option<(&str, i32)>| {
+        let code = check.map(|(_, c)| OsString::from(c.to_string()));
+        let mut env: Vec<(&str, &OsStr)> = vec![
+            ("CRD_CONFIG", cfg.path.as_os_str()),
+            ("CRD_MODULE", OsStr::new(&m.name)),
+            ("CRD_NODE", OsStr::new(&node)),
+        ];
+        if let (Some((out, _)), Some(code)) = (check, code.as_ref()) {
+            env.push(("CRD_CHECK_OUTPUT", OsStr::new(out)));
+            env.push(("CRD_CHECK_CODE", code));
+        }
+        let program = if role == Role::Check {
+            &m.check
+        } else {
+            m.response.as_ref().expect("only called with a response")
+        };
+        daemon::run_once(run::Start {
+            module: &m.name,
+            role,
+            spec: Spec {
+                program,
+                args: &[],
+                dir: &m.dir,
+                env: &env,
+                limits: daemon::limits(&m.settings),
+                streams: Streams::Capture,
+                own_group: true,
+            },
+            timeout: m.settings.timeout,
+            output_limit: m.settings.output_limit,
+        })
+    };
+    let f = match run(Role::Check, None) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("crd: check {name}: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    let verdict = decide::verdict(&m.settings, f.outcome);
+    println!(
+        "check {name}: {} in {} ms: {:?}",
+        f.outcome.describe(),
+        f.dur.as_millis(),
+        verdict
+    );
+    print_output(&f.output);
+    match verdict {
+        decide::Verdict::Error => return EXIT_FAIL,
+        decide::Verdict::Clear => return EXIT_OK,
+        decide::Verdict::Hit if m.response.is_none() => {
+            println!("response {name}: none (the module has no response)");
+            return EXIT_OK;
+        }
+        decide::Verdict::Hit => {}
+    }
+    // `crd check` is a manual run: trigger_after and cooldown are daemon state and do
+    // not apply here.
+    let r = match run(Role::Response, Some((&f.output, f.outcome.code()))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("crd: response {name}: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    println!(
+        "response {name}: {} in {} ms",
+        r.outcome.describe(),
+        r.dur.as_millis()
+    );
+    print_output(&r.output);
+    if r.outcome == Outcome::Exited(0) {
+        EXIT_OK
+    } else {
+        EXIT_FAIL
+    }
+}
+
+fn print_output(out: &str) {
+    for line in out.lines() {
+        println!("  | {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn x_takes_everything_after_the_name_verbatim() {
+        let (head, x) = split_x(&os(&[
+            "crd", "-c", "f.conf", "-x", "notify", "-f", "--", "x",
+        ]));
+        assert_eq!(head, os(&["crd", "-c", "f.conf"]));
+        let (name, rest) = x.unwrap();
+        assert_eq!(name, "notify");
+        assert_eq!(rest, os(&["-f", "--", "x"]));
+    }
+
+    #[test]
+    fn x_after_a_subcommand_is_the_subcommands_business() {
+        let (head, x) = split_x(&os(&["crd", "check", "-x"]));
+        assert!(x.is_none());
+        assert_eq!(head.len(), 3);
+    }
+
+    #[test]
+    fn config_value_named_dash_x_is_not_x() {
+        let (_, x) = split_x(&os(&["crd", "-c", "-x"]));
+        assert!(x.is_none());
+    }
+}

@@ -1,0 +1,261 @@
+//! The control socket: a Unix stream socket (mode 0600) through which `crd status`
+//! (and later `crd emit`) talks to the running daemon.
+//!
+//! Protocol: the client sends one request line (`status\n`), the daemon answers with
+//! text and closes. Server side, inside the poll loop: at most `MAX_CLIENTS` at once,
+//! each bounded to `MAX_REQUEST_BYTES` in and `CLIENT_TIMEOUT` in time, so a stuck or
+//! hostile client costs a bounded amount and nothing else. This file owns the socket
+//! and its bytes; what a reply says is the daemon's business.
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Clients served at once; more wait in the kernel's backlog.
+pub const MAX_CLIENTS: usize = 8;
+/// Longest request line, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 1024;
+/// Time a client has to send its request and take its reply.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest reply the client reads, in bytes.
+pub const MAX_REPLY_BYTES: u64 = 4 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Unknown(String),
+}
+
+struct Client {
+    stream: UnixStream,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    written: usize,
+    deadline: Instant,
+    answered: bool,
+}
+
+pub struct Control {
+    listener: UnixListener,
+    path: PathBuf,
+    listen_token: Token,
+    token_base: usize,
+    clients: Vec<Option<Client>>,
+}
+
+/// Why the socket could not be opened.
+#[derive(Debug)]
+pub enum BindError {
+    InUse(PathBuf),
+    Io(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::InUse(p) => write!(
+                f,
+                "control socket {} is in use: is another crd running?",
+                p.display()
+            ),
+            BindError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
+        }
+    }
+}
+
+impl Control {
+    /// Binds `path` (replacing a stale socket file) and registers it. Client tokens
+    /// are `token_base .. token_base + MAX_CLIENTS`.
+    pub fn bind(
+        path: &Path,
+        registry: &Registry,
+        listen_token: Token,
+        token_base: usize,
+    ) -> Result<Control, BindError> {
+        let err = |e| BindError::Io(path.to_path_buf(), e);
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(BindError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        // Mode 0600 from the start: no window in which another user could connect.
+        let old = crate::sys::restrictive_umask();
+        let bound = UnixListener::bind(path);
+        crate::sys::set_umask(old);
+        let mut listener = bound.map_err(err)?;
+        registry
+            .register(&mut listener, listen_token, Interest::READABLE)
+            .map_err(err)?;
+        Ok(Control {
+            listener,
+            path: path.to_path_buf(),
+            listen_token,
+            token_base,
+            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+        })
+    }
+
+    pub fn owns(&self, t: Token) -> bool {
+        t == self.listen_token || (t.0 >= self.token_base && t.0 < self.token_base + MAX_CLIENTS)
+    }
+
+    /// Handles readiness of the listener or a client. Returns requests to answer
+    /// with `reply`.
+    pub fn handle_event(
+        &mut self,
+        registry: &Registry,
+        t: Token,
+        now: Instant,
+    ) -> Vec<(usize, Request)> {
+        let mut out = Vec::new();
+        if t == self.listen_token {
+            self.accept(registry, now);
+            // A client's request may already be waiting.
+            for i in 0..MAX_CLIENTS {
+                if let Some(r) = self.service(registry, i) {
+                    out.push((i, r));
+                }
+            }
+        } else if let Some(r) = self.service(registry, t.0 - self.token_base) {
+            out.push((t.0 - self.token_base, r));
+        }
+        out
+    }
+
+    fn accept(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            let Some(i) = self.clients.iter().position(Option::is_none) else {
+                // Full: leave the rest in the backlog until a client is done.
+                return;
+            };
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let tok = Token(self.token_base + i);
+                    if registry
+                        .register(&mut stream, tok, Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    self.clients[i] = Some(Client {
+                        stream,
+                        inbuf: Vec::new(),
+                        out: Vec::new(),
+                        written: 0,
+                        deadline: now + CLIENT_TIMEOUT,
+                        answered: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("control socket accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads a request or writes a pending reply. Returns a complete request once.
+    fn service(&mut self, registry: &Registry, i: usize) -> Option<Request> {
+        let c = self.clients.get_mut(i)?.as_mut()?;
+        if c.answered {
+            self.flush(registry, i);
+            return None;
+        }
+        let mut buf = [0u8; 256];
+        loop {
+            match c.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&buf[..n]);
+                    if c.inbuf.len() > MAX_REQUEST_BYTES {
+                        c.inbuf.truncate(MAX_REQUEST_BYTES);
+                        break;
+                    }
+                    if c.inbuf.contains(&b'\n') {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(registry, i);
+                    return None;
+                }
+            }
+        }
+        // A newline, EOF or an oversized line: the request is complete.
+        c.answered = true;
+        let line = c.inbuf.split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line).trim().to_string();
+        Some(match line.as_str() {
+            "status" => Request::Status,
+            _ => Request::Unknown(line),
+        })
+    }
+
+    /// Queues `text` as client `i`'s reply and starts sending it.
+    pub fn reply(&mut self, registry: &Registry, i: usize, text: &str) {
+        if let Some(Some(c)) = self.clients.get_mut(i) {
+            c.out = text.as_bytes().to_vec();
+            self.flush(registry, i);
+        }
+    }
+
+    fn flush(&mut self, registry: &Registry, i: usize) {
+        let Some(Some(c)) = self.clients.get_mut(i) else {
+            return;
+        };
+        while c.written < c.out.len() {
+            match c.stream.write(&c.out[c.written..]) {
+                Ok(n) => c.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if c.answered && c.written >= c.out.len() && !c.out.is_empty() {
+            self.close(registry, i);
+        }
+    }
+
+    fn close(&mut self, registry: &Registry, i: usize) {
+        if let Some(mut c) = self.clients[i].take() {
+            let _ = registry.deregister(&mut c.stream);
+        }
+    }
+
+    /// Drops clients past their deadline.
+    pub fn handle_timer(&mut self, registry: &Registry, now: Instant) {
+        for i in 0..MAX_CLIENTS {
+            if self.clients[i].as_ref().is_some_and(|c| now >= c.deadline) {
+                self.close(registry, i);
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.clients.iter().flatten().map(|c| c.deadline).min()
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Client side: sends `request` and returns the daemon's reply.
+pub fn request(path: &Path, request: &str) -> io::Result<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    s.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    s.write_all(request.as_bytes())?;
+    s.write_all(b"\n")?;
+    let mut out = String::new();
+    s.take(MAX_REPLY_BYTES).read_to_string(&mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,603 @@
+//! The daemon: the one `mio::Poll`, and the carrying-out of what the pure parts decide.
+//!
+//! Inputs: signals (CHLD, TERM, INT, HUP through signal-hook-mio), child pipes, the
+//! control socket, and timers. The poll timeout is the minimum of the scheduler's,
+//! the runs' and the control socket's `poll_timeout()`; nothing else wakes the loop,
+//! so an idle crd sleeps until the next due check. Nothing here blocks: no sleeps, no
+//! blocking reads, no waiting on a child.
+//!
+//! Data flow per wake-up: signals -> reap exits -> read pipes -> timeouts -> finished
+//! runs -> `decide` -> events to the sink and responses to spawn -> due checks from
+//! the scheduler -> control requests.
+
+use crate::config::{self, Config};
+use crate::control::{self, Control, Request};
+use crate::decide::{self, Outcome};
+use crate::event::{Event, Kind, Sink};
+use crate::modules::{self, Module};
+use crate::run::{self, Finished, Role, Runs};
+use crate::schedule::{Lateness, Scheduler};
+use crate::spawn::{Spec, Streams};
+use crate::sys::{self, Limits};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SIGNALS: Token = Token(0);
+const CONTROL: Token = Token(1);
+const CONTROL_CLIENTS: usize = 2;
+const RUNS: usize = CONTROL_CLIENTS + control::MAX_CLIENTS;
+/// Readiness events taken per poll call.
+const EVENTS_CAPACITY: usize = 256;
+/// After SIGTERM/SIGINT, the longest crd waits for children before it exits anyway.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Per-module counters and state, kept by name across reloads.
+#[derive(Clone, Debug, Default)]
+struct Stats {
+    decision: decide::State,
+    runs: u32,
+    fired: u32,
+    responses: u32,
+    errors: u32,
+    last: Option<(Instant, Role, Outcome)>,
+}
+
+pub struct Daemon<S: Sink> {
+    cfg: Config,
+    node: String,
+    euid: u32,
+    modules: Vec<Module>,
+    stats: Vec<Stats>,
+    sched: Scheduler,
+    runs: Runs,
+    sink: S,
+    lateness: Lateness,
+    control: Option<Control>,
+    poll: Poll,
+    started: Instant,
+    wakeups: u64,
+    stopping: Option<Instant>,
+}
+
+/// The node name: `node` from the config, else the kernel's hostname.
+pub fn node_name(cfg: &Config) -> String {
+    if !cfg.node.is_empty() {
+        return cfg.node.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Reads and parses a config file; a missing file means all defaults.
+pub fn load_config(path: &Path) -> Result<Config, String> {
+    match modules::read_bounded(path, config::MAX_CONFIG_BYTES) {
+        Ok(text) => config::parse_config(&text, path).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Config::defaults(path)),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+pub fn limits(s: &config::ModuleSettings) -> Limits {
+    Limits {
+        address_space: s.memory_limit,
+        cpu_seconds: s.cpu_limit,
+        open_files: crate::spawn::CHILD_OPEN_FILES,
+        file_size: s.file_limit,
+        processes: s.process_limit,
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl<S: Sink> Daemon<S> {
+    pub fn new(cfg: Config, sink: S) -> io::Result<Daemon<S>> {
+        let poll = Poll::new()?;
+        let euid = sys::euid();
+        let now = Instant::now();
+        let mut d = Daemon {
+            node: node_name(&cfg),
+            euid,
+            modules: Vec::new(),
+            stats: Vec::new(),
+            sched: Scheduler::new(&[], cfg.max_parallel, now),
+            runs: Runs::new(RUNS),
+            sink,
+            lateness: Lateness::default(),
+            control: None,
+            poll,
+            started: now,
+            wakeups: 0,
+            stopping: None,
+            cfg,
+        };
+        d.install_modules(now);
+        match Control::bind(
+            &d.cfg.control_socket,
+            d.poll.registry(),
+            CONTROL,
+            CONTROL_CLIENTS,
+        ) {
+            Ok(c) => d.control = Some(c),
+            Err(e @ control::BindError::InUse(_)) => return Err(io::Error::other(e.to_string())),
+            // Status is a convenience: without it crd still does its job.
+            Err(e) => log::error!("{e}; `crd status` will not work"),
+        }
+        Ok(d)
+    }
+
+    /// (Re)discovers modules and rebuilds the schedule, keeping each module's state
+    /// and any run in flight.
+    fn install_modules(&mut self, now: Instant) {
+        let (mods, warnings) = modules::discover(&self.cfg, self.euid);
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        let old: Vec<(String, Stats)> = self
+            .modules
+            .drain(..)
+            .map(|m| m.name)
+            .zip(self.stats.drain(..))
+            .collect();
+        self.stats = mods
+            .iter()
+            .map(|m| {
+                old.iter()
+                    .find(|(n, _)| *n == m.name)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let intervals: Vec<Option<Duration>> = mods
+            .iter()
+            .map(|m| m.settings.enabled.then_some(m.settings.interval))
+            .collect();
+        self.sched = Scheduler::new(&intervals, self.cfg.max_parallel, now);
+        self.modules = mods;
+        let busy: Vec<String> = self.runs.iter().map(|(m, ..)| m.to_string()).collect();
+        for name in busy {
+            if let Some(i) = self.index(&name) {
+                self.sched.mark_running(i);
+            }
+        }
+        let enabled = self.modules.iter().filter(|m| m.settings.enabled).count();
+        log::info!(
+            "{} modules ({} enabled) from {}",
+            self.modules.len(),
+            enabled,
+            self.cfg.modules_dir.display()
+        );
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.modules
+            .binary_search_by(|m| m.name.as_str().cmp(name))
+            .ok()
+    }
+
+    /// Runs until SIGTERM/SIGINT; returns once every child is gone.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        log::info!(
+            "crd {} started: node {}, pid {}",
+            env!("CARGO_PKG_VERSION"),
+            self.node,
+            std::process::id()
+        );
+        loop {
+            let now = Instant::now();
+            self.tick(now);
+            if let Some(t) = self.stopping {
+                if self.runs.is_empty() {
+                    log::info!("stopped");
+                    return Ok(());
+                }
+                if now >= t + SHUTDOWN_LIMIT {
+                    log::warn!("{} runs still not reaped; exiting anyway", self.runs.len());
+                    return Ok(());
+                }
+            }
+            let timeout = if self.runs.has_pending_reads() {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            self.wakeups += 1;
+            let now = Instant::now();
+            let mut reap = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => {
+                        for sig in signals.pending() {
+                            match sig {
+                                SIGCHLD => reap = true,
+                                SIGHUP => self.reload(now),
+                                _ => self.begin_stop(now, sig),
+                            }
+                        }
+                    }
+                    t if self.runs.owns(t) => self.runs.handle_readable(self.poll.registry(), t),
+                    t if self.control.as_ref().is_some_and(|c| c.owns(t)) => {
+                        self.handle_control(t, now)
+                    }
+                    _ => {}
+                }
+            }
+            if reap {
+                while let Some((pid, ws)) = sys::reap_any() {
+                    self.runs.handle_exit(self.poll.registry(), pid, ws, now);
+                }
+            }
+            self.runs.handle_pending_reads(self.poll.registry());
+        }
+    }
+
+    /// Timers, finished runs and due checks at `now`.
+    fn tick(&mut self, now: Instant) {
+        self.runs.handle_timer(now);
+        while let Some(f) = self.runs.poll_finished() {
+            self.handle_finished(f, now);
+        }
+        if self.stopping.is_none() {
+            self.sched.handle_timer(now);
+            while let Some(start) = self.sched.poll_start() {
+                self.lateness
+                    .record(now.saturating_duration_since(start.due));
+                self.start(start.slot, Role::Check, None, now);
+            }
+        }
+        // Spawn failures finish at once; handle them in this same tick.
+        while let Some(f) = self.runs.poll_finished() {
+            self.handle_finished(f, now);
+        }
+        if let Some(c) = self.control.as_mut() {
+            c.handle_timer(self.poll.registry(), now);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut t = [
+            if self.stopping.is_none() {
+                self.sched.poll_timeout()
+            } else {
+                None
+            },
+            self.runs.poll_timeout(),
+            self.control.as_ref().and_then(Control::poll_timeout),
+            self.stopping.map(|s| s + SHUTDOWN_LIMIT),
+        ];
+        t.sort();
+        t.into_iter().flatten().next()
+    }
+
+    fn start(&mut self, i: usize, role: Role, check: Option<(&str, i32)>, now: Instant) {
+        let m = &self.modules[i];
+        let program = match role {
+            Role::Response => m
+                .response
+                .as_deref()
+                .expect("decide() only responds when a response exists"),
+            _ => &m.check,
+        };
+        let code = check.map(|(_, c)| OsString::from(c.to_string()));
+        let mut env: Vec<(&str, &OsStr)> = vec![
+            ("CRD_CONFIG", self.cfg.path.as_os_str()),
+            ("CRD_MODULE", OsStr::new(&m.name)),
+            ("CRD_NODE", OsStr::new(&self.node)),
+        ];
+        if let (Some((out, _)), Some(code)) = (check, code.as_ref()) {
+            env.push(("CRD_CHECK_OUTPUT", OsStr::new(out)));
+            env.push(("CRD_CHECK_CODE", code));
+        }
+        log::debug!("module {}: starting {:?}", m.name, role);
+        let start = run::Start {
+            module: &m.name,
+            role,
+            spec: Spec {
+                program,
+                args: &[],
+                dir: &m.dir,
+                env: &env,
+                limits: limits(&m.settings),
+                streams: Streams::Capture,
+                own_group: true,
+            },
+            timeout: m.settings.timeout,
+            output_limit: m.settings.output_limit,
+        };
+        self.runs.start(self.poll.registry(), start, now);
+    }
+
+    fn handle_finished(&mut self, f: Finished, now: Instant) {
+        let Some(i) = self.index(&f.module) else {
+            log::info!(
+                "module {}: {:?} finished ({}) after the module was removed",
+                f.module,
+                f.role,
+                f.outcome.describe()
+            );
+            return;
+        };
+        log::debug!(
+            "module {}: {:?} {} in {} ms",
+            f.module,
+            f.role,
+            f.outcome.describe(),
+            f.dur.as_millis()
+        );
+        let dur_ms = u32::try_from(f.dur.as_millis()).unwrap_or(u32::MAX);
+        let st = &mut self.stats[i];
+        st.last = Some((now, f.role, f.outcome));
+        let event = |kind: Kind, out: String| Event {
+            ts_ms: unix_ms(),
+            module: f.module.clone(),
+            kind,
+            code: f.outcome.code(),
+            dur_ms,
+            out,
+        };
+        match f.role {
+            Role::Check => {
+                st.runs = st.runs.saturating_add(1);
+                let m = &self.modules[i];
+                let d = decide::decide(
+                    &m.settings,
+                    &mut st.decision,
+                    f.outcome,
+                    m.response.is_some(),
+                    now,
+                );
+                if let Some(held) = d.held_back {
+                    log::debug!(
+                        "module {}: condition present, no response: {held:?}",
+                        f.module
+                    );
+                }
+                match d.event {
+                    Some(Kind::Error) => {
+                        st.errors = st.errors.saturating_add(1);
+                        log::warn!(
+                            "module {}: check failed: {}",
+                            f.module,
+                            f.outcome.describe()
+                        );
+                        let out = join(&f.outcome.describe(), &f.output);
+                        self.sink.push(event(Kind::Error, out));
+                    }
+                    Some(kind) => {
+                        if kind == Kind::Fired {
+                            st.fired = st.fired.saturating_add(1);
+                        }
+                        self.sink.push(event(kind, f.output.clone()));
+                    }
+                    None => {}
+                }
+                if d.respond {
+                    self.start(i, Role::Response, Some((&f.output, f.outcome.code())), now);
+                } else {
+                    self.sched.handle_done(i);
+                }
+            }
+            Role::Response | Role::Support => {
+                st.responses = st.responses.saturating_add(1);
+                if f.outcome != Outcome::Exited(0) {
+                    log::warn!(
+                        "module {}: response failed: {}",
+                        f.module,
+                        f.outcome.describe()
+                    );
+                }
+                let out = if matches!(f.outcome, Outcome::Exited(_)) {
+                    f.output
+                } else {
+                    join(&f.outcome.describe(), &f.output)
+                };
+                self.sink.push(event(Kind::Response, out));
+                self.sched.handle_done(i);
+            }
+        }
+    }
+
+    fn reload(&mut self, now: Instant) {
+        log::info!("SIGHUP: reloading {}", self.cfg.path.display());
+        match load_config(&self.cfg.path) {
+            Ok(cfg) => {
+                if cfg.control_socket != self.cfg.control_socket {
+                    log::warn!("control_socket changed; the new path takes effect on restart");
+                }
+                log::set_max_level(cfg.log_level);
+                self.node = node_name(&cfg);
+                self.cfg = Config {
+                    control_socket: self.cfg.control_socket.clone(),
+                    ..cfg
+                };
+                self.install_modules(now);
+            }
+            Err(e) => log::error!("reload failed, keeping the running config:\n{e}"),
+        }
+    }
+
+    fn begin_stop(&mut self, now: Instant, sig: i32) {
+        if self.stopping.is_none() {
+            log::info!(
+                "signal {sig}: stopping; terminating {} runs",
+                self.runs.len()
+            );
+            self.stopping = Some(now);
+            self.runs.terminate_all(now);
+        }
+    }
+
+    fn handle_control(&mut self, t: Token, now: Instant) {
+        let Some(c) = self.control.as_mut() else {
+            return;
+        };
+        let reqs = c.handle_event(self.poll.registry(), t, now);
+        for (client, req) in reqs {
+            let text = match req {
+                Request::Status => self.status(now),
+                Request::Unknown(r) => format!("error: unknown request `{r}` (known: status)\n"),
+            };
+            if let Some(c) = self.control.as_mut() {
+                c.reply(self.poll.registry(), client, &text);
+            }
+        }
+    }
+
+    /// The text `crd status` prints.
+    fn status(&self, now: Instant) -> String {
+        let mut s = String::new();
+        let l = &self.lateness;
+        let _ = writeln!(
+            s,
+            "crd {} node {} pid {}",
+            env!("CARGO_PKG_VERSION"),
+            self.node,
+            std::process::id()
+        );
+        let _ = writeln!(
+            s,
+            "uptime_s: {}",
+            now.duration_since(self.started).as_secs()
+        );
+        let _ = writeln!(s, "modules: {}", self.modules.len());
+        let _ = writeln!(s, "running: {}", self.runs.len());
+        let _ = writeln!(s, "queued: {}", self.sched.queued());
+        let _ = writeln!(s, "wakeups: {}", self.wakeups);
+        let _ = writeln!(s, "starts: {}", l.count());
+        let _ = writeln!(s, "lateness_p50_us: {}", l.percentile_us(50));
+        let _ = writeln!(s, "lateness_p99_us: {}", l.percentile_us(99));
+        let _ = writeln!(s, "lateness_max_us: {}", l.max_us());
+        let _ = writeln!(s, "cpu_self_us: {}", sys::self_cpu_us());
+        let _ = writeln!(s, "max_rss_kib: {}", sys::max_rss_kib());
+        let _ = writeln!(
+            s,
+            "\n{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  last",
+            "MODULE", "STATE", "RUNS", "FIRED", "RESP", "ERRORS", "OVERRN", "NEXT_S"
+        );
+        for (i, (m, st)) in self.modules.iter().zip(&self.stats).enumerate() {
+            let state = if !m.settings.enabled {
+                "disabled"
+            } else if self.sched.is_running(i) {
+                "running"
+            } else if st.decision.firing {
+                "firing"
+            } else {
+                "ok"
+            };
+            let next = self
+                .sched
+                .next_due(i)
+                .map(|t| t.saturating_duration_since(now).as_secs().to_string())
+                .unwrap_or_else(|| "-".into());
+            let last = st
+                .last
+                .map(|(t, role, o)| {
+                    format!(
+                        "{:?} {} {}s ago",
+                        role,
+                        o.describe(),
+                        now.saturating_duration_since(t).as_secs()
+                    )
+                    .to_lowercase()
+                })
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                s,
+                "{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  {}",
+                m.name,
+                state,
+                st.runs,
+                st.fired,
+                st.responses,
+                st.errors,
+                self.sched.overruns(i),
+                next,
+                last
+            );
+        }
+        s
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    if b.is_empty() {
+        a.to_string()
+    } else {
+        format!("{a}\n{b}")
+    }
+}
+
+/// Runs one child in the foreground (`crd check`, `crd -x`) with the same machinery
+/// as the daemon: own poll, SIGCHLD reaping, timeout and kill. SIGINT/SIGTERM to crd
+/// terminate the child's group.
+pub fn run_once(start: run::Start<'_>) -> io::Result<Finished> {
+    let mut poll = Poll::new()?;
+    let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT])?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut runs = Runs::new(RUNS);
+    let mut events = Events::with_capacity(16);
+    runs.start(poll.registry(), start, Instant::now());
+    loop {
+        if let Some(f) = runs.poll_finished() {
+            return Ok(f);
+        }
+        let timeout = if runs.has_pending_reads() {
+            Some(Duration::ZERO)
+        } else {
+            runs.poll_timeout()
+                .map(|t| t.saturating_duration_since(Instant::now()))
+        };
+        match poll.poll(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        let mut reap = false;
+        for ev in events.iter() {
+            if ev.token() == SIGNALS {
+                for sig in signals.pending() {
+                    if sig == SIGCHLD {
+                        reap = true;
+                    } else {
+                        runs.terminate_all(now);
+                    }
+                }
+            } else if runs.owns(ev.token()) {
+                runs.handle_readable(poll.registry(), ev.token());
+            }
+        }
+        if reap {
+            while let Some((pid, ws)) = sys::reap_any() {
+                runs.handle_exit(poll.registry(), pid, ws, now);
+            }
+        }
+        runs.handle_pending_reads(poll.registry());
+        runs.handle_timer(now);
+    }
+}

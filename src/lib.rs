@@ -1,0 +1,25 @@
+//! crd, the Condition/Response Daemon: runs `check` executables on a schedule, runs
+//! the module's `response` when a check finds its condition, and records every
+//! outcome as an event.
+//!
+//! The crate is a library so that tests and fuzz targets reach the pure parts; the
+//! binary (`main.rs`) only calls `cli::main`. Pure core: `config`, `decide`,
+//! `schedule`, `output`, `event`. IO at the edge: `modules` (directory scans),
+//! `spawn` (the one place that builds child processes), `run` (children in the poll
+//! loop), `control` (the control socket), `daemon` (the one `mio::Poll`), `cli`.
+//! `unsafe` lives in `sys` alone.
+
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod decide;
+pub mod event;
+pub mod modules;
+pub mod output;
+pub mod run;
+pub mod schedule;
+pub mod spawn;
+pub mod sys;

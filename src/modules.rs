@@ -1,0 +1,326 @@
+//! Module discovery: which directories under `modules_dir` are runnable modules, and
+//! with which settings.
+//!
+//! A module is a directory `<modules_dir>/<Name>/` holding an executable `check`, an
+//! optional executable `response` and an optional `module.conf`. A support module
+//! (`crd -x Name`) is `<modules_dir>/<Name>/<Name>`. Files are refused the way cron
+//! and sudo refuse them: group- or world-writable, or owned by someone other than
+//! root or crd's own user. A module with a problem is skipped with one warning per
+//! problem; the others run. This file reads directories and metadata, and nothing
+//! else: it never runs a module.
+
+use crate::config::{self, Config, ModuleSettings};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Most module directories looked at in one scan; more are reported and ignored.
+pub const MAX_MODULES: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub name: String,
+    pub dir: PathBuf,
+    pub check: PathBuf,
+    pub response: Option<PathBuf>,
+    pub settings: ModuleSettings,
+}
+
+/// Reads a whole text file of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    let f = fs::File::open(path)?;
+    let mut s = String::new();
+    f.take(max + 1).read_to_string(&mut s)?;
+    if s.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(s)
+}
+
+/// Why a file may not be run: `None` when it is fine.
+fn file_problem(path: &Path, euid: u32, need_exec: bool) -> Option<String> {
+    let md = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{}: {e}", path.display())),
+    };
+    let mode = md.permissions().mode();
+    if need_exec && !md.is_file() {
+        return Some(format!("{} is not a regular file", path.display()));
+    }
+    if need_exec && mode & 0o111 == 0 {
+        return Some(format!("{} is not executable (chmod +x)", path.display()));
+    }
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "{} is group- or world-writable (mode {:04o}); refusing to run it",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    if md.uid() != 0 && md.uid() != euid {
+        return Some(format!(
+            "{} is owned by uid {}, not root or crd's user (uid {euid}); refusing to run it",
+            path.display(),
+            md.uid()
+        ));
+    }
+    None
+}
+
+/// Loads module `name` from `cfg.modules_dir`; `Err` lists every problem found.
+pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> {
+    if let Err(why) = config::valid_name(name) {
+        return Err(vec![format!("bad module name `{name}`: {why}")]);
+    }
+    let dir = cfg.modules_dir.join(name);
+    let mut problems = Vec::new();
+    if let Some(p) = file_problem(&dir, euid, false) {
+        problems.push(p);
+    }
+    let check = dir.join("check");
+    if !check.exists() {
+        problems.push(format!("{} is missing", check.display()));
+    } else if let Some(p) = file_problem(&check, euid, true) {
+        problems.push(p);
+    }
+    let response = dir.join("response");
+    let response = if response.exists() {
+        if let Some(p) = file_problem(&response, euid, true) {
+            problems.push(p);
+        }
+        Some(response)
+    } else {
+        None
+    };
+    let own = own_settings(&dir, euid).unwrap_or_else(|mut e| {
+        problems.append(&mut e);
+        Vec::new()
+    });
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Module {
+        name: name.to_string(),
+        settings: cfg.module_settings(name, &own),
+        dir,
+        check,
+        response,
+    })
+}
+
+/// The module's own `module.conf` overrides (none when the file is absent).
+fn own_settings(dir: &Path, euid: u32) -> Result<Vec<config::Setting>, Vec<String>> {
+    let path = dir.join("module.conf");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    if let Some(p) = file_problem(&path, euid, false) {
+        return Err(vec![p]);
+    }
+    let text = read_bounded(&path, config::MAX_CONFIG_BYTES)
+        .map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    config::parse_module_conf(&text, &path).map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+}
+
+/// Scans `modules_dir`. Returns the runnable modules, sorted by name, and one
+/// warning per problem. A directory without `check` (a pure support module) is not a
+/// scheduled module and is passed over silently.
+pub fn discover(cfg: &Config, euid: u32) -> (Vec<Module>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let entries = match fs::read_dir(&cfg.modules_dir) {
+        Ok(e) => e,
+        Err(e) => {
+            warnings.push(format!("modules_dir {}: {e}", cfg.modules_dir.display()));
+            return (Vec::new(), warnings);
+        }
+    };
+    let mut names = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Hidden entries (staging dirs of installs, editors' files) are not modules.
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        if names.len() == MAX_MODULES {
+            warnings.push(format!(
+                "more than {MAX_MODULES} module directories in {}; ignoring the rest",
+                cfg.modules_dir.display()
+            ));
+            break;
+        }
+        names.push(name);
+    }
+    names.sort();
+    let mut modules = Vec::new();
+    for name in names {
+        let dir = cfg.modules_dir.join(&name);
+        if !dir.join("check").exists() {
+            continue;
+        }
+        match load(cfg, &name, euid) {
+            Ok(m) => modules.push(m),
+            Err(problems) => {
+                for p in problems {
+                    warnings.push(format!("module {name}: {p}; module skipped"));
+                }
+            }
+        }
+    }
+    for sec in &cfg.sections {
+        if !modules.iter().any(|m| m.name == sec.name) {
+            warnings.push(format!(
+                "{}:{}: [module {}] names no runnable module in {}",
+                cfg.path.display(),
+                sec.line,
+                sec.name,
+                cfg.modules_dir.display()
+            ));
+        }
+    }
+    (modules, warnings)
+}
+
+/// The executable and settings of support module `name` (`crd -x`).
+pub fn support(cfg: &Config, name: &str, euid: u32) -> Result<(PathBuf, ModuleSettings), String> {
+    config::valid_name(name).map_err(|why| format!("bad support module name `{name}`: {why}"))?;
+    let dir = cfg.modules_dir.join(name);
+    let exe = dir.join(name);
+    if !exe.exists() {
+        return Err(format!(
+            "no support module `{name}`: {} is missing",
+            exe.display()
+        ));
+    }
+    if let Some(p) = file_problem(&dir, euid, false).or_else(|| file_problem(&exe, euid, true)) {
+        return Err(p);
+    }
+    let own = own_settings(&dir, euid).map_err(|e| e.join("; "))?;
+    Ok((exe, cfg.module_settings(name, &own)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(tag: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("crd-mod-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+
+    fn file(path: &Path, text: &str, mode: u32) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn cfg(dir: &Path, text: &str) -> Config {
+        let mut c = config::parse_config(text, Path::new("crd.conf")).unwrap();
+        c.modules_dir = dir.to_path_buf();
+        c
+    }
+
+    #[test]
+    fn discovery_skips_broken_modules_with_one_warning_each() {
+        let t = tmp("disc");
+        let d = &t.0;
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        file(&d.join("Good/check"), "#!/bin/sh\nexit 1\n", 0o755);
+        file(&d.join("Good/response"), "#!/bin/sh\n", 0o755);
+        file(&d.join("Good/module.conf"), "interval = 7\n", 0o644);
+        file(&d.join("NoExec/check"), "#!/bin/sh\n", 0o644);
+        file(&d.join("Writable/check"), "#!/bin/sh\n", 0o777);
+        file(&d.join("BadConf/check"), "#!/bin/sh\n", 0o755);
+        file(&d.join("BadConf/module.conf"), "intreval = 7\n", 0o644);
+        file(&d.join("BadResp/check"), "#!/bin/sh\n", 0o755);
+        file(&d.join("BadResp/response"), "#!/bin/sh\n", 0o600);
+        file(&d.join("SupportOnly/SupportOnly"), "#!/bin/sh\n", 0o755);
+        file(&d.join(".staging/check"), "#!/bin/sh\n", 0o755);
+        for m in [
+            "Good",
+            "NoExec",
+            "Writable",
+            "BadConf",
+            "BadResp",
+            "SupportOnly",
+            ".staging",
+        ] {
+            fs::set_permissions(d.join(m), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let c = cfg(
+            d,
+            "[module Good]\ntimeout = 3\n[module Ghost]\ntimeout = 1\n",
+        );
+        let (mods, warns) = discover(&c, crate::sys::euid());
+        assert_eq!(mods.len(), 1, "{warns:#?}");
+        let g = &mods[0];
+        assert_eq!(g.name, "Good");
+        assert_eq!(g.settings.interval.as_secs(), 7);
+        assert_eq!(g.settings.timeout.as_secs(), 3);
+        assert!(g.response.is_some());
+        assert_eq!(warns.len(), 5, "{warns:#?}");
+        let all = warns.join("\n");
+        assert!(
+            all.contains("module NoExec:") && all.contains("is not executable"),
+            "{all}"
+        );
+        assert!(
+            all.contains("module Writable:") && all.contains("world-writable (mode 0777)"),
+            "{all}"
+        );
+        assert!(
+            all.contains("module BadConf:")
+                && all.contains("module.conf:1: key `intreval`: unknown key"),
+            "{all}"
+        );
+        assert!(
+            all.contains("module BadResp:") && all.contains("response is not executable"),
+            "{all}"
+        );
+        assert!(
+            all.contains("crd.conf:3: [module Ghost] names no runnable module"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn missing_modules_dir_is_a_warning_not_a_crash() {
+        let c = cfg(Path::new("/nonexistent/crd-modules"), "");
+        let (mods, warns) = discover(&c, 0);
+        assert!(mods.is_empty());
+        assert!(warns[0].starts_with("modules_dir /nonexistent/crd-modules:"));
+    }
+
+    #[test]
+    fn support_modules_refuse_bad_names_and_missing_files() {
+        let t = tmp("support");
+        let d = &t.0;
+        file(&d.join("notify/notify"), "#!/bin/sh\n", 0o755);
+        fs::set_permissions(d.join("notify"), fs::Permissions::from_mode(0o755)).unwrap();
+        let c = cfg(d, "");
+        assert!(support(&c, "notify", crate::sys::euid()).is_ok());
+        for bad in ["../x", ".hidden", "a/b", ""] {
+            assert!(
+                support(&c, bad, 0)
+                    .unwrap_err()
+                    .starts_with("bad support module name"),
+                "{bad}"
+            );
+        }
+        assert!(
+            support(&c, "absent", 0)
+                .unwrap_err()
+                .starts_with("no support module `absent`")
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Bounded capture of a child's output: the first and the last bytes, and a count of
+//! what was dropped between them.
+//!
+//! A check may print without end; crd must drain the pipe anyway (or the child blocks)
+//! but keep only `limit` bytes. Half the budget holds the head (usually the message
+//! that matters), half a ring holding the tail (usually the error that ended the run).
+//! Pure: fed byte slices, it never touches a file descriptor.
+
+/// Head and tail of a byte stream within a fixed budget, in bytes.
+#[derive(Debug)]
+pub struct Capture {
+    head: Vec<u8>,
+    head_cap: usize,
+    tail: Vec<u8>,
+    tail_cap: usize,
+    /// Next write position in `tail` once it is full (a ring).
+    tail_pos: usize,
+    total: u64,
+}
+
+impl Capture {
+    /// A capture keeping at most `limit` bytes (head + tail). Memory is allocated as
+    /// bytes arrive, so a quiet child costs nothing.
+    pub fn new(limit: u32) -> Capture {
+        let limit = limit as usize;
+        let head_cap = limit / 2;
+        Capture {
+            head: Vec::new(),
+            head_cap,
+            tail: Vec::new(),
+            tail_cap: limit - head_cap,
+            tail_pos: 0,
+            total: 0,
+        }
+    }
+
+    pub fn push(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        let room = self.head_cap - self.head.len();
+        if room > 0 {
+            let n = room.min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        if self.tail_cap == 0 {
+            return;
+        }
+        // Only the last `tail_cap` bytes of this slice can survive.
+        if data.len() > self.tail_cap {
+            data = &data[data.len() - self.tail_cap..];
+        }
+        for &b in data {
+            if self.tail.len() < self.tail_cap {
+                self.tail.push(b);
+            } else {
+                self.tail[self.tail_pos] = b;
+                self.tail_pos = (self.tail_pos + 1) % self.tail_cap;
+            }
+        }
+    }
+
+    /// Bytes seen in all.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Bytes seen but not kept.
+    pub fn dropped(&self) -> u64 {
+        self.total - (self.head.len() + self.tail.len()) as u64
+    }
+
+    /// The kept text, with a marker where bytes were dropped; invalid UTF-8 is
+    /// replaced, and trailing white space trimmed.
+    pub fn render(&self) -> String {
+        let mut bytes = self.head.clone();
+        let dropped = self.dropped();
+        if dropped > 0 {
+            bytes.extend_from_slice(format!("\n[... {dropped} bytes dropped ...]\n").as_bytes());
+        }
+        let (a, b) = self.tail.split_at(self.tail_pos);
+        bytes.extend_from_slice(b);
+        bytes.extend_from_slice(a);
+        let s = String::from_utf8_lossy(&bytes);
+        s.trim_end().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_output_is_kept_whole() {
+        let mut c = Capture::new(16);
+        c.push(b"hello ");
+        c.push(b"world\n");
+        assert_eq!(c.render(), "hello world");
+        assert_eq!(c.dropped(), 0);
+    }
+
+    #[test]
+    fn long_output_keeps_head_and_tail() {
+        let mut c = Capture::new(8);
+        for chunk in [&b"ABCD"[..], b"xxxxxxxxxxxx", b"xx", b"WXYZ"] {
+            c.push(chunk);
+        }
+        assert_eq!(c.total(), 22);
+        assert_eq!(c.dropped(), 14);
+        assert_eq!(c.render(), "ABCD\n[... 14 bytes dropped ...]\nWXYZ");
+    }
+
+    #[test]
+    fn tail_ring_wraps_in_order_byte_by_byte() {
+        let mut c = Capture::new(6);
+        for b in b"0123456789" {
+            c.push(&[*b]);
+        }
+        assert_eq!(c.render(), "012\n[... 4 bytes dropped ...]\n789");
+    }
+
+    #[test]
+    fn fifty_megabytes_stay_within_the_limit() {
+        let mut c = Capture::new(4096);
+        let block = vec![b'y'; 65536];
+        for _ in 0..800 {
+            c.push(&block);
+        }
+        assert_eq!(c.total(), 800 * 65536);
+        assert!(c.render().len() < 4096 + 64);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_rejected() {
+        let mut c = Capture::new(64);
+        c.push(&[0xff, b'a', 0xfe]);
+        assert_eq!(c.render(), "\u{fffd}a\u{fffd}");
+    }
+}

@@ -1,0 +1,356 @@
+//! Runs in flight: spawned children, their output pipes, timeouts and exits, inside
+//! the daemon's poll loop.
+//!
+//! `Runs` owns every running child. Inputs: `start`, `handle_readable(token)`,
+//! `handle_exit(pid, status, now)`, `handle_timer(now)`; outputs: `poll_finished()`,
+//! `poll_timeout()`, `has_pending_reads()`. It registers pipes with the poll registry
+//! it is handed but never waits: a child is finished when its exit was reaped and its
+//! pipe drained (EOF, or empty once the process has exited: a grandchild may hold the
+//! pipe open forever, and that must not hold up the run).
+//!
+//! Timeout: SIGTERM to the process group at the deadline, SIGKILL to the group
+//! `KILL_GRACE` later, and SIGKILL to the group as soon as a timed-out leader is
+//! reaped, so grandchildren never outlive a timed-out run.
+
+use crate::decide::Outcome;
+use crate::output::Capture;
+use crate::spawn::{self, Spec};
+use crate::sys::{self, WaitStatus};
+use mio::{Interest, Registry, Token};
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+/// Time between SIGTERM and SIGKILL for a timed-out run or at shutdown.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Bytes read from one pipe per readiness event before others get a turn.
+pub const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// Bytes read from a pipe after its process exited (a writing grandchild cannot
+/// keep the run alive by writing without end).
+pub const FINAL_DRAIN_BYTES: usize = 256 * 1024;
+/// Size of the one read buffer shared by all runs.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Which executable of a module a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Check,
+    Response,
+    /// A support module run by `crd -x`.
+    Support,
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct Finished {
+    pub id: usize,
+    pub module: String,
+    pub role: Role,
+    pub outcome: Outcome,
+    pub output: String,
+    pub started: Instant,
+    pub dur: Duration,
+}
+
+#[derive(Debug)]
+struct Run {
+    module: String,
+    role: Role,
+    pid: u32,
+    own_group: bool,
+    pipe: Option<mio::unix::pipe::Receiver>,
+    capture: Capture,
+    started: Instant,
+    deadline: Instant,
+    /// Set once SIGTERM was sent: when SIGKILL follows.
+    kill_at: Option<Instant>,
+    /// SIGKILL was sent; no timer remains for this run.
+    killed: bool,
+    timed_out: bool,
+    exit: Option<(WaitStatus, Instant)>,
+}
+
+/// Everything needed to start a run.
+pub struct Start<'a> {
+    pub module: &'a str,
+    pub role: Role,
+    pub spec: Spec<'a>,
+    pub timeout: Duration,
+    pub output_limit: u32,
+}
+
+pub struct Runs {
+    slab: Vec<Option<Run>>,
+    token_base: usize,
+    finished: VecDeque<Finished>,
+    pending_reads: Vec<usize>,
+    buf: Box<[u8; READ_CHUNK_BYTES]>,
+}
+
+impl Runs {
+    /// Pipes are registered as `Token(token_base + id)`.
+    pub fn new(token_base: usize) -> Runs {
+        Runs {
+            slab: Vec::new(),
+            token_base,
+            finished: VecDeque::new(),
+            pending_reads: Vec::new(),
+            buf: Box::new([0; READ_CHUNK_BYTES]),
+        }
+    }
+
+    /// Runs in flight.
+    pub fn len(&self) -> usize {
+        self.slab.iter().filter(|r| r.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `token` is one of ours.
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.token_base && token.0 < self.token_base + self.slab.len()
+    }
+
+    /// Spawns a run and returns its id. A spawn failure is not an error here: the run
+    /// finishes at once as `Outcome::ExecFailed` with the reason as its output.
+    pub fn start(&mut self, registry: &Registry, s: Start<'_>, now: Instant) -> usize {
+        let id = match self.slab.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.slab.push(None);
+                self.slab.len() - 1
+            }
+        };
+        let spawned = spawn::spawn(&s.spec).and_then(|mut sp| {
+            if let Some(p) = sp.output.as_mut() {
+                if let Err(e) =
+                    registry.register(p, Token(self.token_base + id), Interest::READABLE)
+                {
+                    // The child runs already: make sure it does not outlive the error.
+                    let _ = sys::kill_group(sp.pid, libc::SIGKILL);
+                    return Err(e);
+                }
+            }
+            Ok(sp)
+        });
+        match spawned {
+            Ok(sp) => {
+                self.slab[id] = Some(Run {
+                    module: s.module.to_string(),
+                    role: s.role,
+                    pid: sp.pid,
+                    own_group: s.spec.own_group,
+                    pipe: sp.output,
+                    capture: Capture::new(s.output_limit),
+                    started: now,
+                    deadline: now + s.timeout,
+                    kill_at: None,
+                    killed: false,
+                    timed_out: false,
+                    exit: None,
+                });
+            }
+            Err(e) => {
+                let output = format!("cannot start {}: {e}", s.spec.program.display());
+                self.finished.push_back(Finished {
+                    id,
+                    module: s.module.to_string(),
+                    role: s.role,
+                    outcome: Outcome::ExecFailed,
+                    output,
+                    started: now,
+                    dur: Duration::ZERO,
+                });
+            }
+        }
+        id
+    }
+
+    /// The pipe of `token` is readable: drain it within the read budget.
+    pub fn handle_readable(&mut self, registry: &Registry, token: Token) {
+        let id = token.0 - self.token_base;
+        self.read(registry, id, READ_BUDGET_BYTES);
+    }
+
+    /// Reads pipes that still had data when their budget ran out.
+    pub fn handle_pending_reads(&mut self, registry: &Registry) {
+        for id in std::mem::take(&mut self.pending_reads) {
+            self.read(registry, id, READ_BUDGET_BYTES);
+        }
+    }
+
+    pub fn has_pending_reads(&self) -> bool {
+        !self.pending_reads.is_empty()
+    }
+
+    /// Reads up to `budget` bytes; returns true once the pipe is at EOF or gone.
+    fn read(&mut self, registry: &Registry, id: usize, budget: usize) -> bool {
+        let Some(Some(run)) = self.slab.get_mut(id) else {
+            return true;
+        };
+        let Some(pipe) = run.pipe.as_mut() else {
+            return true;
+        };
+        let mut left = budget;
+        let eof = loop {
+            if left == 0 {
+                if !self.pending_reads.contains(&id) {
+                    self.pending_reads.push(id);
+                }
+                break false;
+            }
+            let n = left.min(self.buf.len());
+            match pipe.read(&mut self.buf[..n]) {
+                Ok(0) => break true,
+                Ok(k) => {
+                    run.capture.push(&self.buf[..k]);
+                    left -= k;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        if eof {
+            if let Some(mut p) = run.pipe.take() {
+                let _ = registry.deregister(&mut p);
+            }
+            self.pending_reads.retain(|&x| x != id);
+        }
+        self.try_finish(registry, id, false);
+        eof
+    }
+
+    /// A reaped child. Returns false if `pid` is not one of ours.
+    pub fn handle_exit(
+        &mut self,
+        registry: &Registry,
+        pid: u32,
+        ws: WaitStatus,
+        now: Instant,
+    ) -> bool {
+        let Some(id) = self
+            .slab
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|r| r.pid == pid))
+        else {
+            return false;
+        };
+        let run = self.slab[id].as_mut().expect("position() found a run here");
+        run.exit = Some((ws, now));
+        if run.kill_at.is_some() && run.own_group {
+            // Timed out or shutting down: whatever is left of the group dies now,
+            // while the pgid cannot yet have been reused.
+            let _ = sys::kill_group(pid, libc::SIGKILL);
+        }
+        // Everything the process wrote before exiting is in the pipe already.
+        self.read(registry, id, FINAL_DRAIN_BYTES);
+        self.try_finish(registry, id, true);
+        true
+    }
+
+    fn try_finish(&mut self, registry: &Registry, id: usize, exited_now: bool) {
+        let Some(run) = self.slab[id].as_mut() else {
+            return;
+        };
+        let Some((ws, at)) = run.exit else { return };
+        if run.pipe.is_some() && !exited_now {
+            return;
+        }
+        let mut run = self.slab[id].take().expect("checked above");
+        if let Some(mut p) = run.pipe.take() {
+            // A descendant still holds the pipe: stop listening, do not wait for it.
+            let _ = registry.deregister(&mut p);
+        }
+        self.pending_reads.retain(|&x| x != id);
+        let outcome = if run.timed_out {
+            Outcome::TimedOut
+        } else {
+            match ws {
+                WaitStatus::Exited(c) => Outcome::Exited(c),
+                WaitStatus::Signaled(s) => Outcome::Signaled(s),
+            }
+        };
+        self.finished.push_back(Finished {
+            id,
+            module: run.module,
+            role: run.role,
+            outcome,
+            output: run.capture.render(),
+            started: run.started,
+            dur: at.saturating_duration_since(run.started),
+        });
+    }
+
+    /// Sends SIGTERM at deadlines and SIGKILL at the end of the grace period.
+    pub fn handle_timer(&mut self, now: Instant) {
+        for run in self.slab.iter_mut().flatten() {
+            if run.exit.is_some() || run.killed {
+                continue;
+            }
+            match run.kill_at {
+                None if now >= run.deadline => {
+                    log::warn!(
+                        "module {}: {:?} timed out after {} ms; terminating its process group",
+                        run.module,
+                        run.role,
+                        now.saturating_duration_since(run.started).as_millis()
+                    );
+                    run.timed_out = true;
+                    signal(run, libc::SIGTERM);
+                    run.kill_at = Some(now + KILL_GRACE);
+                }
+                Some(t) if now >= t => {
+                    signal(run, libc::SIGKILL);
+                    run.killed = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Shutdown: SIGTERM every run now, SIGKILL after `KILL_GRACE`.
+    pub fn terminate_all(&mut self, now: Instant) {
+        for run in self.slab.iter_mut().flatten() {
+            if run.exit.is_none() && run.kill_at.is_none() {
+                signal(run, libc::SIGTERM);
+                run.kill_at = Some(now + KILL_GRACE);
+            }
+        }
+    }
+
+    pub fn poll_finished(&mut self) -> Option<Finished> {
+        self.finished.pop_front()
+    }
+
+    /// The earliest deadline or kill time of a running child.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.slab
+            .iter()
+            .flatten()
+            .filter(|r| r.exit.is_none() && !r.killed)
+            .map(|r| r.kill_at.unwrap_or(r.deadline))
+            .min()
+    }
+
+    /// (module, role, pid, started) of each run, for status.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Role, u32, Instant)> {
+        self.slab
+            .iter()
+            .flatten()
+            .map(|r| (r.module.as_str(), r.role, r.pid, r.started))
+    }
+}
+
+fn signal(run: &Run, sig: libc::c_int) {
+    let r = if run.own_group {
+        sys::kill_group(run.pid, sig)
+    } else {
+        sys::kill_pid(run.pid, sig)
+    };
+    if let Err(e) = r {
+        log::warn!("module {}: cannot signal pid {}: {e}", run.module, run.pid);
+    }
+}

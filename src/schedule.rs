@@ -1,0 +1,364 @@
+//! The scheduler: which module is due, when, and whether it may start now.
+//!
+//! Pure and driven by `now`: `handle_timer(now)` moves due modules to a bounded ready
+//! queue, `poll_start()` hands out starts while fewer than `max_parallel` runs are
+//! going, `handle_done(slot)` frees a slot, and `poll_timeout()` is the next due time
+//! (the earliest entry of a binary heap), which the daemon uses as its poll timeout.
+//! It spawns nothing and reads no clock.
+//!
+//! Rules:
+//! - Each module is due every `interval`, on a fixed grid (`due + interval`), so runs
+//!   do not drift with their own duration.
+//! - First runs are spread over each module's first interval (module i of n starts at
+//!   `interval * i / n`), so 200 modules at `interval = 1` make a steady stream of
+//!   starts instead of a burst once a second.
+//! - A module never overlaps itself: due while running or already queued counts one
+//!   overrun and is dropped. Ticks missed while the loop was away (a suspended
+//!   machine, a clock jump) are skipped and counted too, never replayed as a burst.
+//! - The ready queue holds at most one entry per module, so it is bounded by the
+//!   module count.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Slot {
+    interval: Duration,
+    running: bool,
+    queued: bool,
+    overruns: u32,
+}
+
+/// A run the daemon should start now: `slot` is the module's index, `due` when it
+/// should have started (for lateness).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start {
+    pub slot: usize,
+    pub due: Instant,
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    slots: Vec<Slot>,
+    ready: VecDeque<Start>,
+    running: u32,
+    max_parallel: u32,
+}
+
+impl Scheduler {
+    /// One slot per interval, in module order; `None` is a disabled module (never due).
+    pub fn new(intervals: &[Option<Duration>], max_parallel: u32, now: Instant) -> Scheduler {
+        let n = intervals.len().max(1) as u32;
+        let mut heap = BinaryHeap::with_capacity(intervals.len());
+        let mut slots = Vec::with_capacity(intervals.len());
+        for (i, iv) in intervals.iter().enumerate() {
+            let interval = iv.unwrap_or(Duration::MAX);
+            if let Some(iv) = iv {
+                let phase = (*iv / n) * i as u32;
+                heap.push(Reverse((now + phase, i)));
+            }
+            slots.push(Slot {
+                interval,
+                running: false,
+                queued: false,
+                overruns: 0,
+            });
+        }
+        Scheduler {
+            heap,
+            slots,
+            ready: VecDeque::with_capacity(intervals.len()),
+            running: 0,
+            max_parallel: max_parallel.max(1),
+        }
+    }
+
+    /// Moves every module due at or before `now` to the ready queue.
+    pub fn handle_timer(&mut self, now: Instant) {
+        while let Some(&Reverse((due, i))) = self.heap.peek() {
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            let slot = &mut self.slots[i];
+            let mut next = due + slot.interval;
+            if next <= now {
+                // The loop was away for whole intervals: skip them, count them.
+                let behind = now.duration_since(due);
+                let missed = (behind.as_nanos() / slot.interval.as_nanos()) as u32;
+                slot.overruns = slot.overruns.saturating_add(missed);
+                next = due + slot.interval * (missed + 1);
+            }
+            self.heap.push(Reverse((next, i)));
+            if slot.running || slot.queued {
+                slot.overruns = slot.overruns.saturating_add(1);
+            } else {
+                slot.queued = true;
+                self.ready.push_back(Start { slot: i, due });
+            }
+        }
+    }
+
+    /// The next run to start, if a parallel slot is free. Call until `None`.
+    pub fn poll_start(&mut self) -> Option<Start> {
+        if self.running >= self.max_parallel {
+            return None;
+        }
+        let s = self.ready.pop_front()?;
+        let slot = &mut self.slots[s.slot];
+        slot.queued = false;
+        slot.running = true;
+        self.running += 1;
+        Some(s)
+    }
+
+    /// A module's run (check and response) is over.
+    pub fn handle_done(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if slot.running {
+            slot.running = false;
+            self.running -= 1;
+        }
+    }
+
+    /// Marks a module as running without a start (a run that outlived a reload).
+    pub fn mark_running(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if !slot.running {
+            slot.running = true;
+            self.running += 1;
+        }
+    }
+
+    /// When the next module falls due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// When module `i` is next due.
+    pub fn next_due(&self, i: usize) -> Option<Instant> {
+        self.heap
+            .iter()
+            .find(|Reverse((_, s))| *s == i)
+            .map(|Reverse((t, _))| *t)
+    }
+
+    pub fn overruns(&self, i: usize) -> u32 {
+        self.slots[i].overruns
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.slots[i].running
+    }
+
+    pub fn running(&self) -> u32 {
+        self.running
+    }
+
+    pub fn queued(&self) -> usize {
+        self.ready.len()
+    }
+}
+
+/// Start lateness (start - due) as a log2 histogram over microseconds: bucket k holds
+/// lateness below 2^k µs. Fixed size, so it never grows with uptime.
+#[derive(Clone, Debug, Default)]
+pub struct Lateness {
+    buckets: [u32; Lateness::BUCKETS],
+    count: u32,
+    max_us: u64,
+}
+
+impl Lateness {
+    /// 2^25 µs is about 33 s; anything later lands in the last bucket.
+    pub const BUCKETS: usize = 26;
+
+    pub fn record(&mut self, late: Duration) {
+        let us = late.as_micros().min(u128::from(u64::MAX)) as u64;
+        let k = (64 - us.leading_zeros() as usize).min(Self::BUCKETS - 1);
+        self.buckets[k] = self.buckets[k].saturating_add(1);
+        self.count = self.count.saturating_add(1);
+        self.max_us = self.max_us.max(us);
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn max_us(&self) -> u64 {
+        self.max_us
+    }
+
+    /// An upper bound, in µs, on the `p`-th percentile (0 < p <= 100).
+    pub fn percentile_us(&self, p: u32) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let want = (u64::from(self.count) * u64::from(p)).div_ceil(100);
+        let mut seen = 0u64;
+        for (k, n) in self.buckets.iter().enumerate() {
+            seen += u64::from(*n);
+            if seen >= want {
+                if k == Self::BUCKETS - 1 {
+                    return self.max_us;
+                }
+                return (1u64 << k).min(self.max_us.max(1));
+            }
+        }
+        self.max_us
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn drain(s: &mut Scheduler) -> Vec<usize> {
+        std::iter::from_fn(|| s.poll_start())
+            .map(|st| st.slot)
+            .collect()
+    }
+
+    #[test]
+    fn first_runs_are_spread_over_the_interval() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(1000)); 4], 10, t0);
+        assert_eq!(s.poll_timeout(), Some(t0));
+        s.handle_timer(t0);
+        assert_eq!(drain(&mut s), vec![0]);
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(250)));
+        s.handle_timer(t0 + ms(749));
+        assert_eq!(drain(&mut s), vec![1, 2]);
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(750)));
+    }
+
+    #[test]
+    fn due_times_follow_a_fixed_grid() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(100))], 1, t0);
+        for k in 0..5u32 {
+            let now = t0 + ms(100) * k + ms(30); // each start is 30 ms late
+            s.handle_timer(now);
+            let st = s.poll_start().expect("due");
+            assert_eq!(st.due, t0 + ms(100) * k);
+            s.handle_done(st.slot);
+            assert_eq!(s.poll_timeout(), Some(t0 + ms(100) * (k + 1)));
+        }
+        assert_eq!(s.overruns(0), 0);
+    }
+
+    #[test]
+    fn a_module_never_overlaps_itself() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(100))], 4, t0);
+        s.handle_timer(t0);
+        assert_eq!(drain(&mut s), vec![0]);
+        s.handle_timer(t0 + ms(100));
+        s.handle_timer(t0 + ms(200));
+        assert_eq!(drain(&mut s), Vec::<usize>::new());
+        assert_eq!(s.overruns(0), 2);
+        s.handle_done(0);
+        s.handle_timer(t0 + ms(300));
+        assert_eq!(drain(&mut s), vec![0]);
+    }
+
+    #[test]
+    fn max_parallel_queues_at_most_once_per_module() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(10)); 3], 1, t0);
+        s.handle_timer(t0 + ms(9));
+        assert_eq!(drain(&mut s), vec![0]);
+        assert_eq!(s.queued(), 2);
+        // Due again while still queued: an overrun, not a second queue entry.
+        s.handle_timer(t0 + ms(15));
+        assert_eq!(s.queued(), 2);
+        assert_eq!(s.overruns(1) + s.overruns(2), 1);
+        s.handle_done(0);
+        assert_eq!(drain(&mut s), vec![1]);
+        s.handle_done(1);
+        assert_eq!(drain(&mut s), vec![2]);
+        assert_eq!(s.running(), 1);
+    }
+
+    #[test]
+    fn missed_ticks_are_skipped_and_counted_not_replayed() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(100))], 1, t0);
+        // The machine was suspended for ~1 s.
+        s.handle_timer(t0 + ms(1050));
+        assert_eq!(drain(&mut s), vec![0]);
+        assert_eq!(s.overruns(0), 10);
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(1100)));
+    }
+
+    #[test]
+    fn disabled_modules_are_never_due() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[None, Some(ms(50))], 4, t0);
+        s.handle_timer(t0 + ms(1000));
+        assert_eq!(drain(&mut s), vec![1]);
+        assert_eq!(s.next_due(0), None);
+    }
+
+    #[test]
+    fn mark_running_after_reload_prevents_overlap() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(10))], 4, t0);
+        s.mark_running(0);
+        s.handle_timer(t0);
+        assert_eq!(drain(&mut s), Vec::<usize>::new());
+        assert!(s.is_running(0));
+        s.handle_done(0);
+        assert_eq!(s.running(), 0);
+    }
+
+    #[test]
+    fn two_hundred_modules_stay_on_schedule_in_virtual_time() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(1000)); 200], 8, t0);
+        let mut starts = 0;
+        // Step 1 ms at a time for 10 s; every run takes 3 ms.
+        let mut running: Vec<(Instant, usize)> = Vec::new();
+        for step in 0..10_000u32 {
+            let now = t0 + ms(1) * step;
+            running.retain(|&(end, slot)| {
+                if end <= now {
+                    s.handle_done(slot);
+                    false
+                } else {
+                    true
+                }
+            });
+            s.handle_timer(now);
+            while let Some(st) = s.poll_start() {
+                assert!(now - st.due <= ms(1), "late start");
+                running.push((now + ms(3), st.slot));
+                starts += 1;
+            }
+        }
+        assert_eq!(starts, 2000);
+        assert!((0..200).all(|i| s.overruns(i) == 0));
+    }
+
+    #[test]
+    fn lateness_percentiles_are_upper_bounds() {
+        let mut l = Lateness::default();
+        assert_eq!(l.percentile_us(99), 0);
+        for _ in 0..98 {
+            l.record(Duration::from_micros(300));
+        }
+        l.record(Duration::from_millis(5));
+        l.record(Duration::from_secs(100));
+        assert_eq!(l.count(), 100);
+        assert_eq!(l.percentile_us(50), 512);
+        assert_eq!(l.percentile_us(99), 8192);
+        assert_eq!(l.percentile_us(100), 100_000_000);
+        assert_eq!(l.max_us(), 100_000_000);
+    }
+}
