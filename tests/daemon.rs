@@ -1,0 +1,287 @@
+//! Integration tests of the daemon: the real `crd` binary, real `/bin/sh` modules in a
+//! temp dir, real signals.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_check_that_fires_runs_its_response_with_the_crd_environment() {
+    let sb = Sandbox::new("fires");
+    sb.module(
+        "Full",
+        "echo 'disk 97%'\nexit 0",
+        Some("printf '%s|%s|%s|%s|%s' \"$CRD_MODULE\" \"$CRD_NODE\" \"$CRD_CHECK_OUTPUT\" \"$CRD_CHECK_CODE\" \"$(pwd)\" > ../../responded\nprintf '%s' \"$HOME$USER\" > ../../leaked"),
+    );
+    sb.config("interval = 1");
+    let d = sb.start();
+    assert!(wait_for(LONG, || sb.exists("responded")), "{}", d.log());
+    let dir = sb.path("modules/Full");
+    assert_eq!(
+        sb.read("responded"),
+        format!("Full|testnode|disk 97%|0|{}", dir.display())
+    );
+    assert_eq!(sb.read("leaked"), "", "environment must be cleared");
+    assert!(
+        wait_for(LONG, || d.log().contains("kind=response code=0")),
+        "{}",
+        d.log()
+    );
+    let log = d.log();
+    assert!(log.contains("event module=Full kind=fired code=0"), "{log}");
+}
+
+#[test]
+fn a_check_that_never_fires_never_responds_and_makes_no_events() {
+    let sb = Sandbox::new("quiet");
+    sb.module(
+        "Quiet",
+        "echo run >> ../../runs\nexit 1",
+        Some("touch ../../responded"),
+    );
+    sb.config("interval = 200ms");
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("runs")) >= 5),
+        "{}",
+        d.log()
+    );
+    assert!(!sb.exists("responded"));
+    assert!(!d.log().contains("event module=Quiet"), "{}", d.log());
+    let row = module_row(&d.status(), "Quiet");
+    assert_eq!(row[0], "ok");
+    assert!(row[1].parse::<u32>().unwrap() >= 5);
+    assert_eq!(&row[2..5], ["0", "0", "0"]);
+}
+
+#[test]
+fn check_errors_are_events_without_response() {
+    let sb = Sandbox::new("errors");
+    sb.module(
+        "Broken",
+        "echo oops >&2\nexit 7",
+        Some("touch ../../responded"),
+    );
+    sb.config("interval = 200ms");
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || d
+            .log()
+            .contains("event module=Broken kind=error code=7")),
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("oops"));
+    assert!(!sb.exists("responded"));
+}
+
+#[test]
+fn trigger_after_and_cooldown_apply_in_the_daemon() {
+    let sb = Sandbox::new("trigger");
+    sb.module(
+        "Flappy",
+        "echo x >> ../../runs\nexit 0",
+        Some("echo r >> ../../responses"),
+    );
+    sb.config("interval = 100ms\ntrigger_after = 3\ncooldown = 1h");
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("runs")) >= 8),
+        "{}",
+        d.log()
+    );
+    // Third hit responds; cooldown of an hour holds back every later one.
+    assert_eq!(count_lines(&sb.path("responses")), 1);
+}
+
+#[test]
+fn broken_modules_are_skipped_with_a_warning_and_the_rest_run() {
+    let sb = Sandbox::new("skip");
+    sb.module("Good", "touch ../../good\nexit 1", None);
+    sb.module("Open", "exit 0", None);
+    sb.script("modules/NoExec/check", "exit 0");
+    std::fs::set_permissions(
+        sb.path("modules/Open/check"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        sb.path("modules/NoExec/check"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    sb.config("interval = 1");
+    let d = sb.start();
+    assert!(wait_for(LONG, || sb.exists("good")), "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("module Open:") && log.contains("world-writable"),
+        "{log}"
+    );
+    assert!(
+        log.contains("module NoExec:") && log.contains("not executable"),
+        "{log}"
+    );
+    assert!(log.contains("1 modules (1 enabled)"), "{log}");
+}
+
+#[test]
+fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_broken_one() {
+    let sb = Sandbox::new("hup");
+    sb.module("A", "echo a >> ../../a\nexit 1", None);
+    sb.config("interval = 200ms\n[module B]\nenabled = no");
+    sb.module("B", "echo b >> ../../b\nexit 1", None);
+    let d = sb.start();
+    assert!(wait_for(LONG, || count_lines(&sb.path("a")) >= 2));
+    assert_eq!(count_lines(&sb.path("b")), 0, "B is disabled");
+
+    sb.config("interval = 200ms\n");
+    d.signal("HUP");
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("b")) >= 2),
+        "{}",
+        d.log()
+    );
+
+    sb.config("interval = 200ms\ninterval = 5s\nbogus = 1");
+    d.signal("HUP");
+    assert!(
+        wait_for(LONG, || d
+            .log()
+            .contains("reload failed, keeping the running config")),
+        "{}",
+        d.log()
+    );
+    let log = d.log();
+    assert!(
+        log.contains("crd.conf:6: key `interval`: duplicate key"),
+        "{log}"
+    );
+    assert!(
+        log.contains("crd.conf:7: key `bogus`: unknown key"),
+        "{log}"
+    );
+    let before = count_lines(&sb.path("b"));
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("b")) >= before + 2),
+        "still on the old schedule"
+    );
+}
+
+#[test]
+fn sighup_keeps_running_children() {
+    let sb = Sandbox::new("hup-run");
+    sb.module("Slow", "sleep 1\necho done >> ../../done\nexit 1", None);
+    sb.config("interval = 300ms\ntimeout = 10s");
+    let d = sb.start();
+    assert!(wait_for(LONG, || module_row(&d.status(), "Slow")[0] == "running"));
+    d.signal("HUP");
+    assert!(wait_for(LONG, || sb.exists("done")), "{}", d.log());
+    assert!(!d.log().contains("error"), "{}", d.log());
+}
+
+#[test]
+fn sigterm_exits_zero_and_leaves_no_child_behind() {
+    let sb = Sandbox::new("term");
+    sb.module(
+        "Sleeper",
+        "sleep 7341 &\necho $! > ../../gc\nsleep 7341",
+        None,
+    );
+    sb.config("interval = 1\ntimeout = 1h");
+    let mut d = sb.start();
+    assert!(wait_for(LONG, || sb
+        .read("gc")
+        .trim()
+        .parse::<i32>()
+        .is_ok()));
+    let gc: i32 = sb.read("gc").trim().parse().unwrap();
+    assert!(alive(gc));
+    d.signal("TERM");
+    let st = d.wait_exit(LONG).expect("crd exits after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", d.log());
+    assert!(wait_for(LONG, || !alive(gc)), "grandchild survived");
+    assert!(wait_for(LONG, || pids_with("sleep 7341").is_empty()));
+    assert!(!sb.exists("crd.sock"), "control socket removed on exit");
+}
+
+#[test]
+fn status_reports_modules_and_counters() {
+    let sb = Sandbox::new("status");
+    sb.module("Hit", "exit 0", Some("exit 0"));
+    sb.config("interval = 200ms");
+    let d = sb.start();
+    assert!(wait_for(LONG, || module_row(&d.status(), "Hit")[3]
+        .parse::<u32>()
+        .unwrap_or(0)
+        >= 2));
+    let s = d.status();
+    assert!(s.starts_with("crd "), "{s}");
+    assert!(stat_of(&s, "starts") >= 2);
+    assert_eq!(stat_of(&s, "modules"), 1);
+    let row = module_row(&s, "Hit");
+    assert_eq!(row[0], "firing");
+}
+
+#[test]
+fn status_without_a_daemon_fails_clearly() {
+    let sb = Sandbox::new("nostatus");
+    let (code, _, err) = sb.run(&["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach the daemon") && err.contains("crd.sock"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let sb = Sandbox::new("twice");
+    sb.config("interval = 1");
+    let _d = sb.start();
+    let (code, _, err) = sb.run(&[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is in use: is another crd running?"), "{err}");
+}
+
+#[test]
+fn an_idle_daemon_wakes_only_for_due_checks() {
+    let sb = Sandbox::new("idle");
+    sb.module("Rare", "echo r >> ../../runs\nexit 1", None);
+    sb.config("interval = 1");
+    let d = sb.start();
+    assert!(wait_for(LONG, || count_lines(&sb.path("runs")) >= 4));
+    let s = d.status();
+    let runs = module_row(&s, "Rare")[1].parse::<u64>().unwrap();
+    let wakeups = stat_of(&s, "wakeups");
+    // Per run: the due timer, pipe data/EOF, SIGCHLD, plus the status requests.
+    // A busy loop would show thousands.
+    assert!(
+        wakeups <= runs * 6 + 10,
+        "{wakeups} wake-ups for {runs} runs"
+    );
+}
+
+#[test]
+fn two_hundred_modules_at_one_second_all_run_on_time() {
+    let sb = Sandbox::new("many");
+    for i in 0..200 {
+        sb.module(&format!("M{i:03}"), "exit 1", None);
+    }
+    sb.config("interval = 1\nmax_parallel = 16");
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || stat_of(&d.status(), "starts") >= 800),
+        "{}",
+        d.log()
+    );
+    let s = d.status();
+    for i in 0..200 {
+        let row = module_row(&s, &format!("M{i:03}"));
+        assert!(row[1].parse::<u32>().unwrap() >= 3, "{row:?}");
+        assert_eq!(row[4], "0", "errors: {row:?}");
+        assert_eq!(row[5], "0", "overruns: {row:?}");
+    }
+}
