@@ -114,7 +114,7 @@ impl<S: Sink> Daemon<S> {
             modules: Vec::new(),
             stats: Vec::new(),
             sched: Scheduler::new(&[], cfg.max_parallel, now),
-            runs: Runs::new(RUNS),
+            runs: Runs::new(RUNS)?,
             sink,
             lateness: Lateness::default(),
             control: None,
@@ -257,7 +257,7 @@ impl<S: Sink> Daemon<S> {
 
     /// Timers, finished runs and due checks at `now`.
     fn tick(&mut self, now: Instant) {
-        self.runs.handle_timer(now);
+        self.runs.handle_timer(self.poll.registry(), now);
         while let Some(f) = self.runs.poll_finished() {
             self.handle_finished(f, now);
         }
@@ -328,7 +328,7 @@ impl<S: Sink> Daemon<S> {
             timeout: m.settings.timeout,
             output_limit: m.settings.output_limit,
         };
-        self.runs.start(self.poll.registry(), start, now);
+        self.runs.start(start, now);
     }
 
     fn handle_finished(&mut self, f: Finished, now: Instant) {
@@ -559,9 +559,9 @@ pub fn run_once(start: run::Start<'_>) -> io::Result<Finished> {
     let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT])?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let mut runs = Runs::new(RUNS);
+    let mut runs = Runs::new(RUNS)?;
     let mut events = Events::with_capacity(16);
-    runs.start(poll.registry(), start, Instant::now());
+    runs.start(start, Instant::now());
     loop {
         if let Some(f) = runs.poll_finished() {
             return Ok(f);
@@ -598,6 +598,6 @@ pub fn run_once(start: run::Start<'_>) -> io::Result<Finished> {
             }
         }
         runs.handle_pending_reads(poll.registry());
-        runs.handle_timer(now);
+        runs.handle_timer(poll.registry(), now);
     }
 }

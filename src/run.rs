@@ -14,7 +14,7 @@
 
 use crate::decide::Outcome;
 use crate::output::Capture;
-use crate::spawn::{self, Spec};
+use crate::spawn::{Spawner, Spec};
 use crate::sys::{self, WaitStatus};
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
@@ -28,6 +28,11 @@ pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// Bytes read from a pipe after its process exited (a writing grandchild cannot
 /// keep the run alive by writing without end).
 pub const FINAL_DRAIN_BYTES: usize = 256 * 1024;
+/// A run's pipe joins the poll only once the run has lasted this long. A short check's
+/// output waits in the pipe buffer (64 KiB on Linux) and is read when its exit is
+/// reaped, so a typical run costs one wake-up (SIGCHLD) instead of two (EOF, then
+/// SIGCHLD); a chatty check blocks on a full pipe for at most this long.
+pub const PIPE_WATCH_AFTER: Duration = Duration::from_millis(20);
 /// Size of the one read buffer shared by all runs.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -59,6 +64,8 @@ struct Run {
     pid: u32,
     own_group: bool,
     pipe: Option<mio::unix::pipe::Receiver>,
+    /// The pipe is registered with the poll (see `PIPE_WATCH_AFTER`).
+    watched: bool,
     capture: Capture,
     started: Instant,
     deadline: Instant,
@@ -80,6 +87,7 @@ pub struct Start<'a> {
 }
 
 pub struct Runs {
+    spawner: Spawner,
     slab: Vec<Option<Run>>,
     token_base: usize,
     finished: VecDeque<Finished>,
@@ -89,14 +97,15 @@ pub struct Runs {
 
 impl Runs {
     /// Pipes are registered as `Token(token_base + id)`.
-    pub fn new(token_base: usize) -> Runs {
-        Runs {
+    pub fn new(token_base: usize) -> io::Result<Runs> {
+        Ok(Runs {
+            spawner: Spawner::new()?,
             slab: Vec::new(),
             token_base,
             finished: VecDeque::new(),
             pending_reads: Vec::new(),
             buf: Box::new([0; READ_CHUNK_BYTES]),
-        }
+        })
     }
 
     /// Runs in flight.
@@ -115,7 +124,7 @@ impl Runs {
 
     /// Spawns a run and returns its id. A spawn failure is not an error here: the run
     /// finishes at once as `Outcome::ExecFailed` with the reason as its output.
-    pub fn start(&mut self, registry: &Registry, s: Start<'_>, now: Instant) -> usize {
+    pub fn start(&mut self, s: Start<'_>, now: Instant) -> usize {
         let id = match self.slab.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
@@ -123,19 +132,7 @@ impl Runs {
                 self.slab.len() - 1
             }
         };
-        let spawned = spawn::spawn(&s.spec).and_then(|mut sp| {
-            if let Some(p) = sp.output.as_mut() {
-                if let Err(e) =
-                    registry.register(p, Token(self.token_base + id), Interest::READABLE)
-                {
-                    // The child runs already: make sure it does not outlive the error.
-                    let _ = sys::kill_group(sp.pid, libc::SIGKILL);
-                    return Err(e);
-                }
-            }
-            Ok(sp)
-        });
-        match spawned {
+        match self.spawner.spawn(&s.spec) {
             Ok(sp) => {
                 self.slab[id] = Some(Run {
                     module: s.module.to_string(),
@@ -143,6 +140,7 @@ impl Runs {
                     pid: sp.pid,
                     own_group: s.spec.own_group,
                     pipe: sp.output,
+                    watched: false,
                     capture: Capture::new(s.output_limit),
                     started: now,
                     deadline: now + s.timeout,
@@ -215,7 +213,9 @@ impl Runs {
         };
         if eof {
             if let Some(mut p) = run.pipe.take() {
-                let _ = registry.deregister(&mut p);
+                if run.watched {
+                    let _ = registry.deregister(&mut p);
+                }
             }
             self.pending_reads.retain(|&x| x != id);
         }
@@ -262,7 +262,9 @@ impl Runs {
         let mut run = self.slab[id].take().expect("checked above");
         if let Some(mut p) = run.pipe.take() {
             // A descendant still holds the pipe: stop listening, do not wait for it.
-            let _ = registry.deregister(&mut p);
+            if run.watched {
+                let _ = registry.deregister(&mut p);
+            }
         }
         self.pending_reads.retain(|&x| x != id);
         let outcome = if run.timed_out {
@@ -284,9 +286,31 @@ impl Runs {
         });
     }
 
-    /// Sends SIGTERM at deadlines and SIGKILL at the end of the grace period.
-    pub fn handle_timer(&mut self, now: Instant) {
-        for run in self.slab.iter_mut().flatten() {
+    /// Starts watching pipes of runs older than `PIPE_WATCH_AFTER`, sends SIGTERM at
+    /// deadlines and SIGKILL at the end of the grace period.
+    pub fn handle_timer(&mut self, registry: &Registry, now: Instant) {
+        for (id, run) in self.slab.iter_mut().enumerate() {
+            let Some(run) = run else { continue };
+            if let Some(p) = run
+                .pipe
+                .as_mut()
+                .filter(|_| !run.watched && run.exit.is_none())
+            {
+                if now >= run.started + PIPE_WATCH_AFTER {
+                    // Already-readable data raises an event at once on registration.
+                    match registry.register(p, Token(self.token_base + id), Interest::READABLE) {
+                        Ok(()) => run.watched = true,
+                        Err(e) => {
+                            log::error!(
+                                "module {}: cannot watch output pipe: {e}; killing the run",
+                                run.module
+                            );
+                            run.killed = true;
+                            signal(run, libc::SIGKILL);
+                        }
+                    }
+                }
+            }
             if run.exit.is_some() || run.killed {
                 continue;
             }
@@ -331,7 +355,14 @@ impl Runs {
             .iter()
             .flatten()
             .filter(|r| r.exit.is_none() && !r.killed)
-            .map(|r| r.kill_at.unwrap_or(r.deadline))
+            .map(|r| {
+                let t = r.kill_at.unwrap_or(r.deadline);
+                if r.pipe.is_some() && !r.watched {
+                    t.min(r.started + PIPE_WATCH_AFTER)
+                } else {
+                    t
+                }
+            })
             .min()
     }
 

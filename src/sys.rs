@@ -1,17 +1,21 @@
 //! The one file that holds `unsafe`: thin wrappers over the system calls std does not
-//! offer (rlimits in the child, process-group kills, reaping any child).
+//! offer: spawning a child with `clone(CLONE_VM | CLONE_VFORK)` (rlimits, process
+//! group, stdio and cwd set between clone and exec), process-group kills, reaping any
+//! child, and a few process queries.
 //!
-//! Every block carries a `// SAFETY:` line. Nothing here allocates between fork and
-//! exec: `install_limits` copies the limits into the closure before the fork and the
-//! closure only calls `setrlimit`, which is async-signal-safe.
+//! Every block carries a `// SAFETY:` line. The spawned child shares crd's memory
+//! until it execs, so `child_main` only makes system calls on data the parent
+//! prepared (no allocation, no locks, no panics), as musl's and glibc's `posix_spawn`
+//! do. The parent is suspended by the kernel meanwhile (`CLONE_VFORK`), which is what
+//! makes sharing the memory sound.
 
 #![allow(unsafe_code)]
 
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::os::fd::RawFd;
 
-/// Resource limits applied to a child between fork and exec.
+/// Resource limits applied to a child between clone and exec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// `RLIMIT_AS`, bytes.
@@ -26,24 +30,160 @@ pub struct Limits {
     pub processes: u32,
 }
 
-/// Makes `cmd` set `limits` (and no core files) in the child before exec.
-pub fn install_limits(cmd: &mut Command, limits: Limits) {
-    let set = move || -> io::Result<()> {
-        setrlimit(libc::RLIMIT_AS, limits.address_space)?;
-        setrlimit(libc::RLIMIT_CPU, u64::from(limits.cpu_seconds))?;
-        setrlimit(libc::RLIMIT_NOFILE, u64::from(limits.open_files))?;
-        setrlimit(libc::RLIMIT_FSIZE, limits.file_size)?;
-        setrlimit(libc::RLIMIT_CORE, 0)?;
-        if limits.processes > 0 {
-            setrlimit(libc::RLIMIT_NPROC, u64::from(limits.processes))?;
-        }
-        Ok(())
-    };
-    // SAFETY: the closure runs in the forked child before exec; it only calls
-    // setrlimit (async-signal-safe), touches no locks and allocates nothing.
-    unsafe {
-        cmd.pre_exec(set);
+fn set_limits(limits: &Limits) -> io::Result<()> {
+    setrlimit(libc::RLIMIT_AS, limits.address_space)?;
+    setrlimit(libc::RLIMIT_CPU, u64::from(limits.cpu_seconds))?;
+    setrlimit(libc::RLIMIT_NOFILE, u64::from(limits.open_files))?;
+    setrlimit(libc::RLIMIT_FSIZE, limits.file_size)?;
+    setrlimit(libc::RLIMIT_CORE, 0)?;
+    if limits.processes > 0 {
+        setrlimit(libc::RLIMIT_NPROC, u64::from(limits.processes))?;
     }
+    Ok(())
+}
+
+/// Everything a child needs, prepared by the parent: the child may not allocate.
+pub struct ExecPlan<'a> {
+    pub path: &'a CStr,
+    /// Null-terminated.
+    pub argv: &'a [*const c_char],
+    /// Null-terminated.
+    pub envp: &'a [*const c_char],
+    pub dir: &'a CStr,
+    /// Descriptors for stdin, stdout, stderr; -1 inherits crd's.
+    pub stdio: [RawFd; 3],
+    pub own_group: bool,
+    pub limits: Limits,
+}
+
+/// Bytes of the stack the child runs on until it execs.
+pub const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+struct ChildArgs<'a> {
+    plan: &'a ExecPlan<'a>,
+    /// The signal mask to restore right before exec.
+    mask: libc::sigset_t,
+    /// errno of the step that failed, written by the child; 0 if it exec'd.
+    err: c_int,
+}
+
+/// Starts `plan` and returns the child's pid once it has exec'd. If any step before
+/// exec fails, the child is reaped and its errno returned. `stack` is the child's
+/// stack until exec; it is free again when this returns.
+pub fn spawn(plan: &ExecPlan<'_>, stack: &mut [u8]) -> io::Result<u32> {
+    assert!(
+        plan.argv.last() == Some(&std::ptr::null()),
+        "argv is null-terminated"
+    );
+    assert!(
+        plan.envp.last() == Some(&std::ptr::null()),
+        "envp is null-terminated"
+    );
+    // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to it.
+    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: valid pointers to sigset_t values on this stack.
+    unsafe {
+        libc::sigfillset(&mut all);
+        // Block every signal so no handler of crd's runs in the child before exec.
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let mut args = ChildArgs {
+        plan,
+        mask: old,
+        err: 0,
+    };
+    // Stacks grow down on every Linux target crd supports; align the top to 16.
+    let top = ((stack.as_mut_ptr() as usize + stack.len()) & !15) as *mut c_void;
+    // SAFETY: `child_main` only reads `args` and the plan (alive on this frame, and
+    // the parent is suspended until the child execs or exits: CLONE_VFORK), writes
+    // `args.err`, and runs on `stack`, which outlives the call.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut args).cast::<c_void>(),
+        )
+    };
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    if pid < 0 {
+        return Err(clone_err);
+    }
+    // SAFETY: the child wrote `err` before exec or _exit; the kernel resumed us after.
+    let err = unsafe { std::ptr::read_volatile(&raw const args.err) };
+    if err != 0 {
+        let mut status = 0;
+        // SAFETY: the child has exited (_exit after the failure); this reaps it.
+        unsafe {
+            libc::waitpid(pid, &mut status, 0);
+        }
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    Ok(pid as u32)
+}
+
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the `ChildArgs` the parent passed; the parent is suspended.
+    let a = unsafe { &mut *arg.cast::<ChildArgs<'_>>() };
+    let p = a.plan;
+    let fail = |a: &mut ChildArgs<'_>| -> c_int {
+        let e = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL);
+        // SAFETY: shared memory the parent reads after we exit; then leave without
+        // running any of crd's exit code.
+        unsafe {
+            std::ptr::write_volatile(&raw mut a.err, if e == 0 { libc::EINVAL } else { e });
+            libc::_exit(127)
+        }
+    };
+    // SAFETY (this block): system calls on descriptors and C strings the parent
+    // prepared; none allocates.
+    unsafe {
+        // Handlers and the ignored SIGPIPE are crd's, not the child's.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in [
+            libc::SIGPIPE,
+            libc::SIGCHLD,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+        ] {
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+        if p.own_group && libc::setpgid(0, 0) != 0 {
+            return fail(a);
+        }
+        for (target, &fd) in p.stdio.iter().enumerate() {
+            let target = target as c_int;
+            if fd < 0 {
+                continue;
+            }
+            if fd == target {
+                // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return fail(a);
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return fail(a);
+            }
+        }
+        if libc::chdir(p.dir.as_ptr()) != 0 {
+            return fail(a);
+        }
+        if set_limits(&p.limits).is_err() {
+            return fail(a);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut());
+        libc::execve(p.path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+    }
+    fail(a)
 }
 
 // The resource constant's type differs between libc flavours (glibc: u32, musl: i32).

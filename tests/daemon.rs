@@ -138,7 +138,7 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_broken_one() {
     assert_eq!(count_lines(&sb.path("b")), 0, "B is disabled");
 
     sb.config("interval = 200ms\n");
-    d.signal("HUP");
+    d.signal(libc::SIGHUP);
     assert!(
         wait_for(LONG, || count_lines(&sb.path("b")) >= 2),
         "{}",
@@ -146,7 +146,7 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_on_a_broken_one() {
     );
 
     sb.config("interval = 200ms\ninterval = 5s\nbogus = 1");
-    d.signal("HUP");
+    d.signal(libc::SIGHUP);
     assert!(
         wait_for(LONG, || d
             .log()
@@ -177,7 +177,7 @@ fn sighup_keeps_running_children() {
     sb.config("interval = 300ms\ntimeout = 10s");
     let d = sb.start();
     assert!(wait_for(LONG, || module_row(&d.status(), "Slow")[0] == "running"));
-    d.signal("HUP");
+    d.signal(libc::SIGHUP);
     assert!(wait_for(LONG, || sb.exists("done")), "{}", d.log());
     assert!(!d.log().contains("error"), "{}", d.log());
 }
@@ -199,7 +199,7 @@ fn sigterm_exits_zero_and_leaves_no_child_behind() {
         .is_ok()));
     let gc: i32 = sb.read("gc").trim().parse().unwrap();
     assert!(alive(gc));
-    d.signal("TERM");
+    d.signal(libc::SIGTERM);
     let st = d.wait_exit(LONG).expect("crd exits after SIGTERM");
     assert_eq!(st.code(), Some(0), "{}", d.log());
     assert!(wait_for(LONG, || !alive(gc)), "grandchild survived");

@@ -133,13 +133,9 @@ impl Daemon {
         self.child.id() as i32
     }
 
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    /// Sends `sig` (e.g. `libc::SIGHUP`) to the daemon (or to its runner).
+    pub fn signal(&self, sig: i32) {
+        crd::sys::kill_pid(self.child.id(), sig).unwrap();
     }
 
     /// `crd status` of this daemon.

@@ -1,0 +1,43 @@
+# crd: make run (sandbox demo), make test (everything CI checks), make bench.
+BOARDS_SIZE ?= x86_64
+
+.PHONY: all build run test lint unit size bench fuzz clean
+
+all: build
+
+build:
+	cargo build --release --locked
+
+# Builds crd and runs it in the foreground on the bundled example modules, inside
+# sandbox/run/ (no root needed). Stop it with Ctrl-C; `make status` from another
+# terminal shows its state.
+run: build
+	@conf=$$(sandbox/setup.sh) && echo "config: $$conf" && exec target/release/crd -c "$$conf"
+
+status:
+	target/release/crd -c sandbox/run/crd.conf status
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+unit:
+	cargo test --locked
+
+size:
+	cross/size.sh $(BOARDS_SIZE)
+
+test: lint unit size
+
+bench:
+	python3 bench/bench.py
+
+# Coverage-guided fuzzing of the config parser (needs cargo-fuzz; uses the stable
+# toolchain in nightly mode). FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512
+
+clean:
+	cargo clean
+	rm -rf dist sandbox/run

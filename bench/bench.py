@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""make bench: measures the core daemon's budgets and prints a table.
+
+1. Daemon CPU per check run, 50 modules at 1 s: crd (x86_64 musl release) and
+   monit 5.33 (`check program ... if status == 0 then exec ...`) on the same check
+   scripts, one after the other in this run; the ratio crd/monit.
+2. crd's peak RSS (VmHWM) at 50 modules, and VmRSS early vs late in the run.
+3. p99 start lateness (from `crd status`) at 200 modules at 1 s.
+
+CPU is the daemon's own user+system time from /proc/PID/stat (children excluded for
+both tools); runs are counted by the check scripts themselves (one line each), so
+both tools are charged for exactly the runs they made. BENCH_SECONDS sets the length
+of each phase (default 60).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "60"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def build():
+    subprocess.run([os.path.join(ROOT, "cross", "build.sh"), "x86_64"], check=True, stdout=subprocess.DEVNULL)
+    return os.path.join(ROOT, "dist", "x86_64", "crd")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def status_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def modules(dirname, n, counter):
+    os.makedirs(dirname, mode=0o755)
+    for i in range(n):
+        d = os.path.join(dirname, f"M{i:03}")
+        os.makedirs(d, mode=0o755)
+        path = os.path.join(d, "check")
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\necho x >> {counter}\nexit 1\n")
+        os.chmod(path, 0o755)
+        path = os.path.join(d, "response")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(path, 0o755)
+
+
+def lines(path):
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def crd_status(crd, conf):
+    out = subprocess.run([crd, "-c", conf, "status"], capture_output=True, text=True, check=True).stdout
+    stats = {}
+    for line in out.splitlines():
+        if ": " in line:
+            k, v = line.split(": ", 1)
+            stats[k] = v
+    return stats
+
+
+def run_crd(crd, tmp, n, extra=""):
+    counter = os.path.join(tmp, "runs")
+    modules(os.path.join(tmp, "modules"), n, counter)
+    conf = os.path.join(tmp, "crd.conf")
+    with open(conf, "w") as f:
+        f.write(
+            f"interval = 1\nmodules_dir = {tmp}/modules\ncontrol_socket = {tmp}/crd.sock\n"
+            f"spool_dir = {tmp}/spool\nlog_level = warn\n{extra}"
+        )
+    p = subprocess.Popen([crd, "-c", conf], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(min(10, SECONDS / 3))
+        rss_early = status_kib(p.pid, "VmRSS")
+        cpu0, runs0 = cpu_seconds(p.pid), lines(counter)
+        time.sleep(SECONDS)
+        cpu1, runs1 = cpu_seconds(p.pid), lines(counter)
+        st = crd_status(crd, conf)
+        res = {
+            "cpu": cpu1 - cpu0,
+            "runs": runs1 - runs0,
+            "hwm": status_kib(p.pid, "VmHWM"),
+            "rss_early": rss_early,
+            "rss_late": status_kib(p.pid, "VmRSS"),
+            "status": st,
+        }
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+    return res
+
+
+def run_monit(tmp, n):
+    counter = os.path.join(tmp, "runs")
+    modules(os.path.join(tmp, "modules"), n, counter)
+    rc = os.path.join(tmp, "monitrc")
+    with open(rc, "w") as f:
+        f.write(
+            f"set daemon 1\nset logfile {tmp}/monit.log\nset pidfile {tmp}/monit.pid\n"
+            f"set idfile {tmp}/monit.id\nset statefile {tmp}/monit.state\n"
+        )
+        for i in range(n):
+            d = f"{tmp}/modules/M{i:03}"
+            f.write(f'check program M{i:03} with path "{d}/check" every 1 cycles\n')
+            f.write(f'    if status == 0 then exec "{d}/response"\n')
+    os.chmod(rc, 0o600)
+    p = subprocess.Popen(["monit", "-I", "-c", rc], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(min(10, SECONDS / 3))
+        cpu0, runs0 = cpu_seconds(p.pid), lines(counter)
+        time.sleep(SECONDS)
+        cpu1, runs1 = cpu_seconds(p.pid), lines(counter)
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+    return {"cpu": cpu1 - cpu0, "runs": runs1 - runs0}
+
+
+def main():
+    if not shutil.which("monit"):
+        sys.exit("bench: monit is not installed (apt-get install monit)")
+    crd = build()
+    print(f"bench: {SECONDS} s per phase, crd {os.path.getsize(crd)} bytes (x86_64 musl)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="crd-bench-") as tmp:
+        a = run_crd(crd, os.path.join(tmp, "crd50"), 50)
+        m = run_monit(os.path.join(tmp, "monit50"), 50)
+        c = run_crd(crd, os.path.join(tmp, "crd200"), 200)
+    crd_us = a["cpu"] / max(a["runs"], 1) * 1e6
+    monit_us = m["cpu"] / max(m["runs"], 1) * 1e6
+    ratio = crd_us / monit_us if monit_us else float("inf")
+    p99 = int(c["status"]["lateness_p99_us"])
+    rows = [
+        ("check runs in the phase (50 modules)", f"{a['runs']}", f"{m['runs']}", "", "", ""),
+        ("daemon CPU in the phase, s", f"{a['cpu']:.2f}", f"{m['cpu']:.2f}", "", "", ""),
+        ("daemon CPU per check run, us", f"{crd_us:.0f}", f"{monit_us:.0f}", f"{ratio:.3f}", "<= 0.25", "ok" if ratio <= 0.25 else "OVER"),
+        ("peak RSS (VmHWM) at 50 modules, KiB", f"{a['hwm']}", "", "", "< 1024", "ok" if a["hwm"] < 1024 else "OVER"),
+        ("VmRSS early -> late, KiB", f"{a['rss_early']} -> {a['rss_late']}", "", "", "no growth", "ok" if a["rss_late"] <= a["rss_early"] else "GREW"),
+        ("starts at 200 modules", c["status"]["starts"], "", "", "", ""),
+        ("p99 start lateness at 200 modules, us", f"<= {p99}", "", "", "< 10000", "ok" if p99 < 10000 else "OVER"),
+        ("max start lateness at 200 modules, us", c["status"]["lateness_max_us"], "", "", "", ""),
+    ]
+    w = max(len(r[0]) for r in rows)
+    print(f"{'metric':<{w}}  {'crd':>16}  {'monit':>10}  {'ratio':>7}  {'budget':>10}  verdict")
+    for r in rows:
+        print(f"{r[0]:<{w}}  {r[1]:>16}  {r[2]:>10}  {r[3]:>7}  {r[4]:>10}  {r[5]}")
+    bad = [r for r in rows if r[5] not in ("", "ok")]
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
