@@ -160,7 +160,7 @@ impl Config {
             modules_dir: PathBuf::from(DEFAULT_MODULES_DIR),
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
-            max_parallel: 4,
+            max_parallel: 8,
             log_level: log::LevelFilter::Info,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),

@@ -18,7 +18,7 @@ use crate::sys::{self, ExecPlan, Limits};
 use std::ffi::{CString, OsStr, OsString, c_char};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -117,11 +117,11 @@ impl Spawner {
         let (stdio, pipe) = match spec.streams {
             Streams::Inherit => ([-1, -1, -1], None),
             Streams::Capture => {
-                // mio makes both ends non-blocking and close-on-exec; the child's end
-                // must block like any stdout (it is dup2'ed, so CLOEXEC is harmless).
-                let (tx, rx) = mio::unix::pipe::new()?;
-                tx.set_nonblocking(false)?;
-                let tx = OwnedFd::from(tx);
+                // Both ends close-on-exec (the child's copies are dup2'ed onto 1 and
+                // 2); only crd's read end is non-blocking: the child's must block.
+                let (rx, tx) = sys::pipe()?;
+                let rx = mio::unix::pipe::Receiver::from(rx);
+                rx.set_nonblocking(true)?;
                 let null = self.devnull.as_raw_fd();
                 ([null, tx.as_raw_fd(), tx.as_raw_fd()], Some((tx, rx)))
             }

@@ -285,3 +285,66 @@ fn two_hundred_modules_at_one_second_all_run_on_time() {
         assert_eq!(row[5], "0", "overruns: {row:?}");
     }
 }
+
+#[test]
+fn a_check_that_cannot_be_executed_is_an_error_with_the_reason() {
+    let sb = Sandbox::new("noexec");
+    sb.script("modules/Ghost/check", "exit 0");
+    std::fs::write(
+        sb.path("modules/Ghost/check"),
+        "#!/nonexistent/interpreter\n",
+    )
+    .unwrap();
+    sb.module("Tick", "echo t >> ../../ticks\nexit 1", None);
+    sb.config("interval = 300ms");
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || d
+            .log()
+            .contains("event module=Ghost kind=error code=127")),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("cannot start") && d.log().contains("No such file"),
+        "{}",
+        d.log()
+    );
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("ticks")) >= 2),
+        "the loop goes on"
+    );
+}
+
+#[test]
+fn children_get_default_signal_dispositions_not_crds() {
+    let sb = Sandbox::new("sigdfl");
+    // crd ignores SIGPIPE and catches CHLD/TERM/INT/HUP; a child must not inherit that.
+    sb.module(
+        "Dfl",
+        "sh -c 'kill -PIPE $$; exit 0'; echo \"pipe=$?\" > ../../codes\nsh -c 'kill -HUP $$; exit 0'; echo \"hup=$?\" >> ../../codes\nexit 1",
+        None,
+    );
+    sb.config("interval = 1h");
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("codes")) == 2),
+        "{}",
+        d.log()
+    );
+    assert_eq!(sb.read("codes"), "pipe=141\nhup=129\n");
+}
+
+#[test]
+fn nul_bytes_in_check_output_reach_the_response_without_them() {
+    let sb = Sandbox::new("nul");
+    sb.module(
+        "Nul",
+        "printf 'a\\000b'\nexit 0",
+        Some("printf '%s' \"$CRD_CHECK_OUTPUT\" > ../../seen"),
+    );
+    sb.config("interval = 1h");
+    let d = sb.start();
+    assert!(wait_for(LONG, || sb.exists("seen")), "{}", d.log());
+    assert_eq!(sb.read("seen"), "ab");
+}
