@@ -1,7 +1,7 @@
 # crd: make run (sandbox demo), make test (everything CI checks), make bench.
 BOARDS_SIZE ?= x86_64
 
-.PHONY: all build run test lint unit size bench fuzz clean
+.PHONY: all build run status test lint unit size bench soak fuzz clean
 
 all: build
 
@@ -31,6 +31,10 @@ test: lint unit size
 
 bench:
 	python3 bench/bench.py
+
+# crd at 50 modules x 1 s for SOAK_SECONDS (default an hour), VmRSS every 5 minutes.
+soak:
+	python3 bench/bench.py soak
 
 # Coverage-guided fuzzing of the config parser (needs cargo-fuzz; uses the stable
 # toolchain in nightly mode). FUZZ_SECONDS bounds the run.

@@ -135,7 +135,39 @@ def run_monit(tmp, n):
     return {"cpu": cpu1 - cpu0, "runs": runs1 - runs0}
 
 
+def soak(seconds):
+    """`make soak`: crd with 50 modules at 1 s for `seconds`, VmRSS every 5 minutes."""
+    crd = build()
+    with tempfile.TemporaryDirectory(prefix="crd-soak-") as tmp:
+        counter = os.path.join(tmp, "runs")
+        modules(os.path.join(tmp, "modules"), 50, counter)
+        conf = os.path.join(tmp, "crd.conf")
+        with open(conf, "w") as f:
+            f.write(f"interval = 1\nmodules_dir = {tmp}/modules\ncontrol_socket = {tmp}/crd.sock\nlog_level = warn\n")
+        p = subprocess.Popen([crd, "-c", conf], stderr=subprocess.DEVNULL)
+        try:
+            start = time.monotonic()
+            print(f"{'elapsed_s':>9}  {'runs':>8}  {'VmRSS_KiB':>9}  {'VmHWM_KiB':>9}", flush=True)
+            samples = []
+            while True:
+                elapsed = time.monotonic() - start
+                rss = status_kib(p.pid, "VmRSS")
+                samples.append(rss)
+                print(f"{elapsed:9.0f}  {lines(counter):8}  {rss:9}  {status_kib(p.pid, 'VmHWM'):9}", flush=True)
+                if elapsed >= seconds:
+                    break
+                time.sleep(min(300, seconds - elapsed))
+        finally:
+            p.terminate()
+            p.wait(timeout=10)
+    first, last = samples[1] if len(samples) > 1 else samples[0], samples[-1]
+    print(f"VmRSS after the first sample: {first} KiB, at the end: {last} KiB: {'no growth' if last <= first else 'GREW'}")
+    sys.exit(0 if last <= first else 1)
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "soak":
+        soak(int(os.environ.get("SOAK_SECONDS", "3600")))
     if not shutil.which("monit"):
         sys.exit("bench: monit is not installed (apt-get install monit)")
     crd = build()

@@ -19,5 +19,7 @@ fi
 cd "$top"
 RUSTFLAGS="${RUSTFLAGS_EXTRA:-}" cargo build --quiet --release --locked --target "$TARGET"
 mkdir -p "dist/$board"
-cp "target/$TARGET/release/crd" "dist/$board/crd"
+# Copy then rename: a running dist binary (a soak, a test) is never written over.
+cp "target/$TARGET/release/crd" "dist/$board/.crd.new"
+mv -f "dist/$board/.crd.new" "dist/$board/crd"
 echo "dist/$board/crd"
