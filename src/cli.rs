@@ -260,36 +260,7 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
     };
     let node = daemon::node_name(cfg);
     let run = |role: Role, check: Option<(&str, i32)>| {
-        let code = check.map(|(_, c)| OsString::from(c.to_string()));
-        let mut env: Vec<(&str, &OsStr)> = vec![
-            ("CRD_CONFIG", cfg.path.as_os_str()),
-            ("CRD_MODULE", OsStr::new(&m.name)),
-            ("CRD_NODE", OsStr::new(&node)),
-        ];
-        if let (Some((out, _)), Some(code)) = (check, code.as_ref()) {
-            env.push(("CRD_CHECK_OUTPUT", OsStr::new(out)));
-            env.push(("CRD_CHECK_CODE", code));
-        }
-        let program = if role == Role::Check {
-            &m.check
-        } else {
-            m.response.as_ref().expect("only called with a response")
-        };
-        daemon::run_once(run::Start {
-            module: &m.name,
-            role,
-            spec: Spec {
-                program,
-                args: &[],
-                dir: &m.dir,
-                env: &env,
-                limits: daemon::limits(&m.settings),
-                streams: Streams::Capture,
-                own_group: true,
-            },
-            timeout: m.settings.timeout,
-            output_limit: m.settings.output_limit,
-        })
+        daemon::with_module_start(&cfg.path, &node, &m, role, check, daemon::run_once)
     };
     let f = match run(Role::Check, None) {
         Ok(f) => f,

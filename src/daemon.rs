@@ -295,40 +295,11 @@ impl<S: Sink> Daemon<S> {
 
     fn start(&mut self, i: usize, role: Role, check: Option<(&str, i32)>, now: Instant) {
         let m = &self.modules[i];
-        let program = match role {
-            Role::Response => m
-                .response
-                .as_deref()
-                .expect("decide() only responds when a response exists"),
-            _ => &m.check,
-        };
-        let code = check.map(|(_, c)| OsString::from(c.to_string()));
-        let mut env: Vec<(&str, &OsStr)> = vec![
-            ("CRD_CONFIG", self.cfg.path.as_os_str()),
-            ("CRD_MODULE", OsStr::new(&m.name)),
-            ("CRD_NODE", OsStr::new(&self.node)),
-        ];
-        if let (Some((out, _)), Some(code)) = (check, code.as_ref()) {
-            env.push(("CRD_CHECK_OUTPUT", OsStr::new(out)));
-            env.push(("CRD_CHECK_CODE", code));
-        }
         log::debug!("module {}: starting {:?}", m.name, role);
-        let start = run::Start {
-            module: &m.name,
-            role,
-            spec: Spec {
-                program,
-                args: &[],
-                dir: &m.dir,
-                env: &env,
-                limits: limits(&m.settings),
-                streams: Streams::Capture,
-                own_group: true,
-            },
-            timeout: m.settings.timeout,
-            output_limit: m.settings.output_limit,
-        };
-        self.runs.start(start, now);
+        let runs = &mut self.runs;
+        with_module_start(&self.cfg.path, &self.node, m, role, check, |s| {
+            runs.start(s, now)
+        });
     }
 
     fn handle_finished(&mut self, f: Finished, now: Instant) {
@@ -541,6 +512,52 @@ impl<S: Sink> Daemon<S> {
         }
         s
     }
+}
+
+/// The one definition of a module run (check or response), shared by the daemon and
+/// `crd check`: the module's executable, directory, limits, and environment
+/// (`CRD_CONFIG`, `CRD_MODULE`, `CRD_NODE`; for a response also `CRD_CHECK_OUTPUT`
+/// and `CRD_CHECK_CODE` from `check`). `f` receives the start, borrowing all that.
+pub fn with_module_start<R>(
+    config: &Path,
+    node: &str,
+    m: &Module,
+    role: Role,
+    check: Option<(&str, i32)>,
+    f: impl FnOnce(run::Start<'_>) -> R,
+) -> R {
+    let program = match role {
+        Role::Response => m
+            .response
+            .as_deref()
+            .expect("a response is only started for a module that has one"),
+        _ => &m.check,
+    };
+    let code = check.map(|(_, c)| OsString::from(c.to_string()));
+    let mut env: Vec<(&str, &OsStr)> = vec![
+        ("CRD_CONFIG", config.as_os_str()),
+        ("CRD_MODULE", OsStr::new(&m.name)),
+        ("CRD_NODE", OsStr::new(node)),
+    ];
+    if let (Some((out, _)), Some(code)) = (check, code.as_ref()) {
+        env.push(("CRD_CHECK_OUTPUT", OsStr::new(out)));
+        env.push(("CRD_CHECK_CODE", code));
+    }
+    f(run::Start {
+        module: &m.name,
+        role,
+        spec: Spec {
+            program,
+            args: &[],
+            dir: &m.dir,
+            env: &env,
+            limits: limits(&m.settings),
+            streams: Streams::Capture,
+            own_group: true,
+        },
+        timeout: m.settings.timeout,
+        output_limit: m.settings.output_limit,
+    })
 }
 
 fn join(a: &str, b: &str) -> String {
