@@ -16,7 +16,21 @@ use crate::spawn::{Spec, Streams};
 use crate::sys;
 use argh::FromArgs;
 use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::path::PathBuf;
+
+/// `println!`/`eprintln!` that drop output to a closed stream (`crd status | head`)
+/// instead of panicking on EPIPE.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! err {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
@@ -96,7 +110,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     let strs: Vec<String> = match head.iter().map(|a| a.clone().into_string()).collect() {
         Ok(v) => v,
         Err(a) => {
-            eprintln!("crd: argument {a:?} is not valid UTF-8");
+            err!("crd: argument {a:?} is not valid UTF-8");
             return EXIT_USAGE;
         }
     };
@@ -110,15 +124,15 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Err(e) => {
             let ok = e.status.is_ok();
             if ok {
-                println!("{}", e.output);
+                out!("{}", e.output);
                 return EXIT_OK;
             }
-            eprintln!("{}", e.output.trim_end());
+            err!("{}", e.output.trim_end());
             return EXIT_USAGE;
         }
     };
     if args.version {
-        println!("crd {}", env!("CARGO_PKG_VERSION"));
+        out!("crd {}", env!("CARGO_PKG_VERSION"));
         return EXIT_OK;
     }
     let config_path = args
@@ -129,7 +143,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     let cfg = match daemon::load_config(&config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("crd: config errors:\n{e}");
+            err!("crd: config errors:\n{e}");
             return EXIT_USAGE;
         }
     };
@@ -138,9 +152,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     } else {
         cfg.log_level
     };
-    // Only the first logger wins; a second init (tests) is harmless.
-    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
-    log::set_max_level(level);
+    crate::logger::init(level);
 
     if let Some((name, rest)) = x {
         return support(&cfg, &name, rest);
@@ -169,9 +181,9 @@ fn run_daemon(cfg: Config) -> i32 {
 fn check_config(cfg: &Config) -> i32 {
     let (mods, warnings) = modules::discover(cfg, sys::euid());
     for w in &warnings {
-        eprintln!("crd: {w}");
+        err!("crd: {w}");
     }
-    println!(
+    out!(
         "{}: ok; {} modules runnable from {}",
         cfg.path.display(),
         mods.len(),
@@ -184,11 +196,11 @@ fn check_config(cfg: &Config) -> i32 {
 fn status(cfg: &Config) -> i32 {
     match crate::control::request(&cfg.control_socket, "status") {
         Ok(text) => {
-            print!("{text}");
+            let _ = std::io::stdout().write_all(text.as_bytes());
             EXIT_OK
         }
         Err(e) => {
-            eprintln!(
+            err!(
                 "crd: cannot reach the daemon at {}: {e} (is crd running?)",
                 cfg.control_socket.display()
             );
@@ -202,7 +214,7 @@ fn support(cfg: &Config, name: &OsStr, args: Vec<OsString>) -> i32 {
     let (exe, settings) = match modules::support(cfg, &name, sys::euid()) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("crd: -x: {e}");
+            err!("crd: -x: {e}");
             return EXIT_USAGE;
         }
     };
@@ -232,17 +244,17 @@ fn support(cfg: &Config, name: &OsStr, args: Vec<OsString>) -> i32 {
     match daemon::run_once(start) {
         Ok(f) => {
             match f.outcome {
-                Outcome::TimedOut => eprintln!(
+                Outcome::TimedOut => err!(
                     "crd: -x {name}: timed out after {} ms",
                     settings.timeout.as_millis()
                 ),
-                Outcome::ExecFailed => eprintln!("crd: -x {name}: {}", f.output),
+                Outcome::ExecFailed => err!("crd: -x {name}: {}", f.output),
                 _ => {}
             }
             f.outcome.code()
         }
         Err(e) => {
-            eprintln!("crd: -x {name}: {e}");
+            err!("crd: -x {name}: {e}");
             EXIT_FAIL
         }
     }
@@ -253,7 +265,7 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
         Ok(m) => m,
         Err(problems) => {
             for p in problems {
-                eprintln!("crd: module {name}: {p}");
+                err!("crd: module {name}: {p}");
             }
             return EXIT_USAGE;
         }
@@ -265,12 +277,12 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
     let f = match run(Role::Check, None) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("crd: check {name}: {e}");
+            err!("crd: check {name}: {e}");
             return EXIT_FAIL;
         }
     };
     let verdict = decide::verdict(&m.settings, f.outcome);
-    println!(
+    out!(
         "check {name}: {} in {} ms: {:?}",
         f.outcome.describe(),
         f.dur.as_millis(),
@@ -281,7 +293,7 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
         decide::Verdict::Error => return EXIT_FAIL,
         decide::Verdict::Clear => return EXIT_OK,
         decide::Verdict::Hit if m.response.is_none() => {
-            println!("response {name}: none (the module has no response)");
+            out!("response {name}: none (the module has no response)");
             return EXIT_OK;
         }
         decide::Verdict::Hit => {}
@@ -291,11 +303,11 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
     let r = match run(Role::Response, Some((&f.output, f.outcome.code()))) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("crd: response {name}: {e}");
+            err!("crd: response {name}: {e}");
             return EXIT_FAIL;
         }
     };
-    println!(
+    out!(
         "response {name}: {} in {} ms",
         r.outcome.describe(),
         r.dur.as_millis()
@@ -310,7 +322,7 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
 
 fn print_output(out: &str) {
     for line in out.lines() {
-        println!("  | {line}");
+        out!("  | {line}");
     }
 }
 

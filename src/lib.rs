@@ -6,7 +6,7 @@
 //! binary (`main.rs`) only calls `cli::main`. Pure core: `config`, `decide`,
 //! `schedule`, `output`, `event`. IO at the edge: `modules` (directory scans),
 //! `spawn` (the one place that builds child processes), `run` (children in the poll
-//! loop), `control` (the control socket), `daemon` (the one `mio::Poll`), `cli`.
+//! loop), `control` (the control socket), `daemon` (the one `mio::Poll`), `cli`, `logger`.
 //! `unsafe` lives in `sys` alone.
 
 #![deny(unsafe_code)]
@@ -17,6 +17,7 @@ pub mod control;
 pub mod daemon;
 pub mod decide;
 pub mod event;
+pub mod logger;
 pub mod modules;
 pub mod output;
 pub mod run;

@@ -348,3 +348,22 @@ fn nul_bytes_in_check_output_reach_the_response_without_them() {
     assert!(wait_for(LONG, || sb.exists("seen")), "{}", d.log());
     assert_eq!(sb.read("seen"), "ab");
 }
+
+#[test]
+fn a_broken_stderr_pipe_does_not_stop_the_daemon() {
+    let sb = Sandbox::new("brokenlog");
+    sb.module("Tick", "echo t >> ../../ticks\nexit 0", Some("exit 0"));
+    sb.config("interval = 200ms\nlog_level = debug");
+    let mut child = sb
+        .crd(&[])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads crd's log any more: every log write now fails with EPIPE.
+    drop(child.stderr.take());
+    assert!(wait_for(LONG, || count_lines(&sb.path("ticks")) >= 5), "crd stopped running checks");
+    assert!(child.try_wait().unwrap().is_none(), "crd exited");
+    crd::sys::kill_pid(child.id(), libc::SIGTERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
