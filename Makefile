@@ -1,7 +1,12 @@
 # crd: make run (sandbox demo), make test (everything CI checks), make bench.
-BOARDS_SIZE ?= x86_64
+# Boards are board-configs/NAME.conf; BOARD picks one for `make cross`.
+BOARD ?= x86_64
+BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
+# Boards whose binaries run the integration-test subset under qemu in `make test`.
+QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size bench soak fuzz clean
+.PHONY: all build run status test lint unit size bench soak fuzz clean \
+	cross-setup cross cross-all test-cross
 
 all: build
 
@@ -24,10 +29,26 @@ lint:
 unit:
 	cargo test --locked
 
-size:
-	cross/size.sh $(BOARDS_SIZE)
+# Installs the cross toolchain and qemu if missing (idempotent).
+cross-setup:
+	cross/setup.sh
 
-test: lint unit size
+# dist/$(BOARD)/crd
+cross:
+	cross/build.sh $(BOARD)
+
+cross-all:
+	for b in $(BOARDS); do cross/build.sh $$b || exit 1; done
+
+# Every board's size (raw, gzip) against its budget; fails over budget.
+size:
+	cross/size.sh $(BOARDS)
+
+# The integration-test subset against router binaries under qemu-user.
+test-cross:
+	cross/test.sh $(QEMU_BOARDS)
+
+test: lint unit size test-cross
 
 bench:
 	python3 bench/bench.py

@@ -1,10 +1,12 @@
 #!/bin/sh
-# cross/size.sh BOARD...: prints each board's binary size (raw and gzip -9) against
-# its SIZE_BUDGET and exits 1 if any is over. Builds what is missing.
+# cross/size.sh [BOARD...]: builds each board (all of board-configs/ by default) and
+# prints its binary size, raw and gzip -9, against SIZE_BUDGET; exits 1 if any board
+# is over budget.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
+[ $# -gt 0 ] || set -- $(ls "$top/board-configs" | sed -n 's/\.conf$//p')
 over=0
-printf '%-10s %-34s %10s %10s %10s  %s\n' BOARD TARGET RAW GZIP BUDGET VERDICT
+printf '%-8s %-32s %-6s %9s %9s %9s  %s\n' BOARD TARGET ENDIAN RAW GZIP BUDGET VERDICT
 for board in "$@"; do
     . "$top/board-configs/$board.conf"
     "$top/cross/build.sh" "$board" >/dev/null
@@ -13,6 +15,6 @@ for board in "$@"; do
     gz=$(gzip -9 -c "$bin" | wc -c)
     verdict=ok
     if [ "$raw" -gt "$SIZE_BUDGET" ]; then verdict=OVER; over=1; fi
-    printf '%-10s %-34s %10d %10d %10d  %s\n' "$board" "$TARGET" "$raw" "$gz" "$SIZE_BUDGET" "$verdict"
+    printf '%-8s %-32s %-6s %9d %9d %9d  %s\n' "$board" "$TARGET" "$ENDIAN" "$raw" "$gz" "$SIZE_BUDGET" "$verdict"
 done
 exit $over
