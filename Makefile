@@ -6,7 +6,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
 .PHONY: all build run status test lint unit size bench soak fuzz clean \
-	cross-setup cross cross-all test-cross
+	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
 
@@ -62,6 +62,43 @@ soak:
 FUZZ_SECONDS ?= 60
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512
+
+# Installs crd into DESTDIR with PREFIX (default /usr/local): the binary, a default
+# /etc/CRD/crd.conf (kept if present), the support module restart-service, and the
+# example modules under PREFIX/share/crd/modules. BIN picks the binary (default:
+# this machine's release build; e.g. BIN=dist/ath79/crd for a board's).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BIN ?= target/release/crd
+SBINDIR = $(PREFIX)/sbin
+
+$(BIN):
+	cargo build --release --locked
+
+install: $(BIN)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)/etc/CRD $(DESTDIR)/opt/CRD/modules/restart-service \
+		$(DESTDIR)$(PREFIX)/share/crd/modules $(DESTDIR)$(PREFIX)/share/doc/crd
+	install -m 755 $(BIN) $(DESTDIR)$(SBINDIR)/crd
+	[ -e $(DESTDIR)/etc/CRD/crd.conf ] || install -m 644 cross/crd.conf.example $(DESTDIR)/etc/CRD/crd.conf
+	install -m 755 modules/restart-service/restart-service $(DESTDIR)/opt/CRD/modules/restart-service/
+	install -m 644 modules/restart-service/module.conf $(DESTDIR)/opt/CRD/modules/restart-service/
+	cp -R modules/LogSize modules/DiskFull modules/WanDown modules/ProcessDown modules/README.md \
+		$(DESTDIR)$(PREFIX)/share/crd/modules/
+	install -m 644 README.md ARCHITECTURE.md $(DESTDIR)$(PREFIX)/share/doc/crd/
+
+install-systemd: install
+	install -d $(DESTDIR)/lib/systemd/system
+	sed 's|@SBINDIR@|$(SBINDIR)|' cross/systemd/crd.service > $(DESTDIR)/lib/systemd/system/crd.service
+
+install-sysv: install
+	install -d $(DESTDIR)/etc/init.d
+	sed 's|^DAEMON=.*|DAEMON=$(SBINDIR)/crd|' cross/sysvinit/crd > $(DESTDIR)/etc/init.d/crd
+	chmod 755 $(DESTDIR)/etc/init.d/crd
+
+# Prebuilt .ipk for each OpenWrt board (all boards but x86_64 and rpi by default).
+IPK_BOARDS ?= ath79 mt7621 mt76x8 ipq40xx filogic
+ipk:
+	for b in $(IPK_BOARDS); do cross/ipk.sh $$b || exit 1; done
 
 clean:
 	cargo clean

@@ -362,7 +362,10 @@ fn a_broken_stderr_pipe_does_not_stop_the_daemon() {
         .unwrap();
     // Nobody reads crd's log any more: every log write now fails with EPIPE.
     drop(child.stderr.take());
-    assert!(wait_for(LONG, || count_lines(&sb.path("ticks")) >= 5), "crd stopped running checks");
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("ticks")) >= 5),
+        "crd stopped running checks"
+    );
     assert!(child.try_wait().unwrap().is_none(), "crd exited");
     crd::sys::kill_pid(child.id(), libc::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));

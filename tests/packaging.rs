@@ -1,0 +1,296 @@
+//! Tests of the packaging in `cross/`: the OpenWrt procd init script under stubbed
+//! procd and UCI functions, the sysvinit script driving the real daemon, the `.ipk`
+//! layout, and `make install`.
+
+mod common;
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> String {
+    std::env::var("CRD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_crd").to_string())
+}
+
+fn sh(script: &str, envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(script).current_dir(root());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    run_to_end(c)
+}
+
+/// Runs `calls` after sourcing the stubs and the procd init script.
+fn procd(sb: &Sandbox, uci: &str, calls: &str) -> (i32, String, String) {
+    let script = format!(
+        ". tests/init/procd-stubs.sh\n. cross/openwrt/crd/files/crd.init\nCONF={conf}\n{uci}\n{calls}",
+        conf = sb.path("var/etc/crd.conf").display()
+    );
+    sh(
+        &script,
+        &[("PROCD_LOG", sb.path("procd.log").to_str().unwrap())],
+    )
+}
+
+#[test]
+fn procd_script_translates_uci_and_starts_crd_with_respawn() {
+    let sb = Sandbox::new("procd");
+    let uci = format!(
+        "UCI_main_enabled=1\nUCI_main_node=edge-7\nUCI_main_interval=15s\nUCI_main_modules_dir={}\n\
+         UCI_main_max_parallel=4\nUCI_SECTIONS_module='cfg01 disk'\n\
+         UCI_cfg01_name=WanDown\nUCI_cfg01_trigger_after=5\nUCI_disk_cooldown=1h\nUCI_disk_enabled=0",
+        sb.path("modules").display()
+    );
+    let (code, out, err) = procd(&sb, &uci, "start_service\nservice_triggers");
+    assert_eq!(code, 0, "{out}{err}");
+    let conf = sb.read("var/etc/crd.conf");
+    let body: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        body,
+        vec![
+            "node = edge-7",
+            "interval = 15s",
+            &format!("modules_dir = {}", sb.path("modules").display()),
+            "max_parallel = 4",
+            "[module WanDown]",
+            "trigger_after = 5",
+            "[module disk]",
+            "cooldown = 1h",
+            "enabled = 0",
+        ]
+    );
+    let log = sb.read("procd.log");
+    let conf_path = sb.path("var/etc/crd.conf");
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        vec![
+            "open_instance ",
+            &format!("set_param command /usr/sbin/crd -c {}", conf_path.display()),
+            "set_param respawn 3600 5 0",
+            "set_param stdout 1",
+            "set_param stderr 1",
+            "close_instance",
+            "reload_trigger crd",
+        ]
+    );
+    // The generated file is a valid crd.conf for the real binary.
+    let (code, out, err) = run_to_end(crd_command(&conf_path, &["--check-config"]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn procd_reload_regenerates_and_sends_sighup_and_disabled_starts_nothing() {
+    let sb = Sandbox::new("procd-reload");
+    let (code, _, err) = procd(&sb, "UCI_main_interval=5m", "reload_service");
+    assert_eq!(code, 0, "{err}");
+    assert!(sb.read("var/etc/crd.conf").contains("interval = 5m"));
+    assert_eq!(sb.read("procd.log"), "send_signal crd * HUP\n");
+
+    let sb = Sandbox::new("procd-off");
+    let (code, _, err) = procd(&sb, "UCI_main_enabled=0", "start_service");
+    assert_eq!(code, 0, "{err}");
+    assert!(!sb.exists("procd.log"), "no instance when disabled");
+}
+
+#[test]
+fn sysvinit_script_starts_reloads_and_stops_the_real_daemon() {
+    let sb = Sandbox::new("sysv");
+    sb.module("Tick", "echo t >> ../../ticks\nexit 1", None);
+    sb.config("interval = 200ms");
+    let defaults = sb.path("default-crd");
+    fs::write(
+        &defaults,
+        format!(
+            "DAEMON={}\nCONF={}\nPIDFILE={}\nLOGFILE={}\n",
+            bin(),
+            sb.conf().display(),
+            sb.path("crd.pid").display(),
+            sb.path("crd.log").display()
+        ),
+    )
+    .unwrap();
+    let path = format!("{}:/usr/bin:/bin", root().join("tests/init").display());
+    let ssd_log = sb.path("ssd.log");
+    let envs = [
+        ("CRD_DEFAULTS", defaults.to_str().unwrap()),
+        ("PATH", path.as_str()),
+        ("SSD_LOG", ssd_log.to_str().unwrap()),
+    ];
+    let init = |arg: &str| sh(&format!("sh cross/sysvinit/crd {arg}"), &envs);
+    assert_eq!(init("start").0, 0);
+    assert!(
+        wait_for(Duration::from_secs(20), || count_lines(&sb.path("ticks"))
+            >= 2),
+        "{}",
+        sb.read("crd.log")
+    );
+    assert_eq!(
+        init("status"),
+        (0, "crd is running\n".to_string(), String::new())
+    );
+    assert_eq!(init("reload").0, 0);
+    assert!(wait_for(Duration::from_secs(20), || sb
+        .read("crd.log")
+        .contains("SIGHUP: reloading")));
+    assert_eq!(init("stop").0, 0);
+    assert!(!sb.exists("crd.pid"), "pidfile removed");
+    assert!(
+        wait_for(Duration::from_secs(20), || sb
+            .read("crd.log")
+            .contains("stopped")),
+        "{}",
+        sb.read("crd.log")
+    );
+    assert_eq!(init("status").0, 3);
+    let ssd = sb.read("ssd.log");
+    assert!(ssd.starts_with("-S -q -b -m -p "), "{ssd}");
+
+    // A broken config is refused before anything starts.
+    sb.config("interval = never");
+    let (code, _, err) = init("start");
+    assert_eq!(code, 2);
+    assert!(err.contains("is invalid"), "{err}");
+}
+
+#[test]
+fn ipk_holds_the_binary_init_script_and_conffile() {
+    let sb = Sandbox::new("ipk");
+    let (code, out, err) = sh(
+        "cross/ipk.sh mt7621",
+        &[
+            ("CRD_IPK_BIN", &bin()),
+            ("CRD_IPK_OUT", sb.dir.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ipk = out.trim();
+    assert!(ipk.ends_with("crd_0.1.0-1_mipsel_24kc.ipk"), "{ipk}");
+    let list = |cmd: &str| sh(cmd, &[]).1;
+    assert_eq!(
+        list(&format!("tar tzf {ipk}")),
+        "./debian-binary\n./control.tar.gz\n./data.tar.gz\n"
+    );
+    assert_eq!(list(&format!("tar xzOf {ipk} ./debian-binary")), "2.0\n");
+    let control = list(&format!(
+        "tar xzOf {ipk} ./control.tar.gz | tar xzOf - ./control"
+    ));
+    assert!(
+        control.contains("Package: crd\nVersion: 0.1.0-1\n"),
+        "{control}"
+    );
+    assert!(control.contains("Architecture: mipsel_24kc\n"), "{control}");
+    assert_eq!(
+        list(&format!(
+            "tar xzOf {ipk} ./control.tar.gz | tar xzOf - ./conffiles"
+        )),
+        "/etc/config/crd\n"
+    );
+    let data = list(&format!("tar xzOf {ipk} ./data.tar.gz | tar tzvf -"));
+    for (mode, file) in [
+        ("-rwxr-xr-x", "./usr/sbin/crd"),
+        ("-rwxr-xr-x", "./etc/init.d/crd"),
+        ("-rw-r--r--", "./etc/config/crd"),
+        (
+            "-rwxr-xr-x",
+            "./opt/CRD/modules/restart-service/restart-service",
+        ),
+    ] {
+        assert!(
+            data.lines()
+                .any(|l| l.starts_with(mode) && l.ends_with(file)),
+            "{file} in\n{data}"
+        );
+    }
+    let config = list(&format!(
+        "tar xzOf {ipk} ./data.tar.gz | tar xzOf - ./etc/config/crd"
+    ));
+    assert!(
+        config.contains("option spool_dir '/overlay/crd/spool'"),
+        "{config}"
+    );
+    let packed = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar xzOf {ipk} ./data.tar.gz | tar xzOf - ./usr/sbin/crd"
+        ))
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(
+        packed,
+        fs::read(bin()).unwrap(),
+        "the packed binary is the one given"
+    );
+}
+
+#[test]
+fn make_install_lays_out_the_tree_and_keeps_an_existing_config() {
+    let sb = Sandbox::new("install");
+    let dest = sb.path("root");
+    let make = |target: &str| {
+        let mut c = Command::new("make");
+        c.arg("-s")
+            .arg(target)
+            .arg(format!("DESTDIR={}", dest.display()))
+            .arg("PREFIX=/usr")
+            .arg(format!("BIN={}", bin()))
+            .current_dir(root());
+        run_to_end(c)
+    };
+    let (code, out, err) = make("install-systemd");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = make("install-sysv");
+    assert_eq!(code, 0, "{err}");
+    for f in [
+        "usr/sbin/crd",
+        "etc/CRD/crd.conf",
+        "opt/CRD/modules/restart-service/restart-service",
+        "usr/share/crd/modules/LogSize/check",
+        "etc/init.d/crd",
+    ] {
+        assert!(dest.join(f).exists(), "{f}");
+    }
+    let unit = fs::read_to_string(dest.join("lib/systemd/system/crd.service")).unwrap();
+    for line in [
+        "ExecStart=/usr/sbin/crd -c /etc/CRD/crd.conf",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=full",
+        "StateDirectory=crd",
+        "Restart=always",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "{line} missing from the unit"
+        );
+    }
+    assert!(
+        fs::read_to_string(dest.join("etc/init.d/crd"))
+            .unwrap()
+            .contains("DAEMON=/usr/sbin/crd\n")
+    );
+    // The installed default config and modules pass the installed binary's check.
+    let conf = dest.join("etc/CRD/crd.conf");
+    fs::write(
+        &conf,
+        format!("modules_dir = {}\n", dest.join("opt/CRD/modules").display()),
+    )
+    .unwrap();
+    let mut c = Command::new(dest.join("usr/sbin/crd"));
+    c.arg("-c").arg(&conf).arg("--check-config");
+    let (code, out, err) = run_to_end(c);
+    assert_eq!(code, 0, "{out}{err}");
+    // A second install keeps the operator's config.
+    assert_eq!(make("install").0, 0);
+    assert!(
+        fs::read_to_string(&conf)
+            .unwrap()
+            .starts_with("modules_dir = ")
+    );
+}
