@@ -23,4 +23,5 @@ pub mod output;
 pub mod run;
 pub mod schedule;
 pub mod spawn;
+pub mod spool;
 pub mod sys;

@@ -349,3 +349,18 @@ pub fn set_umask(mask: u32) {
         libc::umask(mask as libc::mode_t);
     }
 }
+
+/// Takes an exclusive `flock` on `fd` without waiting: `Ok(false)` when another
+/// process holds it. The lock lives as long as the open file description.
+pub fn try_lock_exclusive(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: flock only reads the integer fd; an invalid fd is reported as EBADF.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}

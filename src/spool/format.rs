@@ -1,0 +1,392 @@
+//! The spool's bytes on disk: segment header, record frame, checkpoint slot, and the
+//! CRC-32C that guards each. Pure: bytes in, values out; no file is touched here.
+//!
+//! Read first: RELIABILITY.md (what the formats must survive). Every integer is
+//! big-endian, written with `to_be_bytes`, so a spool moved between a mips (BE) and
+//! an arm (LE) router reads the same; no field is `usize`-sized.
+//!
+//! Segment file `seg-<first_seq as 16 hex digits>.q`:
+//!
+//! ```text
+//! segment header, 28 bytes
+//!  0       4      6      8              16             24      28
+//!  +-------+------+------+--------------+--------------+-------+
+//!  | "CRDq"| ver  | 0    | stream (u64) | first_seq    | crc32c|   crc over bytes 0..24
+//!  +-------+------+------+--------------+--------------+-------+
+//! then records, back to back:
+//!  0      2          6              14       18
+//!  +------+----------+--------------+--------+--------------------+
+//!  |C5 D1 | len (u32)| seq (u64)    | crc32c | payload (len bytes)|  crc over 0..14 + payload
+//!  +------+----------+--------------+--------+--------------------+
+//! ```
+//!
+//! The record magic is neither 0x0000 nor 0xFFFF, so zero- or 0xFF-filled tails left
+//! by a power cut never parse as records; `len` is checked against `MAX_RECORD_BYTES`
+//! and the bytes actually present before anything is allocated.
+//!
+//! Checkpoint file `checkpoint`: two 48-byte slots at offsets 0 and 48, written
+//! alternately (slot = epoch % 2); recovery takes the valid slot with the higher epoch,
+//! so a torn checkpoint write costs at most the previous watermark (duplicates).
+//!
+//! ```text
+//!  0       4      6      8           16            24             32           40      44
+//!  +-------+------+------+-----------+-------------+--------------+------------+-------+----+
+//!  | "CRDc"| ver  | 0    | epoch u64 | acked u64   | next_seq u64 | stream u64 | crc32c| 0  |
+//!  +-------+------+------+-----------+-------------+--------------+------------+-------+----+
+//! ```
+
+/// Format version this crd writes and reads.
+pub const VERSION: u16 = 1;
+pub const SEGMENT_MAGIC: [u8; 4] = *b"CRDq";
+pub const CHECKPOINT_MAGIC: [u8; 4] = *b"CRDc";
+pub const RECORD_MAGIC: [u8; 2] = [0xC5, 0xD1];
+pub const SEGMENT_HEADER_BYTES: usize = 28;
+pub const RECORD_HEADER_BYTES: usize = 18;
+pub const CHECKPOINT_SLOT_BYTES: usize = 48;
+/// Hard ceiling on a record's payload, whatever `MAX_RECORD_BYTES` is configured to:
+/// a length above it is corruption, never an allocation.
+pub const RECORD_LIMIT_BYTES: u32 = 1 << 20;
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c_extend(0, data)
+}
+
+/// Continues a CRC-32C over more bytes.
+pub fn crc32c_extend(crc: u32, data: &[u8]) -> u32 {
+    let mut c = !crc;
+    for &b in data {
+        c = CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0x82F6_3B78 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+fn be64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub stream: u64,
+    pub first_seq: u64,
+}
+
+/// Why a segment header was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Fewer bytes than a header: an empty or just-created file.
+    Short,
+    /// Not a crd segment, or its header is damaged.
+    Corrupt,
+    /// A valid header of a format this crd does not know.
+    Version(u16),
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
+        let mut b = [0u8; SEGMENT_HEADER_BYTES];
+        b[0..4].copy_from_slice(&SEGMENT_MAGIC);
+        b[4..6].copy_from_slice(&VERSION.to_be_bytes());
+        b[8..16].copy_from_slice(&self.stream.to_be_bytes());
+        b[16..24].copy_from_slice(&self.first_seq.to_be_bytes());
+        let crc = crc32c(&b[0..24]);
+        b[24..28].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        if b.len() < SEGMENT_HEADER_BYTES {
+            return Err(HeaderError::Short);
+        }
+        if b[0..4] != SEGMENT_MAGIC || crc32c(&b[0..24]) != be32(&b[24..28]) {
+            return Err(HeaderError::Corrupt);
+        }
+        let v = be16(&b[4..6]);
+        if v != VERSION {
+            return Err(HeaderError::Version(v));
+        }
+        Ok(SegmentHeader {
+            stream: be64(&b[8..16]),
+            first_seq: be64(&b[16..24]),
+        })
+    }
+}
+
+/// Bytes a record with `payload_len` bytes of payload takes on disk.
+pub fn record_bytes(payload_len: usize) -> u64 {
+    (RECORD_HEADER_BYTES + payload_len) as u64
+}
+
+/// Appends one framed record to `out`.
+pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    let len = u32::try_from(payload.len())
+        .expect("payload length is checked against the record limit first");
+    let start = out.len();
+    out.extend_from_slice(&RECORD_MAGIC);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    let crc = crc32c_extend(crc32c(&out[start..start + 14]), payload);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A record header read from disk, before its payload is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub len: u32,
+    pub seq: u64,
+    pub crc: u32,
+}
+
+/// Parses a record header; `None` if the bytes cannot start a record (wrong magic, or
+/// a length over `max_len` or over the `available` bytes from the header's start).
+pub fn decode_record_header(b: &[u8], max_len: u32, available: u64) -> Option<RecordHeader> {
+    if b.len() < RECORD_HEADER_BYTES || b[0..2] != RECORD_MAGIC {
+        return None;
+    }
+    let len = be32(&b[2..6]);
+    if len > max_len.min(RECORD_LIMIT_BYTES) || record_bytes(len as usize) > available {
+        return None;
+    }
+    Some(RecordHeader {
+        len,
+        seq: be64(&b[6..14]),
+        crc: be32(&b[14..18]),
+    })
+}
+
+/// Whether `payload` matches the header `h` whose first 14 bytes are `head`.
+pub fn record_crc_ok(head: &[u8], h: &RecordHeader, payload: &[u8]) -> bool {
+    crc32c_extend(crc32c(&head[0..14]), payload) == h.crc
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub epoch: u64,
+    /// Every record with `seq <= acked` was acknowledged (0: none).
+    pub acked: u64,
+    /// No seq at or above this was handed out. While crd runs this is a lease
+    /// (`SEQ_LEASE` ahead); a clean shutdown writes the exact next seq.
+    pub next_seq: u64,
+    pub stream: u64,
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> [u8; CHECKPOINT_SLOT_BYTES] {
+        let mut b = [0u8; CHECKPOINT_SLOT_BYTES];
+        b[0..4].copy_from_slice(&CHECKPOINT_MAGIC);
+        b[4..6].copy_from_slice(&VERSION.to_be_bytes());
+        b[8..16].copy_from_slice(&self.epoch.to_be_bytes());
+        b[16..24].copy_from_slice(&self.acked.to_be_bytes());
+        b[24..32].copy_from_slice(&self.next_seq.to_be_bytes());
+        b[32..40].copy_from_slice(&self.stream.to_be_bytes());
+        let crc = crc32c(&b[0..40]);
+        b[40..44].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Checkpoint, HeaderError> {
+        if b.len() < CHECKPOINT_SLOT_BYTES {
+            return Err(HeaderError::Short);
+        }
+        if b[0..4] != CHECKPOINT_MAGIC || crc32c(&b[0..40]) != be32(&b[40..44]) {
+            return Err(HeaderError::Corrupt);
+        }
+        let v = be16(&b[4..6]);
+        if v != VERSION {
+            return Err(HeaderError::Version(v));
+        }
+        Ok(Checkpoint {
+            epoch: be64(&b[8..16]),
+            acked: be64(&b[16..24]),
+            next_seq: be64(&b[24..32]),
+            stream: be64(&b[32..40]),
+        })
+    }
+
+    /// The newer of the two slots of a checkpoint file's bytes, if either is valid.
+    /// An unknown version in a valid slot is reported, never guessed at.
+    pub fn best(file: &[u8]) -> Result<Option<Checkpoint>, u16> {
+        let slot = |i: usize| file.get(i * CHECKPOINT_SLOT_BYTES..(i + 1) * CHECKPOINT_SLOT_BYTES);
+        let mut best: Option<Checkpoint> = None;
+        for i in 0..2 {
+            match slot(i).map(Checkpoint::decode) {
+                Some(Ok(c)) if best.is_none_or(|b| c.epoch > b.epoch) => best = Some(c),
+                Some(Err(HeaderError::Version(v))) => return Err(v),
+                _ => {}
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// `seg-<16 hex digits>.q`: the name sorts like the number.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:016x}.q")
+}
+
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("seg-")?.strip_suffix(".q")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_test_vectors() {
+        // RFC 3720 (iSCSI), B.4, and the common "123456789" check value.
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+        let inc: Vec<u8> = (0..32).collect();
+        assert_eq!(crc32c(&inc), 0x46DD_794E);
+        let dec: Vec<u8> = (0..32).rev().collect();
+        assert_eq!(crc32c(&dec), 0x113F_DB5C);
+        assert_eq!(crc32c(b""), 0);
+        assert_eq!(crc32c_extend(crc32c(b"1234"), b"56789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn segment_header_round_trip_and_pinned_bytes() {
+        let h = SegmentHeader {
+            stream: 0x0102_0304_0506_0708,
+            first_seq: 42,
+        };
+        let b = h.encode();
+        assert_eq!(&b[0..8], b"CRDq\x00\x01\x00\x00");
+        assert_eq!(
+            &b[8..16],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            "big-endian on every host"
+        );
+        assert_eq!(&b[16..24], &[0, 0, 0, 0, 0, 0, 0, 42]);
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        assert_eq!(SegmentHeader::decode(&b[..27]), Err(HeaderError::Short));
+        let mut bad = b;
+        bad[9] ^= 1;
+        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Corrupt));
+        let mut v2 = b;
+        v2[5] = 2;
+        let crc = crc32c(&v2[0..24]);
+        v2[24..28].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(SegmentHeader::decode(&v2), Err(HeaderError::Version(2)));
+    }
+
+    #[test]
+    fn record_round_trip_and_pinned_bytes() {
+        let mut out = Vec::new();
+        encode_record(7, b"hi", &mut out);
+        assert_eq!(
+            &out[0..14],
+            &[0xC5, 0xD1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7]
+        );
+        assert_eq!(out.len() as u64, record_bytes(2));
+        let h = decode_record_header(&out, 100, out.len() as u64).unwrap();
+        assert_eq!((h.len, h.seq), (2, 7));
+        assert!(record_crc_ok(&out, &h, &out[18..]));
+        assert!(!record_crc_ok(&out, &h, b"ho"));
+    }
+
+    #[test]
+    fn hostile_headers_are_rejected_before_any_allocation() {
+        let mut b = vec![0xC5, 0xD1, 0xFF, 0xFF, 0xFF, 0xFF];
+        b.extend_from_slice(&[0; 12]);
+        assert_eq!(
+            decode_record_header(&b, u32::MAX, u64::MAX),
+            None,
+            "4 GiB length"
+        );
+        let mut out = Vec::new();
+        encode_record(1, &[0; 100], &mut out);
+        assert_eq!(
+            decode_record_header(&out, 99, 1000),
+            None,
+            "over the configured max"
+        );
+        assert_eq!(
+            decode_record_header(&out, 100, 117),
+            None,
+            "past the end of the file"
+        );
+        assert!(decode_record_header(&out, 100, 118).is_some());
+        assert_eq!(decode_record_header(&[0; 18], 100, 100), None, "zero tail");
+        assert_eq!(
+            decode_record_header(&[0xFF; 18], 100, 100),
+            None,
+            "0xFF tail"
+        );
+    }
+
+    #[test]
+    fn checkpoint_slots() {
+        let a = Checkpoint {
+            epoch: 4,
+            acked: 10,
+            next_seq: 20,
+            stream: 9,
+        };
+        let b = Checkpoint {
+            epoch: 5,
+            acked: 12,
+            next_seq: 21,
+            stream: 9,
+        };
+        let mut file = [0u8; 2 * CHECKPOINT_SLOT_BYTES];
+        file[..48].copy_from_slice(&a.encode());
+        file[48..].copy_from_slice(&b.encode());
+        assert_eq!(Checkpoint::best(&file), Ok(Some(b)));
+        file[60] ^= 0x40; // corrupt the newer slot
+        assert_eq!(Checkpoint::best(&file), Ok(Some(a)));
+        file[3] ^= 1; // and the older one
+        assert_eq!(Checkpoint::best(&file), Ok(None));
+        assert_eq!(Checkpoint::best(&file[..30]), Ok(None));
+    }
+
+    #[test]
+    fn segment_names_sort_like_numbers() {
+        assert_eq!(segment_name(255), "seg-00000000000000ff.q");
+        assert_eq!(parse_segment_name("seg-00000000000000ff.q"), Some(255));
+        for bad in [
+            "seg-ff.q",
+            "seg-00000000000000ff.q.tmp",
+            "lock",
+            "seg-zzzzzzzzzzzzzzzz.q",
+        ] {
+            assert_eq!(parse_segment_name(bad), None, "{bad}");
+        }
+        assert!(segment_name(9) < segment_name(10));
+    }
+}

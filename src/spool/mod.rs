@@ -1,0 +1,934 @@
+//! The spool: a persistent, bounded ring of event records on disk, the durable outbox
+//! between the daemon and the forwarder. It knows nothing of MQTT.
+//!
+//! Inputs: `append`, `flush`, `sync`, `ack`, `handle_timer(now)`; outputs:
+//! `read_next`, `poll_timeout()`, `stats()`. All IO goes through `Storage` (files in
+//! production, a fault-injecting memory store in tests); time comes in as `now`.
+//! Formats: `format.rs`. What it must survive: RELIABILITY.md.
+//!
+//! Rules:
+//! - `seq` strictly increases per stream and is never given twice, even across a
+//!   power cut: the checkpoint reserves seqs `SEQ_LEASE` at a time before they are
+//!   used, and numbering after a crash resumes above the reservation. The reader
+//!   only returns durable (synced) records.
+//! - Group commit: records are encoded into one write buffer, written on `flush`
+//!   (every loop iteration) and made durable by fdatasync when `sync_bytes` are
+//!   unsynced or the oldest unsynced record is `sync_interval` old, on demand, and on
+//!   close. Bytes written since the last good sync stay in RAM until it succeeds; a
+//!   failed sync is never retried on trust: the file is reopened, truncated to the
+//!   last good length, rewritten from RAM and synced again.
+//! - Bounded: at most `size` bytes in `segment`-sized files; when full the oldest
+//!   whole segment is dropped and its unacknowledged records counted. RAM holds one
+//!   write buffer, one read buffer, the unsynced bytes and one entry per segment.
+//! - Recovery reads the checkpoint, every segment header, and the newest segment's
+//!   records (the only place a torn tail can be); sealed segments are checked record
+//!   by record when read. Damage is truncated (a torn tail) or skipped and counted (a
+//!   corrupt record), never a reason to refuse to start; an unknown format version is.
+
+pub mod format;
+pub mod storage;
+
+use format::{Checkpoint, HeaderError, SegmentHeader};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant};
+use storage::Storage;
+
+/// Acks counted before the checkpoint is written (it is also written after
+/// `CHECKPOINT_INTERVAL` and on close). A stale checkpoint costs duplicates only.
+pub const CHECKPOINT_EVERY_ACKS: u32 = 256;
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// Records handed to the reader and not yet acknowledged, at most (the forwarder's
+/// window is far smaller); `read_next` returns nothing more until acks come.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// The write buffer is written out when it holds this many bytes.
+pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Bytes examined per read while looking for the next valid record after damage.
+const RESYNC_CHUNK_BYTES: usize = 4096;
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// Seqs reserved at a time in the checkpoint: after a crash, numbering resumes at
+/// the reservation, so a seq lost with an unsynced tail is never given again (the
+/// gap shows downstream what a power cut cost). One checkpoint fsync per lease.
+pub const SEQ_LEASE: u64 = 1 << 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Total bytes of all segments.
+    pub size: u64,
+    /// Bytes per segment file.
+    pub segment: u64,
+    pub sync_bytes: u64,
+    pub sync_interval: Duration,
+    /// fdatasync after every append (`spool_sync = always`).
+    pub sync_always: bool,
+    /// Largest payload accepted, bytes.
+    pub max_record: u32,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            size: 4 << 20,
+            segment: 256 << 10,
+            sync_bytes: 64 << 10,
+            sync_interval: Duration::from_secs(1),
+            sync_always: false,
+            max_record: 64 << 10,
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// Bytes of written-but-unsynced data kept in RAM while syncs fail; appends past
+    /// it are refused until a sync succeeds.
+    pub fn unsynced_limit(&self) -> u64 {
+        4 * self.sync_bytes.max(self.segment)
+    }
+}
+
+#[derive(Debug)]
+pub enum SpoolError {
+    Io {
+        what: String,
+        err: io::Error,
+    },
+    /// A valid file of a format version this crd does not read.
+    Version {
+        file: String,
+        version: u16,
+    },
+}
+
+impl fmt::Display for SpoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpoolError::Io { what, err } => write!(f, "spool: {what}: {err}"),
+            SpoolError::Version { file, version } => write!(
+                f,
+                "spool: {file} has format version {version}, this crd reads version {}; \
+                 refusing to guess (move the spool directory aside to start a new one)",
+                format::VERSION
+            ),
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SpoolError {
+    let what = what.into();
+    move |err| SpoolError::Io { what, err }
+}
+
+#[derive(Debug)]
+pub enum AppendError {
+    /// Larger than `max_record`: refused alone, counted.
+    TooLarge {
+        len: usize,
+        max: u32,
+    },
+    /// Storage keeps failing and the unsynced RAM bound is reached.
+    Backlog,
+    Io(io::Error),
+}
+
+impl fmt::Display for AppendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppendError::TooLarge { len, max } => {
+                write!(f, "record of {len} bytes is over the {max}-byte limit")
+            }
+            AppendError::Backlog => {
+                write!(f, "storage is failing and the unsynced backlog is full")
+            }
+            AppendError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Counters, for `crd status` and the benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub appended: u64,
+    /// Unacknowledged records dropped because the spool was full, and the last range.
+    pub dropped: u64,
+    pub dropped_range: Option<(u64, u64)>,
+    pub too_large: u64,
+    pub refused_backlog: u64,
+    /// Corrupt records (or unreadable stretches) skipped, at recovery or when read.
+    pub corrupt: u64,
+    /// Bytes cut from a torn tail at recovery.
+    pub truncated: u64,
+    pub fsyncs: u64,
+    pub io_errors: u64,
+    pub last_sync: Option<Instant>,
+}
+
+#[derive(Clone, Debug)]
+struct Seg {
+    first_seq: u64,
+    name: String,
+    /// Bytes in the file (header included), as far as written.
+    bytes: u64,
+    /// Highest seq in the segment (first_seq - 1 while it holds none).
+    last_seq: u64,
+}
+
+/// What recovery found, for the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records_unacked: u64,
+    pub truncated_bytes: u64,
+    pub corrupt: u64,
+    pub ignored_files: Vec<String>,
+    pub new_stream: bool,
+}
+
+pub struct Spool<S: Storage> {
+    st: S,
+    cfg: SpoolConfig,
+    stream: u64,
+    read_only: bool,
+    segs: VecDeque<Seg>,
+    next_seq: u64,
+    buf: Vec<u8>,
+    buf_last_seq: u64,
+    unsynced: Vec<u8>,
+    synced_len: u64,
+    unsynced_since: Option<Instant>,
+    written_seq: u64,
+    durable_seq: u64,
+    acked: u64,
+    /// Records read and not yet acknowledged, in read (= seq) order, with whether
+    /// each has been acked. The watermark moves over its acked prefix, so a gap in
+    /// the numbering (after a crash) never stalls it.
+    in_flight: VecDeque<(u64, bool)>,
+    ckpt_epoch: u64,
+    ckpt_acks: u32,
+    ckpt_dirty_since: Option<Instant>,
+    ckpt_exists: bool,
+    /// Seqs below this may be handed out without writing the checkpoint first.
+    seq_lease: u64,
+    /// Reader position: segment (by first_seq), byte offset, and next seq wanted.
+    cur_seg: u64,
+    cur_off: u64,
+    cur_seq: u64,
+    read_buf: Vec<u8>,
+    stats: Stats,
+    drop_notice: Option<(u64, u64, u64)>,
+}
+
+/// One step of scanning a segment.
+enum Scan {
+    Record { seq: u64, len: u32, next: u64 },
+    End,
+    Bad,
+}
+
+impl<S: Storage> Spool<S> {
+    /// Opens and recovers the spool in `st`. `new_stream` is called only when the
+    /// spool is new. A read-only spool (`crd dump`) changes nothing on disk.
+    pub fn open(
+        st: S,
+        cfg: SpoolConfig,
+        new_stream: impl FnOnce() -> u64,
+        read_only: bool,
+    ) -> Result<(Spool<S>, Recovery), SpoolError> {
+        let mut sp = Spool {
+            st,
+            cfg,
+            stream: 0,
+            read_only,
+            segs: VecDeque::new(),
+            next_seq: 1,
+            buf: Vec::new(),
+            buf_last_seq: 0,
+            unsynced: Vec::new(),
+            synced_len: 0,
+            unsynced_since: None,
+            written_seq: 0,
+            durable_seq: 0,
+            acked: 0,
+            in_flight: VecDeque::new(),
+            ckpt_epoch: 0,
+            ckpt_acks: 0,
+            ckpt_dirty_since: None,
+            ckpt_exists: false,
+            seq_lease: 0,
+            cur_seg: 0,
+            cur_off: 0,
+            cur_seq: 1,
+            read_buf: Vec::new(),
+            stats: Stats::default(),
+            drop_notice: None,
+        };
+        let rec = sp.recover(new_stream)?;
+        Ok((sp, rec))
+    }
+
+    fn recover(&mut self, new_stream: impl FnOnce() -> u64) -> Result<Recovery, SpoolError> {
+        let mut rec = Recovery::default();
+        // Checkpoint: the newer valid slot.
+        let mut cbuf = [0u8; 2 * format::CHECKPOINT_SLOT_BYTES];
+        let ckpt = match self.st.len(CHECKPOINT_FILE).map_err(io_err("checkpoint"))? {
+            Some(_) => {
+                let n = self
+                    .st
+                    .read_at(CHECKPOINT_FILE, 0, &mut cbuf)
+                    .map_err(io_err("reading checkpoint"))?;
+                self.ckpt_exists = true;
+                Checkpoint::best(&cbuf[..n]).map_err(|version| SpoolError::Version {
+                    file: CHECKPOINT_FILE.into(),
+                    version,
+                })?
+            }
+            None => None,
+        };
+        // Segments, oldest first; anything else in the directory is left alone.
+        let mut names: Vec<(u64, String)> = Vec::new();
+        for name in self
+            .st
+            .list()
+            .map_err(io_err("listing the spool directory"))?
+        {
+            match format::parse_segment_name(&name) {
+                Some(first) => names.push((first, name)),
+                None if name == CHECKPOINT_FILE || name == "lock" => {}
+                None => rec.ignored_files.push(name),
+            }
+        }
+        names.sort();
+        let mut stream = ckpt.map(|c| c.stream);
+        let mut hb = [0u8; format::SEGMENT_HEADER_BYTES];
+        let n_names = names.len();
+        for (i, (first, name)) in names.into_iter().enumerate() {
+            let len = self
+                .st
+                .len(&name)
+                .map_err(io_err(name.clone()))?
+                .unwrap_or(0);
+            let n = self
+                .st
+                .read_at(&name, 0, &mut hb)
+                .map_err(io_err(name.clone()))?;
+            match SegmentHeader::decode(&hb[..n]) {
+                Ok(h) => {
+                    if *stream.get_or_insert(h.stream) != h.stream || h.first_seq != first {
+                        rec.ignored_files.push(name);
+                        continue;
+                    }
+                }
+                Err(HeaderError::Version(v)) => {
+                    return Err(SpoolError::Version {
+                        file: name,
+                        version: v,
+                    });
+                }
+                Err(HeaderError::Short) => {
+                    // Created but never written: nothing in it. The newest one is
+                    // rewritten below if it is still the active segment.
+                    if !self.read_only {
+                        self.st.remove(&name).map_err(io_err(name.clone()))?;
+                    }
+                    if i + 1 == n_names {
+                        self.next_seq = self.next_seq.max(first);
+                    }
+                    continue;
+                }
+                Err(HeaderError::Corrupt) => {
+                    // The records keep their own CRCs; the name still gives first_seq.
+                    rec.corrupt += 1;
+                }
+            }
+            self.segs.push_back(Seg {
+                first_seq: first,
+                name,
+                bytes: len,
+                last_seq: first.saturating_sub(1),
+            });
+        }
+        rec.new_stream = stream.is_none();
+        self.stream = stream.unwrap_or_else(new_stream);
+        // Sealed segments end where the next begins.
+        for i in 0..self.segs.len().saturating_sub(1) {
+            self.segs[i].last_seq = self.segs[i + 1].first_seq - 1;
+        }
+        // The newest segment: find its last valid record, cut a torn tail.
+        if let Some(active) = self.segs.back().cloned() {
+            let (last, end, corrupt) = self.scan_tail(&active)?;
+            rec.corrupt += corrupt;
+            if end < active.bytes {
+                rec.truncated_bytes = active.bytes - end;
+                if !self.read_only {
+                    self.st
+                        .truncate(&active.name, end)
+                        .map_err(io_err(active.name.clone()))?;
+                    self.st
+                        .sync(&active.name)
+                        .map_err(io_err(active.name.clone()))?;
+                }
+            }
+            let a = self.segs.back_mut().expect("checked above");
+            a.bytes = end;
+            a.last_seq = last.max(a.first_seq - 1);
+            self.next_seq = self.next_seq.max(a.last_seq + 1).max(a.first_seq);
+        }
+        if let Some(c) = ckpt {
+            self.ckpt_epoch = c.epoch;
+            self.next_seq = self.next_seq.max(c.next_seq);
+            self.acked = c.acked;
+        }
+        // Segments dropped after the last checkpoint took their records with them.
+        self.acked = self
+            .acked
+            .max(self.segs.front().map_or(0, |s| s.first_seq - 1));
+        self.acked = self.acked.min(self.next_seq - 1);
+        self.written_seq = self.next_seq - 1;
+        self.durable_seq = self.written_seq;
+        self.stats.corrupt = rec.corrupt;
+        self.stats.truncated = rec.truncated_bytes;
+        if !self.read_only {
+            self.delete_acked_segments()?;
+            if self.segs.is_empty() {
+                self.create_segment()
+                    .map_err(io_err("creating a segment"))?;
+            } else {
+                let a = self.segs.back().expect("not empty");
+                self.synced_len = a.bytes;
+            }
+            self.renew_lease()
+                .map_err(io_err("writing the checkpoint"))?;
+        }
+        rec.segments = self.segs.len();
+        rec.records_unacked = self.written_seq - self.acked;
+        self.cur_seq = self.acked + 1;
+        self.cur_seg = self.segs.front().map_or(0, |s| s.first_seq);
+        self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+        Ok(rec)
+    }
+
+    /// Scans the newest segment: (last valid seq, end of valid data, corrupt records).
+    fn scan_tail(&mut self, seg: &Seg) -> Result<(u64, u64, u64), SpoolError> {
+        let mut off = format::SEGMENT_HEADER_BYTES as u64;
+        let mut last = 0;
+        let mut corrupt = 0;
+        let mut end = off.min(seg.bytes);
+        loop {
+            match self
+                .scan_at(&seg.name, off, seg.bytes, last)
+                .map_err(io_err(seg.name.clone()))?
+            {
+                Scan::Record { seq, next, .. } => {
+                    last = seq;
+                    off = next;
+                    end = next;
+                }
+                Scan::End => break,
+                Scan::Bad => match self
+                    .resync(&seg.name, off + 1, seg.bytes, last)
+                    .map_err(io_err(seg.name.clone()))?
+                {
+                    // Valid records follow: this was corruption, not a torn tail.
+                    Some(next) => {
+                        corrupt += 1;
+                        off = next;
+                    }
+                    None => break,
+                },
+            }
+        }
+        Ok((last, end, corrupt))
+    }
+
+    /// Reads the record at `off` (into `read_buf`) and checks it. `after` is the seq
+    /// the record must exceed.
+    fn scan_at(&mut self, name: &str, off: u64, len: u64, after: u64) -> io::Result<Scan> {
+        if off >= len {
+            return Ok(Scan::End);
+        }
+        let mut hb = [0u8; format::RECORD_HEADER_BYTES];
+        let n = self.st.read_at(name, off, &mut hb)?;
+        let Some(h) = format::decode_record_header(&hb[..n], self.cfg.max_record, len - off) else {
+            return Ok(Scan::Bad);
+        };
+        if h.seq <= after {
+            return Ok(Scan::Bad);
+        }
+        self.read_buf.resize(h.len as usize, 0);
+        let m = self.st.read_at(
+            name,
+            off + format::RECORD_HEADER_BYTES as u64,
+            &mut self.read_buf,
+        )?;
+        if m < h.len as usize || !format::record_crc_ok(&hb, &h, &self.read_buf) {
+            return Ok(Scan::Bad);
+        }
+        Ok(Scan::Record {
+            seq: h.seq,
+            len: h.len,
+            next: off + format::record_bytes(h.len as usize),
+        })
+    }
+
+    /// The offset of the next valid record at or after `from`, if any.
+    fn resync(&mut self, name: &str, from: u64, len: u64, after: u64) -> io::Result<Option<u64>> {
+        let mut chunk = [0u8; RESYNC_CHUNK_BYTES];
+        let mut base = from;
+        while base < len {
+            let n = self.st.read_at(name, base, &mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            for i in 0..n {
+                let b0 = chunk[i];
+                let b1 = if i + 1 < n {
+                    chunk[i + 1]
+                } else {
+                    format::RECORD_MAGIC[1]
+                };
+                if [b0, b1] == format::RECORD_MAGIC {
+                    let at = base + i as u64;
+                    if let Scan::Record { .. } = self.scan_at(name, at, len, after)? {
+                        return Ok(Some(at));
+                    }
+                }
+            }
+            base += n as u64;
+        }
+        Ok(None)
+    }
+
+    fn create_segment(&mut self) -> io::Result<()> {
+        let first = self.next_seq;
+        let name = format::segment_name(first);
+        let header = SegmentHeader {
+            stream: self.stream,
+            first_seq: first,
+        }
+        .encode();
+        self.st.write_at(&name, 0, &header)?;
+        self.st.sync(&name)?;
+        self.st.sync_dir()?;
+        self.stats.fsyncs += 1;
+        self.segs.push_back(Seg {
+            first_seq: first,
+            name,
+            bytes: header.len() as u64,
+            last_seq: first - 1,
+        });
+        self.synced_len = header.len() as u64;
+        self.unsynced.clear();
+        Ok(())
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.segs.iter().map(|s| s.bytes).sum::<u64>() + self.buf.len() as u64
+    }
+
+    /// Appends one record and returns its seq. The record is in RAM until `flush`
+    /// (the daemon flushes every loop iteration) and durable after `sync`.
+    pub fn append(&mut self, payload: &[u8], now: Instant) -> Result<u64, AppendError> {
+        assert!(!self.read_only, "append on a read-only spool");
+        if payload.len() > self.cfg.max_record as usize {
+            self.stats.too_large += 1;
+            return Err(AppendError::TooLarge {
+                len: payload.len(),
+                max: self.cfg.max_record,
+            });
+        }
+        if (self.unsynced.len() + self.buf.len()) as u64 >= self.cfg.unsynced_limit() {
+            // Storage is failing: try once more before refusing.
+            let _ = self.sync(now);
+            if (self.unsynced.len() + self.buf.len()) as u64 >= self.cfg.unsynced_limit() {
+                self.stats.refused_backlog += 1;
+                return Err(AppendError::Backlog);
+            }
+        }
+        let rec = format::record_bytes(payload.len());
+        let active = self
+            .segs
+            .back()
+            .expect("a spool always has an active segment");
+        let holds_records = active.last_seq >= active.first_seq || !self.buf.is_empty();
+        if holds_records && active.bytes + self.buf.len() as u64 + rec > self.cfg.segment {
+            self.rotate(now).map_err(AppendError::Io)?;
+        }
+        while self.total_bytes() + rec > self.cfg.size && self.segs.len() > 1 {
+            self.drop_oldest(now).map_err(AppendError::Io)?;
+        }
+        if self.next_seq >= self.seq_lease {
+            self.renew_lease().map_err(AppendError::Io)?;
+        }
+        let seq = self.next_seq;
+        format::encode_record(seq, payload, &mut self.buf);
+        self.buf_last_seq = seq;
+        self.next_seq += 1;
+        self.stats.appended += 1;
+        self.segs.back_mut().expect("active").last_seq = seq;
+        self.unsynced_since.get_or_insert(now);
+        // The record is accepted from here on: a failing write or sync leaves it in
+        // RAM for the next try (the caller asks `durable_seq` when it must know).
+        if self.buf.len() >= WRITE_BUFFER_BYTES || self.cfg.sync_always {
+            if let Err(e) = self.flush(now) {
+                log::warn!(
+                    "spool: write failed ({e}); {} bytes wait in memory",
+                    self.buf.len()
+                );
+            }
+        }
+        if self.cfg.sync_always || self.unsynced.len() as u64 >= self.cfg.sync_bytes {
+            if let Err(e) = self.sync(now) {
+                log::warn!("spool: sync failed ({e}); will retry");
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Writes the write buffer to the active segment (the records then survive a
+    /// crash of crd, not yet a power cut). On ENOSPC the oldest segment is dropped
+    /// and the write tried once more; a failed write keeps the buffer for later.
+    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut tried_space = false;
+        loop {
+            let a = self.segs.back().expect("active");
+            let (name, at) = (a.name.clone(), a.bytes);
+            match self.st.write_at(&name, at, &self.buf) {
+                Ok(()) => {
+                    self.segs.back_mut().expect("active").bytes += self.buf.len() as u64;
+                    self.unsynced.extend_from_slice(&self.buf);
+                    self.written_seq = self.buf_last_seq;
+                    self.buf.clear();
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.stats.io_errors += 1;
+                    // A partial write may have grown the file: cut it back.
+                    let _ = self.st.truncate(&name, at);
+                    if e.kind() == io::ErrorKind::StorageFull && !tried_space && self.segs.len() > 1
+                    {
+                        tried_space = true;
+                        self.drop_oldest(now)?;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&mut self, now: Instant) -> io::Result<()> {
+        self.flush(now)?;
+        if self.unsynced.is_empty() {
+            self.unsynced_since = None;
+            return Ok(());
+        }
+        let name = self.segs.back().expect("active").name.clone();
+        let r = self.st.sync(&name).or_else(|e| {
+            // Never trust a retry on the same descriptor: reopen, cut back to the
+            // last good length, rewrite from RAM, sync again.
+            self.stats.io_errors += 1;
+            log::warn!(
+                "spool: fdatasync of {name} failed ({e}); rewriting {} bytes from memory",
+                self.unsynced.len()
+            );
+            self.st.reopen(&name);
+            self.st.truncate(&name, self.synced_len)?;
+            self.st.write_at(&name, self.synced_len, &self.unsynced)?;
+            self.st.sync(&name)
+        });
+        if let Err(e) = r {
+            self.stats.io_errors += 1;
+            return Err(e);
+        }
+        self.stats.fsyncs += 1;
+        self.stats.last_sync = Some(now);
+        self.synced_len += self.unsynced.len() as u64;
+        self.unsynced.clear();
+        self.unsynced_since = None;
+        self.durable_seq = self.written_seq;
+        Ok(())
+    }
+
+    fn rotate(&mut self, now: Instant) -> io::Result<()> {
+        self.sync(now)?;
+        self.create_segment()
+    }
+
+    fn drop_oldest(&mut self, now: Instant) -> io::Result<()> {
+        let seg = self.segs.pop_front().expect("caller checked there are two");
+        let lo = seg.first_seq.max(self.acked + 1);
+        if seg.last_seq >= lo {
+            let n = seg.last_seq - lo + 1;
+            self.stats.dropped += n;
+            self.stats.dropped_range = Some((lo, seg.last_seq));
+            let notice = self.drop_notice.get_or_insert((lo, seg.last_seq, 0));
+            notice.1 = seg.last_seq;
+            notice.2 += n;
+            log::warn!(
+                "spool full: dropped records {lo}..={} ({n} not yet forwarded)",
+                seg.last_seq
+            );
+        }
+        self.st.remove(&seg.name)?;
+        self.st.sync_dir()?;
+        if seg.last_seq > self.acked {
+            self.acked = seg.last_seq;
+            self.in_flight.retain(|&(s, _)| s > seg.last_seq);
+            self.ckpt_dirty_since.get_or_insert(now);
+        }
+        if self.cur_seq <= seg.last_seq {
+            self.cur_seq = seg.last_seq + 1;
+        }
+        if self.cur_seg == seg.first_seq {
+            self.cur_seg = self.segs.front().map_or(0, |s| s.first_seq);
+            self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+        }
+        Ok(())
+    }
+
+    /// Records dropped since the last call: (first seq, last seq, count). The daemon
+    /// turns it into an event.
+    pub fn take_drop_notice(&mut self) -> Option<(u64, u64, u64)> {
+        self.drop_notice.take()
+    }
+
+    fn delete_acked_segments(&mut self) -> Result<(), SpoolError> {
+        let mut removed = false;
+        while self.segs.len() > 1 && self.segs[0].last_seq <= self.acked {
+            let seg = self.segs.pop_front().expect("len > 1");
+            self.st
+                .remove(&seg.name)
+                .map_err(io_err(seg.name.clone()))?;
+            removed = true;
+            if self.cur_seg == seg.first_seq {
+                self.cur_seg = self.segs.front().map_or(0, |s| s.first_seq);
+                self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+            }
+        }
+        if removed {
+            self.st
+                .sync_dir()
+                .map_err(io_err("syncing the spool directory"))?;
+        }
+        Ok(())
+    }
+
+    /// The next durable, unread record: (seq, payload). Corrupt records are skipped
+    /// and counted; `None` when the reader has caught up with what is durable.
+    pub fn read_next(&mut self) -> Result<Option<(u64, &[u8])>, SpoolError> {
+        loop {
+            if self.cur_seq > self.durable_seq || self.in_flight.len() >= MAX_IN_FLIGHT {
+                return Ok(None);
+            }
+            let Some(i) = self.segs.iter().position(|s| s.first_seq == self.cur_seg) else {
+                // The segment went (dropped or fully acked): go to the oldest left.
+                match self.segs.front() {
+                    Some(s) => {
+                        self.cur_seg = s.first_seq;
+                        self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            };
+            let seg = &self.segs[i];
+            let (name, len) = (seg.name.clone(), seg.bytes);
+            if self.cur_off >= len || seg.last_seq < self.cur_seq {
+                match self.segs.get(i + 1) {
+                    Some(next) => {
+                        self.cur_seg = next.first_seq;
+                        self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            let after = self
+                .cur_seq
+                .saturating_sub(1)
+                .min(seg.first_seq.saturating_sub(1));
+            match self
+                .scan_at(&name, self.cur_off, len, after)
+                .map_err(io_err(name.clone()))?
+            {
+                Scan::Record {
+                    seq,
+                    len: plen,
+                    next,
+                } => {
+                    if seq > self.durable_seq {
+                        return Ok(None);
+                    }
+                    self.cur_off = next;
+                    if seq < self.cur_seq {
+                        continue;
+                    }
+                    self.cur_seq = seq + 1;
+                    if !self.read_only {
+                        self.in_flight.push_back((seq, false));
+                    }
+                    return Ok(Some((seq, &self.read_buf[..plen as usize])));
+                }
+                Scan::End => self.cur_off = len,
+                Scan::Bad => {
+                    self.stats.corrupt += 1;
+                    log::warn!(
+                        "spool: corrupt record in {name} at byte {}; skipping it",
+                        self.cur_off
+                    );
+                    match self
+                        .resync(&name, self.cur_off + 1, len, after)
+                        .map_err(io_err(name.clone()))?
+                    {
+                        Some(next) => self.cur_off = next,
+                        None => self.cur_off = len,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the reader back to the oldest unacknowledged record (after a reconnect).
+    pub fn rewind(&mut self) {
+        self.in_flight.clear();
+        self.cur_seq = self.acked + 1;
+        self.cur_seg = self.segs.front().map_or(0, |s| s.first_seq);
+        self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+    }
+
+    /// Acknowledges `seq`, a record `read_next` returned. The watermark moves only
+    /// over a prefix of read records that are all acknowledged; segments wholly
+    /// below it are deleted; the checkpoint follows lazily. Unknown seqs are ignored.
+    pub fn ack(&mut self, seq: u64, now: Instant) -> io::Result<()> {
+        let Ok(i) = self.in_flight.binary_search_by_key(&seq, |&(s, _)| s) else {
+            return Ok(());
+        };
+        self.in_flight[i].1 = true;
+        let mut moved = false;
+        while let Some(&(s, true)) = self.in_flight.front() {
+            self.in_flight.pop_front();
+            self.acked = s;
+            moved = true;
+            self.ckpt_acks += 1;
+        }
+        if !moved {
+            return Ok(());
+        }
+        self.ckpt_dirty_since.get_or_insert(now);
+        self.delete_acked_segments().map_err(|e| match e {
+            SpoolError::Io { err, .. } => err,
+            SpoolError::Version { .. } => io::Error::other(e.to_string()),
+        })?;
+        if self.ckpt_acks >= CHECKPOINT_EVERY_ACKS {
+            self.write_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Reserves the next `SEQ_LEASE` seqs in the checkpoint before any is used.
+    fn renew_lease(&mut self) -> io::Result<()> {
+        let lease = self.next_seq + SEQ_LEASE;
+        self.put_checkpoint(lease)?;
+        self.seq_lease = lease;
+        Ok(())
+    }
+
+    /// Writes the watermark (and the current seq lease) to the checkpoint.
+    pub fn write_checkpoint(&mut self) -> io::Result<()> {
+        self.put_checkpoint(self.seq_lease.max(self.next_seq))
+    }
+
+    fn put_checkpoint(&mut self, next_seq: u64) -> io::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let c = Checkpoint {
+            epoch: self.ckpt_epoch + 1,
+            acked: self.acked,
+            next_seq,
+            stream: self.stream,
+        };
+        let slot = (c.epoch % 2) * format::CHECKPOINT_SLOT_BYTES as u64;
+        self.st.write_at(CHECKPOINT_FILE, slot, &c.encode())?;
+        self.st.sync(CHECKPOINT_FILE)?;
+        if !self.ckpt_exists {
+            self.st.sync_dir()?;
+            self.ckpt_exists = true;
+        }
+        self.stats.fsyncs += 1;
+        self.ckpt_epoch = c.epoch;
+        self.ckpt_acks = 0;
+        self.ckpt_dirty_since = None;
+        Ok(())
+    }
+
+    /// Syncs when the group-commit age is reached, checkpoints when due.
+    pub fn handle_timer(&mut self, now: Instant) -> io::Result<()> {
+        if self
+            .unsynced_since
+            .is_some_and(|t| now >= t + self.cfg.sync_interval)
+        {
+            self.sync(now)?;
+        }
+        if self
+            .ckpt_dirty_since
+            .is_some_and(|t| now >= t + CHECKPOINT_INTERVAL)
+        {
+            self.write_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let a = self.unsynced_since.map(|t| t + self.cfg.sync_interval);
+        let b = self.ckpt_dirty_since.map(|t| t + CHECKPOINT_INTERVAL);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sync and checkpoint (with the exact next seq: no gap), for shutdown.
+    pub fn close(&mut self, now: Instant) -> io::Result<()> {
+        self.sync(now)?;
+        self.put_checkpoint(self.next_seq)?;
+        self.seq_lease = self.next_seq;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn stream(&self) -> u64 {
+        self.stream
+    }
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+    /// Records appended and not yet acknowledged.
+    pub fn depth(&self) -> u64 {
+        self.next_seq - 1 - self.acked
+    }
+    pub fn bytes(&self) -> u64 {
+        self.total_bytes()
+    }
+    pub fn segments(&self) -> usize {
+        self.segs.len()
+    }
+    pub fn storage(&mut self) -> &mut S {
+        &mut self.st
+    }
+}
+
+#[cfg(test)]
+mod tests;
