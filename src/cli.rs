@@ -1,7 +1,8 @@
 //! The command line: raw arguments turned into one validated action, once.
 //!
 //! `crd` (daemon), `crd -x NAME [ARGS...]`, `crd check NAME`, `crd status`,
-//! `crd --check-config`, `--version`, `--help`. Exit codes: 0 ok, 1 failure, 2 usage
+//! `crd emit SUFFIX [MESSAGE|-] [--sync]`, `crd dump`, `crd --check-config`,
+//! `--version`, `--help`. Exit codes: 0 ok, 1 failure, 2 usage
 //! or config error; every message goes to stderr and says what and where. `-x` is
 //! taken apart by hand before argh sees the rest, so that a support module's own
 //! arguments (`-f`, `--`, anything) reach it untouched.
@@ -9,14 +10,13 @@
 use crate::config::{self, Config};
 use crate::daemon::{self, Daemon};
 use crate::decide::{self, Outcome};
-use crate::event::LogSink;
 use crate::modules;
 use crate::run::{self, Role};
 use crate::spawn::{Spec, Streams};
 use crate::sys;
 use argh::FromArgs;
 use std::ffi::{OsStr, OsString};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// `println!`/`eprintln!` that drop output to a closed stream (`crd status | head`)
@@ -66,6 +66,36 @@ struct Args {
 enum Cmd {
     Check(CheckCmd),
     Status(StatusCmd),
+    Emit(EmitCmd),
+    Dump(DumpCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// queue an event through the running daemon: it is published at
+/// <prefix>/<node>/SUFFIX. Exits 0 once the record is in the spool file (with
+/// --sync: on disk), 1 if the daemon is not running or refused it, 2 on bad input.
+#[argh(subcommand, name = "emit")]
+struct EmitCmd {
+    /// topic suffix: levels of letters, digits, `_`, `.`, `-` separated by `/`
+    #[argh(positional)]
+    suffix: String,
+    /// the message; `-` reads it from stdin; none: an empty message
+    #[argh(positional)]
+    message: Option<String>,
+    /// return only once the record is on disk (fdatasync), not just in the file
+    #[argh(switch)]
+    sync: bool,
+}
+
+#[derive(FromArgs, Debug)]
+/// print the spool's records not yet acknowledged by the broker, oldest first,
+/// one per line: seq, ts_ms, kind, module, code, dur_ms, output. Safe beside a
+/// running daemon (reads only).
+#[argh(subcommand, name = "dump")]
+struct DumpCmd {
+    /// spool directory (default: spool_dir from the config)
+    #[argh(option)]
+    spool: Option<PathBuf>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -105,6 +135,22 @@ fn split_x(argv: &[OsString]) -> (Vec<OsString>, Option<(OsString, Vec<OsString>
     (argv.to_vec(), None)
 }
 
+/// Stands for the message `-` of `crd emit` (argh refuses a bare `-`); an argument
+/// can never hold a NUL byte, so no real message is mistaken for it.
+const STDIN_MARKER: &str = "\0stdin";
+
+/// Replaces a bare `-` after `emit SUFFIX` with `STDIN_MARKER`.
+fn stdin_marker(mut args: Vec<String>) -> Vec<String> {
+    if let Some(i) = args.iter().position(|a| a == "emit") {
+        for a in args.iter_mut().skip(i + 2) {
+            if a == "-" {
+                *a = STDIN_MARKER.into();
+            }
+        }
+    }
+    args
+}
+
 pub fn main(argv: Vec<OsString>) -> i32 {
     let (head, x) = split_x(&argv);
     let strs: Vec<String> = match head.iter().map(|a| a.clone().into_string()).collect() {
@@ -114,6 +160,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             return EXIT_USAGE;
         }
     };
+    let strs = stdin_marker(strs);
     let refs: Vec<&str> = strs.iter().map(String::as_str).collect();
     let cmd_name = refs
         .first()
@@ -163,12 +210,14 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     match args.cmd {
         Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
         Some(Cmd::Status(_)) => status(&cfg),
+        Some(Cmd::Emit(e)) => emit(&cfg, &e),
+        Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         None => run_daemon(cfg),
     }
 }
 
 fn run_daemon(cfg: Config) -> i32 {
-    let d = Daemon::new(cfg, LogSink::default());
+    let d = Daemon::new(cfg);
     match d.and_then(|mut d| d.run()) {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -207,6 +256,105 @@ fn status(cfg: &Config) -> i32 {
             EXIT_FAIL
         }
     }
+}
+
+fn emit(cfg: &Config, e: &EmitCmd) -> i32 {
+    if let Err(why) = config::valid_topic_suffix(&e.suffix) {
+        err!("crd: emit: bad suffix `{}`: {why}", e.suffix);
+        return EXIT_USAGE;
+    }
+    let max = cfg.spool.max_record as usize;
+    let body = match e.message.as_deref() {
+        Some(STDIN_MARKER) => {
+            let mut b = Vec::new();
+            let r = std::io::stdin()
+                .lock()
+                .take(max as u64 + 1)
+                .read_to_end(&mut b);
+            if let Err(err) = r {
+                err!("crd: emit: reading stdin: {err}");
+                return EXIT_FAIL;
+            }
+            b
+        }
+        Some(m) => m.as_bytes().to_vec(),
+        None => Vec::new(),
+    };
+    if body.len() > max {
+        err!("crd: emit: message over spool_max_record ({max} bytes)");
+        return EXIT_FAIL;
+    }
+    let req = format!("emit {}{}", e.suffix, if e.sync { " sync" } else { "" });
+    match crate::control::request_with_body(&cfg.control_socket, &req, Some(&body)) {
+        Ok(reply) => match reply.trim_end().strip_prefix("ok ") {
+            Some(seq) => {
+                out!("{seq}");
+                EXIT_OK
+            }
+            None => {
+                let reply = reply.trim_end();
+                let reply = reply.strip_prefix("error: ").unwrap_or(reply);
+                let reply = if reply.is_empty() {
+                    "no reply (did the daemon stop?)"
+                } else {
+                    reply
+                };
+                err!("crd: emit: {reply}");
+                EXIT_FAIL
+            }
+        },
+        Err(err) => {
+            err!(
+                "crd: emit: cannot reach the daemon at {}: {err} (is crd running?)",
+                cfg.control_socket.display()
+            );
+            EXIT_FAIL
+        }
+    }
+}
+
+fn dump(cfg: &Config, dir: Option<&std::path::Path>) -> i32 {
+    let dir = dir.unwrap_or(&cfg.spool_dir);
+    let mut sp = match crate::outbox::open_read_only(dir, cfg.spool) {
+        Ok(sp) => sp,
+        Err(e) => {
+            err!("crd: dump: {e}");
+            return EXIT_FAIL;
+        }
+    };
+    out!(
+        "# stream {:016x} acked {} next {} depth {}",
+        sp.stream(),
+        sp.acked(),
+        sp.next_seq(),
+        sp.depth()
+    );
+    loop {
+        match sp.read_next() {
+            Ok(Some((seq, payload))) => match crate::event::decode(payload) {
+                Ok(ev) => out!(
+                    "{seq} {} {} {} {} {} {:?}",
+                    ev.ts_ms,
+                    ev.kind.as_str(),
+                    ev.module,
+                    ev.code,
+                    ev.dur_ms,
+                    ev.out
+                ),
+                Err(e) => out!("{seq} ? {e}"),
+            },
+            Ok(None) => break,
+            Err(e) => {
+                err!("crd: dump: {e}");
+                return EXIT_FAIL;
+            }
+        }
+    }
+    let c = sp.stats().corrupt;
+    if c > 0 {
+        err!("crd: dump: skipped {c} corrupt records");
+    }
+    EXIT_OK
 }
 
 fn support(cfg: &Config, name: &OsStr, args: Vec<OsString>) -> i32 {

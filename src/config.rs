@@ -15,6 +15,7 @@
 //! filters and passwords use it), so only a line whose first non-blank character is
 //! `#` is a comment.
 
+use crate::spool::SpoolConfig;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,6 +96,9 @@ pub struct Config {
     pub control_socket: PathBuf,
     pub max_parallel: u32,
     pub log_level: log::LevelFilter,
+    /// `spool_size`, `spool_segment`, `spool_sync_bytes`, `spool_sync_interval`,
+    /// `spool_sync`, `spool_max_record`.
+    pub spool: SpoolConfig,
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
@@ -162,6 +166,7 @@ impl Config {
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             max_parallel: 8,
             log_level: log::LevelFilter::Info,
+            spool: SpoolConfig::default(),
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
         }
@@ -219,6 +224,36 @@ impl fmt::Display for ConfigErrors {
         }
         Ok(())
     }
+}
+
+/// Longest `crd emit` topic suffix, in bytes.
+pub const MAX_SUFFIX_BYTES: usize = 128;
+
+/// A `crd emit` topic suffix: one or more `/`-separated levels of
+/// `[A-Za-z0-9_.-]`, no empty level, at most 128 bytes; the first level is not one
+/// crd publishes itself (`event`, `status`, `cmd`).
+pub fn valid_topic_suffix(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("suffix is empty");
+    }
+    if s.len() > MAX_SUFFIX_BYTES {
+        return Err("suffix is longer than 128 bytes");
+    }
+    for level in s.split('/') {
+        if level.is_empty() {
+            return Err("suffix has an empty topic level (leading, trailing or double `/`)");
+        }
+        if !level
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        {
+            return Err("topic levels may hold only letters, digits, `_`, `.` and `-`");
+        }
+    }
+    if matches!(s.split('/').next(), Some("event" | "status" | "cmd")) {
+        return Err("`event`, `status` and `cmd` are crd's own topics");
+    }
+    Ok(())
 }
 
 /// A module or support-module name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64 bytes.
@@ -496,11 +531,56 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
+    // The spool keys must fit together; the error points at the key that is set.
+    let line_of = |key: &str| {
+        seen.iter()
+            .find(|(s, k, _)| *s == Scope::Global && k == key)
+            .map(|e| e.2)
+    };
+    let sp = cfg.spool;
+    if sp.size < 2 * sp.segment {
+        let (line, key) = match line_of("spool_size") {
+            Some(l) => (l, "spool_size"),
+            None => (line_of("spool_segment").unwrap_or(0), "spool_segment"),
+        };
+        err(
+            line,
+            Some(key),
+            format!(
+                "spool_size ({}) must be at least twice spool_segment ({}): a full spool drops one whole segment",
+                sp.size, sp.segment
+            ),
+        );
+    }
+    let largest = crate::spool::format::record_bytes(sp.max_record as usize)
+        + crate::spool::format::SEGMENT_HEADER_BYTES as u64;
+    if largest > sp.segment {
+        let (line, key) = match line_of("spool_max_record") {
+            Some(l) => (l, "spool_max_record"),
+            None => (line_of("spool_segment").unwrap_or(0), "spool_segment"),
+        };
+        err(
+            line,
+            Some(key),
+            format!(
+                "spool_max_record ({}) plus framing does not fit in spool_segment ({})",
+                sp.max_record, sp.segment
+            ),
+        );
+    }
     if errors.is_empty() {
         Ok(cfg)
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+fn parse_size_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n = parse_size(v)?;
+    if n < min || n > max {
+        return Err(format!("size `{v}` out of range ({min}..={max} bytes)"));
+    }
+    Ok(n)
 }
 
 fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
@@ -528,6 +608,27 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         "spool_dir" => cfg.spool_dir = path(v)?,
         "control_socket" => cfg.control_socket = path(v)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
+        "spool_size" => cfg.spool.size = parse_size_in(v, 8 << 10, 1 << 40)?,
+        "spool_segment" => cfg.spool.segment = parse_size_in(v, 4 << 10, 1 << 30)?,
+        "spool_sync_bytes" => cfg.spool.sync_bytes = parse_size_in(v, 1, 1 << 30)?,
+        "spool_sync_interval" => {
+            let d = parse_duration(v)?;
+            if d > Duration::from_secs(3600) {
+                return Err(format!("spool_sync_interval `{v}` is over 1h"));
+            }
+            cfg.spool.sync_interval = d;
+        }
+        "spool_sync" => {
+            cfg.spool.sync_always = match v {
+                "always" => true,
+                "group" => false,
+                _ => return Err(format!("bad spool_sync `{v}` (always or group)")),
+            }
+        }
+        "spool_max_record" => {
+            cfg.spool.max_record =
+                parse_u32_size(v, 64, u64::from(crate::spool::format::RECORD_LIMIT_BYTES))?
+        }
         "log_level" => {
             cfg.log_level = match v.to_ascii_lowercase().as_str() {
                 "off" => log::LevelFilter::Off,
@@ -698,6 +799,52 @@ mod tests {
             Duration::from_secs(3),
             "crd.conf section beats module.conf"
         );
+    }
+
+    #[test]
+    fn topic_suffixes() {
+        for ok in ["alerts", "wan/failover", "a.b-c_d/9"] {
+            assert_eq!(valid_topic_suffix(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "a/+", "#", "a b", "event/x", "status", "cmd",
+        ] {
+            assert!(valid_topic_suffix(bad).is_err(), "{bad}");
+        }
+        assert!(valid_topic_suffix(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn spool_keys_and_their_cross_checks() {
+        let c = p(
+            "spool_size = 1M\nspool_segment = 64k\nspool_sync_bytes = 8k\n\
+                   spool_sync_interval = 250ms\nspool_sync = always\nspool_max_record = 16k\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.spool,
+            SpoolConfig {
+                size: 1 << 20,
+                segment: 64 << 10,
+                sync_bytes: 8 << 10,
+                sync_interval: Duration::from_millis(250),
+                sync_always: true,
+                max_record: 16 << 10,
+            }
+        );
+        assert_eq!(p("").unwrap().spool, SpoolConfig::default());
+        assert_eq!(
+            one_err("spool_sync = sometimes"),
+            "crd.conf:1: key `spool_sync`: bad spool_sync `sometimes` (always or group)"
+        );
+        assert!(one_err("\nspool_size = 300k").starts_with(
+            "crd.conf:2: key `spool_size`: spool_size (307200) must be at least twice spool_segment"
+        ));
+        assert!(one_err("spool_segment = 4M").starts_with("crd.conf:1: key `spool_segment`"));
+        assert!(one_err("spool_max_record = 1M\n").starts_with(
+            "crd.conf:1: key `spool_max_record`: spool_max_record (1048576) plus framing"
+        ));
+        assert!(one_err("spool_max_record = 2M").contains("out of range"));
     }
 
     #[test]

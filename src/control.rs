@@ -2,10 +2,13 @@
 //! (and later `crd emit`) talks to the running daemon.
 //!
 //! Protocol: the client sends one request line (`status\n`), the daemon answers with
-//! text and closes. Server side, inside the poll loop: at most `MAX_CLIENTS` at once,
-//! each bounded to `MAX_REQUEST_BYTES` in and `CLIENT_TIMEOUT` in time, so a stuck or
-//! hostile client costs a bounded amount and nothing else. This file owns the socket
-//! and its bytes; what a reply says is the daemon's business.
+//! text and closes. `emit SUFFIX [sync]\n` is followed by the message body up to the
+//! client's end of stream (shutdown of its write side); the answer is `ok SEQ\n` or
+//! `error: ...\n`. Server side, inside the poll loop: at most `MAX_CLIENTS` at once,
+//! each bounded to `MAX_REQUEST_BYTES` of request line plus `max_body` bytes of body
+//! and `CLIENT_TIMEOUT` in time, so a stuck or hostile client costs a bounded amount
+//! and nothing else. This file owns the socket and its bytes; what a reply says is
+//! the daemon's business.
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -25,7 +28,37 @@ pub const MAX_REPLY_BYTES: u64 = 4 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Status,
+    Emit {
+        suffix: String,
+        sync: bool,
+        body: Vec<u8>,
+    },
+    /// A body over the limit; it was not kept.
+    TooLarge(usize),
     Unknown(String),
+}
+
+/// Parses a complete request: its first line and, for `emit`, the body after it.
+fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
+    let nl = inbuf.iter().position(|&b| b == b'\n');
+    let line = &inbuf[..nl.unwrap_or(inbuf.len())];
+    let line = String::from_utf8_lossy(line).trim().to_string();
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next(), words.next()) {
+        (Some("status"), None, ..) => Request::Status,
+        (Some("emit"), Some(suffix), flag, None) if flag.is_none() || flag == Some("sync") => {
+            if over {
+                return Request::TooLarge(max_body);
+            }
+            let body = nl.map_or(&[][..], |i| &inbuf[i + 1..]).to_vec();
+            Request::Emit {
+                suffix: suffix.to_string(),
+                sync: flag.is_some(),
+                body,
+            }
+        }
+        _ => Request::Unknown(line),
+    }
 }
 
 struct Client {
@@ -35,6 +68,8 @@ struct Client {
     written: usize,
     deadline: Instant,
     answered: bool,
+    /// More bytes came than a request may hold; the excess was discarded.
+    over: bool,
 }
 
 pub struct Control {
@@ -43,6 +78,8 @@ pub struct Control {
     listen_token: Token,
     token_base: usize,
     clients: Vec<Option<Client>>,
+    /// Largest `emit` body kept, bytes (the spool's record limit).
+    max_body: usize,
 }
 
 /// Why the socket could not be opened.
@@ -95,7 +132,13 @@ impl Control {
             listen_token,
             token_base,
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            max_body: 0,
         })
+    }
+
+    /// Sets the largest `emit` body accepted, in bytes.
+    pub fn set_max_body(&mut self, bytes: usize) {
+        self.max_body = bytes;
     }
 
     pub fn owns(&self, t: Token) -> bool {
@@ -147,6 +190,7 @@ impl Control {
                         written: 0,
                         deadline: now + CLIENT_TIMEOUT,
                         answered: false,
+                        over: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -165,17 +209,24 @@ impl Control {
             self.flush(registry, i);
             return None;
         }
-        let mut buf = [0u8; 256];
+        let limit = MAX_REQUEST_BYTES + self.max_body;
+        let mut buf = [0u8; 1024];
         loop {
             match c.stream.read(&mut buf) {
+                // End of stream: whatever came is the request.
                 Ok(0) => break,
                 Ok(n) => {
-                    c.inbuf.extend_from_slice(&buf[..n]);
-                    if c.inbuf.len() > MAX_REQUEST_BYTES {
-                        c.inbuf.truncate(MAX_REQUEST_BYTES);
-                        break;
-                    }
-                    if c.inbuf.contains(&b'\n') {
+                    let room = limit.saturating_sub(c.inbuf.len());
+                    c.inbuf.extend_from_slice(&buf[..n.min(room)]);
+                    c.over |= n > room;
+                    // A request line without a body is complete at its newline;
+                    // an `emit` waits for the end of stream (its body may hold
+                    // newlines). Past the limit, bytes are read and discarded.
+                    if let Some(nl) = c.inbuf.iter().position(|&b| b == b'\n') {
+                        if !c.inbuf[..nl].starts_with(b"emit ") {
+                            break;
+                        }
+                    } else if c.inbuf.len() >= MAX_REQUEST_BYTES {
                         break;
                     }
                 }
@@ -187,14 +238,10 @@ impl Control {
                 }
             }
         }
-        // A newline, EOF or an oversized line: the request is complete.
         c.answered = true;
-        let line = c.inbuf.split(|&b| b == b'\n').next().unwrap_or_default();
-        let line = String::from_utf8_lossy(line).trim().to_string();
-        Some(match line.as_str() {
-            "status" => Request::Status,
-            _ => Request::Unknown(line),
-        })
+        let req = parse_request(&c.inbuf, c.over, self.max_body);
+        c.inbuf = Vec::new();
+        Some(req)
     }
 
     /// Queues `text` as client `i`'s reply and starts sending it.
@@ -250,12 +297,60 @@ impl Drop for Control {
 
 /// Client side: sends `request` and returns the daemon's reply.
 pub fn request(path: &Path, request: &str) -> io::Result<String> {
+    request_with_body(path, request, None)
+}
+
+/// Client side: sends `request`, then `body` and the end of stream if given, and
+/// returns the daemon's reply.
+pub fn request_with_body(path: &Path, request: &str, body: Option<&[u8]>) -> io::Result<String> {
     let mut s = std::os::unix::net::UnixStream::connect(path)?;
     s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     s.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     s.write_all(request.as_bytes())?;
     s.write_all(b"\n")?;
+    if let Some(b) = body {
+        s.write_all(b)?;
+        s.shutdown(std::net::Shutdown::Write)?;
+    }
     let mut out = String::new();
     s.take(MAX_REPLY_BYTES).read_to_string(&mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(parse_request(b"status\n", false, 10), Request::Status);
+        assert_eq!(
+            parse_request(b"emit a/b sync\nline 1\nline 2", false, 100),
+            Request::Emit {
+                suffix: "a/b".into(),
+                sync: true,
+                body: b"line 1\nline 2".to_vec()
+            }
+        );
+        assert_eq!(
+            parse_request(b"emit x", false, 100),
+            Request::Emit {
+                suffix: "x".into(),
+                sync: false,
+                body: vec![]
+            }
+        );
+        assert_eq!(
+            parse_request(b"emit x\nbig", true, 100),
+            Request::TooLarge(100)
+        );
+        assert_eq!(
+            parse_request(b"emit x later\n", false, 100),
+            Request::Unknown("emit x later".into())
+        );
+        assert_eq!(
+            parse_request(b"", false, 100),
+            Request::Unknown(String::new())
+        );
+    }
 }

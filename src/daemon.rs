@@ -7,14 +7,16 @@
 //! blocking reads, no waiting on a child.
 //!
 //! Data flow per wake-up: signals -> reap exits -> read pipes -> timeouts -> finished
-//! runs -> `decide` -> events to the sink and responses to spawn -> due checks from
-//! the scheduler -> control requests.
+//! runs -> `decide` -> events to the outbox (the spool) and responses to spawn ->
+//! due checks from the scheduler -> control requests -> the outbox writes what came
+//! in this iteration and syncs when due.
 
 use crate::config::{self, Config};
 use crate::control::{self, Control, Request};
 use crate::decide::{self, Outcome};
-use crate::event::{Event, Kind, Sink};
+use crate::event::{Event, Kind};
 use crate::modules::{self, Module};
+use crate::outbox::{Outbox, unix_ms};
 use crate::run::{self, Finished, Role, Runs};
 use crate::schedule::{Lateness, Scheduler};
 use crate::spawn::{Spec, Streams};
@@ -26,7 +28,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
@@ -48,7 +50,7 @@ struct Stats {
     last: Option<(Instant, Role, Outcome)>,
 }
 
-pub struct Daemon<S: Sink> {
+pub struct Daemon {
     cfg: Config,
     node: String,
     euid: u32,
@@ -56,7 +58,7 @@ pub struct Daemon<S: Sink> {
     stats: Vec<Stats>,
     sched: Scheduler,
     runs: Runs,
-    sink: S,
+    outbox: Outbox,
     lateness: Lateness,
     control: Option<Control>,
     poll: Poll,
@@ -96,16 +98,13 @@ pub fn limits(s: &config::ModuleSettings) -> Limits {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl<S: Sink> Daemon<S> {
-    pub fn new(cfg: Config, sink: S) -> io::Result<Daemon<S>> {
+impl Daemon {
+    /// Opens the spool and the control socket. Fails (and crd exits 1) when the
+    /// spool is locked by another crd, has a format this crd does not read, or
+    /// cannot be created: running without it would lose every event.
+    pub fn new(cfg: Config) -> io::Result<Daemon> {
         let poll = Poll::new()?;
+        let outbox = Outbox::open(&cfg.spool_dir, cfg.spool).map_err(io::Error::other)?;
         let euid = sys::euid();
         let now = Instant::now();
         let mut d = Daemon {
@@ -115,7 +114,7 @@ impl<S: Sink> Daemon<S> {
             stats: Vec::new(),
             sched: Scheduler::new(&[], cfg.max_parallel, now),
             runs: Runs::new(RUNS)?,
-            sink,
+            outbox,
             lateness: Lateness::default(),
             control: None,
             poll,
@@ -131,7 +130,10 @@ impl<S: Sink> Daemon<S> {
             CONTROL,
             CONTROL_CLIENTS,
         ) {
-            Ok(c) => d.control = Some(c),
+            Ok(mut c) => {
+                c.set_max_body(d.cfg.spool.max_record as usize);
+                d.control = Some(c);
+            }
             Err(e @ control::BindError::InUse(_)) => return Err(io::Error::other(e.to_string())),
             // Status is a convenience: without it crd still does its job.
             Err(e) => log::error!("{e}; `crd status` will not work"),
@@ -205,12 +207,13 @@ impl<S: Sink> Daemon<S> {
             let now = Instant::now();
             self.tick(now);
             if let Some(t) = self.stopping {
-                if self.runs.is_empty() {
+                let done = self.runs.is_empty();
+                if done || now >= t + SHUTDOWN_LIMIT {
+                    if !done {
+                        log::warn!("{} runs still not reaped; exiting anyway", self.runs.len());
+                    }
+                    self.outbox.close(now);
                     log::info!("stopped");
-                    return Ok(());
-                }
-                if now >= t + SHUTDOWN_LIMIT {
-                    log::warn!("{} runs still not reaped; exiting anyway", self.runs.len());
                     return Ok(());
                 }
             }
@@ -276,6 +279,7 @@ impl<S: Sink> Daemon<S> {
         if let Some(c) = self.control.as_mut() {
             c.handle_timer(self.poll.registry(), now);
         }
+        self.outbox.handle_timer(now);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -288,6 +292,7 @@ impl<S: Sink> Daemon<S> {
             self.runs.poll_timeout(),
             self.control.as_ref().and_then(Control::poll_timeout),
             self.stopping.map(|s| s + SHUTDOWN_LIMIT),
+            self.outbox.poll_timeout(),
         ];
         t.sort();
         t.into_iter().flatten().next()
@@ -356,13 +361,13 @@ impl<S: Sink> Daemon<S> {
                             f.outcome.describe()
                         );
                         let out = join(&f.outcome.describe(), &f.output);
-                        self.sink.push(event(Kind::Error, out));
+                        self.outbox.push(event(Kind::Error, out), now);
                     }
                     Some(kind) => {
                         if kind == Kind::Fired {
                             st.fired = st.fired.saturating_add(1);
                         }
-                        self.sink.push(event(kind, f.output.clone()));
+                        self.outbox.push(event(kind, f.output.clone()), now);
                     }
                     None => {}
                 }
@@ -386,7 +391,7 @@ impl<S: Sink> Daemon<S> {
                 } else {
                     join(&f.outcome.describe(), &f.output)
                 };
-                self.sink.push(event(Kind::Response, out));
+                self.outbox.push(event(Kind::Response, out), now);
                 self.sched.handle_done(i);
             }
         }
@@ -430,7 +435,18 @@ impl<S: Sink> Daemon<S> {
         for (client, req) in reqs {
             let text = match req {
                 Request::Status => self.status(now),
-                Request::Unknown(r) => format!("error: unknown request `{r}` (known: status)\n"),
+                Request::Emit { suffix, sync, body } => {
+                    match self.outbox.emit(&suffix, &body, sync, now) {
+                        Ok(seq) => format!("ok {seq}\n"),
+                        Err(e) => format!("error: {e}\n"),
+                    }
+                }
+                Request::TooLarge(max) => {
+                    format!("error: message too large: over spool_max_record ({max} bytes)\n")
+                }
+                Request::Unknown(r) => {
+                    format!("error: unknown request `{r}` (known: status, emit)\n")
+                }
             };
             if let Some(c) = self.control.as_mut() {
                 c.reply(self.poll.registry(), client, &text);
@@ -464,6 +480,7 @@ impl<S: Sink> Daemon<S> {
         let _ = writeln!(s, "lateness_max_us: {}", l.max_us());
         let _ = writeln!(s, "cpu_self_us: {}", sys::self_cpu_us());
         let _ = writeln!(s, "max_rss_kib: {}", sys::max_rss_kib());
+        self.outbox.status(&mut s, now);
         let _ = writeln!(
             s,
             "\n{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  last",

@@ -1,13 +1,18 @@
 //! Events: what crd records about every outcome, and the sink they are handed to.
 //!
-//! The core produces `Event` values; a `Sink` takes them. Today the sink logs each
-//! event; the spool (its own issue) will become the sink that makes them durable and
-//! assigns `stream` and `seq`. This file knows nothing of files, sockets or MQTT.
+//! The core produces `Event` values; the daemon encodes them (`encode`) and appends
+//! them to the spool, which assigns `seq`. This file knows nothing of files, sockets
+//! or MQTT.
+//!
+//! Payload in the spool: one version byte (`PAYLOAD_VERSION`), then the postcard
+//! encoding of `Event` (fields in declaration order; `kind` as its variant index,
+//! so new kinds are only ever added at the end).
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What happened. The names are the wire names (`kind` in DESIGN.md, Events).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     /// A check found its condition present (and `trigger_after` was reached).
     Fired,
@@ -15,8 +20,11 @@ pub enum Kind {
     Cleared,
     /// A response finished; `code` is its exit code.
     Response,
-    /// A check failed: unexpected exit code, signal, timeout or exec failure.
+    /// A check failed (unexpected exit code, signal, timeout or exec failure), or
+    /// crd itself reports a problem (module `spool`: records dropped).
     Error,
+    /// `crd emit SUFFIX MESSAGE`: `module` holds the topic suffix, `out` the message.
+    Emit,
 }
 
 impl Kind {
@@ -26,6 +34,7 @@ impl Kind {
             Kind::Cleared => "cleared",
             Kind::Response => "response",
             Kind::Error => "error",
+            Kind::Emit => "emit",
         }
     }
 }
@@ -37,7 +46,7 @@ pub const CODE_EXEC_FAILED: i32 = 127;
 pub const CODE_SIGNAL_BASE: i32 = 128;
 
 /// One outcome, before it is made durable.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Wall-clock unix milliseconds; may be 1970 before NTP, never used for ordering.
     pub ts_ms: u64,
@@ -66,20 +75,105 @@ impl fmt::Display for Event {
     }
 }
 
-/// Where events go. Implementations must not block the poll loop.
-pub trait Sink {
-    fn push(&mut self, ev: Event);
+/// The first byte of every spooled event payload.
+pub const PAYLOAD_VERSION: u8 = 1;
+
+/// The spool payload of `ev`. If it is larger than `max` bytes, `out` is cut (at a
+/// character boundary, marked) until it fits; `None` only if even an empty `out`
+/// does not fit.
+pub fn encode(ev: &Event, max: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![PAYLOAD_VERSION];
+    buf = postcard::to_extend(ev, buf).ok()?;
+    if buf.len() <= max {
+        return Some(buf);
+    }
+    const MARK: &str = " [cut to fit the spool's record limit]";
+    let over = buf.len() - max + MARK.len();
+    let mut keep = ev.out.len().checked_sub(over + 8)?;
+    while !ev.out.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let cut = Event {
+        out: format!("{}{MARK}", &ev.out[..keep]),
+        ..ev.clone()
+    };
+    let buf = postcard::to_extend(&cut, vec![PAYLOAD_VERSION]).ok()?;
+    (buf.len() <= max).then_some(buf)
 }
 
-/// The sink until the spool exists: numbers events and logs them at `info`.
-#[derive(Default)]
-pub struct LogSink {
-    pub seq: u32,
+/// Decodes a spool payload.
+pub fn decode(payload: &[u8]) -> Result<Event, String> {
+    match payload.split_first() {
+        Some((&PAYLOAD_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| format!("bad event payload: {e}"))
+        }
+        Some((v, _)) => Err(format!(
+            "event payload version {v}, this crd reads {PAYLOAD_VERSION}"
+        )),
+        None => Err("empty event payload".into()),
+    }
 }
 
-impl Sink for LogSink {
-    fn push(&mut self, ev: Event) {
-        self.seq = self.seq.wrapping_add(1);
-        log::info!("seq={} {ev}", self.seq);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(out: &str) -> Event {
+        Event {
+            ts_ms: 1_700_000_000_123,
+            module: "Disk".into(),
+            kind: Kind::Fired,
+            code: 0,
+            dur_ms: 12,
+            out: out.into(),
+        }
+    }
+
+    #[test]
+    fn payload_round_trip_and_pinned_bytes() {
+        let e = ev("hi");
+        let b = encode(&e, 1024).unwrap();
+        // version, varint ts, "Disk", kind 0, zigzag code 0, dur 12, "hi"
+        assert_eq!(
+            b,
+            [
+                1, 0xfb, 0xd0, 0x95, 0xff, 0xbc, 0x31, 4, b'D', b'i', b's', b'k', 0, 0, 12, 2,
+                b'h', b'i'
+            ]
+        );
+        assert_eq!(decode(&b), Ok(e));
+        let emit = Event {
+            kind: Kind::Emit,
+            code: -3,
+            ..ev("")
+        };
+        assert_eq!(decode(&encode(&emit, 1024).unwrap()), Ok(emit));
+    }
+
+    #[test]
+    fn oversized_output_is_cut_to_fit_at_a_char_boundary() {
+        let e = ev(&"é".repeat(1000));
+        let b = encode(&e, 300).unwrap();
+        assert!(b.len() <= 300);
+        let d = decode(&b).unwrap();
+        assert!(d.out.ends_with("[cut to fit the spool's record limit]"));
+        assert!(d.out.starts_with("éé"));
+        assert_eq!(
+            encode(
+                &Event {
+                    module: "m".repeat(400),
+                    ..ev("")
+                },
+                300
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn foreign_payloads_are_errors() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[9, 1, 2]).unwrap_err().contains("version 9"));
+        assert!(decode(&[1, 0xff]).is_err());
     }
 }

@@ -243,6 +243,13 @@ fn a_second_daemon_on_the_same_socket_refuses_to_start() {
     let _d = sb.start();
     let (code, _, err) = sb.run(&[]);
     assert_eq!(code, 1);
+    assert!(err.contains("is locked by another crd"), "{err}");
+    // Another spool, the same socket: refused too, naming the socket.
+    let other = sb.path("other.conf");
+    let text = sb.read("crd.conf").replace("/spool\n", "/spool2\n");
+    std::fs::write(&other, text).unwrap();
+    let (code, _, err) = common::run_to_end(common::crd_command(&other, &[]));
+    assert_eq!(code, 1);
     assert!(err.contains("is in use: is another crd running?"), "{err}");
 }
 

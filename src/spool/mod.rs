@@ -51,6 +51,8 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// the reservation, so a seq lost with an unsynced tail is never given again (the
 /// gap shows downstream what a power cut cost). One checkpoint fsync per lease.
 pub const SEQ_LEASE: u64 = 1 << 16;
+/// After a failed timed sync or checkpoint, the next try waits this long (no spin).
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpoolConfig {
@@ -216,6 +218,8 @@ pub struct Spool<S: Storage> {
     read_buf: Vec<u8>,
     stats: Stats,
     drop_notice: Option<(u64, u64, u64)>,
+    /// No timed sync or checkpoint before this, after one failed.
+    retry_at: Option<Instant>,
 }
 
 /// One step of scanning a segment.
@@ -261,6 +265,7 @@ impl<S: Storage> Spool<S> {
             read_buf: Vec::new(),
             stats: Stats::default(),
             drop_notice: None,
+            retry_at: None,
         };
         let rec = sp.recover(new_stream)?;
         Ok((sp, rec))
@@ -866,29 +871,45 @@ impl<S: Storage> Spool<S> {
         Ok(())
     }
 
-    /// Syncs when the group-commit age is reached, checkpoints when due.
+    /// Syncs when the group-commit age is reached, checkpoints when due. After a
+    /// failure the next try waits `RETRY_INTERVAL`, so a dead disk costs one
+    /// attempt a second, not a spinning loop.
     pub fn handle_timer(&mut self, now: Instant) -> io::Result<()> {
-        if self
-            .unsynced_since
-            .is_some_and(|t| now >= t + self.cfg.sync_interval)
-        {
-            self.sync(now)?;
+        if self.retry_at.is_some_and(|t| now < t) {
+            return Ok(());
         }
-        if self
-            .ckpt_dirty_since
-            .is_some_and(|t| now >= t + CHECKPOINT_INTERVAL)
-        {
-            self.write_checkpoint()?;
+        self.retry_at = None;
+        let r = (|| {
+            if self
+                .unsynced_since
+                .is_some_and(|t| now >= t + self.cfg.sync_interval)
+            {
+                self.sync(now)?;
+            }
+            if self
+                .ckpt_dirty_since
+                .is_some_and(|t| now >= t + CHECKPOINT_INTERVAL)
+            {
+                self.write_checkpoint()?;
+            }
+            Ok(())
+        })();
+        if r.is_err() {
+            self.retry_at = Some(now + RETRY_INTERVAL);
         }
-        Ok(())
+        r
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let a = self.unsynced_since.map(|t| t + self.cfg.sync_interval);
         let b = self.ckpt_dirty_since.map(|t| t + CHECKPOINT_INTERVAL);
-        match (a, b) {
+        let due = match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        match (due, self.retry_at) {
+            (Some(d), Some(r)) => Some(d.max(r)),
+            (d, _) => d,
         }
     }
 
@@ -914,6 +935,13 @@ impl<S: Storage> Spool<S> {
     }
     pub fn durable_seq(&self) -> u64 {
         self.durable_seq
+    }
+    /// Highest seq written to the segment file (survives a crash of crd).
+    pub fn written_seq(&self) -> u64 {
+        self.written_seq
+    }
+    pub fn config(&self) -> &SpoolConfig {
+        &self.cfg
     }
     /// Records appended and not yet acknowledged.
     pub fn depth(&self) -> u64 {

@@ -889,3 +889,29 @@ fn a_power_cut_never_gives_a_seq_twice_and_acks_cross_the_gap() {
     let (mut sp, _) = reopen(sp, small());
     assert_eq!(sp.append(b"x", now).unwrap(), next + 1);
 }
+
+// A failing disk is retried once per RETRY_INTERVAL, never in a spin.
+#[test]
+fn a_failing_timed_sync_backs_off() {
+    let now = t0();
+    let (mut sp, _) = open(MemStorage::new(), small());
+    sp.append(b"x", now).unwrap();
+    sp.flush(now).unwrap();
+    sp.storage().fail(Op::Sync, 0, io::ErrorKind::Other);
+    sp.storage().fail(Op::Sync, 0, io::ErrorKind::Other); // the rewrite's sync fails too
+    let due = now + Duration::from_secs(1);
+    assert!(sp.handle_timer(due).is_err());
+    assert_eq!(
+        sp.poll_timeout(),
+        Some(due + RETRY_INTERVAL),
+        "next try a second later"
+    );
+    assert!(
+        sp.handle_timer(due + Duration::from_millis(500)).is_ok(),
+        "nothing before then"
+    );
+    assert_eq!(sp.durable_seq(), 0);
+    sp.handle_timer(due + RETRY_INTERVAL).unwrap();
+    assert_eq!(sp.durable_seq(), 1);
+    assert_eq!(sp.poll_timeout(), None);
+}

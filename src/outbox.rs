@@ -1,0 +1,271 @@
+//! The daemon's side of the spool: events in (encoded and appended), `crd emit`
+//! requests, the per-iteration flush, timed syncs, drop notices turned into events,
+//! and the spool lines of `crd status`.
+//!
+//! Errors never stop the daemon here: a failing disk is logged once when it starts
+//! failing and once when it recovers; records wait in the spool's bounded RAM, and
+//! what cannot be kept is counted (RELIABILITY.md: ENOSPC is a condition).
+
+use crate::config::valid_topic_suffix;
+use crate::event::{self, Event, Kind};
+use crate::spool::storage::FileStorage;
+use crate::spool::{AppendError, Spool, SpoolConfig, SpoolError};
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Module name of the events crd writes about itself (dropped records).
+pub const SELF_MODULE: &str = "spool";
+
+pub struct Outbox {
+    spool: Spool<FileStorage>,
+    failing: bool,
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A random stream id for a new spool: /dev/urandom, else time and pid mixed.
+fn new_stream() -> u64 {
+    let mut b = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    let mut v = u64::from_be_bytes(b);
+    if read.is_err() || v == 0 {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        // splitmix64 of time ^ pid: unique enough where urandom is missing.
+        v = t ^ (u64::from(std::process::id()) << 32);
+        v = (v ^ (v >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        v = (v ^ (v >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        v ^= v >> 31;
+    }
+    v.max(1)
+}
+
+/// Opens a spool directory for reading only (`crd dump`), without its lock.
+pub fn open_read_only(dir: &Path, cfg: SpoolConfig) -> Result<Spool<FileStorage>, String> {
+    let st =
+        FileStorage::open_read_only(dir).map_err(|e| format!("spool {}: {e}", dir.display()))?;
+    Spool::open(st, cfg, || 0, true)
+        .map(|(sp, _)| sp)
+        .map_err(|e| format!("{} ({})", e, dir.display()))
+}
+
+impl Outbox {
+    /// Opens (creating) and recovers the spool. Errors: another crd holds the
+    /// lock, a format version this crd does not read, or the directory is unusable.
+    pub fn open(dir: &Path, cfg: SpoolConfig) -> Result<Outbox, String> {
+        let st = FileStorage::open(dir).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => e.to_string(),
+            _ => format!("spool {}: {e}", dir.display()),
+        })?;
+        let (spool, rec) = Spool::open(st, cfg, new_stream, false).map_err(|e| match e {
+            SpoolError::Version { .. } => format!("{e} (spool_dir {})", dir.display()),
+            SpoolError::Io { .. } => format!("{e} (spool_dir {})", dir.display()),
+        })?;
+        log::info!(
+            "spool {}: stream {:016x}, {} records to forward in {} segments, next seq {}",
+            dir.display(),
+            spool.stream(),
+            rec.records_unacked,
+            rec.segments,
+            spool.next_seq()
+        );
+        if rec.truncated_bytes > 0 || rec.corrupt > 0 {
+            log::warn!(
+                "spool {}: recovery cut a torn tail of {} bytes and skipped {} corrupt records",
+                dir.display(),
+                rec.truncated_bytes,
+                rec.corrupt
+            );
+        }
+        for f in &rec.ignored_files {
+            log::warn!("spool {}: ignoring foreign file {f}", dir.display());
+        }
+        Ok(Outbox {
+            spool,
+            failing: false,
+        })
+    }
+
+    fn note(&mut self, r: io::Result<()>) {
+        match r {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                log::info!("spool: writing works again");
+            }
+            Err(e) if !self.failing => {
+                self.failing = true;
+                log::error!("spool: {e}; records wait in memory (bounded) and are retried");
+            }
+            _ => {}
+        }
+    }
+
+    /// Encodes and appends one event (cutting `out` to fit the record limit).
+    pub fn push(&mut self, ev: Event, now: Instant) {
+        let max = self.spool.config().max_record as usize;
+        let Some(payload) = event::encode(&ev, max) else {
+            log::error!(
+                "spool: event of module {} does not fit in {max} bytes; not recorded",
+                ev.module
+            );
+            return;
+        };
+        match self.spool.append(&payload, now) {
+            Ok(seq) => log::info!("seq={seq} {ev}"),
+            Err(e) => log::error!("spool: event lost: {e}: {ev}"),
+        }
+        self.drop_notices(now);
+    }
+
+    /// Turns records dropped by the full policy into an error event.
+    fn drop_notices(&mut self, now: Instant) {
+        // Each notice is appended once; appending it may drop again, so bounded.
+        for _ in 0..4 {
+            let Some((lo, hi, n)) = self.spool.take_drop_notice() else {
+                return;
+            };
+            let ev = Event {
+                ts_ms: unix_ms(),
+                module: SELF_MODULE.into(),
+                kind: Kind::Error,
+                code: 0,
+                dur_ms: 0,
+                out: format!("spool full: dropped {n} unsent records, seq {lo}..={hi}"),
+            };
+            let max = self.spool.config().max_record as usize;
+            if let Some(p) = event::encode(&ev, max) {
+                match self.spool.append(&p, now) {
+                    Ok(seq) => log::warn!("seq={seq} {ev}"),
+                    Err(e) => log::error!("spool: {e}: {ev}"),
+                }
+            }
+        }
+    }
+
+    /// `crd emit`: appends an `emit` event and writes it to the segment file (or,
+    /// with `sync`, makes it durable). Returns its seq, or why it was refused.
+    pub fn emit(
+        &mut self,
+        suffix: &str,
+        message: &[u8],
+        sync: bool,
+        now: Instant,
+    ) -> Result<u64, String> {
+        valid_topic_suffix(suffix).map_err(|why| format!("bad suffix `{suffix}`: {why}"))?;
+        let ev = Event {
+            ts_ms: unix_ms(),
+            module: suffix.to_string(),
+            kind: Kind::Emit,
+            code: 0,
+            dur_ms: 0,
+            out: String::from_utf8_lossy(message).into_owned(),
+        };
+        let max = self.spool.config().max_record;
+        let payload = event::encode(&ev, usize::MAX).expect("unbounded encode");
+        if payload.len() > max as usize {
+            // Count it in the spool's too_large counter through the refused append.
+            let _ = self.spool.append(&payload, now);
+            return Err(format!(
+                "message too large: {} bytes as a record, spool_max_record is {max}",
+                payload.len()
+            ));
+        }
+        let seq = self.spool.append(&payload, now).map_err(|e| match e {
+            AppendError::Backlog => format!("spool refused the record: {e}"),
+            e => format!("spool: {e}"),
+        })?;
+        log::info!("seq={seq} {ev}");
+        self.drop_notices(now);
+        let r = if sync {
+            self.spool.sync(now)
+        } else {
+            self.spool.flush(now)
+        };
+        let done = if sync {
+            self.spool.durable_seq()
+        } else {
+            self.spool.written_seq()
+        };
+        self.note(r.map(|_| ()));
+        if done >= seq {
+            Ok(seq)
+        } else {
+            Err(format!(
+                "record {seq} is queued in memory but the spool cannot write it yet ({}); \
+                 it is kept and retried",
+                if sync { "sync failed" } else { "write failed" }
+            ))
+        }
+    }
+
+    /// Every loop iteration: write what was appended; sync and checkpoint when due.
+    pub fn handle_timer(&mut self, now: Instant) {
+        let r = self.spool.flush(now);
+        self.note(r);
+        let r = self.spool.handle_timer(now);
+        if r.is_err() || self.failing {
+            self.note(r);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.spool.poll_timeout()
+    }
+
+    /// On shutdown: everything synced, the checkpoint written.
+    pub fn close(&mut self, now: Instant) {
+        if let Err(e) = self.spool.close(now) {
+            log::error!("spool: closing: {e}; unsynced records may be lost");
+        }
+    }
+
+    /// The `spool_*` lines of `crd status`.
+    pub fn status(&self, s: &mut String, now: Instant) {
+        let sp = &self.spool;
+        let st = sp.stats();
+        let _ = writeln!(s, "spool_stream: {:016x}", sp.stream());
+        let _ = writeln!(s, "spool_depth: {}", sp.depth());
+        let _ = writeln!(s, "spool_bytes: {}", sp.bytes());
+        let _ = writeln!(s, "spool_segments: {}", sp.segments());
+        let oldest = if sp.depth() > 0 {
+            (sp.acked() + 1).to_string()
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(s, "spool_oldest_unacked_seq: {oldest}");
+        let _ = writeln!(s, "spool_next_seq: {}", sp.next_seq());
+        let _ = writeln!(s, "spool_dropped: {}", st.dropped);
+        if let Some((a, b)) = st.dropped_range {
+            let _ = writeln!(s, "spool_dropped_last: {a}..={b}");
+        }
+        let _ = writeln!(s, "spool_too_large: {}", st.too_large);
+        let _ = writeln!(s, "spool_refused: {}", st.refused_backlog);
+        let _ = writeln!(s, "spool_corrupt_skipped: {}", st.corrupt);
+        let _ = writeln!(s, "spool_truncated_bytes: {}", st.truncated);
+        let _ = writeln!(s, "spool_fsyncs: {}", st.fsyncs);
+        let _ = writeln!(s, "spool_io_errors: {}", st.io_errors);
+        let last = st
+            .last_sync
+            .map(|t| format!("{}s ago", now.saturating_duration_since(t).as_secs()))
+            .unwrap_or_else(|| "never".into());
+        let _ = writeln!(s, "spool_last_sync: {last}");
+        let _ = writeln!(
+            s,
+            "spool_state: {}",
+            if self.failing { "failing" } else { "ok" }
+        );
+    }
+
+    pub fn spool(&mut self) -> &mut Spool<FileStorage> {
+        &mut self.spool
+    }
+}
