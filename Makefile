@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size bench soak fuzz clean \
+.PHONY: all build run status test lint unit size bench bench-spool soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -50,18 +50,25 @@ test-cross:
 
 test: lint unit size test-cross
 
-bench:
+bench: bench-spool
 	python3 bench/bench.py
+
+# The spool's budgets: append throughput, fsyncs per 1000 events, recovery time,
+# daemon RSS with an empty and a full 64 MiB spool.
+bench-spool:
+	cross/build.sh x86_64 >/dev/null
+	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench spool
 
 # crd at 50 modules x 1 s for SOAK_SECONDS (default an hour), VmRSS every 5 minutes.
 soak:
 	python3 bench/bench.py soak
 
-# Coverage-guided fuzzing of the config parser (needs cargo-fuzz; uses the stable
-# toolchain in nightly mode). FUZZ_SECONDS bounds the run.
+# Coverage-guided fuzzing of the config parser and of spool recovery (needs
+# cargo-fuzz; uses the stable toolchain in nightly mode). FUZZ_SECONDS bounds each.
 FUZZ_SECONDS ?= 60
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run spool -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=256 -malloc_limit_mb=128
 
 # Installs crd into DESTDIR with PREFIX (default /usr/local): the binary, a default
 # /etc/CRD/crd.conf (kept if present), the support module restart-service, and the

@@ -46,6 +46,10 @@ pub const CHECKPOINT_SLOT_BYTES: usize = 48;
 /// Hard ceiling on a record's payload, whatever `MAX_RECORD_BYTES` is configured to:
 /// a length above it is corruption, never an allocation.
 pub const RECORD_LIMIT_BYTES: u32 = 1 << 20;
+/// Largest seq (or segment first seq) taken as valid: far beyond anything real
+/// (a million events a second for 100,000 years), and far enough below `u64::MAX`
+/// that no arithmetic on a seq read from disk can overflow.
+pub const MAX_SEQ: u64 = 1 << 62;
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), table-driven.
 pub fn crc32c(data: &[u8]) -> u32 {
@@ -176,9 +180,13 @@ pub fn decode_record_header(b: &[u8], max_len: u32, available: u64) -> Option<Re
     if len > max_len.min(RECORD_LIMIT_BYTES) || record_bytes(len as usize) > available {
         return None;
     }
+    let seq = be64(&b[6..14]);
+    if seq == 0 || seq > MAX_SEQ {
+        return None;
+    }
     Some(RecordHeader {
         len,
-        seq: be64(&b[6..14]),
+        seq,
         crc: be32(&b[14..18]),
     })
 }
@@ -224,12 +232,17 @@ impl Checkpoint {
         if v != VERSION {
             return Err(HeaderError::Version(v));
         }
-        Ok(Checkpoint {
+        let c = Checkpoint {
             epoch: be64(&b[8..16]),
             acked: be64(&b[16..24]),
             next_seq: be64(&b[24..32]),
             stream: be64(&b[32..40]),
-        })
+        };
+        // Fields crd could never have written are damage, whatever the CRC says.
+        if c.next_seq == 0 || c.next_seq > MAX_SEQ || c.acked >= c.next_seq || c.epoch > MAX_SEQ {
+            return Err(HeaderError::Corrupt);
+        }
+        Ok(c)
     }
 
     /// The newer of the two slots of a checkpoint file's bytes, if either is valid.
@@ -258,7 +271,9 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     if hex.len() != 16 {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|&n| (1..=MAX_SEQ).contains(&n))
 }
 
 #[cfg(test)]
@@ -388,5 +403,36 @@ mod tests {
             assert_eq!(parse_segment_name(bad), None, "{bad}");
         }
         assert!(segment_name(9) < segment_name(10));
+    }
+
+    #[test]
+    fn impossible_seqs_are_damage_not_values() {
+        let mut rec = Vec::new();
+        encode_record(MAX_SEQ + 1, b"x", &mut rec);
+        assert_eq!(decode_record_header(&rec, 64, rec.len() as u64), None);
+        rec.clear();
+        encode_record(MAX_SEQ, b"x", &mut rec);
+        assert!(decode_record_header(&rec, 64, rec.len() as u64).is_some());
+        let c = |acked, next_seq| {
+            Checkpoint::decode(
+                &Checkpoint {
+                    epoch: 1,
+                    acked,
+                    next_seq,
+                    stream: 9,
+                }
+                .encode(),
+            )
+        };
+        assert!(c(4, 5).is_ok());
+        assert_eq!(
+            c(5, 5),
+            Err(HeaderError::Corrupt),
+            "acked must be below next_seq"
+        );
+        assert_eq!(c(0, 0), Err(HeaderError::Corrupt));
+        assert_eq!(c(0, u64::MAX), Err(HeaderError::Corrupt));
+        assert_eq!(parse_segment_name(&segment_name(u64::MAX)), None);
+        assert_eq!(parse_segment_name(&segment_name(0)), None);
     }
 }
