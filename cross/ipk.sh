@@ -2,7 +2,7 @@
 # cross/ipk.sh BOARD: packs dist/BOARD/crd into dist/BOARD/crd_VERSION-1_ARCH.ipk for
 # opkg, without the OpenWrt SDK. Layout as OpenWrt's ipkg-build writes it: a gzip'd
 # tar of debian-binary, control.tar.gz and data.tar.gz. Contents: /usr/sbin/crd, the
-# procd init script, /etc/config/crd (a conffile, with this board's spool path) and
+# procd init script, /etc/config/crd (a conffile, with this board's spool path, size and sync policy) and
 # the restart-service support module. Reproducible: fixed owner, order and mtime.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +19,9 @@ d="$work/data"
 install -d "$d/usr/sbin" "$d/etc/init.d" "$d/etc/config" "$d/opt/CRD/modules/restart-service"
 install -m 755 "$bin" "$d/usr/sbin/crd"
 install -m 755 "$files/crd.init" "$d/etc/init.d/crd"
-sed "s|@SPOOL_DIR@|$SPOOL_DIR|" "$files/crd.config" > "$d/etc/config/crd"
+sed -e "s|@SPOOL_DIR@|$SPOOL_DIR|" -e "s|@SPOOL_SIZE@|$SPOOL_SIZE|" \
+    -e "s|@SPOOL_SYNC_BYTES@|$SPOOL_SYNC_BYTES|" -e "s|@SPOOL_SYNC_INTERVAL@|$SPOOL_SYNC_INTERVAL|" \
+    "$files/crd.config" > "$d/etc/config/crd"
 chmod 644 "$d/etc/config/crd"
 install -m 755 "$top/modules/restart-service/restart-service" "$d/opt/CRD/modules/restart-service/"
 install -m 644 "$top/modules/restart-service/module.conf" "$d/opt/CRD/modules/restart-service/"

@@ -43,7 +43,8 @@ fn procd_script_translates_uci_and_starts_crd_with_respawn() {
     let sb = Sandbox::new("procd");
     let uci = format!(
         "UCI_main_enabled=1\nUCI_main_node=edge-7\nUCI_main_interval=15s\nUCI_main_modules_dir={}\n\
-         UCI_main_max_parallel=4\nUCI_SECTIONS_module='cfg01 disk'\n\
+         UCI_main_max_parallel=4\nUCI_main_spool_size=2M\nUCI_main_spool_sync_interval=5s\n\
+         UCI_SECTIONS_module='cfg01 disk'\n\
          UCI_cfg01_name=WanDown\nUCI_cfg01_trigger_after=5\nUCI_disk_cooldown=1h\nUCI_disk_enabled=0",
         sb.path("modules").display()
     );
@@ -58,6 +59,8 @@ fn procd_script_translates_uci_and_starts_crd_with_respawn() {
             "interval = 15s",
             &format!("modules_dir = {}", sb.path("modules").display()),
             "max_parallel = 4",
+            "spool_size = 2M",
+            "spool_sync_interval = 5s",
             "[module WanDown]",
             "trigger_after = 5",
             "[module disk]",
@@ -211,7 +214,10 @@ fn ipk_holds_the_binary_init_script_and_conffile() {
         "tar xzOf {ipk} ./data.tar.gz | tar xzOf - ./etc/config/crd"
     ));
     assert!(
-        config.contains("option spool_dir '/overlay/crd/spool'"),
+        config.contains("option spool_dir '/overlay/crd/spool'")
+            && config.contains("option spool_size '4M'")
+            && config.contains("option spool_sync_interval '1s'")
+            && !config.contains('@'),
         "{config}"
     );
     let packed = Command::new("sh")
