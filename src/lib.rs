@@ -19,6 +19,7 @@ pub mod decide;
 pub mod event;
 pub mod logger;
 pub mod modules;
+pub mod mqtt;
 pub mod outbox;
 pub mod output;
 pub mod run;

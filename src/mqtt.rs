@@ -1,0 +1,514 @@
+//! The MQTT 3.1.1 client session, sans IO: bytes and `now` in, bytes to send, events
+//! and the next deadline out. It owns CONNECT/CONNACK, keepalive, the in-flight
+//! window of QoS 1 publishes and the packet id -> spool seq map. Packets are
+//! encoded and decoded by rumqttc's v4 codec; rumqttc's event loop is not used.
+//!
+//! It never touches a socket or a clock; `forward.rs` carries its output to the
+//! broker. Section numbers refer to the MQTT 3.1.1 OASIS standard.
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, LastWill, Login, Packet, Publish};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Largest packet accepted from the broker, bytes: a client that only publishes
+/// receives CONNACK, PUBACK and PINGRESP; anything bigger is a protocol error.
+pub const MAX_INCOMING_PACKET: usize = 64 * 1024;
+/// Longest wait for CONNACK after CONNECT.
+pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub client_id: String,
+    pub keepalive: Duration,
+    /// QoS 1 publishes awaiting PUBACK, at most.
+    pub max_inflight: u16,
+    pub login: Option<(String, String)>,
+    /// Last will: topic and payload, published retained by the broker if crd
+    /// vanishes without DISCONNECT (3.1.2.5).
+    pub will: Option<(String, Vec<u8>)>,
+    /// Largest packet crd sends, bytes.
+    pub max_packet: usize,
+}
+
+/// What the broker's bytes meant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Up {
+    /// CONNACK with return code 0: publishing may start.
+    Connected,
+    /// PUBACK of a publish; `Some(seq)` for a spool record.
+    Acked(Option<u64>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// Bytes that are not MQTT 3.1.1 from a broker, or a packet crd cannot send.
+    Protocol(String),
+    /// CONNACK with a non-zero return code (bad credentials, not authorized, ...).
+    Refused(String),
+    /// No CONNACK in time, or nothing from the broker for 1.5 x keepalive.
+    Silent,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Protocol(m) => write!(f, "protocol error: {m}"),
+            SessionError::Refused(m) => write!(f, "broker refused the connection: {m}"),
+            SessionError::Silent => write!(f, "broker silent past the keepalive deadline"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    AwaitConnAck { since: Instant },
+    Connected,
+}
+
+pub struct Session {
+    cfg: SessionConfig,
+    state: State,
+    out: BytesMut,
+    /// (packet id, spool seq) in send order.
+    inflight: VecDeque<(u16, Option<u64>)>,
+    next_pkid: u16,
+    last_rx: Instant,
+    last_tx: Instant,
+}
+
+impl Session {
+    pub fn new(cfg: SessionConfig, now: Instant) -> Session {
+        Session {
+            cfg,
+            state: State::Idle,
+            out: BytesMut::new(),
+            inflight: VecDeque::new(),
+            next_pkid: 1,
+            last_rx: now,
+            last_tx: now,
+        }
+    }
+
+    /// A new connection: forgets the old one's in-flight publishes (the caller
+    /// resends from the spool's watermark) and queues CONNECT with a clean
+    /// session (3.1.2.4): crd's own spool, not the broker, holds what is unsent.
+    pub fn start(&mut self, now: Instant) -> Result<(), SessionError> {
+        self.reset();
+        let mut c = rumqttc::mqttbytes::v4::Connect::new(self.cfg.client_id.clone());
+        // Keep Alive is a 16-bit number of seconds (3.1.2.10).
+        c.keep_alive = self.cfg.keepalive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
+        c.clean_session = true;
+        if let Some((u, p)) = &self.cfg.login {
+            c.login = Some(Login::new(u.clone(), p.clone()));
+        }
+        if let Some((topic, payload)) = &self.cfg.will {
+            c.last_will = Some(LastWill::new(
+                topic.clone(),
+                payload.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        }
+        self.send(Packet::Connect(c), now)?;
+        self.state = State::AwaitConnAck { since: now };
+        self.last_rx = now;
+        Ok(())
+    }
+
+    /// Drops the connection state (after the socket closed).
+    pub fn reset(&mut self) {
+        self.state = State::Idle;
+        self.out.clear();
+        self.inflight.clear();
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Whether one more QoS 1 publish fits in the window.
+    pub fn window_open(&self) -> bool {
+        self.is_connected() && self.inflight.len() < usize::from(self.cfg.max_inflight)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Bytes waiting to be written to the socket; the caller removes what it wrote.
+    pub fn output(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    fn send(&mut self, p: Packet, now: Instant) -> Result<(), SessionError> {
+        p.write(&mut self.out, self.cfg.max_packet)
+            .map_err(|e| SessionError::Protocol(format!("cannot encode {p:?}: {e}")))?;
+        self.last_tx = now;
+        Ok(())
+    }
+
+    /// Queues a QoS 1 PUBLISH. `dup` marks a re-delivery (3.3.1.1); `seq` is the
+    /// spool record it carries, returned in `Up::Acked` when the broker acks it.
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+        dup: bool,
+        seq: Option<u64>,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        debug_assert!(self.is_connected());
+        let pkid = self.alloc_pkid();
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
+        p.pkid = pkid;
+        p.retain = retain;
+        p.dup = dup;
+        self.send(Packet::Publish(p), now)?;
+        self.inflight.push_back((pkid, seq));
+        Ok(())
+    }
+
+    /// The next packet id not in flight; never 0 (2.3.1).
+    fn alloc_pkid(&mut self) -> u16 {
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|&(p, _)| p == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Queues DISCONNECT (3.14): the broker then discards the will.
+    pub fn disconnect(&mut self, now: Instant) {
+        let _ = self.send(Packet::Disconnect, now);
+        self.state = State::Idle;
+    }
+
+    /// Takes every complete packet out of `buf` (partial ones stay for later).
+    pub fn handle_input(
+        &mut self,
+        buf: &mut BytesMut,
+        now: Instant,
+        up: &mut Vec<Up>,
+    ) -> Result<(), SessionError> {
+        loop {
+            let p = match Packet::read(buf, MAX_INCOMING_PACKET) {
+                Ok(p) => p,
+                Err(CodecError::InsufficientBytes(_)) => return Ok(()),
+                Err(e) => return Err(SessionError::Protocol(format!("{e:?}"))),
+            };
+            self.last_rx = now;
+            match (p, self.state) {
+                (Packet::ConnAck(a), State::AwaitConnAck { .. }) => {
+                    if a.code != ConnectReturnCode::Success {
+                        return Err(SessionError::Refused(format!("{:?}", a.code)));
+                    }
+                    self.state = State::Connected;
+                    up.push(Up::Connected);
+                }
+                (Packet::PubAck(a), State::Connected) => {
+                    // Brokers ack in order (4.6), but any order and unknown ids
+                    // are handled: the spool's watermark only moves over a
+                    // contiguous acked prefix anyway.
+                    if let Some(i) = self.inflight.iter().position(|&(p, _)| p == a.pkid) {
+                        let (_, seq) = self.inflight.remove(i).expect("found");
+                        up.push(Up::Acked(seq));
+                    } else {
+                        log::debug!("mqtt: PUBACK for unknown packet id {}", a.pkid);
+                    }
+                }
+                (Packet::PingResp, _) => {}
+                (p, s) => {
+                    return Err(SessionError::Protocol(format!(
+                        "unexpected {} while {s:?}",
+                        packet_name(&p)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The next instant `handle_timer` has work: CONNACK deadline, a keepalive
+    /// PINGREQ due, or the silent-broker deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Idle => None,
+            State::AwaitConnAck { since } => Some(since + CONNACK_TIMEOUT),
+            State::Connected => Some((self.last_tx + self.cfg.keepalive).min(self.dead_at())),
+        }
+    }
+
+    fn dead_at(&self) -> Instant {
+        self.last_rx + self.cfg.keepalive * 3 / 2
+    }
+
+    /// Sends PINGREQ when nothing was sent for a keepalive (3.1.2.10); declares
+    /// the broker dead when nothing came from it for 1.5 x keepalive (a PINGRESP
+    /// answers every PINGREQ, so a live broker is never that quiet).
+    pub fn handle_timer(&mut self, now: Instant) -> Result<(), SessionError> {
+        match self.state {
+            State::Idle => Ok(()),
+            State::AwaitConnAck { since } if now >= since + CONNACK_TIMEOUT => {
+                Err(SessionError::Silent)
+            }
+            State::AwaitConnAck { .. } => Ok(()),
+            State::Connected => {
+                if now >= self.dead_at() {
+                    return Err(SessionError::Silent);
+                }
+                if now >= self.last_tx + self.cfg.keepalive {
+                    self.send(Packet::PingReq, now)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::mqttbytes::v4::{ConnAck, PubAck};
+
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            client_id: "crd-r1".into(),
+            keepalive: Duration::from_secs(10),
+            max_inflight: 3,
+            login: Some(("u".into(), "p".into())),
+            will: Some(("crd/r1/status".into(), b"offline".to_vec())),
+            max_packet: 1 << 20,
+        }
+    }
+
+    /// Decodes everything the session queued.
+    fn sent(s: &mut Session) -> Vec<Packet> {
+        let mut out = Vec::new();
+        let b = s.output();
+        while !b.is_empty() {
+            out.push(Packet::read(b, 1 << 20).unwrap());
+        }
+        out
+    }
+
+    fn broker(packets: &[Packet]) -> BytesMut {
+        let mut b = BytesMut::new();
+        for p in packets {
+            p.write(&mut b, 1 << 20).unwrap();
+        }
+        b
+    }
+
+    fn connected(now: Instant) -> Session {
+        let mut s = Session::new(cfg(), now);
+        s.start(now).unwrap();
+        sent(&mut s);
+        let mut up = Vec::new();
+        let mut b = broker(&[Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        ))]);
+        s.handle_input(&mut b, now, &mut up).unwrap();
+        assert_eq!(up, vec![Up::Connected]);
+        s
+    }
+
+    #[test]
+    fn connect_carries_clean_session_keepalive_login_and_a_retained_will() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(), now);
+        s.start(now).unwrap();
+        let p = sent(&mut s);
+        let Packet::Connect(c) = &p[0] else {
+            panic!("{p:?}")
+        };
+        assert!(c.clean_session);
+        assert_eq!(c.keep_alive, 10);
+        assert_eq!(c.client_id, "crd-r1");
+        assert_eq!(c.login.as_ref().unwrap().username, "u");
+        let w = c.last_will.as_ref().unwrap();
+        assert!(w.retain && w.qos == QoS::AtLeastOnce && w.topic == "crd/r1/status");
+        assert!(!s.window_open(), "nothing is published before CONNACK");
+    }
+
+    #[test]
+    fn a_refused_connack_is_an_error_naming_the_code() {
+        let now = Instant::now();
+        let mut s = Session::new(cfg(), now);
+        s.start(now).unwrap();
+        let mut b = broker(&[Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::BadUserNamePassword,
+            false,
+        ))]);
+        let e = s.handle_input(&mut b, now, &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("BadUserNamePassword"), "{e}");
+    }
+
+    #[test]
+    fn the_window_bounds_inflight_and_acks_map_back_to_seqs_in_any_order() {
+        let now = Instant::now();
+        let mut s = connected(now);
+        for seq in 1..=3 {
+            assert!(s.window_open());
+            s.publish("t", vec![1], false, false, Some(seq), now)
+                .unwrap();
+        }
+        assert!(!s.window_open(), "window of 3 is full");
+        let ids: Vec<u16> = sent(&mut s)
+            .into_iter()
+            .map(|p| match p {
+                Packet::Publish(p) => {
+                    assert_eq!(p.qos, QoS::AtLeastOnce);
+                    p.pkid
+                }
+                p => panic!("{p:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        // Out of order, one unknown id, one split across two reads.
+        let mut up = Vec::new();
+        let mut b = broker(&[
+            Packet::PubAck(PubAck::new(3)),
+            Packet::PubAck(PubAck::new(77)),
+            Packet::PubAck(PubAck::new(1)),
+        ]);
+        let tail = b.split_off(b.len() - 2);
+        s.handle_input(&mut b, now, &mut up).unwrap();
+        assert_eq!(up, vec![Up::Acked(Some(3))]);
+        b.extend_from_slice(&tail);
+        s.handle_input(&mut b, now, &mut up).unwrap();
+        assert_eq!(up, vec![Up::Acked(Some(3)), Up::Acked(Some(1))]);
+        assert!(s.window_open());
+        assert_eq!(s.inflight(), 1);
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_ids_in_flight() {
+        let now = Instant::now();
+        let mut s = connected(now);
+        s.next_pkid = u16::MAX;
+        s.publish("t", vec![], false, false, Some(1), now).unwrap();
+        s.publish("t", vec![], false, false, Some(2), now).unwrap();
+        s.next_pkid = u16::MAX; // in flight now: MAX and 1
+        s.publish("t", vec![], false, false, Some(3), now).unwrap();
+        let ids: Vec<u16> = s.inflight.iter().map(|e| e.0).collect();
+        assert_eq!(ids, vec![u16::MAX, 1, 2]);
+    }
+
+    #[test]
+    fn keepalive_pings_when_idle_and_a_silent_broker_is_dead_within_one_and_a_half() {
+        let t0 = Instant::now();
+        let mut s = connected(t0);
+        let ka = Duration::from_secs(10);
+        assert_eq!(s.poll_timeout(), Some(t0 + ka));
+        s.handle_timer(t0 + ka).unwrap();
+        assert_eq!(sent(&mut s), vec![Packet::PingReq]);
+        // The broker answers: alive.
+        let mut b = broker(&[Packet::PingResp]);
+        s.handle_input(&mut b, t0 + ka + Duration::from_millis(5), &mut Vec::new())
+            .unwrap();
+        s.handle_timer(t0 + ka * 2).unwrap();
+        assert_eq!(sent(&mut s), vec![Packet::PingReq]);
+        // Now silence: dead at last_rx + 1.5 x keepalive, not later.
+        let last_rx = t0 + ka + Duration::from_millis(5);
+        assert!(
+            s.handle_timer(last_rx + ka * 3 / 2 - Duration::from_millis(1))
+                .is_ok()
+        );
+        assert_eq!(
+            s.handle_timer(last_rx + ka * 3 / 2),
+            Err(SessionError::Silent)
+        );
+    }
+
+    #[test]
+    fn publishing_defers_pings_but_a_broker_that_never_acks_is_dead_at_one_and_a_half() {
+        let t0 = Instant::now();
+        let mut s = connected(t0);
+        let ka = Duration::from_secs(10);
+        // A publish a second fills the window of 3 (t = 1, 2, 3); nothing is acked.
+        for i in 1..=14 {
+            let now = t0 + Duration::from_secs(i);
+            if s.window_open() {
+                s.publish("t", vec![], false, false, Some(i), now).unwrap();
+            }
+            s.handle_timer(now).unwrap();
+        }
+        let p = sent(&mut s);
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(p[..3].iter().all(|p| matches!(p, Packet::Publish(_))));
+        assert_eq!(
+            p[3],
+            Packet::PingReq,
+            "the ping comes a keepalive after the last publish"
+        );
+        assert_eq!(s.handle_timer(t0 + ka * 3 / 2), Err(SessionError::Silent));
+    }
+
+    #[test]
+    fn no_connack_in_time_is_silent_and_garbage_is_a_protocol_error() {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg(), t0);
+        s.start(t0).unwrap();
+        assert_eq!(s.poll_timeout(), Some(t0 + CONNACK_TIMEOUT));
+        assert_eq!(
+            s.handle_timer(t0 + CONNACK_TIMEOUT),
+            Err(SessionError::Silent)
+        );
+        let mut s = connected(t0);
+        let mut b = BytesMut::from(&[0xF0u8, 0x00][..]); // reserved packet type 15
+        assert!(matches!(
+            s.handle_input(&mut b, t0, &mut Vec::new()),
+            Err(SessionError::Protocol(_))
+        ));
+        // A PUBLISH from the broker (crd subscribes to nothing) is refused too.
+        let mut b = broker(&[Packet::Publish(Publish::new("x", QoS::AtMostOnce, vec![]))]);
+        assert!(s.handle_input(&mut b, t0, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn reconnect_forgets_the_window_and_marks_resends_dup() {
+        let now = Instant::now();
+        let mut s = connected(now);
+        s.publish("t", vec![], false, false, Some(5), now).unwrap();
+        s.start(now).unwrap();
+        assert_eq!(s.inflight(), 0);
+        let p = sent(&mut s);
+        assert!(matches!(p[..], [Packet::Connect(_)]), "{p:?}");
+        let mut b = broker(&[Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        ))]);
+        s.handle_input(&mut b, now, &mut Vec::new()).unwrap();
+        s.publish("t", vec![], false, true, Some(5), now).unwrap();
+        let Packet::Publish(p) = &sent(&mut s)[0] else {
+            panic!()
+        };
+        assert!(p.dup);
+    }
+}
