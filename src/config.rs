@@ -99,6 +99,7 @@ pub struct Config {
     /// `spool_size`, `spool_segment`, `spool_sync_bytes`, `spool_sync_interval`,
     /// `spool_sync`, `spool_max_record`.
     pub spool: SpoolConfig,
+    pub mqtt: MqttSettings,
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
@@ -148,6 +149,38 @@ impl Setting {
     }
 }
 
+/// Where and how events are forwarded: `broker`, `topic_prefix`, `client_id`,
+/// `username`, `password_file`, `keepalive`, `max_inflight`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttSettings {
+    /// `host:port`, `[v6]:port` or `host` (port 1883); empty: no forwarding.
+    pub broker: String,
+    pub topic_prefix: String,
+    /// Empty means `crd-<node>`.
+    pub client_id: String,
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    pub keepalive: Duration,
+    pub max_inflight: u16,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        MqttSettings {
+            broker: String::new(),
+            topic_prefix: "crd".into(),
+            client_id: String::new(),
+            username: String::new(),
+            password_file: None,
+            keepalive: Duration::from_secs(30),
+            max_inflight: 20,
+        }
+    }
+}
+
+/// Largest `max_inflight`: the spool hands out at most this many unacked records.
+pub const MAX_INFLIGHT_LIMIT: u16 = 1000;
+
 /// Defaults for the paths; boards override them in their config file.
 pub const DEFAULT_CONFIG: &str = "/etc/CRD/crd.conf";
 pub const DEFAULT_MODULES_DIR: &str = "/opt/CRD/modules";
@@ -167,6 +200,7 @@ impl Config {
             max_parallel: 8,
             log_level: log::LevelFilter::Info,
             spool: SpoolConfig::default(),
+            mqtt: MqttSettings::default(),
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
         }
@@ -608,6 +642,43 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         "spool_dir" => cfg.spool_dir = path(v)?,
         "control_socket" => cfg.control_socket = path(v)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
+        "broker" => {
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                return Err(format!("bad broker `{v}` (want host:port)"));
+            }
+            cfg.mqtt.broker = v.to_string();
+        }
+        "topic_prefix" => {
+            if v.is_empty()
+                || v.starts_with('/')
+                || v.ends_with('/')
+                || v.contains("//")
+                || v.contains(|c: char| c == '+' || c == '#' || c.is_whitespace())
+            {
+                return Err(format!(
+                    "bad topic_prefix `{v}` (topic levels without `+`, `#`, spaces or empty levels)"
+                ));
+            }
+            cfg.mqtt.topic_prefix = v.to_string();
+        }
+        "client_id" => {
+            if v.is_empty() || v.len() > 64 {
+                return Err(format!("bad client_id `{v}` (1..64 bytes)"));
+            }
+            cfg.mqtt.client_id = v.to_string();
+        }
+        "username" => cfg.mqtt.username = v.to_string(),
+        "password_file" => cfg.mqtt.password_file = Some(path(v)?),
+        "keepalive" => {
+            let d = parse_duration(v)?;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(65535) {
+                return Err(format!("keepalive `{v}` out of range (1s..65535s)"));
+            }
+            cfg.mqtt.keepalive = d;
+        }
+        "max_inflight" => {
+            cfg.mqtt.max_inflight = parse_u32(v, 1, u32::from(MAX_INFLIGHT_LIMIT))? as u16
+        }
         "spool_size" => cfg.spool.size = parse_size_in(v, 8 << 10, 1 << 40)?,
         "spool_segment" => cfg.spool.segment = parse_size_in(v, 4 << 10, 1 << 30)?,
         "spool_sync_bytes" => cfg.spool.sync_bytes = parse_size_in(v, 1, 1 << 30)?,
@@ -799,6 +870,24 @@ mod tests {
             Duration::from_secs(3),
             "crd.conf section beats module.conf"
         );
+    }
+
+    #[test]
+    fn mqtt_keys() {
+        let c = p(
+            "broker = 127.0.0.1:1883\ntopic_prefix = fleet/eu\nclient_id = r1\n\
+                   username = u\npassword_file = /etc/crd/pw\nkeepalive = 10s\nmax_inflight = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.broker, "127.0.0.1:1883");
+        assert_eq!(c.mqtt.topic_prefix, "fleet/eu");
+        assert_eq!(c.mqtt.keepalive, Duration::from_secs(10));
+        assert_eq!(c.mqtt.max_inflight, 5);
+        assert_eq!(c.mqtt.password_file, Some(PathBuf::from("/etc/crd/pw")));
+        assert_eq!(p("").unwrap().mqtt, MqttSettings::default());
+        assert!(one_err("topic_prefix = a/#").contains("bad topic_prefix"));
+        assert!(one_err("max_inflight = 0").contains("bad number"));
+        assert!(one_err("keepalive = 500ms").contains("out of range"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::config::{self, Config};
 use crate::control::{self, Control, Request};
 use crate::decide::{self, Outcome};
 use crate::event::{Event, Kind};
+use crate::forward::Forwarder;
 use crate::modules::{self, Module};
 use crate::outbox::{Outbox, unix_ms};
 use crate::run::{self, Finished, Role, Runs};
@@ -32,7 +33,8 @@ use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
-const CONTROL_CLIENTS: usize = 2;
+const MQTT: Token = Token(2);
+const CONTROL_CLIENTS: usize = 3;
 const RUNS: usize = CONTROL_CLIENTS + control::MAX_CLIENTS;
 /// Readiness events taken per poll call.
 const EVENTS_CAPACITY: usize = 256;
@@ -59,6 +61,7 @@ pub struct Daemon {
     sched: Scheduler,
     runs: Runs,
     outbox: Outbox,
+    forwarder: Forwarder,
     lateness: Lateness,
     control: Option<Control>,
     poll: Poll,
@@ -104,17 +107,21 @@ impl Daemon {
     /// cannot be created: running without it would lose every event.
     pub fn new(cfg: Config) -> io::Result<Daemon> {
         let poll = Poll::new()?;
-        let outbox = Outbox::open(&cfg.spool_dir, cfg.spool).map_err(io::Error::other)?;
+        let mut outbox = Outbox::open(&cfg.spool_dir, cfg.spool).map_err(io::Error::other)?;
+        let node = node_name(&cfg);
+        let stream = outbox.spool().stream();
+        let forwarder = Forwarder::new(cfg.mqtt.clone(), &node, stream, MQTT, Instant::now());
         let euid = sys::euid();
         let now = Instant::now();
         let mut d = Daemon {
-            node: node_name(&cfg),
+            node,
             euid,
             modules: Vec::new(),
             stats: Vec::new(),
             sched: Scheduler::new(&[], cfg.max_parallel, now),
             runs: Runs::new(RUNS)?,
             outbox,
+            forwarder,
             lateness: Lateness::default(),
             control: None,
             poll,
@@ -207,10 +214,14 @@ impl Daemon {
             let now = Instant::now();
             self.tick(now);
             if let Some(t) = self.stopping {
-                let done = self.runs.is_empty();
+                let done = self.runs.is_empty() && self.forwarder.try_finish(self.poll.registry());
                 if done || now >= t + SHUTDOWN_LIMIT {
                     if !done {
-                        log::warn!("{} runs still not reaped; exiting anyway", self.runs.len());
+                        log::warn!(
+                            "{} runs not reaped, {} publishes not acked; exiting anyway",
+                            self.runs.len(),
+                            self.forwarder.inflight()
+                        );
                     }
                     self.outbox.close(now);
                     log::info!("stopped");
@@ -246,6 +257,12 @@ impl Daemon {
                     t if self.control.as_ref().is_some_and(|c| c.owns(t)) => {
                         self.handle_control(t, now)
                     }
+                    t if self.forwarder.owns(t) => self.forwarder.handle_event(
+                        self.poll.registry(),
+                        self.outbox.spool(),
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        now,
+                    ),
                     _ => {}
                 }
             }
@@ -280,6 +297,8 @@ impl Daemon {
             c.handle_timer(self.poll.registry(), now);
         }
         self.outbox.handle_timer(now);
+        self.forwarder
+            .handle_timer(self.poll.registry(), self.outbox.spool(), now);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -293,6 +312,7 @@ impl Daemon {
             self.control.as_ref().and_then(Control::poll_timeout),
             self.stopping.map(|s| s + SHUTDOWN_LIMIT),
             self.outbox.poll_timeout(),
+            self.forwarder.poll_timeout(),
         ];
         t.sort();
         t.into_iter().flatten().next()
@@ -404,6 +424,12 @@ impl Daemon {
                 if cfg.control_socket != self.cfg.control_socket {
                     log::warn!("control_socket changed; the new path takes effect on restart");
                 }
+                if cfg.mqtt != self.cfg.mqtt
+                    || cfg.spool != self.cfg.spool
+                    || cfg.spool_dir != self.cfg.spool_dir
+                {
+                    log::warn!("spool and broker settings changed; they take effect on restart");
+                }
                 log::set_max_level(cfg.log_level);
                 self.node = node_name(&cfg);
                 self.cfg = Config {
@@ -424,6 +450,8 @@ impl Daemon {
             );
             self.stopping = Some(now);
             self.runs.terminate_all(now);
+            self.forwarder
+                .begin_stop(self.poll.registry(), self.outbox.spool(), now);
         }
     }
 
@@ -481,6 +509,7 @@ impl Daemon {
         let _ = writeln!(s, "cpu_self_us: {}", sys::self_cpu_us());
         let _ = writeln!(s, "max_rss_kib: {}", sys::max_rss_kib());
         self.outbox.status(&mut s, now);
+        self.forwarder.status(&mut s, now);
         let _ = writeln!(
             s,
             "\n{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  last",

@@ -17,6 +17,7 @@ pub mod control;
 pub mod daemon;
 pub mod decide;
 pub mod event;
+pub mod forward;
 pub mod logger;
 pub mod modules;
 pub mod mqtt;

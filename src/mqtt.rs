@@ -119,6 +119,11 @@ impl Session {
         Ok(())
     }
 
+    /// Sets the login for the next CONNECT (the password file is re-read for each).
+    pub fn set_login(&mut self, login: Option<(String, String)>) {
+        self.cfg.login = login;
+    }
+
     /// Drops the connection state (after the socket closed).
     pub fn reset(&mut self) {
         self.state = State::Idle;

@@ -1,0 +1,667 @@
+//! Store and forward: one non-blocking TCP connection to the MQTT broker, fed from
+//! the spool's watermark forward in seq order, acking spool records only on PUBACK.
+//!
+//! This file owns the socket, name resolution, reconnect with capped exponential
+//! backoff and jitter, the JSON rendering of events, and the retained status
+//! (`online` after CONNACK, `offline` as the will and on clean shutdown). The MQTT
+//! protocol itself is `mqtt::Session`. Everything runs in the daemon's poll loop:
+//! the socket is edge-triggered for both directions and every wait is a deadline
+//! in `poll_timeout`, so a dead or slow broker never makes crd spin.
+
+use crate::config::MqttSettings;
+use crate::event::{self, Event, Kind};
+use crate::mqtt::{Session, SessionConfig, SessionError, Up};
+use crate::spool::Spool;
+use crate::spool::storage::Storage;
+use bytes::{Buf, BytesMut};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// First wait after a failed connection; doubles up to `BACKOFF_MAX`, +-25% jitter.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest a TCP connect may take before it counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Encoded publishes waiting for the socket, at most (bytes); reading from the
+/// spool pauses above it.
+pub const OUT_LIMIT_BYTES: usize = 256 * 1024;
+/// Largest password file read, bytes.
+const PASSWORD_FILE_MAX: u64 = 4096;
+const DEFAULT_PORT: u16 = 1883;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No broker configured.
+    Off,
+    Backoff {
+        until: Instant,
+    },
+    Connecting {
+        since: Instant,
+    },
+    /// TCP is up; the session does CONNECT/CONNACK and the rest.
+    Up,
+}
+
+pub struct Forwarder {
+    cfg: MqttSettings,
+    node: String,
+    stream_hex: String,
+    boot_ms: u64,
+    session: Session,
+    sock: Option<TcpStream>,
+    token: Token,
+    phase: Phase,
+    rbuf: BytesMut,
+    backoff: Duration,
+    rng: u64,
+    addr_next: usize,
+    /// Highest seq ever published in this run: a lower or equal one is a resend (DUP).
+    max_sent_seq: u64,
+    stopping: bool,
+    published: u64,
+    acked: u64,
+    connects: u64,
+    last_connect: Option<Instant>,
+    last_error: String,
+}
+
+#[derive(Serialize)]
+struct Wire<'a> {
+    node: &'a str,
+    stream: &'a str,
+    seq: u64,
+    ts: u64,
+    module: &'a str,
+    kind: &'a str,
+    code: i32,
+    dur_ms: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    state: &'a str,
+    node: &'a str,
+    stream: &'a str,
+    version: &'a str,
+    boot_ms: u64,
+}
+
+/// The topic and JSON payload of spool record `seq` holding `ev`.
+pub fn render(
+    prefix: &str,
+    node: &str,
+    stream_hex: &str,
+    seq: u64,
+    ev: &Event,
+) -> (String, Vec<u8>) {
+    let emit = ev.kind == Kind::Emit;
+    let topic = if emit {
+        format!("{prefix}/{node}/{}", ev.module)
+    } else {
+        format!("{prefix}/{node}/event/{}", ev.module)
+    };
+    let w = Wire {
+        node,
+        stream: stream_hex,
+        seq,
+        ts: ev.ts_ms,
+        module: &ev.module,
+        kind: ev.kind.as_str(),
+        code: ev.code,
+        dur_ms: ev.dur_ms,
+        out: (!emit).then_some(ev.out.as_str()),
+        message: emit.then_some(ev.out.as_str()),
+    };
+    (topic, serde_json::to_vec(&w).unwrap_or_default())
+}
+
+/// `host:port`, `[v6]:port`, `v6` or `host` (port 1883) resolved to addresses.
+/// Literal addresses never touch the resolver; names use the system resolver
+/// (getaddrinfo), which blocks the loop for at most its own timeout.
+pub fn resolve(broker: &str) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(a) = broker.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    if let Ok(ip) = broker.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, DEFAULT_PORT)]);
+    }
+    let with_port = if broker
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        broker.to_string()
+    } else {
+        format!("{broker}:{DEFAULT_PORT}")
+    };
+    let v: Vec<SocketAddr> = with_port.to_socket_addrs()?.collect();
+    if v.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
+    }
+    Ok(v)
+}
+
+fn read_password(p: &Path) -> Result<String, String> {
+    let mut s = String::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(PASSWORD_FILE_MAX).read_to_string(&mut s))
+        .map_err(|e| format!("password_file {}: {e}", p.display()))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
+impl Forwarder {
+    pub fn new(
+        cfg: MqttSettings,
+        node: &str,
+        stream: u64,
+        token: Token,
+        now: Instant,
+    ) -> Forwarder {
+        let stream_hex = format!("{stream:016x}");
+        let boot_ms = crate::outbox::unix_ms();
+        let client_id = if cfg.client_id.is_empty() {
+            let id = format!("crd-{node}");
+            id.chars().take(64).collect()
+        } else {
+            cfg.client_id.clone()
+        };
+        let status = |state| Status {
+            state,
+            node,
+            stream: &stream_hex,
+            version: env!("CARGO_PKG_VERSION"),
+            boot_ms,
+        };
+        let will = serde_json::to_vec(&status("offline")).unwrap_or_default();
+        let session = Session::new(
+            SessionConfig {
+                client_id,
+                keepalive: cfg.keepalive,
+                max_inflight: cfg.max_inflight,
+                login: None,
+                will: Some((format!("{}/{node}/status", cfg.topic_prefix), will)),
+                max_packet: 2 << 20,
+            },
+            now,
+        );
+        let phase = if cfg.broker.is_empty() {
+            Phase::Off
+        } else {
+            Phase::Backoff { until: now }
+        };
+        Forwarder {
+            node: node.to_string(),
+            stream_hex,
+            boot_ms,
+            session,
+            sock: None,
+            token,
+            phase,
+            rbuf: BytesMut::new(),
+            backoff: BACKOFF_MIN,
+            rng: u64::from(std::process::id()) ^ boot_ms ^ stream,
+            addr_next: 0,
+            max_sent_seq: 0,
+            stopping: false,
+            published: 0,
+            acked: 0,
+            connects: 0,
+            last_connect: None,
+            last_error: String::new(),
+            cfg,
+        }
+    }
+
+    pub fn owns(&self, t: Token) -> bool {
+        t == self.token
+    }
+
+    fn status_payload(&self, state: &str) -> Vec<u8> {
+        let s = Status {
+            state,
+            node: &self.node,
+            stream: &self.stream_hex,
+            version: env!("CARGO_PKG_VERSION"),
+            boot_ms: self.boot_ms,
+        };
+        serde_json::to_vec(&s).unwrap_or_default()
+    }
+
+    fn status_topic(&self) -> String {
+        format!("{}/{}/status", self.cfg.topic_prefix, self.node)
+    }
+
+    /// Backoff with +-25% jitter, then doubled for next time.
+    fn next_backoff(&mut self) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let base = self.backoff.as_millis() as u64;
+        let jitter = self.rng % (base / 2 + 1);
+        let d = Duration::from_millis(base - base / 4 + jitter);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        d
+    }
+
+    fn fail<S: Storage>(
+        &mut self,
+        registry: &Registry,
+        spool: &mut Spool<S>,
+        why: String,
+        now: Instant,
+    ) {
+        if let Some(mut s) = self.sock.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.session.reset();
+        self.rbuf.clear();
+        spool.rewind();
+        let wait = self.next_backoff();
+        log::warn!(
+            "mqtt {}: {why}; retrying in {} ms",
+            self.cfg.broker,
+            wait.as_millis()
+        );
+        self.last_error = why;
+        self.phase = Phase::Backoff { until: now + wait };
+    }
+
+    fn connect<S: Storage>(&mut self, registry: &Registry, spool: &mut Spool<S>, now: Instant) {
+        let addrs = match resolve(&self.cfg.broker) {
+            Ok(a) => a,
+            Err(e) => return self.fail(registry, spool, format!("cannot resolve: {e}"), now),
+        };
+        // Each attempt takes the next address, so an unreachable first address (an
+        // IPv6 one on an IPv4-only uplink) does not block the others.
+        let addr = addrs[self.addr_next % addrs.len()];
+        self.addr_next = self.addr_next.wrapping_add(1);
+        let login = match (&self.cfg.username, &self.cfg.password_file) {
+            (u, None) if u.is_empty() => None,
+            (u, None) => Some((u.clone(), String::new())),
+            (u, Some(p)) => match read_password(p) {
+                Ok(pw) => Some((u.clone(), pw)),
+                Err(e) => return self.fail(registry, spool, e, now),
+            },
+        };
+        self.session.set_login(login);
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                if let Err(e) =
+                    registry.register(&mut s, self.token, Interest::READABLE | Interest::WRITABLE)
+                {
+                    return self.fail(registry, spool, format!("register: {e}"), now);
+                }
+                log::debug!("mqtt: connecting to {addr}");
+                self.sock = Some(s);
+                self.phase = Phase::Connecting { since: now };
+            }
+            Err(e) => self.fail(registry, spool, format!("connect {addr}: {e}"), now),
+        }
+    }
+
+    /// Socket readiness.
+    pub fn handle_event<S: Storage>(
+        &mut self,
+        registry: &Registry,
+        spool: &mut Spool<S>,
+        readable: bool,
+        now: Instant,
+    ) {
+        if let Phase::Connecting { .. } = self.phase {
+            let Some(s) = self.sock.as_ref() else { return };
+            match s.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    return self.fail(registry, spool, format!("connect: {e}"), now);
+                }
+            }
+            match s.peer_addr() {
+                Ok(_) => {
+                    self.phase = Phase::Up;
+                    if let Err(e) = self.session.start(now) {
+                        return self.fail(registry, spool, e.to_string(), now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.fail(registry, spool, format!("connect: {e}"), now),
+            }
+        }
+        if self.phase == Phase::Up && readable {
+            if let Err(why) = self.read_input(spool, now) {
+                return self.fail(registry, spool, why, now);
+            }
+        }
+        self.pump(registry, spool, now);
+    }
+
+    fn read_input<S: Storage>(&mut self, spool: &mut Spool<S>, now: Instant) -> Result<(), String> {
+        let Some(s) = self.sock.as_mut() else {
+            return Ok(());
+        };
+        let mut buf = [0u8; 4096];
+        let mut closed = false;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&buf[..n]);
+                    if self.rbuf.len() > crate::mqtt::MAX_INCOMING_PACKET + buf.len() {
+                        return Err("broker sent an oversized packet".into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        let mut ups = Vec::new();
+        let r = self.session.handle_input(&mut self.rbuf, now, &mut ups);
+        for up in ups {
+            match up {
+                Up::Connected => {
+                    self.connects += 1;
+                    self.last_connect = Some(now);
+                    self.backoff = BACKOFF_MIN;
+                    self.last_error.clear();
+                    log::info!("mqtt: connected to {}", self.cfg.broker);
+                    let topic = self.status_topic();
+                    let p = self.status_payload("online");
+                    self.session
+                        .publish(&topic, p, true, false, None, now)
+                        .map_err(|e| e.to_string())?;
+                }
+                Up::Acked(Some(seq)) => {
+                    self.acked += 1;
+                    if let Err(e) = spool.ack(seq, now) {
+                        log::warn!("spool: ack of {seq}: {e}");
+                    }
+                }
+                Up::Acked(None) => {}
+            }
+        }
+        r.map_err(|e| e.to_string())?;
+        if closed {
+            return Err("broker closed the connection".into());
+        }
+        Ok(())
+    }
+
+    /// Moves records from the spool into the window, then writes what is queued.
+    fn pump<S: Storage>(&mut self, registry: &Registry, spool: &mut Spool<S>, now: Instant) {
+        if self.phase != Phase::Up {
+            return;
+        }
+        while !self.stopping
+            && self.session.window_open()
+            && self.session.output().len() < OUT_LIMIT_BYTES
+        {
+            let (seq, rendered) = match spool.read_next() {
+                Ok(Some((seq, payload))) => match event::decode(payload) {
+                    Ok(ev) => (
+                        seq,
+                        Some(render(
+                            &self.cfg.topic_prefix,
+                            &self.node,
+                            &self.stream_hex,
+                            seq,
+                            &ev,
+                        )),
+                    ),
+                    Err(e) => {
+                        log::warn!("spool record {seq}: {e}; not forwarded");
+                        (seq, None)
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("spool: {e}");
+                    break;
+                }
+            };
+            match rendered {
+                Some((topic, json)) => {
+                    let dup = seq <= self.max_sent_seq;
+                    if let Err(e) = self
+                        .session
+                        .publish(&topic, json, false, dup, Some(seq), now)
+                    {
+                        // A record the codec cannot carry: never deliverable, skip it.
+                        log::warn!("spool record {seq}: {e}; not forwarded");
+                        let _ = spool.ack(seq, now);
+                        continue;
+                    }
+                    self.max_sent_seq = self.max_sent_seq.max(seq);
+                    self.published += 1;
+                }
+                None => {
+                    let _ = spool.ack(seq, now);
+                }
+            }
+        }
+        if let Err(why) = self.write_out() {
+            self.fail(registry, spool, why, now);
+        }
+    }
+
+    fn write_out(&mut self) -> Result<(), String> {
+        let Some(s) = self.sock.as_mut() else {
+            return Ok(());
+        };
+        let out = self.session.output();
+        while !out.is_empty() {
+            match s.write(out) {
+                Ok(0) => return Err("write: connection closed".into()),
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deadlines: reconnect, connect timeout, keepalive; then publishes what the
+    /// spool has (records become readable when they are synced).
+    pub fn handle_timer<S: Storage>(
+        &mut self,
+        registry: &Registry,
+        spool: &mut Spool<S>,
+        now: Instant,
+    ) {
+        match self.phase {
+            Phase::Off => return,
+            Phase::Backoff { until } if now >= until && !self.stopping => {
+                self.connect(registry, spool, now)
+            }
+            Phase::Connecting { since } if now >= since + CONNECT_TIMEOUT => {
+                return self.fail(registry, spool, "connect timed out".into(), now);
+            }
+            Phase::Up => {
+                if let Err(e) = self.session.handle_timer(now) {
+                    let why = match e {
+                        SessionError::Silent => format!(
+                            "no answer from the broker within 1.5 x keepalive ({} s)",
+                            self.cfg.keepalive.as_secs()
+                        ),
+                        e => e.to_string(),
+                    };
+                    return self.fail(registry, spool, why, now);
+                }
+            }
+            _ => {}
+        }
+        self.pump(registry, spool, now);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Off => None,
+            Phase::Backoff { until } => (!self.stopping).then_some(until),
+            Phase::Connecting { since } => Some(since + CONNECT_TIMEOUT),
+            Phase::Up => self.session.poll_timeout(),
+        }
+    }
+
+    /// Clean shutdown, first step: stop reading the spool, publish `offline`.
+    pub fn begin_stop<S: Storage>(
+        &mut self,
+        registry: &Registry,
+        spool: &mut Spool<S>,
+        now: Instant,
+    ) {
+        self.stopping = true;
+        if self.session.is_connected() {
+            let topic = self.status_topic();
+            let p = self.status_payload("offline");
+            if self
+                .session
+                .publish(&topic, p, true, false, None, now)
+                .is_ok()
+            {
+                self.pump(registry, spool, now);
+            }
+        }
+    }
+
+    /// Clean shutdown, last step: true once nothing is in flight (then DISCONNECT
+    /// is sent and the socket closed) or there is no session.
+    pub fn try_finish(&mut self, registry: &Registry) -> bool {
+        if self.phase == Phase::Up && self.session.is_connected() {
+            if self.session.inflight() > 0 {
+                return false;
+            }
+            self.session.disconnect(Instant::now());
+            let _ = self.write_out();
+            log::info!("mqtt: disconnected");
+        }
+        if let Some(mut s) = self.sock.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.phase = Phase::Off;
+        true
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.session.inflight()
+    }
+
+    /// The `mqtt_*` lines of `crd status`.
+    pub fn status(&self, s: &mut String, now: Instant) {
+        let state = match self.phase {
+            Phase::Off if self.cfg.broker.is_empty() => "off (no broker configured)",
+            Phase::Off => "stopped",
+            Phase::Backoff { .. } => "waiting to reconnect",
+            Phase::Connecting { .. } => "connecting",
+            Phase::Up if self.session.is_connected() => "connected",
+            Phase::Up => "awaiting CONNACK",
+        };
+        let _ = writeln!(s, "mqtt_broker: {}", self.cfg.broker);
+        let _ = writeln!(s, "mqtt_state: {state}");
+        let last = self
+            .last_connect
+            .map(|t| format!("{}s ago", now.saturating_duration_since(t).as_secs()))
+            .unwrap_or_else(|| "never".into());
+        let _ = writeln!(s, "mqtt_last_connect: {last}");
+        let _ = writeln!(s, "mqtt_connects: {}", self.connects);
+        let _ = writeln!(s, "mqtt_inflight: {}", self.session.inflight());
+        let _ = writeln!(s, "mqtt_published: {}", self.published);
+        let _ = writeln!(s, "mqtt_acked: {}", self.acked);
+        if !self.last_error.is_empty() {
+            let _ = writeln!(s, "mqtt_last_error: {}", self.last_error);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_emits_render_to_their_topics_as_json() {
+        let ev = Event {
+            ts_ms: 5,
+            module: "Disk".into(),
+            kind: Kind::Fired,
+            code: 0,
+            dur_ms: 7,
+            out: "97% \"full\"".into(),
+        };
+        let (t, j) = render("crd", "r1", "00000000000000ab", 42, &ev);
+        assert_eq!(t, "crd/r1/event/Disk");
+        assert_eq!(
+            String::from_utf8(j).unwrap(),
+            r#"{"node":"r1","stream":"00000000000000ab","seq":42,"ts":5,"module":"Disk","kind":"fired","code":0,"dur_ms":7,"out":"97% \"full\""}"#
+        );
+        let em = Event {
+            kind: Kind::Emit,
+            module: "alerts/wan".into(),
+            out: "down".into(),
+            ..ev
+        };
+        let (t, j) = render("fleet/eu", "r1", "ab", 43, &em);
+        assert_eq!(t, "fleet/eu/r1/alerts/wan");
+        let j = String::from_utf8(j).unwrap();
+        assert!(
+            j.contains(r#""kind":"emit""#)
+                && j.contains(r#""message":"down""#)
+                && !j.contains("\"out\""),
+            "{j}"
+        );
+    }
+
+    #[test]
+    fn broker_addresses() {
+        assert_eq!(
+            resolve("127.0.0.1:1884").unwrap(),
+            vec!["127.0.0.1:1884".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve("127.0.0.1").unwrap(),
+            vec!["127.0.0.1:1883".parse().unwrap()]
+        );
+        assert_eq!(
+            resolve("[::1]:1884").unwrap(),
+            vec!["[::1]:1884".parse().unwrap()]
+        );
+        assert_eq!(resolve("::1").unwrap(), vec!["[::1]:1883".parse().unwrap()]);
+        assert!(
+            resolve("localhost:1885")
+                .unwrap()
+                .iter()
+                .all(|a| a.port() == 1885)
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_bounded_jitter() {
+        let now = Instant::now();
+        let cfg = MqttSettings {
+            broker: "127.0.0.1:1".into(),
+            ..MqttSettings::default()
+        };
+        let mut f = Forwarder::new(cfg, "r1", 1, Token(9), now);
+        let mut base = BACKOFF_MIN;
+        for _ in 0..10 {
+            let d = f.next_backoff();
+            assert!(
+                d >= base * 3 / 4 && d <= base * 5 / 4,
+                "{d:?} around {base:?}"
+            );
+            base = (base * 2).min(BACKOFF_MAX);
+        }
+        assert_eq!(f.backoff, BACKOFF_MAX);
+    }
+}
