@@ -309,8 +309,8 @@ fn an_unknown_spool_version_is_refused_with_a_clear_message() {
     // A version-9 header with a valid CRC, as a future crd would write it.
     let mut b = std::fs::read(&seg).unwrap();
     b[4..6].copy_from_slice(&9u16.to_be_bytes());
-    let crc = crd::spool::format::crc32c(&b[0..24]);
-    b[24..28].copy_from_slice(&crc.to_be_bytes());
+    let crc = crd::spool::format::crc32c(&b[0..32]);
+    b[32..36].copy_from_slice(&crc.to_be_bytes());
     std::fs::write(&seg, &b).unwrap();
     let (code, _, err) = sb.run(&[]);
     assert_eq!(code, 1);

@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
         let first = 1 + 50 * i as u64;
         let mut file = Vec::new();
         if flags & 1 == 0 {
-            file.extend_from_slice(&SegmentHeader { stream: STREAM, first_seq: first }.encode());
+            file.extend_from_slice(&SegmentHeader { stream: STREAM, first_seq: first, prev_last: first - 1 }.encode());
         }
         file.extend_from_slice(body);
         st.put(&format::segment_name(first), &file);

@@ -8,11 +8,14 @@
 //! Segment file `seg-<first_seq as 16 hex digits>.q`:
 //!
 //! ```text
-//! segment header, 28 bytes
-//!  0       4      6      8              16             24      28
-//!  +-------+------+------+--------------+--------------+-------+
-//!  | "CRDq"| ver  | 0    | stream (u64) | first_seq    | crc32c|   crc over bytes 0..24
-//!  +-------+------+------+--------------+--------------+-------+
+//! segment header, 36 bytes
+//!  0       4      6      8              16             24             32      36
+//!  +-------+------+------+--------------+--------------+--------------+-------+
+//!  | "CRDq"| ver  | 0    | stream (u64) | first_seq    | prev_last    | crc32c|  crc over 0..32
+//!  +-------+------+------+--------------+--------------+--------------+-------+
+//! prev_last: the last seq of the previous segment when this one was created, so a
+//! sealed segment's end is known without reading it, also across the seq jump a
+//! crash leaves (records are contiguous within a segment).
 //! then records, back to back:
 //!  0      2          6              14       18
 //!  +------+----------+--------------+--------+--------------------+
@@ -40,7 +43,7 @@ pub const VERSION: u16 = 1;
 pub const SEGMENT_MAGIC: [u8; 4] = *b"CRDq";
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"CRDc";
 pub const RECORD_MAGIC: [u8; 2] = [0xC5, 0xD1];
-pub const SEGMENT_HEADER_BYTES: usize = 28;
+pub const SEGMENT_HEADER_BYTES: usize = 36;
 pub const RECORD_HEADER_BYTES: usize = 18;
 pub const CHECKPOINT_SLOT_BYTES: usize = 48;
 /// Hard ceiling on a record's payload, whatever `MAX_RECORD_BYTES` is configured to:
@@ -101,6 +104,8 @@ fn be64(b: &[u8]) -> u64 {
 pub struct SegmentHeader {
     pub stream: u64,
     pub first_seq: u64,
+    /// Last seq in the previous segment (`first_seq - 1` unless a crash jumped).
+    pub prev_last: u64,
 }
 
 /// Why a segment header was not accepted.
@@ -121,8 +126,9 @@ impl SegmentHeader {
         b[4..6].copy_from_slice(&VERSION.to_be_bytes());
         b[8..16].copy_from_slice(&self.stream.to_be_bytes());
         b[16..24].copy_from_slice(&self.first_seq.to_be_bytes());
-        let crc = crc32c(&b[0..24]);
-        b[24..28].copy_from_slice(&crc.to_be_bytes());
+        b[24..32].copy_from_slice(&self.prev_last.to_be_bytes());
+        let crc = crc32c(&b[0..32]);
+        b[32..36].copy_from_slice(&crc.to_be_bytes());
         b
     }
 
@@ -130,17 +136,22 @@ impl SegmentHeader {
         if b.len() < SEGMENT_HEADER_BYTES {
             return Err(HeaderError::Short);
         }
-        if b[0..4] != SEGMENT_MAGIC || crc32c(&b[0..24]) != be32(&b[24..28]) {
+        if b[0..4] != SEGMENT_MAGIC || crc32c(&b[0..32]) != be32(&b[32..36]) {
             return Err(HeaderError::Corrupt);
         }
         let v = be16(&b[4..6]);
         if v != VERSION {
             return Err(HeaderError::Version(v));
         }
-        Ok(SegmentHeader {
+        let h = SegmentHeader {
             stream: be64(&b[8..16]),
             first_seq: be64(&b[16..24]),
-        })
+            prev_last: be64(&b[24..32]),
+        };
+        if h.first_seq == 0 || h.first_seq > MAX_SEQ || h.prev_last >= h.first_seq {
+            return Err(HeaderError::Corrupt);
+        }
+        Ok(h)
     }
 }
 
@@ -299,6 +310,7 @@ mod tests {
         let h = SegmentHeader {
             stream: 0x0102_0304_0506_0708,
             first_seq: 42,
+            prev_last: 40,
         };
         let b = h.encode();
         assert_eq!(&b[0..8], b"CRDq\x00\x01\x00\x00");
@@ -308,15 +320,22 @@ mod tests {
             "big-endian on every host"
         );
         assert_eq!(&b[16..24], &[0, 0, 0, 0, 0, 0, 0, 42]);
+        assert_eq!(&b[24..32], &[0, 0, 0, 0, 0, 0, 0, 40]);
         assert_eq!(SegmentHeader::decode(&b), Ok(h));
-        assert_eq!(SegmentHeader::decode(&b[..27]), Err(HeaderError::Short));
+        assert_eq!(SegmentHeader::decode(&b[..35]), Err(HeaderError::Short));
+        let odd = SegmentHeader { prev_last: 42, ..h }.encode();
+        assert_eq!(
+            SegmentHeader::decode(&odd),
+            Err(HeaderError::Corrupt),
+            "prev_last >= first_seq"
+        );
         let mut bad = b;
         bad[9] ^= 1;
         assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Corrupt));
         let mut v2 = b;
         v2[5] = 2;
-        let crc = crc32c(&v2[0..24]);
-        v2[24..28].copy_from_slice(&crc.to_be_bytes());
+        let crc = crc32c(&v2[0..32]);
+        v2[32..36].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(SegmentHeader::decode(&v2), Err(HeaderError::Version(2)));
     }
 

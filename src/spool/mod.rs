@@ -171,8 +171,11 @@ struct Seg {
     name: String,
     /// Bytes in the file (header included), as far as written.
     bytes: u64,
-    /// Highest seq in the segment (first_seq - 1 while it holds none).
+    /// Highest seq in the segment (first_seq - 1 while it holds none). Seqs are
+    /// contiguous within a segment: a crash's seq jump starts a new one.
     last_seq: u64,
+    /// From the header: the previous segment's last seq.
+    prev_last: u64,
 }
 
 /// What recovery found, for the log.
@@ -316,12 +319,14 @@ impl<S: Storage> Spool<S> {
                 .st
                 .read_at(&name, 0, &mut hb)
                 .map_err(io_err(name.clone()))?;
+            let mut prev_last = first - 1;
             match SegmentHeader::decode(&hb[..n]) {
                 Ok(h) => {
                     if *stream.get_or_insert(h.stream) != h.stream || h.first_seq != first {
                         rec.ignored_files.push(name);
                         continue;
                     }
+                    prev_last = h.prev_last;
                 }
                 Err(HeaderError::Version(v)) => {
                     return Err(SpoolError::Version {
@@ -349,14 +354,17 @@ impl<S: Storage> Spool<S> {
                 first_seq: first,
                 name,
                 bytes: len,
-                last_seq: first.saturating_sub(1),
+                last_seq: first - 1,
+                prev_last,
             });
         }
         rec.new_stream = stream.is_none();
         self.stream = stream.unwrap_or_else(new_stream);
-        // Sealed segments end where the next begins.
+        // A sealed segment ends where the next one's header says (before its
+        // first seq, unless a crash jumped the numbering).
         for i in 0..self.segs.len().saturating_sub(1) {
-            self.segs[i].last_seq = self.segs[i + 1].first_seq - 1;
+            let (first, next) = (self.segs[i].first_seq, &self.segs[i + 1]);
+            self.segs[i].last_seq = next.prev_last.clamp(first - 1, next.first_seq - 1);
         }
         // The newest segment: find its last valid record, cut a torn tail.
         if let Some(active) = self.segs.back().cloned() {
@@ -394,6 +402,16 @@ impl<S: Storage> Spool<S> {
         self.stats.truncated = rec.truncated_bytes;
         if !self.read_only {
             self.delete_acked_segments()?;
+            // After a crash the numbering resumes above the reservation: in a new
+            // segment, so seqs stay contiguous within each segment.
+            if self
+                .segs
+                .back()
+                .is_some_and(|a| self.next_seq > a.last_seq + 1)
+            {
+                self.create_segment()
+                    .map_err(io_err("creating a segment"))?;
+            }
             if self.segs.is_empty() {
                 self.create_segment()
                     .map_err(io_err("creating a segment"))?;
@@ -506,7 +524,9 @@ impl<S: Storage> Spool<S> {
     fn create_segment(&mut self) -> io::Result<()> {
         let first = self.next_seq;
         let name = format::segment_name(first);
+        let prev_last = self.segs.back().map_or(first - 1, |s| s.last_seq);
         let header = SegmentHeader {
+            prev_last,
             stream: self.stream,
             first_seq: first,
         }
@@ -520,6 +540,7 @@ impl<S: Storage> Spool<S> {
             name,
             bytes: header.len() as u64,
             last_seq: first - 1,
+            prev_last,
         });
         self.synced_len = header.len() as u64;
         self.unsynced.clear();
@@ -945,7 +966,15 @@ impl<S: Storage> Spool<S> {
     }
     /// Records appended and not yet acknowledged.
     pub fn depth(&self) -> u64 {
-        self.next_seq - 1 - self.acked
+        // Seqs are contiguous within a segment; count each one's part above the
+        // watermark (gaps between segments hold no records).
+        self.segs
+            .iter()
+            .map(|g| {
+                let lo = g.first_seq.max(self.acked + 1);
+                (g.last_seq + 1).saturating_sub(lo)
+            })
+            .sum()
     }
     pub fn bytes(&self) -> u64 {
         self.total_bytes()

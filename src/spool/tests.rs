@@ -202,6 +202,11 @@ fn model_test_random_operations_against_a_queue() {
                     sp.rewind();
                 }
             }
+            assert_eq!(
+                sp.depth(),
+                model.len() as u64,
+                "seed {seed}: depth counts records, not seqs"
+            );
         }
         dropped_total += sp.stats().dropped;
     }
@@ -721,11 +726,12 @@ fn an_unknown_format_version_is_refused_with_a_clear_message() {
     let mut h = format::SegmentHeader {
         stream: 1,
         first_seq: 1,
+        prev_last: 0,
     }
     .encode();
     h[5] = 9;
-    let crc = format::crc32c(&h[0..24]);
-    h[24..28].copy_from_slice(&crc.to_be_bytes());
+    let crc = format::crc32c(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_be_bytes());
     st.put("seg-0000000000000001.q", &h);
     let err = match Spool::open(st, small(), || 1, false) {
         Err(e) => e.to_string(),
@@ -747,6 +753,7 @@ fn recovery_never_panics_on_random_bytes() {
         let mut seg = format::SegmentHeader {
             stream: 3,
             first_seq: 1,
+            prev_last: 0,
         }
         .encode()
         .to_vec();
@@ -881,9 +888,19 @@ fn a_power_cut_never_gives_a_seq_twice_and_acks_cross_the_gap() {
     sp.sync(now).unwrap();
     let got: Vec<u64> = read_all(&mut sp).into_iter().map(|r| r.0).collect();
     assert_eq!(got, vec![1, next]);
+    assert_eq!(sp.depth(), 2, "the gap holds no records");
+    sp.close(now).unwrap();
+    let (mut sp, _) = reopen(sp, small());
+    assert_eq!(
+        sp.depth(),
+        2,
+        "and after a reopen, from the segment headers"
+    );
+    assert_eq!(read_all(&mut sp).len(), 2);
     sp.ack(1, now).unwrap();
     sp.ack(next, now).unwrap();
     assert_eq!(sp.acked(), next, "the watermark crosses the gap");
+    assert_eq!(sp.depth(), 0);
     sp.close(now).unwrap();
     // A clean shutdown leaves no gap.
     let (mut sp, _) = reopen(sp, small());

@@ -275,3 +275,177 @@ pub fn count_lines(p: &Path) -> usize {
         .map(|s| s.lines().count())
         .unwrap_or(0)
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the test to use).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real mosquitto on 127.0.0.1, with its own config and persistence in `dir`;
+/// stopped (SIGTERM, which saves its state) on drop or by `stop`.
+pub struct Broker {
+    pub port: u16,
+    dir: PathBuf,
+    extra: String,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start(dir: &Path, extra: &str) -> Broker {
+        Broker::start_on(dir, extra, free_port())
+    }
+
+    pub fn start_on(dir: &Path, extra: &str, port: u16) -> Broker {
+        let mut b = Broker {
+            port,
+            dir: dir.to_path_buf(),
+            extra: extra.to_string(),
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    /// Starts (again) on the same port, with the persisted state.
+    pub fn restart(&mut self) {
+        self.stop();
+        fs::create_dir_all(&self.dir).unwrap();
+        // Started as root, mosquitto runs as its own user: let it write its state.
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let conf = self.dir.join("mosquitto.conf");
+        fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\npersistence true\npersistence_location {}/\n\
+                 max_queued_messages 0\n{}\n",
+                self.port,
+                self.dir.display(),
+                if self.extra.is_empty() {
+                    "allow_anonymous true"
+                } else {
+                    &self.extra
+                }
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(self.dir.join("mosquitto.log")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto (Debian package `mosquitto`) must be installed");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "mosquitto did not listen on {port}"
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = crd::sys::kill_pid(c.id(), libc::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `mosquitto_sub -v` on `topic` at QoS 1 with a persistent session (`id`), its
+/// lines appended to a file; restarts itself if it exits (broker restarts).
+pub struct Subscriber {
+    child: Option<Child>,
+    args: Vec<String>,
+    pub out: PathBuf,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, topic: &str, id: &str, out: &Path) -> Subscriber {
+        let args = vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-t".into(),
+            topic.into(),
+            "-q".into(),
+            "1".into(),
+            "-c".into(),
+            "-i".into(),
+            id.into(),
+            "-v".into(),
+        ];
+        let mut s = Subscriber {
+            child: None,
+            args,
+            out: out.to_path_buf(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.out)
+            .unwrap();
+        self.child = Some(
+            Command::new("mosquitto_sub")
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(f)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto_sub (Debian package `mosquitto-clients`) must be installed"),
+        );
+        // Give it time to subscribe before anything is published.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Restarts the client if it exited (it does when its broker goes away).
+    pub fn keep_alive(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if c.try_wait().unwrap().is_some() {
+                self.spawn();
+            }
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

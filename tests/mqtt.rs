@@ -1,0 +1,355 @@
+//! Store and forward against a real mosquitto started by each test on a free
+//! loopback port: events as JSON on their topics, emits spooled while the broker is
+//! down and crd is SIGKILLed, a broker restart mid-stream, a broker that accepts TCP
+//! but never answers, retained status and the will, and a broker with passwords.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// (topic, JSON) of a `mosquitto_sub -v` line.
+fn parse(line: &str) -> (String, serde_json::Value) {
+    let (t, j) = line.split_once(' ').expect("topic and payload");
+    (
+        t.to_string(),
+        serde_json::from_str(j).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Seqs received on `topic`, in arrival order.
+fn seqs(sub: &Subscriber, topic: &str) -> Vec<u64> {
+    sub.lines()
+        .iter()
+        .map(|l| parse(l))
+        .filter(|(t, _)| t == topic)
+        .filter_map(|(_, j)| j["seq"].as_u64())
+        .collect()
+}
+
+fn stop(mut d: Daemon) {
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait_exit(LONG).expect("crd stops").success(),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn events_arrive_as_json_and_status_is_online_then_offline() {
+    let sb = Sandbox::new("mq-events");
+    let broker = Broker::start(&sb.path("broker"), "");
+    let sub = Subscriber::start(broker.port, "crd/#", "t-events", &sb.path("sub.txt"));
+    sb.module("Full", "echo 97% used", Some("echo cleaned"));
+    sb.config(&format!(
+        "interval = 1\nbroker = {}\nspool_sync_interval = 100ms",
+        broker.addr()
+    ));
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || sub
+            .lines()
+            .iter()
+            .any(|l| l.contains("\"kind\":\"response\""))),
+        "{:?}\n{}",
+        sub.lines(),
+        d.log()
+    );
+    let lines = sub.lines();
+    let (t, j) = parse(
+        lines
+            .iter()
+            .find(|l| l.contains("\"kind\":\"fired\""))
+            .unwrap(),
+    );
+    assert_eq!(t, "crd/testnode/event/Full");
+    assert_eq!(j["node"], "testnode");
+    assert_eq!(j["module"], "Full");
+    assert_eq!(j["code"], 0);
+    assert_eq!(j["out"], "97% used");
+    assert_eq!(j["stream"].as_str().unwrap().len(), 16);
+    assert!(j["seq"].as_u64().unwrap() >= 1 && j["ts"].as_u64().unwrap() > 1_600_000_000_000);
+    let (t, j) = parse(&lines[0]);
+    assert_eq!(
+        (t.as_str(), j["state"].as_str()),
+        ("crd/testnode/status", Some("online"))
+    );
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+    let s = d.status();
+    assert!(s.contains("mqtt_state: connected"), "{s}");
+    assert!(stat_of(&s, "mqtt_acked") >= 2, "{s}");
+    // An emit goes to <prefix>/<node>/<suffix>.
+    assert_eq!(sb.run(&["emit", "alerts/disk", "full"]).0, 0);
+    assert!(wait_for(LONG, || sub
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("crd/testnode/alerts/disk "))));
+    stop(d);
+    assert!(
+        wait_for(LONG, || sub
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("\"state\":\"offline\""))),
+        "clean shutdown publishes offline: {:?}",
+        sub.lines()
+    );
+}
+
+#[test]
+fn ten_thousand_emits_survive_broker_down_and_sigkill_in_order() {
+    let sb = Sandbox::new("mq-backlog");
+    let port = free_port();
+    sb.config(&format!("broker = 127.0.0.1:{port}\nmax_inflight = 20"));
+    let d = sb.start();
+    // 10,000 emits from 4 clients while no broker listens.
+    let total = 10_000;
+    let conf = sb.conf();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let conf = conf.clone();
+            std::thread::spawn(move || {
+                for i in 0..total / 4 {
+                    let (code, _, err) =
+                        run_to_end(crd_command(&conf, &["emit", "bulk", &format!("{w}-{i}")]));
+                    assert_eq!(code, 0, "{err}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let s = d.status();
+    assert_eq!(stat_of(&s, "spool_depth"), total as u64, "{s}");
+    let mut d = d;
+    d.signal(libc::SIGKILL);
+    d.wait_exit(LONG).unwrap();
+    drop(d);
+    // The broker comes up on that port, then crd again: everything arrives.
+    let _broker = Broker::start_on(&sb.path("broker"), "", port);
+    let sub = Subscriber::start(port, "crd/testnode/bulk", "t-backlog", &sb.path("sub.txt"));
+    let d = sb.start();
+    assert!(
+        wait_for(Duration::from_secs(120), || seqs(&sub, "crd/testnode/bulk")
+            .len()
+            >= total),
+        "got {} of {total}\n{}",
+        seqs(&sub, "crd/testnode/bulk").len(),
+        d.status()
+    );
+    let got = seqs(&sub, "crd/testnode/bulk");
+    let distinct: std::collections::BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(distinct.len(), total, "every emit arrived");
+    assert_eq!(*distinct.iter().next().unwrap(), 1);
+    assert_eq!(*distinct.iter().last().unwrap(), total as u64);
+    // In seq order: no message older than one already seen, except resends of the
+    // window after a reconnect (none expected here).
+    let dups = got.len() - distinct.len();
+    assert!(dups <= 20, "{dups} duplicates, more than the window");
+    assert!(
+        got.windows(2).all(|w| w[1] > w[0] || w[0] - w[1] <= 20),
+        "in seq order"
+    );
+    assert!(
+        wait_for(LONG, || stat_of(&d.status(), "spool_depth") == 0),
+        "{}",
+        d.status()
+    );
+    stop(d);
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    let sb = Sandbox::new("mq-restart");
+    let mut broker = Broker::start(&sb.path("broker"), "");
+    let mut sub = Subscriber::start(
+        broker.port,
+        "crd/testnode/stream",
+        "t-restart",
+        &sb.path("sub.txt"),
+    );
+    sb.config(&format!(
+        "broker = {}\nspool_sync_interval = 50ms",
+        broker.addr()
+    ));
+    let d = sb.start();
+    assert!(wait_for(LONG, || d
+        .status()
+        .contains("mqtt_state: connected")));
+    let mut n = 0u64;
+    for round in 0..3 {
+        for _ in 0..150 {
+            n += 1;
+            assert_eq!(sb.run(&["emit", "stream", &n.to_string()]).0, 0);
+        }
+        if round < 2 {
+            broker.restart();
+            sub.keep_alive();
+            assert!(
+                wait_for(LONG, || stat_of(&d.status(), "mqtt_connects") >= round + 2),
+                "reconnected after restart {round}: {}",
+                d.status()
+            );
+        }
+    }
+    assert!(
+        wait_for(Duration::from_secs(90), || {
+            sub.keep_alive();
+            seqs(&sub, "crd/testnode/stream")
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as u64
+                >= n
+        }),
+        "got {:?}\n{}",
+        seqs(&sub, "crd/testnode/stream").len(),
+        d.status()
+    );
+    let s = d.status();
+    assert!(stat_of(&s, "mqtt_connects") >= 3, "{s}");
+    stop(d);
+}
+
+/// A TCP proxy to `to` that forwards until `mute` is set, then swallows everything
+/// in both directions while keeping the connection open (a half-open broker).
+fn proxy(to: u16, mute: Arc<AtomicBool>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().take(8) {
+            let Ok(c) = c else { return };
+            let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
+                return;
+            };
+            for (mut from, mut into) in [(c.try_clone().unwrap(), b.try_clone().unwrap()), (b, c)] {
+                let mute = mute.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if !mute.load(Ordering::SeqCst) && into.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_silent_broker_is_detected_within_one_and_a_half_keepalives_and_left() {
+    let sb = Sandbox::new("mq-silent");
+    let broker = Broker::start(&sb.path("broker"), "");
+    let mute = Arc::new(AtomicBool::new(false));
+    let port = proxy(broker.port, mute.clone());
+    sb.config(&format!("broker = 127.0.0.1:{port}\nkeepalive = 2s"));
+    let d = sb.start();
+    assert!(wait_for(LONG, || d
+        .status()
+        .contains("mqtt_state: connected")));
+    mute.store(true, Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    assert!(
+        wait_for(LONG, || d
+            .log()
+            .contains("no answer from the broker within 1.5 x keepalive")),
+        "{}",
+        d.log()
+    );
+    // Detection within 1.5 x keepalive of the last answer (plus scheduling slack).
+    assert!(
+        t.elapsed() <= Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    mute.store(false, Ordering::SeqCst);
+    assert!(
+        wait_for(LONG, || stat_of(&d.status(), "mqtt_connects") >= 2),
+        "reconnected after the silent broker: {}",
+        d.status()
+    );
+    // While muted and reconnecting the loop stayed idle: no busy polling.
+    let s = d.status();
+    assert!(stat_of(&s, "wakeups") < 200, "{s}");
+    stop(d);
+}
+
+#[test]
+fn the_will_says_offline_after_sigkill() {
+    let sb = Sandbox::new("mq-will");
+    let broker = Broker::start(&sb.path("broker"), "");
+    sb.config(&format!("broker = {}", broker.addr()));
+    let mut d = sb.start();
+    assert!(wait_for(LONG, || d
+        .status()
+        .contains("mqtt_state: connected")));
+    d.signal(libc::SIGKILL);
+    d.wait_exit(LONG).unwrap();
+    // A new subscriber gets the retained status: the will, offline.
+    let (code, out, err) = run_to_end({
+        let mut c = std::process::Command::new("mosquitto_sub");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "crd/testnode/status",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ]);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"state\":\"offline\""), "{out}");
+}
+
+#[test]
+fn username_and_password_file() {
+    let sb = Sandbox::new("mq-auth");
+    let pw = sb.path("broker-pw");
+    let (code, _, err) = run_to_end({
+        let mut c = std::process::Command::new("mosquitto_passwd");
+        c.arg("-b").arg("-c").arg(&pw).args(["edge", "s3cret"]);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+    let broker = Broker::start(
+        &sb.path("broker"),
+        &format!("allow_anonymous false\npassword_file {}", pw.display()),
+    );
+    std::fs::write(sb.path("pw"), "wrong\n").unwrap();
+    sb.config(&format!(
+        "broker = {}\nusername = edge\npassword_file = {}",
+        broker.addr(),
+        sb.path("pw").display()
+    ));
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || d.log().contains("broker refused the connection")),
+        "{}",
+        d.log()
+    );
+    // The password file is read for each attempt: fixing it is enough.
+    std::fs::write(sb.path("pw"), "s3cret\n").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(90), || d
+            .status()
+            .contains("mqtt_state: connected")),
+        "{}",
+        d.status()
+    );
+    stop(d);
+}
