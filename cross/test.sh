@@ -1,8 +1,9 @@
 #!/bin/sh
 # cross/test.sh [BOARD...]: runs a subset of the integration tests against each
 # board's binary under its qemu-user runner (default: ath79, the big-endian one,
-# mt7621 and ipq40xx). The tests take the binary from CRD_BIN and put CRD_RUNNER in
-# front of it; the modules they run are the host's /bin/sh scripts.
+# mt7621 and ipq40xx), events reaching a real mosquitto included. The tests take
+# the binary from CRD_BIN and put CRD_RUNNER in front of it; the modules they run
+# are the host's /bin/sh scripts.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -gt 0 ] || set -- ath79 mt7621 ipq40xx
@@ -54,6 +55,10 @@ for board in "$@"; do
         emit_records_messages_from_arguments_and_stdin \
         sigkill_while_emitting_loses_no_acknowledged_emit \
         an_unknown_spool_version_is_refused_with_a_clear_message
+    CRD_BIN="$top/dist/$board/crd" CRD_RUNNER="$QEMU" \
+        cargo test --quiet --locked --test mqtt -- \
+        events_arrive_as_json_and_status_is_online_then_offline \
+        a_broker_restart_mid_stream_loses_nothing
     # The spool format is byte-order free: a spool written by the host binary
     # reads the same on the board, and the other way round.
     host="$top/target/debug/crd"
