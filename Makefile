@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size bench bench-spool soak fuzz clean \
+.PHONY: all build run status test lint unit size bench bench-spool bench-mqtt soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -50,7 +50,7 @@ test-cross:
 
 test: lint unit size test-cross
 
-bench: bench-spool
+bench: bench-spool bench-mqtt
 	python3 bench/bench.py
 
 # The spool's budgets: append throughput, fsyncs per 1000 events, recovery time,
@@ -58,6 +58,12 @@ bench: bench-spool
 bench-spool:
 	cross/build.sh x86_64 >/dev/null
 	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench spool
+
+# Forwarding: drain rate against mosquitto_pub -q 1 -l, idle wake-ups with the
+# broker connected, RSS draining a 64 MiB backlog (needs mosquitto, ~2 minutes).
+bench-mqtt:
+	cross/build.sh x86_64 >/dev/null
+	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench mqtt
 
 # crd at 50 modules x 1 s for SOAK_SECONDS (default an hour), VmRSS every 5 minutes.
 soak:

@@ -101,6 +101,44 @@ pub fn encode(ev: &Event, max: usize) -> Option<Vec<u8>> {
     (buf.len() <= max).then_some(buf)
 }
 
+/// An event decoded in place from a spool payload (no allocation): the
+/// forwarder's view. Same fields, same postcard layout as `Event`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct EventRef<'a> {
+    pub ts_ms: u64,
+    pub module: &'a str,
+    pub kind: Kind,
+    pub code: i32,
+    pub dur_ms: u32,
+    pub out: &'a str,
+}
+
+impl Event {
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            ts_ms: self.ts_ms,
+            module: &self.module,
+            kind: self.kind,
+            code: self.code,
+            dur_ms: self.dur_ms,
+            out: &self.out,
+        }
+    }
+}
+
+/// Decodes a spool payload without copying its strings.
+pub fn decode_ref(payload: &[u8]) -> Result<EventRef<'_>, String> {
+    match payload.split_first() {
+        Some((&PAYLOAD_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| format!("bad event payload: {e}"))
+        }
+        Some((v, _)) => Err(format!(
+            "event payload version {v}, this crd reads {PAYLOAD_VERSION}"
+        )),
+        None => Err("empty event payload".into()),
+    }
+}
+
 /// Decodes a spool payload.
 pub fn decode(payload: &[u8]) -> Result<Event, String> {
     match payload.split_first() {
@@ -141,7 +179,12 @@ mod tests {
                 b'h', b'i'
             ]
         );
-        assert_eq!(decode(&b), Ok(e));
+        assert_eq!(decode(&b), Ok(e.clone()));
+        assert_eq!(
+            decode_ref(&b),
+            Ok(e.as_ref()),
+            "the borrowed view reads the same bytes"
+        );
         let emit = Event {
             kind: Kind::Emit,
             code: -3,

@@ -9,7 +9,7 @@
 //! in `poll_timeout`, so a dead or slow broker never makes crd spin.
 
 use crate::config::MqttSettings;
-use crate::event::{self, Event, Kind};
+use crate::event::{self, Event, EventRef, Kind};
 use crate::mqtt::{Session, SessionConfig, SessionError, Up};
 use crate::spool::Spool;
 use crate::spool::storage::Storage;
@@ -70,6 +70,9 @@ pub struct Forwarder {
     connects: u64,
     last_connect: Option<Instant>,
     last_error: String,
+    /// Reused per record: the topic and the JSON payload being sent.
+    topic_buf: String,
+    json_buf: Vec<u8>,
 }
 
 #[derive(Serialize)]
@@ -105,25 +108,48 @@ pub fn render(
     seq: u64,
     ev: &Event,
 ) -> (String, Vec<u8>) {
+    let (mut topic, mut json) = (String::new(), Vec::new());
+    render_into(
+        prefix,
+        node,
+        stream_hex,
+        seq,
+        &ev.as_ref(),
+        &mut topic,
+        &mut json,
+    );
+    (topic, json)
+}
+
+/// `render` into reused buffers (cleared first): no allocation per record once
+/// they have grown.
+pub fn render_into(
+    prefix: &str,
+    node: &str,
+    stream_hex: &str,
+    seq: u64,
+    ev: &EventRef<'_>,
+    topic: &mut String,
+    json: &mut Vec<u8>,
+) {
     let emit = ev.kind == Kind::Emit;
-    let topic = if emit {
-        format!("{prefix}/{node}/{}", ev.module)
-    } else {
-        format!("{prefix}/{node}/event/{}", ev.module)
-    };
+    topic.clear();
+    let level = if emit { "" } else { "event/" };
+    let _ = write!(topic, "{prefix}/{node}/{level}{}", ev.module);
     let w = Wire {
         node,
         stream: stream_hex,
         seq,
         ts: ev.ts_ms,
-        module: &ev.module,
+        module: ev.module,
         kind: ev.kind.as_str(),
         code: ev.code,
         dur_ms: ev.dur_ms,
-        out: (!emit).then_some(ev.out.as_str()),
-        message: emit.then_some(ev.out.as_str()),
+        out: (!emit).then_some(ev.out),
+        message: emit.then_some(ev.out),
     };
-    (topic, serde_json::to_vec(&w).unwrap_or_default())
+    json.clear();
+    let _ = serde_json::to_writer(&mut *json, &w);
 }
 
 /// `host:port`, `[v6]:port`, `v6` or `host` (port 1883) resolved to addresses.
@@ -218,6 +244,8 @@ impl Forwarder {
             connects: 0,
             last_connect: None,
             last_error: String::new(),
+            topic_buf: String::new(),
+            json_buf: Vec::new(),
             cfg,
         }
     }
@@ -301,6 +329,8 @@ impl Forwarder {
                 {
                     return self.fail(registry, spool, format!("register: {e}"), now);
                 }
+                // Publishes and PUBACKs are small: no Nagle delay on them.
+                let _ = s.set_nodelay(true);
                 log::debug!("mqtt: connecting to {addr}");
                 self.sock = Some(s);
                 self.phase = Phase::Connecting { since: now };
@@ -380,7 +410,7 @@ impl Forwarder {
                     let topic = self.status_topic();
                     let p = self.status_payload("online");
                     self.session
-                        .publish(&topic, p, true, false, None, now)
+                        .publish(&topic, &p, true, false, None, now)
                         .map_err(|e| e.to_string())?;
                 }
                 Up::Acked(Some(seq)) => {
@@ -408,21 +438,25 @@ impl Forwarder {
             && self.session.window_open()
             && self.session.output().len() < OUT_LIMIT_BYTES
         {
-            let (seq, rendered) = match spool.read_next() {
-                Ok(Some((seq, payload))) => match event::decode(payload) {
-                    Ok(ev) => (
-                        seq,
-                        Some(render(
+            let seq = match spool.read_next() {
+                Ok(Some((seq, payload))) => match event::decode_ref(payload) {
+                    Ok(ev) => {
+                        render_into(
                             &self.cfg.topic_prefix,
                             &self.node,
                             &self.stream_hex,
                             seq,
                             &ev,
-                        )),
-                    ),
+                            &mut self.topic_buf,
+                            &mut self.json_buf,
+                        );
+                        seq
+                    }
                     Err(e) => {
+                        // Not an event this crd can read: never deliverable.
                         log::warn!("spool record {seq}: {e}; not forwarded");
-                        (seq, None)
+                        let _ = spool.ack(seq, now);
+                        continue;
                     }
                 },
                 Ok(None) => break,
@@ -431,25 +465,18 @@ impl Forwarder {
                     break;
                 }
             };
-            match rendered {
-                Some((topic, json)) => {
-                    let dup = seq <= self.max_sent_seq;
-                    if let Err(e) = self
-                        .session
-                        .publish(&topic, json, false, dup, Some(seq), now)
-                    {
-                        // A record the codec cannot carry: never deliverable, skip it.
-                        log::warn!("spool record {seq}: {e}; not forwarded");
-                        let _ = spool.ack(seq, now);
-                        continue;
-                    }
-                    self.max_sent_seq = self.max_sent_seq.max(seq);
-                    self.published += 1;
-                }
-                None => {
-                    let _ = spool.ack(seq, now);
-                }
+            let dup = seq <= self.max_sent_seq;
+            let r =
+                self.session
+                    .publish(&self.topic_buf, &self.json_buf, false, dup, Some(seq), now);
+            if let Err(e) = r {
+                // A record the broker cannot take: never deliverable, skip it.
+                log::warn!("spool record {seq}: {e}; not forwarded");
+                let _ = spool.ack(seq, now);
+                continue;
             }
+            self.max_sent_seq = self.max_sent_seq.max(seq);
+            self.published += 1;
         }
         if let Err(why) = self.write_out() {
             self.fail(registry, spool, why, now);
@@ -528,7 +555,7 @@ impl Forwarder {
             let p = self.status_payload("offline");
             if self
                 .session
-                .publish(&topic, p, true, false, None, now)
+                .publish(&topic, &p, true, false, None, now)
                 .is_ok()
             {
                 self.pump(registry, spool, now);

@@ -7,7 +7,7 @@
 //! broker. Section numbers refer to the MQTT 3.1.1 OASIS standard.
 
 use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{ConnectReturnCode, LastWill, Login, Packet, Publish};
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, LastWill, Login, Packet};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use std::collections::VecDeque;
 use std::fmt;
@@ -150,30 +150,53 @@ impl Session {
     }
 
     fn send(&mut self, p: Packet, now: Instant) -> Result<(), SessionError> {
-        p.write(&mut self.out, self.cfg.max_packet)
-            .map_err(|e| SessionError::Protocol(format!("cannot encode {p:?}: {e}")))?;
+        p.write(&mut self.out, self.cfg.max_packet).map_err(|e| {
+            SessionError::Protocol(format!("cannot encode {}: {e}", packet_name(&p)))
+        })?;
         self.last_tx = now;
         Ok(())
     }
 
     /// Queues a QoS 1 PUBLISH. `dup` marks a re-delivery (3.3.1.1); `seq` is the
     /// spool record it carries, returned in `Up::Acked` when the broker acks it.
+    /// Encoded here, straight into the output buffer (the codec would want an
+    /// owned topic and payload per message); the tests decode it with rumqttc.
     pub fn publish(
         &mut self,
         topic: &str,
-        payload: Vec<u8>,
+        payload: &[u8],
         retain: bool,
         dup: bool,
         seq: Option<u64>,
         now: Instant,
     ) -> Result<(), SessionError> {
         debug_assert!(self.is_connected());
+        // Variable header: topic (a UTF-8 string, 1.5.3) and packet id (3.3.2).
+        let remaining = 2 + topic.len() + 2 + payload.len();
+        if topic.len() > usize::from(u16::MAX) || remaining + 5 > self.cfg.max_packet {
+            return Err(SessionError::Protocol(format!(
+                "PUBLISH of {remaining} bytes to `{topic}` is too large"
+            )));
+        }
         let pkid = self.alloc_pkid();
-        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
-        p.pkid = pkid;
-        p.retain = retain;
-        p.dup = dup;
-        self.send(Packet::Publish(p), now)?;
+        // Fixed header (3.3.1): type 3, DUP, QoS 1, RETAIN; remaining length (2.2.3).
+        let b = &mut self.out;
+        b.reserve(remaining + 5);
+        b.extend_from_slice(&[0x30 | (u8::from(dup) << 3) | (1 << 1) | u8::from(retain)]);
+        let mut n = remaining;
+        loop {
+            let byte = (n % 128) as u8;
+            n /= 128;
+            b.extend_from_slice(&[if n > 0 { byte | 0x80 } else { byte }]);
+            if n == 0 {
+                break;
+            }
+        }
+        b.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        b.extend_from_slice(topic.as_bytes());
+        b.extend_from_slice(&pkid.to_be_bytes());
+        b.extend_from_slice(payload);
+        self.last_tx = now;
         self.inflight.push_back((pkid, seq));
         Ok(())
     }
@@ -231,8 +254,13 @@ impl Session {
                 (Packet::PingResp, _) => {}
                 (p, s) => {
                     return Err(SessionError::Protocol(format!(
-                        "unexpected {} while {s:?}",
-                        packet_name(&p)
+                        "unexpected {} while {}",
+                        packet_name(&p),
+                        if matches!(s, State::Connected) {
+                            "connected"
+                        } else {
+                            "connecting"
+                        }
                     )));
                 }
             }
@@ -298,7 +326,7 @@ fn packet_name(p: &Packet) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttc::mqttbytes::v4::{ConnAck, PubAck};
+    use rumqttc::mqttbytes::v4::{ConnAck, PubAck, Publish};
 
     fn cfg() -> SessionConfig {
         SessionConfig {
@@ -380,8 +408,7 @@ mod tests {
         let mut s = connected(now);
         for seq in 1..=3 {
             assert!(s.window_open());
-            s.publish("t", vec![1], false, false, Some(seq), now)
-                .unwrap();
+            s.publish("t", &[1], false, false, Some(seq), now).unwrap();
         }
         assert!(!s.window_open(), "window of 3 is full");
         let ids: Vec<u16> = sent(&mut s)
@@ -413,14 +440,45 @@ mod tests {
     }
 
     #[test]
+    fn hand_encoded_publishes_decode_with_rumqttc() {
+        let now = Instant::now();
+        let mut s = connected(now);
+        for (len, retain, dup) in [
+            (0usize, false, false),
+            (100, true, false),
+            (300, false, true),
+            (20_000, true, true),
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            s.publish("crd/r1/event/Ä", &payload, retain, dup, None, now)
+                .unwrap();
+            let p = sent(&mut s);
+            let Packet::Publish(p) = &p[0] else {
+                panic!("{p:?}")
+            };
+            assert_eq!(
+                (p.topic.as_str(), &p.payload[..]),
+                ("crd/r1/event/Ä", &payload[..])
+            );
+            assert_eq!((p.qos, p.retain, p.dup), (QoS::AtLeastOnce, retain, dup));
+            assert_eq!(p.pkid as usize, s.inflight());
+        }
+        let big = vec![0u8; 2 << 20];
+        assert!(matches!(
+            s.publish("t", &big, false, false, None, now),
+            Err(SessionError::Protocol(_))
+        ));
+    }
+
+    #[test]
     fn packet_ids_skip_zero_and_ids_in_flight() {
         let now = Instant::now();
         let mut s = connected(now);
         s.next_pkid = u16::MAX;
-        s.publish("t", vec![], false, false, Some(1), now).unwrap();
-        s.publish("t", vec![], false, false, Some(2), now).unwrap();
+        s.publish("t", &[], false, false, Some(1), now).unwrap();
+        s.publish("t", &[], false, false, Some(2), now).unwrap();
         s.next_pkid = u16::MAX; // in flight now: MAX and 1
-        s.publish("t", vec![], false, false, Some(3), now).unwrap();
+        s.publish("t", &[], false, false, Some(3), now).unwrap();
         let ids: Vec<u16> = s.inflight.iter().map(|e| e.0).collect();
         assert_eq!(ids, vec![u16::MAX, 1, 2]);
     }
@@ -460,7 +518,7 @@ mod tests {
         for i in 1..=14 {
             let now = t0 + Duration::from_secs(i);
             if s.window_open() {
-                s.publish("t", vec![], false, false, Some(i), now).unwrap();
+                s.publish("t", &[], false, false, Some(i), now).unwrap();
             }
             s.handle_timer(now).unwrap();
         }
@@ -500,7 +558,7 @@ mod tests {
     fn reconnect_forgets_the_window_and_marks_resends_dup() {
         let now = Instant::now();
         let mut s = connected(now);
-        s.publish("t", vec![], false, false, Some(5), now).unwrap();
+        s.publish("t", &[], false, false, Some(5), now).unwrap();
         s.start(now).unwrap();
         assert_eq!(s.inflight(), 0);
         let p = sent(&mut s);
@@ -510,7 +568,7 @@ mod tests {
             false,
         ))]);
         s.handle_input(&mut b, now, &mut Vec::new()).unwrap();
-        s.publish("t", vec![], false, true, Some(5), now).unwrap();
+        s.publish("t", &[], false, true, Some(5), now).unwrap();
         let Packet::Publish(p) = &sent(&mut s)[0] else {
             panic!()
         };

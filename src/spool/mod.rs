@@ -36,14 +36,19 @@ use std::time::{Duration, Instant};
 use storage::Storage;
 
 /// Acks counted before the checkpoint is written (it is also written after
-/// `CHECKPOINT_INTERVAL` and on close). A stale checkpoint costs duplicates only.
-pub const CHECKPOINT_EVERY_ACKS: u32 = 256;
+/// `CHECKPOINT_INTERVAL` and on close). A stale checkpoint costs duplicates only:
+/// at most this many plus the forwarder's window after a crash. Fully acked
+/// segments are deleted when the checkpoint is written (one directory fsync).
+pub const CHECKPOINT_EVERY_ACKS: u32 = 4096;
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Records handed to the reader and not yet acknowledged, at most (the forwarder's
 /// window is far smaller); `read_next` returns nothing more until acks come.
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// The write buffer is written out when it holds this many bytes.
 pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Read-ahead for the reader and recovery: records are taken from this much of a
+/// segment per pread, not two preads each.
+pub const READ_AHEAD_BYTES: usize = 64 * 1024;
 /// Bytes examined per read while looking for the next valid record after damage.
 const RESYNC_CHUNK_BYTES: usize = 4096;
 pub const CHECKPOINT_FILE: &str = "checkpoint";
@@ -219,6 +224,10 @@ pub struct Spool<S: Storage> {
     cur_off: u64,
     cur_seq: u64,
     read_buf: Vec<u8>,
+    /// Read-ahead: `ra` holds segment `ra_name`'s bytes from offset `ra_off`.
+    ra: Vec<u8>,
+    ra_name: String,
+    ra_off: u64,
     stats: Stats,
     drop_notice: Option<(u64, u64, u64)>,
     /// No timed sync or checkpoint before this, after one failed.
@@ -266,6 +275,9 @@ impl<S: Storage> Spool<S> {
             cur_off: 0,
             cur_seq: 1,
             read_buf: Vec::new(),
+            ra: Vec::new(),
+            ra_name: String::new(),
+            ra_off: 0,
             stats: Stats::default(),
             drop_notice: None,
             retry_at: None,
@@ -338,6 +350,7 @@ impl<S: Storage> Spool<S> {
                     // Created but never written: nothing in it. The newest one is
                     // rewritten below if it is still the active segment.
                     if !self.read_only {
+                        self.forget_read_ahead();
                         self.st.remove(&name).map_err(io_err(name.clone()))?;
                     }
                     if i + 1 == n_names {
@@ -400,6 +413,7 @@ impl<S: Storage> Spool<S> {
         self.durable_seq = self.written_seq;
         self.stats.corrupt = rec.corrupt;
         self.stats.truncated = rec.truncated_bytes;
+        self.forget_read_ahead();
         if !self.read_only {
             self.delete_acked_segments()?;
             // After a crash the numbering resumes above the reservation: in a new
@@ -470,19 +484,18 @@ impl<S: Storage> Spool<S> {
             return Ok(Scan::End);
         }
         let mut hb = [0u8; format::RECORD_HEADER_BYTES];
-        let n = self.st.read_at(name, off, &mut hb)?;
+        let n = self.read_ahead(name, off, &mut hb)?;
         let Some(h) = format::decode_record_header(&hb[..n], self.cfg.max_record, len - off) else {
             return Ok(Scan::Bad);
         };
         if h.seq <= after {
             return Ok(Scan::Bad);
         }
-        self.read_buf.resize(h.len as usize, 0);
-        let m = self.st.read_at(
-            name,
-            off + format::RECORD_HEADER_BYTES as u64,
-            &mut self.read_buf,
-        )?;
+        let mut payload = std::mem::take(&mut self.read_buf);
+        payload.resize(h.len as usize, 0);
+        let m = self.read_ahead(name, off + format::RECORD_HEADER_BYTES as u64, &mut payload);
+        self.read_buf = payload;
+        let m = m?;
         if m < h.len as usize || !format::record_crc_ok(&hb, &h, &self.read_buf) {
             return Ok(Scan::Bad);
         }
@@ -491,6 +504,41 @@ impl<S: Storage> Spool<S> {
             len: h.len,
             next: off + format::record_bytes(h.len as usize),
         })
+    }
+
+    /// Reads like `Storage::read_at`, through the read-ahead buffer. Segments are
+    /// append-only; the buffer is dropped wherever a file is cut or removed.
+    fn read_ahead(&mut self, name: &str, off: u64, out: &mut [u8]) -> io::Result<usize> {
+        if out.len() > READ_AHEAD_BYTES {
+            return self.st.read_at(name, off, out);
+        }
+        let end = off + out.len() as u64;
+        let hit =
+            self.ra_name == name && off >= self.ra_off && end <= self.ra_off + self.ra.len() as u64;
+        if !hit {
+            self.ra_name.clear();
+            self.ra.resize(READ_AHEAD_BYTES, 0);
+            let n = self.st.read_at(name, off, &mut self.ra);
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.ra.clear();
+                    return Err(e);
+                }
+            };
+            self.ra.truncate(n);
+            self.ra_name.push_str(name);
+            self.ra_off = off;
+        }
+        let from = (off - self.ra_off) as usize;
+        let n = out.len().min(self.ra.len().saturating_sub(from));
+        out[..n].copy_from_slice(&self.ra[from..from + n]);
+        Ok(n)
+    }
+
+    fn forget_read_ahead(&mut self) {
+        self.ra_name.clear();
+        self.ra.clear();
     }
 
     /// The offset of the next valid record at or after `from`, if any.
@@ -632,6 +680,7 @@ impl<S: Storage> Spool<S> {
                 Err(e) => {
                     self.stats.io_errors += 1;
                     // A partial write may have grown the file: cut it back.
+                    self.forget_read_ahead();
                     let _ = self.st.truncate(&name, at);
                     if e.kind() == io::ErrorKind::StorageFull && !tried_space && self.segs.len() > 1
                     {
@@ -661,6 +710,7 @@ impl<S: Storage> Spool<S> {
                 "spool: fdatasync of {name} failed ({e}); rewriting {} bytes from memory",
                 self.unsynced.len()
             );
+            self.forget_read_ahead();
             self.st.reopen(&name);
             self.st.truncate(&name, self.synced_len)?;
             self.st.write_at(&name, self.synced_len, &self.unsynced)?;
@@ -699,6 +749,7 @@ impl<S: Storage> Spool<S> {
                 seg.last_seq
             );
         }
+        self.forget_read_ahead();
         self.st.remove(&seg.name)?;
         self.st.sync_dir()?;
         if seg.last_seq > self.acked {
@@ -726,6 +777,7 @@ impl<S: Storage> Spool<S> {
         let mut removed = false;
         while self.segs.len() > 1 && self.segs[0].last_seq <= self.acked {
             let seg = self.segs.pop_front().expect("len > 1");
+            self.forget_read_ahead();
             self.st
                 .remove(&seg.name)
                 .map_err(io_err(seg.name.clone()))?;
@@ -845,10 +897,6 @@ impl<S: Storage> Spool<S> {
             return Ok(());
         }
         self.ckpt_dirty_since.get_or_insert(now);
-        self.delete_acked_segments().map_err(|e| match e {
-            SpoolError::Io { err, .. } => err,
-            SpoolError::Version { .. } => io::Error::other(e.to_string()),
-        })?;
         if self.ckpt_acks >= CHECKPOINT_EVERY_ACKS {
             self.write_checkpoint()?;
         }
@@ -863,9 +911,14 @@ impl<S: Storage> Spool<S> {
         Ok(())
     }
 
-    /// Writes the watermark (and the current seq lease) to the checkpoint.
+    /// Writes the watermark (and the current seq lease) to the checkpoint, then
+    /// deletes the segments wholly below the watermark.
     pub fn write_checkpoint(&mut self) -> io::Result<()> {
-        self.put_checkpoint(self.seq_lease.max(self.next_seq))
+        self.put_checkpoint(self.seq_lease.max(self.next_seq))?;
+        self.delete_acked_segments().map_err(|e| match e {
+            SpoolError::Io { err, .. } => err,
+            SpoolError::Version { .. } => io::Error::other(e.to_string()),
+        })
     }
 
     fn put_checkpoint(&mut self, next_seq: u64) -> io::Result<()> {
@@ -939,7 +992,10 @@ impl<S: Storage> Spool<S> {
         self.sync(now)?;
         self.put_checkpoint(self.next_seq)?;
         self.seq_lease = self.next_seq;
-        Ok(())
+        self.delete_acked_segments().map_err(|e| match e {
+            SpoolError::Io { err, .. } => err,
+            SpoolError::Version { .. } => io::Error::other(e.to_string()),
+        })
     }
 
     pub fn stats(&self) -> &Stats {
