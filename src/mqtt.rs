@@ -69,10 +69,49 @@ enum State {
     Connected,
 }
 
+/// Bytes queued for the socket: appended at the end, written from `start`. The
+/// written prefix is dropped only when it outweighs what is left (or all of it
+/// is written), so each byte is moved at most about once.
+#[derive(Default)]
+pub struct OutBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl OutBuf {
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Marks `n` bytes as written.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.clear();
+        }
+    }
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+    fn extend(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start >= self.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+}
+
 pub struct Session {
     cfg: SessionConfig,
     state: State,
-    out: BytesMut,
+    out: OutBuf,
     /// (packet id, spool seq) in send order.
     inflight: VecDeque<(u16, Option<u64>)>,
     next_pkid: u16,
@@ -85,7 +124,7 @@ impl Session {
         Session {
             cfg,
             state: State::Idle,
-            out: BytesMut::new(),
+            out: OutBuf::default(),
             inflight: VecDeque::new(),
             next_pkid: 1,
             last_rx: now,
@@ -144,15 +183,17 @@ impl Session {
         self.inflight.len()
     }
 
-    /// Bytes waiting to be written to the socket; the caller removes what it wrote.
-    pub fn output(&mut self) -> &mut BytesMut {
+    /// Bytes waiting to be written to the socket; the caller consumes what it wrote.
+    pub fn output(&mut self) -> &mut OutBuf {
         &mut self.out
     }
 
     fn send(&mut self, p: Packet, now: Instant) -> Result<(), SessionError> {
-        p.write(&mut self.out, self.cfg.max_packet).map_err(|e| {
+        let mut b = BytesMut::new();
+        p.write(&mut b, self.cfg.max_packet).map_err(|e| {
             SessionError::Protocol(format!("cannot encode {}: {e}", packet_name(&p)))
         })?;
+        self.out.extend(&b);
         self.last_tx = now;
         Ok(())
     }
@@ -180,22 +221,25 @@ impl Session {
         }
         let pkid = self.alloc_pkid();
         // Fixed header (3.3.1): type 3, DUP, QoS 1, RETAIN; remaining length (2.2.3).
-        let b = &mut self.out;
-        b.reserve(remaining + 5);
-        b.extend_from_slice(&[0x30 | (u8::from(dup) << 3) | (1 << 1) | u8::from(retain)]);
+        let mut head = [0u8; 9];
+        head[0] = 0x30 | (u8::from(dup) << 3) | (1 << 1) | u8::from(retain);
+        let mut h = 1;
         let mut n = remaining;
         loop {
             let byte = (n % 128) as u8;
             n /= 128;
-            b.extend_from_slice(&[if n > 0 { byte | 0x80 } else { byte }]);
+            head[h] = if n > 0 { byte | 0x80 } else { byte };
+            h += 1;
             if n == 0 {
                 break;
             }
         }
-        b.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-        b.extend_from_slice(topic.as_bytes());
-        b.extend_from_slice(&pkid.to_be_bytes());
-        b.extend_from_slice(payload);
+        head[h..h + 2].copy_from_slice(&(topic.len() as u16).to_be_bytes());
+        let o = &mut self.out;
+        o.extend(&head[..h + 2]);
+        o.extend(topic.as_bytes());
+        o.extend(&pkid.to_be_bytes());
+        o.extend(payload);
         self.last_tx = now;
         self.inflight.push_back((pkid, seq));
         Ok(())
@@ -342,9 +386,11 @@ mod tests {
     /// Decodes everything the session queued.
     fn sent(s: &mut Session) -> Vec<Packet> {
         let mut out = Vec::new();
-        let b = s.output();
+        let o = s.output();
+        let mut b = BytesMut::from(o.pending());
+        o.consume(o.len());
         while !b.is_empty() {
-            out.push(Packet::read(b, 1 << 20).unwrap());
+            out.push(Packet::read(&mut b, 1 << 20).unwrap());
         }
         out
     }
@@ -468,6 +514,21 @@ mod tests {
             s.publish("t", &big, false, false, None, now),
             Err(SessionError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn the_output_buffer_keeps_order_across_partial_writes() {
+        let mut o = OutBuf::default();
+        o.extend(b"abcdef");
+        o.consume(4);
+        assert_eq!(o.pending(), b"ef");
+        o.extend(b"gh"); // written prefix (4) outweighs the rest (2): compacted
+        assert_eq!((o.pending(), o.start), (&b"efgh"[..], 0));
+        o.consume(1);
+        o.extend(b"i");
+        assert_eq!(o.pending(), b"fghi");
+        o.consume(10);
+        assert!(o.is_empty() && o.buf.is_empty());
     }
 
     #[test]
