@@ -126,6 +126,19 @@ impl Event {
     }
 }
 
+impl EventRef<'_> {
+    pub fn to_event(&self) -> Event {
+        Event {
+            ts_ms: self.ts_ms,
+            module: self.module.to_string(),
+            kind: self.kind,
+            code: self.code,
+            dur_ms: self.dur_ms,
+            out: self.out.to_string(),
+        }
+    }
+}
+
 /// Decodes a spool payload without copying its strings.
 pub fn decode_ref(payload: &[u8]) -> Result<EventRef<'_>, String> {
     match payload.split_first() {
@@ -141,15 +154,7 @@ pub fn decode_ref(payload: &[u8]) -> Result<EventRef<'_>, String> {
 
 /// Decodes a spool payload.
 pub fn decode(payload: &[u8]) -> Result<Event, String> {
-    match payload.split_first() {
-        Some((&PAYLOAD_VERSION, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| format!("bad event payload: {e}"))
-        }
-        Some((v, _)) => Err(format!(
-            "event payload version {v}, this crd reads {PAYLOAD_VERSION}"
-        )),
-        None => Err("empty event payload".into()),
-    }
+    decode_ref(payload).map(|e| e.to_event())
 }
 
 #[cfg(test)]

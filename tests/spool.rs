@@ -30,6 +30,17 @@ fn dump(sb: &Sandbox) -> Vec<(u64, String, String, String)> {
         .collect()
 }
 
+/// The oldest segment file of the sandbox's spool.
+fn oldest_segment(sb: &Sandbox) -> std::path::PathBuf {
+    std::fs::read_dir(sb.path("spool"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .min()
+        .expect("a segment")
+}
+
 fn stop(mut d: Daemon) {
     d.signal(libc::SIGTERM);
     let st = d.wait_exit(LONG).expect("crd stops on SIGTERM");
@@ -267,12 +278,7 @@ fn damage_and_foreign_files_do_not_stop_the_daemon() {
         assert_eq!(sb.run(&["emit", "d", &i.to_string()]).0, 0);
     }
     stop(d);
-    let seg = std::fs::read_dir(sb.path("spool"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .unwrap();
+    let seg = oldest_segment(&sb);
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&[0xff; 700]).unwrap();
     f.write_all(&[0xC5, 0xD1, 0xff, 0xff, 0xff, 0xff]).unwrap();
@@ -300,12 +306,7 @@ fn an_unknown_spool_version_is_refused_with_a_clear_message() {
     let sb = Sandbox::new("sp-version");
     let d = sb.start();
     stop(d);
-    let seg = std::fs::read_dir(sb.path("spool"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .unwrap();
+    let seg = oldest_segment(&sb);
     // A version-9 header with a valid CRC, as a future crd would write it.
     let mut b = std::fs::read(&seg).unwrap();
     b[4..6].copy_from_slice(&9u16.to_be_bytes());
