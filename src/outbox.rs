@@ -195,7 +195,7 @@ impl Outbox {
         } else {
             self.spool.written_seq()
         };
-        self.note(r.map(|_| ()));
+        self.note(r);
         if done >= seq {
             Ok(seq)
         } else {

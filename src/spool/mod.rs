@@ -415,7 +415,8 @@ impl<S: Storage> Spool<S> {
         self.stats.truncated = rec.truncated_bytes;
         self.forget_read_ahead();
         if !self.read_only {
-            self.delete_acked_segments()?;
+            self.delete_acked_segments()
+                .map_err(io_err("deleting acknowledged segments"))?;
             // After a crash the numbering resumes above the reservation: in a new
             // segment, so seqs stay contiguous within each segment.
             if self
@@ -773,14 +774,12 @@ impl<S: Storage> Spool<S> {
         self.drop_notice.take()
     }
 
-    fn delete_acked_segments(&mut self) -> Result<(), SpoolError> {
+    fn delete_acked_segments(&mut self) -> io::Result<()> {
         let mut removed = false;
         while self.segs.len() > 1 && self.segs[0].last_seq <= self.acked {
             let seg = self.segs.pop_front().expect("len > 1");
             self.forget_read_ahead();
-            self.st
-                .remove(&seg.name)
-                .map_err(io_err(seg.name.clone()))?;
+            self.st.remove(&seg.name)?;
             removed = true;
             if self.cur_seg == seg.first_seq {
                 self.cur_seg = self.segs.front().map_or(0, |s| s.first_seq);
@@ -788,9 +787,7 @@ impl<S: Storage> Spool<S> {
             }
         }
         if removed {
-            self.st
-                .sync_dir()
-                .map_err(io_err("syncing the spool directory"))?;
+            self.st.sync_dir()?;
         }
         Ok(())
     }
@@ -915,10 +912,7 @@ impl<S: Storage> Spool<S> {
     /// deletes the segments wholly below the watermark.
     pub fn write_checkpoint(&mut self) -> io::Result<()> {
         self.put_checkpoint(self.seq_lease.max(self.next_seq))?;
-        self.delete_acked_segments().map_err(|e| match e {
-            SpoolError::Io { err, .. } => err,
-            SpoolError::Version { .. } => io::Error::other(e.to_string()),
-        })
+        self.delete_acked_segments()
     }
 
     fn put_checkpoint(&mut self, next_seq: u64) -> io::Result<()> {
@@ -992,10 +986,7 @@ impl<S: Storage> Spool<S> {
         self.sync(now)?;
         self.put_checkpoint(self.next_seq)?;
         self.seq_lease = self.next_seq;
-        self.delete_acked_segments().map_err(|e| match e {
-            SpoolError::Io { err, .. } => err,
-            SpoolError::Version { .. } => io::Error::other(e.to_string()),
-        })
+        self.delete_acked_segments()
     }
 
     pub fn stats(&self) -> &Stats {
