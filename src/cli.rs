@@ -2,6 +2,7 @@
 //!
 //! `crd` (daemon), `crd -x NAME [ARGS...]`, `crd check NAME`, `crd status`,
 //! `crd emit SUFFIX [MESSAGE|-] [--sync]`, `crd dump`, `crd --check-config`,
+//! `crd --install NAME[@REF] [-l LOCATION]`, `crd --list`, `crd --remove NAME`,
 //! `--version`, `--help`. Exit codes: 0 ok, 1 failure, 2 usage
 //! or config error; every message goes to stderr and says what and where. `-x` is
 //! taken apart by hand before argh sees the rest, so that a support module's own
@@ -53,6 +54,19 @@ struct Args {
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
+    /// install module NAME (or NAME@REF: a tag, branch, commit, or the version of a
+    /// directory or .tar.gz) from the configured repository, or from -l
+    #[argh(option)]
+    install: Option<String>,
+    /// with --install: the module's own location (git URL, directory, .tar.gz)
+    #[argh(option, short = 'l')]
+    location: Option<String>,
+    /// list the modules in modules_dir: version, kind, revision, install time, source
+    #[argh(switch)]
+    list: bool,
+    /// remove module NAME from modules_dir
+    #[argh(option)]
+    remove: Option<String>,
     /// run support module NAME with the remaining arguments (see above)
     #[argh(option, short = 'x')]
     #[allow(dead_code)] // listed for --help; `split_x` takes `-x` before argh parses
@@ -207,12 +221,59 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     if args.check_config {
         return check_config(&cfg);
     }
+    let picked = [
+        args.install.is_some(),
+        args.list,
+        args.remove.is_some(),
+        args.cmd.is_some(),
+    ];
+    if picked.iter().filter(|&&p| p).count() > 1 {
+        err!("crd: --install, --list, --remove and commands exclude each other");
+        return EXIT_USAGE;
+    }
+    if args.location.is_some() && args.install.is_none() {
+        err!("crd: -l LOCATION goes with --install NAME");
+        return EXIT_USAGE;
+    }
+    if let Some(spec) = &args.install {
+        let r =
+            crate::install::install(&cfg, spec, args.location.as_deref(), &mut std::io::stdout());
+        return report("install", r);
+    }
+    if let Some(name) = &args.remove {
+        return report("remove", crate::install::remove(&cfg, name));
+    }
+    if args.list {
+        return match crate::install::list(&cfg) {
+            Ok(text) => {
+                let _ = std::io::stdout().write_all(text.as_bytes());
+                EXIT_OK
+            }
+            Err(e) => {
+                err!("crd: --list: {}", e.message());
+                e.exit_code()
+            }
+        };
+    }
     match args.cmd {
         Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
         Some(Cmd::Status(_)) => status(&cfg),
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         None => run_daemon(cfg),
+    }
+}
+
+fn report(what: &str, r: Result<String, crate::install::Failure>) -> i32 {
+    match r {
+        Ok(line) => {
+            out!("{line}");
+            EXIT_OK
+        }
+        Err(e) => {
+            err!("crd: --{what}: {}", e.message());
+            e.exit_code()
+        }
     }
 }
 

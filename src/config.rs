@@ -100,6 +100,11 @@ pub struct Config {
     /// `spool_sync`, `spool_max_record`.
     pub spool: SpoolConfig,
     pub mqtt: MqttSettings,
+    /// `repository`: where `crd --install NAME` looks without `-l`; empty: none.
+    pub repository: String,
+    /// `install_max_size`: the most bytes `crd --install` fetches (archive) and
+    /// unpacks (files of the module), each.
+    pub install_max_size: u64,
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
@@ -186,6 +191,9 @@ pub const DEFAULT_CONFIG: &str = "/etc/CRD/crd.conf";
 pub const DEFAULT_MODULES_DIR: &str = "/opt/CRD/modules";
 pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/crd/spool";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/crd.sock";
+/// Default `install_max_size`: 8 MiB, a lot for a module of shell scripts and
+/// little enough for the flash of a router.
+pub const DEFAULT_INSTALL_MAX_SIZE: u64 = 8 << 20;
 /// Largest accepted `max_parallel`: each run holds one pipe and one process group.
 pub const MAX_PARALLEL_LIMIT: u32 = 256;
 
@@ -201,6 +209,8 @@ impl Config {
             log_level: log::LevelFilter::Info,
             spool: SpoolConfig::default(),
             mqtt: MqttSettings::default(),
+            repository: String::new(),
+            install_max_size: DEFAULT_INSTALL_MAX_SIZE,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
         }
@@ -641,6 +651,15 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         "modules_dir" => cfg.modules_dir = path(v)?,
         "spool_dir" => cfg.spool_dir = path(v)?,
         "control_socket" => cfg.control_socket = path(v)?,
+        "repository" => {
+            if v.is_empty() || v.starts_with('-') || v.contains(char::is_whitespace) {
+                return Err(format!(
+                    "bad repository `{v}` (a git URL, a directory, a .tar.gz, or an URL ending in `/`)"
+                ));
+            }
+            cfg.repository = v.to_string();
+        }
+        "install_max_size" => cfg.install_max_size = parse_size_in(v, 4 << 10, 1 << 30)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
         "broker" => {
             if v.is_empty() || v.contains(char::is_whitespace) {
@@ -771,9 +790,57 @@ pub fn parse_module_conf(text: &str, path: &Path) -> Result<Vec<Setting>, Config
     }
 }
 
+/// The descriptive keys of a `module.conf`; empty strings when absent.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ModuleMeta {
+    pub description: String,
+    pub version: String,
+    pub min_crd_version: String,
+}
+
+/// Reads the descriptive keys of a `module.conf` that `parse_module_conf` accepted.
+pub fn module_meta(text: &str) -> ModuleMeta {
+    let mut meta = ModuleMeta::default();
+    for (_, line) in lines(text, &mut |_, _, _| {}) {
+        if let Line::Pair(k, v) = line {
+            match k {
+                "description" => meta.description = v.to_string(),
+                "version" => meta.version = v.to_string(),
+                "min_crd_version" => meta.min_crd_version = v.to_string(),
+                _ => {}
+            }
+        }
+    }
+    meta
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_meta_reads_the_descriptive_keys() {
+        let m = module_meta("# c\ndescription = trims logs\nversion = 1.2\ntimeout = 1\n");
+        assert_eq!(m.description, "trims logs");
+        assert_eq!(m.version, "1.2");
+        assert_eq!(m.min_crd_version, "");
+    }
+
+    #[test]
+    fn repository_and_install_max_size_keys() {
+        let c =
+            p("repository = https://example.org/crd-modules/\ninstall_max_size = 1M\n").unwrap();
+        assert_eq!(c.repository, "https://example.org/crd-modules/");
+        assert_eq!(c.install_max_size, 1 << 20);
+        let e = p("repository = -oops\ninstall_max_size = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("crd.conf:1") && e.contains("repository"), "{e}");
+        assert!(
+            e.contains("crd.conf:2") && e.contains("install_max_size"),
+            "{e}"
+        );
+    }
 
     fn p(text: &str) -> Result<Config, ConfigErrors> {
         parse_config(text, Path::new("crd.conf"))

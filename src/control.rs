@@ -28,6 +28,8 @@ pub const MAX_REPLY_BYTES: u64 = 4 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Status,
+    /// Re-read the config and the modules, as on SIGHUP (`crd --install`).
+    Reload,
     Emit {
         suffix: String,
         sync: bool,
@@ -46,6 +48,7 @@ fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next(), words.next()) {
         (Some("status"), None, ..) => Request::Status,
+        (Some("reload"), None, ..) => Request::Reload,
         (Some("emit"), Some(suffix), flag, None) if flag.is_none() || flag == Some("sync") => {
             if over {
                 return Request::TooLarge(max_body);
@@ -324,6 +327,7 @@ mod tests {
     #[test]
     fn requests_parse() {
         assert_eq!(parse_request(b"status\n", false, 10), Request::Status);
+        assert_eq!(parse_request(b"reload\n", false, 10), Request::Reload);
         assert_eq!(
             parse_request(b"emit a/b sync\nline 1\nline 2", false, 100),
             Request::Emit {

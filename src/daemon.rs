@@ -130,6 +130,9 @@ impl Daemon {
             stopping: None,
             cfg,
         };
+        for line in crate::install::recover(&d.cfg.modules_dir) {
+            log::warn!("modules_dir: {line}");
+        }
         d.install_modules(now);
         match Control::bind(
             &d.cfg.control_socket,
@@ -248,7 +251,7 @@ impl Daemon {
                         for sig in signals.pending() {
                             match sig {
                                 SIGCHLD => reap = true,
-                                SIGHUP => self.reload(now),
+                                SIGHUP => self.reload(now, "SIGHUP"),
                                 _ => self.begin_stop(now, sig),
                             }
                         }
@@ -417,8 +420,8 @@ impl Daemon {
         }
     }
 
-    fn reload(&mut self, now: Instant) {
-        log::info!("SIGHUP: reloading {}", self.cfg.path.display());
+    fn reload(&mut self, now: Instant, why: &str) {
+        log::info!("{why}: reloading {}", self.cfg.path.display());
         match load_config(&self.cfg.path) {
             Ok(cfg) => {
                 if cfg.control_socket != self.cfg.control_socket {
@@ -463,6 +466,10 @@ impl Daemon {
         for (client, req) in reqs {
             let text = match req {
                 Request::Status => self.status(now),
+                Request::Reload => {
+                    self.reload(now, "control socket");
+                    "ok\n".to_string()
+                }
                 Request::Emit { suffix, sync, body } => {
                     match self.outbox.emit(&suffix, &body, sync, now) {
                         Ok(seq) => format!("ok {seq}\n"),
@@ -473,7 +480,7 @@ impl Daemon {
                     format!("error: message too large: over spool_max_record ({max} bytes)\n")
                 }
                 Request::Unknown(r) => {
-                    format!("error: unknown request `{r}` (known: status, emit)\n")
+                    format!("error: unknown request `{r}` (known: status, emit, reload)\n")
                 }
             };
             if let Some(c) = self.control.as_mut() {

@@ -34,6 +34,9 @@ pub enum Streams {
     Capture,
     /// All three inherited from crd (`crd -x`).
     Inherit,
+    /// stdin `/dev/null`, stdout into this open file (crd keeps owning it), stderr
+    /// into the pipe read by the loop (`gzip -dc` for `crd --install`).
+    StdoutTo(std::os::fd::RawFd),
 }
 
 pub struct Spec<'a> {
@@ -116,6 +119,13 @@ impl Spawner {
 
         let (stdio, pipe) = match spec.streams {
             Streams::Inherit => ([-1, -1, -1], None),
+            Streams::StdoutTo(fd) => {
+                let (rx, tx) = sys::pipe()?;
+                let rx = mio::unix::pipe::Receiver::from(rx);
+                rx.set_nonblocking(true)?;
+                let null = self.devnull.as_raw_fd();
+                ([null, fd, tx.as_raw_fd()], Some((tx, rx)))
+            }
             Streams::Capture => {
                 // Both ends close-on-exec (the child's copies are dup2'ed onto 1 and
                 // 2); only crd's read end is non-blocking: the child's must block.

@@ -1,0 +1,1219 @@
+//! `crd --install`, `--remove`, `--list`: support modules fetched from a repository,
+//! a git location, a directory or a `.tar.gz`, installed as a transaction.
+//!
+//! Everything happens inside `modules_dir`, under an `flock` on
+//! `modules_dir/.install.lock`, in hidden directories the daemon never schedules:
+//! `.fetch-NAME` (clone, download, unpacked archive), `.staging-NAME` (the validated
+//! copy with normalized modes), `.old-NAME` (the previous version during the swap),
+//! `.removing-NAME`. Same filesystem, so the final step is `rename(2)`. Order: fetch,
+//! validate while copying into staging (no symlink out of the tree, no setuid or
+//! setgid bit, no devices, at most `install_max_size` bytes), check the layout and
+//! `module.conf`, run `install` in staging with the module limits and timeout, then
+//! `NAME -> .old-NAME`, `.staging-NAME -> NAME`, remove `.old-NAME`. A failure after
+//! validation runs `rollback` (same bounds); any failure removes the hidden dirs and
+//! leaves the installed version as it was. A crash leaves hidden dirs that `recover`
+//! (next install, remove, or daemon start) cleans: `.old-NAME` without `NAME` is put
+//! back, everything else is deleted. What was installed, from where, at which commit
+//! or checksum, is recorded in `NAME/.crd-install`.
+//!
+//! Child processes (git, wget/uclient-fetch/curl, gzip, the module's scripts) go
+//! through `daemon::run_once`, so they get the same spawn, limits, timeout and reaping
+//! as checks. Nothing here runs inside the daemon's loop.
+
+use crate::config::{self, Config, ModuleSettings};
+use crate::daemon;
+use crate::decide::Outcome;
+use crate::run::{self, Role};
+use crate::sha256::Sha256;
+use crate::spawn::{Spec, Streams};
+use crate::sys;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Time allowed for one fetch step (git clone, download, gunzip).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most files (and directories, and symlinks) in one installed module.
+pub const MAX_FILES: usize = 1024;
+/// Longest `@REF`, bytes.
+pub const MAX_REF_BYTES: usize = 128;
+/// The record of an install inside the module's directory.
+pub const RECORD: &str = ".crd-install";
+const LOCK: &str = ".install.lock";
+const HIDDEN_PREFIXES: [&str; 4] = [".fetch-", ".staging-", ".old-", ".removing-"];
+
+/// Why an install, remove or list failed: `Usage` exits 2, `Failed` exits 1.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    Usage(String),
+    Failed(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Usage(_) => crate::cli::EXIT_USAGE,
+            Failure::Failed(_) => crate::cli::EXIT_FAIL,
+        }
+    }
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::Failed(m) => m,
+        }
+    }
+}
+
+fn failed(m: impl Into<String>) -> Failure {
+    Failure::Failed(m.into())
+}
+
+/// Splits `NAME[@REF]` and checks both.
+pub fn parse_spec(spec: &str) -> Result<(&str, Option<&str>), Failure> {
+    let (name, rf) = match spec.split_once('@') {
+        Some((n, r)) => (n, Some(r)),
+        None => (spec, None),
+    };
+    config::valid_name(name)
+        .map_err(|why| Failure::Usage(format!("bad module name `{name}`: {why}")))?;
+    if let Some(r) = rf {
+        let ok = !r.is_empty()
+            && r.len() <= MAX_REF_BYTES
+            && !r.starts_with('-')
+            && !r.contains("..")
+            && r.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._/-+".contains(&c));
+        if !ok {
+            return Err(Failure::Usage(format!(
+                "bad ref `{r}` (a tag, branch or commit: letters, digits, `.`, `_`, `/`, `-`, `+`; at most {MAX_REF_BYTES} bytes)"
+            )));
+        }
+    }
+    Ok((name, rf))
+}
+
+/// What a location names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Location {
+    Git(String),
+    Dir(PathBuf),
+    TarPath(PathBuf),
+    TarUrl(String),
+}
+
+fn is_tarball(loc: &str) -> bool {
+    loc.ends_with(".tar.gz") || loc.ends_with(".tgz")
+}
+
+fn is_web(loc: &str) -> bool {
+    ["http://", "https://", "ftp://"]
+        .iter()
+        .any(|p| loc.starts_with(p))
+}
+
+/// Classifies `loc`. For a repository (`from_repo`), an URL ending in `/` is a
+/// directory of `NAME.tar.gz` files. `git_ref`: a local git work tree with a ref
+/// is cloned (to check the ref out) rather than copied.
+pub fn classify(
+    loc: &str,
+    name: &str,
+    from_repo: bool,
+    git_ref: bool,
+) -> Result<Location, Failure> {
+    if loc.is_empty() || loc.starts_with('-') {
+        return Err(Failure::Usage(format!("bad location `{loc}`")));
+    }
+    if from_repo && is_web(loc) && loc.ends_with('/') {
+        return Ok(Location::TarUrl(format!("{loc}{name}.tar.gz")));
+    }
+    if is_tarball(loc) {
+        return Ok(match loc.strip_prefix("file://") {
+            Some(p) => Location::TarPath(p.into()),
+            None if loc.contains("://") => Location::TarUrl(loc.into()),
+            None => Location::TarPath(loc.into()),
+        });
+    }
+    let p = Path::new(loc);
+    if !loc.contains("://") && p.is_dir() {
+        if git_ref && p.join(".git").exists() {
+            return Ok(Location::Git(loc.into()));
+        }
+        return Ok(Location::Dir(p.into()));
+    }
+    let scp_like = loc.contains('@') && loc.contains(':') && !loc.contains("://");
+    if loc.contains("://") || scp_like || loc.ends_with(".git") {
+        return Ok(Location::Git(loc.into()));
+    }
+    Err(failed(format!(
+        "location `{loc}` is not a directory, a .tar.gz, or a git URL"
+    )))
+}
+
+/// Compares dotted numeric versions (`0.10` > `0.9`); non-numeric parts count as 0.
+pub fn version_at_least(have: &str, want: &str) -> bool {
+    let parts = |v: &str| -> Vec<u64> {
+        v.trim_start_matches('v')
+            .split('.')
+            .map(|p| {
+                p.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let (h, w) = (parts(have), parts(want));
+    for i in 0..h.len().max(w.len()) {
+        let (a, b) = (
+            h.get(i).copied().unwrap_or(0),
+            w.get(i).copied().unwrap_or(0),
+        );
+        if a != b {
+            return a > b;
+        }
+    }
+    true
+}
+
+/// `PATH` lookup of an executable, as a shell would.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| crate::spawn::DEFAULT_PATH.into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// The install lock, held for the life of the value.
+struct Lock(#[allow(dead_code)] fs::File);
+
+impl Lock {
+    fn take(dir: &Path) -> Result<Lock, Failure> {
+        let denied = |e: io::Error| {
+            failed(format!(
+                "cannot write to modules_dir {}: {e}; --install and --remove need write access (run as root?)",
+                dir.display()
+            ))
+        };
+        fs::create_dir_all(dir).map_err(denied)?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK))
+            .map_err(denied)?;
+        match sys::try_lock_exclusive(f.as_raw_fd()) {
+            Ok(true) => Ok(Lock(f)),
+            Ok(false) => Err(failed(format!(
+                "another crd --install or --remove is running in {}",
+                dir.display()
+            ))),
+            Err(e) => Err(failed(format!("locking {}: {e}", dir.join(LOCK).display()))),
+        }
+    }
+}
+
+fn remove_tree(p: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Cleans what an interrupted install or remove left in `dir` (the lock must be
+/// held). Returns one line per action.
+fn recover_locked(dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return done;
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| HIDDEN_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .collect();
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        if let Some(module) = n.strip_prefix(".old-") {
+            if !dir.join(module).exists() {
+                match fs::rename(&p, dir.join(module)) {
+                    Ok(()) => done.push(format!("restored the previous {module} from {n}")),
+                    Err(e) => done.push(format!("restoring {module} from {n}: {e}")),
+                }
+                continue;
+            }
+        }
+        match remove_tree(&p) {
+            Ok(()) => done.push(format!("removed {n}, left by an interrupted install")),
+            Err(e) => done.push(format!("removing {n}: {e}")),
+        }
+    }
+    done
+}
+
+/// Cleans leftovers of an interrupted install (daemon start). Does nothing while
+/// an install runs or when `dir` is not writable.
+pub fn recover(dir: &Path) -> Vec<String> {
+    if !dir.is_dir() {
+        return Vec::new();
+    }
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK));
+    match f.map(|f| (sys::try_lock_exclusive(f.as_raw_fd()), f)) {
+        Ok((Ok(true), _f)) => recover_locked(dir),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs one child to completion with the machinery checks use.
+struct Child<'a> {
+    module: &'a str,
+    settings: ModuleSettings,
+    timeout: Duration,
+    streams: Streams,
+}
+
+impl Child<'_> {
+    fn run(
+        &self,
+        program: &Path,
+        args: &[OsString],
+        dir: &Path,
+        env: &[(&str, &OsStr)],
+    ) -> io::Result<run::Finished> {
+        daemon::run_once(run::Start {
+            module: self.module,
+            role: Role::Support,
+            spec: Spec {
+                program,
+                args,
+                dir,
+                env,
+                limits: daemon::limits(&self.settings),
+                streams: self.streams,
+                own_group: true,
+            },
+            timeout: self.timeout,
+            output_limit: self.settings.output_limit,
+        })
+    }
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+/// What a fetch found out about the source.
+#[derive(Default)]
+struct Provenance {
+    commit: Option<String>,
+    archive_sha256: Option<String>,
+}
+
+struct Fetch<'a> {
+    cfg: &'a Config,
+    name: &'a str,
+    work: PathBuf,
+    out: &'a mut dyn Write,
+}
+
+impl Fetch<'_> {
+    fn child(&self, file_limit: u64, streams: Streams) -> Child<'_> {
+        let mut settings = self.cfg.module_settings(self.name, &[]);
+        settings.file_limit = file_limit;
+        settings.output_limit = settings.output_limit.max(4096);
+        Child {
+            module: self.name,
+            settings,
+            timeout: FETCH_TIMEOUT,
+            streams,
+        }
+    }
+
+    /// Runs a fetch tool; `Err` with its output when it does not exit 0.
+    fn tool(&self, what: &str, program: &Path, args: &[OsString]) -> Result<String, Failure> {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+        let env: [(&str, &OsStr); 3] = [
+            ("HOME", &home),
+            ("GIT_TERMINAL_PROMPT", OsStr::new("0")),
+            ("LC_ALL", OsStr::new("C")),
+        ];
+        let limit = self.cfg.install_max_size.saturating_mul(4);
+        let f = self
+            .child(limit, Streams::Capture)
+            .run(program, args, &self.work, &env)
+            .map_err(|e| failed(format!("{what}: {}: {e}", program.display())))?;
+        match f.outcome {
+            Outcome::Exited(0) => Ok(f.output),
+            o => Err(failed(format!(
+                "{what} failed ({}): {}",
+                o.describe(),
+                f.output.trim()
+            ))),
+        }
+    }
+
+    fn git(&mut self, url: &str, rf: Option<&str>) -> Result<(PathBuf, Provenance), Failure> {
+        let git = which("git").ok_or_else(|| {
+            failed(format!(
+                "`{url}` is a git location, but git is not installed (not in PATH); \
+                 use a directory or a .tar.gz location, or install git"
+            ))
+        })?;
+        let src = self.work.join("src");
+        let _ = writeln!(
+            self.out,
+            "cloning {url}{}",
+            rf.map(|r| format!(" at {r}")).unwrap_or_default()
+        );
+        let mut args = os(&["clone", "--quiet", "--depth", "1"]);
+        if let Some(r) = rf {
+            args.extend(os(&["--branch", r]));
+        }
+        args.extend([OsString::from("--"), url.into(), src.clone().into()]);
+        if let Err(first) = self.tool("git clone", &git, &args) {
+            let Some(r) = rf else {
+                return Err(first);
+            };
+            // Not a branch or tag: maybe a commit. A full clone, then check it out.
+            let _ = remove_tree(&src);
+            let args = vec![
+                "clone".into(),
+                "--quiet".into(),
+                "--no-checkout".into(),
+                "--".into(),
+                url.into(),
+                src.clone().into_os_string(),
+            ];
+            self.tool("git clone", &git, &args)?;
+            let c = OsString::from(&src);
+            let args = vec![
+                "-C".into(),
+                c,
+                "checkout".into(),
+                "--quiet".into(),
+                "--detach".into(),
+                format!("{r}^{{commit}}").into(),
+            ];
+            self.tool("git checkout", &git, &args)
+                .map_err(|_| failed(format!("`{r}` is no branch, tag or commit of {url}")))?;
+        }
+        let args = vec![
+            "-C".into(),
+            src.clone().into_os_string(),
+            "rev-parse".into(),
+            "HEAD".into(),
+        ];
+        let commit = self.tool("git rev-parse", &git, &args)?.trim().to_string();
+        Ok((
+            src,
+            Provenance {
+                commit: Some(commit),
+                ..Provenance::default()
+            },
+        ))
+    }
+
+    fn download(&mut self, url: &str) -> Result<PathBuf, Failure> {
+        let dest = self.work.join("archive.tar.gz");
+        let d = dest.clone().into_os_string();
+        let (prog, args) = if let Some(p) = which("uclient-fetch") {
+            (p, vec!["-q".into(), "-O".into(), d, url.into()])
+        } else if let Some(p) = which("wget") {
+            (p, vec!["-q".into(), "-O".into(), d, url.into()])
+        } else if let Some(p) = which("curl") {
+            (p, vec!["-fsSL".into(), "-o".into(), d, url.into()])
+        } else {
+            return Err(failed(format!(
+                "cannot fetch {url}: none of uclient-fetch, wget, curl is in PATH"
+            )));
+        };
+        let _ = writeln!(self.out, "fetching {url}");
+        let limit = self.cfg.install_max_size;
+        let f = self
+            .child(limit, Streams::Capture)
+            .run(&prog, &args, &self.work, &[])
+            .map_err(|e| failed(format!("{}: {e}", prog.display())))?;
+        match f.outcome {
+            Outcome::Exited(0) => Ok(dest),
+            Outcome::Signaled(s) if s == libc::SIGXFSZ => Err(failed(format!(
+                "{url} is larger than install_max_size ({limit} bytes)"
+            ))),
+            o => Err(failed(format!(
+                "fetching {url} failed ({}): {}",
+                o.describe(),
+                f.output.trim()
+            ))),
+        }
+    }
+
+    fn tarball(&mut self, archive: &Path) -> Result<(PathBuf, Provenance), Failure> {
+        let max = self.cfg.install_max_size;
+        let md =
+            fs::metadata(archive).map_err(|e| failed(format!("{}: {e}", archive.display())))?;
+        if md.len() > max {
+            return Err(failed(format!(
+                "{} is {} bytes, over install_max_size ({max} bytes)",
+                archive.display(),
+                md.len()
+            )));
+        }
+        let mut digest = Sha256::default();
+        let mut f =
+            fs::File::open(archive).map_err(|e| failed(format!("{}: {e}", archive.display())))?;
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => digest.update(&buf[..n]),
+                Err(e) => return Err(failed(format!("{}: {e}", archive.display()))),
+            }
+        }
+        let gzip = which("gzip")
+            .ok_or_else(|| failed("gzip is not in PATH; it is needed to unpack a .tar.gz"))?;
+        let tar_path = self.work.join("archive.tar");
+        let tar = fs::File::create(&tar_path).map_err(|e| failed(format!("{e}")))?;
+        // The plain tar may be up to install_max_size of files plus headers.
+        let tar_limit = max + (crate::tar::MAX_ENTRIES as u64 + 2) * 1024;
+        let args = vec!["-dc".into(), "--".into(), archive.as_os_str().to_owned()];
+        let r = self
+            .child(tar_limit, Streams::StdoutTo(tar.as_raw_fd()))
+            .run(&gzip, &args, &self.work, &[])
+            .map_err(|e| failed(format!("gzip: {e}")))?;
+        drop(tar);
+        match r.outcome {
+            Outcome::Exited(0) => {}
+            Outcome::Signaled(s) if s == libc::SIGXFSZ => {
+                return Err(failed(format!(
+                    "{} unpacks to more than install_max_size ({max} bytes)",
+                    archive.display()
+                )));
+            }
+            o => {
+                return Err(failed(format!(
+                    "{} is not a readable .tar.gz (gzip: {}): {}",
+                    archive.display(),
+                    o.describe(),
+                    r.output.trim()
+                )));
+            }
+        }
+        let src = self.work.join("src");
+        fs::create_dir(&src).map_err(|e| failed(format!("{e}")))?;
+        let mut t =
+            io::BufReader::new(fs::File::open(&tar_path).map_err(|e| failed(format!("{e}")))?);
+        crate::tar::extract(&mut t, &src, max)
+            .map_err(|e| failed(format!("{}: {e}", archive.display())))?;
+        let _ = fs::remove_file(&tar_path);
+        Ok((
+            src,
+            Provenance {
+                archive_sha256: Some(digest.hex()),
+                ..Provenance::default()
+            },
+        ))
+    }
+}
+
+/// Where in the fetched tree `src` module `name` is: a folder of its name, else
+/// (not for a repository) the top, else the one folder at the top.
+fn module_root(src: &Path, name: &str, from_repo: bool, loc: &str) -> Result<PathBuf, Failure> {
+    let sub = src.join(name);
+    if fs::symlink_metadata(&sub).is_ok_and(|m| m.is_dir()) {
+        return Ok(sub);
+    }
+    if from_repo {
+        return Err(failed(format!(
+            "the repository {loc} has no module `{name}` (no folder `{name}` at its top)"
+        )));
+    }
+    let is_module = |d: &Path| d.join(name).is_file() || d.join("check").is_file();
+    if is_module(src) {
+        return Ok(src.to_path_buf());
+    }
+    let entries: Vec<PathBuf> = fs::read_dir(src)
+        .map_err(|e| failed(format!("{e}")))?
+        .flatten()
+        .filter(|e| e.file_name() != ".git")
+        .map(|e| e.path())
+        .collect();
+    if let [only] = &entries[..] {
+        if fs::symlink_metadata(only).is_ok_and(|m| m.is_dir()) && is_module(only) {
+            return Ok(only.clone());
+        }
+    }
+    Err(failed(format!(
+        "{loc} holds no module `{name}`: want `{name}` (support) or `check` at its top, or a folder `{name}`"
+    )))
+}
+
+/// Copies the module at `src` into the new directory `dst`, refusing what is unsafe
+/// and normalizing modes (0755 or 0644 by the owner's exec bit; directories 0755).
+/// `.git` is left out. Returns the SHA-256 of the tree (paths, kinds, modes,
+/// contents, in name order).
+fn stage(src: &Path, dst: &Path, max_bytes: u64) -> Result<String, Failure> {
+    struct Walk {
+        digest: Sha256,
+        bytes: u64,
+        files: usize,
+        max: u64,
+    }
+    fn walk(w: &mut Walk, root: &Path, rel: &[String], dst: &Path) -> Result<(), String> {
+        if rel.len() > crate::tar::MAX_DEPTH {
+            return Err(format!("deeper than {} levels", crate::tar::MAX_DEPTH));
+        }
+        let here = root.join(rel.iter().collect::<PathBuf>());
+        let mut names: Vec<String> = fs::read_dir(&here)
+            .map_err(|e| format!("{}: {e}", here.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".git" && n != RECORD)
+            .collect();
+        names.sort();
+        for n in names {
+            let mut r = rel.to_vec();
+            r.push(n);
+            let shown = r.join("/");
+            let from = root.join(r.iter().collect::<PathBuf>());
+            let to = dst.join(r.iter().collect::<PathBuf>());
+            let md = fs::symlink_metadata(&from).map_err(|e| format!("{shown}: {e}"))?;
+            w.files += 1;
+            if w.files > MAX_FILES {
+                return Err(format!("more than {MAX_FILES} files"));
+            }
+            let ft = md.file_type();
+            let mode = md.permissions().mode();
+            if mode & 0o6000 != 0 && !ft.is_symlink() {
+                return Err(format!(
+                    "{shown}: setuid or setgid bit (mode {:04o}) refused",
+                    mode & 0o7777
+                ));
+            }
+            w.digest.update(shown.as_bytes());
+            w.digest.update(&[0]);
+            if ft.is_dir() {
+                w.digest.update(b"d");
+                fs::create_dir(&to).map_err(|e| format!("{shown}: {e}"))?;
+                walk(w, root, &r, dst)?;
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&from).map_err(|e| format!("{shown}: {e}"))?;
+                let t = target.to_string_lossy();
+                if !crate::tar::link_stays_inside(&r, &t) {
+                    return Err(format!(
+                        "{shown}: symlink to `{t}` points outside the module"
+                    ));
+                }
+                w.digest.update(b"l");
+                w.digest.update(t.as_bytes());
+                std::os::unix::fs::symlink(&target, &to).map_err(|e| format!("{shown}: {e}"))?;
+            } else if ft.is_file() {
+                w.bytes += md.len();
+                if w.bytes > w.max {
+                    return Err(format!(
+                        "more than {} bytes of files (install_max_size)",
+                        w.max
+                    ));
+                }
+                let exec = mode & 0o100 != 0;
+                w.digest.update(if exec { b"x" } else { b"f" });
+                let mut input = fs::File::open(&from).map_err(|e| format!("{shown}: {e}"))?;
+                let mut output = fs::File::create(&to).map_err(|e| format!("{shown}: {e}"))?;
+                let mut buf = [0u8; 8192];
+                loop {
+                    let n = input.read(&mut buf).map_err(|e| format!("{shown}: {e}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.digest.update(&buf[..n]);
+                    output
+                        .write_all(&buf[..n])
+                        .map_err(|e| format!("{shown}: {e}"))?;
+                }
+                let m = if exec { 0o755 } else { 0o644 };
+                fs::set_permissions(&to, fs::Permissions::from_mode(m))
+                    .map_err(|e| format!("{shown}: {e}"))?;
+            } else {
+                return Err(format!(
+                    "{shown}: not a file, directory or symlink; refused"
+                ));
+            }
+        }
+        Ok(())
+    }
+    fs::create_dir(dst).map_err(|e| failed(format!("{}: {e}", dst.display())))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(0o755))
+        .map_err(|e| failed(format!("{e}")))?;
+    let mut w = Walk {
+        digest: Sha256::default(),
+        bytes: 0,
+        files: 0,
+        max: max_bytes,
+    };
+    walk(&mut w, src, &[], dst).map_err(|e| failed(format!("refused: {e}")))?;
+    Ok(w.digest.hex())
+}
+
+/// The installed record (`NAME/.crd-install`), as `key = value` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub source: String,
+    pub reference: String,
+    pub commit: String,
+    pub archive_sha256: String,
+    pub tree_sha256: String,
+    pub installed_at: u64,
+}
+
+impl Record {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in [
+            ("source", self.source.as_str()),
+            ("ref", &self.reference),
+            ("commit", &self.commit),
+            ("archive_sha256", &self.archive_sha256),
+            ("tree_sha256", &self.tree_sha256),
+        ] {
+            if !v.is_empty() {
+                s.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        s.push_str(&format!("installed_at = {}\n", self.installed_at));
+        s
+    }
+
+    pub fn parse(text: &str) -> Record {
+        let mut r = Record::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once(" = ") else {
+                continue;
+            };
+            let v = v.to_string();
+            match k {
+                "source" => r.source = v,
+                "ref" => r.reference = v,
+                "commit" => r.commit = v,
+                "archive_sha256" => r.archive_sha256 = v,
+                "tree_sha256" => r.tree_sha256 = v,
+                "installed_at" => r.installed_at = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// The short revision `--list` shows.
+    pub fn revision(&self) -> String {
+        let short = |s: &str| s.chars().take(12).collect::<String>();
+        if !self.commit.is_empty() {
+            short(&self.commit)
+        } else if !self.archive_sha256.is_empty() {
+            format!("sha256:{}", short(&self.archive_sha256))
+        } else if !self.tree_sha256.is_empty() {
+            format!("tree:{}", short(&self.tree_sha256))
+        } else {
+            "-".into()
+        }
+    }
+}
+
+/// Checks the staged module: its executable, scripts and `module.conf`.
+fn check_layout(
+    staged: &Path,
+    name: &str,
+    rf: Option<&str>,
+    git: bool,
+) -> Result<config::ModuleMeta, Failure> {
+    let exe = |f: &str| {
+        fs::symlink_metadata(staged.join(f))
+            .map(|m| m.is_file() && m.permissions().mode() & 0o100 != 0)
+            .unwrap_or(false)
+    };
+    if !exe(name) && !exe("check") {
+        return Err(failed(format!(
+            "module `{name}` has neither an executable `{name}` (support) nor an executable `check`"
+        )));
+    }
+    for f in ["install", "rollback", "response"] {
+        if staged.join(f).exists() && !exe(f) {
+            return Err(failed(format!(
+                "module `{name}`: `{f}` is not an executable file"
+            )));
+        }
+    }
+    let conf = staged.join("module.conf");
+    let meta = if conf.exists() {
+        let text = crate::modules::read_bounded(&conf, config::MAX_CONFIG_BYTES)
+            .map_err(|e| failed(format!("{name}/module.conf: {e}")))?;
+        config::parse_module_conf(&text, Path::new(&format!("{name}/module.conf")))
+            .map_err(|e| failed(format!("module `{name}`: {e}")))?;
+        config::module_meta(&text)
+    } else {
+        config::ModuleMeta::default()
+    };
+    let ours = env!("CARGO_PKG_VERSION");
+    if !meta.min_crd_version.is_empty() && !version_at_least(ours, &meta.min_crd_version) {
+        return Err(failed(format!(
+            "module `{name}` needs crd {} or newer; this is crd {ours}",
+            meta.min_crd_version
+        )));
+    }
+    if let (Some(r), false) = (rf, git) {
+        if meta.version.trim_start_matches('v') != r.trim_start_matches('v') {
+            return Err(failed(format!(
+                "asked for {name}@{r}, but the module's version is `{}`",
+                if meta.version.is_empty() {
+                    "(none)"
+                } else {
+                    &meta.version
+                }
+            )));
+        }
+    }
+    Ok(meta)
+}
+
+fn module_env<'a>(
+    cfg: &'a Config,
+    node: &'a str,
+    name: &'a str,
+    final_dir: &'a Path,
+    step: &'a str,
+) -> [(&'a str, &'a OsStr); 5] {
+    [
+        ("CRD_CONFIG", cfg.path.as_os_str()),
+        ("CRD_MODULE", OsStr::new(name)),
+        ("CRD_NODE", OsStr::new(node)),
+        ("CRD_MODULE_DIR", final_dir.as_os_str()),
+        ("CRD_STEP", OsStr::new(step)),
+    ]
+}
+
+/// Runs the staged module's `install` or `rollback`, if it has one, with the limits
+/// and timeout of a check (crd.conf's, not the module's own). `Ok(None)`: absent.
+fn run_script(
+    cfg: &Config,
+    name: &str,
+    staged: &Path,
+    final_dir: &Path,
+    step: &str,
+    out: &mut dyn Write,
+) -> Result<Option<Outcome>, Failure> {
+    let program = staged.join(step);
+    if !program.exists() {
+        return Ok(None);
+    }
+    let settings = cfg.module_settings(name, &[]);
+    let node = daemon::node_name(cfg);
+    let env = module_env(cfg, &node, name, final_dir, step);
+    let child = Child {
+        module: name,
+        timeout: settings.timeout,
+        settings,
+        streams: Streams::Capture,
+    };
+    let f = child
+        .run(&program, &[], staged, &env)
+        .map_err(|e| failed(format!("{step}: {e}")))?;
+    let _ = writeln!(out, "{step}: {}", f.outcome.describe());
+    for line in f.output.lines() {
+        let _ = writeln!(out, "  | {line}");
+    }
+    Ok(Some(f.outcome))
+}
+
+/// Moves `.staging-NAME` into place as `NAME`, the previous version out of the way
+/// first and removed last.
+fn swap_in(dir: &Path, name: &str) -> io::Result<()> {
+    let target = dir.join(name);
+    let old = dir.join(format!(".old-{name}"));
+    let staging = dir.join(format!(".staging-{name}"));
+    let had_old = fs::symlink_metadata(&target).is_ok();
+    if had_old {
+        fs::rename(&target, &old)?;
+    }
+    if let Err(e) = fs::rename(&staging, &target) {
+        if had_old {
+            let _ = fs::rename(&old, &target);
+        }
+        return Err(e);
+    }
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    if had_old {
+        remove_tree(&old)?;
+    }
+    Ok(())
+}
+
+/// Tells a running daemon to re-scan its modules; a line for the operator.
+fn tell_daemon(cfg: &Config) -> String {
+    match crate::control::request(&cfg.control_socket, "reload") {
+        Ok(r) if r.starts_with("ok") => "the running daemon reloaded its modules".into(),
+        Ok(r) => format!("the daemon answered: {}", r.trim()),
+        Err(_) => format!(
+            "no daemon reachable at {}; it picks the change up when it starts (or on SIGHUP)",
+            cfg.control_socket.display()
+        ),
+    }
+}
+
+/// `crd --install SPEC [-l LOCATION]`: prints progress to `out`; `Ok` with the
+/// summary line.
+pub fn install(
+    cfg: &Config,
+    spec: &str,
+    location: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<String, Failure> {
+    let (name, rf) = parse_spec(spec)?;
+    let from_repo = location.is_none();
+    let loc = match location {
+        Some(l) => l,
+        None if cfg.repository.is_empty() => {
+            return Err(Failure::Usage(format!(
+                "no repository configured in {}: set `repository = LOCATION`, or give the module's location with -l",
+                cfg.path.display()
+            )));
+        }
+        None => cfg.repository.as_str(),
+    };
+    let kind = classify(loc, name, from_repo, rf.is_some())?;
+    let dir = &cfg.modules_dir;
+    let _lock = Lock::take(dir)?;
+    for line in recover_locked(dir) {
+        let _ = writeln!(out, "{line}");
+    }
+    let work = dir.join(format!(".fetch-{name}"));
+    let staging = dir.join(format!(".staging-{name}"));
+    fs::create_dir(&work).map_err(|e| failed(format!("{}: {e}", work.display())))?;
+    let result = transact(cfg, name, rf, loc, kind, from_repo, &work, &staging, out);
+    let _ = remove_tree(&work);
+    let _ = remove_tree(&staging);
+    let summary = result?;
+    Ok(format!("{summary}; {}", tell_daemon(cfg)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transact(
+    cfg: &Config,
+    name: &str,
+    rf: Option<&str>,
+    loc: &str,
+    kind: Location,
+    from_repo: bool,
+    work: &Path,
+    staging: &Path,
+    out: &mut dyn Write,
+) -> Result<String, Failure> {
+    let mut fetch = Fetch {
+        cfg,
+        name,
+        work: work.to_path_buf(),
+        out,
+    };
+    let git = matches!(kind, Location::Git(_));
+    let (src, prov) = match &kind {
+        Location::Git(url) => fetch.git(url, rf)?,
+        Location::Dir(p) => (p.clone(), Provenance::default()),
+        Location::TarPath(p) => fetch.tarball(p)?,
+        Location::TarUrl(u) => {
+            let a = fetch.download(u)?;
+            fetch.tarball(&a)?
+        }
+    };
+    let out = fetch.out;
+    let root = module_root(&src, name, from_repo, loc)?;
+    let tree = stage(&root, staging, cfg.install_max_size)?;
+    let meta = check_layout(staging, name, rf, git)?;
+    let record = Record {
+        source: loc.to_string(),
+        reference: rf.unwrap_or_default().to_string(),
+        commit: prov.commit.unwrap_or_default(),
+        archive_sha256: prov.archive_sha256.unwrap_or_default(),
+        tree_sha256: tree,
+        installed_at: crate::outbox::unix_ms() / 1000,
+    };
+    fs::write(staging.join(RECORD), record.render())
+        .map_err(|e| failed(format!("{RECORD}: {e}")))?;
+    let final_dir = cfg.modules_dir.join(name);
+    let rollback = |out: &mut dyn Write, why: String| -> Failure {
+        match run_script(cfg, name, staging, &final_dir, "rollback", out) {
+            Ok(Some(Outcome::Exited(0))) | Ok(None) => failed(why),
+            Ok(Some(o)) => failed(format!("{why}; rollback also failed ({})", o.describe())),
+            Err(e) => failed(format!("{why}; rollback: {}", e.message())),
+        }
+    };
+    match run_script(cfg, name, staging, &final_dir, "install", out) {
+        Ok(None) | Ok(Some(Outcome::Exited(0))) => {}
+        Ok(Some(o)) => {
+            let why = match o {
+                Outcome::TimedOut => format!(
+                    "`install` of {name} timed out after {} ms",
+                    cfg.module_settings(name, &[]).timeout.as_millis()
+                ),
+                o => format!("`install` of {name} failed ({})", o.describe()),
+            };
+            return Err(rollback(out, why));
+        }
+        Err(e) => return Err(rollback(out, e.message().to_string())),
+    }
+    if let Err(e) = swap_in(&cfg.modules_dir, name) {
+        return Err(rollback(out, format!("moving {name} into place: {e}")));
+    }
+    let version = if meta.version.is_empty() {
+        "(no version)".to_string()
+    } else {
+        meta.version
+    };
+    Ok(format!(
+        "installed {name} {version} from {loc} ({}) in {}",
+        record.revision(),
+        final_dir.display()
+    ))
+}
+
+/// `crd --remove NAME`.
+pub fn remove(cfg: &Config, name: &str) -> Result<String, Failure> {
+    config::valid_name(name)
+        .map_err(|why| Failure::Usage(format!("bad module name `{name}`: {why}")))?;
+    let dir = &cfg.modules_dir;
+    let _lock = Lock::take(dir)?;
+    recover_locked(dir);
+    let target = dir.join(name);
+    if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+        return Err(failed(format!("no module `{name}` in {}", dir.display())));
+    }
+    let gone = dir.join(format!(".removing-{name}"));
+    fs::rename(&target, &gone).map_err(|e| failed(format!("{}: {e}", target.display())))?;
+    remove_tree(&gone).map_err(|e| failed(format!("{}: {e}", gone.display())))?;
+    Ok(format!(
+        "removed {name} from {}; {}",
+        dir.display(),
+        tell_daemon(cfg)
+    ))
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) of unix seconds.
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// `crd --list`: one line per module directory.
+pub fn list(cfg: &Config) -> Result<String, Failure> {
+    let dir = &cfg.modules_dir;
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| failed(format!("modules_dir {}: {e}", dir.display())))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let mut s = format!(
+        "{:<24} {:<10} {:<17} {:<15} {:<18} SOURCE\n",
+        "NAME", "VERSION", "KIND", "REVISION", "INSTALLED"
+    );
+    for n in names {
+        let d = dir.join(&n);
+        let meta = crate::modules::read_bounded(&d.join("module.conf"), config::MAX_CONFIG_BYTES)
+            .map(|t| config::module_meta(&t))
+            .unwrap_or_default();
+        let rec = crate::modules::read_bounded(&d.join(RECORD), 64 << 10)
+            .map(|t| Record::parse(&t))
+            .ok();
+        let kind = match (d.join(&n).is_file(), d.join("check").is_file()) {
+            (true, true) => "support+check",
+            (true, false) => "support",
+            (false, true) => "check",
+            (false, false) => "?",
+        };
+        let (rev, at, source) = match &rec {
+            Some(r) => (r.revision(), utc(r.installed_at), r.source.clone()),
+            None => ("-".into(), "-".into(), "(copied by hand)".into()),
+        };
+        let version = if meta.version.is_empty() {
+            "-"
+        } else {
+            &meta.version
+        };
+        s.push_str(&format!(
+            "{n:<24} {version:<10} {kind:<17} {rev:<15} {at:<18} {source}\n"
+        ));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_and_refs() {
+        assert_eq!(parse_spec("notify").unwrap(), ("notify", None));
+        assert_eq!(
+            parse_spec("wan-failover@v1.2").unwrap(),
+            ("wan-failover", Some("v1.2"))
+        );
+        for bad in [
+            "a/b",
+            "..",
+            ".x",
+            "",
+            "x@",
+            "x@-oops",
+            "x@a..b",
+            "x@a b",
+            &"n".repeat(65),
+        ] {
+            assert_eq!(parse_spec(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn locations_are_classified() {
+        let c = |l: &str, repo: bool| classify(l, "m", repo, false);
+        assert_eq!(
+            c("https://g.example/ops/m.git", false).unwrap(),
+            Location::Git("https://g.example/ops/m.git".into())
+        );
+        assert_eq!(
+            c("git@g.example:ops/m", false).unwrap(),
+            Location::Git("git@g.example:ops/m".into())
+        );
+        assert_eq!(
+            c("/mnt/usb/m.tar.gz", false).unwrap(),
+            Location::TarPath("/mnt/usb/m.tar.gz".into())
+        );
+        assert_eq!(
+            c("file:///x/m.tgz", false).unwrap(),
+            Location::TarPath("/x/m.tgz".into())
+        );
+        assert_eq!(
+            c("https://e.example/m.tar.gz", false).unwrap(),
+            Location::TarUrl("https://e.example/m.tar.gz".into())
+        );
+        assert_eq!(
+            c("https://e.example/mods/", true).unwrap(),
+            Location::TarUrl("https://e.example/mods/m.tar.gz".into())
+        );
+        assert_eq!(c("/", false).unwrap(), Location::Dir("/".into()));
+        assert!(c("/no/such/thing", false).is_err());
+        assert_eq!(c("-uoops", false).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(version_at_least("0.10.0", "0.9"));
+        assert!(version_at_least("1.0", "1.0.0"));
+        assert!(!version_at_least("0.1.0", "0.2"));
+        assert!(version_at_least("v2", "1.9.9"));
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00Z");
+        assert_eq!(utc(1_795_000_000), "2026-11-18 11:06Z");
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let r = Record {
+            source: "file:///r".into(),
+            reference: "v1".into(),
+            commit: "0123456789abcdef".into(),
+            archive_sha256: String::new(),
+            tree_sha256: "ff".into(),
+            installed_at: 42,
+        };
+        assert_eq!(Record::parse(&r.render()), r);
+        assert_eq!(r.revision(), "0123456789ab");
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("crd-inst-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn recovery_puts_back_an_interrupted_swap_and_cleans_the_rest() {
+        let d = tmp("recover");
+        // Crash between the two renames: only .old-a; a crash after them: both.
+        fs::create_dir_all(d.join(".old-a")).unwrap();
+        fs::write(d.join(".old-a/a"), "v1").unwrap();
+        fs::create_dir_all(d.join(".old-b")).unwrap();
+        fs::create_dir_all(d.join("b")).unwrap();
+        fs::write(d.join("b/b"), "v2").unwrap();
+        fs::create_dir_all(d.join(".staging-c/x")).unwrap();
+        fs::create_dir_all(d.join(".fetch-c/src")).unwrap();
+        fs::create_dir_all(d.join(".removing-d")).unwrap();
+        let done = recover(&d);
+        assert_eq!(done.len(), 5, "{done:?}");
+        assert_eq!(fs::read_to_string(d.join("a/a")).unwrap(), "v1");
+        assert_eq!(fs::read_to_string(d.join("b/b")).unwrap(), "v2");
+        let left: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != LOCK)
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn staging_refuses_escaping_symlinks_and_setuid_files() {
+        let d = tmp("stage");
+        let src = d.join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("m"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("m"), fs::Permissions::from_mode(0o775)).unwrap();
+        std::os::unix::fs::symlink("../m", src.join("sub/ok")).unwrap();
+        let a = stage(&src, &d.join("s1"), 1 << 20).unwrap();
+        let mode = fs::metadata(d.join("s1/m")).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "group write is dropped");
+        let b = stage(&src, &d.join("s2"), 1 << 20).unwrap();
+        assert_eq!(a, b, "the tree digest is deterministic");
+        assert!(
+            stage(&src, &d.join("s3"), 5)
+                .unwrap_err()
+                .message()
+                .contains("install_max_size")
+        );
+        std::os::unix::fs::symlink("/etc/passwd", src.join("sub/bad")).unwrap();
+        let e = stage(&src, &d.join("s4"), 1 << 20).unwrap_err();
+        assert!(e.message().contains("points outside"), "{e:?}");
+        fs::remove_file(src.join("sub/bad")).unwrap();
+        fs::set_permissions(src.join("m"), fs::Permissions::from_mode(0o4755)).unwrap();
+        let e = stage(&src, &d.join("s5"), 1 << 20).unwrap_err();
+        assert!(e.message().contains("setuid"), "{e:?}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
