@@ -78,7 +78,8 @@ fuzz:
 
 # Installs crd into DESTDIR with PREFIX (default /usr/local): the binary, a default
 # /etc/CRD/crd.conf (kept if present), the support module restart-service, and the
-# example modules under PREFIX/share/crd/modules. BIN picks the binary (default:
+# example and support modules under PREFIX/share/crd/modules (a module repository
+# for `crd --install`: `repository = PREFIX/share/crd/modules`). BIN picks the binary (default:
 # this machine's release build; e.g. BIN=dist/ath79/crd for a board's).
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -95,7 +96,8 @@ install: $(BIN)
 	[ -e $(DESTDIR)/etc/CRD/crd.conf ] || install -m 644 cross/crd.conf.example $(DESTDIR)/etc/CRD/crd.conf
 	install -m 755 modules/restart-service/restart-service $(DESTDIR)/opt/CRD/modules/restart-service/
 	install -m 644 modules/restart-service/module.conf $(DESTDIR)/opt/CRD/modules/restart-service/
-	cp -R modules/LogSize modules/DiskFull modules/WanDown modules/ProcessDown modules/README.md \
+	cp -R modules/LogSize modules/DiskFull modules/WanDown modules/ProcessDown \
+		modules/restart-service modules/mqtt-notify modules/log-trim modules/README.md \
 		$(DESTDIR)$(PREFIX)/share/crd/modules/
 	install -m 644 README.md ARCHITECTURE.md $(DESTDIR)$(PREFIX)/share/doc/crd/
 

@@ -225,3 +225,115 @@ fn shipped_modules_pass_crd_check_config() {
     assert!(out.contains("ok; 4 modules runnable"), "{out}");
     assert!(err.is_empty(), "{err}");
 }
+
+/// `crd --install NAME` with this repository's `modules/` as the repository.
+fn install_from_repo(sb: &Sandbox, path: &str, name: &str) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("modules");
+    sb.config(&format!("repository = {}", repo.display()));
+    let (code, out, err) = crd_with_path(sb, path, &["--install", name]);
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
+
+#[test]
+fn mqtt_notify_spools_a_message_through_the_running_daemon() {
+    let sb = Sandbox::new("mod-notify");
+    let path = stubs(&sb, &[]);
+    let out = install_from_repo(&sb, &path, "mqtt-notify");
+    assert!(out.contains("install: exit 0"), "{out}");
+    assert!(out.contains("crd emit is available"), "{out}");
+    let (code, _, err) = crd_with_path(&sb, &path, &["-x", "mqtt-notify", "nobody listens"]);
+    assert_eq!(code, 1, "no daemon: {err}");
+    let mut d = sb.start();
+    let (code, out, err) = crd_with_path(
+        &sb,
+        &path,
+        &["-x", "mqtt-notify", "-t", "alerts/disk", "disk is", "full"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "1", "the seq of the spooled record");
+    let (code, out, _) = crd_with_path(&sb, &path, &["-x", "mqtt-notify", "plain"]);
+    assert_eq!((code, out.trim()), (0, "2"));
+    let (code, _, _) = crd_with_path(&sb, &path, &["-x", "mqtt-notify"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = crd_with_path(&sb, &path, &["-x", "mqtt-notify", "-t"]);
+    assert_eq!(code, 2);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(std::time::Duration::from_secs(10)).is_some());
+    let (_, dump, _) = sb.run(&["dump"]);
+    let lines: Vec<&str> = dump.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "{dump}");
+    assert!(
+        lines[0].starts_with("1 ")
+            && lines[0].contains("alerts/disk")
+            && lines[0].contains("\"disk is full\""),
+        "{dump}"
+    );
+    assert!(
+        lines[1].contains("notify") && lines[1].contains("\"plain\""),
+        "{dump}"
+    );
+}
+
+#[test]
+fn log_trim_deletes_the_oldest_files_until_under_the_limit() {
+    let sb = Sandbox::new("mod-logtrim");
+    let path = stubs(&sb, &[]);
+    install_from_repo(&sb, &path, "log-trim");
+    let log = sb.path("log");
+    fs::create_dir_all(&log).unwrap();
+    for (i, age_h) in [(1, 3), (2, 2), (3, 1)] {
+        let f = log.join(format!("app.{i}.log"));
+        fs::write(&f, vec![b'x'; 30 * 1024]).unwrap();
+        let st = std::process::Command::new("touch")
+            .args(["-d", &format!("-{age_h} hours")])
+            .arg(&f)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    fs::write(log.join("keep.txt"), vec![b'k'; 100 * 1024]).unwrap();
+    let dir = log.to_str().unwrap();
+    let (code, out, err) = crd_with_path(&sb, &path, &["-x", "log-trim", dir, "50", "*.log"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("deleted") && out.contains("30 KiB (limit 50 KiB)"),
+        "{out}"
+    );
+    assert!(!log.join("app.1.log").exists() && !log.join("app.2.log").exists());
+    assert!(log.join("app.3.log").exists(), "the newest stays");
+    assert!(
+        log.join("keep.txt").exists(),
+        "files outside the pattern stay"
+    );
+    // The newest alone is over the limit: truncated, not deleted.
+    let (code, out, _) = crd_with_path(&sb, &path, &["-x", "log-trim", dir, "10", "*.log"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("truncated"), "{out}");
+    assert_eq!(fs::metadata(log.join("app.3.log")).unwrap().len(), 0);
+    for bad in [&["-x", "log-trim"][..], &["-x", "log-trim", dir, "ten"][..]] {
+        assert_eq!(crd_with_path(&sb, &path, bad).0, 2, "{bad:?}");
+    }
+    let missing = sb.path("nope");
+    let (code, _, err) = crd_with_path(
+        &sb,
+        &path,
+        &["-x", "log-trim", missing.to_str().unwrap(), "1"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a directory"), "{err}");
+}
+
+#[test]
+fn restart_service_installs_from_the_repository_and_is_listed() {
+    let sb = Sandbox::new("mod-restart-inst");
+    let path = stubs(&sb, &[("systemctl", "exit 0")]);
+    let out = install_from_repo(&sb, &path, "restart-service");
+    assert!(out.contains("init system found"), "{out}");
+    let list = sb.run(&["--list"]).1;
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("restart-service "))
+        .unwrap();
+    assert!(row.contains(" 1.0 ") && row.contains("support"), "{row}");
+}
