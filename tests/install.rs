@@ -510,6 +510,20 @@ fn hostile_names_archives_links_modes_and_sizes_are_refused() {
     let (code, _, err) = sb.run(&["--install", "evil", "-l", d.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("setuid"), "{err}");
+    // A module that needs a newer crd, or whose module.conf is broken.
+    fs::set_permissions(d.join("evil"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(d.join("module.conf"), "min_crd_version = 99.0\n").unwrap();
+    let (code, _, err) = sb.run(&["--install", "evil", "-l", d.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("needs crd 99.0 or newer"), "{err}");
+    fs::write(d.join("module.conf"), "timeout = soon\n").unwrap();
+    let (code, _, err) = sb.run(&["--install", "evil", "-l", d.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("evil/module.conf:1") && err.contains("timeout"),
+        "{err}"
+    );
+    fs::remove_file(d.join("module.conf")).unwrap();
     // Neither a support executable nor a check: not a module.
     fs::remove_file(d.join("evil")).unwrap();
     fs::write(d.join("README"), "nothing to run").unwrap();
