@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size bench bench-spool bench-mqtt soak fuzz clean \
+.PHONY: all build run status test lint unit size size-tls bench bench-spool bench-mqtt soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -25,9 +25,13 @@ status:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --all-targets --features tls -- -D warnings
 
+# All tests of the plain build, then those that differ with the `tls` feature
+# (config keys, transport, TLS against mosquitto with a test CA).
 unit:
 	cargo test --locked
+	cargo test --locked --features tls --lib --test mqtt -- tls
 
 # Installs the cross toolchain and qemu if missing (idempotent).
 cross-setup:

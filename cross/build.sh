@@ -1,6 +1,8 @@
 #!/bin/sh
-# cross/build.sh BOARD: builds the release binary for board-configs/BOARD.conf and
-# puts it at dist/BOARD/crd.
+# cross/build.sh BOARD [tls]: builds the release binary for board-configs/BOARD.conf
+# and puts it at dist/BOARD/crd; with `tls`, the build with MQTT over TLS (cargo
+# feature `tls`: rustls + ring, whose C and assembly zig compiles) at
+# dist/BOARD-tls/crd, in its own target directory.
 #
 # Router boards (BUILD_STD=yes) build std from source with cargo-zigbuild (zig is the
 # linker), with -Zbuild-std-features=optimize_for_size and -Zlocation-detail=none:
@@ -9,7 +11,16 @@
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain take those -Z flags.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-board=${1:?usage: cross/build.sh BOARD}
+board=${1:?usage: cross/build.sh BOARD [tls]}
+variant=${2:-}
+features=
+out=$board
+if [ "$variant" = tls ]; then
+    features="--features tls"
+    out=$board-tls
+    export CARGO_TARGET_DIR="$top/target/tls"
+fi
+tdir=${CARGO_TARGET_DIR:-$top/target}
 conf="$top/board-configs/$board.conf"
 [ -f "$conf" ] || { echo "no board config $conf" >&2; exit 2; }
 . "$conf"
@@ -18,17 +29,17 @@ if [ "$BUILD_STD" = yes ]; then
     command -v cargo-zigbuild >/dev/null 2>&1 || { echo "cargo-zigbuild missing: run cross/setup.sh" >&2; exit 2; }
     RUSTC_BOOTSTRAP=1 \
     RUSTFLAGS="-C link-self-contained=no -Zlocation-detail=none ${RUSTFLAGS_EXTRA:-}" \
-        cargo zigbuild --quiet --release --locked --target "$TARGET" \
+        cargo zigbuild --quiet --release --locked --target "$TARGET" $features \
         -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
 else
     if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
         echo "Rust target $TARGET is not installed: run cross/setup.sh" >&2
         exit 2
     fi
-    RUSTFLAGS="${RUSTFLAGS_EXTRA:-}" cargo build --quiet --release --locked --target "$TARGET"
+    RUSTFLAGS="${RUSTFLAGS_EXTRA:-}" cargo build --quiet --release --locked --target "$TARGET" $features
 fi
-mkdir -p "dist/$board"
+mkdir -p "dist/$out"
 # Copy then rename: a running dist binary (a soak, a test) is never written over.
-cp "target/$TARGET/release/crd" "dist/$board/.crd.new"
-mv -f "dist/$board/.crd.new" "dist/$board/crd"
-echo "dist/$board/crd"
+cp "$tdir/$TARGET/release/crd" "dist/$out/.crd.new"
+mv -f "dist/$out/.crd.new" "dist/$out/crd"
+echo "dist/$out/crd"

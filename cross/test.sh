@@ -1,7 +1,8 @@
 #!/bin/sh
 # cross/test.sh [BOARD...]: runs a subset of the integration tests against each
 # board's binary under its qemu-user runner (default: ath79, the big-endian one,
-# mt7621 and ipq40xx), events reaching a real mosquitto included. The tests take
+# mt7621 and ipq40xx), events reaching a real mosquitto included, over TLS too
+# (each board's `tls` build). The tests take
 # the binary from CRD_BIN and put CRD_RUNNER in front of it; the modules they run
 # are the host's /bin/sh scripts.
 set -eu
@@ -59,6 +60,11 @@ for board in "$@"; do
         cargo test --quiet --locked --test mqtt -- \
         events_arrive_as_json_and_status_is_online_then_offline \
         a_broker_restart_mid_stream_loses_nothing
+    # The TLS build (rustls + ring) against mosquitto with a test CA.
+    cross/build.sh "$board" tls >/dev/null
+    CRD_BIN="$top/dist/$board-tls/crd" CRD_RUNNER="$QEMU" \
+        cargo test --quiet --locked --features tls --test mqtt -- \
+        tls_with_a_test_ca_and_a_client_certificate
     # The spool format is byte-order free: a spool written by the host binary
     # reads the same on the board, and the other way round.
     host="$top/target/debug/crd"

@@ -167,7 +167,17 @@ pub struct MqttSettings {
     pub password_file: Option<PathBuf>,
     pub keepalive: Duration,
     pub max_inflight: u16,
+    /// `broker_tls`: TLS to the broker (needs the `tls` build).
+    pub tls: bool,
+    /// `ca_file`: PEM certificates the broker's chain must lead to.
+    pub ca_file: PathBuf,
+    /// `cert_file` and `key_file`: a client certificate, both or neither.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
+
+/// Default `ca_file`: where Debian and OpenWrt's `ca-bundle` keep the system roots.
+pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl Default for MqttSettings {
     fn default() -> Self {
@@ -179,6 +189,10 @@ impl Default for MqttSettings {
             password_file: None,
             keepalive: Duration::from_secs(30),
             max_inflight: 20,
+            tls: false,
+            ca_file: PathBuf::from(DEFAULT_CA_FILE),
+            cert_file: None,
+            key_file: None,
         }
     }
 }
@@ -612,6 +626,17 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             ),
         );
     }
+    if cfg.mqtt.cert_file.is_some() != cfg.mqtt.key_file.is_some() {
+        let (line, key) = match line_of("cert_file") {
+            Some(l) => (l, "cert_file"),
+            None => (line_of("key_file").unwrap_or(0), "key_file"),
+        };
+        err(
+            line,
+            Some(key),
+            "cert_file and key_file go together (a client certificate and its key)".into(),
+        );
+    }
     if errors.is_empty() {
         Ok(cfg)
     } else {
@@ -687,6 +712,17 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
             cfg.mqtt.client_id = v.to_string();
         }
         "username" => cfg.mqtt.username = v.to_string(),
+        "broker_tls" => {
+            cfg.mqtt.tls = parse_bool(v)?;
+            if cfg.mqtt.tls && !cfg!(feature = "tls") {
+                return Err(
+                    "this crd is built without TLS (cargo feature `tls`); use a TLS build".into(),
+                );
+            }
+        }
+        "ca_file" => cfg.mqtt.ca_file = path(v)?,
+        "cert_file" => cfg.mqtt.cert_file = Some(path(v)?),
+        "key_file" => cfg.mqtt.key_file = Some(path(v)?),
         "password_file" => cfg.mqtt.password_file = Some(path(v)?),
         "keepalive" => {
             let d = parse_duration(v)?;
@@ -824,6 +860,25 @@ mod tests {
         assert_eq!(m.description, "trims logs");
         assert_eq!(m.version, "1.2");
         assert_eq!(m.min_crd_version, "");
+    }
+
+    #[test]
+    fn tls_keys() {
+        let c = p("cert_file = /c.pem\nkey_file = /k.pem\nca_file = /ca.pem\n").unwrap();
+        assert_eq!(c.mqtt.ca_file, Path::new("/ca.pem"));
+        assert_eq!(c.mqtt.cert_file.as_deref(), Some(Path::new("/c.pem")));
+        let e = p("\ncert_file = /c.pem\n").unwrap_err().to_string();
+        assert!(e.contains("crd.conf:2") && e.contains("go together"), "{e}");
+        let tls = p("broker_tls = yes\n");
+        if cfg!(feature = "tls") {
+            assert!(tls.unwrap().mqtt.tls);
+        } else {
+            let e = tls.unwrap_err().to_string();
+            assert!(
+                e.contains("crd.conf:1") && e.contains("built without TLS"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -6,19 +6,21 @@
 //! (`online` after CONNACK, `offline` as the will and on clean shutdown). The MQTT
 //! protocol itself is `mqtt::Session`. Everything runs in the daemon's poll loop:
 //! the socket is edge-triggered for both directions and every wait is a deadline
-//! in `poll_timeout`, so a dead or slow broker never makes crd spin.
+//! in `poll_timeout`, so a dead or slow broker never makes crd spin. With
+//! `broker_tls` the bytes go through `transport::Transport`'s TLS stream.
 
 use crate::config::MqttSettings;
 use crate::event::{self, Event, EventRef, Kind};
 use crate::mqtt::{Session, SessionConfig, SessionError, Up};
 use crate::spool::Spool;
 use crate::spool::storage::Storage;
+use crate::transport::Transport;
 use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,7 +57,7 @@ pub struct Forwarder {
     stream_hex: String,
     boot_ms: u64,
     session: Session,
-    sock: Option<TcpStream>,
+    sock: Option<Transport>,
     token: Token,
     phase: Phase,
     rbuf: BytesMut,
@@ -313,7 +315,7 @@ impl Forwarder {
         now: Instant,
     ) {
         if let Some(mut s) = self.sock.take() {
-            let _ = registry.deregister(&mut s);
+            let _ = registry.deregister(s.tcp());
         }
         self.session.reset();
         self.rbuf.clear();
@@ -356,10 +358,37 @@ impl Forwarder {
                 // Publishes and PUBACKs are small: no Nagle delay on them.
                 let _ = s.set_nodelay(true);
                 log::debug!("mqtt: connecting to {addr}");
-                self.sock = Some(s);
+                let t = match self.wrap(s) {
+                    Ok(t) => t,
+                    Err(e) => return self.fail(registry, spool, e, now),
+                };
+                self.sock = Some(t);
                 self.phase = Phase::Connecting { since: now };
             }
             Err(e) => self.fail(registry, spool, format!("connect {addr}: {e}"), now),
+        }
+    }
+
+    /// The stream over a connected socket: TLS when `broker_tls` is set.
+    fn wrap(&self, s: TcpStream) -> Result<Transport, String> {
+        if !self.cfg.tls {
+            return Ok(Transport::Plain(s));
+        }
+        #[cfg(feature = "tls")]
+        {
+            let c = &self.cfg;
+            let cfg = crate::transport::tls::client_config(
+                &c.ca_file,
+                c.cert_file.as_deref(),
+                c.key_file.as_deref(),
+            )?;
+            let host = crate::transport::host_of(&c.broker);
+            crate::transport::tls::Stream::new(s, cfg, host).map(|t| Transport::Tls(Box::new(t)))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            drop(s);
+            Err("broker_tls needs a crd built with the `tls` feature".into())
         }
     }
 
@@ -372,7 +401,9 @@ impl Forwarder {
         now: Instant,
     ) {
         if let Phase::Connecting { .. } = self.phase {
-            let Some(s) = self.sock.as_ref() else { return };
+            let Some(s) = self.sock.as_mut().map(Transport::tcp) else {
+                return;
+            };
             match s.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
@@ -511,6 +542,7 @@ impl Forwarder {
         let Some(s) = self.sock.as_mut() else {
             return Ok(());
         };
+        s.flush().map_err(|e| format!("write: {e}"))?;
         let out = self.session.output();
         while !out.is_empty() {
             match s.write(out.pending()) {
@@ -599,7 +631,7 @@ impl Forwarder {
             log::info!("mqtt: disconnected");
         }
         if let Some(mut s) = self.sock.take() {
-            let _ = registry.deregister(&mut s);
+            let _ = registry.deregister(s.tcp());
         }
         self.phase = Phase::Off;
         true

@@ -31,3 +31,4 @@ pub mod spawn;
 pub mod spool;
 pub mod sys;
 pub mod tar;
+pub mod transport;

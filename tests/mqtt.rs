@@ -480,3 +480,164 @@ fn kill_9_loop_while_producing_and_forwarding_loses_nothing() {
         "seed {seed}: {dups} duplicates > bound {dup_bound}"
     );
 }
+
+/// Runs openssl with `args` in `dir`.
+#[cfg(feature = "tls")]
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package `openssl`) must be installed");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all made
+/// here with openssl (P-256 keys); plus a second CA that signed nothing.
+#[cfg(feature = "tls")]
+fn test_pki(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let mut a = vec!["req", "-x509"];
+        a.extend(ec);
+        let (k, p, s) = (
+            format!("{ca}.key"),
+            format!("{ca}.pem"),
+            format!("/CN=crd test {ca}"),
+        );
+        a.extend(["-keyout", &k, "-out", &p, "-days", "2", "-subj", &s]);
+        openssl(dir, &a);
+    }
+    for (who, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{who}.ext")), ext).unwrap();
+        let mut a = vec!["req"];
+        a.extend(ec);
+        let (k, r, s) = (
+            format!("{who}.key"),
+            format!("{who}.csr"),
+            format!("/CN={who}"),
+        );
+        a.extend(["-keyout", &k, "-out", &r, "-subj", &s]);
+        openssl(dir, &a);
+        let (p, e) = (format!("{who}.pem"), format!("{who}.ext"));
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &r,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &p,
+                "-days",
+                "2",
+                "-extfile",
+                &e,
+            ],
+        );
+        // mosquitto drops root for its own user: it must read its key.
+        std::fs::set_permissions(
+            dir.join(&k),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+    }
+}
+
+/// TLS to mosquitto with a test CA: server-authenticated, then with a client
+/// certificate the broker requires; a wrong CA never connects and says why.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_with_a_test_ca_and_a_client_certificate() {
+    let sb = Sandbox::new("mq-tls");
+    let pki = sb.path("pki");
+    test_pki(&pki);
+    let plain = free_port();
+    let tls_listener = |require: bool| {
+        format!(
+            "allow_anonymous true\ncafile {p}/ca.pem\ncertfile {p}/server.pem\nkeyfile {p}/server.key\n\
+             require_certificate {require}\nlistener {plain} 127.0.0.1",
+            p = pki.display()
+        )
+    };
+    for require in [false, true] {
+        let broker = Broker::start(
+            &sb.path(&format!("broker-{require}")),
+            &tls_listener(require),
+        );
+        let sub = Subscriber::start(
+            plain,
+            "crd/testnode/#",
+            "t-tls",
+            &sb.path(&format!("sub-{require}.txt")),
+        );
+        // A CA that did not sign the server's certificate: no connection.
+        sb.config(&format!(
+            "broker = {}\nbroker_tls = yes\nca_file = {}/other-ca.pem\nkeepalive = 5",
+            broker.addr(),
+            pki.display()
+        ));
+        let d = sb.start();
+        assert!(
+            wait_for(LONG, || d.log().contains("UnknownIssuer")),
+            "{}",
+            d.log()
+        );
+        assert!(!d.status().contains("mqtt_state: connected"));
+        stop(d);
+        let client = if require {
+            format!(
+                "\ncert_file = {p}/client.pem\nkey_file = {p}/client.key",
+                p = pki.display()
+            )
+        } else {
+            String::new()
+        };
+        sb.config(&format!(
+            "broker = {}\nbroker_tls = yes\nca_file = {}/ca.pem\nkeepalive = 5{client}",
+            broker.addr(),
+            pki.display()
+        ));
+        let d = sb.start();
+        assert!(
+            wait_for(LONG, || d.status().contains("mqtt_state: connected")),
+            "require_certificate {require}: {}\n{}",
+            d.status(),
+            d.log()
+        );
+        for i in 0..200 {
+            assert_eq!(sb.run(&["emit", "tls", &format!("m{i}")]).0, 0);
+        }
+        assert!(
+            wait_for(LONG, || seqs(&sub, "crd/testnode/tls").len() >= 200),
+            "got {}",
+            seqs(&sub, "crd/testnode/tls").len()
+        );
+        assert!(wait_for(LONG, || stat_of(&d.status(), "spool_depth") == 0));
+        stop(d);
+        assert!(
+            wait_for(LONG, || sub.lines().iter().any(|l| l
+                .starts_with("crd/testnode/status")
+                && l.contains("offline"))),
+            "the clean shutdown's offline status went through TLS"
+        );
+    }
+}
