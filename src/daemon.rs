@@ -251,7 +251,9 @@ impl Daemon {
                         for sig in signals.pending() {
                             match sig {
                                 SIGCHLD => reap = true,
-                                SIGHUP => self.reload(now, "SIGHUP"),
+                                SIGHUP => {
+                                    let _ = self.reload(now, "SIGHUP");
+                                }
                                 _ => self.begin_stop(now, sig),
                             }
                         }
@@ -420,7 +422,10 @@ impl Daemon {
         }
     }
 
-    fn reload(&mut self, now: Instant, why: &str) {
+    /// Re-reads the config and rescans the modules. A broken config is kept out
+    /// (the running one stays) but the modules are rescanned all the same, so an
+    /// installed or removed module is seen; `Err` says why the config was refused.
+    fn reload(&mut self, now: Instant, why: &str) -> Result<(), String> {
         log::info!("{why}: reloading {}", self.cfg.path.display());
         match load_config(&self.cfg.path) {
             Ok(cfg) => {
@@ -440,8 +445,13 @@ impl Daemon {
                     ..cfg
                 };
                 self.install_modules(now);
+                Ok(())
             }
-            Err(e) => log::error!("reload failed, keeping the running config:\n{e}"),
+            Err(e) => {
+                log::error!("reload failed, keeping the running config:\n{e}");
+                self.install_modules(now);
+                Err(e)
+            }
         }
     }
 
@@ -466,10 +476,13 @@ impl Daemon {
         for (client, req) in reqs {
             let text = match req {
                 Request::Status => self.status(now),
-                Request::Reload => {
-                    self.reload(now, "control socket");
-                    "ok\n".to_string()
-                }
+                Request::Reload => match self.reload(now, "control socket") {
+                    Ok(()) => "ok\n".to_string(),
+                    Err(e) => format!(
+                        "error: modules rescanned, but the config was refused (the running one stays): {}\n",
+                        e.lines().next().unwrap_or_default()
+                    ),
+                },
                 Request::Emit { suffix, sync, body } => {
                     match self.outbox.emit(&suffix, &body, sync, now) {
                         Ok(seq) => format!("ok {seq}\n"),

@@ -617,6 +617,28 @@ fn the_running_daemon_picks_up_installed_and_removed_modules() {
             .any(|l| l.starts_with("Watch ") && l.contains(" check ")),
         "{list}"
     );
+    // A broken crd.conf is refused by the daemon, but the modules are rescanned.
+    let good = sb.read("crd.conf");
+    fs::write(sb.conf(), format!("{good}\nno_such_key = 1\n")).unwrap();
+    let src2 = sb.path("src/Watch2");
+    script(&src2.join("check"), "exit 1");
+    // (The installer reads a good copy; only the daemon re-reads the broken one.)
+    let copy = sb.path("installer.conf");
+    fs::write(&copy, &good).unwrap();
+    let out = ok(run_to_end(crd_command(
+        &copy,
+        &["--install", "Watch2", "-l", src2.to_str().unwrap()],
+    )));
+    assert!(out.contains("the config was refused"), "{out}");
+    let status = || run_to_end(crd_command(&copy, &["status"])).1;
+    assert!(
+        wait_for(Duration::from_secs(10), || status()
+            .lines()
+            .any(|l| l.starts_with("Watch2 "))),
+        "{}",
+        status()
+    );
+    fs::write(sb.conf(), good).unwrap();
     ok(sb.run(&["--remove", "Watch"]));
     assert!(
         wait_for(Duration::from_secs(10), || !listed(&d.status())),
