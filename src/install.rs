@@ -191,6 +191,16 @@ pub fn which(prog: &str) -> Option<PathBuf> {
 struct Lock(#[allow(dead_code)] fs::File);
 
 impl Lock {
+    /// `Ok(None)`: another install or remove holds it.
+    fn try_take(dir: &Path) -> io::Result<Option<Lock>> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK))?;
+        Ok(sys::try_lock_exclusive(f.as_raw_fd())?.then_some(Lock(f)))
+    }
+
     fn take(dir: &Path) -> Result<Lock, Failure> {
         let denied = |e: io::Error| {
             failed(format!(
@@ -199,20 +209,12 @@ impl Lock {
             ))
         };
         fs::create_dir_all(dir).map_err(denied)?;
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK))
-            .map_err(denied)?;
-        match sys::try_lock_exclusive(f.as_raw_fd()) {
-            Ok(true) => Ok(Lock(f)),
-            Ok(false) => Err(failed(format!(
+        Lock::try_take(dir).map_err(denied)?.ok_or_else(|| {
+            failed(format!(
                 "another crd --install or --remove is running in {}",
                 dir.display()
-            ))),
-            Err(e) => Err(failed(format!("locking {}: {e}", dir.join(LOCK).display()))),
-        }
+            ))
+        })
     }
 }
 
@@ -261,13 +263,8 @@ pub fn recover(dir: &Path) -> Vec<String> {
     if !dir.is_dir() {
         return Vec::new();
     }
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK));
-    match f.map(|f| (sys::try_lock_exclusive(f.as_raw_fd()), f)) {
-        Ok((Ok(true), _f)) => recover_locked(dir),
+    match Lock::try_take(dir) {
+        Ok(Some(_lock)) => recover_locked(dir),
         _ => Vec::new(),
     }
 }

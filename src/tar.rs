@@ -329,33 +329,36 @@ pub fn extract(r: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Summary
     Err(format!("archive holds more than {MAX_ENTRIES} entries"))
 }
 
+/// A ustar header block for `name` (type flag `kind`), for tests here and in
+/// `tests/install.rs` that build archives byte by byte; unused by crd itself, so
+/// it is not in the binary.
+#[doc(hidden)]
+pub fn ustar_header(name: &str, kind: u8, mode: u32, size: u64, link: &str) -> [u8; BLOCK] {
+    let mut b = [0u8; BLOCK];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    b[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
+    b[108..115].copy_from_slice(b"0000000");
+    b[116..123].copy_from_slice(b"0000000");
+    b[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+    b[136..147].copy_from_slice(b"00000000000");
+    b[156] = kind;
+    b[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    b[257..263].copy_from_slice(b"ustar\0");
+    b[263..265].copy_from_slice(b"00");
+    b[148..156].copy_from_slice(b"        ");
+    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
+    b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A ustar header for `name`.
-    pub fn header(name: &str, kind: u8, mode: u32, size: u64, link: &str) -> [u8; BLOCK] {
-        let mut b = [0u8; BLOCK];
-        b[..name.len()].copy_from_slice(name.as_bytes());
-        b[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
-        b[108..115].copy_from_slice(b"0000000");
-        b[116..123].copy_from_slice(b"0000000");
-        b[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-        b[136..147].copy_from_slice(b"00000000000");
-        b[156] = kind;
-        b[157..157 + link.len()].copy_from_slice(link.as_bytes());
-        b[257..263].copy_from_slice(b"ustar\0");
-        b[263..265].copy_from_slice(b"00");
-        b[148..156].copy_from_slice(b"        ");
-        let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-        b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        b
-    }
-
     fn archive(entries: &[(&str, u8, u32, &[u8], &str)]) -> Vec<u8> {
         let mut v = Vec::new();
         for (name, kind, mode, data, link) in entries {
-            v.extend_from_slice(&header(name, *kind, *mode, data.len() as u64, link));
+            v.extend_from_slice(&ustar_header(name, *kind, *mode, data.len() as u64, link));
             v.extend_from_slice(data);
             v.resize(v.len() + padding(data.len() as u64) as usize, 0);
         }

@@ -341,25 +341,6 @@ fn a_hanging_install_times_out_and_rolls_back() {
     assert!(leftovers(&sb).is_empty(), "{:?}", leftovers(&sb));
 }
 
-/// A ustar header block.
-fn tar_header(name: &str, kind: u8, mode: u32, size: usize, link: &str) -> Vec<u8> {
-    let mut b = vec![0u8; 512];
-    b[..name.len()].copy_from_slice(name.as_bytes());
-    b[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
-    b[108..115].copy_from_slice(b"0000000");
-    b[116..123].copy_from_slice(b"0000000");
-    b[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-    b[136..147].copy_from_slice(b"00000000000");
-    b[156] = kind;
-    b[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    b[257..263].copy_from_slice(b"ustar\0");
-    b[263..265].copy_from_slice(b"00");
-    b[148..156].copy_from_slice(b"        ");
-    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-    b[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    b
-}
-
 /// One tar entry: name, type flag, mode, data, link target.
 type Entry<'a> = (&'a str, u8, u32, &'a [u8], &'a str);
 
@@ -367,7 +348,13 @@ type Entry<'a> = (&'a str, u8, u32, &'a [u8], &'a str);
 fn hostile_tgz(path: &Path, entries: &[Entry<'_>]) {
     let mut t = Vec::new();
     for (name, kind, mode, data, link) in entries {
-        t.extend(tar_header(name, *kind, *mode, data.len(), link));
+        t.extend(crd::tar::ustar_header(
+            name,
+            *kind,
+            *mode,
+            data.len() as u64,
+            link,
+        ));
         t.extend_from_slice(data);
         t.resize(t.len().div_ceil(512) * 512, 0);
     }
@@ -416,14 +403,6 @@ fn hostile_names_archives_links_modes_and_sizes_are_refused() {
                 ("../escaped", b'0', 0o644, b"x", ""),
             ],
             "`..`",
-        ),
-        (
-            "absolute",
-            vec![
-                ("evil", b'0', 0o755, exe, ""),
-                (&abs[1..], b'0', 0o644, b"x", ""),
-            ],
-            "",
         ),
         (
             "absolute2",
@@ -480,12 +459,6 @@ fn hostile_names_archives_links_modes_and_sizes_are_refused() {
         let p = sb.path(&format!("{tag}.tar.gz"));
         hostile_tgz(&p, &entries);
         let (code, _, err) = sb.run(&["--install", "evil", "-l", p.to_str().unwrap()]);
-        if tag == "absolute" {
-            // A leading-slash-less copy of an absolute path is just a deep path: fine.
-            assert_eq!(code, 0, "{err}");
-            ok(sb.run(&["--remove", "evil"]));
-            continue;
-        }
         assert_eq!(code, 1, "{tag}: {err}");
         assert!(err.contains(want), "{tag}: {err}");
         assert!(!sb.exists("modules/evil"), "{tag}");
