@@ -7,7 +7,7 @@
 2. crd's peak RSS (VmHWM) at 50 modules, and VmRSS early vs late in the run.
 3. p99 start lateness (from `crd status`) at 200 modules at 1 s.
 
-CPU is the daemon's own on-CPU time from /proc/PID/schedstat (children excluded for
+CPU is the daemon's own on-CPU time from /proc/PID/task/*/schedstat, all its threads (children excluded for
 both tools; crd runs with its default max_parallel); runs are counted by the check scripts themselves (one line each), so
 both tools are charged for exactly the runs they made. BENCH_SECONDS sets the length
 of each phase (default 60).
@@ -32,9 +32,16 @@ def build():
 def cpu_seconds(pid):
     # The scheduler's exact on-CPU time of the process itself, in ns (the first field
     # of schedstat); /proc/PID/stat's utime+stime are sampled at clock ticks, too
-    # coarse for short bursts.
-    with open(f"/proc/{pid}/schedstat") as f:
-        return int(f.read().split()[0]) / 1e9
+    # coarse for short bursts. Summed over all of the process's threads (monit has
+    # several; /proc/PID/schedstat alone is the main thread's).
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def status_kib(pid, key):
