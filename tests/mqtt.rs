@@ -563,7 +563,8 @@ fn test_pki(dir: &std::path::Path) {
 }
 
 /// TLS to mosquitto with a test CA: server-authenticated, then with a client
-/// certificate the broker requires; a wrong CA never connects and says why.
+/// certificate the broker requires; a wrong CA, or no client certificate where one
+/// is required, never connects and says why.
 #[cfg(feature = "tls")]
 #[test]
 fn tls_with_a_test_ca_and_a_client_certificate() {
@@ -603,6 +604,22 @@ fn tls_with_a_test_ca_and_a_client_certificate() {
         );
         assert!(!d.status().contains("mqtt_state: connected"));
         stop(d);
+        if require {
+            // The right CA but no client certificate: the broker refuses the handshake.
+            sb.config(&format!(
+                "broker = {}\nbroker_tls = yes\nca_file = {}/ca.pem\nkeepalive = 5",
+                broker.addr(),
+                pki.display()
+            ));
+            let d = sb.start();
+            assert!(
+                wait_for(LONG, || d.log().contains("CertificateRequired")),
+                "{}",
+                d.log()
+            );
+            assert!(!d.status().contains("mqtt_state: connected"), "{}", d.log());
+            stop(d);
+        }
         let client = if require {
             format!(
                 "\ncert_file = {p}/client.pem\nkey_file = {p}/client.key",
