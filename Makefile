@@ -73,12 +73,15 @@ bench-mqtt:
 soak:
 	python3 bench/bench.py soak
 
-# Coverage-guided fuzzing of the config parser and of spool recovery (needs
-# cargo-fuzz; uses the stable toolchain in nightly mode). FUZZ_SECONDS bounds each.
+# Coverage-guided fuzzing of the config parser, spool recovery and the tar reader
+# of `crd --install` (needs cargo-fuzz; uses the stable toolchain in nightly mode;
+# fuzz/seeds/ holds checked-in seed inputs). FUZZ_SECONDS bounds each.
 FUZZ_SECONDS ?= 60
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run spool -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=256 -malloc_limit_mb=128
+	mkdir -p fuzz/corpus/tar
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run tar corpus/tar seeds/tar -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -malloc_limit_mb=128
 
 # Installs crd into DESTDIR with PREFIX (default /usr/local): the binary, a default
 # /etc/CRD/crd.conf (kept if present), the support module restart-service, and the
