@@ -589,18 +589,22 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
-    // The spool keys must fit together; the error points at the key that is set.
-    let line_of = |key: &str| {
-        seen.iter()
-            .find(|(s, k, _)| *s == Scope::Global && k == key)
-            .map(|e| e.2)
+    // Keys that must fit together: the error points at the first of the two that is
+    // set (at line 0 when neither is, i.e. the defaults clash).
+    let blame = |a: &'static str, b: &'static str| {
+        let line_of = |key: &str| {
+            seen.iter()
+                .find(|(s, k, _)| *s == Scope::Global && k == key)
+                .map(|e| e.2)
+        };
+        match line_of(a) {
+            Some(l) => (l, a),
+            None => (line_of(b).unwrap_or(0), b),
+        }
     };
     let sp = cfg.spool;
     if sp.size < 2 * sp.segment {
-        let (line, key) = match line_of("spool_size") {
-            Some(l) => (l, "spool_size"),
-            None => (line_of("spool_segment").unwrap_or(0), "spool_segment"),
-        };
+        let (line, key) = blame("spool_size", "spool_segment");
         err(
             line,
             Some(key),
@@ -613,10 +617,7 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let largest = crate::spool::format::record_bytes(sp.max_record as usize)
         + crate::spool::format::SEGMENT_HEADER_BYTES as u64;
     if largest > sp.segment {
-        let (line, key) = match line_of("spool_max_record") {
-            Some(l) => (l, "spool_max_record"),
-            None => (line_of("spool_segment").unwrap_or(0), "spool_segment"),
-        };
+        let (line, key) = blame("spool_max_record", "spool_segment");
         err(
             line,
             Some(key),
@@ -627,10 +628,7 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         );
     }
     if cfg.mqtt.cert_file.is_some() != cfg.mqtt.key_file.is_some() {
-        let (line, key) = match line_of("cert_file") {
-            Some(l) => (l, "cert_file"),
-            None => (line_of("key_file").unwrap_or(0), "key_file"),
-        };
+        let (line, key) = blame("cert_file", "key_file");
         err(
             line,
             Some(key),

@@ -590,35 +590,27 @@ fn tls_with_a_test_ca_and_a_client_certificate() {
             "t-tls",
             &sb.path(&format!("sub-{require}.txt")),
         );
-        // A CA that did not sign the server's certificate: no connection.
-        sb.config(&format!(
-            "broker = {}\nbroker_tls = yes\nca_file = {}/other-ca.pem\nkeepalive = 5",
-            broker.addr(),
-            pki.display()
-        ));
-        let d = sb.start();
-        assert!(
-            wait_for(LONG, || d.log().contains("UnknownIssuer")),
-            "{}",
-            d.log()
-        );
-        assert!(!d.status().contains("mqtt_state: connected"));
-        stop(d);
-        if require {
-            // The right CA but no client certificate: the broker refuses the handshake.
+        let conf = |ca: &str, extra: &str| {
             sb.config(&format!(
-                "broker = {}\nbroker_tls = yes\nca_file = {}/ca.pem\nkeepalive = 5",
+                "broker = {}\nbroker_tls = yes\nca_file = {}/{ca}\nkeepalive = 5{extra}",
                 broker.addr(),
                 pki.display()
-            ));
+            ))
+        };
+        // A refused handshake: `why` in the log, never connected.
+        let refused = |why: &str| {
             let d = sb.start();
-            assert!(
-                wait_for(LONG, || d.log().contains("CertificateRequired")),
-                "{}",
-                d.log()
-            );
+            assert!(wait_for(LONG, || d.log().contains(why)), "{}", d.log());
             assert!(!d.status().contains("mqtt_state: connected"), "{}", d.log());
             stop(d);
+        };
+        // A CA that did not sign the server's certificate.
+        conf("other-ca.pem", "");
+        refused("UnknownIssuer");
+        if require {
+            // The right CA but no client certificate: the broker refuses the handshake.
+            conf("ca.pem", "");
+            refused("CertificateRequired");
         }
         let client = if require {
             format!(
@@ -628,11 +620,7 @@ fn tls_with_a_test_ca_and_a_client_certificate() {
         } else {
             String::new()
         };
-        sb.config(&format!(
-            "broker = {}\nbroker_tls = yes\nca_file = {}/ca.pem\nkeepalive = 5{client}",
-            broker.addr(),
-            pki.display()
-        ));
+        conf("ca.pem", &client);
         let d = sb.start();
         assert!(
             wait_for(LONG, || d.status().contains("mqtt_state: connected")),
