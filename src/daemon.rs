@@ -272,8 +272,8 @@ impl Daemon {
                 }
             }
             if reap {
-                while let Some((pid, ws)) = sys::reap_any() {
-                    self.runs.handle_exit(self.poll.registry(), pid, ws, now);
+                while let Some(r) = sys::reap_any() {
+                    self.runs.handle_exit(self.poll.registry(), &r, now);
                 }
             }
             self.runs.handle_pending_reads(self.poll.registry());
@@ -676,8 +676,8 @@ pub fn run_once(start: run::Start<'_>) -> io::Result<Finished> {
             }
         }
         if reap {
-            while let Some((pid, ws)) = sys::reap_any() {
-                runs.handle_exit(poll.registry(), pid, ws, now);
+            while let Some(r) = sys::reap_any() {
+                runs.handle_exit(poll.registry(), &r, now);
             }
         }
         runs.handle_pending_reads(poll.registry());

@@ -10,6 +10,9 @@
 //! `unsafe` lives in `sys` alone.
 
 #![deny(unsafe_code)]
+// Inline assembly on MIPS is still behind a feature gate; MIPS builds use build-std
+// with RUSTC_BOOTSTRAP=1 already (cross/build.sh). Used by `sys::raw`.
+#![cfg_attr(target_arch = "mips", feature(asm_experimental_arch))]
 
 pub mod cli;
 pub mod config;

@@ -15,7 +15,7 @@
 use crate::decide::Outcome;
 use crate::output::Capture;
 use crate::spawn::{Spawner, Spec};
-use crate::sys::{self, WaitStatus};
+use crate::sys::{self, Child, Reaped, WaitStatus};
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -62,6 +62,10 @@ struct Run {
     module: String,
     role: Role,
     pid: u32,
+    /// Until reaped: the memory the child runs on until its exec.
+    child: Option<Child>,
+    /// Why the child did not get to exec, learned when it is reaped.
+    exec_error: Option<String>,
     own_group: bool,
     pipe: Option<mio::unix::pipe::Receiver>,
     /// The pipe is registered with the poll (see `PIPE_WATCH_AFTER`).
@@ -137,7 +141,9 @@ impl Runs {
                 self.slab[id] = Some(Run {
                     module: s.module.to_string(),
                     role: s.role,
-                    pid: sp.pid,
+                    pid: sp.child.pid,
+                    child: Some(sp.child),
+                    exec_error: None,
                     own_group: s.spec.own_group,
                     pipe: sp.output,
                     watched: false,
@@ -223,14 +229,9 @@ impl Runs {
         eof
     }
 
-    /// A reaped child. Returns false if `pid` is not one of ours.
-    pub fn handle_exit(
-        &mut self,
-        registry: &Registry,
-        pid: u32,
-        ws: WaitStatus,
-        now: Instant,
-    ) -> bool {
+    /// A reaped child. Returns false if it is not one of ours.
+    pub fn handle_exit(&mut self, registry: &Registry, reaped: &Reaped, now: Instant) -> bool {
+        let pid = reaped.pid;
         let Some(id) = self
             .slab
             .iter()
@@ -239,7 +240,10 @@ impl Runs {
             return false;
         };
         let run = self.slab[id].as_mut().expect("position() found a run here");
-        run.exit = Some((ws, now));
+        run.exit = Some((reaped.status, now));
+        if let Some(child) = run.child.take() {
+            run.exec_error = self.spawner.release(child, reaped);
+        }
         if run.kill_at.is_some() && run.own_group {
             // Timed out or shutting down: whatever is left of the group dies now,
             // while the pgid cannot yet have been reused.
@@ -267,7 +271,9 @@ impl Runs {
             }
         }
         self.pending_reads.retain(|&x| x != id);
-        let outcome = if run.timed_out {
+        let outcome = if run.exec_error.is_some() {
+            Outcome::ExecFailed
+        } else if run.timed_out {
             Outcome::TimedOut
         } else {
             match ws {
@@ -280,7 +286,8 @@ impl Runs {
             module: run.module,
             role: run.role,
             outcome,
-            output: run.capture.render(),
+            // A child that exited 127 before its exec: why, instead of its output.
+            output: run.exec_error.unwrap_or_else(|| run.capture.render()),
             started: run.started,
             dur: at.saturating_duration_since(run.started),
         });

@@ -4,18 +4,20 @@
 //! stdin `/dev/null`, a cleared environment plus `PATH` and the `CRD_*` variables the
 //! caller passes, cwd = its module directory, and rlimits set between clone and exec.
 //! stdout and stderr share one pipe whose read end is non-blocking and goes into the
-//! poll loop; the write end stays blocking, as a child expects. After spawn only
-//! `(pid, pipe)` is kept: crd reaps with `waitpid` itself.
+//! poll loop; the child sets its write end back to blocking, as a program expects.
+//! After spawn the caller keeps the `Child` (pid, and the memory it runs on until
+//! exec) and the pipe; crd reaps with `waitpid` itself and hands the `Child` back to
+//! `Spawner::release`, which reports a failed exec and recycles the memory.
 //!
 //! Why not `std::process::Command`: with rlimits to set before exec it must `fork`,
 //! which copies crd's page tables, takes copy-on-write faults afterwards and waits on
 //! an error socket: measured at about 3x the daemon's CPU per check run of the
-//! `clone(CLONE_VM | CLONE_VFORK)` path in `sys::spawn` (ARCHITECTURE.md, Measured).
-//! Everything the child needs is prepared here, in the parent, because the child may
-//! not allocate.
+//! `clone(CLONE_VM)` path in `sys::spawn` (ARCHITECTURE.md, Measured). Everything
+//! the child needs is prepared here, in the parent, because the child may not
+//! allocate.
 
-use crate::sys::{self, ExecPlan, Limits};
-use std::ffi::{CString, OsStr, OsString, c_char};
+use crate::sys::{self, Child, ChildMem, ExecPlan, Limits, Reaped};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -53,116 +55,95 @@ pub struct Spec<'a> {
 }
 
 pub struct Spawned {
-    pub pid: u32,
+    /// The running child; give it back to `Spawner::release` once it is reaped.
+    pub child: Child,
     /// The read end of the shared stdout/stderr pipe (non-blocking), with `Capture`.
     pub output: Option<mio::unix::pipe::Receiver>,
 }
 
-/// What every spawn reuses: `/dev/null`, crd's PATH, and the child's stack.
+/// Child memory kept for reuse; more runs at once allocate more, freed on return.
+const SPARE_CHILD_MEMS: usize = 8;
+
+/// What every spawn reuses: `/dev/null`, crd's PATH, and the memory children run on.
 pub struct Spawner {
     devnull: File,
-    path_var: CString,
-    stack: Box<[u8]>,
-}
-
-/// A C string from bytes; a NUL inside (a check may print one, and its output
-/// becomes `CRD_CHECK_OUTPUT`) is dropped rather than failing the spawn.
-fn cstring(bytes: &[u8]) -> CString {
-    match CString::new(bytes) {
-        Ok(c) => c,
-        Err(_) => CString::new(
-            bytes
-                .iter()
-                .copied()
-                .filter(|&b| b != 0)
-                .collect::<Vec<u8>>(),
-        )
-        .expect("NUL bytes were removed"),
-    }
+    path_var: Vec<u8>,
+    // Boxed: a child is handed its memory by address, which must not move.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<ChildMem>>,
 }
 
 impl Spawner {
     pub fn new() -> io::Result<Spawner> {
         let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-        let mut var = b"PATH=".to_vec();
-        var.extend_from_slice(path.as_bytes());
         Ok(Spawner {
             devnull: File::open("/dev/null")?,
-            path_var: cstring(&var),
-            stack: vec![0u8; sys::CHILD_STACK_BYTES].into_boxed_slice(),
+            path_var: path.as_bytes().to_vec(),
+            spare: Vec::new(),
         })
     }
 
+    /// Starts the child and returns without waiting for its exec: a failure between
+    /// clone and exec (no such file, not executable, a limit refused) comes back from
+    /// `release` once the child is reaped; it exits with 127.
     pub fn spawn(&mut self, spec: &Spec<'_>) -> io::Result<Spawned> {
-        let path = cstring(spec.program.as_os_str().as_bytes());
-        let dir = cstring(spec.dir.as_os_str().as_bytes());
-        let args: Vec<CString> = spec.args.iter().map(|a| cstring(a.as_bytes())).collect();
-        let env: Vec<CString> = spec
+        let args: Vec<&[u8]> = spec.args.iter().map(|a| a.as_bytes()).collect();
+        let env: Vec<(&[u8], &[u8])> = spec
             .env
             .iter()
-            .map(|(k, v)| {
-                let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
-                kv.extend_from_slice(k.as_bytes());
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                cstring(&kv)
-            })
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
             .collect();
-        let mut argv: Vec<*const c_char> = Vec::with_capacity(args.len() + 2);
-        argv.push(path.as_ptr());
-        argv.extend(args.iter().map(|a| a.as_ptr()));
-        argv.push(std::ptr::null());
-        let mut envp: Vec<*const c_char> = Vec::with_capacity(env.len() + 2);
-        envp.push(self.path_var.as_ptr());
-        envp.extend(env.iter().map(|e| e.as_ptr()));
-        envp.push(std::ptr::null());
-
         let (stdio, pipe) = match spec.streams {
             Streams::Inherit => ([-1, -1, -1], None),
             Streams::StdoutTo(fd) => {
                 let (rx, tx) = sys::pipe()?;
-                let rx = mio::unix::pipe::Receiver::from(rx);
-                rx.set_nonblocking(true)?;
                 let null = self.devnull.as_raw_fd();
                 ([null, fd, tx.as_raw_fd()], Some((tx, rx)))
             }
             Streams::Capture => {
-                // Both ends close-on-exec (the child's copies are dup2'ed onto 1 and
-                // 2); only crd's read end is non-blocking: the child's must block.
+                // Both ends close-on-exec and non-blocking (the child's copies are
+                // dup'ed onto 1 and 2, and set back to blocking there).
                 let (rx, tx) = sys::pipe()?;
-                let rx = mio::unix::pipe::Receiver::from(rx);
-                rx.set_nonblocking(true)?;
                 let null = self.devnull.as_raw_fd();
                 ([null, tx.as_raw_fd(), tx.as_raw_fd()], Some((tx, rx)))
             }
         };
         let plan = ExecPlan {
-            path: &path,
-            argv: &argv,
-            envp: &envp,
-            dir: &dir,
+            path: spec.program.as_os_str().as_bytes(),
+            args: &args,
+            path_var: &self.path_var,
+            env: &env,
+            dir: spec.dir.as_os_str().as_bytes(),
             stdio,
+            blocking: pipe.as_ref().map_or(-1, |(tx, _)| tx.as_raw_fd()),
             own_group: spec.own_group,
             limits: spec.limits,
         };
-        let pid = sys::spawn(&plan, &mut self.stack)?;
+        let mem = self.spare.pop().unwrap_or_else(ChildMem::new);
+        let child = match sys::spawn(&plan, mem) {
+            Ok(c) => c,
+            Err((e, mem)) => {
+                self.spare.push(mem);
+                return Err(e);
+            }
+        };
         // Dropping our copy of the write end lets EOF come once the child and its
         // descendants close theirs.
         let output = pipe.map(|(tx, rx)| {
             drop(tx);
-            rx
+            mio::unix::pipe::Receiver::from(rx)
         });
-        Ok(Spawned { pid, output })
+        Ok(Spawned { child, output })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nul_bytes_are_dropped_not_fatal() {
-        assert_eq!(cstring(b"a\0b").as_bytes(), b"ab");
-        assert_eq!(cstring(b"plain").as_bytes(), b"plain");
+    /// Takes back the memory of a reaped child; returns why it did not exec, if so
+    /// ("cannot start PROGRAM: ERROR", as for a spawn that fails at once).
+    pub fn release(&mut self, child: Child, reaped: &Reaped) -> Option<String> {
+        let (err, mem) = child.release(reaped);
+        let msg = err.map(|e| format!("cannot start {}: {e}", mem.program()));
+        if self.spare.len() < SPARE_CHILD_MEMS {
+            self.spare.push(mem);
+        }
+        msg
     }
 }

@@ -1,19 +1,27 @@
 //! The one file that holds `unsafe`: thin wrappers over the system calls std does not
-//! offer: spawning a child with `clone(CLONE_VM | CLONE_VFORK)` (rlimits, process
-//! group, stdio and cwd set between clone and exec), process-group kills, reaping any
-//! child, and a few process queries.
+//! offer: spawning a child with `clone(CLONE_VM)` (rlimits, process group, stdio and
+//! cwd set between clone and exec), process-group kills, reaping any child, and a few
+//! process queries.
 //!
 //! Every block carries a `// SAFETY:` line. The spawned child shares crd's memory
-//! until it execs, so `child_main` only makes system calls on data the parent
-//! prepared (no allocation, no locks, no panics), as musl's and glibc's `posix_spawn`
-//! do. The parent is suspended by the kernel meanwhile (`CLONE_VFORK`), which is what
-//! makes sharing the memory sound.
+//! until it execs and, unlike `vfork`, crd does not wait for that exec: it goes on
+//! while the child sets itself up. What makes that sound: the child reads only its
+//! own `ChildMem` (strings, pointer arrays, limits, stack), which crd leaves alone
+//! until the child has been reaped (`Child::release` needs the `Reaped` from
+//! `reap_any`); it writes only that stack and one atomic; and it makes its system
+//! calls with the bare instruction (`mod raw`), never through libc, whose wrappers
+//! would write errno into crd's thread-local memory while crd runs. No allocation,
+//! no locks, no panics in the child. Measured against `CLONE_VFORK`, not waiting
+//! for the exec cut the daemon's CPU per check run by about a fifth (ARCHITECTURE.md).
 
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ffi::{c_char, c_int, c_long, c_void};
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Resource limits applied to a child between clone and exec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,124 +38,248 @@ pub struct Limits {
     pub processes: u32,
 }
 
-fn set_limits(limits: &Limits) -> io::Result<()> {
-    setrlimit(libc::RLIMIT_AS, limits.address_space)?;
-    setrlimit(libc::RLIMIT_CPU, u64::from(limits.cpu_seconds))?;
-    setrlimit(libc::RLIMIT_NOFILE, u64::from(limits.open_files))?;
-    setrlimit(libc::RLIMIT_FSIZE, limits.file_size)?;
-    setrlimit(libc::RLIMIT_CORE, 0)?;
-    if limits.processes > 0 {
-        setrlimit(libc::RLIMIT_NPROC, u64::from(limits.processes))?;
-    }
-    Ok(())
-}
-
-/// Everything a child needs, prepared by the parent: the child may not allocate.
+/// What to run, as the parent sees it; `spawn` copies it into the child's `ChildMem`.
 pub struct ExecPlan<'a> {
-    pub path: &'a CStr,
-    /// Null-terminated.
-    pub argv: &'a [*const c_char],
-    /// Null-terminated.
-    pub envp: &'a [*const c_char],
-    pub dir: &'a CStr,
+    pub path: &'a [u8],
+    pub args: &'a [&'a [u8]],
+    /// Complete `NAME=value` entries are built from these pairs; `PATH` comes first.
+    pub path_var: &'a [u8],
+    pub env: &'a [(&'a [u8], &'a [u8])],
+    pub dir: &'a [u8],
     /// Descriptors for stdin, stdout, stderr; -1 inherits crd's.
     pub stdio: [RawFd; 3],
+    /// A descriptor whose open file gets `O_NONBLOCK` cleared in the child (the write
+    /// end of a pipe made non-blocking for crd's read end); -1 for none.
+    pub blocking: RawFd,
     pub own_group: bool,
     pub limits: Limits,
 }
 
-/// Bytes of the stack the child runs on until it execs.
-pub const CHILD_STACK_BYTES: usize = 64 * 1024;
+/// Bytes of the stack a child runs on until it execs. `child_main` and the raw
+/// system calls need well under 2 KiB (measured by `child_stack_use_is_small`).
+pub const CHILD_STACK_BYTES: usize = 16 * 1024;
+/// Bytes left unused at the top of the child's stack (the MIPS o32 kernel entry
+/// reads four words above the stack pointer on every system call).
+const STACK_TOP_GAP: usize = 64;
 
-struct ChildArgs<'a> {
-    plan: &'a ExecPlan<'a>,
-    /// The signal mask to restore right before exec.
-    mask: libc::sigset_t,
-    /// errno of the step that failed, written by the child; 0 if it exec'd.
-    err: c_int,
+/// Everything a child reads until it execs, and the stack it runs on: owned by crd
+/// and not touched by crd from `spawn` until the child is reaped (`Child::release`),
+/// because the child shares crd's memory (`CLONE_VM`) and runs at the same time.
+/// Reused from run to run (the buffers keep their capacity).
+pub struct ChildMem {
+    /// Every C string the child needs, NUL-terminated, back to back.
+    strings: Vec<u8>,
+    /// Start offsets in `strings`: path, dir, args..., env...
+    starts: Vec<usize>,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    path: *const c_char,
+    dir: *const c_char,
+    stdio: [RawFd; 3],
+    blocking: RawFd,
+    own_group: bool,
+    limits: Limits,
+    /// errno of the step that failed, written by the child before it exits with 127;
+    /// 0 if it exec'd.
+    err: AtomicI32,
+    stack: Box<[MaybeUninit<u8>]>,
 }
 
-/// Starts `plan` and returns the child's pid once it has exec'd. If any step before
-/// exec fails, the child is reaped and its errno returned. `stack` is the child's
-/// stack until exec; it is free again when this returns.
-pub fn spawn(plan: &ExecPlan<'_>, stack: &mut [u8]) -> io::Result<u32> {
-    assert!(
-        plan.argv.last() == Some(&std::ptr::null()),
-        "argv is null-terminated"
-    );
-    assert!(
-        plan.envp.last() == Some(&std::ptr::null()),
-        "envp is null-terminated"
-    );
+impl ChildMem {
+    pub fn new() -> Box<ChildMem> {
+        Box::new(ChildMem {
+            strings: Vec::new(),
+            starts: Vec::new(),
+            argv: Vec::new(),
+            envp: Vec::new(),
+            path: std::ptr::null(),
+            dir: std::ptr::null(),
+            stdio: [-1; 3],
+            blocking: -1,
+            own_group: false,
+            limits: Limits {
+                address_space: 0,
+                cpu_seconds: 0,
+                open_files: 0,
+                file_size: 0,
+                processes: 0,
+            },
+            err: AtomicI32::new(0),
+            stack: Box::new_uninit_slice(CHILD_STACK_BYTES),
+        })
+    }
+
+    /// Appends a C string made of `parts`; NUL bytes inside are dropped (a check may
+    /// print one, and its output becomes `CRD_CHECK_OUTPUT`).
+    fn push(&mut self, parts: &[&[u8]]) {
+        self.starts.push(self.strings.len());
+        for p in parts {
+            self.strings.extend(p.iter().copied().filter(|&b| b != 0));
+        }
+        self.strings.push(0);
+    }
+
+    /// Copies `plan` in and points `argv`/`envp` at the copies.
+    fn fill(&mut self, plan: &ExecPlan<'_>) {
+        self.strings.clear();
+        self.starts.clear();
+        self.push(&[plan.path]);
+        self.push(&[plan.dir]);
+        for a in plan.args {
+            self.push(&[a]);
+        }
+        self.push(&[b"PATH=", plan.path_var]);
+        for (k, v) in plan.env {
+            self.push(&[k, b"=", v]);
+        }
+        // `strings` no longer grows: pointers into it stay valid.
+        let base = self.strings.as_ptr().cast::<c_char>();
+        let at = |i: usize| base.wrapping_add(i);
+        let nargs = plan.args.len();
+        self.path = at(self.starts[0]);
+        self.dir = at(self.starts[1]);
+        self.argv.clear();
+        self.argv.push(self.path);
+        self.argv
+            .extend(self.starts[2..2 + nargs].iter().map(|&i| at(i)));
+        self.argv.push(std::ptr::null());
+        self.envp.clear();
+        self.envp
+            .extend(self.starts[2 + nargs..].iter().map(|&i| at(i)));
+        self.envp.push(std::ptr::null());
+        self.stdio = plan.stdio;
+        self.blocking = plan.blocking;
+        self.own_group = plan.own_group;
+        self.limits = plan.limits;
+        self.err.store(0, Ordering::Relaxed);
+    }
+
+    /// The program as the child was given it, for messages.
+    pub fn program(&self) -> String {
+        let end = self.strings.iter().position(|&b| b == 0).unwrap_or(0);
+        String::from_utf8_lossy(&self.strings[..end]).into_owned()
+    }
+}
+
+/// A child that may still be running on its `ChildMem`. Dropping it without
+/// `release` leaks the memory on purpose: the child may still be reading it.
+#[derive(Debug)]
+pub struct Child {
+    pub pid: u32,
+    mem: NonNull<ChildMem>,
+}
+
+impl Child {
+    /// Takes the memory back once `reaped` shows this child is gone, with the error
+    /// of the step before exec that failed, if one did.
+    pub fn release(self, reaped: &Reaped) -> (Option<io::Error>, Box<ChildMem>) {
+        assert_eq!(reaped.pid, self.pid, "released by another child's exit");
+        // SAFETY: the pointer came from Box::into_raw in `spawn`, and the child that
+        // used the memory has exited and been reaped, so nothing else refers to it.
+        let mem = unsafe { Box::from_raw(self.mem.as_ptr()) };
+        let err = mem.err.load(Ordering::Acquire);
+        let err = (err != 0).then(|| io::Error::from_raw_os_error(err));
+        (err, mem)
+    }
+}
+
+/// Set once `clone` refused `CLONE_VM` without `CLONE_VFORK` (qemu's user-mode
+/// emulation does); from then on the parent waits for each exec as `vfork` does.
+static VFORK_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Starts the child described by `plan` on `mem` and returns at once, without waiting
+/// for its exec: a failure before exec shows up when the child is reaped
+/// (`Child::release`). Only a failed `clone` is an error here, and gives `mem` back.
+pub fn spawn(
+    plan: &ExecPlan<'_>,
+    mut mem: Box<ChildMem>,
+) -> Result<Child, (io::Error, Box<ChildMem>)> {
+    mem.fill(plan);
+    // Stacks grow down on every Linux target crd supports; align the top to 16.
+    let top = (mem.stack.as_mut_ptr() as usize + CHILD_STACK_BYTES - STACK_TOP_GAP) & !15;
+    let mem = Box::into_raw(mem);
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only write to it.
     let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
         unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
     // SAFETY: valid pointers to sigset_t values on this stack.
     unsafe {
         libc::sigfillset(&mut all);
-        // Block every signal so no handler of crd's runs in the child before exec.
+        // The child starts with every signal blocked, so no handler of crd's runs in
+        // it before it has reset them (it unblocks right before exec).
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    let mut args = ChildArgs {
-        plan,
-        mask: old,
-        err: 0,
-    };
-    // Stacks grow down on every Linux target crd supports; align the top to 16.
-    let top = ((stack.as_mut_ptr() as usize + stack.len()) & !15) as *mut c_void;
-    // SAFETY: `child_main` only reads `args` and the plan (alive on this frame, and
-    // the parent is suspended until the child execs or exits: CLONE_VFORK), writes
-    // `args.err`, and runs on `stack`, which outlives the call.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&raw mut args).cast::<c_void>(),
-        )
-    };
-    let clone_err = io::Error::last_os_error();
+    let mut pid = -1;
+    let mut err = io::Error::from_raw_os_error(libc::EINVAL);
+    for vfork in [false, true] {
+        if vfork != VFORK_ONLY.load(Ordering::Relaxed) && !vfork {
+            continue;
+        }
+        let flags = if vfork {
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD
+        } else {
+            libc::CLONE_VM | libc::SIGCHLD
+        };
+        // SAFETY: `child_main` reads only `*mem`, which stays allocated and untouched
+        // by crd until the child is reaped (`Child`), writes only its atomic `err`,
+        // makes raw system calls (no errno, no locks, no allocation) and runs on the
+        // stack inside `*mem`.
+        pid = unsafe { libc::clone(child_main, top as *mut c_void, flags, mem.cast::<c_void>()) };
+        if pid >= 0 {
+            break;
+        }
+        err = io::Error::last_os_error();
+        if vfork || err.raw_os_error() != Some(libc::EINVAL) {
+            break;
+        }
+        VFORK_ONLY.store(true, Ordering::Relaxed);
+    }
     // SAFETY: restores the mask saved above.
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
     if pid < 0 {
-        return Err(clone_err);
+        // SAFETY: no child was created; the memory is ours alone again.
+        return Err((err, unsafe { Box::from_raw(mem) }));
     }
-    // SAFETY: the child wrote `err` before exec or _exit; the kernel resumed us after.
-    let err = unsafe { std::ptr::read_volatile(&raw const args.err) };
-    if err != 0 {
-        let mut status = 0;
-        // SAFETY: the child has exited (_exit after the failure); this reaps it.
-        unsafe {
-            libc::waitpid(pid, &mut status, 0);
-        }
-        return Err(io::Error::from_raw_os_error(err));
-    }
-    Ok(pid as u32)
+    Ok(Child {
+        pid: pid as u32,
+        // SAFETY: from Box::into_raw, never null.
+        mem: unsafe { NonNull::new_unchecked(mem) },
+    })
 }
 
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the `ChildArgs` the parent passed; the parent is suspended.
-    let a = unsafe { &mut *arg.cast::<ChildArgs<'_>>() };
-    let p = a.plan;
-    let fail = |a: &mut ChildArgs<'_>| -> c_int {
-        let e = io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EINVAL);
-        // SAFETY: shared memory the parent reads after we exit; then leave without
-        // running any of crd's exit code.
-        unsafe {
-            std::ptr::write_volatile(&raw mut a.err, if e == 0 { libc::EINVAL } else { e });
-            libc::_exit(127)
-        }
-    };
-    // SAFETY (this block): system calls on descriptors and C strings the parent
-    // prepared; none allocates.
+    // SAFETY: `arg` is the `ChildMem` the parent passed; only shared reads of it,
+    // and the atomic store to `err` below.
+    let m = unsafe { &*arg.cast::<ChildMem>() };
+    // SAFETY: raw system calls on descriptors and C strings the parent prepared.
+    let e = unsafe { child_steps(m) };
+    m.err
+        .store(if e == 0 { libc::EINVAL } else { e }, Ordering::Release);
+    // SAFETY: leaves without running any of crd's exit code.
+    unsafe {
+        raw::syscall(libc::SYS_exit_group as c_long, 127, 0, 0, 0);
+    }
+    127
+}
+
+/// Kernel `struct sigaction` all zero: SIG_DFL, no flags, empty mask (large enough
+/// for every architecture's layout).
+static SIG_DFL_ACTION: [u64; 8] = [0; 8];
+/// An empty kernel signal set.
+static EMPTY_SIGSET: [u64; 2] = [0; 2];
+/// The kernel's signal set size: 128 signals on MIPS, 64 elsewhere.
+const SIGSET_BYTES: usize = if cfg!(target_arch = "mips") { 16 } else { 8 };
+
+/// The child's steps from clone to exec, as raw system calls (the libc wrappers
+/// would write errno, which lives in crd's thread-local memory, shared here).
+/// Returns the errno of the step that failed; does not return when exec succeeds.
+unsafe fn child_steps(m: &ChildMem) -> c_int {
+    use raw::check;
+    // SAFETY (this block): every pointer passed is to memory in `m` or a static, valid
+    // for the call; the descriptors are the child's own copies.
     unsafe {
         // Handlers and the ignored SIGPIPE are crd's, not the child's.
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
         for sig in [
             libc::SIGPIPE,
             libc::SIGCHLD,
@@ -155,77 +287,206 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             libc::SIGINT,
             libc::SIGHUP,
         ] {
-            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            let a = SIG_DFL_ACTION.as_ptr() as usize;
+            if let Err(e) = check(raw::syscall(
+                libc::SYS_rt_sigaction as c_long,
+                sig as usize,
+                a,
+                0,
+                SIGSET_BYTES,
+            )) {
+                return e;
+            }
         }
-        if p.own_group && libc::setpgid(0, 0) != 0 {
-            return fail(a);
+        if m.own_group {
+            if let Err(e) = check(raw::syscall(libc::SYS_setpgid as c_long, 0, 0, 0, 0)) {
+                return e;
+            }
         }
-        for (target, &fd) in p.stdio.iter().enumerate() {
-            let target = target as c_int;
-            if fd < 0 {
+        if m.blocking >= 0 {
+            if let Err(e) = check(raw::syscall(
+                libc::SYS_fcntl as c_long,
+                m.blocking as usize,
+                libc::F_SETFL as usize,
+                0,
+                0,
+            )) {
+                return e;
+            }
+        }
+        for (target, &fd) in m.stdio.iter().enumerate() {
+            let r = if fd < 0 {
                 continue;
+            } else if fd as usize == target {
+                // dup3 onto itself is refused: clear FD_CLOEXEC instead.
+                raw::syscall(
+                    libc::SYS_fcntl as c_long,
+                    fd as usize,
+                    libc::F_SETFD as usize,
+                    0,
+                    0,
+                )
+            } else {
+                raw::syscall(libc::SYS_dup3 as c_long, fd as usize, target, 0, 0)
+            };
+            if let Err(e) = check(r) {
+                return e;
             }
-            if fd == target {
-                // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return fail(a);
-                }
-            } else if libc::dup2(fd, target) < 0 {
-                return fail(a);
+        }
+        if let Err(e) = check(raw::syscall(
+            libc::SYS_chdir as c_long,
+            m.dir as usize,
+            0,
+            0,
+            0,
+        )) {
+            return e;
+        }
+        let l = &m.limits;
+        let mut limits = [
+            (libc::RLIMIT_AS as usize, l.address_space),
+            (libc::RLIMIT_CPU as usize, u64::from(l.cpu_seconds)),
+            (libc::RLIMIT_NOFILE as usize, u64::from(l.open_files)),
+            (libc::RLIMIT_FSIZE as usize, l.file_size),
+            (libc::RLIMIT_CORE as usize, 0),
+            (libc::RLIMIT_NPROC as usize, u64::from(l.processes)),
+        ];
+        if l.processes == 0 {
+            // 0 leaves RLIMIT_NPROC as inherited.
+            limits[5] = limits[4];
+        }
+        for (resource, value) in limits {
+            // Never raise the hard limit (that needs privileges and would fail the
+            // exec); lower both soft and hard to the smaller of the two. prlimit64's
+            // struct is two u64 on every architecture, infinity all ones.
+            let mut cur = [0u64; 2];
+            let p = cur.as_mut_ptr() as usize;
+            if let Err(e) = check(raw::syscall(
+                libc::SYS_prlimit64 as c_long,
+                0,
+                resource,
+                0,
+                p,
+            )) {
+                return e;
+            }
+            let v = value.min(cur[1]);
+            let new = [v, v];
+            let p = new.as_ptr() as usize;
+            if let Err(e) = check(raw::syscall(
+                libc::SYS_prlimit64 as c_long,
+                0,
+                resource,
+                p,
+                0,
+            )) {
+                return e;
             }
         }
-        if libc::chdir(p.dir.as_ptr()) != 0 {
-            return fail(a);
+        let set = EMPTY_SIGSET.as_ptr() as usize;
+        if let Err(e) = check(raw::syscall(
+            libc::SYS_rt_sigprocmask as c_long,
+            libc::SIG_SETMASK as usize,
+            set,
+            0,
+            SIGSET_BYTES,
+        )) {
+            return e;
         }
-        if set_limits(&p.limits).is_err() {
-            return fail(a);
-        }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &a.mask, std::ptr::null_mut());
-        libc::execve(p.path.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+        let r = raw::syscall(
+            libc::SYS_execve as c_long,
+            m.path as usize,
+            m.argv.as_ptr() as usize,
+            m.envp.as_ptr() as usize,
+            0,
+        );
+        check(r).err().unwrap_or(libc::EINVAL)
     }
-    fail(a)
 }
 
-// The resource constant's type differs between libc flavours (glibc: u32, musl: i32).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-type Resource = libc::__rlimit_resource_t;
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-type Resource = libc::c_int;
+/// System calls without libc: no errno (the child must not write crd's), nothing but
+/// the instruction. Returns the kernel's result: a negative errno on failure.
+mod raw {
+    use std::arch::asm;
+    use std::ffi::{c_int, c_long};
 
-fn setrlimit(resource: Resource, value: u64) -> io::Result<()> {
-    // rlim_t is 32 bits on some 32-bit targets: clamp rather than wrap.
-    let v = libc::rlim_t::try_from(value).unwrap_or(libc::RLIM_INFINITY);
-    // Never raise the hard limit (that needs privileges and would fail the exec);
-    // lower both soft and hard to the smaller of the two.
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `cur` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(resource, &mut cur) } != 0 {
-        return Err(io::Error::last_os_error());
+    /// `Err(errno)` for a failed call.
+    pub fn check(r: isize) -> Result<isize, c_int> {
+        if (-4095..0).contains(&r) {
+            Err(-r as c_int)
+        } else {
+            Ok(r)
+        }
     }
-    let v = if cur.rlim_max == libc::RLIM_INFINITY {
-        v
-    } else {
-        v.min(cur.rlim_max)
-    };
-    let lim = libc::rlimit {
-        rlim_cur: v,
-        rlim_max: v,
-    };
-    // SAFETY: `lim` is a valid rlimit; setrlimit only reads it.
-    if unsafe { libc::setrlimit(resource, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
+
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn syscall(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+        let r: isize;
+        // SAFETY: the caller passes arguments valid for system call `nr`.
+        unsafe {
+            asm!("syscall", inlateout("rax") nr as isize => r, in("rdi") a, in("rsi") b,
+                in("rdx") c, in("r10") d, lateout("rcx") _, lateout("r11") _,
+                options(nostack, preserves_flags));
+        }
+        r
     }
-    Ok(())
+
+    #[cfg(target_arch = "aarch64")]
+    pub unsafe fn syscall(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+        let r: isize;
+        // SAFETY: as above.
+        unsafe {
+            asm!("svc 0", in("x8") nr, inlateout("x0") a => r, in("x1") b, in("x2") c,
+                in("x3") d, options(nostack, preserves_flags));
+        }
+        r
+    }
+
+    #[cfg(target_arch = "arm")]
+    pub unsafe fn syscall(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+        let r: isize;
+        // SAFETY: as above.
+        unsafe {
+            asm!("svc 0", in("r7") nr, inlateout("r0") a => r, in("r1") b, in("r2") c,
+                in("r3") d, options(nostack, preserves_flags));
+        }
+        r
+    }
+
+    /// o32: number in $v0, arguments in $a0-$a3, result in $v0 with $a3 set on error
+    /// (then $v0 is the positive errno).
+    #[cfg(target_arch = "mips")]
+    pub unsafe fn syscall(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+        let r: isize;
+        let failed: usize;
+        // SAFETY: as above.
+        unsafe {
+            asm!("syscall", inlateout("$2") nr as isize => r, in("$4") a, in("$5") b,
+                in("$6") c, inlateout("$7") d => failed, lateout("$3") _, lateout("$8") _,
+                lateout("$9") _, lateout("$10") _, lateout("$11") _, lateout("$12") _,
+                lateout("$13") _, lateout("$14") _, lateout("$15") _, lateout("$24") _,
+                lateout("$25") _, options(nostack, preserves_flags));
+        }
+        if failed != 0 { -r } else { r }
+    }
+
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "mips"
+    )))]
+    compile_error!(
+        "crd spawns children with raw system calls for x86_64, aarch64, arm and mips only (src/sys.rs, mod raw)"
+    );
 }
 
-/// A close-on-exec pipe: (read end, write end), both blocking.
+/// A close-on-exec pipe: (read end, write end), both non-blocking (a child gets its
+/// end back to blocking through `ExecPlan::blocking`).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
@@ -275,10 +536,21 @@ pub enum WaitStatus {
     Signaled(i32),
 }
 
+/// A child that exited and was reaped: only `reap_any` makes one, which is what lets
+/// `Child::release` hand back the memory the child ran on.
+#[derive(Debug)]
+// Not #[non_exhaustive]: that would still let the rest of the crate build one.
+#[allow(clippy::manual_non_exhaustive)]
+pub struct Reaped {
+    pub pid: u32,
+    pub status: WaitStatus,
+    _only_from_waitpid: (),
+}
+
 /// Reaps one exited child of this process without blocking: `None` when no child has
 /// exited (or there are no children). Call in a loop after SIGCHLD: one signal can
 /// stand for many exits.
-pub fn reap_any() -> Option<(u32, WaitStatus)> {
+pub fn reap_any() -> Option<Reaped> {
     loop {
         let mut status: libc::c_int = 0;
         // SAFETY: `status` is a valid, writable int; WNOHANG never blocks.
@@ -292,7 +564,11 @@ pub fn reap_any() -> Option<(u32, WaitStatus)> {
                 // Stopped/continued are not reported without WUNTRACED: not reached.
                 continue;
             };
-            return Some((pid as u32, ws));
+            return Some(Reaped {
+                pid: pid as u32,
+                status: ws,
+                _only_from_waitpid: (),
+            });
         }
         if pid == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
@@ -362,5 +638,191 @@ pub fn try_lock_exclusive(fd: RawFd) -> io::Result<bool> {
         Ok(false)
     } else {
         Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Waits for one child (not `reap_any`: other tests' children are not ours).
+    fn reap(pid: u32) -> Reaped {
+        let mut status: c_int = 0;
+        // SAFETY: a valid, writable int; waits for our own child.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        assert_eq!(r, pid as libc::pid_t);
+        let status = if libc::WIFEXITED(status) {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        } else {
+            WaitStatus::Signaled(libc::WTERMSIG(status))
+        };
+        Reaped {
+            pid,
+            status,
+            _only_from_waitpid: (),
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            address_space: 1 << 30,
+            cpu_seconds: 10,
+            open_files: 77,
+            file_size: 1 << 20,
+            processes: 0,
+        }
+    }
+
+    /// Runs `sh -c script` with stdout/stderr into a pipe; returns (status, output,
+    /// error before exec).
+    fn sh(script: &str, mem: Box<ChildMem>) -> (Reaped, String, Option<io::Error>, Box<ChildMem>) {
+        let (rx, tx) = pipe().unwrap();
+        let plan = ExecPlan {
+            path: b"/bin/sh",
+            args: &[b"-c", script.as_bytes(), b"zero", b"one"],
+            path_var: b"/usr/bin:/bin",
+            env: &[(b"CRD_X", b"x\0y")],
+            dir: b"/tmp",
+            stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
+            blocking: tx.as_raw_fd(),
+            own_group: true,
+            limits: limits(),
+        };
+        let child = spawn(&plan, mem).map_err(|(e, _)| e).unwrap();
+        drop(tx);
+        let r = reap(child.pid);
+        let (err, mem) = child.release(&r);
+        let mut out = String::new();
+        // Blocking read: set the read end back to blocking for the test.
+        // SAFETY: fcntl on our own descriptor.
+        unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETFL, 0) };
+        std::fs::File::from(rx).read_to_string(&mut out).unwrap();
+        (r, out, err, mem)
+    }
+
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn the_child_gets_its_args_env_dir_limits_and_a_clean_signal_state() {
+        let script = "echo \"$0 $1 $CRD_X $PATH $(pwd) $(ulimit -n) $(ulimit -c)\"; \
+                      grep -E '^Sig(Blk|Ign)' /proc/self/status; \
+                      [ -t 1 ] || test -w /dev/stdout; echo pgid=$(cut -d' ' -f5 /proc/self/stat) pid=$$";
+        let (r, out, err, _) = sh(script, ChildMem::new());
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(r.status, WaitStatus::Exited(0), "{out}");
+        let mut lines = out.lines();
+        // (SigIgn may show what the test runner's own parent ignored; only crd's
+        // SIGPIPE matters.)
+        // The NUL inside CRD_X's value is dropped, not fatal.
+        assert_eq!(lines.next().unwrap(), "zero one xy /usr/bin:/bin /tmp 77 0");
+        // Nothing blocked (crd blocks every signal around clone), SIGPIPE not ignored.
+        assert_eq!(
+            lines.next().unwrap().split_whitespace().nth(1),
+            Some("0000000000000000")
+        );
+        let ign = out.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap();
+        let ign = u64::from_str_radix(ign.trim(), 16).unwrap();
+        assert_eq!(
+            ign & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "SIGPIPE is not ignored: {out}"
+        );
+        let last = lines.last().unwrap();
+        let (pgid, pid) = last.split_once(' ').unwrap();
+        assert_eq!(
+            pgid.strip_prefix("pgid="),
+            pid.strip_prefix("pid="),
+            "own process group"
+        );
+    }
+
+    #[test]
+    fn a_failed_exec_is_reported_at_reap_and_the_memory_is_reused() {
+        let (rx, tx) = pipe().unwrap();
+        let plan = ExecPlan {
+            path: b"/nonexistent/program",
+            args: &[],
+            path_var: b"/bin",
+            env: &[],
+            dir: b"/",
+            stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
+            blocking: tx.as_raw_fd(),
+            own_group: true,
+            limits: limits(),
+        };
+        let child = spawn(&plan, ChildMem::new()).map_err(|(e, _)| e).unwrap();
+        let r = reap(child.pid);
+        assert_eq!(r.status, WaitStatus::Exited(127));
+        let (err, mem) = child.release(&r);
+        assert_eq!(err.unwrap().raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(mem.program(), "/nonexistent/program");
+        // A missing directory fails at chdir, with its own errno.
+        let plan = ExecPlan {
+            path: b"/bin/true",
+            dir: b"/nonexistent/dir",
+            ..plan
+        };
+        let child = spawn(&plan, mem).map_err(|(e, _)| e).unwrap();
+        let r = reap(child.pid);
+        let (err, mem) = child.release(&r);
+        assert_eq!(err.unwrap().raw_os_error(), Some(libc::ENOENT));
+        // The same memory runs a good child afterwards, error cleared.
+        let (r, out, err, _) = sh("echo ok", mem);
+        assert!(err.is_none());
+        assert_eq!((r.status, out.as_str()), (WaitStatus::Exited(0), "ok\n"));
+        drop((rx, tx));
+    }
+
+    #[test]
+    fn many_children_at_once_each_read_their_own_memory() {
+        // 32 children started back to back, none reaped before all are started:
+        // each must run with its own arguments.
+        let mut running = Vec::new();
+        for i in 0..32 {
+            let (rx, tx) = pipe().unwrap();
+            let script = format!("echo {i}");
+            let plan = ExecPlan {
+                path: b"/bin/sh",
+                args: &[b"-c", script.as_bytes()],
+                path_var: b"/bin",
+                env: &[],
+                dir: b"/",
+                stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
+                blocking: tx.as_raw_fd(),
+                own_group: false,
+                limits: limits(),
+            };
+            let child = spawn(&plan, ChildMem::new()).map_err(|(e, _)| e).unwrap();
+            running.push((i, child, rx));
+        }
+        for (i, child, rx) in running {
+            let r = reap(child.pid);
+            let (err, _) = child.release(&r);
+            assert!(err.is_none());
+            let mut out = String::new();
+            // SAFETY: fcntl on our own descriptor.
+            unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETFL, 0) };
+            std::fs::File::from(rx).read_to_string(&mut out).unwrap();
+            assert_eq!(out, format!("{i}\n"));
+        }
+    }
+
+    #[test]
+    fn child_stack_use_is_small() {
+        let mut mem = ChildMem::new();
+        for b in mem.stack.iter_mut() {
+            b.write(0xa5);
+        }
+        let (_, _, err, mem) = sh("exit 0", mem);
+        assert!(err.is_none());
+        // SAFETY: every byte was written above; the child is gone.
+        let untouched = mem
+            .stack
+            .iter()
+            .take_while(|b| unsafe { b.assume_init() } == 0xa5)
+            .count();
+        let used = (CHILD_STACK_BYTES - STACK_TOP_GAP).saturating_sub(untouched);
+        assert!(used > 0 && used < 2048, "the child used {used} bytes of stack");
     }
 }
