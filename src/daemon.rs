@@ -1,6 +1,7 @@
 //! The daemon: the one `mio::Poll`, and the carrying-out of what the pure parts decide.
 //!
-//! Inputs: signals (CHLD, TERM, INT, HUP through signal-hook-mio), child pipes, the
+//! Inputs: signals (TERM, INT, HUP through signal-hook-mio; CHLD through a signalfd,
+//! `sys::sigchld_fd`, which costs less per exit than a handler), child pipes, the
 //! control socket, and timers. The poll timeout is the minimum of the scheduler's,
 //! the runs' and the control socket's `poll_timeout()`; nothing else wakes the loop,
 //! so an idle crd sleeps until the next due check. Nothing here blocks: no sleeps, no
@@ -22,19 +23,23 @@ use crate::run::{self, Finished, Role, Runs};
 use crate::schedule::{Lateness, Scheduler};
 use crate::spawn::{Spec, Streams};
 use crate::sys::{self, Limits};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
 const MQTT: Token = Token(2);
-const CONTROL_CLIENTS: usize = 3;
+/// The signalfd for SIGCHLD (`sys::sigchld_fd`).
+const CHILD_EXITS: Token = Token(3);
+const CONTROL_CLIENTS: usize = 4;
 const RUNS: usize = CONTROL_CLIENTS + control::MAX_CLIENTS;
 /// Readiness events taken per poll call.
 const EVENTS_CAPACITY: usize = 256;
@@ -202,10 +207,16 @@ impl Daemon {
 
     /// Runs until SIGTERM/SIGINT; returns once every child is gone.
     pub fn run(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let exits = sys::sigchld_fd()?;
+        self.poll.registry().register(
+            &mut SourceFd(&exits.as_raw_fd()),
+            CHILD_EXITS,
+            Interest::READABLE,
+        )?;
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         log::info!(
             "crd {} started: node {}, pid {}",
@@ -250,13 +261,16 @@ impl Daemon {
                     SIGNALS => {
                         for sig in signals.pending() {
                             match sig {
-                                SIGCHLD => reap = true,
                                 SIGHUP => {
                                     let _ = self.reload(now, "SIGHUP");
                                 }
                                 _ => self.begin_stop(now, sig),
                             }
                         }
+                    }
+                    CHILD_EXITS => {
+                        sys::drain_signalfd(exits.as_raw_fd());
+                        reap = true;
                     }
                     t if self.runs.owns(t) => self.runs.handle_readable(self.poll.registry(), t),
                     t if self.control.as_ref().is_some_and(|c| c.owns(t)) => {
@@ -639,9 +653,15 @@ fn join(a: &str, b: &str) -> String {
 /// terminate the child's group.
 pub fn run_once(start: run::Start<'_>) -> io::Result<Finished> {
     let mut poll = Poll::new()?;
-    let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
     poll.registry()
         .register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let exits = sys::sigchld_fd()?;
+    poll.registry().register(
+        &mut SourceFd(&exits.as_raw_fd()),
+        CHILD_EXITS,
+        Interest::READABLE,
+    )?;
     let mut runs = Runs::new(RUNS)?;
     let mut events = Events::with_capacity(16);
     runs.start(start, Instant::now());
@@ -664,13 +684,12 @@ pub fn run_once(start: run::Start<'_>) -> io::Result<Finished> {
         let mut reap = false;
         for ev in events.iter() {
             if ev.token() == SIGNALS {
-                for sig in signals.pending() {
-                    if sig == SIGCHLD {
-                        reap = true;
-                    } else {
-                        runs.terminate_all(now);
-                    }
+                if signals.pending().next().is_some() {
+                    runs.terminate_all(now);
                 }
+            } else if ev.token() == CHILD_EXITS {
+                sys::drain_signalfd(exits.as_raw_fd());
+                reap = true;
             } else if runs.owns(ev.token()) {
                 runs.handle_readable(poll.registry(), ev.token());
             }

@@ -56,11 +56,12 @@ pub struct ExecPlan<'a> {
 }
 
 /// Bytes of the stack a child runs on until it execs. `child_main` and the raw
-/// system calls need well under 2 KiB (measured by `child_stack_use_is_small`).
+/// system calls need 192 bytes in a release build (tests/spawn.rs bounds it).
 pub const CHILD_STACK_BYTES: usize = 16 * 1024;
 /// Bytes left unused at the top of the child's stack (the MIPS o32 kernel entry
 /// reads four words above the stack pointer on every system call).
 const STACK_TOP_GAP: usize = 64;
+const STACK_MARK: u8 = 0xa5;
 
 /// Everything a child reads until it execs, and the stack it runs on: owned by crd
 /// and not touched by crd from `spawn` until the child is reaped (`Child::release`),
@@ -83,6 +84,8 @@ pub struct ChildMem {
     /// 0 if it exec'd.
     err: AtomicI32,
     stack: Box<[MaybeUninit<u8>]>,
+    /// `mark_stack` ran (tests only): every byte of `stack` is initialized.
+    stack_marked: bool,
 }
 
 impl ChildMem {
@@ -106,6 +109,7 @@ impl ChildMem {
             },
             err: AtomicI32::new(0),
             stack: Box::new_uninit_slice(CHILD_STACK_BYTES),
+            stack_marked: false,
         })
     }
 
@@ -114,7 +118,11 @@ impl ChildMem {
     fn push(&mut self, parts: &[&[u8]]) {
         self.starts.push(self.strings.len());
         for p in parts {
-            self.strings.extend(p.iter().copied().filter(|&b| b != 0));
+            if p.contains(&0) {
+                self.strings.extend(p.iter().copied().filter(|&b| b != 0));
+            } else {
+                self.strings.extend_from_slice(p);
+            }
         }
         self.strings.push(0);
     }
@@ -152,6 +160,33 @@ impl ChildMem {
         self.own_group = plan.own_group;
         self.limits = plan.limits;
         self.err.store(0, Ordering::Relaxed);
+    }
+
+    /// Fills the stack with a pattern, so that `stack_used` can tell how deep a child
+    /// went (tests/spawn.rs bounds it).
+    #[doc(hidden)]
+    pub fn mark_stack(&mut self) {
+        for b in self.stack.iter_mut() {
+            b.write(STACK_MARK);
+        }
+        self.stack_marked = true;
+    }
+
+    /// Bytes of the stack below the top gap that no longer hold `mark_stack`'s
+    /// pattern; `None` if it was never marked.
+    #[doc(hidden)]
+    pub fn stack_used(&self) -> Option<usize> {
+        if !self.stack_marked {
+            return None;
+        }
+        let untouched = self
+            .stack
+            .iter()
+            // SAFETY: `mark_stack` initialized every byte (one a child wrote since is
+            // initialized too).
+            .take_while(|b| unsafe { b.assume_init() } == STACK_MARK)
+            .count();
+        Some((CHILD_STACK_BYTES - STACK_TOP_GAP).saturating_sub(untouched))
     }
 
     /// The program as the child was given it, for messages.
@@ -577,6 +612,43 @@ pub fn reap_any() -> Option<Reaped> {
     }
 }
 
+/// SIGCHLD as a descriptor for the poll loop: blocks SIGCHLD in crd (for good: a
+/// child starts with an empty mask, see `child_steps`) and returns a non-blocking
+/// signalfd that is readable while one is pending. Cheaper than a handler: an exit
+/// no longer interrupts crd with a signal frame, a handler and a write to a socket.
+pub fn sigchld_fd() -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data, written by sigemptyset/sigaddset below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to a sigset_t on this stack; crd has one thread.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: `set` is a valid signal set; the result is checked.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Empties a `sigchld_fd`: one 128-byte record per read, and SIGCHLD is not queued,
+/// so there is at most one. Call before reaping.
+pub fn drain_signalfd(fd: RawFd) {
+    let mut buf = [0u8; 128];
+    loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast::<c_void>(), buf.len()) };
+        if n < buf.len() as isize {
+            return;
+        }
+    }
+}
+
 /// The effective user id.
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail and has no preconditions.
@@ -638,191 +710,5 @@ pub fn try_lock_exclusive(fd: RawFd) -> io::Result<bool> {
         Ok(false)
     } else {
         Err(e)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-
-    /// Waits for one child (not `reap_any`: other tests' children are not ours).
-    fn reap(pid: u32) -> Reaped {
-        let mut status: c_int = 0;
-        // SAFETY: a valid, writable int; waits for our own child.
-        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-        assert_eq!(r, pid as libc::pid_t);
-        let status = if libc::WIFEXITED(status) {
-            WaitStatus::Exited(libc::WEXITSTATUS(status))
-        } else {
-            WaitStatus::Signaled(libc::WTERMSIG(status))
-        };
-        Reaped {
-            pid,
-            status,
-            _only_from_waitpid: (),
-        }
-    }
-
-    fn limits() -> Limits {
-        Limits {
-            address_space: 1 << 30,
-            cpu_seconds: 10,
-            open_files: 77,
-            file_size: 1 << 20,
-            processes: 0,
-        }
-    }
-
-    /// Runs `sh -c script` with stdout/stderr into a pipe; returns (status, output,
-    /// error before exec).
-    fn sh(script: &str, mem: Box<ChildMem>) -> (Reaped, String, Option<io::Error>, Box<ChildMem>) {
-        let (rx, tx) = pipe().unwrap();
-        let plan = ExecPlan {
-            path: b"/bin/sh",
-            args: &[b"-c", script.as_bytes(), b"zero", b"one"],
-            path_var: b"/usr/bin:/bin",
-            env: &[(b"CRD_X", b"x\0y")],
-            dir: b"/tmp",
-            stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
-            blocking: tx.as_raw_fd(),
-            own_group: true,
-            limits: limits(),
-        };
-        let child = spawn(&plan, mem).map_err(|(e, _)| e).unwrap();
-        drop(tx);
-        let r = reap(child.pid);
-        let (err, mem) = child.release(&r);
-        let mut out = String::new();
-        // Blocking read: set the read end back to blocking for the test.
-        // SAFETY: fcntl on our own descriptor.
-        unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETFL, 0) };
-        std::fs::File::from(rx).read_to_string(&mut out).unwrap();
-        (r, out, err, mem)
-    }
-
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn the_child_gets_its_args_env_dir_limits_and_a_clean_signal_state() {
-        let script = "echo \"$0 $1 $CRD_X $PATH $(pwd) $(ulimit -n) $(ulimit -c)\"; \
-                      grep -E '^Sig(Blk|Ign)' /proc/self/status; \
-                      [ -t 1 ] || test -w /dev/stdout; echo pgid=$(cut -d' ' -f5 /proc/self/stat) pid=$$";
-        let (r, out, err, _) = sh(script, ChildMem::new());
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(r.status, WaitStatus::Exited(0), "{out}");
-        let mut lines = out.lines();
-        // (SigIgn may show what the test runner's own parent ignored; only crd's
-        // SIGPIPE matters.)
-        // The NUL inside CRD_X's value is dropped, not fatal.
-        assert_eq!(lines.next().unwrap(), "zero one xy /usr/bin:/bin /tmp 77 0");
-        // Nothing blocked (crd blocks every signal around clone), SIGPIPE not ignored.
-        assert_eq!(
-            lines.next().unwrap().split_whitespace().nth(1),
-            Some("0000000000000000")
-        );
-        let ign = out.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap();
-        let ign = u64::from_str_radix(ign.trim(), 16).unwrap();
-        assert_eq!(
-            ign & (1 << (libc::SIGPIPE - 1)),
-            0,
-            "SIGPIPE is not ignored: {out}"
-        );
-        let last = lines.last().unwrap();
-        let (pgid, pid) = last.split_once(' ').unwrap();
-        assert_eq!(
-            pgid.strip_prefix("pgid="),
-            pid.strip_prefix("pid="),
-            "own process group"
-        );
-    }
-
-    #[test]
-    fn a_failed_exec_is_reported_at_reap_and_the_memory_is_reused() {
-        let (rx, tx) = pipe().unwrap();
-        let plan = ExecPlan {
-            path: b"/nonexistent/program",
-            args: &[],
-            path_var: b"/bin",
-            env: &[],
-            dir: b"/",
-            stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
-            blocking: tx.as_raw_fd(),
-            own_group: true,
-            limits: limits(),
-        };
-        let child = spawn(&plan, ChildMem::new()).map_err(|(e, _)| e).unwrap();
-        let r = reap(child.pid);
-        assert_eq!(r.status, WaitStatus::Exited(127));
-        let (err, mem) = child.release(&r);
-        assert_eq!(err.unwrap().raw_os_error(), Some(libc::ENOENT));
-        assert_eq!(mem.program(), "/nonexistent/program");
-        // A missing directory fails at chdir, with its own errno.
-        let plan = ExecPlan {
-            path: b"/bin/true",
-            dir: b"/nonexistent/dir",
-            ..plan
-        };
-        let child = spawn(&plan, mem).map_err(|(e, _)| e).unwrap();
-        let r = reap(child.pid);
-        let (err, mem) = child.release(&r);
-        assert_eq!(err.unwrap().raw_os_error(), Some(libc::ENOENT));
-        // The same memory runs a good child afterwards, error cleared.
-        let (r, out, err, _) = sh("echo ok", mem);
-        assert!(err.is_none());
-        assert_eq!((r.status, out.as_str()), (WaitStatus::Exited(0), "ok\n"));
-        drop((rx, tx));
-    }
-
-    #[test]
-    fn many_children_at_once_each_read_their_own_memory() {
-        // 32 children started back to back, none reaped before all are started:
-        // each must run with its own arguments.
-        let mut running = Vec::new();
-        for i in 0..32 {
-            let (rx, tx) = pipe().unwrap();
-            let script = format!("echo {i}");
-            let plan = ExecPlan {
-                path: b"/bin/sh",
-                args: &[b"-c", script.as_bytes()],
-                path_var: b"/bin",
-                env: &[],
-                dir: b"/",
-                stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
-                blocking: tx.as_raw_fd(),
-                own_group: false,
-                limits: limits(),
-            };
-            let child = spawn(&plan, ChildMem::new()).map_err(|(e, _)| e).unwrap();
-            running.push((i, child, rx));
-        }
-        for (i, child, rx) in running {
-            let r = reap(child.pid);
-            let (err, _) = child.release(&r);
-            assert!(err.is_none());
-            let mut out = String::new();
-            // SAFETY: fcntl on our own descriptor.
-            unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETFL, 0) };
-            std::fs::File::from(rx).read_to_string(&mut out).unwrap();
-            assert_eq!(out, format!("{i}\n"));
-        }
-    }
-
-    #[test]
-    fn child_stack_use_is_small() {
-        let mut mem = ChildMem::new();
-        for b in mem.stack.iter_mut() {
-            b.write(0xa5);
-        }
-        let (_, _, err, mem) = sh("exit 0", mem);
-        assert!(err.is_none());
-        // SAFETY: every byte was written above; the child is gone.
-        let untouched = mem
-            .stack
-            .iter()
-            .take_while(|b| unsafe { b.assume_init() } == 0xa5)
-            .count();
-        let used = (CHILD_STACK_BYTES - STACK_TOP_GAP).saturating_sub(untouched);
-        assert!(used > 0 && used < 2048, "the child used {used} bytes of stack");
     }
 }
