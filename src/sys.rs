@@ -246,7 +246,7 @@ pub fn spawn(
     let mut pid = -1;
     let mut err = io::Error::from_raw_os_error(libc::EINVAL);
     for vfork in [false, true] {
-        if vfork != VFORK_ONLY.load(Ordering::Relaxed) && !vfork {
+        if !vfork && VFORK_ONLY.load(Ordering::Relaxed) {
             continue;
         }
         let flags = if vfork {
