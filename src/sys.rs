@@ -636,16 +636,14 @@ pub fn sigchld_fd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Empties a `sigchld_fd`: one 128-byte record per read, and SIGCHLD is not queued,
-/// so there is at most one. Call before reaping.
+/// Empties a `sigchld_fd`: SIGCHLD is not queued, so one pending record is all there
+/// can be, and one read takes it. Call before reaping.
 pub fn drain_signalfd(fd: RawFd) {
     let mut buf = [0u8; 128];
-    loop {
-        // SAFETY: `buf` is writable for its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast::<c_void>(), buf.len()) };
-        if n < buf.len() as isize {
-            return;
-        }
+    // SAFETY: `buf` is writable for its length (one signalfd_siginfo). The result
+    // does not matter: EAGAIN means another wake-up already took it.
+    unsafe {
+        libc::read(fd, buf.as_mut_ptr().cast::<c_void>(), buf.len());
     }
 }
 
