@@ -34,6 +34,25 @@ fn limits() -> Limits {
     }
 }
 
+/// A plan writing stdout and stderr into `out`, in `/`, own group, `limits()`.
+fn plan<'a>(path: &'a [u8], args: &'a [&'a [u8]], out: &OwnedFd) -> ExecPlan<'a> {
+    ExecPlan {
+        path,
+        args,
+        path_var: b"/bin",
+        env: &[],
+        dir: b"/",
+        stdio: [-1, out.as_raw_fd(), out.as_raw_fd()],
+        blocking: out.as_raw_fd(),
+        own_group: true,
+        limits: limits(),
+    }
+}
+
+fn start(plan: &ExecPlan<'_>, mem: Box<ChildMem>) -> sys::Child {
+    sys::spawn(plan, mem).map_err(|(e, _)| e).unwrap()
+}
+
 fn read_all(rx: OwnedFd) -> String {
     // The read end is non-blocking (sys::pipe): poll it until EOF, bounded.
     let mut f = std::fs::File::from(rx);
@@ -57,18 +76,14 @@ fn read_all(rx: OwnedFd) -> String {
 /// why it did not exec, the memory back).
 fn sh(script: &str, mem: Box<ChildMem>) -> (Reaped, String, Option<std::io::Error>, Box<ChildMem>) {
     let (rx, tx) = sys::pipe().unwrap();
+    let args: &[&[u8]] = &[b"-c", script.as_bytes(), b"zero", b"one"];
     let plan = ExecPlan {
-        path: b"/bin/sh",
-        args: &[b"-c", script.as_bytes(), b"zero", b"one"],
         path_var: b"/usr/bin:/bin",
         env: &[(b"CRD_X", b"x\0y")],
         dir: b"/tmp",
-        stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
-        blocking: tx.as_raw_fd(),
-        own_group: true,
-        limits: limits(),
+        ..plan(b"/bin/sh", args, &tx)
     };
-    let child = sys::spawn(&plan, mem).map_err(|(e, _)| e).unwrap();
+    let child = start(&plan, mem);
     drop(tx);
     let out = read_all(rx);
     let r = reap(child.pid);
@@ -88,7 +103,7 @@ fn what_a_child_gets() {
     let script = "echo \"$0 $1 $CRD_X $PATH $(pwd) $(ulimit -n) $(ulimit -c)\"; \
                   grep -E '^Sig(Blk|Ign)' /proc/self/status; \
                   echo pgid=$(cut -d' ' -f5 /proc/self/stat) pid=$$; \
-                  cat /proc/self/fdinfo/1 | grep flags";
+                  grep flags /proc/self/fdinfo/1";
     let (r, out, err, _) = sh(script, ChildMem::new());
     assert!(err.is_none(), "{err:?}");
     assert_eq!(r.status, WaitStatus::Exited(0), "{out}");
@@ -125,20 +140,8 @@ fn what_a_child_gets() {
 
 fn a_failed_exec_is_reported_at_reap_and_the_memory_is_reused() {
     let (_rx, tx) = sys::pipe().unwrap();
-    let plan = ExecPlan {
-        path: b"/nonexistent/program",
-        args: &[],
-        path_var: b"/bin",
-        env: &[],
-        dir: b"/",
-        stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
-        blocking: tx.as_raw_fd(),
-        own_group: true,
-        limits: limits(),
-    };
-    let child = sys::spawn(&plan, ChildMem::new())
-        .map_err(|(e, _)| e)
-        .unwrap();
+    let plan = plan(b"/nonexistent/program", &[], &tx);
+    let child = start(&plan, ChildMem::new());
     let r = reap(child.pid);
     assert_eq!(r.status, WaitStatus::Exited(127));
     let (err, mem) = child.release(&r);
@@ -150,7 +153,7 @@ fn a_failed_exec_is_reported_at_reap_and_the_memory_is_reused() {
         dir: b"/nonexistent/dir",
         ..plan
     };
-    let child = sys::spawn(&plan, mem).map_err(|(e, _)| e).unwrap();
+    let child = start(&plan, mem);
     let r = reap(child.pid);
     let (err, mem) = child.release(&r);
     assert_eq!(err.unwrap().raw_os_error(), Some(libc::ENOENT));
@@ -167,20 +170,12 @@ fn many_children_at_once_each_read_their_own_memory() {
     for i in 0..32 {
         let (rx, tx) = sys::pipe().unwrap();
         let script = format!("echo {i}");
+        let args: &[&[u8]] = &[b"-c", script.as_bytes()];
         let plan = ExecPlan {
-            path: b"/bin/sh",
-            args: &[b"-c", script.as_bytes()],
-            path_var: b"/bin",
-            env: &[],
-            dir: b"/",
-            stdio: [-1, tx.as_raw_fd(), tx.as_raw_fd()],
-            blocking: tx.as_raw_fd(),
             own_group: false,
-            limits: limits(),
+            ..plan(b"/bin/sh", args, &tx)
         };
-        let child = sys::spawn(&plan, ChildMem::new())
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let child = start(&plan, ChildMem::new());
         running.push((i, child, rx));
     }
     let mut children = std::collections::HashMap::new();
