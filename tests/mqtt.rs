@@ -223,9 +223,15 @@ fn proxy(to: u16, mute: Arc<AtomicBool>) -> u16 {
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for c in l.incoming().take(8) {
-            let Ok(c) = c else { return };
-            let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
-                return;
+            let Ok(c) = c else { continue };
+            // A failed connection to the broker drops this client only; crd retries
+            // (once, in CI under load, a `return` here left crd refused for good).
+            let Some(b) = (0..50).find_map(|_| {
+                TcpStream::connect(("127.0.0.1", to))
+                    .map_err(|_| std::thread::sleep(Duration::from_millis(100)))
+                    .ok()
+            }) else {
+                continue;
             };
             for (mut from, mut into) in [(c.try_clone().unwrap(), b.try_clone().unwrap()), (b, c)] {
                 let mute = mute.clone();
