@@ -158,7 +158,10 @@ def soak(seconds):
         modules(os.path.join(tmp, "modules"), 50, counter)
         conf = os.path.join(tmp, "crd.conf")
         with open(conf, "w") as f:
-            f.write(f"interval = 1\nmodules_dir = {tmp}/modules\ncontrol_socket = {tmp}/crd.sock\nlog_level = warn\n")
+            f.write(
+                f"interval = 1\nmodules_dir = {tmp}/modules\ncontrol_socket = {tmp}/crd.sock\n"
+                f"spool_dir = {tmp}/spool\nlog_level = warn\n"
+            )
         p = subprocess.Popen([crd, "-c", conf], stderr=subprocess.DEVNULL)
         try:
             start = time.monotonic()
@@ -166,6 +169,8 @@ def soak(seconds):
             samples = []
             while True:
                 elapsed = time.monotonic() - start
+                if p.poll() is not None:
+                    sys.exit(f"soak: crd exited with {p.returncode} after {elapsed:.0f} s")
                 rss = status_kib(p.pid, "VmRSS")
                 samples.append(rss)
                 print(f"{elapsed:9.0f}  {lines(counter):8}  {rss:9}  {status_kib(p.pid, 'VmHWM'):9}", flush=True)
