@@ -14,8 +14,8 @@
 //! Needs `mosquitto` and `mosquitto_pub` on PATH; `CRD_BIN` is the binary measured
 //! (make bench-mqtt passes the x86_64 musl release build).
 
-use crd::event::{self, Event, Kind};
-use crd::forward::render;
+use crd::core::event::{self, Event, Kind};
+use crd::mqtt::forward::render;
 use crd::spool::storage::FileStorage;
 use crd::spool::{Spool, SpoolConfig};
 use std::io::Write;
@@ -63,7 +63,7 @@ fn fill(dir: &Path, cfg: SpoolConfig, n: u64) -> u64 {
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = crd::sys::kill_pid(self.0.id(), libc::SIGTERM);
+        let _ = crd::child::sys::kill_pid(self.0.id(), libc::SIGTERM);
         let _ = self.0.wait();
     }
 }
@@ -161,7 +161,7 @@ fn start_crd(work: &Path, spool: &Path, port: u16, extra: &str) -> Proc {
 /// A number from the daemon's status, asked over its control socket directly (a
 /// `crd status` process per poll would compete for the CPU being measured).
 fn stat(work: &Path, key: &str) -> Option<u64> {
-    let text = crd::control::request(&work.join("crd.sock"), "status").ok()?;
+    let text = crd::host::control::request(&work.join("crd.sock"), "status").ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}: "))?.trim().parse().ok())
 }

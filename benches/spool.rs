@@ -157,7 +157,7 @@ fn daemon_rss(work: &Path, spool: &Path, size: &str) -> (u64, u64) {
         status_kib(child.id(), "VmHWM"),
         status_kib(child.id(), "VmRSS"),
     );
-    let _ = crd::sys::kill_pid(child.id(), libc::SIGTERM);
+    let _ = crd::child::sys::kill_pid(child.id(), libc::SIGTERM);
     let _ = child.wait();
     r
 }

@@ -14,24 +14,11 @@
 // with RUSTC_BOOTSTRAP=1 already (cross/build.sh). Used by `sys::raw`.
 #![cfg_attr(target_arch = "mips", feature(asm_experimental_arch))]
 
+pub mod child;
 pub mod cli;
-pub mod config;
-pub mod control;
+pub mod core;
 pub mod daemon;
-pub mod decide;
-pub mod event;
-pub mod forward;
+pub mod host;
 pub mod install;
-pub mod logger;
-pub mod modules;
 pub mod mqtt;
-pub mod outbox;
-pub mod output;
-pub mod run;
-pub mod schedule;
-pub mod sha256;
-pub mod spawn;
 pub mod spool;
-pub mod sys;
-pub mod tar;
-pub mod transport;

@@ -374,6 +374,6 @@ fn a_broken_stderr_pipe_does_not_stop_the_daemon() {
         "crd stopped running checks"
     );
     assert!(child.try_wait().unwrap().is_none(), "crd exited");
-    crd::sys::kill_pid(child.id(), libc::SIGTERM).unwrap();
+    crd::child::sys::kill_pid(child.id(), libc::SIGTERM).unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }

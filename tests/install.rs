@@ -348,7 +348,7 @@ type Entry<'a> = (&'a str, u8, u32, &'a [u8], &'a str);
 fn hostile_tgz(path: &Path, entries: &[Entry<'_>]) {
     let mut t = Vec::new();
     for (name, kind, mode, data, link) in entries {
-        t.extend(crd::tar::ustar_header(
+        t.extend(crd::install::tar::ustar_header(
             name,
             *kind,
             *mode,

@@ -6,7 +6,7 @@
 //! tests, a child holding copies of other tests' descriptors between clone and exec
 //! made a spool lock test fail).
 
-use crd::sys::{self, ChildMem, ExecPlan, Limits, Reaped, WaitStatus};
+use crd::child::sys::{self, ChildMem, ExecPlan, Limits, Reaped, WaitStatus};
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};

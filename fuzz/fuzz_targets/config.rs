@@ -9,12 +9,12 @@ use std::path::Path;
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let lines = text.lines().count() as u32;
-    if let Err(e) = crd::config::parse_config(text, Path::new("crd.conf")) {
+    if let Err(e) = crd::core::config::parse_config(text, Path::new("crd.conf")) {
         for e in &e.0 {
             assert!(e.line >= 1 && e.line <= lines.max(1), "{e}");
         }
     }
-    let _ = crd::config::parse_module_conf(text, Path::new("module.conf"));
-    let _ = crd::config::parse_duration(text);
-    let _ = crd::config::parse_size(text);
+    let _ = crd::core::config::parse_module_conf(text, Path::new("module.conf"));
+    let _ = crd::core::config::parse_duration(text);
+    let _ = crd::core::config::parse_size(text);
 });

@@ -17,7 +17,7 @@ fn check(root: &Path, dir: &Path, rel: &mut Vec<String>) {
         if md.file_type().is_symlink() {
             let t = std::fs::read_link(e.path()).unwrap();
             assert!(
-                crd::tar::link_stays_inside(rel, &t.to_string_lossy()),
+                crd::install::tar::link_stays_inside(rel, &t.to_string_lossy()),
                 "{rel:?} -> {t:?} leaves the tree"
             );
         } else if md.is_dir() {
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     let dest = base.join("x");
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(&dest).unwrap();
-    let _ = crd::tar::extract(&mut &data[..], &dest, 1 << 20);
+    let _ = crd::install::tar::extract(&mut &data[..], &dest, 1 << 20);
     check(&dest, &dest, &mut Vec::new());
     // Nothing beside the destination either.
     assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1, "wrote outside");

@@ -56,7 +56,7 @@ impl FileStorage {
             .truncate(false)
             .mode(0o600)
             .open(dir.join("lock"))?;
-        if !crate::sys::try_lock_exclusive(lock.as_raw_fd())? {
+        if !crate::child::sys::try_lock_exclusive(lock.as_raw_fd())? {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!("spool {} is locked by another crd", dir.display()),

@@ -135,7 +135,7 @@ impl Daemon {
 
     /// Sends `sig` (e.g. `libc::SIGHUP`) to the daemon (or to its runner).
     pub fn signal(&self, sig: i32) {
-        crd::sys::kill_pid(self.child.id(), sig).unwrap();
+        crd::child::sys::kill_pid(self.child.id(), sig).unwrap();
     }
 
     /// `crd status` of this daemon.
@@ -355,7 +355,7 @@ impl Broker {
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = crd::sys::kill_pid(c.id(), libc::SIGTERM);
+            let _ = crd::child::sys::kill_pid(c.id(), libc::SIGTERM);
             let _ = c.wait();
         }
     }

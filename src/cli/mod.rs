@@ -8,13 +8,13 @@
 //! taken apart by hand before argh sees the rest, so that a support module's own
 //! arguments (`-f`, `--`, anything) reach it untouched.
 
-use crate::config::{self, Config};
+use crate::child::run::{self, Role};
+use crate::child::spawn::{Spec, Streams};
+use crate::child::sys;
+use crate::core::config::{self, Config};
+use crate::core::decide::{self, Outcome};
 use crate::daemon::{self, Daemon};
-use crate::decide::{self, Outcome};
-use crate::modules;
-use crate::run::{self, Role};
-use crate::spawn::{Spec, Streams};
-use crate::sys;
+use crate::host::modules;
 use argh::FromArgs;
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -213,7 +213,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     } else {
         cfg.log_level
     };
-    crate::logger::init(level);
+    crate::host::logger::init(level);
 
     if let Some((name, rest)) = x {
         return support(&cfg, &name, rest);
@@ -304,7 +304,7 @@ fn check_config(cfg: &Config) -> i32 {
 }
 
 fn status(cfg: &Config) -> i32 {
-    match crate::control::request(&cfg.control_socket, "status") {
+    match crate::host::control::request(&cfg.control_socket, "status") {
         Ok(text) => {
             let _ = std::io::stdout().write_all(text.as_bytes());
             EXIT_OK
@@ -346,7 +346,7 @@ fn emit(cfg: &Config, e: &EmitCmd) -> i32 {
         return EXIT_FAIL;
     }
     let req = format!("emit {}{}", e.suffix, if e.sync { " sync" } else { "" });
-    match crate::control::request_with_body(&cfg.control_socket, &req, Some(&body)) {
+    match crate::host::control::request_with_body(&cfg.control_socket, &req, Some(&body)) {
         Ok(reply) => match reply.trim_end().strip_prefix("ok ") {
             Some(seq) => {
                 out!("{seq}");
@@ -376,7 +376,7 @@ fn emit(cfg: &Config, e: &EmitCmd) -> i32 {
 
 fn dump(cfg: &Config, dir: Option<&std::path::Path>) -> i32 {
     let dir = dir.unwrap_or(&cfg.spool_dir);
-    let mut sp = match crate::outbox::open_read_only(dir, cfg.spool) {
+    let mut sp = match crate::host::outbox::open_read_only(dir, cfg.spool) {
         Ok(sp) => sp,
         Err(e) => {
             err!("crd: dump: {e}");
@@ -392,7 +392,7 @@ fn dump(cfg: &Config, dir: Option<&std::path::Path>) -> i32 {
     );
     loop {
         match sp.read_next() {
-            Ok(Some((seq, payload))) => match crate::event::decode(payload) {
+            Ok(Some((seq, payload))) => match crate::core::event::decode(payload) {
                 Ok(ev) => out!(
                     "{seq} {} {} {} {} {} {:?}",
                     ev.ts_ms,

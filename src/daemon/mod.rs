@@ -12,17 +12,17 @@
 //! due checks from the scheduler -> control requests -> the outbox writes what came
 //! in this iteration and syncs when due.
 
-use crate::config::{self, Config};
-use crate::control::{self, Control, Request};
-use crate::decide::{self, Outcome};
-use crate::event::{Event, Kind};
-use crate::forward::Forwarder;
-use crate::modules::{self, Module};
-use crate::outbox::{Outbox, unix_ms};
-use crate::run::{self, Finished, Role, Runs};
-use crate::schedule::{Lateness, Scheduler};
-use crate::spawn::{Spec, Streams};
-use crate::sys::{self, Limits};
+use crate::child::run::{self, Finished, Role, Runs};
+use crate::child::spawn::{Spec, Streams};
+use crate::child::sys::{self, Limits};
+use crate::core::config::{self, Config};
+use crate::core::decide::{self, Outcome};
+use crate::core::event::{Event, Kind};
+use crate::core::schedule::{Lateness, Scheduler};
+use crate::host::control::{self, Control, Request};
+use crate::host::modules::{self, Module};
+use crate::host::outbox::{Outbox, unix_ms};
+use crate::mqtt::forward::Forwarder;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -100,7 +100,7 @@ pub fn limits(s: &config::ModuleSettings) -> Limits {
     Limits {
         address_space: s.memory_limit,
         cpu_seconds: s.cpu_limit,
-        open_files: crate::spawn::CHILD_OPEN_FILES,
+        open_files: crate::child::spawn::CHILD_OPEN_FILES,
         file_size: s.file_limit,
         processes: s.process_limit,
     }

@@ -9,7 +9,7 @@
 //! problem; the others run. This file reads directories and metadata, and nothing
 //! else: it never runs a module.
 
-use crate::config::{self, Config, ModuleSettings};
+use crate::core::config::{self, Config, ModuleSettings};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -261,7 +261,7 @@ mod tests {
             d,
             "[module Good]\ntimeout = 3\n[module Ghost]\ntimeout = 1\n",
         );
-        let (mods, warns) = discover(&c, crate::sys::euid());
+        let (mods, warns) = discover(&c, crate::child::sys::euid());
         assert_eq!(mods.len(), 1, "{warns:#?}");
         let g = &mods[0];
         assert_eq!(g.name, "Good");
@@ -308,7 +308,7 @@ mod tests {
         file(&d.join("notify/notify"), "#!/bin/sh\n", 0o755);
         fs::set_permissions(d.join("notify"), fs::Permissions::from_mode(0o755)).unwrap();
         let c = cfg(d, "");
-        assert!(support(&c, "notify", crate::sys::euid()).is_ok());
+        assert!(support(&c, "notify", crate::child::sys::euid()).is_ok());
         for bad in ["../x", ".hidden", "a/b", ""] {
             assert!(
                 support(&c, bad, 0)

@@ -16,7 +16,7 @@
 //! the child needs is prepared here, in the parent, because the child may not
 //! allocate.
 
-use crate::sys::{self, Child, ChildMem, ExecPlan, Limits, Reaped};
+use crate::child::sys::{self, Child, ChildMem, ExecPlan, Limits, Reaped};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;

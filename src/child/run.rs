@@ -12,10 +12,10 @@
 //! `KILL_GRACE` later, and SIGKILL to the group as soon as a timed-out leader is
 //! reaped, so grandchildren never outlive a timed-out run.
 
-use crate::decide::Outcome;
-use crate::output::Capture;
-use crate::spawn::{Spawner, Spec};
-use crate::sys::{self, Child, Reaped, WaitStatus};
+use crate::child::spawn::{Spawner, Spec};
+use crate::child::sys::{self, Child, Reaped, WaitStatus};
+use crate::core::decide::Outcome;
+use crate::core::output::Capture;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::io::{self, Read};

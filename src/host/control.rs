@@ -122,9 +122,9 @@ impl Control {
             std::fs::remove_file(path).map_err(err)?;
         }
         // Mode 0600 from the start: no window in which another user could connect.
-        let old = crate::sys::restrictive_umask();
+        let old = crate::child::sys::restrictive_umask();
         let bound = UnixListener::bind(path);
-        crate::sys::set_umask(old);
+        crate::child::sys::set_umask(old);
         let mut listener = bound.map_err(err)?;
         registry
             .register(&mut listener, listen_token, Interest::READABLE)

@@ -6,8 +6,8 @@
 //! failing and once when it recovers; records wait in the spool's bounded RAM, and
 //! what cannot be kept is counted (RELIABILITY.md: ENOSPC is a condition).
 
-use crate::config::valid_topic_suffix;
-use crate::event::{self, Event, Kind};
+use crate::core::config::valid_topic_suffix;
+use crate::core::event::{self, Event, Kind};
 use crate::spool::storage::FileStorage;
 use crate::spool::{AppendError, Spool, SpoolConfig, SpoolError};
 use std::fmt::Write as _;

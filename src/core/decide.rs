@@ -10,8 +10,8 @@
 //! for every failed check. A check that keeps finding nothing produces no events (its
 //! runs are counted in `crd status`), so a quiet router does not fill its spool.
 
-use crate::config::{Convention, ModuleSettings, Severity};
-use crate::event::{CODE_EXEC_FAILED, CODE_SIGNAL_BASE, CODE_TIMEOUT, Kind};
+use crate::core::config::{Convention, ModuleSettings, Severity};
+use crate::core::event::{CODE_EXEC_FAILED, CODE_SIGNAL_BASE, CODE_TIMEOUT, Kind};
 use std::time::Instant;
 
 /// How a child run ended. Expected outcomes are data, not errors.

@@ -9,12 +9,12 @@
 //! in `poll_timeout`, so a dead or slow broker never makes crd spin. With
 //! `broker_tls` the bytes go through `transport::Transport`'s TLS stream.
 
-use crate::config::MqttSettings;
-use crate::event::{self, Event, EventRef, Kind};
-use crate::mqtt::{Session, SessionConfig, SessionError, Up};
+use crate::core::config::MqttSettings;
+use crate::core::event::{self, Event, EventRef, Kind};
+use crate::mqtt::session::{Session, SessionConfig, SessionError, Up};
+use crate::mqtt::transport::Transport;
 use crate::spool::Spool;
 use crate::spool::storage::Storage;
-use crate::transport::Transport;
 use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -220,7 +220,7 @@ impl Forwarder {
         now: Instant,
     ) -> Forwarder {
         let stream_hex = format!("{stream:016x}");
-        let boot_ms = crate::outbox::unix_ms();
+        let boot_ms = crate::host::outbox::unix_ms();
         let client_id = if cfg.client_id.is_empty() {
             let id = format!("crd-{node}");
             id.chars().take(64).collect()
@@ -377,13 +377,14 @@ impl Forwarder {
         #[cfg(feature = "tls")]
         {
             let c = &self.cfg;
-            let cfg = crate::transport::tls::client_config(
+            let cfg = crate::mqtt::transport::tls::client_config(
                 &c.ca_file,
                 c.cert_file.as_deref(),
                 c.key_file.as_deref(),
             )?;
-            let host = crate::transport::host_of(&c.broker);
-            crate::transport::tls::Stream::new(s, cfg, host).map(|t| Transport::Tls(Box::new(t)))
+            let host = crate::mqtt::transport::host_of(&c.broker);
+            crate::mqtt::transport::tls::Stream::new(s, cfg, host)
+                .map(|t| Transport::Tls(Box::new(t)))
         }
         #[cfg(not(feature = "tls"))]
         {
@@ -443,7 +444,7 @@ impl Forwarder {
                 }
                 Ok(n) => {
                     self.rbuf.extend_from_slice(&buf[..n]);
-                    if self.rbuf.len() > crate::mqtt::MAX_INCOMING_PACKET + buf.len() {
+                    if self.rbuf.len() > crate::mqtt::session::MAX_INCOMING_PACKET + buf.len() {
                         return Err("broker sent an oversized packet".into());
                     }
                 }

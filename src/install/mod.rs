@@ -20,13 +20,16 @@
 //! through `daemon::run_once`, so they get the same spawn, limits, timeout and reaping
 //! as checks. Nothing here runs inside the daemon's loop.
 
-use crate::config::{self, Config, ModuleSettings};
+pub mod sha256;
+pub mod tar;
+
+use crate::child::run::{self, Role};
+use crate::child::spawn::{Spec, Streams};
+use crate::child::sys;
+use crate::core::config::{self, Config, ModuleSettings};
+use crate::core::decide::Outcome;
 use crate::daemon;
-use crate::decide::Outcome;
-use crate::run::{self, Role};
-use crate::sha256::Sha256;
-use crate::spawn::{Spec, Streams};
-use crate::sys;
+use crate::install::sha256::Sha256;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
@@ -181,7 +184,7 @@ pub fn version_at_least(have: &str, want: &str) -> bool {
 
 /// `PATH` lookup of an executable, as a shell would.
 pub fn which(prog: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| crate::spawn::DEFAULT_PATH.into());
+    let path = std::env::var_os("PATH").unwrap_or_else(|| crate::child::spawn::DEFAULT_PATH.into());
     std::env::split_paths(&path)
         .map(|d| d.join(prog))
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
@@ -478,7 +481,7 @@ impl Fetch<'_> {
         let tar_path = self.work.join("archive.tar");
         let tar = fs::File::create(&tar_path).map_err(|e| failed(format!("{e}")))?;
         // The plain tar may be up to install_max_size of files plus headers.
-        let tar_limit = max + (crate::tar::MAX_ENTRIES as u64 + 2) * 1024;
+        let tar_limit = max + (crate::install::tar::MAX_ENTRIES as u64 + 2) * 1024;
         let args = vec!["-dc".into(), "--".into(), archive.as_os_str().to_owned()];
         let r = self
             .child(tar_limit, Streams::StdoutTo(tar.as_raw_fd()))
@@ -506,7 +509,7 @@ impl Fetch<'_> {
         fs::create_dir(&src).map_err(|e| failed(format!("{e}")))?;
         let mut t =
             io::BufReader::new(fs::File::open(&tar_path).map_err(|e| failed(format!("{e}")))?);
-        crate::tar::extract(&mut t, &src, max)
+        crate::install::tar::extract(&mut t, &src, max)
             .map_err(|e| failed(format!("{}: {e}", archive.display())))?;
         let _ = fs::remove_file(&tar_path);
         Ok((
@@ -563,8 +566,11 @@ fn stage(src: &Path, dst: &Path, max_bytes: u64) -> Result<String, Failure> {
         max: u64,
     }
     fn walk(w: &mut Walk, root: &Path, rel: &[String], dst: &Path) -> Result<(), String> {
-        if rel.len() > crate::tar::MAX_DEPTH {
-            return Err(format!("deeper than {} levels", crate::tar::MAX_DEPTH));
+        if rel.len() > crate::install::tar::MAX_DEPTH {
+            return Err(format!(
+                "deeper than {} levels",
+                crate::install::tar::MAX_DEPTH
+            ));
         }
         let here = root.join(rel.iter().collect::<PathBuf>());
         let mut names: Vec<String> = fs::read_dir(&here)
@@ -602,7 +608,7 @@ fn stage(src: &Path, dst: &Path, max_bytes: u64) -> Result<String, Failure> {
             } else if ft.is_symlink() {
                 let target = fs::read_link(&from).map_err(|e| format!("{shown}: {e}"))?;
                 let t = target.to_string_lossy();
-                if !crate::tar::link_stays_inside(&r, &t) {
+                if !crate::install::tar::link_stays_inside(&r, &t) {
                     return Err(format!(
                         "{shown}: symlink to `{t}` points outside the module"
                     ));
@@ -747,7 +753,7 @@ fn check_layout(
     }
     let conf = staged.join("module.conf");
     let meta = if conf.exists() {
-        let text = crate::modules::read_bounded(&conf, config::MAX_CONFIG_BYTES)
+        let text = crate::host::modules::read_bounded(&conf, config::MAX_CONFIG_BYTES)
             .map_err(|e| failed(format!("{name}/module.conf: {e}")))?;
         config::parse_module_conf(&text, Path::new(&format!("{name}/module.conf")))
             .map_err(|e| failed(format!("module `{name}`: {e}")))?;
@@ -853,7 +859,7 @@ fn swap_in(dir: &Path, name: &str) -> io::Result<()> {
 
 /// Tells a running daemon to re-scan its modules; a line for the operator.
 fn tell_daemon(cfg: &Config) -> String {
-    match crate::control::request(&cfg.control_socket, "reload") {
+    match crate::host::control::request(&cfg.control_socket, "reload") {
         Ok(r) if r.starts_with("ok") => "the running daemon reloaded its modules".into(),
         Ok(r) => format!("the daemon answered: {}", r.trim()),
         Err(_) => format!(
@@ -937,7 +943,7 @@ fn transact(
         commit: prov.commit.unwrap_or_default(),
         archive_sha256: prov.archive_sha256.unwrap_or_default(),
         tree_sha256: tree,
-        installed_at: crate::outbox::unix_ms() / 1000,
+        installed_at: crate::host::outbox::unix_ms() / 1000,
     };
     fs::write(staging.join(RECORD), record.render())
         .map_err(|e| failed(format!("{RECORD}: {e}")))?;
@@ -1037,10 +1043,11 @@ pub fn list(cfg: &Config) -> Result<String, Failure> {
     );
     for n in names {
         let d = dir.join(&n);
-        let meta = crate::modules::read_bounded(&d.join("module.conf"), config::MAX_CONFIG_BYTES)
-            .map(|t| config::module_meta(&t))
-            .unwrap_or_default();
-        let rec = crate::modules::read_bounded(&d.join(RECORD), 64 << 10)
+        let meta =
+            crate::host::modules::read_bounded(&d.join("module.conf"), config::MAX_CONFIG_BYTES)
+                .map(|t| config::module_meta(&t))
+                .unwrap_or_default();
+        let rec = crate::host::modules::read_bounded(&d.join(RECORD), 64 << 10)
             .map(|t| Record::parse(&t))
             .ok();
         let kind = match (d.join(&n).is_file(), d.join("check").is_file()) {

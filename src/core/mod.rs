@@ -1,0 +1,9 @@
+//! The pure core: what crd decides, with no file, socket, process or clock of its
+//! own. Inputs are values (`now`, bytes, exit statuses, settings); outputs are values.
+//! May import: std only (and serde/postcard for the event codec).
+
+pub mod config;
+pub mod decide;
+pub mod event;
+pub mod output;
+pub mod schedule;
