@@ -15,7 +15,7 @@
 //! (make bench-mqtt passes the x86_64 musl release build).
 
 use crd::core::event::{self, Event, Kind};
-use crd::mqtt::forward::render;
+use crd::mqtt::wire::render;
 use crd::spool::storage::FileStorage;
 use crd::spool::{Spool, SpoolConfig};
 use std::io::Write;

@@ -1,13 +1,16 @@
 //! crd, the Condition/Response Daemon: runs `check` executables on a schedule, runs
-//! the module's `response` when a check finds its condition, and records every
-//! outcome as an event.
+//! the module's `response` when a check finds its condition, records every outcome
+//! as an event in a persistent spool, and forwards the events to an MQTT broker.
 //!
-//! The crate is a library so that tests and fuzz targets reach the pure parts; the
-//! binary (`main.rs`) only calls `cli::main`. Pure core: `config`, `decide`,
-//! `schedule`, `output`, `event`. IO at the edge: `modules` (directory scans),
-//! `spawn` (the one place that builds child processes), `run` (children in the poll
-//! loop), `control` (the control socket), `daemon` (the one `mio::Poll`), `cli`, `logger`.
-//! `unsafe` lives in `sys` alone.
+//! The crate is a library so that tests, benches and fuzz targets reach its parts;
+//! the binary (`main.rs`) only calls `cli::main`. One folder per subsystem, each
+//! importing only what ARCHITECTURE.md's "may import" table allows (`tests/tidy.rs`
+//! enforces it): `core` (pure: config, module, schedule, decide, lifecycle, event,
+//! output), `spool` (the on-disk ring), `child` (the one `unsafe` file `sys`, the
+//! recipe of every child, spawn, runs, the poll loop), `host` (files, clock, module
+//! discovery, control socket, outbox, logger), `mqtt` (session, wire, forward,
+//! transport), `install` (`crd --install/--list/--remove`), `daemon` (the loop),
+//! `cli` (the command line).
 
 #![deny(unsafe_code)]
 // Inline assembly on MIPS is still behind a feature gate; MIPS builds use build-std

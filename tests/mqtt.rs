@@ -369,7 +369,7 @@ fn dump_header(sb: &Sandbox) -> (u64, u64) {
     (h[4].parse().unwrap(), h[8].parse().unwrap())
 }
 
-/// RELIABILITY.md test 7: hundreds of SIGKILLs while events are produced and
+/// Reliability test 7 (ARCHITECTURE.md): hundreds of SIGKILLs while events are produced and
 /// forwarded to a real broker. Every emit that exited 0 reaches the subscriber;
 /// the checkpointed watermark never goes back; duplicates, counted per seq, stay
 /// within what each kill can cause: the records after its checkpoint (the in-flight

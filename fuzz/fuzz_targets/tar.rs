@@ -17,7 +17,7 @@ fn check(root: &Path, dir: &Path, rel: &mut Vec<String>) {
         if md.file_type().is_symlink() {
             let t = std::fs::read_link(e.path()).unwrap();
             assert!(
-                crd::install::tar::link_stays_inside(rel, &t.to_string_lossy()),
+                crd::install::safety::link_stays_inside(rel, &t.to_string_lossy()),
                 "{rel:?} -> {t:?} leaves the tree"
             );
         } else if md.is_dir() {

@@ -12,9 +12,11 @@
 //! `KILL_GRACE` later, and SIGKILL to the group as soon as a timed-out leader is
 //! reaped, so grandchildren never outlive a timed-out run.
 
-use crate::child::spawn::{Spawner, Spec};
+use crate::child::recipe::Recipe;
+use crate::child::spawn::Spawner;
 use crate::child::sys::{self, Child, Reaped, WaitStatus};
 use crate::core::decide::Outcome;
+pub use crate::core::module::Role;
 use crate::core::output::Capture;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
@@ -35,15 +37,6 @@ pub const FINAL_DRAIN_BYTES: usize = 256 * 1024;
 pub const PIPE_WATCH_AFTER: Duration = Duration::from_millis(20);
 /// Size of the one read buffer shared by all runs.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
-
-/// Which executable of a module a run is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Check,
-    Response,
-    /// A support module run by `crd -x`.
-    Support,
-}
 
 /// What a finished run reports.
 #[derive(Debug)]
@@ -79,15 +72,6 @@ struct Run {
     killed: bool,
     timed_out: bool,
     exit: Option<(WaitStatus, Instant)>,
-}
-
-/// Everything needed to start a run.
-pub struct Start<'a> {
-    pub module: &'a str,
-    pub role: Role,
-    pub spec: Spec<'a>,
-    pub timeout: Duration,
-    pub output_limit: u32,
 }
 
 pub struct Runs {
@@ -128,7 +112,7 @@ impl Runs {
 
     /// Spawns a run and returns its id. A spawn failure is not an error here: the run
     /// finishes at once as `Outcome::ExecFailed` with the reason as its output.
-    pub fn start(&mut self, s: Start<'_>, now: Instant) -> usize {
+    pub fn start(&mut self, s: &Recipe, now: Instant) -> usize {
         let id = match self.slab.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
@@ -136,7 +120,7 @@ impl Runs {
                 self.slab.len() - 1
             }
         };
-        match self.spawner.spawn(&s.spec) {
+        match self.spawner.spawn(s) {
             Ok(sp) => {
                 self.slab[id] = Some(Run {
                     module: s.module.to_string(),
@@ -144,7 +128,7 @@ impl Runs {
                     pid: sp.child.pid,
                     child: Some(sp.child),
                     exec_error: None,
-                    own_group: s.spec.own_group,
+                    own_group: s.own_group,
                     pipe: sp.output,
                     watched: false,
                     capture: Capture::new(s.output_limit),
@@ -157,7 +141,7 @@ impl Runs {
                 });
             }
             Err(e) => {
-                let output = format!("cannot start {}: {e}", s.spec.program.display());
+                let output = format!("cannot start {}: {e}", s.program.display());
                 self.finished.push_back(Finished {
                     id,
                     module: s.module.to_string(),
@@ -218,10 +202,10 @@ impl Runs {
             }
         };
         if eof {
-            if let Some(mut p) = run.pipe.take() {
-                if run.watched {
-                    let _ = registry.deregister(&mut p);
-                }
+            if let Some(mut p) = run.pipe.take()
+                && run.watched
+            {
+                let _ = registry.deregister(&mut p);
             }
             self.pending_reads.retain(|&x| x != id);
         }
@@ -302,19 +286,18 @@ impl Runs {
                 .pipe
                 .as_mut()
                 .filter(|_| !run.watched && run.exit.is_none())
+                && now >= run.started + PIPE_WATCH_AFTER
             {
-                if now >= run.started + PIPE_WATCH_AFTER {
-                    // Already-readable data raises an event at once on registration.
-                    match registry.register(p, Token(self.token_base + id), Interest::READABLE) {
-                        Ok(()) => run.watched = true,
-                        Err(e) => {
-                            log::error!(
-                                "module {}: cannot watch output pipe: {e}; killing the run",
-                                run.module
-                            );
-                            run.killed = true;
-                            signal(run, libc::SIGKILL);
-                        }
+                // Already-readable data raises an event at once on registration.
+                match registry.register(p, Token(self.token_base + id), Interest::READABLE) {
+                    Ok(()) => run.watched = true,
+                    Err(e) => {
+                        log::error!(
+                            "module {}: cannot watch output pipe: {e}; killing the run",
+                            run.module
+                        );
+                        run.killed = true;
+                        signal(run, libc::SIGKILL);
                     }
                 }
             }

@@ -16,13 +16,12 @@
 //! the child needs is prepared here, in the parent, because the child may not
 //! allocate.
 
-use crate::child::sys::{self, Child, ChildMem, ExecPlan, Limits, Reaped};
-use std::ffi::{OsStr, OsString};
+use crate::child::recipe::Recipe;
+use crate::child::sys::{self, Child, ChildMem, ExecPlan, Reaped};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 /// PATH for children when crd itself has none.
 pub const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -39,19 +38,6 @@ pub enum Streams {
     /// stdin `/dev/null`, stdout into this open file (crd keeps owning it), stderr
     /// into the pipe read by the loop (`gzip -dc` for `crd --install`).
     StdoutTo(std::os::fd::RawFd),
-}
-
-pub struct Spec<'a> {
-    pub program: &'a Path,
-    pub args: &'a [OsString],
-    pub dir: &'a Path,
-    /// Variables besides `PATH`; the rest of crd's environment is not passed on.
-    pub env: &'a [(&'a str, &'a OsStr)],
-    pub limits: Limits,
-    pub streams: Streams,
-    /// Put the child in a process group of its own (always, except `crd -x` on a
-    /// terminal, where the child must stay in the terminal's foreground group).
-    pub own_group: bool,
 }
 
 pub struct Spawned {
@@ -86,12 +72,12 @@ impl Spawner {
     /// Starts the child and returns without waiting for its exec: a failure between
     /// clone and exec (no such file, not executable, a limit refused) comes back from
     /// `release` once the child is reaped; it exits with 127.
-    pub fn spawn(&mut self, spec: &Spec<'_>) -> io::Result<Spawned> {
+    pub fn spawn(&mut self, spec: &Recipe) -> io::Result<Spawned> {
         let args: Vec<&[u8]> = spec.args.iter().map(|a| a.as_bytes()).collect();
         let env: Vec<(&[u8], &[u8])> = spec
             .env
             .iter()
-            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .map(|(k, v)| (k.as_bytes(), v.as_os_str().as_bytes()))
             .collect();
         let (stdio, pipe) = match spec.streams {
             Streams::Inherit => ([-1, -1, -1], None),

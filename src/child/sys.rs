@@ -333,21 +333,21 @@ unsafe fn child_steps(m: &ChildMem) -> c_int {
                 return e;
             }
         }
-        if m.own_group {
-            if let Err(e) = check(raw::syscall(libc::SYS_setpgid as c_long, 0, 0, 0, 0)) {
-                return e;
-            }
+        if m.own_group
+            && let Err(e) = check(raw::syscall(libc::SYS_setpgid as c_long, 0, 0, 0, 0))
+        {
+            return e;
         }
-        if m.blocking >= 0 {
-            if let Err(e) = check(raw::syscall(
+        if m.blocking >= 0
+            && let Err(e) = check(raw::syscall(
                 libc::SYS_fcntl as c_long,
                 m.blocking as usize,
                 libc::F_SETFL as usize,
                 0,
                 0,
-            )) {
-                return e;
-            }
+            ))
+        {
+            return e;
         }
         for (target, &fd) in m.stdio.iter().enumerate() {
             let r = if fd < 0 {
@@ -701,21 +701,6 @@ pub fn set_umask(mask: u32) {
     // SAFETY: as above.
     unsafe {
         libc::umask(mask as libc::mode_t);
-    }
-}
-
-/// Takes an exclusive `flock` on `fd` without waiting: `Ok(false)` when another
-/// process holds it. The lock lives as long as the open file description.
-pub fn try_lock_exclusive(fd: RawFd) -> io::Result<bool> {
-    // SAFETY: flock only reads the integer fd; an invalid fd is reported as EBADF.
-    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
     }
 }
 

@@ -8,13 +8,15 @@
 //! taken apart by hand before argh sees the rest, so that a support module's own
 //! arguments (`-f`, `--`, anything) reach it untouched.
 
-use crate::child::run::{self, Role};
-use crate::child::spawn::{Spec, Streams};
+use crate::child::poller::run_once;
+use crate::child::recipe::{Host, Recipe};
 use crate::child::sys;
 use crate::core::config::{self, Config};
 use crate::core::decide::{self, Outcome};
-use crate::daemon::{self, Daemon};
+use crate::daemon::Daemon;
+use crate::host::files::node_name;
 use crate::host::modules;
+use crate::install::Failure;
 use argh::FromArgs;
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -201,7 +203,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         .clone()
         .or_else(|| std::env::var_os("CRD_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG));
-    let cfg = match daemon::load_config(&config_path) {
+    let cfg = match crate::host::files::load_config(&config_path) {
         Ok(c) => c,
         Err(e) => {
             err!("crd: config errors:\n{e}");
@@ -251,7 +253,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             }
             Err(e) => {
                 err!("crd: --list: {}", e.message());
-                e.exit_code()
+                install_exit(&e)
             }
         };
     }
@@ -264,7 +266,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     }
 }
 
-fn report(what: &str, r: Result<String, crate::install::Failure>) -> i32 {
+fn report(what: &str, r: Result<String, Failure>) -> i32 {
     match r {
         Ok(line) => {
             out!("{line}");
@@ -272,8 +274,16 @@ fn report(what: &str, r: Result<String, crate::install::Failure>) -> i32 {
         }
         Err(e) => {
             err!("crd: --{what}: {}", e.message());
-            e.exit_code()
+            install_exit(&e)
         }
+    }
+}
+
+/// Exit code of a failed `--install`, `--remove` or `--list`.
+fn install_exit(e: &Failure) -> i32 {
+    match e {
+        Failure::Usage(_) => EXIT_USAGE,
+        Failure::Failed(_) => EXIT_FAIL,
     }
 }
 
@@ -427,30 +437,14 @@ fn support(cfg: &Config, name: &OsStr, args: Vec<OsString>) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let node = daemon::node_name(cfg);
-    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    let env: [(&str, &OsStr); 3] = [
-        ("CRD_CONFIG", cfg.path.as_os_str()),
-        ("CRD_MODULE", OsStr::new(name.as_ref())),
-        ("CRD_NODE", OsStr::new(&node)),
-    ];
-    let start = run::Start {
-        module: &name,
-        role: Role::Support,
-        spec: Spec {
-            program: &exe,
-            args: &args,
-            dir: &dir,
-            env: &env,
-            limits: daemon::limits(&settings),
-            streams: Streams::Inherit,
-            // On a terminal the child must stay in the foreground process group.
-            own_group: !sys::stdin_is_tty(),
-        },
-        timeout: settings.timeout,
-        output_limit: settings.output_limit,
+    let node = node_name(cfg);
+    let host = Host {
+        config: &cfg.path,
+        node: &node,
     };
-    match daemon::run_once(start) {
+    let on_terminal = sys::stdin_is_tty();
+    let recipe = Recipe::support(host, &name, &exe, &settings, args, on_terminal);
+    match run_once(&recipe) {
         Ok(f) => {
             match f.outcome {
                 Outcome::TimedOut => err!(
@@ -479,11 +473,12 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let node = daemon::node_name(cfg);
-    let run = |role: Role, check: Option<(&str, i32)>| {
-        daemon::with_module_start(&cfg.path, &node, &m, role, check, daemon::run_once)
+    let node = node_name(cfg);
+    let host = Host {
+        config: &cfg.path,
+        node: &node,
     };
-    let f = match run(Role::Check, None) {
+    let f = match run_once(&Recipe::check(host, &m)) {
         Ok(f) => f,
         Err(e) => {
             err!("crd: check {name}: {e}");
@@ -501,15 +496,15 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
     match verdict {
         decide::Verdict::Error => return EXIT_FAIL,
         decide::Verdict::Clear => return EXIT_OK,
-        decide::Verdict::Hit if m.response.is_none() => {
-            out!("response {name}: none (the module has no response)");
-            return EXIT_OK;
-        }
         decide::Verdict::Hit => {}
     }
     // `crd check` is a manual run: trigger_after and cooldown are daemon state and do
     // not apply here.
-    let r = match run(Role::Response, Some((&f.output, f.outcome.code()))) {
+    let Some(response) = Recipe::response(host, &m, &f.output, f.outcome.code()) else {
+        out!("response {name}: none (the module has no response)");
+        return EXIT_OK;
+    };
+    let r = match run_once(&response) {
         Ok(r) => r,
         Err(e) => {
             err!("crd: response {name}: {e}");

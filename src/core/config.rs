@@ -15,7 +15,6 @@
 //! filters and passwords use it), so only a line whose first non-blank character is
 //! `#` is a comment.
 
-use crate::spool::SpoolConfig;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,6 +80,50 @@ impl Default for ModuleSettings {
             respond_at: Severity::Critical,
             enabled: true,
         }
+    }
+}
+
+/// The spool's framing, which the spool keys are checked against here: a segment
+/// file's header and a record's header, and the hard ceiling on a record's payload
+/// (bytes). `spool::format` draws the layout and takes these numbers from here, so
+/// config validation and the format cannot disagree.
+pub const SPOOL_SEGMENT_HEADER_BYTES: usize = 36;
+pub const SPOOL_RECORD_HEADER_BYTES: usize = 18;
+pub const SPOOL_RECORD_LIMIT_BYTES: u32 = 1 << 20;
+
+/// The spool's settings (`spool_*` keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Total bytes of all segments.
+    pub size: u64,
+    /// Bytes per segment file.
+    pub segment: u64,
+    pub sync_bytes: u64,
+    pub sync_interval: Duration,
+    /// fdatasync after every append (`spool_sync = always`).
+    pub sync_always: bool,
+    /// Largest payload accepted, bytes.
+    pub max_record: u32,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            size: 4 << 20,
+            segment: 256 << 10,
+            sync_bytes: 64 << 10,
+            sync_interval: Duration::from_secs(1),
+            sync_always: false,
+            max_record: 64 << 10,
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// Bytes of written-but-unsynced data kept in RAM while syncs fail; appends past
+    /// it are refused until a sync succeeds.
+    pub fn unsynced_limit(&self) -> u64 {
+        4 * self.sync_bytes.max(self.segment)
     }
 }
 
@@ -614,8 +657,8 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             ),
         );
     }
-    let largest = crate::spool::format::record_bytes(sp.max_record as usize)
-        + crate::spool::format::SEGMENT_HEADER_BYTES as u64;
+    let largest =
+        (SPOOL_RECORD_HEADER_BYTES + sp.max_record as usize + SPOOL_SEGMENT_HEADER_BYTES) as u64;
     if largest > sp.segment {
         let (line, key) = blame("spool_max_record", "spool_segment");
         err(
@@ -750,8 +793,7 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
             }
         }
         "spool_max_record" => {
-            cfg.spool.max_record =
-                parse_u32_size(v, 64, u64::from(crate::spool::format::RECORD_LIMIT_BYTES))?
+            cfg.spool.max_record = parse_u32_size(v, 64, u64::from(SPOOL_RECORD_LIMIT_BYTES))?
         }
         "log_level" => {
             cfg.log_level = match v.to_ascii_lowercase().as_str() {

@@ -1,7 +1,7 @@
 //! The decision: from a check's outcome to an event and whether to respond.
 //!
 //! Pure: it takes the module's settings, its decision state, the outcome and `now`,
-//! and returns what to do. It owns the exit-code contract (DESIGN.md, Exit-code
+//! and returns what to do. It owns the exit-code contract (README, The exit-code
 //! contract), the Nagios convention, `trigger_after` (N consecutive hits) and
 //! `cooldown` (least time between two response starts). It never spawns anything.
 //!

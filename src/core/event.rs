@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// What happened. The names are the wire names (`kind` in DESIGN.md, Events).
+/// What happened. The names are the wire names (`kind` in the JSON, README: Forwarding to MQTT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     /// A check found its condition present (and `trigger_after` was reached).

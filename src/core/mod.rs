@@ -5,5 +5,7 @@
 pub mod config;
 pub mod decide;
 pub mod event;
+pub mod lifecycle;
+pub mod module;
 pub mod output;
 pub mod schedule;

@@ -1,109 +1,61 @@
-//! The daemon: the one `mio::Poll`, and the carrying-out of what the pure parts decide.
+//! The daemon: the one poll loop (`child::poller::Poller`) with the daemon's own
+//! sources, and the carrying-out of what the pure parts decide.
 //!
-//! Inputs: signals (TERM, INT, HUP through signal-hook-mio; CHLD through a signalfd,
-//! `sys::sigchld_fd`, which costs less per exit than a handler), child pipes, the
-//! control socket, and timers. The poll timeout is the minimum of the scheduler's,
-//! the runs' and the control socket's `poll_timeout()`; nothing else wakes the loop,
-//! so an idle crd sleeps until the next due check. Nothing here blocks: no sleeps, no
-//! blocking reads, no waiting on a child.
+//! Inputs: signals (TERM, INT, HUP through signal-hook-mio; CHLD through a signalfd),
+//! child pipes, the control socket, the broker socket, and timers. The poll timeout
+//! is the minimum of every component's `poll_timeout()`; nothing else wakes the loop,
+//! so an idle crd sleeps until the next due check. The loop never sleeps, never waits
+//! on a child and never reads what is not ready; what can still hold it (name
+//! resolution, fdatasync, a reload's rescan) is listed in ARCHITECTURE.md.
 //!
 //! Data flow per wake-up: signals -> reap exits -> read pipes -> timeouts -> finished
-//! runs -> `decide` -> events to the outbox (the spool) and responses to spawn ->
-//! due checks from the scheduler -> control requests -> the outbox writes what came
-//! in this iteration and syncs when due.
+//! runs -> `core::lifecycle` -> events to the outbox (the spool) and responses to
+//! spawn -> due checks from the scheduler -> control requests and the broker -> the
+//! outbox writes what came in this iteration and syncs when due.
 
-use crate::child::run::{self, Finished, Role, Runs};
-use crate::child::spawn::{Spec, Streams};
-use crate::child::sys::{self, Limits};
-use crate::core::config::{self, Config};
-use crate::core::decide::{self, Outcome};
-use crate::core::event::{Event, Kind};
+use crate::child::poller::{FIRST_FREE_TOKEN, Poller, Wake};
+use crate::child::recipe::{Host, Recipe};
+use crate::child::run::{Finished, Runs};
+use crate::child::sys;
+use crate::core::config::Config;
+use crate::core::lifecycle::{self, ModuleState, Next, Ran};
+use crate::core::module::Module;
 use crate::core::schedule::{Lateness, Scheduler};
+use crate::host::clock::unix_ms;
 use crate::host::control::{self, Control, Request};
-use crate::host::modules::{self, Module};
-use crate::host::outbox::{Outbox, unix_ms};
+use crate::host::files::{load_config, node_name};
+use crate::host::modules;
+use crate::host::outbox::Outbox;
 use crate::mqtt::forward::Forwarder;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::Token;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
-use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-const SIGNALS: Token = Token(0);
-const CONTROL: Token = Token(1);
-const MQTT: Token = Token(2);
-/// The signalfd for SIGCHLD (`sys::sigchld_fd`).
-const CHILD_EXITS: Token = Token(3);
-const CONTROL_CLIENTS: usize = 4;
+const CONTROL: Token = Token(FIRST_FREE_TOKEN);
+const MQTT: Token = Token(FIRST_FREE_TOKEN + 1);
+const CONTROL_CLIENTS: usize = FIRST_FREE_TOKEN + 2;
 const RUNS: usize = CONTROL_CLIENTS + control::MAX_CLIENTS;
-/// Readiness events taken per poll call.
-const EVENTS_CAPACITY: usize = 256;
 /// After SIGTERM/SIGINT, the longest crd waits for children before it exits anyway.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
-
-/// Per-module counters and state, kept by name across reloads.
-#[derive(Clone, Debug, Default)]
-struct Stats {
-    decision: decide::State,
-    runs: u32,
-    fired: u32,
-    responses: u32,
-    errors: u32,
-    last: Option<(Instant, Role, Outcome)>,
-}
 
 pub struct Daemon {
     cfg: Config,
     node: String,
     euid: u32,
     modules: Vec<Module>,
-    stats: Vec<Stats>,
+    stats: Vec<ModuleState>,
     sched: Scheduler,
     runs: Runs,
     outbox: Outbox,
     forwarder: Forwarder,
     lateness: Lateness,
     control: Option<Control>,
-    poll: Poll,
+    poller: Poller,
     started: Instant,
     wakeups: u64,
     stopping: Option<Instant>,
-}
-
-/// The node name: `node` from the config, else the kernel's hostname.
-pub fn node_name(cfg: &Config) -> String {
-    if !cfg.node.is_empty() {
-        return cfg.node.clone();
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// Reads and parses a config file; a missing file means all defaults.
-pub fn load_config(path: &Path) -> Result<Config, String> {
-    match modules::read_bounded(path, config::MAX_CONFIG_BYTES) {
-        Ok(text) => config::parse_config(&text, path).map_err(|e| e.to_string()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Config::defaults(path)),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-pub fn limits(s: &config::ModuleSettings) -> Limits {
-    Limits {
-        address_space: s.memory_limit,
-        cpu_seconds: s.cpu_limit,
-        open_files: crate::child::spawn::CHILD_OPEN_FILES,
-        file_size: s.file_limit,
-        processes: s.process_limit,
-    }
 }
 
 impl Daemon {
@@ -111,7 +63,7 @@ impl Daemon {
     /// spool is locked by another crd, has a format this crd does not read, or
     /// cannot be created: running without it would lose every event.
     pub fn new(cfg: Config) -> io::Result<Daemon> {
-        let poll = Poll::new()?;
+        let poller = Poller::new(&[SIGTERM, SIGINT, SIGHUP])?;
         let mut outbox = Outbox::open(&cfg.spool_dir, cfg.spool).map_err(io::Error::other)?;
         let node = node_name(&cfg);
         let stream = outbox.spool().stream();
@@ -129,7 +81,7 @@ impl Daemon {
             forwarder,
             lateness: Lateness::default(),
             control: None,
-            poll,
+            poller,
             started: now,
             wakeups: 0,
             stopping: None,
@@ -141,7 +93,7 @@ impl Daemon {
         d.install_modules(now);
         match Control::bind(
             &d.cfg.control_socket,
-            d.poll.registry(),
+            d.poller.registry(),
             CONTROL,
             CONTROL_CLIENTS,
         ) {
@@ -163,7 +115,7 @@ impl Daemon {
         for w in warnings {
             log::warn!("{w}");
         }
-        let old: Vec<(String, Stats)> = self
+        let old: Vec<(String, ModuleState)> = self
             .modules
             .drain(..)
             .map(|m| m.name)
@@ -207,28 +159,19 @@ impl Daemon {
 
     /// Runs until SIGTERM/SIGINT; returns once every child is gone.
     pub fn run(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-        self.poll
-            .registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let exits = sys::sigchld_fd()?;
-        self.poll.registry().register(
-            &mut SourceFd(&exits.as_raw_fd()),
-            CHILD_EXITS,
-            Interest::READABLE,
-        )?;
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
         log::info!(
             "crd {} started: node {}, pid {}",
             env!("CARGO_PKG_VERSION"),
             self.node,
             std::process::id()
         );
+        let mut woken = Vec::new();
         loop {
             let now = Instant::now();
             self.tick(now);
             if let Some(t) = self.stopping {
-                let done = self.runs.is_empty() && self.forwarder.try_finish(self.poll.registry());
+                let done =
+                    self.runs.is_empty() && self.forwarder.try_finish(self.poller.registry());
                 if done || now >= t + SHUTDOWN_LIMIT {
                     if !done {
                         log::warn!(
@@ -242,61 +185,32 @@ impl Daemon {
                     return Ok(());
                 }
             }
-            let timeout = if self.runs.has_pending_reads() {
-                Some(Duration::ZERO)
-            } else {
-                self.next_deadline()
-                    .map(|t| t.saturating_duration_since(Instant::now()))
-            };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+            let deadline = self.next_deadline();
+            let now = self.poller.wait(&mut self.runs, deadline, &mut woken)?;
             self.wakeups += 1;
-            let now = Instant::now();
-            let mut reap = false;
-            for ev in events.iter() {
-                match ev.token() {
-                    SIGNALS => {
-                        for sig in signals.pending() {
-                            match sig {
-                                SIGHUP => {
-                                    let _ = self.reload(now, "SIGHUP");
-                                }
-                                _ => self.begin_stop(now, sig),
-                            }
-                        }
+            for w in woken.drain(..) {
+                match w {
+                    Wake::Signal(SIGHUP) => {
+                        let _ = self.reload(now, "SIGHUP");
                     }
-                    CHILD_EXITS => {
-                        sys::drain_signalfd(exits.as_raw_fd());
-                        reap = true;
+                    Wake::Signal(sig) => self.begin_stop(now, sig),
+                    Wake::Ready { token, .. }
+                        if self.control.as_ref().is_some_and(|c| c.owns(token)) =>
+                    {
+                        self.handle_control(token, now)
                     }
-                    t if self.runs.owns(t) => self.runs.handle_readable(self.poll.registry(), t),
-                    t if self.control.as_ref().is_some_and(|c| c.owns(t)) => {
-                        self.handle_control(t, now)
-                    }
-                    t if self.forwarder.owns(t) => self.forwarder.handle_event(
-                        self.poll.registry(),
-                        self.outbox.spool(),
-                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                        now,
-                    ),
-                    _ => {}
+                    Wake::Ready { token, readable } if self.forwarder.owns(token) => self
+                        .forwarder
+                        .handle_event(self.poller.registry(), self.outbox.spool(), readable, now),
+                    Wake::Ready { .. } => {}
                 }
             }
-            if reap {
-                while let Some(r) = sys::reap_any() {
-                    self.runs.handle_exit(self.poll.registry(), &r, now);
-                }
-            }
-            self.runs.handle_pending_reads(self.poll.registry());
         }
     }
 
     /// Timers, finished runs and due checks at `now`.
     fn tick(&mut self, now: Instant) {
-        self.runs.handle_timer(self.poll.registry(), now);
+        self.runs.handle_timer(self.poller.registry(), now);
         while let Some(f) = self.runs.poll_finished() {
             self.handle_finished(f, now);
         }
@@ -305,7 +219,8 @@ impl Daemon {
             while let Some(start) = self.sched.poll_start() {
                 self.lateness
                     .record(now.saturating_duration_since(start.due));
-                self.start(start.slot, Role::Check, None, now);
+                let r = Recipe::check(self.host(), &self.modules[start.slot]);
+                self.start(&r, now);
             }
         }
         // Spawn failures finish at once; handle them in this same tick.
@@ -313,11 +228,11 @@ impl Daemon {
             self.handle_finished(f, now);
         }
         if let Some(c) = self.control.as_mut() {
-            c.handle_timer(self.poll.registry(), now);
+            c.handle_timer(self.poller.registry(), now);
         }
         self.outbox.handle_timer(now);
         self.forwarder
-            .handle_timer(self.poll.registry(), self.outbox.spool(), now);
+            .handle_timer(self.poller.registry(), self.outbox.spool(), now);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -337,15 +252,21 @@ impl Daemon {
         t.into_iter().flatten().next()
     }
 
-    fn start(&mut self, i: usize, role: Role, check: Option<(&str, i32)>, now: Instant) {
-        let m = &self.modules[i];
-        log::debug!("module {}: starting {:?}", m.name, role);
-        let runs = &mut self.runs;
-        with_module_start(&self.cfg.path, &self.node, m, role, check, |s| {
-            runs.start(s, now)
-        });
+    /// What every child of this daemon is told about it.
+    fn host(&self) -> Host<'_> {
+        Host {
+            config: &self.cfg.path,
+            node: &self.node,
+        }
     }
 
+    fn start(&mut self, r: &Recipe, now: Instant) {
+        log::debug!("module {}: starting {:?}", r.module, r.role);
+        self.runs.start(r, now);
+    }
+
+    /// Carries out the lifecycle step of a finished run: log, append its event,
+    /// then start the response or hand the module back to the scheduler.
     fn handle_finished(&mut self, f: Finished, now: Instant) {
         let Some(i) = self.index(&f.module) else {
             log::info!(
@@ -363,76 +284,32 @@ impl Daemon {
             f.outcome.describe(),
             f.dur.as_millis()
         );
-        let dur_ms = u32::try_from(f.dur.as_millis()).unwrap_or(u32::MAX);
-        let st = &mut self.stats[i];
-        st.last = Some((now, f.role, f.outcome));
-        let event = |kind: Kind, out: String| Event {
-            ts_ms: unix_ms(),
-            module: f.module.clone(),
-            kind,
-            code: f.outcome.code(),
-            dur_ms,
-            out,
+        let ran = Ran {
+            role: f.role,
+            outcome: f.outcome,
+            output: f.output,
+            dur: f.dur,
         };
-        match f.role {
-            Role::Check => {
-                st.runs = st.runs.saturating_add(1);
-                let m = &self.modules[i];
-                let d = decide::decide(
-                    &m.settings,
-                    &mut st.decision,
-                    f.outcome,
-                    m.response.is_some(),
-                    now,
-                );
-                if let Some(held) = d.held_back {
-                    log::debug!(
-                        "module {}: condition present, no response: {held:?}",
-                        f.module
-                    );
-                }
-                match d.event {
-                    Some(Kind::Error) => {
-                        st.errors = st.errors.saturating_add(1);
-                        log::warn!(
-                            "module {}: check failed: {}",
-                            f.module,
-                            f.outcome.describe()
-                        );
-                        let out = join(&f.outcome.describe(), &f.output);
-                        self.outbox.push(event(Kind::Error, out), now);
-                    }
-                    Some(kind) => {
-                        if kind == Kind::Fired {
-                            st.fired = st.fired.saturating_add(1);
-                        }
-                        self.outbox.push(event(kind, f.output.clone()), now);
-                    }
-                    None => {}
-                }
-                if d.respond {
-                    self.start(i, Role::Response, Some((&f.output, f.outcome.code())), now);
-                } else {
-                    self.sched.handle_done(i);
-                }
+        let a = lifecycle::finished(&self.modules[i], &mut self.stats[i], ran, now, unix_ms());
+        if let Some(w) = &a.warning {
+            log::warn!("module {}: {w}", f.module);
+        }
+        if let Some(held) = a.held_back {
+            log::debug!(
+                "module {}: condition present, no response: {held:?}",
+                f.module
+            );
+        }
+        if let Some(ev) = a.emit {
+            self.outbox.push(ev, now);
+        }
+        match a.next {
+            Next::Respond { output, code } => {
+                let r = Recipe::response(self.host(), &self.modules[i], &output, code)
+                    .expect("the lifecycle responds only for a module with a response");
+                self.start(&r, now);
             }
-            Role::Response | Role::Support => {
-                st.responses = st.responses.saturating_add(1);
-                if f.outcome != Outcome::Exited(0) {
-                    log::warn!(
-                        "module {}: response failed: {}",
-                        f.module,
-                        f.outcome.describe()
-                    );
-                }
-                let out = if matches!(f.outcome, Outcome::Exited(_)) {
-                    f.output
-                } else {
-                    join(&f.outcome.describe(), &f.output)
-                };
-                self.outbox.push(event(Kind::Response, out), now);
-                self.sched.handle_done(i);
-            }
+            Next::Done => self.sched.handle_done(i),
         }
     }
 
@@ -478,7 +355,7 @@ impl Daemon {
             self.stopping = Some(now);
             self.runs.terminate_all(now);
             self.forwarder
-                .begin_stop(self.poll.registry(), self.outbox.spool(), now);
+                .begin_stop(self.poller.registry(), self.outbox.spool(), now);
         }
     }
 
@@ -486,7 +363,7 @@ impl Daemon {
         let Some(c) = self.control.as_mut() else {
             return;
         };
-        let reqs = c.handle_event(self.poll.registry(), t, now);
+        let reqs = c.handle_event(self.poller.registry(), t, now);
         for (client, req) in reqs {
             let text = match req {
                 Request::Status => self.status(now),
@@ -511,7 +388,7 @@ impl Daemon {
                 }
             };
             if let Some(c) = self.control.as_mut() {
-                c.reply(self.poll.registry(), client, &text);
+                c.reply(self.poller.registry(), client, &text);
             }
         }
     }
@@ -591,115 +468,5 @@ impl Daemon {
             );
         }
         s
-    }
-}
-
-/// The one definition of a module run (check or response), shared by the daemon and
-/// `crd check`: the module's executable, directory, limits, and environment
-/// (`CRD_CONFIG`, `CRD_MODULE`, `CRD_NODE`; for a response also `CRD_CHECK_OUTPUT`
-/// and `CRD_CHECK_CODE` from `check`). `f` receives the start, borrowing all that.
-pub fn with_module_start<R>(
-    config: &Path,
-    node: &str,
-    m: &Module,
-    role: Role,
-    check: Option<(&str, i32)>,
-    f: impl FnOnce(run::Start<'_>) -> R,
-) -> R {
-    let program = match role {
-        Role::Response => m
-            .response
-            .as_deref()
-            .expect("a response is only started for a module that has one"),
-        _ => &m.check,
-    };
-    let code = check.map(|(_, c)| OsString::from(c.to_string()));
-    let mut env: Vec<(&str, &OsStr)> = vec![
-        ("CRD_CONFIG", config.as_os_str()),
-        ("CRD_MODULE", OsStr::new(&m.name)),
-        ("CRD_NODE", OsStr::new(node)),
-    ];
-    if let (Some((out, _)), Some(code)) = (check, code.as_ref()) {
-        env.push(("CRD_CHECK_OUTPUT", OsStr::new(out)));
-        env.push(("CRD_CHECK_CODE", code));
-    }
-    f(run::Start {
-        module: &m.name,
-        role,
-        spec: Spec {
-            program,
-            args: &[],
-            dir: &m.dir,
-            env: &env,
-            limits: limits(&m.settings),
-            streams: Streams::Capture,
-            own_group: true,
-        },
-        timeout: m.settings.timeout,
-        output_limit: m.settings.output_limit,
-    })
-}
-
-fn join(a: &str, b: &str) -> String {
-    if b.is_empty() {
-        a.to_string()
-    } else {
-        format!("{a}\n{b}")
-    }
-}
-
-/// Runs one child in the foreground (`crd check`, `crd -x`) with the same machinery
-/// as the daemon: own poll, SIGCHLD reaping, timeout and kill. SIGINT/SIGTERM to crd
-/// terminate the child's group.
-pub fn run_once(start: run::Start<'_>) -> io::Result<Finished> {
-    let mut poll = Poll::new()?;
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
-    poll.registry()
-        .register(&mut signals, SIGNALS, Interest::READABLE)?;
-    let exits = sys::sigchld_fd()?;
-    poll.registry().register(
-        &mut SourceFd(&exits.as_raw_fd()),
-        CHILD_EXITS,
-        Interest::READABLE,
-    )?;
-    let mut runs = Runs::new(RUNS)?;
-    let mut events = Events::with_capacity(16);
-    runs.start(start, Instant::now());
-    loop {
-        if let Some(f) = runs.poll_finished() {
-            return Ok(f);
-        }
-        let timeout = if runs.has_pending_reads() {
-            Some(Duration::ZERO)
-        } else {
-            runs.poll_timeout()
-                .map(|t| t.saturating_duration_since(Instant::now()))
-        };
-        match poll.poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        let now = Instant::now();
-        let mut reap = false;
-        for ev in events.iter() {
-            if ev.token() == SIGNALS {
-                if signals.pending().next().is_some() {
-                    runs.terminate_all(now);
-                }
-            } else if ev.token() == CHILD_EXITS {
-                sys::drain_signalfd(exits.as_raw_fd());
-                reap = true;
-            } else if runs.owns(ev.token()) {
-                runs.handle_readable(poll.registry(), ev.token());
-            }
-        }
-        if reap {
-            while let Some(r) = sys::reap_any() {
-                runs.handle_exit(poll.registry(), &r, now);
-            }
-        }
-        runs.handle_pending_reads(poll.registry());
-        runs.handle_timer(poll.registry(), now);
     }
 }

@@ -10,33 +10,14 @@
 //! else: it never runs a module.
 
 use crate::core::config::{self, Config, ModuleSettings};
+pub use crate::core::module::Module;
+use crate::host::files::read_bounded;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Most module directories looked at in one scan; more are reported and ignored.
 pub const MAX_MODULES: usize = 1024;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Module {
-    pub name: String,
-    pub dir: PathBuf,
-    pub check: PathBuf,
-    pub response: Option<PathBuf>,
-    pub settings: ModuleSettings,
-}
-
-/// Reads a whole text file of at most `max` bytes.
-pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<String> {
-    let f = fs::File::open(path)?;
-    let mut s = String::new();
-    f.take(max + 1).read_to_string(&mut s)?;
-    if s.len() as u64 > max {
-        return Err(std::io::Error::other(format!("larger than {max} bytes")));
-    }
-    Ok(s)
-}
 
 /// Why a file may not be run: `None` when it is fine.
 fn file_problem(path: &Path, euid: u32, need_exec: bool) -> Option<String> {

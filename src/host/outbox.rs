@@ -4,10 +4,11 @@
 //!
 //! Errors never stop the daemon here: a failing disk is logged once when it starts
 //! failing and once when it recovers; records wait in the spool's bounded RAM, and
-//! what cannot be kept is counted (RELIABILITY.md: ENOSPC is a condition).
+//! what cannot be kept is counted (ENOSPC is a condition, not a crash).
 
 use crate::core::config::valid_topic_suffix;
 use crate::core::event::{self, Event, Kind};
+use crate::host::clock::unix_ms;
 use crate::spool::storage::FileStorage;
 use crate::spool::{AppendError, Spool, SpoolConfig, SpoolError};
 use std::fmt::Write as _;
@@ -21,13 +22,6 @@ pub const SELF_MODULE: &str = "spool";
 pub struct Outbox {
     spool: Spool<FileStorage>,
     failing: bool,
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A random stream id for a new spool: /dev/urandom, else time and pid mixed.

@@ -6,9 +6,9 @@
 //! `.fetch-NAME` (clone, download, unpacked archive), `.staging-NAME` (the validated
 //! copy with normalized modes), `.old-NAME` (the previous version during the swap),
 //! `.removing-NAME`. Same filesystem, so the final step is `rename(2)`. Order: fetch,
-//! validate while copying into staging (no symlink out of the tree, no setuid or
-//! setgid bit, no devices, at most `install_max_size` bytes), check the layout and
-//! `module.conf`, run `install` in staging with the module limits and timeout, then
+//! validate while copying into staging (`safety`: no symlink out of the tree, no
+//! setuid, setgid or sticky bit; no devices, at most `install_max_size` bytes),
+//! check the layout and `module.conf`, run `install` in staging with the module limits and timeout, then
 //! `NAME -> .old-NAME`, `.staging-NAME -> NAME`, remove `.old-NAME`. A failure after
 //! validation runs `rollback` (same bounds); any failure removes the hidden dirs and
 //! leaves the installed version as it was. A crash leaves hidden dirs that `recover`
@@ -17,20 +17,22 @@
 //! or checksum, is recorded in `NAME/.crd-install`.
 //!
 //! Child processes (git, wget/uclient-fetch/curl, gzip, the module's scripts) go
-//! through `daemon::run_once`, so they get the same spawn, limits, timeout and reaping
+//! through `child::poller::run_once` with a `child::recipe::Recipe`, so they get the same spawn, limits, timeout and reaping
 //! as checks. Nothing here runs inside the daemon's loop.
 
+pub mod safety;
 pub mod sha256;
 pub mod tar;
 
-use crate::child::run::{self, Role};
-use crate::child::spawn::{Spec, Streams};
-use crate::child::sys;
-use crate::core::config::{self, Config, ModuleSettings};
+use crate::child::poller::run_once;
+use crate::child::recipe::{Host, Recipe};
+use crate::child::run::Finished;
+use crate::child::spawn::Streams;
+use crate::core::config::{self, Config};
 use crate::core::decide::Outcome;
-use crate::daemon;
+use crate::host::files::node_name;
 use crate::install::sha256::Sha256;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -49,7 +51,8 @@ pub const RECORD: &str = ".crd-install";
 const LOCK: &str = ".install.lock";
 const HIDDEN_PREFIXES: [&str; 4] = [".fetch-", ".staging-", ".old-", ".removing-"];
 
-/// Why an install, remove or list failed: `Usage` exits 2, `Failed` exits 1.
+/// Why an install, remove or list failed. The command line maps `Usage` (a bad
+/// name, ref or location; no repository) to exit 2 and `Failed` to exit 1.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Failure {
     Usage(String),
@@ -57,12 +60,6 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Failure::Usage(_) => crate::cli::EXIT_USAGE,
-            Failure::Failed(_) => crate::cli::EXIT_FAIL,
-        }
-    }
     pub fn message(&self) -> &str {
         match self {
             Failure::Usage(m) | Failure::Failed(m) => m,
@@ -201,7 +198,11 @@ impl Lock {
             .truncate(false)
             .write(true)
             .open(dir.join(LOCK))?;
-        Ok(sys::try_lock_exclusive(f.as_raw_fd())?.then_some(Lock(f)))
+        match f.try_lock() {
+            Ok(()) => Ok(Some(Lock(f))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     fn take(dir: &Path) -> Result<Lock, Failure> {
@@ -243,14 +244,14 @@ fn recover_locked(dir: &Path) -> Vec<String> {
     names.sort();
     for n in names {
         let p = dir.join(&n);
-        if let Some(module) = n.strip_prefix(".old-") {
-            if !dir.join(module).exists() {
-                match fs::rename(&p, dir.join(module)) {
-                    Ok(()) => done.push(format!("restored the previous {module} from {n}")),
-                    Err(e) => done.push(format!("restoring {module} from {n}: {e}")),
-                }
-                continue;
+        if let Some(module) = n.strip_prefix(".old-")
+            && !dir.join(module).exists()
+        {
+            match fs::rename(&p, dir.join(module)) {
+                Ok(()) => done.push(format!("restored the previous {module} from {n}")),
+                Err(e) => done.push(format!("restoring {module} from {n}: {e}")),
             }
+            continue;
         }
         match remove_tree(&p) {
             Ok(()) => done.push(format!("removed {n}, left by an interrupted install")),
@@ -269,40 +270,6 @@ pub fn recover(dir: &Path) -> Vec<String> {
     match Lock::try_take(dir) {
         Ok(Some(_lock)) => recover_locked(dir),
         _ => Vec::new(),
-    }
-}
-
-/// Runs one child to completion with the machinery checks use.
-struct Child<'a> {
-    module: &'a str,
-    settings: ModuleSettings,
-    timeout: Duration,
-    streams: Streams,
-}
-
-impl Child<'_> {
-    fn run(
-        &self,
-        program: &Path,
-        args: &[OsString],
-        dir: &Path,
-        env: &[(&str, &OsStr)],
-    ) -> io::Result<run::Finished> {
-        daemon::run_once(run::Start {
-            module: self.module,
-            role: Role::Support,
-            spec: Spec {
-                program,
-                args,
-                dir,
-                env,
-                limits: daemon::limits(&self.settings),
-                streams: self.streams,
-                own_group: true,
-            },
-            timeout: self.timeout,
-            output_limit: self.settings.output_limit,
-        })
     }
 }
 
@@ -325,30 +292,32 @@ struct Fetch<'a> {
 }
 
 impl Fetch<'_> {
-    fn child(&self, file_limit: u64, streams: Streams) -> Child<'_> {
-        let mut settings = self.cfg.module_settings(self.name, &[]);
-        settings.file_limit = file_limit;
-        settings.output_limit = settings.output_limit.max(4096);
-        Child {
-            module: self.name,
-            settings,
-            timeout: FETCH_TIMEOUT,
+    /// Runs a fetch tool to its end, each written file bounded by `file_limit` bytes.
+    fn run(
+        &self,
+        program: &Path,
+        args: Vec<OsString>,
+        file_limit: u64,
+        streams: Streams,
+    ) -> io::Result<Finished> {
+        let settings = self.cfg.module_settings(self.name, &[]);
+        run_once(&Recipe::tool(
+            self.name,
+            program,
+            args,
+            &self.work,
+            &settings,
+            file_limit,
+            FETCH_TIMEOUT,
             streams,
-        }
+        ))
     }
 
     /// Runs a fetch tool; `Err` with its output when it does not exit 0.
-    fn tool(&self, what: &str, program: &Path, args: &[OsString]) -> Result<String, Failure> {
-        let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
-        let env: [(&str, &OsStr); 3] = [
-            ("HOME", &home),
-            ("GIT_TERMINAL_PROMPT", OsStr::new("0")),
-            ("LC_ALL", OsStr::new("C")),
-        ];
+    fn tool(&self, what: &str, program: &Path, args: Vec<OsString>) -> Result<String, Failure> {
         let limit = self.cfg.install_max_size.saturating_mul(4);
         let f = self
-            .child(limit, Streams::Capture)
-            .run(program, args, &self.work, &env)
+            .run(program, args, limit, Streams::Capture)
             .map_err(|e| failed(format!("{what}: {}: {e}", program.display())))?;
         match f.outcome {
             Outcome::Exited(0) => Ok(f.output),
@@ -378,7 +347,7 @@ impl Fetch<'_> {
             args.extend(os(&["--branch", r]));
         }
         args.extend([OsString::from("--"), url.into(), src.clone().into()]);
-        if let Err(first) = self.tool("git clone", &git, &args) {
+        if let Err(first) = self.tool("git clone", &git, args) {
             let Some(r) = rf else {
                 return Err(first);
             };
@@ -392,7 +361,7 @@ impl Fetch<'_> {
                 url.into(),
                 src.clone().into_os_string(),
             ];
-            self.tool("git clone", &git, &args)?;
+            self.tool("git clone", &git, args)?;
             let c = OsString::from(&src);
             let args = vec![
                 "-C".into(),
@@ -402,7 +371,7 @@ impl Fetch<'_> {
                 "--detach".into(),
                 format!("{r}^{{commit}}").into(),
             ];
-            self.tool("git checkout", &git, &args)
+            self.tool("git checkout", &git, args)
                 .map_err(|_| failed(format!("`{r}` is no branch, tag or commit of {url}")))?;
         }
         let args = vec![
@@ -411,7 +380,7 @@ impl Fetch<'_> {
             "rev-parse".into(),
             "HEAD".into(),
         ];
-        let commit = self.tool("git rev-parse", &git, &args)?.trim().to_string();
+        let commit = self.tool("git rev-parse", &git, args)?.trim().to_string();
         Ok((
             src,
             Provenance {
@@ -438,8 +407,7 @@ impl Fetch<'_> {
         let _ = writeln!(self.out, "fetching {url}");
         let limit = self.cfg.install_max_size;
         let f = self
-            .child(limit, Streams::Capture)
-            .run(&prog, &args, &self.work, &[])
+            .run(&prog, args, limit, Streams::Capture)
             .map_err(|e| failed(format!("{}: {e}", prog.display())))?;
         match f.outcome {
             Outcome::Exited(0) => Ok(dest),
@@ -484,8 +452,7 @@ impl Fetch<'_> {
         let tar_limit = max + (crate::install::tar::MAX_ENTRIES as u64 + 2) * 1024;
         let args = vec!["-dc".into(), "--".into(), archive.as_os_str().to_owned()];
         let r = self
-            .child(tar_limit, Streams::StdoutTo(tar.as_raw_fd()))
-            .run(&gzip, &args, &self.work, &[])
+            .run(&gzip, args, tar_limit, Streams::StdoutTo(tar.as_raw_fd()))
             .map_err(|e| failed(format!("gzip: {e}")))?;
         drop(tar);
         match r.outcome {
@@ -544,10 +511,11 @@ fn module_root(src: &Path, name: &str, from_repo: bool, loc: &str) -> Result<Pat
         .filter(|e| e.file_name() != ".git")
         .map(|e| e.path())
         .collect();
-    if let [only] = &entries[..] {
-        if fs::symlink_metadata(only).is_ok_and(|m| m.is_dir()) && is_module(only) {
-            return Ok(only.clone());
-        }
+    if let [only] = &entries[..]
+        && fs::symlink_metadata(only).is_ok_and(|m| m.is_dir())
+        && is_module(only)
+    {
+        return Ok(only.clone());
     }
     Err(failed(format!(
         "{loc} holds no module `{name}`: want `{name}` (support) or `check` at its top, or a folder `{name}`"
@@ -593,11 +561,8 @@ fn stage(src: &Path, dst: &Path, max_bytes: u64) -> Result<String, Failure> {
             }
             let ft = md.file_type();
             let mode = md.permissions().mode();
-            if mode & 0o6000 != 0 && !ft.is_symlink() {
-                return Err(format!(
-                    "{shown}: setuid or setgid bit (mode {:04o}) refused",
-                    mode & 0o7777
-                ));
+            if !ft.is_symlink() {
+                safety::mode_allowed(&shown, mode)?;
             }
             w.digest.update(shown.as_bytes());
             w.digest.update(&[0]);
@@ -608,7 +573,7 @@ fn stage(src: &Path, dst: &Path, max_bytes: u64) -> Result<String, Failure> {
             } else if ft.is_symlink() {
                 let target = fs::read_link(&from).map_err(|e| format!("{shown}: {e}"))?;
                 let t = target.to_string_lossy();
-                if !crate::install::tar::link_stays_inside(&r, &t) {
+                if !safety::link_stays_inside(&r, &t) {
                     return Err(format!(
                         "{shown}: symlink to `{t}` points outside the module"
                     ));
@@ -753,7 +718,7 @@ fn check_layout(
     }
     let conf = staged.join("module.conf");
     let meta = if conf.exists() {
-        let text = crate::host::modules::read_bounded(&conf, config::MAX_CONFIG_BYTES)
+        let text = crate::host::files::read_bounded(&conf, config::MAX_CONFIG_BYTES)
             .map_err(|e| failed(format!("{name}/module.conf: {e}")))?;
         config::parse_module_conf(&text, Path::new(&format!("{name}/module.conf")))
             .map_err(|e| failed(format!("module `{name}`: {e}")))?;
@@ -768,35 +733,19 @@ fn check_layout(
             meta.min_crd_version
         )));
     }
-    if let (Some(r), false) = (rf, git) {
-        if meta.version.trim_start_matches('v') != r.trim_start_matches('v') {
-            return Err(failed(format!(
-                "asked for {name}@{r}, but the module's version is `{}`",
-                if meta.version.is_empty() {
-                    "(none)"
-                } else {
-                    &meta.version
-                }
-            )));
-        }
+    if let (Some(r), false) = (rf, git)
+        && meta.version.trim_start_matches('v') != r.trim_start_matches('v')
+    {
+        return Err(failed(format!(
+            "asked for {name}@{r}, but the module's version is `{}`",
+            if meta.version.is_empty() {
+                "(none)"
+            } else {
+                &meta.version
+            }
+        )));
     }
     Ok(meta)
-}
-
-fn module_env<'a>(
-    cfg: &'a Config,
-    node: &'a str,
-    name: &'a str,
-    final_dir: &'a Path,
-    step: &'a str,
-) -> [(&'a str, &'a OsStr); 5] {
-    [
-        ("CRD_CONFIG", cfg.path.as_os_str()),
-        ("CRD_MODULE", OsStr::new(name)),
-        ("CRD_NODE", OsStr::new(node)),
-        ("CRD_MODULE_DIR", final_dir.as_os_str()),
-        ("CRD_STEP", OsStr::new(step)),
-    ]
 }
 
 /// Runs the staged module's `install` or `rollback`, if it has one, with the limits
@@ -814,17 +763,13 @@ fn run_script(
         return Ok(None);
     }
     let settings = cfg.module_settings(name, &[]);
-    let node = daemon::node_name(cfg);
-    let env = module_env(cfg, &node, name, final_dir, step);
-    let child = Child {
-        module: name,
-        timeout: settings.timeout,
-        settings,
-        streams: Streams::Capture,
+    let node = node_name(cfg);
+    let host = Host {
+        config: &cfg.path,
+        node: &node,
     };
-    let f = child
-        .run(&program, &[], staged, &env)
-        .map_err(|e| failed(format!("{step}: {e}")))?;
+    let recipe = Recipe::install_step(host, name, staged, final_dir, step, &settings);
+    let f = run_once(&recipe).map_err(|e| failed(format!("{step}: {e}")))?;
     let _ = writeln!(out, "{step}: {}", f.outcome.describe());
     for line in f.output.lines() {
         let _ = writeln!(out, "  | {line}");
@@ -943,7 +888,7 @@ fn transact(
         commit: prov.commit.unwrap_or_default(),
         archive_sha256: prov.archive_sha256.unwrap_or_default(),
         tree_sha256: tree,
-        installed_at: crate::host::outbox::unix_ms() / 1000,
+        installed_at: crate::host::clock::unix_ms() / 1000,
     };
     fs::write(staging.join(RECORD), record.render())
         .map_err(|e| failed(format!("{RECORD}: {e}")))?;
@@ -1044,10 +989,10 @@ pub fn list(cfg: &Config) -> Result<String, Failure> {
     for n in names {
         let d = dir.join(&n);
         let meta =
-            crate::host::modules::read_bounded(&d.join("module.conf"), config::MAX_CONFIG_BYTES)
+            crate::host::files::read_bounded(&d.join("module.conf"), config::MAX_CONFIG_BYTES)
                 .map(|t| config::module_meta(&t))
                 .unwrap_or_default();
-        let rec = crate::host::modules::read_bounded(&d.join(RECORD), 64 << 10)
+        let rec = crate::host::files::read_bounded(&d.join(RECORD), 64 << 10)
             .map(|t| Record::parse(&t))
             .ok();
         let kind = match (d.join(&n).is_file(), d.join("check").is_file()) {
@@ -1094,7 +1039,10 @@ mod tests {
             "x@a b",
             &"n".repeat(65),
         ] {
-            assert_eq!(parse_spec(bad).unwrap_err().exit_code(), 2, "{bad}");
+            assert!(
+                matches!(parse_spec(bad).unwrap_err(), Failure::Usage(_)),
+                "{bad}"
+            );
         }
     }
 
@@ -1127,7 +1075,7 @@ mod tests {
         );
         assert_eq!(c("/", false).unwrap(), Location::Dir("/".into()));
         assert!(c("/no/such/thing", false).is_err());
-        assert_eq!(c("-uoops", false).unwrap_err().exit_code(), 2);
+        assert!(matches!(c("-uoops", false).unwrap_err(), Failure::Usage(_)));
     }
 
     #[test]
@@ -1218,6 +1166,10 @@ mod tests {
         fs::set_permissions(src.join("m"), fs::Permissions::from_mode(0o4755)).unwrap();
         let e = stage(&src, &d.join("s5"), 1 << 20).unwrap_err();
         assert!(e.message().contains("setuid"), "{e:?}");
+        // The same rule as the tar reader: a sticky bit is refused too.
+        fs::set_permissions(src.join("m"), fs::Permissions::from_mode(0o1755)).unwrap();
+        let e = stage(&src, &d.join("s6"), 1 << 20).unwrap_err();
+        assert!(e.message().contains("sticky"), "{e:?}");
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -2,23 +2,23 @@
 //! the spool's watermark forward in seq order, acking spool records only on PUBACK.
 //!
 //! This file owns the socket, name resolution, reconnect with capped exponential
-//! backoff and jitter, the JSON rendering of events, and the retained status
-//! (`online` after CONNACK, `offline` as the will and on clean shutdown). The MQTT
+//! backoff and jitter, and the retained status (`online` after CONNACK, `offline` as
+//! the will and on clean shutdown); what goes on the wire is rendered by `wire`. The MQTT
 //! protocol itself is `mqtt::Session`. Everything runs in the daemon's poll loop:
 //! the socket is edge-triggered for both directions and every wait is a deadline
 //! in `poll_timeout`, so a dead or slow broker never makes crd spin. With
 //! `broker_tls` the bytes go through `transport::Transport`'s TLS stream.
 
 use crate::core::config::MqttSettings;
-use crate::core::event::{self, Event, EventRef, Kind};
+use crate::core::event;
 use crate::mqtt::session::{Session, SessionConfig, SessionError, Up};
 use crate::mqtt::transport::Transport;
+use crate::mqtt::wire;
 use crate::spool::Spool;
 use crate::spool::storage::Storage;
 use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -77,107 +77,6 @@ pub struct Forwarder {
     json_buf: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct Wire<'a> {
-    node: &'a str,
-    stream: &'a str,
-    seq: u64,
-    ts: u64,
-    module: &'a str,
-    kind: &'a str,
-    code: i32,
-    dur_ms: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    out: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Status<'a> {
-    state: &'a str,
-    node: &'a str,
-    stream: &'a str,
-    version: &'a str,
-    boot_ms: u64,
-}
-
-/// The topic and JSON payload of spool record `seq` holding `ev`.
-pub fn render(
-    prefix: &str,
-    node: &str,
-    stream_hex: &str,
-    seq: u64,
-    ev: &Event,
-) -> (String, Vec<u8>) {
-    let (mut topic, mut json) = (String::new(), Vec::new());
-    render_into(
-        prefix,
-        node,
-        stream_hex,
-        seq,
-        &ev.as_ref(),
-        &mut topic,
-        &mut json,
-    );
-    (topic, json)
-}
-
-/// `render` into reused buffers (cleared first): no allocation per record once
-/// they have grown.
-pub fn render_into(
-    prefix: &str,
-    node: &str,
-    stream_hex: &str,
-    seq: u64,
-    ev: &EventRef<'_>,
-    topic: &mut String,
-    json: &mut Vec<u8>,
-) {
-    let emit = ev.kind == Kind::Emit;
-    topic.clear();
-    let level = if emit { "" } else { "event/" };
-    let _ = write!(topic, "{prefix}/{node}/{level}{}", ev.module);
-    let w = Wire {
-        node,
-        stream: stream_hex,
-        seq,
-        ts: ev.ts_ms,
-        module: ev.module,
-        kind: ev.kind.as_str(),
-        code: ev.code,
-        dur_ms: ev.dur_ms,
-        out: (!emit).then_some(ev.out),
-        message: emit.then_some(ev.out),
-    };
-    json.clear();
-    let _ = serde_json::to_writer(Bytewise(json), &w);
-}
-
-/// A `Vec<u8>` writer that pushes short pieces byte by byte: serde_json writes
-/// JSON in many one- and two-byte pieces (quotes, colons, commas), and musl's
-/// `memcpy` is slow on those (measured: a fifth of the forwarder's CPU).
-struct Bytewise<'a>(&'a mut Vec<u8>);
-
-impl io::Write for Bytewise<'_> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        if b.len() <= 16 {
-            for &x in b {
-                self.0.push(x);
-            }
-        } else {
-            self.0.extend_from_slice(b);
-        }
-        Ok(b.len())
-    }
-    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
-        self.write(b).map(|_| ())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `host:port`, `[v6]:port`, `v6` or `host` (port 1883) resolved to addresses.
 /// Literal addresses never touch the resolver; names use the system resolver
 /// (getaddrinfo), which blocks the loop for at most its own timeout.
@@ -220,28 +119,21 @@ impl Forwarder {
         now: Instant,
     ) -> Forwarder {
         let stream_hex = format!("{stream:016x}");
-        let boot_ms = crate::host::outbox::unix_ms();
+        let boot_ms = crate::host::clock::unix_ms();
         let client_id = if cfg.client_id.is_empty() {
             let id = format!("crd-{node}");
             id.chars().take(64).collect()
         } else {
             cfg.client_id.clone()
         };
-        let status = |state| Status {
-            state,
-            node,
-            stream: &stream_hex,
-            version: env!("CARGO_PKG_VERSION"),
-            boot_ms,
-        };
-        let will = serde_json::to_vec(&status("offline")).unwrap_or_default();
+        let will = wire::status_json("offline", node, &stream_hex, boot_ms);
         let session = Session::new(
             SessionConfig {
                 client_id,
                 keepalive: cfg.keepalive,
                 max_inflight: cfg.max_inflight,
                 login: None,
-                will: Some((format!("{}/{node}/status", cfg.topic_prefix), will)),
+                will: Some((wire::status_topic(&cfg.topic_prefix, node), will)),
                 max_packet: 2 << 20,
             },
             now,
@@ -281,18 +173,11 @@ impl Forwarder {
     }
 
     fn status_payload(&self, state: &str) -> Vec<u8> {
-        let s = Status {
-            state,
-            node: &self.node,
-            stream: &self.stream_hex,
-            version: env!("CARGO_PKG_VERSION"),
-            boot_ms: self.boot_ms,
-        };
-        serde_json::to_vec(&s).unwrap_or_default()
+        wire::status_json(state, &self.node, &self.stream_hex, self.boot_ms)
     }
 
     fn status_topic(&self) -> String {
-        format!("{}/{}/status", self.cfg.topic_prefix, self.node)
+        wire::status_topic(&self.cfg.topic_prefix, &self.node)
     }
 
     /// Backoff with +-25% jitter, then doubled for next time.
@@ -422,10 +307,11 @@ impl Forwarder {
                 Err(e) => return self.fail(registry, spool, format!("connect: {e}"), now),
             }
         }
-        if self.phase == Phase::Up && readable {
-            if let Err(why) = self.read_input(spool, now) {
-                return self.fail(registry, spool, why, now);
-            }
+        if self.phase == Phase::Up
+            && readable
+            && let Err(why) = self.read_input(spool, now)
+        {
+            return self.fail(registry, spool, why, now);
         }
         self.pump(registry, spool, now);
     }
@@ -497,7 +383,7 @@ impl Forwarder {
             let seq = match spool.read_next() {
                 Ok(Some((seq, payload))) => match event::decode_ref(payload) {
                     Ok(ev) => {
-                        render_into(
+                        wire::render_into(
                             &self.cfg.topic_prefix,
                             &self.node,
                             &self.stream_hex,
@@ -672,39 +558,6 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn events_and_emits_render_to_their_topics_as_json() {
-        let ev = Event {
-            ts_ms: 5,
-            module: "Disk".into(),
-            kind: Kind::Fired,
-            code: 0,
-            dur_ms: 7,
-            out: "97% \"full\"".into(),
-        };
-        let (t, j) = render("crd", "r1", "00000000000000ab", 42, &ev);
-        assert_eq!(t, "crd/r1/event/Disk");
-        assert_eq!(
-            String::from_utf8(j).unwrap(),
-            r#"{"node":"r1","stream":"00000000000000ab","seq":42,"ts":5,"module":"Disk","kind":"fired","code":0,"dur_ms":7,"out":"97% \"full\""}"#
-        );
-        let em = Event {
-            kind: Kind::Emit,
-            module: "alerts/wan".into(),
-            out: "down".into(),
-            ..ev
-        };
-        let (t, j) = render("fleet/eu", "r1", "ab", 43, &em);
-        assert_eq!(t, "fleet/eu/r1/alerts/wan");
-        let j = String::from_utf8(j).unwrap();
-        assert!(
-            j.contains(r#""kind":"emit""#)
-                && j.contains(r#""message":"down""#)
-                && !j.contains("\"out\""),
-            "{j}"
-        );
-    }
 
     #[test]
     fn broker_addresses() {

@@ -85,7 +85,7 @@ pub mod tls {
     pub const MAX_PEM_BYTES: u64 = 1 << 20;
 
     fn read_pem(what: &str, p: &Path) -> Result<Vec<u8>, String> {
-        crate::host::modules::read_bounded(p, MAX_PEM_BYTES)
+        crate::host::files::read_bounded(p, MAX_PEM_BYTES)
             .map(String::into_bytes)
             .map_err(|e| format!("{what} {}: {e}", p.display()))
     }

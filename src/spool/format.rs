@@ -1,7 +1,7 @@
 //! The spool's bytes on disk: segment header, record frame, checkpoint slot, and the
 //! CRC-32C that guards each. Pure: bytes in, values out; no file is touched here.
 //!
-//! Read first: RELIABILITY.md (what the formats must survive). Every integer is
+//! Read first: ARCHITECTURE.md, Reliability (what the formats must survive). Every integer is
 //! big-endian, written with `to_be_bytes`, so a spool moved between a mips (BE) and
 //! an arm (LE) router reads the same; no field is `usize`-sized.
 //!
@@ -24,7 +24,7 @@
 //! ```
 //!
 //! The record magic is neither 0x0000 nor 0xFFFF, so zero- or 0xFF-filled tails left
-//! by a power cut never parse as records; `len` is checked against `MAX_RECORD_BYTES`
+//! by a power cut never parse as records; `len` is checked against `RECORD_LIMIT_BYTES`
 //! and the bytes actually present before anything is allocated.
 //!
 //! Checkpoint file `checkpoint`: two 48-byte slots at offsets 0 and 48, written
@@ -43,12 +43,12 @@ pub const VERSION: u16 = 1;
 pub const SEGMENT_MAGIC: [u8; 4] = *b"CRDq";
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"CRDc";
 pub const RECORD_MAGIC: [u8; 2] = [0xC5, 0xD1];
-pub const SEGMENT_HEADER_BYTES: usize = 36;
-pub const RECORD_HEADER_BYTES: usize = 18;
+pub const SEGMENT_HEADER_BYTES: usize = crate::core::config::SPOOL_SEGMENT_HEADER_BYTES;
+pub const RECORD_HEADER_BYTES: usize = crate::core::config::SPOOL_RECORD_HEADER_BYTES;
 pub const CHECKPOINT_SLOT_BYTES: usize = 48;
-/// Hard ceiling on a record's payload, whatever `MAX_RECORD_BYTES` is configured to:
+/// Hard ceiling on a record's payload, whatever `spool_max_record` is configured to:
 /// a length above it is corruption, never an allocation.
-pub const RECORD_LIMIT_BYTES: u32 = 1 << 20;
+pub const RECORD_LIMIT_BYTES: u32 = crate::core::config::SPOOL_RECORD_LIMIT_BYTES;
 /// Largest seq (or segment first seq) taken as valid: far beyond anything real
 /// (a million events a second for 100,000 years), and far enough below `u64::MAX`
 /// that no arithmetic on a seq read from disk can overflow.

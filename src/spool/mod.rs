@@ -4,7 +4,7 @@
 //! Inputs: `append`, `flush`, `sync`, `ack`, `handle_timer(now)`; outputs:
 //! `read_next`, `poll_timeout()`, `stats()`. All IO goes through `Storage` (files in
 //! production, a fault-injecting memory store in tests); time comes in as `now`.
-//! Formats: `format.rs`. What it must survive: RELIABILITY.md.
+//! Formats: `format.rs`. What it must survive: ARCHITECTURE.md, Reliability.
 //!
 //! Rules:
 //! - `seq` strictly increases per stream and is never given twice, even across a
@@ -35,6 +35,8 @@ use std::io;
 use std::time::{Duration, Instant};
 use storage::Storage;
 
+pub use crate::core::config::SpoolConfig;
+
 /// Acks counted before the checkpoint is written (it is also written after
 /// `CHECKPOINT_INTERVAL` and on close). A stale checkpoint costs duplicates only:
 /// at most this many plus the forwarder's window after a crash. Fully acked
@@ -58,41 +60,6 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 pub const SEQ_LEASE: u64 = 1 << 16;
 /// After a failed timed sync or checkpoint, the next try waits this long (no spin).
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpoolConfig {
-    /// Total bytes of all segments.
-    pub size: u64,
-    /// Bytes per segment file.
-    pub segment: u64,
-    pub sync_bytes: u64,
-    pub sync_interval: Duration,
-    /// fdatasync after every append (`spool_sync = always`).
-    pub sync_always: bool,
-    /// Largest payload accepted, bytes.
-    pub max_record: u32,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        SpoolConfig {
-            size: 4 << 20,
-            segment: 256 << 10,
-            sync_bytes: 64 << 10,
-            sync_interval: Duration::from_secs(1),
-            sync_always: false,
-            max_record: 64 << 10,
-        }
-    }
-}
-
-impl SpoolConfig {
-    /// Bytes of written-but-unsynced data kept in RAM while syncs fail; appends past
-    /// it are refused until a sync succeeds.
-    pub fn unsynced_limit(&self) -> u64 {
-        4 * self.sync_bytes.max(self.segment)
-    }
-}
 
 #[derive(Debug)]
 pub enum SpoolError {
@@ -643,18 +610,18 @@ impl<S: Storage> Spool<S> {
         self.unsynced_since.get_or_insert(now);
         // The record is accepted from here on: a failing write or sync leaves it in
         // RAM for the next try (the caller asks `durable_seq` when it must know).
-        if self.buf.len() >= WRITE_BUFFER_BYTES || self.cfg.sync_always {
-            if let Err(e) = self.flush(now) {
-                log::warn!(
-                    "spool: write failed ({e}); {} bytes wait in memory",
-                    self.buf.len()
-                );
-            }
+        if (self.buf.len() >= WRITE_BUFFER_BYTES || self.cfg.sync_always)
+            && let Err(e) = self.flush(now)
+        {
+            log::warn!(
+                "spool: write failed ({e}); {} bytes wait in memory",
+                self.buf.len()
+            );
         }
-        if self.cfg.sync_always || self.unsynced.len() as u64 >= self.cfg.sync_bytes {
-            if let Err(e) = self.sync(now) {
-                log::warn!("spool: sync failed ({e}); will retry");
-            }
+        if (self.cfg.sync_always || self.unsynced.len() as u64 >= self.cfg.sync_bytes)
+            && let Err(e) = self.sync(now)
+        {
+            log::warn!("spool: sync failed ({e}); will retry");
         }
         Ok(seq)
     }

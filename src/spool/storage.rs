@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -30,7 +29,7 @@ pub trait Storage {
     /// Makes creations and removals in the directory durable.
     fn sync_dir(&mut self) -> io::Result<()>;
     /// Drops any open handle of `name`: after a failed sync the old descriptor's
-    /// error state cannot be trusted (RELIABILITY.md: reopen, re-verify, rewrite).
+    /// error state cannot be trusted (ARCHITECTURE.md, Reliability: reopen, re-verify, rewrite).
     fn reopen(&mut self, name: &str);
 }
 
@@ -56,11 +55,16 @@ impl FileStorage {
             .truncate(false)
             .mode(0o600)
             .open(dir.join("lock"))?;
-        if !crate::child::sys::try_lock_exclusive(lock.as_raw_fd())? {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("spool {} is locked by another crd", dir.display()),
-            ));
+        // flock(LOCK_EX | LOCK_NB): released by the kernel when crd dies.
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("spool {} is locked by another crd", dir.display()),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
         }
         Ok(FileStorage {
             dir: dir.to_path_buf(),

@@ -425,10 +425,10 @@ impl Subscriber {
 
     /// Restarts the client if it exited (it does when its broker goes away).
     pub fn keep_alive(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if c.try_wait().unwrap().is_some() {
-                self.spawn();
-            }
+        if let Some(c) = self.child.as_mut()
+            && c.try_wait().unwrap().is_some()
+        {
+            self.spawn();
         }
     }
 

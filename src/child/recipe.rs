@@ -1,0 +1,307 @@
+//! The one recipe for every child crd starts: which program, with which arguments,
+//! in which directory, with which `CRD_*` environment, limits, streams, timeout and
+//! output bound. The daemon's checks and responses, `crd check`, `crd -x`, the
+//! `install`/`rollback` scripts and the tools `crd --install` runs (git, wget, gzip)
+//! are all built here, so a new variable or limit reaches every caller at once.
+//! `spawn` turns a recipe into a process; `run` follows it to its end.
+//!
+//! Every module child gets `CRD_CONFIG`, `CRD_MODULE` and `CRD_NODE`; a response
+//! also `CRD_CHECK_OUTPUT` and `CRD_CHECK_CODE`; an install script `CRD_MODULE_DIR`
+//! and `CRD_STEP`. Fetch tools get no `CRD_*` variables, only `HOME`,
+//! `GIT_TERMINAL_PROMPT=0` (never wait for a password) and `LC_ALL=C`. `PATH` is
+//! added by `spawn` from crd's own.
+
+use crate::child::spawn::{CHILD_OPEN_FILES, Streams};
+use crate::child::sys::Limits;
+use crate::core::config::ModuleSettings;
+use crate::core::module::{Module, Role};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything needed to start one child and follow it to its end.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    /// The module (or, for a fetch tool, the module being installed), for logs.
+    pub module: String,
+    pub role: Role,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub dir: PathBuf,
+    /// Variables besides `PATH`; the rest of crd's environment is not passed on.
+    pub env: Vec<(&'static str, OsString)>,
+    pub limits: Limits,
+    pub streams: Streams,
+    /// A process group of its own (always, except `crd -x` on a terminal, where the
+    /// child must stay in the terminal's foreground group).
+    pub own_group: bool,
+    pub timeout: Duration,
+    /// Output kept, bytes (head and tail).
+    pub output_limit: u32,
+}
+
+/// What every module child is told about the crd that runs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Host<'a> {
+    /// The config file (`CRD_CONFIG`).
+    pub config: &'a Path,
+    /// This node's name (`CRD_NODE`).
+    pub node: &'a str,
+}
+
+/// The rlimits of a module's children.
+pub fn limits(s: &ModuleSettings) -> Limits {
+    Limits {
+        address_space: s.memory_limit,
+        cpu_seconds: s.cpu_limit,
+        open_files: CHILD_OPEN_FILES,
+        file_size: s.file_limit,
+        processes: s.process_limit,
+    }
+}
+
+impl Recipe {
+    /// A captured child in its own process group, with the module's limits,
+    /// `timeout` and `output_limit`, and the three `CRD_*` variables of `host`.
+    fn module_child(
+        host: Host<'_>,
+        name: &str,
+        role: Role,
+        program: &Path,
+        dir: &Path,
+        s: &ModuleSettings,
+    ) -> Recipe {
+        Recipe {
+            module: name.to_string(),
+            role,
+            program: program.to_path_buf(),
+            args: Vec::new(),
+            dir: dir.to_path_buf(),
+            env: vec![
+                ("CRD_CONFIG", host.config.into()),
+                ("CRD_MODULE", name.into()),
+                ("CRD_NODE", host.node.into()),
+            ],
+            limits: limits(s),
+            streams: Streams::Capture,
+            own_group: true,
+            timeout: s.timeout,
+            output_limit: s.output_limit,
+        }
+    }
+
+    /// A scheduled module's check (the daemon and `crd check`).
+    pub fn check(host: Host<'_>, m: &Module) -> Recipe {
+        Recipe::module_child(host, &m.name, Role::Check, &m.check, &m.dir, &m.settings)
+    }
+
+    /// A module's response to a check that exited `code` printing `output`.
+    /// `None` when the module has no response.
+    pub fn response(host: Host<'_>, m: &Module, output: &str, code: i32) -> Option<Recipe> {
+        let program = m.response.as_deref()?;
+        let mut r =
+            Recipe::module_child(host, &m.name, Role::Response, program, &m.dir, &m.settings);
+        r.env.push(("CRD_CHECK_OUTPUT", output.into()));
+        r.env.push(("CRD_CHECK_CODE", code.to_string().into()));
+        Some(r)
+    }
+
+    /// Support module `name` (`crd -x NAME ARGS...`): stdio is crd's own. On a
+    /// terminal the child stays in crd's process group, so it can read the terminal.
+    pub fn support(
+        host: Host<'_>,
+        name: &str,
+        exe: &Path,
+        s: &ModuleSettings,
+        args: Vec<OsString>,
+        on_terminal: bool,
+    ) -> Recipe {
+        let dir = exe.parent().unwrap_or(Path::new("/"));
+        let mut r = Recipe::module_child(host, name, Role::Support, exe, dir, s);
+        r.args = args;
+        r.streams = Streams::Inherit;
+        r.own_group = !on_terminal;
+        r
+    }
+
+    /// The `install` or `rollback` script (`step`) of module `name`, run in its
+    /// staging directory before it is moved to `final_dir`.
+    pub fn install_step(
+        host: Host<'_>,
+        name: &str,
+        staged: &Path,
+        final_dir: &Path,
+        step: &str,
+        s: &ModuleSettings,
+    ) -> Recipe {
+        let mut r = Recipe::module_child(host, name, Role::Support, &staged.join(step), staged, s);
+        r.env.push(("CRD_MODULE_DIR", final_dir.into()));
+        r.env.push(("CRD_STEP", step.into()));
+        r
+    }
+
+    /// A tool `crd --install` runs for module `name` (git, a downloader, gzip):
+    /// the module's limits with `file_limit` bytes per written file, at least 4 KiB
+    /// of output kept (for the error message), and `timeout`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn tool(
+        name: &str,
+        program: &Path,
+        args: Vec<OsString>,
+        dir: &Path,
+        s: &ModuleSettings,
+        file_limit: u64,
+        timeout: Duration,
+        streams: Streams,
+    ) -> Recipe {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+        let mut limits = limits(s);
+        limits.file_size = file_limit;
+        Recipe {
+            module: name.to_string(),
+            role: Role::Support,
+            program: program.to_path_buf(),
+            args,
+            dir: dir.to_path_buf(),
+            env: vec![
+                ("HOME", home),
+                ("GIT_TERMINAL_PROMPT", "0".into()),
+                ("LC_ALL", "C".into()),
+            ],
+            limits,
+            streams,
+            own_group: true,
+            timeout,
+            output_limit: s.output_limit.max(4096),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module() -> Module {
+        Module {
+            name: "Disk".into(),
+            dir: "/m/Disk".into(),
+            check: "/m/Disk/check".into(),
+            response: Some("/m/Disk/response".into()),
+            settings: ModuleSettings::default(),
+        }
+    }
+
+    fn host() -> Host<'static> {
+        Host {
+            config: Path::new("/etc/CRD/crd.conf"),
+            node: "r1",
+        }
+    }
+
+    fn var<'a>(r: &'a Recipe, k: &str) -> Option<&'a str> {
+        r.env
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn every_module_child_gets_the_same_three_variables_and_limits() {
+        let m = module();
+        let s = &m.settings;
+        let all = [
+            Recipe::check(host(), &m),
+            Recipe::response(host(), &m, "out", 0).unwrap(),
+            Recipe::support(host(), "Disk", &m.check, s, vec![], false),
+            Recipe::install_step(
+                host(),
+                "Disk",
+                Path::new("/m/.staging-Disk"),
+                &m.dir,
+                "install",
+                s,
+            ),
+        ];
+        for r in &all {
+            assert_eq!(var(r, "CRD_CONFIG"), Some("/etc/CRD/crd.conf"), "{r:?}");
+            assert_eq!(var(r, "CRD_MODULE"), Some("Disk"), "{r:?}");
+            assert_eq!(var(r, "CRD_NODE"), Some("r1"), "{r:?}");
+            assert_eq!(r.limits, limits(s), "{r:?}");
+            assert_eq!(r.timeout, s.timeout);
+        }
+    }
+
+    #[test]
+    fn a_response_carries_the_checks_output_and_code() {
+        let m = module();
+        let r = Recipe::response(host(), &m, "disk 95%", 0).unwrap();
+        assert_eq!(r.program, Path::new("/m/Disk/response"));
+        assert_eq!(r.dir, Path::new("/m/Disk"));
+        assert_eq!(var(&r, "CRD_CHECK_OUTPUT"), Some("disk 95%"));
+        assert_eq!(var(&r, "CRD_CHECK_CODE"), Some("0"));
+        let mut none = module();
+        none.response = None;
+        assert!(Recipe::response(host(), &none, "", 0).is_none());
+        assert_eq!(var(&Recipe::check(host(), &m), "CRD_CHECK_OUTPUT"), None);
+    }
+
+    #[test]
+    fn support_on_a_terminal_stays_in_crds_group_and_inherits_stdio() {
+        let m = module();
+        let r = Recipe::support(
+            host(),
+            "n",
+            Path::new("/m/n/n"),
+            &m.settings,
+            vec!["-f".into()],
+            true,
+        );
+        assert!(!r.own_group);
+        assert_eq!(r.streams, Streams::Inherit);
+        assert_eq!(r.dir, Path::new("/m/n"));
+        assert_eq!(r.args, vec![OsString::from("-f")]);
+        let r = Recipe::support(host(), "n", Path::new("/m/n/n"), &m.settings, vec![], false);
+        assert!(r.own_group);
+    }
+
+    #[test]
+    fn install_steps_say_where_the_module_will_live() {
+        let m = module();
+        let r = Recipe::install_step(
+            host(),
+            "Disk",
+            Path::new("/m/.staging-Disk"),
+            Path::new("/m/Disk"),
+            "rollback",
+            &m.settings,
+        );
+        assert_eq!(r.program, Path::new("/m/.staging-Disk/rollback"));
+        assert_eq!(r.dir, Path::new("/m/.staging-Disk"));
+        assert_eq!(var(&r, "CRD_MODULE_DIR"), Some("/m/Disk"));
+        assert_eq!(var(&r, "CRD_STEP"), Some("rollback"));
+    }
+
+    #[test]
+    fn tools_get_no_crd_variables_and_their_own_file_limit() {
+        let s = ModuleSettings {
+            output_limit: 64,
+            ..ModuleSettings::default()
+        };
+        let r = Recipe::tool(
+            "Disk",
+            Path::new("/usr/bin/git"),
+            vec![],
+            Path::new("/m/.fetch-Disk"),
+            &s,
+            12345,
+            Duration::from_secs(300),
+            Streams::Capture,
+        );
+        assert!(r.env.iter().all(|(k, _)| !k.starts_with("CRD_")), "{r:?}");
+        assert_eq!(var(&r, "GIT_TERMINAL_PROMPT"), Some("0"));
+        assert_eq!(r.limits.file_size, 12345);
+        assert_eq!(r.limits.address_space, s.memory_limit);
+        assert_eq!(r.output_limit, 4096, "enough output for an error message");
+        assert_eq!(r.timeout, Duration::from_secs(300));
+    }
+}

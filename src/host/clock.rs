@@ -1,0 +1,13 @@
+//! The wall clock, read in one place. Only event timestamps and install records use
+//! it: a router may be at 1970 until NTP, so nothing orders or times by it (the
+//! monotonic `Instant` does that).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Unix time in milliseconds; 0 when the clock is before 1970.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
