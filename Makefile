@@ -48,6 +48,10 @@ cross-all:
 size:
 	cross/size.sh $(BOARDS)
 
+# The same table for the TLS builds (rustls + ring), not held to the budget.
+size-tls:
+	SIZE_VARIANT=tls cross/size.sh $(BOARDS)
+
 # The integration-test subset against router binaries under qemu-user.
 test-cross:
 	cross/test.sh $(QEMU_BOARDS)
