@@ -1,5 +1,5 @@
-//! The control socket: a Unix stream socket (mode 0600) through which `crd status`
-//! (and later `crd emit`) talks to the running daemon.
+//! The control socket: a Unix stream socket (mode 0600) through which `crd status`,
+//! `crd emit` and `crd --install` (its reload request) talk to the running daemon.
 //!
 //! Protocol: the client sends one request line (`status\n`), the daemon answers with
 //! text and closes. `emit SUFFIX [sync]\n` is followed by the message body up to the
@@ -41,7 +41,9 @@ pub enum Request {
 }
 
 /// Parses a complete request: its first line and, for `emit`, the body after it.
-fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
+/// `over`: more bytes came than `max_body` (they were discarded). Public for the
+/// fuzz target; the daemon only reaches it through `Control`.
+pub fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
     let nl = inbuf.iter().position(|&b| b == b'\n');
     let line = &inbuf[..nl.unwrap_or(inbuf.len())];
     let line = String::from_utf8_lossy(line).trim().to_string();
