@@ -111,11 +111,16 @@ impl Scheduler {
             let slot = &mut self.slots[i];
             let mut next = due + slot.interval;
             if next <= now {
-                // The loop was away for whole intervals: skip them, count them.
-                let behind = now.duration_since(due);
-                let missed = (behind.as_nanos() / slot.interval.as_nanos()) as u32;
+                // The loop was away for whole intervals (a suspend, a clock jump):
+                // skip them and count them. In u128 nanoseconds, so neither the
+                // count nor the product can overflow; the count saturates.
+                let iv = slot.interval.as_nanos().max(1);
+                let behind = now.duration_since(due).as_nanos();
+                let missed = u32::try_from(behind / iv).unwrap_or(u32::MAX);
                 slot.overruns = slot.overruns.saturating_add(missed);
-                next = due + slot.interval * (missed + 1);
+                // The first grid point after `now`: due + k * interval.
+                let ahead = u64::try_from(iv - behind % iv).unwrap_or(u64::MAX);
+                next = now + Duration::from_nanos(ahead);
             }
             self.heap.push(Reverse((next, i)));
             if slot.running || slot.queued {
@@ -265,6 +270,30 @@ mod tests {
         assert_eq!(drain(&mut s), vec![2, 3]);
         assert_eq!(s.queued(), 2, "4 and 5 wait for a slot");
         assert_eq!(s.poll_timeout(), Some(t0 + ms(750)), "6 and 7 are due next");
+    }
+
+    /// Issue 19, item 7: the count of missed intervals was truncated to u32, so a
+    /// long stop with a short interval miscounted, and `missed + 1` could wrap.
+    #[test]
+    fn a_jump_of_100_days_skips_to_the_next_grid_point_and_counts_exactly() {
+        let day = Duration::from_secs(86_400);
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(1)), Some(day)], 8, t0);
+        s.handle_timer(t0);
+        assert_eq!(drain(&mut s), vec![0, 1]);
+        s.handle_done(0);
+        s.handle_done(1);
+        let now = t0 + day * 100 + ms(1) / 2;
+        s.handle_timer(now);
+        assert_eq!(drain(&mut s), vec![0, 1], "each runs once, no burst");
+        // 1 ms: due at t0 + 1 ms .. t0 + 100 d: 8.64e9 ticks, all but one missed;
+        // the count saturates instead of wrapping.
+        assert_eq!(s.overruns(0), u32::MAX);
+        assert_eq!(s.next_due(0), Some(t0 + day * 100 + ms(1)));
+        // 1 day: due at t0 + 1 d .. t0 + 100 d: 100 ticks, 99 missed.
+        assert_eq!(s.overruns(1), 99);
+        assert_eq!(s.next_due(1), Some(t0 + day * 101));
+        assert_eq!(s.poll_timeout(), Some(t0 + day * 100 + ms(1)));
     }
 
     #[test]
