@@ -125,8 +125,11 @@ fn check_config_accepts_a_good_config_and_reports_module_problems() {
     sb.module("Bad", "exit 1", None);
     std::fs::write(sb.path("modules/Bad/module.conf"), "timeout = never\n").unwrap();
     let (code, out, err) = sb.run(&["--check-config"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok; 1 modules runnable"), "{out}");
+    // A refused module is a failed check (issue 19, item 13); the daemon would run
+    // the rest.
+    assert_eq!(code, 2, "{err}");
+    assert!(out.contains("1 module refused (Bad)"), "{out}");
+    assert!(out.contains("1 modules runnable"), "{out}");
     assert!(
         err.contains("module Bad:") && err.contains("module.conf:1: key `timeout`"),
         "{err}"

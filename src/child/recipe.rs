@@ -6,8 +6,9 @@
 //! `spawn` turns a recipe into a process; `run` follows it to its end.
 //!
 //! Every module child gets `CRD_CONFIG`, `CRD_MODULE` and `CRD_NODE`; a response
-//! also `CRD_CHECK_OUTPUT` and `CRD_CHECK_CODE`; an install script `CRD_MODULE_DIR`
-//! and `CRD_STEP`. Fetch tools get no `CRD_*` variables, only `HOME`,
+//! also `CRD_CHECK_OUTPUT` (at most 16 KiB of it) and `CRD_CHECK_CODE`, and the
+//! check's whole output on stdin; an install script `CRD_MODULE_DIR` and
+//! `CRD_STEP`. Fetch tools get no `CRD_*` variables, only `HOME`,
 //! `GIT_TERMINAL_PROMPT=0` (never wait for a password) and `LC_ALL=C`. `PATH` is
 //! added by `spawn` from crd's own.
 
@@ -15,6 +16,7 @@ use crate::child::spawn::{CHILD_OPEN_FILES, Streams};
 use crate::child::sys::Limits;
 use crate::core::config::ModuleSettings;
 use crate::core::module::{Module, Role};
+use crate::core::output::head_tail;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,7 +40,15 @@ pub struct Recipe {
     pub timeout: Duration,
     /// Output kept, bytes (head and tail).
     pub output_limit: u32,
+    /// What the child reads on stdin (none: `/dev/null`).
+    pub input: Option<Vec<u8>>,
 }
+
+/// Bytes of the check's output passed in `CRD_CHECK_OUTPUT` (head and tail, with
+/// a marker): Linux refuses one environment string over 128 KiB, and all of argv
+/// and the environment together over a quarter of the stack limit, so the variable
+/// stays small; the whole capture is on the response's stdin.
+pub const CHECK_OUTPUT_ENV_BYTES: usize = 16 * 1024;
 
 /// What every module child is told about the crd that runs it.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +97,7 @@ impl Recipe {
             own_group: true,
             timeout: s.timeout,
             output_limit: s.output_limit,
+            input: None,
         }
     }
 
@@ -95,14 +106,18 @@ impl Recipe {
         Recipe::module_child(host, &m.name, Role::Check, &m.check, &m.dir, &m.settings)
     }
 
-    /// A module's response to a check that exited `code` printing `output`.
-    /// `None` when the module has no response.
-    pub fn response(host: Host<'_>, m: &Module, output: &str, code: i32) -> Option<Recipe> {
+    /// A module's response to a check that exited `code` printing `output` (the
+    /// capture, at most `output_limit` bytes): the whole of it on stdin, and at most
+    /// `CHECK_OUTPUT_ENV_BYTES` of it in `CRD_CHECK_OUTPUT`. `None` when the module
+    /// has no response.
+    pub fn response(host: Host<'_>, m: &Module, output: String, code: i32) -> Option<Recipe> {
         let program = m.response.as_deref()?;
         let mut r =
             Recipe::module_child(host, &m.name, Role::Response, program, &m.dir, &m.settings);
-        r.env.push(("CRD_CHECK_OUTPUT", output.into()));
+        let env = head_tail(&output, CHECK_OUTPUT_ENV_BYTES).into_owned();
+        r.env.push(("CRD_CHECK_OUTPUT", env.into()));
         r.env.push(("CRD_CHECK_CODE", code.to_string().into()));
+        r.input = Some(output.into_bytes());
         Some(r)
     }
 
@@ -173,6 +188,7 @@ impl Recipe {
             own_group: true,
             timeout,
             output_limit: s.output_limit.max(4096),
+            input: None,
         }
     }
 }
@@ -211,7 +227,7 @@ mod tests {
         let s = &m.settings;
         let all = [
             Recipe::check(host(), &m),
-            Recipe::response(host(), &m, "out", 0).unwrap(),
+            Recipe::response(host(), &m, "out".into(), 0).unwrap(),
             Recipe::support(host(), "Disk", &m.check, s, vec![], false),
             Recipe::install_step(
                 host(),
@@ -234,15 +250,29 @@ mod tests {
     #[test]
     fn a_response_carries_the_checks_output_and_code() {
         let m = module();
-        let r = Recipe::response(host(), &m, "disk 95%", 0).unwrap();
+        let r = Recipe::response(host(), &m, "disk 95%".into(), 0).unwrap();
         assert_eq!(r.program, Path::new("/m/Disk/response"));
         assert_eq!(r.dir, Path::new("/m/Disk"));
         assert_eq!(var(&r, "CRD_CHECK_OUTPUT"), Some("disk 95%"));
         assert_eq!(var(&r, "CRD_CHECK_CODE"), Some("0"));
+        assert_eq!(r.input.as_deref(), Some(&b"disk 95%"[..]));
         let mut none = module();
         none.response = None;
-        assert!(Recipe::response(host(), &none, "", 0).is_none());
+        assert!(Recipe::response(host(), &none, String::new(), 0).is_none());
         assert_eq!(var(&Recipe::check(host(), &m), "CRD_CHECK_OUTPUT"), None);
+    }
+
+    /// Issue 19, item 1: a 300,000-byte capture in one environment string made the
+    /// response fail to start (E2BIG).
+    #[test]
+    fn a_large_check_output_goes_to_stdin_and_the_variable_stays_small() {
+        let m = module();
+        let big = "x".repeat(300_000);
+        let r = Recipe::response(host(), &m, big.clone(), 0).unwrap();
+        let env = var(&r, "CRD_CHECK_OUTPUT").unwrap();
+        assert!(env.len() <= CHECK_OUTPUT_ENV_BYTES + 64, "{}", env.len());
+        assert!(env.contains("bytes cut"));
+        assert_eq!(r.input.as_deref(), Some(big.as_bytes()));
     }
 
     #[test]

@@ -19,9 +19,10 @@
 use crate::child::recipe::Recipe;
 use crate::child::sys::{self, Child, ChildMem, ExecPlan, Reaped};
 use std::fs::File;
-use std::io;
+use std::io::{self, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// PATH for children when crd itself has none.
 pub const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -31,11 +32,12 @@ pub const CHILD_OPEN_FILES: u32 = 1024;
 /// How the child's standard streams are wired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Streams {
-    /// stdin `/dev/null`; stdout and stderr into one pipe read by the poll loop.
+    /// stdin `/dev/null` (or the recipe's input); stdout and stderr into one pipe
+    /// read by the poll loop.
     Capture,
     /// All three inherited from crd (`crd -x`).
     Inherit,
-    /// stdin `/dev/null`, stdout into this open file (crd keeps owning it), stderr
+    /// stdin as for `Capture`, stdout into this open file (crd keeps owning it), stderr
     /// into the pipe read by the loop (`gzip -dc` for `crd --install`).
     StdoutTo(std::os::fd::RawFd),
 }
@@ -45,6 +47,35 @@ pub struct Spawned {
     pub child: Child,
     /// The read end of the shared stdout/stderr pipe (non-blocking), with `Capture`.
     pub output: Option<mio::unix::pipe::Receiver>,
+}
+
+/// A file holding `bytes`, positioned at its start, for a child's stdin: a memfd,
+/// or where the kernel has none (before 3.17) an unlinked file in the temp
+/// directory. A file, not a pipe: the child reads it at its own pace and crd never
+/// waits for a slow reader; its size is the recipe's input, at most `output_limit`.
+fn input_file(bytes: &[u8]) -> io::Result<File> {
+    let mut f = match sys::memfd() {
+        Ok(fd) => File::from(fd),
+        Err(_) => {
+            let p = std::env::temp_dir().join(format!(
+                ".crd-input-{}-{:x}",
+                std::process::id(),
+                bytes.as_ptr() as usize
+            ));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&p)?;
+            let _ = std::fs::remove_file(&p);
+            f
+        }
+    };
+    f.write_all(bytes)?;
+    f.seek(io::SeekFrom::Start(0))?;
+    Ok(f)
 }
 
 /// Child memory kept for reuse; more runs at once allocate more, freed on return.
@@ -79,19 +110,26 @@ impl Spawner {
             .iter()
             .map(|(k, v)| (k.as_bytes(), v.as_os_str().as_bytes()))
             .collect();
+        // stdin: the recipe's input as a file of its own, else /dev/null. Kept open
+        // until the clone took its copy of the descriptor table.
+        let input = match &spec.input {
+            Some(bytes) if spec.streams != Streams::Inherit => Some(input_file(bytes)?),
+            _ => None,
+        };
+        let stdin = input
+            .as_ref()
+            .map_or(self.devnull.as_raw_fd(), |f| f.as_raw_fd());
         let (stdio, pipe) = match spec.streams {
             Streams::Inherit => ([-1, -1, -1], None),
             Streams::StdoutTo(fd) => {
                 let (rx, tx) = sys::pipe()?;
-                let null = self.devnull.as_raw_fd();
-                ([null, fd, tx.as_raw_fd()], Some((tx, rx)))
+                ([stdin, fd, tx.as_raw_fd()], Some((tx, rx)))
             }
             Streams::Capture => {
                 // Both ends close-on-exec and non-blocking (the child's copies are
                 // dup'ed onto 1 and 2, and set back to blocking there).
                 let (rx, tx) = sys::pipe()?;
-                let null = self.devnull.as_raw_fd();
-                ([null, tx.as_raw_fd(), tx.as_raw_fd()], Some((tx, rx)))
+                ([stdin, tx.as_raw_fd(), tx.as_raw_fd()], Some((tx, rx)))
             }
         };
         let plan = ExecPlan {

@@ -518,6 +518,19 @@ mod raw {
 
 /// A close-on-exec pipe: (read end, write end), both non-blocking (a child gets its
 /// end back to blocking through `ExecPlan::blocking`).
+/// An anonymous in-memory file (`memfd_create`, close-on-exec), for a child's
+/// stdin: crd writes it whole and the child reads it at its own pace, so crd never
+/// waits on a pipe for a slow reader. `ENOSYS` on kernels before 3.17.
+pub fn memfd() -> io::Result<OwnedFd> {
+    // SAFETY: the name is a NUL-terminated static string; memfd_create only reads it.
+    let fd = unsafe { libc::memfd_create(c"crd-input".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create succeeded, so `fd` is open and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.

@@ -298,19 +298,40 @@ fn run_daemon(cfg: Config) -> i32 {
     }
 }
 
+/// `--check-config`: the config parsed (or `main` already exited 2), then every
+/// module. A refused module, or a `[module NAME]` section naming no runnable
+/// module, exits 2: the daemon would run the rest, but a deployment gated on this
+/// must not ship a router that runs less than it was given. Other warnings (no
+/// `modules_dir` yet) are printed and exit 0.
 fn check_config(cfg: &Config) -> i32 {
-    let (mods, warnings) = modules::discover(cfg, sys::euid());
-    for w in &warnings {
+    let scan = modules::discover(cfg, sys::euid());
+    for w in &scan.warnings {
         err!("crd: {w}");
     }
+    let runnable = scan.modules.len();
+    if scan.refused.is_empty() && scan.unmatched_sections.is_empty() {
+        out!(
+            "{}: ok; {runnable} modules runnable from {}",
+            cfg.path.display(),
+            cfg.modules_dir.display()
+        );
+        return EXIT_OK;
+    }
+    let refused = scan.refused.len();
     out!(
-        "{}: ok; {} modules runnable from {}",
+        "{}: {refused} module{} refused ({}), {} section{} naming no module; {runnable} modules runnable from {}",
         cfg.path.display(),
-        mods.len(),
+        if refused == 1 { "" } else { "s" },
+        scan.refused.join(", "),
+        scan.unmatched_sections.len(),
+        if scan.unmatched_sections.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         cfg.modules_dir.display()
     );
-    // Module problems are reported but are not config errors: the daemon runs the rest.
-    EXIT_OK
+    EXIT_USAGE
 }
 
 fn status(cfg: &Config) -> i32 {
@@ -500,7 +521,7 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
     }
     // `crd check` is a manual run: trigger_after and cooldown are daemon state and do
     // not apply here.
-    let Some(response) = Recipe::response(host, &m, &f.output, f.outcome.code()) else {
+    let Some(response) = Recipe::response(host, &m, f.output.clone(), f.outcome.code()) else {
         out!("response {name}: none (the module has no response)");
         return EXIT_OK;
     };

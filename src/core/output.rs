@@ -85,9 +85,51 @@ impl Capture {
     }
 }
 
+/// `s` cut to at most about `limit` bytes: its first and last `limit / 2` bytes (at
+/// character boundaries) with a marker saying how many were cut between them; `s`
+/// itself when it fits. For text that must stay small wherever it goes (an
+/// environment variable: Linux refuses one string over 128 KiB).
+pub fn head_tail(s: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= limit {
+        return s.into();
+    }
+    let mut head = limit / 2;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = s.len() - limit / 2;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}\n[... {} bytes cut ...]\n{}",
+        &s[..head],
+        tail - head,
+        &s[tail..]
+    )
+    .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_tail_keeps_both_ends_within_the_limit() {
+        assert_eq!(head_tail("short", 16), "short");
+        let long = format!("{}{}{}", "a".repeat(100), "b".repeat(1000), "c".repeat(100));
+        let cut = head_tail(&long, 200);
+        assert!(cut.starts_with(&"a".repeat(100)), "{cut}");
+        assert!(cut.ends_with(&"c".repeat(100)), "{cut}");
+        assert!(cut.contains("[... 1000 bytes cut ...]"), "{cut}");
+        // Character boundaries: a cut never splits a UTF-8 sequence.
+        let wide = "é".repeat(100);
+        let cut = head_tail(&wide, 11);
+        assert!(
+            cut.starts_with("ééééé\n") || cut.starts_with("éééé\n"),
+            "{cut}"
+        );
+    }
 
     #[test]
     fn short_output_is_kept_whole() {

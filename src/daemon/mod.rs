@@ -111,8 +111,9 @@ impl Daemon {
     /// (Re)discovers modules and rebuilds the schedule, keeping each module's state
     /// and any run in flight.
     fn install_modules(&mut self, now: Instant) {
-        let (mods, warnings) = modules::discover(&self.cfg, self.euid);
-        for w in warnings {
+        let scan = modules::discover(&self.cfg, self.euid);
+        let mods = scan.modules;
+        for w in scan.warnings {
             log::warn!("{w}");
         }
         let old: Vec<(String, ModuleState)> = self
@@ -305,7 +306,7 @@ impl Daemon {
         }
         match a.next {
             Next::Respond { output, code } => {
-                let r = Recipe::response(self.host(), &self.modules[i], &output, code)
+                let r = Recipe::response(self.host(), &self.modules[i], output, code)
                     .expect("the lifecycle responds only for a module with a response");
                 self.start(&r, now);
             }

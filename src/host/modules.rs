@@ -5,7 +5,8 @@
 //! optional executable `response` and an optional `module.conf`. A support module
 //! (`crd -x Name`) is `<modules_dir>/<Name>/<Name>`. Files are refused the way cron
 //! and sudo refuse them: group- or world-writable, or owned by someone other than
-//! root or crd's own user. A module with a problem is skipped with one warning per
+//! root or crd's own user; the rule covers the module directory and everything in
+//! it, since the scripts source files beside them (`params`). A module with a problem is skipped with one warning per
 //! problem; the others run. This file reads directories and metadata, and nothing
 //! else: it never runs a module.
 
@@ -19,19 +20,21 @@ use std::path::{Path, PathBuf};
 /// Most module directories looked at in one scan; more are reported and ignored.
 pub const MAX_MODULES: usize = 1024;
 
-/// Why a file may not be run: `None` when it is fine.
-fn file_problem(path: &Path, euid: u32, need_exec: bool) -> Option<String> {
+/// Entries of one module directory looked at (files, directories, symlinks), at
+/// most; a larger module is refused rather than half checked.
+pub const MAX_MODULE_ENTRIES: usize = 1024;
+/// Deepest directory level inside a module that is checked.
+pub const MAX_MODULE_DEPTH: usize = 8;
+
+/// Why a file or directory may not be trusted: group- or world-writable, or owned
+/// by someone other than root or crd's own user. `None` when it is fine. Follows
+/// symlinks (what matters is what a script reads).
+fn trust_problem(path: &Path, euid: u32) -> Option<String> {
     let md = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) => return Some(format!("{}: {e}", path.display())),
     };
     let mode = md.permissions().mode();
-    if need_exec && !md.is_file() {
-        return Some(format!("{} is not a regular file", path.display()));
-    }
-    if need_exec && mode & 0o111 == 0 {
-        return Some(format!("{} is not executable (chmod +x)", path.display()));
-    }
     if mode & 0o022 != 0 {
         return Some(format!(
             "{} is group- or world-writable (mode {:04o}); refusing to run it",
@@ -49,35 +52,94 @@ fn file_problem(path: &Path, euid: u32, need_exec: bool) -> Option<String> {
     None
 }
 
+/// Why `path` cannot be run as a module's executable: missing, not a regular file,
+/// or not executable.
+fn exec_problem(path: &Path) -> Option<String> {
+    let md = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{}: {e}", path.display())),
+    };
+    if !md.is_file() {
+        return Some(format!("{} is not a regular file", path.display()));
+    }
+    if md.permissions().mode() & 0o111 == 0 {
+        return Some(format!("{} is not executable (chmod +x)", path.display()));
+    }
+    None
+}
+
+/// The trust rule applied to a whole module: the directory itself and everything
+/// in it (a `params` file the scripts source, a library directory, the
+/// executables), one problem per entry. `.git` is not descended into (crd runs
+/// nothing from it); symlinked directories are checked but not followed.
+fn tree_problems(dir: &Path, euid: u32) -> Vec<String> {
+    fn walk(d: &Path, depth: usize, euid: u32, seen: &mut usize, out: &mut Vec<String>) {
+        let mut entries: Vec<_> = match fs::read_dir(d) {
+            Ok(e) => e.flatten().map(|e| e.path()).collect(),
+            Err(e) => {
+                out.push(format!("{}: {e}", d.display()));
+                return;
+            }
+        };
+        entries.sort();
+        for p in entries {
+            if p.file_name().is_some_and(|n| n == ".git") {
+                continue;
+            }
+            *seen += 1;
+            if *seen > MAX_MODULE_ENTRIES {
+                out.push(format!(
+                    "more than {MAX_MODULE_ENTRIES} files in the module; refusing to run it"
+                ));
+                return;
+            }
+            out.extend(trust_problem(&p, euid));
+            let real_dir = fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+            if real_dir {
+                if depth >= MAX_MODULE_DEPTH {
+                    out.push(format!(
+                        "{} is deeper than {MAX_MODULE_DEPTH} levels; refusing to run it",
+                        p.display()
+                    ));
+                } else {
+                    walk(&p, depth + 1, euid, seen, out);
+                }
+            }
+        }
+    }
+    let mut out: Vec<String> = trust_problem(dir, euid).into_iter().collect();
+    walk(dir, 1, euid, &mut 0, &mut out);
+    out
+}
+
 /// Loads module `name` from `cfg.modules_dir`; `Err` lists every problem found.
 pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> {
     if let Err(why) = config::valid_name(name) {
         return Err(vec![format!("bad module name `{name}`: {why}")]);
     }
     let dir = cfg.modules_dir.join(name);
-    let mut problems = Vec::new();
-    if let Some(p) = file_problem(&dir, euid, false) {
-        problems.push(p);
-    }
+    let mut problems = tree_problems(&dir, euid);
     let check = dir.join("check");
     if !check.exists() {
         problems.push(format!("{} is missing", check.display()));
-    } else if let Some(p) = file_problem(&check, euid, true) {
-        problems.push(p);
+    } else {
+        problems.extend(exec_problem(&check));
     }
     let response = dir.join("response");
     let response = if response.exists() {
-        if let Some(p) = file_problem(&response, euid, true) {
-            problems.push(p);
-        }
+        problems.extend(exec_problem(&response));
         Some(response)
     } else {
         None
     };
-    let own = own_settings(&dir, euid).unwrap_or_else(|mut e| {
-        problems.append(&mut e);
+    let own = if problems.is_empty() {
+        own_settings(&dir).unwrap_or_else(|mut e| {
+            problems.append(&mut e);
+            Vec::new()
+        })
+    } else {
         Vec::new()
-    });
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -90,30 +152,43 @@ pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> 
     })
 }
 
-/// The module's own `module.conf` overrides (none when the file is absent).
-fn own_settings(dir: &Path, euid: u32) -> Result<Vec<config::Setting>, Vec<String>> {
+/// The module's own `module.conf` overrides (none when the file is absent). The
+/// caller has checked the module's files (`tree_problems`).
+fn own_settings(dir: &Path) -> Result<Vec<config::Setting>, Vec<String>> {
     let path = dir.join("module.conf");
     if !path.exists() {
         return Ok(Vec::new());
-    }
-    if let Some(p) = file_problem(&path, euid, false) {
-        return Err(vec![p]);
     }
     let text = read_bounded(&path, config::MAX_CONFIG_BYTES)
         .map_err(|e| vec![format!("{}: {e}", path.display())])?;
     config::parse_module_conf(&text, &path).map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
 }
 
-/// Scans `modules_dir`. Returns the runnable modules, sorted by name, and one
-/// warning per problem. A directory without `check` (a pure support module) is not a
-/// scheduled module and is passed over silently.
-pub fn discover(cfg: &Config, euid: u32) -> (Vec<Module>, Vec<String>) {
+/// What a scan of `modules_dir` found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The runnable modules, sorted by name.
+    pub modules: Vec<Module>,
+    /// One line per problem (a refused module's file, a section naming no module).
+    pub warnings: Vec<String>,
+    /// Modules that have a `check` but were refused.
+    pub refused: Vec<String>,
+    /// `[module NAME]` sections of crd.conf that name no runnable module.
+    pub unmatched_sections: Vec<String>,
+}
+
+/// Scans `modules_dir`. A directory without `check` (a pure support module) is not
+/// a scheduled module and is passed over silently.
+pub fn discover(cfg: &Config, euid: u32) -> Scan {
     let mut warnings = Vec::new();
     let entries = match fs::read_dir(&cfg.modules_dir) {
         Ok(e) => e,
         Err(e) => {
             warnings.push(format!("modules_dir {}: {e}", cfg.modules_dir.display()));
-            return (Vec::new(), warnings);
+            return Scan {
+                warnings,
+                ..Scan::default()
+            };
         }
     };
     let mut names = Vec::new();
@@ -134,6 +209,7 @@ pub fn discover(cfg: &Config, euid: u32) -> (Vec<Module>, Vec<String>) {
     }
     names.sort();
     let mut modules = Vec::new();
+    let mut refused = Vec::new();
     for name in names {
         let dir = cfg.modules_dir.join(&name);
         if !dir.join("check").exists() {
@@ -145,11 +221,14 @@ pub fn discover(cfg: &Config, euid: u32) -> (Vec<Module>, Vec<String>) {
                 for p in problems {
                     warnings.push(format!("module {name}: {p}; module skipped"));
                 }
+                refused.push(name);
             }
         }
     }
+    let mut unmatched_sections = Vec::new();
     for sec in &cfg.sections {
         if !modules.iter().any(|m| m.name == sec.name) {
+            unmatched_sections.push(sec.name.clone());
             warnings.push(format!(
                 "{}:{}: [module {}] names no runnable module in {}",
                 cfg.path.display(),
@@ -159,7 +238,12 @@ pub fn discover(cfg: &Config, euid: u32) -> (Vec<Module>, Vec<String>) {
             ));
         }
     }
-    (modules, warnings)
+    Scan {
+        modules,
+        warnings,
+        refused,
+        unmatched_sections,
+    }
 }
 
 /// The executable and settings of support module `name` (`crd -x`).
@@ -173,10 +257,12 @@ pub fn support(cfg: &Config, name: &str, euid: u32) -> Result<(PathBuf, ModuleSe
             exe.display()
         ));
     }
-    if let Some(p) = file_problem(&dir, euid, false).or_else(|| file_problem(&exe, euid, true)) {
-        return Err(p);
+    let mut problems = tree_problems(&dir, euid);
+    problems.extend(exec_problem(&exe));
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
     }
-    let own = own_settings(&dir, euid).map_err(|e| e.join("; "))?;
+    let own = own_settings(&dir).map_err(|e| e.join("; "))?;
     Ok((exe, cfg.module_settings(name, &own)))
 }
 
@@ -242,7 +328,9 @@ mod tests {
             d,
             "[module Good]\ntimeout = 3\n[module Ghost]\ntimeout = 1\n",
         );
-        let (mods, warns) = discover(&c, crate::child::sys::euid());
+        let scan = discover(&c, crate::child::sys::euid());
+        let (mods, warns) = (scan.modules, scan.warnings);
+        assert_eq!(scan.refused, ["BadConf", "BadResp", "NoExec", "Writable"]);
         assert_eq!(mods.len(), 1, "{warns:#?}");
         let g = &mods[0];
         assert_eq!(g.name, "Good");
@@ -277,7 +365,8 @@ mod tests {
     #[test]
     fn missing_modules_dir_is_a_warning_not_a_crash() {
         let c = cfg(Path::new("/nonexistent/crd-modules"), "");
-        let (mods, warns) = discover(&c, 0);
+        let scan = discover(&c, 0);
+        let (mods, warns) = (scan.modules, scan.warnings);
         assert!(mods.is_empty());
         assert!(warns[0].starts_with("modules_dir /nonexistent/crd-modules:"));
     }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub trait Storage {
@@ -45,9 +45,13 @@ pub struct FileStorage {
 }
 
 impl FileStorage {
-    /// Opens (creating, mode 0700) `dir` and takes its lock file.
+    /// Opens (creating, mode 0700 whatever the umask: records hold module output)
+    /// `dir` and takes its lock file. An existing directory keeps its mode.
     pub fn open(dir: &Path) -> io::Result<FileStorage> {
-        fs::create_dir_all(dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         let lock = OpenOptions::new()
             .read(true)
             .write(true)

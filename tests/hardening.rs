@@ -1,0 +1,166 @@
+//! Regression tests of the edge-hardening issue (19): each is named after the
+//! symptom it found, runs the real `crd` binary against real `/bin/sh` modules, and
+//! failed before its fix.
+
+mod common;
+use common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn chmod(sb: &Sandbox, rel: &str, mode: u32) {
+    fs::set_permissions(sb.path(rel), fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A module whose check and response source `./params`, as the shipped ones do.
+fn module_with_params(sb: &Sandbox, name: &str) {
+    sb.module(
+        name,
+        ". ./params\n[ -n \"$LIMIT\" ] || exit 3\nexit 1",
+        Some(". ./params\n:"),
+    );
+    fs::write(sb.path(&format!("modules/{name}/params")), "LIMIT=5\n").unwrap();
+    chmod(sb, &format!("modules/{name}/params"), 0o644);
+}
+
+/// Item 5: a world-writable `params` let any local user run code as root through
+/// `crd check` and the daemon, and `--check-config` called the module fine.
+#[test]
+fn a_world_writable_params_file_is_refused_like_a_world_writable_check() {
+    let sb = Sandbox::new("params");
+    module_with_params(&sb, "Fine");
+    module_with_params(&sb, "Open");
+    chmod(&sb, "modules/Open/params", 0o666);
+    let (code, _, err) = sb.run(&["check", "Open"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("modules/Open/params") && err.contains("world-writable (mode 0666)"),
+        "{err}"
+    );
+    let (code, out, _) = sb.run(&["check", "Fine"]);
+    assert_eq!(code, 0, "{out}");
+    // A writable subdirectory can be filled with files a script sources.
+    module_with_params(&sb, "Lib");
+    fs::create_dir(sb.path("modules/Lib/lib")).unwrap();
+    chmod(&sb, "modules/Lib/lib", 0o777);
+    let (code, _, err) = sb.run(&["check", "Lib"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("modules/Lib/lib is group- or world-writable"),
+        "{err}"
+    );
+    // The daemon skips both, one warning naming the file each, and runs the rest.
+    sb.config("interval = 1");
+    let d = sb.start();
+    let log = d.log();
+    assert!(
+        log.contains("module Open:") && log.contains("Open/params"),
+        "{log}"
+    );
+    assert!(
+        log.contains("module Lib:") && log.contains("Lib/lib"),
+        "{log}"
+    );
+    assert!(log.contains("1 modules (1 enabled)"), "{log}");
+}
+
+/// Item 13: `--check-config` printed the warning, then `ok; 0 modules runnable` and
+/// exited 0, so a deployment gated on it shipped a router that ran nothing.
+#[test]
+fn check_config_exits_2_when_a_module_is_refused() {
+    let sb = Sandbox::new("checkcfg");
+    sb.module("Good", "exit 1", None);
+    sb.module("Bad", "exit 1", None);
+    fs::write(sb.path("modules/Bad/module.conf"), "intreval = 5\n").unwrap();
+    chmod(&sb, "modules/Bad/module.conf", 0o644);
+    let (code, out, err) = sb.run(&["--check-config"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("module.conf:1: key `intreval`"), "{err}");
+    assert!(!out.contains(": ok"), "{out}");
+    assert!(out.contains("1 module refused (Bad)"), "{out}");
+    fs::remove_file(sb.path("modules/Bad/module.conf")).unwrap();
+    let (code, out, err) = sb.run(&["--check-config"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok; 2 modules runnable"), "{out}");
+    // A section naming no module is a failed check too (a typo loses its keys).
+    sb.config("[module Ghost]\ntimeout = 1");
+    let (code, out, err) = sb.run(&["--check-config"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("1 section naming no module"), "{out}");
+}
+
+/// Item 6: with umask 022 a fresh spool directory was created 0755, not the
+/// documented 0700 (its records hold module output).
+#[test]
+fn a_fresh_spool_directory_is_created_0700_whatever_the_umask() {
+    let sb = Sandbox::new("spoolmode");
+    let spool = sb.path("var/lib/spool");
+    fs::write(
+        sb.conf(),
+        sb.read("crd.conf").replace(
+            &sb.path("spool").display().to_string(),
+            &spool.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = sb.crd(&[]);
+    // SAFETY: umask is async-signal-safe and touches only the child's own mask.
+    unsafe {
+        daemon.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let log = fs::File::create(sb.path("crd.log")).unwrap();
+    let mut child = daemon
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let ok = wait_for(LONG, || sb.read("crd.log").contains("started"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "{}", sb.read("crd.log"));
+    let mode = fs::metadata(&spool).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "spool dir mode {mode:o}");
+}
+
+/// Item 1: a check printing 300,000 bytes with `output_limit = 1M` made its
+/// response fail to start (`Argument list too long`): the whole capture went into
+/// one environment string. Now the capture is on the response's stdin and
+/// `CRD_CHECK_OUTPUT` holds at most 16 KiB of it, in `crd check` and the daemon.
+#[test]
+fn a_chatty_check_still_starts_its_response_with_the_output_on_stdin() {
+    let sb = Sandbox::new("chatty");
+    sb.module(
+        "Big",
+        "head -c 300000 /dev/zero | tr '\\0' x\nexit 0",
+        Some("wc -c > ../../stdin_bytes\nprintf '%s' \"$CRD_CHECK_OUTPUT\" | wc -c > ../../env_bytes"),
+    );
+    sb.config("output_limit = 1M\ninterval = 1h");
+    let (code, out, err) = sb.run(&["check", "Big"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("response Big: exit 0"), "{out}");
+    assert_eq!(sb.read("stdin_bytes").trim(), "300000");
+    let env: usize = sb.read("env_bytes").trim().parse().unwrap();
+    assert!(
+        (16_000..=16_500).contains(&env),
+        "CRD_CHECK_OUTPUT of {env} bytes"
+    );
+    fs::remove_file(sb.path("stdin_bytes")).unwrap();
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || sb.read("stdin_bytes").trim() == "300000"),
+        "{}",
+        d.log()
+    );
+    assert!(
+        wait_for(LONG, || d.log().contains("kind=response code=0")),
+        "{}",
+        d.log()
+    );
+}
