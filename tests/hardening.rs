@@ -164,3 +164,39 @@ fn a_chatty_check_still_starts_its_response_with_the_output_on_stdin() {
         d.log()
     );
 }
+
+/// Item 2: under `crd -v`, three SIGHUPs in three seconds ran a 30 s module four
+/// times, and nothing was logged at DEBUG after the first reload. `crd --install`
+/// sends the same reload, so every install re-ran every module.
+#[test]
+fn sighup_keeps_each_modules_schedule_and_the_command_lines_log_level() {
+    let sb = Sandbox::new("hup-sched");
+    sb.module("Daily", "echo run >> ../../daily\nexit 1", None);
+    sb.module("Tick", "exit 1", None);
+    sb.config("interval = 30\n[module Tick]\ninterval = 1");
+    let d = sb.start_with(&["-v"]);
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("daily")) == 1),
+        "{}",
+        d.log()
+    );
+    for _ in 0..3 {
+        d.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // A module added with the last reload starts on its own, once.
+    sb.module("New", "echo run >> ../../new\nexit 1", None);
+    d.signal(libc::SIGHUP);
+    assert!(
+        wait_for(LONG, || count_lines(&sb.path("new")) == 1),
+        "{}",
+        d.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count_lines(&sb.path("daily")), 1, "{}", d.log());
+    assert_eq!(count_lines(&sb.path("new")), 1, "{}", d.log());
+    // -v still holds after the reloads: Tick's starts are logged at DEBUG.
+    let log = d.log();
+    let after = &log[log.rfind("SIGHUP: reloading").unwrap()..];
+    assert!(after.contains("module Tick: starting Check"), "{after}");
+}

@@ -262,7 +262,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Some(Cmd::Status(_)) => status(&cfg),
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
-        None => run_daemon(cfg),
+        None => run_daemon(cfg, args.verbose.then_some(log::LevelFilter::Debug)),
     }
 }
 
@@ -287,9 +287,14 @@ fn install_exit(e: &Failure) -> i32 {
     }
 }
 
-fn run_daemon(cfg: Config) -> i32 {
+fn run_daemon(cfg: Config, pinned: Option<log::LevelFilter>) -> i32 {
     let d = Daemon::new(cfg);
-    match d.and_then(|mut d| d.run()) {
+    match d.and_then(|mut d| {
+        if let Some(level) = pinned {
+            d.pin_log_level(level);
+        }
+        d.run()
+    }) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             log::error!("{e}");

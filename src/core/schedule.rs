@@ -101,6 +101,74 @@ impl Scheduler {
         }
     }
 
+    /// A new module table after a reload. `from[j]` is the old index of new module
+    /// `j` (the same module by name), `None` for a module new to the table. A module
+    /// that was already scheduled keeps its next due time, its overrun count and its
+    /// running or queued state: a reload (SIGHUP, `crd --install`) does not re-run
+    /// anything. A changed interval takes effect from the next run: the next due
+    /// time is the old one, or one new interval from now if that is sooner. Modules
+    /// new to the table (or newly enabled) get first-run phases among themselves,
+    /// as at start: one alone starts at once, several are spread over their interval.
+    pub fn reconfigure(
+        &mut self,
+        intervals: &[Option<Duration>],
+        from: &[Option<usize>],
+        max_parallel: u32,
+        now: Instant,
+    ) {
+        let mut old_due: Vec<Option<Instant>> = vec![None; self.slots.len()];
+        for Reverse((t, i)) in self.heap.drain() {
+            old_due[i] = Some(t);
+        }
+        let fresh: Vec<Option<Duration>> = intervals
+            .iter()
+            .zip(from)
+            .map(|(iv, f)| match f {
+                Some(i) if old_due[*i].is_some() => None,
+                _ => *iv,
+            })
+            .collect();
+        let max_parallel = max_parallel.max(1);
+        let phases = phases(&fresh, max_parallel);
+        let mut slots = Vec::with_capacity(intervals.len());
+        for (j, iv) in intervals.iter().enumerate() {
+            let old = from[j].map(|i| &self.slots[i]);
+            let interval = iv.unwrap_or(Duration::MAX);
+            if let Some(iv) = *iv {
+                let due = match from[j].and_then(|i| old_due[i]) {
+                    Some(d) if old.is_some_and(|o| o.interval != iv) => d.min(now + iv),
+                    Some(d) => d,
+                    None => now + phases[j],
+                };
+                self.heap.push(Reverse((due, j)));
+            }
+            slots.push(Slot {
+                interval,
+                running: old.is_some_and(|o| o.running),
+                queued: false,
+                overruns: old.map_or(0, |o| o.overruns),
+            });
+        }
+        // Queued starts of modules that are still enabled stay queued, in order.
+        let ready: VecDeque<Start> = self
+            .ready
+            .drain(..)
+            .filter_map(|st| {
+                let j = from.iter().position(|f| *f == Some(st.slot))?;
+                intervals[j]?;
+                slots[j].queued = true;
+                Some(Start {
+                    slot: j,
+                    due: st.due,
+                })
+            })
+            .collect();
+        self.running = slots.iter().filter(|s| s.running).count() as u32;
+        self.slots = slots;
+        self.ready = ready;
+        self.max_parallel = max_parallel;
+    }
+
     /// Moves every module due at or before `now` to the ready queue.
     pub fn handle_timer(&mut self, now: Instant) {
         while let Some(&Reverse((due, i))) = self.heap.peek() {
@@ -294,6 +362,97 @@ mod tests {
         assert_eq!(s.overruns(1), 99);
         assert_eq!(s.next_due(1), Some(t0 + day * 101));
         assert_eq!(s.poll_timeout(), Some(t0 + day * 100 + ms(1)));
+    }
+
+    /// Issue 19, item 2: every SIGHUP (and so every `crd --install`) rebuilt the
+    /// schedule and re-ran every module at once.
+    #[test]
+    fn a_reload_keeps_each_unchanged_modules_next_run() {
+        let t0 = Instant::now();
+        let s30 = Duration::from_secs(30);
+        let mut s = Scheduler::new(&[Some(s30), Some(ms(100))], 8, t0);
+        s.handle_timer(t0);
+        assert_eq!(drain(&mut s), vec![0, 1]);
+        s.handle_done(0);
+        // Reloads at 1, 2, 3 s with the same modules: nothing becomes due.
+        for k in 1..=3u64 {
+            s.reconfigure(
+                &[Some(s30), Some(ms(100))],
+                &[Some(0), Some(1)],
+                8,
+                t0 + ms(1000 * k),
+            );
+            assert_eq!(s.next_due(0), Some(t0 + s30));
+            assert!(s.is_running(1), "a run in flight stays running");
+            s.handle_timer(t0 + ms(1000 * k));
+            assert!(drain(&mut s).is_empty(), "reload {k} started something");
+        }
+        assert_eq!(s.running(), 1);
+        s.handle_done(1);
+        assert_eq!(s.running(), 0);
+    }
+
+    #[test]
+    fn a_reload_applies_a_changed_interval_from_the_next_run_and_phases_new_modules() {
+        let t0 = Instant::now();
+        let day = Duration::from_secs(86_400);
+        let mut s = Scheduler::new(&[Some(day), Some(day)], 8, t0);
+        s.handle_timer(t0);
+        assert_eq!(drain(&mut s), vec![0, 1]);
+        s.handle_done(0);
+        s.handle_done(1);
+        let now = t0 + ms(5000);
+        // Module 0 now every minute; module 1 unchanged; two new modules at 10 s,
+        // the old index 1 now at position 2 (a new module sorted before it).
+        let m = Duration::from_secs(60);
+        let ten = Duration::from_secs(10);
+        s.reconfigure(
+            &[Some(m), Some(ten), Some(day), Some(ten)],
+            &[Some(0), None, Some(1), None],
+            1,
+            now,
+        );
+        assert_eq!(
+            s.next_due(0),
+            Some(now + m),
+            "sooner of the old due and one new interval"
+        );
+        assert_eq!(s.next_due(2), Some(t0 + day), "unchanged: kept");
+        assert_eq!(
+            s.next_due(1),
+            Some(now),
+            "new modules: phased among themselves"
+        );
+        assert_eq!(s.next_due(3), Some(now + ten / 2));
+        // A module that was disabled and is enabled again is new to the schedule.
+        s.reconfigure(
+            &[Some(m), None, Some(day), Some(ten)],
+            &[Some(0), Some(1), Some(2), Some(3)],
+            1,
+            now,
+        );
+        assert_eq!(s.next_due(1), None);
+        s.reconfigure(
+            &[Some(m), Some(ten), Some(day), Some(ten)],
+            &[Some(0), Some(1), Some(2), Some(3)],
+            1,
+            now + ms(1),
+        );
+        assert_eq!(s.next_due(1), Some(now + ms(1)));
+    }
+
+    #[test]
+    fn a_reload_keeps_queued_starts_of_modules_still_there() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(&[Some(ms(100)); 3], 3, t0);
+        s.handle_timer(t0);
+        assert_eq!(s.queued(), 3);
+        // Module 1 removed; 0 and 2 become 0 and 1.
+        s.reconfigure(&[Some(ms(100)), Some(ms(100))], &[Some(0), Some(2)], 1, t0);
+        assert_eq!(s.queued(), 2);
+        assert_eq!(drain(&mut s), vec![0], "max_parallel is now 1");
+        s.handle_done(0);
+        assert_eq!(drain(&mut s), vec![1]);
     }
 
     #[test]

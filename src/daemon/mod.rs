@@ -56,9 +56,17 @@ pub struct Daemon {
     started: Instant,
     wakeups: u64,
     stopping: Option<Instant>,
+    /// A log level given on the command line (`-v`): it wins over `log_level` in
+    /// the config, at start and at every reload.
+    pinned_log_level: Option<log::LevelFilter>,
 }
 
 impl Daemon {
+    /// Keeps `level` across reloads, whatever the config's `log_level` says.
+    pub fn pin_log_level(&mut self, level: log::LevelFilter) {
+        self.pinned_log_level = Some(level);
+    }
+
     /// Opens the spool and the control socket. Fails (and crd exits 1) when the
     /// spool is locked by another crd, has a format this crd does not read, or
     /// cannot be created: running without it would lose every event.
@@ -85,6 +93,7 @@ impl Daemon {
             started: now,
             wakeups: 0,
             stopping: None,
+            pinned_log_level: None,
             cfg,
         };
         for line in crate::install::recover(&d.cfg.modules_dir) {
@@ -108,26 +117,21 @@ impl Daemon {
         Ok(d)
     }
 
-    /// (Re)discovers modules and rebuilds the schedule, keeping each module's state
-    /// and any run in flight.
+    /// (Re)discovers modules and reconfigures the schedule, keeping each module's
+    /// state, counters, next due time and any run in flight (`Scheduler::reconfigure`).
     fn install_modules(&mut self, now: Instant) {
         let scan = modules::discover(&self.cfg, self.euid);
         let mods = scan.modules;
         for w in scan.warnings {
             log::warn!("{w}");
         }
-        let old: Vec<(String, ModuleState)> = self
-            .modules
-            .drain(..)
-            .map(|m| m.name)
-            .zip(self.stats.drain(..))
-            .collect();
-        self.stats = mods
+        // Each module keeps its state, counters and schedule by name.
+        let from: Vec<Option<usize>> = mods.iter().map(|m| self.index(&m.name)).collect();
+        let mut old_stats = std::mem::take(&mut self.stats);
+        self.stats = from
             .iter()
-            .map(|m| {
-                old.iter()
-                    .find(|(n, _)| *n == m.name)
-                    .map(|(_, s)| s.clone())
+            .map(|f| {
+                f.map(|i| std::mem::take(&mut old_stats[i]))
                     .unwrap_or_default()
             })
             .collect();
@@ -135,8 +139,11 @@ impl Daemon {
             .iter()
             .map(|m| m.settings.enabled.then_some(m.settings.interval))
             .collect();
-        self.sched = Scheduler::new(&intervals, self.cfg.max_parallel, now);
+        self.sched
+            .reconfigure(&intervals, &from, self.cfg.max_parallel, now);
         self.modules = mods;
+        // A run of a module that was removed and is back (new to the schedule) is
+        // still running: the module must not overlap it.
         let busy: Vec<String> = self.runs.iter().map(|(m, ..)| m.to_string()).collect();
         for name in busy {
             if let Some(i) = self.index(&name) {
@@ -330,7 +337,7 @@ impl Daemon {
                 {
                     log::warn!("spool and broker settings changed; they take effect on restart");
                 }
-                log::set_max_level(cfg.log_level);
+                log::set_max_level(self.pinned_log_level.unwrap_or(cfg.log_level));
                 self.node = node_name(&cfg);
                 self.cfg = Config {
                     control_socket: self.cfg.control_socket.clone(),

@@ -79,10 +79,15 @@ impl Sandbox {
 
     /// Starts the daemon with its log in `<sandbox>/crd.log`.
     pub fn start(&self) -> Daemon {
+        self.start_with(&[])
+    }
+
+    /// Starts the daemon with extra arguments (`-v`).
+    pub fn start_with(&self, args: &[&str]) -> Daemon {
         let log = self.dir.join("crd.log");
         let f = fs::File::create(&log).unwrap();
         let child = self
-            .crd(&[])
+            .crd(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(f)
