@@ -200,3 +200,83 @@ fn sighup_keeps_each_modules_schedule_and_the_command_lines_log_level() {
     let after = &log[log.rfind("SIGHUP: reloading").unwrap()..];
     assert!(after.contains("module Tick: starting Check"), "{after}");
 }
+
+fn control_socket(sb: &Sandbox) -> std::path::PathBuf {
+    sb.path("crd.sock")
+}
+
+/// Item 3: twenty clients that send `emit` and hang up without reading the reply
+/// left their slots taken (the failed reply never freed them) and, once the
+/// timeout freed them, nobody accepted the queued connections: twelve seconds
+/// later `crd status` failed with EAGAIN. Requests of clients that already hung
+/// up are not carried out (they cannot learn the outcome; a retry would spool a
+/// duplicate).
+#[test]
+fn the_control_socket_answers_after_a_burst_of_clients_that_hang_up() {
+    use std::io::Write;
+    let sb = Sandbox::new("burst");
+    let d = sb.start();
+    for n in 0..20 {
+        let mut s = std::os::unix::net::UnixStream::connect(control_socket(&sb)).unwrap();
+        s.write_all(format!("emit burst/{n}\n").as_bytes()).unwrap();
+    }
+    for _ in 0..10 {
+        let (code, out, err) = sb.run(&["status"]);
+        assert_eq!(code, 0, "{out}{err}\n{}", d.log());
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let (code, out, err) = sb.run(&["status"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", d.log());
+    assert_eq!(
+        stat_of(&out, "spool_next_seq"),
+        1,
+        "hung-up emits were spooled"
+    );
+    let (code, out, err) = sb.run(&["emit", "after/burst", "x"]);
+    assert_eq!((code, out.trim()), (0, "1"), "{err}");
+}
+
+/// Item 3: `crd emit` said "not spooled" (exit 1) when the daemon only answered
+/// late, and the record was spooled afterwards. No answer in time is now its own
+/// exit code, 3: the outcome is unknown.
+#[test]
+fn emit_without_an_answer_in_time_says_the_outcome_is_unknown() {
+    let sb = Sandbox::new("emit-late");
+    let d = sb.start();
+    d.signal(libc::SIGSTOP);
+    let (code, _, err) = sb.run(&["emit", "late/one", "x"]);
+    d.signal(libc::SIGCONT);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("may or may not"), "{err}");
+    // Without a daemon at all it is a plain failure.
+    drop(d);
+    let (code, _, err) = sb.run(&["emit", "late/two", "x"]);
+    assert_eq!(code, 1, "{err}");
+}
+
+/// Item 10: the control socket had no read budget: a client streaming bytes was
+/// read (and its excess discarded) for as long as it wrote, up to its 5 s timeout.
+/// Past the request limit it is now answered and dropped at once.
+#[test]
+fn a_control_client_streaming_without_end_is_cut_off_at_the_limit() {
+    use std::io::Write;
+    let sb = Sandbox::new("stream");
+    sb.config("spool_max_record = 4k");
+    let d = sb.start();
+    let mut s = std::os::unix::net::UnixStream::connect(control_socket(&sb)).unwrap();
+    s.write_all(b"emit flood/x\n").unwrap();
+    let chunk = [b'x'; 4096];
+    let start = std::time::Instant::now();
+    let cut = loop {
+        if s.write_all(&chunk).is_err() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(4) {
+            break false;
+        }
+    };
+    assert!(cut, "still reading after 4 s:\n{}", d.log());
+    let (code, out, err) = sb.run(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(stat_of(&out, "spool_next_seq"), 1);
+}

@@ -32,10 +32,12 @@ const EVENTS_CAPACITY: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {
     Signal(i32),
-    /// A caller's source is ready; `readable` includes a closed or failed socket.
+    /// A caller's source is ready; `readable` includes a closed or failed socket;
+    /// `hung_up`: the peer closed entirely (EPOLLHUP), not only its sending side.
     Ready {
         token: Token,
         readable: bool,
+        hung_up: bool,
     },
 }
 
@@ -106,6 +108,7 @@ impl Poller {
                 token => woken.push(Wake::Ready {
                     token,
                     readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    hung_up: ev.is_write_closed(),
                 }),
             }
         }

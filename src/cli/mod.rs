@@ -14,6 +14,7 @@ use crate::child::sys;
 use crate::core::config::{self, Config};
 use crate::core::decide::{self, Outcome};
 use crate::daemon::Daemon;
+use crate::host::control::{CallError, request_with_body};
 use crate::host::files::node_name;
 use crate::host::modules;
 use crate::install::Failure;
@@ -38,6 +39,9 @@ macro_rules! err {
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+/// `crd emit` only: the request reached the daemon but no answer came in time, so
+/// whether the record was spooled is not known.
+pub const EXIT_UNKNOWN: i32 = 3;
 
 #[derive(FromArgs, Debug)]
 /// crd, the Condition/Response Daemon. Without a command it runs the daemon in the
@@ -89,7 +93,8 @@ enum Cmd {
 #[derive(FromArgs, Debug)]
 /// queue an event through the running daemon: it is published at
 /// <prefix>/<node>/SUFFIX. Exits 0 once the record is in the spool file (with
-/// --sync: on disk), 1 if the daemon is not running or refused it, 2 on bad input.
+/// --sync: on disk), 1 if the daemon is not running or refused it, 2 on bad input,
+/// 3 if the daemon took the request but did not answer in time (outcome unknown).
 #[argh(subcommand, name = "emit")]
 struct EmitCmd {
     /// topic suffix: levels of letters, digits, `_`, `.`, `-` separated by `/`
@@ -382,7 +387,7 @@ fn emit(cfg: &Config, e: &EmitCmd) -> i32 {
         return EXIT_FAIL;
     }
     let req = format!("emit {}{}", e.suffix, if e.sync { " sync" } else { "" });
-    match crate::host::control::request_with_body(&cfg.control_socket, &req, Some(&body)) {
+    match request_with_body(&cfg.control_socket, &req, Some(&body)) {
         Ok(reply) => match reply.trim_end().strip_prefix("ok ") {
             Some(seq) => {
                 out!("{seq}");
@@ -390,22 +395,27 @@ fn emit(cfg: &Config, e: &EmitCmd) -> i32 {
             }
             None => {
                 let reply = reply.trim_end();
-                let reply = reply.strip_prefix("error: ").unwrap_or(reply);
-                let reply = if reply.is_empty() {
-                    "no reply (did the daemon stop?)"
-                } else {
-                    reply
-                };
-                err!("crd: emit: {reply}");
+                err!(
+                    "crd: emit: {}",
+                    reply.strip_prefix("error: ").unwrap_or(reply)
+                );
                 EXIT_FAIL
             }
         },
-        Err(err) => {
+        Err(CallError::Unreachable(e)) => {
             err!(
-                "crd: emit: cannot reach the daemon at {}: {err} (is crd running?)",
+                "crd: emit: cannot reach the daemon at {}: {e} (is crd running?)",
                 cfg.control_socket.display()
             );
             EXIT_FAIL
+        }
+        Err(CallError::NoAnswer(e)) => {
+            err!(
+                "crd: emit: no answer from the daemon at {} ({e}): the record may or may not \
+                 be in the spool (`crd dump` shows what is)",
+                cfg.control_socket.display()
+            );
+            EXIT_UNKNOWN
         }
     }
 }

@@ -202,14 +202,23 @@ impl Daemon {
                         let _ = self.reload(now, "SIGHUP");
                     }
                     Wake::Signal(sig) => self.begin_stop(now, sig),
-                    Wake::Ready { token, .. }
+                    Wake::Ready { token, hung_up, .. }
                         if self.control.as_ref().is_some_and(|c| c.owns(token)) =>
                     {
-                        self.handle_control(token, now)
+                        let reqs = match self.control.as_mut() {
+                            Some(c) => c.handle_event(self.poller.registry(), token, hung_up, now),
+                            None => Vec::new(),
+                        };
+                        self.answer(reqs, now);
                     }
-                    Wake::Ready { token, readable } if self.forwarder.owns(token) => self
-                        .forwarder
-                        .handle_event(self.poller.registry(), self.outbox.spool(), readable, now),
+                    Wake::Ready {
+                        token, readable, ..
+                    } if self.forwarder.owns(token) => self.forwarder.handle_event(
+                        self.poller.registry(),
+                        self.outbox.spool(),
+                        readable,
+                        now,
+                    ),
                     Wake::Ready { .. } => {}
                 }
             }
@@ -237,6 +246,8 @@ impl Daemon {
         }
         if let Some(c) = self.control.as_mut() {
             c.handle_timer(self.poller.registry(), now);
+            let reqs = c.handle_pending_reads(self.poller.registry(), now);
+            self.answer(reqs, now);
         }
         self.outbox.handle_timer(now);
         self.forwarder
@@ -252,6 +263,12 @@ impl Daemon {
             },
             self.runs.poll_timeout(),
             self.control.as_ref().and_then(Control::poll_timeout),
+            // A control client with bytes left past its read budget: do not sleep
+            // (`started` is an instant already past).
+            self.control
+                .as_ref()
+                .filter(|c| c.has_pending_reads())
+                .map(|_| self.started),
             self.stopping.map(|s| s + SHUTDOWN_LIMIT),
             self.outbox.poll_timeout(),
             self.forwarder.poll_timeout(),
@@ -367,11 +384,8 @@ impl Daemon {
         }
     }
 
-    fn handle_control(&mut self, t: Token, now: Instant) {
-        let Some(c) = self.control.as_mut() else {
-            return;
-        };
-        let reqs = c.handle_event(self.poller.registry(), t, now);
+    /// Carries out control requests and sends their replies.
+    fn answer(&mut self, reqs: Vec<(usize, Request)>, now: Instant) {
         for (client, req) in reqs {
             let text = match req {
                 Request::Status => self.status(now),
@@ -396,7 +410,7 @@ impl Daemon {
                 }
             };
             if let Some(c) = self.control.as_mut() {
-                c.reply(self.poller.registry(), client, &text);
+                c.reply(self.poller.registry(), client, &text, now);
             }
         }
     }

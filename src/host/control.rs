@@ -24,6 +24,9 @@ pub const MAX_REQUEST_BYTES: usize = 1024;
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest reply the client reads, in bytes.
 pub const MAX_REPLY_BYTES: u64 = 4 << 20;
+/// Bytes read from one client per loop turn; the rest waits for the next turn, so
+/// a client streaming bytes cannot hold the loop.
+pub const READ_BUDGET_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -73,8 +76,10 @@ struct Client {
     written: usize,
     deadline: Instant,
     answered: bool,
-    /// More bytes came than a request may hold; the excess was discarded.
+    /// More bytes came than a request may hold; the rest was not read.
     over: bool,
+    /// The client closed its socket entirely (not just its sending side).
+    hung_up: bool,
 }
 
 pub struct Control {
@@ -85,6 +90,8 @@ pub struct Control {
     clients: Vec<Option<Client>>,
     /// Largest `emit` body kept, bytes (the spool's record limit).
     max_body: usize,
+    /// Clients whose read budget ran out with bytes left (see `has_pending_reads`).
+    pending: Vec<usize>,
 }
 
 /// Why the socket could not be opened.
@@ -138,6 +145,7 @@ impl Control {
             token_base,
             clients: (0..MAX_CLIENTS).map(|_| None).collect(),
             max_body: 0,
+            pending: Vec::new(),
         })
     }
 
@@ -150,29 +158,31 @@ impl Control {
         t == self.listen_token || (t.0 >= self.token_base && t.0 < self.token_base + MAX_CLIENTS)
     }
 
-    /// Handles readiness of the listener or a client. Returns requests to answer
-    /// with `reply`.
+    /// Handles readiness of the listener or a client (`hung_up`: the client has
+    /// closed its socket entirely, not just its sending side). Returns requests to
+    /// answer with `reply`.
     pub fn handle_event(
         &mut self,
         registry: &Registry,
         t: Token,
+        hung_up: bool,
         now: Instant,
     ) -> Vec<(usize, Request)> {
         let mut out = Vec::new();
         if t == self.listen_token {
+            // New clients are read on their own first event, which says whether
+            // they are still there.
             self.accept(registry, now);
-            // A client's request may already be waiting.
-            for i in 0..MAX_CLIENTS {
-                if let Some(r) = self.service(registry, i) {
-                    out.push((i, r));
-                }
-            }
-        } else if let Some(r) = self.service(registry, t.0 - self.token_base) {
+        } else if let Some(r) = self.service(registry, t.0 - self.token_base, hung_up, now) {
             out.push((t.0 - self.token_base, r));
         }
         out
     }
 
+    /// Takes connections waiting in the backlog while a slot is free. Called when
+    /// the listener is readable and whenever a slot frees: the listener is
+    /// edge-triggered, so connections that queued while every slot was taken
+    /// raise no new event.
     fn accept(&mut self, registry: &Registry, now: Instant) {
         loop {
             let Some(i) = self.clients.iter().position(Option::is_none) else {
@@ -196,6 +206,7 @@ impl Control {
                         deadline: now + CLIENT_TIMEOUT,
                         answered: false,
                         over: false,
+                        hung_up: false,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -207,26 +218,49 @@ impl Control {
         }
     }
 
-    /// Reads a request or writes a pending reply. Returns a complete request once.
-    fn service(&mut self, registry: &Registry, i: usize) -> Option<Request> {
+    /// Reads a request (at most `READ_BUDGET_BYTES` per call; the rest on the next
+    /// turn, see `has_pending_reads`) or writes a pending reply. Returns a complete
+    /// request once. A request whose client hung up before it was complete is not
+    /// returned: nobody would learn its outcome, and a client that gave up may
+    /// retry (an `emit` would be spooled twice).
+    fn service(
+        &mut self,
+        registry: &Registry,
+        i: usize,
+        hung_up: bool,
+        now: Instant,
+    ) -> Option<Request> {
         let c = self.clients.get_mut(i)?.as_mut()?;
+        c.hung_up |= hung_up;
         if c.answered {
-            self.flush(registry, i);
+            self.flush(registry, i, now);
             return None;
         }
         let limit = MAX_REQUEST_BYTES + self.max_body;
-        let mut buf = [0u8; 1024];
+        let mut buf = [0u8; 4096];
+        let mut budget = READ_BUDGET_BYTES;
         loop {
-            match c.stream.read(&mut buf) {
+            if budget == 0 {
+                if !self.pending.contains(&i) {
+                    self.pending.push(i);
+                }
+                return None;
+            }
+            match c.stream.read(&mut buf[..budget.min(4096)]) {
                 // End of stream: whatever came is the request.
                 Ok(0) => break,
                 Ok(n) => {
+                    budget -= n;
                     let room = limit.saturating_sub(c.inbuf.len());
                     c.inbuf.extend_from_slice(&buf[..n.min(room)]);
-                    c.over |= n > room;
+                    if n > room {
+                        // Over the limit: answered now, the rest is not read.
+                        c.over = true;
+                        break;
+                    }
                     // A request line without a body is complete at its newline;
                     // an `emit` waits for the end of stream (its body may hold
-                    // newlines). Past the limit, bytes are read and discarded.
+                    // newlines).
                     if let Some(nl) = c.inbuf.iter().position(|&b| b == b'\n') {
                         if !c.inbuf[..nl].starts_with(b"emit ") {
                             break;
@@ -238,10 +272,16 @@ impl Control {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.close(registry, i);
+                    self.close(registry, i, now);
                     return None;
                 }
             }
+        }
+        self.pending.retain(|&p| p != i);
+        if c.hung_up && !c.over {
+            log::debug!("control: a client hung up before its request was read; dropped");
+            self.close(registry, i, now);
+            return None;
         }
         c.answered = true;
         let req = parse_request(&c.inbuf, c.over, self.max_body);
@@ -249,15 +289,38 @@ impl Control {
         Some(req)
     }
 
+    /// Clients with request bytes left past their read budget.
+    pub fn has_pending_reads(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Reads on for clients that had more than their budget; returns complete
+    /// requests as `handle_event` does.
+    pub fn handle_pending_reads(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+    ) -> Vec<(usize, Request)> {
+        let mut out = Vec::new();
+        for i in std::mem::take(&mut self.pending) {
+            if let Some(r) = self.service(registry, i, false, now) {
+                out.push((i, r));
+            }
+        }
+        out
+    }
+
     /// Queues `text` as client `i`'s reply and starts sending it.
-    pub fn reply(&mut self, registry: &Registry, i: usize, text: &str) {
+    pub fn reply(&mut self, registry: &Registry, i: usize, text: &str, now: Instant) {
         if let Some(Some(c)) = self.clients.get_mut(i) {
             c.out = text.as_bytes().to_vec();
-            self.flush(registry, i);
+            self.flush(registry, i, now);
         }
     }
 
-    fn flush(&mut self, registry: &Registry, i: usize) {
+    /// Writes what the socket takes of a reply; a finished reply, or one that
+    /// cannot be written (the client is gone), frees the slot at once.
+    fn flush(&mut self, registry: &Registry, i: usize, now: Instant) {
         let Some(Some(c)) = self.clients.get_mut(i) else {
             return;
         };
@@ -266,25 +329,31 @@ impl Control {
                 Ok(n) => c.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(_) => {
+                    self.close(registry, i, now);
+                    return;
+                }
             }
         }
         if c.answered && c.written >= c.out.len() && !c.out.is_empty() {
-            self.close(registry, i);
+            self.close(registry, i, now);
         }
     }
 
-    fn close(&mut self, registry: &Registry, i: usize) {
+    /// Drops client `i` and takes the next waiting connection into its slot.
+    fn close(&mut self, registry: &Registry, i: usize, now: Instant) {
         if let Some(mut c) = self.clients[i].take() {
             let _ = registry.deregister(&mut c.stream);
         }
+        self.pending.retain(|&p| p != i);
+        self.accept(registry, now);
     }
 
     /// Drops clients past their deadline.
     pub fn handle_timer(&mut self, registry: &Registry, now: Instant) {
         for i in 0..MAX_CLIENTS {
             if self.clients[i].as_ref().is_some_and(|c| now >= c.deadline) {
-                self.close(registry, i);
+                self.close(registry, i, now);
             }
         }
     }
@@ -300,26 +369,59 @@ impl Drop for Control {
     }
 }
 
+/// Why a request got no reply.
+#[derive(Debug)]
+pub enum CallError {
+    /// No daemon took the connection: the request was not seen.
+    Unreachable(io::Error),
+    /// Connected, but no complete reply within `CLIENT_TIMEOUT` (or the daemon
+    /// closed without one): the request may or may not have been carried out.
+    NoAnswer(io::Error),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(e) | CallError::NoAnswer(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// Client side: sends `request` and returns the daemon's reply.
 pub fn request(path: &Path, request: &str) -> io::Result<String> {
-    request_with_body(path, request, None)
+    request_with_body(path, request, None).map_err(|e| match e {
+        CallError::Unreachable(e) | CallError::NoAnswer(e) => e,
+    })
 }
 
 /// Client side: sends `request`, then `body` and the end of stream if given, and
 /// returns the daemon's reply.
-pub fn request_with_body(path: &Path, request: &str, body: Option<&[u8]>) -> io::Result<String> {
-    let mut s = std::os::unix::net::UnixStream::connect(path)?;
-    s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    s.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    s.write_all(request.as_bytes())?;
-    s.write_all(b"\n")?;
-    if let Some(b) = body {
-        s.write_all(b)?;
-        s.shutdown(std::net::Shutdown::Write)?;
-    }
-    let mut out = String::new();
-    s.take(MAX_REPLY_BYTES).read_to_string(&mut out)?;
-    Ok(out)
+pub fn request_with_body(
+    path: &Path,
+    request: &str,
+    body: Option<&[u8]>,
+) -> Result<String, CallError> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(CallError::Unreachable)?;
+    let exchange = |s: &mut std::os::unix::net::UnixStream| -> io::Result<String> {
+        s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        s.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        s.write_all(request.as_bytes())?;
+        s.write_all(b"\n")?;
+        if let Some(b) = body {
+            s.write_all(b)?;
+            s.shutdown(std::net::Shutdown::Write)?;
+        }
+        let mut out = String::new();
+        s.take(MAX_REPLY_BYTES).read_to_string(&mut out)?;
+        if out.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the daemon closed the connection without a reply",
+            ));
+        }
+        Ok(out)
+    };
+    exchange(&mut s).map_err(CallError::NoAnswer)
 }
 
 #[cfg(test)]
