@@ -280,3 +280,55 @@ fn a_control_client_streaming_without_end_is_cut_off_at_the_limit() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(stat_of(&out, "spool_next_seq"), 1);
 }
+
+/// Item 4: `rm -rf` of the spool directory under a running daemon: once the
+/// current segment filled, every event was lost (`No such file or directory`),
+/// `crd emit` failed, `crd status` said `spool_state: ok` and the directory was
+/// never made again.
+#[test]
+fn a_deleted_spool_directory_is_made_again_and_its_losses_counted() {
+    let sb = Sandbox::new("rmspool");
+    sb.config("spool_segment = 4k\nspool_size = 64k\nspool_max_record = 1k");
+    let d = sb.start();
+    let msg = "m".repeat(300);
+    for n in 0..30 {
+        let (code, _, err) = sb.run(&["emit", &format!("before/{n}"), &msg]);
+        assert_eq!(code, 0, "{err}");
+    }
+    fs::remove_dir_all(sb.path("spool")).unwrap();
+    for n in 0..30 {
+        let (code, out, err) = sb.run(&["emit", &format!("after/{n}"), &msg]);
+        assert_eq!(
+            code,
+            0,
+            "emit {n} after the deletion: {out}{err}\n{}",
+            d.log()
+        );
+    }
+    assert!(
+        wait_for(LONG, || stat_of(&d.status(), "spool_dir_recreated") == 1),
+        "{}",
+        d.status()
+    );
+    let status = d.status();
+    assert!(status.contains("spool_state: ok"), "{status}");
+    let lost = stat_of(&status, "spool_lost");
+    assert!(lost > 0 && lost < 30, "{status}");
+    let mode = fs::metadata(sb.path("spool")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    // What was still reachable, every later event, and the loss itself are in
+    // the new spool.
+    let (code, dump, err) = sb.run(&["dump"]);
+    assert_eq!(code, 0, "{err}");
+    for n in 0..30 {
+        assert!(
+            dump.contains(&format!("emit after/{n} ")),
+            "after/{n}:\n{dump}"
+        );
+    }
+    assert!(dump.contains("emit before/29 "), "{dump}");
+    assert!(
+        dump.contains(&format!("error spool 0 0 \"spool directory vanished and was made again: lost {lost} unsent records")),
+        "{dump}"
+    );
+}

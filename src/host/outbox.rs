@@ -22,6 +22,8 @@ pub const SELF_MODULE: &str = "spool";
 pub struct Outbox {
     spool: Spool<FileStorage>,
     failing: bool,
+    /// Events that could not be appended at all (the spool's storage failed).
+    events_lost: u64,
 }
 
 /// A random stream id for a new spool: /dev/urandom, else time and pid mixed.
@@ -86,6 +88,7 @@ impl Outbox {
         Ok(Outbox {
             spool,
             failing: false,
+            events_lost: 0,
         })
     }
 
@@ -115,16 +118,27 @@ impl Outbox {
         };
         match self.spool.append(&payload, now) {
             Ok(seq) => log::info!("seq={seq} {ev}"),
-            Err(e) => log::error!("spool: event lost: {e}: {ev}"),
+            Err(e) => {
+                self.events_lost += 1;
+                self.failing = true;
+                log::error!("spool: event lost: {e}: {ev}");
+            }
         }
         self.drop_notices(now);
     }
 
-    /// Turns records dropped by the full policy into an error event.
+    /// Turns records dropped by the full policy, or lost with a vanished
+    /// directory, into an error event.
     fn drop_notices(&mut self, now: Instant) {
         // Each notice is appended once; appending it may drop again, so bounded.
         for _ in 0..4 {
-            let Some((lo, hi, n)) = self.spool.take_drop_notice() else {
+            let out = if let Some((lo, hi, n)) = self.spool.take_drop_notice() {
+                format!("spool full: dropped {n} unsent records, seq {lo}..={hi}")
+            } else if let Some((lo, hi, n)) = self.spool.take_loss_notice() {
+                format!(
+                    "spool directory vanished and was made again: lost {n} unsent records, seq {lo}..={hi}"
+                )
+            } else {
                 return;
             };
             let ev = Event {
@@ -133,7 +147,7 @@ impl Outbox {
                 kind: Kind::Error,
                 code: 0,
                 dur_ms: 0,
-                out: format!("spool full: dropped {n} unsent records, seq {lo}..={hi}"),
+                out,
             };
             let max = self.spool.config().max_record as usize;
             if let Some(p) = event::encode(&ev, max) {
@@ -209,6 +223,7 @@ impl Outbox {
         if r.is_err() || self.failing {
             self.note(r);
         }
+        self.drop_notices(now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -241,6 +256,9 @@ impl Outbox {
         if let Some((a, b)) = st.dropped_range {
             let _ = writeln!(s, "spool_dropped_last: {a}..={b}");
         }
+        let _ = writeln!(s, "spool_lost: {}", st.lost);
+        let _ = writeln!(s, "spool_dir_recreated: {}", st.dir_recreated);
+        let _ = writeln!(s, "spool_events_lost: {}", self.events_lost);
         let _ = writeln!(s, "spool_too_large: {}", st.too_large);
         let _ = writeln!(s, "spool_refused: {}", st.refused_backlog);
         let _ = writeln!(s, "spool_corrupt_skipped: {}", st.corrupt);

@@ -126,6 +126,10 @@ pub struct Stats {
     /// Unacknowledged records dropped because the spool was full, and the last range.
     pub dropped: u64,
     pub dropped_range: Option<(u64, u64)>,
+    /// Unacknowledged records lost with a vanished directory (see `rebuild_vanished`),
+    /// and how often the directory had to be made again.
+    pub lost: u64,
+    pub dir_recreated: u64,
     pub too_large: u64,
     pub refused_backlog: u64,
     /// Corrupt records (or unreadable stretches) skipped, at recovery or when read.
@@ -197,6 +201,8 @@ pub struct Spool<S: Storage> {
     ra_off: u64,
     stats: Stats,
     drop_notice: Option<(u64, u64, u64)>,
+    /// Records lost with a vanished directory since the last `take_loss_notice`.
+    loss_notice: Option<(u64, u64, u64)>,
     /// No timed sync or checkpoint before this, after one failed.
     retry_at: Option<Instant>,
 }
@@ -247,6 +253,7 @@ impl<S: Storage> Spool<S> {
             ra_off: 0,
             stats: Stats::default(),
             drop_notice: None,
+            loss_notice: None,
             retry_at: None,
         };
         let rec = sp.recover(new_stream)?;
@@ -662,8 +669,13 @@ impl<S: Storage> Spool<S> {
         }
     }
 
-    /// Makes everything appended so far durable.
+    /// Makes everything appended so far durable. First checks that the directory
+    /// is still there (one `stat`): records written into the open file of a
+    /// deleted directory would be lost at the next restart.
     pub fn sync(&mut self, now: Instant) -> io::Result<()> {
+        if !self.read_only && self.st.vanished() {
+            self.rebuild_vanished()?;
+        }
         self.flush(now)?;
         if self.unsynced.is_empty() {
             self.unsynced_since = None;
@@ -695,6 +707,104 @@ impl<S: Storage> Spool<S> {
         self.unsynced_since = None;
         self.durable_seq = self.written_seq;
         Ok(())
+    }
+
+    /// The directory vanished under the spool (`rm -rf`, a wiped overlay, another
+    /// directory mounted over it): makes it again (0700, locked) and starts it over
+    /// with what can still be reached: every record of the active segment, read
+    /// through its open descriptor (else the written-but-unsynced ones kept in
+    /// RAM), and the records not yet written. Unacknowledged records of the other
+    /// segments are gone: counted in `Stats::lost`, reported through
+    /// `take_loss_notice`, and the watermark moves over them so forwarding goes on.
+    /// Records in flight are sent again (duplicates, never loss).
+    fn rebuild_vanished(&mut self) -> io::Result<()> {
+        let active = self
+            .segs
+            .back()
+            .expect("a spool always has an active segment")
+            .clone();
+        let hdr = format::SEGMENT_HEADER_BYTES as u64;
+        let written = (active.bytes - hdr) as usize;
+        let mut carried = vec![0u8; written];
+        let whole = self.st.read_at(&active.name, hdr, &mut carried).ok() == Some(written);
+        let first = if whole {
+            active.first_seq
+        } else {
+            carried = std::mem::take(&mut self.unsynced);
+            let first_of = |b: &[u8]| {
+                format::decode_record_header(b, format::RECORD_LIMIT_BYTES, b.len() as u64)
+                    .map(|h| h.seq)
+            };
+            first_of(&carried)
+                .or_else(|| first_of(&self.buf))
+                .unwrap_or(self.next_seq)
+        };
+        // What is gone: unacknowledged records below `first`.
+        let mut lost = 0;
+        let mut range: Option<(u64, u64)> = None;
+        for seg in &self.segs {
+            let lo = seg.first_seq.max(self.acked + 1);
+            let hi = seg.last_seq.min(first.saturating_sub(1));
+            if hi >= lo {
+                lost += hi - lo + 1;
+                range = Some((range.map_or(lo, |r| r.0), hi));
+            }
+        }
+        self.st.forget_all();
+        self.forget_read_ahead();
+        self.st.recreate()?;
+        self.stats.dir_recreated += 1;
+        self.stats.io_errors += 1;
+        let name = format::segment_name(first);
+        let header = SegmentHeader {
+            prev_last: first - 1,
+            stream: self.stream,
+            first_seq: first,
+        }
+        .encode();
+        self.st.write_at(&name, 0, &header)?;
+        self.st.write_at(&name, hdr, &carried)?;
+        self.st.sync(&name)?;
+        self.st.sync_dir()?;
+        self.stats.fsyncs += 1;
+        self.segs.clear();
+        self.segs.push_back(Seg {
+            first_seq: first,
+            name,
+            bytes: hdr + carried.len() as u64,
+            last_seq: active.last_seq.max(first - 1),
+            prev_last: first - 1,
+        });
+        self.synced_len = hdr + carried.len() as u64;
+        self.unsynced.clear();
+        self.durable_seq = self.written_seq;
+        if first - 1 > self.acked {
+            self.acked = first - 1;
+        }
+        self.in_flight.clear();
+        self.cur_seq = self.acked + 1;
+        self.cur_seg = first;
+        self.cur_off = hdr;
+        if let Some((lo, hi)) = range {
+            self.stats.lost += lost;
+            let n = self.loss_notice.get_or_insert((lo, hi, 0));
+            n.1 = hi;
+            n.2 += lost;
+        }
+        log::error!(
+            "spool: the directory vanished; made it again with the {} records still reachable \
+             (from seq {first}); {lost} unsent records were lost with it",
+            active.last_seq.saturating_sub(first - 1)
+        );
+        self.ckpt_exists = false;
+        self.put_checkpoint(self.seq_lease.max(self.next_seq))?;
+        Ok(())
+    }
+
+    /// Records lost with a vanished directory since the last call: (first seq,
+    /// last seq, count). The daemon turns it into an event.
+    pub fn take_loss_notice(&mut self) -> Option<(u64, u64, u64)> {
+        self.loss_notice.take()
     }
 
     fn rotate(&mut self, now: Instant) -> io::Result<()> {
@@ -793,10 +903,19 @@ impl<S: Storage> Spool<S> {
                 .cur_seq
                 .saturating_sub(1)
                 .min(seg.first_seq.saturating_sub(1));
-            match self
-                .scan_at(&name, self.cur_off, len, after)
-                .map_err(io_err(name.clone()))?
-            {
+            let scanned = match self.scan_at(&name, self.cur_off, len, after) {
+                Ok(s) => s,
+                Err(e) if !self.read_only && self.st.vanished() => {
+                    // A segment read fails because the directory is gone: start
+                    // over with what can be reached, and read on from there.
+                    log::warn!("spool: reading {name}: {e}");
+                    self.rebuild_vanished()
+                        .map_err(io_err("recreating the directory"))?;
+                    continue;
+                }
+                Err(e) => return Err(io_err(name.clone())(e)),
+            };
+            match scanned {
                 Scan::Record {
                     seq,
                     len: plen,

@@ -31,6 +31,15 @@ pub trait Storage {
     /// Drops any open handle of `name`: after a failed sync the old descriptor's
     /// error state cannot be trusted (ARCHITECTURE.md, Reliability: reopen, re-verify, rewrite).
     fn reopen(&mut self, name: &str);
+    /// The directory itself is gone (deleted, or replaced by another one) while
+    /// the spool was open: files still open can be read, no new file can be made.
+    fn vanished(&mut self) -> bool;
+    /// Makes the directory again (empty) and takes its lock again, after
+    /// `vanished`. Open handles are dropped only by `reopen`/`remove`: the spool
+    /// reads what it can still reach through them first.
+    fn recreate(&mut self) -> io::Result<()>;
+    /// Drops every open handle.
+    fn forget_all(&mut self);
 }
 
 /// Open file handles kept at most; older ones are closed and reopened on demand.
@@ -42,6 +51,36 @@ pub struct FileStorage {
     open: Vec<(String, File)>,
     /// Held for the life of the spool: a second crd on this directory fails to lock.
     _lock: File,
+    /// (device, inode) of the directory when it was opened: another directory at
+    /// the same path is not ours.
+    id: (u64, u64),
+}
+
+fn dir_id(dir: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(dir)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Opens and locks `dir/lock`; `WouldBlock` names the directory when another crd
+/// holds it.
+fn take_lock(dir: &Path) -> io::Result<File> {
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join("lock"))?;
+    // flock(LOCK_EX | LOCK_NB): released by the kernel when crd dies.
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("spool {} is locked by another crd", dir.display()),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 impl FileStorage {
@@ -52,28 +91,12 @@ impl FileStorage {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(dir.join("lock"))?;
-        // flock(LOCK_EX | LOCK_NB): released by the kernel when crd dies.
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!("spool {} is locked by another crd", dir.display()),
-                ));
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(e),
-        }
+        let lock = take_lock(dir)?;
         Ok(FileStorage {
             dir: dir.to_path_buf(),
             open: Vec::new(),
             _lock: lock,
+            id: dir_id(dir)?,
         })
     }
 
@@ -84,6 +107,7 @@ impl FileStorage {
             dir: dir.to_path_buf(),
             open: Vec::new(),
             _lock: lock,
+            id: dir_id(dir)?,
         })
     }
 
@@ -168,6 +192,24 @@ impl Storage for FileStorage {
     fn reopen(&mut self, name: &str) {
         self.open.retain(|(n, _)| n != name);
     }
+
+    fn vanished(&mut self) -> bool {
+        dir_id(&self.dir).map_or(true, |id| id != self.id)
+    }
+
+    fn recreate(&mut self) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        self._lock = take_lock(&self.dir)?;
+        self.id = dir_id(&self.dir)?;
+        Ok(())
+    }
+
+    fn forget_all(&mut self) {
+        self.open.clear();
+    }
 }
 
 /// Which operation a planned fault hits.
@@ -219,6 +261,11 @@ pub struct MemStorage {
     /// Total bytes the "disk" holds; writes past it fail with StorageFull (ENOSPC).
     pub capacity: Option<u64>,
     pub syncs: u32,
+    /// The directory is gone (`vanish`): no file can be created until `recreate`.
+    vanished: bool,
+    /// Files of a vanished directory that were "open": still readable, as a real
+    /// open descriptor of a deleted file is, until `reopen` or `forget_all`.
+    ghosts: BTreeMap<String, MemFile>,
 }
 
 impl MemStorage {
@@ -283,6 +330,18 @@ impl MemStorage {
         }
     }
 
+    /// Simulates `rm -rf` of the directory under a running crd: every file is
+    /// gone; those named in `open` stay readable (as through open descriptors); no
+    /// file can be created until `recreate`.
+    pub fn vanish(&mut self, open: &[&str]) {
+        for (name, f) in std::mem::take(&mut self.files) {
+            if open.contains(&name.as_str()) {
+                self.ghosts.insert(name, f);
+            }
+        }
+        self.vanished = true;
+    }
+
     /// Raw access for tests that damage files.
     pub fn bytes_mut(&mut self, name: &str) -> Option<&mut Vec<u8>> {
         self.files.get_mut(name).map(|f| {
@@ -318,6 +377,7 @@ impl Storage for MemStorage {
         let f = self
             .files
             .get(name)
+            .or_else(|| self.ghosts.get(name))
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let off = (off as usize).min(f.current.len());
         let n = buf.len().min(f.current.len() - off);
@@ -327,6 +387,15 @@ impl Storage for MemStorage {
 
     fn write_at(&mut self, name: &str, off: u64, data: &[u8]) -> io::Result<()> {
         self.check(Op::Write)?;
+        if let Some(g) = self.ghosts.get_mut(name) {
+            // Through the open descriptor of a deleted file: it goes nowhere.
+            let p = Pending::Write(off, data.to_vec());
+            apply(&mut g.current, &p, data.len());
+            return Ok(());
+        }
+        if self.vanished && !self.files.contains_key(name) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
         let cur = self.files.get(name).map_or(0, |f| f.current.len() as u64);
         let grow = (off + data.len() as u64).saturating_sub(cur);
         if self.capacity.is_some_and(|c| self.used() + grow > c) {
@@ -349,10 +418,13 @@ impl Storage for MemStorage {
     }
 
     fn truncate(&mut self, name: &str, len: u64) -> io::Result<()> {
-        let f = self
-            .files
-            .get_mut(name)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let f = match self.files.get_mut(name) {
+            Some(f) => f,
+            None => self
+                .ghosts
+                .get_mut(name)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?,
+        };
         let p = Pending::Truncate(len);
         apply(&mut f.current, &p, 0);
         f.pending.push(p);
@@ -361,6 +433,10 @@ impl Storage for MemStorage {
 
     fn sync(&mut self, name: &str) -> io::Result<()> {
         self.check(Op::Sync)?;
+        if self.ghosts.contains_key(name) {
+            self.syncs += 1;
+            return Ok(());
+        }
         let f = self
             .files
             .get_mut(name)
@@ -377,11 +453,30 @@ impl Storage for MemStorage {
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {
+        if self.vanished {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
         for f in self.files.values_mut() {
             f.new = false;
         }
         Ok(())
     }
 
-    fn reopen(&mut self, _name: &str) {}
+    fn reopen(&mut self, name: &str) {
+        self.ghosts.remove(name);
+    }
+
+    fn vanished(&mut self) -> bool {
+        self.vanished
+    }
+
+    fn recreate(&mut self) -> io::Result<()> {
+        self.check(Op::Write)?;
+        self.vanished = false;
+        Ok(())
+    }
+
+    fn forget_all(&mut self) {
+        self.ghosts.clear();
+    }
 }

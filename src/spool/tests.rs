@@ -984,3 +984,85 @@ fn bit_flip_sweep_on_real_files() {
     let _ = std::fs::remove_dir_all(&base);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Issue 19, item 4: the spool directory deleted under a running crd. Records of
+/// the active segment (reachable through its open descriptor) and those in RAM are
+/// kept; unacknowledged records of sealed segments are counted as lost, reported
+/// once, and forwarding goes on above them; the spool reopens cleanly afterwards.
+#[test]
+fn a_vanished_directory_is_made_again_keeping_what_can_be_reached() {
+    let now = t0();
+    let cfg = small();
+    let (mut sp, _) = open(MemStorage::new(), cfg);
+    for n in 1..=100 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    // Forward and ack the first ten.
+    for (seq, _) in read_all(&mut sp).into_iter().take(10) {
+        sp.ack(seq, now).unwrap();
+    }
+    assert_eq!(sp.acked(), 10);
+    assert!(sp.segments() >= 3, "{}", sp.segments());
+    let active = sp.segs.back().unwrap().clone();
+    // Five more: written, not synced.
+    for n in 101..=105 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.flush(now).unwrap();
+    sp.storage().vanish(&[&active.name]);
+    // The next sync notices, makes the directory again, and carries the active
+    // segment over; appends go on.
+    sp.sync(now).unwrap();
+    assert_eq!(sp.stats().dir_recreated, 1);
+    let lost = active.first_seq - 1 - 10;
+    assert_eq!(sp.stats().lost, lost);
+    assert_eq!(
+        sp.take_loss_notice(),
+        Some((11, active.first_seq - 1, lost))
+    );
+    assert_eq!(sp.take_loss_notice(), None, "reported once");
+    assert_eq!(
+        sp.acked(),
+        active.first_seq - 1,
+        "forwarding goes on above the loss"
+    );
+    let seq = sp.append(&payload(106), now).unwrap();
+    assert_eq!(seq, 106, "seq continues");
+    sp.sync(now).unwrap();
+    let got = read_all(&mut sp);
+    let want: Vec<(u64, Vec<u8>)> = (active.first_seq..=106).map(|n| (n, payload(n))).collect();
+    assert_eq!(got, want, "the active segment and RAM survive, in order");
+    // A restart reads the same from the new directory.
+    sp.close(now).unwrap();
+    let (mut sp, rec) = reopen(sp, cfg);
+    assert!(!rec.new_stream, "same stream");
+    assert_eq!(rec.corrupt, 0);
+    assert_eq!(read_all(&mut sp), want);
+}
+
+/// The same when the active segment cannot be read any more (its descriptor was
+/// closed): the records in RAM are kept, the rest of the active segment is lost
+/// and counted too.
+#[test]
+fn a_vanished_directory_without_the_active_file_keeps_the_records_in_ram() {
+    let now = t0();
+    let cfg = small();
+    let (mut sp, _) = open(MemStorage::new(), cfg);
+    for n in 1..=20 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    for n in 21..=23 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.flush(now).unwrap();
+    sp.storage().vanish(&[]);
+    sp.sync(now).unwrap();
+    assert_eq!(sp.stats().lost, 20);
+    assert_eq!(sp.take_loss_notice(), Some((1, 20, 20)));
+    assert_eq!(
+        read_all(&mut sp),
+        (21..=23).map(|n| (n, payload(n))).collect::<Vec<_>>()
+    );
+}
