@@ -90,6 +90,16 @@ impl Default for ModuleSettings {
 pub const SPOOL_SEGMENT_HEADER_BYTES: usize = 36;
 pub const SPOOL_RECORD_HEADER_BYTES: usize = 18;
 pub const SPOOL_RECORD_LIMIT_BYTES: u32 = 1 << 20;
+/// Most segment files one spool may have (`spool_size / spool_segment`): the spool
+/// keeps one entry per segment and walks them per append.
+pub const MAX_SPOOL_SEGMENTS: u64 = 4096;
+/// Largest `spool_segment` and `spool_sync_bytes`, bytes. While the disk fails,
+/// crd keeps up to 4 x max(spool_sync_bytes, spool_segment) of written records in
+/// RAM (`SpoolConfig::unsynced_limit`), and re-making a vanished directory reads
+/// one segment: both stay within `SPOOL_UNSYNCED_RAM_LIMIT_BYTES`, an eighth of
+/// a 64 MB router's RAM.
+pub const MAX_SPOOL_SEGMENT_BYTES: u64 = 2 << 20;
+pub const SPOOL_UNSYNCED_RAM_LIMIT_BYTES: u64 = 4 * MAX_SPOOL_SEGMENT_BYTES;
 
 /// The spool's settings (`spool_*` keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -657,6 +667,20 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             ),
         );
     }
+    if sp.size.div_ceil(sp.segment) > MAX_SPOOL_SEGMENTS {
+        let (line, key) = blame("spool_size", "spool_segment");
+        err(
+            line,
+            Some(key),
+            format!(
+                "spool_size / spool_segment ({} / {}) makes {} segments; {MAX_SPOOL_SEGMENTS} segments at most \
+                 (raise spool_segment, up to {MAX_SPOOL_SEGMENT_BYTES} bytes, or lower spool_size)",
+                sp.size,
+                sp.segment,
+                sp.size.div_ceil(sp.segment)
+            ),
+        );
+    }
     let largest =
         (SPOOL_RECORD_HEADER_BYTES + sp.max_record as usize + SPOOL_SEGMENT_HEADER_BYTES) as u64;
     if largest > sp.segment {
@@ -775,9 +799,12 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         "max_inflight" => {
             cfg.mqtt.max_inflight = parse_u32(v, 1, u32::from(MAX_INFLIGHT_LIMIT))? as u16
         }
-        "spool_size" => cfg.spool.size = parse_size_in(v, 8 << 10, 1 << 40)?,
-        "spool_segment" => cfg.spool.segment = parse_size_in(v, 4 << 10, 1 << 30)?,
-        "spool_sync_bytes" => cfg.spool.sync_bytes = parse_size_in(v, 1, 1 << 30)?,
+        "spool_size" => {
+            cfg.spool.size =
+                parse_size_in(v, 8 << 10, MAX_SPOOL_SEGMENTS * MAX_SPOOL_SEGMENT_BYTES)?
+        }
+        "spool_segment" => cfg.spool.segment = parse_size_in(v, 4 << 10, MAX_SPOOL_SEGMENT_BYTES)?,
+        "spool_sync_bytes" => cfg.spool.sync_bytes = parse_size_in(v, 1, MAX_SPOOL_SEGMENT_BYTES)?,
         "spool_sync_interval" => {
             let d = parse_duration(v)?;
             if d > Duration::from_secs(3600) {
@@ -1096,6 +1123,33 @@ mod tests {
             "crd.conf:1: key `spool_max_record`: spool_max_record (1048576) plus framing"
         ));
         assert!(one_err("spool_max_record = 2M").contains("out of range"));
+    }
+
+    /// Issue 19, item 9: `spool_size = 1023G` with 4 KiB segments was accepted (a
+    /// quarter of a billion segment entries, scanned per append), and the RAM kept
+    /// while the disk fails (4 x max(spool_sync_bytes, spool_segment)) could reach
+    /// 4 GiB on a 32-bit router.
+    #[test]
+    fn spool_bounds_a_small_router_cannot_honour_are_refused_with_their_line() {
+        assert!(one_err("spool_size = 1023G").contains("out of range"));
+        let e = one_err("# spool\nspool_size = 4G\nspool_segment = 128k\n");
+        assert!(
+            e.starts_with("crd.conf:2: key `spool_size`: spool_size / spool_segment")
+                && e.contains("4096 segments at most"),
+            "{e}"
+        );
+        assert!(
+            one_err("spool_segment = 64M").contains("out of range"),
+            "RAM bound"
+        );
+        assert!(
+            one_err("spool_sync_bytes = 1G").contains("out of range"),
+            "RAM bound"
+        );
+        // The largest allowed: 4096 segments of 2 MiB, 8 MiB of unsynced RAM.
+        let c = p("spool_size = 8G\nspool_segment = 2M\nspool_sync_bytes = 2M\n").unwrap();
+        assert_eq!(c.spool.unsynced_limit(), SPOOL_UNSYNCED_RAM_LIMIT_BYTES);
+        assert!(one_err("spool_size = 8G\nspool_segment = 1M").contains("4096 segments at most"));
     }
 
     #[test]
