@@ -208,7 +208,12 @@ impl Child {
     /// Takes the memory back once `reaped` shows this child is gone, with the error
     /// of the step before exec that failed, if one did.
     pub fn release(self, reaped: &Reaped) -> (Option<io::Error>, Box<ChildMem>) {
-        assert_eq!(reaped.pid, self.pid, "released by another child's exit");
+        // Freeing this child's memory on another child's exit could pull the stack
+        // from under a child that has not exec'd yet: stop rather than risk it.
+        assert_eq!(
+            reaped.pid, self.pid,
+            "invariant: Child::release takes the Reaped of that same child (run.rs maps pids to runs)"
+        );
         // SAFETY: the pointer came from Box::into_raw in `spawn`, and the child that
         // used the memory has exited and been reaped, so nothing else refers to it.
         let mem = unsafe { Box::from_raw(self.mem.as_ptr()) };

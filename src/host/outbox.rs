@@ -178,7 +178,8 @@ impl Outbox {
             out: String::from_utf8_lossy(message).into_owned(),
         };
         let max = self.spool.config().max_record;
-        let payload = event::encode(&ev, usize::MAX).expect("unbounded encode");
+        let payload = event::encode(&ev, usize::MAX)
+            .expect("invariant: encoding without a size limit always succeeds");
         if payload.len() > max as usize {
             // Count it in the spool's too_large counter through the refused append.
             let _ = self.spool.append(&payload, now);

@@ -544,6 +544,21 @@ impl<S: Storage> Spool<S> {
         Ok(None)
     }
 
+    /// The segment records are appended to. Invariant: recovery and
+    /// `rebuild_vanished` always leave one, and a segment is only dropped or
+    /// deleted while another one is newer.
+    fn active(&self) -> &Seg {
+        self.segs
+            .back()
+            .expect("invariant: a spool always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Seg {
+        self.segs
+            .back_mut()
+            .expect("invariant: a spool always has an active segment")
+    }
+
     fn create_segment(&mut self) -> io::Result<()> {
         let first = self.next_seq;
         let name = format::segment_name(first);
@@ -577,7 +592,13 @@ impl<S: Storage> Spool<S> {
     /// Appends one record and returns its seq. The record is in RAM until `flush`
     /// (the daemon flushes every loop iteration) and durable after `sync`.
     pub fn append(&mut self, payload: &[u8], now: Instant) -> Result<u64, AppendError> {
-        assert!(!self.read_only, "append on a read-only spool");
+        if self.read_only {
+            // `crd dump` opens the spool read-only and never appends: refuse
+            // rather than write beside a running daemon.
+            return Err(AppendError::Io(io::Error::other(
+                "the spool is open read-only",
+            )));
+        }
         if payload.len() > self.cfg.max_record as usize {
             self.stats.too_large += 1;
             return Err(AppendError::TooLarge {
@@ -613,7 +634,7 @@ impl<S: Storage> Spool<S> {
         self.buf_last_seq = seq;
         self.next_seq += 1;
         self.stats.appended += 1;
-        self.segs.back_mut().expect("active").last_seq = seq;
+        self.active_mut().last_seq = seq;
         self.unsynced_since.get_or_insert(now);
         // The record is accepted from here on: a failing write or sync leaves it in
         // RAM for the next try (the caller asks `durable_seq` when it must know).
@@ -642,11 +663,11 @@ impl<S: Storage> Spool<S> {
         }
         let mut tried_space = false;
         loop {
-            let a = self.segs.back().expect("active");
+            let a = self.active();
             let (name, at) = (a.name.clone(), a.bytes);
             match self.st.write_at(&name, at, &self.buf) {
                 Ok(()) => {
-                    self.segs.back_mut().expect("active").bytes += self.buf.len() as u64;
+                    self.active_mut().bytes += self.buf.len() as u64;
                     self.unsynced.extend_from_slice(&self.buf);
                     self.written_seq = self.buf_last_seq;
                     self.buf.clear();
@@ -681,7 +702,7 @@ impl<S: Storage> Spool<S> {
             self.unsynced_since = None;
             return Ok(());
         }
-        let name = self.segs.back().expect("active").name.clone();
+        let name = self.active().name.clone();
         let r = self.st.sync(&name).or_else(|e| {
             // Never trust a retry on the same descriptor: reopen, cut back to the
             // last good length, rewrite from RAM, sync again.

@@ -866,6 +866,10 @@ fn a_read_only_open_changes_nothing() {
         before,
         "the torn tail is left for the owner"
     );
+    // Issue 19, item 11: an append here was a release-build assert (a panic on a
+    // router); it is refused like any failing append.
+    assert!(matches!(ro.append(b"b", now), Err(AppendError::Io(_))));
+    assert_eq!(ro.storage().len(&name).unwrap(), before);
 }
 
 // `seq` is never given twice, even to a record lost in a power cut.
