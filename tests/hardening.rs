@@ -332,3 +332,81 @@ fn a_deleted_spool_directory_is_made_again_and_its_losses_counted() {
         "{dump}"
     );
 }
+
+/// Item 8: `getaddrinfo` ran inside the loop, so a resolver that does not answer
+/// (a router whose WAN is down) held every timeout, kill and schedule for its own
+/// timeout. Run in a network and mount namespace of its own, where the only name
+/// server swallows queries and never answers, a 1 s check timeout is still enforced
+/// within 1.1 s while the broker's name is being resolved. Needs root (namespaces,
+/// a bind mount over /etc/resolv.conf), which CI has.
+#[test]
+fn a_resolver_that_never_answers_does_not_hold_a_checks_timeout() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for unshare and mount (CI runs as root)");
+        return;
+    }
+    let sb = Sandbox::new("dns");
+    sb.module("Slow", "sleep 5\nexit 1", None);
+    sb.config("broker = mqtt.example.org:1883\ninterval = 1h\ntimeout = 1s");
+    fs::write(
+        sb.path("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:5 attempts:3\n",
+    )
+    .unwrap();
+    // A name server on 127.0.0.1:53 that reads nothing and answers nothing, for
+    // 20 s at most.
+    sb.script(
+        "netns.sh",
+        &format!(
+            "set -e\nip link set lo up\nmount --bind {} /etc/resolv.conf\n\
+             python3 -c 'import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); \
+             s.bind((\"127.0.0.1\",53)); time.sleep(20)' &\nsleep 0.3\nexec \"$@\"",
+            sb.path("resolv.conf").display()
+        ),
+    );
+    let bin = std::env::var("CRD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_crd").to_string());
+    let log = fs::File::create(sb.path("crd.log")).unwrap();
+    let mut child = std::process::Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--fork",
+            "--kill-child",
+            "--propagation",
+            "private",
+            "sh",
+        ])
+        .arg(sb.path("netns.sh"))
+        .arg(&bin)
+        .arg("-c")
+        .arg(sb.conf())
+        .arg("-v")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let event = wait_for(LONG, || {
+        sb.read("crd.log").contains("event module=Slow kind=error")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = sb.read("crd.log");
+    assert!(event, "{log}");
+    assert!(
+        log.contains("mqtt: resolving mqtt.example.org:1883"),
+        "{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("event module=Slow kind=error"))
+        .unwrap();
+    assert!(line.contains("code=124"), "{line}");
+    let dur: u64 = line
+        .split("dur_ms=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|d| d.parse().ok())
+        .unwrap();
+    assert!(dur <= 1100, "the 1 s timeout fired after {dur} ms:\n{log}");
+}

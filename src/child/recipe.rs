@@ -155,6 +155,37 @@ impl Recipe {
         r
     }
 
+    /// `crd resolve NAME` as a child of the daemon: name resolution blocks for as
+    /// long as the resolver takes, so it never runs in the loop. `/proc/self/exe`
+    /// is this very binary even after an upgrade replaced the file; `-c /dev/null`
+    /// because the child needs no config (and must not fail on one). Small limits,
+    /// no `CRD_*` variables, at most `timeout`.
+    pub fn resolver(name: &str, timeout: Duration) -> Recipe {
+        Recipe {
+            module: "(resolve)".to_string(),
+            role: Role::Support,
+            program: PathBuf::from("/proc/self/exe"),
+            args: ["-c", "/dev/null", "resolve", name]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+            dir: PathBuf::from("/"),
+            env: Vec::new(),
+            limits: Limits {
+                address_space: 256 << 20,
+                cpu_seconds: 5,
+                open_files: 64,
+                file_size: 0,
+                processes: 0,
+            },
+            streams: Streams::Capture,
+            own_group: true,
+            timeout,
+            output_limit: 4096,
+            input: None,
+        }
+    }
+
     /// A tool `crd --install` runs for module `name` (git, a downloader, gzip):
     /// the module's limits with `file_limit` bytes per written file, at least 4 KiB
     /// of output kept (for the error message), and `timeout`.

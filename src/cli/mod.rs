@@ -88,6 +88,18 @@ enum Cmd {
     Status(StatusCmd),
     Emit(EmitCmd),
     Dump(DumpCmd),
+    Resolve(ResolveCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// resolve a broker address (host:port, host, [v6]:port) as the daemon does and
+/// print one address per line. The daemon runs this as a child, so a resolver that
+/// does not answer never holds its loop.
+#[argh(subcommand, name = "resolve")]
+struct ResolveCmd {
+    /// the broker address
+    #[argh(positional)]
+    broker: String,
 }
 
 #[derive(FromArgs, Debug)]
@@ -267,6 +279,18 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Some(Cmd::Status(_)) => status(&cfg),
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
+        Some(Cmd::Resolve(r)) => match crate::mqtt::forward::resolve(&r.broker) {
+            Ok(addrs) => {
+                for a in addrs {
+                    out!("{a}");
+                }
+                EXIT_OK
+            }
+            Err(e) => {
+                err!("crd: resolve {}: {e}", r.broker);
+                EXIT_FAIL
+            }
+        },
         None => run_daemon(cfg, args.verbose.then_some(log::LevelFilter::Debug)),
     }
 }

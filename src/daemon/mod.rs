@@ -18,19 +18,22 @@ use crate::child::recipe::{Host, Recipe};
 use crate::child::run::{Finished, Runs};
 use crate::child::sys;
 use crate::core::config::Config;
+use crate::core::decide::Outcome;
 use crate::core::lifecycle::{self, ModuleState, Next, Ran};
 use crate::core::module::Module;
+use crate::core::module::Role;
 use crate::core::schedule::{Lateness, Scheduler};
 use crate::host::clock::unix_ms;
 use crate::host::control::{self, Control, Request};
 use crate::host::files::{load_config, node_name};
 use crate::host::modules;
 use crate::host::outbox::Outbox;
-use crate::mqtt::forward::Forwarder;
+use crate::mqtt::forward::{Forwarder, RESOLVE_TIMEOUT};
 use mio::Token;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::fmt::Write as _;
 use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const CONTROL: Token = Token(FIRST_FREE_TOKEN);
@@ -59,6 +62,8 @@ pub struct Daemon {
     /// A log level given on the command line (`-v`): it wins over `log_level` in
     /// the config, at start and at every reload.
     pinned_log_level: Option<log::LevelFilter>,
+    /// The run id of the child resolving the broker's name, while one runs.
+    resolver: Option<usize>,
 }
 
 impl Daemon {
@@ -94,6 +99,7 @@ impl Daemon {
             wakeups: 0,
             stopping: None,
             pinned_log_level: None,
+            resolver: None,
             cfg,
         };
         for line in crate::install::recover(&d.cfg.modules_dir) {
@@ -252,6 +258,15 @@ impl Daemon {
         self.outbox.handle_timer(now);
         self.forwarder
             .handle_timer(self.poller.registry(), self.outbox.spool(), now);
+        if let Some(name) = self.forwarder.poll_resolve() {
+            let r = Recipe::resolver(name, RESOLVE_TIMEOUT);
+            log::debug!("mqtt: resolving {name} in a child");
+            self.resolver = Some(self.runs.start(&r, now));
+            // A spawn failure finishes at once.
+            while let Some(f) = self.runs.poll_finished() {
+                self.handle_finished(f, now);
+            }
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -293,6 +308,32 @@ impl Daemon {
     /// Carries out the lifecycle step of a finished run: log, append its event,
     /// then start the response or hand the module back to the scheduler.
     fn handle_finished(&mut self, f: Finished, now: Instant) {
+        if self.resolver == Some(f.id) && f.role == Role::Support && f.module == "(resolve)" {
+            self.resolver = None;
+            let result = match f.outcome {
+                Outcome::Exited(0) => Ok(f
+                    .output
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<SocketAddr>().ok())
+                    .collect()),
+                Outcome::TimedOut => Err(format!(
+                    "no answer from the resolver within {} s",
+                    RESOLVE_TIMEOUT.as_secs()
+                )),
+                o => Err(format!(
+                    "{} ({})",
+                    f.output.lines().last().unwrap_or_default(),
+                    o.describe()
+                )),
+            };
+            self.forwarder.handle_resolved(
+                self.poller.registry(),
+                self.outbox.spool(),
+                result,
+                now,
+            );
+            return;
+        }
         let Some(i) = self.index(&f.module) else {
             log::info!(
                 "module {}: {:?} finished ({}) after the module was removed",

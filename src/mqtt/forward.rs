@@ -1,13 +1,16 @@
 //! Store and forward: one non-blocking TCP connection to the MQTT broker, fed from
 //! the spool's watermark forward in seq order, acking spool records only on PUBACK.
 //!
-//! This file owns the socket, name resolution, reconnect with capped exponential
-//! backoff and jitter, and the retained status (`online` after CONNACK, `offline` as
-//! the will and on clean shutdown); what goes on the wire is rendered by `wire`. The MQTT
-//! protocol itself is `mqtt::Session`. Everything runs in the daemon's poll loop:
-//! the socket is edge-triggered for both directions and every wait is a deadline
-//! in `poll_timeout`, so a dead or slow broker never makes crd spin. With
-//! `broker_tls` the bytes go through `transport::Transport`'s TLS stream.
+//! This file owns the socket, reconnect with capped exponential backoff and jitter,
+//! and the retained status (`online` after CONNACK, `offline` as the will and on
+//! clean shutdown); what goes on the wire is rendered by `wire`, the MQTT protocol
+//! itself is `session::Session`. A broker name is not resolved here: the forwarder
+//! asks for it (`poll_resolve`) and the daemon runs `crd resolve` in a child and
+//! answers (`handle_resolved`), so a resolver that does not answer never holds the
+//! loop. Everything runs in the daemon's poll loop: the socket is edge-triggered for
+//! both directions and every wait is a deadline in `poll_timeout`, so a dead or slow
+//! broker never makes crd spin. With `broker_tls` the bytes go through
+//! `transport::Transport`'s TLS stream.
 
 use crate::core::config::MqttSettings;
 use crate::core::event;
@@ -28,6 +31,11 @@ use std::time::{Duration, Instant};
 /// First wait after a failed connection; doubles up to `BACKOFF_MAX`, +-25% jitter.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest the resolution of the broker's name may take (the daemon kills the
+/// resolving child then); past it and a grace period the attempt counts as failed
+/// here too.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+const RESOLVE_WAIT_LIMIT: Duration = Duration::from_secs(15);
 /// Longest a TCP connect may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Encoded publishes waiting for the socket, at most (bytes); reading from the
@@ -43,6 +51,10 @@ enum Phase {
     Off,
     Backoff {
         until: Instant,
+    },
+    /// Waiting for the daemon to resolve the broker's name (in a child).
+    Resolving {
+        since: Instant,
     },
     Connecting {
         since: Instant,
@@ -67,6 +79,8 @@ pub struct Forwarder {
     /// Highest seq ever published in this run: a lower or equal one is a resend (DUP).
     max_sent_seq: u64,
     stopping: bool,
+    /// A resolution is to be asked of the daemon (`poll_resolve`).
+    resolve_wanted: bool,
     published: u64,
     acked: u64,
     connects: u64,
@@ -77,15 +91,25 @@ pub struct Forwarder {
     json_buf: Vec<u8>,
 }
 
-/// `host:port`, `[v6]:port`, `v6` or `host` (port 1883) resolved to addresses.
-/// Literal addresses never touch the resolver; names use the system resolver
-/// (getaddrinfo), which blocks the loop for at most its own timeout.
-pub fn resolve(broker: &str) -> io::Result<Vec<SocketAddr>> {
+/// `host:port`, `[v6]:port` or `v6` as addresses, without the resolver; `None`
+/// for a name (which must be resolved, out of the loop: `poll_resolve`).
+pub fn literal(broker: &str) -> Option<Vec<SocketAddr>> {
     if let Ok(a) = broker.parse::<SocketAddr>() {
-        return Ok(vec![a]);
+        return Some(vec![a]);
     }
     if let Ok(ip) = broker.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, DEFAULT_PORT)]);
+        return Some(vec![SocketAddr::new(ip, DEFAULT_PORT)]);
+    }
+    None
+}
+
+/// `host:port`, `[v6]:port`, `v6` or `host` (port 1883) resolved to addresses.
+/// Literal addresses never touch the resolver; names use the system resolver
+/// (getaddrinfo), which blocks for as long as the resolver takes: the daemon calls
+/// this only in a child (`crd resolve`), never in its loop.
+pub fn resolve(broker: &str) -> io::Result<Vec<SocketAddr>> {
+    if let Some(a) = literal(broker) {
+        return Ok(a);
     }
     let with_port = if broker
         .rsplit_once(':')
@@ -157,6 +181,7 @@ impl Forwarder {
             addr_next: 0,
             max_sent_seq: 0,
             stopping: false,
+            resolve_wanted: false,
             published: 0,
             acked: 0,
             connects: 0,
@@ -215,11 +240,53 @@ impl Forwarder {
         self.phase = Phase::Backoff { until: now + wait };
     }
 
+    /// A connection attempt: at once to a literal address; for a name, first a
+    /// resolution, which the daemon runs in a child (`poll_resolve`,
+    /// `handle_resolved`), so a resolver that does not answer never holds the loop.
     fn connect<S: Storage>(&mut self, registry: &Registry, spool: &mut Spool<S>, now: Instant) {
-        let addrs = match resolve(&self.cfg.broker) {
-            Ok(a) => a,
-            Err(e) => return self.fail(registry, spool, format!("cannot resolve: {e}"), now),
-        };
+        match literal(&self.cfg.broker) {
+            Some(addrs) => self.connect_to(&addrs, registry, spool, now),
+            None => {
+                self.phase = Phase::Resolving { since: now };
+                self.resolve_wanted = true;
+            }
+        }
+    }
+
+    /// The broker name to resolve, once per attempt; the daemon answers with
+    /// `handle_resolved`.
+    pub fn poll_resolve(&mut self) -> Option<&str> {
+        if !std::mem::take(&mut self.resolve_wanted) {
+            return None;
+        }
+        Some(&self.cfg.broker)
+    }
+
+    /// The outcome of a resolution `poll_resolve` asked for.
+    pub fn handle_resolved<S: Storage>(
+        &mut self,
+        registry: &Registry,
+        spool: &mut Spool<S>,
+        result: Result<Vec<SocketAddr>, String>,
+        now: Instant,
+    ) {
+        if !matches!(self.phase, Phase::Resolving { .. }) {
+            return;
+        }
+        match result {
+            Ok(addrs) if !addrs.is_empty() => self.connect_to(&addrs, registry, spool, now),
+            Ok(_) => self.fail(registry, spool, "cannot resolve: no address".into(), now),
+            Err(e) => self.fail(registry, spool, format!("cannot resolve: {e}"), now),
+        }
+    }
+
+    fn connect_to<S: Storage>(
+        &mut self,
+        addrs: &[SocketAddr],
+        registry: &Registry,
+        spool: &mut Spool<S>,
+        now: Instant,
+    ) {
         // Each attempt takes the next address, so an unreachable first address (an
         // IPv6 one on an IPv4-only uplink) does not block the others.
         let addr = addrs[self.addr_next % addrs.len()];
@@ -456,8 +523,19 @@ impl Forwarder {
             Phase::Backoff { until } if now >= until && !self.stopping => {
                 self.connect(registry, spool, now)
             }
+            Phase::Resolving { since } if now >= since + RESOLVE_WAIT_LIMIT => {
+                return self.fail(registry, spool, "no address in time".into(), now);
+            }
             Phase::Connecting { since } if now >= since + CONNECT_TIMEOUT => {
-                return self.fail(registry, spool, "connect timed out".into(), now);
+                return self.fail(
+                    registry,
+                    spool,
+                    format!(
+                        "TCP connect timed out after {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                    now,
+                );
             }
             Phase::Up => {
                 if let Err(e) = self.session.handle_timer(now) {
@@ -480,6 +558,7 @@ impl Forwarder {
         match self.phase {
             Phase::Off => None,
             Phase::Backoff { until } => (!self.stopping).then_some(until),
+            Phase::Resolving { since } => Some(since + RESOLVE_WAIT_LIMIT),
             Phase::Connecting { since } => Some(since + CONNECT_TIMEOUT),
             Phase::Up => self.session.poll_timeout(),
         }
@@ -534,6 +613,7 @@ impl Forwarder {
             Phase::Off if self.cfg.broker.is_empty() => "off (no broker configured)",
             Phase::Off => "stopped",
             Phase::Backoff { .. } => "waiting to reconnect",
+            Phase::Resolving { .. } => "resolving",
             Phase::Connecting { .. } => "connecting",
             Phase::Up if self.session.is_connected() => "connected",
             Phase::Up => "awaiting CONNACK",
@@ -580,6 +660,44 @@ mod tests {
                 .iter()
                 .all(|a| a.port() == 1885)
         );
+    }
+
+    /// Issue 19, item 8: a broker name is resolved by the daemon (in a child), not
+    /// here: the forwarder asks once per attempt and waits without blocking.
+    #[test]
+    fn a_broker_name_is_asked_of_the_daemon_not_resolved_in_the_loop() {
+        use crate::spool::storage::MemStorage;
+        let poll = mio::Poll::new().unwrap();
+        let now = Instant::now();
+        let (mut spool, _) = Spool::open(
+            MemStorage::new(),
+            crate::spool::SpoolConfig::default(),
+            || 1,
+            false,
+        )
+        .unwrap();
+        let cfg = MqttSettings {
+            broker: "broker.example:1883".into(),
+            ..MqttSettings::default()
+        };
+        let mut f = Forwarder::new(cfg, "r1", 1, Token(9), now);
+        f.handle_timer(poll.registry(), &mut spool, now);
+        assert!(matches!(f.phase, Phase::Resolving { .. }));
+        assert_eq!(f.poll_resolve(), Some("broker.example:1883"));
+        assert_eq!(f.poll_resolve(), None, "asked once per attempt");
+        assert_eq!(f.poll_timeout(), Some(now + RESOLVE_WAIT_LIMIT));
+        f.handle_resolved(poll.registry(), &mut spool, Err("no answer".into()), now);
+        assert!(matches!(f.phase, Phase::Backoff { .. }));
+        assert_eq!(f.last_error, "cannot resolve: no answer");
+        // A literal address never asks.
+        let cfg = MqttSettings {
+            broker: "127.0.0.1:1".into(),
+            ..MqttSettings::default()
+        };
+        let mut f = Forwarder::new(cfg, "r1", 1, Token(9), now);
+        f.handle_timer(poll.registry(), &mut spool, now);
+        assert_eq!(f.poll_resolve(), None);
+        assert!(!matches!(f.phase, Phase::Resolving { .. }));
     }
 
     #[test]

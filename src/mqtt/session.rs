@@ -48,8 +48,10 @@ pub enum SessionError {
     Protocol(String),
     /// CONNACK with a non-zero return code (bad credentials, not authorized, ...).
     Refused(String),
-    /// No CONNACK in time, or nothing from the broker for 1.5 x keepalive.
+    /// Nothing from the broker for 1.5 x keepalive.
     Silent,
+    /// No CONNACK within `CONNACK_TIMEOUT` of the CONNECT.
+    NoConnAck,
 }
 
 impl fmt::Display for SessionError {
@@ -58,6 +60,11 @@ impl fmt::Display for SessionError {
             SessionError::Protocol(m) => write!(f, "protocol error: {m}"),
             SessionError::Refused(m) => write!(f, "broker refused the connection: {m}"),
             SessionError::Silent => write!(f, "broker silent past the keepalive deadline"),
+            SessionError::NoConnAck => write!(
+                f,
+                "no CONNACK within {} s of CONNECT",
+                CONNACK_TIMEOUT.as_secs()
+            ),
         }
     }
 }
@@ -332,7 +339,7 @@ impl Session {
         match self.state {
             State::Idle => Ok(()),
             State::AwaitConnAck { since } if now >= since + CONNACK_TIMEOUT => {
-                Err(SessionError::Silent)
+                Err(SessionError::NoConnAck)
             }
             State::AwaitConnAck { .. } => Ok(()),
             State::Connected => {
@@ -595,15 +602,16 @@ mod tests {
     }
 
     #[test]
-    fn no_connack_in_time_is_silent_and_garbage_is_a_protocol_error() {
+    fn no_connack_in_time_says_so_and_garbage_is_a_protocol_error() {
         let t0 = Instant::now();
         let mut s = Session::new(cfg(), t0);
         s.start(t0).unwrap();
         assert_eq!(s.poll_timeout(), Some(t0 + CONNACK_TIMEOUT));
-        assert_eq!(
-            s.handle_timer(t0 + CONNACK_TIMEOUT),
-            Err(SessionError::Silent)
-        );
+        // Issue 19: a broker that never sent CONNACK was reported as silent past
+        // 1.5 x keepalive; the timeout that fired is the CONNACK one.
+        let e = s.handle_timer(t0 + CONNACK_TIMEOUT).unwrap_err();
+        assert_eq!(e, SessionError::NoConnAck);
+        assert_eq!(e.to_string(), "no CONNACK within 10 s of CONNECT");
         let mut s = connected(t0);
         let mut b = BytesMut::from(&[0xF0u8, 0x00][..]); // reserved packet type 15
         assert!(matches!(
