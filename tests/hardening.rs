@@ -410,3 +410,27 @@ fn a_resolver_that_never_answers_does_not_hold_a_checks_timeout() {
         .unwrap();
     assert!(dur <= 1100, "the 1 s timeout fired after {dur} ms:\n{log}");
 }
+
+/// A check still running at SIGTERM was spooled as an `error` event (`killed by
+/// signal 15`): a false alarm at every restart. A run cut short by crd's own
+/// shutdown is not the module's error.
+#[test]
+fn a_check_cut_short_by_shutdown_is_not_an_error_event() {
+    let sb = Sandbox::new("stopcut");
+    sb.module("Long", "touch ../../started\nsleep 30\nexit 1", None);
+    sb.config("interval = 1h\ntimeout = 1m");
+    let mut d = sb.start();
+    assert!(wait_for(LONG, || sb.exists("started")), "{}", d.log());
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(LONG).expect("crd exits after SIGTERM");
+    assert!(st.success(), "{st:?}");
+    let log = d.log();
+    assert!(
+        log.contains("module Long: check cut short by the shutdown"),
+        "{log}"
+    );
+    assert!(!log.contains("kind=error"), "{log}");
+    let (code, dump, err) = sb.run(&["dump"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!dump.contains(" error "), "{dump}");
+}

@@ -48,6 +48,8 @@ pub struct Finished {
     pub output: String,
     pub started: Instant,
     pub dur: Duration,
+    /// crd terminated it for its own shutdown (`terminate_all`) before it ended.
+    pub stopped: bool,
 }
 
 #[derive(Debug)]
@@ -70,6 +72,8 @@ struct Run {
     kill_at: Option<Instant>,
     /// SIGKILL was sent; no timer remains for this run.
     killed: bool,
+    /// Terminated by `terminate_all` (crd's shutdown), not by its own timeout.
+    stopped: bool,
     timed_out: bool,
     exit: Option<(WaitStatus, Instant)>,
 }
@@ -136,6 +140,7 @@ impl Runs {
                     deadline: now + s.timeout,
                     kill_at: None,
                     killed: false,
+                    stopped: false,
                     timed_out: false,
                     exit: None,
                 });
@@ -150,6 +155,7 @@ impl Runs {
                     output,
                     started: now,
                     dur: Duration::ZERO,
+                    stopped: false,
                 });
             }
         }
@@ -274,6 +280,7 @@ impl Runs {
             output: run.exec_error.unwrap_or_else(|| run.capture.render()),
             started: run.started,
             dur: at.saturating_duration_since(run.started),
+            stopped: run.stopped,
         });
     }
 
@@ -331,6 +338,7 @@ impl Runs {
             if run.exit.is_none() && run.kill_at.is_none() {
                 signal(run, libc::SIGTERM);
                 run.kill_at = Some(now + KILL_GRACE);
+                run.stopped = true;
             }
         }
     }

@@ -350,6 +350,17 @@ impl Daemon {
             f.outcome.describe(),
             f.dur.as_millis()
         );
+        if f.stopped && f.role == Role::Check {
+            // Cut short by crd's own shutdown: not the module's error, and no
+            // verdict either (the check did not get to say).
+            log::info!(
+                "module {}: check cut short by the shutdown ({}); no event",
+                f.module,
+                f.outcome.describe()
+            );
+            self.sched.handle_done(i);
+            return;
+        }
         let ran = Ran {
             role: f.role,
             outcome: f.outcome,
