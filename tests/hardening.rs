@@ -85,11 +85,12 @@ fn check_config_exits_2_when_a_module_is_refused() {
     let (code, out, err) = sb.run(&["--check-config"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok; 2 modules runnable"), "{out}");
-    // A section naming no module is a failed check too (a typo loses its keys).
+    // A section naming a module that is not installed is only a warning: a
+    // package's config may carry sections for modules installed later.
     sb.config("[module Ghost]\ntimeout = 1");
     let (code, out, err) = sb.run(&["--check-config"]);
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(out.contains("1 section naming no module"), "{out}");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("[module Ghost] names no runnable module"), "{err}");
 }
 
 /// Item 6: with umask 022 a fresh spool directory was created 0755, not the

@@ -333,17 +333,17 @@ fn run_daemon(cfg: Config, pinned: Option<log::LevelFilter>) -> i32 {
 }
 
 /// `--check-config`: the config parsed (or `main` already exited 2), then every
-/// module. A refused module, or a `[module NAME]` section naming no runnable
-/// module, exits 2: the daemon would run the rest, but a deployment gated on this
-/// must not ship a router that runs less than it was given. Other warnings (no
-/// `modules_dir` yet) are printed and exit 0.
+/// module. A refused module exits 2: the daemon would run the rest, but a
+/// deployment gated on this must not ship a router that runs less than it was
+/// given. Other warnings (no `modules_dir` yet, a `[module NAME]` for a module not
+/// installed, as a package's config may carry) are printed and exit 0.
 fn check_config(cfg: &Config) -> i32 {
     let scan = modules::discover(cfg, sys::euid());
     for w in &scan.warnings {
         err!("crd: {w}");
     }
     let runnable = scan.modules.len();
-    if scan.refused.is_empty() && scan.unmatched_sections.is_empty() {
+    if scan.refused.is_empty() {
         out!(
             "{}: ok; {runnable} modules runnable from {}",
             cfg.path.display(),
@@ -353,16 +353,10 @@ fn check_config(cfg: &Config) -> i32 {
     }
     let refused = scan.refused.len();
     out!(
-        "{}: {refused} module{} refused ({}), {} section{} naming no module; {runnable} modules runnable from {}",
+        "{}: {refused} module{} refused ({}); {runnable} modules runnable from {}",
         cfg.path.display(),
         if refused == 1 { "" } else { "s" },
         scan.refused.join(", "),
-        scan.unmatched_sections.len(),
-        if scan.unmatched_sections.len() == 1 {
-            ""
-        } else {
-            "s"
-        },
         cfg.modules_dir.display()
     );
     EXIT_USAGE

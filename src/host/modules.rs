@@ -173,8 +173,6 @@ pub struct Scan {
     pub warnings: Vec<String>,
     /// Modules that have a `check` but were refused.
     pub refused: Vec<String>,
-    /// `[module NAME]` sections of crd.conf that name no runnable module.
-    pub unmatched_sections: Vec<String>,
 }
 
 /// Scans `modules_dir`. A directory without `check` (a pure support module) is not
@@ -225,10 +223,8 @@ pub fn discover(cfg: &Config, euid: u32) -> Scan {
             }
         }
     }
-    let mut unmatched_sections = Vec::new();
     for sec in &cfg.sections {
         if !modules.iter().any(|m| m.name == sec.name) {
-            unmatched_sections.push(sec.name.clone());
             warnings.push(format!(
                 "{}:{}: [module {}] names no runnable module in {}",
                 cfg.path.display(),
@@ -242,7 +238,6 @@ pub fn discover(cfg: &Config, euid: u32) -> Scan {
         modules,
         warnings,
         refused,
-        unmatched_sections,
     }
 }
 
