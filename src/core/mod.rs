@@ -9,3 +9,4 @@ pub mod lifecycle;
 pub mod module;
 pub mod output;
 pub mod schedule;
+pub mod topic;
