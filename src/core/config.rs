@@ -15,6 +15,7 @@
 //! filters and passwords use it), so only a line whose first non-blank character is
 //! `#` is a comment.
 
+use crate::core::topic;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +24,11 @@ use std::time::Duration;
 pub const MAX_LINE_BYTES: usize = 4096;
 /// Longest accepted config file, in bytes; the reader enforces it before parsing.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Most topic filters one module subscribes to.
+pub const MAX_FILTERS_PER_MODULE: usize = 16;
+/// Default and bounds of `max_message`, the largest message payload a subscribed
+/// module is given, bytes.
+pub const DEFAULT_MAX_MESSAGE: u32 = 64 << 10;
 /// Longest module name, in bytes (also the support-module name rule).
 pub const MAX_NAME_BYTES: usize = 64;
 
@@ -62,6 +68,12 @@ pub struct ModuleSettings {
     pub convention: Convention,
     pub respond_at: Severity,
     pub enabled: bool,
+    /// `subscribe`: MQTT topic filters; a module with any runs once per matching
+    /// message instead of on a schedule (the collector). Per module only.
+    pub subscribe: Vec<String>,
+    /// `subscribe_group`: share the module's filters with the other collectors of
+    /// this group (`$share/GROUP/FILTER`); global default or per module.
+    pub subscribe_group: Option<String>,
 }
 
 impl Default for ModuleSettings {
@@ -79,6 +91,8 @@ impl Default for ModuleSettings {
             convention: Convention::Exit,
             respond_at: Severity::Critical,
             enabled: true,
+            subscribe: Vec::new(),
+            subscribe_group: None,
         }
     }
 }
@@ -158,6 +172,9 @@ pub struct Config {
     /// `install_max_size`: the most bytes `crd --install` fetches (archive) and
     /// unpacks (files of the module), each.
     pub install_max_size: u64,
+    /// `max_message`: the largest message payload a subscribed module is given,
+    /// bytes; a larger one becomes an `error` event naming its topic and size.
+    pub max_message: u32,
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
@@ -186,10 +203,20 @@ pub enum Setting {
     Convention(Convention),
     RespondAt(Severity),
     Enabled(bool),
+    Subscribe(Vec<String>),
+    SubscribeGroup(String),
 }
 
 impl Setting {
     pub fn apply(&self, s: &mut ModuleSettings) {
+        match self {
+            Setting::Subscribe(v) => s.subscribe = v.clone(),
+            Setting::SubscribeGroup(v) => s.subscribe_group = Some(v.clone()),
+            _ => self.apply_copy(s),
+        }
+    }
+
+    fn apply_copy(&self, s: &mut ModuleSettings) {
         match *self {
             Setting::Interval(v) => s.interval = v,
             Setting::Timeout(v) => s.timeout = v,
@@ -203,6 +230,7 @@ impl Setting {
             Setting::Convention(v) => s.convention = v,
             Setting::RespondAt(v) => s.respond_at = v,
             Setting::Enabled(v) => s.enabled = v,
+            Setting::Subscribe(_) | Setting::SubscribeGroup(_) => {}
         }
     }
 }
@@ -278,6 +306,7 @@ impl Config {
             mqtt: MqttSettings::default(),
             repository: String::new(),
             install_max_size: DEFAULT_INSTALL_MAX_SIZE,
+            max_message: DEFAULT_MAX_MESSAGE,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
         }
@@ -499,6 +528,28 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, String> {
             _ => return Err(format!("bad respond_at `{v}` (warning or critical)")),
         }),
         "enabled" => Setting::Enabled(parse_bool(v)?),
+        "subscribe" => {
+            let filters: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+            if filters.is_empty() {
+                return Err("subscribe needs at least one topic filter".into());
+            }
+            if filters.len() > MAX_FILTERS_PER_MODULE {
+                return Err(format!("more than {MAX_FILTERS_PER_MODULE} topic filters"));
+            }
+            for f in &filters {
+                topic::valid_filter(f).map_err(|why| format!("bad topic filter `{f}`: {why}"))?;
+                if f.starts_with("$share/") {
+                    return Err(format!(
+                        "bad topic filter `{f}`: write the group as `subscribe_group`"
+                    ));
+                }
+            }
+            Setting::Subscribe(filters)
+        }
+        "subscribe_group" => {
+            topic::valid_group(v).map_err(|why| format!("bad subscribe_group `{v}`: {why}"))?;
+            Setting::SubscribeGroup(v.to_string())
+        }
         _ => return Ok(None),
     }))
 }
@@ -751,6 +802,12 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         }
         "install_max_size" => cfg.install_max_size = parse_size_in(v, 4 << 10, 1 << 30)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
+        "max_message" => cfg.max_message = parse_u32_size(v, 64, 1 << 20)?,
+        "subscribe" => {
+            return Err(
+                "subscribe is set per module (its module.conf, or a [module NAME] section)".into(),
+            );
+        }
         "broker" => {
             if v.is_empty() || v.contains(char::is_whitespace) {
                 return Err(format!("bad broker `{v}` (want host:port)"));
@@ -1150,6 +1207,41 @@ mod tests {
         let c = p("spool_size = 8G\nspool_segment = 2M\nspool_sync_bytes = 2M\n").unwrap();
         assert_eq!(c.spool.unsynced_limit(), SPOOL_UNSYNCED_RAM_LIMIT_BYTES);
         assert!(one_err("spool_size = 8G\nspool_segment = 1M").contains("4096 segments at most"));
+    }
+
+    /// Issue 15: subscribed modules.
+    #[test]
+    fn subscribe_keys_are_topic_filters_checked_with_their_line() {
+        let c = p(
+            "subscribe_group = central\nmax_message = 16k\n[module Sink]\n\
+                   subscribe = crd/+/event/# crd/+/status\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_message, 16 << 10);
+        let s = c.module_settings("Sink", &[]);
+        assert_eq!(s.subscribe, ["crd/+/event/#", "crd/+/status"]);
+        assert_eq!(s.subscribe_group.as_deref(), Some("central"));
+        assert!(c.module_settings("Other", &[]).subscribe.is_empty());
+        let own = parse_module_conf(
+            "subscribe = a/+\nsubscribe_group = g2\n",
+            Path::new("module.conf"),
+        )
+        .unwrap();
+        let s = c.module_settings("M", &own);
+        assert_eq!(
+            (s.subscribe, s.subscribe_group.as_deref()),
+            (vec!["a/+".to_string()], Some("g2"))
+        );
+        let e = one_err("[module X]\nsubscribe = a/#/b\n");
+        assert!(
+            e.starts_with("crd.conf:2: key `subscribe`: bad topic filter `a/#/b`: `#` must be"),
+            "{e}"
+        );
+        assert!(one_err("[module X]\nsubscribe = a+\n").contains("`+` must be a whole level"));
+        assert!(one_err("[module X]\nsubscribe = $share/g/a\n").contains("subscribe_group"));
+        assert!(one_err("subscribe = a\n").contains("per module"));
+        assert!(one_err("subscribe_group = a/b\n").contains("bad subscribe_group"));
+        assert!(one_err("max_message = 2M\n").contains("out of range"));
     }
 
     #[test]
