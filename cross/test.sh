@@ -51,6 +51,10 @@ for board in "$@"; do
         check_command_runs_check_and_response_once \
         check_config_reports_every_error
     CRD_BIN="$top/dist/$board/crd" CRD_RUNNER="$QEMU" \
+        cargo test --quiet --locked --test hardening -- \
+        a_chatty_check_still_starts_its_response_with_the_output_on_stdin \
+        sighup_keeps_each_modules_schedule
+    CRD_BIN="$top/dist/$board/crd" CRD_RUNNER="$QEMU" \
         cargo test --quiet --locked --test spool -- \
         events_survive_a_restart_and_seq_continues \
         emit_records_messages_from_arguments_and_stdin \

@@ -17,7 +17,12 @@ fn a_check_that_fires_runs_its_response_with_the_crd_environment() {
     );
     sb.config("interval = 1");
     let d = sb.start();
-    assert!(wait_for(LONG, || sb.exists("responded")), "{}", d.log());
+    // The shell creates the file before it writes it: wait for the content.
+    assert!(
+        wait_for(LONG, || !sb.read("responded").is_empty()),
+        "{}",
+        d.log()
+    );
     let dir = sb.path("modules/Full");
     assert_eq!(
         sb.read("responded"),
@@ -352,8 +357,7 @@ fn nul_bytes_in_check_output_reach_the_response_without_them() {
     );
     sb.config("interval = 1h");
     let d = sb.start();
-    assert!(wait_for(LONG, || sb.exists("seen")), "{}", d.log());
-    assert_eq!(sb.read("seen"), "ab");
+    assert!(wait_for(LONG, || sb.read("seen") == "ab"), "{}", d.log());
 }
 
 #[test]

@@ -90,7 +90,10 @@ fn check_config_exits_2_when_a_module_is_refused() {
     sb.config("[module Ghost]\ntimeout = 1");
     let (code, out, err) = sb.run(&["--check-config"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(err.contains("[module Ghost] names no runnable module"), "{err}");
+    assert!(
+        err.contains("[module Ghost] names no runnable module"),
+        "{err}"
+    );
 }
 
 /// Item 6: with umask 022 a fresh spool directory was created 0755, not the

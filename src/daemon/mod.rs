@@ -64,6 +64,8 @@ pub struct Daemon {
     pinned_log_level: Option<log::LevelFilter>,
     /// The run id of the child resolving the broker's name, while one runs.
     resolver: Option<usize>,
+    /// Messages the broker delivered that no module asked for.
+    inbound_unasked: u64,
 }
 
 impl Daemon {
@@ -100,6 +102,7 @@ impl Daemon {
             stopping: None,
             pinned_log_level: None,
             resolver: None,
+            inbound_unasked: 0,
             cfg,
         };
         for line in crate::install::recover(&d.cfg.modules_dir) {
@@ -219,12 +222,15 @@ impl Daemon {
                     }
                     Wake::Ready {
                         token, readable, ..
-                    } if self.forwarder.owns(token) => self.forwarder.handle_event(
-                        self.poller.registry(),
-                        self.outbox.spool(),
-                        readable,
-                        now,
-                    ),
+                    } if self.forwarder.owns(token) => {
+                        self.forwarder.handle_event(
+                            self.poller.registry(),
+                            self.outbox.spool(),
+                            readable,
+                            now,
+                        );
+                        self.take_inbound();
+                    }
                     Wake::Ready { .. } => {}
                 }
             }
@@ -258,6 +264,12 @@ impl Daemon {
         self.outbox.handle_timer(now);
         self.forwarder
             .handle_timer(self.poller.registry(), self.outbox.spool(), now);
+        if self.forwarder.has_pending_input() {
+            // Bytes left past the read budget: read on (edge-triggered, no new event).
+            self.forwarder
+                .handle_event(self.poller.registry(), self.outbox.spool(), true, now);
+            self.take_inbound();
+        }
         if let Some(name) = self.forwarder.poll_resolve() {
             let r = Recipe::resolver(name, RESOLVE_TIMEOUT);
             log::debug!("mqtt: resolving {name} in a child");
@@ -285,6 +297,8 @@ impl Daemon {
                 .filter(|c| c.has_pending_reads())
                 .map(|_| self.started),
             self.stopping.map(|s| s + SHUTDOWN_LIMIT),
+            // Broker bytes left past the read budget: do not sleep.
+            self.forwarder.has_pending_input().then_some(self.started),
             self.outbox.poll_timeout(),
             self.forwarder.poll_timeout(),
         ];
@@ -436,6 +450,17 @@ impl Daemon {
         }
     }
 
+    /// Messages the broker delivered. This daemon subscribes to nothing yet, so a
+    /// message here is one the broker sent unasked (a persistent session left by
+    /// another client with the same id): counted and dropped, unacknowledged.
+    fn take_inbound(&mut self) {
+        let n = self.forwarder.take_inbound().len() as u64;
+        if n > 0 {
+            self.inbound_unasked = self.inbound_unasked.saturating_add(n);
+            log::debug!("mqtt: {n} messages nobody subscribed to; dropped");
+        }
+    }
+
     /// Carries out control requests and sends their replies.
     fn answer(&mut self, reqs: Vec<(usize, Request)>, now: Instant) {
         for (client, req) in reqs {
@@ -495,6 +520,7 @@ impl Daemon {
         let _ = writeln!(s, "max_rss_kib: {}", sys::max_rss_kib());
         self.outbox.status(&mut s, now);
         self.forwarder.status(&mut s, now);
+        let _ = writeln!(s, "mqtt_unasked_messages: {}", self.inbound_unasked);
         let _ = writeln!(
             s,
             "\n{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  last",

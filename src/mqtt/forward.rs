@@ -41,6 +41,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Encoded publishes waiting for the socket, at most (bytes); reading from the
 /// spool pauses above it.
 pub const OUT_LIMIT_BYTES: usize = 256 * 1024;
+/// Bytes read from the broker per loop turn; the rest on the next turn, so a flood
+/// of messages cannot hold the loop.
+pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// Largest password file read, bytes.
 const PASSWORD_FILE_MAX: u64 = 4096;
 const DEFAULT_PORT: u16 = 1883;
@@ -86,6 +89,14 @@ pub struct Forwarder {
     connects: u64,
     last_connect: Option<Instant>,
     last_error: String,
+    /// Filters subscribed at each connect (empty: crd only publishes).
+    filters: Vec<String>,
+    /// Filters the broker's last SUBACK refused.
+    refused_filters: Vec<String>,
+    /// Inbound messages for the collector, with their connection number.
+    inbound: Vec<(u64, Up)>,
+    /// Bytes left unread past `READ_BUDGET_BYTES`.
+    pending_input: bool,
     /// Reused per record: the topic and the JSON payload being sent.
     topic_buf: String,
     json_buf: Vec<u8>,
@@ -159,6 +170,8 @@ impl Forwarder {
                 login: None,
                 will: Some((wire::status_topic(&cfg.topic_prefix, node), will)),
                 max_packet: 2 << 20,
+                max_incoming: crate::mqtt::session::MAX_INCOMING_PACKET,
+                clean_session: true,
             },
             now,
         );
@@ -189,6 +202,10 @@ impl Forwarder {
             last_error: String::new(),
             topic_buf: String::new(),
             json_buf: Vec::new(),
+            filters: Vec::new(),
+            refused_filters: Vec::new(),
+            inbound: Vec::new(),
+            pending_input: false,
             cfg,
         }
     }
@@ -383,59 +400,125 @@ impl Forwarder {
         self.pump(registry, spool, now);
     }
 
+    /// Reads what the broker sent, at most `READ_BUDGET_BYTES` per call (the rest
+    /// on the next turn, see `has_pending_input`), handing each chunk to the
+    /// session at once: a partial packet is the most `rbuf` ever holds, and a
+    /// PUBLISH over the limit is skipped as it arrives, never buffered.
     fn read_input<S: Storage>(&mut self, spool: &mut Spool<S>, now: Instant) -> Result<(), String> {
-        let Some(s) = self.sock.as_mut() else {
-            return Ok(());
-        };
         let mut buf = [0u8; 4096];
-        let mut closed = false;
+        let mut budget = READ_BUDGET_BYTES;
+        self.pending_input = false;
+        let mut ups = Vec::new();
         loop {
-            match s.read(&mut buf) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
+            let Some(s) = self.sock.as_mut() else {
+                return Ok(());
+            };
+            if budget == 0 {
+                self.pending_input = true;
+                return Ok(());
+            }
+            match s.read(&mut buf[..budget.min(4096)]) {
+                Ok(0) => return Err("broker closed the connection".into()),
                 Ok(n) => {
+                    budget -= n;
                     self.rbuf.extend_from_slice(&buf[..n]);
-                    if self.rbuf.len() > crate::mqtt::session::MAX_INCOMING_PACKET + buf.len() {
-                        return Err("broker sent an oversized packet".into());
-                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("read: {e}")),
             }
+            let r = self.session.handle_input(&mut self.rbuf, now, &mut ups);
+            for up in ups.drain(..) {
+                self.handle_up(up, spool, now)?;
+            }
+            r.map_err(|e| e.to_string())?;
         }
-        let mut ups = Vec::new();
-        let r = self.session.handle_input(&mut self.rbuf, now, &mut ups);
-        for up in ups {
-            match up {
-                Up::Connected => {
-                    self.connects += 1;
-                    self.last_connect = Some(now);
-                    self.backoff = BACKOFF_MIN;
-                    self.last_error.clear();
-                    log::info!("mqtt: connected to {}", self.cfg.broker);
-                    let topic = self.status_topic();
-                    let p = self.status_payload("online");
+    }
+
+    fn handle_up<S: Storage>(
+        &mut self,
+        up: Up,
+        spool: &mut Spool<S>,
+        now: Instant,
+    ) -> Result<(), String> {
+        match up {
+            Up::Connected => {
+                self.connects += 1;
+                self.last_connect = Some(now);
+                self.backoff = BACKOFF_MIN;
+                self.last_error.clear();
+                log::info!("mqtt: connected to {}", self.cfg.broker);
+                let topic = self.status_topic();
+                let p = self.status_payload("online");
+                self.session
+                    .publish(&topic, &p, true, false, None, now)
+                    .map_err(|e| e.to_string())?;
+                if !self.filters.is_empty() {
                     self.session
-                        .publish(&topic, &p, true, false, None, now)
+                        .subscribe(&self.filters, now)
                         .map_err(|e| e.to_string())?;
                 }
-                Up::Acked(Some(seq)) => {
-                    self.acked += 1;
-                    if let Err(e) = spool.ack(seq, now) {
-                        log::warn!("spool: ack of {seq}: {e}");
-                    }
+            }
+            Up::Acked(Some(seq)) => {
+                self.acked += 1;
+                if let Err(e) = spool.ack(seq, now) {
+                    log::warn!("spool: ack of {seq}: {e}");
                 }
-                Up::Acked(None) => {}
+            }
+            Up::Acked(None) => {}
+            Up::Subscribed { refused } => {
+                self.refused_filters = refused.iter().map(|&i| self.filters[i].clone()).collect();
+                if self.refused_filters.is_empty() {
+                    log::info!("mqtt: subscribed to {}", self.filters.join(" "));
+                } else {
+                    // Not a reason to drop the connection (events still go out),
+                    // but nothing arrives on these: say so loudly.
+                    log::error!(
+                        "mqtt: the broker refused the subscription to {} (an ACL?); \
+                         modules on it receive nothing",
+                        self.refused_filters.join(" ")
+                    );
+                }
+            }
+            up @ (Up::Message(_) | Up::Oversized { .. }) => {
+                self.inbound.push((self.connects, up));
             }
         }
-        r.map_err(|e| e.to_string())?;
-        if closed {
-            return Err("broker closed the connection".into());
-        }
         Ok(())
+    }
+
+    /// Sets the filters to subscribe to at each connect (at QoS 1, with a
+    /// persistent session so the broker queues messages while crd is away), and
+    /// the largest message payload taken whole.
+    pub fn subscribe_to(&mut self, filters: Vec<String>, max_message: u32) {
+        self.session
+            .set_subscriber(max_message as usize + crate::mqtt::session::TOPIC_ALLOWANCE);
+        self.filters = filters;
+    }
+
+    /// Messages (and oversized ones) received since the last call, each with the
+    /// connection it came on (`puback` needs it).
+    pub fn take_inbound(&mut self) -> Vec<(u64, Up)> {
+        std::mem::take(&mut self.inbound)
+    }
+
+    /// Acknowledges inbound PUBLISH `pkid` of connection `conn`; nothing if that
+    /// connection is gone (the broker sends the message again on the next one).
+    pub fn puback(&mut self, conn: u64, pkid: u16, now: Instant) {
+        if conn != self.connects || !self.session.is_connected() {
+            return;
+        }
+        if self.session.puback(pkid, now).is_ok()
+            && let Err(e) = self.write_out()
+        {
+            log::debug!("mqtt: writing PUBACK: {e}");
+        }
+    }
+
+    /// Bytes from the broker were left unread past the read budget: the loop must
+    /// turn again without sleeping.
+    pub fn has_pending_input(&self) -> bool {
+        self.pending_input
     }
 
     /// Moves records from the spool into the window, then writes what is queued.

@@ -1,6 +1,11 @@
 //! The MQTT 3.1.1 client session, sans IO: bytes and `now` in, bytes to send, events
 //! and the next deadline out. It owns CONNECT/CONNACK, keepalive, the in-flight
-//! window of QoS 1 publishes and the packet id -> spool seq map. Packets are
+//! window of QoS 1 publishes and the packet id -> spool seq map, and for a
+//! subscriber SUBSCRIBE/SUBACK, inbound PUBLISH (QoS 0 and 1) and the PUBACK the
+//! caller sends when it chooses (once the message is journaled). An inbound
+//! PUBLISH larger than `max_incoming` is never buffered whole: its topic and packet
+//! id are kept, the rest is skipped as it arrives, and it is reported as
+//! `Up::Oversized`, so the caller can acknowledge it and say so. Packets are
 //! encoded and decoded by rumqttc's v4 codec; rumqttc's event loop is not used.
 //!
 //! It never touches a socket or a clock; `forward.rs` carries its output to the
@@ -13,9 +18,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Largest packet accepted from the broker, bytes: a client that only publishes
-/// receives CONNACK, PUBACK and PINGRESP; anything bigger is a protocol error.
+/// Largest packet taken whole from the broker for a client that only publishes
+/// (CONNACK, PUBACK, SUBACK, PINGRESP), bytes; a subscriber sets `max_incoming`
+/// from `max_message`. A larger PUBLISH is skipped (`Up::Oversized`), any other
+/// larger packet is a protocol error.
 pub const MAX_INCOMING_PACKET: usize = 64 * 1024;
+/// Room for a PUBLISH's topic and header next to its payload, bytes.
+pub const TOPIC_ALLOWANCE: usize = 64 * 1024 + 16;
 /// Longest wait for CONNACK after CONNECT.
 pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,6 +40,23 @@ pub struct SessionConfig {
     pub will: Option<(String, Vec<u8>)>,
     /// Largest packet crd sends, bytes.
     pub max_packet: usize,
+    /// Largest packet taken whole from the broker, bytes (see `MAX_INCOMING_PACKET`).
+    pub max_incoming: usize,
+    /// A clean session (3.1.2.4): the broker keeps nothing for crd between
+    /// connections. A subscriber wants it off, so the broker queues its messages
+    /// while it is away.
+    pub clean_session: bool,
+}
+
+/// A PUBLISH from the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    /// The packet id to acknowledge (QoS 1); `None` for QoS 0.
+    pub pkid: Option<u16>,
+    pub dup: bool,
+    pub retain: bool,
 }
 
 /// What the broker's bytes meant.
@@ -40,6 +66,29 @@ pub enum Up {
     Connected,
     /// PUBACK of a publish; `Some(seq)` for a spool record.
     Acked(Option<u64>),
+    /// SUBACK: the indices (in the SUBSCRIBE's order) of the filters the broker
+    /// refused (return code 0x80); empty when all were granted.
+    Subscribed {
+        refused: Vec<usize>,
+    },
+    Message(Inbound),
+    /// A PUBLISH over `max_incoming`: skipped, never buffered whole. `size` is its
+    /// payload in bytes; `pkid` must still be acknowledged (else the broker sends it
+    /// again on every connection).
+    Oversized {
+        topic: String,
+        size: usize,
+        pkid: Option<u16>,
+    },
+}
+
+/// A PUBLISH being skipped: bytes of it still to come.
+#[derive(Debug)]
+struct Skip {
+    left: usize,
+    topic: String,
+    size: usize,
+    pkid: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +173,9 @@ pub struct Session {
     next_pkid: u16,
     last_rx: Instant,
     last_tx: Instant,
+    /// The SUBSCRIBE awaiting its SUBACK.
+    sub_pkid: Option<u16>,
+    skipping: Option<Skip>,
 }
 
 impl Session {
@@ -136,6 +188,8 @@ impl Session {
             next_pkid: 1,
             last_rx: now,
             last_tx: now,
+            sub_pkid: None,
+            skipping: None,
         }
     }
 
@@ -147,7 +201,7 @@ impl Session {
         let mut c = rumqttc::mqttbytes::v4::Connect::new(self.cfg.client_id.clone());
         // Keep Alive is a 16-bit number of seconds (3.1.2.10).
         c.keep_alive = self.cfg.keepalive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
-        c.clean_session = true;
+        c.clean_session = self.cfg.clean_session;
         if let Some((u, p)) = &self.cfg.login {
             c.login = Some(Login::new(u.clone(), p.clone()));
         }
@@ -165,6 +219,13 @@ impl Session {
         Ok(())
     }
 
+    /// Makes this a subscriber's session: not clean, and PUBLISH packets up to
+    /// `max_incoming` bytes taken whole.
+    pub fn set_subscriber(&mut self, max_incoming: usize) {
+        self.cfg.clean_session = false;
+        self.cfg.max_incoming = max_incoming;
+    }
+
     /// Sets the login for the next CONNECT (the password file is re-read for each).
     pub fn set_login(&mut self, login: Option<(String, String)>) {
         self.cfg.login = login;
@@ -175,6 +236,32 @@ impl Session {
         self.state = State::Idle;
         self.out.clear();
         self.inflight.clear();
+        self.sub_pkid = None;
+        self.skipping = None;
+    }
+
+    /// Queues SUBSCRIBE (3.8) for `filters`, each at QoS 1; the SUBACK comes back
+    /// as `Up::Subscribed`.
+    pub fn subscribe(&mut self, filters: &[String], now: Instant) -> Result<(), SessionError> {
+        use rumqttc::mqttbytes::v4::{Subscribe, SubscribeFilter};
+        let pkid = self.alloc_pkid();
+        let mut s = Subscribe::new_many(
+            filters
+                .iter()
+                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+        );
+        s.pkid = pkid;
+        self.send(Packet::Subscribe(s), now)?;
+        self.sub_pkid = Some(pkid);
+        Ok(())
+    }
+
+    /// Queues the PUBACK (3.4) of an inbound QoS 1 PUBLISH.
+    pub fn puback(&mut self, pkid: u16, now: Instant) -> Result<(), SessionError> {
+        self.send(
+            Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(pkid)),
+            now,
+        )
     }
 
     pub fn is_connected(&self) -> bool {
@@ -257,7 +344,8 @@ impl Session {
         loop {
             let id = self.next_pkid;
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|&(p, _)| p == id) {
+            if id != 0 && self.sub_pkid != Some(id) && !self.inflight.iter().any(|&(p, _)| p == id)
+            {
                 return id;
             }
         }
@@ -269,15 +357,45 @@ impl Session {
         self.state = State::Idle;
     }
 
-    /// Takes every complete packet out of `buf` (partial ones stay for later).
+    /// Takes every complete packet out of `buf` (partial ones stay for later, and
+    /// of a PUBLISH over `max_incoming` only its head is ever kept).
     pub fn handle_input(
         &mut self,
         buf: &mut BytesMut,
         now: Instant,
         up: &mut Vec<Up>,
     ) -> Result<(), SessionError> {
+        use bytes::Buf;
         loop {
-            let p = match Packet::read(buf, MAX_INCOMING_PACKET) {
+            if let Some(skip) = self.skipping.as_mut() {
+                let n = skip.left.min(buf.len());
+                buf.advance(n);
+                skip.left -= n;
+                if n > 0 {
+                    self.last_rx = now;
+                }
+                if skip.left > 0 {
+                    return Ok(());
+                }
+                let s = self.skipping.take().expect("just matched");
+                up.push(Up::Oversized {
+                    topic: s.topic,
+                    size: s.size,
+                    pkid: s.pkid,
+                });
+                continue;
+            }
+            if let Some(big) = oversized(buf, self.cfg.max_incoming)? {
+                match big {
+                    Some(skip) => {
+                        self.last_rx = now;
+                        self.skipping = Some(skip);
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
+            let p = match Packet::read(buf, self.cfg.max_incoming) {
                 Ok(p) => p,
                 Err(CodecError::InsufficientBytes(_)) => return Ok(()),
                 Err(e) => return Err(SessionError::Protocol(format!("{e:?}"))),
@@ -296,11 +414,43 @@ impl Session {
                     // are handled: the spool's watermark only moves over a
                     // contiguous acked prefix anyway.
                     if let Some(i) = self.inflight.iter().position(|&(p, _)| p == a.pkid) {
-                        let (_, seq) = self.inflight.remove(i).expect("found");
-                        up.push(Up::Acked(seq));
+                        if let Some((_, seq)) = self.inflight.remove(i) {
+                            up.push(Up::Acked(seq));
+                        }
                     } else {
                         log::debug!("mqtt: PUBACK for unknown packet id {}", a.pkid);
                     }
+                }
+                (Packet::SubAck(a), State::Connected) if self.sub_pkid == Some(a.pkid) => {
+                    use rumqttc::mqttbytes::v4::SubscribeReasonCode;
+                    self.sub_pkid = None;
+                    let refused = a
+                        .return_codes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| matches!(c, SubscribeReasonCode::Failure))
+                        .map(|(i, _)| i)
+                        .collect();
+                    up.push(Up::Subscribed { refused });
+                }
+                (Packet::Publish(p), State::Connected) => {
+                    let pkid = match p.qos {
+                        QoS::AtMostOnce => None,
+                        QoS::AtLeastOnce => Some(p.pkid),
+                        // crd subscribes at QoS 1; a broker never sends more (3.8.4).
+                        QoS::ExactlyOnce => {
+                            return Err(SessionError::Protocol(
+                                "a QoS 2 PUBLISH on a QoS 1 subscription".into(),
+                            ));
+                        }
+                    };
+                    up.push(Up::Message(Inbound {
+                        topic: p.topic,
+                        payload: p.payload,
+                        pkid,
+                        dup: p.dup,
+                        retain: p.retain,
+                    }));
                 }
                 (Packet::PingResp, _) => {}
                 (p, s) => {
@@ -355,6 +505,75 @@ impl Session {
     }
 }
 
+/// Looks at the packet at the front of `buf`: `None` when it is not over `limit`
+/// (or its length is not complete yet); `Some(None)` when it is an oversized
+/// PUBLISH whose head has not all arrived; `Some(Some(skip))` once its topic and
+/// packet id are taken out of `buf` (the rest is to be skipped). An oversized
+/// packet of any other kind is a protocol error.
+fn oversized(buf: &mut BytesMut, limit: usize) -> Result<Option<Option<Skip>>, SessionError> {
+    use bytes::Buf;
+    // Fixed header (2.2): type and flags, then the remaining length (2.2.3),
+    // 1 to 4 bytes of 7 bits.
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let mut remaining = 0usize;
+    let mut hdr = 1;
+    loop {
+        let Some(&b) = buf.get(hdr) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(b & 0x7f) << (7 * (hdr - 1));
+        hdr += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if hdr > 4 {
+            return Err(SessionError::Protocol("malformed remaining length".into()));
+        }
+    }
+    if remaining <= limit {
+        return Ok(None);
+    }
+    if first >> 4 != 3 {
+        return Err(SessionError::Protocol(format!(
+            "a packet of {remaining} bytes from the broker (over {limit})"
+        )));
+    }
+    let qos = (first >> 1) & 3;
+    if qos > 1 {
+        return Err(SessionError::Protocol(
+            "a QoS 2 PUBLISH on a QoS 1 subscription".into(),
+        ));
+    }
+    // Variable header (3.3.2): the topic (2-byte length, then UTF-8), then the
+    // packet id for QoS 1. The topic is at most 64 KiB: buffered, bounded.
+    let Some(tlen) = buf
+        .get(hdr..hdr + 2)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    else {
+        return Ok(Some(None));
+    };
+    let head = 2 + tlen + if qos == 1 { 2 } else { 0 };
+    if head > remaining {
+        return Err(SessionError::Protocol(
+            "a PUBLISH shorter than its topic".into(),
+        ));
+    }
+    if buf.len() < hdr + head {
+        return Ok(Some(None));
+    }
+    let topic = String::from_utf8_lossy(&buf[hdr + 2..hdr + 2 + tlen]).into_owned();
+    let pkid = (qos == 1).then(|| u16::from_be_bytes([buf[hdr + 2 + tlen], buf[hdr + 3 + tlen]]));
+    buf.advance(hdr + head);
+    Ok(Some(Some(Skip {
+        left: remaining - head,
+        topic,
+        size: remaining - head,
+        pkid,
+    })))
+}
+
 fn packet_name(p: &Packet) -> &'static str {
     match p {
         Packet::Connect(_) => "CONNECT",
@@ -387,6 +606,8 @@ mod tests {
             login: Some(("u".into(), "p".into())),
             will: Some(("crd/r1/status".into(), b"offline".to_vec())),
             max_packet: 1 << 20,
+            max_incoming: MAX_INCOMING_PACKET,
+            clean_session: true,
         }
     }
 
@@ -422,6 +643,121 @@ mod tests {
         s.handle_input(&mut b, now, &mut up).unwrap();
         assert_eq!(up, vec![Up::Connected]);
         s
+    }
+
+    /// Issue 15: a subscriber's session.
+    #[test]
+    fn a_subscriber_subscribes_receives_and_acknowledges_when_it_chooses() {
+        use rumqttc::mqttbytes::v4::{SubAck, SubscribeReasonCode};
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg(), t0);
+        s.set_subscriber(1024);
+        s.start(t0).unwrap();
+        match &sent(&mut s)[..] {
+            [Packet::Connect(c)] => assert!(!c.clean_session, "a persistent session"),
+            p => panic!("{p:?}"),
+        }
+        let mut b = broker(&[Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            true,
+        ))]);
+        s.handle_input(&mut b, t0, &mut Vec::new()).unwrap();
+        s.subscribe(&["crd/+/event/#".into(), "$share/g/x".into()], t0)
+            .unwrap();
+        let pkid = match &sent(&mut s)[..] {
+            [Packet::Subscribe(sub)] => {
+                let f: Vec<_> = sub
+                    .filters
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.qos))
+                    .collect();
+                assert_eq!(
+                    f,
+                    [
+                        ("crd/+/event/#", QoS::AtLeastOnce),
+                        ("$share/g/x", QoS::AtLeastOnce)
+                    ]
+                );
+                sub.pkid
+            }
+            p => panic!("{p:?}"),
+        };
+        let mut publish = Publish::new("crd/r1/event/Disk", QoS::AtLeastOnce, b"{}".to_vec());
+        publish.pkid = 7;
+        let mut b = broker(&[
+            Packet::SubAck(SubAck::new(
+                pkid,
+                vec![
+                    SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                    SubscribeReasonCode::Failure,
+                ],
+            )),
+            Packet::Publish(publish),
+            Packet::Publish(Publish::new("a/b", QoS::AtMostOnce, b"q0".to_vec())),
+        ]);
+        let mut up = Vec::new();
+        s.handle_input(&mut b, t0, &mut up).unwrap();
+        assert_eq!(up[0], Up::Subscribed { refused: vec![1] });
+        assert_eq!(
+            up[1],
+            Up::Message(Inbound {
+                topic: "crd/r1/event/Disk".into(),
+                payload: bytes::Bytes::from_static(b"{}"),
+                pkid: Some(7),
+                dup: false,
+                retain: false,
+            })
+        );
+        assert!(matches!(&up[2], Up::Message(m) if m.pkid.is_none() && m.topic == "a/b"));
+        assert!(
+            sent(&mut s).is_empty(),
+            "no PUBACK until the caller says so"
+        );
+        s.puback(7, t0).unwrap();
+        assert_eq!(sent(&mut s), vec![Packet::PubAck(PubAck::new(7))]);
+    }
+
+    /// Issue 15: a 10 MB message is never held in memory; its head is kept, the
+    /// rest skipped as it arrives, and the caller told so it can acknowledge it.
+    #[test]
+    fn an_oversized_publish_is_skipped_as_it_arrives_and_reported() {
+        let t0 = Instant::now();
+        let mut s = connected(t0);
+        s.set_subscriber(4096);
+        let mut big = Publish::new("crd/r1/big", QoS::AtLeastOnce, vec![b'x'; 10 << 20]);
+        big.pkid = 9;
+        let mut after = Publish::new("crd/r1/small", QoS::AtLeastOnce, b"ok".to_vec());
+        after.pkid = 10;
+        let mut all = BytesMut::new();
+        Packet::Publish(big).write(&mut all, 20 << 20).unwrap();
+        all.extend_from_slice(&broker(&[Packet::Publish(after)]));
+        let mut up = Vec::new();
+        let mut buf = BytesMut::new();
+        let mut most = 0;
+        for chunk in all.chunks(4096) {
+            buf.extend_from_slice(chunk);
+            s.handle_input(&mut buf, t0, &mut up).unwrap();
+            most = most.max(buf.len());
+        }
+        assert!(most <= 4096 + 16, "buffered {most} bytes at most");
+        assert_eq!(
+            up[0],
+            Up::Oversized {
+                topic: "crd/r1/big".into(),
+                size: 10 << 20,
+                pkid: Some(9)
+            }
+        );
+        assert!(
+            matches!(&up[1], Up::Message(m) if m.pkid == Some(10) && m.payload.as_ref() == b"ok")
+        );
+        // Any other packet over the limit is a protocol error.
+        let mut s = connected(t0);
+        let mut b = BytesMut::from(&[0x90u8, 0xff, 0xff, 0x7f][..]); // SUBACK of 2 MiB
+        assert!(matches!(
+            s.handle_input(&mut b, t0, &mut Vec::new()),
+            Err(SessionError::Protocol(_))
+        ));
     }
 
     #[test]
@@ -618,8 +954,16 @@ mod tests {
             s.handle_input(&mut b, t0, &mut Vec::new()),
             Err(SessionError::Protocol(_))
         ));
-        // A PUBLISH from the broker (crd subscribes to nothing) is refused too.
+        // A PUBLISH from the broker is handed up (a daemon that subscribes to
+        // nothing drops and counts it); one at QoS 2 is refused.
+        let mut s = connected(t0);
         let mut b = broker(&[Packet::Publish(Publish::new("x", QoS::AtMostOnce, vec![]))]);
+        let mut up = Vec::new();
+        s.handle_input(&mut b, t0, &mut up).unwrap();
+        assert!(matches!(&up[..], [Up::Message(m)] if m.topic == "x"));
+        let mut q2 = Publish::new("x", QoS::ExactlyOnce, vec![]);
+        q2.pkid = 1;
+        let mut b = broker(&[Packet::Publish(q2)]);
         assert!(s.handle_input(&mut b, t0, &mut Vec::new()).is_err());
     }
 
