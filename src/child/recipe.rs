@@ -101,9 +101,18 @@ impl Recipe {
         }
     }
 
-    /// A scheduled module's check (the daemon and `crd check`).
-    pub fn check(host: Host<'_>, m: &Module) -> Recipe {
-        Recipe::module_child(host, &m.name, Role::Check, &m.check, &m.dir, &m.settings)
+    /// A module's check (the daemon and `crd check`); `None` for a subscribed
+    /// module without one.
+    pub fn check(host: Host<'_>, m: &Module) -> Option<Recipe> {
+        let program = m.check.as_deref()?;
+        Some(Recipe::module_child(
+            host,
+            &m.name,
+            Role::Check,
+            program,
+            &m.dir,
+            &m.settings,
+        ))
     }
 
     /// A module's response to a check that exited `code` printing `output` (the
@@ -232,7 +241,7 @@ mod tests {
         Module {
             name: "Disk".into(),
             dir: "/m/Disk".into(),
-            check: "/m/Disk/check".into(),
+            check: Some("/m/Disk/check".into()),
             response: Some("/m/Disk/response".into()),
             settings: ModuleSettings::default(),
         }
@@ -257,9 +266,9 @@ mod tests {
         let m = module();
         let s = &m.settings;
         let all = [
-            Recipe::check(host(), &m),
+            Recipe::check(host(), &m).unwrap(),
             Recipe::response(host(), &m, "out".into(), 0).unwrap(),
-            Recipe::support(host(), "Disk", &m.check, s, vec![], false),
+            Recipe::support(host(), "Disk", Path::new("/m/Disk/Disk"), s, vec![], false),
             Recipe::install_step(
                 host(),
                 "Disk",
@@ -290,7 +299,10 @@ mod tests {
         let mut none = module();
         none.response = None;
         assert!(Recipe::response(host(), &none, String::new(), 0).is_none());
-        assert_eq!(var(&Recipe::check(host(), &m), "CRD_CHECK_OUTPUT"), None);
+        assert_eq!(
+            var(&Recipe::check(host(), &m).unwrap(), "CRD_CHECK_OUTPUT"),
+            None
+        );
     }
 
     /// Issue 19, item 1: a 300,000-byte capture in one environment string made the

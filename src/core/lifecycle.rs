@@ -155,7 +155,7 @@ mod tests {
         Module {
             name: "Disk".into(),
             dir: "/m/Disk".into(),
-            check: "/m/Disk/check".into(),
+            check: Some("/m/Disk/check".into()),
             response: response.then(|| "/m/Disk/response".into()),
             settings: ModuleSettings::default(),
         }

@@ -5,15 +5,28 @@
 use crate::core::config::ModuleSettings;
 use std::path::PathBuf;
 
-/// A scheduled module: `<modules_dir>/<name>/` with an executable `check`, an
-/// optional `response`, and its merged settings.
+/// A module: `<modules_dir>/<name>/` with an executable `check`, an optional
+/// `response`, and its merged settings. A scheduled module always has a `check`;
+/// a subscribed one (`settings.subscribe`) may have none: every message is a hit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Module {
     pub name: String,
     pub dir: PathBuf,
-    pub check: PathBuf,
+    pub check: Option<PathBuf>,
     pub response: Option<PathBuf>,
     pub settings: ModuleSettings,
+}
+
+impl Module {
+    /// Runs on messages (`subscribe`) rather than on a schedule.
+    pub fn subscribed(&self) -> bool {
+        !self.settings.subscribe.is_empty()
+    }
+
+    /// Due on a schedule: enabled and not subscribed.
+    pub fn scheduled(&self) -> bool {
+        self.settings.enabled && !self.subscribed()
+    }
 }
 
 /// Which executable of a module a run is.

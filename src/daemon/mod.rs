@@ -146,7 +146,7 @@ impl Daemon {
             .collect();
         let intervals: Vec<Option<Duration>> = mods
             .iter()
-            .map(|m| m.settings.enabled.then_some(m.settings.interval))
+            .map(|m| m.scheduled().then_some(m.settings.interval))
             .collect();
         self.sched
             .reconfigure(&intervals, &from, self.cfg.max_parallel, now);
@@ -248,7 +248,8 @@ impl Daemon {
             while let Some(start) = self.sched.poll_start() {
                 self.lateness
                     .record(now.saturating_duration_since(start.due));
-                let r = Recipe::check(self.host(), &self.modules[start.slot]);
+                let r = Recipe::check(self.host(), &self.modules[start.slot])
+                    .expect("invariant: only modules with a check are scheduled");
                 self.start(&r, now);
             }
         }

@@ -113,25 +113,15 @@ fn tree_problems(dir: &Path, euid: u32) -> Vec<String> {
 }
 
 /// Loads module `name` from `cfg.modules_dir`; `Err` lists every problem found.
+/// A module needs an executable `check`, except a subscribed one (`subscribe` in
+/// its `module.conf` or its `[module NAME]`), for which every message is a hit.
 pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> {
     if let Err(why) = config::valid_name(name) {
         return Err(vec![format!("bad module name `{name}`: {why}")]);
     }
     let dir = cfg.modules_dir.join(name);
     let mut problems = tree_problems(&dir, euid);
-    let check = dir.join("check");
-    if !check.exists() {
-        problems.push(format!("{} is missing", check.display()));
-    } else {
-        problems.extend(exec_problem(&check));
-    }
-    let response = dir.join("response");
-    let response = if response.exists() {
-        problems.extend(exec_problem(&response));
-        Some(response)
-    } else {
-        None
-    };
+    // The settings only from files that passed the trust rule.
     let own = if problems.is_empty() {
         own_settings(&dir).unwrap_or_else(|mut e| {
             problems.append(&mut e);
@@ -140,16 +130,54 @@ pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> 
     } else {
         Vec::new()
     };
+    let settings = cfg.module_settings(name, &own);
+    let check = dir.join("check");
+    let check = if check.exists() {
+        problems.extend(exec_problem(&check));
+        Some(check)
+    } else {
+        if settings.subscribe.is_empty() {
+            problems.push(format!("{} is missing", check.display()));
+        }
+        None
+    };
+    let response = dir.join("response");
+    let response = if response.exists() {
+        problems.extend(exec_problem(&response));
+        Some(response)
+    } else {
+        None
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
     Ok(Module {
         name: name.to_string(),
-        settings: cfg.module_settings(name, &own),
+        settings,
         dir,
         check,
         response,
     })
+}
+
+/// Whether the directory of module `name` is one: it has a `check`, or it
+/// subscribes (its `module.conf` or `[module NAME]` sets `subscribe`). Anything
+/// else (a support module alone) is passed over.
+fn is_module(cfg: &Config, dir: &Path, name: &str) -> bool {
+    if dir.join("check").exists() {
+        return true;
+    }
+    let in_section = cfg.sections.iter().any(|s| {
+        s.name == name
+            && s.overrides
+                .iter()
+                .any(|o| matches!(o, config::Setting::Subscribe(_)))
+    });
+    in_section
+        || read_bounded(&dir.join("module.conf"), config::MAX_CONFIG_BYTES).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.trim_start().split(['=', ' ']).next() == Some("subscribe"))
+        })
 }
 
 /// The module's own `module.conf` overrides (none when the file is absent). The
@@ -210,7 +238,7 @@ pub fn discover(cfg: &Config, euid: u32) -> Scan {
     let mut refused = Vec::new();
     for name in names {
         let dir = cfg.modules_dir.join(&name);
-        if !dir.join("check").exists() {
+        if !is_module(cfg, &dir, &name) {
             continue;
         }
         match load(cfg, &name, euid) {
@@ -355,6 +383,37 @@ mod tests {
             all.contains("crd.conf:3: [module Ghost] names no runnable module"),
             "{all}"
         );
+    }
+
+    /// Issue 15: a subscribed module needs no check (every message is a hit) and
+    /// is not scheduled.
+    #[test]
+    fn a_subscribed_module_needs_no_check() {
+        let t = tmp("subscribed");
+        let d = &t.0;
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        file(
+            &d.join("Sink/module.conf"),
+            "subscribe = crd/+/event/#\n",
+            0o644,
+        );
+        file(&d.join("Sink/response"), "#!/bin/sh\n", 0o755);
+        file(&d.join("BySection/response"), "#!/bin/sh\n", 0o755);
+        file(&d.join("SupportOnly/SupportOnly"), "#!/bin/sh\n", 0o755);
+        for m in ["Sink", "BySection", "SupportOnly"] {
+            fs::set_permissions(d.join(m), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let c = cfg(d, "[module BySection]\nsubscribe = a/+\n");
+        let scan = discover(&c, crate::child::sys::euid());
+        assert!(scan.warnings.is_empty(), "{:?}", scan.warnings);
+        let names: Vec<_> = scan.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["BySection", "Sink"]);
+        for m in &scan.modules {
+            assert!(
+                m.check.is_none() && m.subscribed() && !m.scheduled(),
+                "{m:?}"
+            );
+        }
     }
 
     #[test]
