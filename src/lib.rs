@@ -19,6 +19,7 @@
 
 pub mod child;
 pub mod cli;
+pub mod collect;
 pub mod core;
 pub mod daemon;
 pub mod host;

@@ -130,6 +130,42 @@ impl Recipe {
         Some(r)
     }
 
+    /// A subscribed module's check for one message: the payload on stdin, and the
+    /// message's `CRD_*` variables (`env`) beside the module's three. `None` when
+    /// the module has no check (every message is a hit).
+    pub fn message_check(
+        host: Host<'_>,
+        m: &Module,
+        env: &[(&'static str, OsString)],
+        payload: &[u8],
+    ) -> Option<Recipe> {
+        let mut r = Recipe::check(host, m)?;
+        r.env.extend(env.iter().cloned());
+        r.input = Some(payload.to_vec());
+        Some(r)
+    }
+
+    /// A subscribed module's response to one message: the payload on stdin (the
+    /// message is what a collector's module acts on), the message's variables, and
+    /// the check's output in `CRD_CHECK_OUTPUT` (at most `CHECK_OUTPUT_ENV_BYTES`,
+    /// as on the edge) with `CRD_CHECK_CODE`. `None` without a response.
+    pub fn message_response(
+        host: Host<'_>,
+        m: &Module,
+        env: &[(&'static str, OsString)],
+        payload: &[u8],
+        check_output: &str,
+        code: i32,
+    ) -> Option<Recipe> {
+        let mut r = Recipe::response(host, m, String::new(), code)?;
+        r.env.retain(|(k, _)| *k != "CRD_CHECK_OUTPUT");
+        let out = head_tail(check_output, CHECK_OUTPUT_ENV_BYTES).into_owned();
+        r.env.push(("CRD_CHECK_OUTPUT", out.into()));
+        r.env.extend(env.iter().cloned());
+        r.input = Some(payload.to_vec());
+        Some(r)
+    }
+
     /// Support module `name` (`crd -x NAME ARGS...`): stdio is crd's own. On a
     /// terminal the child stays in crd's process group, so it can read the terminal.
     pub fn support(

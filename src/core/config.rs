@@ -29,6 +29,9 @@ pub const MAX_FILTERS_PER_MODULE: usize = 16;
 /// Default and bounds of `max_message`, the largest message payload a subscribed
 /// module is given, bytes.
 pub const DEFAULT_MAX_MESSAGE: u32 = 64 << 10;
+/// A message is journaled as one spool record with its topic (up to 64 KiB), so
+/// it must leave room for that below `SPOOL_RECORD_LIMIT_BYTES`.
+pub const MAX_MESSAGE_LIMIT: u64 = 896 << 10;
 /// Longest module name, in bytes (also the support-module name rule).
 pub const MAX_NAME_BYTES: usize = 64;
 
@@ -802,7 +805,7 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         }
         "install_max_size" => cfg.install_max_size = parse_size_in(v, 4 << 10, 1 << 30)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
-        "max_message" => cfg.max_message = parse_u32_size(v, 64, 1 << 20)?,
+        "max_message" => cfg.max_message = parse_u32_size(v, 64, MAX_MESSAGE_LIMIT)?,
         "subscribe" => {
             return Err(
                 "subscribe is set per module (its module.conf, or a [module NAME] section)".into(),

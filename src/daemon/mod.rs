@@ -17,6 +17,7 @@ use crate::child::poller::{FIRST_FREE_TOKEN, Poller, Wake};
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::{Finished, Runs};
 use crate::child::sys;
+use crate::collect::Collector;
 use crate::core::config::Config;
 use crate::core::decide::Outcome;
 use crate::core::lifecycle::{self, ModuleState, Next, Ran};
@@ -66,6 +67,8 @@ pub struct Daemon {
     resolver: Option<usize>,
     /// Messages the broker delivered that no module asked for.
     inbound_unasked: u64,
+    /// Subscribed modules' machinery, once a module subscribes.
+    collector: Option<Collector>,
 }
 
 impl Daemon {
@@ -103,6 +106,7 @@ impl Daemon {
             pinned_log_level: None,
             resolver: None,
             inbound_unasked: 0,
+            collector: None,
             cfg,
         };
         for line in crate::install::recover(&d.cfg.modules_dir) {
@@ -155,10 +159,11 @@ impl Daemon {
         // still running: the module must not overlap it.
         let busy: Vec<String> = self.runs.iter().map(|(m, ..)| m.to_string()).collect();
         for name in busy {
-            if let Some(i) = self.index(&name) {
+            if let Some(i) = self.index(&name).filter(|&i| self.modules[i].scheduled()) {
                 self.sched.mark_running(i);
             }
         }
+        self.install_collector();
         let enabled = self.modules.iter().filter(|m| m.settings.enabled).count();
         log::info!(
             "{} modules ({} enabled) from {}",
@@ -196,6 +201,9 @@ impl Daemon {
                             self.runs.len(),
                             self.forwarder.inflight()
                         );
+                    }
+                    if let Some(c) = self.collector.as_mut() {
+                        c.close(now);
                     }
                     self.outbox.close(now);
                     log::info!("stopped");
@@ -271,6 +279,12 @@ impl Daemon {
                 .handle_event(self.poller.registry(), self.outbox.spool(), true, now);
             self.take_inbound();
         }
+        if let Some(c) = self.collector.as_mut() {
+            c.handle_timer(now);
+        }
+        if self.stopping.is_none() {
+            self.collect(now);
+        }
         if let Some(name) = self.forwarder.poll_resolve() {
             let r = Recipe::resolver(name, RESOLVE_TIMEOUT);
             log::debug!("mqtt: resolving {name} in a child");
@@ -298,6 +312,7 @@ impl Daemon {
                 .filter(|c| c.has_pending_reads())
                 .map(|_| self.started),
             self.stopping.map(|s| s + SHUTDOWN_LIMIT),
+            self.collector.as_ref().and_then(Collector::poll_timeout),
             // Broker bytes left past the read budget: do not sleep.
             self.forwarder.has_pending_input().then_some(self.started),
             self.outbox.poll_timeout(),
@@ -323,6 +338,11 @@ impl Daemon {
     /// Carries out the lifecycle step of a finished run: log, append its event,
     /// then start the response or hand the module back to the scheduler.
     fn handle_finished(&mut self, f: Finished, now: Instant) {
+        if let Some(c) = self.collector.as_mut().filter(|c| c.owns(f.id)) {
+            c.handle_finished(f, &self.modules, &mut self.outbox, now, unix_ms());
+            self.collect(now);
+            return;
+        }
         if self.resolver == Some(f.id) && f.role == Role::Support && f.module == "(resolve)" {
             self.resolver = None;
             let result = match f.outcome {
@@ -455,11 +475,77 @@ impl Daemon {
     /// message here is one the broker sent unasked (a persistent session left by
     /// another client with the same id): counted and dropped, unacknowledged.
     fn take_inbound(&mut self) {
-        let n = self.forwarder.take_inbound().len() as u64;
-        if n > 0 {
+        let inbound = self.forwarder.take_inbound();
+        if inbound.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let Some(c) = self.collector.as_mut() else {
+            let n = inbound.len() as u64;
             self.inbound_unasked = self.inbound_unasked.saturating_add(n);
             log::debug!("mqtt: {n} messages nobody subscribed to; dropped");
+            return;
+        };
+        let wall = unix_ms();
+        for (conn, up) in inbound {
+            for (conn, pkid) in
+                c.handle_inbound(conn, up, &self.modules, &mut self.outbox, now, wall)
+            {
+                self.forwarder.puback(conn, pkid, now);
+            }
         }
+        // One group commit for the whole read, then the PUBACKs it allows.
+        for (conn, pkid) in c.after_input(now) {
+            self.forwarder.puback(conn, pkid, now);
+        }
+        self.collect(now);
+    }
+
+    /// Hands journaled messages to runs while collector slots are free.
+    fn collect(&mut self, now: Instant) {
+        let Some(c) = self.collector.as_mut() else {
+            return;
+        };
+        c.pump(&self.modules, &mut self.outbox, now, unix_ms());
+        let host = Host {
+            config: &self.cfg.path,
+            node: &self.node,
+        };
+        let runs = &mut self.runs;
+        c.start_runs(host, &self.modules, now, |r| {
+            log::debug!("module {}: starting {:?} for a message", r.module, r.role);
+            runs.start(r, now)
+        });
+        self.forwarder.set_paused(c.paused());
+    }
+
+    /// Opens the collector when a module subscribes (and tells the forwarder what
+    /// to subscribe to); a reload adds new filters at once (a removed one stays
+    /// subscribed until the broker forgets the session; its messages match no
+    /// module and are acknowledged and counted).
+    fn install_collector(&mut self) {
+        let filters = Collector::filters(&self.modules);
+        if filters.is_empty() {
+            return;
+        }
+        if self.collector.is_none() {
+            if self.cfg.mqtt.broker.is_empty() {
+                log::error!(
+                    "modules subscribe to {} but no broker is configured: they will not run",
+                    filters.join(" ")
+                );
+                return;
+            }
+            match Collector::open(&self.cfg, &self.node) {
+                Ok(c) => self.collector = Some(c),
+                Err(e) => {
+                    log::error!("collector: {e}; subscribed modules will not run");
+                    return;
+                }
+            }
+        }
+        self.forwarder
+            .subscribe_to(filters, self.cfg.max_message, Instant::now());
     }
 
     /// Carries out control requests and sends their replies.
@@ -522,6 +608,9 @@ impl Daemon {
         self.outbox.status(&mut s, now);
         self.forwarder.status(&mut s, now);
         let _ = writeln!(s, "mqtt_unasked_messages: {}", self.inbound_unasked);
+        if let Some(c) = &self.collector {
+            c.status(&mut s);
+        }
         let _ = writeln!(
             s,
             "\n{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  last",

@@ -91,12 +91,15 @@ pub struct Forwarder {
     last_error: String,
     /// Filters subscribed at each connect (empty: crd only publishes).
     filters: Vec<String>,
-    /// Filters the broker's last SUBACK refused.
+    /// Filters the broker's last SUBACK refused, and those that SUBSCRIBE carried.
     refused_filters: Vec<String>,
+    sub_sent: Vec<String>,
     /// Inbound messages for the collector, with their connection number.
     inbound: Vec<(u64, Up)>,
     /// Bytes left unread past `READ_BUDGET_BYTES`.
     pending_input: bool,
+    /// Not reading the socket (`set_paused`).
+    paused: bool,
     /// Reused per record: the topic and the JSON payload being sent.
     topic_buf: String,
     json_buf: Vec<u8>,
@@ -204,8 +207,10 @@ impl Forwarder {
             json_buf: Vec::new(),
             filters: Vec::new(),
             refused_filters: Vec::new(),
+            sub_sent: Vec::new(),
             inbound: Vec::new(),
             pending_input: false,
+            paused: false,
             cfg,
         }
     }
@@ -405,6 +410,11 @@ impl Forwarder {
     /// session at once: a partial packet is the most `rbuf` ever holds, and a
     /// PUBLISH over the limit is skipped as it arrives, never buffered.
     fn read_input<S: Storage>(&mut self, spool: &mut Spool<S>, now: Instant) -> Result<(), String> {
+        if self.paused {
+            // The collector is backlogged: the broker keeps the rest; reading
+            // goes on when it is unpaused.
+            return Ok(());
+        }
         let mut buf = [0u8; 4096];
         let mut budget = READ_BUDGET_BYTES;
         self.pending_input = false;
@@ -457,6 +467,7 @@ impl Forwarder {
                     self.session
                         .subscribe(&self.filters, now)
                         .map_err(|e| e.to_string())?;
+                    self.sub_sent = self.filters.clone();
                 }
             }
             Up::Acked(Some(seq)) => {
@@ -467,7 +478,10 @@ impl Forwarder {
             }
             Up::Acked(None) => {}
             Up::Subscribed { refused } => {
-                self.refused_filters = refused.iter().map(|&i| self.filters[i].clone()).collect();
+                self.refused_filters = refused
+                    .iter()
+                    .filter_map(|&i| self.sub_sent.get(i).cloned())
+                    .collect();
                 if self.refused_filters.is_empty() {
                     log::info!("mqtt: subscribed to {}", self.filters.join(" "));
                 } else {
@@ -490,10 +504,26 @@ impl Forwarder {
     /// Sets the filters to subscribe to at each connect (at QoS 1, with a
     /// persistent session so the broker queues messages while crd is away), and
     /// the largest message payload taken whole.
-    pub fn subscribe_to(&mut self, filters: Vec<String>, max_message: u32) {
+    /// While connected, new filters are subscribed to at once.
+    pub fn subscribe_to(&mut self, filters: Vec<String>, max_message: u32, now: Instant) {
         self.session
             .set_subscriber(max_message as usize + crate::mqtt::session::TOPIC_ALLOWANCE);
+        let new: Vec<String> = filters
+            .iter()
+            .filter(|f| !self.filters.contains(f))
+            .cloned()
+            .collect();
         self.filters = filters;
+        if !new.is_empty() && self.session.is_connected() {
+            if let Err(e) = self.session.subscribe(&new, now) {
+                log::error!("mqtt: cannot subscribe to {}: {e}", new.join(" "));
+                return;
+            }
+            self.sub_sent = new;
+            if let Err(e) = self.write_out() {
+                log::debug!("mqtt: writing SUBSCRIBE: {e}");
+            }
+        }
     }
 
     /// Messages (and oversized ones) received since the last call, each with the
@@ -518,7 +548,18 @@ impl Forwarder {
     /// Bytes from the broker were left unread past the read budget: the loop must
     /// turn again without sleeping.
     pub fn has_pending_input(&self) -> bool {
-        self.pending_input
+        self.pending_input && !self.paused
+    }
+
+    /// Stops (or resumes) reading the socket: backpressure from the collector.
+    /// Keepalive still flows (the broker's PINGRESP waits in the socket, so a
+    /// long pause ends in a reconnect, which loses nothing).
+    pub fn set_paused(&mut self, paused: bool) {
+        if self.paused && !paused {
+            // Edge-triggered: what came meanwhile raises no new event.
+            self.pending_input = true;
+        }
+        self.paused = paused;
     }
 
     /// Moves records from the spool into the window, then writes what is queued.
@@ -714,6 +755,16 @@ impl Forwarder {
         let _ = writeln!(s, "mqtt_acked: {}", self.acked);
         if !self.last_error.is_empty() {
             let _ = writeln!(s, "mqtt_last_error: {}", self.last_error);
+        }
+        if !self.filters.is_empty() {
+            let _ = writeln!(s, "mqtt_subscribed: {}", self.filters.join(" "));
+        }
+        if !self.refused_filters.is_empty() {
+            let _ = writeln!(
+                s,
+                "mqtt_subscribe_refused: {}",
+                self.refused_filters.join(" ")
+            );
         }
     }
 }

@@ -135,10 +135,16 @@ impl FileStorage {
 }
 
 impl Storage for FileStorage {
+    /// Files only: a directory beside them (the collector's `journal`) is never
+    /// one of the spool's.
     fn list(&mut self) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir)? {
-            out.push(e?.file_name().to_string_lossy().into_owned());
+            let e = e?;
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            out.push(e.file_name().to_string_lossy().into_owned());
         }
         Ok(out)
     }
