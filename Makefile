@@ -77,15 +77,21 @@ bench-mqtt:
 soak:
 	python3 bench/bench.py soak
 
-# Coverage-guided fuzzing of the config parser, spool recovery and the tar reader
-# of `crd --install` (needs cargo-fuzz; uses the stable toolchain in nightly mode;
-# fuzz/seeds/ holds checked-in seed inputs). FUZZ_SECONDS bounds each.
+# Coverage-guided fuzzing of the config parser, spool recovery, the tar reader of
+# `crd --install`, the MQTT session's input from the broker, the spool event
+# payload decoder and the control socket's request parser (needs cargo-fuzz; uses
+# the stable toolchain in nightly mode; fuzz/seeds/ holds checked-in seed inputs).
+# FUZZ_SECONDS bounds each.
 FUZZ_SECONDS ?= 60
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run config -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run spool -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=256 -malloc_limit_mb=128
 	mkdir -p fuzz/corpus/tar
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run tar corpus/tar seeds/tar -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -malloc_limit_mb=128
+	mkdir -p fuzz/corpus/mqtt_input fuzz/corpus/event_decode fuzz/corpus/control_request
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run mqtt_input corpus/mqtt_input seeds/mqtt_input -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=256 -malloc_limit_mb=128
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run event_decode corpus/event_decode seeds/event_decode -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=256 -malloc_limit_mb=128
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run control_request corpus/control_request seeds/control_request -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=256 -malloc_limit_mb=128
 
 # Installs crd into DESTDIR with PREFIX (default /usr/local): the binary, a default
 # /etc/CRD/crd.conf (kept if present), the support module restart-service, and the
