@@ -8,7 +8,9 @@
 //! 0: a valid CONNACK (20 02 00 00) comes first, so the input meets a connected
 //! session; bits 1-3: how many records (seqs 100, 101, ...) are published as soon
 //! as the session is connected (packet ids 1, 2, ...); bit 4: the first of them
-//! carries no seq. The broker's bytes arrive in chunks of alternately (byte 1) + 1
+//! carries no seq; bit 5: a subscriber's session (a persistent session, packets
+//! over 1 KiB skipped as `Oversized`, one SUBSCRIBE of two filters once
+//! connected). The broker's bytes arrive in chunks of alternately (byte 1) + 1
 //! and (byte 2) + 1 bytes, so packets split across reads. After an error the
 //! session reconnects (`start`) and the rest of the bytes go to the new connection,
 //! at most twice.
@@ -47,9 +49,15 @@ fuzz_target!(|data: &[u8]| {
         login: Some(("u".into(), "p".into())),
         will: Some(("crd/r1/status".into(), b"offline".to_vec())),
         max_packet: 1 << 16,
+        max_incoming: crd::mqtt::session::MAX_INCOMING_PACKET,
+        clean_session: true,
     };
+    let subscriber = flags & 32 != 0;
     let t0 = Instant::now();
     let mut s = Session::new(cfg, t0);
+    if subscriber {
+        s.set_subscriber(1024);
+    }
     s.start(t0).expect("CONNECT fits");
     // Seqs published on this connection and not acked yet.
     let mut inflight: Vec<Option<u64>> = Vec::new();
@@ -69,6 +77,9 @@ fuzz_target!(|data: &[u8]| {
         let now = t0 + Duration::from_millis(i as u64);
         if s.is_connected() && !published {
             inflight = publish(&mut s, n, first_none, now);
+            if subscriber {
+                s.subscribe(&["crd/+/event/#".into(), "$share/g/a".into()], now).expect("SUBSCRIBE fits");
+            }
             published = true;
         }
         let want = usize::from(if i % 2 == 0 { *c1 } else { *c2 }) + 1;
@@ -82,6 +93,9 @@ fuzz_target!(|data: &[u8]| {
         for u in &up {
             match u {
                 Up::Connected => {}
+                Up::Subscribed { refused } => assert!(refused.iter().all(|&i| i < 2), "{refused:?}"),
+                Up::Message(m) => assert!(subscriber || m.payload.len() <= crd::mqtt::session::MAX_INCOMING_PACKET),
+                Up::Oversized { size, .. } => assert!(*size > 0),
                 Up::Acked(seq) => {
                     let at = inflight.iter().position(|x| x == seq);
                     let at = at.unwrap_or_else(|| panic!("acked {seq:?}, in flight {inflight:?}"));
@@ -91,8 +105,10 @@ fuzz_target!(|data: &[u8]| {
         }
         let connects = up.iter().filter(|u| **u == Up::Connected).count();
         assert!(connects <= usize::from(!was_connected), "{up:?} (connected before: {was_connected})");
-        // The session drops the bytes it parsed; what stays is less than a packet.
-        assert!(buf.len() <= crd::mqtt::session::MAX_INCOMING_PACKET + 5, "{} bytes kept", buf.len());
+        // The session drops the bytes it parsed; what stays is less than a packet
+        // (or, of an oversized PUBLISH, less than its head: topic and packet id).
+        let limit = crd::mqtt::session::MAX_INCOMING_PACKET.max(crd::mqtt::session::TOPIC_ALLOWANCE) + 8;
+        assert!(buf.len() <= limit, "{} bytes kept", buf.len());
         match r {
             Ok(()) => {
                 assert_eq!(s.is_connected(), was_connected || connects == 1);
