@@ -193,3 +193,92 @@ fn foreign_payloads_and_oversized_and_retained_messages_are_counted_and_the_coll
     assert_eq!(stat_of(&status, "collect_retained_skipped"), 1, "{status}");
     assert!(c.log().contains("over max_message"), "{}", c.log());
 }
+
+/// A crd event that arrives again (the broker's redelivery, or the edge sending it
+/// again after a reconnect or a crash) does not run its response twice, also
+/// across a restart of the collector (the table of events done is kept on disk).
+/// Other payloads are at least once: the same text twice runs twice.
+#[test]
+fn a_crd_event_sent_again_runs_once_also_after_a_restart() {
+    let central = Sandbox::new("dedup");
+    let b = broker(&central);
+    central.script(
+        "modules/Sink/response",
+        "cat >> ../../runs\necho >> ../../runs",
+    );
+    write(
+        &central,
+        "modules/Sink/module.conf",
+        "subscribe = crd/+/event/# plain/#\n",
+    );
+    central.config(&format!("node = central\nbroker = {}", b.addr()));
+    fs::write(
+        central.conf(),
+        central.read("crd.conf").replace("node = testnode\n", ""),
+    )
+    .unwrap();
+    let ev = |seq: u64| {
+        format!(
+            r#"{{"node":"r1","stream":"00000000000000ab","seq":{seq},"ts":1,"module":"Disk","kind":"fired","code":0,"dur_ms":1,"out":"x"}}"#
+        )
+    };
+    let publish = |topic: &str, msg: &str| {
+        let st = std::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &b.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-m",
+                msg,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    let mut c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("mqtt: subscribed")),
+        "{}",
+        c.log()
+    );
+    for seq in [1, 2, 1, 2, 1] {
+        publish("crd/r1/event/Disk", &ev(seq));
+    }
+    publish("plain/x", "same");
+    publish("plain/x", "same");
+    let runs = || {
+        central
+            .read("runs")
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+    };
+    assert!(wait_for(LONG, || runs() >= 4), "{}", c.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        runs(),
+        4,
+        "seq 1, seq 2, and the plain text twice:\n{}",
+        central.read("runs")
+    );
+    assert_eq!(stat_of(&c.status(), "collect_duplicates"), 3);
+    // A clean stop writes the table; after the restart, seq 2 is still done.
+    c.signal(libc::SIGTERM);
+    assert!(c.wait_exit(LONG).is_some_and(|s| s.success()));
+    let c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("mqtt: subscribed")),
+        "{}",
+        c.log()
+    );
+    publish("crd/r1/event/Disk", &ev(2));
+    publish("crd/r1/event/Disk", &ev(3));
+    assert!(wait_for(LONG, || runs() >= 5), "{}", c.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(runs(), 5, "only seq 3 is new:\n{}", central.read("runs"));
+}

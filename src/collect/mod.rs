@@ -19,6 +19,7 @@
 //! `BACKLOG_RECORDS` unretired records the daemon stops reading the socket
 //! (`paused`) and the broker keeps the rest.
 
+pub mod dedup;
 pub mod message;
 
 use crate::child::recipe::{Host, Recipe};
@@ -44,8 +45,12 @@ pub const READ_AHEAD_RECORDS: usize = 32;
 pub const BACKLOG_RECORDS: u64 = 4096;
 /// (module, origin) states kept; past it the least recently used goes.
 pub const MAX_STATES: usize = 10_000;
-/// The journal directory, inside `spool_dir`.
-pub const JOURNAL_DIR: &str = "journal";
+/// The collector's directory inside `spool_dir`: the journal (a spool of its own)
+/// and the table of events done (`seen`).
+pub const COLLECT_DIR: &str = "collect";
+/// The table of events done is written at most this often (and on a clean stop);
+/// after a crash, events retired since its last write may run again.
+pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Which run of a message a job is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +111,10 @@ pub struct Collector {
     /// (a module on `crd/+/event/#` would otherwise run on its own `fired`, again
     /// and again).
     own_topics: String,
+    /// crd events already run, by (stream, seq), and where the table lives.
+    seen: dedup::Seen,
+    seen_path: std::path::PathBuf,
+    seen_written: Instant,
 }
 
 /// The journal's spool settings: the spool's, with segments large enough for the
@@ -129,8 +138,20 @@ impl Collector {
     /// Opens (creating) the journal in `spool_dir/journal` and recovers it: the
     /// records not yet retired will run.
     pub fn open(cfg: &Config, node: &str) -> Result<Collector, String> {
-        let dir = cfg.spool_dir.join(JOURNAL_DIR);
+        let base = cfg.spool_dir.join(COLLECT_DIR);
+        let dir = base.join("journal");
         let st = FileStorage::open(&dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
+        let seen_path = base.join("seen");
+        let seen = match std::fs::read(&seen_path) {
+            Ok(b) => dedup::Seen::decode(&b).unwrap_or_else(|e| {
+                log::warn!(
+                    "collector: {}: {e}; starting with an empty table (events may run again)",
+                    seen_path.display()
+                );
+                dedup::Seen::default()
+            }),
+            Err(_) => dedup::Seen::default(),
+        };
         let stream = || 1;
         let (journal, rec) = Spool::open(st, journal_config(cfg), stream, false)
             .map_err(|e| format!("{e} (journal {})", dir.display()))?;
@@ -151,6 +172,9 @@ impl Collector {
             use_clock: 0,
             stats: Stats::default(),
             own_topics: format!("{}/{node}/", cfg.mqtt.topic_prefix),
+            seen,
+            seen_path,
+            seen_written: Instant::now(),
         })
     }
 
@@ -235,6 +259,11 @@ impl Collector {
                     now_acks.extend(pkid.map(|p| (conn, p)));
                 } else if Self::matching(modules, &topic).next().is_none() {
                     self.stats.unmatched += 1;
+                    now_acks.extend(pkid.map(|p| (conn, p)));
+                } else if message::EventFields::parse(&payload)
+                    .is_some_and(|e| self.seen.done(e.stream_id(), e.seq))
+                {
+                    // Run already (a redelivery, or the edge sent it again).
                     now_acks.extend(pkid.map(|p| (conn, p)));
                 } else {
                     let m = Message {
@@ -336,6 +365,22 @@ impl Collector {
                 continue;
             }
             let facts = Facts::of(&msg);
+            if let Some(e) = &facts.event {
+                // Done already, or the same event is being run right now.
+                let in_work = self.records.values().any(|h| {
+                    h.facts
+                        .event
+                        .as_ref()
+                        .is_some_and(|o| o.stream == e.stream && o.seq == e.seq)
+                });
+                if in_work {
+                    self.seen.counts.duplicates += 1;
+                }
+                if in_work || self.seen.done(e.stream_id(), e.seq) {
+                    let _ = self.journal.ack(seq, now);
+                    continue;
+                }
+            }
             let env = facts.env(&msg.topic);
             self.records.insert(
                 seq,
@@ -501,6 +546,9 @@ impl Collector {
         };
         h.left = h.left.saturating_sub(1);
         if h.left == 0 {
+            if let Some(e) = &h.facts.event {
+                self.seen.mark(e.stream_id(), e.seq);
+            }
             self.records.remove(&seq);
             if let Err(e) = self.journal.ack(seq, now) {
                 log::warn!("collector: journal checkpoint: {e}");
@@ -508,16 +556,49 @@ impl Collector {
         }
     }
 
-    /// Every loop iteration: the journal's writes, syncs and checkpoint.
+    /// Every loop iteration: the journal's writes, syncs and checkpoint, and the
+    /// table of events done when it changed and is due.
     pub fn handle_timer(&mut self, now: Instant) {
         let _ = self.journal.flush(now);
         if let Err(e) = self.journal.handle_timer(now) {
             log::warn!("collector: journal: {e}");
         }
+        if self.seen.dirty && now >= self.seen_written + SEEN_WRITE_INTERVAL {
+            self.write_seen(now);
+        }
+    }
+
+    /// Writes the table whole to `seen.tmp`, syncs it and renames it over `seen`.
+    fn write_seen(&mut self, now: Instant) {
+        self.seen_written = now;
+        let bytes = self.seen.encode();
+        let tmp = self.seen_path.with_extension("tmp");
+        let r = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &self.seen_path)?;
+            if let Some(d) = self.seen_path.parent() {
+                std::fs::File::open(d)?.sync_all()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.seen.dirty = true;
+            log::warn!("collector: writing {}: {e}", self.seen_path.display());
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.journal.poll_timeout()
+        let seen = self
+            .seen
+            .dirty
+            .then(|| self.seen_written + SEEN_WRITE_INTERVAL);
+        match (self.journal.poll_timeout(), seen) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs of the collector in flight.
@@ -527,6 +608,7 @@ impl Collector {
 
     /// On shutdown: everything synced, the checkpoint written.
     pub fn close(&mut self, now: Instant) {
+        self.write_seen(now);
         if let Err(e) = self.journal.close(now) {
             log::error!("collector: closing the journal: {e}");
         }
@@ -547,6 +629,11 @@ impl Collector {
         let _ = writeln!(s, "collect_oversized: {}", st.oversized);
         let _ = writeln!(s, "collect_refused: {}", st.refused);
         let _ = writeln!(s, "collect_corrupt: {}", st.corrupt);
+        let c = self.seen.counts;
+        let _ = writeln!(s, "collect_duplicates: {}", c.duplicates);
+        let _ = writeln!(s, "collect_seen_streams: {}", self.seen.streams());
+        let _ = writeln!(s, "collect_seen_too_old: {}", c.too_old);
+        let _ = writeln!(s, "collect_seen_evicted: {}", c.evicted);
         let _ = writeln!(s, "collect_origins: {}", self.states.len());
         let _ = writeln!(s, "collect_origins_evicted: {}", st.states_evicted);
         let _ = writeln!(
