@@ -3,74 +3,104 @@
 //! redelivery, a resend after a reconnect or an edge's crash) does not run its
 //! response twice.
 //!
-//! Per stream: the highest seq done and a window of `WINDOW` bits below it (done
-//! or not). A seq above the window moves it; a seq below it is older than anything
-//! the table can tell about and is taken as new (counted). At most `MAX_STREAMS`
-//! streams; past it the least recently used one is forgotten (counted), and a
-//! stream seen again after that starts afresh. About 150 bytes per stream.
+//! Per stream: the seqs done as a few sorted ranges (`lo..=hi`). An edge's events
+//! arrive nearly in order, so a stream is mostly one range (a few dozen bytes),
+//! however far behind a late copy comes. At most `MAX_RANGES` per stream: past
+//! it the oldest range is forgotten, and a seq at or below what was forgotten is
+//! taken as new (counted as too old). At most `MAX_STREAMS` streams; past it the
+//! least recently used one is forgotten (counted), and a stream seen again after
+//! that starts afresh. A seq never seen is new, whatever its age: the table never
+//! drops an event it did not run.
 //!
 //! On disk (`seen` beside the journal), written whole to a temporary file and
 //! renamed over the old one:
 //!
 //! ```text
-//!  0      1       5                          (per stream)                       end-4
-//!  +------+-------+-------------+---------+----------------------------+-------+
-//!  | 0x01 | count | stream u64  | top u64 | window, WINDOW/8 bytes      | crc32c|
-//!  +------+-------+-------------+---------+----------------------------+-------+
+//!  0      1       5                                   (per stream)           end-4
+//!  +------+-------+------------+------------+-------+-----------------------+-------+
+//!  | 0x02 | count | stream u64 | forgot u64 | n u16 | n x (lo u64, hi u64)  | crc32c|
+//!  +------+-------+------------+------------+-------+-----------------------+-------+
 //! ```
 //! big-endian; a file that does not check out is logged and the table starts
 //! empty (the cost: events may run again, never loss).
+//!
+//! Between two such writes every event done is also appended to a log
+//! (`seen.log`: stream u64, seq u64, CRC-32C of both; 20 bytes each), synced with
+//! the journal's checkpoint in the same loop turn, so a crash loses no event done
+//! from the table; the log is emptied after each whole write. Replaying it stops
+//! at the first entry that does not check out (a torn tail).
 
 use crate::spool::format::crc32c;
 use std::collections::HashMap;
 
-/// Seqs remembered below each stream's highest.
-pub const WINDOW: u64 = 1024;
+/// Ranges of seqs kept per stream.
+pub const MAX_RANGES: usize = 64;
 /// Streams remembered.
 pub const MAX_STREAMS: usize = 10_000;
-const FILE_VERSION: u8 = 1;
-const WORDS: usize = (WINDOW / 64) as usize;
+const FILE_VERSION: u8 = 2;
+/// Bytes of one log entry: stream, seq, CRC-32C.
+pub const LOG_ENTRY_BYTES: usize = 20;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Window {
-    /// The highest seq done; bit i of `bits` is seq `top - i` (bit 0: `top`).
-    top: u64,
-    bits: [u64; WORDS],
+/// The log entry of `(stream, seq)` done.
+pub fn log_entry(stream: u64, seq: u64) -> [u8; LOG_ENTRY_BYTES] {
+    let mut e = [0u8; LOG_ENTRY_BYTES];
+    e[..8].copy_from_slice(&stream.to_be_bytes());
+    e[8..16].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c(&e[..16]);
+    e[16..].copy_from_slice(&crc.to_be_bytes());
+    e
+}
+
+/// What is known of one stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Stream {
+    /// Seqs done, as sorted, disjoint, non-adjacent ranges.
+    ranges: Vec<(u64, u64)>,
+    /// The highest seq of a range forgotten at `MAX_RANGES` (0: none).
+    forgot: u64,
     used: u64,
 }
 
-impl Window {
-    fn get(&self, seq: u64) -> Option<bool> {
-        if seq > self.top {
-            return Some(false);
+/// Whether a seq was done, or cannot be told.
+enum Known {
+    Done,
+    New,
+    TooOld,
+}
+
+impl Stream {
+    fn get(&self, seq: u64) -> Known {
+        let i = self.ranges.partition_point(|&(_, hi)| hi < seq);
+        match self.ranges.get(i) {
+            Some(&(lo, _)) if lo <= seq => Known::Done,
+            _ if seq <= self.forgot => Known::TooOld,
+            _ => Known::New,
         }
-        let back = self.top - seq;
-        (back < WINDOW).then(|| self.bits[(back / 64) as usize] & (1 << (back % 64)) != 0)
     }
 
     fn set(&mut self, seq: u64) {
-        if seq > self.top {
-            let shift = seq - self.top;
-            if shift >= WINDOW {
-                self.bits = [0; WORDS];
-            } else {
-                // Shift the whole window by `shift` bits towards older seqs.
-                let (words, bits) = ((shift / 64) as usize, (shift % 64) as u32);
-                for i in (0..WORDS).rev() {
-                    let lo = i.checked_sub(words).map_or(0, |j| self.bits[j]);
-                    let lower = i.checked_sub(words + 1).map_or(0, |j| self.bits[j]);
-                    self.bits[i] = if bits == 0 {
-                        lo
-                    } else {
-                        (lo << bits) | (lower >> (64 - bits))
-                    };
+        let i = self
+            .ranges
+            .partition_point(|&(_, hi)| hi.saturating_add(1) < seq);
+        match self.ranges.get(i).copied() {
+            Some((lo, hi)) if lo <= seq && seq <= hi => return,
+            // Just above range i: extend it, and join the next one if it touches.
+            Some((lo, hi)) if hi + 1 == seq => {
+                self.ranges[i] = (lo, seq);
+                if let Some(&(nlo, nhi)) = self.ranges.get(i + 1)
+                    && nlo == seq + 1
+                {
+                    self.ranges[i] = (lo, nhi);
+                    self.ranges.remove(i + 1);
                 }
             }
-            self.top = seq;
+            // Just below range i.
+            Some((lo, hi)) if seq + 1 == lo => self.ranges[i] = (seq, hi),
+            _ => self.ranges.insert(i, (seq, seq)),
         }
-        let back = self.top - seq;
-        if back < WINDOW {
-            self.bits[(back / 64) as usize] |= 1 << (back % 64);
+        if self.ranges.len() > MAX_RANGES {
+            let (_, hi) = self.ranges.remove(0);
+            self.forgot = self.forgot.max(hi);
         }
     }
 }
@@ -85,7 +115,7 @@ pub struct Counts {
 
 #[derive(Debug, Default)]
 pub struct Seen {
-    streams: HashMap<u64, Window>,
+    streams: HashMap<u64, Stream>,
     clock: u64,
     pub counts: Counts,
     /// Changed since the last `encode`.
@@ -96,17 +126,17 @@ impl Seen {
     /// Whether `(stream, seq)` was done already (a duplicate, counted).
     pub fn done(&mut self, stream: u64, seq: u64) -> bool {
         self.clock += 1;
-        let Some(w) = self.streams.get_mut(&stream) else {
+        let Some(s) = self.streams.get_mut(&stream) else {
             return false;
         };
-        w.used = self.clock;
-        match w.get(seq) {
-            Some(true) => {
+        s.used = self.clock;
+        match s.get(seq) {
+            Known::Done => {
                 self.counts.duplicates += 1;
                 true
             }
-            Some(false) => false,
-            None => {
+            Known::New => false,
+            Known::TooOld => {
                 self.counts.too_old += 1;
                 false
             }
@@ -118,19 +148,30 @@ impl Seen {
         self.clock += 1;
         if !self.streams.contains_key(&stream)
             && self.streams.len() >= MAX_STREAMS
-            && let Some((&oldest, _)) = self.streams.iter().min_by_key(|(_, w)| w.used)
+            && let Some((&oldest, _)) = self.streams.iter().min_by_key(|(_, s)| s.used)
         {
             self.streams.remove(&oldest);
             self.counts.evicted += 1;
         }
-        let w = self.streams.entry(stream).or_insert(Window {
-            top: seq,
-            bits: [0; WORDS],
-            used: 0,
-        });
-        w.used = self.clock;
-        w.set(seq);
+        let s = self.streams.entry(stream).or_default();
+        s.used = self.clock;
+        s.set(seq);
         self.dirty = true;
+    }
+
+    /// Applies the entries of a log (see above); returns how many checked out.
+    pub fn replay(&mut self, log: &[u8]) -> usize {
+        let mut n = 0;
+        for e in log.chunks_exact(LOG_ENTRY_BYTES) {
+            let (body, crc) = e.split_at(16);
+            if crc32c(body).to_be_bytes() != crc {
+                break;
+            }
+            let be = |i: usize| u64::from_be_bytes(body[i..i + 8].try_into().expect("8 bytes"));
+            self.mark(be(0), be(8));
+            n += 1;
+        }
+        n
     }
 
     pub fn streams(&self) -> usize {
@@ -140,17 +181,19 @@ impl Seen {
     /// The file's bytes (see the diagram above).
     pub fn encode(&mut self) -> Vec<u8> {
         self.dirty = false;
-        let mut out = Vec::with_capacity(9 + self.streams.len() * (16 + WORDS * 8));
+        let mut out = Vec::with_capacity(9 + self.streams.len() * 34);
         out.push(FILE_VERSION);
         out.extend_from_slice(&(self.streams.len() as u32).to_be_bytes());
         let mut ids: Vec<&u64> = self.streams.keys().collect();
         ids.sort();
         for id in ids {
-            let w = &self.streams[id];
+            let s = &self.streams[id];
             out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&w.top.to_be_bytes());
-            for b in &w.bits {
-                out.extend_from_slice(&b.to_be_bytes());
+            out.extend_from_slice(&s.forgot.to_be_bytes());
+            out.extend_from_slice(&(s.ranges.len() as u16).to_be_bytes());
+            for (lo, hi) in &s.ranges {
+                out.extend_from_slice(&lo.to_be_bytes());
+                out.extend_from_slice(&hi.to_be_bytes());
             }
         }
         let crc = crc32c(&out);
@@ -160,7 +203,6 @@ impl Seen {
 
     /// The table from a file's bytes; `Err` says why it cannot be trusted.
     pub fn decode(b: &[u8]) -> Result<Seen, String> {
-        let entry = 16 + WORDS * 8;
         if b.len() < 9 {
             return Err("too short".into());
         }
@@ -172,24 +214,48 @@ impl Seen {
             return Err(format!("version {}", body[0]));
         }
         let n = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-        if n > MAX_STREAMS || body.len() != 5 + n * entry {
-            return Err(format!("{n} streams in {} bytes", body.len()));
+        if n > MAX_STREAMS {
+            return Err(format!("{n} streams"));
         }
+        let mut at = 5;
+        let mut take = |k: usize| -> Result<&[u8], String> {
+            let s = body.get(at..at + k).ok_or("cut short")?;
+            at += k;
+            Ok(s)
+        };
+        let u64_of = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
         let mut seen = Seen::default();
-        for e in body[5..].chunks_exact(entry) {
-            let be = |i: usize| u64::from_be_bytes(e[i..i + 8].try_into().expect("8 bytes"));
-            let mut bits = [0u64; WORDS];
-            for (k, w) in bits.iter_mut().enumerate() {
-                *w = be(16 + k * 8);
+        for _ in 0..n {
+            let id = u64_of(take(8)?);
+            let forgot = u64_of(take(8)?);
+            let k = u16::from_be_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+            if k > MAX_RANGES {
+                return Err(format!("{k} ranges in a stream"));
+            }
+            let mut ranges = Vec::with_capacity(k);
+            for _ in 0..k {
+                let lo = u64_of(take(8)?);
+                let hi = u64_of(take(8)?);
+                if lo > hi
+                    || ranges
+                        .last()
+                        .is_some_and(|&(_, h): &(u64, u64)| h.saturating_add(1) >= lo)
+                {
+                    return Err("ranges out of order".into());
+                }
+                ranges.push((lo, hi));
             }
             seen.streams.insert(
-                be(0),
-                Window {
-                    top: be(8),
-                    bits,
+                id,
+                Stream {
+                    ranges,
+                    forgot,
                     used: 0,
                 },
             );
+        }
+        if at != body.len() {
+            return Err("trailing bytes".into());
         }
         Ok(seen)
     }
@@ -216,28 +282,44 @@ mod tests {
     }
 
     #[test]
-    fn the_window_slides_and_what_falls_out_is_taken_as_new_and_counted() {
+    fn a_late_copy_however_old_is_known_and_ranges_merge() {
         let mut s = Seen::default();
-        for seq in 1..=3000 {
+        for seq in 1..=100_000 {
             s.mark(1, seq);
         }
-        assert!(s.done(1, 3000) && s.done(1, 3000 - WINDOW + 1));
-        assert!(!s.done(1, 3000 - WINDOW), "older than the window");
-        assert_eq!(s.counts.too_old, 1);
-        // A jump past the whole window forgets it.
-        s.mark(1, 10_000);
-        assert!(!s.done(1, 9_999) && s.done(1, 10_000));
-        // Shifts by amounts that are not multiples of 64 keep the bits.
+        assert_eq!(s.streams[&1].ranges, [(1, 100_000)], "one range");
+        assert!(s.done(1, 1) && s.done(1, 50_000) && !s.done(1, 100_001));
+        // Gaps, filled in any order, merge back into one range.
         let mut s = Seen::default();
-        for seq in [100, 37, 99, 164, 165, 300] {
+        for seq in [10, 12, 14, 11, 13, 9, 15] {
             s.mark(2, seq);
         }
-        for seq in [100, 99, 164, 165, 300] {
-            assert!(s.done(2, seq), "{seq}");
+        assert_eq!(s.streams[&2].ranges, [(9, 15)]);
+        for seq in [5, 7, 20] {
+            s.mark(2, seq);
         }
-        for seq in [98, 101, 163, 166, 299] {
-            assert!(!s.done(2, seq), "{seq}");
+        assert_eq!(s.streams[&2].ranges, [(5, 5), (7, 7), (9, 15), (20, 20)]);
+        assert!(!s.done(2, 6) && !s.done(2, 8) && !s.done(2, 16));
+        s.mark(2, 6);
+        s.mark(2, 8);
+        assert_eq!(s.streams[&2].ranges, [(5, 15), (20, 20)]);
+    }
+
+    #[test]
+    fn past_the_range_bound_the_oldest_is_forgotten_and_taken_as_new() {
+        let mut s = Seen::default();
+        for k in 0..=MAX_RANGES as u64 {
+            s.mark(3, k * 10);
         }
+        assert_eq!(s.streams[&3].ranges.len(), MAX_RANGES);
+        assert!(!s.done(3, 0), "forgotten: taken as new");
+        assert_eq!(s.counts.too_old, 1);
+        assert!(
+            !s.done(3, 5),
+            "never seen and below what was forgotten: too old"
+        );
+        assert!(s.done(3, 10) && !s.done(3, 11));
+        assert!(!s.done(3, 10_000), "above: new");
     }
 
     #[test]
@@ -255,9 +337,25 @@ mod tests {
     }
 
     #[test]
+    fn the_log_replays_up_to_a_torn_or_damaged_entry() {
+        let mut log = Vec::new();
+        for seq in [4, 5, 9] {
+            log.extend_from_slice(&log_entry(3, seq));
+        }
+        let mut s = Seen::default();
+        assert_eq!(s.replay(&log), 3);
+        assert!(s.done(3, 4) && s.done(3, 5) && s.done(3, 9) && !s.done(3, 6));
+        let mut s = Seen::default();
+        assert_eq!(s.replay(&log[..log.len() - 7]), 2, "a torn last entry");
+        log[LOG_ENTRY_BYTES + 3] ^= 1;
+        let mut s = Seen::default();
+        assert_eq!(s.replay(&log), 1, "stops at the damaged entry");
+    }
+
+    #[test]
     fn the_file_round_trips_and_damage_is_refused() {
         let mut s = Seen::default();
-        for (st, seq) in [(1, 5), (1, 9), (2, 1000), (u64::MAX, 1 << 40)] {
+        for (st, seq) in [(1, 5), (1, 9), (2, 1000), (u64::MAX, 1 << 40), (1, 6)] {
             s.mark(st, seq);
         }
         let b = s.encode();
@@ -266,7 +364,7 @@ mod tests {
         for (st, seq) in [(1, 5), (1, 9), (2, 1000), (u64::MAX, 1 << 40)] {
             assert!(back.done(st, seq), "{st} {seq}");
         }
-        assert!(!back.done(1, 6));
+        assert!(back.done(1, 6) && !back.done(1, 7));
         for cut in [0, 4, 8, b.len() - 1] {
             assert!(Seen::decode(&b[..cut]).is_err(), "cut at {cut}");
         }

@@ -101,7 +101,12 @@ pub struct Collector {
     /// PUBACKs owed once the record is durable: (journal seq, connection, pkid).
     acks_due: Vec<(u64, u64, u16)>,
     records: BTreeMap<u64, Held>,
+    /// Checks to start, in journal order.
     ready: VecDeque<Job>,
+    /// Responses to start, in the order their checks ended: they go before new
+    /// checks, first come first served, so the oldest record is retired first
+    /// (its journal watermark must move for a restart not to run it again).
+    responses: VecDeque<Job>,
     /// (run id, job) of runs in flight.
     running: Vec<(usize, Job)>,
     states: BTreeMap<(String, String), (u64, ModuleState)>,
@@ -115,6 +120,11 @@ pub struct Collector {
     seen: dedup::Seen,
     seen_path: std::path::PathBuf,
     seen_written: Instant,
+    /// The log of events done since the last whole write, and entries to append.
+    seen_log: Option<std::fs::File>,
+    seen_pending: Vec<u8>,
+    /// Records retired since the journal's checkpoint was last written.
+    retired: bool,
 }
 
 /// The journal's spool settings: the spool's, with segments large enough for the
@@ -152,6 +162,41 @@ impl Collector {
             }),
             Err(_) => dedup::Seen::default(),
         };
+        let mut seen = seen;
+        let log_path = base.join("seen.log");
+        let good = match std::fs::read(&log_path) {
+            Ok(b) => {
+                let good = (seen.replay(&b) * dedup::LOG_ENTRY_BYTES) as u64;
+                if good < b.len() as u64 {
+                    // A crash cut a write short (a fatal signal can end a write
+                    // to a file part way): cut the tail, or every later entry
+                    // would sit misaligned behind it and be lost at the next start.
+                    log::warn!(
+                        "collector: {}: cutting {} bytes of a torn tail",
+                        log_path.display(),
+                        b.len() as u64 - good
+                    );
+                }
+                Some(good)
+            }
+            Err(_) => None,
+        };
+        let seen_log = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&log_path)
+                .and_then(|f| {
+                    if let Some(len) = good {
+                        f.set_len(len)?;
+                    }
+                    Ok(f)
+                })
+                .map_err(|e| log::warn!("collector: {}: {e}", log_path.display()))
+                .ok()
+        };
         let stream = || 1;
         let (journal, rec) = Spool::open(st, journal_config(cfg), stream, false)
             .map_err(|e| format!("{e} (journal {})", dir.display()))?;
@@ -167,6 +212,7 @@ impl Collector {
             acks_due: Vec::new(),
             records: BTreeMap::new(),
             ready: VecDeque::new(),
+            responses: VecDeque::new(),
             running: Vec::new(),
             states: BTreeMap::new(),
             use_clock: 0,
@@ -175,6 +221,9 @@ impl Collector {
             seen,
             seen_path,
             seen_written: Instant::now(),
+            seen_log,
+            seen_pending: Vec::new(),
+            retired: false,
         })
     }
 
@@ -399,27 +448,28 @@ impl Collector {
                 });
             }
         }
-        // Modules without a check: every message is a hit, settled here.
-        let mut i = 0;
-        while i < self.ready.len() {
-            let j = &self.ready[i];
-            let no_check = j.step == Step::Check
-                && modules
-                    .iter()
-                    .find(|m| m.name == j.module)
-                    .is_some_and(|m| m.check.is_none());
-            if no_check {
-                let job = self.ready.remove(i).expect("index checked");
-                let ran = Ran {
-                    role: Role::Check,
-                    outcome: Outcome::Exited(0),
-                    output: String::new(),
-                    dur: Duration::ZERO,
-                };
-                self.settle(job, ran, modules, outbox, now, wall_ms);
-            } else {
-                i += 1;
-            }
+        // Modules without a check: every message is a hit, settled here, in order.
+        let no_check = |j: &Job| {
+            modules
+                .iter()
+                .find(|m| m.name == j.module)
+                .is_some_and(|m| m.check.is_none())
+        };
+        let hits: Vec<Job> = {
+            let (hits, rest): (VecDeque<Job>, VecDeque<Job>) = std::mem::take(&mut self.ready)
+                .into_iter()
+                .partition(no_check);
+            self.ready = rest;
+            hits.into()
+        };
+        for job in hits {
+            let ran = Ran {
+                role: Role::Check,
+                outcome: Outcome::Exited(0),
+                output: String::new(),
+                dur: Duration::ZERO,
+            };
+            self.settle(job, ran, modules, outbox, now, wall_ms);
         }
     }
 
@@ -433,7 +483,11 @@ impl Collector {
         mut start: impl FnMut(&Recipe) -> usize,
     ) {
         while self.running.len() < self.max_parallel {
-            let Some(job) = self.ready.pop_front() else {
+            let Some(job) = self
+                .responses
+                .pop_front()
+                .or_else(|| self.ready.pop_front())
+            else {
                 return;
             };
             let (Some(m), Some(held)) = (
@@ -531,7 +585,7 @@ impl Collector {
             outbox.push(ev, now);
         }
         match a.next {
-            Next::Respond { output, code } => self.ready.push_front(Job {
+            Next::Respond { output, code } => self.responses.push_back(Job {
                 seq: job.seq,
                 module: job.module,
                 step: Step::Response { output, code },
@@ -548,11 +602,14 @@ impl Collector {
         if h.left == 0 {
             if let Some(e) = &h.facts.event {
                 self.seen.mark(e.stream_id(), e.seq);
+                self.seen_pending
+                    .extend_from_slice(&dedup::log_entry(e.stream_id(), e.seq));
             }
             self.records.remove(&seq);
             if let Err(e) = self.journal.ack(seq, now) {
                 log::warn!("collector: journal checkpoint: {e}");
             }
+            self.retired = true;
         }
     }
 
@@ -563,13 +620,40 @@ impl Collector {
         if let Err(e) = self.journal.handle_timer(now) {
             log::warn!("collector: journal: {e}");
         }
+        // Retirements are made durable at once (one checkpoint write and fsync per
+        // loop turn that retired anything), not lazily as the edge's acks are: a
+        // retired message replayed after a crash would run its response again.
+        // First the events done (the log), then the journal's watermark: a crash
+        // between the two runs nothing again (the table knows), never the reverse.
+        self.append_seen_log();
+        if std::mem::take(&mut self.retired)
+            && let Err(e) = self.journal.write_checkpoint()
+        {
+            self.retired = true;
+            log::warn!("collector: journal checkpoint: {e}");
+        }
         if self.seen.dirty && now >= self.seen_written + SEEN_WRITE_INTERVAL {
             self.write_seen(now);
         }
     }
 
-    /// Writes the table whole to `seen.tmp`, syncs it and renames it over `seen`.
+    fn append_seen_log(&mut self) {
+        if self.seen_pending.is_empty() {
+            return;
+        }
+        if let Some(f) = self.seen_log.as_mut() {
+            use std::io::Write;
+            if let Err(e) = f.write_all(&self.seen_pending).and_then(|()| f.sync_data()) {
+                log::warn!("collector: seen.log: {e}");
+            }
+        }
+        self.seen_pending.clear();
+    }
+
+    /// Writes the table whole to `seen.tmp`, syncs it and renames it over `seen`,
+    /// then empties the log.
     fn write_seen(&mut self, now: Instant) {
+        self.append_seen_log();
         self.seen_written = now;
         let bytes = self.seen.encode();
         let tmp = self.seen_path.with_extension("tmp");
@@ -581,6 +665,10 @@ impl Collector {
             std::fs::rename(&tmp, &self.seen_path)?;
             if let Some(d) = self.seen_path.parent() {
                 std::fs::File::open(d)?.sync_all()?;
+            }
+            if let Some(log) = self.seen_log.as_ref() {
+                log.set_len(0)?;
+                log.sync_data()?;
             }
             Ok(())
         })();
@@ -622,7 +710,11 @@ impl Collector {
         let _ = writeln!(s, "collect_journal_depth: {}", self.journal.depth());
         let _ = writeln!(s, "collect_runs: {}", st.runs);
         let _ = writeln!(s, "collect_running: {}", self.running.len());
-        let _ = writeln!(s, "collect_queued: {}", self.ready.len());
+        let _ = writeln!(
+            s,
+            "collect_queued: {}",
+            self.ready.len() + self.responses.len()
+        );
         let _ = writeln!(s, "collect_unmatched: {}", st.unmatched);
         let _ = writeln!(s, "collect_own_skipped: {}", st.own);
         let _ = writeln!(s, "collect_retained_skipped: {}", st.retained);

@@ -173,8 +173,9 @@ pub struct Session {
     next_pkid: u16,
     last_rx: Instant,
     last_tx: Instant,
-    /// The SUBSCRIBE awaiting its SUBACK.
+    /// The SUBSCRIBE awaiting its SUBACK, and how many filters it carried.
     sub_pkid: Option<u16>,
+    sub_filters: usize,
     skipping: Option<Skip>,
 }
 
@@ -189,6 +190,7 @@ impl Session {
             last_rx: now,
             last_tx: now,
             sub_pkid: None,
+            sub_filters: 0,
             skipping: None,
         }
     }
@@ -253,6 +255,7 @@ impl Session {
         s.pkid = pkid;
         self.send(Packet::Subscribe(s), now)?;
         self.sub_pkid = Some(pkid);
+        self.sub_filters = filters.len();
         Ok(())
     }
 
@@ -424,6 +427,14 @@ impl Session {
                 (Packet::SubAck(a), State::Connected) if self.sub_pkid == Some(a.pkid) => {
                     use rumqttc::mqttbytes::v4::SubscribeReasonCode;
                     self.sub_pkid = None;
+                    // One return code per filter, in order (3.9.3).
+                    if a.return_codes.len() != self.sub_filters {
+                        return Err(SessionError::Protocol(format!(
+                            "SUBACK with {} return codes for {} filters",
+                            a.return_codes.len(),
+                            self.sub_filters
+                        )));
+                    }
                     let refused = a
                         .return_codes
                         .iter()
@@ -715,6 +726,27 @@ mod tests {
         );
         s.puback(7, t0).unwrap();
         assert_eq!(sent(&mut s), vec![Packet::PubAck(PubAck::new(7))]);
+    }
+
+    /// Found by the mqtt_input fuzz target: a SUBACK with more return codes than
+    /// the SUBSCRIBE had filters named a filter that does not exist.
+    #[test]
+    fn a_suback_must_answer_each_filter_once() {
+        use rumqttc::mqttbytes::v4::{SubAck, SubscribeReasonCode};
+        let t0 = Instant::now();
+        let mut s = connected(t0);
+        s.subscribe(&["a".into(), "b".into()], t0).unwrap();
+        let pkid = match &sent(&mut s)[..] {
+            [Packet::Subscribe(sub)] => sub.pkid,
+            p => panic!("{p:?}"),
+        };
+        let codes = vec![SubscribeReasonCode::Failure; 10];
+        let mut b = broker(&[Packet::SubAck(SubAck::new(pkid, codes))]);
+        let e = s.handle_input(&mut b, t0, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            e,
+            SessionError::Protocol("SUBACK with 10 return codes for 2 filters".into())
+        );
     }
 
     /// Issue 15: a 10 MB message is never held in memory; its head is kept, the
