@@ -407,3 +407,172 @@ fn sigkill_loop_while_collecting_loses_nothing_and_runs_each_event_once_but_for_
         "seed {seed}: {again} responses ran twice"
     );
 }
+
+/// A collector sandbox: node `name`, a module `Sink` on `filter` in group `g`
+/// whose response records the message id in `<dir>/ran-<name>`.
+fn collector(name: &str, b: &Broker, filter: &str, dir: &std::path::Path) -> Sandbox {
+    let sb = Sandbox::new(name);
+    sb.script(
+        "modules/Sink/response",
+        &format!("echo \"$CRD_MESSAGE_ID\" >> {}/ran-{name}", dir.display()),
+    );
+    write(
+        &sb,
+        "modules/Sink/module.conf",
+        &format!("subscribe = {filter}\n"),
+    );
+    sb.config(&format!(
+        "node = {name}\nbroker = {}\nsubscribe_group = g",
+        b.addr()
+    ));
+    fs::write(
+        sb.conf(),
+        sb.read("crd.conf").replace("node = testnode\n", ""),
+    )
+    .unwrap();
+    sb
+}
+
+fn publish_lines(port: u16, topic: &str, from: u64, to: u64, dir: &std::path::Path) {
+    let file = dir.join(format!("lines-{from}"));
+    let lines: String = (from..to).map(|n| format!("m{n}\n")).collect();
+    fs::write(&file, lines).unwrap();
+    let st = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-l",
+        ])
+        .stdin(fs::File::open(&file).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn ids(dir: &std::path::Path, name: &str) -> Vec<String> {
+    fs::read_to_string(dir.join(format!("ran-{name}")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Shared subscription: 2 and then 3 collectors in one group split 10,000
+/// messages, each taking at least 20 % of what was published while it was in the
+/// group; one is killed and restarted midway; none is lost (mosquitto keeps a
+/// dead member's share queued for its persistent session until it returns).
+#[test]
+fn collectors_in_one_group_split_the_stream_and_lose_nothing_when_one_dies() {
+    let home = Sandbox::new("share");
+    let b = broker(&home);
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let (c1, c2, c3) = (
+        collector("share1", &b, "load/#", &dir),
+        collector("share2", &b, "load/#", &dir),
+        collector("share3", &b, "load/#", &dir),
+    );
+    let d1 = c1.start();
+    let mut d2 = c2.start();
+    for d in [&d1, &d2] {
+        assert!(
+            wait_for(LONG, || d
+                .log()
+                .contains("mqtt: subscribed to $share/g/load/#")),
+            "{}",
+            d.log()
+        );
+    }
+    publish_lines(b.port, "load/a", 0, 5000, &dir);
+    let seen = |names: &[&str]| -> std::collections::HashSet<String> {
+        names.iter().flat_map(|n| ids(&dir, n)).collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || seen(&["share1", "share2"])
+            .len()
+            == 5000),
+        "{} of 5000\n{}",
+        seen(&["share1", "share2"]).len(),
+        d1.status()
+    );
+    let (n1, n2) = (ids(&dir, "share1").len(), ids(&dir, "share2").len());
+    assert!(n1 >= 1000 && n2 >= 1000, "split {n1} / {n2}");
+    // A third joins; the second is killed midway and comes back.
+    let d3 = c3.start();
+    assert!(
+        wait_for(LONG, || d3.log().contains("mqtt: subscribed")),
+        "{}",
+        d3.log()
+    );
+    let before = [1, 2, 3].map(|i| ids(&dir, &format!("share{i}")).len());
+    let publisher = {
+        let (port, dir) = (b.port, dir.clone());
+        std::thread::spawn(move || {
+            publish_lines(port, "load/b", 5000, 10_000, &dir);
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    d2.signal(libc::SIGKILL);
+    d2.wait_exit(LONG).expect("killed");
+    drop(d2);
+    std::thread::sleep(Duration::from_millis(500));
+    let d2 = c2.start();
+    publisher.join().unwrap();
+    let all = || seen(&["share1", "share2", "share3"]);
+    assert!(
+        wait_for(Duration::from_secs(60), || all().len() == 10_000),
+        "{} of 10000\n{}\n{}",
+        all().len(),
+        d2.status(),
+        d3.status()
+    );
+    let after = [1, 2, 3].map(|i| ids(&dir, &format!("share{i}")).len());
+    let took: Vec<usize> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    println!(
+        "shared subscription: 5,000 split {n1}/{n2}; then 5,000 split {took:?} (runs, duplicates included)"
+    );
+    for (i, t) in took.iter().enumerate() {
+        assert!(*t >= 1000, "collector {} took {t} of 5000", i + 1);
+    }
+    drop(d1);
+}
+
+/// The broker stopped and restarted while the collector has a backlog queued for
+/// it (the collector was stopped): nothing is lost.
+#[test]
+fn a_broker_restart_with_a_backlog_queued_loses_nothing() {
+    let home = Sandbox::new("brestart");
+    let mut b = broker(&home);
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let c = collector("brestart1", &b, "q/#", &dir);
+    let mut d = c.start();
+    assert!(
+        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
+        "{}",
+        d.log()
+    );
+    // Stop the collector: the broker queues for its persistent session.
+    d.signal(libc::SIGTERM);
+    d.wait_exit(LONG).expect("stopped");
+    drop(d);
+    publish_lines(b.port, "q/x", 0, 2000, &dir);
+    b.restart();
+    let d = c.start();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let got: std::collections::HashSet<String> =
+                ids(&dir, "brestart1").into_iter().collect();
+            got.len() == 2000
+        }),
+        "{} of 2000\n{}",
+        ids(&dir, "brestart1").len(),
+        d.status()
+    );
+}
