@@ -187,8 +187,8 @@ fn foreign_payloads_and_oversized_and_retained_messages_are_counted_and_the_coll
     assert!(got.contains("21.5") && got.contains("binary-ish"), "{got}");
     assert!(!got.contains("retained"), "{got}");
     let status = c.status();
-    // Four delivered (`other/topic` is not subscribed, so the broker keeps it).
-    assert_eq!(stat_of(&status, "collect_received"), 4, "{status}");
+    // Two journaled and run (`other/topic` is not subscribed: the broker keeps it).
+    assert_eq!(stat_of(&status, "collect_journaled"), 2, "{status}");
     assert_eq!(stat_of(&status, "collect_oversized"), 1, "{status}");
     assert_eq!(stat_of(&status, "collect_retained_skipped"), 1, "{status}");
     assert!(c.log().contains("over max_message"), "{}", c.log());
@@ -575,4 +575,92 @@ fn a_broker_restart_with_a_backlog_queued_loses_nothing() {
         ids(&dir, "brestart1").len(),
         d.status()
     );
+}
+
+/// Presence: the collector tracks the fleet's retained statuses and last events;
+/// `crd fleet` (and `--json`) lists them; a node going offline is a message like
+/// any other, so a module subscribed to `crd/+/status` runs on it (a replayed
+/// retained status does not run it).
+#[test]
+fn crd_fleet_lists_nodes_and_an_edge_going_offline_triggers_a_module() {
+    let (edge, central, b) = edge_and_collector("fleet");
+    edge.module("Full", "exit 0", None);
+    edge.config(&format!(
+        "node = edge9\nbroker = {}\ninterval = 1h",
+        b.addr()
+    ));
+    fs::write(
+        edge.conf(),
+        edge.read("crd.conf").replace("node = testnode\n", ""),
+    )
+    .unwrap();
+    central.script(
+        "modules/Gone/check",
+        "grep -q '\"state\":\"offline\"' || exit 1\nexit 0",
+    );
+    central.script("modules/Gone/response", "echo \"$CRD_TOPIC\" >> ../../gone");
+    write(
+        &central,
+        "modules/Gone/module.conf",
+        "subscribe = crd/+/status\n",
+    );
+    central.script("modules/Sink/response", ":");
+    write(
+        &central,
+        "modules/Sink/module.conf",
+        "subscribe = crd/+/event/#\n",
+    );
+    central.config(&format!("node = central\nbroker = {}", b.addr()));
+    fs::write(
+        central.conf(),
+        central.read("crd.conf").replace("node = testnode\n", ""),
+    )
+    .unwrap();
+    let c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("mqtt: subscribed")),
+        "{}",
+        c.log()
+    );
+    let mut e = edge.start();
+    let fleet = || central.run(&["fleet"]).1;
+    assert!(
+        wait_for(LONG, || fleet().lines().any(|l| l.starts_with("edge9")
+            && l.contains("online")
+            && l.contains("Full fired"))),
+        "{}\n{}",
+        fleet(),
+        c.log()
+    );
+    let (code, json, err) = central.run(&["fleet", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        json.contains(r#""node":"edge9","state":"online""#),
+        "{json}"
+    );
+    assert!(!central.exists("gone"), "online does not trigger Gone");
+    e.signal(libc::SIGTERM);
+    e.wait_exit(LONG).expect("edge stops");
+    assert!(
+        wait_for(LONG, || central.read("gone").contains("crd/edge9/status")),
+        "{}",
+        c.log()
+    );
+    assert!(
+        fleet()
+            .lines()
+            .any(|l| l.starts_with("edge9") && l.contains("offline")),
+        "{}",
+        fleet()
+    );
+    // A restarted collector knows the fleet again from the retained statuses,
+    // without running Gone on the replay.
+    drop(c);
+    let c = central.start();
+    assert!(wait_for(LONG, || fleet().contains("edge9")), "{}", c.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(central.read("gone").lines().count(), 1, "{}", c.log());
+    // A crd without subscribed modules says it collects nothing.
+    let (code, _, err) = edge.run(&["fleet"]);
+    assert_eq!(code, 1, "{err}");
 }

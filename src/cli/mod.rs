@@ -89,6 +89,17 @@ enum Cmd {
     Emit(EmitCmd),
     Dump(DumpCmd),
     Resolve(ResolveCmd),
+    Fleet(FleetCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// ask the running collector for the fleet: each node online or offline, since
+/// when, its version, and its last event
+#[argh(subcommand, name = "fleet")]
+struct FleetCmd {
+    /// one JSON object instead of the table
+    #[argh(switch)]
+    json: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -277,6 +288,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     match args.cmd {
         Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
         Some(Cmd::Status(_)) => status(&cfg),
+        Some(Cmd::Fleet(f)) => ask(&cfg, if f.json { "fleet json" } else { "fleet" }),
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         Some(Cmd::Resolve(r)) => match crate::mqtt::forward::resolve(&r.broker) {
@@ -363,7 +375,17 @@ fn check_config(cfg: &Config) -> i32 {
 }
 
 fn status(cfg: &Config) -> i32 {
-    match crate::host::control::request(&cfg.control_socket, "status") {
+    ask(cfg, "status")
+}
+
+/// Sends `request` to the running daemon and prints its answer; an answer that
+/// starts with `error:` exits 1.
+fn ask(cfg: &Config, request: &str) -> i32 {
+    match crate::host::control::request(&cfg.control_socket, request) {
+        Ok(text) if text.starts_with("error: ") => {
+            err!("crd: {}", text.trim_end().trim_start_matches("error: "));
+            EXIT_FAIL
+        }
         Ok(text) => {
             let _ = std::io::stdout().write_all(text.as_bytes());
             EXIT_OK

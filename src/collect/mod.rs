@@ -21,6 +21,7 @@
 
 pub mod dedup;
 pub mod message;
+pub mod presence;
 
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
@@ -116,6 +117,9 @@ pub struct Collector {
     /// (a module on `crd/+/event/#` would otherwise run on its own `fired`, again
     /// and again).
     own_topics: String,
+    /// The topic prefix (`topic_prefix`), for status topics.
+    prefix: String,
+    fleet: presence::Fleet,
     /// crd events already run, by (stream, seq), and where the table lives.
     seen: dedup::Seen,
     seen_path: std::path::PathBuf,
@@ -218,6 +222,8 @@ impl Collector {
             use_clock: 0,
             stats: Stats::default(),
             own_topics: format!("{}/{node}/", cfg.mqtt.topic_prefix),
+            prefix: cfg.mqtt.topic_prefix.clone(),
+            fleet: presence::Fleet::default(),
             seen,
             seen_path,
             seen_written: Instant::now(),
@@ -228,8 +234,10 @@ impl Collector {
     }
 
     /// The filters to subscribe to for `modules`: every enabled subscribed
-    /// module's, as `$share/GROUP/FILTER` when it has a `subscribe_group`, each once.
-    pub fn filters(modules: &[Module]) -> Vec<String> {
+    /// module's, as `$share/GROUP/FILTER` when it has a `subscribe_group`, each once;
+    /// and, when there is any, the fleet's statuses (`<prefix>/+/status`, never
+    /// shared: every collector wants the whole fleet).
+    pub fn filters(modules: &[Module], prefix: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for m in modules
             .iter()
@@ -242,7 +250,29 @@ impl Collector {
                 }
             }
         }
+        let status = format!("{prefix}/+/status");
+        if !out.is_empty() && !out.contains(&status) {
+            out.push(status);
+        }
         out
+    }
+
+    /// The node of a status topic `<prefix>/<node>/status`.
+    fn status_node<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?
+            .strip_suffix("/status")
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+    }
+
+    /// `crd fleet`: the table, or JSON.
+    pub fn fleet(&self, json: bool, now_ms: u64) -> String {
+        if json {
+            self.fleet.json()
+        } else {
+            self.fleet.table(now_ms)
+        }
     }
 
     fn matching<'a>(modules: &'a [Module], topic: &str) -> impl Iterator<Item = &'a Module> {
@@ -285,7 +315,18 @@ impl Collector {
                 retain,
                 ..
             }) => {
-                if topic.starts_with(&self.own_topics) {
+                // Presence first, from every status and every crd event.
+                let is_status = match self.status_node(&topic) {
+                    Some(node) => self.fleet.status(node, &payload, wall_ms),
+                    None => false,
+                };
+                if let Some(e) = message::EventFields::parse(&payload) {
+                    self.fleet.event(&e.node, &e.module, &e.kind, wall_ms);
+                }
+                if is_status && Self::matching(modules, &topic).next().is_none() {
+                    // Tracked for `crd fleet`; no module wants it.
+                    now_acks.extend(pkid.map(|p| (conn, p)));
+                } else if topic.starts_with(&self.own_topics) {
                     self.stats.own += 1;
                     now_acks.extend(pkid.map(|p| (conn, p)));
                 } else if retain {
@@ -726,6 +767,8 @@ impl Collector {
         let _ = writeln!(s, "collect_seen_streams: {}", self.seen.streams());
         let _ = writeln!(s, "collect_seen_too_old: {}", c.too_old);
         let _ = writeln!(s, "collect_seen_evicted: {}", c.evicted);
+        let _ = writeln!(s, "collect_fleet_nodes: {}", self.fleet.len());
+        let _ = writeln!(s, "collect_fleet_forgotten: {}", self.fleet.forgotten);
         let _ = writeln!(s, "collect_origins: {}", self.states.len());
         let _ = writeln!(s, "collect_origins_evicted: {}", st.states_evicted);
         let _ = writeln!(

@@ -524,7 +524,7 @@ impl Daemon {
     /// subscribed until the broker forgets the session; its messages match no
     /// module and are acknowledged and counted).
     fn install_collector(&mut self) {
-        let filters = Collector::filters(&self.modules);
+        let filters = Collector::filters(&self.modules, &self.cfg.mqtt.topic_prefix);
         if filters.is_empty() {
             return;
         }
@@ -553,6 +553,10 @@ impl Daemon {
         for (client, req) in reqs {
             let text = match req {
                 Request::Status => self.status(now),
+                Request::Fleet { json } => match &self.collector {
+                    Some(c) => c.fleet(json, unix_ms()),
+                    None => "error: this crd collects nothing (no module subscribes)\n".into(),
+                },
                 Request::Reload => match self.reload(now, "control socket") {
                     Ok(()) => "ok\n".to_string(),
                     Err(e) => format!(
@@ -570,7 +574,7 @@ impl Daemon {
                     format!("error: message too large: over spool_max_record ({max} bytes)\n")
                 }
                 Request::Unknown(r) => {
-                    format!("error: unknown request `{r}` (known: status, emit, reload)\n")
+                    format!("error: unknown request `{r}` (known: status, emit, reload, fleet)\n")
                 }
             };
             if let Some(c) = self.control.as_mut() {

@@ -33,6 +33,10 @@ pub enum Request {
     Status,
     /// Re-read the config and the modules, as on SIGHUP (`crd --install`).
     Reload,
+    /// The collector's view of the fleet (`crd fleet [--json]`).
+    Fleet {
+        json: bool,
+    },
     Emit {
         suffix: String,
         sync: bool,
@@ -54,6 +58,8 @@ pub fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
     match (words.next(), words.next(), words.next(), words.next()) {
         (Some("status"), None, ..) => Request::Status,
         (Some("reload"), None, ..) => Request::Reload,
+        (Some("fleet"), None, ..) => Request::Fleet { json: false },
+        (Some("fleet"), Some("json"), None, ..) => Request::Fleet { json: true },
         (Some("emit"), Some(suffix), flag, None) if flag.is_none() || flag == Some("sync") => {
             if over {
                 return Request::TooLarge(max_body);
