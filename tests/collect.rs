@@ -664,3 +664,103 @@ fn crd_fleet_lists_nodes_and_an_edge_going_offline_triggers_a_module() {
     let (code, _, err) = edge.run(&["fleet"]);
     assert_eq!(code, 1, "{err}");
 }
+
+/// Bad input from the bus: a 10 MB payload, a topic of 190 levels (mosquitto
+/// refuses more than 200), one of 60 KB,
+/// malformed JSON on an event topic, a flood of 300 oversized messages. Each is
+/// counted, the log holds at most 10 lines a minute of them, and the collector
+/// still runs what comes after.
+#[test]
+fn hostile_messages_are_counted_logged_at_a_bounded_rate_and_cost_nothing() {
+    let central = Sandbox::new("hostile");
+    let b = broker(&central);
+    central.script(
+        "modules/Bad/response",
+        "printf '%s\\n' \"${#CRD_TOPIC}\" >> ../../ran",
+    );
+    write(
+        &central,
+        "modules/Bad/module.conf",
+        "subscribe = bad/# crd/+/event/#\n",
+    );
+    central.config(&format!(
+        "node = central\nbroker = {}\nmax_message = 64k",
+        b.addr()
+    ));
+    fs::write(
+        central.conf(),
+        central.read("crd.conf").replace("node = testnode\n", ""),
+    )
+    .unwrap();
+    let c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("mqtt: subscribed")),
+        "{}",
+        c.log()
+    );
+    let port = b.port.to_string();
+    let pubf = |topic: &str, file: &std::path::Path| {
+        let st = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", topic, "-f"])
+            .arg(file)
+            .status()
+            .unwrap();
+        assert!(st.success(), "publish to a topic of {} bytes", topic.len());
+    };
+    let big = central.path("big");
+    fs::write(&big, vec![b'z'; 10 << 20]).unwrap();
+    pubf("bad/big", &big);
+    let small = central.path("small");
+    fs::write(&small, b"x").unwrap();
+    // mosquitto refuses topics of more than 200 levels: 190 is as deep as it goes.
+    let deep = format!("bad/{}x", "l/".repeat(188));
+    pubf(&deep, &small);
+    let wide = format!("bad/{}", "w".repeat(60_000));
+    pubf(&wide, &small);
+    let json = central.path("json");
+    fs::write(&json, br#"{"node":"r1","stream":"#).unwrap();
+    pubf("crd/r1/event/Broken", &json);
+    let flood = central.path("flood");
+    fs::write(&flood, vec![b'f'; 70_000]).unwrap();
+    let lines: String = (0..300).map(|_| "f".repeat(70_000) + "\n").collect();
+    fs::write(&flood, lines).unwrap();
+    let st = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-t",
+            "bad/flood",
+            "-l",
+        ])
+        .stdin(fs::File::open(&flood).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    pubf("bad/after", &small);
+    // deep, wide, json and after ran; big and the flood did not.
+    assert!(
+        wait_for(LONG, || central.read("ran").lines().count() >= 4
+            && stat_of(&c.status(), "collect_oversized") == 301),
+        "{}\n{}",
+        central.read("ran"),
+        c.status()
+    );
+    let ran: Vec<usize> = central
+        .read("ran")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(
+        ran.contains(&deep.len()) && ran.contains(&wide.len()),
+        "{ran:?}"
+    );
+    assert_eq!(ran.len(), 4, "{ran:?}");
+    // At most 10 a minute, each a warning and its error event's line.
+    let logged = c.log().matches("over max_message").count();
+    assert!(logged <= 20, "{logged} lines for 301 oversized messages");
+    assert_eq!(stat_of(&c.status(), "collect_journal_depth"), 0);
+}

@@ -31,6 +31,7 @@ use crate::core::event::{Event, Kind};
 use crate::core::lifecycle::{self, ModuleState, Next, Ran};
 use crate::core::module::{Module, Role};
 use crate::core::topic;
+use crate::host::logger::RateLimit;
 use crate::host::outbox::Outbox;
 use crate::mqtt::session::{Inbound, Up};
 use crate::spool::Spool;
@@ -120,6 +121,10 @@ pub struct Collector {
     /// The topic prefix (`topic_prefix`), for status topics.
     prefix: String,
     fleet: presence::Fleet,
+    /// Bounds on per-message log lines (and error events).
+    log_bad: RateLimit,
+    log_refused: RateLimit,
+    log_runs: RateLimit,
     /// crd events already run, by (stream, seq), and where the table lives.
     seen: dedup::Seen,
     seen_path: std::path::PathBuf,
@@ -224,6 +229,9 @@ impl Collector {
             own_topics: format!("{}/{node}/", cfg.mqtt.topic_prefix),
             prefix: cfg.mqtt.topic_prefix.clone(),
             fleet: presence::Fleet::default(),
+            log_bad: RateLimit::default(),
+            log_refused: RateLimit::default(),
+            log_runs: RateLimit::default(),
             seen,
             seen_path,
             seen_written: Instant::now(),
@@ -371,10 +379,12 @@ impl Collector {
                         Err(e) => {
                             // Not acknowledged: the broker sends it again.
                             self.stats.refused += 1;
-                            log::warn!(
-                                "collector: journal refused a message on `{}`: {e}",
-                                m.topic
-                            );
+                            if self.log_refused.allow(now, "collector: journal refused") {
+                                log::warn!(
+                                    "collector: journal refused a message on `{}`: {e}",
+                                    m.topic
+                                );
+                            }
                         }
                     }
                 }
@@ -384,7 +394,12 @@ impl Collector {
         now_acks
     }
 
+    /// An `error` event (and a log line) about a message, at a bounded rate: a
+    /// flood of bad messages is counted in `crd status`, not echoed one for one.
     fn error_event(&mut self, outbox: &mut Outbox, now: Instant, wall_ms: u64, out: String) {
+        if !self.log_bad.allow(now, "collector: bad messages") {
+            return;
+        }
         log::warn!("collector: {out}");
         outbox.push(
             Event {
@@ -619,7 +634,9 @@ impl Collector {
         let entry = self.states.entry(key).or_default();
         entry.0 = self.use_clock;
         let a = lifecycle::finished(m, &mut entry.1, ran, now, wall_ms);
-        if let Some(w) = &a.warning {
+        if let Some(w) = &a.warning
+            && self.log_runs.allow(now, "collector: failed runs")
+        {
             log::warn!("module {}: {w} (message {})", m.name, held.facts.id);
         }
         if let Some(ev) = a.emit {
