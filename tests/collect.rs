@@ -40,16 +40,7 @@ fn write(sb: &Sandbox, rel: &str, text: &str) {
 fn an_edge_event_reaches_a_collector_module_with_its_environment() {
     let (edge, central, b) = edge_and_collector("e2e");
     edge.module("Full", "echo 'disk 97%'\nexit 0", None);
-    edge.config(&format!(
-        "node = edge1\nbroker = {}\ninterval = 1h",
-        b.addr()
-    ));
-    // node is set by config(): rewrite it.
-    fs::write(
-        edge.conf(),
-        edge.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    edge.config_node("edge1", &format!("broker = {}\ninterval = 1h", b.addr()));
     central.script(
         "modules/Sink/check",
         "cat > ../../payload\n\
@@ -67,12 +58,7 @@ fn an_edge_event_reaches_a_collector_module_with_its_environment() {
         "modules/Sink/module.conf",
         "subscribe = crd/+/event/#\n",
     );
-    central.config(&format!("node = central\nbroker = {}", b.addr()));
-    fs::write(
-        central.conf(),
-        central.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    central.config_node("central", &format!("broker = {}", b.addr()));
     let c = central.start();
     assert!(
         wait_for(LONG, || c
@@ -139,15 +125,10 @@ fn foreign_payloads_and_oversized_and_retained_messages_are_counted_and_the_coll
         "modules/Plant/module.conf",
         "subscribe = plant/+/temp\n",
     );
-    central.config(&format!(
-        "node = central\nbroker = {}\nmax_message = 1k",
-        b.addr()
-    ));
-    fs::write(
-        central.conf(),
-        central.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    central.config_node(
+        "central",
+        &format!("broker = {}\nmax_message = 1k", b.addr()),
+    );
     let pubq = |topic: &str, msg: &str, extra: &[&str]| {
         let st = std::process::Command::new("mosquitto_pub")
             .args([
@@ -211,12 +192,7 @@ fn a_crd_event_sent_again_runs_once_also_after_a_restart() {
         "modules/Sink/module.conf",
         "subscribe = crd/+/event/# plain/#\n",
     );
-    central.config(&format!("node = central\nbroker = {}", b.addr()));
-    fs::write(
-        central.conf(),
-        central.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    central.config_node("central", &format!("broker = {}", b.addr()));
     let ev = |seq: u64| {
         format!(
             r#"{{"node":"r1","stream":"00000000000000ab","seq":{seq},"ts":1,"module":"Disk","kind":"fired","code":0,"dur_ms":1,"out":"x"}}"#
@@ -306,15 +282,10 @@ fn sigkill_loop_while_collecting_loses_nothing_and_runs_each_event_once_but_for_
         "modules/Sink/module.conf",
         "subscribe = crd/+/event/#\n",
     );
-    central.config(&format!(
-        "node = central\nbroker = {}\nmax_parallel = 8",
-        b.addr()
-    ));
-    fs::write(
-        central.conf(),
-        central.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    central.config_node(
+        "central",
+        &format!("broker = {}\nmax_parallel = 8", b.addr()),
+    );
     // First start: the persistent session and its subscription exist from now on,
     // so the broker queues for the collector while it is dead.
     let mut c = central.start();
@@ -421,15 +392,7 @@ fn collector(name: &str, b: &Broker, filter: &str, dir: &std::path::Path) -> San
         "modules/Sink/module.conf",
         &format!("subscribe = {filter}\n"),
     );
-    sb.config(&format!(
-        "node = {name}\nbroker = {}\nsubscribe_group = g",
-        b.addr()
-    ));
-    fs::write(
-        sb.conf(),
-        sb.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    sb.config_node(name, &format!("broker = {}\nsubscribe_group = g", b.addr()));
     sb
 }
 
@@ -585,15 +548,7 @@ fn a_broker_restart_with_a_backlog_queued_loses_nothing() {
 fn crd_fleet_lists_nodes_and_an_edge_going_offline_triggers_a_module() {
     let (edge, central, b) = edge_and_collector("fleet");
     edge.module("Full", "exit 0", None);
-    edge.config(&format!(
-        "node = edge9\nbroker = {}\ninterval = 1h",
-        b.addr()
-    ));
-    fs::write(
-        edge.conf(),
-        edge.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    edge.config_node("edge9", &format!("broker = {}\ninterval = 1h", b.addr()));
     central.script(
         "modules/Gone/check",
         "grep -q '\"state\":\"offline\"' || exit 1\nexit 0",
@@ -610,12 +565,7 @@ fn crd_fleet_lists_nodes_and_an_edge_going_offline_triggers_a_module() {
         "modules/Sink/module.conf",
         "subscribe = crd/+/event/#\n",
     );
-    central.config(&format!("node = central\nbroker = {}", b.addr()));
-    fs::write(
-        central.conf(),
-        central.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    central.config_node("central", &format!("broker = {}", b.addr()));
     let c = central.start();
     assert!(
         wait_for(LONG, || c.log().contains("mqtt: subscribed")),
@@ -683,15 +633,10 @@ fn hostile_messages_are_counted_logged_at_a_bounded_rate_and_cost_nothing() {
         "modules/Bad/module.conf",
         "subscribe = bad/# crd/+/event/#\n",
     );
-    central.config(&format!(
-        "node = central\nbroker = {}\nmax_message = 64k",
-        b.addr()
-    ));
-    fs::write(
-        central.conf(),
-        central.read("crd.conf").replace("node = testnode\n", ""),
-    )
-    .unwrap();
+    central.config_node(
+        "central",
+        &format!("broker = {}\nmax_message = 64k", b.addr()),
+    );
     let c = central.start();
     assert!(
         wait_for(LONG, || c.log().contains("mqtt: subscribed")),

@@ -38,6 +38,18 @@ pub const PIPE_WATCH_AFTER: Duration = Duration::from_millis(20);
 /// Size of the one read buffer shared by all runs.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
+impl Finished {
+    /// The run as the lifecycle takes it.
+    pub fn ran(self) -> crate::core::lifecycle::Ran {
+        crate::core::lifecycle::Ran {
+            role: self.role,
+            outcome: self.outcome,
+            output: self.output,
+            dur: self.dur,
+        }
+    }
+}
+
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct Finished {

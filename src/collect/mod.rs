@@ -592,13 +592,7 @@ impl Collector {
             // Cut short by crd's shutdown: it runs again after the restart.
             return;
         }
-        let ran = Ran {
-            role: f.role,
-            outcome: f.outcome,
-            output: f.output,
-            dur: f.dur,
-        };
-        self.settle(job, ran, modules, outbox, now, wall_ms);
+        self.settle(job, f.ran(), modules, outbox, now, wall_ms);
     }
 
     /// The lifecycle step of one run of a message, carried out.

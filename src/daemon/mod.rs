@@ -20,7 +20,7 @@ use crate::child::sys;
 use crate::collect::Collector;
 use crate::core::config::Config;
 use crate::core::decide::Outcome;
-use crate::core::lifecycle::{self, ModuleState, Next, Ran};
+use crate::core::lifecycle::{self, ModuleState, Next};
 use crate::core::module::Module;
 use crate::core::module::Role;
 use crate::core::schedule::{Lateness, Scheduler};
@@ -396,21 +396,19 @@ impl Daemon {
             self.sched.handle_done(i);
             return;
         }
-        let ran = Ran {
-            role: f.role,
-            outcome: f.outcome,
-            output: f.output,
-            dur: f.dur,
-        };
-        let a = lifecycle::finished(&self.modules[i], &mut self.stats[i], ran, now, unix_ms());
+        let a = lifecycle::finished(
+            &self.modules[i],
+            &mut self.stats[i],
+            f.ran(),
+            now,
+            unix_ms(),
+        );
+        let module = &self.modules[i].name;
         if let Some(w) = &a.warning {
-            log::warn!("module {}: {w}", f.module);
+            log::warn!("module {module}: {w}");
         }
         if let Some(held) = a.held_back {
-            log::debug!(
-                "module {}: condition present, no response: {held:?}",
-                f.module
-            );
+            log::debug!("module {module}: condition present, no response: {held:?}");
         }
         if let Some(ev) = a.emit {
             self.outbox.push(ev, now);

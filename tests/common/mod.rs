@@ -63,6 +63,15 @@ impl Sandbox {
         fs::write(self.dir.join("crd.conf"), text).unwrap();
     }
 
+    /// Writes `crd.conf` as `config` does, with node `node` instead of `testnode`.
+    pub fn config_node(&self, node: &str, extra: &str) {
+        self.config(extra);
+        let text = self
+            .read("crd.conf")
+            .replace("node = testnode\n", &format!("node = {node}\n"));
+        fs::write(self.conf(), text).unwrap();
+    }
+
     pub fn conf(&self) -> PathBuf {
         self.dir.join("crd.conf")
     }
