@@ -26,12 +26,15 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo clippy --locked --all-targets --features tls -- -D warnings
+	cargo clippy --locked --all-targets --no-default-features -- -D warnings
 
 # All tests of the plain build, then those that differ with the `tls` feature
-# (config keys, transport, TLS against mosquitto with a test CA).
+# (config keys, transport, TLS against mosquitto with a test CA), then the unit
+# tests of a router's build (no collector: `subscribe` is refused).
 unit:
 	cargo test --locked
 	cargo test --locked --features tls --lib --test mqtt -- tls
+	cargo test --locked --no-default-features --lib
 
 # Installs the cross toolchain and qemu if missing (idempotent).
 cross-setup:

@@ -1,5 +1,6 @@
 #!/bin/sh
 # cross/build.sh BOARD [tls]: builds the release binary for board-configs/BOARD.conf
+# with the board's FEATURES (the collector on hosts only)
 # and puts it at dist/BOARD/crd; with `tls`, the build with MQTT over TLS (cargo
 # feature `tls`: rustls + ring, whose C and assembly zig compiles) at
 # dist/BOARD-tls/crd, in its own target directory.
@@ -13,10 +14,10 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 board=${1:?usage: cross/build.sh BOARD [tls]}
 variant=${2:-}
-features=
 out=$board
+extra=
 if [ "$variant" = tls ]; then
-    features="--features tls"
+    extra=tls
     out=$board-tls
     export CARGO_TARGET_DIR="$top/target/tls"
 fi
@@ -25,6 +26,9 @@ conf="$top/board-configs/$board.conf"
 [ -f "$conf" ] || { echo "no board config $conf" >&2; exit 2; }
 . "$conf"
 cd "$top"
+# The board's own features (FEATURES: `collector` on hosts only), plus tls.
+list=$(printf '%s %s' "${FEATURES:-}" "$extra" | tr -s ' ' | sed 's/^ //; s/ $//; s/ /,/g')
+features="--no-default-features${list:+ --features $list}"
 if [ "$BUILD_STD" = yes ]; then
     command -v cargo-zigbuild >/dev/null 2>&1 || { echo "cargo-zigbuild missing: run cross/setup.sh" >&2; exit 2; }
     RUSTC_BOOTSTRAP=1 \

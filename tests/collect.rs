@@ -2,6 +2,8 @@
 //! real mosquitto with persistence on a free loopback port, real `/bin/sh`
 //! modules.
 
+#![cfg(feature = "collector")]
+
 mod common;
 use common::*;
 use std::fs;

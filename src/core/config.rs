@@ -532,6 +532,11 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, String> {
         }),
         "enabled" => Setting::Enabled(parse_bool(v)?),
         "subscribe" => {
+            if !cfg!(feature = "collector") {
+                return Err(
+                    "this crd is built without the collector (cargo feature `collector`, off in router builds); subscribe needs a collector build".into(),
+                );
+            }
             let filters: Vec<String> = v.split_whitespace().map(str::to_string).collect();
             if filters.is_empty() {
                 return Err("subscribe needs at least one topic filter".into());
@@ -1215,6 +1220,11 @@ mod tests {
     /// Issue 15: subscribed modules.
     #[test]
     fn subscribe_keys_are_topic_filters_checked_with_their_line() {
+        if !cfg!(feature = "collector") {
+            let e = one_err("[module X]\nsubscribe = a/+\n");
+            assert!(e.contains("built without the collector"), "{e}");
+            return;
+        }
         let c = p(
             "subscribe_group = central\nmax_message = 16k\n[module Sink]\n\
                    subscribe = crd/+/event/# crd/+/status\n",

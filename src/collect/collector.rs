@@ -1,0 +1,788 @@
+//! The collector: subscribed modules run once per matching message, at least
+//! once end to end, on the central crd.
+//!
+//! Flow, all in the daemon's loop: the forwarder's session delivers messages
+//! (`handle_inbound`); each one that a module subscribes to is appended to the
+//! journal (a spool of its own under `spool_dir/journal`), and its PUBACK goes out
+//! only once that record is durable, after one group-commit fdatasync for all the
+//! messages of a read (`after_input`). The journal's reader then hands records to
+//! runs (`pump`, `poll_start`): a module's check with the payload on stdin, then
+//! its response when the check says so, through the same lifecycle as the edge
+//! (`core::lifecycle`, with `trigger_after` and `cooldown` kept per module and
+//! origin node). A record is retired (acknowledged in the journal) when every run
+//! it started has finished. After a crash the unretired records run again; what
+//! was not yet acknowledged the broker sends again (a persistent session).
+//!
+//! Bounded: at most `max_parallel` collector runs at once, at most
+//! `READ_AHEAD_RECORDS` records read from the journal and held in RAM, at most
+//! `MAX_STATES` (module, origin) states; while the journal holds more than
+//! `BACKLOG_RECORDS` unretired records the daemon stops reading the socket
+//! (`paused`) and the broker keeps the rest.
+
+use crate::child::recipe::{Host, Recipe};
+use crate::child::run::Finished;
+use crate::collect::message::{self, Facts, Message};
+use crate::collect::{dedup, presence};
+use crate::core::config::{Config, SpoolConfig};
+use crate::core::decide::Outcome;
+use crate::core::event::{Event, Kind};
+use crate::core::lifecycle::{self, ModuleState, Next, Ran};
+use crate::core::module::{Module, Role};
+use crate::core::topic;
+use crate::host::logger::RateLimit;
+use crate::host::outbox::Outbox;
+use crate::mqtt::session::{Inbound, Up};
+use crate::spool::Spool;
+use crate::spool::storage::FileStorage;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Records read from the journal and held (with their payload) until retired.
+pub const READ_AHEAD_RECORDS: usize = 32;
+/// Unretired journal records past which the socket is not read.
+pub const BACKLOG_RECORDS: u64 = 4096;
+/// (module, origin) states kept; past it the least recently used goes.
+pub const MAX_STATES: usize = 10_000;
+/// The collector's directory inside `spool_dir`: the journal (a spool of its own)
+/// and the table of events done (`seen`).
+pub const COLLECT_DIR: &str = "collect";
+/// The table of events done is written at most this often (and on a clean stop);
+/// after a crash, events retired since its last write may run again.
+pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Which run of a message a job is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// The module's check (or, without one, a hit at once).
+    Check,
+    Response {
+        output: String,
+        code: i32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Job {
+    seq: u64,
+    module: String,
+    step: Step,
+}
+
+/// A journal record being worked on.
+struct Held {
+    msg: Message,
+    facts: Facts,
+    env: Vec<(&'static str, std::ffi::OsString)>,
+    /// Jobs of this record not yet done.
+    left: u32,
+}
+
+/// Counters for `crd status`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub received: u64,
+    pub journaled: u64,
+    pub unmatched: u64,
+    pub own: u64,
+    pub retained: u64,
+    pub oversized: u64,
+    pub refused: u64,
+    pub runs: u64,
+    pub corrupt: u64,
+    pub states_evicted: u64,
+}
+
+pub struct Collector {
+    journal: Spool<FileStorage>,
+    max_message: usize,
+    max_parallel: usize,
+    /// PUBACKs owed once the record is durable: (journal seq, connection, pkid).
+    acks_due: Vec<(u64, u64, u16)>,
+    records: BTreeMap<u64, Held>,
+    /// Checks to start, in journal order.
+    ready: VecDeque<Job>,
+    /// Responses to start, in the order their checks ended: they go before new
+    /// checks, first come first served, so the oldest record is retired first
+    /// (its journal watermark must move for a restart not to run it again).
+    responses: VecDeque<Job>,
+    /// (run id, job) of runs in flight.
+    running: Vec<(usize, Job)>,
+    states: BTreeMap<(String, String), (u64, ModuleState)>,
+    use_clock: u64,
+    stats: Stats,
+    /// `<prefix>/<node>/`: this crd's own topics. Its own events are never run
+    /// (a module on `crd/+/event/#` would otherwise run on its own `fired`, again
+    /// and again).
+    own_topics: String,
+    /// The topic prefix (`topic_prefix`), for status topics.
+    prefix: String,
+    fleet: presence::Fleet,
+    /// Bounds on per-message log lines (and error events).
+    log_bad: RateLimit,
+    log_refused: RateLimit,
+    log_runs: RateLimit,
+    /// crd events already run, by (stream, seq), and where the table lives.
+    seen: dedup::Seen,
+    seen_path: std::path::PathBuf,
+    seen_written: Instant,
+    /// The log of events done since the last whole write, and entries to append.
+    seen_log: Option<std::fs::File>,
+    seen_pending: Vec<u8>,
+    /// Records retired since the journal's checkpoint was last written.
+    retired: bool,
+}
+
+/// The journal's spool settings: the spool's, with segments large enough for the
+/// largest message and its topic.
+pub fn journal_config(cfg: &Config) -> SpoolConfig {
+    let max_record = (cfg.max_message as usize + topic::MAX_TOPIC_BYTES + 64) as u32;
+    let segment = cfg
+        .spool
+        .segment
+        .max(u64::from(max_record) + 4096)
+        .min(crate::core::config::MAX_SPOOL_SEGMENT_BYTES);
+    SpoolConfig {
+        size: cfg.spool.size.max(4 * segment),
+        segment,
+        max_record: max_record.min(crate::core::config::SPOOL_RECORD_LIMIT_BYTES),
+        ..cfg.spool
+    }
+}
+
+impl Collector {
+    /// Opens (creating) the journal in `spool_dir/journal` and recovers it: the
+    /// records not yet retired will run.
+    pub fn open(cfg: &Config, node: &str) -> Result<Collector, String> {
+        let base = cfg.spool_dir.join(COLLECT_DIR);
+        let dir = base.join("journal");
+        let st = FileStorage::open(&dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
+        let seen_path = base.join("seen");
+        let seen = match std::fs::read(&seen_path) {
+            Ok(b) => dedup::Seen::decode(&b).unwrap_or_else(|e| {
+                log::warn!(
+                    "collector: {}: {e}; starting with an empty table (events may run again)",
+                    seen_path.display()
+                );
+                dedup::Seen::default()
+            }),
+            Err(_) => dedup::Seen::default(),
+        };
+        let mut seen = seen;
+        let log_path = base.join("seen.log");
+        let good = match std::fs::read(&log_path) {
+            Ok(b) => {
+                let good = (seen.replay(&b) * dedup::LOG_ENTRY_BYTES) as u64;
+                if good < b.len() as u64 {
+                    // A crash cut a write short (a fatal signal can end a write
+                    // to a file part way): cut the tail, or every later entry
+                    // would sit misaligned behind it and be lost at the next start.
+                    log::warn!(
+                        "collector: {}: cutting {} bytes of a torn tail",
+                        log_path.display(),
+                        b.len() as u64 - good
+                    );
+                }
+                Some(good)
+            }
+            Err(_) => None,
+        };
+        let seen_log = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&log_path)
+                .and_then(|f| {
+                    if let Some(len) = good {
+                        f.set_len(len)?;
+                    }
+                    Ok(f)
+                })
+                .map_err(|e| log::warn!("collector: {}: {e}", log_path.display()))
+                .ok()
+        };
+        let stream = || 1;
+        let (journal, rec) = Spool::open(st, journal_config(cfg), stream, false)
+            .map_err(|e| format!("{e} (journal {})", dir.display()))?;
+        log::info!(
+            "collector: journal {}: {} messages to run",
+            dir.display(),
+            rec.records_unacked
+        );
+        Ok(Collector {
+            journal,
+            max_message: cfg.max_message as usize,
+            max_parallel: cfg.max_parallel.max(1) as usize,
+            acks_due: Vec::new(),
+            records: BTreeMap::new(),
+            ready: VecDeque::new(),
+            responses: VecDeque::new(),
+            running: Vec::new(),
+            states: BTreeMap::new(),
+            use_clock: 0,
+            stats: Stats::default(),
+            own_topics: format!("{}/{node}/", cfg.mqtt.topic_prefix),
+            prefix: cfg.mqtt.topic_prefix.clone(),
+            fleet: presence::Fleet::default(),
+            log_bad: RateLimit::default(),
+            log_refused: RateLimit::default(),
+            log_runs: RateLimit::default(),
+            seen,
+            seen_path,
+            seen_written: Instant::now(),
+            seen_log,
+            seen_pending: Vec::new(),
+            retired: false,
+        })
+    }
+
+    /// The filters to subscribe to for `modules`: every enabled subscribed
+    /// module's, as `$share/GROUP/FILTER` when it has a `subscribe_group`, each once;
+    /// and, when there is any, the fleet's statuses (`<prefix>/+/status`, never
+    /// shared: every collector wants the whole fleet).
+    pub fn filters(modules: &[Module], prefix: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in modules
+            .iter()
+            .filter(|m| m.settings.enabled && m.subscribed())
+        {
+            for f in &m.settings.subscribe {
+                let full = topic::shared(m.settings.subscribe_group.as_deref(), f);
+                if !out.contains(&full) {
+                    out.push(full);
+                }
+            }
+        }
+        let status = format!("{prefix}/+/status");
+        if !out.is_empty() && !out.contains(&status) {
+            out.push(status);
+        }
+        out
+    }
+
+    /// The node of a status topic `<prefix>/<node>/status`.
+    fn status_node<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?
+            .strip_suffix("/status")
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+    }
+
+    /// `crd fleet`: the table, or JSON.
+    pub fn fleet(&self, json: bool, now_ms: u64) -> String {
+        if json {
+            self.fleet.json()
+        } else {
+            self.fleet.table(now_ms)
+        }
+    }
+
+    fn matching<'a>(modules: &'a [Module], topic: &str) -> impl Iterator<Item = &'a Module> {
+        let t = topic.to_string();
+        modules.iter().filter(move |m| {
+            m.settings.enabled
+                && m.subscribed()
+                && m.settings.subscribe.iter().any(|f| topic::matches(f, &t))
+        })
+    }
+
+    /// A message (or an oversized one) from the broker. Returns the PUBACKs that
+    /// can go out at once (nothing to journal); the rest wait for `after_input`.
+    pub fn handle_inbound(
+        &mut self,
+        conn: u64,
+        up: Up,
+        modules: &[Module],
+        outbox: &mut Outbox,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Vec<(u64, u16)> {
+        let mut now_acks = Vec::new();
+        self.stats.received += 1;
+        match up {
+            Up::Oversized { topic, size, pkid } => {
+                self.stats.oversized += 1;
+                self.error_event(
+                    outbox,
+                    now,
+                    wall_ms,
+                    format!("message of {size} bytes on `{topic}` is over max_message ({}); acknowledged, not run", self.max_message),
+                );
+                now_acks.extend(pkid.map(|p| (conn, p)));
+            }
+            Up::Message(Inbound {
+                topic,
+                payload,
+                pkid,
+                retain,
+                ..
+            }) => {
+                // Presence first, from every status and every crd event.
+                let is_status = match self.status_node(&topic) {
+                    Some(node) => self.fleet.status(node, &payload, wall_ms),
+                    None => false,
+                };
+                if let Some(e) = message::EventFields::parse(&payload) {
+                    self.fleet.event(&e.node, &e.module, &e.kind, wall_ms);
+                }
+                if is_status && Self::matching(modules, &topic).next().is_none() {
+                    // Tracked for `crd fleet`; no module wants it.
+                    now_acks.extend(pkid.map(|p| (conn, p)));
+                } else if topic.starts_with(&self.own_topics) {
+                    self.stats.own += 1;
+                    now_acks.extend(pkid.map(|p| (conn, p)));
+                } else if retain {
+                    // A retained message replayed at subscribe is state, not an
+                    // event: modules do not run on it.
+                    self.stats.retained += 1;
+                    now_acks.extend(pkid.map(|p| (conn, p)));
+                } else if payload.len() > self.max_message {
+                    self.stats.oversized += 1;
+                    self.error_event(
+                        outbox,
+                        now,
+                        wall_ms,
+                        format!(
+                            "message of {} bytes on `{topic}` is over max_message ({}); acknowledged, not run",
+                            payload.len(),
+                            self.max_message
+                        ),
+                    );
+                    now_acks.extend(pkid.map(|p| (conn, p)));
+                } else if Self::matching(modules, &topic).next().is_none() {
+                    self.stats.unmatched += 1;
+                    now_acks.extend(pkid.map(|p| (conn, p)));
+                } else if message::EventFields::parse(&payload)
+                    .is_some_and(|e| self.seen.done(e.stream_id(), e.seq))
+                {
+                    // Run already (a redelivery, or the edge sent it again).
+                    now_acks.extend(pkid.map(|p| (conn, p)));
+                } else {
+                    let m = Message {
+                        topic,
+                        payload: payload.to_vec(),
+                        received_ms: wall_ms,
+                    };
+                    match self.journal.append(&m.encode(), now) {
+                        Ok(seq) => {
+                            self.stats.journaled += 1;
+                            if let Some(p) = pkid {
+                                self.acks_due.push((seq, conn, p));
+                            }
+                        }
+                        Err(e) => {
+                            // Not acknowledged: the broker sends it again.
+                            self.stats.refused += 1;
+                            if self.log_refused.allow(now, "collector: journal refused") {
+                                log::warn!(
+                                    "collector: journal refused a message on `{}`: {e}",
+                                    m.topic
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        now_acks
+    }
+
+    /// An `error` event (and a log line) about a message, at a bounded rate: a
+    /// flood of bad messages is counted in `crd status`, not echoed one for one.
+    fn error_event(&mut self, outbox: &mut Outbox, now: Instant, wall_ms: u64, out: String) {
+        if !self.log_bad.allow(now, "collector: bad messages") {
+            return;
+        }
+        log::warn!("collector: {out}");
+        outbox.push(
+            Event {
+                ts_ms: wall_ms,
+                module: "collector".into(),
+                kind: Kind::Error,
+                code: 0,
+                dur_ms: 0,
+                out,
+            },
+            now,
+        );
+    }
+
+    /// After a read's messages: one fdatasync for all of them, then the PUBACKs of
+    /// every message now durable: (connection, pkid).
+    pub fn after_input(&mut self, now: Instant) -> Vec<(u64, u16)> {
+        if self.acks_due.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = self.journal.sync(now) {
+            log::warn!("collector: journal sync: {e}; PUBACKs wait");
+        }
+        let durable = self.journal.durable_seq();
+        let mut out = Vec::new();
+        self.acks_due.retain(|&(seq, conn, pkid)| {
+            if seq <= durable {
+                out.push((conn, pkid));
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+
+    /// Stop reading the broker's socket: the journal holds enough not yet run.
+    pub fn paused(&self) -> bool {
+        self.journal.depth() > BACKLOG_RECORDS
+    }
+
+    /// Takes durable journal records into work (at most `READ_AHEAD_RECORDS` held)
+    /// and settles the hits of modules without a check.
+    pub fn pump(&mut self, modules: &[Module], outbox: &mut Outbox, now: Instant, wall_ms: u64) {
+        while self.records.len() < READ_AHEAD_RECORDS {
+            let (seq, msg) = match self.journal.read_next() {
+                Ok(Some((seq, bytes))) => (seq, Message::decode(bytes)),
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("collector: journal read: {e}");
+                    break;
+                }
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    self.stats.corrupt += 1;
+                    log::warn!("collector: journal record {seq}: {e}; skipped");
+                    let _ = self.journal.ack(seq, now);
+                    continue;
+                }
+            };
+            let names: Vec<String> = Self::matching(modules, &msg.topic)
+                .map(|m| m.name.clone())
+                .collect();
+            if names.is_empty() {
+                let _ = self.journal.ack(seq, now);
+                continue;
+            }
+            let facts = Facts::of(&msg);
+            if let Some(e) = &facts.event {
+                // Done already, or the same event is being run right now.
+                let in_work = self.records.values().any(|h| {
+                    h.facts
+                        .event
+                        .as_ref()
+                        .is_some_and(|o| o.stream == e.stream && o.seq == e.seq)
+                });
+                if in_work {
+                    self.seen.counts.duplicates += 1;
+                }
+                if in_work || self.seen.done(e.stream_id(), e.seq) {
+                    let _ = self.journal.ack(seq, now);
+                    continue;
+                }
+            }
+            let env = facts.env(&msg.topic);
+            self.records.insert(
+                seq,
+                Held {
+                    msg,
+                    facts,
+                    env,
+                    left: names.len() as u32,
+                },
+            );
+            for module in names {
+                self.ready.push_back(Job {
+                    seq,
+                    module,
+                    step: Step::Check,
+                });
+            }
+        }
+        // Modules without a check: every message is a hit, settled here, in order.
+        let no_check = |j: &Job| {
+            modules
+                .iter()
+                .find(|m| m.name == j.module)
+                .is_some_and(|m| m.check.is_none())
+        };
+        let hits: Vec<Job> = {
+            let (hits, rest): (VecDeque<Job>, VecDeque<Job>) = std::mem::take(&mut self.ready)
+                .into_iter()
+                .partition(no_check);
+            self.ready = rest;
+            hits.into()
+        };
+        for job in hits {
+            let ran = Ran {
+                role: Role::Check,
+                outcome: Outcome::Exited(0),
+                output: String::new(),
+                dur: Duration::ZERO,
+            };
+            self.settle(job, ran, modules, outbox, now, wall_ms);
+        }
+    }
+
+    /// Starts runs while a collector slot is free and work is ready; `start`
+    /// starts one (the daemon's `Runs::start`) and returns its run id.
+    pub fn start_runs(
+        &mut self,
+        host: Host<'_>,
+        modules: &[Module],
+        now: Instant,
+        mut start: impl FnMut(&Recipe) -> usize,
+    ) {
+        while self.running.len() < self.max_parallel {
+            let Some(job) = self
+                .responses
+                .pop_front()
+                .or_else(|| self.ready.pop_front())
+            else {
+                return;
+            };
+            let (Some(m), Some(held)) = (
+                modules.iter().find(|m| m.name == job.module),
+                self.records.get(&job.seq),
+            ) else {
+                // The module went away (reload): this job is done.
+                self.job_done(job.seq, now);
+                continue;
+            };
+            let recipe = match &job.step {
+                Step::Check => Recipe::message_check(host, m, &held.env, &held.msg.payload),
+                Step::Response { output, code } => {
+                    Recipe::message_response(host, m, &held.env, &held.msg.payload, output, *code)
+                }
+            };
+            let Some(recipe) = recipe else {
+                self.job_done(job.seq, now);
+                continue;
+            };
+            self.stats.runs += 1;
+            let id = start(&recipe);
+            self.running.push((id, job));
+        }
+    }
+
+    /// Whether run `id` is one of the collector's.
+    pub fn owns(&self, run_id: usize) -> bool {
+        self.running.iter().any(|(id, _)| *id == run_id)
+    }
+
+    /// A collector run ended.
+    pub fn handle_finished(
+        &mut self,
+        f: Finished,
+        modules: &[Module],
+        outbox: &mut Outbox,
+        now: Instant,
+        wall_ms: u64,
+    ) {
+        let Some(i) = self.running.iter().position(|(id, _)| *id == f.id) else {
+            return;
+        };
+        let (_, job) = self.running.remove(i);
+        if f.stopped {
+            // Cut short by crd's shutdown: it runs again after the restart.
+            return;
+        }
+        self.settle(job, f.ran(), modules, outbox, now, wall_ms);
+    }
+
+    /// The lifecycle step of one run of a message, carried out.
+    fn settle(
+        &mut self,
+        job: Job,
+        ran: Ran,
+        modules: &[Module],
+        outbox: &mut Outbox,
+        now: Instant,
+        wall_ms: u64,
+    ) {
+        let (Some(m), Some(held)) = (
+            modules.iter().find(|m| m.name == job.module),
+            self.records.get(&job.seq),
+        ) else {
+            self.job_done(job.seq, now);
+            return;
+        };
+        let key = (job.module.clone(), held.facts.origin.clone());
+        self.use_clock += 1;
+        if !self.states.contains_key(&key)
+            && self.states.len() >= MAX_STATES
+            && let Some(oldest) = self
+                .states
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            self.states.remove(&oldest);
+            self.stats.states_evicted += 1;
+        }
+        let entry = self.states.entry(key).or_default();
+        entry.0 = self.use_clock;
+        let a = lifecycle::finished(m, &mut entry.1, ran, now, wall_ms);
+        if let Some(w) = &a.warning
+            && self.log_runs.allow(now, "collector: failed runs")
+        {
+            log::warn!("module {}: {w} (message {})", m.name, held.facts.id);
+        }
+        if let Some(ev) = a.emit {
+            outbox.push(ev, now);
+        }
+        match a.next {
+            Next::Respond { output, code } => self.responses.push_back(Job {
+                seq: job.seq,
+                module: job.module,
+                step: Step::Response { output, code },
+            }),
+            Next::Done => self.job_done(job.seq, now),
+        }
+    }
+
+    fn job_done(&mut self, seq: u64, now: Instant) {
+        let Some(h) = self.records.get_mut(&seq) else {
+            return;
+        };
+        h.left = h.left.saturating_sub(1);
+        if h.left == 0 {
+            if let Some(e) = &h.facts.event {
+                self.seen.mark(e.stream_id(), e.seq);
+                self.seen_pending
+                    .extend_from_slice(&dedup::log_entry(e.stream_id(), e.seq));
+            }
+            self.records.remove(&seq);
+            if let Err(e) = self.journal.ack(seq, now) {
+                log::warn!("collector: journal checkpoint: {e}");
+            }
+            self.retired = true;
+        }
+    }
+
+    /// Every loop iteration: the journal's writes, syncs and checkpoint, and the
+    /// table of events done when it changed and is due.
+    pub fn handle_timer(&mut self, now: Instant) {
+        let _ = self.journal.flush(now);
+        if let Err(e) = self.journal.handle_timer(now) {
+            log::warn!("collector: journal: {e}");
+        }
+        // Retirements are made durable at once (one checkpoint write and fsync per
+        // loop turn that retired anything), not lazily as the edge's acks are: a
+        // retired message replayed after a crash would run its response again.
+        // First the events done (the log), then the journal's watermark: a crash
+        // between the two runs nothing again (the table knows), never the reverse.
+        self.append_seen_log();
+        if std::mem::take(&mut self.retired)
+            && let Err(e) = self.journal.write_checkpoint()
+        {
+            self.retired = true;
+            log::warn!("collector: journal checkpoint: {e}");
+        }
+        if self.seen.dirty && now >= self.seen_written + SEEN_WRITE_INTERVAL {
+            self.write_seen(now);
+        }
+    }
+
+    fn append_seen_log(&mut self) {
+        if self.seen_pending.is_empty() {
+            return;
+        }
+        if let Some(f) = self.seen_log.as_mut() {
+            use std::io::Write;
+            if let Err(e) = f.write_all(&self.seen_pending).and_then(|()| f.sync_data()) {
+                log::warn!("collector: seen.log: {e}");
+            }
+        }
+        self.seen_pending.clear();
+    }
+
+    /// Writes the table whole to `seen.tmp`, syncs it and renames it over `seen`,
+    /// then empties the log.
+    fn write_seen(&mut self, now: Instant) {
+        self.append_seen_log();
+        self.seen_written = now;
+        let bytes = self.seen.encode();
+        let tmp = self.seen_path.with_extension("tmp");
+        let r = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &self.seen_path)?;
+            if let Some(d) = self.seen_path.parent() {
+                std::fs::File::open(d)?.sync_all()?;
+            }
+            if let Some(log) = self.seen_log.as_ref() {
+                log.set_len(0)?;
+                log.sync_data()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.seen.dirty = true;
+            log::warn!("collector: writing {}: {e}", self.seen_path.display());
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let seen = self
+            .seen
+            .dirty
+            .then(|| self.seen_written + SEEN_WRITE_INTERVAL);
+        match (self.journal.poll_timeout(), seen) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs of the collector in flight.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// On shutdown: everything synced, the checkpoint written.
+    pub fn close(&mut self, now: Instant) {
+        self.write_seen(now);
+        if let Err(e) = self.journal.close(now) {
+            log::error!("collector: closing the journal: {e}");
+        }
+    }
+
+    /// The `collect_*` lines of `crd status`.
+    pub fn status(&self, s: &mut String) {
+        let st = &self.stats;
+        let _ = writeln!(s, "collect_received: {}", st.received);
+        let _ = writeln!(s, "collect_journaled: {}", st.journaled);
+        let _ = writeln!(s, "collect_journal_depth: {}", self.journal.depth());
+        let _ = writeln!(s, "collect_runs: {}", st.runs);
+        let _ = writeln!(s, "collect_running: {}", self.running.len());
+        let _ = writeln!(
+            s,
+            "collect_queued: {}",
+            self.ready.len() + self.responses.len()
+        );
+        let _ = writeln!(s, "collect_unmatched: {}", st.unmatched);
+        let _ = writeln!(s, "collect_own_skipped: {}", st.own);
+        let _ = writeln!(s, "collect_retained_skipped: {}", st.retained);
+        let _ = writeln!(s, "collect_oversized: {}", st.oversized);
+        let _ = writeln!(s, "collect_refused: {}", st.refused);
+        let _ = writeln!(s, "collect_corrupt: {}", st.corrupt);
+        let c = self.seen.counts;
+        let _ = writeln!(s, "collect_duplicates: {}", c.duplicates);
+        let _ = writeln!(s, "collect_seen_streams: {}", self.seen.streams());
+        let _ = writeln!(s, "collect_seen_too_old: {}", c.too_old);
+        let _ = writeln!(s, "collect_seen_evicted: {}", c.evicted);
+        let _ = writeln!(s, "collect_fleet_nodes: {}", self.fleet.len());
+        let _ = writeln!(s, "collect_fleet_forgotten: {}", self.fleet.forgotten);
+        let _ = writeln!(s, "collect_origins: {}", self.states.len());
+        let _ = writeln!(s, "collect_origins_evicted: {}", st.states_evicted);
+        let _ = writeln!(
+            s,
+            "collect_paused: {}",
+            if self.paused() { "yes" } else { "no" }
+        );
+    }
+}

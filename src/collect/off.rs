@@ -1,0 +1,94 @@
+//! The collector of a build without it (cargo feature `collector` off, as on
+//! routers): a type with no values, so every method is unreachable and compiles to
+//! nothing; the config refuses `subscribe` in such a build, and `open` says why if
+//! it is ever asked.
+
+use crate::child::recipe::{Host, Recipe};
+use crate::child::run::Finished;
+use crate::core::config::Config;
+use crate::core::module::Module;
+use crate::host::outbox::Outbox;
+use crate::mqtt::session::Up;
+use std::time::Instant;
+
+/// No collector: never made.
+pub enum Collector {}
+
+impl Collector {
+    pub fn open(_: &Config, _: &str) -> Result<Collector, String> {
+        Err("this crd is built without the collector (cargo feature `collector`)".into())
+    }
+
+    pub fn filters(_: &[Module], _: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    pub fn handle_inbound(
+        &mut self,
+        _: u64,
+        _: Up,
+        _: &[Module],
+        _: &mut Outbox,
+        _: Instant,
+        _: u64,
+    ) -> Vec<(u64, u16)> {
+        match *self {}
+    }
+
+    pub fn after_input(&mut self, _: Instant) -> Vec<(u64, u16)> {
+        match *self {}
+    }
+
+    pub fn paused(&self) -> bool {
+        match *self {}
+    }
+
+    pub fn pump(&mut self, _: &[Module], _: &mut Outbox, _: Instant, _: u64) {
+        match *self {}
+    }
+
+    pub fn start_runs(
+        &mut self,
+        _: Host<'_>,
+        _: &[Module],
+        _: Instant,
+        _: impl FnMut(&Recipe) -> usize,
+    ) {
+        match *self {}
+    }
+
+    pub fn owns(&self, _: usize) -> bool {
+        match *self {}
+    }
+
+    pub fn handle_finished(
+        &mut self,
+        _: Finished,
+        _: &[Module],
+        _: &mut Outbox,
+        _: Instant,
+        _: u64,
+    ) {
+        match *self {}
+    }
+
+    pub fn handle_timer(&mut self, _: Instant) {
+        match *self {}
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match *self {}
+    }
+
+    pub fn close(&mut self, _: Instant) {
+        match *self {}
+    }
+
+    pub fn fleet(&self, _: bool, _: u64) -> String {
+        match *self {}
+    }
+
+    pub fn status(&self, _: &mut String) {
+        match *self {}
+    }
+}
