@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size size-tls bench bench-spool bench-mqtt soak fuzz clean \
+.PHONY: all build run status test lint unit size size-tls bench bench-spool bench-mqtt bench-collect soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -61,7 +61,7 @@ test-cross:
 
 test: lint unit size test-cross
 
-bench: bench-spool bench-mqtt
+bench: bench-spool bench-mqtt bench-collect
 	python3 bench/bench.py
 
 # The spool's budgets: append throughput, fsyncs per 1000 events, recovery time,
@@ -75,6 +75,13 @@ bench-spool:
 bench-mqtt:
 	cross/build.sh x86_64 >/dev/null
 	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench mqtt
+
+# The collector: /bin/true per message against mosquitto_sub | xargs -P 8, no-check
+# journal rate against mosquitto_sub > /dev/null, RSS with 10,000 nodes over
+# RSS_SECONDS (default 600; needs mosquitto, ~12 minutes).
+bench-collect:
+	cross/build.sh x86_64 >/dev/null
+	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench collect
 
 # crd at 50 modules x 1 s for SOAK_SECONDS (default an hour), VmRSS every 5 minutes.
 soak:

@@ -757,6 +757,7 @@ impl Collector {
         let _ = writeln!(s, "collect_received: {}", st.received);
         let _ = writeln!(s, "collect_journaled: {}", st.journaled);
         let _ = writeln!(s, "collect_journal_depth: {}", self.journal.depth());
+        let _ = writeln!(s, "collect_journal_fsyncs: {}", self.journal.stats().fsyncs);
         let _ = writeln!(s, "collect_runs: {}", st.runs);
         let _ = writeln!(s, "collect_running: {}", self.running.len());
         let _ = writeln!(

@@ -1,0 +1,401 @@
+//! `make bench-collect`: the collector's budgets against a local mosquitto, as a
+//! table, each side by side with what a user would run without crd, in one run.
+//!
+//! 1. Throughput with a `/bin/true` check, `max_parallel = 8`: messages per second
+//!    from the broker to a finished check, journaled and acknowledged, against
+//!    `mosquitto_sub -q 1 ... | xargs -P 8 -n 1 /bin/true` (no journal, no
+//!    dedup). Both take the same N messages queued at the broker for their
+//!    persistent session, from their start to the last run.
+//! 2. Without a check (every message a hit, no response): messages journaled and
+//!    acknowledged per second, against `mosquitto_sub -q 1 > /dev/null` on the same
+//!    broker (the broker's own ceiling); and the journal's fsyncs per 1,000.
+//! 3. RSS with 10,000 distinct nodes (one crd event from each of 10,000 streams),
+//!    and again after `RSS_SECONDS` more of them (default 600, the issue's ten
+//!    minutes): flat.
+//!
+//! Needs `mosquitto`, `mosquitto_sub`, `xargs`; `CRD_BIN` is the binary measured
+//! (make bench-collect passes the x86_64 musl release build, which has the
+//! collector).
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const N: u64 = 20_000;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = crd::child::sys::kill_pid(self.0.id(), libc::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+fn mosquitto(dir: &Path, port: u16) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
+             max_inflight_messages 100\n"
+        ),
+    )
+    .unwrap();
+    let c = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto on PATH");
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Proc(c)
+}
+
+/// Publishes `payloads` to `topic` at QoS 1 and waits for every PUBACK: all of
+/// them are at the broker when this returns (mosquitto_pub -l is not used: it
+/// exits at the end of its input without sending what it still queues).
+fn publish(port: u16, topic: &str, payloads: impl Iterator<Item = Vec<u8>>) -> u64 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut out = BytesMut::new();
+    let mut c = Connect::new("bench-pub");
+    c.clean_session = true;
+    Packet::Connect(c).write(&mut out, 1 << 20).unwrap();
+    s.write_all(&out).unwrap();
+    let mut inb = BytesMut::new();
+    let mut buf = [0u8; 65536];
+    let mut read_one = |s: &mut std::net::TcpStream, inb: &mut BytesMut| loop {
+        match Packet::read(inb, 1 << 20) {
+            Ok(p) => return p,
+            Err(_) => {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "broker closed");
+                inb.extend_from_slice(&buf[..n]);
+            }
+        }
+    };
+    assert!(matches!(read_one(&mut s, &mut inb), Packet::ConnAck(_)));
+    let (mut sent, mut acked, mut pkid) = (0u64, 0u64, 0u16);
+    let mut window = 0;
+    let mut it = payloads.peekable();
+    while it.peek().is_some() || window > 0 {
+        out.clear();
+        while window < 100 && it.peek().is_some() {
+            pkid = pkid % 60_000 + 1;
+            let mut p = Publish::new(topic, QoS::AtLeastOnce, it.next().unwrap());
+            p.pkid = pkid;
+            Packet::Publish(p).write(&mut out, 1 << 20).unwrap();
+            sent += 1;
+            window += 1;
+        }
+        s.write_all(&out).unwrap();
+        if let Packet::PubAck(_) = read_one(&mut s, &mut inb) {
+            acked += 1;
+            window -= 1;
+        }
+    }
+    assert_eq!(sent, acked);
+    sent
+}
+
+fn crd_bin() -> PathBuf {
+    std::env::var_os("CRD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_crd").into())
+}
+
+/// A collector in `work` with module `M` on `filter` (`check`: a symlink to
+/// /bin/true, or none).
+fn collector(work: &Path, port: u16, filter: &str, check: bool) -> Proc {
+    use std::os::unix::fs::PermissionsExt;
+    let m = work.join("modules/M");
+    std::fs::create_dir_all(&m).unwrap();
+    for d in [work, &work.join("modules"), &m] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(m.join("module.conf"), format!("subscribe = {filter}\n")).unwrap();
+    std::fs::set_permissions(
+        m.join("module.conf"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    if check && !m.join("check").exists() {
+        std::os::unix::fs::symlink("/bin/true", m.join("check")).unwrap();
+    }
+    let conf = work.join("crd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "node = central\nmodules_dir = {}\nspool_dir = {}\ncontrol_socket = {}\n\
+             broker = 127.0.0.1:{port}\nmax_parallel = 8\nspool_size = 64M\nlog_level = warn\n",
+            work.join("modules").display(),
+            work.join("spool").display(),
+            work.join("crd.sock").display()
+        ),
+    )
+    .unwrap();
+    let c = Command::new(crd_bin())
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("crd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Proc(c)
+}
+
+fn stat(work: &Path, key: &str) -> Option<u64> {
+    let text = crd::host::control::request(&work.join("crd.sock"), "status").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: "))?.trim().parse().ok())
+}
+
+fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a collector once so the broker keeps a session and a subscription for
+/// it, then stops it: what is published next is queued for it.
+fn make_session(work: &Path, port: u16, filter: &str, check: bool) {
+    let p = collector(work, port, filter, check);
+    wait_until(Duration::from_secs(10), || {
+        stat(work, "mqtt_connects") == Some(1)
+            && std::fs::read_to_string(work.join("crd.log"))
+                .is_ok_and(|_| stat(work, "collect_received").is_some())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(p);
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mosquitto_sub(port: u16, id: &str, topic: &str, count: Option<u64>) -> Command {
+    let mut c = Command::new("mosquitto_sub");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-c",
+        "-i",
+        id,
+        "-t",
+        topic,
+    ]);
+    match count {
+        Some(n) => c.args(["-C", &n.to_string()]),
+        None => c.arg("-E"),
+    };
+    c
+}
+
+fn row(what: &str, value: String, budget: &str) {
+    println!("{what:<60} {value:>14}  {budget}");
+}
+
+fn msgs() -> impl Iterator<Item = Vec<u8>> {
+    (0..N).map(|i| format!("m{i}").into_bytes())
+}
+
+/// `cargo bench --bench collect [throughput] [journal] [rss]`: the parts named, or
+/// all three.
+fn main() {
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-collect");
+    let _ = std::fs::remove_dir_all(&base);
+    let port = free_port();
+    let _broker = mosquitto(&base.join("broker"), port);
+    println!(
+        "{:<60} {:>14}  budget",
+        "collector benchmark (local mosquitto, QoS 1)", "value"
+    );
+    if want("throughput") {
+        throughput(&base, port);
+    }
+    if want("journal") {
+        journal(&base, port);
+    }
+    if want("rss") {
+        rss(&base, port);
+    }
+}
+
+fn throughput(base: &Path, port: u16) {
+    // 1. /bin/true per message: crd against mosquitto_sub | xargs -P 8.
+    let w1 = base.join("c1");
+    make_session(&w1, port, "b1/#", true);
+    assert_eq!(publish(port, "b1/x", msgs()), N);
+    let t = Instant::now();
+    let p = collector(&w1, port, "b1/#", true);
+    wait_until(Duration::from_secs(600), || {
+        stat(&w1, "collect_runs") == Some(N) && stat(&w1, "collect_running") == Some(0)
+    });
+    let crd1 = N as f64 / t.elapsed().as_secs_f64();
+    drop(p);
+    let st = mosquitto_sub(port, "bench-xargs", "b2/#", None)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(publish(port, "b2/x", msgs()), N);
+    let t = Instant::now();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mosquitto_sub -h 127.0.0.1 -p {port} -q 1 -c -i bench-xargs -t 'b2/#' -C {N} \
+             | xargs -P 8 -n 1 /bin/true"
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let xargs1 = N as f64 / t.elapsed().as_secs_f64();
+    row(
+        &format!("/bin/true per message, {N} queued: crd (journaled, acked)"),
+        format!("{crd1:.0}/s"),
+        "-",
+    );
+    row(
+        "  mosquitto_sub -q 1 | xargs -P 8 -n 1 /bin/true",
+        format!("{xargs1:.0}/s"),
+        "-",
+    );
+    row(
+        "  ratio crd / xargs",
+        format!("{:.2}", crd1 / xargs1),
+        ">= 1.00",
+    );
+}
+
+fn journal(base: &Path, port: u16) {
+    // 2. No check: journaled and acknowledged, against mosquitto_sub > /dev/null.
+    let w2 = base.join("c2");
+    make_session(&w2, port, "b3/#", false);
+    assert_eq!(publish(port, "b3/x", msgs()), N);
+    let t = Instant::now();
+    let p = collector(&w2, port, "b3/#", false);
+    wait_until(Duration::from_secs(600), || {
+        stat(&w2, "collect_journaled") == Some(N)
+    });
+    let crd2 = N as f64 / t.elapsed().as_secs_f64();
+    let fsyncs = stat(&w2, "collect_journal_fsyncs").unwrap_or(0);
+    drop(p);
+    let st = mosquitto_sub(port, "bench-null", "b4/#", None)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(publish(port, "b4/x", msgs()), N);
+    let t = Instant::now();
+    let st = mosquitto_sub(port, "bench-null", "b4/#", Some(N))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sub2 = N as f64 / t.elapsed().as_secs_f64();
+    row(
+        &format!("no check, {N} queued: crd journaled and acked"),
+        format!("{crd2:.0}/s"),
+        "-",
+    );
+    row(
+        "  mosquitto_sub -q 1 > /dev/null",
+        format!("{sub2:.0}/s"),
+        "-",
+    );
+    row(
+        "  ratio crd / mosquitto_sub",
+        format!("{:.2}", crd2 / sub2),
+        ">= 0.80",
+    );
+    row(
+        "  journal fsyncs per 1,000 messages",
+        format!("{:.1}", fsyncs as f64 * 1000.0 / N as f64),
+        "-",
+    );
+}
+
+fn rss(base: &Path, port: u16) {
+    // 3. RSS with 10,000 distinct nodes, then flat.
+    let w3 = base.join("c3");
+    let p = collector(&w3, port, "crd/+/event/#", false);
+    wait_until(Duration::from_secs(10), || {
+        stat(&w3, "mqtt_connects") == Some(1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_start = status_kib(p.0.id(), "VmRSS");
+    let event = |node: u64, seq: u64| {
+        format!(
+            "{{\"node\":\"n{node}\",\"stream\":\"{node:016x}\",\"seq\":{seq},\"ts\":1,\"module\":\"M\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":1,\"out\":\"\"}}"
+        )
+        .into_bytes()
+    };
+    publish(port, "crd/n/event/M", (1..=10_000).map(|n| event(n, 1)));
+    wait_until(Duration::from_secs(600), || {
+        stat(&w3, "collect_seen_streams") == Some(10_000)
+    });
+    let rss0 = status_kib(p.0.id(), "VmRSS");
+    let secs: u64 = std::env::var("RSS_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut seq = 1;
+    while Instant::now() < end {
+        seq += 1;
+        publish(port, "crd/n/event/M", (1..=10_000).map(|n| event(n, seq)));
+    }
+    wait_until(Duration::from_secs(600), || {
+        stat(&w3, "collect_journal_depth") == Some(0)
+    });
+    let rss1 = status_kib(p.0.id(), "VmRSS");
+    let hwm = status_kib(p.0.id(), "VmHWM");
+    row(
+        "collector VmRSS connected, no node seen yet",
+        format!("{rss_start} KiB"),
+        "-",
+    );
+    row(
+        "collector VmRSS after 10,000 nodes' first events",
+        format!("{rss0} KiB"),
+        "<= 4096 KiB",
+    );
+    row(
+        &format!("  after {secs} s more ({} rounds of 10,000)", seq - 1),
+        format!("{rss1} KiB"),
+        "flat",
+    );
+    row("  VmHWM", format!("{hwm} KiB"), "<= 4096 KiB");
+    drop(p);
+}
