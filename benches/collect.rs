@@ -143,11 +143,12 @@ fn collector(work: &Path, port: u16, filter: &str, check: bool) -> Proc {
     std::fs::write(
         &conf,
         format!(
-            "node = central\nmodules_dir = {}\nspool_dir = {}\ncontrol_socket = {}\n\
+            "node = {node}\nmodules_dir = {}\nspool_dir = {}\ncontrol_socket = {}\n\
              broker = 127.0.0.1:{port}\nmax_parallel = 8\nspool_size = 64M\nlog_level = warn\n",
             work.join("modules").display(),
             work.join("spool").display(),
-            work.join("crd.sock").display()
+            work.join("crd.sock").display(),
+            node = work.file_name().unwrap().to_string_lossy(),
         ),
     )
     .unwrap();
@@ -355,12 +356,6 @@ fn rss(base: &Path, port: u16) {
     });
     std::thread::sleep(Duration::from_millis(300));
     let rss_start = status_kib(p.0.id(), "VmRSS");
-    let event = |node: u64, seq: u64| {
-        format!(
-            "{{\"node\":\"n{node}\",\"stream\":\"{node:016x}\",\"seq\":{seq},\"ts\":1,\"module\":\"M\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":1,\"out\":\"\"}}"
-        )
-        .into_bytes()
-    };
     publish(port, "crd/n/event/M", (1..=10_000).map(|n| event(n, 1)));
     wait_until(Duration::from_secs(600), || {
         stat(&w3, "collect_seen_streams") == Some(10_000)
@@ -398,4 +393,36 @@ fn rss(base: &Path, port: u16) {
     );
     row("  VmHWM", format!("{hwm} KiB"), "<= 4096 KiB");
     drop(p);
+
+    // The same 10,000 nodes to a module with a check that fires for each: a
+    // firing state kept per origin (a later `cleared` needs it).
+    let w4 = base.join("c4");
+    let p = collector(&w4, port, "crd/+/event/#", true);
+    wait_until(Duration::from_secs(10), || {
+        stat(&w4, "mqtt_connects") == Some(1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    publish(port, "crd/n/event/M", (1..=10_000).map(|n| event(n, 1)));
+    wait_until(Duration::from_secs(600), || {
+        stat(&w4, "collect_journal_depth") == Some(0)
+    });
+    assert_eq!(stat(&w4, "collect_origins"), Some(10_000));
+    let rss = status_kib(p.0.id(), "VmRSS");
+    let hwm = status_kib(p.0.id(), "VmHWM");
+    row(
+        "with a check firing for each node (10,000 origin states)",
+        format!("{rss} KiB"),
+        "<= 4096 KiB",
+    );
+    row("  VmHWM", format!("{hwm} KiB"), "<= 4096 KiB");
+    drop(p);
+}
+
+/// A crd event from node `n<node>`, stream `node`.
+fn event(node: u64, seq: u64) -> Vec<u8> {
+    format!(
+        "{{\"node\":\"n{node}\",\"stream\":\"{node:016x}\",\"seq\":{seq},\"ts\":1,\
+         \"module\":\"M\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":1,\"out\":\"\"}}"
+    )
+    .into_bytes()
 }

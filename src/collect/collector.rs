@@ -22,7 +22,7 @@
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
 use crate::collect::message::{self, Facts, Message};
-use crate::collect::{dedup, presence};
+use crate::collect::{dedup, origins, presence};
 use crate::core::config::{Config, SpoolConfig};
 use crate::core::decide::Outcome;
 use crate::core::event::{Event, Kind};
@@ -42,8 +42,7 @@ use std::time::{Duration, Instant};
 pub const READ_AHEAD_RECORDS: usize = 32;
 /// Unretired journal records past which the socket is not read.
 pub const BACKLOG_RECORDS: u64 = 4096;
-/// (module, origin) states kept; past it the least recently used goes.
-pub const MAX_STATES: usize = 10_000;
+pub use origins::MAX_STATES;
 /// The collector's directory inside `spool_dir`: the journal (a spool of its own)
 /// and the table of events done (`seen`).
 pub const COLLECT_DIR: &str = "collect";
@@ -90,7 +89,6 @@ pub struct Stats {
     pub refused: u64,
     pub runs: u64,
     pub corrupt: u64,
-    pub states_evicted: u64,
 }
 
 pub struct Collector {
@@ -108,8 +106,7 @@ pub struct Collector {
     responses: VecDeque<Job>,
     /// (run id, job) of runs in flight.
     running: Vec<(usize, Job)>,
-    states: BTreeMap<(String, String), (u64, ModuleState)>,
-    use_clock: u64,
+    origins: origins::Origins,
     stats: Stats,
     /// `<prefix>/<node>/`: this crd's own topics. Its own events are never run
     /// (a module on `crd/+/event/#` would otherwise run on its own `fired`, again
@@ -220,8 +217,7 @@ impl Collector {
             ready: VecDeque::new(),
             responses: VecDeque::new(),
             running: Vec::new(),
-            states: BTreeMap::new(),
-            use_clock: 0,
+            origins: origins::Origins::default(),
             stats: Stats::default(),
             own_topics: format!("{}/{node}/", cfg.mqtt.topic_prefix),
             prefix: cfg.mqtt.topic_prefix.clone(),
@@ -609,22 +605,17 @@ impl Collector {
             self.job_done(job.seq, now);
             return;
         };
-        let key = (job.module.clone(), held.facts.origin.clone());
-        self.use_clock += 1;
-        if !self.states.contains_key(&key)
-            && self.states.len() >= MAX_STATES
-            && let Some(oldest) = self
-                .states
-                .iter()
-                .min_by_key(|(_, (used, _))| *used)
-                .map(|(k, _)| k.clone())
-        {
-            self.states.remove(&oldest);
-            self.stats.states_evicted += 1;
-        }
-        let entry = self.states.entry(key).or_default();
-        entry.0 = self.use_clock;
-        let a = lifecycle::finished(m, &mut entry.1, ran, now, wall_ms);
+        // Only the decision state is kept per origin (the run counters are the
+        // edge's business): it goes in and out of a ModuleState for the lifecycle.
+        let a = self.origins.with(m, &held.facts.origin, now, |st| {
+            let mut ms = ModuleState {
+                decision: std::mem::take(st),
+                ..ModuleState::default()
+            };
+            let a = lifecycle::finished(m, &mut ms, ran, now, wall_ms);
+            *st = ms.decision;
+            a
+        });
         if let Some(w) = &a.warning
             && self.log_runs.allow(now, "collector: failed runs")
         {
@@ -704,12 +695,11 @@ impl Collector {
     fn write_seen(&mut self, now: Instant) {
         self.append_seen_log();
         self.seen_written = now;
-        let bytes = self.seen.encode();
         let tmp = self.seen_path.with_extension("tmp");
+        let seen = &mut self.seen;
         let r = (|| -> std::io::Result<()> {
-            use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
+            seen.write_to(&mut f)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &self.seen_path)?;
             if let Some(d) = self.seen_path.parent() {
@@ -778,8 +768,9 @@ impl Collector {
         let _ = writeln!(s, "collect_seen_evicted: {}", c.evicted);
         let _ = writeln!(s, "collect_fleet_nodes: {}", self.fleet.len());
         let _ = writeln!(s, "collect_fleet_forgotten: {}", self.fleet.forgotten);
-        let _ = writeln!(s, "collect_origins: {}", self.states.len());
-        let _ = writeln!(s, "collect_origins_evicted: {}", st.states_evicted);
+        let _ = writeln!(s, "collect_origins: {}", self.origins.len());
+        let _ = writeln!(s, "collect_origins_evicted: {}", self.origins.evicted);
+        let _ = writeln!(s, "collect_fleet_words_full: {}", self.fleet.words_full);
         let _ = writeln!(
             s,
             "collect_paused: {}",

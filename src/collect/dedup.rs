@@ -4,8 +4,9 @@
 //! response twice.
 //!
 //! Per stream: the seqs done as a few sorted ranges (`lo..=hi`). An edge's events
-//! arrive nearly in order, so a stream is mostly one range (a few dozen bytes),
-//! however far behind a late copy comes. At most `MAX_RANGES` per stream: past
+//! arrive nearly in order, so a stream is mostly one range, held inline (40 bytes
+//! a stream with its key and clock; a stream with gaps keeps its ranges in a
+//! vector of its own until they close), however far behind a late copy comes. At most `MAX_RANGES` per stream: past
 //! it the oldest range is forgotten, and a seq at or below what was forgotten is
 //! taken as new (counted as too old). At most `MAX_STREAMS` streams; past it the
 //! least recently used one is forgotten (counted), and a stream seen again after
@@ -30,7 +31,7 @@
 //! from the table; the log is emptied after each whole write. Replaying it stops
 //! at the first entry that does not check out (a torn tail).
 
-use crate::spool::format::crc32c;
+use crate::spool::format::{crc32c, crc32c_extend};
 use std::collections::HashMap;
 
 /// Ranges of seqs kept per stream.
@@ -52,13 +53,25 @@ pub fn log_entry(stream: u64, seq: u64) -> [u8; LOG_ENTRY_BYTES] {
 }
 
 /// What is known of one stream.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Stream {
-    /// Seqs done, as sorted, disjoint, non-adjacent ranges.
-    ranges: Vec<(u64, u64)>,
-    /// The highest seq of a range forgotten at `MAX_RANGES` (0: none).
-    forgot: u64,
+    ranges: Ranges,
     used: u64,
+}
+
+/// Seqs done, as sorted, disjoint, non-adjacent ranges: one inline (the usual
+/// case), or more beside the highest seq of a range forgotten at `MAX_RANGES`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ranges {
+    One((u64, u64)),
+    Many(Box<Many>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Many {
+    ranges: Vec<(u64, u64)>,
+    /// 0: none forgotten.
+    forgot: u64,
 }
 
 /// Whether a seq was done, or cannot be told.
@@ -68,39 +81,77 @@ enum Known {
     TooOld,
 }
 
-impl Stream {
+impl Ranges {
     fn get(&self, seq: u64) -> Known {
-        let i = self.ranges.partition_point(|&(_, hi)| hi < seq);
-        match self.ranges.get(i) {
+        let m = match self {
+            Ranges::One((lo, hi)) if *lo <= seq && seq <= *hi => return Known::Done,
+            Ranges::One(..) => return Known::New,
+            Ranges::Many(m) => m,
+        };
+        let i = m.ranges.partition_point(|&(_, hi)| hi < seq);
+        match m.ranges.get(i) {
             Some(&(lo, _)) if lo <= seq => Known::Done,
-            _ if seq <= self.forgot => Known::TooOld,
+            _ if seq <= m.forgot => Known::TooOld,
             _ => Known::New,
         }
     }
 
     fn set(&mut self, seq: u64) {
-        let i = self
-            .ranges
-            .partition_point(|&(_, hi)| hi.saturating_add(1) < seq);
-        match self.ranges.get(i).copied() {
+        let m = match self {
+            Ranges::One((lo, hi)) if *lo <= seq && seq <= *hi => return,
+            Ranges::One((_, hi)) if hi.checked_add(1) == Some(seq) => {
+                *hi = seq;
+                return;
+            }
+            Ranges::One((lo, _)) if seq.checked_add(1) == Some(*lo) => {
+                *lo = seq;
+                return;
+            }
+            Ranges::One(r) => {
+                *self = Ranges::Many(Box::new(Many {
+                    ranges: vec![*r],
+                    forgot: 0,
+                }));
+                let Ranges::Many(m) = self else {
+                    unreachable!("just made")
+                };
+                m
+            }
+            Ranges::Many(m) => m,
+        };
+        let r = &mut m.ranges;
+        let i = r.partition_point(|&(_, hi)| hi.saturating_add(1) < seq);
+        match r.get(i).copied() {
             Some((lo, hi)) if lo <= seq && seq <= hi => return,
             // Just above range i: extend it, and join the next one if it touches.
             Some((lo, hi)) if hi + 1 == seq => {
-                self.ranges[i] = (lo, seq);
-                if let Some(&(nlo, nhi)) = self.ranges.get(i + 1)
+                r[i] = (lo, seq);
+                if let Some(&(nlo, nhi)) = r.get(i + 1)
                     && nlo == seq + 1
                 {
-                    self.ranges[i] = (lo, nhi);
-                    self.ranges.remove(i + 1);
+                    r[i] = (lo, nhi);
+                    r.remove(i + 1);
                 }
             }
             // Just below range i.
-            Some((lo, hi)) if seq + 1 == lo => self.ranges[i] = (seq, hi),
-            _ => self.ranges.insert(i, (seq, seq)),
+            Some((lo, hi)) if seq + 1 == lo => r[i] = (seq, hi),
+            _ => r.insert(i, (seq, seq)),
         }
-        if self.ranges.len() > MAX_RANGES {
-            let (_, hi) = self.ranges.remove(0);
-            self.forgot = self.forgot.max(hi);
+        if r.len() > MAX_RANGES {
+            let (_, hi) = r.remove(0);
+            m.forgot = m.forgot.max(hi);
+        }
+        // The gaps closed and nothing was forgotten: back inline.
+        if let ([r], 0) = (m.ranges.as_slice(), m.forgot) {
+            *self = Ranges::One(*r);
+        }
+    }
+
+    /// The ranges, and the highest seq forgotten (0: none).
+    fn parts(&self) -> (&[(u64, u64)], u64) {
+        match self {
+            Ranges::One(r) => (std::slice::from_ref(r), 0),
+            Ranges::Many(m) => (&m.ranges, m.forgot),
         }
     }
 }
@@ -130,7 +181,7 @@ impl Seen {
             return false;
         };
         s.used = self.clock;
-        match s.get(seq) {
+        match s.ranges.get(seq) {
             Known::Done => {
                 self.counts.duplicates += 1;
                 true
@@ -153,9 +204,13 @@ impl Seen {
             self.streams.remove(&oldest);
             self.counts.evicted += 1;
         }
-        let s = self.streams.entry(stream).or_default();
-        s.used = self.clock;
-        s.set(seq);
+        let clock = self.clock;
+        let s = self.streams.entry(stream).or_insert(Stream {
+            ranges: Ranges::One((seq, seq)),
+            used: clock,
+        });
+        s.used = clock;
+        s.ranges.set(seq);
         self.dirty = true;
     }
 
@@ -178,26 +233,40 @@ impl Seen {
         self.streams.len()
     }
 
-    /// The file's bytes (see the diagram above).
-    pub fn encode(&mut self) -> Vec<u8> {
-        self.dirty = false;
-        let mut out = Vec::with_capacity(9 + self.streams.len() * 34);
-        out.push(FILE_VERSION);
-        out.extend_from_slice(&(self.streams.len() as u32).to_be_bytes());
-        let mut ids: Vec<&u64> = self.streams.keys().collect();
-        ids.sort();
-        for id in ids {
-            let s = &self.streams[id];
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&s.forgot.to_be_bytes());
-            out.extend_from_slice(&(s.ranges.len() as u16).to_be_bytes());
-            for (lo, hi) in &s.ranges {
-                out.extend_from_slice(&lo.to_be_bytes());
-                out.extend_from_slice(&hi.to_be_bytes());
+    /// Writes the file (see the diagram above) to `w`, a few KiB at a time (not
+    /// the whole table in memory again); streams in no particular order.
+    pub fn write_to(&mut self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(8192);
+        let mut crc = 0;
+        buf.push(FILE_VERSION);
+        buf.extend_from_slice(&(self.streams.len() as u32).to_be_bytes());
+        for (id, s) in &self.streams {
+            let (ranges, forgot) = s.ranges.parts();
+            buf.extend_from_slice(&id.to_be_bytes());
+            buf.extend_from_slice(&forgot.to_be_bytes());
+            buf.extend_from_slice(&(ranges.len() as u16).to_be_bytes());
+            for (lo, hi) in ranges {
+                buf.extend_from_slice(&lo.to_be_bytes());
+                buf.extend_from_slice(&hi.to_be_bytes());
+            }
+            if buf.len() >= 7 * 1024 {
+                crc = crc32c_extend(crc, &buf);
+                w.write_all(&buf)?;
+                buf.clear();
             }
         }
-        let crc = crc32c(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
+        crc = crc32c_extend(crc, &buf);
+        buf.extend_from_slice(&crc.to_be_bytes());
+        w.write_all(&buf)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The file's bytes, in memory.
+    #[cfg(test)]
+    pub fn encode(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out).expect("writing to a Vec");
         out
     }
 
@@ -245,14 +314,12 @@ impl Seen {
                 }
                 ranges.push((lo, hi));
             }
-            seen.streams.insert(
-                id,
-                Stream {
-                    ranges,
-                    forgot,
-                    used: 0,
-                },
-            );
+            let ranges = match (ranges.as_slice(), forgot) {
+                ([r], 0) => Ranges::One(*r),
+                ([], 0) => continue,
+                _ => Ranges::Many(Box::new(Many { ranges, forgot })),
+            };
+            seen.streams.insert(id, Stream { ranges, used: 0 });
         }
         if at != body.len() {
             return Err("trailing bytes".into());
@@ -264,6 +331,12 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Seen {
+        fn ranges_of(&self, stream: u64) -> Vec<(u64, u64)> {
+            self.streams[&stream].ranges.parts().0.to_vec()
+        }
+    }
 
     #[test]
     fn a_seq_done_is_a_duplicate_and_one_not_done_is_not() {
@@ -287,22 +360,22 @@ mod tests {
         for seq in 1..=100_000 {
             s.mark(1, seq);
         }
-        assert_eq!(s.streams[&1].ranges, [(1, 100_000)], "one range");
+        assert_eq!(s.ranges_of(1), [(1, 100_000)], "one range");
         assert!(s.done(1, 1) && s.done(1, 50_000) && !s.done(1, 100_001));
         // Gaps, filled in any order, merge back into one range.
         let mut s = Seen::default();
         for seq in [10, 12, 14, 11, 13, 9, 15] {
             s.mark(2, seq);
         }
-        assert_eq!(s.streams[&2].ranges, [(9, 15)]);
+        assert_eq!(s.ranges_of(2), [(9, 15)]);
         for seq in [5, 7, 20] {
             s.mark(2, seq);
         }
-        assert_eq!(s.streams[&2].ranges, [(5, 5), (7, 7), (9, 15), (20, 20)]);
+        assert_eq!(s.ranges_of(2), [(5, 5), (7, 7), (9, 15), (20, 20)]);
         assert!(!s.done(2, 6) && !s.done(2, 8) && !s.done(2, 16));
         s.mark(2, 6);
         s.mark(2, 8);
-        assert_eq!(s.streams[&2].ranges, [(5, 15), (20, 20)]);
+        assert_eq!(s.ranges_of(2), [(5, 15), (20, 20)]);
     }
 
     #[test]
@@ -311,7 +384,7 @@ mod tests {
         for k in 0..=MAX_RANGES as u64 {
             s.mark(3, k * 10);
         }
-        assert_eq!(s.streams[&3].ranges.len(), MAX_RANGES);
+        assert_eq!(s.ranges_of(3).len(), MAX_RANGES);
         assert!(!s.done(3, 0), "forgotten: taken as new");
         assert_eq!(s.counts.too_old, 1);
         assert!(
@@ -372,6 +445,35 @@ mod tests {
             let mut x = b.clone();
             x[i] ^= 0x20;
             assert!(Seen::decode(&x).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn random_marks_agree_with_a_set_and_a_closed_stream_is_inline_again() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..50 {
+            let mut s = Seen::default();
+            let mut set = std::collections::BTreeSet::new();
+            for _ in 0..100 {
+                // xorshift64: deterministic, no dependency.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let seq = x % 120;
+                s.mark(round, seq);
+                set.insert(seq);
+                for q in 0..130 {
+                    assert_eq!(s.done(round, q), set.contains(&q), "round {round} seq {q}");
+                }
+            }
+            for seq in 0..120 {
+                s.mark(round, seq);
+            }
+            assert!(matches!(s.streams[&round].ranges, Ranges::One((0, 119))));
+        }
+        // The usual stream costs no allocation of its own.
+        if cfg!(target_pointer_width = "64") {
+            assert!(std::mem::size_of::<Stream>() <= 32);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The collector (cargo feature `collector`, on by default, off in the router
 //! board configs): subscribed modules run on MQTT messages. `collector.rs` is the
 //! machinery, `message.rs` what a message is, `dedup.rs` the events done,
-//! `presence.rs` the fleet. Without the feature, `Collector` is an empty type the
+//! `origins.rs` the per-origin decision states, `presence.rs` the fleet. Without the feature, `Collector` is an empty type the
 //! daemon never gets (`open` says the build has none, and the config refuses
 //! `subscribe` before that), so none of it is in the binary.
 
@@ -11,6 +11,8 @@ mod collector;
 pub mod dedup;
 #[cfg(feature = "collector")]
 pub mod message;
+#[cfg(feature = "collector")]
+pub mod origins;
 #[cfg(feature = "collector")]
 pub mod presence;
 

@@ -2,7 +2,9 @@
 //! (`<prefix>/<node>/status`: online, or offline as its will or clean stop), since
 //! when, its version, and the last crd event the collector received from it. No
 //! IO; `crd fleet` prints it. Bounded to `MAX_NODES`; past it the node heard from
-//! least recently is forgotten (counted). Not kept on disk: the broker replays the
+//! least recently is forgotten (counted). Small per node (its name and 24 bytes:
+//! times to the second, versions, module names and kinds as numbers in a table of
+//! at most `MAX_WORDS`), so that 10,000 nodes fit in well under a MiB. Not kept on disk: the broker replays the
 //! retained statuses at every subscribe, so a restart knows the states again
 //! (only the last events are forgotten).
 
@@ -12,6 +14,12 @@ use std::fmt::Write as _;
 
 /// Nodes tracked.
 pub const MAX_NODES: usize = 10_000;
+/// Distinct versions, module names and event kinds held (each node refers to
+/// them by number: a fleet has few). Past it the words no node uses any more are
+/// dropped; if all are in use, a new one is shown as `?` (counted).
+pub const MAX_WORDS: usize = 1024;
+/// Longest word kept, bytes (longer ones are cut at a character boundary).
+pub const MAX_WORD_BYTES: usize = 64;
 
 /// A crd status payload (`mqtt::wire::status_json`).
 #[derive(Deserialize)]
@@ -21,51 +29,153 @@ struct Status {
     version: String,
 }
 
-/// One node, as `crd fleet --json` shows it (units in the key names).
+/// One node, as `crd fleet --json` shows it (units in the key names; times are
+/// kept to the second).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Node {
-    pub node: String,
+pub struct Node<'a> {
+    pub node: &'a str,
     /// `online`, `offline`, or `unknown` (events seen, no status yet).
-    pub state: String,
+    pub state: &'a str,
     /// When the state last changed (the collector's clock, unix ms; 0: unknown).
     pub since_ms: u64,
-    pub version: String,
+    pub version: &'a str,
     /// The last crd event received from it: when, module and kind.
     pub last_event_ms: u64,
-    pub last_event_module: String,
-    pub last_event_kind: String,
-    #[serde(skip)]
-    used: u64,
+    pub last_event_module: &'a str,
+    pub last_event_kind: &'a str,
 }
 
-#[derive(Debug, Default)]
+/// What is held per node: 24 bytes beside its name (times in unix seconds,
+/// strings as numbers in `words`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    used: u64,
+    since_s: u32,
+    event_s: u32,
+    version: u16,
+    module: u16,
+    kind: u16,
+    state: State,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Unknown,
+    Online,
+    Offline,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Online => "online",
+            State::Offline => "offline",
+        }
+    }
+}
+
+#[derive(Debug)]
 pub struct Fleet {
-    nodes: HashMap<String, Node>,
+    nodes: HashMap<Box<str>, Entry>,
+    /// Word 0 is the empty string ("none"), word 1 `?` (the table was full).
+    words: Vec<Box<str>>,
+    word_ids: HashMap<Box<str>, u16>,
     clock: u64,
     pub forgotten: u64,
+    /// Words shown as `?` because `MAX_WORDS` were in use.
+    pub words_full: u64,
+}
+
+impl Default for Fleet {
+    fn default() -> Fleet {
+        Fleet {
+            nodes: HashMap::new(),
+            words: vec!["".into(), "?".into()],
+            word_ids: HashMap::new(),
+            clock: 0,
+            forgotten: 0,
+            words_full: 0,
+        }
+    }
+}
+
+fn secs(ms: u64) -> u32 {
+    u32::try_from(ms / 1000).unwrap_or(u32::MAX)
 }
 
 impl Fleet {
-    fn entry(&mut self, node: &str) -> &mut Node {
+    fn entry(&mut self, node: &str) -> &mut Entry {
         self.clock += 1;
         if !self.nodes.contains_key(node)
             && self.nodes.len() >= MAX_NODES
             && let Some(oldest) = self
                 .nodes
-                .values()
-                .min_by_key(|n| n.used)
-                .map(|n| n.node.clone())
+                .iter()
+                .min_by_key(|(_, n)| n.used)
+                .map(|(k, _)| k.clone())
         {
             self.nodes.remove(&oldest);
             self.forgotten += 1;
         }
-        let n = self.nodes.entry(node.to_string()).or_insert_with(|| Node {
-            node: node.to_string(),
-            state: "unknown".into(),
-            ..Node::default()
-        });
+        if !self.nodes.contains_key(node) {
+            self.nodes.insert(node.into(), Entry::default());
+        }
+        let n = self.nodes.get_mut(node).expect("just inserted");
         n.used = self.clock;
         n
+    }
+
+    /// The number of `w` (cut to `MAX_WORD_BYTES`), added if new.
+    fn word(&mut self, w: &str) -> u16 {
+        let mut cut = w.len().min(MAX_WORD_BYTES);
+        while !w.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let w = &w[..cut];
+        if w.is_empty() {
+            return 0;
+        }
+        if let Some(&i) = self.word_ids.get(w) {
+            return i;
+        }
+        if self.words.len() >= MAX_WORDS {
+            self.drop_unused_words();
+        }
+        if self.words.len() >= MAX_WORDS {
+            self.words_full += 1;
+            return 1;
+        }
+        let i = self.words.len() as u16;
+        self.words.push(w.into());
+        self.word_ids.insert(w.into(), i);
+        i
+    }
+
+    /// Rebuilds `words` with only those a node refers to, renumbered.
+    fn drop_unused_words(&mut self) {
+        let mut map = vec![u16::MAX; self.words.len()];
+        map[0] = 0;
+        map[1] = 1;
+        let mut kept: Vec<Box<str>> = vec!["".into(), "?".into()];
+        for n in self.nodes.values_mut() {
+            for w in [&mut n.version, &mut n.module, &mut n.kind] {
+                let i = usize::from(*w);
+                if map[i] == u16::MAX {
+                    map[i] = kept.len() as u16;
+                    kept.push(std::mem::take(&mut self.words[i]));
+                }
+                *w = map[i];
+            }
+        }
+        self.word_ids = kept
+            .iter()
+            .enumerate()
+            .skip(2)
+            .map(|(i, w)| (w.clone(), i as u16))
+            .collect();
+        self.words = kept;
     }
 
     /// A message on `<prefix>/<node>/status`; false when it is not a crd status.
@@ -73,26 +183,30 @@ impl Fleet {
         let Ok(s) = serde_json::from_slice::<Status>(payload) else {
             return false;
         };
-        if s.state != "online" && s.state != "offline" {
-            return false;
-        }
+        let state = match s.state.as_str() {
+            "online" => State::Online,
+            "offline" => State::Offline,
+            _ => return false,
+        };
+        let version = (!s.version.is_empty()).then(|| self.word(&s.version));
         let n = self.entry(node);
-        if n.state != s.state {
-            n.state = s.state;
-            n.since_ms = now_ms;
+        if n.state != state {
+            n.state = state;
+            n.since_s = secs(now_ms);
         }
-        if !s.version.is_empty() {
-            n.version = s.version;
+        if let Some(v) = version {
+            n.version = v;
         }
         true
     }
 
     /// A crd event from `node`.
     pub fn event(&mut self, node: &str, module: &str, kind: &str, now_ms: u64) {
+        let (module, kind) = (self.word(module), self.word(kind));
         let n = self.entry(node);
-        n.last_event_ms = now_ms;
-        n.last_event_module = module.to_string();
-        n.last_event_kind = kind.to_string();
+        n.event_s = secs(now_ms);
+        n.module = module;
+        n.kind = kind;
     }
 
     pub fn len(&self) -> usize {
@@ -103,9 +217,22 @@ impl Fleet {
         self.nodes.is_empty()
     }
 
-    fn sorted(&self) -> Vec<&Node> {
-        let mut v: Vec<&Node> = self.nodes.values().collect();
-        v.sort_by(|a, b| a.node.cmp(&b.node));
+    fn sorted(&self) -> Vec<Node<'_>> {
+        let w = |i: u16| &*self.words[usize::from(i)];
+        let mut v: Vec<Node> = self
+            .nodes
+            .iter()
+            .map(|(name, n)| Node {
+                node: name,
+                state: n.state.name(),
+                since_ms: u64::from(n.since_s) * 1000,
+                version: w(n.version),
+                last_event_ms: u64::from(n.event_s) * 1000,
+                last_event_module: w(n.module),
+                last_event_kind: w(n.kind),
+            })
+            .collect();
+        v.sort_by(|a, b| a.node.cmp(b.node));
         v
     }
 
@@ -134,11 +261,7 @@ impl Fleet {
                 n.node,
                 n.state,
                 age(n.since_ms),
-                if n.version.is_empty() {
-                    "-"
-                } else {
-                    &n.version
-                },
+                if n.version.is_empty() { "-" } else { n.version },
                 age(n.last_event_ms),
             );
         }
@@ -149,7 +272,7 @@ impl Fleet {
     pub fn json(&self) -> String {
         #[derive(Serialize)]
         struct Out<'a> {
-            nodes: Vec<&'a Node>,
+            nodes: Vec<Node<'a>>,
             forgotten: u64,
         }
         serde_json::to_string(&Out {
@@ -209,5 +332,47 @@ mod tests {
         assert_eq!((f.len(), f.forgotten), (MAX_NODES, 1));
         assert!(f.table(0).contains("n0 "), "n0 was heard from again");
         assert!(!f.table(0).lines().any(|l| l.starts_with("n1 ")));
+    }
+
+    #[test]
+    fn words_no_node_uses_are_dropped_and_a_full_table_shows_a_question_mark() {
+        let mut f = Fleet::default();
+        // Each node's module a new word, then replaced: the old ones are unused.
+        for i in 0..3 * MAX_WORDS {
+            f.event("r1", &format!("m{i}"), "fired", 1000);
+        }
+        assert_eq!(f.words_full, 0);
+        assert!(f.words.len() <= MAX_WORDS);
+        let j: serde_json::Value = serde_json::from_str(&f.json()).unwrap();
+        assert_eq!(
+            j["nodes"][0]["last_event_module"],
+            format!("m{}", 3 * MAX_WORDS - 1)
+        );
+        // All in use: a new word is `?`, counted; the others are intact.
+        let mut f = Fleet::default();
+        for i in 0..MAX_WORDS {
+            f.event(&format!("n{i}"), &format!("m{i}"), "fired", 1000);
+        }
+        f.event("last", "brand-new", "fired", 1000);
+        assert!(f.words_full >= 1);
+        let t = f.table(1000);
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("last ") && l.ends_with("? fired")),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("n7 ") && l.ends_with("m7 fired")),
+            "{t}"
+        );
+        // A long word is cut, not refused.
+        let mut f = Fleet::default();
+        f.status(
+            "n7",
+            format!(r#"{{"state":"online","version":"{}"}}"#, "v".repeat(500)).as_bytes(),
+            1,
+        );
+        assert!(f.table(1000).contains(&"v".repeat(MAX_WORD_BYTES)));
     }
 }
