@@ -13,6 +13,9 @@
 //!    and again after `RSS_SECONDS` more of them (default 600, the issue's ten
 //!    minutes): flat.
 //!
+//! Parts 1 and 2 alternate crd and the other tool for `BENCH_ROUNDS` rounds
+//! (default 3) and compare medians.
+//!
 //! Needs `mosquitto`, `mosquitto_sub`, `xargs`; `CRD_BIN` is the binary measured
 //! (make bench-collect passes the x86_64 musl release build, which has the
 //! collector).
@@ -221,7 +224,7 @@ fn mosquitto_sub(port: u16, id: &str, topic: &str, count: Option<u64>) -> Comman
 }
 
 fn row(what: &str, value: String, budget: &str) {
-    println!("{what:<60} {value:>14}  {budget}");
+    println!("{what:<60} {value:>24}  {budget}");
 }
 
 fn msgs() -> impl Iterator<Item = Vec<u8>> {
@@ -241,7 +244,7 @@ fn main() {
     let port = free_port();
     let _broker = mosquitto(&base.join("broker"), port);
     println!(
-        "{:<60} {:>14}  budget",
+        "{:<60} {:>24}  budget",
         "collector benchmark (local mosquitto, QoS 1)", "value"
     );
     if want("throughput") {
@@ -255,94 +258,125 @@ fn main() {
     }
 }
 
+/// Rounds of each side-by-side comparison, alternating (`BENCH_ROUNDS`, default
+/// 3); the ratio is of the medians.
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// "median (min-max)" of rates per second.
+fn spread(v: &mut [f64]) -> (f64, String) {
+    v.sort_by(f64::total_cmp);
+    let m = v[v.len() / 2];
+    (m, format!("{m:.0}/s ({:.0}-{:.0})", v[0], v[v.len() - 1]))
+}
+
+/// 1. /bin/true per message: crd against mosquitto_sub | xargs -P 8.
 fn throughput(base: &Path, port: u16) {
-    // 1. /bin/true per message: crd against mosquitto_sub | xargs -P 8.
-    let w1 = base.join("c1");
-    make_session(&w1, port, "b1/#", true);
-    assert_eq!(publish(port, "b1/x", msgs()), N);
-    let t = Instant::now();
-    let p = collector(&w1, port, "b1/#", true);
-    wait_until(Duration::from_secs(600), || {
-        stat(&w1, "collect_runs") == Some(N) && stat(&w1, "collect_running") == Some(0)
-    });
-    let crd1 = N as f64 / t.elapsed().as_secs_f64();
-    drop(p);
-    let st = mosquitto_sub(port, "bench-xargs", "b2/#", None)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert_eq!(publish(port, "b2/x", msgs()), N);
-    let t = Instant::now();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "mosquitto_sub -h 127.0.0.1 -p {port} -q 1 -c -i bench-xargs -t 'b2/#' -C {N} \
-             | xargs -P 8 -n 1 /bin/true"
-        ))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let xargs1 = N as f64 / t.elapsed().as_secs_f64();
+    let (mut crd, mut xargs) = (Vec::new(), Vec::new());
+    for r in 0..rounds() {
+        let w = base.join(format!("c1-{r}"));
+        let filter = format!("b1-{r}/#");
+        make_session(&w, port, &filter, true);
+        assert_eq!(publish(port, &format!("b1-{r}/x"), msgs()), N);
+        let t = Instant::now();
+        let p = collector(&w, port, &filter, true);
+        wait_until(Duration::from_secs(600), || {
+            stat(&w, "collect_runs") == Some(N) && stat(&w, "collect_running") == Some(0)
+        });
+        crd.push(N as f64 / t.elapsed().as_secs_f64());
+        drop(p);
+
+        let id = format!("bench-xargs-{r}");
+        let filter = format!("b2-{r}/#");
+        assert!(
+            mosquitto_sub(port, &id, &filter, None)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(publish(port, &format!("b2-{r}/x"), msgs()), N);
+        let t = Instant::now();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mosquitto_sub -h 127.0.0.1 -p {port} -q 1 -c -i {id} -t '{filter}' -C {N} \
+                 | xargs -P 8 -n 1 /bin/true"
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        xargs.push(N as f64 / t.elapsed().as_secs_f64());
+    }
+    let (c, cs) = spread(&mut crd);
+    let (x, xs) = spread(&mut xargs);
     row(
         &format!("/bin/true per message, {N} queued: crd (journaled, acked)"),
-        format!("{crd1:.0}/s"),
+        cs,
         "-",
     );
+    row("  mosquitto_sub -q 1 | xargs -P 8 -n 1 /bin/true", xs, "-");
     row(
-        "  mosquitto_sub -q 1 | xargs -P 8 -n 1 /bin/true",
-        format!("{xargs1:.0}/s"),
-        "-",
-    );
-    row(
-        "  ratio crd / xargs",
-        format!("{:.2}", crd1 / xargs1),
+        "  ratio crd / xargs (medians)",
+        format!("{:.2}", c / x),
         ">= 1.00",
     );
 }
 
+/// 2. No check: journaled and acknowledged, against mosquitto_sub > /dev/null.
 fn journal(base: &Path, port: u16) {
-    // 2. No check: journaled and acknowledged, against mosquitto_sub > /dev/null.
-    let w2 = base.join("c2");
-    make_session(&w2, port, "b3/#", false);
-    assert_eq!(publish(port, "b3/x", msgs()), N);
-    let t = Instant::now();
-    let p = collector(&w2, port, "b3/#", false);
-    wait_until(Duration::from_secs(600), || {
-        stat(&w2, "collect_journaled") == Some(N)
-    });
-    let crd2 = N as f64 / t.elapsed().as_secs_f64();
-    let fsyncs = stat(&w2, "collect_journal_fsyncs").unwrap_or(0);
-    drop(p);
-    let st = mosquitto_sub(port, "bench-null", "b4/#", None)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    assert_eq!(publish(port, "b4/x", msgs()), N);
-    let t = Instant::now();
-    let st = mosquitto_sub(port, "bench-null", "b4/#", Some(N))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let sub2 = N as f64 / t.elapsed().as_secs_f64();
+    let (mut crd, mut sub, mut fsyncs) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds() {
+        let w = base.join(format!("c2-{r}"));
+        let filter = format!("b3-{r}/#");
+        make_session(&w, port, &filter, false);
+        assert_eq!(publish(port, &format!("b3-{r}/x"), msgs()), N);
+        let t = Instant::now();
+        let p = collector(&w, port, &filter, false);
+        wait_until(Duration::from_secs(600), || {
+            stat(&w, "collect_journaled") == Some(N)
+        });
+        crd.push(N as f64 / t.elapsed().as_secs_f64());
+        fsyncs.push(stat(&w, "collect_journal_fsyncs").unwrap_or(0) as f64 * 1000.0 / N as f64);
+        drop(p);
+
+        let id = format!("bench-null-{r}");
+        let filter = format!("b4-{r}/#");
+        assert!(
+            mosquitto_sub(port, &id, &filter, None)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(publish(port, &format!("b4-{r}/x"), msgs()), N);
+        let t = Instant::now();
+        let st = mosquitto_sub(port, &id, &filter, Some(N))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        sub.push(N as f64 / t.elapsed().as_secs_f64());
+    }
+    let (c, cs) = spread(&mut crd);
+    let (m, ms) = spread(&mut sub);
+    fsyncs.sort_by(f64::total_cmp);
     row(
         &format!("no check, {N} queued: crd journaled and acked"),
-        format!("{crd2:.0}/s"),
+        cs,
         "-",
     );
+    row("  mosquitto_sub -q 1 > /dev/null", ms, "-");
     row(
-        "  mosquitto_sub -q 1 > /dev/null",
-        format!("{sub2:.0}/s"),
-        "-",
-    );
-    row(
-        "  ratio crd / mosquitto_sub",
-        format!("{:.2}", crd2 / sub2),
+        "  ratio crd / mosquitto_sub (medians)",
+        format!("{:.2}", c / m),
         ">= 0.80",
     );
     row(
-        "  journal fsyncs per 1,000 messages",
-        format!("{:.1}", fsyncs as f64 * 1000.0 / N as f64),
+        "  journal fsyncs per 1,000 messages (median)",
+        format!("{:.1}", fsyncs[fsyncs.len() / 2]),
         "-",
     );
 }

@@ -711,3 +711,49 @@ fn hostile_messages_are_counted_logged_at_a_bounded_rate_and_cost_nothing() {
     assert!(logged <= 20, "{logged} lines for 301 oversized messages");
     assert_eq!(stat_of(&c.status(), "collect_journal_depth"), 0);
 }
+
+/// A backlog larger than the collector's pause mark (`BACKLOG_RECORDS`), for a
+/// module without a check (every message settled in the loop, no child to wake
+/// it): it drains by itself, with nothing polling the daemon, and every message
+/// becomes a `fired` event at the broker.
+#[test]
+fn a_backlog_past_the_pause_mark_drains_with_nothing_else_waking_the_loop() {
+    let home = Sandbox::new("drain");
+    let b = broker(&home);
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let c = Sandbox::new("drain1");
+    fs::create_dir_all(c.path("modules/Hit")).unwrap();
+    write(&c, "modules/Hit/module.conf", "subscribe = q/#\n");
+    c.config_node("drain1", &format!("broker = {}", b.addr()));
+    let mut d = c.start();
+    assert!(
+        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
+        "{}",
+        d.log()
+    );
+    d.signal(libc::SIGTERM);
+    d.wait_exit(LONG).expect("stopped");
+    drop(d);
+    const N: u64 = 10_000;
+    for from in (0..N).step_by(2000) {
+        publish_lines(b.port, "q/x", from, from + 2000, &dir);
+    }
+    let out = dir.join("events");
+    let _sub = Subscriber::start(b.port, "crd/drain1/event/Hit", "t-drain", &out);
+    let d = c.start();
+    let fired = || {
+        fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"fired\""))
+            .count() as u64
+    };
+    // Only the log file is read meanwhile: no control request wakes the daemon.
+    assert!(
+        wait_for(LONG, || fired() >= N),
+        "{} of {N} fired events\n{}",
+        fired(),
+        d.status()
+    );
+}

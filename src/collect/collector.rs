@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 pub const READ_AHEAD_RECORDS: usize = 32;
 /// Unretired journal records past which the socket is not read.
 pub const BACKLOG_RECORDS: u64 = 4096;
+/// Journal records `pump` takes in one loop turn at most.
+pub const PUMP_BUDGET_RECORDS: usize = 4096;
 pub use origins::MAX_STATES;
 /// The collector's directory inside `spool_dir`: the journal (a spool of its own)
 /// and the table of events done (`seen`).
@@ -128,6 +130,8 @@ pub struct Collector {
     seen_pending: Vec<u8>,
     /// Records retired since the journal's checkpoint was last written.
     retired: bool,
+    /// `pump` stopped at its budget with records left to read.
+    busy: bool,
 }
 
 /// The journal's spool settings: the spool's, with segments large enough for the
@@ -231,6 +235,7 @@ impl Collector {
             seen_log,
             seen_pending: Vec::new(),
             retired: false,
+            busy: false,
         })
     }
 
@@ -435,9 +440,40 @@ impl Collector {
     }
 
     /// Takes durable journal records into work (at most `READ_AHEAD_RECORDS` held)
-    /// and settles the hits of modules without a check.
+    /// and settles the hits of modules without a check, which frees room at once:
+    /// reads on while it does, up to `PUMP_BUDGET_RECORDS` a loop turn (`busy`
+    /// then asks for another turn at once; nothing else would wake the loop).
     pub fn pump(&mut self, modules: &[Module], outbox: &mut Outbox, now: Instant, wall_ms: u64) {
-        while self.records.len() < READ_AHEAD_RECORDS {
+        let mut budget = PUMP_BUDGET_RECORDS;
+        self.busy = false;
+        loop {
+            let read = self.pump_once(modules, outbox, now, wall_ms, &mut budget);
+            if budget == 0 {
+                self.busy = true;
+                return;
+            }
+            if read == 0 || self.records.len() >= READ_AHEAD_RECORDS {
+                return;
+            }
+        }
+    }
+
+    /// Journal records left to read that `pump` stopped short of for its budget.
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
+
+    /// One pass of `pump`; returns how many records it read.
+    fn pump_once(
+        &mut self,
+        modules: &[Module],
+        outbox: &mut Outbox,
+        now: Instant,
+        wall_ms: u64,
+        budget: &mut usize,
+    ) -> usize {
+        let mut read = 0;
+        while self.records.len() < READ_AHEAD_RECORDS && *budget > 0 {
             let (seq, msg) = match self.journal.read_next() {
                 Ok(Some((seq, bytes))) => (seq, Message::decode(bytes)),
                 Ok(None) => break,
@@ -446,6 +482,8 @@ impl Collector {
                     break;
                 }
             };
+            read += 1;
+            *budget -= 1;
             let msg = match msg {
                 Ok(m) => m,
                 Err(e) => {
@@ -520,6 +558,7 @@ impl Collector {
             };
             self.settle(job, ran, modules, outbox, now, wall_ms);
         }
+        read
     }
 
     /// Starts runs while a collector slot is free and work is ready; `start`

@@ -43,6 +43,10 @@ impl Collector {
         match *self {}
     }
 
+    pub fn busy(&self) -> bool {
+        match *self {}
+    }
+
     pub fn pump(&mut self, _: &[Module], _: &mut Outbox, _: Instant, _: u64) {
         match *self {}
     }

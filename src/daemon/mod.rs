@@ -313,6 +313,11 @@ impl Daemon {
                 .map(|_| self.started),
             self.stopping.map(|s| s + SHUTDOWN_LIMIT),
             self.collector.as_ref().and_then(Collector::poll_timeout),
+            // Journal records left past the collector's per-turn budget.
+            self.collector
+                .as_ref()
+                .filter(|c| c.busy())
+                .map(|_| self.started),
             // Broker bytes left past the read budget: do not sleep.
             self.forwarder.has_pending_input().then_some(self.started),
             self.outbox.poll_timeout(),
@@ -496,6 +501,7 @@ impl Daemon {
         for (conn, pkid) in c.after_input(now) {
             self.forwarder.puback(conn, pkid, now);
         }
+        self.forwarder.flush_acks();
         self.collect(now);
     }
 

@@ -532,13 +532,19 @@ impl Forwarder {
         std::mem::take(&mut self.inbound)
     }
 
-    /// Acknowledges inbound PUBLISH `pkid` of connection `conn`; nothing if that
-    /// connection is gone (the broker sends the message again on the next one).
+    /// Queues the PUBACK of inbound PUBLISH `pkid` of connection `conn`; nothing
+    /// if that connection is gone (the broker sends the message again on the next
+    /// one). `flush_acks` writes them: one write for a whole read's PUBACKs.
     pub fn puback(&mut self, conn: u64, pkid: u16, now: Instant) {
         if conn != self.connects || !self.session.is_connected() {
             return;
         }
-        if self.session.puback(pkid, now).is_ok()
+        let _ = self.session.puback(pkid, now);
+    }
+
+    /// Writes the PUBACKs `puback` queued.
+    pub fn flush_acks(&mut self) {
+        if self.sock.is_some()
             && let Err(e) = self.write_out()
         {
             log::debug!("mqtt: writing PUBACK: {e}");
