@@ -474,9 +474,11 @@ impl Daemon {
         }
     }
 
-    /// Messages the broker delivered. This daemon subscribes to nothing yet, so a
-    /// message here is one the broker sent unasked (a persistent session left by
-    /// another client with the same id): counted and dropped, unacknowledged.
+    /// Messages the broker delivered: to the collector, which journals them, and
+    /// PUBACKs for those now durable (one write for the whole read). Without a
+    /// collector a message here is one the broker sent unasked (a persistent
+    /// session left by another client with the same id): counted and dropped,
+    /// unacknowledged.
     fn take_inbound(&mut self) {
         let inbound = self.forwarder.take_inbound();
         if inbound.is_empty() {

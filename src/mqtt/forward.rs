@@ -42,8 +42,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// spool pauses above it.
 pub const OUT_LIMIT_BYTES: usize = 256 * 1024;
 /// Bytes read from the broker per loop turn; the rest on the next turn, so a flood
-/// of messages cannot hold the loop.
-pub const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// of messages cannot hold the loop. A collector holds a read's messages twice
+/// until its group commit (the inbound list and the journal's unsynced bytes):
+/// 64 KiB rather than 256 KiB took 150-400 KiB off its peak RSS with 10,000
+/// nodes, and left its throughput within the run-to-run noise.
+pub const READ_BUDGET_BYTES: usize = 64 * 1024;
 /// Largest password file read, bytes.
 const PASSWORD_FILE_MAX: u64 = 4096;
 const DEFAULT_PORT: u16 = 1883;
