@@ -10,8 +10,8 @@
 //!    acknowledged per second, against `mosquitto_sub -q 1 > /dev/null` on the same
 //!    broker (the broker's own ceiling); and the journal's fsyncs per 1,000.
 //! 3. RSS with 10,000 distinct nodes (one crd event from each of 10,000 streams),
-//!    and again after `RSS_SECONDS` more of them (default 600, the ten
-//!    minutes): flat.
+//!    and again halfway through and at the end of `RSS_SECONDS` more of them
+//!    (default 600, the ten minutes): flat.
 //!
 //! Parts 1 and 2 alternate crd and the other tool for `BENCH_ROUNDS` rounds
 //! (default 3) and compare medians.
@@ -399,11 +399,19 @@ fn rss(base: &Path, port: u16) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
-    let end = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let (half, end) = (
+        start + Duration::from_secs(secs / 2),
+        start + Duration::from_secs(secs),
+    );
     let mut seq = 1;
+    let mut rss_half = None;
     while Instant::now() < end {
         seq += 1;
         publish(port, "crd/n/event/M", (1..=10_000).map(|n| event(n, seq)));
+        if rss_half.is_none() && Instant::now() >= half {
+            rss_half = Some((status_kib(p.0.id(), "VmRSS"), seq - 1));
+        }
     }
     wait_until(Duration::from_secs(600), || {
         stat(&w3, "collect_journal_depth") == Some(0)
@@ -420,6 +428,13 @@ fn rss(base: &Path, port: u16) {
         format!("{rss0} KiB"),
         "<= 4096 KiB",
     );
+    if let Some((rss, rounds)) = rss_half {
+        row(
+            &format!("  after {} s more ({rounds} rounds of 10,000)", secs / 2),
+            format!("{rss} KiB"),
+            "-",
+        );
+    }
     row(
         &format!("  after {secs} s more ({} rounds of 10,000)", seq - 1),
         format!("{rss1} KiB"),
