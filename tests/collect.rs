@@ -120,7 +120,7 @@ fn foreign_payloads_and_oversized_and_retained_messages_are_counted_and_the_coll
     let b = broker(&central);
     central.script(
         "modules/Plant/response",
-        "cat >> ../../got\necho >> ../../got",
+        "p=$(cat)\nprintf '%s\\n' \"$p\" >> ../../got",
     );
     write(
         &central,
@@ -185,9 +185,10 @@ fn foreign_payloads_and_oversized_and_retained_messages_are_counted_and_the_coll
 fn a_crd_event_sent_again_runs_once_also_after_a_restart() {
     let central = Sandbox::new("dedup");
     let b = broker(&central);
+    // One write per run (O_APPEND): two runs at once cannot interleave.
     central.script(
         "modules/Sink/response",
-        "cat >> ../../runs\necho >> ../../runs",
+        "p=$(cat)\nprintf '%s\\n' \"$p\" >> ../../runs",
     );
     write(
         &central,
