@@ -9,8 +9,9 @@
 //! output), `spool` (the on-disk ring), `child` (the one `unsafe` file `sys`, the
 //! recipe of every child, spawn, runs, the poll loop), `host` (files, clock, module
 //! discovery, control socket, outbox, logger), `mqtt` (session, wire, forward,
-//! transport), `install` (`crd --install/--list/--remove`), `daemon` (the loop),
-//! `cli` (the command line).
+//! transport), `install` (`crd --install/--list/--remove`), `collect` (the
+//! collector: modules run on MQTT messages), `rules` (registers and conditions,
+//! pure), `daemon` (the loop), `cli` (the command line).
 
 #![deny(unsafe_code)]
 // Inline assembly on MIPS is still behind a feature gate; MIPS builds use build-std
@@ -25,4 +26,6 @@ pub mod daemon;
 pub mod host;
 pub mod install;
 pub mod mqtt;
+#[cfg(feature = "collector")]
+pub mod rules;
 pub mod spool;

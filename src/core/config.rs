@@ -34,6 +34,147 @@ pub const DEFAULT_MAX_MESSAGE: u32 = 64 << 10;
 pub const MAX_MESSAGE_LIMIT: u64 = 896 << 10;
 /// Longest module name, in bytes (also the support-module name rule).
 pub const MAX_NAME_BYTES: usize = 64;
+/// Bounds of a register's `period`: at least 1 s (buckets of 100 ms), at most
+/// 31 days.
+pub const MIN_PERIOD: Duration = Duration::from_secs(1);
+pub const MAX_PERIOD: Duration = Duration::from_secs(31 * 86_400);
+/// Default and largest `register_keys` (keys kept per rule module).
+pub const DEFAULT_REGISTER_KEYS: u32 = 10_000;
+pub const MAX_REGISTER_KEYS: u32 = 100_000;
+/// Largest magnitude of a threshold or of a value fed to a register: sums of
+/// such values stay exact to well below 1 in f64.
+pub const MAX_REGISTER_VALUE: f64 = 1e15;
+/// Longest `value` path, bytes, and most levels in it.
+pub const MAX_VALUE_PATH_BYTES: usize = 128;
+pub const MAX_VALUE_PATH_LEVELS: usize = 16;
+/// Longest `equals` text, bytes.
+pub const MAX_EQUALS_BYTES: usize = 64;
+
+/// What a register keeps per key (`register`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterKind {
+    /// Messages in the period.
+    Count,
+    /// Sum of the values in the period.
+    Sum,
+    /// Mean of the values in the period.
+    Avg,
+    Min,
+    Max,
+    /// The latest value (no period).
+    Last,
+    /// Per-second increase of a counter over the period (a decrease is a reset).
+    Rate,
+}
+
+impl RegisterKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RegisterKind::Count => "count",
+            RegisterKind::Sum => "sum",
+            RegisterKind::Avg => "avg",
+            RegisterKind::Min => "min",
+            RegisterKind::Max => "max",
+            RegisterKind::Last => "last",
+            RegisterKind::Rate => "rate",
+        }
+    }
+}
+
+/// Which messages share a register key (`by`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RegisterBy {
+    /// The crd event's node (another payload: its topic).
+    #[default]
+    Node,
+    Topic,
+    /// The crd event's module (another payload: its topic).
+    Module,
+    /// One key for every message.
+    All,
+}
+
+/// A finite number in a setting, equal when its bits are.
+#[derive(Clone, Copy, Debug)]
+pub struct Num(pub f64);
+
+impl PartialEq for Num {
+    fn eq(&self, o: &Num) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+impl Eq for Num {}
+
+/// A rule module's register and condition (`register`, `value`, `period`, `by`,
+/// `register_keys`, `above`, `below`, `equals`); per module only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleSettings {
+    pub register: Option<RegisterKind>,
+    pub value: Option<String>,
+    pub period: Option<Duration>,
+    pub by: Option<RegisterBy>,
+    pub register_keys: Option<u32>,
+    pub above: Option<Num>,
+    pub below: Option<Num>,
+    pub equals: Option<String>,
+}
+
+impl RuleSettings {
+    /// What does not fit together, in words; `subscribed` says whether the module
+    /// has `subscribe`.
+    pub fn problem(&self, subscribed: bool) -> Option<String> {
+        let Some(kind) = self.register else {
+            let stray = [
+                ("value", self.value.is_some()),
+                ("period", self.period.is_some()),
+                ("by", self.by.is_some()),
+                ("register_keys", self.register_keys.is_some()),
+                ("above", self.above.is_some()),
+                ("below", self.below.is_some()),
+                ("equals", self.equals.is_some()),
+            ];
+            return stray
+                .iter()
+                .find(|(_, set)| *set)
+                .map(|(k, _)| format!("`{k}` needs `register`"));
+        };
+        let k = kind.name();
+        if !subscribed {
+            return Some(format!(
+                "`register = {k}` needs `subscribe` (a register is fed by messages)"
+            ));
+        }
+        if self.value.is_none() && kind != RegisterKind::Count {
+            return Some(format!(
+                "`register = {k}` needs `value` (a field of the payload)"
+            ));
+        }
+        match (kind, self.period) {
+            (RegisterKind::Last, Some(_)) => {
+                return Some("`register = last` keeps no period: drop `period`".into());
+            }
+            (RegisterKind::Last, None) | (_, Some(_)) => {}
+            (_, None) => return Some(format!("`register = {k}` needs `period`")),
+        }
+        if self.equals.is_some() && kind != RegisterKind::Last {
+            return Some(format!(
+                "`equals` is for `register = last`, not `{k}` (use above or below)"
+            ));
+        }
+        let conditions = [
+            self.above.is_some(),
+            self.below.is_some(),
+            self.equals.is_some(),
+        ];
+        if conditions.iter().filter(|c| **c).count() > 1 {
+            return Some(
+                "one condition per rule (above, below or equals); two rules on one filter are two modules"
+                    .into(),
+            );
+        }
+        None
+    }
+}
 
 /// How a check's exit code is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +218,8 @@ pub struct ModuleSettings {
     /// `subscribe_group`: share the module's filters with the other collectors of
     /// this group (`$share/GROUP/FILTER`); global default or per module.
     pub subscribe_group: Option<String>,
+    /// A register and its condition, evaluated without a fork (per module only).
+    pub rule: RuleSettings,
 }
 
 impl Default for ModuleSettings {
@@ -96,6 +239,7 @@ impl Default for ModuleSettings {
             enabled: true,
             subscribe: Vec::new(),
             subscribe_group: None,
+            rule: RuleSettings::default(),
         }
     }
 }
@@ -208,6 +352,14 @@ pub enum Setting {
     Enabled(bool),
     Subscribe(Vec<String>),
     SubscribeGroup(String),
+    Register(RegisterKind),
+    Value(String),
+    Period(Duration),
+    By(RegisterBy),
+    RegisterKeys(u32),
+    Above(Num),
+    Below(Num),
+    Equals(String),
 }
 
 impl Setting {
@@ -215,6 +367,8 @@ impl Setting {
         match self {
             Setting::Subscribe(v) => s.subscribe = v.clone(),
             Setting::SubscribeGroup(v) => s.subscribe_group = Some(v.clone()),
+            Setting::Value(v) => s.rule.value = Some(v.clone()),
+            Setting::Equals(v) => s.rule.equals = Some(v.clone()),
             _ => self.apply_copy(s),
         }
     }
@@ -233,7 +387,16 @@ impl Setting {
             Setting::Convention(v) => s.convention = v,
             Setting::RespondAt(v) => s.respond_at = v,
             Setting::Enabled(v) => s.enabled = v,
-            Setting::Subscribe(_) | Setting::SubscribeGroup(_) => {}
+            Setting::Register(v) => s.rule.register = Some(v),
+            Setting::Period(v) => s.rule.period = Some(v),
+            Setting::By(v) => s.rule.by = Some(v),
+            Setting::RegisterKeys(v) => s.rule.register_keys = Some(v),
+            Setting::Above(v) => s.rule.above = Some(v),
+            Setting::Below(v) => s.rule.below = Some(v),
+            Setting::Subscribe(_)
+            | Setting::SubscribeGroup(_)
+            | Setting::Value(_)
+            | Setting::Equals(_) => {}
         }
     }
 }
@@ -558,8 +721,100 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, String> {
             topic::valid_group(v).map_err(|why| format!("bad subscribe_group `{v}`: {why}"))?;
             Setting::SubscribeGroup(v.to_string())
         }
+        "register" | "value" | "period" | "by" | "register_keys" | "above" | "below" | "equals" => {
+            rule_setting(key, v)?
+        }
         _ => return Ok(None),
     }))
+}
+
+/// Parses one of a rule module's keys.
+fn rule_setting(key: &str, v: &str) -> Result<Setting, String> {
+    if !cfg!(feature = "collector") {
+        return Err(format!(
+            "this crd is built without the collector (cargo feature `collector`, off in router builds); {key} needs a collector build"
+        ));
+    }
+    let number = |v: &str| -> Result<Num, String> {
+        match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x.abs() <= MAX_REGISTER_VALUE => Ok(Num(x)),
+            _ => Err(format!(
+                "bad number `{v}` (a finite number within +-{MAX_REGISTER_VALUE:e})"
+            )),
+        }
+    };
+    Ok(match key {
+        "register" => Setting::Register(match v {
+            "count" => RegisterKind::Count,
+            "sum" => RegisterKind::Sum,
+            "avg" => RegisterKind::Avg,
+            "min" => RegisterKind::Min,
+            "max" => RegisterKind::Max,
+            "last" => RegisterKind::Last,
+            "rate" => RegisterKind::Rate,
+            _ => {
+                return Err(format!(
+                    "bad register `{v}` (count, sum, avg, min, max, last or rate)"
+                ));
+            }
+        }),
+        "value" => {
+            valid_value_path(v).map_err(|why| format!("bad value path `{v}`: {why}"))?;
+            Setting::Value(v.to_string())
+        }
+        "period" => {
+            let d = parse_duration(v)?;
+            if !(MIN_PERIOD..=MAX_PERIOD).contains(&d) {
+                return Err(format!("period `{v}` out of range (1s..31d)"));
+            }
+            Setting::Period(d)
+        }
+        "by" => Setting::By(match v {
+            "node" => RegisterBy::Node,
+            "topic" => RegisterBy::Topic,
+            "module" => RegisterBy::Module,
+            "all" => RegisterBy::All,
+            _ => return Err(format!("bad by `{v}` (node, topic, module or all)")),
+        }),
+        "register_keys" => Setting::RegisterKeys(parse_u32(v, 1, MAX_REGISTER_KEYS)?),
+        "above" => Setting::Above(number(v)?),
+        "below" => Setting::Below(number(v)?),
+        _ => {
+            if v.is_empty() || v.len() > MAX_EQUALS_BYTES {
+                return Err(format!("equals must be 1..={MAX_EQUALS_BYTES} bytes"));
+            }
+            Setting::Equals(v.to_string())
+        }
+    })
+}
+
+/// A `value` path: `.` (the whole payload), or dotted levels of a JSON payload,
+/// each letters, digits, `_` or `-` (a level of digits also indexes an array).
+pub fn valid_value_path(v: &str) -> Result<(), String> {
+    if v == "." {
+        return Ok(());
+    }
+    if v.len() > MAX_VALUE_PATH_BYTES {
+        return Err(format!("longer than {MAX_VALUE_PATH_BYTES} bytes"));
+    }
+    let levels: Vec<&str> = v.split('.').collect();
+    if levels.len() > MAX_VALUE_PATH_LEVELS {
+        return Err(format!("more than {MAX_VALUE_PATH_LEVELS} levels"));
+    }
+    for l in levels {
+        if l.is_empty() {
+            return Err("an empty level (write `a.b`, or `.` for the whole payload)".into());
+        }
+        if !l
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "level `{l}` has other than letters, digits, `_`, `-`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One meaningful line: a section header or a key/value pair.
@@ -811,10 +1066,11 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         "install_max_size" => cfg.install_max_size = parse_size_in(v, 4 << 10, 1 << 30)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
         "max_message" => cfg.max_message = parse_u32_size(v, 64, MAX_MESSAGE_LIMIT)?,
-        "subscribe" => {
-            return Err(
-                "subscribe is set per module (its module.conf, or a [module NAME] section)".into(),
-            );
+        "subscribe" | "register" | "value" | "period" | "by" | "register_keys" | "above"
+        | "below" | "equals" => {
+            return Err(format!(
+                "{k} is set per module (its module.conf, or a [module NAME] section)"
+            ));
         }
         "broker" => {
             if v.is_empty() || v.contains(char::is_whitespace) {
@@ -1215,6 +1471,92 @@ mod tests {
         let c = p("spool_size = 8G\nspool_segment = 2M\nspool_sync_bytes = 2M\n").unwrap();
         assert_eq!(c.spool.unsynced_limit(), SPOOL_UNSYNCED_RAM_LIMIT_BYTES);
         assert!(one_err("spool_size = 8G\nspool_segment = 1M").contains("4096 segments at most"));
+    }
+
+    /// Issue 16: a rule module's register keys, each checked with its line, and
+    /// what must fit together.
+    #[test]
+    fn register_keys_are_checked_with_their_line_and_together() {
+        if !cfg!(feature = "collector") {
+            assert!(one_err("[module X]\nregister = avg\n").contains("without the collector"));
+            return;
+        }
+        let c = p(
+            "[module Lb]\nsubscribe = crd/+/load\nregister = avg\nvalue = message\n\
+                   period = 10s\nabove = 20\nby = node\nregister_keys = 500\n",
+        )
+        .unwrap();
+        let s = c.module_settings("Lb", &[]);
+        let r = &s.rule;
+        assert_eq!(r.register, Some(RegisterKind::Avg));
+        assert_eq!(r.value.as_deref(), Some("message"));
+        assert_eq!(r.period, Some(Duration::from_secs(10)));
+        assert_eq!(
+            (r.above, r.by, r.register_keys),
+            (Some(Num(20.0)), Some(RegisterBy::Node), Some(500))
+        );
+        assert_eq!(r.problem(true), None);
+        for (text, want) in [
+            (
+                "register = median",
+                "crd.conf:2: key `register`: bad register `median`",
+            ),
+            (
+                "period = 0",
+                "key `period`: period `0` out of range (1s..31d)",
+            ),
+            ("period = 3650d", "out of range (1s..31d)"),
+            (
+                "register_keys = 0",
+                "key `register_keys`: bad number `0` (want 1..=100000)",
+            ),
+            ("above = NaN", "key `above`: bad number `NaN`"),
+            ("below = inf", "bad number `inf`"),
+            ("above = 1e308", "bad number `1e308`"),
+            (
+                "value = a..b",
+                "key `value`: bad value path `a..b`: an empty level",
+            ),
+            ("value = message # a comment", "bad value path"),
+            ("by = host", "bad by `host` (node, topic, module or all)"),
+        ] {
+            let e = one_err(&format!("[module X]\n{text}\n"));
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        assert!(one_err("register = avg\n").contains("per module"));
+        let deep = vec!["a"; 17].join(".");
+        assert!(one_err(&format!("[module X]\nvalue = {deep}\n")).contains("more than 16 levels"));
+        // Keys that must fit together (the module is refused, naming them).
+        let rule = |text: &str| {
+            p(&format!("[module X]\n{text}\n"))
+                .unwrap()
+                .module_settings("X", &[])
+                .rule
+                .problem(true)
+        };
+        let problem = |text: &str| rule(text).unwrap_or_default();
+        assert!(problem("above = 3").contains("`above` needs `register`"));
+        assert!(problem("register = avg\nperiod = 1m").contains("needs `value`"));
+        assert!(problem("register = sum\nvalue = x").contains("needs `period`"));
+        assert!(problem("register = last\nvalue = x\nperiod = 1m").contains("drop `period`"));
+        assert!(
+            problem("register = max\nvalue = x\nperiod = 1m\nequals = up")
+                .contains("`equals` is for")
+        );
+        assert!(
+            problem("register = max\nvalue = x\nperiod = 1m\nabove = 1\nbelow = 0")
+                .contains("one condition")
+        );
+        assert_eq!(rule("register = count\nperiod = 10m\nabove = 2"), None);
+        assert_eq!(rule("register = last\nvalue = state\nequals = down"), None);
+        let r = p("[module X]\nregister = count\nperiod = 1m\n").unwrap();
+        assert!(
+            r.module_settings("X", &[])
+                .rule
+                .problem(false)
+                .unwrap()
+                .contains("needs `subscribe`")
+        );
     }
 
     /// Issue 15: subscribed modules.

@@ -131,6 +131,12 @@ pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> 
         Vec::new()
     };
     let settings = cfg.module_settings(name, &own);
+    if let Some(why) = settings.rule.problem(!settings.subscribe.is_empty()) {
+        problems.push(format!(
+            "module {name} ({} or its [module {name}] section): {why}",
+            dir.join("module.conf").display()
+        ));
+    }
     let check = dir.join("check");
     let check = if check.exists() {
         problems.extend(exec_problem(&check));

@@ -1,0 +1,611 @@
+//! A rule module's register: per key (a node, a topic, a module, or one for
+//! all), an aggregate of the values its messages fed over a sliding `period`,
+//! and the condition on it (`above`, `below`, `equals`). Pure: times are the
+//! messages' receive times (unix ms, journaled with them), so a replay after a
+//! restart computes the same values.
+//!
+//! The window is `BUCKETS` fixed buckets of `period / BUCKETS`, on a grid of
+//! whole multiples of that width: at time `t` it holds the bucket of `t` and the
+//! nine before it, so it spans between 9/10 of `period` and all of it, never
+//! more (the error bound: a value leaves the window up to one bucket early).
+//! `rate` divides the increase by exactly the time the window spans.
+//!
+//! Memory: per key its name, 32 bytes of slot (name pointer, bucket number, two
+//! list links) and the kind's cells: `count` 10 x u32, `sum`/`min`/`max`
+//! 10 x f64, `avg` both, `rate` 11 x f64, `last` one f64 (and its text for
+//! `equals`); plus one entry of the index (a keyed 64-bit hash to the slot).
+//! At most `keys` keys; past it the least recently fed one is evicted (a list in
+//! the slots, O(1)) and counted.
+
+use crate::core::config::{DEFAULT_REGISTER_KEYS, MAX_EQUALS_BYTES, RegisterKind, RuleSettings};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+/// Buckets per period.
+pub const BUCKETS: u64 = 10;
+const B: usize = BUCKETS as usize;
+const NIL: u32 = u32::MAX;
+
+/// When a key's condition holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Condition {
+    /// No condition: the register is kept to be read (`crd register`).
+    None,
+    Above(f64),
+    Below(f64),
+    Equals(String),
+}
+
+/// A register's settings, checked (`RuleSettings::problem` found nothing).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub kind: RegisterKind,
+    /// Bucket width, ms (0 for `last`).
+    pub width_ms: u64,
+    pub keys: u32,
+    pub condition: Condition,
+}
+
+impl Spec {
+    /// The spec of a rule module's settings; `None` without `register`.
+    pub fn of(r: &RuleSettings) -> Option<Spec> {
+        let kind = r.register?;
+        let period_ms = r.period.map_or(0, |p| p.as_millis() as u64);
+        let condition = match (r.above, r.below, &r.equals) {
+            (Some(n), _, _) => Condition::Above(n.0),
+            (_, Some(n), _) => Condition::Below(n.0),
+            (_, _, Some(t)) => Condition::Equals(t.clone()),
+            _ => Condition::None,
+        };
+        Some(Spec {
+            kind,
+            width_ms: (period_ms / BUCKETS).max(u64::from(kind != RegisterKind::Last)),
+            keys: r.register_keys.unwrap_or(DEFAULT_REGISTER_KEYS).max(1),
+            condition,
+        })
+    }
+
+    /// (f64 cells, u32 cells) per key.
+    fn strides(&self) -> (usize, usize) {
+        match self.kind {
+            RegisterKind::Count => (0, B),
+            RegisterKind::Sum | RegisterKind::Min | RegisterKind::Max => (B, 0),
+            RegisterKind::Avg => (B, B),
+            RegisterKind::Rate => (B + 1, 0),
+            RegisterKind::Last => (1, 0),
+        }
+    }
+
+    /// What an empty f64 cell holds.
+    fn empty(&self) -> f64 {
+        match self.kind {
+            RegisterKind::Min => f64::INFINITY,
+            RegisterKind::Max => f64::NEG_INFINITY,
+            RegisterKind::Last => f64::NAN,
+            _ => 0.0,
+        }
+    }
+}
+
+/// What feeding a key gave: the register's value for that key now (`None`
+/// while the window holds nothing to compute it from) and whether the condition
+/// holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading {
+    pub value: Option<f64>,
+    pub holds: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: Box<str>,
+    /// The bucket number (time / width) of the newest bucket.
+    head: u64,
+    /// Toward the more / less recently fed key.
+    newer: u32,
+    older: u32,
+}
+
+/// One rule module's register, all its keys.
+#[derive(Debug)]
+pub struct Registers {
+    spec: Spec,
+    index: HashMap<u64, u32>,
+    hasher: RandomState,
+    slots: Vec<Slot>,
+    f: Vec<f64>,
+    n: Vec<u32>,
+    /// `last` with `equals`: the latest text of each key (at most
+    /// `MAX_EQUALS_BYTES`; a longer one is kept empty: it equals nothing).
+    text: Vec<Box<str>>,
+    newest: u32,
+    oldest: u32,
+    /// Keys evicted to make room.
+    pub evicted: u64,
+}
+
+impl Registers {
+    pub fn new(spec: Spec) -> Registers {
+        Registers {
+            spec,
+            index: HashMap::new(),
+            hasher: RandomState::new(),
+            slots: Vec::new(),
+            f: Vec::new(),
+            n: Vec::new(),
+            text: Vec::new(),
+            newest: NIL,
+            oldest: NIL,
+            evicted: 0,
+        }
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Keys kept.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn bucket(&self, t_ms: u64) -> u64 {
+        t_ms / self.spec.width_ms.max(1)
+    }
+
+    fn cells(&mut self, i: u32) -> (&mut [f64], &mut [u32]) {
+        let (fs, ns) = self.spec.strides();
+        let i = i as usize;
+        (
+            &mut self.f[i * fs..(i + 1) * fs],
+            &mut self.n[i * ns..(i + 1) * ns],
+        )
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (newer, older) = (self.slots[i as usize].newer, self.slots[i as usize].older);
+        match newer {
+            NIL => self.newest = older,
+            j => self.slots[j as usize].older = older,
+        }
+        match older {
+            NIL => self.oldest = newer,
+            j => self.slots[j as usize].newer = newer,
+        }
+    }
+
+    fn push_newest(&mut self, i: u32) {
+        self.slots[i as usize].newer = NIL;
+        self.slots[i as usize].older = self.newest;
+        match self.newest {
+            NIL => self.oldest = i,
+            j => self.slots[j as usize].newer = i,
+        }
+        self.newest = i;
+    }
+
+    /// The slot of `key`, made (evicting the least recently fed key at the bound)
+    /// when it has none.
+    fn slot(&mut self, key: &str, t_ms: u64) -> u32 {
+        let h = self.hasher.hash_one(key);
+        if let Some(&i) = self.index.get(&h) {
+            self.unlink(i);
+            self.push_newest(i);
+            return i;
+        }
+        let head = self.bucket(t_ms);
+        let i = if self.slots.len() >= self.spec.keys as usize && self.oldest != NIL {
+            let i = self.oldest;
+            self.unlink(i);
+            let old = self.hasher.hash_one(&*self.slots[i as usize].key);
+            self.index.remove(&old);
+            self.evicted += 1;
+            self.slots[i as usize].key = key.into();
+            self.slots[i as usize].head = head;
+            i
+        } else {
+            let (fs, ns) = self.spec.strides();
+            let i = self.slots.len() as u32;
+            self.slots.push(Slot {
+                key: key.into(),
+                head,
+                newer: NIL,
+                older: NIL,
+            });
+            self.f.resize(self.f.len() + fs, 0.0);
+            self.n.resize(self.n.len() + ns, 0);
+            if self.spec.kind == RegisterKind::Last {
+                self.text.push("".into());
+            }
+            i
+        };
+        let empty = self.spec.empty();
+        let kind = self.spec.kind;
+        let (f, n) = self.cells(i);
+        f.fill(empty);
+        n.fill(0);
+        if kind == RegisterKind::Rate {
+            f[B] = f64::NAN; // no earlier value yet
+        }
+        if let Some(t) = self.text.get_mut(i as usize) {
+            *t = "".into();
+        }
+        self.index.insert(h, i);
+        self.push_newest(i);
+        i
+    }
+
+    /// Moves key `i`'s window to bucket `b`, emptying the buckets it passes.
+    fn advance(&mut self, i: u32, b: u64) {
+        let head = self.slots[i as usize].head;
+        if self.spec.kind == RegisterKind::Last || b <= head {
+            // A clock that went back counts into the newest bucket.
+            return;
+        }
+        let empty = self.spec.empty();
+        let (f, n) = self.cells(i);
+        for k in 1..=(b - head).min(BUCKETS) {
+            let p = ((head + k) % BUCKETS) as usize;
+            if let Some(c) = f.get_mut(p) {
+                *c = empty;
+            }
+            if let Some(c) = n.get_mut(p) {
+                *c = 0;
+            }
+        }
+        self.slots[i as usize].head = b;
+    }
+
+    /// Feeds `key` one message at `t_ms`: `num` its number (ignored by `count`),
+    /// `text` its text (only `last` with `equals` keeps it). Returns the value
+    /// and whether the condition holds.
+    pub fn feed(&mut self, key: &str, num: Option<f64>, text: Option<&str>, t_ms: u64) -> Reading {
+        let i = self.slot(key, t_ms);
+        let b = self.bucket(t_ms);
+        self.advance(i, b);
+        let p = (self.slots[i as usize].head % BUCKETS) as usize;
+        let kind = self.spec.kind;
+        let (f, n) = self.cells(i);
+        let x = num.unwrap_or(0.0);
+        match kind {
+            RegisterKind::Count => n[p] = n[p].saturating_add(1),
+            RegisterKind::Sum => f[p] += x,
+            RegisterKind::Avg => {
+                f[p] += x;
+                n[p] = n[p].saturating_add(1);
+            }
+            RegisterKind::Min => f[p] = f[p].min(x),
+            RegisterKind::Max => f[p] = f[p].max(x),
+            RegisterKind::Last => f[0] = num.unwrap_or(f64::NAN),
+            RegisterKind::Rate => {
+                let last = f[B];
+                if !last.is_nan() {
+                    // A counter that went down was reset: it counted up from 0.
+                    f[p] += if x >= last { x - last } else { x };
+                }
+                f[B] = x;
+            }
+        }
+        if let (Some(slot), Some(t)) = (self.text.get_mut(i as usize), text) {
+            *slot = if t.len() <= MAX_EQUALS_BYTES {
+                t.into()
+            } else {
+                "".into()
+            };
+        }
+        let value = self.value_of(i, t_ms);
+        let holds = match &self.spec.condition {
+            Condition::None => false,
+            Condition::Above(a) => value.is_some_and(|v| v > *a),
+            Condition::Below(a) => value.is_some_and(|v| v < *a),
+            Condition::Equals(s) => self.text.get(i as usize).is_some_and(|t| **t == **s),
+        };
+        Reading { value, holds }
+    }
+
+    /// Key `i`'s value at `t_ms` (without moving its window).
+    fn value_of(&self, i: u32, t_ms: u64) -> Option<f64> {
+        let (fs, ns) = self.spec.strides();
+        let i = i as usize;
+        let f = &self.f[i * fs..(i + 1) * fs];
+        let n = &self.n[i * ns..(i + 1) * ns];
+        if self.spec.kind == RegisterKind::Last {
+            return Some(f[0]).filter(|v| !v.is_nan());
+        }
+        let head = self.slots[i].head;
+        let now = self.bucket(t_ms).max(head);
+        let age = now - head;
+        // Ring positions whose bucket is still in the window at `now`.
+        let live = (0..B).filter(|&p| {
+            let d = (head % BUCKETS + BUCKETS - p as u64) % BUCKETS;
+            d + age < BUCKETS
+        });
+        match self.spec.kind {
+            RegisterKind::Count => Some(live.map(|p| f64::from(n[p])).sum()),
+            RegisterKind::Sum => Some(live.map(|p| f[p]).sum()),
+            RegisterKind::Avg => {
+                let (s, c) = live.fold((0.0, 0u64), |(s, c), p| (s + f[p], c + u64::from(n[p])));
+                (c > 0).then(|| s / c as f64)
+            }
+            RegisterKind::Min => {
+                Some(live.map(|p| f[p]).fold(f64::INFINITY, f64::min)).filter(|v| v.is_finite())
+            }
+            RegisterKind::Max => {
+                Some(live.map(|p| f[p]).fold(f64::NEG_INFINITY, f64::max)).filter(|v| v.is_finite())
+            }
+            RegisterKind::Rate => {
+                let w = self.spec.width_ms;
+                let start = now.saturating_sub(BUCKETS - 1) * w;
+                let span_ms = t_ms.max(start + 1) - start;
+                let inc: f64 = live.map(|p| f[p]).sum();
+                Some(inc * 1000.0 / span_ms as f64)
+            }
+            RegisterKind::Last => None,
+        }
+    }
+
+    /// The value of `key` at `t_ms`, if it is kept.
+    pub fn get(&self, key: &str, t_ms: u64) -> Option<Option<f64>> {
+        let i = *self.index.get(&self.hasher.hash_one(key))?;
+        Some(self.value_of(i, t_ms))
+    }
+
+    /// The text `last` keeps for `key` (with `equals`).
+    pub fn text(&self, key: &str) -> Option<&str> {
+        let i = *self.index.get(&self.hasher.hash_one(key))?;
+        self.text.get(i as usize).map(|t| &**t)
+    }
+
+    /// Every key and its value at `t_ms`, sorted by key.
+    pub fn list(&self, t_ms: u64) -> Vec<(&str, Option<f64>)> {
+        let mut v: Vec<(&str, Option<f64>)> = (0..self.slots.len() as u32)
+            .map(|i| (&*self.slots[i as usize].key, self.value_of(i, t_ms)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+}
+
+/// A value as `crd register` and `CRD_REGISTER_VALUE` print it: a whole number
+/// without decimals, else at most six decimals, trailing zeros dropped; `-` for
+/// none.
+pub fn format_value(v: Option<f64>) -> String {
+    let Some(v) = v else {
+        return "-".into();
+    };
+    if v == v.trunc() && v.abs() < 1e15 {
+        return format!("{}", v as i64);
+    }
+    let s = format!("{v:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Num;
+    use std::time::Duration;
+
+    fn spec(kind: RegisterKind, period_s: u64, keys: u32, cond: Condition) -> Spec {
+        let r = RuleSettings {
+            register: Some(kind),
+            period: (kind != RegisterKind::Last).then(|| Duration::from_secs(period_s)),
+            register_keys: Some(keys),
+            ..RuleSettings::default()
+        };
+        Spec {
+            condition: cond,
+            ..Spec::of(&r).unwrap()
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so failures repeat.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// The slow way: every sample kept, the window taken from the bucket grid.
+    fn reference(kind: RegisterKind, w: u64, samples: &[(u64, f64)], t: u64) -> Option<f64> {
+        let now_b = t / w;
+        let start = now_b.saturating_sub(BUCKETS - 1) * w;
+        let inside: Vec<f64> = samples
+            .iter()
+            .filter(|(ts, _)| *ts >= start && *ts <= t)
+            .map(|s| s.1)
+            .collect();
+        match kind {
+            RegisterKind::Count => Some(inside.len() as f64),
+            RegisterKind::Sum => Some(inside.iter().sum()),
+            RegisterKind::Avg => {
+                (!inside.is_empty()).then(|| inside.iter().sum::<f64>() / inside.len() as f64)
+            }
+            RegisterKind::Min => inside.iter().copied().reduce(f64::min),
+            RegisterKind::Max => inside.iter().copied().reduce(f64::max),
+            RegisterKind::Last => samples.last().map(|s| s.1),
+            RegisterKind::Rate => {
+                // Increases between consecutive samples, each counted in the
+                // bucket of the later one; a decrease is a reset from 0.
+                let mut inc = 0.0;
+                for pair in samples.windows(2) {
+                    let (a, b) = (pair[0].1, pair[1]);
+                    if b.0 >= start && b.0 <= t {
+                        inc += if b.1 >= a { b.1 - a } else { b.1 };
+                    }
+                }
+                Some(inc * 1000.0 / (t.max(start + 1) - start) as f64)
+            }
+        }
+    }
+
+    fn close(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn every_kind_matches_the_slow_way_on_random_streams() {
+        use RegisterKind::*;
+        for kind in [Count, Sum, Avg, Min, Max, Last, Rate] {
+            for seed in 1..=20u64 {
+                let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut r = Registers::new(spec(kind, 10, 100, Condition::None));
+                let w = r.spec().width_ms.max(1);
+                let mut t = 1_700_000_000_000 + rng.next() % 10_000;
+                let mut samples: Vec<(u64, f64)> = Vec::new();
+                let mut counter = 0.0;
+                for step in 0..400 {
+                    // Mostly small steps, now and then a gap past the period.
+                    t += match rng.next() % 20 {
+                        0 => 5_000 + rng.next() % 20_000,
+                        _ => rng.next() % 700,
+                    };
+                    let x = if kind == Rate {
+                        counter = if rng.next().is_multiple_of(50) {
+                            (rng.next() % 100) as f64
+                        } else {
+                            counter + (rng.next() % 1000) as f64
+                        };
+                        counter
+                    } else {
+                        (rng.next() % 20_001) as f64 / 10.0 - 1000.0
+                    };
+                    samples.push((t, x));
+                    let got = r.feed("k", Some(x), None, t).value;
+                    let want = reference(kind, w, &samples, t);
+                    assert!(
+                        close(got, want),
+                        "{kind:?} seed {seed} step {step}: {got:?} != {want:?}"
+                    );
+                    // Read later, without feeding: the window moves on alone.
+                    let later = t + rng.next() % 12_000;
+                    let got = r.get("k", later).unwrap();
+                    let want = reference(kind, w, &samples, later);
+                    assert!(
+                        close(got, want),
+                        "{kind:?} read at +{}: {got:?} != {want:?}",
+                        later - t
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_window_spans_nine_tenths_to_all_of_the_period() {
+        // One message every 100 ms for 30 s, period 10 s: count is 91..=100.
+        let mut r = Registers::new(spec(RegisterKind::Count, 10, 10, Condition::None));
+        let mut seen = Vec::new();
+        for k in 0..300u64 {
+            let t = 1_000_000 + k * 100 + 37;
+            seen.push(r.feed("k", None, None, t).value.unwrap());
+        }
+        let steady = &seen[100..];
+        assert!(
+            steady.iter().all(|c| (91.0..=100.0).contains(c)),
+            "{steady:?}"
+        );
+        // Silent for a period: nothing left.
+        assert_eq!(
+            r.get("k", 1_000_000 + 300 * 100 + 10_000).unwrap(),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn conditions_hold_where_they_should() {
+        let mut r = Registers::new(spec(RegisterKind::Avg, 10, 10, Condition::Above(20.0)));
+        assert!(!r.feed("n1", Some(20.0), None, 1000).holds);
+        assert!(r.feed("n1", Some(30.0), None, 1100).holds); // mean 25
+        assert!(!r.feed("n2", Some(5.0), None, 1100).holds);
+        let mut r = Registers::new(spec(RegisterKind::Min, 10, 10, Condition::Below(1.0)));
+        assert!(r.feed("a", Some(0.5), None, 0).holds);
+        assert!(r.feed("a", Some(9.0), None, 5000).holds);
+        assert!(!r.feed("a", Some(9.0), None, 12_000).holds); // 0.5 left the window
+        let mut r = Registers::new(spec(
+            RegisterKind::Last,
+            0,
+            10,
+            Condition::Equals("down".into()),
+        ));
+        assert!(r.feed("wan", None, Some("down"), 1).holds);
+        assert!(!r.feed("wan", None, Some("up"), 2).holds);
+        assert_eq!(r.text("wan"), Some("up"));
+        let long = "x".repeat(MAX_EQUALS_BYTES + 1);
+        assert!(!r.feed("wan", None, Some(&long), 3).holds);
+        let mut r = Registers::new(spec(RegisterKind::Count, 600, 10, Condition::None));
+        assert!(!r.feed("a", None, None, 0).holds);
+    }
+
+    #[test]
+    fn keys_are_bounded_and_the_least_recently_fed_goes() {
+        let mut r = Registers::new(spec(RegisterKind::Sum, 10, 3, Condition::None));
+        for (k, t) in [("a", 1), ("b", 2), ("c", 3), ("a", 4), ("d", 5)] {
+            r.feed(k, Some(1.0), None, t);
+        }
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.evicted, 1);
+        assert!(r.get("b", 6).is_none(), "b was the least recently fed");
+        assert_eq!(r.get("a", 6), Some(Some(2.0)));
+        // A returning key starts afresh.
+        r.feed("b", Some(5.0), None, 7);
+        assert_eq!(r.get("b", 8), Some(Some(5.0)));
+        assert!(r.get("c", 8).is_none());
+        let keys: Vec<&str> = r.list(8).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b", "d"]);
+        // Many keys through a small table: the list stays consistent.
+        let mut r = Registers::new(spec(RegisterKind::Count, 10, 100, Condition::None));
+        for k in 0..100_000u64 {
+            r.feed(&format!("n{}", k % 1000), None, None, k);
+        }
+        assert_eq!(r.len(), 100);
+        assert_eq!(r.evicted, 100_000 - 100);
+        assert!(r.get("n999", 100_000).is_some() && r.get("n0", 100_000).is_none());
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_counts_into_the_newest_bucket() {
+        let mut r = Registers::new(spec(RegisterKind::Count, 10, 10, Condition::None));
+        r.feed("k", None, None, 50_000);
+        assert_eq!(r.feed("k", None, None, 10_000).value, Some(2.0));
+        assert_eq!(r.feed("k", None, None, 50_500).value, Some(3.0));
+    }
+
+    #[test]
+    fn spec_from_settings() {
+        let r = RuleSettings {
+            register: Some(RegisterKind::Avg),
+            value: Some("load".into()),
+            period: Some(Duration::from_secs(10)),
+            above: Some(Num(20.0)),
+            ..RuleSettings::default()
+        };
+        let s = Spec::of(&r).unwrap();
+        assert_eq!(
+            (s.width_ms, s.keys, s.condition),
+            (1000, DEFAULT_REGISTER_KEYS, Condition::Above(20.0))
+        );
+        assert!(Spec::of(&RuleSettings::default()).is_none());
+    }
+
+    #[test]
+    fn values_print_plainly() {
+        assert_eq!(format_value(Some(25.0)), "25");
+        assert_eq!(format_value(Some(-3.0)), "-3");
+        assert_eq!(format_value(Some(23.333_333_333)), "23.333333");
+        assert_eq!(format_value(Some(0.5)), "0.5");
+        assert_eq!(format_value(None), "-");
+    }
+}
