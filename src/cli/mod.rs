@@ -90,6 +90,20 @@ enum Cmd {
     Dump(DumpCmd),
     Resolve(ResolveCmd),
     Fleet(FleetCmd),
+    Register(RegisterCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// ask the running collector for a rule module's register: every key and its
+/// value (one `KEY VALUE` line each, sorted by key), or one key's value
+#[argh(subcommand, name = "register")]
+struct RegisterCmd {
+    /// the rule module (a module with `register` in its settings)
+    #[argh(positional)]
+    module: String,
+    /// one key (a node, a topic, a module, or `*` for `by = all`)
+    #[argh(positional)]
+    key: Option<String>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -289,6 +303,19 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
         Some(Cmd::Status(_)) => status(&cfg),
         Some(Cmd::Fleet(f)) => ask(&cfg, if f.json { "fleet json" } else { "fleet" }),
+        Some(Cmd::Register(r)) => {
+            if config::valid_name(&r.module).is_err()
+                || r.key.as_deref().is_some_and(|k| k.contains(['\n', '\r']))
+            {
+                err!("crd: register: bad module name or key");
+                return EXIT_USAGE;
+            }
+            let req = match &r.key {
+                Some(k) => format!("register {} {k}", r.module),
+                None => format!("register {}", r.module),
+            };
+            ask(&cfg, &req)
+        }
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         Some(Cmd::Resolve(r)) => match crate::mqtt::forward::resolve(&r.broker) {

@@ -24,7 +24,8 @@ use crate::child::run::Finished;
 use crate::collect::message::{self, Facts, Message};
 use crate::collect::{dedup, origins, presence};
 use crate::core::config::{Config, SpoolConfig};
-use crate::core::decide::Outcome;
+use crate::core::config::{Convention, RegisterBy};
+use crate::core::decide::{self, Outcome};
 use crate::core::event::{Event, Kind};
 use crate::core::lifecycle::{self, ModuleState, Next, Ran};
 use crate::core::module::{Module, Role};
@@ -32,6 +33,8 @@ use crate::core::topic;
 use crate::host::logger::RateLimit;
 use crate::host::outbox::Outbox;
 use crate::mqtt::session::{Inbound, Up};
+use crate::rules::register::{self, Registers, Spec};
+use crate::rules::value;
 use crate::spool::Spool;
 use crate::spool::storage::FileStorage;
 use std::collections::{BTreeMap, VecDeque};
@@ -57,10 +60,22 @@ pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 enum Step {
     /// The module's check (or, without one, a hit at once).
     Check,
+    /// Decided without a run: a rule's condition stopped holding (false), or
+    /// holds and the rule module has no check (true).
+    Decided(bool),
     Response {
         output: String,
         code: i32,
     },
+}
+
+/// A rule module's key and value for one message: its `trigger_after` and
+/// `cooldown` go by the key, and its runs get them as `CRD_REGISTER_KEY`,
+/// `CRD_REGISTER_VALUE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RegKey {
+    key: String,
+    value: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +83,28 @@ struct Job {
     seq: u64,
     module: String,
     step: Step,
+    reg: Option<Box<RegKey>>,
+}
+
+/// A rule module's register and its counters for `crd status`.
+struct Rule {
+    regs: Registers,
+    /// Messages that fed nothing (no value at `value`, not a number, out of range).
+    skipped: u64,
+    /// Messages after which the condition held.
+    hits: u64,
+}
+
+/// The exit code a check under `c` gives for a hit or a clear: what a rule
+/// decided without a run, or a module without a check, goes through the same
+/// lifecycle as a check's exit.
+fn synthetic(c: Convention, hit: bool) -> Outcome {
+    match (c, hit) {
+        (Convention::Exit, true) => Outcome::Exited(0),
+        (Convention::Exit, false) => Outcome::Exited(1),
+        (Convention::Nagios, true) => Outcome::Exited(2),
+        (Convention::Nagios, false) => Outcome::Exited(0),
+    }
 }
 
 /// A journal record being worked on.
@@ -91,6 +128,8 @@ pub struct Stats {
     pub refused: u64,
     pub runs: u64,
     pub corrupt: u64,
+    /// Messages a rule decided without a run.
+    pub decided: u64,
 }
 
 pub struct Collector {
@@ -109,6 +148,8 @@ pub struct Collector {
     /// (run id, job) of runs in flight.
     running: Vec<(usize, Job)>,
     origins: origins::Origins,
+    /// Rule modules' registers, by module name.
+    rules: BTreeMap<String, Rule>,
     stats: Stats,
     /// `<prefix>/<node>/`: this crd's own topics. Its own events are never run
     /// (a module on `crd/+/event/#` would otherwise run on its own `fired`, again
@@ -222,6 +263,7 @@ impl Collector {
             responses: VecDeque::new(),
             running: Vec::new(),
             origins: origins::Origins::default(),
+            rules: BTreeMap::new(),
             stats: Stats::default(),
             own_topics: format!("{}/{node}/", cfg.mqtt.topic_prefix),
             prefix: cfg.mqtt.topic_prefix.clone(),
@@ -270,6 +312,44 @@ impl Collector {
             .strip_prefix('/')?
             .strip_suffix("/status")
             .filter(|n| !n.is_empty() && !n.contains('/'))
+    }
+
+    /// `crd register MODULE [KEY]`: every key of rule module `module` with its
+    /// value at `now_ms`, one `KEY VALUE` line each, sorted; or one key's value.
+    pub fn register(&self, module: &str, key: Option<&str>, now_ms: u64) -> String {
+        let Some(rule) = self.rules.get(module) else {
+            return format!(
+                "error: no register `{module}` (a rule module with `register`, fed at least once since the start)\n"
+            );
+        };
+        let text = |k: &str, v: Option<f64>| match rule.regs.text(k) {
+            Some(t) if !t.is_empty() => t.to_string(),
+            _ => register::format_value(v),
+        };
+        match key {
+            Some(k) => match rule.regs.get(k, now_ms) {
+                Some(v) => format!("{}\n", text(k, v)),
+                None => format!("error: register `{module}` has no key `{k}`\n"),
+            },
+            None => {
+                let mut s = String::new();
+                for (k, v) in rule.regs.list(now_ms) {
+                    let _ = writeln!(s, "{k} {}", text(k, v));
+                }
+                s
+            }
+        }
+    }
+
+    /// After a reload: the registers of modules that are gone, or are no longer
+    /// rules, are dropped (one whose settings changed starts empty when it is
+    /// next fed).
+    pub fn configure(&mut self, modules: &[Module]) {
+        self.rules.retain(|name, _| {
+            modules
+                .iter()
+                .any(|m| m.name == *name && m.settings.rule.register.is_some())
+        });
     }
 
     /// `crd fleet`: the table, or JSON.
@@ -493,10 +573,7 @@ impl Collector {
                     continue;
                 }
             };
-            let names: Vec<String> = Self::matching(modules, &msg.topic)
-                .map(|m| m.name.clone())
-                .collect();
-            if names.is_empty() {
+            if Self::matching(modules, &msg.topic).next().is_none() {
                 let _ = self.journal.ack(seq, now);
                 continue;
             }
@@ -517,6 +594,28 @@ impl Collector {
                     continue;
                 }
             }
+            let mut jobs = Vec::new();
+            for m in Self::matching(modules, &msg.topic) {
+                let job = |step, reg| Job {
+                    seq,
+                    module: m.name.clone(),
+                    step,
+                    reg,
+                };
+                match Spec::of(&m.settings.rule) {
+                    None => jobs.push(job(Step::Check, None)),
+                    Some(spec) => {
+                        if let Some((step, reg)) = self.rule(m, spec, &msg, &facts) {
+                            jobs.push(job(step, Some(reg)));
+                        }
+                    }
+                }
+            }
+            if jobs.is_empty() {
+                // Rules only, and none of them needs anything done.
+                self.retire_untouched(&facts, seq, now);
+                continue;
+            }
             let env = facts.env(&msg.topic);
             self.records.insert(
                 seq,
@@ -524,41 +623,138 @@ impl Collector {
                     msg,
                     facts,
                     env,
-                    left: names.len() as u32,
+                    left: jobs.len() as u32,
                 },
             );
-            for module in names {
-                self.ready.push_back(Job {
-                    seq,
-                    module,
-                    step: Step::Check,
-                });
+            // Decided without a run (a rule, or a module without a check: every
+            // message a hit): settled at once, so the next message of the same
+            // key sees its state.
+            for job in jobs {
+                let no_check = matches!(job.step, Step::Decided(_))
+                    || modules
+                        .iter()
+                        .find(|m| m.name == job.module)
+                        .is_some_and(|m| m.check.is_none());
+                if no_check {
+                    self.settle_at_once(job, modules, outbox, now, wall_ms);
+                } else {
+                    self.ready.push_back(job);
+                }
             }
         }
-        // Modules without a check: every message is a hit, settled here, in order.
-        let no_check = |j: &Job| {
-            modules
-                .iter()
-                .find(|m| m.name == j.module)
-                .is_some_and(|m| m.check.is_none())
-        };
-        let hits: Vec<Job> = {
-            let (hits, rest): (VecDeque<Job>, VecDeque<Job>) = std::mem::take(&mut self.ready)
-                .into_iter()
-                .partition(no_check);
-            self.ready = rest;
-            hits.into()
-        };
-        for job in hits {
-            let ran = Ran {
-                role: Role::Check,
-                outcome: Outcome::Exited(0),
-                output: String::new(),
-                dur: Duration::ZERO,
-            };
-            self.settle(job, ran, modules, outbox, now, wall_ms);
-        }
         read
+    }
+
+    /// Settles a job decided without a run, as a check with the matching exit
+    /// code would have been.
+    fn settle_at_once(
+        &mut self,
+        job: Job,
+        modules: &[Module],
+        outbox: &mut Outbox,
+        now: Instant,
+        wall_ms: u64,
+    ) {
+        let hit = !matches!(job.step, Step::Decided(false));
+        let convention = modules
+            .iter()
+            .find(|m| m.name == job.module)
+            .map_or(Convention::Exit, |m| m.settings.convention);
+        let ran = Ran {
+            role: Role::Check,
+            outcome: synthetic(convention, hit),
+            output: String::new(),
+            dur: Duration::ZERO,
+        };
+        self.stats.decided += u64::from(job.reg.is_some());
+        self.settle(job, ran, modules, outbox, now, wall_ms);
+    }
+
+    /// A record no module has work for (rules that decided nothing): retired at
+    /// once, and a crd event marked done like any other.
+    fn retire_untouched(&mut self, facts: &Facts, seq: u64, now: Instant) {
+        if let Some(e) = &facts.event {
+            self.seen.mark(e.stream_id(), e.seq);
+            self.seen_pending
+                .extend_from_slice(&dedup::log_entry(e.stream_id(), e.seq));
+        }
+        if let Err(e) = self.journal.ack(seq, now) {
+            log::warn!("collector: journal checkpoint: {e}");
+        }
+        self.retired = true;
+    }
+
+    /// Feeds rule module `m`'s register with one message and says what follows:
+    /// nothing (no value, or nothing changes), a check to run (the condition
+    /// starts to hold and the module has one), or a decision without a run.
+    fn rule(
+        &mut self,
+        m: &Module,
+        spec: Spec,
+        msg: &Message,
+        facts: &Facts,
+    ) -> Option<(Step, Box<RegKey>)> {
+        let r = &m.settings.rule;
+        let rule = match self.rules.get_mut(&m.name) {
+            Some(rule) if *rule.regs.spec() == spec => rule,
+            _ => {
+                // New, or its settings changed (a reload): it starts empty.
+                self.rules.insert(
+                    m.name.clone(),
+                    Rule {
+                        regs: Registers::new(spec),
+                        skipped: 0,
+                        hits: 0,
+                    },
+                );
+                self.rules.get_mut(&m.name).expect("just inserted")
+            }
+        };
+        let key: &str = match r.by.unwrap_or_default() {
+            RegisterBy::Node => &facts.origin,
+            RegisterBy::Topic => &msg.topic,
+            RegisterBy::Module => facts.event.as_ref().map_or(&msg.topic, |e| &e.module),
+            RegisterBy::All => "*",
+        };
+        let key = message::cut(key, message::MAX_ORIGIN_BYTES);
+        let equals = matches!(rule.regs.spec().condition, register::Condition::Equals(_));
+        let got = match &r.value {
+            None => value::Got::default(),
+            Some(path) => match value::extract(&msg.payload, path, equals) {
+                Ok(g) => g,
+                Err(_) => {
+                    rule.skipped += 1;
+                    return None;
+                }
+            },
+        };
+        if got.num.is_none() && !equals && r.value.is_some() {
+            rule.skipped += 1;
+            return None;
+        }
+        let reading = rule
+            .regs
+            .feed(key, got.num, got.text.as_deref(), msg.received_ms);
+        rule.hits += u64::from(reading.holds);
+        let value = match (&got.text, equals) {
+            (Some(t), true) => t.clone(),
+            _ => register::format_value(reading.value),
+        };
+        let reg = Box::new(RegKey {
+            key: key.to_string(),
+            value,
+        });
+        let state = self.origins.peek(m, key);
+        let firing = state.is_some_and(|s| s.firing);
+        match (reading.holds, firing) {
+            // Once per crossing: a condition that still holds does nothing more.
+            (true, true) => None,
+            (true, false) if m.check.is_some() => Some((Step::Check, reg)),
+            (true, false) => Some((Step::Decided(true), reg)),
+            // Stopped holding: `cleared` if it had fired; a run of hits broken.
+            (false, _) if state.is_some() => Some((Step::Decided(false), reg)),
+            (false, _) => None,
+        }
     }
 
     /// Starts runs while a collector slot is free and work is ready; `start`
@@ -591,7 +787,15 @@ impl Collector {
                 Step::Response { output, code } => {
                     Recipe::message_response(host, m, &held.env, &held.msg.payload, output, *code)
                 }
+                Step::Decided(_) => None,
             };
+            let recipe = recipe.map(|mut r| {
+                if let Some(reg) = &job.reg {
+                    r.env.push(("CRD_REGISTER_KEY", reg.key.clone().into()));
+                    r.env.push(("CRD_REGISTER_VALUE", reg.value.clone().into()));
+                }
+                r
+            });
             let Some(recipe) = recipe else {
                 self.job_done(job.seq, now);
                 continue;
@@ -646,15 +850,34 @@ impl Collector {
         };
         // Only the decision state is kept per origin (the run counters are the
         // edge's business): it goes in and out of a ModuleState for the lifecycle.
-        let a = self.origins.with(m, &held.facts.origin, now, |st| {
+        // A rule's state goes by its register key.
+        let origin = job
+            .reg
+            .as_ref()
+            .map_or(held.facts.origin.as_str(), |r| &r.key);
+        let rule = job.reg.is_some();
+        let a = self.origins.with(m, origin, now, |st| {
+            if rule
+                && st.firing
+                && ran.role == Role::Check
+                && decide::verdict(&m.settings, ran.outcome) == decide::Verdict::Hit
+            {
+                // Fired already (a check of an earlier message said so while
+                // this one's ran): once per crossing.
+                return None;
+            }
             let mut ms = ModuleState {
                 decision: std::mem::take(st),
                 ..ModuleState::default()
             };
             let a = lifecycle::finished(m, &mut ms, ran, now, wall_ms);
             *st = ms.decision;
-            a
+            Some(a)
         });
+        let Some(a) = a else {
+            self.job_done(job.seq, now);
+            return;
+        };
         if let Some(w) = &a.warning
             && self.log_runs.allow(now, "collector: failed runs")
         {
@@ -668,6 +891,7 @@ impl Collector {
                 seq: job.seq,
                 module: job.module,
                 step: Step::Response { output, code },
+                reg: job.reg,
             }),
             Next::Done => self.job_done(job.seq, now),
         }
@@ -815,5 +1039,12 @@ impl Collector {
             "collect_paused: {}",
             if self.paused() { "yes" } else { "no" }
         );
+        let _ = writeln!(s, "collect_decided: {}", st.decided);
+        for (name, r) in &self.rules {
+            let _ = writeln!(s, "rule_{name}_keys: {}", r.regs.len());
+            let _ = writeln!(s, "rule_{name}_evicted: {}", r.regs.evicted);
+            let _ = writeln!(s, "rule_{name}_skipped: {}", r.skipped);
+            let _ = writeln!(s, "rule_{name}_hits: {}", r.hits);
+        }
     }
 }

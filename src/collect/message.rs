@@ -68,6 +68,15 @@ impl EventFields {
     }
 }
 
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// 64-bit FNV-1a: a stable id for a payload that carries none of its own.
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -102,14 +111,11 @@ impl Facts {
             Some(e) => format!("{}-{}", e.stream, e.seq),
             None => format!("m-{:016x}", fnv1a(&[m.topic.as_bytes(), &m.payload])),
         };
-        let mut origin = event.as_ref().map_or(m.topic.clone(), |e| e.node.clone());
-        if origin.len() > MAX_ORIGIN_BYTES {
-            let mut cut = MAX_ORIGIN_BYTES;
-            while !origin.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            origin.truncate(cut);
-        }
+        let origin = cut(
+            event.as_ref().map_or(&m.topic, |e| &e.node),
+            MAX_ORIGIN_BYTES,
+        )
+        .to_string();
         Facts { event, id, origin }
     }
 

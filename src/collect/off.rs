@@ -88,6 +88,14 @@ impl Collector {
         match *self {}
     }
 
+    pub fn register(&self, _: &str, _: Option<&str>, _: u64) -> String {
+        match *self {}
+    }
+
+    pub fn configure(&mut self, _: &[Module]) {
+        match *self {}
+    }
+
     pub fn fleet(&self, _: bool, _: u64) -> String {
         match *self {}
     }

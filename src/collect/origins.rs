@@ -40,8 +40,9 @@ pub struct Origins {
 fn as_fresh(m: &Module, st: &State, now: Instant) -> bool {
     let s = &m.settings;
     (st.hits == 0 || s.trigger_after <= 1)
-        // Only a check can clear a firing condition (and say `cleared`).
-        && (!st.firing || m.check.is_none())
+        // Only a check or a rule's condition can clear a firing condition (and
+        // say `cleared`).
+        && (!st.firing || (m.check.is_none() && m.settings.rule.register.is_none()))
         && st.last_response.is_none_or(|t| {
             m.response.is_none() || now.saturating_duration_since(t) >= s.cooldown
         })
@@ -87,6 +88,13 @@ impl Origins {
             self.states.insert(key, slot);
         }
         r
+    }
+
+    /// The state of (`m`, `origin`) if one is kept (a fresh one otherwise),
+    /// without touching it.
+    pub fn peek(&self, m: &Module, origin: &str) -> Option<&State> {
+        let key = self.keys.hash_one((m.name.as_str(), origin));
+        self.states.get(&key).map(|s| &s.state)
     }
 
     /// States kept.

@@ -530,6 +530,9 @@ impl Daemon {
     /// subscribed until the broker forgets the session; its messages match no
     /// module and are acknowledged and counted).
     fn install_collector(&mut self) {
+        if let Some(c) = self.collector.as_mut() {
+            c.configure(&self.modules);
+        }
         let filters = Collector::filters(&self.modules, &self.cfg.mqtt.topic_prefix);
         if filters.is_empty() {
             return;
@@ -563,6 +566,10 @@ impl Daemon {
                     Some(c) => c.fleet(json, unix_ms()),
                     None => "error: this crd collects nothing (no module subscribes)\n".into(),
                 },
+                Request::Register { module, key } => match &self.collector {
+                    Some(c) => c.register(&module, key.as_deref(), unix_ms()),
+                    None => "error: this crd collects nothing (no module subscribes)\n".into(),
+                },
                 Request::Reload => match self.reload(now, "control socket") {
                     Ok(()) => "ok\n".to_string(),
                     Err(e) => format!(
@@ -580,7 +587,9 @@ impl Daemon {
                     format!("error: message too large: over spool_max_record ({max} bytes)\n")
                 }
                 Request::Unknown(r) => {
-                    format!("error: unknown request `{r}` (known: status, emit, reload, fleet)\n")
+                    format!(
+                        "error: unknown request `{r}` (known: status, emit, reload, fleet, register)\n"
+                    )
                 }
             };
             if let Some(c) = self.control.as_mut() {

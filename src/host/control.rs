@@ -37,6 +37,12 @@ pub enum Request {
     Fleet {
         json: bool,
     },
+    /// A rule module's register: every key, or one (`crd register MODULE [KEY]`;
+    /// the key is the rest of the line, so it may hold spaces).
+    Register {
+        module: String,
+        key: Option<String>,
+    },
     Emit {
         suffix: String,
         sync: bool,
@@ -60,6 +66,13 @@ pub fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
         (Some("reload"), None, ..) => Request::Reload,
         (Some("fleet"), None, ..) => Request::Fleet { json: false },
         (Some("fleet"), Some("json"), None, ..) => Request::Fleet { json: true },
+        (Some("register"), Some(module), ..) => {
+            let rest = line["register".len()..].trim_start()[module.len()..].trim();
+            Request::Register {
+                module: module.to_string(),
+                key: (!rest.is_empty()).then(|| rest.to_string()),
+            }
+        }
         (Some("emit"), Some(suffix), flag, None) if flag.is_none() || flag == Some("sync") => {
             if over {
                 return Request::TooLarge(max_body);
@@ -438,6 +451,21 @@ mod tests {
     fn requests_parse() {
         assert_eq!(parse_request(b"status\n", false, 10), Request::Status);
         assert_eq!(parse_request(b"reload\n", false, 10), Request::Reload);
+        assert_eq!(
+            parse_request(b"register Lb\n", false, 10),
+            Request::Register {
+                module: "Lb".into(),
+                key: None
+            }
+        );
+        assert_eq!(
+            parse_request(b"register  Lb  plant/1 temp \n", false, 10),
+            Request::Register {
+                module: "Lb".into(),
+                key: Some("plant/1 temp".into())
+            },
+            "the key is the rest of the line, spaces inside kept"
+        );
         assert_eq!(
             parse_request(b"emit a/b sync\nline 1\nline 2", false, 100),
             Request::Emit {

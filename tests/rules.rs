@@ -1,0 +1,308 @@
+//! Rules and registers (issue 16) end to end: real edge and collector `crd`
+//! binaries, a real mosquitto with persistence on a free loopback port, real
+//! `/bin/sh` responses; the register's condition is evaluated in the daemon.
+
+#![cfg(feature = "collector")]
+
+mod common;
+use common::*;
+use std::fs;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn broker(sb: &Sandbox) -> Broker {
+    Broker::start(
+        &sb.path("broker"),
+        "allow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
+    )
+}
+
+fn write(sb: &Sandbox, rel: &str, text: &str) {
+    let dir = sb.path(rel).parent().unwrap().to_path_buf();
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::write(sb.path(rel), text).unwrap();
+    fs::set_permissions(
+        sb.path(rel),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+}
+
+fn crd_bin() -> String {
+    std::env::var("CRD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_crd").to_string())
+}
+
+fn publish(port: u16, topic: &str, msg: &str) {
+    let st = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-m", msg])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A crd `emit` event from `node` (its own stream), as an edge sends it.
+fn emit_event(node: &str, stream: u64, seq: u64, suffix: &str, message: &str) -> String {
+    format!(
+        r#"{{"node":"{node}","stream":"{stream:016x}","seq":{seq},"ts":1,"module":"{suffix}","kind":"emit","code":0,"dur_ms":0,"message":"{message}"}}"#
+    )
+}
+
+fn lines(sb: &Sandbox, rel: &str) -> Vec<String> {
+    sb.read(rel)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The seed's example: events on `crd/+/load` from three edges, one hot; the
+/// rule "average load over 10 s above 20" holds for the hot node only; its
+/// response runs once per crossing (not once per message) and emits
+/// `reconfig/lb` naming the node, which reaches the broker. `crd register`
+/// prints the registers.
+#[test]
+fn the_load_rule_fires_for_the_hot_node_once_per_crossing_and_its_event_reaches_the_broker() {
+    let central = Sandbox::new("lb-central");
+    let b = broker(&central);
+    write(
+        &central,
+        "modules/LbTurnDown/module.conf",
+        "subscribe = crd/+/load\nregister = avg\nvalue = message\nperiod = 10s\nabove = 20\n",
+    );
+    central.script(
+        "modules/LbTurnDown/response",
+        &format!(
+            "printf '%s %s\\n' \"$CRD_REGISTER_KEY\" \"$CRD_REGISTER_VALUE\" >> ../../responses\n\
+             exec {} -c \"$CRD_CONFIG\" emit reconfig/lb \"{{\\\"turn_down\\\":\\\"$CRD_EVENT_NODE\\\"}}\"",
+            crd_bin()
+        ),
+    );
+    central.config_node("central", &format!("broker = {}", b.addr()));
+    let sub = Subscriber::start(b.port, "crd/central/#", "watch", &central.path("seen"));
+    let c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("mqtt: subscribed")),
+        "{}",
+        c.log()
+    );
+    // Three real edges, each emitting its load through its own spool.
+    let edges: Vec<(Sandbox, Daemon)> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| {
+            let e = Sandbox::new(&format!("lb-{n}"));
+            fs::create_dir_all(e.path("modules")).unwrap();
+            e.config_node(n, &format!("broker = {}", b.addr()));
+            let d = e.start();
+            (e, d)
+        })
+        .collect();
+    for (_, d) in &edges {
+        assert!(
+            wait_for(LONG, || d.log().contains("mqtt: connected")),
+            "{}",
+            d.log()
+        );
+    }
+    let emit = |i: usize, v: &str| {
+        let (code, out, err) = edges[i].0.run(&["emit", "load", v]);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    for v in ["30", "31", "29"] {
+        emit(0, v);
+        emit(1, "5");
+        emit(2, "12");
+    }
+    let fed = || {
+        let st = c.status();
+        st.contains("\nrule_LbTurnDown_keys: 3\n") && stat_of(&st, "collect_journal_depth") == 0
+    };
+    assert!(
+        wait_for(LONG, || fed() && c.stat("collect_received") >= 9),
+        "{}",
+        c.status()
+    );
+    assert!(
+        wait_for(LONG, || lines(&central, "responses").len() == 1),
+        "{}",
+        c.log()
+    );
+    // Down (a run of zeros pulls the mean under 20: `cleared`), and up again.
+    for _ in 0..7 {
+        emit(0, "0");
+    }
+    for _ in 0..3 {
+        emit(0, "100");
+    }
+    assert!(
+        wait_for(LONG, || lines(&central, "responses").len() >= 2),
+        "{}\n{}\n{:?}",
+        c.log(),
+        c.status(),
+        central.run(&["register", "LbTurnDown"])
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let responses = lines(&central, "responses");
+    assert_eq!(responses.len(), 2, "{responses:?}");
+    assert_eq!(responses[0], "n1 30", "{responses:?}");
+    assert!(responses[1].starts_with("n1 2"), "{responses:?}");
+    // The reactions reached the broker, and the rule's own events say what
+    // happened: fired, cleared, fired, each for n1.
+    assert!(
+        wait_for(LONG, || sub
+            .lines()
+            .iter()
+            .filter(|l| l.contains("reconfig/lb"))
+            .count()
+            == 2),
+        "{:?}",
+        sub.lines()
+    );
+    let seen = sub.lines();
+    assert!(
+        seen.iter()
+            .filter(|l| l.contains("reconfig/lb"))
+            .all(|l| l.contains(r#"\"turn_down\":\"n1\""#) || l.contains(r#"{"turn_down":"n1"}"#)),
+        "{seen:?}"
+    );
+    let kinds: Vec<&str> = seen
+        .iter()
+        .filter(|l| l.starts_with("crd/central/event/LbTurnDown "))
+        .filter_map(|l| {
+            ["\"fired\"", "\"cleared\""]
+                .into_iter()
+                .find(|k| l.contains(&format!("\"kind\":{k}")))
+        })
+        .collect();
+    assert_eq!(kinds, ["\"fired\"", "\"cleared\"", "\"fired\""], "{seen:?}");
+    // The registers, all keys and one.
+    let (code, out, err) = central.run(&["register", "LbTurnDown"]);
+    assert_eq!(code, 0, "{err}");
+    let keys: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(keys, ["n1", "n2", "n3"], "{out}");
+    assert_eq!(central.run(&["register", "LbTurnDown", "n2"]).1, "5\n");
+    assert_eq!(central.run(&["register", "LbTurnDown", "n3"]).1, "12\n");
+    let (code, _, err) = central.run(&["register", "LbTurnDown", "n9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no key `n9`"), "{err}");
+    let (code, _, err) = central.run(&["register", "Nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no register `Nope`"), "{err}");
+    // No fork per message: 19 messages, two responses, no check.
+    let st = c.status();
+    assert_eq!(stat_of(&st, "collect_runs"), 2, "{st}");
+    assert_eq!(stat_of(&st, "rule_LbTurnDown_skipped"), 0, "{st}");
+    drop(edges);
+}
+
+/// `count` over a period as a flap detector: a node whose WAN went down 3 times
+/// in 10 minutes; the module's check runs after the condition as a further
+/// filter (AND). Values a rule cannot use are counted as skipped, and the
+/// daemon goes on.
+#[test]
+fn a_count_rule_detects_a_flapping_wan_and_its_check_filters_further() {
+    let central = Sandbox::new("flap");
+    let b = broker(&central);
+    write(
+        &central,
+        "modules/WanFlap/module.conf",
+        "subscribe = crd/+/wan/down\nregister = count\nperiod = 10m\nabove = 2\n",
+    );
+    // The check: every node but the lab's.
+    central.script(
+        "modules/WanFlap/check",
+        "echo \"$CRD_REGISTER_KEY $CRD_REGISTER_VALUE\" >> ../../checks\ntest \"$CRD_EVENT_NODE\" != lab",
+    );
+    central.script(
+        "modules/WanFlap/response",
+        "printf '%s %s\\n' \"$CRD_REGISTER_KEY\" \"$CRD_REGISTER_VALUE\" >> ../../responses",
+    );
+    write(
+        &central,
+        "modules/Temp/module.conf",
+        "subscribe = plant/+/temp\nregister = max\nvalue = celsius\nperiod = 1h\nby = topic\n",
+    );
+    central.config_node("central", &format!("broker = {}", b.addr()));
+    let c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("mqtt: subscribed")),
+        "{}",
+        c.log()
+    );
+    let mut seq = 0;
+    let mut down = |node: &str, stream: u64| {
+        seq += 1;
+        publish(
+            b.port,
+            &format!("crd/{node}/wan/down"),
+            &emit_event(node, stream, seq, "wan/down", ""),
+        );
+    };
+    for _ in 0..3 {
+        down("r1", 1);
+        down("r2", 2);
+        down("lab", 3);
+    }
+    down("r2", 2); // r2: 4 times; still one crossing
+    down("r3", 4);
+    assert!(
+        wait_for(LONG, || {
+            let st = c.status();
+            st.contains("\nrule_WanFlap_keys: 4\n")
+                && stat_of(&st, "collect_journal_depth") == 0
+                && stat_of(&st, "collect_running") == 0
+                && lines(&central, "checks").len() >= 3
+        }),
+        "{}",
+        c.status()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut responses = lines(&central, "responses");
+    responses.sort();
+    assert_eq!(responses, ["r1 3", "r2 3"], "{}", c.log());
+    let mut checks = lines(&central, "checks");
+    checks.sort();
+    assert_eq!(
+        checks,
+        ["lab 3", "r1 3", "r2 3"],
+        "the check runs once per crossing"
+    );
+    // Bad values for the Temp rule: counted as skipped, never an error.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for bad in [
+        r#"{"celsius":"NaN"}"#,
+        r#"{"celsius":"warm"}"#,
+        r#"{"celsius":1e308}"#,
+        r#"{"celsius":{"x":1}}"#,
+        r#"{"other":1}"#,
+        "not json",
+        deep.as_str(),
+    ] {
+        publish(b.port, "plant/1/temp", bad);
+    }
+    publish(b.port, "plant/1/temp", r#"{"celsius":21.5}"#);
+    publish(b.port, "plant/1/temp", r#"{"celsius":"19"}"#);
+    assert!(
+        wait_for(LONG, || {
+            let st = c.status();
+            st.contains("\nrule_Temp_skipped: 7\n") && stat_of(&st, "collect_journal_depth") == 0
+        }),
+        "{}",
+        c.status()
+    );
+    assert_eq!(
+        central.run(&["register", "Temp", "plant/1/temp"]).1,
+        "21.5\n"
+    );
+    assert_eq!(c.stat("rule_Temp_keys"), 1);
+    // The daemon is still processing.
+    down("r3", 4);
+    down("r3", 4);
+    assert!(
+        wait_for(LONG, || lines(&central, "responses").len() == 3),
+        "{}",
+        c.log()
+    );
+}
