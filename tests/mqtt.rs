@@ -639,8 +639,11 @@ fn tls_with_a_test_ca_and_a_client_certificate() {
         }
         assert!(
             wait_for(LONG, || seqs(&sub, "crd/testnode/tls").len() >= 200),
-            "got {}",
-            seqs(&sub, "crd/testnode/tls").len()
+            "require_certificate {require}: the subscriber got {} (its first lines: {:?})\n{}\n{}",
+            seqs(&sub, "crd/testnode/tls").len(),
+            sub.lines().iter().take(3).collect::<Vec<_>>(),
+            d.status(),
+            d.log()
         );
         assert!(wait_for(LONG, || stat_of(&d.status(), "spool_depth") == 0));
         stop(d);

@@ -131,7 +131,10 @@ pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> 
         Vec::new()
     };
     let settings = cfg.module_settings(name, &own);
-    if let Some(why) = settings.rule.problem(!settings.subscribe.is_empty()) {
+    // Without the collector the rule keys are refused as they are read.
+    if cfg!(feature = "collector")
+        && let Some(why) = settings.rule.problem(!settings.subscribe.is_empty())
+    {
         problems.push(format!(
             "module {name} ({} or its [module {name}] section): {why}",
             dir.join("module.conf").display()
