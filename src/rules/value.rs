@@ -4,12 +4,18 @@
 //! parsed as a number after trimming, so the `out` of a crd event and the
 //! `message` of a `crd emit` feed registers directly. Pure.
 //!
+//! The payload is not parsed into a tree: a scanner walks the route to the field
+//! and skips everything beside it, without allocating (a string is unescaped
+//! only where it is the value) and without recursion, so nesting of any depth
+//! costs nothing but the bytes; only the route is checked as JSON. (A tree from
+//! serde_json cost 40 KB of binary and an allocation per member.)
+//!
 //! A message without a usable value is skipped (counted by the caller), never an
 //! error: missing, not a number, not finite or beyond +-`MAX_REGISTER_VALUE`, or
-//! not JSON (nested deeper than serde_json's 128 levels counts as not JSON).
+//! not JSON where the route runs.
 
 use crate::core::config::MAX_REGISTER_VALUE;
-use serde_json::Value;
+use std::borrow::Cow;
 
 /// Why a message fed nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,31 +53,55 @@ fn text_number(s: &str) -> Result<f64, Skip> {
 /// number is still given as text (a string as it is, `true`/`false`); without
 /// it, only a number is a value.
 pub fn extract(payload: &[u8], path: &str, want_text: bool) -> Result<Got, Skip> {
-    let json: Option<Value> = serde_json::from_slice(payload).ok();
-    let leaf = match (&json, path) {
-        (None, ".") => {
-            // The whole payload as text: a plain sensor publishing `23.5`.
-            let s = std::str::from_utf8(payload).map_err(|_| Skip::NotANumber)?;
-            return leaf_text(s, want_text);
+    let mut sc = Scan { b: payload, i: 0 };
+    if path == "." {
+        sc.ws();
+        if sc.peek() == Some(b'"') {
+            let s = sc.string()?;
+            sc.ws();
+            if sc.i == payload.len() {
+                return leaf_text(&s, want_text);
+            }
         }
-        (None, _) => return Err(Skip::NotJson),
-        (Some(v), ".") => v,
-        (Some(v), _) => walk(v, path).ok_or(Skip::Missing)?,
-    };
-    match leaf {
-        Value::Number(n) => {
-            let x = number(n.as_f64().ok_or(Skip::NotANumber)?)?;
+        // Anything else whole: a JSON number, or a plain sensor's `23.5`.
+        let s = std::str::from_utf8(payload).map_err(|_| Skip::NotANumber)?;
+        return leaf_text(s, want_text);
+    }
+    for level in path.split('.') {
+        sc.ws();
+        match sc.peek() {
+            Some(b'{') => sc.member(level)?,
+            Some(b'[') => sc.element(level)?,
+            Some(_) => return Err(Skip::Missing),
+            None => return Err(Skip::NotJson),
+        }
+    }
+    sc.ws();
+    match sc.peek() {
+        Some(b'"') => {
+            let s = sc.string()?;
+            leaf_text(&s, want_text)
+        }
+        Some(b't' | b'f') if want_text => {
+            let t = sc.token();
+            match t {
+                "true" | "false" => Ok(Got {
+                    num: None,
+                    text: Some(t.to_string()),
+                }),
+                _ => Err(Skip::NotJson),
+            }
+        }
+        Some(b'-' | b'0'..=b'9') => {
+            let t = sc.token();
+            let x = number(t.parse::<f64>().map_err(|_| Skip::NotJson)?)?;
             Ok(Got {
                 num: Some(x),
-                text: want_text.then(|| n.to_string()),
+                text: want_text.then(|| t.to_string()),
             })
         }
-        Value::String(s) => leaf_text(s, want_text),
-        Value::Bool(b) if want_text => Ok(Got {
-            num: None,
-            text: Some(b.to_string()),
-        }),
-        _ => Err(Skip::NotANumber),
+        Some(_) => Err(Skip::NotANumber),
+        None => Err(Skip::NotJson),
     }
 }
 
@@ -89,15 +119,196 @@ fn leaf_text(s: &str, want_text: bool) -> Result<Got, Skip> {
     }
 }
 
-fn walk<'a>(mut v: &'a Value, path: &str) -> Option<&'a Value> {
-    for level in path.split('.') {
-        v = match v {
-            Value::Object(m) => m.get(level)?,
-            Value::Array(a) => a.get(level.parse::<usize>().ok()?)?,
+/// A cursor over JSON text.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), Skip> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Skip::NotJson)
+        }
+    }
+
+    /// A bare token (number, true, false, null).
+    fn token(&mut self) -> &'a str {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E')) {
+            self.i += 1;
+        }
+        std::str::from_utf8(&self.b[start..self.i]).unwrap_or("")
+    }
+
+    /// Skips a string (the cursor on its opening quote); returns its raw bytes.
+    fn raw_string(&mut self) -> Result<&'a [u8], Skip> {
+        self.i += 1;
+        let start = self.i;
+        loop {
+            match self.peek() {
+                None => return Err(Skip::NotJson),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(&self.b[start..self.i - 1]);
+                }
+                Some(b'\\') => self.i += 2,
+                Some(_) => self.i += 1,
+            }
+        }
+    }
+
+    /// A string, unescaped (borrowed when it has no escapes).
+    fn string(&mut self) -> Result<Cow<'a, str>, Skip> {
+        let raw = self.raw_string()?;
+        if !raw.contains(&b'\\') {
+            return std::str::from_utf8(raw)
+                .map(Cow::Borrowed)
+                .map_err(|_| Skip::NotJson);
+        }
+        unescape(raw).map(Cow::Owned).ok_or(Skip::NotJson)
+    }
+
+    /// Skips one value of any depth, iteratively.
+    fn skip_value(&mut self) -> Result<(), Skip> {
+        let mut depth = 0u32;
+        loop {
+            self.ws();
+            match self.peek() {
+                None => return Err(Skip::NotJson),
+                Some(b'"') => {
+                    self.raw_string()?;
+                }
+                Some(b'{' | b'[') => {
+                    depth += 1;
+                    self.i += 1;
+                    continue;
+                }
+                Some(b'}' | b']') if depth > 0 => {
+                    depth -= 1;
+                    self.i += 1;
+                }
+                Some(b',' | b':') if depth > 0 => {
+                    self.i += 1;
+                    continue;
+                }
+                Some(_) => {
+                    if self.token().is_empty() {
+                        return Err(Skip::NotJson);
+                    }
+                }
+            }
+            if depth == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// In an object (the cursor on `{`): moves to the value of member `name`.
+    fn member(&mut self, name: &str) -> Result<(), Skip> {
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            return Err(Skip::Missing);
+        }
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return Err(Skip::NotJson);
+            }
+            let key = self.string()?;
+            self.eat(b':')?;
+            if key == name {
+                return Ok(());
+            }
+            self.skip_value()?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => return Err(Skip::Missing),
+                _ => return Err(Skip::NotJson),
+            }
+        }
+    }
+
+    /// In an array (the cursor on `[`): moves to element `index`.
+    fn element(&mut self, index: &str) -> Result<(), Skip> {
+        let n: usize = index.parse().map_err(|_| Skip::Missing)?;
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b']') {
+            return Err(Skip::Missing);
+        }
+        for _ in 0..n {
+            self.skip_value()?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => return Err(Skip::Missing),
+                _ => return Err(Skip::NotJson),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// JSON string escapes (`\n`, `\uXXXX` with surrogate pairs, ...).
+fn unescape(raw: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    let hex = |i: usize| -> Option<u32> {
+        let h = std::str::from_utf8(raw.get(i..i + 4)?).ok()?;
+        u32::from_str_radix(h, 16).ok()
+    };
+    while i < raw.len() {
+        if raw[i] != b'\\' {
+            out.push(raw[i]);
+            i += 1;
+            continue;
+        }
+        let c = *raw.get(i + 1)?;
+        i += 2;
+        let ch = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let mut u = hex(i)?;
+                i += 4;
+                if (0xd800..0xdc00).contains(&u) && raw.get(i..i + 2) == Some(b"\\u") {
+                    let lo = hex(i + 2)?;
+                    if (0xdc00..0xe000).contains(&lo) {
+                        u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
+                        i += 6;
+                    }
+                }
+                char::from_u32(u)?
+            }
             _ => return None,
         };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
     }
-    Some(v)
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -126,7 +337,12 @@ mod tests {
         assert_eq!(num(r#"{"x":"high"}"#, "x"), Err(Skip::NotANumber));
         assert_eq!(num(r#"{"x":{"y":1}}"#, "x"), Err(Skip::NotANumber));
         assert_eq!(num(r#"{"x":null}"#, "x"), Err(Skip::NotANumber));
-        assert_eq!(num("not json", "x"), Err(Skip::NotJson));
+        assert!(matches!(num("not json", "x"), Err(Skip::NotJson | Skip::Missing)));
+        assert_eq!(num(r#"{"x":1"#, "y"), Err(Skip::NotJson));
+        assert_eq!(num(r#"{"x":"unterminated}"#, "y"), Err(Skip::NotJson));
+        assert_eq!(num(r#"  { "a" : [ 1 , { "b" : -2.5e1 } ] } "#, "a.1.b"), Ok(-25.0));
+        assert_eq!(num(r#"{"a\"b":3,"a":4}"#, "a"), Ok(4.0));
+        assert_eq!(num(r#"{"x":"\u0032\u0031"}"#, "x"), Ok(21.0));
         assert_eq!(num("hello", "."), Err(Skip::NotANumber));
     }
 
@@ -147,14 +363,58 @@ mod tests {
                 "{bad}: {r:?}"
             );
         }
-        // A number beyond f64 is refused by the JSON parser itself.
-        assert_eq!(num(r#"{"v":1e400}"#, "v"), Err(Skip::NotJson));
+        assert_eq!(num(r#"{"v":1e400}"#, "v"), Err(Skip::OutOfRange));
         assert_eq!(num(r#"{"v":1e15}"#, "v"), Ok(1e15));
-        // Nested 200 deep: past serde_json's recursion limit, so not JSON.
+        // Nested 200 (or 100,000) deep: walked and skipped without recursion.
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-        assert_eq!(num(&deep, "0"), Err(Skip::NotJson));
+        assert_eq!(num(&deep, "0"), Err(Skip::NotANumber));
+        let deeper = format!(
+            r#"{{"junk":{}1{},"v":5}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(num(&deeper, "v"), Ok(5.0));
         assert_eq!(num("\u{0}\u{ff}", "."), Err(Skip::NotANumber));
         assert_eq!(extract(&[0xff, 0xfe], ".", false), Err(Skip::NotANumber));
+    }
+
+    /// The scanner against serde_json's tree on generated documents: the same
+    /// number wherever serde_json finds one at the path.
+    #[test]
+    fn the_scanner_agrees_with_serde_json() {
+        use serde_json::Value;
+        let docs = [
+            r#"{"a":1,"b":{"c":[10,20,{"d":"30"}],"e":null},"f":"x y","g":[[1,2],[3,4]]}"#,
+            r#"{"node":"r1","stream":"00000000000000ab","seq":3,"message":"42.5","out":"\t7\n"}"#,
+            r#"[{"a":1},{"a":2},{"a":{"b":[true,false,3]}}]"#,
+            r#"{"esc\"aped":1,"k":"\"q\"","u":"\ud83d\ude00","n":-0.0,"big":12345678901234}"#,
+            r#"{"w" : [ 1 , 2 , { "x" : { "y" : [ "9" ] } } ] , "z" : 1e3 }"#,
+        ];
+        let paths = [
+            "a", "b.c.0", "b.c.1", "b.c.2.d", "b.e", "f", "g.1.0", "g.2", "seq", "message",
+            "out", "0.a", "1.a", "2.a.b.2", "2.a.b.0", "esc\"aped", "n", "big", "w.2.x.y.0",
+            "z", "w.1", "missing", "a.b",
+        ];
+        for d in docs {
+            let tree: Value = serde_json::from_str(d).unwrap();
+            for p in paths {
+                let mut v = Some(&tree);
+                for l in p.split('.') {
+                    v = v.and_then(|v| match v {
+                        Value::Object(m) => m.get(l),
+                        Value::Array(a) => l.parse::<usize>().ok().and_then(|i| a.get(i)),
+                        _ => None,
+                    });
+                }
+                let want = match v {
+                    Some(Value::Number(n)) => n.as_f64(),
+                    Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+                    _ => None,
+                };
+                let got = extract(d.as_bytes(), p, false).ok().and_then(|g| g.num);
+                assert_eq!(got, want, "{d} at {p}");
+            }
+        }
     }
 
     #[test]
