@@ -22,7 +22,7 @@
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
 use crate::collect::message::{self, Facts, Message};
-use crate::collect::{dedup, origins, presence};
+use crate::collect::{dedup, origins, presence, rulestate};
 use crate::core::config::{Config, SpoolConfig};
 use crate::core::config::{Convention, RegisterBy};
 use crate::core::decide::{self, Outcome};
@@ -54,6 +54,11 @@ pub const COLLECT_DIR: &str = "collect";
 /// The table of events done is written at most this often (and on a clean stop);
 /// after a crash, events retired since its last write may run again.
 pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// The registers' snapshot is written at most this often when they changed (and
+/// on a clean stop), or sooner when their log has grown past
+/// `REGISTER_LOG_LIMIT_BYTES`.
+pub const REGISTER_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+pub const REGISTER_LOG_LIMIT_BYTES: u64 = 1 << 20;
 
 /// Which run of a message a job is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +155,10 @@ pub struct Collector {
     origins: origins::Origins,
     /// Rule modules' registers, by module name.
     rules: BTreeMap<String, Rule>,
+    /// (module, key) of rule checks queued or running: a message of the same key
+    /// meanwhile starts no second check (at most one per record held and
+    /// module).
+    checking: Vec<(String, String)>,
     stats: Stats,
     /// `<prefix>/<node>/`: this crd's own topics. Its own events are never run
     /// (a module on `crd/+/event/#` would otherwise run on its own `fired`, again
@@ -169,10 +178,38 @@ pub struct Collector {
     /// The log of events done since the last whole write, and entries to append.
     seen_log: Option<std::fs::File>,
     seen_pending: Vec<u8>,
+    /// The registers on disk (`rulestate`): the snapshot's path, the log, the
+    /// entries of this loop turn, the log's size, whether the registers changed
+    /// since the snapshot, when it was written.
+    reg_path: std::path::PathBuf,
+    reg_log: Option<std::fs::File>,
+    reg_pending: Vec<u8>,
+    reg_log_bytes: u64,
+    reg_dirty: bool,
+    reg_written: Instant,
+    /// Journal records up to this seq fed the registers before the restart: a
+    /// replay of them feeds nothing again.
+    fed_through: u64,
+    /// The highest journal seq fed (what a snapshot includes).
+    fed_max: u64,
+    /// The snapshot and log were read (at the first `configure`).
+    reg_loaded: bool,
     /// Records retired since the journal's checkpoint was last written.
     retired: bool,
     /// `pump` stopped at its budget with records left to read.
     busy: bool,
+}
+
+/// Opens (creating, mode 0600) a log for appending; `None` (logged) if it cannot.
+fn open_log(path: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| log::warn!("collector: {}: {e}", path.display()))
+        .ok()
 }
 
 /// The journal's spool settings: the spool's, with segments large enough for the
@@ -229,22 +266,15 @@ impl Collector {
             }
             Err(_) => None,
         };
-        let seen_log = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&log_path)
-                .and_then(|f| {
-                    if let Some(len) = good {
-                        f.set_len(len)?;
-                    }
-                    Ok(f)
-                })
+        let seen_log = open_log(&log_path).and_then(|f| match good {
+            Some(len) => f
+                .set_len(len)
                 .map_err(|e| log::warn!("collector: {}: {e}", log_path.display()))
                 .ok()
-        };
+                .map(|()| f),
+            None => Some(f),
+        });
+        let reg_log = open_log(&base.join(rulestate::LOG_FILE));
         let stream = || 1;
         let (journal, rec) = Spool::open(st, journal_config(cfg), stream, false)
             .map_err(|e| format!("{e} (journal {})", dir.display()))?;
@@ -264,6 +294,7 @@ impl Collector {
             running: Vec::new(),
             origins: origins::Origins::default(),
             rules: BTreeMap::new(),
+            checking: Vec::new(),
             stats: Stats::default(),
             own_topics: format!("{}/{node}/", cfg.mqtt.topic_prefix),
             prefix: cfg.mqtt.topic_prefix.clone(),
@@ -276,6 +307,15 @@ impl Collector {
             seen_written: Instant::now(),
             seen_log,
             seen_pending: Vec::new(),
+            reg_path: base.join(rulestate::SNAPSHOT_FILE),
+            reg_log,
+            reg_pending: Vec::new(),
+            reg_log_bytes: 0,
+            reg_dirty: false,
+            reg_written: Instant::now(),
+            fed_through: 0,
+            fed_max: 0,
+            reg_loaded: false,
             retired: false,
             busy: false,
         })
@@ -341,15 +381,97 @@ impl Collector {
         }
     }
 
-    /// After a reload: the registers of modules that are gone, or are no longer
-    /// rules, are dropped (one whose settings changed starts empty when it is
-    /// next fed).
+    /// At start: the registers from disk. After a reload: the registers of
+    /// modules that are gone, or are no longer rules, are dropped (one whose
+    /// settings changed starts empty when it is next fed).
     pub fn configure(&mut self, modules: &[Module]) {
+        if !self.reg_loaded {
+            self.load_registers(modules);
+        }
+        let before = self.rules.len();
         self.rules.retain(|name, _| {
             modules
                 .iter()
                 .any(|m| m.name == *name && m.settings.rule.register.is_some())
         });
+        self.reg_dirty |= self.rules.len() != before;
+    }
+
+    /// The snapshot, then the log's entries past it (`rulestate`).
+    fn load_registers(&mut self, modules: &[Module]) {
+        self.reg_loaded = true;
+        let spec_of = |n: &str| {
+            modules
+                .iter()
+                .find(|m| m.name == n)
+                .and_then(|m| Spec::of(&m.settings.rule))
+        };
+        let log_path = self.reg_path.with_file_name(rulestate::LOG_FILE);
+        let mut through = 0;
+        if let Ok(f) = std::fs::File::open(&self.reg_path) {
+            match rulestate::read_snapshot(&mut std::io::BufReader::new(f), &spec_of) {
+                Ok((t, rules)) => {
+                    through = t;
+                    for (name, regs) in rules {
+                        self.rules.insert(
+                            name,
+                            Rule {
+                                regs,
+                                skipped: 0,
+                                hits: 0,
+                            },
+                        );
+                    }
+                }
+                Err(e) => {
+                    // The log's entries only make sense on top of the snapshot.
+                    log::warn!(
+                        "collector: {}: {e}; the registers start empty",
+                        self.reg_path.display()
+                    );
+                    if let Some(l) = self.reg_log.as_ref() {
+                        let _ = l.set_len(0);
+                    }
+                    self.reg_dirty = true;
+                    return;
+                }
+            }
+        }
+        let bytes = std::fs::read(&log_path).unwrap_or_default();
+        let (entries, good) = rulestate::read_log(&bytes);
+        if good < bytes.len() {
+            log::warn!(
+                "collector: {}: cutting {} bytes of a torn tail",
+                log_path.display(),
+                bytes.len() - good
+            );
+            if let Some(l) = self.reg_log.as_ref() {
+                let _ = l.set_len(good as u64);
+            }
+        }
+        self.reg_log_bytes = good as u64;
+        let mut last = through;
+        for e in entries.into_iter().filter(|e| e.seq > through) {
+            let Some(spec) = spec_of(&e.module) else {
+                continue;
+            };
+            let rule = self.rules.entry(e.module).or_insert_with(|| Rule {
+                regs: Registers::new(spec),
+                skipped: 0,
+                hits: 0,
+            });
+            rule.regs.feed(&e.key, e.num, e.text.as_deref(), e.t_ms);
+            last = last.max(e.seq);
+            self.reg_dirty = true;
+        }
+        self.fed_through = last;
+        self.fed_max = last;
+        if !self.rules.is_empty() {
+            log::info!(
+                "collector: registers of {} rules restored, through journal record {last}",
+                self.rules.len()
+            );
+        }
     }
 
     /// `crd fleet`: the table, or JSON.
@@ -605,7 +727,7 @@ impl Collector {
                 match Spec::of(&m.settings.rule) {
                     None => jobs.push(job(Step::Check, None)),
                     Some(spec) => {
-                        if let Some((step, reg)) = self.rule(m, spec, &msg, &facts) {
+                        if let Some((step, reg)) = self.rule(m, spec, seq, &msg, &facts) {
                             jobs.push(job(step, Some(reg)));
                         }
                     }
@@ -691,6 +813,7 @@ impl Collector {
         &mut self,
         m: &Module,
         spec: Spec,
+        seq: u64,
         msg: &Message,
         facts: &Facts,
     ) -> Option<(Step, Box<RegKey>)> {
@@ -732,9 +855,32 @@ impl Collector {
             rule.skipped += 1;
             return None;
         }
-        let reading = rule
-            .regs
-            .feed(key, got.num, got.text.as_deref(), msg.received_ms);
+        let reading = if seq <= self.fed_through {
+            // Fed before the restart (the snapshot or the log has it): decide
+            // on the register as it is.
+            rule.regs
+                .evaluate(key, msg.received_ms)
+                .unwrap_or(register::Reading {
+                    value: None,
+                    holds: false,
+                })
+        } else {
+            rulestate::put_entry(
+                &mut self.reg_pending,
+                &rulestate::Entry {
+                    module: m.name.clone(),
+                    key: key.to_string(),
+                    num: got.num,
+                    text: got.text.clone(),
+                    t_ms: msg.received_ms,
+                    seq,
+                },
+            );
+            self.fed_max = self.fed_max.max(seq);
+            self.reg_dirty = true;
+            rule.regs
+                .feed(key, got.num, got.text.as_deref(), msg.received_ms)
+        };
         rule.hits += u64::from(reading.holds);
         let value = match (&got.text, equals) {
             (Some(t), true) => t.clone(),
@@ -746,10 +892,20 @@ impl Collector {
         });
         let state = self.origins.peek(m, key);
         let firing = state.is_some_and(|s| s.firing);
+        let checking = || {
+            self.checking
+                .iter()
+                .any(|(cm, ck)| *cm == m.name && *ck == key)
+        };
         match (reading.holds, firing) {
-            // Once per crossing: a condition that still holds does nothing more.
+            // Once per crossing: a condition that still holds does nothing more;
+            // nor while the check of an earlier message of this key runs.
             (true, true) => None,
-            (true, false) if m.check.is_some() => Some((Step::Check, reg)),
+            (true, false) if m.check.is_some() && checking() => None,
+            (true, false) if m.check.is_some() => {
+                self.checking.push((m.name.clone(), key.to_string()));
+                Some((Step::Check, reg))
+            }
             (true, false) => Some((Step::Decided(true), reg)),
             // Stopped holding: `cleared` if it had fired; a run of hits broken.
             (false, _) if state.is_some() => Some((Step::Decided(false), reg)),
@@ -779,6 +935,7 @@ impl Collector {
                 self.records.get(&job.seq),
             ) else {
                 // The module went away (reload): this job is done.
+                self.forget_check(&job);
                 self.job_done(job.seq, now);
                 continue;
             };
@@ -797,12 +954,21 @@ impl Collector {
                 r
             });
             let Some(recipe) = recipe else {
+                self.forget_check(&job);
                 self.job_done(job.seq, now);
                 continue;
             };
             self.stats.runs += 1;
             let id = start(&recipe);
             self.running.push((id, job));
+        }
+    }
+
+    /// A rule's check that will not run: its key may start another.
+    fn forget_check(&mut self, job: &Job) {
+        if let (Some(reg), Step::Check) = (&job.reg, &job.step) {
+            self.checking
+                .retain(|(cm, ck)| !(*cm == job.module && *ck == reg.key));
         }
     }
 
@@ -856,6 +1022,10 @@ impl Collector {
             .as_ref()
             .map_or(held.facts.origin.as_str(), |r| &r.key);
         let rule = job.reg.is_some();
+        if rule && job.step == Step::Check {
+            self.checking
+                .retain(|(cm, ck)| !(*cm == job.module && *ck == origin));
+        }
         let a = self.origins.with(m, origin, now, |st| {
             if rule
                 && st.firing
@@ -926,8 +1096,12 @@ impl Collector {
         // Retirements are made durable at once (one checkpoint write and fsync per
         // loop turn that retired anything), not lazily as the edge's acks are: a
         // retired message replayed after a crash would run its response again.
-        // First the events done (the log), then the journal's watermark: a crash
-        // between the two runs nothing again (the table knows), never the reverse.
+        // First what the registers were fed, then the events done (the log), then
+        // the journal's watermark: a crash between any two runs nothing again and
+        // feeds nothing twice (the registers' log and the table know), never the
+        // reverse. (The events done before the registers' log would lose a
+        // message: replayed, it is skipped as done, and nothing fed it.)
+        self.append_register_log();
         self.append_seen_log();
         if std::mem::take(&mut self.retired)
             && let Err(e) = self.journal.write_checkpoint()
@@ -937,6 +1111,59 @@ impl Collector {
         }
         if self.seen.dirty && now >= self.seen_written + SEEN_WRITE_INTERVAL {
             self.write_seen(now);
+        }
+        if self.reg_dirty
+            && (now >= self.reg_written + REGISTER_WRITE_INTERVAL
+                || self.reg_log_bytes > REGISTER_LOG_LIMIT_BYTES)
+        {
+            self.write_registers(now);
+        }
+    }
+
+    /// The registers fed this loop turn, appended to their log and synced.
+    fn append_register_log(&mut self) {
+        if self.reg_pending.is_empty() {
+            return;
+        }
+        if let Some(f) = self.reg_log.as_mut() {
+            use std::io::Write;
+            match f.write_all(&self.reg_pending).and_then(|()| f.sync_data()) {
+                Ok(()) => self.reg_log_bytes += self.reg_pending.len() as u64,
+                Err(e) => log::warn!("collector: {}: {e}", rulestate::LOG_FILE),
+            }
+        }
+        self.reg_pending.clear();
+    }
+
+    /// Writes the registers' snapshot (temp file, sync, rename, directory
+    /// sync), then empties their log.
+    fn write_registers(&mut self, now: Instant) {
+        self.append_register_log();
+        self.reg_written = now;
+        let tmp = self.reg_path.with_extension("tmp");
+        let r = (|| -> std::io::Result<()> {
+            let f = std::fs::File::create(&tmp)?;
+            let mut w = std::io::BufWriter::new(f);
+            let rules = self.rules.iter().map(|(n, r)| (n.as_str(), &r.regs));
+            rulestate::write_snapshot(&mut w, self.fed_max, rules)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &self.reg_path)?;
+            if let Some(d) = self.reg_path.parent() {
+                std::fs::File::open(d)?.sync_all()?;
+            }
+            if let Some(log) = self.reg_log.as_ref() {
+                log.set_len(0)?;
+                log.sync_data()?;
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => {
+                self.reg_dirty = false;
+                self.reg_log_bytes = 0;
+            }
+            Err(e) => log::warn!("collector: writing {}: {e}", self.reg_path.display()),
         }
     }
 
@@ -956,6 +1183,7 @@ impl Collector {
     /// Writes the table whole to `seen.tmp`, syncs it and renames it over `seen`,
     /// then empties the log.
     fn write_seen(&mut self, now: Instant) {
+        self.append_register_log();
         self.append_seen_log();
         self.seen_written = now;
         let tmp = self.seen_path.with_extension("tmp");
@@ -985,6 +1213,13 @@ impl Collector {
             .seen
             .dirty
             .then(|| self.seen_written + SEEN_WRITE_INTERVAL);
+        let regs = self
+            .reg_dirty
+            .then(|| self.reg_written + REGISTER_WRITE_INTERVAL);
+        let seen = match (seen, regs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (self.journal.poll_timeout(), seen) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -998,6 +1233,10 @@ impl Collector {
 
     /// On shutdown: everything synced, the checkpoint written.
     pub fn close(&mut self, now: Instant) {
+        // The registers before the events done (see `handle_timer`).
+        if self.reg_dirty {
+            self.write_registers(now);
+        }
         self.write_seen(now);
         if let Err(e) = self.journal.close(now) {
             log::error!("collector: closing the journal: {e}");

@@ -530,11 +530,11 @@ impl Daemon {
     /// subscribed until the broker forgets the session; its messages match no
     /// module and are acknowledged and counted).
     fn install_collector(&mut self) {
-        if let Some(c) = self.collector.as_mut() {
-            c.configure(&self.modules);
-        }
         let filters = Collector::filters(&self.modules, &self.cfg.mqtt.topic_prefix);
         if filters.is_empty() {
+            if let Some(c) = self.collector.as_mut() {
+                c.configure(&self.modules);
+            }
             return;
         }
         if self.collector.is_none() {
@@ -552,6 +552,10 @@ impl Daemon {
                     return;
                 }
             }
+        }
+        if let Some(c) = self.collector.as_mut() {
+            // The rules' registers: from disk at start, pruned on a reload.
+            c.configure(&self.modules);
         }
         self.forwarder
             .subscribe_to(filters, self.cfg.max_message, Instant::now());

@@ -149,7 +149,10 @@ impl<'a> Scan<'a> {
     /// A bare token (number, true, false, null).
     fn token(&mut self) -> &'a str {
         let start = self.i;
-        while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E')) {
+        while matches!(
+            self.peek(),
+            Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E')
+        ) {
             self.i += 1;
         }
         std::str::from_utf8(&self.b[start..self.i]).unwrap_or("")
@@ -337,10 +340,16 @@ mod tests {
         assert_eq!(num(r#"{"x":"high"}"#, "x"), Err(Skip::NotANumber));
         assert_eq!(num(r#"{"x":{"y":1}}"#, "x"), Err(Skip::NotANumber));
         assert_eq!(num(r#"{"x":null}"#, "x"), Err(Skip::NotANumber));
-        assert!(matches!(num("not json", "x"), Err(Skip::NotJson | Skip::Missing)));
+        assert!(matches!(
+            num("not json", "x"),
+            Err(Skip::NotJson | Skip::Missing)
+        ));
         assert_eq!(num(r#"{"x":1"#, "y"), Err(Skip::NotJson));
         assert_eq!(num(r#"{"x":"unterminated}"#, "y"), Err(Skip::NotJson));
-        assert_eq!(num(r#"  { "a" : [ 1 , { "b" : -2.5e1 } ] } "#, "a.1.b"), Ok(-25.0));
+        assert_eq!(
+            num(r#"  { "a" : [ 1 , { "b" : -2.5e1 } ] } "#, "a.1.b"),
+            Ok(-25.0)
+        );
         assert_eq!(num(r#"{"a\"b":3,"a":4}"#, "a"), Ok(4.0));
         assert_eq!(num(r#"{"x":"\u0032\u0031"}"#, "x"), Ok(21.0));
         assert_eq!(num("hello", "."), Err(Skip::NotANumber));
@@ -391,9 +400,29 @@ mod tests {
             r#"{"w" : [ 1 , 2 , { "x" : { "y" : [ "9" ] } } ] , "z" : 1e3 }"#,
         ];
         let paths = [
-            "a", "b.c.0", "b.c.1", "b.c.2.d", "b.e", "f", "g.1.0", "g.2", "seq", "message",
-            "out", "0.a", "1.a", "2.a.b.2", "2.a.b.0", "esc\"aped", "n", "big", "w.2.x.y.0",
-            "z", "w.1", "missing", "a.b",
+            "a",
+            "b.c.0",
+            "b.c.1",
+            "b.c.2.d",
+            "b.e",
+            "f",
+            "g.1.0",
+            "g.2",
+            "seq",
+            "message",
+            "out",
+            "0.a",
+            "1.a",
+            "2.a.b.2",
+            "2.a.b.0",
+            "esc\"aped",
+            "n",
+            "big",
+            "w.2.x.y.0",
+            "z",
+            "w.1",
+            "missing",
+            "a.b",
         ];
         for d in docs {
             let tree: Value = serde_json::from_str(d).unwrap();

@@ -1,0 +1,289 @@
+//! The rule modules' registers on disk, so they survive a restart: a snapshot
+//! (`spool_dir/collect/registers`) and a log of what was fed since
+//! (`registers.log`).
+//!
+//! Snapshot: `CRDR`, version 1, the highest journal seq it includes (u64 LE),
+//! the rule count (u32 LE), per rule its module name (u16 LE length, bytes) and
+//! `Registers::save`; then CRC-32C (LE) of everything before it. Written whole to
+//! `registers.tmp`, synced, renamed over `registers`, the directory synced.
+//!
+//! Log entry, one per message fed: u16 LE length, the body (module, key, a flag
+//! byte, the number as f64 LE, the text, receive time u64 LE, journal seq u64
+//! LE; strings as in the snapshot), CRC-32C (LE) of the body. The collector
+//! appends a loop turn's entries and syncs them before it writes the journal's
+//! checkpoint, so a message retired from the journal is in the log or the
+//! snapshot; one fed but not yet logged is still in the journal and is fed again
+//! after a crash. On start: the snapshot, then the log's entries past its seq;
+//! the journal's records up to the highest seq seen feed nothing again. A torn
+//! log tail is cut; a damaged snapshot is logged and the registers start empty
+//! (the log is then ignored too: its entries only make sense on top of it).
+
+use crate::rules::register::{Condition, Registers, Spec};
+use crate::spool::format::crc32c_extend;
+use std::io::{self, Read, Write};
+
+pub const SNAPSHOT_FILE: &str = "registers";
+pub const LOG_FILE: &str = "registers.log";
+const MAGIC: &[u8; 5] = b"CRDR\x01";
+
+/// A writer that keeps the CRC-32C of what went through it.
+struct Crc<W> {
+    inner: W,
+    crc: u32,
+}
+
+impl<W: Write> Write for Crc<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.crc = crc32c_extend(self.crc, &b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Crc<R> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(b)?;
+        self.crc = crc32c_extend(self.crc, &b[..n]);
+        Ok(n)
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+/// Writes the snapshot of `rules` (module name, registers) through `seq`.
+pub fn write_snapshot<'a>(
+    w: &mut dyn Write,
+    through: u64,
+    rules: impl ExactSizeIterator<Item = (&'a str, &'a Registers)>,
+) -> io::Result<()> {
+    let mut c = Crc { inner: w, crc: 0 };
+    c.write_all(MAGIC)?;
+    c.write_all(&through.to_le_bytes())?;
+    c.write_all(&(rules.len() as u32).to_le_bytes())?;
+    for (name, regs) in rules {
+        let mut n = Vec::new();
+        put_str(&mut n, name);
+        c.write_all(&n)?;
+        regs.save(&mut c)?;
+    }
+    let crc = c.crc;
+    c.inner.write_all(&crc.to_le_bytes())
+}
+
+/// Reads a snapshot: its seq and the registers of the rules `spec_of` knows
+/// (by module name; others are read through and dropped). Any damage is an
+/// error and nothing of it is used.
+pub fn read_snapshot(
+    r: &mut dyn Read,
+    spec_of: &dyn Fn(&str) -> Option<Spec>,
+) -> Result<(u64, Vec<(String, Registers)>), String> {
+    let mut c = Crc { inner: r, crc: 0 };
+    let mut head = [0u8; 17];
+    c.read_exact(&mut head)
+        .map_err(|e| format!("header: {e}"))?;
+    if &head[..5] != MAGIC {
+        return Err("not a register snapshot (or another version)".into());
+    }
+    let through = u64::from_le_bytes(head[5..13].try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(head[13..17].try_into().expect("4 bytes"));
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len).map_err(|e| e.to_string())?;
+        let mut name = vec![0u8; u16::from_le_bytes(len) as usize];
+        c.read_exact(&mut name).map_err(|e| e.to_string())?;
+        let name = String::from_utf8(name).map_err(|_| "a module name that is not UTF-8")?;
+        let spec = spec_of(&name);
+        let mut regs = Registers::new(spec.clone().unwrap_or(Spec {
+            kind: crate::core::config::RegisterKind::Count,
+            width_ms: 0,
+            keys: u32::MAX,
+            condition: Condition::None,
+        }));
+        let fits = regs.load(&mut c).map_err(|e| format!("rule {name}: {e}"))?;
+        if fits && spec.is_some() {
+            out.push((name, regs));
+        }
+    }
+    let want = c.crc;
+    let mut crc = [0u8; 4];
+    c.inner
+        .read_exact(&mut crc)
+        .map_err(|e| format!("checksum: {e}"))?;
+    if u32::from_le_bytes(crc) != want {
+        return Err("checksum mismatch".into());
+    }
+    Ok((through, out))
+}
+
+/// One message fed to a rule, as logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub module: String,
+    pub key: String,
+    pub num: Option<f64>,
+    pub text: Option<String>,
+    pub t_ms: u64,
+    pub seq: u64,
+}
+
+/// Appends `e` to `out` as a log entry.
+pub fn put_entry(out: &mut Vec<u8>, e: &Entry) {
+    let mut b = Vec::with_capacity(64);
+    put_str(&mut b, &e.module);
+    put_str(&mut b, &e.key);
+    b.push(u8::from(e.num.is_some()) | (u8::from(e.text.is_some()) << 1));
+    b.extend_from_slice(&e.num.unwrap_or(0.0).to_le_bytes());
+    put_str(&mut b, e.text.as_deref().unwrap_or(""));
+    b.extend_from_slice(&e.t_ms.to_le_bytes());
+    b.extend_from_slice(&e.seq.to_le_bytes());
+    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+    out.extend_from_slice(&b);
+    out.extend_from_slice(&crc32c_extend(0, &b).to_le_bytes());
+}
+
+/// The entries of a log, and how many bytes of it are whole (a torn or
+/// damaged tail ends it).
+pub fn read_log(bytes: &[u8]) -> (Vec<Entry>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(e) = entry_at(bytes, &mut at) {
+        out.push(e);
+    }
+    (out, at)
+}
+
+fn entry_at(bytes: &[u8], at: &mut usize) -> Option<Entry> {
+    let rest = &bytes[*at..];
+    let len = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+    let body = rest.get(2..2 + len)?;
+    let crc = u32::from_le_bytes(rest.get(2 + len..6 + len)?.try_into().ok()?);
+    if crc32c_extend(0, body) != crc {
+        return None;
+    }
+    let mut r = body;
+    let mut s = || -> Option<String> {
+        let n = u16::from_le_bytes(r.get(..2)?.try_into().ok()?) as usize;
+        let v = std::str::from_utf8(r.get(2..2 + n)?).ok()?.to_string();
+        r = &r[2 + n..];
+        Some(v)
+    };
+    let module = s()?;
+    let key = s()?;
+    let (flags, num, text, t_ms, seq);
+    {
+        let b = r;
+        flags = *b.first()?;
+        num = f64::from_le_bytes(b.get(1..9)?.try_into().ok()?);
+        r = &b[9..];
+    }
+    {
+        let n = u16::from_le_bytes(r.get(..2)?.try_into().ok()?) as usize;
+        text = std::str::from_utf8(r.get(2..2 + n)?).ok()?.to_string();
+        r = &r[2 + n..];
+        t_ms = u64::from_le_bytes(r.get(..8)?.try_into().ok()?);
+        seq = u64::from_le_bytes(r.get(8..16)?.try_into().ok()?);
+    }
+    *at += 6 + len;
+    Some(Entry {
+        module,
+        key,
+        num: (flags & 1 != 0).then_some(num),
+        text: (flags & 2 != 0).then_some(text),
+        t_ms,
+        seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::RegisterKind;
+
+    fn spec(kind: RegisterKind) -> Spec {
+        Spec {
+            kind,
+            width_ms: 1000,
+            keys: 100,
+            condition: Condition::Above(1.0),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_and_damage_is_refused() {
+        let mut a = Registers::new(spec(RegisterKind::Avg));
+        let mut b = Registers::new(spec(RegisterKind::Max));
+        for t in 0..50u64 {
+            a.feed(&format!("n{}", t % 7), Some(t as f64), None, t * 100);
+            b.feed("x", Some(t as f64), None, t * 100);
+        }
+        let mut bytes = Vec::new();
+        write_snapshot(&mut bytes, 42, [("A", &a), ("B", &b)].into_iter()).unwrap();
+        let spec_of = |n: &str| match n {
+            "A" => Some(spec(RegisterKind::Avg)),
+            "B" => Some(spec(RegisterKind::Max)),
+            _ => None,
+        };
+        let (through, got) = read_snapshot(&mut &bytes[..], &spec_of).unwrap();
+        assert_eq!(through, 42);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1.list(5000), a.list(5000));
+        assert_eq!(got[1].1.list(5000), b.list(5000));
+        // A module that is gone, or changed kind, is read through and dropped.
+        let only_b = |n: &str| (n == "B").then(|| spec(RegisterKind::Max));
+        let (_, got) = read_snapshot(&mut &bytes[..], &only_b).unwrap();
+        assert_eq!(got.len(), 1);
+        // Every single flipped byte and every cut is an error, never a panic.
+        for i in 0..bytes.len() {
+            let mut d = bytes.clone();
+            d[i] ^= 0x20;
+            assert!(read_snapshot(&mut &d[..], &spec_of).is_err(), "flip at {i}");
+            assert!(
+                read_snapshot(&mut &bytes[..i], &spec_of).is_err(),
+                "cut at {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_log_reads_back_and_stops_at_a_torn_tail() {
+        let entries = [
+            Entry {
+                module: "Lb".into(),
+                key: "n1".into(),
+                num: Some(21.5),
+                text: None,
+                t_ms: 7,
+                seq: 3,
+            },
+            Entry {
+                module: "Wan".into(),
+                key: "r1".into(),
+                num: None,
+                text: Some("down".into()),
+                t_ms: 8,
+                seq: 4,
+            },
+        ];
+        let mut bytes = Vec::new();
+        for e in &entries {
+            put_entry(&mut bytes, e);
+        }
+        let whole = bytes.len();
+        assert_eq!(read_log(&bytes), (entries.to_vec(), whole));
+        for cut in 0..whole {
+            let (got, good) = read_log(&bytes[..cut]);
+            assert!(good <= cut && got.len() < 2, "cut at {cut}");
+        }
+        let mut d = bytes.clone();
+        d[whole - 3] ^= 1;
+        assert_eq!(read_log(&d).0.len(), 1);
+    }
+}
