@@ -13,7 +13,13 @@
 //!    and again halfway through and at the end of `RSS_SECONDS` more of them
 //!    (default 600, the issue's ten minutes): flat.
 //!
-//! Parts 1 and 2 alternate crd and the other tool for `BENCH_ROUNDS` rounds
+//! 4. Rules (issue 16): a rule module (the mean of each of 1,000 nodes' loads,
+//!    a condition that never holds) journaled, fed and acknowledged per second,
+//!    against `mosquitto_sub -q 1 > /dev/null`; and RSS with 100,000 distinct
+//!    keys fed through the default 10,000 kept, per kept key above the idle
+//!    collector, then flat over `RSS_SECONDS` of new keys.
+//!
+//! Parts 1, 2 and 4 alternate crd and the other tool for `BENCH_ROUNDS` rounds
 //! (default 3) and compare medians.
 //!
 //! Needs `mosquitto`, `mosquitto_sub`, `xargs`; `CRD_BIN` is the binary measured
@@ -76,6 +82,11 @@ fn mosquitto(dir: &Path, port: u16) -> Proc {
 /// them are at the broker when this returns (mosquitto_pub -l is not used: it
 /// exits at the end of its input without sending what it still queues).
 fn publish(port: u16, topic: &str, payloads: impl Iterator<Item = Vec<u8>>) -> u64 {
+    publish_to(port, payloads.map(|p| (topic.to_string(), p)))
+}
+
+/// `publish` with a topic per message.
+fn publish_to(port: u16, items: impl Iterator<Item = (String, Vec<u8>)>) -> u64 {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut out = BytesMut::new();
     let mut c = Connect::new("bench-pub");
@@ -97,12 +108,13 @@ fn publish(port: u16, topic: &str, payloads: impl Iterator<Item = Vec<u8>>) -> u
     assert!(matches!(read_one(&mut s, &mut inb), Packet::ConnAck(_)));
     let (mut sent, mut acked, mut pkid) = (0u64, 0u64, 0u16);
     let mut window = 0;
-    let mut it = payloads.peekable();
+    let mut it = items.peekable();
     while it.peek().is_some() || window > 0 {
         out.clear();
         while window < 100 && it.peek().is_some() {
             pkid = pkid % 60_000 + 1;
-            let mut p = Publish::new(topic, QoS::AtLeastOnce, it.next().unwrap());
+            let (topic, payload) = it.next().unwrap();
+            let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
             p.pkid = pkid;
             Packet::Publish(p).write(&mut out, 1 << 20).unwrap();
             sent += 1;
@@ -127,13 +139,18 @@ fn crd_bin() -> PathBuf {
 /// A collector in `work` with module `M` on `filter` (`check`: a symlink to
 /// /bin/true, or none).
 fn collector(work: &Path, port: u16, filter: &str, check: bool) -> Proc {
+    collector_with(work, port, &format!("subscribe = {filter}\n"), check)
+}
+
+/// `collector` with module `M`'s whole `module.conf`.
+fn collector_with(work: &Path, port: u16, module_conf: &str, check: bool) -> Proc {
     use std::os::unix::fs::PermissionsExt;
     let m = work.join("modules/M");
     std::fs::create_dir_all(&m).unwrap();
     for d in [work, &work.join("modules"), &m] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::fs::write(m.join("module.conf"), format!("subscribe = {filter}\n")).unwrap();
+    std::fs::write(m.join("module.conf"), module_conf).unwrap();
     std::fs::set_permissions(
         m.join("module.conf"),
         std::fs::Permissions::from_mode(0o644),
@@ -227,12 +244,12 @@ fn row(what: &str, value: String, budget: &str) {
     println!("{what:<60} {value:>24}  {budget}");
 }
 
-fn msgs() -> impl Iterator<Item = Vec<u8>> {
-    (0..N).map(|i| format!("m{i}").into_bytes())
+fn msgs() -> Box<dyn Iterator<Item = Vec<u8>>> {
+    Box::new((0..N).map(|i| format!("m{i}").into_bytes()))
 }
 
-/// `cargo bench --bench collect [throughput] [journal] [rss]`: the parts named, or
-/// all three.
+/// `cargo bench --bench collect [throughput] [journal] [rss] [rules]`: the parts
+/// named, or all four.
 fn main() {
     let parts: Vec<String> = std::env::args()
         .skip(1)
@@ -256,6 +273,151 @@ fn main() {
     if want("rss") {
         rss(&base, port);
     }
+    if want("rules") {
+        rules(&base, port);
+    }
+}
+
+/// A rule module's conf on `filter`: the mean of `value` per `by`, a condition
+/// that never holds (the register path alone is measured).
+fn rule_conf(filter: &str, value: &str, by: &str) -> String {
+    format!(
+        "subscribe = {filter}\nregister = avg\nvalue = {value}\nperiod = 10m\nby = {by}\n\
+         above = 1e15\n"
+    )
+}
+
+/// Part 4, rules: the register path (journal, register, condition, PUBACK)
+/// against `mosquitto_sub -q 1 > /dev/null`; RSS with 100,000 distinct keys
+/// through the default `register_keys` (10,000), then flat.
+fn rules(base: &Path, port: u16) {
+    let (mut crd, mut sub) = (Vec::new(), Vec::new());
+    for r in 0..rounds() {
+        let w = base.join(format!("c5-{r}"));
+        let filter = format!("b5-{r}/#");
+        let conf = rule_conf(&filter, "message", "node");
+        {
+            let p = collector_with(&w, port, &conf, false);
+            wait_until(Duration::from_secs(10), || {
+                stat(&w, "mqtt_connects") == Some(1)
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            drop(p);
+        }
+        assert_eq!(publish(port, &format!("b5-{r}/x"), loads()), N);
+        let t = Instant::now();
+        let p = collector_with(&w, port, &conf, false);
+        wait_until(Duration::from_secs(600), || {
+            stat(&w, "collect_journaled") == Some(N) && stat(&w, "collect_journal_depth") == Some(0)
+        });
+        crd.push(N as f64 / t.elapsed().as_secs_f64());
+        assert_eq!(stat(&w, "rule_M_keys"), Some(1000));
+        drop(p);
+
+        let id = format!("bench-null-rules-{r}");
+        let filter = format!("b6-{r}/#");
+        assert!(
+            mosquitto_sub(port, &id, &filter, None)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(publish(port, &format!("b6-{r}/x"), loads()), N);
+        let t = Instant::now();
+        let st = mosquitto_sub(port, &id, &filter, Some(N))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        sub.push(N as f64 / t.elapsed().as_secs_f64());
+    }
+    let (c, cs) = spread(&mut crd);
+    let (m, ms) = spread(&mut sub);
+    row(
+        &format!("rule (avg by node, 1,000 nodes), {N} queued: crd"),
+        cs,
+        "-",
+    );
+    row("  mosquitto_sub -q 1 > /dev/null", ms, "-");
+    row(
+        "  ratio crd / mosquitto_sub (medians)",
+        format!("{:.2}", c / m),
+        ">= 0.80",
+    );
+
+    // RSS: 100,000 distinct keys (topics) through register_keys = 10,000.
+    let w = base.join("c7");
+    let p = collector_with(&w, port, &rule_conf("k/#", "v", "topic"), false);
+    wait_until(Duration::from_secs(10), || {
+        stat(&w, "mqtt_connects") == Some(1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = status_kib(p.0.id(), "VmRSS");
+    let mut fed = 0u64;
+    let feed = |fed: &mut u64| {
+        let from = *fed;
+        publish_to(
+            port,
+            (from..from + 100_000).map(|k| {
+                (
+                    format!("k/{k}"),
+                    format!("{{\"v\":{}}}", k % 50).into_bytes(),
+                )
+            }),
+        );
+        *fed += 100_000;
+        wait_until(Duration::from_secs(600), || {
+            stat(&w, "collect_journaled") == Some(*fed)
+                && stat(&w, "collect_journal_depth") == Some(0)
+        });
+    };
+    feed(&mut fed);
+    assert_eq!(stat(&w, "rule_M_keys"), Some(10_000));
+    let rss0 = status_kib(p.0.id(), "VmRSS");
+    let secs: u64 = std::env::var("RSS_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let start = Instant::now();
+    let mut half = None;
+    while start.elapsed() < Duration::from_secs(secs) {
+        feed(&mut fed);
+        if half.is_none() && start.elapsed() >= Duration::from_secs(secs / 2) {
+            half = Some((status_kib(p.0.id(), "VmRSS"), fed));
+        }
+    }
+    let rss1 = status_kib(p.0.id(), "VmRSS");
+    let hwm = status_kib(p.0.id(), "VmHWM");
+    let per_key = |kib: u64| (kib.saturating_sub(idle) * 1024) / 10_000;
+    row(
+        "rule collector VmRSS connected, idle",
+        format!("{idle} KiB"),
+        "-",
+    );
+    row(
+        "  after 100,000 distinct keys (10,000 kept, avg)",
+        format!("{rss0} KiB"),
+        "-",
+    );
+    row(
+        "  above idle, per kept key",
+        format!("{} B", per_key(rss0)),
+        "<= 256 B",
+    );
+    if let Some((kib, n)) = half {
+        row(
+            &format!("  after {} s more ({n} keys fed in all)", secs / 2),
+            format!("{kib} KiB"),
+            "-",
+        );
+    }
+    row(
+        &format!("  after {secs} s more ({fed} keys fed in all)"),
+        format!("{rss1} KiB ({} B a key)", per_key(rss1)),
+        "flat",
+    );
+    row("  VmHWM", format!("{hwm} KiB"), "-");
+    drop(p);
 }
 
 /// Rounds of each side-by-side comparison, alternating (`BENCH_ROUNDS`, default
@@ -328,12 +490,36 @@ fn throughput(base: &Path, port: u16) {
 
 /// 2. No check: journaled and acknowledged, against mosquitto_sub > /dev/null.
 fn journal(base: &Path, port: u16) {
+    journal_of(base, port, "5-byte payloads", "j", &msgs);
+    journal_of(base, port, "crd events of 1,000 nodes", "je", &|| {
+        Box::new(loads())
+    });
+}
+
+/// crd `emit` events from 1,000 nodes (about 230 bytes), a load each.
+fn loads() -> impl Iterator<Item = Vec<u8>> {
+    (0..N).map(|i| {
+        let node = i % 1000;
+        format!(
+            "{{\"node\":\"n{node}\",\"stream\":\"{:016x}\",\"seq\":{},\"ts\":1,\
+             \"module\":\"load\",\"kind\":\"emit\",\"code\":0,\"dur_ms\":0,\"message\":\"{}\"}}",
+            node + 1,
+            i / 1000 + 1,
+            i % 97
+        )
+        .into_bytes()
+    })
+}
+
+type Payloads = dyn Fn() -> Box<dyn Iterator<Item = Vec<u8>>>;
+
+fn journal_of(base: &Path, port: u16, what: &str, tag: &str, payloads: &Payloads) {
     let (mut crd, mut sub, mut fsyncs) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds() {
-        let w = base.join(format!("c2-{r}"));
-        let filter = format!("b3-{r}/#");
+        let w = base.join(format!("c2{tag}-{r}"));
+        let filter = format!("b3{tag}-{r}/#");
         make_session(&w, port, &filter, false);
-        assert_eq!(publish(port, &format!("b3-{r}/x"), msgs()), N);
+        assert_eq!(publish(port, &format!("b3{tag}-{r}/x"), payloads()), N);
         let t = Instant::now();
         let p = collector(&w, port, &filter, false);
         wait_until(Duration::from_secs(600), || {
@@ -343,15 +529,15 @@ fn journal(base: &Path, port: u16) {
         fsyncs.push(stat(&w, "collect_journal_fsyncs").unwrap_or(0) as f64 * 1000.0 / N as f64);
         drop(p);
 
-        let id = format!("bench-null-{r}");
-        let filter = format!("b4-{r}/#");
+        let id = format!("bench-null{tag}-{r}");
+        let filter = format!("b4{tag}-{r}/#");
         assert!(
             mosquitto_sub(port, &id, &filter, None)
                 .status()
                 .unwrap()
                 .success()
         );
-        assert_eq!(publish(port, &format!("b4-{r}/x"), msgs()), N);
+        assert_eq!(publish(port, &format!("b4{tag}-{r}/x"), payloads()), N);
         let t = Instant::now();
         let st = mosquitto_sub(port, &id, &filter, Some(N))
             .stdout(Stdio::null())
@@ -364,7 +550,7 @@ fn journal(base: &Path, port: u16) {
     let (m, ms) = spread(&mut sub);
     fsyncs.sort_by(f64::total_cmp);
     row(
-        &format!("no check, {N} queued: crd journaled and acked"),
+        &format!("no check, {N} queued, {what}: crd journaled and acked"),
         cs,
         "-",
     );

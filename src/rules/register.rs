@@ -210,6 +210,18 @@ impl Registers {
             i
         } else {
             let (fs, ns) = self.spec.strides();
+            if self.slots.len() == self.slots.capacity() {
+                // Doubling, but never past the bound: at `keys` keys the
+                // vectors hold no slack (doubling alone left up to half again).
+                let room = (self.spec.keys as usize).saturating_sub(self.slots.len());
+                let more = self.slots.len().clamp(16, 1 << 20).min(room.max(1));
+                self.slots.reserve_exact(more);
+                self.f.reserve_exact(more * fs);
+                self.n.reserve_exact(more * ns);
+                if self.spec.kind == RegisterKind::Last {
+                    self.text.reserve_exact(more);
+                }
+            }
             let i = self.slots.len() as u32;
             self.slots.push(Slot {
                 key: key.into(),
