@@ -200,6 +200,30 @@ pub struct Collector {
     busy: bool,
 }
 
+/// Writes `path` whole through `write` (to `path.tmp`, synced, renamed over
+/// `path`, the directory synced), then empties `log`: what the log held is in
+/// the file now. The table of events done and the registers' snapshot.
+fn replace_and_empty_log(
+    path: &std::path::Path,
+    log: Option<&std::fs::File>,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    write(&mut w)?;
+    let f = w.into_inner().map_err(|e| e.into_error())?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(d) = path.parent() {
+        std::fs::File::open(d)?.sync_all()?;
+    }
+    if let Some(log) = log {
+        log.set_len(0)?;
+        log.sync_data()?;
+    }
+    Ok(())
+}
+
 /// Opens (creating, mode 0600) a log for appending; `None` (logged) if it cannot.
 fn open_log(path: &std::path::Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -1140,24 +1164,11 @@ impl Collector {
     fn write_registers(&mut self, now: Instant) {
         self.append_register_log();
         self.reg_written = now;
-        let tmp = self.reg_path.with_extension("tmp");
-        let r = (|| -> std::io::Result<()> {
-            let f = std::fs::File::create(&tmp)?;
-            let mut w = std::io::BufWriter::new(f);
-            let rules = self.rules.iter().map(|(n, r)| (n.as_str(), &r.regs));
-            rulestate::write_snapshot(&mut w, self.fed_max, rules)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &self.reg_path)?;
-            if let Some(d) = self.reg_path.parent() {
-                std::fs::File::open(d)?.sync_all()?;
-            }
-            if let Some(log) = self.reg_log.as_ref() {
-                log.set_len(0)?;
-                log.sync_data()?;
-            }
-            Ok(())
-        })();
+        let (rules, through) = (&self.rules, self.fed_max);
+        let r = replace_and_empty_log(&self.reg_path, self.reg_log.as_ref(), |w| {
+            let rules = rules.iter().map(|(n, r)| (n.as_str(), &r.regs));
+            rulestate::write_snapshot(w, through, rules)
+        });
         match r {
             Ok(()) => {
                 self.reg_dirty = false;
@@ -1186,22 +1197,10 @@ impl Collector {
         self.append_register_log();
         self.append_seen_log();
         self.seen_written = now;
-        let tmp = self.seen_path.with_extension("tmp");
         let seen = &mut self.seen;
-        let r = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            seen.write_to(&mut f)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &self.seen_path)?;
-            if let Some(d) = self.seen_path.parent() {
-                std::fs::File::open(d)?.sync_all()?;
-            }
-            if let Some(log) = self.seen_log.as_ref() {
-                log.set_len(0)?;
-                log.sync_data()?;
-            }
-            Ok(())
-        })();
+        let r = replace_and_empty_log(&self.seen_path, self.seen_log.as_ref(), |mut w| {
+            seen.write_to(&mut w)
+        });
         if let Err(e) = r {
             self.seen.dirty = true;
             log::warn!("collector: writing {}: {e}", self.seen_path.display());

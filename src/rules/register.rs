@@ -310,6 +310,11 @@ impl Registers {
                 "".into()
             };
         }
+        self.reading(i, t_ms)
+    }
+
+    /// Key `i`'s value at `t_ms` and whether the condition holds on it.
+    fn reading(&self, i: u32, t_ms: u64) -> Reading {
         let value = self.value_of(i, t_ms);
         let holds = match &self.spec.condition {
             Condition::None => false,
@@ -377,14 +382,7 @@ impl Registers {
     /// that fed it before a restart, replayed from the journal).
     pub fn evaluate(&self, key: &str, t_ms: u64) -> Option<Reading> {
         let i = *self.index.get(&self.hasher.hash_one(key))?;
-        let value = self.value_of(i, t_ms);
-        let holds = match &self.spec.condition {
-            Condition::None => false,
-            Condition::Above(a) => value.is_some_and(|v| v > *a),
-            Condition::Below(a) => value.is_some_and(|v| v < *a),
-            Condition::Equals(s) => self.text.get(i as usize).is_some_and(|t| **t == **s),
-        };
-        Some(Reading { value, holds })
+        Some(self.reading(i, t_ms))
     }
 
     /// Writes every key, least recently fed first: the kind and bucket width,
