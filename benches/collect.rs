@@ -199,8 +199,8 @@ fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) {
 
 /// Starts a collector once so the broker keeps a session and a subscription for
 /// it, then stops it: what is published next is queued for it.
-fn make_session(work: &Path, port: u16, filter: &str, check: bool) {
-    let p = collector(work, port, filter, check);
+fn make_session(work: &Path, port: u16, module_conf: &str, check: bool) {
+    let p = collector_with(work, port, module_conf, check);
     wait_until(Duration::from_secs(10), || {
         stat(work, "mqtt_connects") == Some(1)
             && std::fs::read_to_string(work.join("crd.log"))
@@ -291,46 +291,18 @@ fn rule_conf(filter: &str, value: &str, by: &str) -> String {
 /// against `mosquitto_sub -q 1 > /dev/null`; RSS with 100,000 distinct keys
 /// through the default `register_keys` (10,000), then flat.
 fn rules(base: &Path, port: u16) {
-    let (mut crd, mut sub) = (Vec::new(), Vec::new());
-    for r in 0..rounds() {
-        let w = base.join(format!("c5-{r}"));
-        let filter = format!("b5-{r}/#");
-        let conf = rule_conf(&filter, "message", "node");
-        {
-            let p = collector_with(&w, port, &conf, false);
-            wait_until(Duration::from_secs(10), || {
-                stat(&w, "mqtt_connects") == Some(1)
-            });
-            std::thread::sleep(Duration::from_millis(300));
-            drop(p);
-        }
-        assert_eq!(publish(port, &format!("b5-{r}/x"), loads()), N);
-        let t = Instant::now();
-        let p = collector_with(&w, port, &conf, false);
-        wait_until(Duration::from_secs(600), || {
-            stat(&w, "collect_journaled") == Some(N) && stat(&w, "collect_journal_depth") == Some(0)
-        });
-        crd.push(N as f64 / t.elapsed().as_secs_f64());
-        assert_eq!(stat(&w, "rule_M_keys"), Some(1000));
-        drop(p);
-
-        let id = format!("bench-null-rules-{r}");
-        let filter = format!("b6-{r}/#");
-        assert!(
-            mosquitto_sub(port, &id, &filter, None)
-                .status()
-                .unwrap()
-                .success()
-        );
-        assert_eq!(publish(port, &format!("b6-{r}/x"), loads()), N);
-        let t = Instant::now();
-        let st = mosquitto_sub(port, &id, &filter, Some(N))
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        sub.push(N as f64 / t.elapsed().as_secs_f64());
-    }
+    let (mut crd, mut sub, _) = against_sub(
+        base,
+        port,
+        "r",
+        &|| Box::new(loads()),
+        &|filter| rule_conf(filter, "message", "node"),
+        &|w| {
+            stat(w, "collect_journaled") == Some(N)
+                && stat(w, "collect_journal_depth") == Some(0)
+                && stat(w, "rule_M_keys") == Some(1000)
+        },
+    );
     let (c, cs) = spread(&mut crd);
     let (m, ms) = spread(&mut sub);
     row(
@@ -442,7 +414,7 @@ fn throughput(base: &Path, port: u16) {
     for r in 0..rounds() {
         let w = base.join(format!("c1-{r}"));
         let filter = format!("b1-{r}/#");
-        make_session(&w, port, &filter, true);
+        make_session(&w, port, &format!("subscribe = {filter}\n"), true);
         assert_eq!(publish(port, &format!("b1-{r}/x"), msgs()), N);
         let t = Instant::now();
         let p = collector(&w, port, &filter, true);
@@ -496,35 +468,28 @@ fn journal(base: &Path, port: u16) {
     });
 }
 
-/// crd `emit` events from 1,000 nodes (about 230 bytes), a load each.
-fn loads() -> impl Iterator<Item = Vec<u8>> {
-    (0..N).map(|i| {
-        let node = i % 1000;
-        format!(
-            "{{\"node\":\"n{node}\",\"stream\":\"{:016x}\",\"seq\":{},\"ts\":1,\
-             \"module\":\"load\",\"kind\":\"emit\",\"code\":0,\"dur_ms\":0,\"message\":\"{}\"}}",
-            node + 1,
-            i / 1000 + 1,
-            i % 97
-        )
-        .into_bytes()
-    })
-}
-
-type Payloads = dyn Fn() -> Box<dyn Iterator<Item = Vec<u8>>>;
-
-fn journal_of(base: &Path, port: u16, what: &str, tag: &str, payloads: &Payloads) {
+/// `BENCH_ROUNDS` rounds of: N `payloads` queued for a collector whose module
+/// `M` has `conf(filter)`, timed from its start until `done`; then the same N
+/// queued for `mosquitto_sub -q 1 > /dev/null`. Returns both rates and crd's
+/// journal fsyncs per 1,000 messages, per round.
+fn against_sub(
+    base: &Path,
+    port: u16,
+    tag: &str,
+    payloads: &Payloads,
+    conf: &dyn Fn(&str) -> String,
+    done: &dyn Fn(&Path) -> bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut crd, mut sub, mut fsyncs) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds() {
         let w = base.join(format!("c2{tag}-{r}"));
         let filter = format!("b3{tag}-{r}/#");
-        make_session(&w, port, &filter, false);
+        let conf = conf(&filter);
+        make_session(&w, port, &conf, false);
         assert_eq!(publish(port, &format!("b3{tag}-{r}/x"), payloads()), N);
         let t = Instant::now();
-        let p = collector(&w, port, &filter, false);
-        wait_until(Duration::from_secs(600), || {
-            stat(&w, "collect_journaled") == Some(N)
-        });
+        let p = collector_with(&w, port, &conf, false);
+        wait_until(Duration::from_secs(600), || done(&w));
         crd.push(N as f64 / t.elapsed().as_secs_f64());
         fsyncs.push(stat(&w, "collect_journal_fsyncs").unwrap_or(0) as f64 * 1000.0 / N as f64);
         drop(p);
@@ -546,6 +511,35 @@ fn journal_of(base: &Path, port: u16, what: &str, tag: &str, payloads: &Payloads
         assert!(st.success());
         sub.push(N as f64 / t.elapsed().as_secs_f64());
     }
+    (crd, sub, fsyncs)
+}
+
+/// crd `emit` events from 1,000 nodes (about 230 bytes), a load each.
+fn loads() -> impl Iterator<Item = Vec<u8>> {
+    (0..N).map(|i| {
+        let node = i % 1000;
+        format!(
+            "{{\"node\":\"n{node}\",\"stream\":\"{:016x}\",\"seq\":{},\"ts\":1,\
+             \"module\":\"load\",\"kind\":\"emit\",\"code\":0,\"dur_ms\":0,\"message\":\"{}\"}}",
+            node + 1,
+            i / 1000 + 1,
+            i % 97
+        )
+        .into_bytes()
+    })
+}
+
+type Payloads = dyn Fn() -> Box<dyn Iterator<Item = Vec<u8>>>;
+
+fn journal_of(base: &Path, port: u16, what: &str, tag: &str, payloads: &Payloads) {
+    let (mut crd, mut sub, mut fsyncs) = against_sub(
+        base,
+        port,
+        tag,
+        payloads,
+        &|filter| format!("subscribe = {filter}\n"),
+        &|w| stat(w, "collect_journaled") == Some(N),
+    );
     let (c, cs) = spread(&mut crd);
     let (m, ms) = spread(&mut sub);
     fsyncs.sort_by(f64::total_cmp);
