@@ -843,9 +843,13 @@ impl Collector {
     ) -> Option<(Step, Box<RegKey>)> {
         let r = &m.settings.rule;
         let rule = match self.rules.get_mut(&m.name) {
-            Some(rule) if *rule.regs.spec() == spec => rule,
+            Some(rule) if rule.regs.same_data(&spec) => {
+                // A reload may have changed the condition: the data stays.
+                rule.regs.set_condition(spec.condition);
+                rule
+            }
             _ => {
-                // New, or its settings changed (a reload): it starts empty.
+                // New, or what it keeps changed (a reload): it starts empty.
                 self.rules.insert(
                     m.name.clone(),
                     Rule {

@@ -145,6 +145,18 @@ impl Registers {
         &self.spec
     }
 
+    /// Whether a register of `spec` keeps the same data as this one (kind,
+    /// bucket width and bound; the condition may differ).
+    pub fn same_data(&self, spec: &Spec) -> bool {
+        (self.spec.kind, self.spec.width_ms, self.spec.keys)
+            == (spec.kind, spec.width_ms, spec.keys)
+    }
+
+    /// A new condition on the same data (a reload changed `above`, say).
+    pub fn set_condition(&mut self, c: Condition) {
+        self.spec.condition = c;
+    }
+
     /// Keys kept.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -722,6 +734,20 @@ mod tests {
             (1000, DEFAULT_REGISTER_KEYS, Condition::Above(20.0))
         );
         assert!(Spec::of(&RuleSettings::default()).is_none());
+    }
+
+    #[test]
+    fn a_new_condition_keeps_the_data_a_new_kind_or_period_does_not() {
+        let mut r = Registers::new(spec(RegisterKind::Avg, 10, 10, Condition::Above(20.0)));
+        assert!(r.feed("n1", Some(30.0), None, 0).holds);
+        let tighter = spec(RegisterKind::Avg, 10, 10, Condition::Above(40.0));
+        assert!(r.same_data(&tighter));
+        r.set_condition(tighter.condition);
+        let after = r.feed("n1", Some(30.0), None, 100);
+        assert_eq!((after.value, after.holds), (Some(30.0), false));
+        assert!(!r.same_data(&spec(RegisterKind::Sum, 10, 10, Condition::None)));
+        assert!(!r.same_data(&spec(RegisterKind::Avg, 20, 10, Condition::None)));
+        assert!(!r.same_data(&spec(RegisterKind::Avg, 10, 11, Condition::None)));
     }
 
     #[test]
