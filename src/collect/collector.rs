@@ -116,7 +116,6 @@ fn synthetic(c: Convention, hit: bool) -> Outcome {
 struct Held {
     msg: Message,
     facts: Facts,
-    env: Vec<(&'static str, std::ffi::OsString)>,
     /// Jobs of this record not yet done.
     left: u32,
 }
@@ -507,12 +506,17 @@ impl Collector {
         }
     }
 
-    fn matching<'a>(modules: &'a [Module], topic: &str) -> impl Iterator<Item = &'a Module> {
-        let t = topic.to_string();
+    fn matching<'a, 't>(
+        modules: &'a [Module],
+        topic: &'t str,
+    ) -> impl Iterator<Item = &'a Module> + use<'a, 't> {
         modules.iter().filter(move |m| {
             m.settings.enabled
                 && m.subscribed()
-                && m.settings.subscribe.iter().any(|f| topic::matches(f, &t))
+                && m.settings
+                    .subscribe
+                    .iter()
+                    .any(|f| topic::matches(f, topic))
         })
     }
 
@@ -552,7 +556,9 @@ impl Collector {
                     Some(node) => self.fleet.status(node, &payload, wall_ms),
                     None => false,
                 };
-                if let Some(e) = message::EventFields::parse(&payload) {
+                // Parsed once here, borrowed (the journal keeps the payload).
+                let event = message::EventRef::parse(&payload);
+                if let Some(e) = &event {
                     self.fleet.event(&e.node, &e.module, &e.kind, wall_ms);
                 }
                 if is_status && Self::matching(modules, &topic).next().is_none() {
@@ -582,18 +588,15 @@ impl Collector {
                 } else if Self::matching(modules, &topic).next().is_none() {
                     self.stats.unmatched += 1;
                     now_acks.extend(pkid.map(|p| (conn, p)));
-                } else if message::EventFields::parse(&payload)
+                } else if event
+                    .as_ref()
                     .is_some_and(|e| self.seen.done(e.stream_id(), e.seq))
                 {
                     // Run already (a redelivery, or the edge sent it again).
                     now_acks.extend(pkid.map(|p| (conn, p)));
                 } else {
-                    let m = Message {
-                        topic,
-                        payload: payload.to_vec(),
-                        received_ms: wall_ms,
-                    };
-                    match self.journal.append(&m.encode(), now) {
+                    let record = Message::encode_parts(&topic, &payload, wall_ms);
+                    match self.journal.append(&record, now) {
                         Ok(seq) => {
                             self.stats.journaled += 1;
                             if let Some(p) = pkid {
@@ -605,8 +608,7 @@ impl Collector {
                             self.stats.refused += 1;
                             if self.log_refused.allow(now, "collector: journal refused") {
                                 log::warn!(
-                                    "collector: journal refused a message on `{}`: {e}",
-                                    m.topic
+                                    "collector: journal refused a message on `{topic}`: {e}"
                                 );
                             }
                         }
@@ -762,13 +764,11 @@ impl Collector {
                 self.retire_untouched(&facts, seq, now);
                 continue;
             }
-            let env = facts.env(&msg.topic);
             self.records.insert(
                 seq,
                 Held {
                     msg,
                     facts,
-                    env,
                     left: jobs.len() as u32,
                 },
             );
@@ -967,10 +967,12 @@ impl Collector {
                 self.job_done(job.seq, now);
                 continue;
             };
+            // The environment is made only for a run (most hits need none).
+            let env = || held.facts.env(&held.msg.topic);
             let recipe = match &job.step {
-                Step::Check => Recipe::message_check(host, m, &held.env, &held.msg.payload),
+                Step::Check => Recipe::message_check(host, m, &env(), &held.msg.payload),
                 Step::Response { output, code } => {
-                    Recipe::message_response(host, m, &held.env, &held.msg.payload, output, *code)
+                    Recipe::message_response(host, m, &env(), &held.msg.payload, output, *code)
                 }
                 Step::Decided(_) => None,
             };

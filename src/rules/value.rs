@@ -10,6 +10,9 @@
 //! costs nothing but the bytes; only the route is checked as JSON. (A tree from
 //! serde_json cost 40 KB of binary and an allocation per member.)
 //!
+//! `members` walks the top level of an object the same way: the collector reads
+//! a crd event's fields with it, once per message, without serde's machinery.
+//!
 //! A message without a usable value is skipped (counted by the caller), never an
 //! error: missing, not a number, not finite or beyond +-`MAX_REGISTER_VALUE`, or
 //! not JSON where the route runs.
@@ -105,6 +108,71 @@ pub fn extract(payload: &[u8], path: &str, want_text: bool) -> Result<Got, Skip>
     }
 }
 
+/// A top-level member's value as `members` gives it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Member<'a> {
+    /// A string, unescaped (borrowed when it has no escapes).
+    Str(Cow<'a, str>),
+    /// A number, `true`, `false` or `null`, as written.
+    Token(&'a str),
+    /// An object or an array (skipped).
+    Nested,
+}
+
+/// Calls `each` with every member of the JSON object `payload`, in order, its
+/// key as written (escapes in a key are not undone: crd's keys have none). The
+/// object's own structure is checked (quotes, colons, commas, its braces,
+/// nothing but blanks after it); a nested value is skipped by counting its
+/// brackets, and a bare value's own grammar is its reader's to check.
+pub fn members<'a>(
+    payload: &'a [u8],
+    mut each: impl FnMut(&'a [u8], Member<'a>),
+) -> Result<(), Skip> {
+    let mut sc = Scan { b: payload, i: 0 };
+    sc.eat(b'{')?;
+    sc.ws();
+    if sc.peek() == Some(b'}') {
+        sc.i += 1;
+    } else {
+        loop {
+            sc.ws();
+            if sc.peek() != Some(b'"') {
+                return Err(Skip::NotJson);
+            }
+            let key = sc.raw_string()?;
+            sc.eat(b':')?;
+            sc.ws();
+            let value = match sc.peek() {
+                Some(b'"') => Member::Str(sc.string()?),
+                Some(b'{' | b'[') => {
+                    sc.skip_value()?;
+                    Member::Nested
+                }
+                _ => match sc.token() {
+                    "" => return Err(Skip::NotJson),
+                    t => Member::Token(t),
+                },
+            };
+            each(key, value);
+            sc.ws();
+            match sc.peek() {
+                Some(b',') => sc.i += 1,
+                Some(b'}') => {
+                    sc.i += 1;
+                    break;
+                }
+                _ => return Err(Skip::NotJson),
+            }
+        }
+    }
+    sc.ws();
+    if sc.i == payload.len() {
+        Ok(())
+    } else {
+        Err(Skip::NotJson)
+    }
+}
+
 fn leaf_text(s: &str, want_text: bool) -> Result<Got, Skip> {
     match text_number(s) {
         Ok(x) => Ok(Got {
@@ -126,10 +194,12 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
+    #[inline]
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
@@ -163,15 +233,17 @@ impl<'a> Scan<'a> {
         self.i += 1;
         let start = self.i;
         loop {
-            match self.peek() {
-                None => return Err(Skip::NotJson),
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok(&self.b[start..self.i - 1]);
-                }
-                Some(b'\\') => self.i += 2,
-                Some(_) => self.i += 1,
+            // To the next quote or backslash in one pass over the slice.
+            let rest = self.b.get(self.i..).unwrap_or_default();
+            let Some(n) = rest.iter().position(|&c| c == b'"' || c == b'\\') else {
+                return Err(Skip::NotJson);
+            };
+            self.i += n;
+            if self.b[self.i] == b'"' {
+                self.i += 1;
+                return Ok(&self.b[start..self.i - 1]);
             }
+            self.i += 2;
         }
     }
 
@@ -320,6 +392,45 @@ mod tests {
 
     fn num(p: &str, path: &str) -> Result<f64, Skip> {
         extract(p.as_bytes(), path, false).map(|g| g.num.unwrap())
+    }
+
+    #[test]
+    fn members_walks_the_top_level_and_checks_its_structure() {
+        let mut got = Vec::new();
+        let p = br#" {"a":"x\"y", "b" : -1.5e3,"c":{"d":[1,{"e":"}"}]},"f":[],"g":true} "#;
+        assert_eq!(members(p, |k, v| got.push((k, v))), Ok(()));
+        assert_eq!(
+            got,
+            vec![
+                (&b"a"[..], Member::Str("x\"y".into())),
+                (b"b", Member::Token("-1.5e3")),
+                (b"c", Member::Nested),
+                (b"f", Member::Nested),
+                (b"g", Member::Token("true")),
+            ]
+        );
+        assert_eq!(members(b"{}", |_, _| panic!("no member")), Ok(()));
+        for bad in [
+            &b""[..],
+            b"[1]",
+            b"{",
+            br#"{"a":1"#,
+            br#"{"a" 1}"#,
+            br#"{"a":1,}"#,
+            br#"{"a":}"#,
+            br#"{a:1}"#,
+            br#"{"a":1} x"#,
+            br#"{"a":1}}"#,
+            br#"{"a":"unterminated}"#,
+            br#"{"a":[1,2}"#,
+        ] {
+            assert_eq!(
+                members(bad, |_, _| {}),
+                Err(Skip::NotJson),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
