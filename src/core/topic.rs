@@ -50,20 +50,48 @@ pub fn valid_topic(topic: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Whether `filter` (valid) matches `topic` (a topic name).
+/// Whether `filter` (valid) matches `topic` (a topic name). One pass over the
+/// bytes of both (the collector asks this of every message and module).
 pub fn matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
+    let (f, t) = (filter.as_bytes(), topic.as_bytes());
+    let (mut i, mut j) = (0, 0);
     loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
+        // At the start of a level in both.
+        match f.get(i) {
+            // A valid filter has `#` only as its whole last level.
+            Some(b'#') => return true,
+            Some(b'+') => {
+                i += 1;
+                while j < t.len() && t[j] != b'/' {
+                    j += 1;
+                }
+            }
+            _ => {
+                while i < f.len() && f[i] != b'/' {
+                    if t.get(j) != Some(&f[i]) {
+                        return false;
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                if j < t.len() && t[j] != b'/' {
+                    return false;
+                }
+            }
+        }
+        // Both at a `/` or at their end.
+        match (i == f.len(), j == t.len()) {
+            (true, true) => return true,
+            (false, false) => {
+                i += 1;
+                j += 1;
+            }
+            // `a/#` matches `a` (the parent level).
+            (false, true) => return &f[i..] == b"/#",
+            (true, false) => return false,
         }
     }
 }
@@ -114,6 +142,64 @@ mod tests {
             assert!(valid_filter(bad).is_err(), "{bad}");
         }
         assert!(valid_filter(&"a".repeat(65_536)).is_err());
+    }
+
+    /// The definition `matches` implements, level by level.
+    fn by_levels(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && filter.starts_with(['+', '#']) {
+            return false;
+        }
+        let mut f = filter.split('/');
+        let mut t = topic.split('/');
+        loop {
+            match (f.next(), t.next()) {
+                (Some("#"), _) => return true,
+                (Some("+"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn matching_agrees_with_the_level_by_level_definition() {
+        let levels = ["", "a", "ab", "b", "$x"];
+        let mut rng = 0x9e37_79b9u32;
+        let mut next = move |n: u32| {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            rng % n
+        };
+        let (mut hits, mut total) = (0, 0);
+        for _ in 0..50_000 {
+            let mut topic: Vec<&str> = Vec::new();
+            for _ in 0..=next(4) {
+                topic.push(levels[next(5) as usize]);
+            }
+            let mut filter: Vec<&str> = Vec::new();
+            for k in 0..=next(4) {
+                filter.push(match next(6) {
+                    0 => "+",
+                    1 => topic.get(k as usize).copied().unwrap_or("a"),
+                    2 => topic.get(k as usize).copied().unwrap_or(""),
+                    _ => levels[next(4) as usize],
+                });
+            }
+            if next(3) == 0 {
+                filter.push("#");
+            }
+            let (f, t) = (filter.join("/"), topic.join("/"));
+            if valid_filter(&f).is_err() || valid_topic(&t).is_err() {
+                continue;
+            }
+            let want = by_levels(&f, &t);
+            assert_eq!(matches(&f, &t), want, "filter {f:?} topic {t:?}");
+            total += 1;
+            hits += usize::from(want);
+        }
+        assert!(hits > total / 10 && hits < total, "{hits} of {total}");
     }
 
     #[test]
