@@ -13,12 +13,14 @@
 //! Memory: per key its name, 32 bytes of slot (name pointer, bucket number, two
 //! list links) and the kind's cells: `count` 10 x u32, `sum`/`min`/`max`
 //! 10 x f64, `avg` both, `rate` 11 x f64, `last` one f64 (and its text for
-//! `equals`); plus one entry of the index (a keyed 64-bit hash to the slot).
+//! `equals`); plus the index: open addressing over slot numbers (4 bytes a
+//! bucket, a power of two of them, at most 3/4 full: 16,384 buckets, 6.6 bytes a
+//! key at 10,000 keys), probed from a keyed hash of the key and compared on the
+//! key itself, so two keys never share a slot.
 //! At most `keys` keys; past it the least recently fed one is evicted (a list in
 //! the slots, O(1)) and counted.
 
 use crate::core::config::{DEFAULT_REGISTER_KEYS, MAX_EQUALS_BYTES, RegisterKind, RuleSettings};
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Read, Write};
 
@@ -111,7 +113,10 @@ struct Slot {
 #[derive(Debug)]
 pub struct Registers {
     spec: Spec,
-    index: HashMap<u64, u32>,
+    /// Slot numbers by key (`NIL` empty), linear probing; empty or a power of
+    /// two long, every slot in it once.
+    index: Vec<u32>,
+    /// Keyed (a network peer names the keys: no chosen collisions).
     hasher: RandomState,
     slots: Vec<Slot>,
     f: Vec<f64>,
@@ -129,7 +134,7 @@ impl Registers {
     pub fn new(spec: Spec) -> Registers {
         Registers {
             spec,
-            index: HashMap::new(),
+            index: Vec::new(),
             hasher: RandomState::new(),
             slots: Vec::new(),
             f: Vec::new(),
@@ -201,11 +206,83 @@ impl Registers {
         self.newest = i;
     }
 
+    /// Where `key` is in the index (`Ok`), or the empty bucket where it would go.
+    fn probe(&self, key: &str, h: u64) -> Result<usize, usize> {
+        let mask = self.index.len().wrapping_sub(1);
+        let mut p = (h as usize) & mask;
+        loop {
+            match self.index.get(p) {
+                None => return Err(usize::MAX), // no index yet
+                Some(&NIL) => return Err(p),
+                Some(&i) if *self.slots[i as usize].key == *key => return Ok(p),
+                Some(_) => p = (p + 1) & mask,
+            }
+        }
+    }
+
+    fn find(&self, key: &str) -> Option<u32> {
+        let p = self.probe(key, self.hasher.hash_one(key)).ok()?;
+        Some(self.index[p])
+    }
+
+    /// Indexes slot `i` (its key not indexed yet); `n` slots are indexed after.
+    fn index_insert(&mut self, i: u32, h: u64, n: usize) {
+        if n * 4 > self.index.len() * 3 {
+            // Grow, and place every other slot again (at most the bound's
+            // table: the slots are never more than `keys`).
+            let len = (self.index.len() * 2).max(16);
+            self.index.clear();
+            self.index.shrink_to(0);
+            self.index.reserve_exact(len);
+            self.index.resize(len, NIL);
+            for j in 0..self.slots.len() as u32 {
+                if j != i {
+                    let hj = self.hasher.hash_one(&*self.slots[j as usize].key);
+                    let p = self.probe_empty(hj);
+                    self.index[p] = j;
+                }
+            }
+        }
+        let p = self.probe_empty(h);
+        self.index[p] = i;
+    }
+
+    fn probe_empty(&self, h: u64) -> usize {
+        let mask = self.index.len() - 1;
+        let mut p = (h as usize) & mask;
+        while self.index[p] != NIL {
+            p = (p + 1) & mask;
+        }
+        p
+    }
+
+    /// Takes bucket `p` out of the index, moving later ones of its run back so
+    /// that every lookup still finds them (no tombstones).
+    fn index_remove(&mut self, mut p: usize) {
+        let mask = self.index.len() - 1;
+        let mut q = p;
+        loop {
+            q = (q + 1) & mask;
+            let j = self.index[q];
+            if j == NIL {
+                break;
+            }
+            let home = (self.hasher.hash_one(&*self.slots[j as usize].key) as usize) & mask;
+            // Movable to p when p lies on its way from home to q.
+            if (q.wrapping_sub(p) & mask) <= (q.wrapping_sub(home) & mask) {
+                self.index[p] = j;
+                p = q;
+            }
+        }
+        self.index[p] = NIL;
+    }
+
     /// The slot of `key`, made (evicting the least recently fed key at the bound)
     /// when it has none.
     fn slot(&mut self, key: &str, t_ms: u64) -> u32 {
         let h = self.hasher.hash_one(key);
-        if let Some(&i) = self.index.get(&h) {
+        if let Ok(p) = self.probe(key, h) {
+            let i = self.index[p];
             self.unlink(i);
             self.push_newest(i);
             return i;
@@ -214,8 +291,10 @@ impl Registers {
         let i = if self.slots.len() >= self.spec.keys as usize && self.oldest != NIL {
             let i = self.oldest;
             self.unlink(i);
-            let old = self.hasher.hash_one(&*self.slots[i as usize].key);
-            self.index.remove(&old);
+            let old = &*self.slots[i as usize].key;
+            if let Ok(p) = self.probe(old, self.hasher.hash_one(old)) {
+                self.index_remove(p);
+            }
             self.evicted += 1;
             self.slots[i as usize].key = key.into();
             self.slots[i as usize].head = head;
@@ -259,7 +338,7 @@ impl Registers {
         if let Some(t) = self.text.get_mut(i as usize) {
             *t = "".into();
         }
-        self.index.insert(h, i);
+        self.index_insert(i, h, self.slots.len());
         self.push_newest(i);
         i
     }
@@ -380,20 +459,20 @@ impl Registers {
 
     /// The value of `key` at `t_ms`, if it is kept.
     pub fn get(&self, key: &str, t_ms: u64) -> Option<Option<f64>> {
-        let i = *self.index.get(&self.hasher.hash_one(key))?;
+        let i = self.find(key)?;
         Some(self.value_of(i, t_ms))
     }
 
     /// The text `last` keeps for `key` (with `equals`).
     pub fn text(&self, key: &str) -> Option<&str> {
-        let i = *self.index.get(&self.hasher.hash_one(key))?;
+        let i = self.find(key)?;
         self.text.get(i as usize).map(|t| &**t)
     }
 
     /// Key `key`'s value and condition at `t_ms` without feeding it (a message
     /// that fed it before a restart, replayed from the journal).
     pub fn evaluate(&self, key: &str, t_ms: u64) -> Option<Reading> {
-        let i = *self.index.get(&self.hasher.hash_one(key))?;
+        let i = self.find(key)?;
         Some(self.reading(i, t_ms))
     }
 
@@ -709,6 +788,46 @@ mod tests {
         assert_eq!(r.len(), 100);
         assert_eq!(r.evicted, 100_000 - 100);
         assert!(r.get("n999", 100_000).is_some() && r.get("n0", 100_000).is_none());
+    }
+
+    #[test]
+    fn the_index_finds_every_kept_key_and_no_other_under_random_eviction() {
+        // A model: the kept keys, least recently fed first, with their counts.
+        for bound in [1u32, 2, 7, 12, 13, 100, 300] {
+            let mut r = Registers::new(spec(RegisterKind::Count, 1 << 40, bound, Condition::None));
+            let mut model: Vec<(String, f64)> = Vec::new();
+            let mut rng = Rng(u64::from(bound) * 7919 + 1);
+            for t in 0..6_000u64 {
+                let k = format!("k{}", rng.next() % (u64::from(bound) * 3 / 2 + 2));
+                r.feed(&k, None, None, t);
+                match model.iter().position(|(m, _)| *m == k) {
+                    Some(p) => {
+                        let (m, c) = model.remove(p);
+                        model.push((m, c + 1.0));
+                    }
+                    None => {
+                        if model.len() == bound as usize {
+                            model.remove(0);
+                        }
+                        model.push((k, 1.0));
+                    }
+                }
+                if t % 97 == 0 || t > 5_950 {
+                    for (m, c) in &model {
+                        assert_eq!(r.get(m, t), Some(Some(*c)), "bound {bound} key {m} at {t}");
+                    }
+                    for x in 0..u64::from(bound) * 3 / 2 + 2 {
+                        let k = format!("k{x}");
+                        let kept = model.iter().any(|(m, _)| *m == k);
+                        assert_eq!(r.get(&k, t).is_some(), kept, "bound {bound} key {k}");
+                    }
+                }
+            }
+            assert_eq!(r.len(), model.len());
+            let filled = r.index.iter().filter(|&&i| i != NIL).count();
+            assert_eq!(filled, r.len(), "each slot indexed once");
+            assert!(r.index.len() * 3 >= r.len() * 4 && r.index.len().is_power_of_two());
+        }
     }
 
     #[test]
