@@ -231,6 +231,66 @@ fn status_reports_modules_and_counters() {
 }
 
 #[test]
+fn status_json_is_one_object_with_every_figure_the_text_prints() {
+    let sb = Sandbox::new("statusjson");
+    sb.module("Hit", "exit 0", Some("exit 0"));
+    sb.module("Quiet", "exit 1", None);
+    sb.config("interval = 200ms");
+    let d = sb.start();
+    assert!(wait_for(LONG, || module_row(&d.status(), "Hit")[3]
+        .parse::<u32>()
+        .unwrap_or(0)
+        >= 2));
+    let text = d.status();
+    let (code, out, err) = sb.run(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let o = j.as_object().unwrap();
+    assert_eq!(o["pid"], d.pid() as u64);
+    // Every `key: value` line of the text is a key of the object, of the same
+    // kind (the figures move between the two reads: a number stays a number).
+    let mut keys = 0;
+    for line in text.lines().skip(1).take_while(|l| !l.is_empty()) {
+        let (k, v) = line.split_once(": ").unwrap();
+        let (k, v) = match v.strip_suffix("s ago") {
+            Some(n) => (format!("{k}_s_ago"), n),
+            None if v == "never" => (format!("{k}_s_ago"), v),
+            None => (k.to_string(), v),
+        };
+        let got = o
+            .get(&k)
+            .unwrap_or_else(|| panic!("{k} missing from {out}"));
+        match v.parse::<u64>() {
+            Ok(n) => assert!(got.is_u64(), "{k}: {got} for {n}"),
+            Err(_) if v == "-" || v == "never" => {
+                assert!(got.is_null() || got.is_u64(), "{k}: {got}")
+            }
+            Err(_) if v == "yes" || v == "no" => assert_eq!(got, &(v == "yes"), "{k}"),
+            Err(_) => assert_eq!(got, v, "{k}"),
+        }
+        keys += 1;
+    }
+    assert!(keys >= 30, "{keys} figures");
+    assert_eq!(o["modules"], 2);
+    assert_eq!(o["spool_state"], "ok");
+    assert!(
+        o["mqtt_last_error"].is_null(),
+        "printed only when there is one"
+    );
+    let mods = o["module_table"].as_array().unwrap();
+    let hit = mods.iter().find(|m| m["name"] == "Hit").unwrap();
+    assert_eq!(hit["state"], "firing");
+    assert!(hit["runs"].as_u64().unwrap() >= 2 && hit["fired"].as_u64() >= Some(1));
+    assert!(
+        hit["last"].as_str().unwrap().starts_with("response"),
+        "{hit}"
+    );
+    assert!(hit["next_s"].is_u64() && hit["last_s_ago"].is_u64());
+    let quiet = mods.iter().find(|m| m["name"] == "Quiet").unwrap();
+    assert_eq!(quiet["state"], "ok");
+}
+
+#[test]
 fn status_without_a_daemon_fails_clearly() {
     let sb = Sandbox::new("nostatus");
     let (code, _, err) = sb.run(&["status"]);

@@ -169,7 +169,11 @@ struct CheckCmd {
 #[derive(FromArgs, Debug)]
 /// ask the running daemon for its state: modules, last outcomes, next runs, counters
 #[argh(subcommand, name = "status")]
-struct StatusCmd {}
+struct StatusCmd {
+    /// one JSON object instead of the lines and the table
+    #[argh(switch)]
+    json: bool,
+}
 
 /// Splits `argv` at `-x NAME`: the options before it, the name and its arguments.
 fn split_x(argv: &[OsString]) -> (Vec<OsString>, Option<(OsString, Vec<OsString>)>) {
@@ -301,7 +305,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     }
     match args.cmd {
         Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
-        Some(Cmd::Status(_)) => status(&cfg),
+        Some(Cmd::Status(st)) => ask(&cfg, if st.json { "status json" } else { "status" }),
         Some(Cmd::Fleet(f)) => ask(&cfg, if f.json { "fleet json" } else { "fleet" }),
         Some(Cmd::Register(r)) => {
             if config::valid_name(&r.module).is_err()
@@ -399,10 +403,6 @@ fn check_config(cfg: &Config) -> i32 {
         cfg.modules_dir.display()
     );
     EXIT_USAGE
-}
-
-fn status(cfg: &Config) -> i32 {
-    ask(cfg, "status")
 }
 
 /// Sends `request` to the running daemon and prints its answer; an answer that

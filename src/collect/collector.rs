@@ -29,6 +29,7 @@ use crate::core::decide::{self, Outcome};
 use crate::core::event::{Event, Kind};
 use crate::core::lifecycle::{self, ModuleState, Next, Ran};
 use crate::core::module::{Module, Role};
+use crate::core::status::{Status, Value};
 use crate::core::topic;
 use crate::host::logger::RateLimit;
 use crate::host::outbox::Outbox;
@@ -862,7 +863,7 @@ impl Collector {
             }
         };
         let key: &str = match r.by.unwrap_or_default() {
-            RegisterBy::Node => &facts.origin,
+            RegisterBy::Node => facts.origin(msg),
             RegisterBy::Topic => &msg.topic,
             RegisterBy::Module => facts.event.as_ref().map_or(&msg.topic, |e| &e.module),
             RegisterBy::All => "*",
@@ -968,7 +969,7 @@ impl Collector {
                 continue;
             };
             // The environment is made only for a run (most hits need none).
-            let env = || held.facts.env(&held.msg.topic);
+            let env = || held.facts.env(&held.msg);
             let recipe = match &job.step {
                 Step::Check => Recipe::message_check(host, m, &env(), &held.msg.payload),
                 Step::Response { output, code } => {
@@ -1050,7 +1051,7 @@ impl Collector {
         let origin = job
             .reg
             .as_ref()
-            .map_or(held.facts.origin.as_str(), |r| &r.key);
+            .map_or(held.facts.origin(&held.msg), |r| &r.key);
         let rule = job.reg.is_some();
         if rule && job.step == Step::Check {
             self.checking
@@ -1081,7 +1082,11 @@ impl Collector {
         if let Some(w) = &a.warning
             && self.log_runs.allow(now, "collector: failed runs")
         {
-            log::warn!("module {}: {w} (message {})", m.name, held.facts.id);
+            log::warn!(
+                "module {}: {w} (message {})",
+                m.name,
+                held.facts.id(&held.msg)
+            );
         }
         if let Some(ev) = a.emit {
             outbox.push(ev, now);
@@ -1248,47 +1253,42 @@ impl Collector {
         }
     }
 
-    /// The `collect_*` lines of `crd status`.
-    pub fn status(&self, s: &mut String) {
+    /// The `collect_*` and `rule_*` figures of `crd status`.
+    pub fn status(&self, s: &mut Status) {
         let st = &self.stats;
-        let _ = writeln!(s, "collect_received: {}", st.received);
-        let _ = writeln!(s, "collect_journaled: {}", st.journaled);
-        let _ = writeln!(s, "collect_journal_depth: {}", self.journal.depth());
-        let _ = writeln!(s, "collect_journal_fsyncs: {}", self.journal.stats().fsyncs);
-        let _ = writeln!(s, "collect_runs: {}", st.runs);
-        let _ = writeln!(s, "collect_running: {}", self.running.len());
-        let _ = writeln!(
-            s,
-            "collect_queued: {}",
-            self.ready.len() + self.responses.len()
+        s.num("collect_received", st.received);
+        s.num("collect_journaled", st.journaled);
+        s.num("collect_journal_depth", self.journal.depth());
+        s.num("collect_journal_fsyncs", self.journal.stats().fsyncs);
+        s.num("collect_runs", st.runs);
+        s.num("collect_running", self.running.len() as u64);
+        s.num(
+            "collect_queued",
+            (self.ready.len() + self.responses.len()) as u64,
         );
-        let _ = writeln!(s, "collect_unmatched: {}", st.unmatched);
-        let _ = writeln!(s, "collect_own_skipped: {}", st.own);
-        let _ = writeln!(s, "collect_retained_skipped: {}", st.retained);
-        let _ = writeln!(s, "collect_oversized: {}", st.oversized);
-        let _ = writeln!(s, "collect_refused: {}", st.refused);
-        let _ = writeln!(s, "collect_corrupt: {}", st.corrupt);
+        s.num("collect_unmatched", st.unmatched);
+        s.num("collect_own_skipped", st.own);
+        s.num("collect_retained_skipped", st.retained);
+        s.num("collect_oversized", st.oversized);
+        s.num("collect_refused", st.refused);
+        s.num("collect_corrupt", st.corrupt);
         let c = self.seen.counts;
-        let _ = writeln!(s, "collect_duplicates: {}", c.duplicates);
-        let _ = writeln!(s, "collect_seen_streams: {}", self.seen.streams());
-        let _ = writeln!(s, "collect_seen_too_old: {}", c.too_old);
-        let _ = writeln!(s, "collect_seen_evicted: {}", c.evicted);
-        let _ = writeln!(s, "collect_fleet_nodes: {}", self.fleet.len());
-        let _ = writeln!(s, "collect_fleet_forgotten: {}", self.fleet.forgotten);
-        let _ = writeln!(s, "collect_origins: {}", self.origins.len());
-        let _ = writeln!(s, "collect_origins_evicted: {}", self.origins.evicted);
-        let _ = writeln!(s, "collect_fleet_words_full: {}", self.fleet.words_full);
-        let _ = writeln!(
-            s,
-            "collect_paused: {}",
-            if self.paused() { "yes" } else { "no" }
-        );
-        let _ = writeln!(s, "collect_decided: {}", st.decided);
+        s.num("collect_duplicates", c.duplicates);
+        s.num("collect_seen_streams", self.seen.streams() as u64);
+        s.num("collect_seen_too_old", c.too_old);
+        s.num("collect_seen_evicted", c.evicted);
+        s.num("collect_fleet_nodes", self.fleet.len() as u64);
+        s.num("collect_fleet_forgotten", self.fleet.forgotten);
+        s.num("collect_origins", self.origins.len() as u64);
+        s.num("collect_origins_evicted", self.origins.evicted);
+        s.num("collect_fleet_words_full", self.fleet.words_full);
+        s.put("collect_paused", Value::Flag(self.paused()));
+        s.num("collect_decided", st.decided);
         for (name, r) in &self.rules {
-            let _ = writeln!(s, "rule_{name}_keys: {}", r.regs.len());
-            let _ = writeln!(s, "rule_{name}_evicted: {}", r.regs.evicted);
-            let _ = writeln!(s, "rule_{name}_skipped: {}", r.skipped);
-            let _ = writeln!(s, "rule_{name}_hits: {}", r.hits);
+            s.num(format!("rule_{name}_keys"), r.regs.len() as u64);
+            s.num(format!("rule_{name}_evicted"), r.regs.evicted);
+            s.num(format!("rule_{name}_skipped"), r.skipped);
+            s.num(format!("rule_{name}_hits"), r.hits);
         }
     }
 }

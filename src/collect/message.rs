@@ -236,39 +236,44 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// What a subscribed module's check and response are told about one message.
+/// What a subscribed module's check and response are told about one message
+/// (`m`, kept beside it: the id and the origin are made from both on demand).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Facts {
     pub event: Option<EventFields>,
-    /// `CRD_MESSAGE_ID`: `STREAM-SEQ` for a crd event (the same for every copy of
-    /// it, so a response can be idempotent), else `m-` and a hash of topic and
-    /// payload (the same for every redelivery of the same message).
-    pub id: String,
-    /// Whose message this is, for `trigger_after` and `cooldown`: the event's node,
-    /// else the topic (at most `MAX_ORIGIN_BYTES`).
-    pub origin: String,
 }
 
 impl Facts {
     pub fn of(m: &Message) -> Facts {
-        let event = EventFields::parse(&m.payload);
-        let id = match &event {
+        Facts {
+            event: EventFields::parse(&m.payload),
+        }
+    }
+
+    /// `CRD_MESSAGE_ID`: `STREAM-SEQ` for a crd event (the same for every copy of
+    /// it, so a response can be idempotent), else `m-` and a hash of topic and
+    /// payload (the same for every redelivery of the same message).
+    pub fn id(&self, m: &Message) -> String {
+        match &self.event {
             Some(e) => format!("{}-{}", e.stream, e.seq),
             None => format!("m-{:016x}", fnv1a(&[m.topic.as_bytes(), &m.payload])),
-        };
-        let origin = cut(
-            event.as_ref().map_or(&m.topic, |e| &e.node),
+        }
+    }
+
+    /// Whose message this is, for `trigger_after` and `cooldown`: the event's
+    /// node, else the topic `m` came on (at most `MAX_ORIGIN_BYTES`).
+    pub fn origin<'a>(&'a self, m: &'a Message) -> &'a str {
+        cut(
+            self.event.as_ref().map_or(&m.topic, |e| &e.node),
             MAX_ORIGIN_BYTES,
         )
-        .to_string();
-        Facts { event, id, origin }
     }
 
     /// The `CRD_*` variables beside the module's own three.
-    pub fn env(&self, topic: &str) -> Vec<(&'static str, OsString)> {
+    pub fn env(&self, m: &Message) -> Vec<(&'static str, OsString)> {
         let mut v = vec![
-            ("CRD_TOPIC", OsString::from(topic)),
-            ("CRD_MESSAGE_ID", OsString::from(&self.id)),
+            ("CRD_TOPIC", OsString::from(&m.topic)),
+            ("CRD_MESSAGE_ID", OsString::from(self.id(m))),
         ];
         if let Some(e) = &self.event {
             v.push(("CRD_EVENT_NODE", e.node.clone().into()));
@@ -485,12 +490,13 @@ mod tests {
     #[test]
     fn a_crd_event_gives_its_fields_and_a_stable_id() {
         let p = br#"{"node":"r1","stream":"00000000000000ab","seq":42,"ts":5,"module":"Disk","kind":"fired","code":0,"dur_ms":7,"out":"97%"}"#;
-        let f = Facts::of(&msg("crd/r1/event/Disk", p));
+        let m = msg("crd/r1/event/Disk", p);
+        let f = Facts::of(&m);
         let e = f.event.as_ref().unwrap();
         assert_eq!((e.node.as_str(), e.seq, e.stream_id()), ("r1", 42, 0xab));
-        assert_eq!(f.id, "00000000000000ab-42");
-        assert_eq!(f.origin, "r1");
-        let env = f.env("crd/r1/event/Disk");
+        assert_eq!(f.id(&m), "00000000000000ab-42");
+        assert_eq!(f.origin(&m), "r1");
+        let env = f.env(&m);
         let get = |k: &str| {
             env.iter()
                 .find(|(n, _)| *n == k)
@@ -510,25 +516,23 @@ mod tests {
             br#"{"node":"r1","stream":"nothex","seq":1,"module":"m","kind":"k","code":0}"#,
             b"\xff\x00",
         ] {
-            let f = Facts::of(&msg("plant/4/temp", p));
+            let m = msg("plant/4/temp", p);
+            let f = Facts::of(&m);
             assert!(f.event.is_none(), "{p:?}");
-            assert!(f.id.starts_with("m-") && f.id.len() == 18, "{}", f.id);
-            assert_eq!(f.origin, "plant/4/temp");
-            assert_eq!(f.env("plant/4/temp").len(), 2);
+            let id = f.id(&m);
+            assert!(id.starts_with("m-") && id.len() == 18, "{id}");
+            assert_eq!(f.origin(&m), "plant/4/temp");
+            assert_eq!(f.env(&m).len(), 2);
         }
-        let a = Facts::of(&msg("t", b"x")).id;
-        assert_eq!(
-            a,
-            Facts::of(&msg("t", b"x")).id,
-            "the same message, the same id"
-        );
-        assert_ne!(a, Facts::of(&msg("t", b"y")).id);
-        assert_ne!(
-            a,
-            Facts::of(&msg("tx", b"")).id,
-            "topic and payload do not run together"
-        );
-        let long = "é".repeat(300);
-        assert!(Facts::of(&msg(&long, b"")).origin.len() <= MAX_ORIGIN_BYTES);
+        let id = |t: &str, p: &[u8]| {
+            let m = msg(t, p);
+            Facts::of(&m).id(&m)
+        };
+        let a = id("t", b"x");
+        assert_eq!(a, id("t", b"x"), "the same message, the same id");
+        assert_ne!(a, id("t", b"y"));
+        assert_ne!(a, id("tx", b""), "topic and payload do not run together");
+        let long = msg(&"é".repeat(300), b"");
+        assert!(Facts::of(&long).origin(&long).len() <= MAX_ORIGIN_BYTES);
     }
 }

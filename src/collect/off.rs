@@ -100,7 +100,7 @@ impl Collector {
         match *self {}
     }
 
-    pub fn status(&self, _: &mut String) {
+    pub fn status(&self, _: &mut crate::core::status::Status) {
         match *self {}
     }
 }

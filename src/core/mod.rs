@@ -9,4 +9,5 @@ pub mod lifecycle;
 pub mod module;
 pub mod output;
 pub mod schedule;
+pub mod status;
 pub mod topic;

@@ -24,6 +24,7 @@ use crate::core::lifecycle::{self, ModuleState, Next};
 use crate::core::module::Module;
 use crate::core::module::Role;
 use crate::core::schedule::{Lateness, Scheduler};
+use crate::core::status::{ModuleRow, Status};
 use crate::host::clock::unix_ms;
 use crate::host::control::{self, Control, Request};
 use crate::host::files::{load_config, node_name};
@@ -32,7 +33,6 @@ use crate::host::outbox::Outbox;
 use crate::mqtt::forward::{Forwarder, RESOLVE_TIMEOUT};
 use mio::Token;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -565,7 +565,7 @@ impl Daemon {
     fn answer(&mut self, reqs: Vec<(usize, Request)>, now: Instant) {
         for (client, req) in reqs {
             let text = match req {
-                Request::Status => self.status(now),
+                Request::Status { json } => self.status(now, json),
                 Request::Fleet { json } => match &self.collector {
                     Some(c) => c.fleet(json, unix_ms()),
                     None => "error: this crd collects nothing (no module subscribes)\n".into(),
@@ -602,43 +602,27 @@ impl Daemon {
         }
     }
 
-    /// The text `crd status` prints.
-    fn status(&self, now: Instant) -> String {
-        let mut s = String::new();
+    /// What `crd status` prints: lines and a table, or one JSON object.
+    fn status(&self, now: Instant, json: bool) -> String {
+        let mut s = Status::new(env!("CARGO_PKG_VERSION"), &self.node, std::process::id());
         let l = &self.lateness;
-        let _ = writeln!(
-            s,
-            "crd {} node {} pid {}",
-            env!("CARGO_PKG_VERSION"),
-            self.node,
-            std::process::id()
-        );
-        let _ = writeln!(
-            s,
-            "uptime_s: {}",
-            now.duration_since(self.started).as_secs()
-        );
-        let _ = writeln!(s, "modules: {}", self.modules.len());
-        let _ = writeln!(s, "running: {}", self.runs.len());
-        let _ = writeln!(s, "queued: {}", self.sched.queued());
-        let _ = writeln!(s, "wakeups: {}", self.wakeups);
-        let _ = writeln!(s, "starts: {}", l.count());
-        let _ = writeln!(s, "lateness_p50_us: {}", l.percentile_us(50));
-        let _ = writeln!(s, "lateness_p99_us: {}", l.percentile_us(99));
-        let _ = writeln!(s, "lateness_max_us: {}", l.max_us());
-        let _ = writeln!(s, "cpu_self_us: {}", sys::self_cpu_us());
-        let _ = writeln!(s, "max_rss_kib: {}", sys::max_rss_kib());
+        s.num("uptime_s", now.duration_since(self.started).as_secs());
+        s.num("modules", self.modules.len() as u64);
+        s.num("running", self.runs.len() as u64);
+        s.num("queued", self.sched.queued() as u64);
+        s.num("wakeups", self.wakeups);
+        s.num("starts", u64::from(l.count()));
+        s.num("lateness_p50_us", l.percentile_us(50));
+        s.num("lateness_p99_us", l.percentile_us(99));
+        s.num("lateness_max_us", l.max_us());
+        s.num("cpu_self_us", sys::self_cpu_us());
+        s.num("max_rss_kib", sys::max_rss_kib());
         self.outbox.status(&mut s, now);
         self.forwarder.status(&mut s, now);
-        let _ = writeln!(s, "mqtt_unasked_messages: {}", self.inbound_unasked);
+        s.num("mqtt_unasked_messages", self.inbound_unasked);
         if let Some(c) = &self.collector {
             c.status(&mut s);
         }
-        let _ = writeln!(
-            s,
-            "\n{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  last",
-            "MODULE", "STATE", "RUNS", "FIRED", "RESP", "ERRORS", "OVERRN", "NEXT_S"
-        );
         for (i, (m, st)) in self.modules.iter().zip(&self.stats).enumerate() {
             let state = if !m.settings.enabled {
                 "disabled"
@@ -649,37 +633,26 @@ impl Daemon {
             } else {
                 "ok"
             };
-            let next = self
-                .sched
-                .next_due(i)
-                .map(|t| t.saturating_duration_since(now).as_secs().to_string())
-                .unwrap_or_else(|| "-".into());
-            let last = st
-                .last
-                .map(|(t, role, o)| {
-                    format!(
-                        "{:?} {} {}s ago",
-                        role,
-                        o.describe(),
-                        now.saturating_duration_since(t).as_secs()
-                    )
-                    .to_lowercase()
-                })
-                .unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                s,
-                "{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  {}",
-                m.name,
+            s.modules.push(ModuleRow {
+                name: m.name.clone(),
                 state,
-                st.runs,
-                st.fired,
-                st.responses,
-                st.errors,
-                self.sched.overruns(i),
-                next,
-                last
-            );
+                runs: u64::from(st.runs),
+                fired: u64::from(st.fired),
+                responses: u64::from(st.responses),
+                errors: u64::from(st.errors),
+                overruns: u64::from(self.sched.overruns(i)),
+                next_s: self
+                    .sched
+                    .next_due(i)
+                    .map(|t| t.saturating_duration_since(now).as_secs()),
+                last: st.last.map(|(t, role, o)| {
+                    (
+                        format!("{:?} {}", role, o.describe()).to_lowercase(),
+                        now.saturating_duration_since(t).as_secs(),
+                    )
+                }),
+            });
         }
-        s
+        if json { s.to_json() } else { s.to_text() }
     }
 }

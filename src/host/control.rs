@@ -30,7 +30,10 @@ pub const READ_BUDGET_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Status,
+    /// `crd status`, as lines and a table or (`json`) one JSON object.
+    Status {
+        json: bool,
+    },
     /// Re-read the config and the modules, as on SIGHUP (`crd --install`).
     Reload,
     /// The collector's view of the fleet (`crd fleet [--json]`).
@@ -62,7 +65,8 @@ pub fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
     let line = String::from_utf8_lossy(line).trim().to_string();
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next(), words.next()) {
-        (Some("status"), None, ..) => Request::Status,
+        (Some("status"), None, ..) => Request::Status { json: false },
+        (Some("status"), Some("json"), None, ..) => Request::Status { json: true },
         (Some("reload"), None, ..) => Request::Reload,
         (Some("fleet"), None, ..) => Request::Fleet { json: false },
         (Some("fleet"), Some("json"), None, ..) => Request::Fleet { json: true },
@@ -449,7 +453,14 @@ mod tests {
 
     #[test]
     fn requests_parse() {
-        assert_eq!(parse_request(b"status\n", false, 10), Request::Status);
+        assert_eq!(
+            parse_request(b"status\n", false, 10),
+            Request::Status { json: false }
+        );
+        assert_eq!(
+            parse_request(b"status json\n", false, 10),
+            Request::Status { json: true }
+        );
         assert_eq!(parse_request(b"reload\n", false, 10), Request::Reload);
         assert_eq!(
             parse_request(b"register Lb\n", false, 10),

@@ -8,10 +8,10 @@
 
 use crate::core::config::valid_topic_suffix;
 use crate::core::event::{self, Event, Kind};
+use crate::core::status::{Status, Value};
 use crate::host::clock::unix_ms;
 use crate::spool::storage::FileStorage;
 use crate::spool::{AppendError, Spool, SpoolConfig, SpoolError};
-use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -238,44 +238,41 @@ impl Outbox {
         }
     }
 
-    /// The `spool_*` lines of `crd status`.
-    pub fn status(&self, s: &mut String, now: Instant) {
+    /// The `spool_*` figures of `crd status`.
+    pub fn status(&self, s: &mut Status, now: Instant) {
         let sp = &self.spool;
         let st = sp.stats();
-        let _ = writeln!(s, "spool_stream: {:016x}", sp.stream());
-        let _ = writeln!(s, "spool_depth: {}", sp.depth());
-        let _ = writeln!(s, "spool_bytes: {}", sp.bytes());
-        let _ = writeln!(s, "spool_segments: {}", sp.segments());
-        let oldest = if sp.depth() > 0 {
-            (sp.acked() + 1).to_string()
-        } else {
-            "-".into()
-        };
-        let _ = writeln!(s, "spool_oldest_unacked_seq: {oldest}");
-        let _ = writeln!(s, "spool_next_seq: {}", sp.next_seq());
-        let _ = writeln!(s, "spool_dropped: {}", st.dropped);
-        if let Some((a, b)) = st.dropped_range {
-            let _ = writeln!(s, "spool_dropped_last: {a}..={b}");
-        }
-        let _ = writeln!(s, "spool_lost: {}", st.lost);
-        let _ = writeln!(s, "spool_dir_recreated: {}", st.dir_recreated);
-        let _ = writeln!(s, "spool_events_lost: {}", self.events_lost);
-        let _ = writeln!(s, "spool_too_large: {}", st.too_large);
-        let _ = writeln!(s, "spool_refused: {}", st.refused_backlog);
-        let _ = writeln!(s, "spool_corrupt_skipped: {}", st.corrupt);
-        let _ = writeln!(s, "spool_truncated_bytes: {}", st.truncated);
-        let _ = writeln!(s, "spool_fsyncs: {}", st.fsyncs);
-        let _ = writeln!(s, "spool_io_errors: {}", st.io_errors);
-        let last = st
-            .last_sync
-            .map(|t| format!("{}s ago", now.saturating_duration_since(t).as_secs()))
-            .unwrap_or_else(|| "never".into());
-        let _ = writeln!(s, "spool_last_sync: {last}");
-        let _ = writeln!(
-            s,
-            "spool_state: {}",
-            if self.failing { "failing" } else { "ok" }
+        s.text("spool_stream", format!("{:016x}", sp.stream()));
+        s.num("spool_depth", sp.depth());
+        s.num("spool_bytes", sp.bytes());
+        s.num("spool_segments", sp.segments() as u64);
+        s.put(
+            "spool_oldest_unacked_seq",
+            Value::Maybe((sp.depth() > 0).then(|| sp.acked() + 1)),
         );
+        s.num("spool_next_seq", sp.next_seq());
+        s.num("spool_dropped", st.dropped);
+        s.put(
+            "spool_dropped_last",
+            Value::Opt(st.dropped_range.map(|(a, b)| format!("{a}..={b}"))),
+        );
+        s.num("spool_lost", st.lost);
+        s.num("spool_dir_recreated", st.dir_recreated);
+        s.num("spool_events_lost", self.events_lost);
+        s.num("spool_too_large", st.too_large);
+        s.num("spool_refused", st.refused_backlog);
+        s.num("spool_corrupt_skipped", st.corrupt);
+        s.num("spool_truncated_bytes", st.truncated);
+        s.num("spool_fsyncs", st.fsyncs);
+        s.num("spool_io_errors", st.io_errors);
+        s.put(
+            "spool_last_sync",
+            Value::Ago(
+                st.last_sync
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+            ),
+        );
+        s.text("spool_state", if self.failing { "failing" } else { "ok" });
     }
 
     pub fn spool(&mut self) -> &mut Spool<FileStorage> {

@@ -14,6 +14,7 @@
 
 use crate::core::config::MqttSettings;
 use crate::core::event;
+use crate::core::status::{Status, Value};
 use crate::mqtt::session::{Session, SessionConfig, SessionError, Up};
 use crate::mqtt::transport::Transport;
 use crate::mqtt::wire;
@@ -22,7 +23,6 @@ use crate::spool::storage::Storage;
 use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -740,8 +740,8 @@ impl Forwarder {
         self.session.inflight()
     }
 
-    /// The `mqtt_*` lines of `crd status`.
-    pub fn status(&self, s: &mut String, now: Instant) {
+    /// The `mqtt_*` figures of `crd status`.
+    pub fn status(&self, s: &mut Status, now: Instant) {
         let state = match self.phase {
             Phase::Off if self.cfg.broker.is_empty() => "off (no broker configured)",
             Phase::Off => "stopped",
@@ -751,30 +751,26 @@ impl Forwarder {
             Phase::Up if self.session.is_connected() => "connected",
             Phase::Up => "awaiting CONNACK",
         };
-        let _ = writeln!(s, "mqtt_broker: {}", self.cfg.broker);
-        let _ = writeln!(s, "mqtt_state: {state}");
-        let last = self
-            .last_connect
-            .map(|t| format!("{}s ago", now.saturating_duration_since(t).as_secs()))
-            .unwrap_or_else(|| "never".into());
-        let _ = writeln!(s, "mqtt_last_connect: {last}");
-        let _ = writeln!(s, "mqtt_connects: {}", self.connects);
-        let _ = writeln!(s, "mqtt_inflight: {}", self.session.inflight());
-        let _ = writeln!(s, "mqtt_published: {}", self.published);
-        let _ = writeln!(s, "mqtt_acked: {}", self.acked);
-        if !self.last_error.is_empty() {
-            let _ = writeln!(s, "mqtt_last_error: {}", self.last_error);
-        }
-        if !self.filters.is_empty() {
-            let _ = writeln!(s, "mqtt_subscribed: {}", self.filters.join(" "));
-        }
-        if !self.refused_filters.is_empty() {
-            let _ = writeln!(
-                s,
-                "mqtt_subscribe_refused: {}",
-                self.refused_filters.join(" ")
-            );
-        }
+        s.text("mqtt_broker", self.cfg.broker.as_str());
+        s.text("mqtt_state", state);
+        s.put(
+            "mqtt_last_connect",
+            Value::Ago(
+                self.last_connect
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+            ),
+        );
+        s.num("mqtt_connects", self.connects);
+        s.num("mqtt_inflight", self.session.inflight() as u64);
+        s.num("mqtt_published", self.published);
+        s.num("mqtt_acked", self.acked);
+        let some = |t: String| Value::Opt((!t.is_empty()).then_some(t));
+        s.put("mqtt_last_error", some(self.last_error.clone()));
+        s.put("mqtt_subscribed", some(self.filters.join(" ")));
+        s.put(
+            "mqtt_subscribe_refused",
+            some(self.refused_filters.join(" ")),
+        );
     }
 }
 
