@@ -390,6 +390,7 @@ impl Drop for Broker {
 pub struct Subscriber {
     child: Option<Child>,
     args: Vec<String>,
+    port: u16,
     pub out: PathBuf,
 }
 
@@ -412,29 +413,44 @@ impl Subscriber {
         let mut s = Subscriber {
             child: None,
             args,
+            port,
             out: out.to_path_buf(),
         };
         s.spawn();
         s
     }
 
+    /// Starts mosquitto_sub once its listener accepts connections (a broker's
+    /// second listener may open after the first), and again if it exited at
+    /// once (refused): a loaded machine must not make it miss what follows.
     fn spawn(&mut self) {
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.out)
-            .unwrap();
-        self.child = Some(
-            Command::new("mosquitto_sub")
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            && Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        loop {
+            let f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.out)
+                .unwrap();
+            let mut c = Command::new("mosquitto_sub")
                 .args(&self.args)
                 .stdin(Stdio::null())
                 .stdout(f)
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("mosquitto_sub (Debian package `mosquitto-clients`) must be installed"),
-        );
-        // Give it time to subscribe before anything is published.
-        std::thread::sleep(Duration::from_millis(300));
+                .expect("mosquitto_sub (Debian package `mosquitto-clients`) must be installed");
+            // Give it time to subscribe before anything is published.
+            std::thread::sleep(Duration::from_millis(300));
+            let exited = c.try_wait().unwrap().is_some();
+            self.child = Some(c);
+            if !exited || Instant::now() >= end {
+                return;
+            }
+        }
     }
 
     /// Restarts the client if it exited (it does when its broker goes away).
