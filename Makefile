@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size size-tls bench bench-spool bench-mqtt bench-collect soak fuzz clean \
+.PHONY: all build run status test lint unit size size-tls size-report bench bench-spool bench-mqtt bench-collect soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -54,6 +54,13 @@ size:
 # The same table for the TLS builds (rustls + ring), not held to the budget.
 size-tls:
 	SIZE_VARIANT=tls cross/size.sh $(BOARDS)
+
+# Where one board's bytes go (REPORT_BOARD, default ath79): sections, bytes per
+# crate, generic code instantiated more than once, the TOP largest symbols.
+REPORT_BOARD ?= ath79
+TOP ?= 30
+size-report:
+	cross/size-report.sh $(REPORT_BOARD) $(TOP)
 
 # The integration-test subset against router binaries under qemu-user.
 test-cross:

@@ -1,9 +1,11 @@
 #!/bin/sh
-# cross/build.sh BOARD [tls]: builds the release binary for board-configs/BOARD.conf
-# with the board's FEATURES (the collector on hosts only)
+# cross/build.sh BOARD [tls|symbols]: builds the release binary for
+# board-configs/BOARD.conf with the board's FEATURES (the collector on hosts only)
 # and puts it at dist/BOARD/crd; with `tls`, the build with MQTT over TLS (cargo
 # feature `tls`: rustls + ring, whose C and assembly zig compiles) at
-# dist/BOARD-tls/crd, in its own target directory.
+# dist/BOARD-tls/crd, in its own target directory; with `symbols`, the same build
+# as the plain one but not stripped (for cross/size-report.sh: the code is the
+# same, the symbol table names it) at dist/BOARD-symbols/crd.
 #
 # Router boards (BUILD_STD=yes) build std from source with cargo-zigbuild (zig is the
 # linker), with -Zbuild-std-features=optimize_for_size and -Zlocation-detail=none:
@@ -20,6 +22,10 @@ if [ "$variant" = tls ]; then
     extra=tls
     out=$board-tls
     export CARGO_TARGET_DIR="$top/target/tls"
+elif [ "$variant" = symbols ]; then
+    out=$board-symbols
+    export CARGO_TARGET_DIR="$top/target/symbols"
+    export CARGO_PROFILE_RELEASE_STRIP=false
 fi
 tdir=${CARGO_TARGET_DIR:-$top/target}
 conf="$top/board-configs/$board.conf"
@@ -45,5 +51,17 @@ fi
 mkdir -p "dist/$out"
 # Copy then rename: a running dist binary (a soak, a test) is never written over.
 cp "$tdir/$TARGET/release/crd" "dist/$out/.crd.new"
+# MIPS objects carry .pdr, procedure descriptors for debuggers that the linker
+# keeps and strip=true does not remove: about 96 KB per binary, never loaded.
+# llvm-objcopy (any architecture; cross/setup.sh installs it) drops it.
+case "$TARGET" in
+mips*)
+    if ! command -v llvm-objcopy >/dev/null 2>&1; then
+        echo "llvm-objcopy missing (run cross/setup.sh): dist/$out/crd keeps .pdr (~96 KB)" >&2
+    elif [ "$variant" != symbols ]; then
+        llvm-objcopy --remove-section=.pdr --remove-section=.comment "dist/$out/.crd.new"
+    fi
+    ;;
+esac
 mv -f "dist/$out/.crd.new" "dist/$out/crd"
 echo "dist/$out/crd"
