@@ -11,28 +11,11 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// A broker that queues enough for the tests (mosquitto's default limit is 1000).
-fn broker(sb: &Sandbox) -> Broker {
-    Broker::start(
-        &sb.path("broker"),
-        "allow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
-    )
-}
-
 fn edge_and_collector(tag: &str) -> (Sandbox, Sandbox, Broker) {
     let edge = Sandbox::new(&format!("{tag}-edge"));
     let central = Sandbox::new(&format!("{tag}-central"));
-    let b = broker(&central);
+    let b = central.queueing_broker();
     (edge, central, b)
-}
-
-fn write(sb: &Sandbox, rel: &str, text: &str) {
-    fs::write(sb.path(rel), text).unwrap();
-    fs::set_permissions(
-        sb.path(rel),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
 }
 
 /// Edge crd -> broker -> collector crd: an edge module fires; the collector's
@@ -55,11 +38,7 @@ fn an_edge_event_reaches_a_collector_module_with_its_environment() {
         "cat > ../../response_stdin\n\
          printf '%s|%s|%s' \"$CRD_CHECK_OUTPUT\" \"$CRD_EVENT_NODE\" \"$CRD_MODULE\" > ../../response_env",
     );
-    write(
-        &central,
-        "modules/Sink/module.conf",
-        "subscribe = crd/+/event/#\n",
-    );
+    central.write("modules/Sink/module.conf", "subscribe = crd/+/event/#\n");
     central.config_node("central", &format!("broker = {}", b.addr()));
     let c = central.start();
     assert!(
@@ -117,16 +96,12 @@ fn an_edge_event_reaches_a_collector_module_with_its_environment() {
 #[test]
 fn foreign_payloads_and_oversized_and_retained_messages_are_counted_and_the_collector_goes_on() {
     let central = Sandbox::new("foreign");
-    let b = broker(&central);
+    let b = central.queueing_broker();
     central.script(
         "modules/Plant/response",
         "p=$(cat)\nprintf '%s\\n' \"$p\" >> ../../got",
     );
-    write(
-        &central,
-        "modules/Plant/module.conf",
-        "subscribe = plant/+/temp\n",
-    );
+    central.write("modules/Plant/module.conf", "subscribe = plant/+/temp\n");
     central.config_node(
         "central",
         &format!("broker = {}\nmax_message = 1k", b.addr()),
@@ -184,14 +159,13 @@ fn foreign_payloads_and_oversized_and_retained_messages_are_counted_and_the_coll
 #[test]
 fn a_crd_event_sent_again_runs_once_also_after_a_restart() {
     let central = Sandbox::new("dedup");
-    let b = broker(&central);
+    let b = central.queueing_broker();
     // One write per run (O_APPEND): two runs at once cannot interleave.
     central.script(
         "modules/Sink/response",
         "p=$(cat)\nprintf '%s\\n' \"$p\" >> ../../runs",
     );
-    write(
-        &central,
+    central.write(
         "modules/Sink/module.conf",
         "subscribe = crd/+/event/# plain/#\n",
     );
@@ -273,18 +247,14 @@ fn sigkill_loop_while_collecting_loses_nothing_and_runs_each_event_once_but_for_
     const MESSAGES: u64 = 5000;
     const KILLS: u64 = 20;
     let central = Sandbox::new("ckill");
-    let b = broker(&central);
+    let b = central.queueing_broker();
     // The response records each event it ran, one line each (appends of a few
     // bytes are atomic).
     central.script(
         "modules/Sink/response",
         "echo \"$CRD_EVENT_SEQ\" >> ../../ran",
     );
-    write(
-        &central,
-        "modules/Sink/module.conf",
-        "subscribe = crd/+/event/#\n",
-    );
+    central.write("modules/Sink/module.conf", "subscribe = crd/+/event/#\n");
     central.config_node(
         "central",
         &format!("broker = {}\nmax_parallel = 8", b.addr()),
@@ -390,8 +360,7 @@ fn collector(name: &str, b: &Broker, filter: &str, dir: &std::path::Path) -> San
         "modules/Sink/response",
         &format!("echo \"$CRD_MESSAGE_ID\" >> {}/ran-{name}", dir.display()),
     );
-    write(
-        &sb,
+    sb.write(
         "modules/Sink/module.conf",
         &format!("subscribe = {filter}\n"),
     );
@@ -436,7 +405,7 @@ fn ids(dir: &std::path::Path, name: &str) -> Vec<String> {
 #[test]
 fn collectors_in_one_group_split_the_stream_and_lose_nothing_when_one_dies() {
     let home = Sandbox::new("share");
-    let b = broker(&home);
+    let b = home.queueing_broker();
     let dir = home.path("out");
     fs::create_dir_all(&dir).unwrap();
     let (c1, c2, c3) = (
@@ -514,7 +483,7 @@ fn collectors_in_one_group_split_the_stream_and_lose_nothing_when_one_dies() {
 #[test]
 fn a_broker_restart_with_a_backlog_queued_loses_nothing() {
     let home = Sandbox::new("brestart");
-    let mut b = broker(&home);
+    let mut b = home.queueing_broker();
     let dir = home.path("out");
     fs::create_dir_all(&dir).unwrap();
     let c = collector("brestart1", &b, "q/#", &dir);
@@ -557,17 +526,9 @@ fn crd_fleet_lists_nodes_and_an_edge_going_offline_triggers_a_module() {
         "grep -q '\"state\":\"offline\"' || exit 1\nexit 0",
     );
     central.script("modules/Gone/response", "echo \"$CRD_TOPIC\" >> ../../gone");
-    write(
-        &central,
-        "modules/Gone/module.conf",
-        "subscribe = crd/+/status\n",
-    );
+    central.write("modules/Gone/module.conf", "subscribe = crd/+/status\n");
     central.script("modules/Sink/response", ":");
-    write(
-        &central,
-        "modules/Sink/module.conf",
-        "subscribe = crd/+/event/#\n",
-    );
+    central.write("modules/Sink/module.conf", "subscribe = crd/+/event/#\n");
     central.config_node("central", &format!("broker = {}", b.addr()));
     let c = central.start();
     assert!(
@@ -626,13 +587,12 @@ fn crd_fleet_lists_nodes_and_an_edge_going_offline_triggers_a_module() {
 #[test]
 fn hostile_messages_are_counted_logged_at_a_bounded_rate_and_cost_nothing() {
     let central = Sandbox::new("hostile");
-    let b = broker(&central);
+    let b = central.queueing_broker();
     central.script(
         "modules/Bad/response",
         "printf '%s\\n' \"${#CRD_TOPIC}\" >> ../../ran",
     );
-    write(
-        &central,
+    central.write(
         "modules/Bad/module.conf",
         "subscribe = bad/# crd/+/event/#\n",
     );
@@ -720,12 +680,12 @@ fn hostile_messages_are_counted_logged_at_a_bounded_rate_and_cost_nothing() {
 #[test]
 fn a_backlog_past_the_pause_mark_drains_with_nothing_else_waking_the_loop() {
     let home = Sandbox::new("drain");
-    let b = broker(&home);
+    let b = home.queueing_broker();
     let dir = home.path("out");
     fs::create_dir_all(&dir).unwrap();
     let c = Sandbox::new("drain1");
     fs::create_dir_all(c.path("modules/Hit")).unwrap();
-    write(&c, "modules/Hit/module.conf", "subscribe = q/#\n");
+    c.write("modules/Hit/module.conf", "subscribe = q/#\n");
     c.config_node("drain1", &format!("broker = {}", b.addr()));
     let mut d = c.start();
     assert!(

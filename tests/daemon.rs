@@ -212,16 +212,26 @@ fn sigterm_exits_zero_and_leaves_no_child_behind() {
     assert!(!sb.exists("crd.sock"), "control socket removed on exit");
 }
 
-#[test]
-fn status_reports_modules_and_counters() {
-    let sb = Sandbox::new("status");
+/// A daemon whose module `Hit` fires every 200 ms (and `more` modules beside
+/// it), once `Hit` has run twice.
+fn hit_twice(sb: &Sandbox, more: &[(&str, &str)]) -> Daemon {
     sb.module("Hit", "exit 0", Some("exit 0"));
+    for (name, check) in more {
+        sb.module(name, check, None);
+    }
     sb.config("interval = 200ms");
     let d = sb.start();
     assert!(wait_for(LONG, || module_row(&d.status(), "Hit")[3]
         .parse::<u32>()
         .unwrap_or(0)
         >= 2));
+    d
+}
+
+#[test]
+fn status_reports_modules_and_counters() {
+    let sb = Sandbox::new("status");
+    let d = hit_twice(&sb, &[]);
     let s = d.status();
     assert!(s.starts_with("crd "), "{s}");
     assert!(stat_of(&s, "starts") >= 2);
@@ -233,14 +243,7 @@ fn status_reports_modules_and_counters() {
 #[test]
 fn status_json_is_one_object_with_every_figure_the_text_prints() {
     let sb = Sandbox::new("statusjson");
-    sb.module("Hit", "exit 0", Some("exit 0"));
-    sb.module("Quiet", "exit 1", None);
-    sb.config("interval = 200ms");
-    let d = sb.start();
-    assert!(wait_for(LONG, || module_row(&d.status(), "Hit")[3]
-        .parse::<u32>()
-        .unwrap_or(0)
-        >= 2));
+    let d = hit_twice(&sb, &[("Quiet", "exit 1")]);
     let text = d.status();
     let (code, out, err) = sb.run(&["status", "--json"]);
     assert_eq!(code, 0, "{err}");

@@ -11,25 +11,6 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn broker(sb: &Sandbox) -> Broker {
-    Broker::start(
-        &sb.path("broker"),
-        "allow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
-    )
-}
-
-fn write(sb: &Sandbox, rel: &str, text: &str) {
-    let dir = sb.path(rel).parent().unwrap().to_path_buf();
-    fs::create_dir_all(&dir).unwrap();
-    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    fs::write(sb.path(rel), text).unwrap();
-    fs::set_permissions(
-        sb.path(rel),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
-}
-
 fn crd_bin() -> String {
     std::env::var("CRD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_crd").to_string())
 }
@@ -66,9 +47,8 @@ fn lines(sb: &Sandbox, rel: &str) -> Vec<String> {
 #[test]
 fn the_load_rule_fires_for_the_hot_node_once_per_crossing_and_its_event_reaches_the_broker() {
     let central = Sandbox::new("lb-central");
-    let b = broker(&central);
-    write(
-        &central,
+    let b = central.queueing_broker();
+    central.write(
         "modules/LbTurnDown/module.conf",
         "subscribe = crd/+/load\nregister = avg\nvalue = message\nperiod = 10s\nabove = 20\n",
     );
@@ -204,9 +184,8 @@ fn the_load_rule_fires_for_the_hot_node_once_per_crossing_and_its_event_reaches_
 #[test]
 fn a_count_rule_detects_a_flapping_wan_and_its_check_filters_further() {
     let central = Sandbox::new("flap");
-    let b = broker(&central);
-    write(
-        &central,
+    let b = central.queueing_broker();
+    central.write(
         "modules/WanFlap/module.conf",
         "subscribe = crd/+/wan/down\nregister = count\nperiod = 10m\nabove = 2\n",
     );
@@ -219,8 +198,7 @@ fn a_count_rule_detects_a_flapping_wan_and_its_check_filters_further() {
         "modules/WanFlap/response",
         "printf '%s %s\\n' \"$CRD_REGISTER_KEY\" \"$CRD_REGISTER_VALUE\" >> ../../responses",
     );
-    write(
-        &central,
+    central.write(
         "modules/Temp/module.conf",
         "subscribe = plant/+/temp\nregister = max\nvalue = celsius\nperiod = 1h\nby = topic\n",
     );
@@ -311,13 +289,11 @@ fn a_count_rule_detects_a_flapping_wan_and_its_check_filters_further() {
 /// `Cnt` (all messages), fed crd events from five nodes.
 fn rule_collector(name: &str, b: &Broker) -> Sandbox {
     let sb = Sandbox::new(name);
-    write(
-        &sb,
+    sb.write(
         "modules/Avg/module.conf",
         "subscribe = crd/+/load\nregister = avg\nvalue = message\nperiod = 1h\n",
     );
-    write(
-        &sb,
+    sb.write(
         "modules/Cnt/module.conf",
         "subscribe = crd/+/load\nregister = count\nperiod = 1h\nby = all\n",
     );
@@ -336,7 +312,7 @@ fn registers_after_sigkills_equal_those_of_a_collector_that_never_died() {
     const ROUNDS: u64 = 8;
     const PER_ROUND: u64 = 250;
     let home = Sandbox::new("regkill");
-    let b = broker(&home);
+    let b = home.queueing_broker();
     let a = rule_collector("regkill-a", &b);
     let r = rule_collector("regkill-ref", &b);
     let mut da = a.start();

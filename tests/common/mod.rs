@@ -122,6 +122,25 @@ impl Sandbox {
     pub fn exists(&self, rel: &str) -> bool {
         self.dir.join(rel).exists()
     }
+
+    /// Writes `text` to `rel` (mode 0644), making its directory (mode 0755): a
+    /// module's `module.conf`, say, which crd refuses if others may write it.
+    pub fn write(&self, rel: &str, text: &str) {
+        let dir = self.path(rel).parent().unwrap().to_path_buf();
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(self.path(rel), text).unwrap();
+        fs::set_permissions(self.path(rel), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    /// A broker in this sandbox that queues enough for the collector tests
+    /// (mosquitto's default limit is 1000 messages).
+    pub fn queueing_broker(&self) -> Broker {
+        Broker::start(
+            &self.path("broker"),
+            "allow_anonymous true\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
+        )
+    }
 }
 
 impl Drop for Sandbox {
