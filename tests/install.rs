@@ -95,6 +95,34 @@ fn directory_install_then_x_list_and_remove() {
         "{row}"
     );
     assert!(row.ends_with(src.to_str().unwrap()), "{row}");
+    // The same as JSON, beside a module copied by hand (no install record).
+    sb.module("Byhand", "exit 1", None);
+    let j: serde_json::Value = serde_json::from_str(&ok(sb.run(&["--list", "--json"]))).unwrap();
+    let all = j.as_array().unwrap();
+    let hello = all.iter().find(|m| m["name"] == "hello").unwrap();
+    assert_eq!(hello["version"], "1.0");
+    assert_eq!(hello["kind"], "support");
+    assert!(
+        hello["revision"].as_str().unwrap().starts_with("tree:"),
+        "{hello}"
+    );
+    assert_eq!(hello["source"], src.to_str().unwrap());
+    assert!(hello["installed_unix_s"].as_u64().unwrap() > 1_700_000_000);
+    assert!(hello["installed"].is_string());
+    let byhand = all.iter().find(|m| m["name"] == "Byhand").unwrap();
+    assert_eq!(byhand["kind"], "check");
+    for k in [
+        "version",
+        "revision",
+        "installed_unix_s",
+        "installed",
+        "source",
+    ] {
+        assert!(byhand[k].is_null(), "{k}: {byhand}");
+    }
+    let (code, _, err) = sb.run(&["--json"]);
+    assert_eq!(code, 2, "--json alone is a usage error");
+    assert!(err.contains("--json goes with --list"), "{err}");
     let rec = sb.read("modules/hello/.crd-install");
     assert!(
         rec.contains("tree_sha256 = ") && rec.contains("installed_at = "),

@@ -70,6 +70,9 @@ struct Args {
     /// list the modules in modules_dir: version, kind, revision, install time, source
     #[argh(switch)]
     list: bool,
+    /// with --list: one JSON array instead of the table
+    #[argh(switch)]
+    json: bool,
     /// remove module NAME from modules_dir
     #[argh(option)]
     remove: Option<String>,
@@ -291,8 +294,12 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     if let Some(name) = &args.remove {
         return report("remove", crate::install::remove(&cfg, name));
     }
+    if args.json && !args.list {
+        err!("crd: --json goes with --list (`crd status --json`, `crd fleet --json`)");
+        return EXIT_USAGE;
+    }
     if args.list {
-        return match crate::install::list(&cfg) {
+        return match crate::install::list(&cfg, args.json) {
             Ok(text) => {
                 let _ = std::io::stdout().write_all(text.as_bytes());
                 EXIT_OK

@@ -30,6 +30,7 @@ use crate::child::run::Finished;
 use crate::child::spawn::Streams;
 use crate::core::config::{self, Config};
 use crate::core::decide::Outcome;
+use crate::core::status::json_str;
 use crate::host::files::node_name;
 use crate::install::sha256::Sha256;
 use std::ffi::OsString;
@@ -972,7 +973,11 @@ pub fn utc(secs: u64) -> String {
 }
 
 /// `crd --list`: one line per module directory.
-pub fn list(cfg: &Config) -> Result<String, Failure> {
+/// `crd --list`: a table, or (`json`) one JSON array of objects with `name`,
+/// `version`, `kind`, `revision`, `installed_unix_s`, `installed` (UTC) and
+/// `source`, each `null` where the table says `-` (a module copied by hand has
+/// no install record).
+pub fn list(cfg: &Config, json: bool) -> Result<String, Failure> {
     let dir = &cfg.modules_dir;
     let mut names: Vec<String> = fs::read_dir(dir)
         .map_err(|e| failed(format!("modules_dir {}: {e}", dir.display())))?
@@ -986,6 +991,7 @@ pub fn list(cfg: &Config) -> Result<String, Failure> {
         "{:<24} {:<10} {:<17} {:<15} {:<18} SOURCE\n",
         "NAME", "VERSION", "KIND", "REVISION", "INSTALLED"
     );
+    let mut rows = Vec::new();
     for n in names {
         let d = dir.join(&n);
         let meta =
@@ -1010,9 +1016,28 @@ pub fn list(cfg: &Config) -> Result<String, Failure> {
         } else {
             &meta.version
         };
+        if json {
+            let opt = |v: Option<&str>| v.map_or_else(|| "null".to_string(), json_str);
+            rows.push(format!(
+                "{{\"name\":{},\"version\":{},\"kind\":{},\"revision\":{},\
+                 \"installed_unix_s\":{},\"installed\":{},\"source\":{}}}",
+                json_str(&n),
+                opt((!meta.version.is_empty()).then_some(meta.version.as_str())),
+                json_str(kind),
+                opt(rec.as_ref().map(|_| rev.as_str())),
+                rec.as_ref()
+                    .map_or_else(|| "null".to_string(), |r| r.installed_at.to_string()),
+                opt(rec.as_ref().map(|_| at.as_str())),
+                opt(rec.as_ref().map(|r| r.source.as_str())),
+            ));
+            continue;
+        }
         s.push_str(&format!(
             "{n:<24} {version:<10} {kind:<17} {rev:<15} {at:<18} {source}\n"
         ));
+    }
+    if json {
+        return Ok(format!("[{}]\n", rows.join(",")));
     }
     Ok(s)
 }
