@@ -655,3 +655,104 @@ fn tls_with_a_test_ca_and_a_client_certificate() {
         );
     }
 }
+
+/// The retained messages on `filter` as a subscriber arriving now sees them:
+/// (topic, JSON), in topic order.
+fn retained(port: u16, filter: &str) -> Vec<(String, serde_json::Value)> {
+    let (_, out, _) = run_to_end({
+        let mut c = std::process::Command::new("mosquitto_sub");
+        c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", filter]);
+        c.args(["-v", "--retained-only", "-W", "2"]);
+        c
+    });
+    let mut v: Vec<_> = out.lines().map(parse).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Each scheduled module's condition is retained at `crd/<node>/state/<module>`:
+/// OFF from the start, ON when it fires, OFF when it clears, removed from the
+/// broker when the module goes, and published again after a reconnect.
+#[test]
+fn module_states_are_retained_for_whoever_subscribes_late() {
+    let sb = Sandbox::new("mq-state");
+    let mut broker = Broker::start(&sb.path("broker"), "");
+    let flag = sb.path("flag");
+    fs_touch(&flag);
+    sb.module(
+        "Hit",
+        &format!("test -f {}", flag.display()),
+        Some("exit 0"),
+    );
+    sb.module("Quiet", "exit 1", None);
+    sb.config(&format!(
+        "interval = 200ms\nbroker = {}\nspool_sync_interval = 100ms",
+        broker.addr()
+    ));
+    let d = sb.start();
+    let states = |b: &Broker| retained(b.port, "crd/testnode/state/#");
+    let state_of = |v: &[(String, serde_json::Value)], m: &str| {
+        v.iter()
+            .find(|(t, _)| t == &format!("crd/testnode/state/{m}"))
+            .map(|(_, j)| j.clone())
+    };
+    let mut v = Vec::new();
+    assert!(
+        wait_for(LONG, || {
+            v = states(&broker);
+            state_of(&v, "Hit").is_some_and(|j| j["state"] == "ON")
+        }),
+        "{v:?}\n{}",
+        d.log()
+    );
+    let hit = state_of(&v, "Hit").unwrap();
+    assert_eq!(hit["code"], 0);
+    assert!(
+        hit["seq"].as_u64().unwrap() >= 1 && hit["since"].as_u64().unwrap() > 1_600_000_000_000
+    );
+    let quiet = state_of(&v, "Quiet").expect("a module that never fired is OFF");
+    assert_eq!(quiet["state"], "OFF");
+    assert!(quiet["code"].is_null() && quiet["seq"].is_null());
+    // The condition goes: OFF, by a later event.
+    std::fs::remove_file(&flag).unwrap();
+    assert!(wait_for(LONG, || {
+        v = states(&broker);
+        state_of(&v, "Hit").is_some_and(|j| j["state"] == "OFF")
+    }));
+    let off = state_of(&v, "Hit").unwrap();
+    assert_eq!(off["code"], 1);
+    assert!(
+        off["seq"].as_u64() > hit["seq"].as_u64(),
+        "{off} after {hit}"
+    );
+    // A module removed (and a reload): its state leaves the broker.
+    std::fs::remove_dir_all(sb.path("modules/Quiet")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        wait_for(LONG, || state_of(&states(&broker), "Quiet").is_none()),
+        "{}",
+        d.log()
+    );
+    // Cleared behind crd's back, then a reconnect: published again.
+    let (code, _, err) = run_to_end({
+        let mut c = std::process::Command::new("mosquitto_pub");
+        c.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()]);
+        c.args(["-t", "crd/testnode/state/Hit", "-r", "-n"]);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(state_of(&states(&broker), "Hit").is_none());
+    broker.restart();
+    assert!(
+        wait_for(LONG, || state_of(&states(&broker), "Hit")
+            .is_some_and(|j| j["state"] == "OFF")),
+        "{}",
+        d.log()
+    );
+    assert!(stat_of(&d.status(), "mqtt_connects") >= 2);
+    stop(d);
+}
+
+fn fs_touch(p: &std::path::Path) {
+    std::fs::write(p, b"").unwrap();
+}

@@ -556,8 +556,11 @@ pub fn valid_topic_suffix(s: &str) -> Result<(), &'static str> {
             return Err("topic levels may hold only letters, digits, `_`, `.` and `-`");
         }
     }
-    if matches!(s.split('/').next(), Some("event" | "status" | "cmd")) {
-        return Err("`event`, `status` and `cmd` are crd's own topics");
+    if matches!(
+        s.split('/').next(),
+        Some("event" | "status" | "cmd" | "state")
+    ) {
+        return Err("`event`, `status`, `state` and `cmd` are crd's own topics");
     }
     Ok(())
 }
@@ -1406,7 +1409,7 @@ mod tests {
             assert_eq!(valid_topic_suffix(ok), Ok(()), "{ok}");
         }
         for bad in [
-            "", "/a", "a/", "a//b", "a/+", "#", "a b", "event/x", "status", "cmd",
+            "", "/a", "a/", "a//b", "a/+", "#", "a b", "event/x", "status", "cmd", "state/x",
         ] {
             assert!(valid_topic_suffix(bad).is_err(), "{bad}");
         }

@@ -20,6 +20,7 @@ use crate::child::sys;
 use crate::collect::Collector;
 use crate::core::config::Config;
 use crate::core::decide::Outcome;
+use crate::core::event::Kind;
 use crate::core::lifecycle::{self, ModuleState, Next};
 use crate::core::module::Module;
 use crate::core::module::Role;
@@ -31,6 +32,7 @@ use crate::host::files::{load_config, node_name};
 use crate::host::modules;
 use crate::host::outbox::Outbox;
 use crate::mqtt::forward::{Forwarder, RESOLVE_TIMEOUT};
+use crate::mqtt::wire;
 use mio::Token;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io;
@@ -161,6 +163,22 @@ impl Daemon {
         for name in busy {
             if let Some(i) = self.index(&name).filter(|&i| self.modules[i].scheduled()) {
                 self.sched.mark_running(i);
+            }
+        }
+        // Retained states of the scheduled modules: a new one starts OFF, a
+        // removed one is cleared from the broker.
+        let wall = unix_ms();
+        let names: Vec<&str> = self
+            .modules
+            .iter()
+            .filter(|m| m.scheduled())
+            .map(|m| m.name.as_str())
+            .collect();
+        self.forwarder.keep_states(&names, now);
+        for (m, f) in self.modules.iter().zip(&from) {
+            if m.scheduled() && (f.is_none() || !self.forwarder.has_state(&m.name)) {
+                let p = wire::state_json(false, wall, None, None);
+                self.forwarder.set_state(&m.name, p, now);
             }
         }
         self.install_collector();
@@ -416,7 +434,12 @@ impl Daemon {
             log::debug!("module {module}: condition present, no response: {held:?}");
         }
         if let Some(ev) = a.emit {
-            self.outbox.push(ev, now);
+            let (kind, code, ts) = (ev.kind, ev.code, ev.ts_ms);
+            let seq = self.outbox.push(ev, now);
+            if matches!(kind, Kind::Fired | Kind::Cleared) {
+                let p = wire::state_json(kind == Kind::Fired, ts, Some(code), seq);
+                self.forwarder.set_state(module, p, now);
+            }
         }
         match a.next {
             Next::Respond { output, code } => {

@@ -107,24 +107,30 @@ impl Outbox {
     }
 
     /// Encodes and appends one event (cutting `out` to fit the record limit).
-    pub fn push(&mut self, ev: Event, now: Instant) {
+    /// Spools `ev`; its seq, or `None` if it was lost (logged and counted).
+    pub fn push(&mut self, ev: Event, now: Instant) -> Option<u64> {
         let max = self.spool.config().max_record as usize;
         let Some(payload) = event::encode(&ev, max) else {
             log::error!(
                 "spool: event of module {} does not fit in {max} bytes; not recorded",
                 ev.module
             );
-            return;
+            return None;
         };
-        match self.spool.append(&payload, now) {
-            Ok(seq) => log::info!("seq={seq} {ev}"),
+        let seq = match self.spool.append(&payload, now) {
+            Ok(seq) => {
+                log::info!("seq={seq} {ev}");
+                Some(seq)
+            }
             Err(e) => {
                 self.events_lost += 1;
                 self.failing = true;
                 log::error!("spool: event lost: {e}: {ev}");
+                None
             }
-        }
+        };
         self.drop_notices(now);
+        seq
     }
 
     /// Turns records dropped by the full policy, or lost with a vanished

@@ -99,6 +99,9 @@ pub struct Forwarder {
     sub_sent: Vec<String>,
     /// Inbound messages for the collector, with their connection number.
     inbound: Vec<(u64, Up)>,
+    /// Each module's retained state (`<prefix>/<node>/state/<module>`), published
+    /// when it changes and again after every connect; at most one per module.
+    states: std::collections::BTreeMap<String, Vec<u8>>,
     /// Bytes left unread past `READ_BUDGET_BYTES`.
     pending_input: bool,
     /// Not reading the socket (`set_paused`).
@@ -212,6 +215,7 @@ impl Forwarder {
             refused_filters: Vec::new(),
             sub_sent: Vec::new(),
             inbound: Vec::new(),
+            states: std::collections::BTreeMap::new(),
             pending_input: false,
             paused: false,
             cfg,
@@ -466,6 +470,13 @@ impl Forwarder {
                 self.session
                     .publish(&topic, &p, true, false, None, now)
                     .map_err(|e| e.to_string())?;
+                // The present, for whoever subscribes late.
+                for (module, p) in &self.states {
+                    let topic = wire::state_topic(&self.cfg.topic_prefix, &self.node, module);
+                    self.session
+                        .publish(&topic, p, true, false, None, now)
+                        .map_err(|e| e.to_string())?;
+                }
                 if !self.filters.is_empty() {
                     self.session
                         .subscribe(&self.filters, now)
@@ -502,6 +513,54 @@ impl Forwarder {
             }
         }
         Ok(())
+    }
+
+    /// Module `module`'s state is now `payload` (`wire::state_json`): retained on
+    /// the broker now if connected, and after every connect. Not spooled: only
+    /// the latest state matters, and a connect publishes it again.
+    pub fn set_state(&mut self, module: &str, payload: Vec<u8>, now: Instant) {
+        if self.session.is_connected() {
+            let topic = wire::state_topic(&self.cfg.topic_prefix, &self.node, module);
+            match self
+                .session
+                .publish(&topic, &payload, true, false, None, now)
+            {
+                Ok(()) => {
+                    if let Err(e) = self.write_out() {
+                        log::debug!("mqtt: writing a state: {e}");
+                    }
+                }
+                Err(e) => log::warn!("mqtt: state of {module}: {e}"),
+            }
+        }
+        self.states.insert(module.to_string(), payload);
+    }
+
+    pub fn has_state(&self, module: &str) -> bool {
+        self.states.contains_key(module)
+    }
+
+    /// Forgets the states of modules not in `keep` (sorted), and clears them from
+    /// the broker (an empty retained message) if connected.
+    pub fn keep_states(&mut self, keep: &[&str], now: Instant) {
+        let gone: Vec<String> = self
+            .states
+            .keys()
+            .filter(|m| keep.binary_search(&m.as_str()).is_err())
+            .cloned()
+            .collect();
+        for module in gone {
+            self.states.remove(&module);
+            if self.session.is_connected() {
+                let topic = wire::state_topic(&self.cfg.topic_prefix, &self.node, &module);
+                if let Err(e) = self.session.publish(&topic, b"", true, false, None, now) {
+                    log::warn!("mqtt: clearing the state of {module}: {e}");
+                }
+            }
+        }
+        if let Err(e) = self.write_out() {
+            log::debug!("mqtt: writing a state: {e}");
+        }
     }
 
     /// Sets the filters to subscribe to at each connect (at QoS 1, with a

@@ -50,6 +50,26 @@ pub fn status_json(state: &str, node: &str, stream_hex: &str, boot_ms: u64) -> V
     serde_json::to_vec(&s).unwrap_or_default()
 }
 
+/// The retained state topic of module `module`, `<prefix>/<node>/state/<module>`.
+pub fn state_topic(prefix: &str, node: &str, module: &str) -> String {
+    format!("{prefix}/{node}/state/{module}")
+}
+
+/// A module's retained state: `{"state":"ON"|"OFF","since":MS,"code":N,"seq":N}`,
+/// `since` the unix ms of the change, `code` the exit code and `seq` the spool
+/// seq of the `fired`/`cleared` event that made it (`null` for the OFF a module
+/// starts in).
+pub fn state_json(on: bool, since_ms: u64, code: Option<i32>, seq: Option<u64>) -> Vec<u8> {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+    format!(
+        "{{\"state\":\"{}\",\"since\":{since_ms},\"code\":{},\"seq\":{}}}",
+        if on { "ON" } else { "OFF" },
+        opt(code.map(|c| c.to_string())),
+        opt(seq.map(|s| s.to_string())),
+    )
+    .into_bytes()
+}
+
 /// The topic and JSON payload of spool record `seq` holding `ev`.
 pub fn render(
     prefix: &str,
