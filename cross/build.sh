@@ -32,6 +32,8 @@ conf="$top/board-configs/$board.conf"
 [ -f "$conf" ] || { echo "no board config $conf" >&2; exit 2; }
 . "$conf"
 cd "$top"
+# The board's name, built in as Home Assistant's device model (mqtt::wire::MODEL).
+export CRD_BOARD="$board"
 # The board's own features (FEATURES: `collector` on hosts only), plus tls.
 list=$(printf '%s %s' "${FEATURES:-}" "$extra" | tr -s ' ' | sed 's/^ //; s/ $//; s/ /,/g')
 features="--no-default-features${list:+ --features $list}"

@@ -756,3 +756,90 @@ fn module_states_are_retained_for_whoever_subscribes_late() {
 fn fs_touch(p: &std::path::Path) {
     std::fs::write(p, b"").unwrap();
 }
+
+/// `homeassistant = yes`: each scheduled module is a retained `binary_sensor`
+/// discovery config with the keys Home Assistant's MQTT discovery documents, on
+/// `homeassistant/binary_sensor/crd_<node>_<module>/config` (other bytes made
+/// `_`); announced again when HA publishes `online` on `homeassistant/status`;
+/// cleared when the module goes.
+#[test]
+fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
+    let sb = Sandbox::new("mq-ha");
+    let broker = Broker::start(&sb.path("broker"), "");
+    sb.module("Hit", "exit 0", None);
+    sb.module("Wan.Down", "exit 1", None);
+    sb.config(&format!(
+        "interval = 200ms\nbroker = {}\nhomeassistant = yes",
+        broker.addr()
+    ));
+    let d = sb.start();
+    let configs = || retained(broker.port, "homeassistant/binary_sensor/+/config");
+    let mut v = Vec::new();
+    assert!(
+        wait_for(LONG, || {
+            v = configs();
+            v.len() == 2
+        }),
+        "{v:?}\n{}",
+        d.log()
+    );
+    let (t, hit) = &v[0];
+    assert_eq!(t, "homeassistant/binary_sensor/crd_testnode_Hit/config");
+    assert_eq!(
+        v[1].0,
+        "homeassistant/binary_sensor/crd_testnode_Wan_Down/config"
+    );
+    assert_eq!(hit["name"], "Hit");
+    assert_eq!(hit["unique_id"], "crd_testnode_Hit");
+    assert_eq!(hit["state_topic"], "crd/testnode/state/Hit");
+    assert_eq!(hit["value_template"], "{{ value_json.state }}");
+    assert_eq!(
+        (&hit["payload_on"], &hit["payload_off"]),
+        (&"ON".into(), &"OFF".into())
+    );
+    assert_eq!(hit["availability_topic"], "crd/testnode/status");
+    assert_eq!(hit["availability_template"], "{{ value_json.state }}");
+    assert_eq!(hit["payload_available"], "online");
+    assert_eq!(hit["payload_not_available"], "offline");
+    let dev = &hit["device"];
+    assert_eq!(dev["identifiers"][0], "crd_testnode");
+    assert_eq!(dev["name"], "testnode");
+    assert!(
+        dev["model"].as_str().is_some_and(|m| !m.is_empty()),
+        "{dev}"
+    );
+    assert_eq!(dev["sw_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(hit["origin"]["name"], "crd");
+    // The state topic the config names carries ON/OFF as value_json.state.
+    assert!(wait_for(LONG, || retained(
+        broker.port,
+        "crd/testnode/state/Hit"
+    )
+    .first()
+    .is_some_and(|(_, j)| j["state"] == "ON")));
+    // Gone from the broker; HA restarts and says online: announced again.
+    for (t, _) in &v {
+        let (code, _, err) = run_to_end({
+            let mut c = std::process::Command::new("mosquitto_pub");
+            c.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()]);
+            c.args(["-t", t, "-r", "-n"]);
+            c
+        });
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(configs().is_empty());
+    let (code, _, err) = run_to_end({
+        let mut c = std::process::Command::new("mosquitto_pub");
+        c.args(["-h", "127.0.0.1", "-p", &broker.port.to_string()]);
+        c.args(["-t", "homeassistant/status", "-m", "online", "-q", "1"]);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(wait_for(LONG, || configs().len() == 2), "{}", d.log());
+    assert_eq!(stat_of(&d.status(), "mqtt_unasked_messages"), 0);
+    // A module removed: its config is cleared (HA removes the entity).
+    std::fs::remove_dir_all(sb.path("modules/Wan.Down")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(wait_for(LONG, || configs().len() == 1), "{}", d.log());
+    stop(d);
+}

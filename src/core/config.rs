@@ -421,6 +421,11 @@ pub struct MqttSettings {
     /// `cert_file` and `key_file`: a client certificate, both or neither.
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// `homeassistant`: announce each scheduled module to Home Assistant's MQTT
+    /// discovery as a `binary_sensor` on its state topic.
+    pub homeassistant: bool,
+    /// `homeassistant_prefix`: HA's discovery prefix.
+    pub homeassistant_prefix: String,
 }
 
 /// Default `ca_file`: where Debian and OpenWrt's `ca-bundle` keep the system roots.
@@ -440,6 +445,8 @@ impl Default for MqttSettings {
             ca_file: PathBuf::from(DEFAULT_CA_FILE),
             cert_file: None,
             key_file: None,
+            homeassistant: false,
+            homeassistant_prefix: "homeassistant".into(),
         }
     }
 }
@@ -1081,7 +1088,7 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
             }
             cfg.mqtt.broker = v.to_string();
         }
-        "topic_prefix" => {
+        "topic_prefix" | "homeassistant_prefix" => {
             if v.is_empty()
                 || v.starts_with('/')
                 || v.ends_with('/')
@@ -1089,11 +1096,16 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
                 || v.contains(|c: char| c == '+' || c == '#' || c.is_whitespace())
             {
                 return Err(format!(
-                    "bad topic_prefix `{v}` (topic levels without `+`, `#`, spaces or empty levels)"
+                    "bad {k} `{v}` (topic levels without `+`, `#`, spaces or empty levels)"
                 ));
             }
-            cfg.mqtt.topic_prefix = v.to_string();
+            if k == "topic_prefix" {
+                cfg.mqtt.topic_prefix = v.to_string();
+            } else {
+                cfg.mqtt.homeassistant_prefix = v.to_string();
+            }
         }
+        "homeassistant" => cfg.mqtt.homeassistant = parse_bool(v)?,
         "client_id" => {
             if v.is_empty() || v.len() > 64 {
                 return Err(format!("bad client_id `{v}` (1..64 bytes)"));
@@ -1399,6 +1411,10 @@ mod tests {
         assert_eq!(c.mqtt.password_file, Some(PathBuf::from("/etc/crd/pw")));
         assert_eq!(p("").unwrap().mqtt, MqttSettings::default());
         assert!(one_err("topic_prefix = a/#").contains("bad topic_prefix"));
+        let c = p("homeassistant = yes\nhomeassistant_prefix = ha/x\n").unwrap();
+        assert!(c.mqtt.homeassistant && c.mqtt.homeassistant_prefix == "ha/x");
+        assert!(!p("").unwrap().mqtt.homeassistant, "off by default");
+        assert!(one_err("homeassistant_prefix = a b").contains("bad homeassistant_prefix"));
         assert!(one_err("max_inflight = 0").contains("bad number"));
         assert!(one_err("keepalive = 500ms").contains("out of range"));
     }

@@ -471,17 +471,16 @@ impl Forwarder {
                     .publish(&topic, &p, true, false, None, now)
                     .map_err(|e| e.to_string())?;
                 // The present, for whoever subscribes late.
-                for (module, p) in &self.states {
-                    let topic = wire::state_topic(&self.cfg.topic_prefix, &self.node, module);
-                    self.session
-                        .publish(&topic, p, true, false, None, now)
-                        .map_err(|e| e.to_string())?;
+                self.announce(now)?;
+                let mut filters = self.filters.clone();
+                if self.cfg.homeassistant {
+                    filters.push(self.ha_status_topic());
                 }
-                if !self.filters.is_empty() {
+                if !filters.is_empty() {
                     self.session
-                        .subscribe(&self.filters, now)
+                        .subscribe(&filters, now)
                         .map_err(|e| e.to_string())?;
-                    self.sub_sent = self.filters.clone();
+                    self.sub_sent = filters;
                 }
             }
             Up::Acked(Some(seq)) => {
@@ -508,9 +507,44 @@ impl Forwarder {
                     );
                 }
             }
+            Up::Message(m) if self.cfg.homeassistant && m.topic == self.ha_status_topic() => {
+                // Home Assistant (re)started: it asks for discovery again.
+                if let Some(p) = m.pkid {
+                    self.session.puback(p, now).map_err(|e| e.to_string())?;
+                }
+                if &m.payload[..] == b"online" {
+                    log::info!("mqtt: Home Assistant is online: announcing the modules again");
+                    self.announce(now)?;
+                }
+                self.write_out()?;
+            }
             up @ (Up::Message(_) | Up::Oversized { .. }) => {
                 self.inbound.push((self.connects, up));
             }
+        }
+        Ok(())
+    }
+
+    fn ha_status_topic(&self) -> String {
+        format!("{}/status", self.cfg.homeassistant_prefix)
+    }
+
+    /// Publishes every module's discovery config (with `homeassistant`) and its
+    /// state, retained.
+    fn announce(&mut self, now: Instant) -> Result<(), String> {
+        let (prefix, node) = (&self.cfg.topic_prefix, &self.node);
+        for (module, p) in &self.states {
+            if self.cfg.homeassistant {
+                let t = wire::ha_config_topic(&self.cfg.homeassistant_prefix, node, module);
+                let c = wire::ha_config_json(prefix, node, module);
+                self.session
+                    .publish(&t, &c, true, false, None, now)
+                    .map_err(|e| e.to_string())?;
+            }
+            let topic = wire::state_topic(prefix, node, module);
+            self.session
+                .publish(&topic, p, true, false, None, now)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -520,6 +554,13 @@ impl Forwarder {
     /// the latest state matters, and a connect publishes it again.
     pub fn set_state(&mut self, module: &str, payload: Vec<u8>, now: Instant) {
         if self.session.is_connected() {
+            if self.cfg.homeassistant && !self.states.contains_key(module) {
+                let t = wire::ha_config_topic(&self.cfg.homeassistant_prefix, &self.node, module);
+                let c = wire::ha_config_json(&self.cfg.topic_prefix, &self.node, module);
+                if let Err(e) = self.session.publish(&t, &c, true, false, None, now) {
+                    log::warn!("mqtt: discovery config of {module}: {e}");
+                }
+            }
             let topic = wire::state_topic(&self.cfg.topic_prefix, &self.node, module);
             match self
                 .session
@@ -552,9 +593,22 @@ impl Forwarder {
         for module in gone {
             self.states.remove(&module);
             if self.session.is_connected() {
-                let topic = wire::state_topic(&self.cfg.topic_prefix, &self.node, &module);
-                if let Err(e) = self.session.publish(&topic, b"", true, false, None, now) {
-                    log::warn!("mqtt: clearing the state of {module}: {e}");
+                let mut topics = vec![wire::state_topic(
+                    &self.cfg.topic_prefix,
+                    &self.node,
+                    &module,
+                )];
+                if self.cfg.homeassistant {
+                    topics.push(wire::ha_config_topic(
+                        &self.cfg.homeassistant_prefix,
+                        &self.node,
+                        &module,
+                    ));
+                }
+                for topic in topics {
+                    if let Err(e) = self.session.publish(&topic, b"", true, false, None, now) {
+                        log::warn!("mqtt: clearing {topic}: {e}");
+                    }
                 }
             }
         }

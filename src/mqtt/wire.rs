@@ -70,6 +70,70 @@ pub fn state_json(on: bool, since_ms: u64, code: Option<i32>, seq: Option<u64>) 
     .into_bytes()
 }
 
+/// Home Assistant's object id for a module: `crd_<node>_<module>`, every byte
+/// outside `[A-Za-z0-9_-]` made `_` (HA's rule for the id in a discovery topic).
+pub fn ha_object_id(node: &str, module: &str) -> String {
+    ha_id(&format!("crd_{node}_{module}"))
+}
+
+fn ha_id(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The discovery topic of a module's `binary_sensor`:
+/// `<ha_prefix>/binary_sensor/<object id>/config`.
+pub fn ha_config_topic(ha_prefix: &str, node: &str, module: &str) -> String {
+    format!(
+        "{ha_prefix}/binary_sensor/{}/config",
+        ha_object_id(node, module)
+    )
+}
+
+/// The board (or CPU architecture) HA shows as the device's model: `CRD_BOARD`
+/// when cross/build.sh built it.
+pub const MODEL: &str = match option_env!("CRD_BOARD") {
+    Some(b) => b,
+    None => std::env::consts::ARCH,
+};
+
+/// A module's discovery config: a `binary_sensor` on its retained state topic
+/// (`value_json.state`: ON/OFF, HA's defaults), available while crd's retained
+/// status says `online` (`value_json.state` of the status JSON), one device per
+/// node, and the origin (crd and its version).
+pub fn ha_config_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
+    use crate::core::status::json_str as q;
+    let id = ha_object_id(node, module);
+    let v = env!("CARGO_PKG_VERSION");
+    format!(
+        "{{\"name\":{},\"unique_id\":{},\"state_topic\":{},\
+         \"value_template\":\"{{{{ value_json.state }}}}\",\"payload_on\":\"ON\",\
+         \"payload_off\":\"OFF\",\"availability_topic\":{},\
+         \"availability_template\":\"{{{{ value_json.state }}}}\",\
+         \"payload_available\":\"online\",\"payload_not_available\":\"offline\",\
+         \"device\":{{\"identifiers\":[{}],\"name\":{},\"model\":{},\
+         \"sw_version\":{},\"manufacturer\":\"crd\"}},\
+         \"origin\":{{\"name\":\"crd\",\"sw_version\":{}}}}}",
+        q(module),
+        q(&id),
+        q(&state_topic(prefix, node, module)),
+        q(&status_topic(prefix, node)),
+        q(&ha_id(&format!("crd_{node}"))),
+        q(node),
+        q(MODEL),
+        q(v),
+        q(v),
+    )
+    .into_bytes()
+}
+
 /// The topic and JSON payload of spool record `seq` holding `ev`.
 pub fn render(
     prefix: &str,
@@ -180,6 +244,23 @@ mod tests {
                 && j.contains(r#""message":"down""#)
                 && !j.contains("\"out\""),
             "{j}"
+        );
+    }
+
+    #[test]
+    fn home_assistant_ids_hold_only_what_its_topics_allow() {
+        assert_eq!(ha_object_id("r1", "Disk"), "crd_r1_Disk");
+        assert_eq!(ha_object_id("gw.lan", "Wan.Down"), "crd_gw_lan_Wan_Down");
+        assert_eq!(ha_object_id("é", "a-b_c"), "crd___a-b_c");
+        let c: serde_json::Value =
+            serde_json::from_slice(&ha_config_json("crd", "gw.lan", "Wan.Down")).unwrap();
+        assert_eq!(c["unique_id"], "crd_gw_lan_Wan_Down");
+        assert_eq!(c["name"], "Wan.Down", "the name as it is");
+        assert_eq!(c["device"]["identifiers"][0], "crd_gw_lan");
+        assert_eq!(c["state_topic"], "crd/gw.lan/state/Wan.Down");
+        assert_eq!(
+            ha_config_topic("ha", "gw.lan", "Wan.Down"),
+            "ha/binary_sensor/crd_gw_lan_Wan_Down/config"
         );
     }
 
