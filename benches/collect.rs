@@ -250,6 +250,27 @@ fn row(what: &str, value: String, budget: &str) {
     println!("{what:<60} {value:>24}  {budget}");
 }
 
+/// The three rows of a side-by-side comparison: crd's rates, the other tool's
+/// (`other`, called `name` in the ratio), and the ratio of the medians against
+/// `budget` (a minimum).
+fn compare_rows(
+    crd_what: &str,
+    crd: &mut [f64],
+    (other, name): (&str, &str),
+    rates: &mut [f64],
+    budget: f64,
+) {
+    let (c, cs) = spread(crd);
+    let (o, os) = spread(rates);
+    row(crd_what, cs, "-");
+    row(&format!("  {other}"), os, "-");
+    row(
+        &format!("  ratio crd / {name} (medians)"),
+        format!("{:.2}", c / o),
+        &format!(">= {budget:.2}"),
+    );
+}
+
 fn msgs() -> Box<dyn Iterator<Item = Vec<u8>>> {
     Box::new((0..N).map(|i| format!("m{i}").into_bytes()))
 }
@@ -309,18 +330,12 @@ fn rules(base: &Path, port: u16) {
                 && stat(w, "rule_M_keys") == Some(1000)
         },
     );
-    let (c, cs) = spread(&mut crd);
-    let (m, ms) = spread(&mut sub);
-    row(
+    compare_rows(
         &format!("rule (avg by node, 1,000 nodes), {N} queued: crd"),
-        cs,
-        "-",
-    );
-    row("  mosquitto_sub -q 1 > /dev/null", ms, "-");
-    row(
-        "  ratio crd / mosquitto_sub (medians)",
-        format!("{:.2}", c / m),
-        ">= 0.80",
+        &mut crd,
+        ("mosquitto_sub -q 1 > /dev/null", "mosquitto_sub"),
+        &mut sub,
+        0.8,
     );
 
     // RSS: 100,000 distinct keys (topics) through register_keys = 10,000.
@@ -451,18 +466,12 @@ fn throughput(base: &Path, port: u16) {
         assert!(st.success());
         xargs.push(N as f64 / t.elapsed().as_secs_f64());
     }
-    let (c, cs) = spread(&mut crd);
-    let (x, xs) = spread(&mut xargs);
-    row(
+    compare_rows(
         &format!("/bin/true per message, {N} queued: crd (journaled, acked)"),
-        cs,
-        "-",
-    );
-    row("  mosquitto_sub -q 1 | xargs -P 8 -n 1 /bin/true", xs, "-");
-    row(
-        "  ratio crd / xargs (medians)",
-        format!("{:.2}", c / x),
-        ">= 1.00",
+        &mut crd,
+        ("mosquitto_sub -q 1 | xargs -P 8 -n 1 /bin/true", "xargs"),
+        &mut xargs,
+        1.0,
     );
 }
 
@@ -548,19 +557,13 @@ fn journal_of(base: &Path, port: u16, what: &str, tag: &str, payloads: &Payloads
         &|filter| format!("subscribe = {filter}\n"),
         &|w| stat(w, "collect_journaled") == Some(N),
     );
-    let (c, cs) = spread(&mut crd);
-    let (m, ms) = spread(&mut sub);
     fsyncs.sort_by(f64::total_cmp);
-    row(
+    compare_rows(
         &format!("no check, {N} queued, {what}: crd journaled and acked"),
-        cs,
-        "-",
-    );
-    row("  mosquitto_sub -q 1 > /dev/null", ms, "-");
-    row(
-        "  ratio crd / mosquitto_sub (medians)",
-        format!("{:.2}", c / m),
-        ">= 0.80",
+        &mut crd,
+        ("mosquitto_sub -q 1 > /dev/null", "mosquitto_sub"),
+        &mut sub,
+        0.8,
     );
     row(
         "  journal fsyncs per 1,000 messages (median)",
