@@ -21,6 +21,7 @@
 pub mod child;
 pub mod cli;
 pub mod collect;
+pub mod command;
 pub mod core;
 pub mod daemon;
 pub mod host;

@@ -184,6 +184,27 @@ impl Recipe {
         r
     }
 
+    /// Support module `name` run for remote command `id` (from `from`): as `crd -x
+    /// NAME ARGS...` runs it (argv, no shell; the module's limits and `timeout`),
+    /// but captured for the reply and in its own process group, with
+    /// `CRD_COMMAND_ID` and `CRD_COMMAND_FROM` beside the module's three variables.
+    pub fn command(
+        host: Host<'_>,
+        name: &str,
+        exe: &Path,
+        s: &ModuleSettings,
+        args: &[String],
+        id: &str,
+        from: &str,
+    ) -> Recipe {
+        let dir = exe.parent().unwrap_or(Path::new("/"));
+        let mut r = Recipe::module_child(host, name, Role::Support, exe, dir, s);
+        r.args = args.iter().map(OsString::from).collect();
+        r.env.push(("CRD_COMMAND_ID", id.into()));
+        r.env.push(("CRD_COMMAND_FROM", from.into()));
+        r
+    }
+
     /// The `install` or `rollback` script (`step`) of module `name`, run in its
     /// staging directory before it is moved to `final_dir`.
     pub fn install_step(

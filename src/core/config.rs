@@ -322,6 +322,12 @@ pub struct Config {
     /// `max_message`: the largest message payload a subscribed module is given,
     /// bytes; a larger one becomes an `error` event naming its topic and size.
     pub max_message: u32,
+    /// `commands`: the support modules a remote command may run (none by default:
+    /// remote commands are off).
+    pub commands: Vec<String>,
+    /// `command_key_file`: the shared secret remote commands must be signed with
+    /// (HMAC-SHA256); `None`: commands are not signed.
+    pub command_key_file: Option<PathBuf>,
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
@@ -480,6 +486,8 @@ impl Config {
             repository: String::new(),
             install_max_size: DEFAULT_INSTALL_MAX_SIZE,
             max_message: DEFAULT_MAX_MESSAGE,
+            commands: Vec::new(),
+            command_key_file: None,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
         }
@@ -565,9 +573,9 @@ pub fn valid_topic_suffix(s: &str) -> Result<(), &'static str> {
     }
     if matches!(
         s.split('/').next(),
-        Some("event" | "status" | "cmd" | "state")
+        Some("event" | "status" | "cmd" | "state" | "reply")
     ) {
-        return Err("`event`, `status`, `state` and `cmd` are crd's own topics");
+        return Err("`event`, `status`, `state`, `cmd` and `reply` are crd's own topics");
     }
     Ok(())
 }
@@ -1076,6 +1084,22 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         "install_max_size" => cfg.install_max_size = parse_size_in(v, 4 << 10, 1 << 30)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
         "max_message" => cfg.max_message = parse_u32_size(v, 64, MAX_MESSAGE_LIMIT)?,
+        "commands" => {
+            let mut names = Vec::new();
+            for n in v.split_whitespace() {
+                if n.contains(['*', '?']) {
+                    return Err(format!(
+                        "commands: `{n}` is refused: name each support module a remote command may run"
+                    ));
+                }
+                valid_name(n).map_err(|why| format!("commands: bad module name `{n}`: {why}"))?;
+                if !names.iter().any(|x| x == n) {
+                    names.push(n.to_string());
+                }
+            }
+            cfg.commands = names;
+        }
+        "command_key_file" => cfg.command_key_file = Some(path(v)?),
         "subscribe" | "register" | "value" | "period" | "by" | "register_keys" | "above"
         | "below" | "equals" => {
             return Err(format!(
@@ -1575,6 +1599,23 @@ mod tests {
                 .problem(false)
                 .unwrap()
                 .contains("needs `subscribe`")
+        );
+    }
+
+    /// Issue 17: remote commands are off unless modules are named, one by one.
+    #[test]
+    fn commands_name_support_modules_and_refuse_wildcards() {
+        let c = p("").unwrap();
+        assert!(c.commands.is_empty() && c.command_key_file.is_none());
+        let c = p("commands = Reboot  Ping Reboot\ncommand_key_file = /etc/CRD/cmd.key\n").unwrap();
+        assert_eq!(c.commands, ["Reboot", "Ping"]);
+        assert_eq!(c.command_key_file, Some(PathBuf::from("/etc/CRD/cmd.key")));
+        let e = one_err("commands = Ping *\n");
+        assert!(e.contains("`*` is refused") && e.contains(":1"), "{e}");
+        let e = one_err("\ncommands = ../x\n");
+        assert!(
+            e.contains("bad module name `../x`") && e.contains(":2"),
+            "{e}"
         );
     }
 

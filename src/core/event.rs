@@ -25,6 +25,9 @@ pub enum Kind {
     Error,
     /// `crd emit SUFFIX MESSAGE`: `module` holds the topic suffix, `out` the message.
     Emit,
+    /// A remote command's reply: `module` holds the command's id, `out` the whole
+    /// reply JSON, published as it is on `<prefix>/<node>/reply/<id>`.
+    Reply,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
             Kind::Response => "response",
             Kind::Error => "error",
             Kind::Emit => "emit",
+            Kind::Reply => "reply",
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod lifecycle;
 pub mod module;
 pub mod output;
 pub mod schedule;
+pub mod sha256;
 pub mod status;
 pub mod topic;

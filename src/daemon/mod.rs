@@ -18,6 +18,7 @@ use crate::child::recipe::{Host, Recipe};
 use crate::child::run::{Finished, Runs};
 use crate::child::sys;
 use crate::collect::Collector;
+use crate::command::edge::Edge;
 use crate::core::config::Config;
 use crate::core::decide::Outcome;
 use crate::core::event::Kind;
@@ -32,6 +33,7 @@ use crate::host::files::{load_config, node_name};
 use crate::host::modules;
 use crate::host::outbox::Outbox;
 use crate::mqtt::forward::{Forwarder, RESOLVE_TIMEOUT};
+use crate::mqtt::session::Up;
 use crate::mqtt::wire;
 use mio::Token;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -71,6 +73,8 @@ pub struct Daemon {
     inbound_unasked: u64,
     /// Subscribed modules' machinery, once a module subscribes.
     collector: Option<Collector>,
+    /// Remote commands to this node, when `commands` names modules.
+    commands: Option<Edge>,
 }
 
 impl Daemon {
@@ -109,8 +113,10 @@ impl Daemon {
             resolver: None,
             inbound_unasked: 0,
             collector: None,
+            commands: None,
             cfg,
         };
+        d.open_commands(now);
         for line in crate::install::recover(&d.cfg.modules_dir) {
             log::warn!("modules_dir: {line}");
         }
@@ -302,6 +308,7 @@ impl Daemon {
         }
         if self.stopping.is_none() {
             self.collect(now);
+            self.run_commands(now);
         }
         if let Some(name) = self.forwarder.poll_resolve() {
             let r = Recipe::resolver(name, RESOLVE_TIMEOUT);
@@ -331,6 +338,7 @@ impl Daemon {
                 .map(|_| self.started),
             self.stopping.map(|s| s + SHUTDOWN_LIMIT),
             self.collector.as_ref().and_then(Collector::poll_timeout),
+            self.commands.as_ref().and_then(Edge::poll_timeout),
             // Journal records left past the collector's per-turn budget.
             self.collector
                 .as_ref()
@@ -361,6 +369,11 @@ impl Daemon {
     /// Carries out the lifecycle step of a finished run: log, append its event,
     /// then start the response or hand the module back to the scheduler.
     fn handle_finished(&mut self, f: Finished, now: Instant) {
+        if let Some(e) = self.commands.as_mut().filter(|e| e.owns(f.id)) {
+            e.handle_finished(f, &mut self.outbox, now, unix_ms());
+            self.run_commands(now);
+            return;
+        }
         if let Some(c) = self.collector.as_mut().filter(|c| c.owns(f.id)) {
             c.handle_finished(f, &self.modules, &mut self.outbox, now, unix_ms());
             self.collect(now);
@@ -473,6 +486,7 @@ impl Daemon {
                     control_socket: self.cfg.control_socket.clone(),
                     ..cfg
                 };
+                self.open_commands(now);
                 self.install_modules(now);
                 Ok(())
             }
@@ -503,11 +517,44 @@ impl Daemon {
     /// session left by another client with the same id): counted and dropped,
     /// unacknowledged.
     fn take_inbound(&mut self) {
-        let inbound = self.forwarder.take_inbound();
+        let mut inbound = self.forwarder.take_inbound();
         if inbound.is_empty() {
             return;
         }
         let now = Instant::now();
+        if let Some(e) = self.commands.as_mut() {
+            let wall = unix_ms();
+            inbound.retain(|(conn, up)| {
+                let (topic, pkid, payload) = match up {
+                    Up::Message(m) => (&m.topic, m.pkid, Ok(&m.payload[..])),
+                    Up::Oversized { topic, size, pkid } => (topic, *pkid, Err(*size)),
+                    _ => return true,
+                };
+                let Some(id) = e.id_of(topic) else {
+                    return true;
+                };
+                e.handle(
+                    *conn,
+                    pkid,
+                    id,
+                    payload,
+                    &self.cfg,
+                    self.euid,
+                    &mut self.outbox,
+                    now,
+                    wall,
+                );
+                false
+            });
+            for (conn, pkid) in e.after_input() {
+                self.forwarder.puback(conn, pkid, now);
+            }
+            self.forwarder.flush_acks();
+            self.run_commands(now);
+            if inbound.is_empty() {
+                return;
+            }
+        }
         let Some(c) = self.collector.as_mut() else {
             let n = inbound.len() as u64;
             self.inbound_unasked = self.inbound_unasked.saturating_add(n);
@@ -548,17 +595,69 @@ impl Daemon {
         self.forwarder.set_paused(c.paused());
     }
 
+    /// Opens the edge's side of remote commands when `commands` names modules
+    /// (at start, or at the first reload that sets it); later reloads change the
+    /// allowed modules and the key.
+    fn open_commands(&mut self, now: Instant) {
+        if let Some(e) = self.commands.as_mut() {
+            e.configure(&self.cfg);
+            return;
+        }
+        if self.cfg.commands.is_empty() {
+            return;
+        }
+        if self.cfg.mqtt.broker.is_empty() {
+            log::error!("commands is set but no broker is configured: no command can arrive");
+            return;
+        }
+        match Edge::open(&self.cfg, &self.node, &mut self.outbox, now, unix_ms()) {
+            Ok(e) => self.commands = e,
+            Err(e) => log::error!("remote commands are off: {e}"),
+        }
+    }
+
+    /// Starts the next waiting command, if none runs.
+    fn run_commands(&mut self, now: Instant) {
+        let Some(e) = self.commands.as_mut() else {
+            return;
+        };
+        let host = Host {
+            config: &self.cfg.path,
+            node: &self.node,
+        };
+        e.start_next(
+            host,
+            &self.cfg,
+            self.euid,
+            &mut self.runs,
+            &mut self.outbox,
+            now,
+            unix_ms(),
+        );
+        // A spawn failure finishes at once.
+        while let Some(f) = self.runs.poll_finished() {
+            self.handle_finished(f, now);
+        }
+    }
+
     /// Opens the collector when a module subscribes (and tells the forwarder what
-    /// to subscribe to); a reload adds new filters at once (a removed one stays
-    /// subscribed until the broker forgets the session; its messages match no
-    /// module and are acknowledged and counted).
+    /// to subscribe to, with the command topic); a reload adds new filters at once
+    /// (a removed one stays subscribed until the broker forgets the session; its
+    /// messages match no module and are acknowledged and counted).
     fn install_collector(&mut self) {
-        let filters = Collector::filters(&self.modules, &self.cfg.mqtt.topic_prefix);
+        let mut filters = Collector::filters(&self.modules, &self.cfg.mqtt.topic_prefix);
         if filters.is_empty() {
             if let Some(c) = self.collector.as_mut() {
                 c.configure(&self.modules);
             }
+            if let Some(e) = &self.commands {
+                self.forwarder
+                    .subscribe_to(vec![e.filter()], self.cfg.max_message, Instant::now());
+            }
             return;
+        }
+        if let Some(e) = &self.commands {
+            filters.push(e.filter());
         }
         if self.collector.is_none() {
             if self.cfg.mqtt.broker.is_empty() {
@@ -645,6 +744,9 @@ impl Daemon {
         s.num("mqtt_unasked_messages", self.inbound_unasked);
         if let Some(c) = &self.collector {
             c.status(&mut s);
+        }
+        if let Some(e) = &self.commands {
+            e.status(&mut s);
         }
         for (i, (m, st)) in self.modules.iter().zip(&self.stats).enumerate() {
             let state = if !m.settings.enabled {

@@ -21,7 +21,6 @@
 //! as checks. Nothing here runs inside the daemon's loop.
 
 pub mod safety;
-pub mod sha256;
 pub mod tar;
 
 use crate::child::poller::run_once;
@@ -30,9 +29,9 @@ use crate::child::run::Finished;
 use crate::child::spawn::Streams;
 use crate::core::config::{self, Config};
 use crate::core::decide::Outcome;
+use crate::core::sha256::Sha256;
 use crate::core::status::json_str;
 use crate::host::files::node_name;
-use crate::install::sha256::Sha256;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};

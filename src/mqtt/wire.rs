@@ -1,6 +1,6 @@
 //! What crd puts on the wire, rendered without IO: an event's topic
-//! (`<prefix>/<node>/event/<module>`, or `<prefix>/<node>/<suffix>` for `crd emit`)
-//! and its JSON payload, and the retained status topic and payload. The forwarder
+//! (`<prefix>/<node>/event/<module>`, `<prefix>/<node>/<suffix>` for `crd emit`,
+//! `<prefix>/<node>/reply/<id>` for a command's reply) and its JSON payload, and the retained status topic and payload. The forwarder
 //! calls these per record with reused buffers.
 
 use crate::core::event::{Event, EventRef, Kind};
@@ -168,6 +168,12 @@ pub fn render_into(
 ) {
     let emit = ev.kind == Kind::Emit;
     topic.clear();
+    if ev.kind == Kind::Reply {
+        let _ = write!(topic, "{prefix}/{node}/reply/{}", ev.module);
+        json.clear();
+        json.extend_from_slice(ev.out.as_bytes());
+        return;
+    }
     let level = if emit { "" } else { "event/" };
     let _ = write!(topic, "{prefix}/{node}/{level}{}", ev.module);
     let w = Wire {
@@ -236,6 +242,15 @@ mod tests {
             out: "down".into(),
             ..ev
         };
+        let rep = Event {
+            kind: Kind::Reply,
+            module: "0123abcd".into(),
+            out: r#"{"id":"0123abcd","reply":"accepted"}"#.into(),
+            ..em.clone()
+        };
+        let (t, j) = render("crd", "r1", "ab", 44, &rep);
+        assert_eq!(t, "crd/r1/reply/0123abcd");
+        assert_eq!(j, rep.out.as_bytes(), "a reply goes out as it is");
         let (t, j) = render("fleet/eu", "r1", "ab", 43, &em);
         assert_eq!(t, "fleet/eu/r1/alerts/wan");
         let j = String::from_utf8(j).unwrap();

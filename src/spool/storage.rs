@@ -72,16 +72,31 @@ fn take_lock(dir: &Path) -> io::Result<File> {
         .truncate(false)
         .mode(0o600)
         .open(dir.join("lock"))?;
-    // flock(LOCK_EX | LOCK_NB): released by the kernel when crd dies.
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!("spool {} is locked by another crd", dir.display()),
-        )),
-        Err(fs::TryLockError::Error(e)) => Err(e),
+    // flock(LOCK_EX | LOCK_NB): released by the kernel when crd dies, and by
+    // every child crd was starting at that moment once it reaches its exec (the
+    // lock's descriptor is close-on-exec, but a child between clone and exec holds
+    // a copy): a crd restarted at once after a crash waits for that, briefly.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("spool {} is locked by another crd", dir.display()),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
+
+/// How long opening a directory waits for its lock before it says another crd
+/// holds it (see `take_lock`).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl FileStorage {
     /// Opens (creating, mode 0700 whatever the umask: records hold module output)

@@ -1,8 +1,9 @@
-//! SHA-256 (FIPS 180-4), for the checksums `crd --install` records: of a fetched
-//! archive and of the installed tree. A hand-written 80-line digest instead of a
-//! crate: it runs only on install, speed does not matter, and it costs about 2 KB of
-//! a MIPS binary. Big-endian by definition, written with `from_be_bytes`/
-//! `to_be_bytes` so that it is right on every target.
+//! SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), for the checksums `crd
+//! --install` records (of a fetched archive and of the installed tree) and for the
+//! signature of remote commands (`command_key_file`). A hand-written 80-line digest
+//! instead of a crate: it runs only on install and once per command, speed does not
+//! matter, and it costs about 2 KB of a MIPS binary. Big-endian by definition,
+//! written with `from_be_bytes`/`to_be_bytes` so that it is right on every target.
 
 const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -70,8 +71,50 @@ impl Sha256 {
 
     /// The digest as 64 lowercase hex digits.
     pub fn hex(self) -> String {
-        self.finish().iter().map(|b| format!("{b:02x}")).collect()
+        to_hex(&self.finish())
     }
+}
+
+/// HMAC-SHA256 of `msg` under `key` (RFC 2104; a key longer than a block is
+/// hashed first).
+pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        let mut h = Sha256::default();
+        h.update(key);
+        k[..32].copy_from_slice(&h.finish());
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::default();
+    inner.update(&k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::default();
+    outer.update(&k.map(|b| b ^ 0x5c));
+    outer.update(&inner.finish());
+    outer.finish()
+}
+
+/// Whether `a` and `b` are equal, in a time that depends on their lengths only
+/// (never on where they first differ): for comparing MACs.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    // Read through black_box so the fold is not turned into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
+/// `bytes` as lowercase hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(D[usize::from(b >> 4)] as char);
+        s.push(D[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 fn compress(h: &mut [u32; 8], block: &[u8; 64]) {
@@ -141,6 +184,35 @@ mod tests {
             hex(&vec![b'a'; 1_000_000]),
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
         );
+    }
+
+    #[test]
+    fn hmac_rfc_4231_vectors() {
+        // Test cases 1, 2 and 6 (a key longer than a block).
+        assert_eq!(
+            to_hex(&hmac(&[0x0b; 20], b"Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            to_hex(&hmac(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            to_hex(&hmac(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn constant_time_equality_is_equality() {
+        assert!(ct_eq(b"", b""));
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(!ct_eq(b"xbc", b"abc"));
     }
 
     #[test]

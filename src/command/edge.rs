@@ -1,0 +1,514 @@
+//! The edge's side of remote commands, in the daemon's loop. With `commands =`
+//! set, the daemon subscribes to `<prefix>/<node>/cmd/+` (QoS 1, persistent
+//! session: the broker queues commands while the router is offline) and hands
+//! each message here:
+//!
+//! 1. An id seen before (redelivery, resend, replay) runs nothing: its earlier
+//!    answer goes out again, marked `resent`.
+//! 2. Checked in this order, each refusal a `refused` reply saying why:
+//!    `malformed`, `bad signature` (signing on), `expired`, `not allowed`,
+//!    `unknown module`, `busy`. Refusals that passed the signature check are
+//!    remembered (a copy gets the same answer); `malformed`, `bad signature` and
+//!    `busy` are not, so a forged message cannot claim the id of a real command
+//!    and a busy one can be sent again.
+//! 3. Accepted: journaled in the table (`Waiting`); the PUBACK goes out only once
+//!    the table is synced (`after_input`); an `accepted` reply goes to the spool.
+//! 4. Run one at a time, in arrival order: `Started` is synced before the child
+//!    is spawned, so a crash from then on ends in `interrupted`, never a second
+//!    run. The `done` reply (code, head+tail of the output, duration) is synced
+//!    into the spool before the table says `Done`.
+//!
+//! Expiry basis: the edge's wall clock once it is set (after 2020); before that
+//! (a router at 1970 before NTP), the newest `sent` among the commands it has
+//! accepted, the sender's clock carried forward; with neither, the command runs
+//! (there is no basis to refuse it, and a router that has never been reached is
+//! the one that most needs its first command).
+
+use crate::child::recipe::{Host, Recipe};
+use crate::child::run::{Finished, Runs};
+use crate::command::envelope::{self, Answer, Refusal};
+use crate::command::table::{self, End, Entry, State, Table};
+use crate::core::config::Config;
+use crate::core::event::{Event, Kind};
+use crate::core::output::head_tail;
+use crate::core::sha256::to_hex;
+use crate::core::status::Status;
+use crate::host::modules;
+use crate::host::outbox::Outbox;
+use crate::spool::storage::FileStorage;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Hostile or broken command messages logged per minute, at most (all counted).
+const LOG_PER_MINUTE: u32 = 10;
+
+pub struct Edge {
+    node: String,
+    prefix: String,
+    allowed: Vec<String>,
+    key: Option<Vec<u8>>,
+    table: Table<FileStorage>,
+    /// PUBACKs owed once the table is synced: (connection, packet id).
+    acks: Vec<(u64, u16)>,
+    /// The run in flight: its run id and the command's id.
+    running: Option<(usize, [u8; 16])>,
+    /// A start that could not be journaled: retried after this.
+    retry_at: Option<Instant>,
+    log_window: Option<Instant>,
+    logged: u32,
+    received: u64,
+    refused: u64,
+    duplicates: u64,
+    done: u64,
+    interrupted: u64,
+    unlogged: u64,
+}
+
+/// Reads the shared secret: mode 0600 (no group or other bits) and at least
+/// `MIN_KEY_BYTES` bytes, a trailing newline not counted.
+pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if md.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: mode {:04o}, must be 0600 (no group or other access)",
+            path.display(),
+            md.mode() & 0o7777
+        ));
+    }
+    let mut key = crate::host::files::read_bounded(path, 4096)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .into_bytes();
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    if key.len() < envelope::MIN_KEY_BYTES {
+        return Err(format!(
+            "{}: {} bytes, a key has at least {}",
+            path.display(),
+            key.len(),
+            envelope::MIN_KEY_BYTES
+        ));
+    }
+    Ok(key)
+}
+
+impl Edge {
+    /// The edge's commands, when `commands` names any module; runs that a crash
+    /// cut are answered `interrupted` here, and commands journaled but never
+    /// started are queued again.
+    pub fn open(
+        cfg: &Config,
+        node: &str,
+        outbox: &mut Outbox,
+        now: Instant,
+        wall: u64,
+    ) -> Result<Option<Edge>, String> {
+        if cfg.commands.is_empty() {
+            return Ok(None);
+        }
+        let key = match &cfg.command_key_file {
+            Some(p) => Some(read_key(p).map_err(|e| format!("command_key_file {e}"))?),
+            None => None,
+        };
+        let dir = cfg.spool_dir.join("command");
+        let st = FileStorage::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (table, warnings) = Table::open(st).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        let mut e = Edge {
+            node: node.to_string(),
+            prefix: cfg.mqtt.topic_prefix.clone(),
+            allowed: cfg.commands.clone(),
+            key,
+            table,
+            acks: Vec::new(),
+            running: None,
+            retry_at: None,
+            log_window: None,
+            logged: 0,
+            received: 0,
+            refused: 0,
+            duplicates: 0,
+            done: 0,
+            interrupted: 0,
+            unlogged: 0,
+        };
+        for s in e.table.started() {
+            log::warn!(
+                "command {} ({}): its run was cut by a crash or power cut; not run again",
+                to_hex(&s.id),
+                s.module
+            );
+            e.interrupted += 1;
+            e.end(s, End::Interrupted, outbox, now, wall);
+        }
+        if let Err(err) = e.table.sync() {
+            return Err(format!("{}: {err}", dir.display()));
+        }
+        log::info!(
+            "remote commands on: {} (signed: {}), {} ids remembered, {} waiting",
+            e.allowed.join(" "),
+            if e.key.is_some() { "yes" } else { "no" },
+            e.table.len(),
+            e.table.pending()
+        );
+        Ok(Some(e))
+    }
+
+    /// The filter this node's commands arrive on.
+    pub fn filter(&self) -> String {
+        format!("{}/{}/cmd/+", self.prefix, self.node)
+    }
+
+    /// The id level of `topic` if it is one of this node's command topics.
+    pub fn id_of<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?
+            .strip_prefix(self.node.as_str())?
+            .strip_prefix("/cmd/")?;
+        (!rest.contains('/')).then_some(rest)
+    }
+
+    /// Takes allowed modules and the key from a reloaded config.
+    pub fn configure(&mut self, cfg: &Config) {
+        self.allowed = cfg.commands.clone();
+        if let Some(p) = &cfg.command_key_file {
+            match read_key(p) {
+                Ok(k) => self.key = Some(k),
+                Err(e) => log::error!("command_key_file {e}; keeping the key read before"),
+            }
+        } else {
+            self.key = None;
+        }
+    }
+
+    fn hostile(&mut self, now: Instant, what: std::fmt::Arguments<'_>) {
+        if self
+            .log_window
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60))
+        {
+            if self.unlogged > 0 {
+                log::warn!(
+                    "commands: {} more refused messages not logged",
+                    self.unlogged
+                );
+            }
+            self.log_window = Some(now);
+            self.logged = 0;
+            self.unlogged = 0;
+        }
+        if self.logged < LOG_PER_MINUTE {
+            self.logged += 1;
+            log::warn!("{what}");
+        } else {
+            self.unlogged += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reply(
+        &self,
+        id: &str,
+        module: &str,
+        a: &Answer,
+        resent: bool,
+        outbox: &mut Outbox,
+        now: Instant,
+        wall: u64,
+    ) -> Option<u64> {
+        let json = envelope::reply_json(id, &self.node, module, wall, a, resent);
+        outbox.push(
+            Event {
+                ts_ms: wall,
+                module: id.to_string(),
+                kind: Kind::Reply,
+                code: 0,
+                dur_ms: 0,
+                out: json,
+            },
+            now,
+        )
+    }
+
+    /// One message on this node's command topic (`id` its last level). `pkid` is
+    /// acknowledged once what it changed is durable (`after_input`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle(
+        &mut self,
+        conn: u64,
+        pkid: Option<u16>,
+        id: &str,
+        payload: Result<&[u8], usize>,
+        cfg: &Config,
+        euid: u32,
+        outbox: &mut Outbox,
+        now: Instant,
+        wall: u64,
+    ) {
+        self.received += 1;
+        if let Some(p) = pkid {
+            self.acks.push((conn, p));
+        }
+        let refuse =
+            |s: &mut Edge, why: Refusal, detail: String, module: &str, outbox: &mut Outbox| {
+                s.refused += 1;
+                s.hostile(
+                    now,
+                    format_args!("command {id} refused: {} {detail}", why.as_str()),
+                );
+                let a = Answer::Refused { why, detail };
+                s.reply(id, module, &a, false, outbox, now, wall);
+            };
+        let Some(idb) = table::id_bytes(id) else {
+            let detail = format!("bad id `{id}` in the topic");
+            return refuse(self, Refusal::Malformed, detail, "", outbox);
+        };
+        if let Some(e) = self.table.get(&idb).cloned() {
+            self.duplicates += 1;
+            log::info!(
+                "command {id}: seen before ({}); answered again, not run",
+                e.module
+            );
+            let a = answer_of(&e);
+            self.reply(id, &e.module, &a, true, outbox, now, wall);
+            return;
+        }
+        let payload = match payload {
+            Ok(p) => p,
+            Err(size) => {
+                let detail = format!("{size} bytes, over {}", envelope::MAX_COMMAND_BYTES);
+                return refuse(self, Refusal::Malformed, detail, "", outbox);
+            }
+        };
+        let c = match envelope::parse(id, payload) {
+            Ok(c) => c,
+            Err(e) => return refuse(self, Refusal::Malformed, e, "", outbox),
+        };
+        if let Some(key) = &self.key
+            && !envelope::verify(key, &self.node, &c)
+        {
+            return refuse(
+                self,
+                Refusal::BadSignature,
+                String::new(),
+                &c.module,
+                outbox,
+            );
+        }
+        let basis = if wall >= envelope::CLOCK_SET_MS {
+            wall
+        } else {
+            self.table.newest_sent()
+        };
+        let why = if basis > 0 && envelope::expired(&c, basis) {
+            Some((
+                Refusal::Expired,
+                format!("sent {} + ttl {} ms < {basis}", c.sent, c.ttl_ms),
+            ))
+        } else if !self.allowed.contains(&c.module) {
+            Some((Refusal::NotAllowed, String::new()))
+        } else if let Err(e) = modules::support(cfg, &c.module, euid) {
+            Some((Refusal::UnknownModule, e))
+        } else if self.table.pending() >= table::MAX_PENDING {
+            let detail = format!("{} commands wait already", table::MAX_PENDING);
+            return refuse(self, Refusal::Busy, detail, &c.module, outbox);
+        } else {
+            None
+        };
+        let entry = Entry {
+            id: idb,
+            sent: c.sent,
+            module: c.module.clone(),
+            state: State::Waiting(payload.to_vec()),
+        };
+        if let Some((why, detail)) = why {
+            refuse(self, why, detail, &c.module, outbox);
+            let e = Entry {
+                state: State::Ended(End::Refused(why)),
+                ..entry
+            };
+            if let Err(err) = self.table.set(e) {
+                log::error!("command {id}: journal: {err}");
+            }
+            return;
+        }
+        log::info!(
+            "command {id}: {} {:?} from {} accepted",
+            c.module,
+            c.args,
+            c.from
+        );
+        if let Err(err) = self.table.set(entry) {
+            // Not durable: no PUBACK, the broker sends it again.
+            log::error!("command {id}: journal: {err}; not acknowledged");
+            self.acks.pop_if(|a| Some(a.1) == pkid);
+            return;
+        }
+        self.reply(id, &c.module, &Answer::Accepted, false, outbox, now, wall);
+    }
+
+    /// After a read's messages: syncs the table, then the PUBACKs it allows.
+    pub fn after_input(&mut self) -> Vec<(u64, u16)> {
+        if self.acks.is_empty() {
+            return Vec::new();
+        }
+        match self.table.sync() {
+            Ok(()) => std::mem::take(&mut self.acks),
+            Err(e) => {
+                log::error!(
+                    "commands: journal sync: {e}; not acknowledged (the broker sends them again)"
+                );
+                self.acks.clear();
+                Vec::new()
+            }
+        }
+    }
+
+    /// Starts the oldest waiting command when none runs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_next(
+        &mut self,
+        host: Host<'_>,
+        cfg: &Config,
+        euid: u32,
+        runs: &mut Runs,
+        outbox: &mut Outbox,
+        now: Instant,
+        wall: u64,
+    ) {
+        if self.running.is_some() || self.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        self.retry_at = None;
+        let Some(e) = self.table.next_waiting().cloned() else {
+            return;
+        };
+        let hex = to_hex(&e.id);
+        let State::Waiting(payload) = &e.state else {
+            return;
+        };
+        let Ok(c) = envelope::parse(&hex, payload) else {
+            return self.end(e, End::Refused(Refusal::Malformed), outbox, now, wall);
+        };
+        let (exe, settings) = match modules::support(cfg, &c.module, euid) {
+            Ok(v) if self.allowed.contains(&c.module) => v,
+            Ok(_) => return self.end(e, End::Refused(Refusal::NotAllowed), outbox, now, wall),
+            Err(_) => return self.end(e, End::Refused(Refusal::UnknownModule), outbox, now, wall),
+        };
+        let started = Entry {
+            state: State::Started,
+            ..e.clone()
+        };
+        if let Err(err) = self.table.set(started).and_then(|_| self.table.sync()) {
+            log::error!("command {hex}: journal: {err}; start retried in 5 s");
+            self.retry_at = Some(now + Duration::from_secs(5));
+            return;
+        }
+        log::info!("command {hex}: running {} {:?}", c.module, c.args);
+        let r = Recipe::command(host, &c.module, &exe, &settings, &c.args, &hex, &c.from);
+        self.running = Some((runs.start(&r, now), e.id));
+    }
+
+    pub fn owns(&self, run: usize) -> bool {
+        self.running.is_some_and(|(r, _)| r == run)
+    }
+
+    /// The command's run finished: its `done` reply, synced, then `Done`.
+    pub fn handle_finished(&mut self, f: Finished, outbox: &mut Outbox, now: Instant, wall: u64) {
+        let Some((_, id)) = self.running.take() else {
+            return;
+        };
+        let Some(e) = self.table.get(&id).cloned() else {
+            return;
+        };
+        let code = f.outcome.code();
+        let dur_ms = u32::try_from(f.dur.as_millis()).unwrap_or(u32::MAX);
+        log::info!(
+            "command {}: {} {} in {dur_ms} ms",
+            to_hex(&id),
+            e.module,
+            f.outcome.describe()
+        );
+        self.done += 1;
+        let out = head_tail(&f.output, envelope::REPLY_OUT_BYTES).into_owned();
+        self.finish(e, End::Done { code, dur_ms }, Some(out), outbox, now, wall);
+    }
+
+    fn end(&mut self, e: Entry, end: End, outbox: &mut Outbox, now: Instant, wall: u64) {
+        self.finish(e, end, None, outbox, now, wall)
+    }
+
+    /// Sends the final answer (synced into the spool), then records it.
+    fn finish(
+        &mut self,
+        e: Entry,
+        end: End,
+        out: Option<String>,
+        outbox: &mut Outbox,
+        now: Instant,
+        wall: u64,
+    ) {
+        let hex = to_hex(&e.id);
+        let mut a = answer(end);
+        if let (Answer::Done { out: o, .. }, Some(out)) = (&mut a, out) {
+            *o = out;
+        }
+        let seq = self.reply(&hex, &e.module, &a, false, outbox, now, wall);
+        if let Some(seq) = seq {
+            let _ = outbox.spool().sync(now);
+            if outbox.spool().durable_seq() < seq {
+                log::error!("command {hex}: its reply is not durable yet (spool sync failed)");
+            }
+        }
+        let e = Entry {
+            state: State::Ended(end),
+            ..e
+        };
+        if let Err(err) = self.table.set(e).and_then(|_| self.table.sync()) {
+            log::error!("command {hex}: journal: {err}");
+        }
+    }
+
+    /// A command's figures for `crd status`.
+    pub fn status(&self, s: &mut Status) {
+        s.num("commands_received", self.received);
+        s.num("commands_run", self.done);
+        s.num("commands_refused", self.refused);
+        s.num("commands_duplicates", self.duplicates);
+        s.num("commands_interrupted", self.interrupted);
+        s.num("commands_waiting", self.table.pending() as u64);
+        s.num("commands_ids_kept", self.table.len() as u64);
+    }
+
+    /// When a start that could not be journaled is retried.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.retry_at
+    }
+}
+
+fn answer(end: End) -> Answer {
+    match end {
+        End::Done { code, dur_ms } => Answer::Done {
+            code,
+            dur_ms,
+            out: String::new(),
+        },
+        End::Interrupted => Answer::Interrupted,
+        End::Refused(why) => Answer::Refused {
+            why,
+            detail: String::new(),
+        },
+    }
+}
+
+/// What a copy of a command seen before is answered: its state now (the output of
+/// a done run is not kept; it went out once, through the spool).
+fn answer_of(e: &Entry) -> Answer {
+    match e.state {
+        State::Waiting(_) | State::Started => Answer::Accepted,
+        State::Ended(end) => answer(end),
+    }
+}

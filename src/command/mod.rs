@@ -1,0 +1,13 @@
+//! Remote commands (issue 17): a command to a named node, run there at most once
+//! from an allow-list of support modules, answered with its exit code and output.
+//!
+//! - `envelope.rs` (no IO): the command and reply JSON, the signature (HMAC-SHA256
+//!   over the whole envelope), expiry.
+//! - `table.rs`: the edge's persisted, bounded table of ids seen (at most once).
+//! - `edge.rs`: the edge's side in the daemon's loop: commands from the broker,
+//!   checked, journaled and acknowledged once durable, run one at a time through
+//!   the daemon's `Runs`, replies through the spool.
+
+pub mod edge;
+pub mod envelope;
+pub mod table;

@@ -1,0 +1,579 @@
+//! The edge's table of the commands it has seen, on disk: what makes a command run
+//! at most once. Each id is in one state: `Waiting` (journaled, not started: the
+//! command's bytes kept to run it), `Started` (a run may be under way: after a
+//! crash it is `interrupted`, never run again) or `Ended` (done, interrupted or
+//! refused: a copy of it gets the same answer again).
+//!
+//! On disk, in `spool_dir/command/` over the spool's `Storage` (files in
+//! production, power cuts in tests): one file `log.<generation>`, a header record, then
+//! one record per change, each `[len u32 LE][crc32c u32 LE][body]`. The caller
+//! syncs (`sync`) before it acknowledges a command to the broker and before it
+//! starts a run. Once the file passes `COMPACT_BYTES`, the table is written whole
+//! to `log.<generation+1>` (its header counts the records that follow), synced, and the
+//! old file removed; at start the newest file whose header and counted records
+//! are whole wins, and a torn tail after them is cut.
+//!
+//! Bounds: at most `MAX_IDS` ids (the oldest ended one is forgotten past it,
+//! counted in `evicted`); at most `MAX_PENDING` waiting or started (the caller
+//! refuses more as `busy`); a file read at start at most `MAX_FILE_BYTES`.
+
+use crate::command::envelope::{self, Refusal};
+use crate::spool::format::crc32c;
+use crate::spool::storage::Storage;
+use std::collections::VecDeque;
+use std::io;
+
+/// Ids remembered, at most (about 60 bytes each in memory, plus a waiting
+/// command's bytes).
+pub const MAX_IDS: usize = 1024;
+/// Commands waiting or running, at most.
+pub const MAX_PENDING: usize = 16;
+/// The log is rewritten whole past this many bytes.
+pub const COMPACT_BYTES: u64 = 64 * 1024;
+/// The most of one log file read at start, bytes.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+const FRAME: usize = 8;
+const ID: usize = 16;
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Done { code: i32, dur_ms: u32 },
+    Interrupted,
+    Refused(Refusal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Journaled and acknowledged, not started: the command's JSON.
+    Waiting(Vec<u8>),
+    Started,
+    Ended(End),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub id: [u8; ID],
+    /// The sender's `sent`, unix ms.
+    pub sent: u64,
+    pub module: String,
+    pub state: State,
+}
+
+pub struct Table<S: Storage> {
+    st: S,
+    generation: u32,
+    len: u64,
+    entries: VecDeque<Entry>,
+    dirty: bool,
+    /// Ended ids forgotten at the `MAX_IDS` bound.
+    pub evicted: u64,
+}
+
+/// The 16 bytes of a 32-hex-digit id (`None` if it is not one).
+pub fn id_bytes(hex: &str) -> Option<[u8; ID]> {
+    if !envelope::valid_id(hex) {
+        return None;
+    }
+    let mut b = [0u8; ID];
+    for (i, o) in b.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(b)
+}
+
+fn file_name(generation: u32) -> String {
+    format!("log.{generation}")
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(FRAME + body.len());
+    f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    f.extend_from_slice(&crc32c(body).to_le_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// The bodies of the whole frames at the start of `b`, and where they end.
+fn frames(b: &[u8]) -> (Vec<&[u8]>, usize) {
+    let (mut out, mut at) = (Vec::new(), 0);
+    while b.len() - at >= FRAME {
+        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap());
+        let Some(body) = b.get(at + FRAME..at + FRAME + len) else {
+            break;
+        };
+        if crc32c(body) != crc {
+            break;
+        }
+        out.push(body);
+        at += FRAME + len;
+    }
+    (out, at)
+}
+
+fn header(generation: u32, count: u32) -> Vec<u8> {
+    let mut b = vec![b'H'];
+    b.extend_from_slice(&generation.to_le_bytes());
+    b.extend_from_slice(&count.to_le_bytes());
+    b
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// A record's body: the entry's current state.
+fn record(e: &Entry) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64);
+    match &e.state {
+        State::Waiting(_) => b.push(b'W'),
+        State::Started => b.push(b'S'),
+        State::Ended(_) => b.push(b'E'),
+    }
+    b.extend_from_slice(&e.id);
+    b.extend_from_slice(&e.sent.to_le_bytes());
+    match &e.state {
+        State::Waiting(payload) => b.extend_from_slice(payload),
+        State::Started => b.extend_from_slice(e.module.as_bytes()),
+        State::Ended(end) => {
+            let (kind, code, dur, why) = match *end {
+                End::Done { code, dur_ms } => (0u8, code, dur_ms, 0u8),
+                End::Interrupted => (1, 0, 0, 0),
+                End::Refused(r) => (2, 0, 0, r.code()),
+            };
+            b.push(kind);
+            b.extend_from_slice(&code.to_le_bytes());
+            b.extend_from_slice(&dur.to_le_bytes());
+            b.push(why);
+            b.extend_from_slice(e.module.as_bytes());
+        }
+    }
+    b
+}
+
+/// The entry a record's body says, or `None` if it is not one.
+fn parse_record(b: &[u8]) -> Option<Entry> {
+    let id: [u8; ID] = b.get(1..1 + ID)?.try_into().ok()?;
+    let sent = u64_at(b, 1 + ID)?;
+    let rest = b.get(1 + ID + 8..)?;
+    let text = |x: &[u8]| String::from_utf8(x.to_vec()).ok();
+    let (module, state) = match b[0] {
+        b'W' => {
+            let hex = crate::core::sha256::to_hex(&id);
+            let c = envelope::parse(&hex, rest).ok()?;
+            (c.module, State::Waiting(rest.to_vec()))
+        }
+        b'S' => (text(rest)?, State::Started),
+        b'E' => {
+            let code = u32_at(rest, 1)? as i32;
+            let dur_ms = u32_at(rest, 5)?;
+            let end = match rest[0] {
+                0 => End::Done { code, dur_ms },
+                1 => End::Interrupted,
+                2 => End::Refused(Refusal::from_code(*rest.get(9)?)?),
+                _ => return None,
+            };
+            (text(rest.get(10..)?)?, State::Ended(end))
+        }
+        _ => return None,
+    };
+    Some(Entry {
+        id,
+        sent,
+        module,
+        state,
+    })
+}
+
+impl<S: Storage> Table<S> {
+    /// Reads the table from `st` (an empty one if there is none). `Err` only when
+    /// the directory cannot be listed or a new log cannot be made; damage is cut
+    /// and reported in the warnings.
+    pub fn open(mut st: S) -> io::Result<(Table<S>, Vec<String>)> {
+        let mut warnings = Vec::new();
+        let mut generations: Vec<u32> = st
+            .list()?
+            .iter()
+            .filter_map(|n| n.strip_prefix("log.")?.parse().ok())
+            .collect();
+        generations.sort_unstable_by(|a, b| b.cmp(a));
+        let mut chosen = None;
+        for &generation in &generations {
+            let name = file_name(generation);
+            let size = st.len(&name)?.unwrap_or(0).min(MAX_FILE_BYTES);
+            let mut buf = vec![0u8; size as usize];
+            let n = st.read_at(&name, 0, &mut buf)?;
+            buf.truncate(n);
+            let (bodies, end) = frames(&buf);
+            let counted = bodies
+                .first()
+                .filter(|h| h.len() == 9 && h[0] == b'H' && u32_at(h, 1) == Some(generation))
+                .and_then(|h| u32_at(h, 5));
+            match counted {
+                Some(c) if bodies.len() > c as usize => {
+                    if end < buf.len() {
+                        warnings.push(format!(
+                            "command log {name}: {} bytes after its last whole record cut",
+                            buf.len() - end
+                        ));
+                    }
+                    let entries: Vec<Entry> =
+                        bodies[1..].iter().filter_map(|b| parse_record(b)).collect();
+                    if entries.len() + 1 < bodies.len() {
+                        warnings.push(format!(
+                            "command log {name}: {} records not understood, skipped",
+                            bodies.len() - 1 - entries.len()
+                        ));
+                    }
+                    chosen = Some((generation, end as u64, entries, buf.len() as u64));
+                    break;
+                }
+                _ => warnings.push(format!(
+                    "command log {name}: incomplete (a compaction cut short), not used"
+                )),
+            }
+        }
+        let mut t = Table {
+            st,
+            generation: 0,
+            len: 0,
+            entries: VecDeque::new(),
+            dirty: false,
+            evicted: 0,
+        };
+        match chosen {
+            Some((generation, end, records, size)) => {
+                t.generation = generation;
+                t.len = end;
+                for e in records {
+                    t.apply(e);
+                }
+                if end < size {
+                    t.st.truncate(&file_name(generation), end)?;
+                    t.st.sync(&file_name(generation))?;
+                }
+            }
+            None => t.rewrite(generations.first().copied().unwrap_or(0) + 1)?,
+        }
+        for g in generations.into_iter().filter(|&g| g != t.generation) {
+            t.st.remove(&file_name(g))?;
+        }
+        t.st.sync_dir()?;
+        Ok((t, warnings))
+    }
+
+    fn apply(&mut self, e: Entry) {
+        match self.entries.iter_mut().find(|x| x.id == e.id) {
+            Some(x) => *x = e,
+            None => self.entries.push_back(e),
+        }
+        while self.entries.len() > MAX_IDS {
+            match self
+                .entries
+                .iter()
+                .position(|x| matches!(x.state, State::Ended(_)))
+            {
+                Some(i) => {
+                    self.entries.remove(i);
+                    self.evicted += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Writes the whole table to `log.<generation>`, synced, and makes it the log.
+    fn rewrite(&mut self, generation: u32) -> io::Result<()> {
+        let name = file_name(generation);
+        let mut b = frame(&header(generation, self.entries.len() as u32));
+        for e in &self.entries {
+            b.extend_from_slice(&frame(&record(e)));
+        }
+        let r = self
+            .st
+            .remove(&name)
+            .and_then(|_| self.st.write_at(&name, 0, &b))
+            .and_then(|_| self.st.sync(&name))
+            .and_then(|_| self.st.sync_dir());
+        if let Err(e) = r {
+            let _ = self.st.remove(&name);
+            return Err(e);
+        }
+        let old = (self.generation != 0 && self.generation != generation)
+            .then(|| file_name(self.generation));
+        self.generation = generation;
+        self.len = b.len() as u64;
+        self.dirty = false;
+        if let Some(old) = old {
+            self.st.remove(&old)?;
+            self.st.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: &[u8; ID]) -> Option<&Entry> {
+        self.entries.iter().find(|e| &e.id == id)
+    }
+
+    /// Sets `e` (new, or a new state of a known id) and appends it to the log
+    /// (not synced: `sync`).
+    pub fn set(&mut self, e: Entry) -> io::Result<()> {
+        let f = frame(&record(&e));
+        self.apply(e);
+        self.dirty = true;
+        self.st
+            .write_at(&file_name(self.generation), self.len, &f)?;
+        self.len += f.len() as u64;
+        Ok(())
+    }
+
+    /// Makes every `set` so far durable; compacts the log once it is long.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.st.sync(&file_name(self.generation))?;
+            self.dirty = false;
+        }
+        if self.len > COMPACT_BYTES {
+            self.rewrite(self.generation.wrapping_add(1).max(1))?;
+        }
+        Ok(())
+    }
+
+    /// Waiting or started, now.
+    pub fn pending(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e.state, State::Ended(_)))
+            .count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The oldest waiting command.
+    pub fn next_waiting(&self) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| matches!(e.state, State::Waiting(_)))
+    }
+
+    /// The ids in state `Started` (after a restart: runs that were cut).
+    pub fn started(&self) -> Vec<Entry> {
+        self.entries
+            .iter()
+            .filter(|e| e.state == State::Started)
+            .cloned()
+            .collect()
+    }
+
+    /// The newest `sent` of a command accepted (not refused), unix ms; 0 if none.
+    pub fn newest_sent(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e.state, State::Ended(End::Refused(_))))
+            .map(|e| e.sent)
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    fn storage(&mut self) -> &mut S {
+        &mut self.st
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::storage::MemStorage;
+
+    fn id(n: u32) -> [u8; ID] {
+        let mut b = [0u8; ID];
+        b[..4].copy_from_slice(&n.to_be_bytes());
+        b
+    }
+
+    fn waiting(n: u32) -> Entry {
+        let hex = crate::core::sha256::to_hex(&id(n));
+        let payload =
+            format!(r#"{{"id":"{hex}","module":"Ping","args":["x"],"sent":{n},"ttl_ms":1000}}"#);
+        Entry {
+            id: id(n),
+            sent: u64::from(n),
+            module: "Ping".into(),
+            state: State::Waiting(payload.into_bytes()),
+        }
+    }
+
+    fn ended(n: u32, end: End) -> Entry {
+        Entry {
+            state: State::Ended(end),
+            ..waiting(n)
+        }
+    }
+
+    fn reopen(t: Table<MemStorage>) -> Table<MemStorage> {
+        Table::open(t.st).unwrap().0
+    }
+
+    #[test]
+    fn every_state_survives_a_restart() {
+        let (mut t, w) = Table::open(MemStorage::new()).unwrap();
+        assert!(w.is_empty() && t.is_empty());
+        t.set(waiting(1)).unwrap();
+        t.set(waiting(2)).unwrap();
+        t.set(Entry {
+            state: State::Started,
+            ..waiting(2)
+        })
+        .unwrap();
+        t.set(ended(
+            3,
+            End::Done {
+                code: -3,
+                dur_ms: 9,
+            },
+        ))
+        .unwrap();
+        t.set(ended(4, End::Refused(Refusal::Expired))).unwrap();
+        t.set(ended(5, End::Interrupted)).unwrap();
+        t.sync().unwrap();
+        let t = reopen(t);
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.get(&id(1)), Some(&waiting(1)));
+        assert_eq!(t.get(&id(2)).unwrap().state, State::Started);
+        assert_eq!(t.started().len(), 1);
+        assert_eq!(
+            t.get(&id(3)).unwrap().state,
+            State::Ended(End::Done {
+                code: -3,
+                dur_ms: 9
+            })
+        );
+        assert_eq!(
+            t.get(&id(4)),
+            Some(&ended(4, End::Refused(Refusal::Expired)))
+        );
+        assert_eq!(t.get(&id(5)).unwrap().module, "Ping");
+        assert_eq!(t.pending(), 2);
+        assert_eq!(t.next_waiting().unwrap().id, id(1));
+        assert_eq!(t.newest_sent(), 5, "refused commands do not count");
+    }
+
+    #[test]
+    fn a_power_cut_keeps_what_was_synced_and_cuts_a_torn_tail() {
+        for keep in [None, Some(0), Some(3), Some(9), Some(30)] {
+            let (mut t, _) = Table::open(MemStorage::new()).unwrap();
+            t.set(waiting(1)).unwrap();
+            t.sync().unwrap();
+            t.set(Entry {
+                state: State::Started,
+                ..waiting(1)
+            })
+            .unwrap();
+            let mut st = t.st;
+            st.power_cut(|_, len| keep.map(|k| k.min(len)), true);
+            let (t, w) = Table::open(st).unwrap();
+            assert_eq!(t.len(), 1, "{keep:?}");
+            let state = &t.get(&id(1)).unwrap().state;
+            if matches!(keep, Some(k) if k < 9) {
+                assert!(matches!(state, State::Waiting(_)), "{keep:?}");
+                assert_eq!(w.len(), usize::from(keep != Some(0)), "{w:?}");
+            }
+            // Appends go on after the cut.
+            let mut t = t;
+            t.set(ended(1, End::Interrupted)).unwrap();
+            t.sync().unwrap();
+            assert_eq!(
+                reopen(t).get(&id(1)).unwrap().state,
+                State::Ended(End::Interrupted)
+            );
+        }
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_ended_id_is_forgotten_never_a_pending_one() {
+        let (mut t, _) = Table::open(MemStorage::new()).unwrap();
+        t.set(waiting(0)).unwrap();
+        for n in 1..=(MAX_IDS as u32 + 10) {
+            t.set(ended(n, End::Done { code: 0, dur_ms: 1 })).unwrap();
+            t.sync().unwrap();
+        }
+        assert_eq!(t.len(), MAX_IDS);
+        assert_eq!(t.evicted, 11);
+        assert!(t.get(&id(0)).is_some(), "the waiting one stays");
+        assert!(t.get(&id(11)).is_none() && t.get(&id(12)).is_some());
+        let t = reopen(t);
+        assert_eq!(t.len(), MAX_IDS);
+        assert!(t.get(&id(0)).is_some() && t.get(&id(12)).is_some());
+    }
+
+    #[test]
+    fn compaction_bounds_the_file_and_a_cut_compaction_loses_nothing() {
+        let (mut t, _) = Table::open(MemStorage::new()).unwrap();
+        for n in 0..3000u32 {
+            t.set(ended(
+                n % 50,
+                End::Done {
+                    code: n as i32,
+                    dur_ms: 1,
+                },
+            ))
+            .unwrap();
+            t.sync().unwrap();
+        }
+        let names = t.storage().list().unwrap();
+        assert_eq!(names.iter().filter(|n| n.starts_with("log.")).count(), 1);
+        let name = file_name(t.generation);
+        assert!(t.storage().len(&name).unwrap().unwrap() <= COMPACT_BYTES + 100);
+        let t = reopen(t);
+        assert_eq!(t.len(), 50);
+        assert_eq!(
+            t.get(&id(49)).unwrap().state,
+            State::Ended(End::Done {
+                code: 2999,
+                dur_ms: 1
+            })
+        );
+        // A compaction whose new file was never synced whole: the old log wins.
+        let generation = t.generation;
+        let mut st = t.st;
+        let mut half = frame(&header(generation + 1, 50));
+        half.extend_from_slice(&frame(&record(&waiting(7))));
+        st.put(&file_name(generation + 1), &half);
+        let (t, w) = Table::open(st).unwrap();
+        assert_eq!((t.generation, t.len()), (generation, 50));
+        assert!(w[0].contains("incomplete"), "{w:?}");
+        assert!(
+            !t.st
+                .clone()
+                .list()
+                .unwrap()
+                .contains(&file_name(generation + 1))
+        );
+    }
+
+    #[test]
+    fn ids_are_hex_of_sixteen_bytes() {
+        let b = id_bytes("0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(b[0], 0x01);
+        assert_eq!(b[15], 0xef);
+        assert_eq!(
+            crate::core::sha256::to_hex(&b),
+            "0123456789abcdef0123456789abcdef"
+        );
+        assert!(id_bytes("0123").is_none());
+        assert!(id_bytes("0123456789ABCDEF0123456789abcdef").is_none());
+    }
+}

@@ -1,0 +1,317 @@
+//! Remote commands (issue 17), the edge's side, end to end: the real `crd` binary,
+//! a real mosquitto with persistence on a free loopback port, commands published
+//! with `mosquitto_pub`, replies read with `mosquitto_sub`, real `/bin/sh`
+//! support modules, SIGKILL.
+
+mod common;
+use common::*;
+use crd::command::envelope::{self, Command};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A fresh 32-hex-digit id (time, pid and a counter: unique within a run).
+fn new_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{:016x}{:08x}{:08x}",
+        now_ms() as u128 * 1000 + u128::from(N.fetch_add(1, Ordering::Relaxed)),
+        std::process::id(),
+        N.load(Ordering::Relaxed)
+    )
+}
+
+fn command(module: &str, args: &[&str]) -> Command {
+    Command {
+        id: new_id(),
+        module: module.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        from: "test".into(),
+        sent: now_ms(),
+        ttl_ms: 60_000,
+        sig: None,
+    }
+}
+
+fn publish(port: u16, topic: &str, payload: &[u8]) {
+    let mut c = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-s"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (Debian package `mosquitto-clients`)");
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(payload).unwrap();
+    assert!(c.wait().unwrap().success());
+}
+
+fn send(port: u16, c: &Command) {
+    publish(
+        port,
+        &format!("crd/edge1/cmd/{}", c.id),
+        &serde_json::to_vec(c).unwrap(),
+    );
+}
+
+/// The replies to `id` received so far.
+fn replies(sub: &Subscriber, id: &str) -> Vec<envelope::Reply> {
+    let topic = format!("crd/edge1/reply/{id} ");
+    sub.lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix(&topic))
+        .map(|j| serde_json::from_str(j).unwrap_or_else(|e| panic!("{e}: {j}")))
+        .collect()
+}
+
+fn wait_reply(sub: &Subscriber, id: &str, kind: &str, d: &Daemon) -> envelope::Reply {
+    let mut found = None;
+    let ok = wait_for(LONG, || {
+        found = replies(sub, id).into_iter().rfind(|r| r.reply == kind);
+        found.is_some()
+    });
+    assert!(
+        ok,
+        "no `{kind}` reply to {id}; replies: {:?}\nlog:\n{}",
+        sub.lines(),
+        d.log()
+    );
+    found.unwrap()
+}
+
+/// An edge with support modules `Echo` (prints its argv, one per line, counts its
+/// runs) and `Forbidden` (not in `commands`), and `Missing` allowed but absent.
+fn edge(tag: &str, extra: &str) -> (Sandbox, Broker) {
+    let sb = Sandbox::new(tag);
+    let b = sb.queueing_broker();
+    sb.script(
+        "modules/Echo/Echo",
+        "echo run >> ../../ran\nfor a in \"$@\"; do echo \"[$a]\"; done\n\
+         echo \"id=$CRD_COMMAND_ID from=$CRD_COMMAND_FROM node=$CRD_NODE\"\nexit 3",
+    );
+    sb.script("modules/Forbidden/Forbidden", "echo no >> ../../ran");
+    sb.config_node(
+        "edge1",
+        &format!(
+            "broker = {}\ninterval = 1h\ncommands = Echo Missing Slow\n{extra}",
+            b.addr()
+        ),
+    );
+    (sb, b)
+}
+
+fn subscribed(d: &Daemon) {
+    assert!(
+        wait_for(LONG, || d
+            .log()
+            .contains("mqtt: subscribed to crd/edge1/cmd/+")),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_command_runs_once_with_its_argv_and_every_refusal_says_why() {
+    let (sb, b) = edge("cmd-once", "");
+    let d = sb.start();
+    subscribed(&d);
+    let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-once", &sb.path("replies"));
+
+    let c = command("Echo", &["a b", "$(touch pwned)", "*", ""]);
+    send(b.port, &c);
+    let done = wait_reply(&sub, &c.id, "done", &d);
+    assert_eq!(done.code, Some(3), "{done:?}");
+    assert_eq!(
+        done.out.as_deref().unwrap(),
+        format!(
+            "[a b]\n[$(touch pwned)]\n[*]\n[]\nid={} from=test node=edge1",
+            c.id
+        ),
+        "argv as sent, no shell"
+    );
+    assert!(!sb.exists("modules/Echo/pwned"));
+    assert_eq!(
+        (done.node.as_str(), done.module.as_str()),
+        ("edge1", "Echo")
+    );
+    wait_reply(&sub, &c.id, "accepted", &d);
+
+    // The same command again (a redelivery, a resend, a replay): answered, not run.
+    send(b.port, &c);
+    assert!(
+        wait_for(LONG, || replies(&sub, &c.id).iter().any(|r| r.resent)),
+        "{:?}",
+        sub.lines()
+    );
+    let again = replies(&sub, &c.id).into_iter().find(|r| r.resent).unwrap();
+    assert_eq!((again.reply.as_str(), again.code), ("done", Some(3)));
+    assert_eq!(sb.read("ran"), "run\n", "run once");
+
+    // Refusals, each with its reason; none runs anything.
+    let forbidden = command("Forbidden", &[]);
+    let missing = command("Missing", &[]);
+    let old = Command {
+        sent: now_ms() - 7_200_000,
+        ttl_ms: 1000,
+        ..command("Echo", &[])
+    };
+    for (c, why) in [
+        (&forbidden, "not allowed"),
+        (&missing, "unknown module"),
+        (&old, "expired"),
+    ] {
+        send(b.port, c);
+        let r = wait_reply(&sub, &c.id, "refused", &d);
+        assert_eq!(r.why.as_deref(), Some(why), "{r:?}");
+    }
+    let bad = new_id();
+    publish(b.port, &format!("crd/edge1/cmd/{bad}"), b"{\"id\":1");
+    let r = wait_reply(&sub, &bad, "refused", &d);
+    assert_eq!(r.why.as_deref(), Some("malformed"));
+    publish(b.port, "crd/edge1/cmd/not-an-id", b"{}");
+    let r = wait_reply(&sub, "not-an-id", "refused", &d);
+    assert!(r.detail.unwrap().contains("bad id"), "detail names the id");
+    let huge = vec![b'x'; envelope::MAX_COMMAND_BYTES + 1];
+    let hid = new_id();
+    publish(b.port, &format!("crd/edge1/cmd/{hid}"), &huge);
+    let r = wait_reply(&sub, &hid, "refused", &d);
+    assert!(
+        r.detail.unwrap().contains("bytes, over"),
+        "{:?}",
+        sub.lines()
+    );
+    assert_eq!(sb.read("ran"), "run\n", "nothing else ran");
+
+    let st = d.status();
+    assert_eq!(stat_of(&st, "commands_run"), 1, "{st}");
+    assert_eq!(stat_of(&st, "commands_refused"), 6, "{st}");
+    assert_eq!(stat_of(&st, "commands_duplicates"), 1, "{st}");
+    assert_eq!(stat_of(&st, "commands_received"), 8, "{st}");
+    // The daemon goes on.
+    let c2 = command("Echo", &["again"]);
+    send(b.port, &c2);
+    wait_reply(&sub, &c2.id, "done", &d);
+    assert_eq!(sb.read("ran"), "run\nrun\n");
+}
+
+/// A command sent while the router is offline is queued by the broker (persistent
+/// session) and runs when it comes back.
+#[test]
+fn a_command_sent_while_the_edge_is_offline_runs_when_it_returns() {
+    let (sb, b) = edge("cmd-offline", "");
+    let mut d = sb.start();
+    subscribed(&d);
+    d.signal(libc::SIGTERM);
+    d.wait_exit(LONG).expect("stopped");
+    let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-off", &sb.path("replies"));
+    let c = command("Echo", &["late"]);
+    send(b.port, &c);
+    assert!(!sb.exists("ran"));
+    let d = sb.start();
+    let r = wait_reply(&sub, &c.id, "done", &d);
+    assert!(r.out.unwrap().starts_with("[late]\n"));
+}
+
+/// A run cut by SIGKILL (and its child killed, as a power cut would) is answered
+/// `interrupted` after the restart and never run again, also when the command
+/// arrives again.
+#[test]
+fn a_run_cut_by_a_crash_is_interrupted_and_never_run_twice() {
+    let (sb, b) = edge("cmd-kill", "");
+    sb.script("modules/Slow/Slow", "echo run >> ../../ran\nexec sleep 60");
+    let mut d = sb.start();
+    subscribed(&d);
+    let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-kill", &sb.path("replies"));
+    let c = command("Slow", &[]);
+    send(b.port, &c);
+    assert!(wait_for(LONG, || sb.exists("ran")), "{}", d.log());
+    d.signal(libc::SIGKILL);
+    d.wait_exit(LONG).expect("killed");
+    // The power cut takes the child too.
+    for pid in pids_with("sleep 60") {
+        let _ = crd::child::sys::kill_pid(pid as u32, libc::SIGKILL);
+    }
+    let d = sb.start();
+    let r = wait_reply(&sub, &c.id, "interrupted", &d);
+    assert_eq!(r.module, "Slow");
+    send(b.port, &c);
+    assert!(
+        wait_for(LONG, || replies(&sub, &c.id).iter().any(|r| r.resent)),
+        "{:?}",
+        sub.lines()
+    );
+    let again = replies(&sub, &c.id).into_iter().find(|r| r.resent).unwrap();
+    assert_eq!(again.reply, "interrupted");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sb.read("ran"), "run\n", "never run twice");
+    assert_eq!(d.stat("commands_interrupted"), 1);
+}
+
+/// With `command_key_file`, only commands signed with that key for this node run;
+/// a key file others can read turns commands off.
+#[test]
+fn signed_commands_run_and_unsigned_or_misdirected_ones_do_not() {
+    let (sb, b) = edge("cmd-sig", "");
+    let key = b"0123456789abcdef0123456789abcdef-secret\n";
+    sb.write("cmd.key", std::str::from_utf8(key).unwrap());
+    let keyfile = sb.path("cmd.key");
+    fs::set_permissions(&keyfile, fs::Permissions::from_mode(0o644)).unwrap();
+    let conf = sb.read("crd.conf");
+    fs::write(
+        sb.conf(),
+        format!("{conf}command_key_file = {}\n", keyfile.display()),
+    )
+    .unwrap();
+    {
+        let d = sb.start();
+        assert!(
+            wait_for(LONG, || d.log().contains("remote commands are off")),
+            "{}",
+            d.log()
+        );
+        assert!(d.log().contains("must be 0600"), "{}", d.log());
+        assert!(!d.log().contains("cmd/+"), "not subscribed: {}", d.log());
+    }
+    fs::set_permissions(&keyfile, fs::Permissions::from_mode(0o600)).unwrap();
+    let d = sb.start();
+    subscribed(&d);
+    assert!(d.log().contains("(signed: yes)"), "{}", d.log());
+    let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-sig", &sb.path("replies"));
+    let k = &key[..key.len() - 1];
+
+    let unsigned = command("Echo", &["x"]);
+    let mut forged = command("Echo", &["x"]);
+    forged.sig = Some(envelope::sign(
+        b"another key of at least 32 bytes!!",
+        "edge1",
+        &forged,
+    ));
+    let mut elsewhere = command("Echo", &["x"]);
+    elsewhere.sig = Some(envelope::sign(k, "edge2", &elsewhere));
+    let mut stretched = command("Echo", &["x"]);
+    stretched.sig = Some(envelope::sign(k, "edge1", &stretched));
+    stretched.ttl_ms *= 1000;
+    for c in [&unsigned, &forged, &elsewhere, &stretched] {
+        send(b.port, c);
+        let r = wait_reply(&sub, &c.id, "refused", &d);
+        assert_eq!(r.why.as_deref(), Some("bad signature"), "{c:?}");
+    }
+    assert!(!sb.exists("ran"));
+    // A forged copy does not take the id: the real command with it still runs.
+    let mut good = unsigned.clone();
+    good.sig = Some(envelope::sign(k, "edge1", &good));
+    send(b.port, &good);
+    let r = wait_reply(&sub, &good.id, "done", &d);
+    assert_eq!(r.code, Some(3));
+    assert_eq!(sb.read("ran"), "run\n");
+}
