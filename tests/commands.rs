@@ -315,3 +315,78 @@ fn signed_commands_run_and_unsigned_or_misdirected_ones_do_not() {
     assert_eq!(r.code, Some(3));
     assert_eq!(sb.read("ran"), "run\n");
 }
+
+/// `crd send` from a central host: signed with the central config's key, it waits
+/// for the answer and exits with the remote exit code, or with the documented code
+/// for each kind of refusal and for silence.
+#[test]
+fn crd_send_signs_waits_and_exits_with_the_answer() {
+    let (sb, b) = edge("cmd-send", "");
+    let central = Sandbox::new("cmd-send-central");
+    let key = "a shared secret of more than 32 bytes\n";
+    for s in [&sb, &central] {
+        s.write("cmd.key", key);
+        fs::set_permissions(s.path("cmd.key"), fs::Permissions::from_mode(0o600)).unwrap();
+        let conf = s.read("crd.conf");
+        fs::write(
+            s.conf(),
+            format!("{conf}command_key_file = {}\n", s.path("cmd.key").display()),
+        )
+        .unwrap();
+    }
+    central.config_node(
+        "central",
+        &format!(
+            "broker = {}\ncommand_key_file = {}\n",
+            b.addr(),
+            central.path("cmd.key").display()
+        ),
+    );
+    let mut d = sb.start();
+    subscribed(&d);
+
+    let (code, out, err) = central.run(&["send", "--wait", "20s", "edge1", "Echo", "a b", "-x"]);
+    assert_eq!(code, 3, "the remote exit code\n{out}\n{err}\n{}", d.log());
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(envelope::valid_id(lines[0]), "{out}");
+    assert_eq!(lines[1], "accepted by edge1", "{out}");
+    assert!(lines[2].starts_with("done: exit 3 in "), "{out}");
+    assert_eq!(lines[3..5], ["[a b]", "[-x]"], "{out}");
+    assert!(
+        lines[5].contains("from=central node=edge1"),
+        "CRD_COMMAND_FROM is the sender's node: {out}"
+    );
+
+    let (code, _, err) = central.run(&["send", "--wait", "20s", "edge1", "Forbidden"]);
+    assert_eq!(code, 77, "{err}");
+    assert!(
+        err.contains("edge1 refused the command: not allowed"),
+        "{err}"
+    );
+
+    // Nobody answers for a node that is not there.
+    let (code, _, err) = central.run(&["send", "--wait", "1s", "nobody", "Echo"]);
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("no final answer from nobody"), "{err}");
+
+    // Without --wait: out once the broker has it. Sent while the edge is down
+    // with a ttl that passes meanwhile: expired when it gets there.
+    d.signal(libc::SIGTERM);
+    d.wait_exit(LONG).expect("stopped");
+    let (code, out, err) = central.run(&["send", "--ttl", "1ms", "edge1", "Echo"]);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-send", &sb.path("replies"));
+    std::thread::sleep(Duration::from_millis(20));
+    let d = sb.start();
+    let r = wait_reply(&sub, &id, "refused", &d);
+    assert_eq!(r.why.as_deref(), Some("expired"), "{r:?}");
+    assert_eq!(sb.read("ran"), "run\n");
+
+    // Bad input is a usage error naming it.
+    let (code, _, err) = central.run(&["send", "edge1", "../x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad module name"), "{err}");
+    let (code, _, err) = central.run(&["send", "--ttl", "soon", "edge1", "Echo"]);
+    assert_eq!(code, 2, "{err}");
+}

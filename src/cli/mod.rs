@@ -42,6 +42,15 @@ pub const EXIT_USAGE: i32 = 2;
 /// `crd emit` only: the request reached the daemon but no answer came in time, so
 /// whether the record was spooled is not known.
 pub const EXIT_UNKNOWN: i32 = 3;
+/// `crd send --wait`: the node answered `interrupted` (its run was cut by a crash).
+pub const EXIT_INTERRUPTED: i32 = 75;
+/// `crd send --wait`: the node refused the command (not allowed, unknown module,
+/// bad signature, malformed, busy).
+pub const EXIT_REFUSED: i32 = 77;
+/// `crd send --wait`: the node refused the command as expired.
+pub const EXIT_EXPIRED: i32 = 78;
+/// `crd send --wait`: no final answer within the wait.
+pub const EXIT_NO_ANSWER: i32 = 124;
 
 #[derive(FromArgs, Debug)]
 /// crd, the Condition/Response Daemon. Without a command it runs the daemon in the
@@ -94,6 +103,33 @@ enum Cmd {
     Resolve(ResolveCmd),
     Fleet(FleetCmd),
     Register(RegisterCmd),
+    Send(SendCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// send a remote command: run support module MODULE with ARGS on NODE (whose
+/// `commands` must list it), signed with command_key_file if the config has one.
+/// Options go before NODE. Prints the command's id; with --wait, each reply as it
+/// comes, and exits with the remote exit code, or 75 interrupted, 77 refused, 78
+/// expired, 124 no final answer in time; 1 if the broker cannot be reached, 2 on
+/// bad input.
+#[argh(subcommand, name = "send")]
+struct SendCmd {
+    /// how long the command may still start, from now (default 1h)
+    #[argh(option, default = "String::from(\"1h\")")]
+    ttl: String,
+    /// wait this long for the command's answer (e.g. 30s)
+    #[argh(option)]
+    wait: Option<String>,
+    /// the node to run it on
+    #[argh(positional)]
+    node: String,
+    /// the support module to run
+    #[argh(positional)]
+    module: String,
+    /// its arguments, each one argv entry there (no shell)
+    #[argh(positional, greedy)]
+    args: Vec<String>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -328,6 +364,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             ask(&cfg, &req)
         }
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
+        Some(Cmd::Send(c)) => send(&cfg, c),
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         Some(Cmd::Resolve(r)) => match crate::mqtt::forward::resolve(&r.broker) {
             Ok(addrs) => {
@@ -536,6 +573,76 @@ fn dump(cfg: &Config, dir: Option<&std::path::Path>) -> i32 {
         err!("crd: dump: skipped {c} corrupt records");
     }
     EXIT_OK
+}
+
+fn send(cfg: &Config, c: SendCmd) -> i32 {
+    use crate::command::send;
+    let dur = |what: &str, v: &str| {
+        config::parse_duration(v).map_err(|e| format!("crd: send: --{what}: {e}"))
+    };
+    let (ttl, wait) = match (
+        dur("ttl", &c.ttl),
+        c.wait.as_deref().map(|w| dur("wait", w)),
+    ) {
+        (Ok(t), None) => (t, None),
+        (Ok(t), Some(Ok(w))) => (t, Some(w)),
+        (Err(e), _) | (_, Some(Err(e))) => {
+            err!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    let cmd = match send::make(cfg, &c.node, &c.module, c.args, ttl, &node_name(cfg)) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            err!("crd: send: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    out!("{}", cmd.id);
+    let shown = |r: &crate::command::envelope::Reply| match r.reply.as_str() {
+        "accepted" => out!("accepted by {}", r.node),
+        "done" => {
+            out!(
+                "done: exit {} in {} ms",
+                r.code.unwrap_or(-1),
+                r.dur_ms.unwrap_or(0)
+            );
+            if let Some(o) = r.out.as_deref().filter(|o| !o.is_empty()) {
+                out!("{o}");
+            }
+        }
+        "refused" => err!(
+            "crd: send: {} refused the command: {}{}",
+            r.node,
+            r.why.as_deref().unwrap_or("?"),
+            r.detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ),
+        other => err!("crd: send: {} answered `{other}`", r.node),
+    };
+    match send::send(cfg, &c.node, &cmd, wait, shown) {
+        Ok(None) if wait.is_none() => EXIT_OK,
+        Ok(None) => {
+            err!(
+                "crd: send: no final answer from {} in {} s (the command stays queued at the broker until its ttl)",
+                c.node,
+                wait.unwrap_or_default().as_secs()
+            );
+            EXIT_NO_ANSWER
+        }
+        Ok(Some(r)) => match (r.reply.as_str(), r.why.as_deref()) {
+            ("done", _) => r.code.unwrap_or(EXIT_FAIL),
+            ("interrupted", _) => EXIT_INTERRUPTED,
+            ("refused", Some("expired")) => EXIT_EXPIRED,
+            _ => EXIT_REFUSED,
+        },
+        Err(e) => {
+            err!("crd: send: {e}");
+            EXIT_FAIL
+        }
+    }
 }
 
 fn support(cfg: &Config, name: &OsStr, args: Vec<OsString>) -> i32 {

@@ -7,7 +7,10 @@
 //! - `edge.rs`: the edge's side in the daemon's loop: commands from the broker,
 //!   checked, journaled and acknowledged once durable, run one at a time through
 //!   the daemon's `Runs`, replies through the spool.
+//! - `send.rs`: the sender's side (`crd send`): make, sign, publish, wait for
+//!   the replies.
 
 pub mod edge;
 pub mod envelope;
+pub mod send;
 pub mod table;

@@ -580,6 +580,21 @@ pub fn valid_topic_suffix(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `node` can be a node's name: one topic level.
+pub fn valid_node(node: &str) -> Result<(), &'static str> {
+    if node.is_empty()
+        || node.len() > 128
+        || !node
+            .bytes()
+            .all(|c| c.is_ascii_graphic() && !b"/+#".contains(&c))
+    {
+        return Err(
+            "printable, no spaces, no `/`, `+`, `#`, at most 128 bytes: it is a topic level",
+        );
+    }
+    Ok(())
+}
+
 /// A module or support-module name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64 bytes.
 /// This rules out `/`, `..` as a whole name, and a leading `.`.
 pub fn valid_name(name: &str) -> Result<(), &'static str> {
@@ -1059,15 +1074,7 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
     };
     match k {
         "node" => {
-            if v.is_empty()
-                || !v
-                    .bytes()
-                    .all(|c| c.is_ascii_graphic() && !b"/+#".contains(&c))
-            {
-                return Err(format!(
-                    "bad node `{v}` (printable, no spaces, no `/`, `+`, `#`: it is a topic level)"
-                ));
-            }
+            valid_node(v).map_err(|why| format!("bad node `{v}` ({why})"))?;
             cfg.node = v.to_string();
         }
         "modules_dir" => cfg.modules_dir = path(v)?,

@@ -146,6 +146,16 @@ pub fn resolve(broker: &str) -> io::Result<Vec<SocketAddr>> {
     Ok(v)
 }
 
+/// The login of the next CONNECT: `username` and the password read from
+/// `password_file` now (so it can be rotated without a restart).
+pub fn login(cfg: &MqttSettings) -> Result<Option<(String, String)>, String> {
+    Ok(match (&cfg.username, &cfg.password_file) {
+        (u, None) if u.is_empty() => None,
+        (u, None) => Some((u.clone(), String::new())),
+        (u, Some(p)) => Some((u.clone(), read_password(p)?)),
+    })
+}
+
 fn read_password(p: &Path) -> Result<String, String> {
     let mut s = String::new();
     std::fs::File::open(p)
@@ -320,13 +330,9 @@ impl Forwarder {
         // IPv6 one on an IPv4-only uplink) does not block the others.
         let addr = addrs[self.addr_next % addrs.len()];
         self.addr_next = self.addr_next.wrapping_add(1);
-        let login = match (&self.cfg.username, &self.cfg.password_file) {
-            (u, None) if u.is_empty() => None,
-            (u, None) => Some((u.clone(), String::new())),
-            (u, Some(p)) => match read_password(p) {
-                Ok(pw) => Some((u.clone(), pw)),
-                Err(e) => return self.fail(registry, spool, e, now),
-            },
+        let login = match login(&self.cfg) {
+            Ok(l) => l,
+            Err(e) => return self.fail(registry, spool, e, now),
         };
         self.session.set_login(login);
         match TcpStream::connect(addr) {
@@ -339,7 +345,7 @@ impl Forwarder {
                 // Publishes and PUBACKs are small: no Nagle delay on them.
                 let _ = s.set_nodelay(true);
                 log::debug!("mqtt: connecting to {addr}");
-                let t = match self.wrap(s) {
+                let t = match crate::mqtt::transport::wrap(&self.cfg, s) {
                     Ok(t) => t,
                     Err(e) => return self.fail(registry, spool, e, now),
                 };
@@ -347,30 +353,6 @@ impl Forwarder {
                 self.phase = Phase::Connecting { since: now };
             }
             Err(e) => self.fail(registry, spool, format!("connect {addr}: {e}"), now),
-        }
-    }
-
-    /// The stream over a connected socket: TLS when `broker_tls` is set.
-    fn wrap(&self, s: TcpStream) -> Result<Transport, String> {
-        if !self.cfg.tls {
-            return Ok(Transport::Plain(s));
-        }
-        #[cfg(feature = "tls")]
-        {
-            let c = &self.cfg;
-            let cfg = crate::mqtt::transport::tls::client_config(
-                &c.ca_file,
-                c.cert_file.as_deref(),
-                c.key_file.as_deref(),
-            )?;
-            let host = crate::mqtt::transport::host_of(&c.broker);
-            crate::mqtt::transport::tls::Stream::new(s, cfg, host)
-                .map(|t| Transport::Tls(Box::new(t)))
-        }
-        #[cfg(not(feature = "tls"))]
-        {
-            drop(s);
-            Err("broker_tls needs a crd built with the `tls` feature".into())
         }
     }
 

@@ -57,6 +57,23 @@ impl Transport {
     }
 }
 
+/// The stream over a connected socket: TLS when `broker_tls` is set.
+pub fn wrap(c: &crate::core::config::MqttSettings, s: TcpStream) -> Result<Transport, String> {
+    if !c.tls {
+        return Ok(Transport::Plain(s));
+    }
+    #[cfg(feature = "tls")]
+    {
+        let cfg = tls::client_config(&c.ca_file, c.cert_file.as_deref(), c.key_file.as_deref())?;
+        tls::Stream::new(s, cfg, host_of(&c.broker)).map(|t| Transport::Tls(Box::new(t)))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        drop(s);
+        Err("broker_tls needs a crd built with the `tls` feature".into())
+    }
+}
+
 /// The host part of `broker` (`host:port`, `[v6]:port`, `v6`, `host`): the name a
 /// TLS certificate must carry.
 pub fn host_of(broker: &str) -> &str {

@@ -1,0 +1,107 @@
+//! The sender's side (`crd send`): a command made (a random id, the sender's
+//! clock, signed with `command_key_file` when the config has one), published at
+//! QoS 1 on `<prefix>/<node>/cmd/<id>`, and, when asked to wait, its replies
+//! read from `<prefix>/<node>/reply/<id>` (subscribed before the command goes
+//! out, so none is missed) until a final one or the deadline.
+
+use crate::command::edge::read_key;
+use crate::command::envelope::{self, Command, Reply};
+use crate::core::config::Config;
+use crate::core::sha256::to_hex;
+use crate::mqtt::client::Client;
+use std::io::Read;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest wait for the broker: resolution, connect, CONNACK, SUBACK, PUBACK.
+pub const BROKER_WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh id: 128 bits from the kernel's random source, as hex.
+pub fn new_id() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    Ok(to_hex(&b))
+}
+
+/// The command to run `module ARGS` on `node`, living `ttl`, from `from`; signed
+/// when `cfg` has `command_key_file`.
+pub fn make(
+    cfg: &Config,
+    node: &str,
+    module: &str,
+    args: Vec<String>,
+    ttl: Duration,
+    from: &str,
+) -> Result<Command, String> {
+    crate::core::config::valid_name(module)
+        .map_err(|why| format!("bad module name `{module}`: {why}"))?;
+    crate::core::config::valid_node(node).map_err(|why| format!("bad node `{node}`: {why}"))?;
+    let sent = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut c = Command {
+        id: new_id()?,
+        module: module.to_string(),
+        args,
+        from: from.to_string(),
+        sent,
+        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        sig: None,
+    };
+    if let Some(p) = &cfg.command_key_file {
+        let key = read_key(p).map_err(|e| format!("command_key_file {e}"))?;
+        c.sig = Some(envelope::sign(&key, node, &c));
+    }
+    Ok(c)
+}
+
+/// Whether `r` is a command's last word (`accepted` is not).
+pub fn is_final(r: &Reply) -> bool {
+    r.reply != "accepted"
+}
+
+/// Publishes `c` to `node`; with `wait`, hands each reply to `on_reply` until a
+/// final one (returned) or `wait` passes (`None`).
+pub fn send(
+    cfg: &Config,
+    node: &str,
+    c: &Command,
+    wait: Option<Duration>,
+    mut on_reply: impl FnMut(&Reply),
+) -> Result<Option<Reply>, String> {
+    let prefix = &cfg.mqtt.topic_prefix;
+    let start = Instant::now();
+    let client_id = format!("crd-send-{}", &c.id[..12]);
+    let mut link = Client::connect(&cfg.mqtt, client_id, start + BROKER_WAIT)?;
+    let reply_topic = format!("{prefix}/{node}/reply/{}", c.id);
+    if wait.is_some() {
+        link.subscribe(&reply_topic, Instant::now() + BROKER_WAIT)?;
+    }
+    let payload = serde_json::to_vec(c).map_err(|e| e.to_string())?;
+    let topic = format!("{prefix}/{node}/cmd/{}", c.id);
+    link.publish(&topic, &payload, Instant::now() + BROKER_WAIT)?;
+    let Some(wait) = wait else {
+        link.close();
+        return Ok(None);
+    };
+    let until = Instant::now() + wait;
+    while let Some(m) = link.next_message(until)? {
+        if m.topic != reply_topic {
+            continue;
+        }
+        match serde_json::from_slice::<Reply>(&m.payload) {
+            Ok(r) if r.id == c.id => {
+                on_reply(&r);
+                if is_final(&r) {
+                    link.close();
+                    return Ok(Some(r));
+                }
+            }
+            _ => log::warn!("{}: not a reply, skipped", m.topic),
+        }
+    }
+    link.close();
+    Ok(None)
+}
