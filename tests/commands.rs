@@ -390,3 +390,130 @@ fn crd_send_signs_waits_and_exits_with_the_answer() {
     let (code, _, err) = central.run(&["send", "--ttl", "soon", "edge1", "Echo"]);
     assert_eq!(code, 2, "{err}");
 }
+
+fn passwd(file: &std::path::Path, user: &str, pass: &str) {
+    let mut c = std::process::Command::new("mosquitto_passwd");
+    c.arg("-b");
+    if !file.exists() {
+        c.arg("-c");
+    }
+    let (code, _, err) = run_to_end({
+        c.arg(file).args([user, pass]);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+}
+
+/// The shipped mosquitto `acl_file` (cross/mosquitto/acl): router r2 can neither
+/// read r1's commands and replies nor send r1 a command; the central user can.
+#[test]
+fn acl_file_confines_each_router_to_its_own_topics() {
+    let sb = Sandbox::new("cmd-acl");
+    let central = Sandbox::new("cmd-acl-central");
+    let pw = sb.path("broker-pw");
+    for (u, p) in [("r1", "p1"), ("r2", "p2"), ("central", "pc")] {
+        passwd(&pw, u, p);
+    }
+    let acl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cross/mosquitto/acl");
+    let b = Broker::start(
+        &sb.path("broker"),
+        &format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            pw.display(),
+            acl.display()
+        ),
+    );
+    sb.script(
+        "modules/Echo/Echo",
+        "echo run >> ../../ran\necho \"$CRD_COMMAND_FROM $*\"",
+    );
+    sb.write("pw", "p1\n");
+    sb.config_node(
+        "r1",
+        &format!(
+            "broker = {}\nusername = r1\npassword_file = {}\ninterval = 1h\ncommands = Echo\n",
+            b.addr(),
+            sb.path("pw").display()
+        ),
+    );
+    central.write("pw", "pc\n");
+    central.config_node(
+        "central",
+        &format!(
+            "broker = {}\nusername = central\npassword_file = {}\n",
+            b.addr(),
+            central.path("pw").display()
+        ),
+    );
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || d
+            .log()
+            .contains("mqtt: subscribed to crd/r1/cmd/+")),
+        "{}",
+        d.log()
+    );
+    // r2 listens to everything of r1's and to its own commands (to show it is live).
+    let port = b.port.to_string();
+    let spy_out = fs::File::create(sb.path("spy")).unwrap();
+    let mut spy = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "r2",
+            "-P",
+            "p2",
+            "-q",
+            "1",
+            "-v",
+        ])
+        .args(["-t", "crd/r1/#", "-t", "crd/r2/cmd/#", "-W", "20"])
+        .stdout(spy_out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // r2 sends r1 a well-formed command: the broker drops it.
+    let forged = command("Echo", &["from r2"]);
+    let (code, _, err) = run_to_end({
+        let mut c = std::process::Command::new("mosquitto_pub");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "r2",
+            "-P",
+            "p2",
+            "-q",
+            "1",
+        ])
+        .args(["-t", &format!("crd/r1/cmd/{}", forged.id)])
+        .args(["-m", &serde_json::to_string(&forged).unwrap()]);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+    // The central host's command gets through and is answered.
+    let (code, out, err) = central.run(&["send", "--wait", "20s", "r1", "Echo", "hello"]);
+    assert_eq!(code, 0, "{out}\n{err}\n{}", d.log());
+    assert!(out.contains("central hello"), "{out}");
+    // A message to r2's own command topic reaches it: the spy is live.
+    let (code, _, err) = central.run(&["send", "r2", "Echo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_for(LONG, || sb.read("spy").contains("crd/r2/cmd/")),
+        "r2 reads its own commands: {}",
+        sb.read("spy")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = spy.kill();
+    let _ = spy.wait();
+    let seen = sb.read("spy");
+    assert!(!seen.contains("crd/r1/"), "r2 read r1's topics:\n{seen}");
+    assert_eq!(sb.read("ran"), "run\n", "only the central command ran");
+    assert!(!d.log().contains(&forged.id), "r1 never got r2's command");
+}
