@@ -38,6 +38,7 @@ fn command(module: &str, args: &[&str]) -> Command {
         module: module.into(),
         args: args.iter().map(|s| s.to_string()).collect(),
         from: "test".into(),
+        to: String::new(),
         sent: now_ms(),
         ttl_ms: 60_000,
         sig: None,
@@ -516,4 +517,92 @@ fn acl_file_confines_each_router_to_its_own_topics() {
     assert!(!seen.contains("crd/r1/"), "r2 read r1's topics:\n{seen}");
     assert_eq!(sb.read("ran"), "run\n", "only the central command ran");
     assert!(!d.log().contains(&forged.id), "r1 never got r2's command");
+}
+
+/// A central host whose daemon collects (a module subscribes), so it relays.
+#[cfg(feature = "collector")]
+fn central_collector(tag: &str, b: &Broker) -> Sandbox {
+    let central = Sandbox::new(tag);
+    central.script("modules/Sink/check", "exit 1");
+    central.write("modules/Sink/module.conf", "subscribe = crd/+/event/#\n");
+    central.config_node("central", &format!("broker = {}\n", b.addr()));
+    central
+}
+
+#[cfg(feature = "collector")]
+fn wait_state(central: &Sandbox, id: &str, state: &str, d: &Daemon) {
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let (_, out, _) = central.run(&["replies"]);
+            out.lines()
+                .any(|l| l.starts_with(id) && l.split_whitespace().nth(3) == Some(state))
+        }),
+        "{id} never {state}: {}\n{}",
+        central.run(&["replies"]).1,
+        d.log()
+    );
+}
+
+/// `crd send` beside a collector hands the command to its relay, which journals
+/// it (it survives SIGKILL) and publishes it again and again: a node that had
+/// never connected (the broker dropped the first copies: it knew no session for
+/// it) still runs it once when it comes, and the answer is in `crd replies`.
+#[cfg(feature = "collector")]
+#[test]
+fn the_relay_gets_a_command_to_a_node_that_never_connected() {
+    let (sb, b) = edge("cmd-relay", "");
+    let central = central_collector("cmd-relay-central", &b);
+    let mut c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("crd/+/reply/+")),
+        "{}",
+        c.log()
+    );
+    let (code, out, err) = central.run(&["send", "edge1", "Echo", "hi"]);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    assert!(envelope::valid_id(&id), "{out}");
+    wait_state(&central, &id, "sending", &c);
+    // The relay's journal survives SIGKILL.
+    c.signal(libc::SIGKILL);
+    c.wait_exit(LONG).expect("killed");
+    let c = central.start();
+    let d = sb.start();
+    wait_state(&central, &id, "done:3", &c);
+    assert_eq!(sb.read("ran"), "run\n", "{}", d.log());
+    let (code, replies, _) = central.run(&["replies", &id]);
+    assert_eq!(code, 0);
+    let done: Vec<envelope::Reply> = replies
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &envelope::Reply| r.reply == "done")
+        .collect();
+    assert_eq!(done[0].out.as_deref().unwrap().lines().next(), Some("[hi]"));
+    assert!(stat_of(&c.status(), "relay_published") >= 1);
+
+    // With the node up, --wait through the relay prints the replies and exits
+    // with the remote code.
+    let (code, out, err) = central.run(&["send", "--wait", "30s", "edge1", "Echo", "x"]);
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(out.contains("accepted by edge1\ndone: exit 3 in "), "{out}");
+
+    // A pattern over the fleet (edge1's status made it known), and --all (the
+    // central node is in its own fleet too).
+    let (code, out, err) = central.run(&["send", "--wait", "30s", "ed*", "Echo", "y"]);
+    assert_eq!(code, 1, "Echo exits 3, so not all exited 0: {out}\n{err}");
+    assert!(out.lines().next().unwrap().ends_with(" edge1"), "{out}");
+    assert!(out.contains("edge1: done: exit 3"), "{out}");
+    let (code, out, err) = central.run(&["send", "--all", "Echo", "z"]);
+    assert_eq!(code, 0, "{err}");
+    let mut to: Vec<&str> = out.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    to.sort();
+    assert_eq!(to, ["central", "edge1"], "{out}");
+    assert!(wait_for(LONG, || sb.read("ran").lines().count() == 4));
+    let (code, _, err) = central.run(&["send", "nobody*", "Echo"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no node of the fleet matches `nobody*`"),
+        "{err}"
+    );
+    assert_eq!(sb.read("ran"), "run\nrun\nrun\nrun\n");
 }

@@ -104,17 +104,36 @@ enum Cmd {
     Fleet(FleetCmd),
     Register(RegisterCmd),
     Send(SendCmd),
+    Replies(RepliesCmd),
+}
+
+#[derive(FromArgs, Debug)]
+/// ask the running collector's relay for the commands it sends: one line each,
+/// `ID NODE MODULE STATE SENT_MS` (STATE: sending, accepted, done:CODE,
+/// refused:WHY, interrupted, unanswered); with ID, the replies kept for it, one
+/// JSON object a line
+#[argh(subcommand, name = "replies")]
+struct RepliesCmd {
+    /// one command's id
+    #[argh(positional)]
+    id: Option<String>,
 }
 
 #[derive(FromArgs, Debug)]
 /// send a remote command: run support module MODULE with ARGS on NODE (whose
 /// `commands` must list it), signed with command_key_file if the config has one.
-/// Options go before NODE. Prints the command's id; with --wait, each reply as it
-/// comes, and exits with the remote exit code, or 75 interrupted, 77 refused, 78
-/// expired, 124 no final answer in time; 1 if the broker cannot be reached, 2 on
-/// bad input.
+/// Handed to the running collector's relay when there is one (it republishes until
+/// the node accepts), else published here. NODE may be a pattern (`*`, `?`) over
+/// the collector's fleet; --all is every node of it. Options go before NODE.
+/// Prints the command's id; with --wait, each reply as it comes, and exits with the
+/// remote exit code, or 75 interrupted, 77 refused, 78 expired, 124 no final answer
+/// in time (several nodes: 0 only if all exited 0, else 1); 1 if the broker or the
+/// daemon cannot be reached, 2 on bad input.
 #[argh(subcommand, name = "send")]
 struct SendCmd {
+    /// every node of the running collector's fleet (MODULE comes first then)
+    #[argh(switch)]
+    all: bool,
     /// how long the command may still start, from now (default 1h)
     #[argh(option, default = "String::from(\"1h\")")]
     ttl: String,
@@ -365,6 +384,14 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         }
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Send(c)) => send(&cfg, c),
+        Some(Cmd::Replies(r)) => match r.id {
+            Some(id) if !crate::command::envelope::valid_id(&id) => {
+                err!("crd: replies: bad id `{id}`");
+                EXIT_USAGE
+            }
+            Some(id) => ask(&cfg, &format!("replies {id}")),
+            None => ask(&cfg, "replies"),
+        },
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         Some(Cmd::Resolve(r)) => match crate::mqtt::forward::resolve(&r.broker) {
             Ok(addrs) => {
@@ -576,7 +603,9 @@ fn dump(cfg: &Config, dir: Option<&std::path::Path>) -> i32 {
 }
 
 fn send(cfg: &Config, c: SendCmd) -> i32 {
+    use crate::command::envelope::Reply;
     use crate::command::send;
+    use crate::host::control::{CallError, request, request_with_body};
     let dur = |what: &str, v: &str| {
         config::parse_duration(v).map_err(|e| format!("crd: send: --{what}: {e}"))
     };
@@ -591,58 +620,237 @@ fn send(cfg: &Config, c: SendCmd) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let cmd = match send::make(cfg, &c.node, &c.module, c.args, ttl, &node_name(cfg)) {
-        Ok(cmd) => cmd,
-        Err(e) => {
-            err!("crd: send: {e}");
-            return EXIT_USAGE;
-        }
+    // NODE, or every node of the running collector's fleet it matches (`*`, `?`).
+    let (node, module, args) = if c.all {
+        let mut rest = c.args;
+        rest.insert(0, c.module);
+        (String::from("*"), c.node, rest)
+    } else {
+        (c.node, c.module, c.args)
     };
-    out!("{}", cmd.id);
-    let shown = |r: &crate::command::envelope::Reply| match r.reply.as_str() {
-        "accepted" => out!("accepted by {}", r.node),
-        "done" => {
-            out!(
-                "done: exit {} in {} ms",
-                r.code.unwrap_or(-1),
-                r.dur_ms.unwrap_or(0)
-            );
-            if let Some(o) = r.out.as_deref().filter(|o| !o.is_empty()) {
-                out!("{o}");
+    let pattern = node.contains(['*', '?']);
+    let nodes: Vec<String> = if pattern {
+        let fleet = match request(&cfg.control_socket, "fleet json") {
+            Ok(t) if !t.starts_with("error: ") => t,
+            Ok(t) => {
+                err!("crd: send: {}", t.trim_end().trim_start_matches("error: "));
+                return EXIT_FAIL;
+            }
+            Err(e) => {
+                err!("crd: send: `{node}` needs the running collector's fleet: {e}");
+                return EXIT_FAIL;
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&fleet).unwrap_or_default();
+        let names: Vec<String> = v["nodes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n["node"].as_str())
+                    .filter(|n| glob(&node, n))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.is_empty() {
+            err!("crd: send: no node of the fleet matches `{node}`");
+            return EXIT_FAIL;
+        }
+        names
+    } else {
+        vec![node]
+    };
+    let from = node_name(cfg);
+    let mut cmds = Vec::new();
+    for n in &nodes {
+        match send::make(cfg, n, &module, args.clone(), ttl, &from) {
+            Ok(cmd) => cmds.push((n.clone(), cmd)),
+            Err(e) => {
+                err!("crd: send: {e}");
+                return EXIT_USAGE;
             }
         }
-        "refused" => err!(
-            "crd: send: {} refused the command: {}{}",
-            r.node,
-            r.why.as_deref().unwrap_or("?"),
-            r.detail
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default()
-        ),
-        other => err!("crd: send: {} answered `{other}`", r.node),
-    };
-    match send::send(cfg, &c.node, &cmd, wait, shown) {
-        Ok(None) if wait.is_none() => EXIT_OK,
-        Ok(None) => {
-            err!(
-                "crd: send: no final answer from {} in {} s (the command stays queued at the broker until its ttl)",
-                c.node,
-                wait.unwrap_or_default().as_secs()
-            );
-            EXIT_NO_ANSWER
+    }
+    // Hand each to the relay of a running collector; without one, publish here.
+    let mut relayed = true;
+    for (n, cmd) in &cmds {
+        let body = serde_json::to_vec(cmd).unwrap_or_default();
+        match request_with_body(&cfg.control_socket, &format!("send {n}"), Some(&body)) {
+            Ok(t) if t.starts_with("ok ") => {}
+            Ok(t) if t.starts_with("error: no relay here") => relayed = false,
+            Ok(t) => {
+                err!(
+                    "crd: send: {n}: {}",
+                    t.trim_end().trim_start_matches("error: ")
+                );
+                return EXIT_FAIL;
+            }
+            Err(CallError::Unreachable(_)) => relayed = false,
+            Err(e) => {
+                err!("crd: send: {n}: the daemon did not answer: {e}");
+                return EXIT_FAIL;
+            }
         }
-        Ok(Some(r)) => match (r.reply.as_str(), r.why.as_deref()) {
+        if !relayed {
+            break;
+        }
+    }
+    for (n, cmd) in &cmds {
+        if pattern {
+            out!("{} {n}", cmd.id);
+        } else {
+            out!("{}", cmd.id);
+        }
+    }
+    let many = pattern;
+    let shown = |r: &Reply| {
+        let who = if many {
+            format!("{}: ", r.node)
+        } else {
+            String::new()
+        };
+        match r.reply.as_str() {
+            "accepted" => out!("{who}accepted by {}", r.node),
+            "done" => {
+                out!(
+                    "{who}done: exit {} in {} ms",
+                    r.code.unwrap_or(-1),
+                    r.dur_ms.unwrap_or(0)
+                );
+                if let Some(o) = r.out.as_deref().filter(|o| !o.is_empty()) {
+                    out!("{o}");
+                }
+            }
+            "refused" => err!(
+                "crd: send: {} refused the command: {}{}",
+                r.node,
+                r.why.as_deref().unwrap_or("?"),
+                r.detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+            other => err!("crd: send: {} answered `{other}`", r.node),
+        }
+    };
+    let finals: Vec<Option<Reply>> = if relayed {
+        match wait {
+            None => return EXIT_OK,
+            Some(w) => wait_relayed(cfg, &cmds, w, shown),
+        }
+    } else {
+        let mut v = Vec::new();
+        for (n, cmd) in &cmds {
+            match send::send(cfg, n, cmd, wait, shown) {
+                Ok(r) => v.push(r),
+                Err(e) => {
+                    err!("crd: send: {e}");
+                    return EXIT_FAIL;
+                }
+            }
+        }
+        if wait.is_none() {
+            return EXIT_OK;
+        }
+        v
+    };
+    let code = |r: &Option<Reply>| match r {
+        None => EXIT_NO_ANSWER,
+        Some(r) => match (r.reply.as_str(), r.why.as_deref()) {
             ("done", _) => r.code.unwrap_or(EXIT_FAIL),
             ("interrupted", _) => EXIT_INTERRUPTED,
             ("refused", Some("expired")) => EXIT_EXPIRED,
             _ => EXIT_REFUSED,
         },
-        Err(e) => {
-            err!("crd: send: {e}");
-            EXIT_FAIL
+    };
+    for ((n, _), r) in cmds.iter().zip(&finals) {
+        if r.is_none() {
+            err!(
+                "crd: send: no final answer from {n} in {} s ({})",
+                wait.unwrap_or_default().as_secs(),
+                if relayed {
+                    "the relay keeps sending it until its ttl"
+                } else {
+                    "the command stays queued at the broker until its ttl"
+                }
+            );
         }
     }
+    if many {
+        // One code for many nodes: 0 only if every node ran it and exited 0.
+        if finals.iter().all(|r| code(r) == 0) {
+            EXIT_OK
+        } else {
+            EXIT_FAIL
+        }
+    } else {
+        code(&finals[0])
+    }
+}
+
+/// Polls the relay for the replies to `cmds` until each has a final one or `wait`
+/// passes; hands each new reply to `shown`.
+fn wait_relayed(
+    cfg: &Config,
+    cmds: &[(String, crate::command::envelope::Command)],
+    wait: std::time::Duration,
+    mut shown: impl FnMut(&crate::command::envelope::Reply),
+) -> Vec<Option<crate::command::envelope::Reply>> {
+    use crate::command::envelope::Reply;
+    let until = std::time::Instant::now() + wait;
+    let mut seen = vec![0usize; cmds.len()];
+    let mut finals: Vec<Option<Reply>> = vec![None; cmds.len()];
+    loop {
+        for (i, (_, cmd)) in cmds.iter().enumerate() {
+            if finals[i].is_some() {
+                continue;
+            }
+            let Ok(text) =
+                crate::host::control::request(&cfg.control_socket, &format!("replies {}", cmd.id))
+            else {
+                continue;
+            };
+            let replies: Vec<Reply> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            for r in replies.iter().skip(seen[i]) {
+                shown(r);
+                if crate::command::send::is_final(r) {
+                    finals[i] = Some(r.clone());
+                    break;
+                }
+            }
+            seen[i] = replies.len();
+        }
+        if finals.iter().all(Option::is_some) || std::time::Instant::now() >= until {
+            return finals;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Whether `name` matches `pat`, `*` any run of bytes and `?` any one.
+fn glob(pat: &str, name: &str) -> bool {
+    let (p, n) = (pat.as_bytes(), name.as_bytes());
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == b'?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == b'*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == b'*')
 }
 
 fn support(cfg: &Config, name: &OsStr, args: Vec<OsString>) -> i32 {
@@ -775,6 +983,25 @@ mod tests {
         let (head, x) = split_x(&os(&["crd", "check", "-x"]));
         assert!(x.is_none());
         assert_eq!(head.len(), 3);
+    }
+
+    #[test]
+    fn node_patterns_match_whole_names() {
+        for (p, n, m) in [
+            ("*", "r1", true),
+            ("r*", "r1", true),
+            ("r*", "gw", false),
+            ("r?", "r12", false),
+            ("r??", "r12", true),
+            ("*-eu-*", "gw-eu-7", true),
+            ("*-eu-*", "gw-us-7", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("r1", "r1", true),
+            ("", "r1", false),
+        ] {
+            assert_eq!(glob(p, n), m, "{p} {n}");
+        }
     }
 
     #[test]

@@ -507,6 +507,11 @@ impl Collector {
         }
     }
 
+    /// Whether an enabled module subscribes to a filter `topic` matches.
+    pub fn wants(modules: &[Module], topic: &str) -> bool {
+        Self::matching(modules, topic).next().is_some()
+    }
+
     fn matching<'a, 't>(
         modules: &'a [Module],
         topic: &'t str,

@@ -23,6 +23,10 @@ impl Collector {
         Vec::new()
     }
 
+    pub fn wants(_: &[Module], _: &str) -> bool {
+        false
+    }
+
     pub fn handle_inbound(
         &mut self,
         _: u64,

@@ -113,7 +113,8 @@ impl Edge {
         };
         let dir = cfg.spool_dir.join("command");
         let st = FileStorage::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let (table, warnings) = Table::open(st).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (table, warnings) =
+            Table::open(st, table::EDGE).map_err(|e| format!("{}: {e}", dir.display()))?;
         for w in warnings {
             log::warn!("{w}");
         }
@@ -284,6 +285,10 @@ impl Edge {
             }
         };
         let c = match envelope::parse(id, payload) {
+            Ok(c) if !c.to.is_empty() && c.to != self.node => {
+                let detail = format!("addressed to node `{}`", c.to);
+                return refuse(self, Refusal::Malformed, detail, &c.module, outbox);
+            }
             Ok(c) => c,
             Err(e) => return refuse(self, Refusal::Malformed, e, "", outbox),
         };
@@ -312,8 +317,8 @@ impl Edge {
             Some((Refusal::NotAllowed, String::new()))
         } else if let Err(e) = modules::support(cfg, &c.module, euid) {
             Some((Refusal::UnknownModule, e))
-        } else if self.table.pending() >= table::MAX_PENDING {
-            let detail = format!("{} commands wait already", table::MAX_PENDING);
+        } else if self.table.full() {
+            let detail = format!("{} commands wait already", table::EDGE.max_pending);
             return refuse(self, Refusal::Busy, detail, &c.module, outbox);
         } else {
             None
@@ -321,6 +326,7 @@ impl Edge {
         let entry = Entry {
             id: idb,
             sent: c.sent,
+            node: c.to.clone(),
             module: c.module.clone(),
             state: State::Waiting(payload.to_vec()),
         };
@@ -500,6 +506,10 @@ fn answer(end: End) -> Answer {
         End::Refused(why) => Answer::Refused {
             why,
             detail: String::new(),
+        },
+        End::Unanswered => Answer::Refused {
+            why: Refusal::Expired,
+            detail: "not accepted within its ttl".into(),
         },
     }
 }

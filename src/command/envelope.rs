@@ -35,6 +35,10 @@ pub struct Command {
     pub args: Vec<String>,
     #[serde(default)]
     pub from: String,
+    /// The target node (informative: the signature covers the node the command
+    /// is for whether or not this is given).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub to: String,
     /// The sender's wall clock when it made the command, unix ms.
     pub sent: u64,
     /// How long after `sent` the command may still run, ms.
@@ -296,6 +300,7 @@ mod tests {
             module: "Reboot".into(),
             args: vec!["now".into(), "a b".into()],
             from: "central".into(),
+            to: String::new(),
             sent: 1_800_000_000_000,
             ttl_ms: 3_600_000,
             sig: None,

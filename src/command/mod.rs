@@ -9,8 +9,15 @@
 //!   the daemon's `Runs`, replies through the spool.
 //! - `send.rs`: the sender's side (`crd send`): make, sign, publish, wait for
 //!   the replies.
+//! - `relay.rs`: in a collector daemon, the commands `crd send` hands over,
+//!   journaled and republished until their node accepts them.
 
 pub mod edge;
 pub mod envelope;
+#[cfg(feature = "collector")]
+pub mod relay;
+#[cfg(not(feature = "collector"))]
+#[path = "relay_off.rs"]
+pub mod relay;
 pub mod send;
 pub mod table;

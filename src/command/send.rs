@@ -46,6 +46,7 @@ pub fn make(
         module: module.to_string(),
         args,
         from: from.to_string(),
+        to: node.to_string(),
         sent,
         ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
         sig: None,

@@ -13,9 +13,14 @@
 //! old file removed; at start the newest file whose header and counted records
 //! are whole wins, and a torn tail after them is cut.
 //!
-//! Bounds: at most `MAX_IDS` ids (the oldest ended one is forgotten past it,
-//! counted in `evicted`); at most `MAX_PENDING` waiting or started (the caller
-//! refuses more as `busy`); a file read at start at most `MAX_FILE_BYTES`.
+//! The sender's relay (`relay.rs`) keeps its outgoing commands in the same kind
+//! of table: `Waiting` is a command still republished, `Started` one its node
+//! accepted, `Ended` one answered (or unanswered within its ttl).
+//!
+//! Bounds (`Limits`; the edge's are `EDGE`): at most `max_ids` ids (the oldest
+//! ended one is forgotten past it, counted in `evicted`); at most `max_pending`
+//! waiting or started (the caller refuses more); a file read at start at most
+//! `MAX_FILE_BYTES`.
 
 use crate::command::envelope::{self, Refusal};
 use crate::spool::format::crc32c;
@@ -23,11 +28,19 @@ use crate::spool::storage::Storage;
 use std::collections::VecDeque;
 use std::io;
 
-/// Ids remembered, at most (about 60 bytes each in memory, plus a waiting
-/// command's bytes).
-pub const MAX_IDS: usize = 1024;
-/// Commands waiting or running, at most.
-pub const MAX_PENDING: usize = 16;
+/// How many ids a table keeps, and how many of them may be pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_ids: usize,
+    pub max_pending: usize,
+}
+
+/// The edge's table: 1024 ids (about 60 bytes each in memory, plus a waiting
+/// command's bytes), 16 waiting or running.
+pub const EDGE: Limits = Limits {
+    max_ids: 1024,
+    max_pending: 16,
+};
 /// The log is rewritten whole past this many bytes.
 pub const COMPACT_BYTES: u64 = 64 * 1024;
 /// The most of one log file read at start, bytes.
@@ -39,9 +52,14 @@ const ID: usize = 16;
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
-    Done { code: i32, dur_ms: u32 },
+    Done {
+        code: i32,
+        dur_ms: u32,
+    },
     Interrupted,
     Refused(Refusal),
+    /// (The relay's) not accepted by its node within its ttl.
+    Unanswered,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,14 +75,20 @@ pub struct Entry {
     pub id: [u8; ID],
     /// The sender's `sent`, unix ms.
     pub sent: u64,
+    /// The target node (the command's `to`; empty on the edge when not given).
+    pub node: String,
     pub module: String,
     pub state: State,
 }
 
 pub struct Table<S: Storage> {
     st: S,
+    limits: Limits,
     generation: u32,
     len: u64,
+    /// The log is rewritten whole past this many bytes: `COMPACT_BYTES`, or twice
+    /// what the last rewrite wrote.
+    compact_at: u64,
     entries: VecDeque<Entry>,
     dirty: bool,
     /// Ended ids forgotten at the `MAX_IDS` bound.
@@ -138,23 +162,37 @@ fn record(e: &Entry) -> Vec<u8> {
     }
     b.extend_from_slice(&e.id);
     b.extend_from_slice(&e.sent.to_le_bytes());
+    let names = |b: &mut Vec<u8>| {
+        b.push(e.node.len().min(255) as u8);
+        b.extend_from_slice(&e.node.as_bytes()[..e.node.len().min(255)]);
+        b.extend_from_slice(e.module.as_bytes());
+    };
     match &e.state {
         State::Waiting(payload) => b.extend_from_slice(payload),
-        State::Started => b.extend_from_slice(e.module.as_bytes()),
+        State::Started => names(&mut b),
         State::Ended(end) => {
             let (kind, code, dur, why) = match *end {
                 End::Done { code, dur_ms } => (0u8, code, dur_ms, 0u8),
                 End::Interrupted => (1, 0, 0, 0),
                 End::Refused(r) => (2, 0, 0, r.code()),
+                End::Unanswered => (3, 0, 0, 0),
             };
             b.push(kind);
             b.extend_from_slice(&code.to_le_bytes());
             b.extend_from_slice(&dur.to_le_bytes());
             b.push(why);
-            b.extend_from_slice(e.module.as_bytes());
+            names(&mut b);
         }
     }
     b
+}
+
+/// The node and module at the end of a record: a length byte, the node, the rest.
+fn names(b: &[u8]) -> Option<(String, String)> {
+    let n = usize::from(*b.first()?);
+    let node = String::from_utf8(b.get(1..1 + n)?.to_vec()).ok()?;
+    let module = String::from_utf8(b.get(1 + n..)?.to_vec()).ok()?;
+    Some((node, module))
 }
 
 /// The entry a record's body says, or `None` if it is not one.
@@ -162,30 +200,31 @@ fn parse_record(b: &[u8]) -> Option<Entry> {
     let id: [u8; ID] = b.get(1..1 + ID)?.try_into().ok()?;
     let sent = u64_at(b, 1 + ID)?;
     let rest = b.get(1 + ID + 8..)?;
-    let text = |x: &[u8]| String::from_utf8(x.to_vec()).ok();
-    let (module, state) = match b[0] {
+    let ((node, module), state) = match b[0] {
         b'W' => {
             let hex = crate::core::sha256::to_hex(&id);
             let c = envelope::parse(&hex, rest).ok()?;
-            (c.module, State::Waiting(rest.to_vec()))
+            ((c.to, c.module), State::Waiting(rest.to_vec()))
         }
-        b'S' => (text(rest)?, State::Started),
+        b'S' => (names(rest)?, State::Started),
         b'E' => {
             let code = u32_at(rest, 1)? as i32;
             let dur_ms = u32_at(rest, 5)?;
-            let end = match rest[0] {
+            let end = match *rest.first()? {
                 0 => End::Done { code, dur_ms },
                 1 => End::Interrupted,
                 2 => End::Refused(Refusal::from_code(*rest.get(9)?)?),
+                3 => End::Unanswered,
                 _ => return None,
             };
-            (text(rest.get(10..)?)?, State::Ended(end))
+            (names(rest.get(10..)?)?, State::Ended(end))
         }
         _ => return None,
     };
     Some(Entry {
         id,
         sent,
+        node,
         module,
         state,
     })
@@ -195,7 +234,7 @@ impl<S: Storage> Table<S> {
     /// Reads the table from `st` (an empty one if there is none). `Err` only when
     /// the directory cannot be listed or a new log cannot be made; damage is cut
     /// and reported in the warnings.
-    pub fn open(mut st: S) -> io::Result<(Table<S>, Vec<String>)> {
+    pub fn open(mut st: S, limits: Limits) -> io::Result<(Table<S>, Vec<String>)> {
         let mut warnings = Vec::new();
         let mut generations: Vec<u32> = st
             .list()?
@@ -241,8 +280,10 @@ impl<S: Storage> Table<S> {
         }
         let mut t = Table {
             st,
+            limits,
             generation: 0,
             len: 0,
+            compact_at: COMPACT_BYTES,
             entries: VecDeque::new(),
             dirty: false,
             evicted: 0,
@@ -273,7 +314,7 @@ impl<S: Storage> Table<S> {
             Some(x) => *x = e,
             None => self.entries.push_back(e),
         }
-        while self.entries.len() > MAX_IDS {
+        while self.entries.len() > self.limits.max_ids {
             match self
                 .entries
                 .iter()
@@ -309,6 +350,7 @@ impl<S: Storage> Table<S> {
             .then(|| file_name(self.generation));
         self.generation = generation;
         self.len = b.len() as u64;
+        self.compact_at = COMPACT_BYTES.max(2 * self.len);
         self.dirty = false;
         if let Some(old) = old {
             self.st.remove(&old)?;
@@ -339,10 +381,20 @@ impl<S: Storage> Table<S> {
             self.st.sync(&file_name(self.generation))?;
             self.dirty = false;
         }
-        if self.len > COMPACT_BYTES {
+        if self.len > self.compact_at {
             self.rewrite(self.generation.wrapping_add(1).max(1))?;
         }
         Ok(())
+    }
+
+    /// Whether no more may be pending.
+    pub fn full(&self) -> bool {
+        self.pending() >= self.limits.max_pending
+    }
+
+    /// Every entry, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
     }
 
     /// Waiting or started, now.
@@ -411,6 +463,7 @@ mod tests {
         Entry {
             id: id(n),
             sent: u64::from(n),
+            node: String::new(),
             module: "Ping".into(),
             state: State::Waiting(payload.into_bytes()),
         }
@@ -424,12 +477,12 @@ mod tests {
     }
 
     fn reopen(t: Table<MemStorage>) -> Table<MemStorage> {
-        Table::open(t.st).unwrap().0
+        Table::open(t.st, EDGE).unwrap().0
     }
 
     #[test]
     fn every_state_survives_a_restart() {
-        let (mut t, w) = Table::open(MemStorage::new()).unwrap();
+        let (mut t, w) = Table::open(MemStorage::new(), EDGE).unwrap();
         assert!(w.is_empty() && t.is_empty());
         t.set(waiting(1)).unwrap();
         t.set(waiting(2)).unwrap();
@@ -448,9 +501,21 @@ mod tests {
         .unwrap();
         t.set(ended(4, End::Refused(Refusal::Expired))).unwrap();
         t.set(ended(5, End::Interrupted)).unwrap();
+        t.set(Entry {
+            node: "r9".into(),
+            ..ended(6, End::Unanswered)
+        })
+        .unwrap();
         t.sync().unwrap();
         let t = reopen(t);
-        assert_eq!(t.len(), 5);
+        assert_eq!(t.len(), 6);
+        assert_eq!(
+            (
+                t.get(&id(6)).unwrap().node.as_str(),
+                &t.get(&id(6)).unwrap().state
+            ),
+            ("r9", &State::Ended(End::Unanswered))
+        );
         assert_eq!(t.get(&id(1)), Some(&waiting(1)));
         assert_eq!(t.get(&id(2)).unwrap().state, State::Started);
         assert_eq!(t.started().len(), 1);
@@ -468,13 +533,13 @@ mod tests {
         assert_eq!(t.get(&id(5)).unwrap().module, "Ping");
         assert_eq!(t.pending(), 2);
         assert_eq!(t.next_waiting().unwrap().id, id(1));
-        assert_eq!(t.newest_sent(), 5, "refused commands do not count");
+        assert_eq!(t.newest_sent(), 6, "refused commands do not count");
     }
 
     #[test]
     fn a_power_cut_keeps_what_was_synced_and_cuts_a_torn_tail() {
         for keep in [None, Some(0), Some(3), Some(9), Some(30)] {
-            let (mut t, _) = Table::open(MemStorage::new()).unwrap();
+            let (mut t, _) = Table::open(MemStorage::new(), EDGE).unwrap();
             t.set(waiting(1)).unwrap();
             t.sync().unwrap();
             t.set(Entry {
@@ -484,7 +549,7 @@ mod tests {
             .unwrap();
             let mut st = t.st;
             st.power_cut(|_, len| keep.map(|k| k.min(len)), true);
-            let (t, w) = Table::open(st).unwrap();
+            let (t, w) = Table::open(st, EDGE).unwrap();
             assert_eq!(t.len(), 1, "{keep:?}");
             let state = &t.get(&id(1)).unwrap().state;
             if matches!(keep, Some(k) if k < 9) {
@@ -504,24 +569,24 @@ mod tests {
 
     #[test]
     fn past_the_bound_the_oldest_ended_id_is_forgotten_never_a_pending_one() {
-        let (mut t, _) = Table::open(MemStorage::new()).unwrap();
+        let (mut t, _) = Table::open(MemStorage::new(), EDGE).unwrap();
         t.set(waiting(0)).unwrap();
-        for n in 1..=(MAX_IDS as u32 + 10) {
+        for n in 1..=(EDGE.max_ids as u32 + 10) {
             t.set(ended(n, End::Done { code: 0, dur_ms: 1 })).unwrap();
             t.sync().unwrap();
         }
-        assert_eq!(t.len(), MAX_IDS);
+        assert_eq!(t.len(), EDGE.max_ids);
         assert_eq!(t.evicted, 11);
         assert!(t.get(&id(0)).is_some(), "the waiting one stays");
         assert!(t.get(&id(11)).is_none() && t.get(&id(12)).is_some());
         let t = reopen(t);
-        assert_eq!(t.len(), MAX_IDS);
+        assert_eq!(t.len(), EDGE.max_ids);
         assert!(t.get(&id(0)).is_some() && t.get(&id(12)).is_some());
     }
 
     #[test]
     fn compaction_bounds_the_file_and_a_cut_compaction_loses_nothing() {
-        let (mut t, _) = Table::open(MemStorage::new()).unwrap();
+        let (mut t, _) = Table::open(MemStorage::new(), EDGE).unwrap();
         for n in 0..3000u32 {
             t.set(ended(
                 n % 50,
@@ -552,7 +617,7 @@ mod tests {
         let mut half = frame(&header(generation + 1, 50));
         half.extend_from_slice(&frame(&record(&waiting(7))));
         st.put(&file_name(generation + 1), &half);
-        let (t, w) = Table::open(st).unwrap();
+        let (t, w) = Table::open(st, EDGE).unwrap();
         assert_eq!((t.generation, t.len()), (generation, 50));
         assert!(w[0].contains("incomplete"), "{w:?}");
         assert!(

@@ -19,6 +19,7 @@ use crate::child::run::{Finished, Runs};
 use crate::child::sys;
 use crate::collect::Collector;
 use crate::command::edge::Edge;
+use crate::command::relay::Relay;
 use crate::core::config::Config;
 use crate::core::decide::Outcome;
 use crate::core::event::Kind;
@@ -75,6 +76,9 @@ pub struct Daemon {
     collector: Option<Collector>,
     /// Remote commands to this node, when `commands` names modules.
     commands: Option<Edge>,
+    /// Commands `crd send` handed over, republished until accepted (with the
+    /// collector).
+    relay: Option<Relay>,
 }
 
 impl Daemon {
@@ -114,6 +118,7 @@ impl Daemon {
             inbound_unasked: 0,
             collector: None,
             commands: None,
+            relay: None,
             cfg,
         };
         d.open_commands(now);
@@ -309,6 +314,9 @@ impl Daemon {
         if self.stopping.is_none() {
             self.collect(now);
             self.run_commands(now);
+            if let Some(r) = self.relay.as_mut() {
+                r.pump(&mut self.forwarder, now, unix_ms());
+            }
         }
         if let Some(name) = self.forwarder.poll_resolve() {
             let r = Recipe::resolver(name, RESOLVE_TIMEOUT);
@@ -339,6 +347,7 @@ impl Daemon {
             self.stopping.map(|s| s + SHUTDOWN_LIMIT),
             self.collector.as_ref().and_then(Collector::poll_timeout),
             self.commands.as_ref().and_then(Edge::poll_timeout),
+            self.relay.as_ref().and_then(Relay::poll_timeout),
             // Journal records left past the collector's per-turn budget.
             self.collector
                 .as_ref()
@@ -555,6 +564,30 @@ impl Daemon {
                 return;
             }
         }
+        if let Some(r) = self.relay.as_mut() {
+            // Replies to relayed commands: noted; passed on only if a module
+            // subscribes to them.
+            let modules = &self.modules;
+            let forwarder = &mut self.forwarder;
+            inbound.retain(|(conn, up)| match up {
+                Up::Message(m) if r.is_reply(&m.topic) => {
+                    r.observe(&m.payload);
+                    if Collector::wants(modules, &m.topic) {
+                        return true;
+                    }
+                    if let Some(p) = m.pkid {
+                        forwarder.puback(*conn, p, now);
+                    }
+                    false
+                }
+                _ => true,
+            });
+            r.after_input();
+            self.forwarder.flush_acks();
+            if inbound.is_empty() {
+                return;
+            }
+        }
         let Some(c) = self.collector.as_mut() else {
             let n = inbound.len() as u64;
             self.inbound_unasked = self.inbound_unasked.saturating_add(n);
@@ -674,6 +707,17 @@ impl Daemon {
                     return;
                 }
             }
+            match Relay::open(
+                &self.cfg.spool_dir,
+                &self.cfg.mqtt.topic_prefix,
+                Instant::now(),
+            ) {
+                Ok(r) => self.relay = Some(r),
+                Err(e) => log::error!("relay: {e}; crd send publishes by itself"),
+            }
+        }
+        if let Some(r) = &self.relay {
+            filters.push(r.filter());
         }
         if let Some(c) = self.collector.as_mut() {
             // The rules' registers: from disk at start, pruned on a reload.
@@ -709,12 +753,30 @@ impl Daemon {
                         Err(e) => format!("error: {e}\n"),
                     }
                 }
+                Request::Send { node, body } => match self.relay.as_mut() {
+                    Some(r) => match r.queue(&node, &body, now) {
+                        Ok(id) => {
+                            r.pump(&mut self.forwarder, now, unix_ms());
+                            format!("ok {id}\n")
+                        }
+                        Err(e) => format!("error: {e}\n"),
+                    },
+                    None => {
+                        "error: no relay here (a crd with the collector relays commands)\n".into()
+                    }
+                },
+                Request::Replies { id } => match &self.relay {
+                    Some(r) => r.replies(id.as_deref()),
+                    None => {
+                        "error: no relay here (a crd with the collector relays commands)\n".into()
+                    }
+                },
                 Request::TooLarge(max) => {
                     format!("error: message too large: over spool_max_record ({max} bytes)\n")
                 }
                 Request::Unknown(r) => {
                     format!(
-                        "error: unknown request `{r}` (known: status, emit, reload, fleet, register)\n"
+                        "error: unknown request `{r}` (known: status, emit, reload, fleet, register, send, replies)\n"
                     )
                 }
             };
@@ -747,6 +809,9 @@ impl Daemon {
         }
         if let Some(e) = &self.commands {
             e.status(&mut s);
+        }
+        if let Some(r) = &self.relay {
+            r.status(&mut s);
         }
         for (i, (m, st)) in self.modules.iter().zip(&self.stats).enumerate() {
             let state = if !m.settings.enabled {

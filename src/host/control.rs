@@ -4,7 +4,8 @@
 //! Protocol: the client sends one request line (`status\n`), the daemon answers with
 //! text and closes. `emit SUFFIX [sync]\n` is followed by the message body up to the
 //! client's end of stream (shutdown of its write side); the answer is `ok SEQ\n` or
-//! `error: ...\n`. Server side, inside the poll loop: at most `MAX_CLIENTS` at once,
+//! `error: ...\n`; `send NODE\n` likewise, its body a command's JSON for the
+//! relay (answer `ok ID\n`). Server side, inside the poll loop: at most `MAX_CLIENTS` at once,
 //! each bounded to `MAX_REQUEST_BYTES` of request line plus `max_body` bytes of body
 //! and `CLIENT_TIMEOUT` in time, so a stuck or hostile client costs a bounded amount
 //! and nothing else. This file owns the socket and its bytes; what a reply says is
@@ -51,6 +52,15 @@ pub enum Request {
         sync: bool,
         body: Vec<u8>,
     },
+    /// `crd send` handing a command (its JSON, the body) for `node` to the relay.
+    Send {
+        node: String,
+        body: Vec<u8>,
+    },
+    /// The relay's commands, or the replies kept for one (`crd replies [ID]`).
+    Replies {
+        id: Option<String>,
+    },
     /// A body over the limit; it was not kept.
     TooLarge(usize),
     Unknown(String),
@@ -75,6 +85,18 @@ pub fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
             Request::Register {
                 module: module.to_string(),
                 key: (!rest.is_empty()).then(|| rest.to_string()),
+            }
+        }
+        (Some("replies"), id, None, ..) => Request::Replies {
+            id: id.map(str::to_string),
+        },
+        (Some("send"), Some(node), None, ..) => {
+            if over {
+                return Request::TooLarge(max_body);
+            }
+            Request::Send {
+                node: node.to_string(),
+                body: nl.map_or(&[][..], |i| &inbuf[i + 1..]).to_vec(),
             }
         }
         (Some("emit"), Some(suffix), flag, None) if flag.is_none() || flag == Some("sync") => {
@@ -285,7 +307,8 @@ impl Control {
                     // an `emit` waits for the end of stream (its body may hold
                     // newlines).
                     if let Some(nl) = c.inbuf.iter().position(|&b| b == b'\n') {
-                        if !c.inbuf[..nl].starts_with(b"emit ") {
+                        let line = &c.inbuf[..nl];
+                        if !line.starts_with(b"emit ") && !line.starts_with(b"send ") {
                             break;
                         }
                     } else if c.inbuf.len() >= MAX_REQUEST_BYTES {
@@ -476,6 +499,27 @@ mod tests {
                 key: Some("plant/1 temp".into())
             },
             "the key is the rest of the line, spaces inside kept"
+        );
+        assert_eq!(
+            parse_request(b"send r1\n{\"id\":1}", false, 100),
+            Request::Send {
+                node: "r1".into(),
+                body: b"{\"id\":1}".to_vec()
+            }
+        );
+        assert_eq!(
+            parse_request(b"send r1\n{}", true, 100),
+            Request::TooLarge(100)
+        );
+        assert_eq!(
+            parse_request(b"replies\n", false, 100),
+            Request::Replies { id: None }
+        );
+        assert_eq!(
+            parse_request(b"replies ab12\n", false, 100),
+            Request::Replies {
+                id: Some("ab12".into())
+            }
         );
         assert_eq!(
             parse_request(b"emit a/b sync\nline 1\nline 2", false, 100),

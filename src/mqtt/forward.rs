@@ -559,6 +559,26 @@ impl Forwarder {
         self.states.insert(module.to_string(), payload);
     }
 
+    /// Publishes `payload` on `topic` at QoS 1 now, outside the spool (a relayed
+    /// command: its sender retries until answered); `false` when not connected
+    /// or the session refused it.
+    pub fn publish_now(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool {
+        if self.phase != Phase::Up || self.stopping {
+            return false;
+        }
+        if let Err(e) = self
+            .session
+            .publish(topic, payload, false, false, None, now)
+        {
+            log::warn!("mqtt: publishing to {topic}: {e}");
+            return false;
+        }
+        if let Err(e) = self.write_out() {
+            log::debug!("mqtt: writing to {topic}: {e}");
+        }
+        true
+    }
+
     pub fn has_state(&self, module: &str) -> bool {
         self.states.contains_key(module)
     }

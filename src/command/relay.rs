@@ -1,0 +1,326 @@
+//! The sender's relay, in a collector daemon: `crd send` on the central host hands
+//! its command over the control socket; the relay journals it (a `Waiting` entry
+//! of a table like the edge's, in `spool_dir/relay/`, synced before `crd send` is
+//! told `ok`) and publishes it at QoS 1 again and again (2 s, doubling to 5 min)
+//! until an `accepted` (or final) reply arrives or its ttl passes (`unanswered`),
+//! so a command to a node that has never connected, whose session the broker does
+//! not know yet, still gets there once it does. Replies to the commands it relays
+//! arrive on `<prefix>/+/reply/+`; the last `REPLIES_KEPT` of them are kept for
+//! `crd replies` and for `crd send --wait`, which asks for them.
+//!
+//! The edge answers a copy of a command it has already seen with its state
+//! (`resent`), never a second run, so republishing is safe.
+
+use crate::command::envelope::{self, Command, Refusal, Reply};
+use crate::command::table::{self, End, Entry, Limits, State, Table};
+use crate::core::sha256::to_hex;
+use crate::core::status::Status;
+use crate::mqtt::forward::Forwarder;
+use crate::spool::storage::FileStorage;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The relay's table: 10,000 commands remembered, 4096 of them not yet answered.
+pub const RELAY: Limits = Limits {
+    max_ids: 10_000,
+    max_pending: 4096,
+};
+/// The first republish after this; the wait doubles each time.
+pub const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between two publishes of one command.
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+/// Replies kept for `crd replies`, at most, and their bytes at most.
+pub const REPLIES_KEPT: usize = 256;
+pub const REPLIES_BYTES: usize = 1 << 20;
+
+struct Try {
+    id: [u8; 16],
+    at: Instant,
+    backoff: Duration,
+}
+
+pub struct Relay {
+    prefix: String,
+    table: Table<FileStorage>,
+    tries: Vec<Try>,
+    replies: VecDeque<([u8; 16], String)>,
+    replies_bytes: usize,
+    dirty: bool,
+    queued: u64,
+    published: u64,
+    answered: u64,
+    unanswered: u64,
+}
+
+impl Relay {
+    pub fn open(spool_dir: &std::path::Path, prefix: &str, now: Instant) -> Result<Relay, String> {
+        let dir = spool_dir.join("relay");
+        let st = FileStorage::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (table, warnings) =
+            Table::open(st, RELAY).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        let tries = table
+            .iter()
+            .filter(|e| matches!(e.state, State::Waiting(_)))
+            .map(|e| Try {
+                id: e.id,
+                at: now,
+                backoff: FIRST_RETRY,
+            })
+            .collect::<Vec<_>>();
+        if !tries.is_empty() {
+            log::info!("relay: {} commands still to deliver", tries.len());
+        }
+        Ok(Relay {
+            prefix: prefix.to_string(),
+            table,
+            tries,
+            replies: VecDeque::new(),
+            replies_bytes: 0,
+            dirty: false,
+            queued: 0,
+            published: 0,
+            answered: 0,
+            unanswered: 0,
+        })
+    }
+
+    /// The replies of every node.
+    pub fn filter(&self) -> String {
+        format!("{}/+/reply/+", self.prefix)
+    }
+
+    /// Whether `topic` is a reply topic, `<prefix>/<node>/reply/<id>`.
+    pub fn is_reply(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.split_once('/'))
+            .and_then(|(_, t)| t.strip_prefix("reply/"))
+            .is_some_and(|id| !id.contains('/'))
+    }
+
+    /// Journals command `body` (JSON, made and signed by `crd send`) for `node`
+    /// and schedules its first publish; its id once durable.
+    pub fn queue(&mut self, node: &str, body: &[u8], now: Instant) -> Result<String, String> {
+        crate::core::config::valid_node(node).map_err(|why| format!("bad node `{node}`: {why}"))?;
+        let mut c: Command =
+            serde_json::from_slice(body).map_err(|e| format!("not a command: {e}"))?;
+        let c = match envelope::parse(&c.id, body) {
+            Ok(_) if !c.to.is_empty() && c.to != node => {
+                return Err(format!("the command is for `{}`, not `{node}`", c.to));
+            }
+            Ok(_) => {
+                c.to = node.to_string();
+                c
+            }
+            Err(e) => return Err(e),
+        };
+        let id = table::id_bytes(&c.id).ok_or("bad id")?;
+        if self.table.get(&id).is_some() {
+            return Err(format!("command {} is known already", c.id));
+        }
+        if self.table.full() {
+            return Err(format!(
+                "{} commands are not answered yet; try again later",
+                RELAY.max_pending
+            ));
+        }
+        let payload = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
+        let e = Entry {
+            id,
+            sent: c.sent,
+            node: node.to_string(),
+            module: c.module.clone(),
+            state: State::Waiting(payload),
+        };
+        self.table
+            .set(e)
+            .and_then(|_| self.table.sync())
+            .map_err(|e| format!("relay journal: {e}"))?;
+        self.tries.push(Try {
+            id,
+            at: now,
+            backoff: FIRST_RETRY,
+        });
+        self.queued += 1;
+        log::info!(
+            "relay: command {} ({} {:?}) for {node} queued",
+            c.id,
+            c.module,
+            c.args
+        );
+        Ok(c.id)
+    }
+
+    /// Publishes the commands due; ends those past their ttl as `unanswered`.
+    pub fn pump(&mut self, fwd: &mut Forwarder, now: Instant, wall: u64) {
+        let mut i = 0;
+        while i < self.tries.len() {
+            if self.tries[i].at > now {
+                i += 1;
+                continue;
+            }
+            let id = self.tries[i].id;
+            let Some(e) = self.table.get(&id).cloned() else {
+                self.tries.swap_remove(i);
+                continue;
+            };
+            let State::Waiting(payload) = &e.state else {
+                self.tries.swap_remove(i);
+                continue;
+            };
+            let ttl = envelope::parse(&to_hex(&id), payload)
+                .map(|c| c.ttl_ms)
+                .unwrap_or(0);
+            if wall >= envelope::CLOCK_SET_MS && e.sent.saturating_add(ttl) < wall {
+                log::warn!(
+                    "relay: command {} for {} not accepted within its ttl; given up",
+                    to_hex(&id),
+                    e.node
+                );
+                self.unanswered += 1;
+                self.set(Entry {
+                    state: State::Ended(End::Unanswered),
+                    ..e
+                });
+                self.tries.swap_remove(i);
+                continue;
+            }
+            let topic = format!("{}/{}/cmd/{}", self.prefix, e.node, to_hex(&id));
+            let t = &mut self.tries[i];
+            if fwd.publish_now(&topic, payload, now) {
+                self.published += 1;
+                t.at = now + t.backoff;
+                t.backoff = (t.backoff * 2).min(MAX_RETRY);
+            } else {
+                t.at = now + Duration::from_secs(1);
+            }
+            i += 1;
+        }
+        self.sync();
+    }
+
+    fn set(&mut self, e: Entry) {
+        if let Err(err) = self.table.set(e) {
+            log::error!("relay journal: {err}");
+        }
+        self.dirty = true;
+    }
+
+    fn sync(&mut self) {
+        if self.dirty {
+            self.dirty = false;
+            if let Err(e) = self.table.sync() {
+                log::error!("relay journal: {e}");
+            }
+        }
+    }
+
+    /// A message on a reply topic: kept and applied if it answers a command this
+    /// relay sends.
+    pub fn observe(&mut self, payload: &[u8]) {
+        let Ok(r) = serde_json::from_slice::<Reply>(payload) else {
+            return;
+        };
+        let Some(id) = table::id_bytes(&r.id) else {
+            return;
+        };
+        let Some(e) = self.table.get(&id).cloned() else {
+            return;
+        };
+        let text = String::from_utf8_lossy(payload).into_owned();
+        self.replies_bytes += text.len();
+        self.replies.push_back((id, text));
+        while self.replies.len() > REPLIES_KEPT || self.replies_bytes > REPLIES_BYTES {
+            if let Some((_, t)) = self.replies.pop_front() {
+                self.replies_bytes -= t.len();
+            }
+        }
+        let state = match (r.reply.as_str(), r.code, r.dur_ms) {
+            ("accepted", ..) => match e.state {
+                State::Waiting(_) => State::Started,
+                _ => return,
+            },
+            ("done", code, dur) => State::Ended(End::Done {
+                code: code.unwrap_or(-1),
+                dur_ms: dur.unwrap_or(0),
+            }),
+            ("interrupted", ..) => State::Ended(End::Interrupted),
+            ("refused", ..) => State::Ended(End::Refused(
+                r.why
+                    .as_deref()
+                    .and_then(Refusal::from_name)
+                    .unwrap_or(Refusal::Malformed),
+            )),
+            _ => return,
+        };
+        if matches!(state, State::Ended(_)) {
+            self.answered += 1;
+        }
+        log::info!("relay: command {} for {}: {}", r.id, e.node, r.reply);
+        self.set(Entry { state, ..e });
+    }
+
+    /// After a read: what `observe` changed, durable.
+    pub fn after_input(&mut self) {
+        self.sync();
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.tries.iter().map(|t| t.at).min()
+    }
+
+    /// `crd replies`: one line per command (`ID NODE MODULE STATE SENT_MS`),
+    /// oldest first; with `id`, the replies kept for it, one JSON object a line
+    /// (none yet: nothing).
+    pub fn replies(&self, id: Option<&str>) -> String {
+        let mut out = String::new();
+        match id {
+            Some(hex) => {
+                let Some(id) = table::id_bytes(hex) else {
+                    return format!("error: bad id `{hex}`\n");
+                };
+                if self.table.get(&id).is_none() {
+                    return format!("error: no command {hex} in this relay\n");
+                }
+                for (_, t) in self.replies.iter().filter(|(i, _)| *i == id) {
+                    out.push_str(t);
+                    out.push('\n');
+                }
+            }
+            None => {
+                for e in self.table.iter() {
+                    let state = match &e.state {
+                        State::Waiting(_) => "sending".to_string(),
+                        State::Started => "accepted".to_string(),
+                        State::Ended(End::Done { code, .. }) => format!("done:{code}"),
+                        State::Ended(End::Interrupted) => "interrupted".to_string(),
+                        State::Ended(End::Refused(r)) => {
+                            format!("refused:{}", r.as_str().replace(' ', "-"))
+                        }
+                        State::Ended(End::Unanswered) => "unanswered".to_string(),
+                    };
+                    out.push_str(&format!(
+                        "{} {} {} {state} {}\n",
+                        to_hex(&e.id),
+                        e.node,
+                        e.module,
+                        e.sent
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn status(&self, s: &mut Status) {
+        s.num("relay_queued", self.queued);
+        s.num("relay_published", self.published);
+        s.num("relay_sending", self.tries.len() as u64);
+        s.num("relay_answered", self.answered);
+        s.num("relay_unanswered", self.unanswered);
+    }
+}
