@@ -320,6 +320,7 @@ fn signed_commands_run_and_unsigned_or_misdirected_ones_do_not() {
 /// `crd send` from a central host: signed with the central config's key, it waits
 /// for the answer and exits with the remote exit code, or with the documented code
 /// for each kind of refusal and for silence.
+#[cfg(feature = "collector")]
 #[test]
 fn crd_send_signs_waits_and_exits_with_the_answer() {
     let (sb, b) = edge("cmd-send", "");
@@ -392,6 +393,7 @@ fn crd_send_signs_waits_and_exits_with_the_answer() {
     assert_eq!(code, 2, "{err}");
 }
 
+#[cfg(feature = "collector")]
 fn passwd(file: &std::path::Path, user: &str, pass: &str) {
     let mut c = std::process::Command::new("mosquitto_passwd");
     c.arg("-b");
@@ -407,6 +409,7 @@ fn passwd(file: &std::path::Path, user: &str, pass: &str) {
 
 /// The shipped mosquitto `acl_file` (cross/mosquitto/acl): router r2 can neither
 /// read r1's commands and replies nor send r1 a command; the central user can.
+#[cfg(feature = "collector")]
 #[test]
 fn acl_file_confines_each_router_to_its_own_topics() {
     let sb = Sandbox::new("cmd-acl");

@@ -130,6 +130,7 @@ struct RepliesCmd {
 /// in time (several nodes: 0 only if all exited 0, else 1); 1 if the broker or the
 /// daemon cannot be reached, 2 on bad input.
 #[argh(subcommand, name = "send")]
+#[cfg_attr(not(feature = "collector"), allow(dead_code))]
 struct SendCmd {
     /// every node of the running collector's fleet (MODULE comes first then)
     #[argh(switch)]
@@ -602,6 +603,17 @@ fn dump(cfg: &Config, dir: Option<&std::path::Path>) -> i32 {
     EXIT_OK
 }
 
+/// `crd send` in a router build: the sending side is the central host's.
+#[cfg(not(feature = "collector"))]
+fn send(_: &Config, _: SendCmd) -> i32 {
+    err!(
+        "crd: send: this crd is built without the collector (cargo feature `collector`): \
+         send commands from the central host's crd"
+    );
+    EXIT_USAGE
+}
+
+#[cfg(feature = "collector")]
 fn send(cfg: &Config, c: SendCmd) -> i32 {
     use crate::command::envelope::Reply;
     use crate::command::send;
@@ -788,6 +800,7 @@ fn send(cfg: &Config, c: SendCmd) -> i32 {
     }
 }
 
+#[cfg(feature = "collector")]
 /// Polls the relay for the replies to `cmds` until each has a final one or `wait`
 /// passes; hands each new reply to `shown`.
 fn wait_relayed(
@@ -831,6 +844,7 @@ fn wait_relayed(
 }
 
 /// Whether `name` matches `pat`, `*` any run of bytes and `?` any one.
+#[cfg(feature = "collector")]
 fn glob(pat: &str, name: &str) -> bool {
     let (p, n) = (pat.as_bytes(), name.as_bytes());
     let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
@@ -985,6 +999,7 @@ mod tests {
         assert_eq!(head.len(), 3);
     }
 
+    #[cfg(feature = "collector")]
     #[test]
     fn node_patterns_match_whole_names() {
         for (p, n, m) in [

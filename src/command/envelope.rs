@@ -8,6 +8,13 @@
 //! id, module, from, sent, ttl_ms and every argument, each as a netstring
 //! (`LEN:BYTES,`), so no two envelopes sign the same bytes and a signed command
 //! cannot be moved to another node or given a longer life.
+//!
+//! A command is read by a small scanner of its own (`Scan`), not serde_json's
+//! deserializer: on a router that is the only JSON crd reads, and the scanner is a
+//! few KB where the deserializer's code is tens of KB. It takes what serde_json
+//! takes for this shape (any field order, unknown fields of any type skipped,
+//! escapes, surrogate pairs) and refuses duplicates, negative or fractional
+//! `sent`/`ttl_ms`, and nesting deeper than `MAX_DEPTH`.
 
 use crate::core::sha256::{ct_eq, hmac, to_hex};
 use serde::{Deserialize, Serialize};
@@ -27,23 +34,23 @@ pub const MIN_KEY_BYTES: usize = 32;
 pub const CLOCK_SET_MS: u64 = 1_577_836_800_000;
 
 /// A command as sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Command {
     pub id: String,
     pub module: String,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub from: String,
     /// The target node (informative: the signature covers the node the command
     /// is for whether or not this is given).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub to: String,
     /// The sender's wall clock when it made the command, unix ms.
     pub sent: u64,
     /// How long after `sent` the command may still run, ms.
     pub ttl_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
 }
 
@@ -108,6 +115,311 @@ impl Refusal {
     }
 }
 
+/// Deepest nesting of an unknown field's value in a command.
+pub const MAX_DEPTH: usize = 32;
+
+/// A JSON scanner over a command's bytes: positions, never a tree.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+/// What a field of a command holds.
+enum Val {
+    Str(String),
+    Num(u64),
+    Strs(Vec<String>),
+    Null,
+    /// Anything else (a bool, a negative or fractional number, an object, an
+    /// array not all of strings): fine for an unknown field, wrong for a known one.
+    Other,
+}
+
+impl Scan<'_> {
+    fn ws(&mut self) {
+        while self
+            .b
+            .get(self.i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), String> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected `{}` at byte {}", c as char, self.i))
+        }
+    }
+
+    fn lit(&mut self, word: &[u8]) -> Result<(), String> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(format!("bad literal at byte {}", self.i))
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let h = self
+            .b
+            .get(self.i..self.i + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| format!("bad \\u escape at byte {}", self.i))?;
+        self.i += 4;
+        Ok(h)
+    }
+
+    /// A string, the opening quote next.
+    fn string(&mut self) -> Result<String, String> {
+        self.eat(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            let Some(&c) = self.b.get(self.i) else {
+                return Err("unterminated string".into());
+            };
+            self.i += 1;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    let e = *self.b.get(self.i).ok_or("unterminated string")?;
+                    self.i += 1;
+                    let ch = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let code = if (0xd800..0xdc00).contains(&hi) {
+                                if !self.b[self.i..].starts_with(b"\\u") {
+                                    return Err("lone surrogate in a string".into());
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xdc00..0xe000).contains(&lo) {
+                                    return Err("lone surrogate in a string".into());
+                                }
+                                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+                            } else {
+                                hi
+                            };
+                            char::from_u32(code).ok_or("lone surrogate in a string")?
+                        }
+                        _ => return Err(format!("bad escape at byte {}", self.i - 1)),
+                    };
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                }
+                c if c < 0x20 => {
+                    return Err(format!(
+                        "control character in a string at byte {}",
+                        self.i - 1
+                    ));
+                }
+                c => out.push(c),
+            }
+        }
+        String::from_utf8(out).map_err(|_| "a string is not UTF-8".into())
+    }
+
+    /// Any value; `depth` is how deep it sits.
+    fn value(&mut self, depth: usize) -> Result<Val, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("nested deeper than {MAX_DEPTH}"));
+        }
+        match self.peek() {
+            Some(b'"') => self.string().map(Val::Str),
+            Some(b'n') => self.lit(b"null").map(|_| Val::Null),
+            Some(b't') => self.lit(b"true").map(|_| Val::Other),
+            Some(b'f') => self.lit(b"false").map(|_| Val::Other),
+            Some(b'0'..=b'9' | b'-') => {
+                let start = self.i;
+                while self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                {
+                    self.i += 1;
+                }
+                let t = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("");
+                match t.parse::<u64>() {
+                    Ok(n) if !t.starts_with('+') && (t == "0" || !t.starts_with('0')) => {
+                        Ok(Val::Num(n))
+                    }
+                    _ if is_json_number(t) => Ok(Val::Other),
+                    _ => Err(format!("bad number `{t}`")),
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let (mut strs, mut all) = (Vec::new(), true);
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(Val::Strs(strs));
+                }
+                loop {
+                    match self.value(depth + 1)? {
+                        Val::Str(s) => strs.push(s),
+                        _ => all = false,
+                    }
+                    if strs.len() > MAX_ARGS {
+                        all = false;
+                        strs.clear();
+                    }
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(if all { Val::Strs(strs) } else { Val::Other });
+                        }
+                        _ => return Err(format!("expected `,` or `]` at byte {}", self.i)),
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.i += 1;
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Ok(Val::Other);
+                }
+                loop {
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.value(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Val::Other);
+                        }
+                        _ => return Err(format!("expected `,` or `}}` at byte {}", self.i)),
+                    }
+                }
+            }
+            _ => Err(format!("expected a value at byte {}", self.i)),
+        }
+    }
+}
+
+/// Whether `t` is a JSON number (RFC 8259: `-? int frac? exp?`).
+fn is_json_number(t: &str) -> bool {
+    let b = t.strip_prefix('-').unwrap_or(t).as_bytes();
+    let digits = |b: &[u8], i: &mut usize| {
+        let s = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > s
+    };
+    let mut i = 0;
+    if b.first() == Some(&b'0') {
+        i = 1;
+    } else if !digits(b, &mut i) {
+        return false;
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(b, &mut i) {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(b, &mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// The command in `payload` whatever its id (`parse` checks it against a topic).
+pub fn read(payload: &[u8]) -> Result<Command, String> {
+    scan_command(payload).map_err(|e| format!("not a command: {e}"))
+}
+
+/// A command's JSON object, by the scanner: required `id`, `module`, `sent`,
+/// `ttl_ms`; `args`, `from`, `to`, `sig` optional; others skipped.
+fn scan_command(payload: &[u8]) -> Result<Command, String> {
+    let mut s = Scan { b: payload, i: 0 };
+    s.eat(b'{')?;
+    let mut c = Command {
+        id: String::new(),
+        module: String::new(),
+        args: Vec::new(),
+        from: String::new(),
+        to: String::new(),
+        sent: 0,
+        ttl_ms: 0,
+        sig: None,
+    };
+    let mut seen = [false; 8];
+    const KEYS: [&str; 8] = [
+        "id", "module", "args", "from", "to", "sent", "ttl_ms", "sig",
+    ];
+    if s.peek() == Some(b'}') {
+        s.i += 1;
+    } else {
+        loop {
+            let key = s.string()?;
+            s.eat(b':')?;
+            let v = s.value(1)?;
+            if let Some(k) = KEYS.iter().position(|k| *k == key) {
+                if std::mem::replace(&mut seen[k], true) {
+                    return Err(format!("duplicate field `{key}`"));
+                }
+                let wrong = || format!("field `{key}` has the wrong type");
+                match (k, v) {
+                    (0, Val::Str(x)) => c.id = x,
+                    (1, Val::Str(x)) => c.module = x,
+                    (2, Val::Strs(x)) => c.args = x,
+                    (3, Val::Str(x)) => c.from = x,
+                    (4, Val::Str(x)) => c.to = x,
+                    (5, Val::Num(x)) => c.sent = x,
+                    (6, Val::Num(x)) => c.ttl_ms = x,
+                    (7, Val::Str(x)) => c.sig = Some(x),
+                    (7, Val::Null) => c.sig = None,
+                    _ => return Err(wrong()),
+                }
+            }
+            match s.peek() {
+                Some(b',') => s.i += 1,
+                Some(b'}') => {
+                    s.i += 1;
+                    break;
+                }
+                _ => return Err(format!("expected `,` or `}}` at byte {}", s.i)),
+            }
+        }
+    }
+    if s.peek().is_some() {
+        return Err(format!("trailing characters at byte {}", s.i));
+    }
+    for (k, name) in [(0, "id"), (1, "module"), (5, "sent"), (6, "ttl_ms")] {
+        if !seen[k] {
+            return Err(format!("missing field `{name}`"));
+        }
+    }
+    Ok(c)
+}
+
 /// Whether `s` is a command id.
 pub fn valid_id(s: &str) -> bool {
     s.len() == ID_HEX_DIGITS && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -118,7 +430,7 @@ pub fn parse(topic_id: &str, payload: &[u8]) -> Result<Command, String> {
     if payload.len() > MAX_COMMAND_BYTES {
         return Err(format!("{} bytes, over {MAX_COMMAND_BYTES}", payload.len()));
     }
-    let c: Command = serde_json::from_slice(payload).map_err(|e| format!("not a command: {e}"))?;
+    let c = scan_command(payload).map_err(|e| format!("not a command: {e}"))?;
     if !valid_id(&c.id) {
         return Err(format!(
             "bad id `{}` (want {ID_HEX_DIGITS} lowercase hex digits)",
@@ -331,6 +643,88 @@ mod tests {
         assert!(parse(&c.id, &serde_json::to_vec(&many).unwrap()).is_err());
         let big = vec![b' '; MAX_COMMAND_BYTES + 1];
         assert!(parse(&c.id, &big).unwrap_err().contains("over"));
+    }
+
+    /// The scanner takes what serde_json takes for a command's shape, and
+    /// refuses what serde_json refuses (checked against serde_json itself).
+    #[test]
+    fn the_scanner_reads_what_serde_json_reads() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        struct Known {
+            id: String,
+            module: String,
+            #[serde(default)]
+            args: Vec<String>,
+            #[serde(default)]
+            from: String,
+            #[serde(default)]
+            to: String,
+            sent: u64,
+            ttl_ms: u64,
+            #[serde(default)]
+            sig: Option<String>,
+        }
+        let good: &[&str] = &[
+            r#"{"id":"a","module":"M","sent":1,"ttl_ms":2}"#,
+            r#" { "ttl_ms" : 0 , "sent" : 18446744073709551615, "module":"M","id":"a" } "#,
+            r#"{"id":"a\u00e9\ud83d\ude00\n\"\\\/","module":"M","args":["x","","\t"],"sent":1,"ttl_ms":2,"sig":null,"from":"f","to":"t"}"#,
+            r#"{"id":"a","module":"M","sent":1,"ttl_ms":2,"sig":"ab"}"#,
+            r#"{"id":"a","module":"M","sent":1,"ttl_ms":2,"args":[]}"#,
+        ];
+        for j in good {
+            let k: Known = serde_json::from_str(j).unwrap();
+            let c = scan_command(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}"));
+            assert_eq!(
+                (
+                    c.id, c.module, c.args, c.from, c.to, c.sent, c.ttl_ms, c.sig
+                ),
+                (
+                    k.id, k.module, k.args, k.from, k.to, k.sent, k.ttl_ms, k.sig
+                ),
+                "{j}"
+            );
+        }
+        // Unknown fields of any type are skipped, as serde_json skips them.
+        let extra = r#"{"x":{"a":[1,-2.5e3,{"b":null}],"c":true},"id":"a","y":[1,"s"],"module":"M","sent":1,"ttl_ms":2,"z":false}"#;
+        assert_eq!(scan_command(extra.as_bytes()).unwrap().module, "M");
+        let bad: &[&str] = &[
+            "",
+            "{",
+            "[]",
+            r#"{"id":"a","module":"M","sent":1}"#,
+            r#"{"id":"a","module":"M","sent":-1,"ttl_ms":2}"#,
+            r#"{"id":"a","module":"M","sent":1.5,"ttl_ms":2}"#,
+            r#"{"id":"a","module":"M","sent":01,"ttl_ms":2}"#,
+            r#"{"id":"a","module":"M","sent":18446744073709551616,"ttl_ms":2}"#,
+            r#"{"id":"a","module":"M","sent":"1","ttl_ms":2}"#,
+            r#"{"id":"a","module":"M","args":[1],"sent":1,"ttl_ms":2}"#,
+            r#"{"id":"a","module":"M","args":"x","sent":1,"ttl_ms":2}"#,
+            r#"{"id":"a","id":"b","module":"M","sent":1,"ttl_ms":2}"#,
+            r#"{"id":"a","module":"M","sent":1,"ttl_ms":2}x"#,
+            r#"{"id":"a","module":"M","sent":1,"ttl_ms":2,}"#,
+            r#"{"id":"\ud800","module":"M","sent":1,"ttl_ms":2}"#,
+            r#"{"id":"\q","module":"M","sent":1,"ttl_ms":2}"#,
+            "{\"id\":\"a\nb\",\"module\":\"M\",\"sent\":1,\"ttl_ms\":2}",
+            r#"{"id":"a","module":"M","sent":1,"ttl_ms":2,"x":tru}"#,
+        ];
+        for j in bad {
+            assert!(scan_command(j.as_bytes()).is_err(), "took {j}");
+            assert!(serde_json::from_str::<Known>(j).is_err(), "serde took {j}");
+        }
+        let deep = format!(
+            r#"{{"x":{}1{},"id":"a","module":"M","sent":1,"ttl_ms":2}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(
+            scan_command(deep.as_bytes())
+                .unwrap_err()
+                .contains("deeper")
+        );
+        let mut b = vec![b'{'];
+        b.extend_from_slice(&[0xff, 0xfe]);
+        assert!(scan_command(&b).is_err(), "not UTF-8, no panic");
     }
 
     #[test]

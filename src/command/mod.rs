@@ -7,8 +7,8 @@
 //! - `edge.rs`: the edge's side in the daemon's loop: commands from the broker,
 //!   checked, journaled and acknowledged once durable, run one at a time through
 //!   the daemon's `Runs`, replies through the spool.
-//! - `send.rs`: the sender's side (`crd send`): make, sign, publish, wait for
-//!   the replies.
+//! - `send.rs` (collector builds: the central host's side): `crd send`: make,
+//!   sign, publish, wait for the replies.
 //! - `relay.rs`: in a collector daemon, the commands `crd send` hands over,
 //!   journaled and republished until their node accepts them.
 
@@ -19,5 +19,6 @@ pub mod relay;
 #[cfg(not(feature = "collector"))]
 #[path = "relay_off.rs"]
 pub mod relay;
+#[cfg(feature = "collector")]
 pub mod send;
 pub mod table;

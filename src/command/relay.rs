@@ -11,7 +11,7 @@
 //! The edge answers a copy of a command it has already seen with its state
 //! (`resent`), never a second run, so republishing is safe.
 
-use crate::command::envelope::{self, Command, Refusal, Reply};
+use crate::command::envelope::{self, Refusal, Reply};
 use crate::command::table::{self, End, Entry, Limits, State, Table};
 use crate::core::sha256::to_hex;
 use crate::core::status::Status;
@@ -106,8 +106,7 @@ impl Relay {
     /// and schedules its first publish; its id once durable.
     pub fn queue(&mut self, node: &str, body: &[u8], now: Instant) -> Result<String, String> {
         crate::core::config::valid_node(node).map_err(|why| format!("bad node `{node}`: {why}"))?;
-        let mut c: Command =
-            serde_json::from_slice(body).map_err(|e| format!("not a command: {e}"))?;
+        let mut c = envelope::read(body)?;
         let c = match envelope::parse(&c.id, body) {
             Ok(_) if !c.to.is_empty() && c.to != node => {
                 return Err(format!("the command is for `{}`, not `{node}`", c.to));

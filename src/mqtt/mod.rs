@@ -1,7 +1,8 @@
 //! The MQTT side: the sans-IO session, what goes on the wire (topics and JSON), the
-//! broker connection in the loop, the transport (plain TCP or TLS), and a short
-//! foreground connection for `crd send`.
+//! broker connection in the loop, the transport (plain TCP or TLS), and (collector
+//! builds) a short foreground connection for `crd send`.
 
+#[cfg(feature = "collector")]
 pub mod client;
 pub mod forward;
 pub mod session;
