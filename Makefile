@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size size-tls size-report bench bench-spool bench-mqtt bench-collect soak fuzz clean \
+.PHONY: all build run status test lint unit size size-tls size-report bench bench-spool bench-mqtt bench-collect bench-commands soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -68,7 +68,7 @@ test-cross:
 
 test: lint unit size test-cross
 
-bench: bench-spool bench-mqtt bench-collect
+bench: bench-spool bench-mqtt bench-collect bench-commands
 	python3 bench/bench.py
 
 # The spool's budgets: append throughput, fsyncs per 1000 events, recovery time,
@@ -89,6 +89,13 @@ bench-mqtt:
 bench-collect:
 	cross/build.sh x86_64 >/dev/null
 	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench collect
+
+# Remote commands: send -> done round trip against mosquitto_pub + mosquitto_sub by
+# hand, 1,000 commands to 100 edge crds through one relay, the edge's RSS with
+# commands on (needs mosquitto, ~2 minutes).
+bench-commands:
+	cross/build.sh x86_64 >/dev/null
+	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench commands
 
 # crd at 50 modules x 1 s for SOAK_SECONDS (default an hour), VmRSS every 5 minutes.
 soak:

@@ -64,6 +64,13 @@ for board in "$@"; do
         cargo test --quiet --locked --test mqtt -- \
         events_arrive_as_json_and_status_is_online_then_offline \
         a_broker_restart_mid_stream_loses_nothing
+    # Remote commands on the router build (its own JSON scanner, the table's
+    # byte order, SIGKILL during a run).
+    CRD_BIN="$top/dist/$board/crd" CRD_RUNNER="$QEMU" \
+        cargo test --quiet --locked --test commands -- \
+        a_command_runs_once_with_its_argv_and_every_refusal_says_why \
+        a_run_cut_by_a_crash_is_interrupted_and_never_run_twice \
+        signed_commands_run_and_unsigned_or_misdirected_ones_do_not
     # The TLS build (rustls + ring) against mosquitto with a test CA.
     cross/build.sh "$board" tls >/dev/null
     CRD_BIN="$top/dist/$board-tls/crd" CRD_RUNNER="$QEMU" \

@@ -326,9 +326,9 @@ impl Edge {
         let entry = Entry {
             id: idb,
             sent: c.sent,
-            node: c.to.clone(),
-            module: c.module.clone(),
-            state: State::Waiting(payload.to_vec()),
+            node: "".into(),
+            module: c.module.as_str().into(),
+            state: State::Waiting(payload.into()),
         };
         if let Some((why, detail)) = why {
             refuse(self, why, detail, &c.module, outbox);

@@ -131,9 +131,9 @@ impl Relay {
         let e = Entry {
             id,
             sent: c.sent,
-            node: node.to_string(),
-            module: c.module.clone(),
-            state: State::Waiting(payload),
+            node: node.into(),
+            module: c.module.as_str().into(),
+            state: State::Waiting(payload.into()),
         };
         self.table
             .set(e)

@@ -35,10 +35,11 @@ pub struct Limits {
     pub max_pending: usize,
 }
 
-/// The edge's table: 1024 ids (about 60 bytes each in memory, plus a waiting
-/// command's bytes), 16 waiting or running.
+/// The edge's table: 512 ids (80 bytes each in memory and the module name's
+/// allocation, plus a waiting command's bytes: about 45 KiB full), 16 waiting
+/// or running.
 pub const EDGE: Limits = Limits {
-    max_ids: 1024,
+    max_ids: 512,
     max_pending: 16,
 };
 /// The log is rewritten whole past this many bytes.
@@ -65,7 +66,7 @@ pub enum End {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     /// Journaled and acknowledged, not started: the command's JSON.
-    Waiting(Vec<u8>),
+    Waiting(Box<[u8]>),
     Started,
     Ended(End),
 }
@@ -75,9 +76,9 @@ pub struct Entry {
     pub id: [u8; ID],
     /// The sender's `sent`, unix ms.
     pub sent: u64,
-    /// The target node (the command's `to`; empty on the edge when not given).
-    pub node: String,
-    pub module: String,
+    /// The target node (the relay's; empty on the edge, which is the node).
+    pub node: Box<str>,
+    pub module: Box<str>,
     pub state: State,
 }
 
@@ -188,11 +189,11 @@ fn record(e: &Entry) -> Vec<u8> {
 }
 
 /// The node and module at the end of a record: a length byte, the node, the rest.
-fn names(b: &[u8]) -> Option<(String, String)> {
+fn names(b: &[u8]) -> Option<(Box<str>, Box<str>)> {
     let n = usize::from(*b.first()?);
-    let node = String::from_utf8(b.get(1..1 + n)?.to_vec()).ok()?;
-    let module = String::from_utf8(b.get(1 + n..)?.to_vec()).ok()?;
-    Some((node, module))
+    let node = std::str::from_utf8(b.get(1..1 + n)?).ok()?;
+    let module = std::str::from_utf8(b.get(1 + n..)?).ok()?;
+    Some((node.into(), module.into()))
 }
 
 /// The entry a record's body says, or `None` if it is not one.
@@ -204,7 +205,7 @@ fn parse_record(b: &[u8]) -> Option<Entry> {
         b'W' => {
             let hex = crate::core::sha256::to_hex(&id);
             let c = envelope::parse(&hex, rest).ok()?;
-            ((c.to, c.module), State::Waiting(rest.to_vec()))
+            ((c.to.into(), c.module.into()), State::Waiting(rest.into()))
         }
         b'S' => (names(rest)?, State::Started),
         b'E' => {
@@ -310,11 +311,12 @@ impl<S: Storage> Table<S> {
     }
 
     fn apply(&mut self, e: Entry) {
-        match self.entries.iter_mut().find(|x| x.id == e.id) {
-            Some(x) => *x = e,
-            None => self.entries.push_back(e),
+        if let Some(x) = self.entries.iter_mut().find(|x| x.id == e.id) {
+            *x = e;
+            return;
         }
-        while self.entries.len() > self.limits.max_ids {
+        // Room first, so the deque never grows past the bound (doubling).
+        while self.entries.len() >= self.limits.max_ids {
             match self
                 .entries
                 .iter()
@@ -327,6 +329,7 @@ impl<S: Storage> Table<S> {
                 None => break,
             }
         }
+        self.entries.push_back(e);
     }
 
     /// Writes the whole table to `log.<generation>`, synced, and makes it the log.
@@ -463,9 +466,9 @@ mod tests {
         Entry {
             id: id(n),
             sent: u64::from(n),
-            node: String::new(),
+            node: "".into(),
             module: "Ping".into(),
-            state: State::Waiting(payload.into_bytes()),
+            state: State::Waiting(payload.into_bytes().into()),
         }
     }
 
@@ -510,10 +513,7 @@ mod tests {
         let t = reopen(t);
         assert_eq!(t.len(), 6);
         assert_eq!(
-            (
-                t.get(&id(6)).unwrap().node.as_str(),
-                &t.get(&id(6)).unwrap().state
-            ),
+            (&*t.get(&id(6)).unwrap().node, &t.get(&id(6)).unwrap().state),
             ("r9", &State::Ended(End::Unanswered))
         );
         assert_eq!(t.get(&id(1)), Some(&waiting(1)));
@@ -530,7 +530,7 @@ mod tests {
             t.get(&id(4)),
             Some(&ended(4, End::Refused(Refusal::Expired)))
         );
-        assert_eq!(t.get(&id(5)).unwrap().module, "Ping");
+        assert_eq!(&*t.get(&id(5)).unwrap().module, "Ping");
         assert_eq!(t.pending(), 2);
         assert_eq!(t.next_waiting().unwrap().id, id(1));
         assert_eq!(t.newest_sent(), 6, "refused commands do not count");
@@ -626,6 +626,15 @@ mod tests {
                 .list()
                 .unwrap()
                 .contains(&file_name(generation + 1))
+        );
+    }
+
+    #[test]
+    fn an_entry_is_small() {
+        assert!(
+            std::mem::size_of::<Entry>() <= 80,
+            "{}",
+            std::mem::size_of::<Entry>()
         );
     }
 
