@@ -459,21 +459,23 @@ fn acl_file_confines_each_router_to_its_own_topics() {
     );
     // r2 listens to everything of r1's and to its own commands (to show it is live).
     let port = b.port.to_string();
+    // mosquitto's clients logged in as router r2.
+    let as_r2 = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-u",
+        "r2",
+        "-P",
+        "p2",
+        "-q",
+        "1",
+    ];
     let spy_out = fs::File::create(sb.path("spy")).unwrap();
     let mut spy = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            "r2",
-            "-P",
-            "p2",
-            "-q",
-            "1",
-            "-v",
-        ])
+        .args(as_r2)
+        .arg("-v")
         .args(["-t", "crd/r1/#", "-t", "crd/r2/cmd/#", "-W", "20"])
         .stdout(spy_out)
         .stderr(Stdio::null())
@@ -484,20 +486,9 @@ fn acl_file_confines_each_router_to_its_own_topics() {
     let forged = command("Echo", &["from r2"]);
     let (code, _, err) = run_to_end({
         let mut c = std::process::Command::new("mosquitto_pub");
-        c.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            "r2",
-            "-P",
-            "p2",
-            "-q",
-            "1",
-        ])
-        .args(["-t", &format!("crd/r1/cmd/{}", forged.id)])
-        .args(["-m", &serde_json::to_string(&forged).unwrap()]);
+        c.args(as_r2)
+            .args(["-t", &format!("crd/r1/cmd/{}", forged.id)])
+            .args(["-m", &serde_json::to_string(&forged).unwrap()]);
         c
     });
     assert_eq!(code, 0, "{err}");
