@@ -128,8 +128,13 @@ impl Runs {
 
     /// Spawns a run and returns its id. A spawn failure is not an error here: the run
     /// finishes at once as `Outcome::ExecFailed` with the reason as its output.
+    ///
+    /// An id is unique among the runs in flight and the finished ones not yet taken
+    /// by `poll_finished`: its owner (the scheduler, the command edge, the
+    /// collector) tells its runs apart by it, and a slot freed by a run whose
+    /// `Finished` still waits in the queue must not name a new run.
     pub fn start(&mut self, s: &Recipe, now: Instant) -> usize {
-        let id = match self.slab.iter().position(Option::is_none) {
+        let id = match free_slot(&self.slab, |i| self.finished.iter().any(|f| f.id == i)) {
             Some(i) => i,
             None => {
                 self.slab.push(None);
@@ -393,5 +398,29 @@ fn signal(run: &Run, sig: libc::c_int) {
     };
     if let Err(e) = r {
         log::warn!("module {}: cannot signal pid {}: {e}", run.module, run.pid);
+    }
+}
+
+/// The first slot with no run in it whose id is not `queued` (a `Finished` not
+/// yet taken).
+fn free_slot<T>(slab: &[Option<T>], queued: impl Fn(usize) -> bool) -> Option<usize> {
+    (0..slab.len()).find(|&i| slab[i].is_none() && !queued(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that ended while its `Finished` waits in the queue keeps its id: a
+    /// run started meanwhile (the command edge starts one from within the loop
+    /// that hands out finished runs) gets another, so each owner gets its own
+    /// exit code (tests/commands.rs has the daemon-level test).
+    #[test]
+    fn a_slot_whose_finished_run_waits_in_the_queue_is_not_reused() {
+        let slab = [Some(()), None, None];
+        assert_eq!(free_slot(&slab, |_| false), Some(1));
+        assert_eq!(free_slot(&slab, |i| i == 1), Some(2));
+        assert_eq!(free_slot(&slab, |i| i != 0), None);
+        assert_eq!(free_slot::<()>(&[], |_| false), None);
     }
 }
