@@ -459,7 +459,7 @@ impl<S: Storage> Spool<S> {
             return Ok(Scan::End);
         }
         let mut hb = [0u8; format::RECORD_HEADER_BYTES];
-        let n = self.read_ahead(name, off, &mut hb)?;
+        let n = self.read_ahead(name, off, len, &mut hb)?;
         let Some(h) = format::decode_record_header(&hb[..n], self.cfg.max_record, len - off) else {
             return Ok(Scan::Bad);
         };
@@ -468,7 +468,8 @@ impl<S: Storage> Spool<S> {
         }
         let mut payload = std::mem::take(&mut self.read_buf);
         payload.resize(h.len as usize, 0);
-        let m = self.read_ahead(name, off + format::RECORD_HEADER_BYTES as u64, &mut payload);
+        let at = off + format::RECORD_HEADER_BYTES as u64;
+        let m = self.read_ahead(name, at, len, &mut payload);
         self.read_buf = payload;
         let m = m?;
         if m < h.len as usize || !format::record_crc_ok(&hb, &h, &self.read_buf) {
@@ -482,8 +483,11 @@ impl<S: Storage> Spool<S> {
     }
 
     /// Reads like `Storage::read_at`, through the read-ahead buffer. Segments are
-    /// append-only; the buffer is dropped wherever a file is cut or removed.
-    fn read_ahead(&mut self, name: &str, off: u64, out: &mut [u8]) -> io::Result<usize> {
+    /// append-only; the buffer is dropped wherever a file is cut or removed. It
+    /// reads what the segment (`len` bytes known) holds past `off`, at most
+    /// `READ_AHEAD_BYTES`: an edge that forwards a few events a minute keeps a
+    /// buffer of their size, not 64 KiB.
+    fn read_ahead(&mut self, name: &str, off: u64, len: u64, out: &mut [u8]) -> io::Result<usize> {
         if out.len() > READ_AHEAD_BYTES {
             return self.st.read_at(name, off, out);
         }
@@ -492,7 +496,10 @@ impl<S: Storage> Spool<S> {
             self.ra_name == name && off >= self.ra_off && end <= self.ra_off + self.ra.len() as u64;
         if !hit {
             self.ra_name.clear();
-            self.ra.resize(READ_AHEAD_BYTES, 0);
+            let want = usize::try_from(len.saturating_sub(off))
+                .unwrap_or(usize::MAX)
+                .clamp(out.len(), READ_AHEAD_BYTES);
+            self.ra.resize(want, 0);
             let n = self.st.read_at(name, off, &mut self.ra);
             let n = match n {
                 Ok(n) => n,
