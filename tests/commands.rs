@@ -295,6 +295,100 @@ fn a_run_cut_by_a_crash_is_interrupted_and_never_run_twice() {
     assert_eq!(d.stat("commands_interrupted"), 1);
 }
 
+/// Publishes `msgs` (topic, payload) at QoS 1 on one MQTT 3.1.1 connection and
+/// waits for every PUBACK: a flood in one process, where `mosquitto_pub` would
+/// be one process a message.
+fn publish_many(port: u16, msgs: &[(String, Vec<u8>)]) {
+    use std::io::{Read, Write};
+    fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+        let (mut p, mut n) = (vec![first], body.len());
+        loop {
+            let b = (n % 128) as u8;
+            n /= 128;
+            p.push(if n > 0 { b | 128 } else { b });
+            if n == 0 {
+                break;
+            }
+        }
+        p.extend_from_slice(body);
+        p
+    }
+    fn string(b: &mut Vec<u8>, s: &[u8]) {
+        b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        b.extend_from_slice(s);
+    }
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    t.set_read_timeout(Some(LONG)).unwrap();
+    let mut c = Vec::new();
+    string(&mut c, b"MQTT");
+    c.extend_from_slice(&[4, 2, 0, 60]);
+    string(&mut c, format!("t-flood-{}", std::process::id()).as_bytes());
+    t.write_all(&packet(0x10, &c)).unwrap();
+    let mut connack = [0u8; 4];
+    t.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let mut out = Vec::new();
+    for (i, (topic, payload)) in msgs.iter().enumerate() {
+        let mut b = Vec::new();
+        string(&mut b, topic.as_bytes());
+        b.extend_from_slice(&(i as u16 + 1).to_be_bytes());
+        b.extend_from_slice(payload);
+        out.extend_from_slice(&packet(0x32, &b));
+    }
+    t.write_all(&out).unwrap();
+    let mut acks = vec![0u8; 4 * msgs.len()];
+    t.read_exact(&mut acks).unwrap();
+    assert!(acks.chunks(4).all(|a| a[0] == 0x40), "PUBACKs");
+    t.write_all(&[0xe0, 0]).unwrap();
+}
+
+/// Past the table's bound (256 ids) the oldest ended id is forgotten; a copy of
+/// it arriving later is refused as `expired` (sent no later than the newest id
+/// forgotten), never run again, though its ttl has not passed.
+#[test]
+fn a_command_forgotten_at_the_bound_is_refused_not_run_again() {
+    let (sb, b) = edge("cmd-bound", "");
+    let d = sb.start();
+    subscribed(&d);
+    let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-bound", &sb.path("replies"));
+    let first = Command {
+        sent: now_ms() - 1000,
+        ..command("Echo", &["first"])
+    };
+    send(b.port, &first);
+    wait_reply(&sub, &first.id, "done", &d);
+    let flood: Vec<Command> = (0..crd::command::table::EDGE.max_ids)
+        .map(|_| command("Forbidden", &[]))
+        .collect();
+    let msgs: Vec<(String, Vec<u8>)> = flood
+        .iter()
+        .map(|c| {
+            (
+                format!("crd/edge1/cmd/{}", c.id),
+                serde_json::to_vec(c).unwrap(),
+            )
+        })
+        .collect();
+    publish_many(b.port, &msgs);
+    let last = &flood.last().unwrap().id;
+    wait_reply(&sub, last, "refused", &d);
+    let before = replies(&sub, &first.id).len();
+    send(b.port, &first);
+    assert!(
+        wait_for(LONG, || replies(&sub, &first.id).len() > before),
+        "{}",
+        d.log()
+    );
+    let r = replies(&sub, &first.id).pop().unwrap();
+    assert_eq!(
+        (r.reply.as_str(), r.why.as_deref()),
+        ("refused", Some("expired"))
+    );
+    assert!(r.detail.unwrap().contains("no longer remembers"));
+    assert_eq!(sb.read("ran"), "run\n", "run once");
+    assert_eq!(d.stat("commands_run"), 1);
+}
+
 /// With `command_key_file`, only commands signed with that key for this node run;
 /// a key file others can read turns commands off.
 #[test]

@@ -313,6 +313,19 @@ impl Edge {
                 Refusal::Expired,
                 format!("sent {} + ttl {} ms < {basis}", c.sent, c.ttl_ms),
             ))
+        } else if c.sent <= self.table.forgot_sent {
+            // Perhaps one of the ids forgotten at the table's bound: it may have
+            // run already, so it runs no more.
+            Some((
+                Refusal::Expired,
+                format!(
+                    "sent {} <= {}, the newest of the ids this node no longer remembers \
+                     ({} kept)",
+                    c.sent,
+                    self.table.forgot_sent,
+                    table::EDGE.max_ids
+                ),
+            ))
         } else if !self.allowed.contains(&c.module) {
             Some((Refusal::NotAllowed, String::new()))
         } else if let Err(e) = modules::support(cfg, &c.module, euid) {

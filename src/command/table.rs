@@ -18,7 +18,9 @@
 //! accepted, `Ended` one answered (or unanswered within its ttl).
 //!
 //! Bounds (`Limits`; the edge's are `EDGE`): at most `max_ids` ids (the oldest
-//! ended one is forgotten past it, counted in `evicted`); at most `max_pending`
+//! ended one is forgotten past it, counted in `evicted`; the newest `sent` of the
+//! forgotten ones is kept, `forgot_sent`, in each header too, so the edge can
+//! refuse a copy of a forgotten command instead of running it again); at most `max_pending`
 //! waiting or started (the caller refuses more); a file read at start at most
 //! `MAX_FILE_BYTES`.
 
@@ -35,11 +37,12 @@ pub struct Limits {
     pub max_pending: usize,
 }
 
-/// The edge's table: 512 ids (80 bytes each in memory and the module name's
-/// allocation, plus a waiting command's bytes: about 45 KiB full), 16 waiting
-/// or running.
+/// The edge's table: 256 ids (80 bytes each in memory and the module name's
+/// allocation, plus a waiting command's bytes: about 24 KiB full), 16 waiting
+/// or running. A command older than the ids forgotten is refused (`forgot_sent`),
+/// so the bound costs no run twice.
 pub const EDGE: Limits = Limits {
-    max_ids: 512,
+    max_ids: 256,
     max_pending: 16,
 };
 /// The log is rewritten whole past this many bytes.
@@ -94,6 +97,9 @@ pub struct Table<S: Storage> {
     dirty: bool,
     /// Ended ids forgotten at the `MAX_IDS` bound.
     pub evicted: u64,
+    /// The newest `sent` (the sender's unix ms) of the ids forgotten, 0 if none:
+    /// a command sent at or before it may be one of them.
+    pub forgot_sent: u64,
 }
 
 /// The 16 bytes of a 32-hex-digit id (`None` if it is not one).
@@ -138,10 +144,13 @@ fn frames(b: &[u8]) -> (Vec<&[u8]>, usize) {
     (out, at)
 }
 
-fn header(generation: u32, count: u32) -> Vec<u8> {
+/// `H`, the generation, the count of records that follow, `forgot_sent` (absent
+/// in logs written before it was kept: 0).
+fn header(generation: u32, count: u32, forgot_sent: u64) -> Vec<u8> {
     let mut b = vec![b'H'];
     b.extend_from_slice(&generation.to_le_bytes());
     b.extend_from_slice(&count.to_le_bytes());
+    b.extend_from_slice(&forgot_sent.to_le_bytes());
     b
 }
 
@@ -253,10 +262,11 @@ impl<S: Storage> Table<S> {
             let (bodies, end) = frames(&buf);
             let counted = bodies
                 .first()
-                .filter(|h| h.len() == 9 && h[0] == b'H' && u32_at(h, 1) == Some(generation))
-                .and_then(|h| u32_at(h, 5));
+                .filter(|h| matches!(h.len(), 9 | 17) && h[0] == b'H')
+                .filter(|h| u32_at(h, 1) == Some(generation))
+                .and_then(|h| Some((u32_at(h, 5)?, u64_at(h, 9).unwrap_or(0))));
             match counted {
-                Some(c) if bodies.len() > c as usize => {
+                Some((c, forgot)) if bodies.len() > c as usize => {
                     if end < buf.len() {
                         warnings.push(format!(
                             "command log {name}: {} bytes after its last whole record cut",
@@ -271,7 +281,7 @@ impl<S: Storage> Table<S> {
                             bodies.len() - 1 - entries.len()
                         ));
                     }
-                    chosen = Some((generation, end as u64, entries, buf.len() as u64));
+                    chosen = Some((generation, end as u64, entries, buf.len() as u64, forgot));
                     break;
                 }
                 _ => warnings.push(format!(
@@ -288,10 +298,12 @@ impl<S: Storage> Table<S> {
             entries: VecDeque::new(),
             dirty: false,
             evicted: 0,
+            forgot_sent: 0,
         };
         match chosen {
-            Some((generation, end, records, size)) => {
+            Some((generation, end, records, size, forgot)) => {
                 t.generation = generation;
+                t.forgot_sent = forgot;
                 t.len = end;
                 for e in records {
                     t.apply(e);
@@ -323,7 +335,9 @@ impl<S: Storage> Table<S> {
                 .position(|x| matches!(x.state, State::Ended(_)))
             {
                 Some(i) => {
-                    self.entries.remove(i);
+                    if let Some(gone) = self.entries.remove(i) {
+                        self.forgot_sent = self.forgot_sent.max(gone.sent);
+                    }
                     self.evicted += 1;
                 }
                 None => break,
@@ -335,7 +349,8 @@ impl<S: Storage> Table<S> {
     /// Writes the whole table to `log.<generation>`, synced, and makes it the log.
     fn rewrite(&mut self, generation: u32) -> io::Result<()> {
         let name = file_name(generation);
-        let mut b = frame(&header(generation, self.entries.len() as u32));
+        let count = self.entries.len() as u32;
+        let mut b = frame(&header(generation, count, self.forgot_sent));
         for e in &self.entries {
             b.extend_from_slice(&frame(&record(e)));
         }
@@ -579,9 +594,34 @@ mod tests {
         assert_eq!(t.evicted, 11);
         assert!(t.get(&id(0)).is_some(), "the waiting one stays");
         assert!(t.get(&id(11)).is_none() && t.get(&id(12)).is_some());
+        assert_eq!(t.forgot_sent, 11, "the newest sent forgotten");
         let t = reopen(t);
         assert_eq!(t.len(), EDGE.max_ids);
         assert!(t.get(&id(0)).is_some() && t.get(&id(12)).is_some());
+        assert_eq!(t.forgot_sent, 11, "replayed from the log");
+    }
+
+    #[test]
+    fn what_was_forgotten_survives_compaction_and_old_headers_read_as_none() {
+        let (mut t, _) = Table::open(MemStorage::new(), EDGE).unwrap();
+        // Past the bound, then on until the log is rewritten more than once.
+        for n in 1..=3000u32 {
+            t.set(ended(n, End::Done { code: 0, dur_ms: 1 })).unwrap();
+            t.sync().unwrap();
+        }
+        let forgot = 3000 - EDGE.max_ids as u64;
+        assert_eq!(t.forgot_sent, forgot);
+        assert!(t.generation > 2, "rewritten: {}", t.generation);
+        let t = reopen(t);
+        assert_eq!((t.forgot_sent, t.len()), (forgot, EDGE.max_ids));
+        // A log written before the header kept it.
+        let mut st = MemStorage::new();
+        let mut old = frame(&header(1, 1, 0)[..9]);
+        old.extend_from_slice(&frame(&record(&ended(5, End::Interrupted))));
+        st.put(&file_name(1), &old);
+        let (t, w) = Table::open(st, EDGE).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((t.len(), t.forgot_sent), (1, 0));
     }
 
     #[test]
@@ -614,7 +654,7 @@ mod tests {
         // A compaction whose new file was never synced whole: the old log wins.
         let generation = t.generation;
         let mut st = t.st;
-        let mut half = frame(&header(generation + 1, 50));
+        let mut half = frame(&header(generation + 1, 50, 0));
         half.extend_from_slice(&frame(&record(&waiting(7))));
         st.put(&file_name(generation + 1), &half);
         let (t, w) = Table::open(st, EDGE).unwrap();
