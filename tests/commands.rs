@@ -342,7 +342,7 @@ fn publish_many(port: u16, msgs: &[(String, Vec<u8>)]) {
     t.write_all(&[0xe0, 0]).unwrap();
 }
 
-/// Past the table's bound (256 ids) the oldest ended id is forgotten; a copy of
+/// Past the table's bound (`EDGE.max_ids`, 128) the oldest ended id is forgotten; a copy of
 /// it arriving later is refused as `expired` (sent no later than the newest id
 /// forgotten), never run again, though its ttl has not passed.
 #[test]
