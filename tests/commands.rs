@@ -389,6 +389,86 @@ fn a_command_forgotten_at_the_bound_is_refused_not_run_again() {
     assert_eq!(d.stat("commands_run"), 1);
 }
 
+/// A flood of 10,000 commands on one connection: the edge takes what the broker
+/// delivers (mosquitto queues at most 1000 per client and drops the rest), runs
+/// them one at a time, refuses the ones past 16 waiting as `busy` (logged at a
+/// bounded rate), keeps its checks on schedule throughout, and takes the next
+/// command as usual; a 10 MB command is refused on the same connection.
+#[test]
+fn a_flood_of_commands_is_bounded_and_checks_stay_on_schedule() {
+    let (sb, b) = edge("cmd-flood", "");
+    sb.module("Tick", "date +%s%N >> ../../ticks\nexit 1", None);
+    let text = sb.read("crd.conf").replace("interval = 1h", "interval = 1");
+    sb.write("crd.conf", &text);
+    let d = sb.start();
+    subscribed(&d);
+    let flood: Vec<(String, Vec<u8>)> = (0..10_000)
+        .map(|i| {
+            let c = command("Echo", &[&i.to_string()]);
+            (
+                format!("crd/edge1/cmd/{}", c.id),
+                serde_json::to_vec(&c).unwrap(),
+            )
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    publish_many(b.port, &flood);
+    // Until nothing more comes (the broker's queue drained) and none waits, 3 s
+    // at least.
+    let mut last = (0, std::time::Instant::now());
+    while t0.elapsed() < Duration::from_secs(3)
+        || last.1.elapsed() < Duration::from_secs(2)
+        || d.stat("commands_waiting") > 0
+    {
+        assert!(t0.elapsed() < LONG, "still receiving: {}", d.status());
+        let n = d.stat("commands_received");
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = d.status();
+    let (received, run, refused) = (
+        stat_of(&st, "commands_received"),
+        stat_of(&st, "commands_run"),
+        stat_of(&st, "commands_refused"),
+    );
+    assert!(received >= 1000, "{st}");
+    assert_eq!(
+        received,
+        run + refused + stat_of(&st, "commands_waiting"),
+        "{st}"
+    );
+    assert!(run >= 16 && refused > 0, "{st}");
+    let busy = d.log().matches("refused: busy").count();
+    assert!(busy > 0 && busy <= 20, "logged at a bounded rate: {busy}");
+    // The checks kept their one-second schedule through the flood.
+    let ticks: Vec<u128> = sb
+        .read("ticks")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    let gap = ticks.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(gap < 1_500_000_000, "a check {gap} ns late");
+    // And the next command runs as usual.
+    let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-flood", &sb.path("replies"));
+    let c = command("Echo", &["after"]);
+    send(b.port, &c);
+    let r = wait_reply(&sub, &c.id, "done", &d);
+    assert!(r.out.unwrap().starts_with("[after]\n"));
+    // A 10 MB command: refused, read through without holding it.
+    let id = new_id();
+    publish(
+        b.port,
+        &format!("crd/edge1/cmd/{id}"),
+        &vec![b'x'; 10_000_000],
+    );
+    let r = wait_reply(&sub, &id, "refused", &d);
+    assert_eq!(r.detail.as_deref(), Some("10000000 bytes, over 16384"));
+    assert!(d.stat("mqtt_connects") == 1, "{}", d.log());
+}
+
 /// With `command_key_file`, only commands signed with that key for this node run;
 /// a key file others can read turns commands off.
 #[test]
