@@ -582,15 +582,15 @@ fn crd_send_signs_waits_and_exits_with_the_answer() {
     assert_eq!(code, 124, "{err}");
     assert!(err.contains("no final answer from nobody"), "{err}");
 
-    // Without --wait: out once the broker has it. Sent while the edge is down
-    // with a ttl that passes meanwhile: expired when it gets there.
+    // Without --wait: out once the broker has it. Sent with `--ttl 1s` while the
+    // edge is down; it starts 3 s later: expired when it gets there.
     d.signal(libc::SIGTERM);
     d.wait_exit(LONG).expect("stopped");
-    let (code, out, err) = central.run(&["send", "--ttl", "1ms", "edge1", "Echo"]);
+    let (code, out, err) = central.run(&["send", "--ttl", "1s", "edge1", "Echo"]);
     assert_eq!(code, 0, "{err}");
     let id = out.trim().to_string();
     let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-send", &sb.path("replies"));
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(Duration::from_secs(3));
     let d = sb.start();
     let r = wait_reply(&sub, &id, "refused", &d);
     assert_eq!(r.why.as_deref(), Some("expired"), "{r:?}");
@@ -763,7 +763,7 @@ fn the_relay_gets_a_command_to_a_node_that_never_connected() {
         "{}",
         c.log()
     );
-    let (code, out, err) = central.run(&["send", "edge1", "Echo", "hi"]);
+    let (code, out, err) = central.run(&["send", "--ttl", "1h", "edge1", "Echo", "hi"]);
     assert_eq!(code, 0, "{err}");
     let id = out.trim().to_string();
     assert!(envelope::valid_id(&id), "{out}");
@@ -772,6 +772,8 @@ fn the_relay_gets_a_command_to_a_node_that_never_connected() {
     c.signal(libc::SIGKILL);
     c.wait_exit(LONG).expect("killed");
     let c = central.start();
+    // The edge starts 5 s later.
+    std::thread::sleep(Duration::from_secs(5));
     let d = sb.start();
     wait_state(&central, &id, "done:3", &c);
     assert_eq!(sb.read("ran"), "run\n", "{}", d.log());
