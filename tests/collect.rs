@@ -718,3 +718,159 @@ fn a_backlog_past_the_pause_mark_drains_with_nothing_else_waking_the_loop() {
         d.status()
     );
 }
+
+/// The table cells of an HTML page, row by row, as html5gum tokenizes them;
+/// panics on a tokenizer error or a `<script>` element.
+fn html_cells(html: &str) -> Vec<Vec<String>> {
+    use html5gum::{Token, Tokenizer};
+    let (mut rows, mut in_cell) = (Vec::<Vec<String>>::new(), false);
+    for t in Tokenizer::new(html) {
+        match t.unwrap() {
+            Token::Error(e) => panic!("HTML error {e:?} in\n{html}"),
+            Token::StartTag(t) if &*t.name == b"script" => panic!("a script element:\n{html}"),
+            Token::StartTag(t) if &*t.name == b"tr" => rows.push(Vec::new()),
+            Token::StartTag(t) if matches!(&**t.name, b"td" | b"th") => {
+                in_cell = true;
+                rows.last_mut().unwrap().push(String::new());
+            }
+            Token::EndTag(t) if matches!(&**t.name, b"td" | b"th") => in_cell = false,
+            Token::String(s) if in_cell => {
+                let cell = rows.last_mut().unwrap().last_mut().unwrap();
+                cell.push_str(&String::from_utf8_lossy(&s));
+            }
+            _ => {}
+        }
+    }
+    rows
+}
+
+/// `fleet_html` alone makes a crd watch the fleet and keep a page of it: a real
+/// edge (a condition ON, one OFF), a node named `<script>` (its status
+/// published by hand), an edge going offline. The page is read with an HTML
+/// tokenizer (structure, escaping), rewritten as things change, and rendered
+/// once by headless Chromium when it is installed (`.ci/run` installs it).
+#[test]
+fn the_fleet_page_shows_nodes_by_modules_and_escapes_what_it_shows() {
+    let (edge, central, b) = edge_and_collector("page");
+    edge.module("WanDown", "exit 0", None);
+    edge.module("Disk", "exit 1", None);
+    edge.config_node("edge7", &format!("broker = {}\ninterval = 1h", b.addr()));
+    let page = central.path("www/fleet.html");
+    fs::create_dir_all(page.parent().unwrap()).unwrap();
+    central.config_node(
+        "central",
+        &format!("broker = {}\nfleet_html = {}", b.addr(), page.display()),
+    );
+    let c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("crd/+/state/+")),
+        "{}",
+        c.log()
+    );
+    let mut e = edge.start();
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &b.port.to_string(),
+            "-q",
+            "1",
+            "-r",
+        ])
+        .args(["-t", "crd/<script>/status"])
+        .args(["-m", r#"{"state":"online","version":"x&y"}"#])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = || fs::read_to_string(&page).unwrap_or_default();
+    let row = |html: &str, node: &str| {
+        html_cells(html)
+            .into_iter()
+            .find(|r| r.first().is_some_and(|n| n == node))
+    };
+    assert!(
+        wait_for(LONG, || {
+            let h = read();
+            row(&h, "edge7").is_some_and(|r| r.contains(&"ON".to_string()))
+                && row(&h, "<script>").is_some()
+        }),
+        "{}\n{}",
+        read(),
+        c.log()
+    );
+    let html = read();
+    let rows = html_cells(&html);
+    assert_eq!(
+        rows[0],
+        [
+            "node",
+            "state",
+            "since",
+            "version",
+            "last event",
+            "event age",
+            "Disk",
+            "WanDown"
+        ]
+    );
+    let r = row(&html, "edge7").unwrap();
+    assert_eq!(
+        (r[1].as_str(), r[6].as_str(), r[7].as_str()),
+        ("online", "off", "ON")
+    );
+    let s = row(&html, "<script>").unwrap();
+    assert_eq!((s[1].as_str(), s[3].as_str()), ("online", "x&y"));
+    assert!(
+        html.contains("<td class=\"node\">&lt;script&gt;</td>"),
+        "{html}"
+    );
+    assert!(html.contains("1 conditions ON"), "{html}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(&page).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "readable by the web server");
+    // The edge goes offline: the page follows within its 5 s.
+    e.signal(libc::SIGTERM);
+    e.wait_exit(LONG).expect("edge stops");
+    assert!(
+        wait_for(LONG, || row(&read(), "edge7")
+            .is_some_and(|r| r[1] == "offline")),
+        "{}",
+        read()
+    );
+    assert!(c.stat("collect_page_writes") >= 2);
+    assert_eq!(c.stat("collect_page_errors"), 0);
+
+    // Rendered by a browser, where there is one.
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(chromium) = chromium else {
+        eprintln!("no Chromium here: the page was checked with the tokenizer only");
+        return;
+    };
+    let shot = central.path("fleet.png");
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1000,400",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let png = fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5000,
+        "{} bytes",
+        png.len()
+    );
+}

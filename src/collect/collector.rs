@@ -22,7 +22,7 @@
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
 use crate::collect::message::{self, Facts, Message};
-use crate::collect::{dedup, origins, presence, rulestate};
+use crate::collect::{dedup, origins, page, presence, rulestate};
 use crate::core::config::{Config, SpoolConfig};
 use crate::core::config::{Convention, RegisterBy};
 use crate::core::decide::{self, Outcome};
@@ -55,6 +55,9 @@ pub const COLLECT_DIR: &str = "collect";
 /// The table of events done is written at most this often (and on a clean stop);
 /// after a crash, events retired since its last write may run again.
 pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
+/// The fleet page (`fleet_html`) is rewritten at most this often, when the fleet
+/// changed.
+pub const PAGE_INTERVAL: Duration = Duration::from_secs(5);
 /// The registers' snapshot is written at most this often when they changed (and
 /// on a clean stop), or sooner when their log has grown past
 /// `REGISTER_LOG_LIMIT_BYTES`.
@@ -135,6 +138,9 @@ pub struct Stats {
     pub corrupt: u64,
     /// Messages a rule decided without a run.
     pub decided: u64,
+    /// Fleet page writes, and those that failed.
+    pub page_writes: u64,
+    pub page_errors: u64,
 }
 
 pub struct Collector {
@@ -198,6 +204,13 @@ pub struct Collector {
     retired: bool,
     /// `pump` stopped at its budget with records left to read.
     busy: bool,
+    /// The fleet page: where, the fleet's `changes` it last showed, when it may
+    /// be written next.
+    page: Option<std::path::PathBuf>,
+    page_shown: Option<u64>,
+    page_next: Instant,
+    log_page: RateLimit,
+    node: String,
 }
 
 /// Writes `path` whole through `write` (to `path.tmp`, synced, renamed over
@@ -342,14 +355,70 @@ impl Collector {
             reg_loaded: false,
             retired: false,
             busy: false,
+            page: None,
+            page_shown: None,
+            page_next: Instant::now(),
+            log_page: RateLimit::default(),
+            node: node.to_string(),
         })
+    }
+
+    /// Where the fleet page goes (`fleet_html`; `None`: no page). Written at the
+    /// next timer.
+    pub fn set_page(&mut self, path: Option<&std::path::Path>) {
+        if self.page.as_deref() != path {
+            self.page = path.map(std::path::Path::to_path_buf);
+            self.page_shown = None;
+        }
+    }
+
+    fn page_due(&self) -> Option<Instant> {
+        (self.page.is_some() && self.page_shown != Some(self.fleet.changes))
+            .then_some(self.page_next)
+    }
+
+    /// Renders the fleet page and puts it in place whole (written beside it,
+    /// renamed over it; not synced: a view, rewritten within seconds), mode 0644
+    /// for the web server that serves it.
+    fn write_page(&mut self, now: Instant, wall_ms: u64) {
+        let Some(path) = self.page.clone() else {
+            return;
+        };
+        let own = page::Own {
+            node: &self.node,
+            journal_depth: self.journal.depth(),
+            queued: (self.ready.len() + self.responses.len()) as u64,
+            running: self.running.len() as u64,
+        };
+        let html = page::render(&self.fleet, own, wall_ms);
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let r = std::fs::write(&tmp, html.as_bytes())
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        self.page_next = now + PAGE_INTERVAL;
+        self.page_shown = Some(self.fleet.changes);
+        match r {
+            Ok(()) => self.stats.page_writes += 1,
+            Err(e) => {
+                self.stats.page_errors += 1;
+                let _ = std::fs::remove_file(&tmp);
+                if self.log_page.allow(now, "fleet page") {
+                    log::warn!("fleet page {}: {e}", path.display());
+                }
+            }
+        }
     }
 
     /// The filters to subscribe to for `modules`: every enabled subscribed
     /// module's, as `$share/GROUP/FILTER` when it has a `subscribe_group`, each once;
     /// and, when there is any, the fleet's statuses (`<prefix>/+/status`, never
     /// shared: every collector wants the whole fleet).
-    pub fn filters(modules: &[Module], prefix: &str) -> Vec<String> {
+    pub fn filters(modules: &[Module], prefix: &str, page: bool) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for m in modules
             .iter()
@@ -363,10 +432,24 @@ impl Collector {
             }
         }
         let status = format!("{prefix}/+/status");
-        if !out.is_empty() && !out.contains(&status) {
+        if (page || !out.is_empty()) && !out.contains(&status) {
             out.push(status);
         }
+        let states = format!("{prefix}/+/state/+");
+        if page && !out.contains(&states) {
+            out.push(states);
+        }
         out
+    }
+
+    /// The node and module of a state topic `<prefix>/<node>/state/<module>`.
+    fn state_of<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
+        let (node, module) = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?
+            .split_once("/state/")?;
+        (!node.is_empty() && !node.contains('/') && !module.is_empty() && !module.contains('/'))
+            .then_some((node, module))
     }
 
     /// The node of a status topic `<prefix>/<node>/status`.
@@ -560,7 +643,10 @@ impl Collector {
                 // Presence first, from every status and every crd event.
                 let is_status = match self.status_node(&topic) {
                     Some(node) => self.fleet.status(node, &payload, wall_ms),
-                    None => false,
+                    None => match self.state_of(&topic).filter(|_| self.page.is_some()) {
+                        Some((node, module)) => self.fleet.module_state(node, module, &payload),
+                        None => false,
+                    },
                 };
                 // Parsed once here, borrowed (the journal keeps the payload).
                 let event = message::EventRef::parse(&payload);
@@ -1158,6 +1244,12 @@ impl Collector {
         {
             self.write_registers(now);
         }
+        if self.page_due().is_some_and(|t| now >= t) {
+            let wall_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.write_page(now, wall_ms);
+        }
     }
 
     /// The registers fed this loop turn, appended to their log and synced.
@@ -1231,10 +1323,7 @@ impl Collector {
         let regs = self
             .reg_dirty
             .then(|| self.reg_written + REGISTER_WRITE_INTERVAL);
-        let seen = match (seen, regs) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let seen = [seen, regs, self.page_due()].into_iter().flatten().min();
         match (self.journal.poll_timeout(), seen) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1287,6 +1376,9 @@ impl Collector {
         s.num("collect_origins", self.origins.len() as u64);
         s.num("collect_origins_evicted", self.origins.evicted);
         s.num("collect_fleet_words_full", self.fleet.words_full);
+        s.num("collect_fleet_states_full", self.fleet.states_full);
+        s.num("collect_page_writes", st.page_writes);
+        s.num("collect_page_errors", st.page_errors);
         s.put("collect_paused", Value::Flag(self.paused()));
         s.num("collect_decided", st.decided);
         for (name, r) in &self.rules {

@@ -15,6 +15,8 @@ pub mod message;
 #[cfg(feature = "collector")]
 pub mod origins;
 #[cfg(feature = "collector")]
+pub mod page;
+#[cfg(feature = "collector")]
 pub mod presence;
 #[cfg(feature = "collector")]
 pub mod rulestate;

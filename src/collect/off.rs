@@ -19,7 +19,7 @@ impl Collector {
         Err("this crd is built without the collector (cargo feature `collector`)".into())
     }
 
-    pub fn filters(_: &[Module], _: &str) -> Vec<String> {
+    pub fn filters(_: &[Module], _: &str, _: bool) -> Vec<String> {
         Vec::new()
     }
 
@@ -97,6 +97,10 @@ impl Collector {
     }
 
     pub fn configure(&mut self, _: &[Module]) {
+        match *self {}
+    }
+
+    pub fn set_page(&mut self, _: Option<&std::path::Path>) {
         match *self {}
     }
 

@@ -7,6 +7,10 @@
 //! at most `MAX_WORDS`), so that 10,000 nodes fit in well under a MiB. Not kept on disk: the broker replays the
 //! retained statuses at every subscribe, so a restart knows the states again
 //! (only the last events are forgotten).
+//!
+//! With the fleet page on (`fleet_html`), also each node's modules' retained
+//! states (`<prefix>/<node>/state/<module>`: ON or OFF since when), at most
+//! `MAX_STATES_PER_NODE` a node, 8 bytes each.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -20,6 +24,8 @@ pub const MAX_NODES: usize = 10_000;
 pub const MAX_WORDS: usize = 1024;
 /// Longest word kept, bytes (longer ones are cut at a character boundary).
 pub const MAX_WORD_BYTES: usize = 64;
+/// Module states held per node (more are not tracked, counted in `states_full`).
+pub const MAX_STATES_PER_NODE: usize = 64;
 
 /// A crd status payload (`mqtt::wire::status_json`).
 #[derive(Deserialize)]
@@ -27,6 +33,31 @@ struct Status {
     state: String,
     #[serde(default)]
     version: String,
+}
+
+/// A module's retained state payload (`mqtt::wire::state_json`).
+#[derive(Deserialize)]
+struct ModulePayload {
+    state: String,
+    #[serde(default)]
+    since: u64,
+}
+
+/// One module's condition on a node, as the page shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleState<'a> {
+    pub module: &'a str,
+    pub on: bool,
+    /// When it last changed (the node's clock, unix ms, to the second).
+    pub since_ms: u64,
+}
+
+/// What is held per module state: 8 bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    since_s: u32,
+    module: u16,
+    on: bool,
 }
 
 /// One node, as `crd fleet --json` shows it (units in the key names; times are
@@ -45,9 +76,9 @@ pub struct Node<'a> {
     pub last_event_kind: &'a str,
 }
 
-/// What is held per node: 24 bytes beside its name (times in unix seconds,
-/// strings as numbers in `words`).
-#[derive(Clone, Copy, Debug, Default)]
+/// What is held per node: 40 bytes beside its name (times in unix seconds,
+/// strings as numbers in `words`), and its module states if any.
+#[derive(Clone, Debug, Default)]
 struct Entry {
     used: u64,
     since_s: u32,
@@ -56,6 +87,7 @@ struct Entry {
     module: u16,
     kind: u16,
     state: State,
+    states: Box<[Held]>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,6 +118,10 @@ pub struct Fleet {
     pub forgotten: u64,
     /// Words shown as `?` because `MAX_WORDS` were in use.
     pub words_full: u64,
+    /// Module states not tracked: their node had `MAX_STATES_PER_NODE`.
+    pub states_full: u64,
+    /// Bumped on every change the fleet page shows.
+    pub changes: u64,
 }
 
 impl Default for Fleet {
@@ -97,6 +133,8 @@ impl Default for Fleet {
             clock: 0,
             forgotten: 0,
             words_full: 0,
+            states_full: 0,
+            changes: 0,
         }
     }
 }
@@ -160,7 +198,11 @@ impl Fleet {
         map[1] = 1;
         let mut kept: Vec<Box<str>> = vec!["".into(), "?".into()];
         for n in self.nodes.values_mut() {
-            for w in [&mut n.version, &mut n.module, &mut n.kind] {
+            let states = n.states.iter_mut().map(|h| &mut h.module);
+            for w in [&mut n.version, &mut n.module, &mut n.kind]
+                .into_iter()
+                .chain(states)
+            {
                 let i = usize::from(*w);
                 if map[i] == u16::MAX {
                     map[i] = kept.len() as u16;
@@ -197,7 +239,74 @@ impl Fleet {
         if let Some(v) = version {
             n.version = v;
         }
+        self.changes += 1;
         true
+    }
+
+    /// A message on `<prefix>/<node>/state/<module>`: ON or OFF since when, or
+    /// empty (the module was removed). False when it is neither.
+    pub fn module_state(&mut self, node: &str, module: &str, payload: &[u8]) -> bool {
+        let held = if payload.is_empty() {
+            None
+        } else {
+            let Ok(p) = serde_json::from_slice::<ModulePayload>(payload) else {
+                return false;
+            };
+            let on = match p.state.as_str() {
+                "ON" => true,
+                "OFF" => false,
+                _ => return false,
+            };
+            Some((on, secs(p.since)))
+        };
+        let w = self.word(module);
+        let n = self.entry(node);
+        let at = n.states.iter().position(|h| h.module == w);
+        let mut v = std::mem::take(&mut n.states).into_vec();
+        let mut full = false;
+        match (at, held) {
+            (Some(i), None) => {
+                v.remove(i);
+            }
+            (Some(i), Some((on, since_s))) => {
+                v[i] = Held {
+                    since_s,
+                    module: w,
+                    on,
+                }
+            }
+            (None, Some((on, since_s))) if v.len() < MAX_STATES_PER_NODE => {
+                v.push(Held {
+                    since_s,
+                    module: w,
+                    on,
+                });
+            }
+            (None, Some(_)) => full = true,
+            (None, None) => {}
+        }
+        n.states = v.into_boxed_slice();
+        self.states_full += u64::from(full);
+        self.changes += 1;
+        true
+    }
+
+    /// The module states of `node`, sorted by module.
+    pub fn states_of(&self, node: &str) -> Vec<ModuleState<'_>> {
+        let Some(n) = self.nodes.get(node) else {
+            return Vec::new();
+        };
+        let mut v: Vec<ModuleState> = n
+            .states
+            .iter()
+            .map(|h| ModuleState {
+                module: &self.words[usize::from(h.module)],
+                on: h.on,
+                since_ms: u64::from(h.since_s) * 1000,
+            })
+            .collect();
+        v.sort_by(|a, b| a.module.cmp(b.module));
+        v
     }
 
     /// A crd event from `node`.
@@ -207,6 +316,7 @@ impl Fleet {
         n.event_s = secs(now_ms);
         n.module = module;
         n.kind = kind;
+        self.changes += 1;
     }
 
     pub fn len(&self) -> usize {
@@ -217,7 +327,8 @@ impl Fleet {
         self.nodes.is_empty()
     }
 
-    fn sorted(&self) -> Vec<Node<'_>> {
+    /// Every node, sorted by name.
+    pub fn sorted(&self) -> Vec<Node<'_>> {
         let w = |i: u16| &*self.words[usize::from(i)];
         let mut v: Vec<Node> = self
             .nodes
@@ -374,5 +485,56 @@ mod tests {
             1,
         );
         assert!(f.table(1000).contains(&"v".repeat(MAX_WORD_BYTES)));
+    }
+
+    #[test]
+    fn module_states_are_tracked_per_node_and_bounded() {
+        let mut f = Fleet::default();
+        let on = br#"{"state":"ON","since":5000,"code":0,"seq":3}"#;
+        assert!(f.module_state("r1", "WanDown", on));
+        assert!(f.module_state(
+            "r1",
+            "Disk",
+            br#"{"state":"OFF","since":1000,"code":null,"seq":null}"#
+        ));
+        assert!(!f.module_state("r1", "Bad", b"{\"state\":\"maybe\"}"));
+        assert!(!f.module_state("r1", "Bad", b"ON"));
+        let s = f.states_of("r1");
+        assert_eq!(
+            s,
+            [
+                ModuleState {
+                    module: "Disk",
+                    on: false,
+                    since_ms: 1000
+                },
+                ModuleState {
+                    module: "WanDown",
+                    on: true,
+                    since_ms: 5000
+                },
+            ]
+        );
+        // A change replaces, an empty payload removes.
+        f.module_state("r1", "WanDown", br#"{"state":"OFF","since":9000}"#);
+        f.module_state("r1", "Disk", b"");
+        assert_eq!(
+            f.states_of("r1"),
+            [ModuleState {
+                module: "WanDown",
+                on: false,
+                since_ms: 9000
+            }]
+        );
+        for i in 0..MAX_STATES_PER_NODE + 5 {
+            f.module_state("r2", &format!("m{i}"), on);
+        }
+        assert_eq!(f.states_of("r2").len(), MAX_STATES_PER_NODE);
+        assert_eq!(f.states_full, 5);
+        // Their module names survive a renumbering of the words.
+        let before = f.states_of("r1")[0].module.to_string();
+        f.drop_unused_words();
+        assert_eq!(f.states_of("r1")[0].module, before);
+        assert!(f.states_of("nobody").is_empty());
     }
 }

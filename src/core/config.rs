@@ -328,6 +328,8 @@ pub struct Config {
     /// `command_key_file`: the shared secret remote commands must be signed with
     /// (HMAC-SHA256); `None`: commands are not signed.
     pub command_key_file: Option<PathBuf>,
+    /// `fleet_html` (collector builds): the fleet page the collector rewrites.
+    pub fleet_html: Option<PathBuf>,
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
@@ -488,6 +490,7 @@ impl Config {
             max_message: DEFAULT_MAX_MESSAGE,
             commands: Vec::new(),
             command_key_file: None,
+            fleet_html: None,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
         }
@@ -1107,6 +1110,14 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
             cfg.commands = names;
         }
         "command_key_file" => cfg.command_key_file = Some(path(v)?),
+        "fleet_html" => {
+            if !cfg!(feature = "collector") {
+                return Err(
+                    "this crd is built without the collector (cargo feature `collector`, off in router builds); fleet_html needs a collector build".into(),
+                );
+            }
+            cfg.fleet_html = Some(path(v)?);
+        }
         "subscribe" | "register" | "value" | "period" | "by" | "register_keys" | "above"
         | "below" | "equals" => {
             return Err(format!(
@@ -1624,6 +1635,22 @@ mod tests {
             e.contains("bad module name `../x`") && e.contains(":2"),
             "{e}"
         );
+    }
+
+    /// Issue 20: the fleet page is a collector's.
+    #[test]
+    fn fleet_html_is_a_path_in_collector_builds() {
+        if !cfg!(feature = "collector") {
+            let e = one_err("\nfleet_html = /www/fleet.html\n");
+            assert!(
+                e.contains("fleet_html needs a collector build") && e.contains(":2"),
+                "{e}"
+            );
+            return;
+        }
+        let c = p("fleet_html = /www/fleet.html\n").unwrap();
+        assert_eq!(c.fleet_html, Some(PathBuf::from("/www/fleet.html")));
+        assert_eq!(p("").unwrap().fleet_html, None);
     }
 
     /// Issue 15: subscribed modules.

@@ -678,7 +678,11 @@ impl Daemon {
     /// (a removed one stays subscribed until the broker forgets the session; its
     /// messages match no module and are acknowledged and counted).
     fn install_collector(&mut self) {
-        let mut filters = Collector::filters(&self.modules, &self.cfg.mqtt.topic_prefix);
+        let mut filters = Collector::filters(
+            &self.modules,
+            &self.cfg.mqtt.topic_prefix,
+            self.cfg.fleet_html.is_some(),
+        );
         if filters.is_empty() {
             if let Some(c) = self.collector.as_mut() {
                 c.configure(&self.modules);
@@ -722,6 +726,7 @@ impl Daemon {
         if let Some(c) = self.collector.as_mut() {
             // The rules' registers: from disk at start, pruned on a reload.
             c.configure(&self.modules);
+            c.set_page(self.cfg.fleet_html.as_deref());
         }
         self.forwarder
             .subscribe_to(filters, self.cfg.max_message, Instant::now());
