@@ -1,8 +1,9 @@
 //! The collector (cargo feature `collector`, on by default, off in the router
 //! board configs): subscribed modules run on MQTT messages. `collector.rs` is the
 //! machinery, `message.rs` what a message is, `dedup.rs` the events done,
-//! `origins.rs` the per-origin decision states, `presence.rs` the fleet,
-//! `rulestate.rs` the rule modules' registers on disk. Without the feature, `Collector` is an empty type the
+//! `origins.rs` the per-origin decision states, `presence.rs` the fleet, `page.rs`
+//! the fleet page, `rulestate.rs` the rule modules' registers on disk. Without the
+//! feature, `Collector` is an empty type the
 //! daemon never gets (`open` says the build has none, and the config refuses
 //! `subscribe` before that), so none of it is in the binary.
 
