@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size size-tls size-report bench bench-spool bench-mqtt bench-collect bench-commands soak fuzz clean \
+.PHONY: all build run status test lint unit size size-tls size-report deb deb-lint bench bench-spool bench-mqtt bench-collect bench-commands soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -66,7 +66,7 @@ size-report:
 test-cross:
 	cross/test.sh $(QEMU_BOARDS)
 
-test: lint unit size test-cross
+test: lint unit size deb-lint test-cross
 
 bench: bench-spool bench-mqtt bench-collect bench-commands
 	python3 bench/bench.py
@@ -155,6 +155,14 @@ install-sysv: install
 IPK_BOARDS ?= ath79 mt7621 mt76x8 ipq40xx filogic
 ipk:
 	for b in $(IPK_BOARDS); do cross/ipk.sh $$b || exit 1; done
+
+# The collector host's package: dist/crd_VERSION_amd64.deb (cross/deb.sh), and
+# lintian on it (cross/deb-lint.sh: clean but for the tags it explains).
+deb:
+	cross/deb.sh
+
+deb-lint:
+	cross/deb-lint.sh
 
 clean:
 	cargo clean

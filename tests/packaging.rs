@@ -300,3 +300,116 @@ fn make_install_lays_out_the_tree_and_keeps_an_existing_config() {
             .starts_with("modules_dir = ")
     );
 }
+
+/// Issue 20: the .deb for the collector host (`make deb`, cross/deb.sh), packed
+/// with the binary under test: its layout and control files, installed with
+/// `dpkg -i` into a scratch root, run from there; its manual page rendered by
+/// `man` without a warning; its systemd unit rated by `systemd-analyze
+/// security --offline=yes` at 3.0 or less (`.ci/run` installs dpkg, man-db and
+/// systemd; lintian runs on the release package in `make deb-lint`).
+#[test]
+fn deb_installs_into_a_scratch_root_and_runs() {
+    let sb = Sandbox::new("deb");
+    let (code, out, err) = sh(
+        "cross/deb.sh",
+        &[
+            ("CRD_DEB_BIN", &bin()),
+            ("CRD_DEB_OUT", sb.dir.to_str().unwrap()),
+            ("CRD_DEB_COMPRESS", "gzip"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let deb = out.trim().to_string();
+    assert!(deb.ends_with("/crd_0.1.0_amd64.deb"), "{deb}");
+    let run = |cmd: &str| {
+        let (code, out, err) = sh(cmd, &[]);
+        assert_eq!(code, 0, "{cmd}: {err}");
+        (out, err)
+    };
+    let (control, _) = run(&format!("dpkg-deb -f {deb}"));
+    for field in [
+        "Package: crd\n",
+        "Version: 0.1.0\n",
+        "Architecture: amd64\n",
+        "Section: admin\n",
+    ] {
+        assert!(control.contains(field), "{field} in\n{control}");
+    }
+    let (conffiles, _) = run(&format!(
+        "dpkg-deb --ctrl-tarfile {deb} | tar xOf - ./conffiles"
+    ));
+    assert_eq!(conffiles, "/etc/CRD/crd.conf\n");
+    let (list, _) = run(&format!("dpkg-deb -c {deb}"));
+    for (mode, file) in [
+        ("-rwxr-xr-x root/root", "./usr/sbin/crd"),
+        ("-rw-r--r-- root/root", "./lib/systemd/system/crd.service"),
+        ("-rw-r--r-- root/root", "./etc/CRD/crd.conf"),
+        ("-rw-r--r-- root/root", "./usr/share/man/man8/crd.8.gz"),
+        ("-rw-r--r-- root/root", "./usr/share/doc/crd/copyright"),
+    ] {
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with(mode) && l.ends_with(file)),
+            "{file} in\n{list}"
+        );
+    }
+
+    // dpkg -i into a scratch root, then the installed binary and config.
+    let r = sb.path("root");
+    fs::create_dir_all(r.join("var/lib/dpkg/info")).unwrap();
+    fs::create_dir_all(r.join("var/lib/dpkg/updates")).unwrap();
+    fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
+    let rs = r.display();
+    run(&format!("dpkg --root={rs} --log={rs}/dpkg.log -i {deb}"));
+    let (st, _) = run(&format!("dpkg --root={rs} -s crd"));
+    assert!(st.contains("Status: install ok installed"), "{st}");
+    let (v, _) = run(&format!("{rs}/usr/sbin/crd --version"));
+    assert_eq!(v, "crd 0.1.0\n");
+    let (ok, _) = run(&format!(
+        "{rs}/usr/sbin/crd -c {rs}/etc/CRD/crd.conf --check-config"
+    ));
+    assert!(ok.contains("crd.conf: ok"), "{ok}");
+
+    // The manual page, as installed, renders without a warning.
+    let (page, warnings) = run(&format!(
+        "MANWIDTH=80 man --warnings -l {rs}/usr/share/man/man8/crd.8.gz"
+    ));
+    assert_eq!(warnings, "", "man warns");
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "COMMANDS",
+        "SIGNALS",
+        "FILES",
+        "EXIT STATUS",
+    ] {
+        assert!(
+            page.contains(&format!("\n{section}\n")),
+            "{section} in\n{page}"
+        );
+    }
+
+    // The unit earns its privileges: exposure 3.0 or less.
+    let exposure = |unit: &Path| -> f64 {
+        let (out, _) = run(&format!(
+            "systemd-analyze security --offline=yes {} 2>&1",
+            unit.display()
+        ));
+        let line = out
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or_else(|| panic!("{out}"));
+        let v = line.split(": ").nth(1).unwrap().split(' ').next().unwrap();
+        v.parse().unwrap()
+    };
+    let unit = r.join("lib/systemd/system/crd.service");
+    let score = exposure(&unit);
+    assert!(score <= 3.0, "exposure {score}");
+    // The root variant for edge remediation, for the record (README states it).
+    let root_unit = sb.path("crd-root.service");
+    let text = fs::read_to_string(root().join("cross/systemd/crd.service")).unwrap();
+    fs::write(&root_unit, text.replace("@SBINDIR@", "/usr/sbin")).unwrap();
+    let root_score = exposure(&root_unit);
+    eprintln!("systemd-analyze exposure: collector unit {score}, root unit {root_score}");
+    assert!(root_score > score);
+}
