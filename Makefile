@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status test lint unit size size-tls size-report deb deb-lint bench bench-spool bench-mqtt bench-collect bench-commands soak fuzz clean \
+.PHONY: all build run status demo-fleet test lint unit size size-tls size-report deb deb-lint bench bench-spool bench-mqtt bench-collect bench-commands soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -21,6 +21,12 @@ run: build
 
 status:
 	target/release/crd -c sandbox/run/crd.conf status
+
+# A fleet on loopback for two minutes (DEMO_SECONDS): mosquitto, two edge crds and
+# a collector, printing the events, the collector's rule firing and a command's
+# reply, then stopping everything (sandbox/demo-fleet.sh).
+demo-fleet: build
+	sandbox/demo-fleet.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -2,9 +2,10 @@
 # Builds a runnable sandbox under sandbox/run/ (git-ignored): a copy of the example
 # modules with parameters that keep every effect inside the sandbox, a demo module
 # that grows a log, and a crd.conf with absolute paths. No root needed.
+# CRD_SANDBOX_RUN puts it elsewhere (the tests).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-run="$top/sandbox/run"
+run="${CRD_SANDBOX_RUN:-$top/sandbox/run}"
 rm -rf "$run"
 mkdir -p "$run/modules" "$run/log" "$run/tmp" "$run/spool"
 for m in LogSize DiskFull WanDown ProcessDown restart-service; do
@@ -21,11 +22,13 @@ MOUNT=$run
 PERCENT=0
 CLEAN_DIRS=$run/tmp
 P
-# Loopback answers (when ping exists), and the device does not exist: harmless.
+# Loopback answers (when ping exists); where it does not, the response is a dry
+# run that says what it would do.
 cat > "$run/modules/WanDown/params" <<P
 HOSTS=127.0.0.1
 DEVICE=crd-sandbox0
 IFACE=crd-sandbox0
+DRY_RUN=1
 P
 cat > "$run/modules/ProcessDown/params" <<P
 PROCESS=crd

@@ -141,6 +141,52 @@ fn wan_down_fires_when_no_host_answers_and_restarts_the_link() {
     fs::write(sb.path("up"), "").unwrap();
     let (_, out, _) = crd_with_path(&sb, &path, &["check", "WanDown"]);
     assert!(out.contains("check WanDown: exit 1"), "{out}");
+    // A dry run says what it would do and touches nothing.
+    fs::remove_file(sb.path("up")).unwrap();
+    install(&sb, "WanDown", "HOSTS=192.0.2.1\nDEVICE=wan0\nDRY_RUN=1\n");
+    let (code, out, err) = crd_with_path(&sb, &path, &["check", "WanDown"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dry run: would restart wan/wan0"), "{out}");
+    assert_eq!(sb.read("ip.log"), "link set wan0 down\nlink set wan0 up\n");
+}
+
+/// `make run`'s demo (sandbox/setup.sh, run elsewhere): 12 s of it, every
+/// module having run at least once, logs no warning or error (a newcomer's first
+/// sight), whether or not this machine has ping.
+#[test]
+fn the_make_run_demo_runs_without_a_warning() {
+    let sb = Sandbox::new("demo");
+    let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("sandbox/setup.sh");
+    let out = std::process::Command::new(setup)
+        .env("CRD_SANDBOX_RUN", sb.path("run"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let conf = String::from_utf8(out.stdout).unwrap();
+    let d = std::process::Command::new(env!("CARGO_BIN_EXE_crd"))
+        .args(["-c", conf.trim()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    crd::child::sys::kill_pid(d.id(), libc::SIGTERM).unwrap();
+    let out = d.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+    for m in ["DiskFull", "LogSize"] {
+        assert!(
+            log.contains(&format!("module={m} kind=response code=0")),
+            "{m}: {log}"
+        );
+    }
+    // WanDown fires only where ping is missing; then its response is a dry run.
+    if log.contains("module=WanDown kind=fired") {
+        assert!(
+            log.contains("module=WanDown kind=response code=0 dur_ms="),
+            "{log}"
+        );
+        assert!(log.contains("dry run: would restart"), "{log}");
+    }
 }
 
 #[test]
@@ -336,4 +382,44 @@ fn restart_service_installs_from_the_repository_and_is_listed() {
         .find(|l| l.starts_with("restart-service "))
         .unwrap();
     assert!(row.contains(" 1.0 ") && row.contains("support"), "{row}");
+}
+
+/// `make demo-fleet` (sandbox/demo-fleet.sh) for 21 s instead of 120: it prints an
+/// edge's event, the collector's rule reacting, a command's reply and the fleet,
+/// then leaves no process behind.
+#[test]
+fn the_fleet_demo_shows_an_event_a_rule_and_a_command_then_stops() {
+    let sb = Sandbox::new("demo-fleet");
+    let dir = sb.path("fleet");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sandbox/demo-fleet.sh");
+    let out = std::process::Command::new(script)
+        .env("DEMO_SECONDS", "21")
+        .env("CRD_BIN", env!("CARGO_BIN_EXE_crd"))
+        .env("CRD_DEMO_DIR", &dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "bus: event edge1 Flaky fired: flaky on edge1",
+        "bus: event edge2 Flaky cleared",
+        "bus: event central Storm response: storm on edge",
+        "bus: reply edge1 done",
+        "send: done: exit 0 in ",
+        "send: up (s): ",
+        "fleet: edge2 ",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
+    assert!(dir.join("fleet.html").exists());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        pids_with(&dir.display().to_string()),
+        Vec::<i32>::new(),
+        "all stopped"
+    );
 }
