@@ -74,8 +74,16 @@ test-cross:
 
 test: lint unit size deb-lint test-cross
 
-bench: bench-spool bench-mqtt bench-collect bench-commands
-	python3 bench/bench.py
+# Every bench, then bench/report.md: one SVG bar chart per side-by-side comparison
+# of this run (bench/report.py, from what the benches append to BENCH_RESULTS).
+BENCH_RESULTS ?= $(CURDIR)/target/bench-results.tsv
+bench:
+	@mkdir -p target && rm -f $(BENCH_RESULTS)
+	@st=0; export BENCH_RESULTS=$(BENCH_RESULTS); \
+	for t in bench-spool bench-mqtt bench-collect bench-commands; do $(MAKE) --no-print-directory $$t || st=1; done; \
+	python3 bench/bench.py || st=1; \
+	python3 bench/report.py $(BENCH_RESULTS) bench/report.md || st=1; \
+	exit $$st
 
 # The spool's budgets: append throughput, fsyncs per 1000 events, recovery time,
 # daemon RSS with an empty and a full 64 MiB spool.

@@ -18,6 +18,8 @@
 //! Needs `mosquitto`, `mosquitto_pub`, `mosquitto_sub`, `sh`; `CRD_BIN` is the
 //! binary measured (make passes the x86_64 musl release build).
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -300,6 +302,16 @@ fn latency(base: &Path, port: u16) {
         } else {
             "<= 2: NOT met"
         },
+    );
+    common::record(
+        "commands",
+        "command round trip send -> done, p50",
+        "ms",
+        c50,
+        "mosquitto_pub + mosquitto_sub by hand",
+        h50,
+        "lower",
+        "<= 2.00",
     );
 }
 
