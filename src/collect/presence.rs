@@ -76,9 +76,10 @@ pub struct Node<'a> {
     pub last_event_kind: &'a str,
 }
 
-/// What is held per node: 40 bytes beside its name (times in unix seconds,
-/// strings as numbers in `words`), and its module states if any.
-#[derive(Clone, Debug, Default)]
+/// What is held per node: 24 bytes beside its name (times in unix seconds,
+/// strings as numbers in `words`). Its module states, when the page is on, are in
+/// `Fleet::states`, so that a fleet without the page pays nothing for them.
+#[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     used: u64,
     since_s: u32,
@@ -87,7 +88,6 @@ struct Entry {
     module: u16,
     kind: u16,
     state: State,
-    states: Box<[Held]>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,6 +111,8 @@ impl State {
 #[derive(Debug)]
 pub struct Fleet {
     nodes: HashMap<Box<str>, Entry>,
+    /// Each node's module states (the fleet page's), for nodes in `nodes` only.
+    states: HashMap<Box<str>, Box<[Held]>>,
     /// Word 0 is the empty string ("none"), word 1 `?` (the table was full).
     words: Vec<Box<str>>,
     word_ids: HashMap<Box<str>, u16>,
@@ -128,6 +130,7 @@ impl Default for Fleet {
     fn default() -> Fleet {
         Fleet {
             nodes: HashMap::new(),
+            states: HashMap::new(),
             words: vec!["".into(), "?".into()],
             word_ids: HashMap::new(),
             clock: 0,
@@ -155,6 +158,7 @@ impl Fleet {
                 .map(|(k, _)| k.clone())
         {
             self.nodes.remove(&oldest);
+            self.states.remove(&oldest);
             self.forgotten += 1;
         }
         if !self.nodes.contains_key(node) {
@@ -197,19 +201,21 @@ impl Fleet {
         map[0] = 0;
         map[1] = 1;
         let mut kept: Vec<Box<str>> = vec!["".into(), "?".into()];
-        for n in self.nodes.values_mut() {
-            let states = n.states.iter_mut().map(|h| &mut h.module);
-            for w in [&mut n.version, &mut n.module, &mut n.kind]
-                .into_iter()
-                .chain(states)
-            {
-                let i = usize::from(*w);
-                if map[i] == u16::MAX {
-                    map[i] = kept.len() as u16;
-                    kept.push(std::mem::take(&mut self.words[i]));
-                }
-                *w = map[i];
+        let states = self
+            .states
+            .values_mut()
+            .flat_map(|s| s.iter_mut().map(|h| &mut h.module));
+        let nodes = self
+            .nodes
+            .values_mut()
+            .flat_map(|n| [&mut n.version, &mut n.module, &mut n.kind]);
+        for w in nodes.chain(states) {
+            let i = usize::from(*w);
+            if map[i] == u16::MAX {
+                map[i] = kept.len() as u16;
+                kept.push(std::mem::take(&mut self.words[i]));
             }
+            *w = map[i];
         }
         self.word_ids = kept
             .iter()
@@ -260,9 +266,10 @@ impl Fleet {
             Some((on, secs(p.since)))
         };
         let w = self.word(module);
-        let n = self.entry(node);
-        let at = n.states.iter().position(|h| h.module == w);
-        let mut v = std::mem::take(&mut n.states).into_vec();
+        self.entry(node);
+        let held_now = self.states.remove(node).unwrap_or_default();
+        let at = held_now.iter().position(|h| h.module == w);
+        let mut v = held_now.into_vec();
         let mut full = false;
         match (at, held) {
             (Some(i), None) => {
@@ -285,7 +292,9 @@ impl Fleet {
             (None, Some(_)) => full = true,
             (None, None) => {}
         }
-        n.states = v.into_boxed_slice();
+        if !v.is_empty() {
+            self.states.insert(node.into(), v.into_boxed_slice());
+        }
         self.states_full += u64::from(full);
         self.changes += 1;
         true
@@ -293,11 +302,10 @@ impl Fleet {
 
     /// The module states of `node`, sorted by module.
     pub fn states_of(&self, node: &str) -> Vec<ModuleState<'_>> {
-        let Some(n) = self.nodes.get(node) else {
+        let Some(held) = self.states.get(node) else {
             return Vec::new();
         };
-        let mut v: Vec<ModuleState> = n
-            .states
+        let mut v: Vec<ModuleState> = held
             .iter()
             .map(|h| ModuleState {
                 module: &self.words[usize::from(h.module)],
