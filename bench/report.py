@@ -91,7 +91,8 @@ def main():
     md = [
         "# crd benchmark report",
         "",
-        f"Written by `make bench` (bench/report.py) from the numbers of one run: {when}, {where}.",
+        f"Written by `make bench` (bench/report.py) from the numbers of one run: {when}, {where}."
+        + "".join(f" {k}={os.environ[k]}." for k in ("BENCH_SECONDS", "BENCH_ROUNDS", "RSS_SECONDS") if k in os.environ),
         "Each chart sets crd beside another tool doing the same work in the same run; the",
         "tables the benches print, with every budget, are in ARCHITECTURE.md's Measured.",
         "",
@@ -104,8 +105,9 @@ def main():
         name = f"{i + 1:02d}-{c['bench']}.svg"
         with open(os.path.join(base, "charts", name), "w") as f:
             f.write(svg)
+        cell = lambda t: t.replace("|", "\\|")  # a pipe in a command would end the cell
         md.append(
-            f"| {c['bench']} | {c['metric']} | {number(c['crd'], c['unit'])} | {c['peer']}: "
+            f"| {c['bench']} | {cell(c['metric'])} | {number(c['crd'], c['unit'])} | {cell(c['peer'])}: "
             f"{number(c['peer_value'], c['unit'])} | {ratio:.2f} | {c['budget']} {v} |"
         )
         charts.append(f"![{c['metric']}](charts/{name})")
