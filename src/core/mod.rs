@@ -3,6 +3,7 @@
 //! May import: std only (and serde/postcard for the event codec).
 
 pub mod config;
+pub mod date;
 pub mod decide;
 pub mod event;
 pub mod lifecycle;
