@@ -370,10 +370,14 @@ fn deb_installs_into_a_scratch_root_and_runs() {
     ));
     assert!(ok.contains("crd.conf: ok"), "{ok}");
 
-    // The manual page, as installed, renders without a warning.
-    let (page, warnings) = run(&format!(
-        "MANWIDTH=80 man --warnings -l {rs}/usr/share/man/man8/crd.8.gz"
+    // The manual page, as packed (a dpkg configured to skip /usr/share/man, as
+    // container images are, would not install it), renders without a warning.
+    let man = sb.path("crd.8.gz");
+    run(&format!(
+        "dpkg-deb --fsys-tarfile {deb} | tar xOf - ./usr/share/man/man8/crd.8.gz > {}",
+        man.display()
     ));
+    let (page, warnings) = run(&format!("MANWIDTH=80 man --warnings -l {}", man.display()));
     assert_eq!(warnings, "", "man warns");
     for section in [
         "NAME",
