@@ -27,58 +27,17 @@
 //! collector).
 
 mod common;
+use common::{Proc, crd_bin, free_port, mosquitto, row, stat, status_kib};
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const N: u64 = 20_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = crd::child::sys::kill_pid(self.0.id(), libc::SIGTERM);
-        let _ = self.0.wait();
-    }
-}
-
-fn mosquitto(dir: &Path, port: u16) -> Proc {
-    std::fs::create_dir_all(dir).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
-             max_inflight_messages 100\n"
-        ),
-    )
-    .unwrap();
-    let c = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto on PATH");
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Proc(c)
-}
 
 /// Publishes `payloads` to `topic` at QoS 1 and waits for every PUBACK: all of
 /// them are at the broker when this returns (mosquitto_pub -l is not used: it
@@ -132,12 +91,6 @@ fn publish_to(port: u16, items: impl Iterator<Item = (String, Vec<u8>)>) -> u64 
     sent
 }
 
-fn crd_bin() -> PathBuf {
-    std::env::var_os("CRD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_crd").into())
-}
-
 /// A collector in `work` with module `M` on `filter` (`check`: a symlink to
 /// /bin/true, or none).
 fn collector(work: &Path, port: u16, filter: &str, check: bool) -> Proc {
@@ -185,12 +138,6 @@ fn collector_with(work: &Path, port: u16, module_conf: &str, check: bool) -> Pro
     Proc(c)
 }
 
-fn stat(work: &Path, key: &str) -> Option<u64> {
-    let text = crd::host::control::request(&work.join("crd.sock"), "status").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}: "))?.trim().parse().ok())
-}
-
 fn wait_until(limit: Duration, ok: impl FnMut() -> bool) {
     wait_every(Duration::from_millis(20), limit, ok)
 }
@@ -218,14 +165,6 @@ fn make_session(work: &Path, port: u16, module_conf: &str, check: bool) {
     drop(p);
 }
 
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn mosquitto_sub(port: u16, id: &str, topic: &str, count: Option<u64>) -> Command {
     let mut c = Command::new("mosquitto_sub");
     c.args([
@@ -246,10 +185,6 @@ fn mosquitto_sub(port: u16, id: &str, topic: &str, count: Option<u64>) -> Comman
         None => c.arg("-E"),
     };
     c
-}
-
-fn row(what: &str, value: String, budget: &str) {
-    println!("{what:<60} {value:>24}  {budget}");
 }
 
 /// The three rows of a side-by-side comparison: crd's rates, the other tool's
@@ -299,7 +234,11 @@ fn main() {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-collect");
     let _ = std::fs::remove_dir_all(&base);
     let port = free_port();
-    let _broker = mosquitto(&base.join("broker"), port);
+    let _broker = mosquitto(
+        &base.join("broker"),
+        port,
+        "max_queued_messages 0\nmax_inflight_messages 100\n",
+    );
     println!(
         "{:<60} {:>24}  budget",
         "collector benchmark (local mosquitto, QoS 1)", "value"

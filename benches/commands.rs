@@ -19,27 +19,12 @@
 //! binary measured (make passes the x86_64 musl release build).
 
 mod common;
+use common::{Proc, crd_bin, free_port, mosquitto, row, stat, status_kib, wait_until};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = crd::child::sys::kill_pid(self.0.id(), libc::SIGTERM);
-        let _ = self.0.wait();
-    }
-}
 
 /// A shell pipeline in a process group of its own, ended whole.
 struct Group(Child);
@@ -48,38 +33,6 @@ impl Drop for Group {
         let _ = crd::child::sys::kill_group(self.0.id(), libc::SIGTERM);
         let _ = self.0.wait();
     }
-}
-
-fn mosquitto(dir: &Path, port: u16) -> Proc {
-    std::fs::create_dir_all(dir).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
-             max_connections -1\n"
-        ),
-    )
-    .unwrap();
-    let c = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto on PATH");
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Proc(c)
-}
-
-fn crd_bin() -> PathBuf {
-    std::env::var_os("CRD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_crd").into())
 }
 
 fn write_exec(p: &Path, body: &str) {
@@ -139,20 +92,6 @@ fn start(conf: &Path) -> Proc {
     )
 }
 
-fn stat(work: &Path, key: &str) -> Option<u64> {
-    let text = crd::host::control::request(&work.join("crd.sock"), "status").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}: "))?.trim().parse().ok())
-}
-
-fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < end, "timed out");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits until `work`'s crd is connected and subscribed (its log says so at
 /// `info`; at `warn`, a connect and a short settle).
 fn connected(work: &Path) {
@@ -160,18 +99,6 @@ fn connected(work: &Path) {
         stat(work, "mqtt_connects").is_some_and(|n| n >= 1)
     });
     std::thread::sleep(Duration::from_millis(300));
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn row(what: &str, value: String, budget: &str) {
-    println!("{what:<60} {value:>24}  {budget}");
 }
 
 fn percentile(v: &mut [f64], p: usize) -> f64 {
@@ -188,7 +115,11 @@ fn main() {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-commands");
     let _ = std::fs::remove_dir_all(&base);
     let port = free_port();
-    let _broker = mosquitto(&base.join("broker"), port);
+    let _broker = mosquitto(
+        &base.join("broker"),
+        port,
+        "max_queued_messages 0\nmax_connections -1\n",
+    );
     println!(
         "{:<60} {:>24}  budget",
         "remote commands benchmark (local mosquitto, QoS 1)", "value"

@@ -15,6 +15,7 @@
 //! (make bench-mqtt passes the x86_64 musl release build).
 
 mod common;
+use common::{Proc, crd_bin, free_port, mosquitto, stat, status_kib};
 
 use crd::core::event::{self, Event, Kind};
 use crd::mqtt::wire::render;
@@ -22,19 +23,11 @@ use crd::spool::storage::FileStorage;
 use crd::spool::{Spool, SpoolConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 100_000;
 const STREAM: u64 = 0xbe9c;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn event(i: u64) -> Event {
     Event {
@@ -60,37 +53,6 @@ fn fill(dir: &Path, cfg: SpoolConfig, n: u64) -> u64 {
     }
     sp.close(now).unwrap();
     sp.depth()
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = crd::child::sys::kill_pid(self.0.id(), libc::SIGTERM);
-        let _ = self.0.wait();
-    }
-}
-
-fn mosquitto(dir: &Path, port: u16) -> Proc {
-    std::fs::create_dir_all(dir).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n"),
-    )
-    .unwrap();
-    let c = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto on PATH");
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Proc(c)
 }
 
 /// PUBLISH packets the broker has received since it started, once the count has
@@ -130,12 +92,6 @@ fn broker_received_now(port: u16) -> u64 {
         .expect("a count from $SYS/broker/publish/messages/received")
 }
 
-fn crd_bin() -> PathBuf {
-    std::env::var_os("CRD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_crd").into())
-}
-
 fn start_crd(work: &Path, spool: &Path, port: u16, extra: &str) -> Proc {
     std::fs::create_dir_all(work.join("modules")).unwrap();
     let conf = work.join("crd.conf");
@@ -158,22 +114,6 @@ fn start_crd(work: &Path, spool: &Path, port: u16, extra: &str) -> Proc {
         .spawn()
         .unwrap();
     Proc(c)
-}
-
-/// A number from the daemon's status, asked over its control socket directly (a
-/// `crd status` process per poll would compete for the CPU being measured).
-fn stat(work: &Path, key: &str) -> Option<u64> {
-    let text = crd::host::control::request(&work.join("crd.sock"), "status").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}: "))?.trim().parse().ok())
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Starts crd on `spool` and waits until `want` publishes are acked: seconds taken
@@ -213,7 +153,7 @@ fn main() {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-mqtt");
     let _ = std::fs::remove_dir_all(&base);
     let port = free_port();
-    let _broker = mosquitto(&base.join("broker"), port);
+    let _broker = mosquitto(&base.join("broker"), port, "sys_interval 1\n");
     let row =
         |what: &str, value: String, budget: &str| println!("{what:<56} {value:>16}  {budget}");
     println!(
