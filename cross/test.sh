@@ -42,6 +42,7 @@ for board in "$@"; do
         a_check_that_fires_runs_its_response \
         check_errors_are_events_without_response \
         sigterm_exits_zero_and_leaves_no_child_behind \
+        a_fatal_signal_is_named_in_the_log \
         sighup_applies_a_good_config \
         status_reports_modules_and_counters \
         a_hung_check_and_its_pipe_holding_grandchild \

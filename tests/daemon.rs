@@ -212,6 +212,25 @@ fn sigterm_exits_zero_and_leaves_no_child_behind() {
     assert!(!sb.exists("crd.sock"), "control socket removed on exit");
 }
 
+/// A daemon that dies of a signal says so in its log (a router build's panic is a
+/// trap, with no message of its own), and still dies of that signal.
+#[test]
+fn a_fatal_signal_is_named_in_the_log_and_still_ends_the_daemon() {
+    use std::os::unix::process::ExitStatusExt;
+    let sb = Sandbox::new("fatal");
+    sb.config("interval = 1h");
+    let mut d = sb.start();
+    d.signal(libc::SIGSEGV);
+    let st = d.wait_exit(LONG).expect("crd ends on SIGSEGV");
+    assert_eq!(st.signal(), Some(libc::SIGSEGV), "{st:?}\n{}", d.log());
+    assert!(
+        d.log()
+            .contains("crd: fatal signal 11 (SIGSEGV): a bug in crd, please report it"),
+        "{}",
+        d.log()
+    );
+}
+
 /// A daemon whose module `Hit` fires every 200 ms (and `more` modules beside
 /// it), once `Hit` has run twice.
 fn hit_twice(sb: &Sandbox, more: &[(&str, &str)]) -> Daemon {

@@ -708,6 +708,74 @@ pub fn self_cpu_us() -> u64 {
     us(ru.ru_utime) + us(ru.ru_stime)
 }
 
+/// Signals that end crd with a bug: a router build's panic traps (it is built with
+/// `-Cpanic=immediate-abort`: no panic hook, so no message of its own), a host
+/// build's panic aborts, a bad access faults.
+const FATAL_SIGNALS: [c_int; 6] = [
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGSEGV,
+];
+
+/// Makes each fatal signal write one line to stderr before it ends crd, so the
+/// service log (procd's `logread`, journald) says why the daemon died and
+/// respawned: `crd: fatal signal 5 (SIGTRAP) ...`. The action is reset to the
+/// default on entry (`SA_RESETHAND`) and the handler raises the signal again, so
+/// crd dies of it exactly as without the handler (core dump, exit status).
+pub fn report_fatal_signals() {
+    for sig in FATAL_SIGNALS {
+        // SAFETY: sigaction is plain data, zeroed then filled; the handler below
+        // makes only async-signal-safe calls (write, raise).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_fatal_signal as extern "C" fn(c_int) as usize;
+            sa.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+extern "C" fn on_fatal_signal(sig: c_int) {
+    let (line, len) = fatal_line(sig);
+    // SAFETY: write and raise are async-signal-safe; `line` lives on this stack.
+    // The action is already the default: the raised signal ends crd once this
+    // handler returns (a fault re-executes its instruction and faults again).
+    unsafe {
+        libc::write(2, line.as_ptr().cast::<c_void>(), len);
+        libc::raise(sig);
+    }
+}
+
+/// The line `on_fatal_signal` writes, built without allocating.
+fn fatal_line(sig: c_int) -> ([u8; 96], usize) {
+    let name: &[u8] = match sig {
+        libc::SIGILL => b"SIGILL",
+        libc::SIGTRAP => b"SIGTRAP",
+        libc::SIGABRT => b"SIGABRT",
+        libc::SIGBUS => b"SIGBUS",
+        libc::SIGFPE => b"SIGFPE",
+        _ => b"SIGSEGV",
+    };
+    let n = sig.clamp(0, 99) as u8;
+    let mut out = [0u8; 96];
+    let mut w = 0;
+    for part in [
+        &b"crd: fatal signal "[..],
+        &[b'0' + n / 10, b'0' + n % 10][(n < 10) as usize..],
+        b" (",
+        name,
+        b"): a bug in crd, please report it\n",
+    ] {
+        out[w..w + part.len()].copy_from_slice(part);
+        w += part.len();
+    }
+    (out, w)
+}
+
 /// Removes a file mode's group/other bits from the process umask for sockets we create.
 pub fn restrictive_umask() -> u32 {
     // SAFETY: umask cannot fail; it returns the previous mask.
@@ -725,6 +793,18 @@ pub fn set_umask(mask: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fatal_signal_is_named_in_one_line() {
+        let (line, len) = fatal_line(libc::SIGTRAP);
+        let want = format!(
+            "crd: fatal signal {} (SIGTRAP): a bug in crd, please report it\n",
+            libc::SIGTRAP
+        );
+        assert_eq!(std::str::from_utf8(&line[..len]).unwrap(), want);
+        let (line, len) = fatal_line(libc::SIGSEGV);
+        assert!(line[..len].starts_with(b"crd: fatal signal 11 (SIGSEGV)"));
+    }
 
     #[test]
     fn peak_rss_is_read_from_vmhwm() {

@@ -432,6 +432,7 @@ fn install_exit(e: &Failure) -> i32 {
 }
 
 fn run_daemon(cfg: Config, pinned: Option<log::LevelFilter>) -> i32 {
+    sys::report_fatal_signals();
     let d = Daemon::new(cfg);
     match d.and_then(|mut d| {
         if let Some(level) = pinned {
