@@ -1,5 +1,5 @@
-//! The one poll loop shape: a `mio::Poll` with the signals crd answers, the SIGCHLD
-//! signalfd and the pipes of the runs in flight. The daemon and the foreground runs
+//! The one poll loop shape: a `mio::Poll` with one signalfd (SIGCHLD and the
+//! signals crd answers) and the pipes of the runs in flight. The daemon and the foreground runs
 //! (`crd check`, `crd -x`, `crd --install`'s children) turn the same loop; the
 //! daemon only adds sources of its own (control socket, broker) and a deadline.
 //!
@@ -12,19 +12,17 @@
 use crate::child::recipe::Recipe;
 use crate::child::run::{Finished, Runs};
 use crate::child::sys;
+use libc::{SIGINT, SIGTERM};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+/// The signalfd (`sys::signal_fd`): SIGCHLD and the caller's signals.
 const SIGNALS: Token = Token(0);
-/// The signalfd for SIGCHLD (`sys::sigchld_fd`).
-const CHILD_EXITS: Token = Token(1);
 /// The first token a caller may use for its own sources.
-pub const FIRST_FREE_TOKEN: usize = 2;
+pub const FIRST_FREE_TOKEN: usize = 1;
 /// Readiness events taken per poll call.
 const EVENTS_CAPACITY: usize = 256;
 
@@ -43,29 +41,27 @@ pub enum Wake {
 
 pub struct Poller {
     poll: Poll,
-    signals: Signals,
-    exits: OwnedFd,
+    /// The signalfd, readable while a signal of `watched` or SIGCHLD is pending.
+    signals: OwnedFd,
+    watched: Vec<i32>,
+    taken: Vec<i32>,
     events: Events,
 }
 
 impl Poller {
-    /// Registers `signals` (handled by signal-hook) and blocks SIGCHLD into a
-    /// signalfd. Call before the first child is started.
+    /// Blocks SIGCHLD and `signals` into one signalfd and registers it. Call
+    /// before the first child is started. Dropping the poller gives `signals`
+    /// their default action back.
     pub fn new(signals: &[i32]) -> io::Result<Poller> {
         let poll = Poll::new()?;
-        let mut sigs = Signals::new(signals)?;
+        let fd = sys::signal_fd(signals)?;
         poll.registry()
-            .register(&mut sigs, SIGNALS, Interest::READABLE)?;
-        let exits = sys::sigchld_fd()?;
-        poll.registry().register(
-            &mut SourceFd(&exits.as_raw_fd()),
-            CHILD_EXITS,
-            Interest::READABLE,
-        )?;
+            .register(&mut SourceFd(&fd.as_raw_fd()), SIGNALS, Interest::READABLE)?;
         Ok(Poller {
             poll,
-            signals: sigs,
-            exits,
+            signals: fd,
+            watched: signals.to_vec(),
+            taken: Vec::new(),
             events: Events::with_capacity(EVENTS_CAPACITY),
         })
     }
@@ -99,10 +95,14 @@ impl Poller {
         let mut reap = false;
         for ev in self.events.iter() {
             match ev.token() {
-                SIGNALS => woken.extend(self.signals.pending().map(Wake::Signal)),
-                CHILD_EXITS => {
-                    sys::drain_signalfd(self.exits.as_raw_fd());
-                    reap = true;
+                SIGNALS => {
+                    sys::read_signals(self.signals.as_raw_fd(), &mut self.taken);
+                    for sig in self.taken.drain(..) {
+                        match sig {
+                            libc::SIGCHLD => reap = true,
+                            sig => woken.push(Wake::Signal(sig)),
+                        }
+                    }
                 }
                 t if runs.owns(t) => runs.handle_readable(registry, t),
                 token => woken.push(Wake::Ready {
@@ -119,6 +119,12 @@ impl Poller {
         }
         runs.handle_pending_reads(registry);
         Ok(now)
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        sys::unblock(&self.watched);
     }
 }
 

@@ -630,17 +630,23 @@ pub fn reap_any() -> Option<Reaped> {
     }
 }
 
-/// SIGCHLD as a descriptor for the poll loop: blocks SIGCHLD in crd (for good: a
-/// child starts with an empty mask, see `child_steps`) and returns a non-blocking
-/// signalfd that is readable while one is pending. Cheaper than a handler: an exit
-/// no longer interrupts crd with a signal frame, a handler and a write to a socket.
-pub fn sigchld_fd() -> io::Result<OwnedFd> {
+/// Signals as a descriptor for the poll loop: blocks SIGCHLD and `signals` in crd
+/// and returns a non-blocking signalfd that is readable while one is pending
+/// (`read_signals` takes them). Cheaper than handlers: an exit no longer
+/// interrupts crd with a signal frame, a handler and a write to a socket, and no
+/// signal library is linked in. A child starts with an empty mask (see
+/// `child_steps`). SIGCHLD stays blocked for good; `unblock` gives the others back
+/// their default action.
+pub fn signal_fd(signals: &[c_int]) -> io::Result<OwnedFd> {
     // SAFETY: sigset_t is plain data, written by sigemptyset/sigaddset below.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers to a sigset_t on this stack; crd has one thread.
     unsafe {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -654,14 +660,39 @@ pub fn sigchld_fd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Empties a `sigchld_fd`: SIGCHLD is not queued, so one pending record is all there
-/// can be, and one read takes it. Call before reaping.
-pub fn drain_signalfd(fd: RawFd) {
-    let mut buf = [0u8; 128];
-    // SAFETY: `buf` is writable for its length (one signalfd_siginfo). The result
-    // does not matter: EAGAIN means another wake-up already took it.
+/// Unblocks `signals` blocked by `signal_fd`: one still pending then takes its
+/// default action (SIGTERM ends crd), as it would have without the loop.
+pub fn unblock(signals: &[c_int]) {
+    // SAFETY: as in `signal_fd`.
     unsafe {
-        libc::read(fd, buf.as_mut_ptr().cast::<c_void>(), buf.len());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Bytes of one `struct signalfd_siginfo`; `ssi_signo` (u32) is its first field.
+const SIGINFO_BYTES: usize = 128;
+
+/// Takes every pending signal from a `signal_fd` into `out`, each once (standard
+/// signals are not queued: one pending SIGCHLD can stand for many exits).
+pub fn read_signals(fd: RawFd, out: &mut Vec<c_int>) {
+    let mut buf = [0u8; 8 * SIGINFO_BYTES];
+    loop {
+        // SAFETY: `buf` is writable for its length, a whole number of records.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast::<c_void>(), buf.len()) };
+        if n <= 0 {
+            return; // EAGAIN: all taken
+        }
+        for rec in buf[..n as usize].chunks_exact(SIGINFO_BYTES) {
+            let sig = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]) as c_int;
+            if !out.contains(&sig) {
+                out.push(sig);
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The daemon: the one poll loop (`child::poller::Poller`) with the daemon's own
 //! sources, and the carrying-out of what the pure parts decide.
 //!
-//! Inputs: signals (TERM, INT, HUP through signal-hook-mio; CHLD through a signalfd),
+//! Inputs: signals (TERM, INT, HUP and CHLD through one signalfd),
 //! child pipes, the control socket, the broker socket, and timers. The poll timeout
 //! is the minimum of every component's `poll_timeout()`; nothing else wakes the loop,
 //! so an idle crd sleeps until the next due check. The loop never sleeps, never waits
@@ -36,8 +36,8 @@ use crate::host::outbox::Outbox;
 use crate::mqtt::forward::{Forwarder, RESOLVE_TIMEOUT};
 use crate::mqtt::session::Up;
 use crate::mqtt::wire;
+use libc::{SIGHUP, SIGINT, SIGTERM};
 use mio::Token;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
