@@ -313,8 +313,11 @@ impl Collector {
         });
         let reg_log = open_log(&base.join(rulestate::LOG_FILE));
         let stream = || 1;
-        let (journal, rec) = Spool::open(st, journal_config(cfg), stream, false)
+        let (mut journal, rec) = Spool::open(st, journal_config(cfg), stream, false)
             .map_err(|e| format!("{e} (journal {})", dir.display()))?;
+        // Its watermark follows the registers' log and the events-done table
+        // (see `handle_timer`): written by this collector's checkpoint, never ahead.
+        journal.watermark_in_checkpoint_only();
         log::info!(
             "collector: journal {}: {} messages to run",
             dir.display(),

@@ -23,6 +23,22 @@
 //!  +------+----------+--------------+--------+--------------------+
 //! ```
 //!
+//! An ack mark has the record's frame with its own magic, no payload, and the
+//! watermark where a record has its seq: every record with `seq <= acked` was
+//! acknowledged. Marks ride in the group commit that syncs records anyway (and
+//! follow each new segment's header), so the watermark is durable without a
+//! checkpoint write; recovery takes the newest segment's last valid mark.
+//!
+//! ```text
+//!  0      2          6              14       18
+//!  +------+----------+--------------+--------+
+//!  |C5 D2 | 0 (u32)  | acked (u64)  | crc32c |  crc over 0..14
+//!  +------+----------+--------------+--------+
+//! ```
+//!
+//! A crd from before marks reads a spool that has them, skipping each as a
+//! corrupt record (counted, no record lost).
+//!
 //! The record magic is neither 0x0000 nor 0xFFFF, so zero- or 0xFF-filled tails left
 //! by a power cut never parse as records; `len` is checked against `RECORD_LIMIT_BYTES`
 //! and the bytes actually present before anything is allocated.
@@ -43,6 +59,7 @@ pub const VERSION: u16 = 1;
 pub const SEGMENT_MAGIC: [u8; 4] = *b"CRDq";
 pub const CHECKPOINT_MAGIC: [u8; 4] = *b"CRDc";
 pub const RECORD_MAGIC: [u8; 2] = [0xC5, 0xD1];
+pub const MARK_MAGIC: [u8; 2] = [0xC5, 0xD2];
 pub const SEGMENT_HEADER_BYTES: usize = crate::core::config::SPOOL_SEGMENT_HEADER_BYTES;
 pub const RECORD_HEADER_BYTES: usize = crate::core::config::SPOOL_RECORD_HEADER_BYTES;
 pub const CHECKPOINT_SLOT_BYTES: usize = 48;
@@ -209,22 +226,42 @@ pub fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// A record header read from disk, before its payload is read.
+/// Appends an ack mark: every record with `seq <= acked` was acknowledged.
+pub fn encode_mark(acked: u64, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&MARK_MAGIC);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&acked.to_be_bytes());
+    let crc = crc32c(&out[start..start + 14]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// A record header read from disk, before its payload is read; for an ack mark
+/// (`mark`), `seq` is the watermark and there is no payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
     pub len: u32,
     pub seq: u64,
     pub crc: u32,
+    pub mark: bool,
 }
 
-/// Parses a record header; `None` if the bytes cannot start a record (wrong magic, or
-/// a length over `max_len` or over the `available` bytes from the header's start).
+/// Parses a record or mark header; `None` if the bytes cannot start one (wrong
+/// magic, a length over `max_len` or over the `available` bytes from the
+/// header's start, a mark with a length).
 pub fn decode_record_header(b: &[u8], max_len: u32, available: u64) -> Option<RecordHeader> {
-    if b.len() < RECORD_HEADER_BYTES || b[0..2] != RECORD_MAGIC {
+    if b.len() < RECORD_HEADER_BYTES {
+        return None;
+    }
+    let mark = b[0..2] == MARK_MAGIC;
+    if !mark && b[0..2] != RECORD_MAGIC {
         return None;
     }
     let len = be32(&b[2..6]);
-    if len > max_len.min(RECORD_LIMIT_BYTES) || record_bytes(len as usize) > available {
+    if len > max_len.min(RECORD_LIMIT_BYTES)
+        || record_bytes(len as usize) > available
+        || (mark && len != 0)
+    {
         return None;
     }
     let seq = be64(&b[6..14]);
@@ -235,6 +272,7 @@ pub fn decode_record_header(b: &[u8], max_len: u32, available: u64) -> Option<Re
         len,
         seq,
         crc: be32(&b[14..18]),
+        mark,
     })
 }
 

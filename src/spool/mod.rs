@@ -20,8 +20,18 @@
 //! - Bounded: at most `size` bytes in `segment`-sized files; when full the oldest
 //!   whole segment is dropped and its unacknowledged records counted. RAM holds one
 //!   write buffer, one read buffer, the unsynced bytes and one entry per segment.
+//! - The ack watermark is kept in ack marks (`format.rs`) in the active segment:
+//!   one rides in every write of records (`flush`, each loop turn) and every
+//!   sync, one follows each new segment's header, and one is written on its own
+//!   after `MARK_WRITE_ACKS` acks with no record to carry it. So a crash of crd
+//!   (SIGKILL, OOM) resends at most the forwarder's window plus fewer than
+//!   `MARK_WRITE_ACKS`; a power cut, the window plus the acks since the last sync.
+//!   Marks cost no fsync of their own unless acks waited `sync_interval` with
+//!   nothing to sync, or `MARK_EVERY_ACKS` came. The checkpoint holds the seq
+//!   lease (and the watermark at a lease, a clean stop, or where the collector
+//!   asks for it).
 //! - Recovery reads the checkpoint, every segment header, and the newest segment's
-//!   records (the only place a torn tail can be); sealed segments are checked record
+//!   records and marks (the only place a torn tail can be); sealed segments are checked record
 //!   by record when read. Damage is truncated (a torn tail) or skipped and counted (a
 //!   corrupt record), never a reason to refuse to start; an unknown format version is.
 
@@ -37,12 +47,16 @@ use storage::Storage;
 
 pub use crate::core::config::SpoolConfig;
 
-/// Acks counted before the checkpoint is written (it is also written after
-/// `CHECKPOINT_INTERVAL` and on close). A stale checkpoint costs duplicates only:
-/// at most this many plus the forwarder's window after a crash. Fully acked
-/// segments are deleted when the checkpoint is written (one directory fsync).
-pub const CHECKPOINT_EVERY_ACKS: u32 = 4096;
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// Acks counted before an ack mark is synced on its own, when no record was
+/// appended meanwhile to carry one (a backlog drained after days offline): at
+/// most one extra write per this many events. A mark is also synced once acks
+/// have waited `sync_interval`. Fully acked segments are deleted once a mark or
+/// the checkpoint covers them (one directory fsync).
+pub const MARK_EVERY_ACKS: u32 = 1024;
+/// Acks after which a mark is written (not synced) on its own when no record
+/// carried one: what a crash of crd, not of the power, resends beyond the
+/// forwarder's window is below this. 18 bytes per this many acks.
+pub const MARK_WRITE_ACKS: u64 = 32;
 /// Records handed to the reader and not yet acknowledged, at most (the forwarder's
 /// window is far smaller); `read_next` returns nothing more until acks come.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -185,9 +199,16 @@ pub struct Spool<S: Storage> {
     /// the numbering (after a crash) never stalls it.
     in_flight: VecDeque<(u64, bool)>,
     ckpt_epoch: u64,
-    ckpt_acks: u32,
-    ckpt_dirty_since: Option<Instant>,
+    /// Acks since the watermark was last made durable, and since when.
+    acks_unmarked: u32,
+    acks_dirty_since: Option<Instant>,
     ckpt_exists: bool,
+    /// The watermark durable on disk (a synced mark or the checkpoint), and the
+    /// highest one in a mark written or waiting in `buf` (>= `marked`).
+    marked: u64,
+    mark_pending: u64,
+    /// Whether marks are written (see `watermark_in_checkpoint_only`).
+    marks: bool,
     /// Seqs below this may be handed out without writing the checkpoint first.
     seq_lease: u64,
     /// Reader position: segment (by first_seq), byte offset, and next seq wanted.
@@ -209,7 +230,16 @@ pub struct Spool<S: Storage> {
 
 /// One step of scanning a segment.
 enum Scan {
-    Record { seq: u64, len: u32, next: u64 },
+    Record {
+        seq: u64,
+        len: u32,
+        next: u64,
+    },
+    /// An ack mark: every record up to `acked` was acknowledged.
+    Mark {
+        acked: u64,
+        next: u64,
+    },
     End,
     Bad,
 }
@@ -240,9 +270,12 @@ impl<S: Storage> Spool<S> {
             acked: 0,
             in_flight: VecDeque::new(),
             ckpt_epoch: 0,
-            ckpt_acks: 0,
-            ckpt_dirty_since: None,
+            acks_unmarked: 0,
+            acks_dirty_since: None,
             ckpt_exists: false,
+            marked: 0,
+            mark_pending: 0,
+            marks: true,
             seq_lease: 0,
             cur_seg: 0,
             cur_off: 0,
@@ -354,8 +387,10 @@ impl<S: Storage> Spool<S> {
             self.segs[i].last_seq = next.prev_last.clamp(first - 1, next.first_seq - 1);
         }
         // The newest segment: find its last valid record, cut a torn tail.
+        let mut mark = 0;
         if let Some(active) = self.segs.back().cloned() {
-            let (last, end, corrupt) = self.scan_tail(&active)?;
+            let (last, end, corrupt, m) = self.scan_tail(&active)?;
+            mark = m;
             rec.corrupt += corrupt;
             if end < active.bytes {
                 rec.truncated_bytes = active.bytes - end;
@@ -378,6 +413,7 @@ impl<S: Storage> Spool<S> {
             self.next_seq = self.next_seq.max(c.next_seq);
             self.acked = c.acked;
         }
+        self.acked = self.acked.max(mark);
         // Segments dropped after the last checkpoint took their records with them.
         self.acked = self
             .acked
@@ -385,6 +421,8 @@ impl<S: Storage> Spool<S> {
         self.acked = self.acked.min(self.next_seq - 1);
         self.written_seq = self.next_seq - 1;
         self.durable_seq = self.written_seq;
+        self.marked = self.acked;
+        self.mark_pending = self.acked;
         self.stats.corrupt = rec.corrupt;
         self.stats.truncated = rec.truncated_bytes;
         self.forget_read_ahead();
@@ -419,11 +457,13 @@ impl<S: Storage> Spool<S> {
         Ok(rec)
     }
 
-    /// Scans the newest segment: (last valid seq, end of valid data, corrupt records).
-    fn scan_tail(&mut self, seg: &Seg) -> Result<(u64, u64, u64), SpoolError> {
+    /// Scans the newest segment: (last valid seq, end of valid data, corrupt
+    /// records, highest ack mark).
+    fn scan_tail(&mut self, seg: &Seg) -> Result<(u64, u64, u64, u64), SpoolError> {
         let mut off = format::SEGMENT_HEADER_BYTES as u64;
         let mut last = 0;
         let mut corrupt = 0;
+        let mut mark = 0;
         let mut end = off.min(seg.bytes);
         loop {
             match self
@@ -432,6 +472,11 @@ impl<S: Storage> Spool<S> {
             {
                 Scan::Record { seq, next, .. } => {
                     last = seq;
+                    off = next;
+                    end = next;
+                }
+                Scan::Mark { acked, next } => {
+                    mark = mark.max(acked);
                     off = next;
                     end = next;
                 }
@@ -449,7 +494,7 @@ impl<S: Storage> Spool<S> {
                 },
             }
         }
-        Ok((last, end, corrupt))
+        Ok((last, end, corrupt, mark))
     }
 
     /// Reads the record at `off` (into `read_buf`) and checks it. `after` is the seq
@@ -463,6 +508,15 @@ impl<S: Storage> Spool<S> {
         let Some(h) = format::decode_record_header(&hb[..n], self.cfg.max_record, len - off) else {
             return Ok(Scan::Bad);
         };
+        if h.mark {
+            if n < format::RECORD_HEADER_BYTES || !format::record_crc_ok(&hb, &h, &[]) {
+                return Ok(Scan::Bad);
+            }
+            return Ok(Scan::Mark {
+                acked: h.seq,
+                next: off + format::RECORD_HEADER_BYTES as u64,
+            });
+        }
         if h.seq <= after {
             return Ok(Scan::Bad);
         }
@@ -523,7 +577,7 @@ impl<S: Storage> Spool<S> {
         self.ra.clear();
     }
 
-    /// The offset of the next valid record at or after `from`, if any.
+    /// The offset of the next valid record (or mark) at or after `from`, if any.
     fn resync(&mut self, name: &str, from: u64, len: u64, after: u64) -> io::Result<Option<u64>> {
         let mut chunk = [0u8; RESYNC_CHUNK_BYTES];
         let mut base = from;
@@ -534,14 +588,15 @@ impl<S: Storage> Spool<S> {
             }
             for i in 0..n {
                 let b0 = chunk[i];
-                let b1 = if i + 1 < n {
-                    chunk[i + 1]
-                } else {
-                    format::RECORD_MAGIC[1]
-                };
-                if [b0, b1] == format::RECORD_MAGIC {
+                // At a chunk's end the second byte is not known yet: look.
+                let b1 = chunk.get(i + 1).copied();
+                if b0 == format::RECORD_MAGIC[0]
+                    && b1.is_none_or(|b| b == format::RECORD_MAGIC[1] || b == format::MARK_MAGIC[1])
+                {
                     let at = base + i as u64;
-                    if let Scan::Record { .. } = self.scan_at(name, at, len, after)? {
+                    if let Scan::Record { .. } | Scan::Mark { .. } =
+                        self.scan_at(name, at, len, after)?
+                    {
                         return Ok(Some(at));
                     }
                 }
@@ -576,18 +631,28 @@ impl<S: Storage> Spool<S> {
             first_seq: first,
         }
         .encode();
-        self.st.write_at(&name, 0, &header)?;
+        // The watermark follows the header in the same write: recovery reads
+        // marks from the newest segment only.
+        let mut head = header.to_vec();
+        let mark = self.acked;
+        if mark > 0 {
+            format::encode_mark(mark, &mut head);
+        }
+        self.st.write_at(&name, 0, &head)?;
         self.st.sync(&name)?;
         self.st.sync_dir()?;
         self.stats.fsyncs += 1;
+        self.marked = self.marked.max(mark);
+        self.mark_pending = self.mark_pending.max(mark);
+        self.note_marked();
         self.segs.push_back(Seg {
             first_seq: first,
             name,
-            bytes: header.len() as u64,
+            bytes: head.len() as u64,
             last_seq: first - 1,
             prev_last,
         });
-        self.synced_len = header.len() as u64;
+        self.synced_len = head.len() as u64;
         self.unsynced.clear();
         Ok(())
     }
@@ -668,6 +733,8 @@ impl<S: Storage> Spool<S> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        // Records are written anyway: the watermark rides along.
+        self.push_mark();
         let mut tried_space = false;
         loop {
             let a = self.active();
@@ -676,7 +743,9 @@ impl<S: Storage> Spool<S> {
                 Ok(()) => {
                     self.active_mut().bytes += self.buf.len() as u64;
                     self.unsynced.extend_from_slice(&self.buf);
-                    self.written_seq = self.buf_last_seq;
+                    // A buffer of only a mark holds no record: max, not `=`
+                    // (`buf_last_seq` is 0 until the first append after a start).
+                    self.written_seq = self.written_seq.max(self.buf_last_seq);
                     self.buf.clear();
                     return Ok(());
                 }
@@ -703,6 +772,10 @@ impl<S: Storage> Spool<S> {
     pub fn sync(&mut self, now: Instant) -> io::Result<()> {
         if !self.read_only && self.st.vanished() {
             self.rebuild_vanished()?;
+        }
+        if !self.unsynced.is_empty() {
+            // Records are synced anyway: the watermark rides along.
+            self.push_mark();
         }
         self.flush(now)?;
         if self.unsynced.is_empty() {
@@ -734,6 +807,49 @@ impl<S: Storage> Spool<S> {
         self.unsynced.clear();
         self.unsynced_since = None;
         self.durable_seq = self.written_seq;
+        if self.mark_pending > self.marked {
+            self.marked = self.mark_pending;
+            self.note_marked();
+            if let Err(e) = self.delete_acked_segments() {
+                log::warn!("spool: deleting acknowledged segments: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Once the durable watermark is the current one, no mark is due.
+    fn note_marked(&mut self) {
+        if self.marked >= self.acked {
+            self.acks_unmarked = 0;
+            self.acks_dirty_since = None;
+        }
+    }
+
+    /// Writes no marks and commits no watermark on its own: it reaches disk only
+    /// when the caller says (`write_checkpoint`), after what it must make durable
+    /// first. The
+    /// collector's journal: a retirement must not be durable before the
+    /// registers' log and the events-done table that it follows.
+    pub fn watermark_in_checkpoint_only(&mut self) {
+        self.marks = false;
+    }
+
+    /// Puts a mark of the current watermark into the write buffer, unless one
+    /// already written or waiting says as much.
+    fn push_mark(&mut self) {
+        if self.marks && !self.read_only && self.acked > self.mark_pending {
+            format::encode_mark(self.acked, &mut self.buf);
+            self.mark_pending = self.acked;
+        }
+    }
+
+    /// Makes the watermark durable on its own: a mark and one fdatasync (acks
+    /// waited `sync_interval`, or `MARK_EVERY_ACKS` came, with no record to
+    /// carry them).
+    fn sync_mark(&mut self, now: Instant) -> io::Result<()> {
+        self.push_mark();
+        self.sync(now)?;
+        self.note_marked();
         Ok(())
     }
 
@@ -759,9 +875,13 @@ impl<S: Storage> Spool<S> {
             active.first_seq
         } else {
             carried = std::mem::take(&mut self.unsynced);
-            let first_of = |b: &[u8]| {
-                format::decode_record_header(b, format::RECORD_LIMIT_BYTES, b.len() as u64)
-                    .map(|h| h.seq)
+            let first_of = |mut b: &[u8]| loop {
+                let h =
+                    format::decode_record_header(b, format::RECORD_LIMIT_BYTES, b.len() as u64)?;
+                if !h.mark {
+                    return Some(h.seq);
+                }
+                b = &b[format::RECORD_HEADER_BYTES..];
             };
             first_of(&carried)
                 .or_else(|| first_of(&self.buf))
@@ -861,7 +981,9 @@ impl<S: Storage> Spool<S> {
         if seg.last_seq > self.acked {
             self.acked = seg.last_seq;
             self.in_flight.retain(|&(s, _)| s > seg.last_seq);
-            self.ckpt_dirty_since.get_or_insert(now);
+            if self.marks {
+                self.acks_dirty_since.get_or_insert(now);
+            }
         }
         if self.cur_seq <= seg.last_seq {
             self.cur_seq = seg.last_seq + 1;
@@ -879,9 +1001,10 @@ impl<S: Storage> Spool<S> {
         self.drop_notice.take()
     }
 
+    /// Deletes the segments wholly below the durable watermark.
     fn delete_acked_segments(&mut self) -> io::Result<()> {
         let mut removed = false;
-        while self.segs.len() > 1 && self.segs[0].last_seq <= self.acked {
+        while self.segs.len() > 1 && self.segs[0].last_seq <= self.marked {
             let seg = self.segs.pop_front().expect("len > 1");
             self.forget_read_ahead();
             self.st.remove(&seg.name)?;
@@ -962,6 +1085,7 @@ impl<S: Storage> Spool<S> {
                     }
                     return Ok(Some((seq, &self.read_buf[..plen as usize])));
                 }
+                Scan::Mark { next, .. } => self.cur_off = next,
                 Scan::End => self.cur_off = len,
                 Scan::Bad => {
                     self.stats.corrupt += 1;
@@ -990,8 +1114,9 @@ impl<S: Storage> Spool<S> {
     }
 
     /// Acknowledges `seq`, a record `read_next` returned. The watermark moves only
-    /// over a prefix of read records that are all acknowledged; segments wholly
-    /// below it are deleted; the checkpoint follows lazily. Unknown seqs are ignored.
+    /// over a prefix of read records that are all acknowledged; it is made durable
+    /// with the next sync (or on its own, see `MARK_EVERY_ACKS`), and segments
+    /// wholly below it are deleted then. Unknown seqs are ignored.
     pub fn ack(&mut self, seq: u64, now: Instant) -> io::Result<()> {
         let Ok(i) = self.in_flight.binary_search_by_key(&seq, |&(s, _)| s) else {
             return Ok(());
@@ -1002,14 +1127,21 @@ impl<S: Storage> Spool<S> {
             self.in_flight.pop_front();
             self.acked = s;
             moved = true;
-            self.ckpt_acks += 1;
+            self.acks_unmarked += 1;
         }
         if !moved {
             return Ok(());
         }
-        self.ckpt_dirty_since.get_or_insert(now);
-        if self.ckpt_acks >= CHECKPOINT_EVERY_ACKS {
-            self.write_checkpoint()?;
+        if !self.marks {
+            return Ok(()); // the caller writes the checkpoint
+        }
+        self.acks_dirty_since.get_or_insert(now);
+        if self.acks_unmarked >= MARK_EVERY_ACKS {
+            self.acks_unmarked = 0;
+            self.sync_mark(now)?;
+        } else if self.acked >= self.mark_pending + MARK_WRITE_ACKS {
+            self.push_mark();
+            self.flush(now)?;
         }
         Ok(())
     }
@@ -1023,7 +1155,8 @@ impl<S: Storage> Spool<S> {
     }
 
     /// Writes the watermark (and the current seq lease) to the checkpoint, then
-    /// deletes the segments wholly below the watermark.
+    /// deletes the segments wholly below the watermark. For a caller that needs
+    /// the watermark durable at once (the collector's journal).
     pub fn write_checkpoint(&mut self) -> io::Result<()> {
         self.put_checkpoint(self.seq_lease.max(self.next_seq))?;
         self.delete_acked_segments()
@@ -1048,12 +1181,13 @@ impl<S: Storage> Spool<S> {
         }
         self.stats.fsyncs += 1;
         self.ckpt_epoch = c.epoch;
-        self.ckpt_acks = 0;
-        self.ckpt_dirty_since = None;
+        self.marked = self.marked.max(c.acked);
+        self.mark_pending = self.mark_pending.max(c.acked);
+        self.note_marked();
         Ok(())
     }
 
-    /// Syncs when the group-commit age is reached, checkpoints when due. After a
+    /// Syncs when the group-commit age is reached, or the acks' (a mark). After a
     /// failure the next try waits `RETRY_INTERVAL`, so a dead disk costs one
     /// attempt a second, not a spinning loop.
     pub fn handle_timer(&mut self, now: Instant) -> io::Result<()> {
@@ -1069,10 +1203,10 @@ impl<S: Storage> Spool<S> {
                 self.sync(now)?;
             }
             if self
-                .ckpt_dirty_since
-                .is_some_and(|t| now >= t + CHECKPOINT_INTERVAL)
+                .acks_dirty_since
+                .is_some_and(|t| now >= t + self.cfg.sync_interval)
             {
-                self.write_checkpoint()?;
+                self.sync_mark(now)?;
             }
             Ok(())
         })();
@@ -1084,7 +1218,7 @@ impl<S: Storage> Spool<S> {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let a = self.unsynced_since.map(|t| t + self.cfg.sync_interval);
-        let b = self.ckpt_dirty_since.map(|t| t + CHECKPOINT_INTERVAL);
+        let b = self.acks_dirty_since.map(|t| t + self.cfg.sync_interval);
         let due = match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

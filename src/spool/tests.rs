@@ -1070,3 +1070,268 @@ fn a_vanished_directory_without_the_active_file_keeps_the_records_in_ram() {
         (21..=23).map(|n| (n, payload(n))).collect::<Vec<_>>()
     );
 }
+
+// 7b. The watermark's durability: ack marks.
+
+/// A crash (power cut: unsynced writes lost) after `acks` records were
+/// acknowledged, then reopened: the seq the reader starts at.
+fn first_after_power_cut(mut sp: Spool<MemStorage>) -> u64 {
+    let mut st = sp.st.clone();
+    st.power_cut(|_, _| None, false);
+    sp.st = st;
+    let (mut again, _) = reopen(sp, small());
+    read_all(&mut again).first().map_or(0, |r| r.0)
+}
+
+#[test]
+fn acks_ride_in_the_next_group_commit_without_a_checkpoint_write() {
+    let now = t0();
+    let (mut sp, _) = open(MemStorage::new(), small());
+    for n in 1..=10 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    read_all(&mut sp);
+    for seq in 1..=6 {
+        sp.ack(seq, now).unwrap();
+    }
+    let ckpt = sp.st.bytes_mut(CHECKPOINT_FILE).unwrap().clone();
+    let fsyncs = sp.stats().fsyncs;
+    sp.append(&payload(11), now).unwrap();
+    sp.sync(now).unwrap();
+    assert_eq!(
+        sp.stats().fsyncs,
+        fsyncs + 1,
+        "one fdatasync for record and mark"
+    );
+    assert_eq!(
+        sp.st.bytes_mut(CHECKPOINT_FILE).unwrap(),
+        &ckpt,
+        "no checkpoint write"
+    );
+    assert_eq!(sp.poll_timeout(), None, "nothing left to make durable");
+    // The reader skips the mark: record 11 comes next.
+    assert_eq!(
+        read_all(&mut sp).iter().map(|r| r.0).collect::<Vec<_>>(),
+        [11]
+    );
+    assert_eq!(first_after_power_cut(sp), 7);
+}
+
+#[test]
+fn acks_with_no_record_to_carry_them_are_synced_after_sync_interval() {
+    let now = t0();
+    let cfg = small();
+    let (mut sp, _) = open(MemStorage::new(), cfg);
+    for n in 1..=10 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    read_all(&mut sp);
+    for seq in 1..=4 {
+        sp.ack(seq, now).unwrap();
+    }
+    assert_eq!(sp.poll_timeout(), Some(now + cfg.sync_interval));
+    sp.handle_timer(now + cfg.sync_interval / 2).unwrap();
+    assert_eq!(
+        first_after_power_cut(reopen_clone(&sp)),
+        1,
+        "not durable yet"
+    );
+    let fsyncs = sp.stats().fsyncs;
+    sp.handle_timer(now + cfg.sync_interval).unwrap();
+    assert_eq!(sp.stats().fsyncs, fsyncs + 1);
+    assert_eq!(
+        sp.poll_timeout(),
+        None,
+        "no timer spins once the mark is durable"
+    );
+    assert_eq!(first_after_power_cut(sp), 5);
+}
+
+/// A spool on a copy of `sp`'s storage (the original goes on).
+fn reopen_clone(sp: &Spool<MemStorage>) -> Spool<MemStorage> {
+    open(sp.st.clone(), small()).0
+}
+
+#[test]
+fn a_long_run_of_acks_is_marked_every_mark_every_acks() {
+    let now = t0();
+    let cfg = SpoolConfig {
+        size: 1 << 20,
+        segment: 256 * 1024,
+        max_record: 512,
+        ..small()
+    };
+    let (mut sp, _) = open(MemStorage::new(), cfg);
+    let n = u64::from(MARK_EVERY_ACKS) + 100;
+    for i in 1..=n {
+        sp.append(&payload(i), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    let fsyncs = sp.stats().fsyncs;
+    let mut acked = 0;
+    while acked < n {
+        // The reader hands out at most MAX_IN_FLIGHT before acks come.
+        for (seq, _) in read_all(&mut sp) {
+            sp.ack(seq, now).unwrap();
+            acked += 1;
+        }
+    }
+    assert_eq!(sp.stats().fsyncs, fsyncs + 1, "one mark for {n} acks");
+    let mut st = sp.st.clone();
+    st.power_cut(|_, _| None, false);
+    let (mut again, _) = open(st, cfg);
+    assert_eq!(
+        read_all(&mut again).first().map(|r| r.0),
+        Some(u64::from(MARK_EVERY_ACKS) + 1)
+    );
+}
+
+#[test]
+fn a_new_segment_starts_with_the_watermark() {
+    let now = t0();
+    let cfg = small();
+    let (mut sp, _) = open(MemStorage::new(), cfg);
+    // Fill the first 4 KiB segment, ack part of it, then roll into the next.
+    let mut n = 0;
+    while sp.segs.len() == 1 {
+        n += 1;
+        sp.append(&payload(n), now).unwrap();
+        if n == 5 {
+            sp.sync(now).unwrap();
+            read_all(&mut sp);
+            for seq in 1..=5 {
+                sp.ack(seq, now).unwrap();
+            }
+        }
+    }
+    assert!(n > 6, "rolled over after {n} records");
+    // Only the rollover synced: the new segment's header write carries mark 5.
+    let newest = sp.segs.back().unwrap().name.clone();
+    let head = sp.st.bytes_mut(&newest).unwrap().clone();
+    let mut want = Vec::new();
+    format::encode_mark(5, &mut want);
+    assert_eq!(
+        &head[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + want.len()],
+        &want[..]
+    );
+    sp.sync(now).unwrap();
+    assert_eq!(first_after_power_cut(sp), 6);
+}
+
+#[test]
+fn a_damaged_mark_costs_duplicates_at_worst() {
+    let now = t0();
+    let (mut sp, _) = open(MemStorage::new(), small());
+    for n in 1..=6 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    read_all(&mut sp);
+    for seq in 1..=3 {
+        sp.ack(seq, now).unwrap();
+    }
+    sp.append(&payload(7), now).unwrap();
+    sp.sync(now).unwrap(); // records 1..=7, then mark 3
+    let name = sp.segs.back().unwrap().name.clone();
+    let bytes = sp.st.bytes_mut(&name).unwrap();
+    let mut mark = Vec::new();
+    format::encode_mark(3, &mut mark);
+    let at = bytes
+        .windows(mark.len())
+        .position(|w| w == &mark[..])
+        .expect("the mark is in the segment");
+    bytes[at + 8] ^= 0x01; // inside the watermark: the CRC no longer matches
+    let (mut again, rec) = reopen(sp, small());
+    let got: Vec<u64> = read_all(&mut again).iter().map(|r| r.0).collect();
+    assert_eq!(
+        got,
+        (1..=7).collect::<Vec<_>>(),
+        "every record, from the checkpoint's 0"
+    );
+    assert!(rec.corrupt <= 1, "{rec:?}");
+}
+
+#[test]
+fn a_crash_of_crd_resends_fewer_than_mark_write_acks_beyond_the_window() {
+    let now = t0();
+    let (mut sp, _) = open(MemStorage::new(), small());
+    for n in 1..=50 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    read_all(&mut sp);
+    let fsyncs = sp.stats().fsyncs;
+    for seq in 1..=40 {
+        sp.ack(seq, now).unwrap();
+    }
+    assert_eq!(sp.stats().fsyncs, fsyncs, "written, not synced");
+    // SIGKILL: what was written survives, synced or not.
+    let (mut again, _) = open(sp.st.clone(), small());
+    assert_eq!(
+        read_all(&mut again).first().map(|r| r.0),
+        Some(MARK_WRITE_ACKS + 1)
+    );
+    // Records written meanwhile carry the watermark at once.
+    sp.append(&payload(51), now).unwrap();
+    sp.flush(now).unwrap();
+    let (mut again, _) = open(sp.st.clone(), small());
+    assert_eq!(read_all(&mut again).first().map(|r| r.0), Some(41));
+}
+
+/// Found by the 10,000-emit backlog test: a mark written on its own right after a
+/// start (no record appended yet) must not move the reader's end back to 0.
+#[test]
+fn a_mark_written_alone_after_a_restart_keeps_the_backlog_readable() {
+    let now = t0();
+    let (mut sp, _) = open(MemStorage::new(), small());
+    for n in 1..=100 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    let (mut sp, _) = reopen(sp, small());
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        // A forwarder's window at a time, as over a broker.
+        let mut batch = Vec::new();
+        while batch.len() < 40
+            && let Some((seq, _)) = sp.read_next().unwrap()
+        {
+            batch.push(seq);
+        }
+        assert!(!batch.is_empty(), "the reader stalled after {}", got.len());
+        for &seq in &batch {
+            sp.ack(seq, now).unwrap();
+        }
+        got.extend(batch);
+        sp.sync(now).unwrap();
+    }
+    assert_eq!(got, (1..=100).collect::<Vec<_>>());
+}
+
+/// The collector's journal: its watermark is durable only when it says, after
+/// the registers' log and the events-done table (found by the rules' SIGKILL
+/// test: marks written ahead of them lost register feeds).
+#[test]
+fn a_spool_with_the_watermark_in_the_checkpoint_only_writes_no_mark() {
+    let now = t0();
+    let (mut sp, _) = open(MemStorage::new(), small());
+    sp.watermark_in_checkpoint_only();
+    for n in 1..=50 {
+        sp.append(&payload(n), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    read_all(&mut sp);
+    for seq in 1..=40 {
+        sp.ack(seq, now).unwrap();
+    }
+    sp.append(&payload(51), now).unwrap();
+    sp.sync(now).unwrap();
+    assert_eq!(sp.poll_timeout(), None, "no timer of its own for the acks");
+    let (mut again, _) = open(sp.st.clone(), small());
+    assert_eq!(read_all(&mut again).first().map(|r| r.0), Some(1));
+    sp.write_checkpoint().unwrap();
+    let (mut again, _) = open(sp.st.clone(), small());
+    assert_eq!(read_all(&mut again).first().map(|r| r.0), Some(41));
+}
