@@ -482,13 +482,30 @@ mod raw {
         r
     }
 
-    #[cfg(target_arch = "arm")]
+    #[cfg(all(target_arch = "arm", not(target_feature = "thumb-mode")))]
     pub unsafe fn syscall(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
         let r: isize;
         // SAFETY: as above.
         unsafe {
             asm!("svc 0", in("r7") nr, inlateout("r0") a => r, in("r1") b, in("r2") c,
                 in("r3") d, options(nostack, preserves_flags));
+        }
+        r
+    }
+
+    /// Thumb-2 (the ipq40xx build): r7 is the frame pointer there and cannot be
+    /// an operand, so the number goes through a scratch register and r7 is put
+    /// back after the call.
+    #[cfg(all(target_arch = "arm", target_feature = "thumb-mode"))]
+    pub unsafe fn syscall(nr: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+        let r: isize;
+        // SAFETY: as above; r7 is saved in `keep` and restored before the asm
+        // block ends, and no stack is touched.
+        unsafe {
+            asm!("mov {keep}, r7", "mov r7, {nr}", "svc 0", "mov r7, {keep}",
+                nr = in(reg) nr, keep = out(reg) _,
+                inlateout("r0") a => r, in("r1") b, in("r2") c, in("r3") d,
+                options(nostack, preserves_flags));
         }
         r
     }
