@@ -53,7 +53,8 @@ cross:
 cross-all:
 	for b in $(BOARDS); do cross/build.sh $$b || exit 1; done
 
-# Every board's size (raw, gzip) against its budget; fails over budget.
+# Every board's size (raw, gzip) against SIZE_BUDGET, and each router board's .ipk
+# against IPK_BUDGET, with what is left to cut to IPK_TARGET; fails over a budget.
 size:
 	cross/size.sh $(BOARDS)
 

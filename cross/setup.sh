@@ -17,6 +17,7 @@ fi
 rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
 rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
 if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -c 'import ziglang' 2>/dev/null; then
-    python3 -m pip install -q ziglang cargo-zigbuild
+    # Pinned: the size budgets (make size) hold for this linker and libc.
+    python3 -m pip install -q ziglang==0.17.1 cargo-zigbuild==0.24.1
 fi
 echo "cross toolchain ready: $(python3 -m ziglang version 2>/dev/null | sed 's/^/zig /'), $(command -v qemu-mips-static || echo 'no qemu'), $(command -v llvm-objcopy || echo 'no llvm-objcopy')"

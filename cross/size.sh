@@ -15,7 +15,7 @@ variant=${SIZE_VARIANT:-}
 over=0
 ipkdir=$(mktemp -d)
 trap 'rm -rf "$ipkdir"' EXIT
-printf '%-8s %-30s %-6s %8s %8s %8s %8s %8s  %-7s %s\n' \
+printf '%-8s %-37s %-6s %8s %8s %8s %8s %8s  %-7s %s\n' \
     BOARD TARGET ENDIAN RAW GZIP BUDGET IPK IPK_BUDG VERDICT "IPK TARGET"
 for board in "$@"; do
     IPK_BUDGET= IPK_TARGET=
@@ -42,7 +42,7 @@ for board in "$@"; do
             fi
         fi
     fi
-    printf '%-8s %-30s %-6s %8d %8d %8d %8s %8s  %-7s %s\n' "$board" "$TARGET" "$ENDIAN" \
+    printf '%-8s %-37s %-6s %8d %8d %8d %8s %8s  %-7s %s\n' "$board" "$TARGET" "$ENDIAN" \
         "$raw" "$gz" "$SIZE_BUDGET" "$ipk" "${IPK_BUDGET:--}" "$verdict" "$target"
 done
 exit $over
