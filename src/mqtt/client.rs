@@ -9,7 +9,6 @@ use crate::core::config::MqttSettings;
 use crate::mqtt::forward::{CONNECT_TIMEOUT, login, resolve};
 use crate::mqtt::session::{Inbound, Session, SessionConfig, Up};
 use crate::mqtt::transport::{self, Transport};
-use bytes::BytesMut;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
 use std::io;
@@ -24,7 +23,7 @@ pub struct Client {
     events: Events,
     sock: Transport,
     session: Session,
-    input: BytesMut,
+    input: Vec<u8>,
     ups: VecDeque<Up>,
 }
 
@@ -77,7 +76,7 @@ impl Client {
             events: Events::with_capacity(4),
             sock,
             session,
-            input: BytesMut::new(),
+            input: Vec::new(),
             ups: VecDeque::new(),
         };
         match c.wait(until, |u| matches!(u, Up::Connected)) {

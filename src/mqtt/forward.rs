@@ -20,7 +20,6 @@ use crate::mqtt::transport::Transport;
 use crate::mqtt::wire;
 use crate::spool::Spool;
 use crate::spool::storage::Storage;
-use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read};
@@ -78,7 +77,7 @@ pub struct Forwarder {
     sock: Option<Transport>,
     token: Token,
     phase: Phase,
-    rbuf: BytesMut,
+    rbuf: Vec<u8>,
     backoff: Duration,
     rng: u64,
     addr_next: usize,
@@ -207,7 +206,7 @@ impl Forwarder {
             sock: None,
             token,
             phase,
-            rbuf: BytesMut::new(),
+            rbuf: Vec::new(),
             backoff: BACKOFF_MIN,
             rng: u64::from(std::process::id()) ^ boot_ms ^ stream,
             addr_next: 0,

@@ -1,9 +1,10 @@
-//! The MQTT side: the sans-IO session, what goes on the wire (topics and JSON), the
-//! broker connection in the loop, the transport (plain TCP or TLS), and (collector
-//! builds) a short foreground connection for `crd send`.
+//! The MQTT side: the sans-IO session and its packet codec, what goes on the wire
+//! (topics and JSON), the broker connection in the loop, the transport (plain TCP
+//! or TLS), and (collector builds) a short foreground connection for `crd send`.
 
 #[cfg(feature = "collector")]
 pub mod client;
+pub mod codec;
 pub mod forward;
 pub mod session;
 pub mod transport;

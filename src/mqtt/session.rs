@@ -6,14 +6,12 @@
 //! PUBLISH larger than `max_incoming` is never buffered whole: its topic and packet
 //! id are kept, the rest is skipped as it arrives, and it is reported as
 //! `Up::Oversized`, so the caller can acknowledge it and say so. Packets are
-//! encoded and decoded by rumqttc's v4 codec; rumqttc's event loop is not used.
+//! encoded and decoded by `codec.rs`.
 //!
 //! It never touches a socket or a clock; `forward.rs` carries its output to the
 //! broker. Section numbers refer to the MQTT 3.1.1 OASIS standard.
 
-use bytes::BytesMut;
-use rumqttc::mqttbytes::v4::{ConnectReturnCode, LastWill, Login, Packet};
-use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use crate::mqtt::codec::{self, Packet};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -52,7 +50,7 @@ pub struct SessionConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inbound {
     pub topic: String,
-    pub payload: bytes::Bytes,
+    pub payload: Vec<u8>,
     /// The packet id to acknowledge (QoS 1); `None` for QoS 0.
     pub pkid: Option<u16>,
     pub dup: bool,
@@ -200,22 +198,19 @@ impl Session {
     /// session (3.1.2.4): crd's own spool, not the broker, holds what is unsent.
     pub fn start(&mut self, now: Instant) -> Result<(), SessionError> {
         self.reset();
-        let mut c = rumqttc::mqttbytes::v4::Connect::new(self.cfg.client_id.clone());
-        // Keep Alive is a 16-bit number of seconds (3.1.2.10).
-        c.keep_alive = self.cfg.keepalive.as_secs().clamp(1, u64::from(u16::MAX)) as u16;
-        c.clean_session = self.cfg.clean_session;
-        if let Some((u, p)) = &self.cfg.login {
-            c.login = Some(Login::new(u.clone(), p.clone()));
-        }
-        if let Some((topic, payload)) = &self.cfg.will {
-            c.last_will = Some(LastWill::new(
-                topic.clone(),
-                payload.clone(),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        }
-        self.send(Packet::Connect(c), now)?;
+        let mut b = Vec::new();
+        codec::connect(
+            &codec::Connect {
+                client_id: &self.cfg.client_id,
+                // Keep Alive is a 16-bit number of seconds (3.1.2.10).
+                keep_alive: self.cfg.keepalive.as_secs().clamp(1, u64::from(u16::MAX)) as u16,
+                clean_session: self.cfg.clean_session,
+                login: self.cfg.login.as_ref().map(|(u, p)| (&u[..], &p[..])),
+                will: self.cfg.will.as_ref().map(|(t, m)| (&t[..], &m[..])),
+            },
+            &mut b,
+        );
+        self.send(&b, "CONNECT", now)?;
         self.state = State::AwaitConnAck { since: now };
         self.last_rx = now;
         Ok(())
@@ -245,15 +240,10 @@ impl Session {
     /// Queues SUBSCRIBE (3.8) for `filters`, each at QoS 1; the SUBACK comes back
     /// as `Up::Subscribed`.
     pub fn subscribe(&mut self, filters: &[String], now: Instant) -> Result<(), SessionError> {
-        use rumqttc::mqttbytes::v4::{Subscribe, SubscribeFilter};
         let pkid = self.alloc_pkid();
-        let mut s = Subscribe::new_many(
-            filters
-                .iter()
-                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
-        );
-        s.pkid = pkid;
-        self.send(Packet::Subscribe(s), now)?;
+        let mut b = Vec::new();
+        codec::subscribe(pkid, filters, &mut b);
+        self.send(&b, "SUBSCRIBE", now)?;
         self.sub_pkid = Some(pkid);
         self.sub_filters = filters.len();
         Ok(())
@@ -261,10 +251,9 @@ impl Session {
 
     /// Queues the PUBACK (3.4) of an inbound QoS 1 PUBLISH.
     pub fn puback(&mut self, pkid: u16, now: Instant) -> Result<(), SessionError> {
-        self.send(
-            Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(pkid)),
-            now,
-        )
+        let mut b = Vec::with_capacity(4);
+        codec::puback(pkid, &mut b);
+        self.send(&b, "PUBACK", now)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -285,12 +274,16 @@ impl Session {
         &mut self.out
     }
 
-    fn send(&mut self, p: Packet, now: Instant) -> Result<(), SessionError> {
-        let mut b = BytesMut::new();
-        p.write(&mut b, self.cfg.max_packet).map_err(|e| {
-            SessionError::Protocol(format!("cannot encode {}: {e}", packet_name(&p)))
-        })?;
-        self.out.extend(&b);
+    /// Queues one encoded packet (`what` names it in an error).
+    fn send(&mut self, b: &[u8], what: &str, now: Instant) -> Result<(), SessionError> {
+        if b.len() > self.cfg.max_packet {
+            return Err(SessionError::Protocol(format!(
+                "cannot encode {what}: {} bytes, over the largest packet ({})",
+                b.len(),
+                self.cfg.max_packet
+            )));
+        }
+        self.out.extend(b);
         self.last_tx = now;
         Ok(())
     }
@@ -356,7 +349,7 @@ impl Session {
 
     /// Queues DISCONNECT (3.14): the broker then discards the will.
     pub fn disconnect(&mut self, now: Instant) {
-        let _ = self.send(Packet::Disconnect, now);
+        let _ = self.send(&codec::DISCONNECT, "DISCONNECT", now);
         self.state = State::Idle;
     }
 
@@ -364,15 +357,29 @@ impl Session {
     /// of a PUBLISH over `max_incoming` only its head is ever kept).
     pub fn handle_input(
         &mut self,
-        buf: &mut BytesMut,
+        buf: &mut Vec<u8>,
         now: Instant,
         up: &mut Vec<Up>,
     ) -> Result<(), SessionError> {
-        use bytes::Buf;
+        // Packets are taken from the front at `at`; the bytes they took are
+        // dropped once, at the end (a partial packet is all that moves).
+        let mut at = 0;
+        let r = self.take_packets(buf, &mut at, now, up);
+        buf.drain(..at);
+        r
+    }
+
+    fn take_packets(
+        &mut self,
+        buf: &[u8],
+        at: &mut usize,
+        now: Instant,
+        up: &mut Vec<Up>,
+    ) -> Result<(), SessionError> {
         loop {
             if let Some(skip) = self.skipping.as_mut() {
-                let n = skip.left.min(buf.len());
-                buf.advance(n);
+                let n = skip.left.min(buf.len() - *at);
+                *at += n;
                 skip.left -= n;
                 if n > 0 {
                     self.last_rx = now;
@@ -388,9 +395,11 @@ impl Session {
                 });
                 continue;
             }
-            if let Some(big) = oversized(buf, self.cfg.max_incoming)? {
+            let rest = &buf[*at..];
+            if let Some(big) = oversized(rest, self.cfg.max_incoming)? {
                 match big {
-                    Some(skip) => {
+                    Some((skip, head)) => {
+                        *at += head;
                         self.last_rx = now;
                         self.skipping = Some(skip);
                         continue;
@@ -398,76 +407,86 @@ impl Session {
                     None => return Ok(()),
                 }
             }
-            let p = match Packet::read(buf, self.cfg.max_incoming) {
-                Ok(p) => p,
-                Err(CodecError::InsufficientBytes(_)) => return Ok(()),
-                Err(e) => return Err(SessionError::Protocol(format!("{e:?}"))),
+            let (p, used) = match codec::decode(rest, self.cfg.max_incoming) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(SessionError::Protocol(e)),
             };
+            *at += used;
             self.last_rx = now;
             match (p, self.state) {
-                (Packet::ConnAck(a), State::AwaitConnAck { .. }) => {
-                    if a.code != ConnectReturnCode::Success {
-                        return Err(SessionError::Refused(format!("{:?}", a.code)));
+                (Packet::ConnAck(code), State::AwaitConnAck { .. }) => {
+                    if code != 0 {
+                        return Err(SessionError::Refused(codec::refusal(code)));
                     }
                     self.state = State::Connected;
                     up.push(Up::Connected);
                 }
-                (Packet::PubAck(a), State::Connected) => {
+                (Packet::PubAck(pkid), State::Connected) => {
                     // Brokers ack in order (4.6), but any order and unknown ids
                     // are handled: the spool's watermark only moves over a
                     // contiguous acked prefix anyway.
-                    if let Some(i) = self.inflight.iter().position(|&(p, _)| p == a.pkid) {
+                    if let Some(i) = self.inflight.iter().position(|&(p, _)| p == pkid) {
                         if let Some((_, seq)) = self.inflight.remove(i) {
                             up.push(Up::Acked(seq));
                         }
                     } else {
-                        log::debug!("mqtt: PUBACK for unknown packet id {}", a.pkid);
+                        log::debug!("mqtt: PUBACK for unknown packet id {pkid}");
                     }
                 }
-                (Packet::SubAck(a), State::Connected) if self.sub_pkid == Some(a.pkid) => {
-                    use rumqttc::mqttbytes::v4::SubscribeReasonCode;
+                (Packet::SubAck { pkid, codes }, State::Connected)
+                    if self.sub_pkid == Some(pkid) =>
+                {
                     self.sub_pkid = None;
                     // One return code per filter, in order (3.9.3).
-                    if a.return_codes.len() != self.sub_filters {
+                    if codes.len() != self.sub_filters {
                         return Err(SessionError::Protocol(format!(
                             "SUBACK with {} return codes for {} filters",
-                            a.return_codes.len(),
+                            codes.len(),
                             self.sub_filters
                         )));
                     }
-                    let refused = a
-                        .return_codes
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| matches!(c, SubscribeReasonCode::Failure))
-                        .map(|(i, _)| i)
-                        .collect();
+                    let refused = (0..codes.len()).filter(|&i| codes[i] == 0x80).collect();
                     up.push(Up::Subscribed { refused });
                 }
-                (Packet::Publish(p), State::Connected) => {
-                    let pkid = match p.qos {
-                        QoS::AtMostOnce => None,
-                        QoS::AtLeastOnce => Some(p.pkid),
-                        // crd subscribes at QoS 1; a broker never sends more (3.8.4).
-                        QoS::ExactlyOnce => {
-                            return Err(SessionError::Protocol(
-                                "a QoS 2 PUBLISH on a QoS 1 subscription".into(),
-                            ));
-                        }
-                    };
-                    up.push(Up::Message(Inbound {
-                        topic: p.topic,
-                        payload: p.payload,
+                (
+                    Packet::Publish {
+                        topic,
+                        payload,
+                        qos,
                         pkid,
-                        dup: p.dup,
-                        retain: p.retain,
+                        dup,
+                        retain,
+                    },
+                    State::Connected,
+                ) => {
+                    // crd subscribes at QoS 1; a broker never sends more (3.8.4).
+                    if qos == 2 {
+                        return Err(SessionError::Protocol(
+                            "a QoS 2 PUBLISH on a QoS 1 subscription".into(),
+                        ));
+                    }
+                    up.push(Up::Message(Inbound {
+                        topic,
+                        payload,
+                        pkid,
+                        dup,
+                        retain,
                     }));
                 }
                 (Packet::PingResp, _) => {}
                 (p, s) => {
+                    let kind = match p {
+                        Packet::ConnAck(_) => 2,
+                        Packet::Publish { .. } => 3,
+                        Packet::PubAck(_) => 4,
+                        Packet::SubAck { .. } => 9,
+                        Packet::PingResp => 13,
+                        Packet::Other(t) => t,
+                    };
                     return Err(SessionError::Protocol(format!(
                         "unexpected {} while {}",
-                        packet_name(&p),
+                        codec::packet_name(kind),
                         if matches!(s, State::Connected) {
                             "connected"
                         } else {
@@ -508,7 +527,7 @@ impl Session {
                     return Err(SessionError::Silent);
                 }
                 if now >= self.last_tx + self.cfg.keepalive {
-                    self.send(Packet::PingReq, now)?;
+                    self.send(&codec::PINGREQ, "PINGREQ", now)?;
                 }
                 Ok(())
             }
@@ -518,31 +537,13 @@ impl Session {
 
 /// Looks at the packet at the front of `buf`: `None` when it is not over `limit`
 /// (or its length is not complete yet); `Some(None)` when it is an oversized
-/// PUBLISH whose head has not all arrived; `Some(Some(skip))` once its topic and
-/// packet id are taken out of `buf` (the rest is to be skipped). An oversized
-/// packet of any other kind is a protocol error.
-fn oversized(buf: &mut BytesMut, limit: usize) -> Result<Option<Option<Skip>>, SessionError> {
-    use bytes::Buf;
-    // Fixed header (2.2): type and flags, then the remaining length (2.2.3),
-    // 1 to 4 bytes of 7 bits.
-    let Some(&first) = buf.first() else {
+/// PUBLISH whose head has not all arrived; `Some(Some((skip, n)))` once its
+/// topic and packet id are read from its first `n` bytes (the rest is to be
+/// skipped). An oversized packet of any other kind is a protocol error.
+fn oversized(buf: &[u8], limit: usize) -> Result<Option<Option<(Skip, usize)>>, SessionError> {
+    let Some((first, hdr, remaining)) = codec::header(buf).map_err(SessionError::Protocol)? else {
         return Ok(None);
     };
-    let mut remaining = 0usize;
-    let mut hdr = 1;
-    loop {
-        let Some(&b) = buf.get(hdr) else {
-            return Ok(None);
-        };
-        remaining |= usize::from(b & 0x7f) << (7 * (hdr - 1));
-        hdr += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        if hdr > 4 {
-            return Err(SessionError::Protocol("malformed remaining length".into()));
-        }
-    }
     if remaining <= limit {
         return Ok(None);
     }
@@ -576,38 +577,23 @@ fn oversized(buf: &mut BytesMut, limit: usize) -> Result<Option<Option<Skip>>, S
     }
     let topic = String::from_utf8_lossy(&buf[hdr + 2..hdr + 2 + tlen]).into_owned();
     let pkid = (qos == 1).then(|| u16::from_be_bytes([buf[hdr + 2 + tlen], buf[hdr + 3 + tlen]]));
-    buf.advance(hdr + head);
-    Ok(Some(Some(Skip {
-        left: remaining - head,
-        topic,
-        size: remaining - head,
-        pkid,
-    })))
-}
-
-fn packet_name(p: &Packet) -> &'static str {
-    match p {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
-    }
+    Ok(Some(Some((
+        Skip {
+            left: remaining - head,
+            topic,
+            size: remaining - head,
+            pkid,
+        },
+        hdr + head,
+    ))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttc::mqttbytes::v4::{ConnAck, PubAck, Publish};
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::QoS;
+    use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck, Publish};
 
     fn cfg() -> SessionConfig {
         SessionConfig {
@@ -634,12 +620,13 @@ mod tests {
         out
     }
 
-    fn broker(packets: &[Packet]) -> BytesMut {
+    /// What a broker sends, encoded by rumqttc.
+    fn broker(packets: &[Packet]) -> Vec<u8> {
         let mut b = BytesMut::new();
         for p in packets {
             p.write(&mut b, 1 << 20).unwrap();
         }
-        b
+        b.to_vec()
     }
 
     fn connected(now: Instant) -> Session {
@@ -713,7 +700,7 @@ mod tests {
             up[1],
             Up::Message(Inbound {
                 topic: "crd/r1/event/Disk".into(),
-                payload: bytes::Bytes::from_static(b"{}"),
+                payload: b"{}".to_vec(),
                 pkid: Some(7),
                 dup: false,
                 retain: false,
@@ -764,7 +751,7 @@ mod tests {
         Packet::Publish(big).write(&mut all, 20 << 20).unwrap();
         all.extend_from_slice(&broker(&[Packet::Publish(after)]));
         let mut up = Vec::new();
-        let mut buf = BytesMut::new();
+        let mut buf = Vec::new();
         let mut most = 0;
         for chunk in all.chunks(4096) {
             buf.extend_from_slice(chunk);
@@ -780,12 +767,10 @@ mod tests {
                 pkid: Some(9)
             }
         );
-        assert!(
-            matches!(&up[1], Up::Message(m) if m.pkid == Some(10) && m.payload.as_ref() == b"ok")
-        );
+        assert!(matches!(&up[1], Up::Message(m) if m.pkid == Some(10) && &m.payload[..] == b"ok"));
         // Any other packet over the limit is a protocol error.
         let mut s = connected(t0);
-        let mut b = BytesMut::from(&[0x90u8, 0xff, 0xff, 0x7f][..]); // SUBACK of 2 MiB
+        let mut b = vec![0x90u8, 0xff, 0xff, 0x7f]; // SUBACK of 2 MiB
         assert!(matches!(
             s.handle_input(&mut b, t0, &mut Vec::new()),
             Err(SessionError::Protocol(_))
@@ -820,7 +805,10 @@ mod tests {
             false,
         ))]);
         let e = s.handle_input(&mut b, now, &mut Vec::new()).unwrap_err();
-        assert!(e.to_string().contains("BadUserNamePassword"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "broker refused the connection: bad user name or password (return code 4)"
+        );
     }
 
     #[test]
@@ -981,7 +969,7 @@ mod tests {
         assert_eq!(e, SessionError::NoConnAck);
         assert_eq!(e.to_string(), "no CONNACK within 10 s of CONNECT");
         let mut s = connected(t0);
-        let mut b = BytesMut::from(&[0xF0u8, 0x00][..]); // reserved packet type 15
+        let mut b = vec![0xF0u8, 0x00]; // reserved packet type 15
         assert!(matches!(
             s.handle_input(&mut b, t0, &mut Vec::new()),
             Err(SessionError::Protocol(_))
