@@ -5,8 +5,8 @@
 //! `crd --install NAME[@REF] [-l LOCATION]`, `crd --list`, `crd --remove NAME`,
 //! `--version`, `--help`. Exit codes: 0 ok, 1 failure, 2 usage
 //! or config error; every message goes to stderr and says what and where. `-x` is
-//! taken apart by hand before argh sees the rest, so that a support module's own
-//! arguments (`-f`, `--`, anything) reach it untouched.
+//! taken apart by hand before `args.rs` parses the rest, so that a support
+//! module's own arguments (`-f`, `--`, anything) reach it untouched.
 
 use crate::child::poller::run_once;
 use crate::child::recipe::{Host, Recipe};
@@ -18,10 +18,12 @@ use crate::host::control::{CallError, request_with_body};
 use crate::host::files::node_name;
 use crate::host::modules;
 use crate::install::Failure;
-use argh::FromArgs;
+use args::{Opt, Parsed, Pos, Spec, Stop};
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::PathBuf;
+
+mod args;
 
 /// `println!`/`eprintln!` that drop output to a closed stream (`crd status | head`)
 /// instead of panicking on EPIPE.
@@ -52,49 +54,308 @@ pub const EXIT_EXPIRED: i32 = 78;
 /// `crd send --wait`: no final answer within the wait.
 pub const EXIT_NO_ANSWER: i32 = 124;
 
-#[derive(FromArgs, Debug)]
-/// crd, the Condition/Response Daemon. Without a command it runs the daemon in the
-/// foreground. `crd -x NAME [ARGS...]` runs support module NAME with ARGS and exits
-/// with its exit code.
+const fn opt(long: &'static str, short: Option<char>, help: &'static str) -> Opt {
+    Opt {
+        long,
+        short,
+        value: None,
+        help,
+    }
+}
+
+const fn val(long: &'static str, short: Option<char>, help: &'static str) -> Opt {
+    Opt {
+        long,
+        short,
+        value: Some(long),
+        help,
+    }
+}
+
+const fn pos(name: &'static str, required: bool, help: &'static str) -> Pos {
+    Pos {
+        name,
+        required,
+        greedy: false,
+        help,
+    }
+}
+
+const fn cmd(
+    name: &'static str,
+    about: &'static str,
+    opts: &'static [Opt],
+    pos: &'static [Pos],
+) -> Spec {
+    Spec {
+        name,
+        about,
+        opts,
+        pos,
+        subcommands: &[],
+    }
+}
+
+/// The commands, in `--help`'s order; `command` maps them to `Cmd`.
+static COMMANDS: [Spec; 9] = [
+    cmd(
+        "check",
+        "run one module's check (and its response, if the check fires) once, in the \
+         foreground, and print what happened",
+        &[],
+        &[pos("name", true, "the module's name")],
+    ),
+    cmd(
+        "status",
+        "ask the running daemon for its state: modules, last outcomes, next runs, counters",
+        &[opt(
+            "json",
+            None,
+            "one JSON object instead of the lines and the table",
+        )],
+        &[],
+    ),
+    cmd(
+        "emit",
+        "queue an event through the running daemon: it is published at \
+         <prefix>/<node>/SUFFIX. Exits 0 once the record is in the spool file (with \
+         --sync: on disk), 1 if the daemon is not running or refused it, 2 on bad input, \
+         3 if the daemon took the request but did not answer in time (outcome unknown).",
+        &[opt(
+            "sync",
+            None,
+            "return only once the record is on disk (fdatasync), not just in the file",
+        )],
+        &[
+            pos(
+                "suffix",
+                true,
+                "topic suffix: levels of letters, digits, `_`, `.`, `-` separated by `/`",
+            ),
+            pos(
+                "message",
+                false,
+                "the message; `-` reads it from stdin; none: an empty message",
+            ),
+        ],
+    ),
+    cmd(
+        "dump",
+        "print the spool's records not yet acknowledged by the broker, oldest first, one \
+         per line: seq, ts_ms, kind, module, code, dur_ms, output. Safe beside a running \
+         daemon (reads only).",
+        &[val(
+            "spool",
+            None,
+            "spool directory (default: spool_dir from the config)",
+        )],
+        &[],
+    ),
+    cmd(
+        "resolve",
+        "resolve a broker address (host:port, host, [v6]:port) as the daemon does and \
+         print one address per line. The daemon runs this as a child, so a resolver that \
+         does not answer never holds its loop.",
+        &[],
+        &[pos("broker", true, "the broker address")],
+    ),
+    cmd(
+        "fleet",
+        "ask the running collector for the fleet: each node online or offline, since \
+         when, its version, and its last event",
+        &[opt("json", None, "one JSON object instead of the table")],
+        &[],
+    ),
+    cmd(
+        "register",
+        "ask the running collector for a rule module's register: every key and its value \
+         (one `KEY VALUE` line each, sorted by key), or one key's value",
+        &[],
+        &[
+            pos(
+                "module",
+                true,
+                "the rule module (a module with `register` in its settings)",
+            ),
+            pos(
+                "key",
+                false,
+                "one key (a node, a topic, a module, or `*` for `by = all`)",
+            ),
+        ],
+    ),
+    cmd(
+        "send",
+        "send a remote command: run support module MODULE with ARGS on NODE (whose \
+         `commands` must list it), signed with command_key_file if the config has one. \
+         Handed to the running collector's relay when there is one (it republishes until \
+         the node accepts), else published here. NODE may be a pattern (`*`, `?`) over \
+         the collector's fleet; --all is every node of it. Options go before NODE. Prints \
+         the command's id; with --wait, each reply as it comes, and exits with the remote \
+         exit code, or 75 interrupted, 77 refused, 78 expired, 124 no final answer in \
+         time (several nodes: 0 only if all exited 0, else 1); 1 if the broker or the \
+         daemon cannot be reached, 2 on bad input.",
+        &[
+            opt(
+                "all",
+                None,
+                "every node of the running collector's fleet (MODULE comes first then)",
+            ),
+            val(
+                "ttl",
+                None,
+                "how long the command may still start, from now (default 1h)",
+            ),
+            val(
+                "wait",
+                None,
+                "wait this long for the command's answer (e.g. 30s)",
+            ),
+        ],
+        &[
+            pos("node", true, "the node to run it on"),
+            pos("module", true, "the support module to run"),
+            Pos {
+                name: "args",
+                required: false,
+                greedy: true,
+                help: "its arguments, each one argv entry there (no shell)",
+            },
+        ],
+    ),
+    cmd(
+        "replies",
+        "ask the running collector's relay for the commands it sends: one line each, `ID \
+         NODE MODULE STATE SENT_MS` (STATE: sending, accepted, done:CODE, refused:WHY, \
+         interrupted, unanswered); with ID, the replies kept for it, one JSON object a line",
+        &[],
+        &[pos("id", false, "one command's id")],
+    ),
+];
+
+static TOP: Spec = Spec {
+    name: "crd",
+    about: "crd, the Condition/Response Daemon. Without a command it runs the daemon in \
+            the foreground. `crd -x NAME [ARGS...]` runs support module NAME with ARGS and \
+            exits with its exit code.",
+    opts: &[
+        val(
+            "config",
+            Some('c'),
+            "config file (default: $CRD_CONFIG, else /etc/CRD/crd.conf)",
+        ),
+        opt(
+            "verbose",
+            Some('v'),
+            "log at debug level (overrides log_level)",
+        ),
+        opt(
+            "check-config",
+            None,
+            "validate the config and the modules, print problems, exit 0 (valid) or 2",
+        ),
+        opt("version", Some('V'), "print the version and exit"),
+        val(
+            "install",
+            None,
+            "install module NAME (or NAME@REF: a tag, branch, commit, or the version of a \
+             directory or .tar.gz) from the configured repository, or from -l",
+        ),
+        val(
+            "location",
+            Some('l'),
+            "with --install: the module's own location (git URL, directory, .tar.gz)",
+        ),
+        opt(
+            "list",
+            None,
+            "list the modules in modules_dir: version, kind, revision, install time, source",
+        ),
+        opt(
+            "json",
+            None,
+            "with --list: one JSON array instead of the table",
+        ),
+        val("remove", None, "remove module NAME from modules_dir"),
+        // Listed for --help: `split_x` takes `-x` before the parser sees it.
+        val(
+            "x",
+            Some('x'),
+            "run support module NAME with the remaining arguments (see above)",
+        ),
+    ],
+    pos: &[],
+    subcommands: &COMMANDS,
+};
+
+/// What the command line asks for.
 struct Args {
-    /// config file (default: $CRD_CONFIG, else /etc/CRD/crd.conf)
-    #[argh(option, short = 'c')]
     config: Option<PathBuf>,
-    /// log at debug level (overrides log_level)
-    #[argh(switch, short = 'v')]
     verbose: bool,
-    /// validate the config and the modules, print problems, exit 0 (valid) or 2
-    #[argh(switch)]
     check_config: bool,
-    /// print the version and exit
-    #[argh(switch, short = 'V')]
     version: bool,
-    /// install module NAME (or NAME@REF: a tag, branch, commit, or the version of a
-    /// directory or .tar.gz) from the configured repository, or from -l
-    #[argh(option)]
     install: Option<String>,
-    /// with --install: the module's own location (git URL, directory, .tar.gz)
-    #[argh(option, short = 'l')]
     location: Option<String>,
-    /// list the modules in modules_dir: version, kind, revision, install time, source
-    #[argh(switch)]
     list: bool,
-    /// with --list: one JSON array instead of the table
-    #[argh(switch)]
     json: bool,
-    /// remove module NAME from modules_dir
-    #[argh(option)]
     remove: Option<String>,
-    /// run support module NAME with the remaining arguments (see above)
-    #[argh(option, short = 'x')]
-    #[allow(dead_code)] // listed for --help; `split_x` takes `-x` before argh parses
-    x: Option<String>,
-    #[argh(subcommand)]
     cmd: Option<Cmd>,
 }
 
-#[derive(FromArgs, Debug)]
-#[argh(subcommand)]
+impl Args {
+    fn from(p: Parsed) -> Args {
+        Args {
+            config: p.value("config").map(PathBuf::from),
+            verbose: p.switch("verbose"),
+            check_config: p.switch("check-config"),
+            version: p.switch("version"),
+            install: p.value("install"),
+            location: p.value("location"),
+            list: p.switch("list"),
+            json: p.switch("json"),
+            remove: p.value("remove"),
+            cmd: p.sub.map(|(k, c)| command(k, *c)),
+        }
+    }
+}
+
+/// `COMMANDS[k]`'s arguments as a `Cmd` (the parser has checked the required
+/// positionals are there).
+fn command(k: usize, c: Parsed) -> Cmd {
+    let need = |i: usize| c.pos(i).unwrap_or_default();
+    match COMMANDS[k].name {
+        "check" => Cmd::Check(CheckCmd { name: need(0) }),
+        "status" => Cmd::Status(StatusCmd {
+            json: c.switch("json"),
+        }),
+        "emit" => Cmd::Emit(EmitCmd {
+            suffix: need(0),
+            message: c.pos(1),
+            sync: c.switch("sync"),
+        }),
+        "dump" => Cmd::Dump(DumpCmd {
+            spool: c.value("spool").map(PathBuf::from),
+        }),
+        "resolve" => Cmd::Resolve(ResolveCmd { broker: need(0) }),
+        "fleet" => Cmd::Fleet(FleetCmd {
+            json: c.switch("json"),
+        }),
+        "register" => Cmd::Register(RegisterCmd {
+            module: need(0),
+            key: c.pos(1),
+        }),
+        "send" => Cmd::Send(SendCmd {
+            all: c.switch("all"),
+            ttl: c.value("ttl").unwrap_or_else(|| "1h".into()),
+            wait: c.value("wait"),
+            node: need(0),
+            module: need(1),
+            args: c.pos.get(2..).map(<[_]>::to_vec).unwrap_or_default(),
+        }),
+        _ => Cmd::Replies(RepliesCmd { id: c.pos(0) }),
+    }
+}
+
 enum Cmd {
     Check(CheckCmd),
     Status(StatusCmd),
@@ -107,130 +368,48 @@ enum Cmd {
     Replies(RepliesCmd),
 }
 
-#[derive(FromArgs, Debug)]
-/// ask the running collector's relay for the commands it sends: one line each,
-/// `ID NODE MODULE STATE SENT_MS` (STATE: sending, accepted, done:CODE,
-/// refused:WHY, interrupted, unanswered); with ID, the replies kept for it, one
-/// JSON object a line
-#[argh(subcommand, name = "replies")]
 struct RepliesCmd {
-    /// one command's id
-    #[argh(positional)]
     id: Option<String>,
 }
 
-#[derive(FromArgs, Debug)]
-/// send a remote command: run support module MODULE with ARGS on NODE (whose
-/// `commands` must list it), signed with command_key_file if the config has one.
-/// Handed to the running collector's relay when there is one (it republishes until
-/// the node accepts), else published here. NODE may be a pattern (`*`, `?`) over
-/// the collector's fleet; --all is every node of it. Options go before NODE.
-/// Prints the command's id; with --wait, each reply as it comes, and exits with the
-/// remote exit code, or 75 interrupted, 77 refused, 78 expired, 124 no final answer
-/// in time (several nodes: 0 only if all exited 0, else 1); 1 if the broker or the
-/// daemon cannot be reached, 2 on bad input.
-#[argh(subcommand, name = "send")]
 #[cfg_attr(not(feature = "collector"), allow(dead_code))]
 struct SendCmd {
-    /// every node of the running collector's fleet (MODULE comes first then)
-    #[argh(switch)]
     all: bool,
-    /// how long the command may still start, from now (default 1h)
-    #[argh(option, default = "String::from(\"1h\")")]
     ttl: String,
-    /// wait this long for the command's answer (e.g. 30s)
-    #[argh(option)]
     wait: Option<String>,
-    /// the node to run it on
-    #[argh(positional)]
     node: String,
-    /// the support module to run
-    #[argh(positional)]
     module: String,
-    /// its arguments, each one argv entry there (no shell)
-    #[argh(positional, greedy)]
     args: Vec<String>,
 }
 
-#[derive(FromArgs, Debug)]
-/// ask the running collector for a rule module's register: every key and its
-/// value (one `KEY VALUE` line each, sorted by key), or one key's value
-#[argh(subcommand, name = "register")]
 struct RegisterCmd {
-    /// the rule module (a module with `register` in its settings)
-    #[argh(positional)]
     module: String,
-    /// one key (a node, a topic, a module, or `*` for `by = all`)
-    #[argh(positional)]
     key: Option<String>,
 }
 
-#[derive(FromArgs, Debug)]
-/// ask the running collector for the fleet: each node online or offline, since
-/// when, its version, and its last event
-#[argh(subcommand, name = "fleet")]
 struct FleetCmd {
-    /// one JSON object instead of the table
-    #[argh(switch)]
     json: bool,
 }
 
-#[derive(FromArgs, Debug)]
-/// resolve a broker address (host:port, host, [v6]:port) as the daemon does and
-/// print one address per line. The daemon runs this as a child, so a resolver that
-/// does not answer never holds its loop.
-#[argh(subcommand, name = "resolve")]
 struct ResolveCmd {
-    /// the broker address
-    #[argh(positional)]
     broker: String,
 }
 
-#[derive(FromArgs, Debug)]
-/// queue an event through the running daemon: it is published at
-/// <prefix>/<node>/SUFFIX. Exits 0 once the record is in the spool file (with
-/// --sync: on disk), 1 if the daemon is not running or refused it, 2 on bad input,
-/// 3 if the daemon took the request but did not answer in time (outcome unknown).
-#[argh(subcommand, name = "emit")]
 struct EmitCmd {
-    /// topic suffix: levels of letters, digits, `_`, `.`, `-` separated by `/`
-    #[argh(positional)]
     suffix: String,
-    /// the message; `-` reads it from stdin; none: an empty message
-    #[argh(positional)]
     message: Option<String>,
-    /// return only once the record is on disk (fdatasync), not just in the file
-    #[argh(switch)]
     sync: bool,
 }
 
-#[derive(FromArgs, Debug)]
-/// print the spool's records not yet acknowledged by the broker, oldest first,
-/// one per line: seq, ts_ms, kind, module, code, dur_ms, output. Safe beside a
-/// running daemon (reads only).
-#[argh(subcommand, name = "dump")]
 struct DumpCmd {
-    /// spool directory (default: spool_dir from the config)
-    #[argh(option)]
     spool: Option<PathBuf>,
 }
 
-#[derive(FromArgs, Debug)]
-/// run one module's check (and its response, if the check fires) once, in the
-/// foreground, and print what happened
-#[argh(subcommand, name = "check")]
 struct CheckCmd {
-    /// the module's name
-    #[argh(positional)]
     name: String,
 }
 
-#[derive(FromArgs, Debug)]
-/// ask the running daemon for its state: modules, last outcomes, next runs, counters
-#[argh(subcommand, name = "status")]
 struct StatusCmd {
-    /// one JSON object instead of the lines and the table
-    #[argh(switch)]
     json: bool,
 }
 
@@ -256,8 +435,9 @@ fn split_x(argv: &[OsString]) -> (Vec<OsString>, Option<(OsString, Vec<OsString>
     (argv.to_vec(), None)
 }
 
-/// Stands for the message `-` of `crd emit` (argh refuses a bare `-`); an argument
-/// can never hold a NUL byte, so no real message is mistaken for it.
+/// Stands for the message `-` of `crd emit` (kept from when argh refused a bare
+/// `-`); an argument can never hold a NUL byte, so no real message is mistaken
+/// for it.
 const STDIN_MARKER: &str = "\0stdin";
 
 /// Replaces a bare `-` after `emit SUFFIX` with `STDIN_MARKER`.
@@ -287,15 +467,14 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         .first()
         .map(|s| s.rsplit('/').next().unwrap_or(s))
         .unwrap_or("crd");
-    let args = match Args::from_args(&[cmd_name], refs.get(1..).unwrap_or_default()) {
-        Ok(a) => a,
-        Err(e) => {
-            let ok = e.status.is_ok();
-            if ok {
-                out!("{}", e.output);
-                return EXIT_OK;
-            }
-            err!("{}", e.output.trim_end());
+    let args = match args::parse(&TOP, cmd_name, refs.get(1..).unwrap_or_default()) {
+        Ok(p) => Args::from(p),
+        Err(Stop::Help(text)) => {
+            out!("{text}");
+            return EXIT_OK;
+        }
+        Err(Stop::Error(e)) => {
+            err!("{e}");
             return EXIT_USAGE;
         }
     };
