@@ -523,58 +523,36 @@ impl Answer {
     }
 }
 
-#[derive(Serialize)]
-struct WireReply<'a> {
-    id: &'a str,
-    node: &'a str,
-    reply: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    module: &'a str,
-    ts: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dur_ms: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    out: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    why: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    resent: bool,
-}
-
 /// The reply JSON: `{"id","node","reply","module","ts",...}` with `code`, `dur_ms`,
 /// `out` for `done`, `why` and `detail` for `refused`, and `"resent":true` when it
-/// answers a command seen before.
+/// answers a command seen before (`module` left out when empty).
 pub fn reply_json(id: &str, node: &str, module: &str, ts: u64, a: &Answer, resent: bool) -> String {
-    let mut w = WireReply {
-        id,
-        node,
-        reply: a.name(),
-        module,
-        ts,
-        code: None,
-        dur_ms: None,
-        out: None,
-        why: None,
-        detail: None,
-        resent,
-    };
+    let mut out = Vec::with_capacity(128);
+    let mut o = crate::core::json::Obj::new(&mut out);
+    o.str("id", id).str("node", node).str("reply", a.name());
+    if !module.is_empty() {
+        o.str("module", module);
+    }
+    o.uint("ts", ts);
     match a {
         Answer::Done { code, dur_ms, out } => {
-            w.code = Some(*code);
-            w.dur_ms = Some(*dur_ms);
-            w.out = Some(out);
+            o.int("code", i64::from(*code))
+                .uint("dur_ms", u64::from(*dur_ms))
+                .str("out", out);
         }
         Answer::Refused { why, detail } => {
-            w.why = Some(why.as_str());
-            w.detail = (!detail.is_empty()).then_some(detail.as_str());
+            o.str("why", why.as_str());
+            if !detail.is_empty() {
+                o.str("detail", detail);
+            }
         }
         Answer::Accepted | Answer::Interrupted => {}
     }
-    serde_json::to_string(&w).unwrap_or_default()
+    if resent {
+        o.bool("resent", true);
+    }
+    o.end();
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A reply as `crd send` and `crd replies` read it.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod date;
 pub mod decide;
 pub mod event;
+pub mod json;
 pub mod lifecycle;
 pub mod module;
 pub mod output;

@@ -4,34 +4,8 @@
 //! calls these per record with reused buffers.
 
 use crate::core::event::{Event, EventRef, Kind};
-use serde::Serialize;
+use crate::core::json::Obj;
 use std::fmt::Write as _;
-use std::io;
-
-#[derive(Serialize)]
-struct Wire<'a> {
-    node: &'a str,
-    stream: &'a str,
-    seq: u64,
-    ts: u64,
-    module: &'a str,
-    kind: &'a str,
-    code: i32,
-    dur_ms: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    out: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Status<'a> {
-    state: &'a str,
-    node: &'a str,
-    stream: &'a str,
-    version: &'a str,
-    boot_ms: u64,
-}
 
 /// The retained status topic, `<prefix>/<node>/status`.
 pub fn status_topic(prefix: &str, node: &str) -> String {
@@ -40,14 +14,15 @@ pub fn status_topic(prefix: &str, node: &str) -> String {
 
 /// The status payload: `{"state":..,"node":..,"stream":..,"version":..,"boot_ms":..}`.
 pub fn status_json(state: &str, node: &str, stream_hex: &str, boot_ms: u64) -> Vec<u8> {
-    let s = Status {
-        state,
-        node,
-        stream: stream_hex,
-        version: env!("CARGO_PKG_VERSION"),
-        boot_ms,
-    };
-    serde_json::to_vec(&s).unwrap_or_default()
+    let mut out = Vec::with_capacity(96);
+    Obj::new(&mut out)
+        .str("state", state)
+        .str("node", node)
+        .str("stream", stream_hex)
+        .str("version", env!("CARGO_PKG_VERSION"))
+        .uint("boot_ms", boot_ms)
+        .end();
+    out
 }
 
 /// The retained state topic of module `module`, `<prefix>/<node>/state/<module>`.
@@ -176,44 +151,18 @@ pub fn render_into(
     }
     let level = if emit { "" } else { "event/" };
     let _ = write!(topic, "{prefix}/{node}/{level}{}", ev.module);
-    let w = Wire {
-        node,
-        stream: stream_hex,
-        seq,
-        ts: ev.ts_ms,
-        module: ev.module,
-        kind: ev.kind.as_str(),
-        code: ev.code,
-        dur_ms: ev.dur_ms,
-        out: (!emit).then_some(ev.out),
-        message: emit.then_some(ev.out),
-    };
     json.clear();
-    let _ = serde_json::to_writer(Bytewise(json), &w);
-}
-
-/// A `Vec<u8>` writer that pushes short pieces byte by byte: serde_json writes
-/// JSON in many one- and two-byte pieces (quotes, colons, commas), and musl's
-/// `memcpy` is slow on those (measured: a fifth of the forwarder's CPU).
-struct Bytewise<'a>(&'a mut Vec<u8>);
-
-impl io::Write for Bytewise<'_> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        if b.len() <= 16 {
-            for &x in b {
-                self.0.push(x);
-            }
-        } else {
-            self.0.extend_from_slice(b);
-        }
-        Ok(b.len())
-    }
-    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
-        self.write(b).map(|_| ())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    Obj::new(json)
+        .str("node", node)
+        .str("stream", stream_hex)
+        .uint("seq", seq)
+        .uint("ts", ev.ts_ms)
+        .str("module", ev.module)
+        .str("kind", ev.kind.as_str())
+        .int("code", i64::from(ev.code))
+        .uint("dur_ms", u64::from(ev.dur_ms))
+        .str(if emit { "message" } else { "out" }, ev.out)
+        .end();
 }
 
 #[cfg(test)]
