@@ -334,7 +334,7 @@ impl Runs {
                         "module {}: {:?} timed out after {} ms; terminating its process group",
                         run.module,
                         run.role,
-                        now.saturating_duration_since(run.started).as_millis()
+                        crate::core::dur::ms(now.saturating_duration_since(run.started))
                     );
                     run.timed_out = true;
                     signal(run, libc::SIGTERM);

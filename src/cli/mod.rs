@@ -1068,7 +1068,7 @@ fn support(cfg: &Config, name: &OsStr, args: Vec<OsString>) -> i32 {
             match f.outcome {
                 Outcome::TimedOut => err!(
                     "crd: -x {name}: timed out after {} ms",
-                    settings.timeout.as_millis()
+                    crate::core::dur::ms(settings.timeout)
                 ),
                 Outcome::ExecFailed => err!("crd: -x {name}: {}", f.output),
                 _ => {}
@@ -1112,7 +1112,7 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
     out!(
         "check {name}: {} in {} ms: {:?}",
         f.outcome.describe(),
-        f.dur.as_millis(),
+        crate::core::dur::ms(f.dur),
         verdict
     );
     print_output(&f.output);
@@ -1137,7 +1137,7 @@ fn check_once(cfg: &Config, name: &str) -> i32 {
     out!(
         "response {name}: {} in {} ms",
         r.outcome.describe(),
-        r.dur.as_millis()
+        crate::core::dur::ms(r.dur)
     );
     print_output(&r.output);
     if r.outcome == Outcome::Exited(0) {

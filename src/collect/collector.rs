@@ -1250,7 +1250,7 @@ impl Collector {
         if self.page_due().is_some_and(|t| now >= t) {
             let wall_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+                .map_or(0, crate::core::dur::ms);
             self.write_page(now, wall_ms);
         }
     }

@@ -444,7 +444,7 @@ impl Edge {
             return;
         };
         let code = f.outcome.code();
-        let dur_ms = u32::try_from(f.dur.as_millis()).unwrap_or(u32::MAX);
+        let dur_ms = u32::try_from(crate::core::dur::ms(f.dur)).unwrap_or(u32::MAX);
         log::info!(
             "command {}: {} {} in {dur_ms} ms",
             to_hex(&id),

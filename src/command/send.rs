@@ -39,7 +39,7 @@ pub fn make(
     crate::core::config::valid_node(node).map_err(|why| format!("bad node `{node}`: {why}"))?;
     let sent = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(crate::core::dur::ms)
         .unwrap_or(0);
     let mut c = Command {
         id: new_id()?,
@@ -48,7 +48,7 @@ pub fn make(
         from: from.to_string(),
         to: node.to_string(),
         sent,
-        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        ttl_ms: crate::core::dur::ms(ttl),
         sig: None,
     };
     if let Some(p) = &cfg.command_key_file {

@@ -73,7 +73,7 @@ pub fn finished(m: &Module, st: &mut ModuleState, ran: Ran, now: Instant, wall_m
         module: m.name.clone(),
         kind,
         code,
-        dur_ms: u32::try_from(ran.dur.as_millis()).unwrap_or(u32::MAX),
+        dur_ms: u32::try_from(super::dur::ms(ran.dur)).unwrap_or(u32::MAX),
         out,
     };
     match ran.role {

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod date;
 pub mod decide;
+pub mod dur;
 pub mod event;
 pub mod json;
 pub mod lifecycle;

@@ -180,15 +180,14 @@ impl Scheduler {
             let mut next = due + slot.interval;
             if next <= now {
                 // The loop was away for whole intervals (a suspend, a clock jump):
-                // skip them and count them. In u128 nanoseconds, so neither the
-                // count nor the product can overflow; the count saturates.
-                let iv = slot.interval.as_nanos().max(1);
-                let behind = now.duration_since(due).as_nanos();
+                // skip them and count them. In u64 nanoseconds (584 years:
+                // saturating, never wrapping); the count saturates too.
+                let iv = super::dur::ns(slot.interval).max(1);
+                let behind = super::dur::ns(now.duration_since(due));
                 let missed = u32::try_from(behind / iv).unwrap_or(u32::MAX);
                 slot.overruns = slot.overruns.saturating_add(missed);
                 // The first grid point after `now`: due + k * interval.
-                let ahead = u64::try_from(iv - behind % iv).unwrap_or(u64::MAX);
-                next = now + Duration::from_nanos(ahead);
+                next = now + Duration::from_nanos(iv - behind % iv);
             }
             self.heap.push(Reverse((next, i)));
             if slot.running || slot.queued {
@@ -275,7 +274,7 @@ impl Lateness {
     pub const BUCKETS: usize = 26;
 
     pub fn record(&mut self, late: Duration) {
-        let us = late.as_micros().min(u128::from(u64::MAX)) as u64;
+        let us = super::dur::us(late);
         let k = (64 - us.leading_zeros() as usize).min(Self::BUCKETS - 1);
         self.buckets[k] = self.buckets[k].saturating_add(1);
         self.count = self.count.saturating_add(1);

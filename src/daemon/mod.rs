@@ -428,7 +428,7 @@ impl Daemon {
             f.module,
             f.role,
             f.outcome.describe(),
-            f.dur.as_millis()
+            crate::core::dur::ms(f.dur)
         );
         if f.stopped && f.role == Role::Check {
             // Cut short by crd's own shutdown: not the module's error, and no

@@ -8,6 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(crate::core::dur::ms)
         .unwrap_or(0)
 }

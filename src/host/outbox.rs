@@ -34,7 +34,7 @@ fn new_stream() -> u64 {
     if read.is_err() || v == 0 {
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
+            .map(crate::core::dur::ns)
             .unwrap_or(1);
         // splitmix64 of time ^ pid: unique enough where urandom is missing.
         v = t ^ (u64::from(std::process::id()) << 32);

@@ -906,7 +906,7 @@ fn transact(
             let why = match o {
                 Outcome::TimedOut => format!(
                     "`install` of {name} timed out after {} ms",
-                    cfg.module_settings(name, &[]).timeout.as_millis()
+                    crate::core::dur::ms(cfg.module_settings(name, &[]).timeout)
                 ),
                 o => format!("`install` of {name} failed ({})", o.describe()),
             };

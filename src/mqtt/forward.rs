@@ -248,7 +248,7 @@ impl Forwarder {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let base = self.backoff.as_millis() as u64;
+        let base = crate::core::dur::ms(self.backoff);
         let jitter = self.rng % (base / 2 + 1);
         let d = Duration::from_millis(base - base / 4 + jitter);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -272,7 +272,7 @@ impl Forwarder {
         log::warn!(
             "mqtt {}: {why}; retrying in {} ms",
             self.cfg.broker,
-            wait.as_millis()
+            crate::core::dur::ms(wait)
         );
         self.last_error = why;
         self.phase = Phase::Backoff { until: now + wait };

@@ -53,7 +53,7 @@ impl Spec {
     /// The spec of a rule module's settings; `None` without `register`.
     pub fn of(r: &RuleSettings) -> Option<Spec> {
         let kind = r.register?;
-        let period_ms = r.period.map_or(0, |p| p.as_millis() as u64);
+        let period_ms = r.period.map_or(0, crate::core::dur::ms);
         let condition = match (r.above, r.below, &r.equals) {
             (Some(n), _, _) => Condition::Above(n.0),
             (_, Some(n), _) => Condition::Below(n.0),
