@@ -37,3 +37,14 @@ pub enum Role {
     /// A support module (`crd -x`), an install script, or a tool `crd --install` runs.
     Support,
 }
+
+impl Role {
+    /// The name `crd status` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Check => "check",
+            Role::Response => "response",
+            Role::Support => "support",
+        }
+    }
+}

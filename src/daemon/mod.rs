@@ -842,7 +842,7 @@ impl Daemon {
                     .map(|t| t.saturating_duration_since(now).as_secs()),
                 last: st.last.map(|(t, role, o)| {
                     (
-                        format!("{:?} {}", role, o.describe()).to_lowercase(),
+                        format!("{} {}", role.as_str(), o.describe()),
                         now.saturating_duration_since(t).as_secs(),
                     )
                 }),
