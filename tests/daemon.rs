@@ -257,6 +257,12 @@ fn status_reports_modules_and_counters() {
     assert_eq!(stat_of(&s, "modules"), 1);
     let row = module_row(&s, "Hit");
     assert_eq!(row[0], "firing");
+    // The last outcome: the role (its response ran last) and the exit code.
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("Hit ") && l.contains("response exit 0")),
+        "{s}"
+    );
 }
 
 #[test]
