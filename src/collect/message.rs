@@ -68,33 +68,11 @@ impl Message {
     }
 }
 
-/// Appends `v` as an unsigned LEB128 varint (postcard's integers and lengths).
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
+use crate::core::event::put_varint as varint;
 
-/// Reads a varint of at most 10 bytes off the front of `r`.
+/// A varint of at most 64 bits off the front of `r` (`core::event`'s, postcard's).
 fn read_varint(r: &mut &[u8]) -> Result<u64, String> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let (&b, rest) = r
-            .split_first()
-            .ok_or_else(|| "journal record: cut short".to_string())?;
-        *r = rest;
-        let bits = u64::from(b & 0x7f);
-        if i == 9 && b > 1 {
-            return Err("journal record: varint past 64 bits".into());
-        }
-        v |= bits << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("journal record: varint past 64 bits".into())
+    crate::core::event::take_varint(r, 64).map_err(|e| format!("journal record: {e}"))
 }
 
 /// A length-prefixed byte string off the front of `r`.

@@ -146,6 +146,11 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 /// Takes a varint of at most `bits` (32 or 64) off the front of `r`, refusing
 /// one longer than that width's encoding or with bits past it, as postcard does.
 pub fn take_varint(r: &mut &[u8], bits: u32) -> Result<u64, &'static str> {
+    let too_large = if bits > 32 {
+        "varint past 64 bits"
+    } else {
+        "varint past 32 bits"
+    };
     let most = bits.div_ceil(7);
     let mut v: u64 = 0;
     for i in 0..most {
@@ -154,14 +159,14 @@ pub fn take_varint(r: &mut &[u8], bits: u32) -> Result<u64, &'static str> {
         let low = u64::from(b & 0x7f);
         let shift = 7 * i;
         if i + 1 == most && (b & 0x80 != 0 || low >> (bits - shift) != 0) {
-            return Err("varint too large");
+            return Err(too_large);
         }
         v |= low << shift;
         if b & 0x80 == 0 {
             return Ok(v);
         }
     }
-    Err("varint too large")
+    Err(too_large)
 }
 
 /// A length-prefixed UTF-8 string off the front of `r`, borrowed.
@@ -374,14 +379,16 @@ mod tests {
         );
         assert_eq!(
             take(&[0xff, 0xff, 0xff, 0xff, 0x1f], 32),
-            Err("varint too large")
+            Err("varint past 32 bits")
         );
         assert_eq!(
             take(&[0x80, 0x80, 0x80, 0x80, 0x80, 0], 32),
-            Err("varint too large")
+            Err("varint past 32 bits")
         );
         let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(take(&max, 64), Ok(u64::MAX));
+        let over = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert_eq!(take(&over, 64), Err("varint past 64 bits"));
         assert_eq!(take(&[0x80], 64), Err("cut short"));
     }
 

@@ -1073,6 +1073,18 @@ fn a_vanished_directory_without_the_active_file_keeps_the_records_in_ram() {
 
 // 7b. The watermark's durability: ack marks.
 
+/// A memory spool (`small()`) holding records 1..=n, synced and read: each
+/// waits for its ack.
+fn read_in_flight(n: u64, now: Instant) -> Spool<MemStorage> {
+    let (mut sp, _) = open(MemStorage::new(), small());
+    for i in 1..=n {
+        sp.append(&payload(i), now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    read_all(&mut sp);
+    sp
+}
+
 /// A crash (power cut: unsynced writes lost) after `acks` records were
 /// acknowledged, then reopened: the seq the reader starts at.
 fn first_after_power_cut(mut sp: Spool<MemStorage>) -> u64 {
@@ -1086,12 +1098,7 @@ fn first_after_power_cut(mut sp: Spool<MemStorage>) -> u64 {
 #[test]
 fn acks_ride_in_the_next_group_commit_without_a_checkpoint_write() {
     let now = t0();
-    let (mut sp, _) = open(MemStorage::new(), small());
-    for n in 1..=10 {
-        sp.append(&payload(n), now).unwrap();
-    }
-    sp.sync(now).unwrap();
-    read_all(&mut sp);
+    let mut sp = read_in_flight(10, now);
     for seq in 1..=6 {
         sp.ack(seq, now).unwrap();
     }
@@ -1223,12 +1230,7 @@ fn a_new_segment_starts_with_the_watermark() {
 #[test]
 fn a_damaged_mark_costs_duplicates_at_worst() {
     let now = t0();
-    let (mut sp, _) = open(MemStorage::new(), small());
-    for n in 1..=6 {
-        sp.append(&payload(n), now).unwrap();
-    }
-    sp.sync(now).unwrap();
-    read_all(&mut sp);
+    let mut sp = read_in_flight(6, now);
     for seq in 1..=3 {
         sp.ack(seq, now).unwrap();
     }
@@ -1256,12 +1258,7 @@ fn a_damaged_mark_costs_duplicates_at_worst() {
 #[test]
 fn a_crash_of_crd_resends_fewer_than_mark_write_acks_beyond_the_window() {
     let now = t0();
-    let (mut sp, _) = open(MemStorage::new(), small());
-    for n in 1..=50 {
-        sp.append(&payload(n), now).unwrap();
-    }
-    sp.sync(now).unwrap();
-    read_all(&mut sp);
+    let mut sp = read_in_flight(50, now);
     let fsyncs = sp.stats().fsyncs;
     for seq in 1..=40 {
         sp.ack(seq, now).unwrap();
