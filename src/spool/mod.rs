@@ -31,9 +31,10 @@
 //!   lease (and the watermark at a lease, a clean stop, or where the collector
 //!   asks for it).
 //! - Recovery reads the checkpoint, every segment header, and the newest segment's
-//!   records and marks (the only place a torn tail can be); sealed segments are checked record
-//!   by record when read. Damage is truncated (a torn tail) or skipped and counted (a
-//!   corrupt record), never a reason to refuse to start; an unknown format version is.
+//!   records and marks (the only place a torn tail can be); sealed segments are
+//!   checked record by record when read. Damage is truncated (a torn tail) or
+//!   skipped and counted (a corrupt record), never a reason to refuse to start; an
+//!   unknown format version is.
 
 pub mod format;
 pub mod storage;
@@ -827,9 +828,8 @@ impl<S: Storage> Spool<S> {
 
     /// Writes no marks and commits no watermark on its own: it reaches disk only
     /// when the caller says (`write_checkpoint`), after what it must make durable
-    /// first. The
-    /// collector's journal: a retirement must not be durable before the
-    /// registers' log and the events-done table that it follows.
+    /// first. The collector's journal: a retirement must not be durable before
+    /// the registers' log and the events-done table that it follows.
     pub fn watermark_in_checkpoint_only(&mut self) {
         self.marks = false;
     }
