@@ -54,6 +54,7 @@ pub const EXIT_EXPIRED: i32 = 78;
 /// `crd send --wait`: no final answer within the wait.
 pub const EXIT_NO_ANSWER: i32 = 124;
 
+/// A switch.
 const fn opt(long: &'static str, short: Option<char>, help: &'static str) -> Opt {
     Opt {
         long,
@@ -63,12 +64,11 @@ const fn opt(long: &'static str, short: Option<char>, help: &'static str) -> Opt
     }
 }
 
+/// An option with a value, named after the option in usage (`--spool <spool>`).
 const fn val(long: &'static str, short: Option<char>, help: &'static str) -> Opt {
     Opt {
-        long,
-        short,
         value: Some(long),
-        help,
+        ..opt(long, short, help)
     }
 }
 

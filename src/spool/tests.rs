@@ -483,12 +483,7 @@ fn garbage_tails_and_foreign_files_are_ends_not_records() {
 fn checkpoint_damage_costs_duplicates_at_worst() {
     let cfg = small();
     let now = t0();
-    let (mut sp, _) = open(MemStorage::new(), cfg);
-    for n in 1..=10 {
-        sp.append(&payload(n), now).unwrap();
-    }
-    sp.sync(now).unwrap();
-    read_all(&mut sp);
+    let mut sp = read_in_flight(10, now);
     for seq in 1..=4 {
         sp.ack(seq, now).unwrap();
     }
@@ -1129,12 +1124,7 @@ fn acks_ride_in_the_next_group_commit_without_a_checkpoint_write() {
 fn acks_with_no_record_to_carry_them_are_synced_after_sync_interval() {
     let now = t0();
     let cfg = small();
-    let (mut sp, _) = open(MemStorage::new(), cfg);
-    for n in 1..=10 {
-        sp.append(&payload(n), now).unwrap();
-    }
-    sp.sync(now).unwrap();
-    read_all(&mut sp);
+    let mut sp = read_in_flight(10, now);
     for seq in 1..=4 {
         sp.ack(seq, now).unwrap();
     }
