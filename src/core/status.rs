@@ -173,25 +173,12 @@ impl Status {
     }
 }
 
-/// `t` as a JSON string: quotes, backslashes and control characters escaped.
+/// `t` as a JSON string: quotes, backslashes and control characters escaped
+/// (`json::string`'s escaping, serde_json's).
 pub fn json_str(t: &str) -> String {
-    let mut s = String::with_capacity(t.len() + 2);
-    s.push('"');
-    for c in t.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(s, "\\u{:04x}", c as u32);
-            }
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-    s
+    let mut b = Vec::with_capacity(t.len() + 2);
+    super::json::string(&mut b, t);
+    String::from_utf8(b).unwrap_or_default()
 }
 
 #[cfg(test)]

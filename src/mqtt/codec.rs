@@ -85,18 +85,27 @@ pub fn refusal(code: u8) -> String {
     format!("{why} (return code {code})")
 }
 
-/// Appends a fixed header: type and flags, then the remaining length (2.2.3).
-fn fixed_header(first: u8, remaining: usize, out: &mut Vec<u8>) {
-    out.push(first);
-    let mut n = remaining;
+/// Writes a remaining length (2.2.3, 1 to 4 bytes of 7 bits) into `out`;
+/// returns how many bytes it took.
+pub fn remaining_length(mut n: usize, out: &mut [u8; 4]) -> usize {
+    let mut k = 0;
     loop {
         let byte = (n % 128) as u8;
         n /= 128;
-        out.push(if n > 0 { byte | 0x80 } else { byte });
-        if n == 0 {
-            return;
+        out[k] = if n > 0 { byte | 0x80 } else { byte };
+        k += 1;
+        if n == 0 || k == out.len() {
+            return k;
         }
     }
+}
+
+/// Appends a fixed header: type and flags, then the remaining length.
+fn fixed_header(first: u8, remaining: usize, out: &mut Vec<u8>) {
+    let mut len = [0u8; 4];
+    let k = remaining_length(remaining, &mut len);
+    out.push(first);
+    out.extend_from_slice(&len[..k]);
 }
 
 /// Appends a length-prefixed string or binary field (1.5.3); callers keep it

@@ -313,17 +313,10 @@ impl Session {
         // Fixed header (3.3.1): type 3, DUP, QoS 1, RETAIN; remaining length (2.2.3).
         let mut head = [0u8; 9];
         head[0] = 0x30 | (u8::from(dup) << 3) | (1 << 1) | u8::from(retain);
-        let mut h = 1;
-        let mut n = remaining;
-        loop {
-            let byte = (n % 128) as u8;
-            n /= 128;
-            head[h] = if n > 0 { byte | 0x80 } else { byte };
-            h += 1;
-            if n == 0 {
-                break;
-            }
-        }
+        let mut len = [0u8; 4];
+        let k = codec::remaining_length(remaining, &mut len);
+        head[1..1 + k].copy_from_slice(&len[..k]);
+        let h = 1 + k;
         head[h..h + 2].copy_from_slice(&(topic.len() as u16).to_be_bytes());
         let o = &mut self.out;
         o.extend(&head[..h + 2]);
