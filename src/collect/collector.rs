@@ -988,16 +988,14 @@ impl Collector {
                     holds: false,
                 })
         } else {
-            rulestate::put_entry(
+            rulestate::put_fed(
                 &mut self.reg_pending,
-                &rulestate::Entry {
-                    module: m.name.clone(),
-                    key: key.to_string(),
-                    num: got.num,
-                    text: got.text.clone(),
-                    t_ms: msg.received_ms,
-                    seq,
-                },
+                &m.name,
+                key,
+                got.num,
+                got.text.as_deref(),
+                msg.received_ms,
+                seq,
             );
             self.fed_max = self.fed_max.max(seq);
             self.reg_dirty = true;
@@ -1005,14 +1003,18 @@ impl Collector {
                 .feed(key, got.num, got.text.as_deref(), msg.received_ms)
         };
         rule.hits += u64::from(reading.holds);
-        let value = match (&got.text, equals) {
-            (Some(t), true) => t.clone(),
-            _ => register::format_value(reading.value),
+        // What the run is told; made only for a message that leads to one
+        // (most do not: formatting the value each time was a cost per message).
+        let reg = || {
+            let value = match (&got.text, equals) {
+                (Some(t), true) => t.clone(),
+                _ => register::format_value(reading.value),
+            };
+            Box::new(RegKey {
+                key: key.to_string(),
+                value,
+            })
         };
-        let reg = Box::new(RegKey {
-            key: key.to_string(),
-            value,
-        });
         let state = self.origins.peek(m, key);
         let firing = state.is_some_and(|s| s.firing);
         let checking = || {
@@ -1027,11 +1029,11 @@ impl Collector {
             (true, false) if m.check.is_some() && checking() => None,
             (true, false) if m.check.is_some() => {
                 self.checking.push((m.name.clone(), key.to_string()));
-                Some((Step::Check, reg))
+                Some((Step::Check, reg()))
             }
-            (true, false) => Some((Step::Decided(true), reg)),
+            (true, false) => Some((Step::Decided(true), reg())),
             // Stopped holding: `cleared` if it had fired; a run of hits broken.
-            (false, _) if state.is_some() => Some((Step::Decided(false), reg)),
+            (false, _) if state.is_some() => Some((Step::Decided(false), reg())),
             (false, _) => None,
         }
     }

@@ -136,17 +136,41 @@ pub struct Entry {
 
 /// Appends `e` to `out` as a log entry.
 pub fn put_entry(out: &mut Vec<u8>, e: &Entry) {
-    let mut b = Vec::with_capacity(64);
-    put_str(&mut b, &e.module);
-    put_str(&mut b, &e.key);
-    b.push(u8::from(e.num.is_some()) | (u8::from(e.text.is_some()) << 1));
-    b.extend_from_slice(&e.num.unwrap_or(0.0).to_le_bytes());
-    put_str(&mut b, e.text.as_deref().unwrap_or(""));
-    b.extend_from_slice(&e.t_ms.to_le_bytes());
-    b.extend_from_slice(&e.seq.to_le_bytes());
-    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-    out.extend_from_slice(&b);
-    out.extend_from_slice(&crc32c_extend(0, &b).to_le_bytes());
+    put_fed(
+        out,
+        &e.module,
+        &e.key,
+        e.num,
+        e.text.as_deref(),
+        e.t_ms,
+        e.seq,
+    );
+}
+
+/// Appends one feed as a log entry, written in place from borrowed fields
+/// (the rule path logs every message it feeds: no allocation for it).
+pub fn put_fed(
+    out: &mut Vec<u8>,
+    module: &str,
+    key: &str,
+    num: Option<f64>,
+    text: Option<&str>,
+    t_ms: u64,
+    seq: u64,
+) {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    put_str(out, module);
+    put_str(out, key);
+    out.push(u8::from(num.is_some()) | (u8::from(text.is_some()) << 1));
+    out.extend_from_slice(&num.unwrap_or(0.0).to_le_bytes());
+    put_str(out, text.unwrap_or(""));
+    out.extend_from_slice(&t_ms.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    let len = (out.len() - at - 2) as u16;
+    out[at..at + 2].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c_extend(0, &out[at + 2..]);
+    out.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// The entries of a log, and how many bytes of it are whole (a torn or
