@@ -134,8 +134,10 @@ pub struct Entry {
     pub seq: u64,
 }
 
-/// Appends `e` to `out` as a log entry.
-pub fn put_entry(out: &mut Vec<u8>, e: &Entry) {
+/// Appends `e` to `out` as a log entry (the round-trip test's writer; the
+/// rule path calls `put_fed` with borrowed fields).
+#[cfg(test)]
+fn put_entry(out: &mut Vec<u8>, e: &Entry) {
     put_fed(
         out,
         &e.module,
