@@ -10,7 +10,10 @@
 //! its response when the check says so, through the same lifecycle as the edge
 //! (`core::lifecycle`, with `trigger_after` and `cooldown` kept per module and
 //! origin node). A record is retired (acknowledged in the journal) when every run
-//! it started has finished. After a crash the unretired records run again; what
+//! it started has finished; retirements reach the journal's checkpoint at most
+//! every `RETIRE_SYNC_INTERVAL`, after the logs that say what they fed and ran.
+//! After a crash the records past the checkpoint run again (a crd event done,
+//! or a register fed, is known from those logs and runs or feeds nothing); what
 //! was not yet acknowledged the broker sends again (a persistent session).
 //!
 //! Bounded: at most `max_parallel` collector runs at once, at most
@@ -58,6 +61,13 @@ pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 /// The fleet page (`fleet_html`) is rewritten at most this often, when the fleet
 /// changed.
 pub const PAGE_INTERVAL: Duration = Duration::from_secs(5);
+/// Records retired are made durable (the registers' and the table's logs
+/// synced, then the journal's watermark in its checkpoint) at most this often:
+/// three fsyncs an interval, not a loop turn. What a crash of crd replays past
+/// the watermark is known done (the logs are written every turn) and runs
+/// nothing again but a message that is not a crd event (at least once); a
+/// power cut may run again what retired in this last interval.
+pub const RETIRE_SYNC_INTERVAL: Duration = Duration::from_millis(50);
 /// The registers' snapshot is written at most this often when they changed (and
 /// on a clean stop), or sooner when their log has grown past
 /// `REGISTER_LOG_LIMIT_BYTES`.
@@ -200,8 +210,12 @@ pub struct Collector {
     fed_max: u64,
     /// The snapshot and log were read (at the first `configure`).
     reg_loaded: bool,
-    /// Records retired since the journal's checkpoint was last written.
-    retired: bool,
+    /// Since when records retired have waited for the journal's checkpoint
+    /// (`None`: none wait).
+    retired_since: Option<Instant>,
+    /// The registers' log or the table's log were written since their last
+    /// fdatasync.
+    logs_unsynced: bool,
     /// `pump` stopped at its budget with records left to read.
     busy: bool,
     /// The fleet page: where, the fleet's `changes` it last showed, when it may
@@ -356,7 +370,8 @@ impl Collector {
             fed_through: 0,
             fed_max: 0,
             reg_loaded: false,
-            retired: false,
+            retired_since: None,
+            logs_unsynced: false,
             busy: false,
             page: None,
             page_shown: None,
@@ -922,7 +937,7 @@ impl Collector {
         if let Err(e) = self.journal.ack(seq, now) {
             log::warn!("collector: journal checkpoint: {e}");
         }
-        self.retired = true;
+        self.retired_since.get_or_insert(now);
     }
 
     /// Feeds rule module `m`'s register with one message and says what follows:
@@ -1213,7 +1228,7 @@ impl Collector {
             if let Err(e) = self.journal.ack(seq, now) {
                 log::warn!("collector: journal checkpoint: {e}");
             }
-            self.retired = true;
+            self.retired_since.get_or_insert(now);
         }
     }
 
@@ -1224,21 +1239,31 @@ impl Collector {
         if let Err(e) = self.journal.handle_timer(now) {
             log::warn!("collector: journal: {e}");
         }
-        // Retirements are made durable at once (one checkpoint write and fsync per
-        // loop turn that retired anything), not lazily as the edge's acks are: a
-        // retired message replayed after a crash would run its response again.
-        // First what the registers were fed, then the events done (the log), then
-        // the journal's watermark: a crash between any two runs nothing again and
-        // feeds nothing twice (the registers' log and the table know), never the
-        // reverse. (The events done before the registers' log would lose a
-        // message: replayed, it is skipped as done, and nothing fed it.)
+        // What the registers were fed and the events done are written every
+        // loop turn (a crash of crd loses neither: a replayed message feeds
+        // nothing twice and a done event does not run again), and made durable
+        // with the journal's watermark at most every `RETIRE_SYNC_INTERVAL`:
+        // first the registers' log, then the table's, then the watermark, so a
+        // power cut between any two runs nothing again and feeds nothing twice,
+        // never the reverse. (The events done before the registers' log would
+        // lose a message: replayed, it is skipped as done, and nothing fed it.)
         self.append_register_log();
         self.append_seen_log();
-        if std::mem::take(&mut self.retired)
-            && let Err(e) = self.journal.write_checkpoint()
+        if self
+            .retired_since
+            .is_some_and(|t| now >= t + RETIRE_SYNC_INTERVAL)
         {
-            self.retired = true;
-            log::warn!("collector: journal checkpoint: {e}");
+            match self
+                .sync_logs()
+                .and_then(|()| self.journal.write_checkpoint())
+            {
+                Ok(()) => self.retired_since = None,
+                Err(e) => {
+                    // Tried again an interval later, not every turn.
+                    self.retired_since = Some(now);
+                    log::warn!("collector: journal checkpoint: {e}");
+                }
+            }
         }
         if self.seen.dirty && now >= self.seen_written + SEEN_WRITE_INTERVAL {
             self.write_seen(now);
@@ -1257,19 +1282,37 @@ impl Collector {
         }
     }
 
-    /// The registers fed this loop turn, appended to their log and synced.
+    /// The registers fed this loop turn, appended to their log (made durable
+    /// by `sync_logs`).
     fn append_register_log(&mut self) {
         if self.reg_pending.is_empty() {
             return;
         }
         if let Some(f) = self.reg_log.as_mut() {
             use std::io::Write;
-            match f.write_all(&self.reg_pending).and_then(|()| f.sync_data()) {
-                Ok(()) => self.reg_log_bytes += self.reg_pending.len() as u64,
+            match f.write_all(&self.reg_pending) {
+                Ok(()) => {
+                    self.reg_log_bytes += self.reg_pending.len() as u64;
+                    self.logs_unsynced = true;
+                }
                 Err(e) => log::warn!("collector: {}: {e}", rulestate::LOG_FILE),
             }
         }
         self.reg_pending.clear();
+    }
+
+    /// Makes both logs durable (an fdatasync each that was written to), the
+    /// registers' first.
+    fn sync_logs(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.logs_unsynced) {
+            for f in [&self.reg_log, &self.seen_log].into_iter().flatten() {
+                if let Err(e) = f.sync_data() {
+                    self.logs_unsynced = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the registers' snapshot (temp file, sync, rename, directory
@@ -1297,8 +1340,9 @@ impl Collector {
         }
         if let Some(f) = self.seen_log.as_mut() {
             use std::io::Write;
-            if let Err(e) = f.write_all(&self.seen_pending).and_then(|()| f.sync_data()) {
-                log::warn!("collector: seen.log: {e}");
+            match f.write_all(&self.seen_pending) {
+                Ok(()) => self.logs_unsynced = true,
+                Err(e) => log::warn!("collector: seen.log: {e}"),
             }
         }
         self.seen_pending.clear();
@@ -1310,6 +1354,11 @@ impl Collector {
         self.append_register_log();
         self.append_seen_log();
         self.seen_written = now;
+        // Not durable before what the registers were fed (see `handle_timer`).
+        if let Err(e) = self.sync_logs() {
+            log::warn!("collector: syncing the logs: {e}; the table waits");
+            return;
+        }
         let seen = &mut self.seen;
         let r = replace_and_empty_log(&self.seen_path, self.seen_log.as_ref(), |mut w| {
             seen.write_to(&mut w)
@@ -1328,7 +1377,11 @@ impl Collector {
         let regs = self
             .reg_dirty
             .then(|| self.reg_written + REGISTER_WRITE_INTERVAL);
-        let seen = [seen, regs, self.page_due()].into_iter().flatten().min();
+        let retire = self.retired_since.map(|t| t + RETIRE_SYNC_INTERVAL);
+        let seen = [seen, regs, retire, self.page_due()]
+            .into_iter()
+            .flatten()
+            .min();
         match (self.journal.poll_timeout(), seen) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

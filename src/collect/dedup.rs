@@ -26,9 +26,9 @@
 //! empty (the cost: events may run again, never loss).
 //!
 //! Between two such writes every event done is also appended to a log
-//! (`seen.log`: stream u64, seq u64, CRC-32C of both; 20 bytes each), synced with
-//! the journal's checkpoint in the same loop turn, so a crash loses no event done
-//! from the table; the log is emptied after each whole write. Replaying it stops
+//! (`seen.log`: stream u64, seq u64, CRC-32C of both; 20 bytes each) in the loop
+//! turn it is done, and synced before the journal's checkpoint, so a crash loses
+//! no event done from the table; the log is emptied after each whole write. Replaying it stops
 //! at the first entry that does not check out (a torn tail).
 
 use crate::spool::format::{crc32c, crc32c_extend};

@@ -10,9 +10,9 @@
 //! Log entry, one per message fed: u16 LE length, the body (module, key, a flag
 //! byte, the number as f64 LE, the text, receive time u64 LE, journal seq u64
 //! LE; strings as in the snapshot), CRC-32C (LE) of the body. The collector
-//! appends a loop turn's entries and syncs them before it writes the journal's
-//! checkpoint, so a message retired from the journal is in the log or the
-//! snapshot; one fed but not yet logged is still in the journal and is fed again
+//! appends a loop turn's entries in that turn and syncs them before it writes
+//! the journal's checkpoint (at most every `collector::RETIRE_SYNC_INTERVAL`),
+//! so a message retired from the journal is in the log or the snapshot; one fed but not yet logged is still in the journal and is fed again
 //! after a crash. On start: the snapshot, then the log's entries past its seq;
 //! the journal's records up to the highest seq seen feed nothing again. A torn
 //! log tail is cut; a damaged snapshot is logged and the registers start empty
