@@ -705,7 +705,10 @@ impl Collector {
                     // Run already (a redelivery, or the edge sent it again).
                     now_acks.extend(pkid.map(|p| (conn, p)));
                 } else {
-                    let record = Message::encode_parts(&topic, &payload, wall_ms);
+                    let record = match &event {
+                        Some(e) => Message::encode_event(&topic, &payload, wall_ms, e),
+                        None => Message::encode_parts(&topic, &payload, wall_ms),
+                    };
                     match self.journal.append(&record, now) {
                         Ok(seq) => {
                             self.stats.journaled += 1;
@@ -813,7 +816,7 @@ impl Collector {
         let mut read = 0;
         while self.records.len() < READ_AHEAD_RECORDS && *budget > 0 {
             let (seq, msg) = match self.journal.read_next() {
-                Ok(Some((seq, bytes))) => (seq, Message::decode(bytes)),
+                Ok(Some((seq, bytes))) => (seq, Message::decode_with_facts(bytes)),
                 Ok(None) => break,
                 Err(e) => {
                     log::warn!("collector: journal read: {e}");
@@ -822,7 +825,7 @@ impl Collector {
             };
             read += 1;
             *budget -= 1;
-            let msg = match msg {
+            let (msg, facts) = match msg {
                 Ok(m) => m,
                 Err(e) => {
                     self.stats.corrupt += 1;
@@ -835,7 +838,6 @@ impl Collector {
                 let _ = self.journal.ack(seq, now);
                 continue;
             }
-            let facts = Facts::of(&msg);
             if let Some(e) = &facts.event {
                 // Done already, or the same event is being run right now.
                 let in_work = self.records.values().any(|h| {

@@ -9,13 +9,21 @@
 //! payload, a varint time (postcard's own path took a call per payload byte; a
 //! test holds the two encodings equal). The version byte is not the event
 //! payload's (1), so a record of one kind is never read as the other.
+//!
+//! A crd event's record is `EVENT_JOURNAL_VERSION` and the same, followed by
+//! the fields the inbound path already read from its JSON (node, stream,
+//! module, kind: varint length and bytes; seq: varint; code: zigzag varint), so
+//! the record read back for its run needs no second parse. A record of
+//! `JOURNAL_VERSION` (any payload, and journals written before) is parsed.
 
 use crate::rules::value::{self, Member};
 use std::borrow::Cow;
 use std::ffi::OsString;
 
-/// The first byte of every journal record.
+/// The first byte of a journal record (a payload that is not a crd event).
 pub const JOURNAL_VERSION: u8 = 0x10;
+/// The first byte of a crd event's journal record (its fields follow).
+pub const EVENT_JOURNAL_VERSION: u8 = 0x11;
 /// Longest origin key kept per module (a node name, or a topic), bytes.
 pub const MAX_ORIGIN_BYTES: usize = 256;
 
@@ -45,27 +53,90 @@ impl Message {
         out
     }
 
+    /// The record of a crd event: `encode_parts`' with the fields `e` read from
+    /// `payload` after it.
+    pub fn encode_event(
+        topic: &str,
+        payload: &[u8],
+        received_ms: u64,
+        e: &EventRef<'_>,
+    ) -> Vec<u8> {
+        let fields = e.node.len() + e.stream.len() + e.module.len() + e.kind.len() + 40;
+        let mut out = Vec::with_capacity(1 + 10 + topic.len() + 10 + payload.len() + 10 + fields);
+        out.push(EVENT_JOURNAL_VERSION);
+        varint(&mut out, topic.len() as u64);
+        out.extend_from_slice(topic.as_bytes());
+        varint(&mut out, payload.len() as u64);
+        out.extend_from_slice(payload);
+        varint(&mut out, received_ms);
+        for s in [&e.node, &e.stream, &e.module, &e.kind] {
+            varint(&mut out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        varint(&mut out, e.seq);
+        varint(&mut out, ((e.code << 1) ^ (e.code >> 31)) as u32 as u64);
+        out
+    }
+
     pub fn decode(record: &[u8]) -> Result<Message, String> {
-        let mut r = match record.split_first() {
-            Some((&JOURNAL_VERSION, rest)) => rest,
+        Self::decode_with_facts(record).map(|(m, _)| m)
+    }
+
+    /// The message of a record and what its children are told: from the
+    /// record's fields for a crd event's record, else parsed from the payload.
+    pub fn decode_with_facts(record: &[u8]) -> Result<(Message, Facts), String> {
+        let (event, mut r) = match record.split_first() {
+            Some((&JOURNAL_VERSION, rest)) => (false, rest),
+            Some((&EVENT_JOURNAL_VERSION, rest)) => (true, rest),
             Some((v, _)) => return Err(format!("journal record of unknown version {v}")),
             None => return Err("empty journal record".into()),
         };
-        let topic = take(&mut r)?;
-        let topic = std::str::from_utf8(topic)
-            .map_err(|_| "journal record: topic is not UTF-8".to_string())?
-            .to_string();
+        let topic = take_string(&mut r, "topic")?;
         let payload = take(&mut r)?.to_vec();
         let received_ms = read_varint(&mut r)?;
+        let facts = if event {
+            let node = take_string(&mut r, "node")?;
+            let stream = take_string(&mut r, "stream")?;
+            let module = take_string(&mut r, "module")?;
+            let kind = take_string(&mut r, "kind")?;
+            let seq = read_varint(&mut r)?;
+            let z = crate::core::event::take_varint(&mut r, 32)
+                .map_err(|e| format!("journal record: {e}"))? as u32;
+            let code = (z >> 1) as i32 ^ -((z & 1) as i32);
+            Some(EventFields {
+                node,
+                stream,
+                seq,
+                module,
+                kind,
+                code,
+            })
+        } else {
+            None
+        };
         if !r.is_empty() {
             return Err(format!("journal record: {} bytes past its end", r.len()));
         }
-        Ok(Message {
+        let m = Message {
             topic,
             payload,
             received_ms,
-        })
+        };
+        let facts = match facts {
+            Some(e) => Facts { event: Some(e) },
+            None => Facts::of(&m),
+        };
+        Ok((m, facts))
     }
+}
+
+/// A length-prefixed UTF-8 string off the front of `r`, owned (`what` names it
+/// in the error).
+fn take_string(r: &mut &[u8], what: &str) -> Result<String, String> {
+    let b = take(r)?;
+    std::str::from_utf8(b)
+        .map(str::to_string)
+        .map_err(|_| format!("journal record: {what} is not UTF-8"))
 }
 
 use crate::core::event::put_varint as varint;
@@ -293,6 +364,43 @@ mod tests {
         let mut long = r.clone();
         long.push(0);
         assert!(Message::decode(&long).unwrap_err().contains("past its end"));
+    }
+
+    #[test]
+    fn an_events_record_carries_the_fields_its_json_gives() {
+        let payloads = [
+            r#"{"node":"r1","stream":"00000000000000AB","seq":7,"ts":1,"module":"Disk","kind":"fired","code":-3,"dur_ms":1,"out":"x"}"#,
+            r#"{"node":"r\"1\u00e9","stream":"ffffffffffffffff","seq":18446744073709551615,"module":"M","kind":"k","code":2147483647}"#,
+            r#"{"node":"n","stream":"0123456789abcdef","seq":0,"module":"","kind":"","code":-2147483648}"#,
+        ];
+        for p in payloads {
+            let e = EventRef::parse(p.as_bytes()).expect(p);
+            let r = Message::encode_event("crd/r1/event/Disk", p.as_bytes(), 9, &e);
+            assert_eq!(r[0], EVENT_JOURNAL_VERSION);
+            let m = msg("crd/r1/event/Disk", p.as_bytes());
+            let m = Message {
+                received_ms: 9,
+                ..m
+            };
+            let want = Facts::of(&m);
+            assert!(want.event.is_some(), "{p}");
+            assert_eq!(
+                Message::decode_with_facts(&r),
+                Ok((m.clone(), want.clone()))
+            );
+            // The same message in a plain record (a journal written before):
+            // parsed, the same facts.
+            assert_eq!(Message::decode_with_facts(&m.encode()), Ok((m, want)));
+            for cut in 1..r.len() {
+                assert!(
+                    Message::decode_with_facts(&r[..cut]).is_err(),
+                    "cut at {cut}"
+                );
+            }
+            let mut long = r.clone();
+            long.push(0);
+            assert!(Message::decode_with_facts(&long).is_err());
+        }
     }
 
     #[derive(serde::Serialize)]
