@@ -53,7 +53,9 @@ impl<R: Read> Read for Crc<R> {
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    // Fixed-size pieces by `extend` of the array: `extend_from_slice` made a
+    // memcpy call of two bytes (musl's is slow for those) at opt-level "z".
+    out.extend((s.len() as u16).to_le_bytes());
     out.extend_from_slice(s);
 }
 
@@ -161,18 +163,20 @@ pub fn put_fed(
     seq: u64,
 ) {
     let at = out.len();
-    out.extend_from_slice(&[0, 0]);
+    out.extend([0, 0]);
     put_str(out, module);
     put_str(out, key);
     out.push(u8::from(num.is_some()) | (u8::from(text.is_some()) << 1));
-    out.extend_from_slice(&num.unwrap_or(0.0).to_le_bytes());
+    out.extend(num.unwrap_or(0.0).to_le_bytes());
     put_str(out, text.unwrap_or(""));
-    out.extend_from_slice(&t_ms.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend(t_ms.to_le_bytes());
+    out.extend(seq.to_le_bytes());
     let len = (out.len() - at - 2) as u16;
-    out[at..at + 2].copy_from_slice(&len.to_le_bytes());
+    let [lo, hi] = len.to_le_bytes();
+    out[at] = lo;
+    out[at + 1] = hi;
     let crc = crc32c_extend(0, &out[at + 2..]);
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend(crc.to_le_bytes());
 }
 
 /// The entries of a log, and how many bytes of it are whole (a torn or

@@ -157,11 +157,10 @@ pub fn subscribe(pkid: u16, filters: &[String], out: &mut Vec<u8>) {
     }
 }
 
-/// Appends PUBACK (3.4).
-pub fn puback(pkid: u16, out: &mut Vec<u8>) {
-    out.push(0x40);
-    out.push(2);
-    out.extend_from_slice(&pkid.to_be_bytes());
+/// PUBACK (3.4).
+pub fn puback(pkid: u16) -> [u8; 4] {
+    let [hi, lo] = pkid.to_be_bytes();
+    [0x40, 2, hi, lo]
 }
 
 /// The fixed header at the front of `buf`: (type and flags byte, header bytes,
@@ -332,9 +331,10 @@ mod tests {
         );
         want.pkid = 7;
         assert_eq!(b, rumqttc_writes(R::Subscribe(want)));
-        let mut b = Vec::new();
-        puback(65535, &mut b);
-        assert_eq!(b, rumqttc_writes(R::PubAck(v4::PubAck::new(65535))));
+        assert_eq!(
+            puback(65535).to_vec(),
+            rumqttc_writes(R::PubAck(v4::PubAck::new(65535)))
+        );
         assert_eq!(&PINGREQ[..], rumqttc_writes(R::PingReq));
         assert_eq!(&DISCONNECT[..], rumqttc_writes(R::Disconnect));
     }

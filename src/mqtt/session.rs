@@ -251,9 +251,8 @@ impl Session {
 
     /// Queues the PUBACK (3.4) of an inbound QoS 1 PUBLISH.
     pub fn puback(&mut self, pkid: u16, now: Instant) -> Result<(), SessionError> {
-        let mut b = Vec::with_capacity(4);
-        codec::puback(pkid, &mut b);
-        self.send(&b, "PUBACK", now)
+        // An array, not a Vec: one a message on the collector's path.
+        self.send(&codec::puback(pkid), "PUBACK", now)
     }
 
     pub fn is_connected(&self) -> bool {
