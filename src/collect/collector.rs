@@ -24,7 +24,7 @@
 
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
-use crate::collect::message::{self, Facts, Message};
+use crate::collect::message::{self, Facts, Message, View};
 use crate::collect::{dedup, origins, page, presence, rulestate};
 use crate::core::config::{Config, SpoolConfig};
 use crate::core::config::{Convention, RegisterBy};
@@ -159,6 +159,8 @@ pub struct Collector {
     max_parallel: usize,
     /// PUBACKs owed once the record is durable: (journal seq, connection, pkid).
     acks_due: Vec<(u64, u64, u16)>,
+    /// The journal record `pump` reads, reused (at most one record: 1 MiB).
+    record: Vec<u8>,
     records: BTreeMap<u64, Held>,
     /// Checks to start, in journal order.
     ready: VecDeque<Job>,
@@ -342,6 +344,7 @@ impl Collector {
             max_message: cfg.max_message as usize,
             max_parallel: cfg.max_parallel.max(1) as usize,
             acks_due: Vec::new(),
+            record: Vec::new(),
             records: BTreeMap::new(),
             ready: VecDeque::new(),
             responses: VecDeque::new(),
@@ -814,9 +817,16 @@ impl Collector {
         budget: &mut usize,
     ) -> usize {
         let mut read = 0;
+        // The record is copied here and read in place (`View`): a message that
+        // leads to no run (most, on the rule path) costs no allocation.
+        let mut record = std::mem::take(&mut self.record);
         while self.records.len() < READ_AHEAD_RECORDS && *budget > 0 {
-            let (seq, msg) = match self.journal.read_next() {
-                Ok(Some((seq, bytes))) => (seq, Message::decode_with_facts(bytes)),
+            let seq = match self.journal.read_next() {
+                Ok(Some((seq, bytes))) => {
+                    record.clear();
+                    record.extend_from_slice(bytes);
+                    seq
+                }
                 Ok(None) => break,
                 Err(e) => {
                     log::warn!("collector: journal read: {e}");
@@ -825,8 +835,8 @@ impl Collector {
             };
             read += 1;
             *budget -= 1;
-            let (msg, facts) = match msg {
-                Ok(m) => m,
+            let v = match View::of(&record) {
+                Ok(v) => v,
                 Err(e) => {
                     self.stats.corrupt += 1;
                     log::warn!("collector: journal record {seq}: {e}; skipped");
@@ -834,11 +844,12 @@ impl Collector {
                     continue;
                 }
             };
-            if Self::matching(modules, &msg.topic).next().is_none() {
+            if Self::matching(modules, v.topic).next().is_none() {
                 let _ = self.journal.ack(seq, now);
                 continue;
             }
-            if let Some(e) = &facts.event {
+            let done = v.event.as_ref().map(|e| (e.stream_id(), e.seq));
+            if let Some(e) = &v.event {
                 // Done already, or the same event is being run right now.
                 let in_work = self.records.values().any(|h| {
                     h.facts
@@ -855,7 +866,7 @@ impl Collector {
                 }
             }
             let mut jobs = Vec::new();
-            for m in Self::matching(modules, &msg.topic) {
+            for m in Self::matching(modules, v.topic) {
                 let job = |step, reg| Job {
                     seq,
                     module: m.name.clone(),
@@ -865,7 +876,7 @@ impl Collector {
                 match Spec::of(&m.settings.rule) {
                     None => jobs.push(job(Step::Check, None)),
                     Some(spec) => {
-                        if let Some((step, reg)) = self.rule(m, spec, seq, &msg, &facts) {
+                        if let Some((step, reg)) = self.rule(m, spec, seq, &v) {
                             jobs.push(job(step, Some(reg)));
                         }
                     }
@@ -873,9 +884,10 @@ impl Collector {
             }
             if jobs.is_empty() {
                 // Rules only, and none of them needs anything done.
-                self.retire_untouched(&facts, seq, now);
+                self.retire_untouched(done, seq, now);
                 continue;
             }
+            let (msg, facts) = v.to_owned();
             self.records.insert(
                 seq,
                 Held {
@@ -900,6 +912,7 @@ impl Collector {
                 }
             }
         }
+        self.record = record;
         read
     }
 
@@ -930,11 +943,11 @@ impl Collector {
 
     /// A record no module has work for (rules that decided nothing): retired at
     /// once, and a crd event marked done like any other.
-    fn retire_untouched(&mut self, facts: &Facts, seq: u64, now: Instant) {
-        if let Some(e) = &facts.event {
-            self.seen.mark(e.stream_id(), e.seq);
+    fn retire_untouched(&mut self, event: Option<(u64, u64)>, seq: u64, now: Instant) {
+        if let Some((stream, eseq)) = event {
+            self.seen.mark(stream, eseq);
             self.seen_pending
-                .extend_from_slice(&dedup::log_entry(e.stream_id(), e.seq));
+                .extend_from_slice(&dedup::log_entry(stream, eseq));
         }
         if let Err(e) = self.journal.ack(seq, now) {
             log::warn!("collector: journal checkpoint: {e}");
@@ -950,8 +963,7 @@ impl Collector {
         m: &Module,
         spec: Spec,
         seq: u64,
-        msg: &Message,
-        facts: &Facts,
+        msg: &View<'_>,
     ) -> Option<(Step, Box<RegKey>)> {
         let r = &m.settings.rule;
         let rule = match self.rules.get_mut(&m.name) {
@@ -974,16 +986,16 @@ impl Collector {
             }
         };
         let key: &str = match r.by.unwrap_or_default() {
-            RegisterBy::Node => facts.origin(msg),
-            RegisterBy::Topic => &msg.topic,
-            RegisterBy::Module => facts.event.as_ref().map_or(&msg.topic, |e| &e.module),
+            RegisterBy::Node => msg.origin(),
+            RegisterBy::Topic => msg.topic,
+            RegisterBy::Module => msg.event.as_ref().map_or(msg.topic, |e| &e.module),
             RegisterBy::All => "*",
         };
         let key = message::cut(key, message::MAX_ORIGIN_BYTES);
         let equals = matches!(rule.regs.spec().condition, register::Condition::Equals(_));
         let got = match &r.value {
             None => value::Got::default(),
-            Some(path) => match value::extract(&msg.payload, path, equals) {
+            Some(path) => match value::extract(msg.payload, path, equals) {
                 Ok(g) => g,
                 Err(_) => {
                     rule.skipped += 1;

@@ -85,58 +85,98 @@ impl Message {
     /// The message of a record and what its children are told: from the
     /// record's fields for a crd event's record, else parsed from the payload.
     pub fn decode_with_facts(record: &[u8]) -> Result<(Message, Facts), String> {
+        View::of(record).map(|v| v.to_owned())
+    }
+}
+
+/// A journal record read in place: what the rule path needs of a message
+/// without an allocation (most messages there lead to no run); `to_owned` for
+/// one that is held for its runs.
+#[derive(Debug)]
+pub struct View<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub received_ms: u64,
+    pub event: Option<EventRef<'a>>,
+}
+
+impl<'a> View<'a> {
+    /// The record's message, and its event's fields: from the record for a crd
+    /// event's record, else parsed from the payload.
+    pub fn of(record: &'a [u8]) -> Result<View<'a>, String> {
         let (event, mut r) = match record.split_first() {
             Some((&JOURNAL_VERSION, rest)) => (false, rest),
             Some((&EVENT_JOURNAL_VERSION, rest)) => (true, rest),
             Some((v, _)) => return Err(format!("journal record of unknown version {v}")),
             None => return Err("empty journal record".into()),
         };
-        let topic = take_string(&mut r, "topic")?;
-        let payload = take(&mut r)?.to_vec();
+        let topic = take_str(&mut r, "topic")?;
+        let payload = take(&mut r)?;
         let received_ms = read_varint(&mut r)?;
-        let facts = if event {
-            let node = take_string(&mut r, "node")?;
-            let stream = take_string(&mut r, "stream")?;
-            let module = take_string(&mut r, "module")?;
-            let kind = take_string(&mut r, "kind")?;
+        let event = if event {
+            let node = take_str(&mut r, "node")?;
+            let stream = take_str(&mut r, "stream")?;
+            let module = take_str(&mut r, "module")?;
+            let kind = take_str(&mut r, "kind")?;
             let seq = read_varint(&mut r)?;
             let z = crate::core::event::take_varint(&mut r, 32)
                 .map_err(|e| format!("journal record: {e}"))? as u32;
             let code = (z >> 1) as i32 ^ -((z & 1) as i32);
-            Some(EventFields {
-                node,
-                stream,
+            Some(EventRef {
+                node: Cow::Borrowed(node),
+                stream: Cow::Borrowed(stream),
                 seq,
-                module,
-                kind,
+                module: Cow::Borrowed(module),
+                kind: Cow::Borrowed(kind),
                 code,
             })
         } else {
-            None
+            EventRef::parse(payload)
         };
         if !r.is_empty() {
             return Err(format!("journal record: {} bytes past its end", r.len()));
         }
-        let m = Message {
+        Ok(View {
             topic,
             payload,
             received_ms,
-        };
-        let facts = match facts {
-            Some(e) => Facts { event: Some(e) },
-            None => Facts::of(&m),
-        };
-        Ok((m, facts))
+            event,
+        })
+    }
+
+    /// `Facts::origin` of the message.
+    pub fn origin(&self) -> &str {
+        cut(
+            self.event.as_ref().map_or(self.topic, |e| &e.node),
+            MAX_ORIGIN_BYTES,
+        )
+    }
+
+    pub fn to_owned(&self) -> (Message, Facts) {
+        let event = self.event.as_ref().map(|e| EventFields {
+            node: e.node.to_string(),
+            stream: e.stream.to_string(),
+            seq: e.seq,
+            module: e.module.to_string(),
+            kind: e.kind.to_string(),
+            code: e.code,
+        });
+        (
+            Message {
+                topic: self.topic.to_string(),
+                payload: self.payload.to_vec(),
+                received_ms: self.received_ms,
+            },
+            Facts { event },
+        )
     }
 }
 
-/// A length-prefixed UTF-8 string off the front of `r`, owned (`what` names it
-/// in the error).
-fn take_string(r: &mut &[u8], what: &str) -> Result<String, String> {
+/// A length-prefixed UTF-8 string off the front of `r`, borrowed (`what`
+/// names it in the error).
+fn take_str<'a>(r: &mut &'a [u8], what: &str) -> Result<&'a str, String> {
     let b = take(r)?;
-    std::str::from_utf8(b)
-        .map(str::to_string)
-        .map_err(|_| format!("journal record: {what} is not UTF-8"))
+    std::str::from_utf8(b).map_err(|_| format!("journal record: {what} is not UTF-8"))
 }
 
 use crate::core::event::put_varint as varint;
@@ -388,6 +428,8 @@ mod tests {
                 Message::decode_with_facts(&r),
                 Ok((m.clone(), want.clone()))
             );
+            assert_eq!(View::of(&r).unwrap().origin(), want.origin(&m));
+            assert_eq!(View::of(&m.encode()).unwrap().origin(), want.origin(&m));
             // The same message in a plain record (a journal written before):
             // parsed, the same facts.
             assert_eq!(Message::decode_with_facts(&m.encode()), Ok((m, want)));
