@@ -159,7 +159,8 @@ pub struct Collector {
     max_parallel: usize,
     /// PUBACKs owed once the record is durable: (journal seq, connection, pkid).
     acks_due: Vec<(u64, u64, u16)>,
-    /// The journal record `pump` reads, reused (at most one record: 1 MiB).
+    /// The journal record being written or read, reused (at most one record:
+    /// 1 MiB).
     record: Vec<u8>,
     records: BTreeMap<u64, Held>,
     /// Checks to start, in journal order.
@@ -708,11 +709,11 @@ impl Collector {
                     // Run already (a redelivery, or the edge sent it again).
                     now_acks.extend(pkid.map(|p| (conn, p)));
                 } else {
-                    let record = match &event {
-                        Some(e) => Message::encode_event(&topic, &payload, wall_ms, e),
-                        None => Message::encode_parts(&topic, &payload, wall_ms),
-                    };
-                    match self.journal.append(&record, now) {
+                    let mut record = std::mem::take(&mut self.record);
+                    Message::encode_into(&mut record, &topic, &payload, wall_ms, event.as_ref());
+                    let appended = self.journal.append(&record, now);
+                    self.record = record;
+                    match appended {
                         Ok(seq) => {
                             self.stats.journaled += 1;
                             if let Some(p) = pkid {

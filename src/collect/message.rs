@@ -43,13 +43,8 @@ impl Message {
 
     /// The record of a message not yet made a `Message` (no copy on the way).
     pub fn encode_parts(topic: &str, payload: &[u8], received_ms: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 10 + topic.len() + 10 + payload.len() + 10);
-        out.push(JOURNAL_VERSION);
-        varint(&mut out, topic.len() as u64);
-        out.extend_from_slice(topic.as_bytes());
-        varint(&mut out, payload.len() as u64);
-        out.extend_from_slice(payload);
-        varint(&mut out, received_ms);
+        let mut out = Vec::new();
+        Self::encode_into(&mut out, topic, payload, received_ms, None);
         out
     }
 
@@ -61,21 +56,38 @@ impl Message {
         received_ms: u64,
         e: &EventRef<'_>,
     ) -> Vec<u8> {
-        let fields = e.node.len() + e.stream.len() + e.module.len() + e.kind.len() + 40;
-        let mut out = Vec::with_capacity(1 + 10 + topic.len() + 10 + payload.len() + 10 + fields);
-        out.push(EVENT_JOURNAL_VERSION);
-        varint(&mut out, topic.len() as u64);
-        out.extend_from_slice(topic.as_bytes());
-        varint(&mut out, payload.len() as u64);
-        out.extend_from_slice(payload);
-        varint(&mut out, received_ms);
-        for s in [&e.node, &e.stream, &e.module, &e.kind] {
-            varint(&mut out, s.len() as u64);
-            out.extend_from_slice(s.as_bytes());
-        }
-        varint(&mut out, e.seq);
-        varint(&mut out, ((e.code << 1) ^ (e.code >> 31)) as u32 as u64);
+        let mut out = Vec::new();
+        Self::encode_into(&mut out, topic, payload, received_ms, Some(e));
         out
+    }
+
+    /// Writes the record (a crd event's with `event`) over `out`, whose
+    /// allocation the collector reuses from message to message.
+    pub fn encode_into(
+        out: &mut Vec<u8>,
+        topic: &str,
+        payload: &[u8],
+        received_ms: u64,
+        event: Option<&EventRef<'_>>,
+    ) {
+        out.clear();
+        out.push(match event {
+            Some(_) => EVENT_JOURNAL_VERSION,
+            None => JOURNAL_VERSION,
+        });
+        varint(out, topic.len() as u64);
+        out.extend_from_slice(topic.as_bytes());
+        varint(out, payload.len() as u64);
+        out.extend_from_slice(payload);
+        varint(out, received_ms);
+        if let Some(e) = event {
+            for s in [&e.node, &e.stream, &e.module, &e.kind] {
+                varint(out, s.len() as u64);
+                out.extend_from_slice(s.as_bytes());
+            }
+            varint(out, e.seq);
+            varint(out, ((e.code << 1) ^ (e.code >> 31)) as u32 as u64);
+        }
     }
 
     pub fn decode(record: &[u8]) -> Result<Message, String> {

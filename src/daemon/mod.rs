@@ -595,13 +595,14 @@ impl Daemon {
             return;
         };
         let wall = unix_ms();
-        for (conn, up) in inbound {
+        for (conn, up) in inbound.drain(..) {
             for (conn, pkid) in
                 c.handle_inbound(conn, up, &self.modules, &mut self.outbox, now, wall)
             {
                 self.forwarder.puback(conn, pkid, now);
             }
         }
+        self.forwarder.give_back_inbound(inbound);
         // One group commit for the whole read, then the PUBACKs it allows.
         for (conn, pkid) in c.after_input(now) {
             self.forwarder.puback(conn, pkid, now);
