@@ -43,6 +43,7 @@ use format::{Checkpoint, HeaderError, SegmentHeader};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use storage::Storage;
 
@@ -159,7 +160,8 @@ pub struct Stats {
 #[derive(Clone, Debug)]
 struct Seg {
     first_seq: u64,
-    name: String,
+    /// Shared, not copied: the reader names its segment for every record.
+    name: Rc<str>,
     /// Bytes in the file (header included), as far as written.
     bytes: u64,
     /// Highest seq in the segment (first_seq - 1 while it holds none). Seqs are
@@ -330,15 +332,8 @@ impl<S: Storage> Spool<S> {
         let mut hb = [0u8; format::SEGMENT_HEADER_BYTES];
         let n_names = names.len();
         for (i, (first, name)) in names.into_iter().enumerate() {
-            let len = self
-                .st
-                .len(&name)
-                .map_err(io_err(name.clone()))?
-                .unwrap_or(0);
-            let n = self
-                .st
-                .read_at(&name, 0, &mut hb)
-                .map_err(io_err(name.clone()))?;
+            let len = self.st.len(&name).map_err(io_err(&*name))?.unwrap_or(0);
+            let n = self.st.read_at(&name, 0, &mut hb).map_err(io_err(&*name))?;
             let mut prev_last = first - 1;
             match SegmentHeader::decode(&hb[..n]) {
                 Ok(h) => {
@@ -359,7 +354,7 @@ impl<S: Storage> Spool<S> {
                     // rewritten below if it is still the active segment.
                     if !self.read_only {
                         self.forget_read_ahead();
-                        self.st.remove(&name).map_err(io_err(name.clone()))?;
+                        self.st.remove(&name).map_err(io_err(&*name))?;
                     }
                     if i + 1 == n_names {
                         self.next_seq = self.next_seq.max(first);
@@ -373,7 +368,7 @@ impl<S: Storage> Spool<S> {
             }
             self.segs.push_back(Seg {
                 first_seq: first,
-                name,
+                name: name.into(),
                 bytes: len,
                 last_seq: first - 1,
                 prev_last,
@@ -398,10 +393,8 @@ impl<S: Storage> Spool<S> {
                 if !self.read_only {
                     self.st
                         .truncate(&active.name, end)
-                        .map_err(io_err(active.name.clone()))?;
-                    self.st
-                        .sync(&active.name)
-                        .map_err(io_err(active.name.clone()))?;
+                        .map_err(io_err(&*active.name))?;
+                    self.st.sync(&active.name).map_err(io_err(&*active.name))?;
                 }
             }
             let a = self.segs.back_mut().expect("checked above");
@@ -469,7 +462,7 @@ impl<S: Storage> Spool<S> {
         loop {
             match self
                 .scan_at(&seg.name, off, seg.bytes, last)
-                .map_err(io_err(seg.name.clone()))?
+                .map_err(io_err(&*seg.name))?
             {
                 Scan::Record { seq, next, .. } => {
                     last = seq;
@@ -484,7 +477,7 @@ impl<S: Storage> Spool<S> {
                 Scan::End => break,
                 Scan::Bad => match self
                     .resync(&seg.name, off + 1, seg.bytes, last)
-                    .map_err(io_err(seg.name.clone()))?
+                    .map_err(io_err(&*seg.name))?
                 {
                     // Valid records follow: this was corruption, not a torn tail.
                     Some(next) => {
@@ -648,7 +641,7 @@ impl<S: Storage> Spool<S> {
         self.note_marked();
         self.segs.push_back(Seg {
             first_seq: first,
-            name,
+            name: name.into(),
             bytes: head.len() as u64,
             last_seq: first - 1,
             prev_last,
@@ -743,7 +736,14 @@ impl<S: Storage> Spool<S> {
             match self.st.write_at(&name, at, &self.buf) {
                 Ok(()) => {
                     self.active_mut().bytes += self.buf.len() as u64;
-                    self.unsynced.extend_from_slice(&self.buf);
+                    if self.unsynced.is_empty() {
+                        // The usual case (one write per sync): the bytes move
+                        // by a swap, not a copy; the write buffer takes the
+                        // other allocation.
+                        std::mem::swap(&mut self.unsynced, &mut self.buf);
+                    } else {
+                        self.unsynced.extend_from_slice(&self.buf);
+                    }
                     // A buffer of only a mark holds no record: max, not `=`
                     // (`buf_last_seq` is 0 until the first append after a start).
                     self.written_seq = self.written_seq.max(self.buf_last_seq);
@@ -918,7 +918,7 @@ impl<S: Storage> Spool<S> {
         self.segs.clear();
         self.segs.push_back(Seg {
             first_seq: first,
-            name,
+            name: name.into(),
             bytes: hdr + carried.len() as u64,
             last_seq: active.last_seq.max(first - 1),
             prev_last: first - 1,
@@ -1064,7 +1064,7 @@ impl<S: Storage> Spool<S> {
                         .map_err(io_err("recreating the directory"))?;
                     continue;
                 }
-                Err(e) => return Err(io_err(name.clone())(e)),
+                Err(e) => return Err(io_err(&*name)(e)),
             };
             match scanned {
                 Scan::Record {
@@ -1095,7 +1095,7 @@ impl<S: Storage> Spool<S> {
                     );
                     match self
                         .resync(&name, self.cur_off + 1, len, after)
-                        .map_err(io_err(name.clone()))?
+                        .map_err(io_err(&*name))?
                     {
                         Some(next) => self.cur_off = next,
                         None => self.cur_off = len,

@@ -330,7 +330,7 @@ fn truncation_sweep_recovers_exactly_the_complete_prefix() {
         copy_dir(&base, &work);
         let f = std::fs::OpenOptions::new()
             .write(true)
-            .open(work.join(&newest.name))
+            .open(work.join(&*newest.name))
             .unwrap();
         f.set_len(cut).unwrap();
         drop(f);
