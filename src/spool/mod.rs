@@ -736,14 +736,7 @@ impl<S: Storage> Spool<S> {
             match self.st.write_at(&name, at, &self.buf) {
                 Ok(()) => {
                     self.active_mut().bytes += self.buf.len() as u64;
-                    if self.unsynced.is_empty() {
-                        // The usual case (one write per sync): the bytes move
-                        // by a swap, not a copy; the write buffer takes the
-                        // other allocation.
-                        std::mem::swap(&mut self.unsynced, &mut self.buf);
-                    } else {
-                        self.unsynced.extend_from_slice(&self.buf);
-                    }
+                    self.unsynced.extend_from_slice(&self.buf);
                     // A buffer of only a mark holds no record: max, not `=`
                     // (`buf_last_seq` is 0 until the first append after a start).
                     self.written_seq = self.written_seq.max(self.buf_last_seq);
