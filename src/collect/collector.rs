@@ -105,6 +105,68 @@ struct Job {
     reg: Option<Box<RegKey>>,
 }
 
+/// What settles a check's outcome (or a decision made without a run): the
+/// collector's per-origin state, borrowed apart from the record the outcome is
+/// about (held, or read in place).
+struct Decide<'a> {
+    origins: &'a mut origins::Origins,
+    checking: &'a mut Vec<(String, String)>,
+    log_runs: &'a mut RateLimit,
+}
+
+impl Decide<'_> {
+    /// The lifecycle's next step for module `m`'s `job` that `ran`, on a
+    /// message from `origin` (`id` names it in a warning); `None` when nothing
+    /// follows (fired already: once per crossing).
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        self,
+        m: &Module,
+        job: &Job,
+        ran: Ran,
+        origin: &str,
+        id: &dyn Fn() -> String,
+        outbox: &mut Outbox,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Option<Next> {
+        // Only the decision state is kept per origin (the run counters are the
+        // edge's business): it goes in and out of a ModuleState for the lifecycle.
+        let rule = job.reg.is_some();
+        if rule && job.step == Step::Check {
+            self.checking
+                .retain(|(cm, ck)| !(*cm == job.module && *ck == origin));
+        }
+        let a = self.origins.with(m, origin, now, |st| {
+            if rule
+                && st.firing
+                && ran.role == Role::Check
+                && decide::verdict(&m.settings, ran.outcome) == decide::Verdict::Hit
+            {
+                // Fired already (a check of an earlier message said so while
+                // this one's ran): once per crossing.
+                return None;
+            }
+            let mut ms = ModuleState {
+                decision: std::mem::take(st),
+                ..ModuleState::default()
+            };
+            let a = lifecycle::finished(m, &mut ms, ran, now, wall_ms);
+            *st = ms.decision;
+            Some(a)
+        })?;
+        if let Some(w) = &a.warning
+            && self.log_runs.allow(now, "collector: failed runs")
+        {
+            log::warn!("module {}: {w} (message {})", m.name, id());
+        }
+        if let Some(ev) = a.emit {
+            outbox.push(ev, now);
+        }
+        Some(a.next)
+    }
+}
+
 /// A rule module's register and its counters for `crd status`.
 struct Rule {
     regs: Registers,
@@ -888,6 +950,35 @@ impl Collector {
                 self.retire_untouched(done, seq, now);
                 continue;
             }
+            // Decided without a run (a rule, or a module without a check: every
+            // message a hit): settled at once, so the next message of the same
+            // key sees its state.
+            let at_once = |job: &Job| {
+                matches!(job.step, Step::Decided(_))
+                    || modules
+                        .iter()
+                        .find(|m| m.name == job.module)
+                        .is_some_and(|m| m.check.is_none())
+            };
+            if jobs.iter().all(at_once) {
+                // Nothing to run first: settled from the record in place, held
+                // (made owned) only for the responses that follow.
+                let mut responses = Vec::new();
+                for job in jobs {
+                    if let Some(r) = self.settle_in_place(job, &v, modules, outbox, now, wall_ms) {
+                        responses.push(r);
+                    }
+                }
+                if responses.is_empty() {
+                    self.retire_untouched(done, seq, now);
+                    continue;
+                }
+                let (msg, facts) = v.to_owned();
+                let left = responses.len() as u32;
+                self.records.insert(seq, Held { msg, facts, left });
+                self.responses.extend(responses);
+                continue;
+            }
             let (msg, facts) = v.to_owned();
             self.records.insert(
                 seq,
@@ -897,16 +988,8 @@ impl Collector {
                     left: jobs.len() as u32,
                 },
             );
-            // Decided without a run (a rule, or a module without a check: every
-            // message a hit): settled at once, so the next message of the same
-            // key sees its state.
             for job in jobs {
-                let no_check = matches!(job.step, Step::Decided(_))
-                    || modules
-                        .iter()
-                        .find(|m| m.name == job.module)
-                        .is_some_and(|m| m.check.is_none());
-                if no_check {
+                if at_once(&job) {
                     self.settle_at_once(job, modules, outbox, now, wall_ms);
                 } else {
                     self.ready.push_back(job);
@@ -940,6 +1023,41 @@ impl Collector {
         };
         self.stats.decided += u64::from(job.reg.is_some());
         self.settle(job, ran, modules, outbox, now, wall_ms);
+    }
+
+    /// `settle_at_once` for a record read in place and not held: the response
+    /// job that follows, if one does.
+    fn settle_in_place(
+        &mut self,
+        job: Job,
+        v: &View<'_>,
+        modules: &[Module],
+        outbox: &mut Outbox,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Option<Job> {
+        let m = modules.iter().find(|m| m.name == job.module)?;
+        let hit = !matches!(job.step, Step::Decided(false));
+        let ran = Ran {
+            role: Role::Check,
+            outcome: synthetic(m.settings.convention, hit),
+            output: String::new(),
+            dur: Duration::ZERO,
+        };
+        self.stats.decided += u64::from(job.reg.is_some());
+        let origin = job.reg.as_ref().map_or(v.origin(), |r| &r.key);
+        let d = Decide {
+            origins: &mut self.origins,
+            checking: &mut self.checking,
+            log_runs: &mut self.log_runs,
+        };
+        match d.decide(m, &job, ran, origin, &|| v.id(), outbox, now, wall_ms)? {
+            Next::Respond { output, code } => Some(Job {
+                step: Step::Response { output, code },
+                ..job
+            }),
+            Next::Done => None,
+        }
     }
 
     /// A record no module has work for (rules that decided nothing): retired at
@@ -1171,60 +1289,33 @@ impl Collector {
             self.job_done(job.seq, now);
             return;
         };
-        // Only the decision state is kept per origin (the run counters are the
-        // edge's business): it goes in and out of a ModuleState for the lifecycle.
         // A rule's state goes by its register key.
         let origin = job
             .reg
             .as_ref()
             .map_or(held.facts.origin(&held.msg), |r| &r.key);
-        let rule = job.reg.is_some();
-        if rule && job.step == Step::Check {
-            self.checking
-                .retain(|(cm, ck)| !(*cm == job.module && *ck == origin));
-        }
-        let a = self.origins.with(m, origin, now, |st| {
-            if rule
-                && st.firing
-                && ran.role == Role::Check
-                && decide::verdict(&m.settings, ran.outcome) == decide::Verdict::Hit
-            {
-                // Fired already (a check of an earlier message said so while
-                // this one's ran): once per crossing.
-                return None;
-            }
-            let mut ms = ModuleState {
-                decision: std::mem::take(st),
-                ..ModuleState::default()
-            };
-            let a = lifecycle::finished(m, &mut ms, ran, now, wall_ms);
-            *st = ms.decision;
-            Some(a)
-        });
-        let Some(a) = a else {
-            self.job_done(job.seq, now);
-            return;
+        let d = Decide {
+            origins: &mut self.origins,
+            checking: &mut self.checking,
+            log_runs: &mut self.log_runs,
         };
-        if let Some(w) = &a.warning
-            && self.log_runs.allow(now, "collector: failed runs")
-        {
-            log::warn!(
-                "module {}: {w} (message {})",
-                m.name,
-                held.facts.id(&held.msg)
-            );
-        }
-        if let Some(ev) = a.emit {
-            outbox.push(ev, now);
-        }
-        match a.next {
-            Next::Respond { output, code } => self.responses.push_back(Job {
+        match d.decide(
+            m,
+            &job,
+            ran,
+            origin,
+            &|| held.facts.id(&held.msg),
+            outbox,
+            now,
+            wall_ms,
+        ) {
+            Some(Next::Respond { output, code }) => self.responses.push_back(Job {
                 seq: job.seq,
                 module: job.module,
                 step: Step::Response { output, code },
                 reg: job.reg,
             }),
-            Next::Done => self.job_done(job.seq, now),
+            _ => self.job_done(job.seq, now),
         }
     }
 

@@ -156,6 +156,14 @@ impl<'a> View<'a> {
         })
     }
 
+    /// `Facts::id` of the message.
+    pub fn id(&self) -> String {
+        match &self.event {
+            Some(e) => format!("{}-{}", e.stream, e.seq),
+            None => format!("m-{:016x}", fnv1a(&[self.topic.as_bytes(), self.payload])),
+        }
+    }
+
     /// `Facts::origin` of the message.
     pub fn origin(&self) -> &str {
         cut(
@@ -404,6 +412,9 @@ mod tests {
     fn journal_records_round_trip_and_refuse_other_versions() {
         let m = msg("crd/r1/event/Disk", b"\x00\xffbinary");
         let r = m.encode();
+        let v = View::of(&r).unwrap();
+        assert_eq!(v.id(), Facts::of(&m).id(&m), "a payload's hash");
+        assert_eq!(v.origin(), Facts::of(&m).origin(&m), "the topic");
         assert_eq!(r[0], JOURNAL_VERSION);
         assert_eq!(Message::decode(&r), Ok(m));
         assert!(
@@ -441,6 +452,7 @@ mod tests {
                 Ok((m.clone(), want.clone()))
             );
             assert_eq!(View::of(&r).unwrap().origin(), want.origin(&m));
+            assert_eq!(View::of(&r).unwrap().id(), want.id(&m));
             assert_eq!(View::of(&m.encode()).unwrap().origin(), want.origin(&m));
             // The same message in a plain record (a journal written before):
             // parsed, the same facts.
