@@ -36,12 +36,16 @@ pub struct Message {
     pub received_ms: u64,
 }
 
+// The owned encodings and decodings below are the tests' (the collector writes
+// with `encode_into` and reads with `View`).
 impl Message {
+    #[cfg(test)]
     pub fn encode(&self) -> Vec<u8> {
         Self::encode_parts(&self.topic, &self.payload, self.received_ms)
     }
 
     /// The record of a message not yet made a `Message` (no copy on the way).
+    #[cfg(test)]
     pub fn encode_parts(topic: &str, payload: &[u8], received_ms: u64) -> Vec<u8> {
         let mut out = Vec::new();
         Self::encode_into(&mut out, topic, payload, received_ms, None);
@@ -50,6 +54,7 @@ impl Message {
 
     /// The record of a crd event: `encode_parts`' with the fields `e` read from
     /// `payload` after it.
+    #[cfg(test)]
     pub fn encode_event(
         topic: &str,
         payload: &[u8],
@@ -90,12 +95,14 @@ impl Message {
         }
     }
 
+    #[cfg(test)]
     pub fn decode(record: &[u8]) -> Result<Message, String> {
         Self::decode_with_facts(record).map(|(m, _)| m)
     }
 
     /// The message of a record and what its children are told: from the
     /// record's fields for a crd event's record, else parsed from the payload.
+    #[cfg(test)]
     pub fn decode_with_facts(record: &[u8]) -> Result<(Message, Facts), String> {
         View::of(record).map(|v| v.to_owned())
     }
@@ -304,6 +311,7 @@ fn set<T>(slot: &mut Option<T>, v: T) -> bool {
 
 impl EventFields {
     /// `EventRef::parse`, owned.
+    #[cfg(test)]
     pub fn parse(payload: &[u8]) -> Option<EventFields> {
         let e = EventRef::parse(payload)?;
         Some(EventFields {
@@ -353,6 +361,7 @@ pub struct Facts {
 }
 
 impl Facts {
+    #[cfg(test)]
     pub fn of(m: &Message) -> Facts {
         Facts {
             event: EventFields::parse(&m.payload),
