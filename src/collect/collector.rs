@@ -989,10 +989,13 @@ impl Collector {
                 },
             );
             for job in jobs {
-                if at_once(&job) {
-                    self.settle_at_once(job, modules, outbox, now, wall_ms);
-                } else {
+                if !at_once(&job) {
                     self.ready.push_back(job);
+                } else if let Some(r) = self.settle_in_place(job, &v, modules, outbox, now, wall_ms)
+                {
+                    self.responses.push_back(r);
+                } else {
+                    self.job_done(seq, now);
                 }
             }
         }
@@ -1000,33 +1003,10 @@ impl Collector {
         read
     }
 
-    /// Settles a job decided without a run, as a check with the matching exit
-    /// code would have been.
-    fn settle_at_once(
-        &mut self,
-        job: Job,
-        modules: &[Module],
-        outbox: &mut Outbox,
-        now: Instant,
-        wall_ms: u64,
-    ) {
-        let hit = !matches!(job.step, Step::Decided(false));
-        let convention = modules
-            .iter()
-            .find(|m| m.name == job.module)
-            .map_or(Convention::Exit, |m| m.settings.convention);
-        let ran = Ran {
-            role: Role::Check,
-            outcome: synthetic(convention, hit),
-            output: String::new(),
-            dur: Duration::ZERO,
-        };
-        self.stats.decided += u64::from(job.reg.is_some());
-        self.settle(job, ran, modules, outbox, now, wall_ms);
-    }
-
-    /// `settle_at_once` for a record read in place and not held: the response
-    /// job that follows, if one does.
+    /// Settles a job decided without a run (a rule's decision, or a module
+    /// without a check), as a check with the matching exit code would have
+    /// been, from the record read in place: the response job that follows, if
+    /// one does.
     fn settle_in_place(
         &mut self,
         job: Job,
