@@ -31,8 +31,8 @@
 //! no event done from the table; the log is emptied after each whole write. Replaying it stops
 //! at the first entry that does not check out (a torn tail).
 
+use super::shards::Shards;
 use crate::spool::format::{crc32c, crc32c_extend};
-use std::collections::HashMap;
 
 /// Ranges of seqs kept per stream.
 pub const MAX_RANGES: usize = 64;
@@ -166,7 +166,7 @@ pub struct Counts {
 
 #[derive(Debug, Default)]
 pub struct Seen {
-    streams: HashMap<u64, Stream>,
+    streams: Shards<Stream>,
     clock: u64,
     pub counts: Counts,
     /// Changed since the last `encode`.
@@ -177,7 +177,7 @@ impl Seen {
     /// Whether `(stream, seq)` was done already (a duplicate, counted).
     pub fn done(&mut self, stream: u64, seq: u64) -> bool {
         self.clock += 1;
-        let Some(s) = self.streams.get_mut(&stream) else {
+        let Some(s) = self.streams.get_mut(stream) else {
             return false;
         };
         s.used = self.clock;
@@ -197,15 +197,15 @@ impl Seen {
     /// Records `(stream, seq)` as done.
     pub fn mark(&mut self, stream: u64, seq: u64) {
         self.clock += 1;
-        if !self.streams.contains_key(&stream)
+        if !self.streams.contains_key(stream)
             && self.streams.len() >= MAX_STREAMS
-            && let Some((&oldest, _)) = self.streams.iter().min_by_key(|(_, s)| s.used)
+            && let Some(oldest) = self.streams.min_key_by(|s| s.used)
         {
-            self.streams.remove(&oldest);
+            self.streams.remove(oldest);
             self.counts.evicted += 1;
         }
         let clock = self.clock;
-        let s = self.streams.entry(stream).or_insert(Stream {
+        let s = self.streams.get_or_insert_with(stream, || Stream {
             ranges: Ranges::One((seq, seq)),
             used: clock,
         });
@@ -240,7 +240,7 @@ impl Seen {
         let mut crc = 0;
         buf.push(FILE_VERSION);
         buf.extend_from_slice(&(self.streams.len() as u32).to_be_bytes());
-        for (id, s) in &self.streams {
+        for (id, s) in self.streams.iter() {
             let (ranges, forgot) = s.ranges.parts();
             buf.extend_from_slice(&id.to_be_bytes());
             buf.extend_from_slice(&forgot.to_be_bytes());
@@ -334,7 +334,7 @@ mod tests {
 
     impl Seen {
         fn ranges_of(&self, stream: u64) -> Vec<(u64, u64)> {
-            self.streams[&stream].ranges.parts().0.to_vec()
+            self.streams.get(stream).unwrap().ranges.parts().0.to_vec()
         }
     }
 
@@ -469,7 +469,10 @@ mod tests {
             for seq in 0..120 {
                 s.mark(round, seq);
             }
-            assert!(matches!(s.streams[&round].ranges, Ranges::One((0, 119))));
+            assert!(matches!(
+                s.streams.get(round).unwrap().ranges,
+                Ranges::One((0, 119))
+            ));
         }
         // The usual stream costs no allocation of its own.
         if cfg!(target_pointer_width = "64") {

@@ -2,7 +2,8 @@
 //! board configs): subscribed modules run on MQTT messages. `collector.rs` is the
 //! machinery, `message.rs` what a message is, `dedup.rs` the events done,
 //! `origins.rs` the per-origin decision states, `presence.rs` the fleet, `page.rs`
-//! the fleet page, `rulestate.rs` the rule modules' registers on disk. Without the
+//! the fleet page, `rulestate.rs` the rule modules' registers on disk, `shards.rs`
+//! the split map under the tables of streams and origins. Without the
 //! feature, `Collector` is an empty type the
 //! daemon never gets (`open` says the build has none, and the config refuses
 //! `subscribe` before that), so none of it is in the binary.
@@ -21,6 +22,8 @@ pub mod page;
 pub mod presence;
 #[cfg(feature = "collector")]
 pub mod rulestate;
+#[cfg(feature = "collector")]
+mod shards;
 
 #[cfg(feature = "collector")]
 pub use collector::*;

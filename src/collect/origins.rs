@@ -9,9 +9,9 @@
 //! states; past it the least recently used one goes (counted), and that origin
 //! starts afresh. Each is 40 bytes (see `Origins`).
 
+use super::shards::Shards;
 use crate::core::decide::State;
 use crate::core::module::Module;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
@@ -30,7 +30,7 @@ struct Slot {
 /// per process, so a publisher cannot aim for it.
 #[derive(Debug, Default)]
 pub struct Origins {
-    states: HashMap<u64, Slot>,
+    states: Shards<Slot>,
     keys: RandomState,
     clock: u64,
     pub evicted: u64,
@@ -60,11 +60,11 @@ impl Origins {
     ) -> R {
         self.clock += 1;
         let key = self.keys.hash_one((m.name.as_str(), origin));
-        if let Some(slot) = self.states.get_mut(&key) {
+        if let Some(slot) = self.states.get_mut(key) {
             slot.used = self.clock;
             let r = f(&mut slot.state);
             if as_fresh(m, &slot.state, now) {
-                self.states.remove(&key);
+                self.states.remove(key);
             }
             return r;
         }
@@ -72,13 +72,9 @@ impl Origins {
         let r = f(&mut state);
         if !as_fresh(m, &state, now) {
             if self.states.len() >= MAX_STATES
-                && let Some(oldest) = self
-                    .states
-                    .iter()
-                    .min_by_key(|(_, s)| s.used)
-                    .map(|(k, _)| *k)
+                && let Some(oldest) = self.states.min_key_by(|s| s.used)
             {
-                self.states.remove(&oldest);
+                self.states.remove(oldest);
                 self.evicted += 1;
             }
             let slot = Slot {
@@ -94,7 +90,7 @@ impl Origins {
     /// without touching it.
     pub fn peek(&self, m: &Module, origin: &str) -> Option<&State> {
         let key = self.keys.hash_one((m.name.as_str(), origin));
-        self.states.get(&key).map(|s| &s.state)
+        self.states.get(key).map(|s| &s.state)
     }
 
     /// States kept.
