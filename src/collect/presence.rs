@@ -149,19 +149,18 @@ fn secs(ms: u64) -> u32 {
 impl Fleet {
     fn entry(&mut self, node: &str) -> &mut Entry {
         self.clock += 1;
-        if !self.nodes.contains_key(node)
-            && self.nodes.len() >= MAX_NODES
-            && let Some(oldest) = self
-                .nodes
-                .iter()
-                .min_by_key(|(_, n)| n.used)
-                .map(|(k, _)| k.clone())
-        {
-            self.nodes.remove(&oldest);
-            self.states.remove(&oldest);
-            self.forgotten += 1;
-        }
         if !self.nodes.contains_key(node) {
+            if self.nodes.len() >= MAX_NODES
+                && let Some(oldest) = self
+                    .nodes
+                    .iter()
+                    .min_by_key(|(_, n)| n.used)
+                    .map(|(k, _)| k.clone())
+            {
+                self.nodes.remove(&oldest);
+                self.states.remove(&oldest);
+                self.forgotten += 1;
+            }
             self.nodes.insert(node.into(), Entry::default());
         }
         let n = self.nodes.get_mut(node).expect("just inserted");
