@@ -765,6 +765,84 @@ fn a_backlog_past_the_pause_mark_drains_with_nothing_else_waking_the_loop() {
     );
 }
 
+/// A backlog larger than the whole journal (1,000 messages of 1,000 bytes for
+/// a journal of 512 KiB, a check that takes a while): the collector stops
+/// reading at three quarters full and never drops a message it acknowledged;
+/// one it had to refuse the broker sends again after a reconnect. Every message
+/// runs its check.
+#[test]
+fn a_backlog_larger_than_the_journal_pauses_the_socket_and_loses_nothing() {
+    let home = Sandbox::new("jfull");
+    let b = home.queueing_broker();
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let c = Sandbox::new("jfull1");
+    c.script(
+        "modules/Slow/check",
+        &format!(
+            "m=$(cat); echo \"${{m%%:*}}\" >> {}/ran; sleep 0.01; exit 1",
+            dir.display()
+        ),
+    );
+    c.write("modules/Slow/module.conf", "subscribe = q/#\n");
+    c.config_node(
+        "jfull1",
+        &format!(
+            "broker = {}\nmax_message = 1k\nmax_parallel = 2\nspool_size = 256k\n\
+             spool_segment = 128k",
+            b.addr()
+        ),
+    );
+    let mut d = c.start();
+    assert!(
+        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
+        "{}",
+        d.log()
+    );
+    d.signal(libc::SIGTERM);
+    d.wait_exit(LONG).expect("stopped");
+    drop(d);
+    const N: usize = 1000;
+    let lines: String = (0..N)
+        .map(|n| format!("m{n}:{}\n", "x".repeat(990)))
+        .collect();
+    let file = dir.join("lines");
+    fs::write(&file, lines).unwrap();
+    let st = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &b.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "q/x",
+            "-l",
+        ])
+        .stdin(fs::File::open(&file).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let d = c.start();
+    let ran = || -> std::collections::HashSet<String> {
+        fs::read_to_string(dir.join("ran"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let mut paused = false;
+    let done = wait_for(Duration::from_secs(120), || {
+        paused |= d.status().contains("collect_paused: yes");
+        ran().len() == N
+    });
+    let status = d.status();
+    assert!(done, "{} of {N} ran\n{status}\n{}", ran().len(), d.log());
+    assert!(paused, "never paused\n{status}");
+    assert!(!d.log().contains("spool full: dropped"), "{}", d.log());
+}
+
 /// The table cells of an HTML page, row by row, as html5gum tokenizes them;
 /// panics on a tokenizer error or a `<script>` element.
 fn html_cells(html: &str) -> Vec<Vec<String>> {

@@ -19,8 +19,12 @@
 //! Bounded: at most `max_parallel` collector runs at once, at most
 //! `READ_AHEAD_RECORDS` records read from the journal and held in RAM, at most
 //! `MAX_STATES` (module, origin) states; while the journal holds more than
-//! `BACKLOG_RECORDS` unretired records the daemon stops reading the socket
-//! (`paused`) and the broker keeps the rest.
+//! `BACKLOG_RECORDS` unretired records, or is three quarters full, the daemon
+//! stops reading the socket (`paused`) and the broker keeps the rest. A full
+//! journal refuses a message rather than drop one it holds (acknowledged, so
+//! the broker forgot it): the refused one is not acknowledged, and once the
+//! journal has room again (`REDELIVERY_WAIT` after the refusal at the soonest)
+//! the daemon reconnects, so the broker sends it again (`wants_redelivery`).
 
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
@@ -49,6 +53,14 @@ use std::time::{Duration, Instant};
 pub const READ_AHEAD_RECORDS: usize = 32;
 /// Unretired journal records past which the socket is not read.
 pub const BACKLOG_RECORDS: u64 = 4096;
+/// The journal's fill (its bytes on disk, of its size) past which the socket is
+/// not read: the rest of its size takes what arrives before the pause holds (a
+/// read's budget, 64 KiB of packets, a message whole).
+pub const PAUSE_FILL_QUARTERS: u64 = 3;
+/// After the journal refused a message, the soonest the daemon reconnects so the
+/// broker sends it again (at most that often: a journal that keeps refusing
+/// costs a reconnect a second, not a loop).
+pub const REDELIVERY_WAIT: Duration = Duration::from_secs(1);
 /// Journal records `pump` takes in one loop turn at most.
 pub const PUMP_BUDGET_RECORDS: usize = 4096;
 pub use origins::MAX_STATES;
@@ -206,6 +218,8 @@ pub struct Stats {
     pub retained: u64,
     pub oversized: u64,
     pub refused: u64,
+    /// Reconnects asked for so the broker sends refused messages again.
+    pub redeliveries: u64,
     pub runs: u64,
     pub corrupt: u64,
     /// Messages a rule decided without a run.
@@ -251,6 +265,8 @@ pub struct Collector {
     /// Bounds on per-message log lines (and error events).
     log_bad: RateLimit,
     log_refused: RateLimit,
+    /// The journal refused a message (not acknowledged) since the last reconnect.
+    refused_at: Option<Instant>,
     log_runs: RateLimit,
     /// crd events already run, by (stream, seq), and where the table lives.
     seen: dedup::Seen,
@@ -397,6 +413,7 @@ impl Collector {
         // Its watermark follows the registers' log and the events-done table
         // (see `handle_timer`): written by this collector's checkpoint, never ahead.
         journal.watermark_in_checkpoint_only();
+        journal.keep_unacknowledged();
         log::info!(
             "collector: journal {}: {} messages to run",
             dir.display(),
@@ -421,6 +438,7 @@ impl Collector {
             fleet: presence::Fleet::default(),
             log_bad: RateLimit::default(),
             log_refused: RateLimit::default(),
+            refused_at: None,
             log_runs: RateLimit::default(),
             seen,
             seen_path,
@@ -783,8 +801,10 @@ impl Collector {
                             }
                         }
                         Err(e) => {
-                            // Not acknowledged: the broker sends it again.
+                            // Not acknowledged: the broker sends it again
+                            // after a reconnect (`wants_redelivery`).
                             self.stats.refused += 1;
+                            self.refused_at.get_or_insert(now);
                             if self.log_refused.allow(now, "collector: journal refused") {
                                 log::warn!(
                                     "collector: journal refused a message on `{topic}`: {e}"
@@ -844,6 +864,21 @@ impl Collector {
     /// Stop reading the broker's socket: the journal holds enough not yet run.
     pub fn paused(&self) -> bool {
         self.journal.depth() > BACKLOG_RECORDS
+            || self.journal.bytes() * 4 > self.journal.config().size * PAUSE_FILL_QUARTERS
+    }
+
+    /// Whether to reconnect now so the broker sends again what the journal
+    /// refused: once it has room (not `paused`), `REDELIVERY_WAIT` after the
+    /// first refusal since the last reconnect. True once per refusal spell.
+    pub fn wants_redelivery(&mut self, now: Instant) -> bool {
+        match self.refused_at {
+            Some(t) if !self.paused() && now >= t + REDELIVERY_WAIT => {
+                self.refused_at = None;
+                self.stats.redeliveries += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Takes durable journal records into work (at most `READ_AHEAD_RECORDS` held)
@@ -1464,7 +1499,12 @@ impl Collector {
             .reg_dirty
             .then(|| self.reg_written + REGISTER_WRITE_INTERVAL);
         let retire = self.retired_since.map(|t| t + RETIRE_SYNC_INTERVAL);
-        let seen = [seen, regs, retire, self.page_due()]
+        // While paused, a finished run (a child's exit) wakes the loop instead.
+        let redeliver = self
+            .refused_at
+            .filter(|_| !self.paused())
+            .map(|t| t + REDELIVERY_WAIT);
+        let seen = [seen, regs, retire, redeliver, self.page_due()]
             .into_iter()
             .flatten()
             .min();
@@ -1509,6 +1549,7 @@ impl Collector {
         s.num("collect_retained_skipped", st.retained);
         s.num("collect_oversized", st.oversized);
         s.num("collect_refused", st.refused);
+        s.num("collect_redeliveries", st.redeliveries);
         s.num("collect_corrupt", st.corrupt);
         let c = self.seen.counts;
         s.num("collect_duplicates", c.duplicates);

@@ -47,6 +47,10 @@ impl Collector {
         match *self {}
     }
 
+    pub fn wants_redelivery(&mut self, _: Instant) -> bool {
+        match *self {}
+    }
+
     pub fn busy(&self) -> bool {
         match *self {}
     }

@@ -627,6 +627,10 @@ impl Daemon {
             runs.start(r, now)
         });
         self.forwarder.set_paused(c.paused());
+        if c.wants_redelivery(now) {
+            self.forwarder
+                .redeliver(self.poller.registry(), self.outbox.spool(), now);
+        }
     }
 
     /// Opens the edge's side of remote commands when `commands` names modules

@@ -699,6 +699,34 @@ impl Forwarder {
         self.paused = paused;
     }
 
+    /// Ends the connection cleanly (DISCONNECT: the broker keeps the session and
+    /// publishes no will) and connects again at once, so the broker sends again
+    /// what it delivered and was never acknowledged: the collector's journal
+    /// refused it (`Collector::wants_redelivery`). What this crd had in flight is
+    /// sent again from the spool, as after any reconnect.
+    pub fn redeliver<S: Storage>(
+        &mut self,
+        registry: &Registry,
+        spool: &mut Spool<S>,
+        now: Instant,
+    ) {
+        if self.phase != Phase::Up || self.stopping {
+            return;
+        }
+        if self.session.is_connected() {
+            self.session.disconnect(now);
+            let _ = self.write_out();
+        }
+        if let Some(mut s) = self.sock.take() {
+            let _ = registry.deregister(s.tcp());
+        }
+        self.session.reset();
+        self.rbuf.clear();
+        spool.rewind();
+        log::info!("mqtt: reconnecting so the broker sends again what the journal refused");
+        self.connect(registry, spool, now);
+    }
+
     /// Moves records from the spool into the window, then writes what is queued.
     fn pump<S: Storage>(&mut self, registry: &Registry, spool: &mut Spool<S>, now: Instant) {
         if self.phase != Phase::Up {

@@ -118,6 +118,9 @@ pub enum AppendError {
     },
     /// Storage keeps failing and the unsynced RAM bound is reached.
     Backlog,
+    /// Full of records not yet acknowledged, which this spool keeps
+    /// (`keep_unacknowledged`).
+    Full,
     Io(io::Error),
 }
 
@@ -130,6 +133,7 @@ impl fmt::Display for AppendError {
             AppendError::Backlog => {
                 write!(f, "storage is failing and the unsynced backlog is full")
             }
+            AppendError::Full => write!(f, "full of records not yet done"),
             AppendError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -148,6 +152,9 @@ pub struct Stats {
     pub dir_recreated: u64,
     pub too_large: u64,
     pub refused_backlog: u64,
+    /// Appends refused because the spool was full of what it keeps
+    /// (`keep_unacknowledged`).
+    pub refused_full: u64,
     /// Corrupt records (or unreadable stretches) skipped, at recovery or when read.
     pub corrupt: u64,
     /// Bytes cut from a torn tail at recovery.
@@ -212,6 +219,9 @@ pub struct Spool<S: Storage> {
     mark_pending: u64,
     /// Whether marks are written (see `watermark_in_checkpoint_only`).
     marks: bool,
+    /// A full spool refuses an append rather than drop what is not acknowledged
+    /// (see `keep_unacknowledged`).
+    keep: bool,
     /// Seqs below this may be handed out without writing the checkpoint first.
     seq_lease: u64,
     /// Reader position: segment (by first_seq), byte offset, and next seq wanted.
@@ -279,6 +289,7 @@ impl<S: Storage> Spool<S> {
             marked: 0,
             mark_pending: 0,
             marks: true,
+            keep: false,
             seq_lease: 0,
             cur_seg: 0,
             cur_off: 0,
@@ -690,6 +701,10 @@ impl<S: Storage> Spool<S> {
             self.rotate(now).map_err(AppendError::Io)?;
         }
         while self.total_bytes() + rec > self.cfg.size && self.segs.len() > 1 {
+            if self.keep && self.segs.front().is_some_and(|g| g.last_seq > self.acked) {
+                self.stats.refused_full += 1;
+                return Err(AppendError::Full);
+            }
             self.drop_oldest(now).map_err(AppendError::Io)?;
         }
         if self.next_seq >= self.seq_lease {
@@ -825,6 +840,14 @@ impl<S: Storage> Spool<S> {
     /// the registers' log and the events-done table that it follows.
     pub fn watermark_in_checkpoint_only(&mut self) {
         self.marks = false;
+    }
+
+    /// When full, refuses an append (`AppendError::Full`) rather than drop a
+    /// record not yet acknowledged: the collector's journal, whose records the
+    /// broker was told are safe. (A forwarding spool drops its oldest: an edge
+    /// offline for days keeps its newest events.)
+    pub fn keep_unacknowledged(&mut self) {
+        self.keep = true;
     }
 
     /// Puts a mark of the current watermark into the write buffer, unless one

@@ -1322,3 +1322,38 @@ fn a_spool_with_the_watermark_in_the_checkpoint_only_writes_no_mark() {
     let (mut again, _) = open(sp.st.clone(), small());
     assert_eq!(read_all(&mut again).first().map(|r| r.0), Some(41));
 }
+
+/// The collector's journal (`keep_unacknowledged`): full of records not yet
+/// acknowledged, it refuses the next append instead of dropping any; once they
+/// are acknowledged the room comes back.
+#[test]
+fn a_spool_that_keeps_unacknowledged_records_refuses_when_full_and_drops_none() {
+    let now = t0();
+    let (mut sp, _) = open(MemStorage::new(), small());
+    sp.keep_unacknowledged();
+    let mut appended = Vec::new();
+    let full = loop {
+        let n = appended.len() as u64;
+        match sp.append(&payload(n), now) {
+            Ok(seq) => appended.push((seq, payload(n))),
+            Err(e) => break e,
+        }
+        sp.flush(now).unwrap();
+        assert!(appended.len() < 1000, "never full");
+    };
+    assert!(matches!(full, AppendError::Full), "{full}");
+    sp.sync(now).unwrap();
+    assert_eq!(sp.stats().dropped, 0);
+    assert_eq!(sp.stats().refused_full, 1);
+    assert!(sp.bytes() <= small().size);
+    let read = read_all(&mut sp);
+    assert_eq!(read, appended, "every record kept, in order");
+    let refused = payload(appended.len() as u64);
+    assert!(matches!(sp.append(&refused, now), Err(AppendError::Full)));
+    for (seq, _) in &read {
+        sp.ack(*seq, now).unwrap();
+    }
+    sp.sync(now).unwrap();
+    sp.append(&refused, now).expect("room once acknowledged");
+    assert_eq!(sp.stats().dropped, 0);
+}
