@@ -717,6 +717,11 @@ fn hostile_messages_are_counted_logged_at_a_bounded_rate_and_cost_nothing() {
     let logged = c.log().matches("over max_message").count();
     assert!(logged <= 20, "{logged} lines for 301 oversized messages");
     assert_eq!(stat_of(&c.status(), "collect_journal_depth"), 0);
+    assert_eq!(stat_of(&c.status(), "collect_malformed_events"), 1);
+    assert!(
+        c.log()
+            .contains("on `crd/r1/event/Broken` is not a crd event")
+    );
 }
 
 /// A backlog larger than the collector's pause mark (`BACKLOG_RECORDS`), for a

@@ -188,6 +188,15 @@ struct Rule {
     hits: u64,
 }
 
+/// `topic` as a log line or an event shows it: at most 256 bytes.
+fn shown(topic: &str) -> &str {
+    let mut cut = topic.len().min(256);
+    while !topic.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &topic[..cut]
+}
+
 /// The exit code a check under `c` gives for a hit or a clear: what a rule
 /// decided without a run, or a module without a check, goes through the same
 /// lifecycle as a check's exit.
@@ -218,6 +227,8 @@ pub struct Stats {
     pub retained: u64,
     pub oversized: u64,
     pub refused: u64,
+    /// Messages on a crd event topic that are not a crd event (run as they are).
+    pub malformed_events: u64,
     /// Reconnects asked for so the broker sends refused messages again.
     pub redeliveries: u64,
     pub runs: u64,
@@ -555,6 +566,15 @@ impl Collector {
     }
 
     /// The node of a status topic `<prefix>/<node>/status`.
+    /// Whether `topic` is a crd event's: `<prefix>/NODE/event/...`.
+    fn event_topic(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.split_once('/'))
+            .is_some_and(|(node, rest)| !node.is_empty() && rest.starts_with("event/"))
+    }
+
     fn status_node<'a>(&self, topic: &'a str) -> Option<&'a str> {
         topic
             .strip_prefix(self.prefix.as_str())?
@@ -754,6 +774,19 @@ impl Collector {
                 let event = message::EventRef::parse(&payload);
                 if let Some(e) = &event {
                     self.fleet.event(&e.node, &e.module, &e.kind, wall_ms);
+                } else if !retain && self.event_topic(&topic) {
+                    // Malformed (cut, not JSON, not crd's): run as any payload.
+                    self.stats.malformed_events += 1;
+                    self.error_event(
+                        outbox,
+                        now,
+                        wall_ms,
+                        format!(
+                            "message of {} bytes on `{}` is not a crd event; run as a plain payload",
+                            payload.len(),
+                            shown(&topic)
+                        ),
+                    );
                 }
                 if is_status && Self::matching(modules, &topic).next().is_none() {
                     // Tracked for `crd fleet`; no module wants it.
@@ -1549,6 +1582,7 @@ impl Collector {
         s.num("collect_retained_skipped", st.retained);
         s.num("collect_oversized", st.oversized);
         s.num("collect_refused", st.refused);
+        s.num("collect_malformed_events", st.malformed_events);
         s.num("collect_redeliveries", st.redeliveries);
         s.num("collect_corrupt", st.corrupt);
         let c = self.seen.counts;
