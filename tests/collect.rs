@@ -20,7 +20,9 @@ fn edge_and_collector(tag: &str) -> (Sandbox, Sandbox, Broker) {
 
 /// Edge crd -> broker -> collector crd: an edge module fires; the collector's
 /// module subscribed to `crd/+/event/#` gets the payload and the environment, and
-/// its response runs with the check's output.
+/// its response runs with the message on stdin and the check's output (300,000
+/// bytes) whole on descriptor 3 (`CRD_CHECK_OUTPUT_FILE`) and cut to 16 KiB in
+/// `CRD_CHECK_OUTPUT`, as on the edge.
 #[test]
 fn an_edge_event_reaches_a_collector_module_with_its_environment() {
     let (edge, central, b) = edge_and_collector("e2e");
@@ -31,15 +33,20 @@ fn an_edge_event_reaches_a_collector_module_with_its_environment() {
         "cat > ../../payload\n\
          printf '%s|%s|%s|%s|%s|%s' \"$CRD_TOPIC\" \"$CRD_EVENT_NODE\" \"$CRD_EVENT_MODULE\" \
          \"$CRD_EVENT_KIND\" \"$CRD_EVENT_CODE\" \"$CRD_MESSAGE_ID\" > ../../check_env\n\
-         echo checked\nexit 0",
+         echo checked\nhead -c 300000 /dev/zero | tr '\\0' x\nexit 0",
     );
     central.script(
         "modules/Sink/response",
         "cat > ../../response_stdin\n\
+         wc -c < \"$CRD_CHECK_OUTPUT_FILE\" > ../../response_fd3\n\
+         head -c 8 <&3 > ../../response_fd3_head\n\
          printf '%s|%s|%s' \"$CRD_CHECK_OUTPUT\" \"$CRD_EVENT_NODE\" \"$CRD_MODULE\" > ../../response_env",
     );
     central.write("modules/Sink/module.conf", "subscribe = crd/+/event/#\n");
-    central.config_node("central", &format!("broker = {}", b.addr()));
+    central.config_node(
+        "central",
+        &format!("broker = {}\noutput_limit = 1M", b.addr()),
+    );
     let c = central.start();
     assert!(
         wait_for(LONG, || c
@@ -76,7 +83,15 @@ fn an_edge_event_reaches_a_collector_module_with_its_environment() {
         payload,
         "the message on stdin"
     );
-    assert_eq!(central.read("response_env"), "checked|edge1|Sink");
+    let env = central.read("response_env");
+    assert!(
+        env.starts_with("checked\nxxx") && env.ends_with("xxx|edge1|Sink"),
+        "{}",
+        &env[..100.min(env.len())]
+    );
+    assert!((16_000..=16_500).contains(&env.len()), "{}", env.len());
+    assert_eq!(central.read("response_fd3").trim(), "300008");
+    assert_eq!(central.read("response_fd3_head"), "checked\n");
     // The collector's own event about Sink is not run again (no loop).
     std::thread::sleep(Duration::from_millis(1500));
     let status = c.status();

@@ -135,21 +135,24 @@ fn a_fresh_spool_directory_is_created_0700_whatever_the_umask() {
 
 /// Item 1: a check printing 300,000 bytes with `output_limit = 1M` made its
 /// response fail to start (`Argument list too long`): the whole capture went into
-/// one environment string. Now the capture is on the response's stdin and
-/// `CRD_CHECK_OUTPUT` holds at most 16 KiB of it, in `crd check` and the daemon.
+/// one environment string. Now the capture is on the response's stdin and on its
+/// descriptor 3 (`CRD_CHECK_OUTPUT_FILE`), and `CRD_CHECK_OUTPUT` holds at most
+/// 16 KiB of it, in `crd check` and the daemon.
 #[test]
 fn a_chatty_check_still_starts_its_response_with_the_output_on_stdin() {
     let sb = Sandbox::new("chatty");
     sb.module(
         "Big",
         "head -c 300000 /dev/zero | tr '\\0' x\nexit 0",
-        Some("wc -c > ../../stdin_bytes\nprintf '%s' \"$CRD_CHECK_OUTPUT\" | wc -c > ../../env_bytes"),
+        Some("wc -c > ../../stdin_bytes\nprintf '%s' \"$CRD_CHECK_OUTPUT\" | wc -c > ../../env_bytes\n\
+              wc -c < \"$CRD_CHECK_OUTPUT_FILE\" > ../../fd3_bytes"),
     );
     sb.config("output_limit = 1M\ninterval = 1h");
     let (code, out, err) = sb.run(&["check", "Big"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("response Big: exit 0"), "{out}");
     assert_eq!(sb.read("stdin_bytes").trim(), "300000");
+    assert_eq!(sb.read("fd3_bytes").trim(), "300000");
     let env: usize = sb.read("env_bytes").trim().parse().unwrap();
     assert!(
         (16_000..=16_500).contains(&env),

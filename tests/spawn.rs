@@ -42,7 +42,7 @@ fn plan<'a>(path: &'a [u8], args: &'a [&'a [u8]], out: &OwnedFd) -> ExecPlan<'a>
         path_var: b"/bin",
         env: &[],
         dir: b"/",
-        stdio: [-1, out.as_raw_fd(), out.as_raw_fd()],
+        stdio: [-1, out.as_raw_fd(), out.as_raw_fd(), -1],
         blocking: out.as_raw_fd(),
         own_group: true,
         limits: limits(),

@@ -42,13 +42,21 @@ pub struct Recipe {
     pub output_limit: u32,
     /// What the child reads on stdin (none: `/dev/null`).
     pub input: Option<Vec<u8>>,
+    /// What the child reads on descriptor 3 (`CRD_CHECK_OUTPUT_FILE`, a
+    /// response's check output); none: descriptor 3 is not open.
+    pub fd3: Option<Vec<u8>>,
 }
 
 /// Bytes of the check's output passed in `CRD_CHECK_OUTPUT` (head and tail, with
 /// a marker): Linux refuses one environment string over 128 KiB, and all of argv
 /// and the environment together over a quarter of the stack limit, so the variable
-/// stays small; the whole capture is on the response's stdin.
+/// stays small; the whole capture is on the response's descriptor 3
+/// (`CHECK_OUTPUT_FILE`), and on the edge on its stdin too.
 pub const CHECK_OUTPUT_ENV_BYTES: usize = 16 * 1024;
+
+/// Where every response reads its check's whole output (up to `output_limit`):
+/// descriptor 3, a file of its own positioned at its start.
+pub const CHECK_OUTPUT_FILE: &str = "/dev/fd/3";
 
 /// What every module child is told about the crd that runs it.
 #[derive(Clone, Copy, Debug)]
@@ -98,6 +106,7 @@ impl Recipe {
             timeout: s.timeout,
             output_limit: s.output_limit,
             input: None,
+            fd3: None,
         }
     }
 
@@ -116,9 +125,10 @@ impl Recipe {
     }
 
     /// A module's response to a check that exited `code` printing `output` (the
-    /// capture, at most `output_limit` bytes): the whole of it on stdin, and at most
-    /// `CHECK_OUTPUT_ENV_BYTES` of it in `CRD_CHECK_OUTPUT`. `None` when the module
-    /// has no response.
+    /// capture, at most `output_limit` bytes): the whole of it on descriptor 3
+    /// (`CRD_CHECK_OUTPUT_FILE`, as for a collector's response) and on stdin, and
+    /// at most `CHECK_OUTPUT_ENV_BYTES` of it in `CRD_CHECK_OUTPUT`. `None` when the
+    /// module has no response.
     pub fn response(host: Host<'_>, m: &Module, output: String, code: i32) -> Option<Recipe> {
         let program = m.response.as_deref()?;
         let mut r =
@@ -126,7 +136,11 @@ impl Recipe {
         let env = head_tail(&output, CHECK_OUTPUT_ENV_BYTES).into_owned();
         r.env.push(("CRD_CHECK_OUTPUT", env.into()));
         r.env.push(("CRD_CHECK_CODE", code.to_string().into()));
-        r.input = Some(output.into_bytes());
+        r.env
+            .push(("CRD_CHECK_OUTPUT_FILE", CHECK_OUTPUT_FILE.into()));
+        let output = output.into_bytes();
+        r.fd3 = Some(output.clone());
+        r.input = Some(output);
         Some(r)
     }
 
@@ -147,8 +161,9 @@ impl Recipe {
 
     /// A subscribed module's response to one message: the payload on stdin (the
     /// message is what a collector's module acts on), the message's variables, and
-    /// the check's output in `CRD_CHECK_OUTPUT` (at most `CHECK_OUTPUT_ENV_BYTES`,
-    /// as on the edge) with `CRD_CHECK_CODE`. `None` without a response.
+    /// the check's output as on the edge: whole on descriptor 3
+    /// (`CRD_CHECK_OUTPUT_FILE`), at most `CHECK_OUTPUT_ENV_BYTES` of it in
+    /// `CRD_CHECK_OUTPUT`, with `CRD_CHECK_CODE`. `None` without a response.
     pub fn message_response(
         host: Host<'_>,
         m: &Module,
@@ -163,6 +178,7 @@ impl Recipe {
         r.env.push(("CRD_CHECK_OUTPUT", out.into()));
         r.env.extend(env.iter().cloned());
         r.input = Some(payload.to_vec());
+        r.fd3 = Some(check_output.as_bytes().to_vec());
         Some(r)
     }
 
@@ -249,6 +265,7 @@ impl Recipe {
             timeout,
             output_limit: 4096,
             input: None,
+            fd3: None,
         }
     }
 
@@ -286,6 +303,7 @@ impl Recipe {
             timeout,
             output_limit: s.output_limit.max(4096),
             input: None,
+            fd3: None,
         }
     }
 }

@@ -49,7 +49,8 @@ pub struct Spawned {
     pub output: Option<mio::unix::pipe::Receiver>,
 }
 
-/// A file holding `bytes`, positioned at its start, for a child's stdin: a memfd,
+/// A file holding `bytes`, positioned at its start, for a child's stdin or its
+/// descriptor 3: a memfd,
 /// or where the kernel has none (before 3.17) an unlinked file in the temp
 /// directory. A file, not a pipe: the child reads it at its own pace and crd never
 /// waits for a slow reader; its size is the recipe's input, at most `output_limit`.
@@ -119,17 +120,26 @@ impl Spawner {
         let stdin = input
             .as_ref()
             .map_or(self.devnull.as_raw_fd(), |f| f.as_raw_fd());
+        // Descriptor 3 (a response's check output), likewise a file of its own.
+        let fd3 = match &spec.fd3 {
+            Some(bytes) if spec.streams != Streams::Inherit => Some(input_file(bytes)?),
+            _ => None,
+        };
+        let fd3_raw = fd3.as_ref().map_or(-1, |f| f.as_raw_fd());
         let (stdio, pipe) = match spec.streams {
-            Streams::Inherit => ([-1, -1, -1], None),
+            Streams::Inherit => ([-1, -1, -1, -1], None),
             Streams::StdoutTo(fd) => {
                 let (rx, tx) = sys::pipe()?;
-                ([stdin, fd, tx.as_raw_fd()], Some((tx, rx)))
+                ([stdin, fd, tx.as_raw_fd(), fd3_raw], Some((tx, rx)))
             }
             Streams::Capture => {
                 // Both ends close-on-exec and non-blocking (the child's copies are
                 // dup'ed onto 1 and 2, and set back to blocking there).
                 let (rx, tx) = sys::pipe()?;
-                ([stdin, tx.as_raw_fd(), tx.as_raw_fd()], Some((tx, rx)))
+                (
+                    [stdin, tx.as_raw_fd(), tx.as_raw_fd(), fd3_raw],
+                    Some((tx, rx)),
+                )
             }
         };
         let plan = ExecPlan {

@@ -46,8 +46,10 @@ pub struct ExecPlan<'a> {
     pub path_var: &'a [u8],
     pub env: &'a [(&'a [u8], &'a [u8])],
     pub dir: &'a [u8],
-    /// Descriptors for stdin, stdout, stderr; -1 inherits crd's.
-    pub stdio: [RawFd; 3],
+    /// Descriptors for stdin, stdout, stderr and 3, in that order; -1 inherits
+    /// crd's (for 3: none, crd's descriptors are close-on-exec). Each source is
+    /// 3 or above (crd's 0-2 stay open), so none is replaced before it is copied.
+    pub stdio: [RawFd; 4],
     /// A descriptor whose open file gets `O_NONBLOCK` cleared in the child (the write
     /// end of a pipe made non-blocking for crd's read end); -1 for none.
     pub blocking: RawFd,
@@ -76,7 +78,7 @@ pub struct ChildMem {
     envp: Vec<*const c_char>,
     path: *const c_char,
     dir: *const c_char,
-    stdio: [RawFd; 3],
+    stdio: [RawFd; 4],
     blocking: RawFd,
     own_group: bool,
     limits: Limits,
@@ -97,7 +99,7 @@ impl ChildMem {
             envp: Vec::new(),
             path: std::ptr::null(),
             dir: std::ptr::null(),
-            stdio: [-1; 3],
+            stdio: [-1; 4],
             blocking: -1,
             own_group: false,
             limits: Limits {
