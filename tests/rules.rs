@@ -390,7 +390,7 @@ fn registers_after_sigkills_equal_those_of_a_collector_that_never_died() {
     da.signal(libc::SIGTERM);
     assert!(da.wait_exit(LONG).is_some_and(|s| s.success()));
     assert!(a.exists("spool/collect/registers"));
-    let da = a.start();
+    let mut da = a.start();
     assert!(
         wait_for(LONG, || da.log().contains("registers of 2 rules restored")),
         "{}",
@@ -398,4 +398,28 @@ fn registers_after_sigkills_equal_those_of_a_collector_that_never_died() {
     );
     assert_eq!(a.run(&["register", "Avg"]).1, want);
     assert_eq!(a.run(&["register", "Cnt", "*"]).1.trim(), total.to_string());
+    // A corrupt snapshot is logged and the registers start empty; the collector
+    // runs on (the next message is counted afresh).
+    da.signal(libc::SIGTERM);
+    assert!(da.wait_exit(LONG).is_some_and(|s| s.success()));
+    let snap = a.path("spool/collect/registers");
+    let mut bytes = fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&snap, bytes).unwrap();
+    let da = a.start();
+    assert!(
+        wait_for(LONG, || da.log().contains("the registers start empty")
+            && da.log().contains("mqtt: subscribed")),
+        "{}",
+        da.log()
+    );
+    publish(b.port, "crd/n/load", &emit_event("n9", 9, 1, "load", "7"));
+    assert!(
+        wait_for(LONG, || a.run(&["register", "Cnt", "*"]).1.trim() == "1"),
+        "{:?}\n{}",
+        a.run(&["register", "Cnt"]),
+        da.log()
+    );
+    assert_eq!(a.run(&["register", "Avg"]).1, "n9 7\n");
 }
