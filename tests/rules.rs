@@ -285,6 +285,99 @@ fn a_count_rule_detects_a_flapping_wan_and_its_check_filters_further() {
     );
 }
 
+/// `trigger_after` and `cooldown` hold per register key, as per origin node on
+/// the edge: with `trigger_after = 2` a key's condition must hold on two
+/// messages in a row before its response runs, a message where it does not
+/// starts the count again; with `cooldown = 1h` a key that fires a second time
+/// has its `fired` event but not a second response, while another key's first
+/// response is not held back by it.
+#[test]
+fn trigger_after_and_cooldown_hold_per_register_key() {
+    let central = Sandbox::new("trig");
+    let b = central.queueing_broker();
+    central.write(
+        "modules/Hot/module.conf",
+        "subscribe = crd/+/temp\nregister = last\nvalue = message\nabove = 10\n\
+         trigger_after = 2\ncooldown = 1h\n",
+    );
+    central.script(
+        "modules/Hot/response",
+        "printf '%s %s\\n' \"$CRD_REGISTER_KEY\" \"$CRD_REGISTER_VALUE\" >> ../../responses",
+    );
+    central.config_node("central", &format!("broker = {}", b.addr()));
+    let sub = Subscriber::start(
+        b.port,
+        "crd/central/event/Hot",
+        "trig",
+        &central.path("seen"),
+    );
+    let c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("mqtt: subscribed")),
+        "{}",
+        c.log()
+    );
+    // (node, value) in order: n1 holds twice (fires); n2 holds, breaks, holds
+    // twice (fires); n1 clears and holds twice again (fires, cooled down).
+    let steps = [
+        ("n1", 20),
+        ("n2", 20),
+        ("n2", 5),
+        ("n1", 30),
+        ("n2", 21),
+        ("n2", 22),
+        ("n1", 3),
+        ("n1", 40),
+        ("n1", 41),
+    ];
+    let mut seqs = std::collections::HashMap::new();
+    let text: String = steps
+        .iter()
+        .map(|(n, v)| {
+            let seq = seqs.entry(*n).or_insert(0u64);
+            *seq += 1;
+            let stream = if *n == "n1" { 1 } else { 2 };
+            emit_event(n, stream, *seq, "temp", &v.to_string()) + "\n"
+        })
+        .collect();
+    let file = central.path("lines");
+    fs::write(&file, text).unwrap();
+    let st = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &b.port.to_string(), "-q", "1"])
+        .args(["-t", "crd/n/temp", "-l"])
+        .stdin(fs::File::open(&file).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let kinds = || -> Vec<String> {
+        sub.lines()
+            .iter()
+            .filter_map(|l| {
+                ["fired", "cleared"]
+                    .into_iter()
+                    .find(|k| l.contains(&format!("\"kind\":\"{k}\"")))
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    assert!(
+        wait_for(LONG, || c.stat("collect_journaled") == steps.len() as u64
+            && c.stat("collect_journal_depth") == 0
+            && kinds().len() >= 4),
+        "{:?}\n{}",
+        kinds(),
+        c.status()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(&central, "responses"), ["n1 30", "n2 22"]);
+    assert_eq!(
+        kinds(),
+        ["fired", "fired", "cleared", "fired"],
+        "{:?}",
+        sub.lines()
+    );
+}
+
 /// A collector with rule modules `Avg` (the mean of each node's values) and
 /// `Cnt` (all messages), fed crd events from five nodes.
 fn rule_collector(name: &str, b: &Broker) -> Sandbox {
