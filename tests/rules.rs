@@ -247,6 +247,10 @@ fn a_count_rule_detects_a_flapping_wan_and_its_check_filters_further() {
         ["lab 3", "r1 3", "r2 3"],
         "the check runs once per crossing"
     );
+    // Hits: the messages after which the condition held (r1's third, r2's third
+    // and fourth, lab's third), whatever the check then said.
+    assert_eq!(c.stat("rule_WanFlap_hits"), 4, "{}", c.status());
+    assert_eq!(c.stat("rule_WanFlap_evicted"), 0);
     // Bad values for the Temp rule: counted as skipped, never an error.
     let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
     for bad in [
