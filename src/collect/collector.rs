@@ -1086,10 +1086,16 @@ impl Collector {
     ) -> Option<Job> {
         let m = modules.iter().find(|m| m.name == job.module)?;
         let hit = !matches!(job.step, Step::Decided(false));
+        // A rule's decision says what it decided on, as a check's output would:
+        // the `fired`/`cleared` event's `out`, and a response's check output.
+        let output = job
+            .reg
+            .as_ref()
+            .map_or_else(String::new, |r| format!("{} {}", r.key, r.value));
         let ran = Ran {
             role: Role::Check,
             outcome: synthetic(m.settings.convention, hit),
-            output: String::new(),
+            output,
             dur: Duration::ZERO,
         };
         self.stats.decided += u64::from(job.reg.is_some());
