@@ -426,6 +426,19 @@ fn collector(name: &str, b: &Broker, filter: &str, dir: &std::path::Path) -> San
     sb
 }
 
+/// Starts collector `c` once, until it subscribed, and stops it: the broker keeps
+/// its persistent session and queues what is published next for it.
+fn make_session(c: &Sandbox) {
+    let mut d = c.start();
+    assert!(
+        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
+        "{}",
+        d.log()
+    );
+    d.signal(libc::SIGTERM);
+    d.wait_exit(LONG).expect("stopped");
+}
+
 fn publish_lines(port: u16, topic: &str, from: u64, to: u64, dir: &std::path::Path) {
     let file = dir.join(format!("lines-{from}"));
     let lines: String = (from..to).map(|n| format!("m{n}\n")).collect();
@@ -545,16 +558,7 @@ fn a_broker_restart_with_a_backlog_queued_loses_nothing() {
     let dir = home.path("out");
     fs::create_dir_all(&dir).unwrap();
     let c = collector("brestart1", &b, "q/#", &dir);
-    let mut d = c.start();
-    assert!(
-        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
-        "{}",
-        d.log()
-    );
-    // Stop the collector: the broker queues for its persistent session.
-    d.signal(libc::SIGTERM);
-    d.wait_exit(LONG).expect("stopped");
-    drop(d);
+    make_session(&c);
     publish_lines(b.port, "q/x", 0, 2000, &dir);
     b.restart();
     let d = c.start();
@@ -753,15 +757,7 @@ fn a_backlog_past_the_pause_mark_drains_with_nothing_else_waking_the_loop() {
     fs::create_dir_all(c.path("modules/Hit")).unwrap();
     c.write("modules/Hit/module.conf", "subscribe = q/#\n");
     c.config_node("drain1", &format!("broker = {}", b.addr()));
-    let mut d = c.start();
-    assert!(
-        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
-        "{}",
-        d.log()
-    );
-    d.signal(libc::SIGTERM);
-    d.wait_exit(LONG).expect("stopped");
-    drop(d);
+    make_session(&c);
     const N: u64 = 10_000;
     for from in (0..N).step_by(2000) {
         publish_lines(b.port, "q/x", from, from + 2000, &dir);
@@ -813,15 +809,7 @@ fn a_backlog_larger_than_the_journal_pauses_the_socket_and_loses_nothing() {
             b.addr()
         ),
     );
-    let mut d = c.start();
-    assert!(
-        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
-        "{}",
-        d.log()
-    );
-    d.signal(libc::SIGTERM);
-    d.wait_exit(LONG).expect("stopped");
-    drop(d);
+    make_session(&c);
     const N: usize = 1000;
     let lines: String = (0..N)
         .map(|n| format!("m{n}:{}\n", "x".repeat(990)))
