@@ -290,28 +290,11 @@ fn sigkill_loop_while_collecting_loses_nothing_and_runs_each_event_once_but_for_
         })
         .collect();
     fs::write(central.path("messages"), lines).unwrap();
-    let port = b.port.to_string();
+    let port = b.port;
     let publisher = std::thread::spawn({
         let file = central.path("messages");
-        move || {
-            // -l: one message per line of stdin; the same client publishes all.
-            let st = std::process::Command::new("mosquitto_pub")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-q",
-                    "1",
-                    "-t",
-                    "crd/r1/event/M",
-                    "-l",
-                ])
-                .stdin(fs::File::open(file).unwrap())
-                .status()
-                .unwrap();
-            assert!(st.success());
-        }
+        // -l: one message per line of stdin; the same client publishes all.
+        move || publish_file(port, "crd/r1/event/M", &file)
     });
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -443,6 +426,11 @@ fn publish_lines(port: u16, topic: &str, from: u64, to: u64, dir: &std::path::Pa
     let file = dir.join(format!("lines-{from}"));
     let lines: String = (from..to).map(|n| format!("m{n}\n")).collect();
     fs::write(&file, lines).unwrap();
+    publish_file(port, topic, &file);
+}
+
+/// Each line of `file` a QoS 1 message on `topic` (`mosquitto_pub -l`).
+fn publish_file(port: u16, topic: &str, file: &std::path::Path) {
     let st = std::process::Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -455,7 +443,7 @@ fn publish_lines(port: u16, topic: &str, from: u64, to: u64, dir: &std::path::Pa
             topic,
             "-l",
         ])
-        .stdin(fs::File::open(&file).unwrap())
+        .stdin(fs::File::open(file).unwrap())
         .status()
         .unwrap();
     assert!(st.success());
@@ -697,22 +685,7 @@ fn hostile_messages_are_counted_logged_at_a_bounded_rate_and_cost_nothing() {
     fs::write(&flood, vec![b'f'; 70_000]).unwrap();
     let lines: String = (0..300).map(|_| "f".repeat(70_000) + "\n").collect();
     fs::write(&flood, lines).unwrap();
-    let st = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "bad/flood",
-            "-l",
-        ])
-        .stdin(fs::File::open(&flood).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    publish_file(b.port, "bad/flood", &flood);
     pubf("bad/after", &small);
     // deep, wide, json and after ran; big and the flood did not.
     assert!(
@@ -816,22 +789,7 @@ fn a_backlog_larger_than_the_journal_pauses_the_socket_and_loses_nothing() {
         .collect();
     let file = dir.join("lines");
     fs::write(&file, lines).unwrap();
-    let st = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &b.port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            "q/x",
-            "-l",
-        ])
-        .stdin(fs::File::open(&file).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    publish_file(b.port, "q/x", &file);
     let d = c.start();
     let ran = || -> std::collections::HashSet<String> {
         fs::read_to_string(dir.join("ran"))
