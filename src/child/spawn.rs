@@ -50,9 +50,8 @@ pub struct Spawned {
 }
 
 /// A file holding `bytes`, positioned at its start, for a child's stdin or its
-/// descriptor 3: a memfd,
-/// or where the kernel has none (before 3.17) an unlinked file in the temp
-/// directory. A file, not a pipe: the child reads it at its own pace and crd never
+/// descriptor 3: a memfd, or where the kernel has none (before 3.17) an unlinked
+/// file in the temp directory. A file, not a pipe: the child reads it at its own pace and crd never
 /// waits for a slow reader; its size is the recipe's input, at most `output_limit`.
 fn input_file(bytes: &[u8]) -> io::Result<File> {
     let mut f = match sys::memfd() {

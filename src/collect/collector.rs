@@ -565,7 +565,6 @@ impl Collector {
             .then_some((node, module))
     }
 
-    /// The node of a status topic `<prefix>/<node>/status`.
     /// Whether `topic` is a crd event's: `<prefix>/NODE/event/...`.
     fn event_topic(&self, topic: &str) -> bool {
         topic
@@ -575,6 +574,7 @@ impl Collector {
             .is_some_and(|(node, rest)| !node.is_empty() && rest.starts_with("event/"))
     }
 
+    /// The node of a status topic `<prefix>/<node>/status`.
     fn status_node<'a>(&self, topic: &'a str) -> Option<&'a str> {
         topic
             .strip_prefix(self.prefix.as_str())?

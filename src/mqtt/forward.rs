@@ -265,12 +265,7 @@ impl Forwarder {
         why: String,
         now: Instant,
     ) {
-        if let Some(mut s) = self.sock.take() {
-            let _ = registry.deregister(s.tcp());
-        }
-        self.session.reset();
-        self.rbuf.clear();
-        spool.rewind();
+        self.drop_connection(registry, spool);
         let wait = self.next_backoff();
         log::warn!(
             "mqtt {}: {why}; retrying in {} ms",
@@ -717,14 +712,20 @@ impl Forwarder {
             self.session.disconnect(now);
             let _ = self.write_out();
         }
+        self.drop_connection(registry, spool);
+        log::info!("mqtt: reconnecting so the broker sends again what the journal refused");
+        self.connect(registry, spool, now);
+    }
+
+    /// Closes the socket and forgets the connection's state; what was in flight
+    /// is sent again from the spool on the next one.
+    fn drop_connection<S: Storage>(&mut self, registry: &Registry, spool: &mut Spool<S>) {
         if let Some(mut s) = self.sock.take() {
             let _ = registry.deregister(s.tcp());
         }
         self.session.reset();
         self.rbuf.clear();
         spool.rewind();
-        log::info!("mqtt: reconnecting so the broker sends again what the journal refused");
-        self.connect(registry, spool, now);
     }
 
     /// Moves records from the spool into the window, then writes what is queued.
