@@ -527,9 +527,16 @@ impl Daemon {
     /// unacknowledged.
     fn take_inbound(&mut self) {
         let mut inbound = self.forwarder.take_inbound();
-        if inbound.is_empty() {
-            return;
+        if !inbound.is_empty() {
+            self.route_inbound(&mut inbound);
         }
+        // On every path, so the list's allocation is reused by the next read.
+        self.forwarder.give_back_inbound(inbound);
+    }
+
+    /// Hands each inbound message to what wants it: the edge's commands, the
+    /// relay's replies, the collector (in that order).
+    fn route_inbound(&mut self, inbound: &mut Vec<(u64, Up)>) {
         let now = Instant::now();
         if let Some(e) = self.commands.as_mut() {
             let wall = unix_ms();
@@ -602,7 +609,6 @@ impl Daemon {
                 self.forwarder.puback(conn, pkid, now);
             }
         }
-        self.forwarder.give_back_inbound(inbound);
         // One group commit for the whole read, then the PUBACKs it allows.
         for (conn, pkid) in c.after_input(now) {
             self.forwarder.puback(conn, pkid, now);
