@@ -809,6 +809,35 @@ fn a_backlog_larger_than_the_journal_pauses_the_socket_and_loses_nothing() {
     assert!(!d.log().contains("spool full: dropped"), "{}", d.log());
 }
 
+/// A message no module matches any more: the broker keeps a persistent
+/// session's subscriptions, so after a module's filter changed while crd was
+/// down, messages queued on the old filter still arrive. Acknowledged (not
+/// redelivered forever) and counted as unmatched; the new filter works.
+#[test]
+fn messages_on_a_filter_no_module_has_any_more_are_counted_and_acknowledged() {
+    let home = Sandbox::new("unmatched");
+    let b = home.queueing_broker();
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let c = collector("unmatched1", &b, "old/#", &dir);
+    make_session(&c);
+    publish_lines(b.port, "old/x", 0, 5, &dir);
+    c.write("modules/Sink/module.conf", "subscribe = new/#\n");
+    let d = c.start();
+    assert!(
+        wait_for(LONG, || d.stat("collect_unmatched") == 5),
+        "{}",
+        d.status()
+    );
+    publish_lines(b.port, "new/x", 5, 6, &dir);
+    assert!(
+        wait_for(LONG, || ids(&dir, "unmatched1").len() == 1),
+        "{}",
+        d.log()
+    );
+    assert_eq!(d.stat("collect_journaled"), 1, "{}", d.status());
+}
+
 /// The table cells of an HTML page, row by row, as html5gum tokenizes them;
 /// panics on a tokenizer error or a `<script>` element.
 fn html_cells(html: &str) -> Vec<Vec<String>> {
