@@ -188,15 +188,6 @@ struct Rule {
     hits: u64,
 }
 
-/// `topic` as a log line or an event shows it: at most 256 bytes.
-fn shown(topic: &str) -> &str {
-    let mut cut = topic.len().min(256);
-    while !topic.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &topic[..cut]
-}
-
 /// The exit code a check under `c` gives for a hit or a clear: what a rule
 /// decided without a run, or a module without a check, goes through the same
 /// lifecycle as a check's exit.
@@ -784,7 +775,7 @@ impl Collector {
                         format!(
                             "message of {} bytes on `{}` is not a crd event; run as a plain payload",
                             payload.len(),
-                            shown(&topic)
+                            message::cut(&topic, 256)
                         ),
                     );
                 }
