@@ -4,16 +4,20 @@
 //! when it grows, holding the old and the new one at once: at 10,000 entries of
 //! 40 bytes, 336 KiB freed right after 672 KiB allocated, and both tables grew
 //! at the same message (a check firing for 10,000 nodes: VmHWM 4,112-4,216 KiB
-//! over a VmRSS of 3,828-3,868). Split in 4, a quarter grows at a time: VmHWM
-//! 3,876-3,896 over 3,876-3,896. Why 4 and not more: a quarter's table at 10,000
-//! entries (168 KiB) is above musl malloc's mmap threshold (128 KiB), so it is
-//! mapped on its own and given back whole when it grows; 16 maps of 42 KiB stayed
-//! in malloc's groups (VmRSS 3,924-3,952). No IO.
+//! over a VmRSS of 3,828-3,868). Split, a part grows at a time. Why 3: a map
+//! holds 7/8 of its buckets, a power of two, so 10,000 entries in 4 maps of
+//! 2,500 took 4 x 4,096 buckets (61 % full, 672 KiB a table), in 3 maps of about
+//! 3,333 (3,584 fit) they take 3 x 4,096 (504 KiB): 168 KiB less per table, 336
+//! KiB in the firing-check row (VmHWM 4,232-4,352 -> 3,988-4,024 KiB on the
+//! host build, whose code is 300 KiB larger at opt-level 2). A part's table at
+//! 10,000 entries (168 KiB) is above musl malloc's mmap threshold (128 KiB), so
+//! it is mapped on its own and given back whole when it grows; 16 maps of 42 KiB
+//! stayed in malloc's groups (VmRSS 3,924-3,952). No IO.
 
 use std::collections::HashMap;
 
 /// Maps the table is split into.
-const SHARDS: usize = 4;
+const SHARDS: usize = 3;
 
 #[derive(Debug)]
 pub struct Shards<V> {
@@ -28,10 +32,12 @@ impl<V> Default for Shards<V> {
     }
 }
 
-/// The map of `key`: its top bits after a multiplicative (Fibonacci) hash, so
-/// consecutive keys (stream ids 1, 2, 3...) spread over all of them.
+/// The map of `key`: the top 32 bits of a multiplicative (Fibonacci) hash, so
+/// consecutive keys (stream ids 1, 2, 3...) spread over all of them, scaled to
+/// `0..SHARDS`.
 fn shard(key: u64) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros())) as usize
+    let top = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    ((top * SHARDS as u64) >> 32) as usize
 }
 
 impl<V> Shards<V> {
@@ -123,7 +129,10 @@ mod tests {
             s.insert(k, ());
         }
         for m in &s.maps {
-            assert!((2_200..=2_800).contains(&m.len()), "{}", m.len());
+            // 10,000 / 3 each, and below the 3,585th entry that would double a
+            // map of 4,096 buckets (the memory the split is for).
+            assert!((3_100..=3_560).contains(&m.len()), "{}", m.len());
+            assert!(m.capacity() < 4_096, "{}", m.capacity());
         }
         assert!(!s.is_empty());
     }
