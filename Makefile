@@ -87,16 +87,19 @@ bench:
 	exit $$st
 
 # The spool's budgets: append throughput, fsyncs per 1000 events, recovery time,
-# daemon RSS with an empty and a full 64 MiB spool.
+# daemon RSS with an empty and a full 64 MiB spool. This bench, bench-mqtt and
+# bench/bench.py measure the edge, so they run x86_64 built as a router is
+# (cross/build.sh x86_64 edge: no collector, opt-level z); bench-collect and
+# bench-commands run the host build (dist/x86_64/crd).
 bench-spool:
-	cross/build.sh x86_64 >/dev/null
-	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench spool
+	cross/build.sh x86_64 edge >/dev/null
+	CRD_BIN=$(CURDIR)/dist/x86_64-edge/crd cargo bench --locked --bench spool
 
 # Forwarding: drain rate against mosquitto_pub -q 1 -l, idle wake-ups with the
 # broker connected, RSS draining a 64 MiB backlog (needs mosquitto, ~2 minutes).
 bench-mqtt:
-	cross/build.sh x86_64 >/dev/null
-	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench mqtt
+	cross/build.sh x86_64 edge >/dev/null
+	CRD_BIN=$(CURDIR)/dist/x86_64-edge/crd cargo bench --locked --bench mqtt
 
 # The collector: /bin/true per message against mosquitto_sub | xargs -P 8, no-check
 # journal rate against mosquitto_sub > /dev/null, RSS with 10,000 nodes over

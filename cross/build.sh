@@ -1,11 +1,14 @@
 #!/bin/sh
-# cross/build.sh BOARD [tls|symbols]: builds the release binary for
+# cross/build.sh BOARD [tls|symbols|edge]: builds the release binary for
 # board-configs/BOARD.conf with the board's FEATURES (the collector on hosts only)
-# and puts it at dist/BOARD/crd; with `tls`, the build with MQTT over TLS (cargo
-# feature `tls`: rustls + ring, whose C and assembly zig compiles) at
+# and OPT_LEVEL (cargo's opt-level: "z", the smallest, unless the board says
+# otherwise) and puts it at dist/BOARD/crd; with `tls`, the build with MQTT over
+# TLS (cargo feature `tls`: rustls + ring, whose C and assembly zig compiles) at
 # dist/BOARD-tls/crd, in its own target directory; with `symbols`, the same build
 # as the plain one but not stripped (for cross/size-report.sh: the code is the
-# same, the symbol table names it) at dist/BOARD-symbols/crd.
+# same, the symbol table names it) at dist/BOARD-symbols/crd; with `edge`, the
+# board built as a router is (no collector, opt-level "z") at dist/BOARD-edge/crd,
+# in its own target directory: what the edge's benches measure on a host board.
 #
 # Router boards (BUILD_STD=yes) build std from source with cargo-zigbuild (zig is the
 # linker), with -Zbuild-std-features=optimize_for_size and -Zlocation-detail=none:
@@ -29,12 +32,22 @@ elif [ "$variant" = symbols ]; then
     out=$board-symbols
     export CARGO_TARGET_DIR="$top/target/symbols"
     export CARGO_PROFILE_RELEASE_STRIP=false
+elif [ "$variant" = edge ]; then
+    out=$board-edge
+    export CARGO_TARGET_DIR="$top/target/edge"
 fi
 tdir=${CARGO_TARGET_DIR:-$top/target}
 conf="$top/board-configs/$board.conf"
 [ -f "$conf" ] || { echo "no board config $conf" >&2; exit 2; }
 . "$conf"
 cd "$top"
+if [ "$variant" = edge ]; then
+    FEATURES=
+    OPT_LEVEL=z
+fi
+# Cargo's opt-level for this board: "z" (size) on routers; a host board may
+# trade bytes for speed (x86_64: 2, the collector's per-message work).
+export CARGO_PROFILE_RELEASE_OPT_LEVEL="${OPT_LEVEL:-z}"
 # The board's name, built in as Home Assistant's device model (mqtt::wire::MODEL).
 export CRD_BOARD="$board"
 # The board's own features (FEATURES: `collector` on hosts only), plus tls.
