@@ -240,6 +240,8 @@ pub struct Collector {
     /// The journal record being written or read, reused (at most one record:
     /// 1 MiB).
     record: Vec<u8>,
+    /// The jobs of the record `pump` is on, reused (one per matching module).
+    jobs: Vec<Job>,
     records: BTreeMap<u64, Held>,
     /// Checks to start, in journal order.
     ready: VecDeque<Job>,
@@ -427,6 +429,7 @@ impl Collector {
             max_parallel: cfg.max_parallel.max(1) as usize,
             acks_due: Vec::new(),
             record: Vec::new(),
+            jobs: Vec::new(),
             records: BTreeMap::new(),
             ready: VecDeque::new(),
             responses: VecDeque::new(),
@@ -942,7 +945,9 @@ impl Collector {
         // The record is copied here and read in place (`View`): a message that
         // leads to no run (most, on the rule path) costs no allocation.
         let mut record = std::mem::take(&mut self.record);
+        let mut jobs = std::mem::take(&mut self.jobs);
         while self.records.len() < READ_AHEAD_RECORDS && *budget > 0 {
+            jobs.clear();
             let seq = match self.journal.read_next() {
                 Ok(Some((seq, bytes))) => {
                     record.clear();
@@ -987,7 +992,6 @@ impl Collector {
                     continue;
                 }
             }
-            let mut jobs = Vec::new();
             for m in Self::matching(modules, v.topic) {
                 let job = |step, reg| Job {
                     seq,
@@ -1023,7 +1027,7 @@ impl Collector {
                 // Nothing to run first: settled from the record in place, held
                 // (made owned) only for the responses that follow.
                 let mut responses = Vec::new();
-                for job in jobs {
+                for job in jobs.drain(..) {
                     if let Some(r) = self.settle_in_place(job, &v, modules, outbox, now, wall_ms) {
                         responses.push(r);
                     }
@@ -1047,7 +1051,7 @@ impl Collector {
                     left: jobs.len() as u32,
                 },
             );
-            for job in jobs {
+            for job in jobs.drain(..) {
                 if !at_once(&job) {
                     self.ready.push_back(job);
                 } else if let Some(r) = self.settle_in_place(job, &v, modules, outbox, now, wall_ms)
@@ -1059,6 +1063,7 @@ impl Collector {
             }
         }
         self.record = record;
+        self.jobs = jobs;
         read
     }
 

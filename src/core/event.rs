@@ -101,13 +101,22 @@ pub const PAYLOAD_VERSION: u8 = 1;
 /// character boundary, marked) until it fits; `None` only if even an empty `out`
 /// does not fit.
 pub fn encode(ev: &Event, max: usize) -> Option<Vec<u8>> {
-    let buf = encode_raw(&ev.as_ref());
+    let mut buf = Vec::new();
+    encode_into(ev, max, &mut buf).then_some(buf)
+}
+
+/// `encode` into `buf` (cleared first), so a caller that keeps it allocates
+/// nothing per event; false where `encode` gives `None`.
+pub fn encode_into(ev: &Event, max: usize, buf: &mut Vec<u8>) -> bool {
+    encode_raw(&ev.as_ref(), buf);
     if buf.len() <= max {
-        return Some(buf);
+        return true;
     }
     const MARK: &str = " [cut to fit the spool's record limit]";
     let over = buf.len() - max + MARK.len();
-    let mut keep = ev.out.len().checked_sub(over + 8)?;
+    let Some(mut keep) = ev.out.len().checked_sub(over + 8) else {
+        return false;
+    };
     while !ev.out.is_char_boundary(keep) {
         keep -= 1;
     }
@@ -115,23 +124,23 @@ pub fn encode(ev: &Event, max: usize) -> Option<Vec<u8>> {
         out: format!("{}{MARK}", &ev.out[..keep]),
         ..ev.clone()
     };
-    let buf = encode_raw(&cut.as_ref());
-    (buf.len() <= max).then_some(buf)
+    encode_raw(&cut.as_ref(), buf);
+    buf.len() <= max
 }
 
-/// The version byte and the postcard layout of `ev`.
-fn encode_raw(ev: &EventRef<'_>) -> Vec<u8> {
-    let mut b = Vec::with_capacity(24 + ev.module.len() + ev.out.len());
+/// The version byte and the postcard layout of `ev`, into `b` (cleared first).
+fn encode_raw(ev: &EventRef<'_>, b: &mut Vec<u8>) {
+    b.clear();
+    b.reserve(24 + ev.module.len() + ev.out.len());
     b.push(PAYLOAD_VERSION);
-    put_varint(&mut b, ev.ts_ms);
-    put_varint(&mut b, ev.module.len() as u64);
+    put_varint(b, ev.ts_ms);
+    put_varint(b, ev.module.len() as u64);
     b.extend_from_slice(ev.module.as_bytes());
-    put_varint(&mut b, ev.kind as u64);
-    put_varint(&mut b, u64::from(((ev.code << 1) ^ (ev.code >> 31)) as u32));
-    put_varint(&mut b, u64::from(ev.dur_ms));
-    put_varint(&mut b, ev.out.len() as u64);
+    put_varint(b, ev.kind as u64);
+    put_varint(b, u64::from(((ev.code << 1) ^ (ev.code >> 31)) as u32));
+    put_varint(b, u64::from(ev.dur_ms));
+    put_varint(b, ev.out.len() as u64);
     b.extend_from_slice(ev.out.as_bytes());
-    b
 }
 
 /// Appends `v` as an unsigned LEB128 varint (postcard's integers and lengths).

@@ -18,13 +18,15 @@ impl<'a> Obj<'a> {
         Obj { out, first: true }
     }
 
+    /// `k` is one of crd's own keys, plain ASCII that needs no escape: written
+    /// as it is, with its quotes and colon in one copy each.
     fn key(&mut self, k: &str) -> &mut Vec<u8> {
-        if !self.first {
-            self.out.push(b',');
-        }
+        debug_assert!(k.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\'));
+        let sep: &[u8] = if self.first { b"\"" } else { b",\"" };
         self.first = false;
-        string(self.out, k);
-        self.out.push(b':');
+        self.out.extend_from_slice(sep);
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.out
     }
 

@@ -19,11 +19,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Module name of the events crd writes about itself (dropped records).
 pub const SELF_MODULE: &str = "spool";
 
+/// The largest event encoding `Outbox` keeps for the next, bytes.
+const SCRATCH_KEPT_BYTES: usize = 4096;
+
 pub struct Outbox {
     spool: Spool<FileStorage>,
     failing: bool,
     /// Events that could not be appended at all (the spool's storage failed).
     events_lost: u64,
+    /// The last event's encoding, kept for the next (a collector pushes one a
+    /// message).
+    scratch: Vec<u8>,
 }
 
 /// A random stream id for a new spool: /dev/urandom, else time and pid mixed.
@@ -89,6 +95,7 @@ impl Outbox {
             spool,
             failing: false,
             events_lost: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -110,14 +117,21 @@ impl Outbox {
     /// Spools `ev`; its seq, or `None` if it was lost (logged and counted).
     pub fn push(&mut self, ev: Event, now: Instant) -> Option<u64> {
         let max = self.spool.config().max_record as usize;
-        let Some(payload) = event::encode(&ev, max) else {
+        let mut payload = std::mem::take(&mut self.scratch);
+        if !event::encode_into(&ev, max, &mut payload) {
             log::error!(
                 "spool: event of module {} does not fit in {max} bytes; not recorded",
                 ev.module
             );
+            self.scratch = payload;
             return None;
-        };
-        let seq = match self.spool.append(&payload, now) {
+        }
+        let appended = self.spool.append(&payload, now);
+        // A large one (a response's whole output) is not kept.
+        if payload.capacity() <= SCRATCH_KEPT_BYTES {
+            self.scratch = payload;
+        }
+        let seq = match appended {
             Ok(seq) => {
                 log::info!("seq={seq} {ev}");
                 Some(seq)

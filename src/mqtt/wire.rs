@@ -150,7 +150,9 @@ pub fn render_into(
         return;
     }
     let level = if emit { "" } else { "event/" };
-    let _ = write!(topic, "{prefix}/{node}/{level}{}", ev.module);
+    for part in [prefix, "/", node, "/", level, ev.module] {
+        topic.push_str(part);
+    }
     json.clear();
     Obj::new(json)
         .str("node", node)

@@ -551,8 +551,9 @@ impl<S: Storage> Spool<S> {
             return self.st.read_at(name, off, out);
         }
         let end = off + out.len() as u64;
-        let hit =
-            self.ra_name == name && off >= self.ra_off && end <= self.ra_off + self.ra.len() as u64;
+        let hit = same_name(&self.ra_name, name)
+            && off >= self.ra_off
+            && end <= self.ra_off + self.ra.len() as u64;
         if !hit {
             self.ra_name.clear();
             let want = usize::try_from(len.saturating_sub(off))
@@ -1296,6 +1297,13 @@ impl<S: Storage> Spool<S> {
     pub fn storage(&mut self) -> &mut S {
         &mut self.st
     }
+}
+
+/// Whether two segment names are the same, compared from the end, where they
+/// differ (their seq digits): two reads a record, and musl's `memcmp` goes a
+/// byte at a time from the front.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().rev().zip(b.bytes().rev()).all(|(x, y)| x == y)
 }
 
 #[cfg(test)]
