@@ -1610,3 +1610,86 @@ impl Collector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::parse_config;
+    use crate::mqtt::session::Inbound;
+    use std::path::{Path, PathBuf};
+
+    fn dir(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("crd-coll-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn message(pkid: u16) -> Up {
+        Up::Message(Inbound {
+            topic: "q/x".into(),
+            payload: vec![b'x'; 1000],
+            pkid: Some(pkid),
+            dup: false,
+            retain: false,
+        })
+    }
+
+    /// The safety net under the pause, on a real journal: messages read while
+    /// the journal is full are refused, not acknowledged (so the broker keeps
+    /// them) and not allowed to drop acknowledged ones; once the journal has
+    /// room again, and `REDELIVERY_WAIT` after the refusal, the collector asks
+    /// once for the reconnect that makes the broker send them again.
+    #[test]
+    fn a_full_journal_refuses_and_asks_for_redelivery_once_it_has_room() {
+        let d = dir("refuse");
+        let cfg = parse_config(
+            &format!(
+                "node = me\nspool_dir = {}\nmax_message = 1k\nspool_size = 256k\nspool_segment = 128k\n",
+                d.display()
+            ),
+            Path::new("crd.conf"),
+        )
+        .unwrap();
+        let mut c = Collector::open(&cfg, "me").unwrap();
+        let mut outbox = Outbox::open(&d.join("out"), cfg.spool).unwrap();
+        let mut m = Module {
+            name: "M".into(),
+            dir: d.join("M"),
+            check: None,
+            response: None,
+            settings: Default::default(),
+        };
+        m.settings.subscribe = vec!["q/#".into()];
+        let modules = [m];
+        let t0 = Instant::now();
+        // The daemon would have paused at 3/4; fed past it in one go, the
+        // journal fills (no record is retired before `pump`).
+        let (mut n, mut acked) = (0u16, Vec::new());
+        while c.stats.refused < 5 {
+            assert!(n < 2_000, "never refused: {:?}", c.stats);
+            n += 1;
+            acked.extend(c.handle_inbound(1, message(n), &modules, &mut outbox, t0, 0));
+        }
+        acked.extend(c.after_input(t0));
+        let journaled = c.stats.journaled;
+        assert_eq!(journaled + 5, u64::from(n));
+        // Every journaled message acknowledged, none of the refused ones.
+        assert_eq!(acked.len() as u64, journaled);
+        assert!(acked.iter().all(|&(_, p)| u64::from(p) <= journaled));
+        assert!(c.paused());
+        assert!(!c.wants_redelivery(t0 + REDELIVERY_WAIT * 2), "still full");
+        // Every record runs (a module without a check: settled at once) and is
+        // retired; the journal has room again.
+        while c.journal.bytes() * 4 > c.journal.config().size * PAUSE_FILL_QUARTERS {
+            c.pump(&modules, &mut outbox, t0, 0);
+            let _ = c.after_input(t0);
+            c.handle_timer(t0 + Duration::from_secs(1));
+        }
+        assert!(!c.paused());
+        assert!(!c.wants_redelivery(t0 + REDELIVERY_WAIT / 2), "too soon");
+        assert!(c.wants_redelivery(t0 + REDELIVERY_WAIT));
+        assert!(!c.wants_redelivery(t0 + REDELIVERY_WAIT * 3), "asked once");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
