@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """make bench: measures the core daemon's budgets and prints a table.
 
-1. Daemon CPU per check run, 50 modules at 1 s: crd (x86_64 musl release) and
+1. Daemon CPU per check run, 50 modules at 1 s: crd (x86_64 musl release, built as
+   a router is: cross/build.sh x86_64 edge) and
    monit 5.33 (`check program ... if status == 0 then exec ...`) on the same check
    scripts, one after the other in this run; the ratio crd/monit.
 2. crd's peak RSS (VmHWM) at 50 modules, and VmRSS early vs late in the run.
@@ -202,7 +203,7 @@ def main():
         sys.exit("bench: monit is not installed (apt-get install monit)")
     crd = build()
     print(
-        f"bench: {SECONDS} s per phase, {ROUNDS} rounds, crd {os.path.getsize(crd)} bytes (x86_64 musl)",
+        f"bench: {SECONDS} s per phase, {ROUNDS} rounds, crd {os.path.getsize(crd)} bytes (x86_64 musl, built as a router: no collector, opt-level z)",
         flush=True,
     )
     crds, monits = [], []
