@@ -488,6 +488,16 @@ impl Facts {
 mod tests {
     use super::*;
 
+    /// A repeatable stream of numbers below `n` (xorshift64).
+    fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        }
+    }
+
     fn msg(topic: &str, payload: &[u8]) -> Message {
         Message {
             topic: topic.into(),
@@ -510,13 +520,7 @@ mod tests {
             }
             own.is_some()
         };
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        let mut rnd = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
         let words = [
             "",
             "r1",
@@ -734,13 +738,7 @@ mod tests {
 
     #[test]
     fn the_event_reader_agrees_with_serde_json_on_json_objects() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let values = [
             r#""r1""#,
             r#""""#,
