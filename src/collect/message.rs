@@ -344,12 +344,11 @@ fn plain_string(r: &str) -> Option<(&str, &str)> {
     (r.as_bytes()[end] == b'"').then(|| (&r[..end], &r[end + 1..]))
 }
 
-/// A bare token (`rules::value`'s characters for one: digits, sign, point,
-/// exponent, letters), not empty, and what follows it.
+/// A bare token as `rules::value` reads one, not empty, and what follows it.
 fn number(r: &str) -> Option<(&str, &str)> {
     let end = r
         .bytes()
-        .position(|c| !matches!(c, b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E'))
+        .position(|c| !value::token_byte(c))
         .unwrap_or(r.len());
     (end > 0).then(|| r.split_at(end))
 }

@@ -187,6 +187,12 @@ fn leaf_text(s: &str, want_text: bool) -> Result<Got, Skip> {
     }
 }
 
+/// Whether `c` can be in a bare token (number, true, false, null): what the
+/// reader takes as one before the token's own reader checks it.
+pub fn token_byte(c: u8) -> bool {
+    matches!(c, b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E')
+}
+
 /// A cursor over JSON text.
 struct Scan<'a> {
     b: &'a [u8],
@@ -221,10 +227,7 @@ impl<'a> Scan<'a> {
     /// A bare token (number, true, false, null).
     fn token(&mut self) -> &'a str {
         let start = self.i;
-        while matches!(
-            self.peek(),
-            Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E')
-        ) {
+        while self.peek().is_some_and(token_byte) {
             self.i += 1;
         }
         std::str::from_utf8(&self.b[start..self.i]).unwrap_or("")
