@@ -118,19 +118,20 @@ impl Outbox {
     pub fn push(&mut self, ev: Event, now: Instant) -> Option<u64> {
         let max = self.spool.config().max_record as usize;
         let mut payload = std::mem::take(&mut self.scratch);
-        if !event::encode_into(&ev, max, &mut payload) {
+        let fits = event::encode_into(&ev, max, &mut payload);
+        let appended = fits.then(|| self.spool.append(&payload, now));
+        // A large one (a response's whole output, or one that did not fit) is
+        // not kept.
+        if payload.capacity() <= SCRATCH_KEPT_BYTES {
+            self.scratch = payload;
+        }
+        let Some(appended) = appended else {
             log::error!(
                 "spool: event of module {} does not fit in {max} bytes; not recorded",
                 ev.module
             );
-            self.scratch = payload;
             return None;
-        }
-        let appended = self.spool.append(&payload, now);
-        // A large one (a response's whole output) is not kept.
-        if payload.capacity() <= SCRATCH_KEPT_BYTES {
-            self.scratch = payload;
-        }
+        };
         let seq = match appended {
             Ok(seq) => {
                 log::info!("seq={seq} {ev}");
@@ -297,5 +298,49 @@ impl Outbox {
 
     pub fn spool(&mut self) -> &mut Spool<FileStorage> {
         &mut self.spool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(module: &str, out: usize) -> Event {
+        Event {
+            ts_ms: 1,
+            module: module.into(),
+            kind: Kind::Fired,
+            code: 0,
+            dur_ms: 0,
+            out: "x".repeat(out),
+        }
+    }
+
+    /// The kept encoding buffer stays small whatever went through it: one too
+    /// large to keep (recorded, or refused as not fitting) is let go.
+    #[test]
+    fn the_kept_encoding_is_bounded() {
+        let d = std::env::temp_dir().join(format!("crd-outbox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut o = Outbox::open(&d, SpoolConfig::default()).unwrap();
+        let now = Instant::now();
+        assert!(o.push(event("M", 10), now).is_some());
+        let kept = o.scratch.capacity();
+        assert!(kept > 0 && kept <= SCRATCH_KEPT_BYTES, "{kept}");
+        assert!(o.push(event("M", 20_000), now).is_some());
+        assert!(o.scratch.capacity() <= SCRATCH_KEPT_BYTES);
+        let huge = "m".repeat(70_000);
+        assert_eq!(
+            o.push(event(&huge, 0), now),
+            None,
+            "a module name past the record limit"
+        );
+        assert!(
+            o.scratch.capacity() <= SCRATCH_KEPT_BYTES,
+            "{}",
+            o.scratch.capacity()
+        );
+        assert!(o.push(event("M", 10), now).is_some());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
