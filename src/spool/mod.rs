@@ -17,8 +17,10 @@
 //!   close. Bytes written since the last good sync stay in RAM until it succeeds; a
 //!   failed sync is never retried on trust: the file is reopened, truncated to the
 //!   last good length, rewritten from RAM and synced again.
-//! - Bounded: at most `size` bytes in `segment`-sized files; when full the oldest
-//!   whole segment is dropped and its unacknowledged records counted. RAM holds one
+//! - Bounded: at most `size` bytes in `segment`-sized files; when full (the size,
+//!   or ENOSPC) the oldest whole segment is dropped and its unacknowledged records
+//!   counted, unless the spool keeps them (`keep_unacknowledged`, the collector's
+//!   journal): then the append or the write is refused instead. RAM holds one
 //!   write buffer, one read buffer, the unsynced bytes and one entry per segment.
 //! - The ack watermark is kept in ack marks (`format.rs`) in the active segment:
 //!   one rides in every write of records (`flush`, each loop turn) and every
@@ -737,8 +739,10 @@ impl<S: Storage> Spool<S> {
     }
 
     /// Writes the write buffer to the active segment (the records then survive a
-    /// crash of crd, not yet a power cut). On ENOSPC the oldest segment is dropped
-    /// and the write tried once more; a failed write keeps the buffer for later.
+    /// crash of crd, not yet a power cut). On ENOSPC a forwarding spool drops its
+    /// oldest segment (counted in `Stats::dropped`) and tries once more; a spool
+    /// that keeps unacknowledged records (`keep_unacknowledged`) drops nothing and
+    /// returns the error. A failed write keeps the buffer for later.
     pub fn flush(&mut self, now: Instant) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -764,7 +768,10 @@ impl<S: Storage> Spool<S> {
                     // A partial write may have grown the file: cut it back.
                     self.forget_read_ahead();
                     let _ = self.st.truncate(&name, at);
-                    if e.kind() == io::ErrorKind::StorageFull && !tried_space && self.segs.len() > 1
+                    if e.kind() == io::ErrorKind::StorageFull
+                        && !self.keep
+                        && !tried_space
+                        && self.segs.len() > 1
                     {
                         tried_space = true;
                         self.drop_oldest(now)?;
@@ -803,8 +810,9 @@ impl<S: Storage> Spool<S> {
             );
             self.forget_read_ahead();
             self.st.reopen(&name);
+            self.unwrite();
             self.st.truncate(&name, self.synced_len)?;
-            self.st.write_at(&name, self.synced_len, &self.unsynced)?;
+            self.flush(now)?;
             self.st.sync(&name)
         });
         if let Err(e) = r {
@@ -825,6 +833,22 @@ impl<S: Storage> Spool<S> {
             }
         }
         Ok(())
+    }
+
+    /// Takes the bytes written since the last good sync back into the write
+    /// buffer, ahead of what waits there, as if they had never been written: the
+    /// file is to be cut back to `synced_len`. Whatever fails next (the cut,
+    /// the write, the sync), the segment's length and the buffer still say
+    /// what the file must hold; a later write never leaves a hole where they
+    /// were.
+    fn unwrite(&mut self) {
+        let synced = self.synced_len;
+        self.active_mut().bytes = synced;
+        let mut buf = std::mem::take(&mut self.unsynced);
+        buf.extend_from_slice(&self.buf);
+        self.buf = buf;
+        self.buf_last_seq = self.buf_last_seq.max(self.written_seq);
+        self.written_seq = self.durable_seq;
     }
 
     /// Once the durable watermark is the current one, no mark is due.

@@ -299,6 +299,12 @@ impl MemStorage {
         self.faults.push((op, after, kind));
     }
 
+    /// The disk is healthy again: no planned fault is left, no capacity bound.
+    pub fn heal(&mut self) {
+        self.faults.clear();
+        self.capacity = None;
+    }
+
     fn check(&mut self, op: Op) -> io::Result<()> {
         let mut hit = None;
         for (i, (o, after, kind)) in self.faults.iter_mut().enumerate() {
