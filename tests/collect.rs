@@ -993,3 +993,133 @@ fn the_fleet_page_shows_nodes_by_modules_and_escapes_what_it_shows() {
         png.len()
     );
 }
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped, before the
+/// sandbox that holds it is removed.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk under the journal: a collector whose `spool_dir` is a 4 MiB
+/// tmpfs filled to about 400 KiB free gets 5,000 crd events of about 1 KiB at
+/// QoS 1. The journal stops acknowledging and reading (the broker keeps the
+/// rest), says so once in the log with the path and the free space and in
+/// `crd status` (`collect_journal_error`), drops nothing, and resumes by
+/// itself once the space is freed: the count rule reads exactly 5,000 (each
+/// crd event counted once). Needs root to mount (CI runs as root).
+#[test]
+fn a_full_disk_pauses_the_journal_which_drops_nothing_and_resumes_by_itself() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to mount a tmpfs (CI runs as root)");
+        return;
+    }
+    const N: u64 = 5000;
+    let home = Sandbox::new("enospc");
+    let b = home.queueing_broker();
+    let c = Sandbox::new("enospc1");
+    let _disk = Tmpfs::mount(&c.path("spool"), "4m");
+    c.write(
+        "modules/Cnt/module.conf",
+        "subscribe = crd/+/event/#\nregister = count\nby = all\nperiod = 30m\n",
+    );
+    c.config_node(
+        "enospc1",
+        &format!("broker = {}\nspool_size = 2m", b.addr()),
+    );
+    let d = c.start();
+    assert!(
+        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
+        "{}",
+        d.log()
+    );
+    // Fill the disk, then give back about 400 KiB.
+    let fill = c.path("spool/fill");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&fill).unwrap();
+        let chunk = vec![0x55u8; 16 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(400 * 1024)).unwrap();
+    }
+    let out = "x".repeat(900);
+    let lines: String = (1..=N)
+        .map(|seq| {
+            format!(
+                "{{\"node\":\"r1\",\"stream\":\"00000000000000ef\",\"seq\":{seq},\"ts\":1,\"module\":\"M\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":1,\"out\":\"{out}\"}}\n"
+            )
+        })
+        .collect();
+    let file = home.path("events");
+    fs::write(&file, lines).unwrap();
+    let port = b.port;
+    let publisher = std::thread::spawn(move || publish_file(port, "crd/r1/event/M", &file));
+    let mut fault = String::new();
+    let faulted = wait_for(LONG, || {
+        let st = d.status();
+        if st.contains("collect_journal_error: ENOSPC") {
+            fault = st;
+            true
+        } else {
+            false
+        }
+    });
+    assert!(faulted, "no journal fault\n{}\n{}", d.status(), d.log());
+    assert!(fault.contains("collect_paused: yes"), "{fault}");
+    assert!(fault.contains("bytes free"), "{fault}");
+    // The fault stands for a while: nothing acknowledged is dropped meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    fs::remove_file(&fill).unwrap();
+    let count = || {
+        let (_, out, _) = c.run(&["register", "Cnt"]);
+        out.split_whitespace()
+            .last()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let done = wait_for(Duration::from_secs(120), || count() == N);
+    publisher.join().unwrap();
+    let st = d.status();
+    let log = d.log();
+    assert!(done, "counted {} of {N}\n{st}\n{log}", count());
+    assert!(!log.contains("spool full: dropped"), "{log}");
+    assert_eq!(
+        log.matches("collector: journal: ENOSPC").count(),
+        1,
+        "told once\n{log}"
+    );
+    assert!(log.contains("writes again after"), "{log}");
+    assert!(!st.contains("collect_journal_error"), "cleared\n{st}");
+    assert!(stat_of(&st, "collect_journal_faults") >= 1, "{st}");
+    // Nothing more arrives later: each event counted once.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count(), N, "{}", d.status());
+}

@@ -840,6 +840,26 @@ pub fn set_umask(mask: u32) {
     }
 }
 
+/// Bytes free for an unprivileged writer on the filesystem that holds `path`
+/// (`statvfs`: `f_bavail` blocks of `f_frsize` bytes), for a message that says
+/// why a write failed.
+#[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+pub fn free_bytes(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` has room
+    // for the struct statvfs writes, and is read only after it succeeded.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between targets (u32 on some 32-bit ones).
+    Ok(u64::from(st.f_bavail as u64).saturating_mul(u64::from(st.f_frsize as u64)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
 use crate::collect::message::{self, Facts, Message, View};
-use crate::collect::{dedup, origins, page, presence, rulestate};
+use crate::collect::{dedup, fault, origins, page, presence, rulestate};
 use crate::core::config::{Config, SpoolConfig};
 use crate::core::config::{Convention, RegisterBy};
 use crate::core::decide::{self, Outcome};
@@ -43,8 +43,8 @@ use crate::host::outbox::Outbox;
 use crate::mqtt::session::{Inbound, Up};
 use crate::rules::register::{self, Registers, Spec};
 use crate::rules::value;
-use crate::spool::Spool;
 use crate::spool::storage::FileStorage;
+use crate::spool::{AppendError, Spool};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -233,6 +233,11 @@ pub struct Stats {
 
 pub struct Collector {
     journal: Spool<FileStorage>,
+    journal_dir: std::path::PathBuf,
+    /// The disk refused the journal's writes (`fault.rs`): paused, retrying.
+    faults: fault::Faults,
+    /// A fault began: its `error` event, sent at the next `pump`.
+    fault_event: Option<String>,
     max_message: usize,
     max_parallel: usize,
     /// PUBACKs owed once the record is durable: (journal seq, connection, pkid).
@@ -425,6 +430,9 @@ impl Collector {
         );
         Ok(Collector {
             journal,
+            journal_dir: dir,
+            faults: fault::Faults::default(),
+            fault_event: None,
             max_message: cfg.max_message as usize,
             max_parallel: cfg.max_parallel.max(1) as usize,
             acks_due: Vec::new(),
@@ -830,6 +838,9 @@ impl Collector {
                         Err(e) => {
                             // Not acknowledged: the broker sends it again
                             // after a reconnect (`wants_redelivery`).
+                            if let AppendError::Io(io) = &e {
+                                self.journal_failed(io, now);
+                            }
                             self.stats.refused += 1;
                             self.refused_at.get_or_insert(now);
                             if self.log_refused.allow(now, "collector: journal refused") {
@@ -866,6 +877,21 @@ impl Collector {
         );
     }
 
+    /// The disk refused a journal write or sync: paused until a retry gets
+    /// through (`fault.rs`); the first failure of a fault is logged, with the
+    /// path and the free space, and becomes an `error` event.
+    fn journal_failed(&mut self, e: &std::io::Error, now: Instant) {
+        let free = crate::child::sys::free_bytes(&self.journal_dir).ok();
+        if let Some(text) = self.faults.failed(e, &self.journal_dir, free, now) {
+            log::error!(
+                "collector: journal: {text}; reading nothing more from the broker and \
+                 acknowledging nothing more until it writes again (retrying, at most every {} s)",
+                fault::RETRY_MAX.as_secs()
+            );
+            self.fault_event = Some(format!("journal: {text}; paused until it writes again"));
+        }
+    }
+
     /// After a read's messages: one fdatasync for all of them, then the PUBACKs of
     /// every message now durable: (connection, pkid).
     pub fn after_input(&mut self, now: Instant) -> Vec<(u64, u16)> {
@@ -873,7 +899,16 @@ impl Collector {
             return Vec::new();
         }
         if let Err(e) = self.journal.sync(now) {
-            log::warn!("collector: journal sync: {e}; PUBACKs wait");
+            self.journal_failed(&e, now);
+        }
+        self.durable_acks()
+    }
+
+    /// The PUBACKs owed for messages now durable (a retry after a fault made
+    /// them so): (connection, pkid).
+    pub fn durable_acks(&mut self) -> Vec<(u64, u16)> {
+        if self.acks_due.is_empty() {
+            return Vec::new();
         }
         let durable = self.journal.durable_seq();
         let mut out = Vec::new();
@@ -890,7 +925,8 @@ impl Collector {
 
     /// Stop reading the broker's socket: the journal holds enough not yet run.
     pub fn paused(&self) -> bool {
-        self.journal.depth() > BACKLOG_RECORDS
+        self.faults.now.is_some()
+            || self.journal.depth() > BACKLOG_RECORDS
             || self.journal.bytes() * 4 > self.journal.config().size * PAUSE_FILL_QUARTERS
     }
 
@@ -913,6 +949,21 @@ impl Collector {
     /// reads on while it does, up to `PUMP_BUDGET_RECORDS` a loop turn (`busy`
     /// then asks for another turn at once; nothing else would wake the loop).
     pub fn pump(&mut self, modules: &[Module], outbox: &mut Outbox, now: Instant, wall_ms: u64) {
+        if let Some(out) = self.fault_event.take() {
+            // Spooled if the edge spool can take it (it may sit on the same
+            // full disk: then its own policy applies).
+            outbox.push(
+                Event {
+                    ts_ms: wall_ms,
+                    module: "collector".into(),
+                    kind: Kind::Error,
+                    code: 0,
+                    dur_ms: 0,
+                    out,
+                },
+                now,
+            );
+        }
         let mut budget = PUMP_BUDGET_RECORDS;
         self.busy = false;
         loop {
@@ -1391,9 +1442,26 @@ impl Collector {
     /// Every loop iteration: the journal's writes, syncs and checkpoint, and the
     /// table of events done when it changed and is due.
     pub fn handle_timer(&mut self, now: Instant) {
-        let _ = self.journal.flush(now);
-        if let Err(e) = self.journal.handle_timer(now) {
-            log::warn!("collector: journal: {e}");
+        if self.faults.retry_due(now) {
+            match self.journal.sync(now) {
+                Ok(()) => {
+                    if let Some(d) = self.faults.cleared(now) {
+                        log::info!(
+                            "collector: journal {} writes again after {} ms; reading from the broker again",
+                            self.journal_dir.display(),
+                            d.as_millis()
+                        );
+                    }
+                }
+                Err(e) => self.journal_failed(&e, now),
+            }
+        }
+        if let Err(e) = self
+            .journal
+            .flush(now)
+            .and_then(|()| self.journal.handle_timer(now))
+        {
+            self.journal_failed(&e, now);
         }
         // What the registers were fed and the events done are written every
         // loop turn (a crash of crd loses neither: a replayed message feeds
@@ -1539,10 +1607,17 @@ impl Collector {
             .refused_at
             .filter(|_| !self.paused())
             .map(|t| t + REDELIVERY_WAIT);
-        let seen = [seen, regs, retire, redeliver, self.page_due()]
-            .into_iter()
-            .flatten()
-            .min();
+        let seen = [
+            seen,
+            regs,
+            retire,
+            redeliver,
+            self.page_due(),
+            self.faults.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match (self.journal.poll_timeout(), seen) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1573,6 +1648,11 @@ impl Collector {
         s.num("collect_journaled", st.journaled);
         s.num("collect_journal_depth", self.journal.depth());
         s.num("collect_journal_fsyncs", self.journal.stats().fsyncs);
+        s.put(
+            "collect_journal_error",
+            Value::Opt(self.faults.now.as_ref().map(|f| f.text.clone())),
+        );
+        s.num("collect_journal_faults", self.faults.count);
         s.num("collect_runs", st.runs);
         s.num("collect_running", self.running.len() as u64);
         s.num(

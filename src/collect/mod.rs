@@ -1,6 +1,7 @@
 //! The collector (cargo feature `collector`, on by default, off in the router
 //! board configs): subscribed modules run on MQTT messages. `collector.rs` is the
-//! machinery, `message.rs` what a message is, `dedup.rs` the events done,
+//! machinery, `message.rs` what a message is, `dedup.rs` the events done, `fault.rs` what
+//! happens while the disk refuses the journal's writes,
 //! `origins.rs` the per-origin decision states, `presence.rs` the fleet, `page.rs`
 //! the fleet page, `rulestate.rs` the rule modules' registers on disk, `shards.rs`
 //! the split map under the tables of streams and origins. Without the
@@ -12,6 +13,8 @@
 mod collector;
 #[cfg(feature = "collector")]
 pub mod dedup;
+#[cfg(feature = "collector")]
+pub mod fault;
 #[cfg(feature = "collector")]
 pub mod message;
 #[cfg(feature = "collector")]

@@ -43,6 +43,10 @@ impl Collector {
         match *self {}
     }
 
+    pub fn durable_acks(&mut self) -> Vec<(u64, u16)> {
+        match *self {}
+    }
+
     pub fn paused(&self) -> bool {
         match *self {}
     }

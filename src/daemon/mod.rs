@@ -623,6 +623,15 @@ impl Daemon {
             return;
         };
         c.pump(&self.modules, &mut self.outbox, now, unix_ms());
+        // Messages a journal retry made durable (after a fault) are owed
+        // their PUBACKs now, read or not.
+        let acks = c.durable_acks();
+        if !acks.is_empty() {
+            for (conn, pkid) in acks {
+                self.forwarder.puback(conn, pkid, now);
+            }
+            self.forwarder.flush_acks();
+        }
         let host = Host {
             config: &self.cfg.path,
             node: &self.node,
