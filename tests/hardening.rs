@@ -441,3 +441,46 @@ fn a_check_cut_short_by_shutdown_is_not_an_error_event() {
     assert_eq!(code, 0, "{err}");
     assert!(!dump.contains(" error "), "{dump}");
 }
+
+/// Issue 31, item 7: a crd killed with SIGKILL left its check running with no
+/// one to enforce its timeout, and what the check started in the background ran
+/// on too. Now the check dies with crd (its parent-death signal) and the next
+/// crd kills the rest of its process group at start.
+#[test]
+fn children_and_their_background_processes_die_with_a_killed_crd() {
+    let sb = Sandbox::new("pdeath");
+    // The check records its own pid, starts a grandchild in the background,
+    // records that, and waits. Only its first run does so.
+    sb.module(
+        "Hang",
+        "[ -e ../../ran ] && exit 1\ntouch ../../ran\necho $$ > ../../child\n\
+         sleep 7351 &\necho $! > ../../grandchild\nsleep 7352\nexit 1",
+        None,
+    );
+    sb.config("interval = 1h\ntimeout = 1h");
+    let mut d = sb.start();
+    assert!(
+        wait_for(LONG, || sb.read("grandchild").trim().parse::<i32>().is_ok()),
+        "{}",
+        d.log()
+    );
+    let child: i32 = sb.read("child").trim().parse().unwrap();
+    let grandchild: i32 = sb.read("grandchild").trim().parse().unwrap();
+    assert!(alive(child) && alive(grandchild));
+    d.signal(libc::SIGKILL);
+    d.wait_exit(LONG).expect("crd is gone after SIGKILL");
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(child)),
+        "the check (pid {child}) outlived crd"
+    );
+    // Its background process did not die with it...
+    assert!(alive(grandchild), "pid {grandchild}");
+    // ...and the next crd ends it before it runs anything.
+    let d = sb.start();
+    assert!(
+        wait_for(Duration::from_secs(5), || !alive(grandchild)),
+        "the check's background process (pid {grandchild}) outlived a restart:\n{}",
+        d.log()
+    );
+    assert!(d.log().contains("killed process group"), "{}", d.log());
+}

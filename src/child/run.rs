@@ -12,6 +12,7 @@
 //! `KILL_GRACE` later, and SIGKILL to the group as soon as a timed-out leader is
 //! reaped, so grandchildren never outlive a timed-out run.
 
+use crate::child::groups::Record;
 use crate::child::recipe::Recipe;
 use crate::child::spawn::Spawner;
 use crate::child::sys::{self, Child, Reaped, WaitStatus};
@@ -97,6 +98,9 @@ pub struct Runs {
     finished: VecDeque<Finished>,
     pending_reads: Vec<usize>,
     buf: Box<[u8; READ_CHUNK_BYTES]>,
+    /// The daemon's record of its runs' process groups (`groups.rs`); none in
+    /// the foreground runs (`crd check`, `crd -x`, `crd --install`).
+    record: Option<Record>,
 }
 
 impl Runs {
@@ -109,7 +113,29 @@ impl Runs {
             finished: VecDeque::new(),
             pending_reads: Vec::new(),
             buf: Box::new([0; READ_CHUNK_BYTES]),
+            record: None,
         })
+    }
+
+    /// Kills the process groups a crd killed before it could end its runs left in
+    /// the record at `path` (its children died with it, their descendants did
+    /// not), and records this crd's groups there from now on. Call before the
+    /// first run starts. Returns one line per group killed; an error means no
+    /// record is kept (and the runs go on without it).
+    pub fn take_over_groups(&mut self, path: &std::path::Path) -> Result<Vec<String>, String> {
+        let (record, killed) = Record::take_over(path)?;
+        self.record = Some(record);
+        Ok(killed)
+    }
+
+    /// Writes slot `id` of the record; a failed write stops the record (logged once).
+    fn record_slot(&mut self, id: usize, pgid: Option<u32>) {
+        if let Some(r) = self.record.as_mut()
+            && let Err(e) = r.set(id, pgid)
+        {
+            log::warn!("record of process groups: {e}; no longer kept");
+            self.record = None;
+        }
     }
 
     /// Runs in flight.
@@ -143,6 +169,9 @@ impl Runs {
         };
         match self.spawner.spawn(s) {
             Ok(sp) => {
+                if s.own_group {
+                    self.record_slot(id, Some(sp.child.pid));
+                }
                 self.slab[id] = Some(Run {
                     module: s.module.to_string(),
                     role: s.role,
@@ -271,6 +300,9 @@ impl Runs {
             return;
         }
         let mut run = self.slab[id].take().expect("checked above");
+        if run.own_group {
+            self.record_slot(id, None);
+        }
         if let Some(mut p) = run.pipe.take() {
             // A descendant still holds the pipe: stop listening, do not wait for it.
             if run.watched {

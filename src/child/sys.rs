@@ -82,6 +82,9 @@ pub struct ChildMem {
     blocking: RawFd,
     own_group: bool,
     limits: Limits,
+    /// crd's pid: the child checks, once its parent-death signal is set, that its
+    /// parent is still this process (see `child_steps`).
+    parent: c_int,
     /// errno of the step that failed, written by the child before it exits with 127;
     /// 0 if it exec'd.
     err: AtomicI32,
@@ -102,6 +105,7 @@ impl ChildMem {
             stdio: [-1; 4],
             blocking: -1,
             own_group: false,
+            parent: 0,
             limits: Limits {
                 address_space: 0,
                 cpu_seconds: 0,
@@ -161,6 +165,7 @@ impl ChildMem {
         self.blocking = plan.blocking;
         self.own_group = plan.own_group;
         self.limits = plan.limits;
+        self.parent = std::process::id() as c_int;
         self.err.store(0, Ordering::Relaxed);
     }
 
@@ -321,6 +326,24 @@ unsafe fn child_steps(m: &ChildMem) -> c_int {
     // SAFETY (this block): every pointer passed is to memory in `m` or a static, valid
     // for the call; the descriptors are the child's own copies.
     unsafe {
+        // The child dies with crd: a crd killed with SIGKILL (or by the OOM
+        // killer) leaves no check running on without its timeout. It reaches
+        // only this process, and the exec keeps it (unless the program is
+        // set-user-ID); grandchildren are left to the record of process groups
+        // (`groups.rs`). If crd died before the signal was set, the child has
+        // been reparented already: stop here.
+        if let Err(e) = check(raw::syscall(
+            libc::SYS_prctl as c_long,
+            libc::PR_SET_PDEATHSIG as usize,
+            libc::SIGKILL as usize,
+            0,
+            0,
+        )) {
+            return e;
+        }
+        if raw::syscall(libc::SYS_getppid as c_long, 0, 0, 0, 0) != m.parent as isize {
+            return libc::ESRCH;
+        }
         // Handlers and the ignored SIGPIPE are crd's, not the child's.
         for sig in [
             libc::SIGPIPE,

@@ -135,6 +135,13 @@ impl Daemon {
             Ok(mut c) => {
                 c.set_max_body(d.cfg.spool.max_record as usize);
                 d.control = Some(c);
+                // Holding the socket, this is the one crd of this config: the
+                // groups a killed one left beside it are its to end.
+                let record = crate::child::groups::record_path(&d.cfg.control_socket);
+                match d.runs.take_over_groups(&record) {
+                    Ok(killed) => killed.iter().for_each(|l| log::warn!("{l}")),
+                    Err(e) => log::warn!("no record of process groups: {e}"),
+                }
             }
             Err(e @ control::BindError::InUse(_)) => return Err(io::Error::other(e.to_string())),
             // Status is a convenience: without it crd still does its job.
