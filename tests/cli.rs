@@ -169,3 +169,114 @@ fn usage_errors_exit_2_and_help_and_version_exit_0() {
     assert_eq!(code, 0);
     assert!(out.starts_with("crd "), "{out}");
 }
+
+/// Issue 31, item 4: `--check-config` said ok to a `command_key_file` the daemon
+/// then refused (`remote commands are off`): missing, too short, or readable by
+/// others. It now makes the daemon's own check and names the line.
+#[test]
+fn check_config_refuses_a_command_key_file_the_daemon_cannot_use() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new("checkconf-key");
+    sb.script("modules/say/say", "echo hi");
+    let key = sb.path("key");
+    sb.config(&format!(
+        "commands = say\ncommand_key_file = {}",
+        key.display()
+    ));
+    let conf = sb.conf().display().to_string();
+    let at = format!("{conf}:6: key `command_key_file`:");
+    let cases: [(Option<&str>, u32, &str); 3] = [
+        (None, 0o600, "No such file"),
+        (Some("12345"), 0o600, "5 bytes"),
+        (Some(&"k".repeat(40)), 0o644, "mode 0644"),
+    ];
+    for (text, mode, why) in cases {
+        let _ = std::fs::remove_file(&key);
+        if let Some(t) = text {
+            std::fs::write(&key, t).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let (code, out, err) = sb.run(&["--check-config"]);
+        assert_eq!(code, 2, "{why}: {out}{err}");
+        assert!(err.contains(&at) && err.contains(why), "{why}: {err}");
+        assert!(err.contains("remote commands off"), "{err}");
+        assert!(out.contains("command_key_file refused"), "{out}");
+    }
+    // The key the daemon takes passes.
+    std::fs::write(&key, "k".repeat(40)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out, err) = sb.run(&["--check-config"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(": ok;"), "{out}");
+}
+
+/// Issue 31, item 4: a relative `modules_dir` passed `--check-config` while every
+/// child failed (`No such file or directory`: children run in their module's
+/// directory). Relative paths are now taken from the config file's directory,
+/// wherever crd is started from, and `CRD_CONFIG` is absolute.
+#[test]
+fn relative_paths_in_the_config_are_taken_from_its_directory() {
+    let sb = Sandbox::new("relpaths");
+    std::fs::write(
+        sb.conf(),
+        "node = t\nmodules_dir = modules\ncontrol_socket = crd.sock\nspool_dir = spool\ninterval = 1h\n",
+    )
+    .unwrap();
+    sb.module("Rel", "echo \"$PWD $CRD_CONFIG\" > ../../ran\nexit 1", None);
+    let mut cmd = sb.crd(&["--check-config"]);
+    cmd.current_dir("/");
+    let (code, out, err) = run_to_end(cmd);
+    assert_eq!(code, 0, "{out}{err}");
+    let modules = sb.path("modules").display().to_string();
+    assert!(
+        out.contains(&format!("1 modules runnable from {modules}")),
+        "{out}"
+    );
+    // The daemon, started from `/`, runs the module.
+    let log = std::fs::File::create(sb.path("crd.log")).unwrap();
+    let mut cmd = sb.crd(&[]);
+    cmd.current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    let mut d = cmd.spawn().unwrap();
+    let ran = wait_for(std::time::Duration::from_secs(20), || {
+        sb.read("ran").ends_with('\n')
+    });
+    let _ = d.kill();
+    let _ = d.wait();
+    assert!(ran, "{}", sb.read("crd.log"));
+    assert_eq!(
+        sb.read("ran"),
+        format!("{modules}/Rel {}\n", sb.conf().display())
+    );
+    assert!(sb.exists("spool") && sb.exists("crd.sock"));
+}
+
+/// Issue 31, item 4: a module with `register` but no `subscribe` (and so no
+/// `check`) was passed over in silence, neither refused nor run. It is now
+/// refused, naming the line that set `register`.
+#[test]
+fn check_config_refuses_a_register_without_subscribe_naming_its_line() {
+    let sb = Sandbox::new("checkconf-rule");
+    sb.write(
+        "modules/Rule/module.conf",
+        "period = 1m\nregister = count\n",
+    );
+    sb.write("modules/Rule2/module.conf", "description = a rule\n");
+    if cfg!(feature = "collector") {
+        // (Without the collector, `register` in crd.conf is a parse error.)
+        sb.config("[module Rule2]\nregister = count\nperiod = 1m");
+    }
+    let (code, out, err) = sb.run(&["--check-config"]);
+    assert_eq!(code, 2, "{out}{err}");
+    let own = sb.path("modules/Rule/module.conf").display().to_string();
+    assert!(err.contains(&format!("{own}:2: key `register`")), "{err}");
+    assert!(out.contains("refused (Rule"), "{out}");
+    if cfg!(feature = "collector") {
+        let conf = sb.conf().display().to_string();
+        assert!(err.contains(&format!("{conf}:6: key `register`")), "{err}");
+        assert!(err.contains("needs `subscribe`"), "{err}");
+        assert!(out.contains("2 modules refused (Rule, Rule2)"), "{out}");
+    }
+}

@@ -487,6 +487,10 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         .clone()
         .or_else(|| std::env::var_os("CRD_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG));
+    // Absolute, so that the paths in it resolve against its directory and
+    // children (which run in their module's directory) get a `CRD_CONFIG` that
+    // holds there too.
+    let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
     let cfg = match crate::host::files::load_config(&config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -627,18 +631,36 @@ fn run_daemon(cfg: Config, pinned: Option<log::LevelFilter>) -> i32 {
     }
 }
 
-/// `--check-config`: the config parsed (or `main` already exited 2), then every
-/// module. A refused module exits 2: the daemon would run the rest, but a
-/// deployment gated on this must not ship a router that runs less than it was
+/// `--check-config`: the config parsed (or `main` already exited 2), then what
+/// the daemon would refuse at start although it parsed: a `command_key_file` it
+/// cannot use (the daemon then runs with remote commands off, and `crd send`
+/// fails), then every module. Either exits 2: the daemon would run the rest, but
+/// a deployment gated on this must not ship a router that runs less than it was
 /// given. Other warnings (no `modules_dir` yet, a `[module NAME]` for a module not
 /// installed, as a package's config may carry) are printed and exit 0.
 fn check_config(cfg: &Config) -> i32 {
+    let mut refused_key = false;
+    if let Some(p) = &cfg.command_key_file {
+        // The very check the daemon's commands and `crd send` make.
+        if let Err(e) = crate::command::edge::read_key(p) {
+            let e = config::ConfigError {
+                file: cfg.path.clone(),
+                line: cfg.line_of("command_key_file"),
+                key: Some("command_key_file".into()),
+                msg: format!(
+                    "{e} (the daemon would run with remote commands off, and `crd send` would fail)"
+                ),
+            };
+            err!("crd: {e}");
+            refused_key = true;
+        }
+    }
     let scan = modules::discover(cfg, sys::euid());
     for w in &scan.warnings {
         err!("crd: {w}");
     }
     let runnable = scan.modules.len();
-    if scan.refused.is_empty() {
+    if !refused_key && scan.refused.is_empty() {
         out!(
             "{}: ok; {runnable} modules runnable from {}",
             cfg.path.display(),
@@ -646,12 +668,22 @@ fn check_config(cfg: &Config) -> i32 {
         );
         return EXIT_OK;
     }
+    let mut what = Vec::new();
+    if refused_key {
+        what.push("command_key_file refused".to_string());
+    }
     let refused = scan.refused.len();
+    if refused > 0 {
+        what.push(format!(
+            "{refused} module{} refused ({})",
+            if refused == 1 { "" } else { "s" },
+            scan.refused.join(", ")
+        ));
+    }
     out!(
-        "{}: {refused} module{} refused ({}); {runnable} modules runnable from {}",
+        "{}: {}; {runnable} modules runnable from {}",
         cfg.path.display(),
-        if refused == 1 { "" } else { "s" },
-        scan.refused.join(", "),
+        what.join(", "),
         cfg.modules_dir.display()
     );
     EXIT_USAGE

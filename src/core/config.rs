@@ -119,7 +119,39 @@ pub struct RuleSettings {
     pub equals: Option<String>,
 }
 
+/// Every key of a rule module, in the order a problem is blamed on them.
+pub const RULE_KEYS: [&str; 8] = [
+    "register",
+    "value",
+    "period",
+    "by",
+    "register_keys",
+    "above",
+    "below",
+    "equals",
+];
+
 impl RuleSettings {
+    /// The key a `problem` is blamed on: `register` when it is set, else the
+    /// first stray rule key.
+    pub fn blamed_key(&self) -> &'static str {
+        let set = [
+            self.register.is_some(),
+            self.value.is_some(),
+            self.period.is_some(),
+            self.by.is_some(),
+            self.register_keys.is_some(),
+            self.above.is_some(),
+            self.below.is_some(),
+            self.equals.is_some(),
+        ];
+        RULE_KEYS
+            .iter()
+            .zip(set)
+            .find(|(_, set)| *set)
+            .map_or("register", |(k, _)| k)
+    }
+
     /// What does not fit together, in words; `subscribed` says whether the module
     /// has `subscribe`.
     pub fn problem(&self, subscribed: bool) -> Option<String> {
@@ -333,6 +365,9 @@ pub struct Config {
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
+    /// Each global key set in the file and its line, for messages about a value
+    /// that parsed but does not work (`crd --check-config`).
+    pub set_at: Vec<(String, u32)>,
 }
 
 /// One `[module NAME]` section: its overrides, applied after the module's own file.
@@ -341,6 +376,8 @@ pub struct Section {
     pub name: String,
     pub line: u32,
     pub overrides: Vec<Setting>,
+    /// Each rule key (`RULE_KEYS`) the section sets, and its line.
+    pub set_at: Vec<(&'static str, u32)>,
 }
 
 /// One parsed per-module `key = value`, kept so it can be applied later in order.
@@ -493,7 +530,28 @@ impl Config {
             fleet_html: None,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
+            set_at: Vec::new(),
         }
+    }
+
+    /// The line global `key` was set at; 0 when it was not (a default).
+    pub fn line_of(&self, key: &str) -> u32 {
+        self.set_at
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(0, |(_, l)| *l)
+    }
+
+    /// Where `key` of module `name`'s `[module NAME]` sections was set last:
+    /// the line in this file, if a section sets it.
+    pub fn section_line_of(&self, name: &str, key: &str) -> Option<u32> {
+        self.sections
+            .iter()
+            .filter(|s| s.name == name)
+            .flat_map(|s| s.set_at.iter())
+            .filter(|(k, _)| *k == key)
+            .map(|(_, l)| *l)
+            .next_back()
     }
 
     /// The settings of module `name` given the overrides of its own `module.conf`.
@@ -950,6 +1008,7 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
                             name: name.to_string(),
                             line: n,
                             overrides: Vec::new(),
+                            set_at: Vec::new(),
                         });
                         current = Scope::Section(cfg.sections.len() - 1);
                     }
@@ -979,15 +1038,20 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
                     // Keys of a rejected section are skipped, not applied globally.
                     Scope::Rejected => {}
                     Scope::Section(i) => match module_setting(k, v) {
-                        Ok(Some(s)) => cfg.sections[i].overrides.push(s),
+                        Ok(Some(s)) => {
+                            let sec = &mut cfg.sections[i];
+                            sec.overrides.push(s);
+                            if let Some(k) = RULE_KEYS.iter().find(|r| **r == k) {
+                                sec.set_at.push((k, n));
+                            }
+                        }
                         Ok(None) => err(n, Some(k), "unknown key in a [module] section".into()),
                         Err(m) => err(n, Some(k), m),
                     },
-                    Scope::Global => {
-                        if let Err(m) = global_setting(&mut cfg, k, v) {
-                            err(n, Some(k), m);
-                        }
-                    }
+                    Scope::Global => match global_setting(&mut cfg, k, v) {
+                        Ok(()) => cfg.set_at.push((k.to_string(), n)),
+                        Err(m) => err(n, Some(k), m),
+                    },
                 }
             }
         }
@@ -1067,14 +1131,23 @@ fn parse_size_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
     Ok(n)
 }
 
+/// A path key's value: a relative path is taken from the config file's
+/// directory, not from wherever crd was started (children run in their module's
+/// directory, so a path relative to crd's own directory would not hold for them).
+fn config_relative(config: &Path, v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        return Err("empty path".to_string());
+    }
+    let v = Path::new(v);
+    Ok(match config.parent() {
+        Some(dir) if v.is_relative() => dir.join(v),
+        _ => v.to_path_buf(),
+    })
+}
+
 fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
-    let path = |v: &str| {
-        if v.is_empty() {
-            Err("empty path".to_string())
-        } else {
-            Ok(PathBuf::from(v))
-        }
-    };
+    let config = cfg.path.clone();
+    let path = |v: &str| config_relative(&config, v);
     match k {
         "node" => {
             valid_node(v).map_err(|why| format!("bad node `{v}` ({why})"))?;
@@ -1269,6 +1342,14 @@ pub fn parse_module_conf(text: &str, path: &Path) -> Result<Vec<Setting>, Config
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// The line of `text` (a `module.conf`) that sets `key`, if one does.
+pub fn key_line(text: &str, key: &str) -> Option<u32> {
+    lines(text, &mut |_, _, _| {})
+        .into_iter()
+        .find(|(_, l)| matches!(l, Line::Pair(k, _) if *k == key))
+        .map(|(n, _)| n)
 }
 
 /// The descriptive keys of a `module.conf`; empty strings when absent.
@@ -1618,6 +1699,59 @@ mod tests {
                 .unwrap()
                 .contains("needs `subscribe`")
         );
+    }
+
+    /// Issue 31, item 4: a relative path key is taken from the config file's
+    /// directory (children run in their module's directory, crd wherever it was
+    /// started); an absolute one is kept.
+    #[test]
+    fn relative_paths_are_taken_from_the_config_files_directory() {
+        let text = "modules_dir = m\nspool_dir = ./s\ncontrol_socket = /run/c.sock\n\
+                    command_key_file = ../k\npassword_file = p\nca_file = c.pem\n";
+        let c = parse_config(text, Path::new("/etc/crd/crd.conf")).unwrap();
+        assert_eq!(c.modules_dir, Path::new("/etc/crd/m"));
+        assert_eq!(c.spool_dir, Path::new("/etc/crd/./s"));
+        assert_eq!(c.control_socket, Path::new("/run/c.sock"));
+        assert_eq!(
+            c.command_key_file.as_deref(),
+            Some(Path::new("/etc/crd/../k"))
+        );
+        assert_eq!(
+            c.mqtt.password_file.as_deref(),
+            Some(Path::new("/etc/crd/p"))
+        );
+        assert_eq!(c.mqtt.ca_file, Path::new("/etc/crd/c.pem"));
+        assert_eq!(c.line_of("command_key_file"), 4);
+        assert_eq!(c.line_of("broker"), 0);
+    }
+
+    #[test]
+    fn the_line_of_a_rule_key_is_found_in_a_section_or_a_module_conf() {
+        if !cfg!(feature = "collector") {
+            return;
+        }
+        let c = parse_config(
+            "[module A]\nperiod = 1m\nregister = count\n[module B]\ntimeout = 1\n",
+            Path::new("crd.conf"),
+        )
+        .unwrap();
+        assert_eq!(c.section_line_of("A", "register"), Some(3));
+        assert_eq!(c.section_line_of("B", "register"), None);
+        assert_eq!(
+            key_line("# x\nperiod = 1m\n\nregister = sum\n", "register"),
+            Some(4)
+        );
+        assert_eq!(key_line("period = 1m\n", "register"), None);
+        let r = RuleSettings {
+            period: Some(Duration::from_secs(60)),
+            ..RuleSettings::default()
+        };
+        assert_eq!(r.blamed_key(), "period");
+        let r = RuleSettings {
+            register: Some(RegisterKind::Count),
+            ..r
+        };
+        assert_eq!(r.blamed_key(), "register");
     }
 
     /// Issue 17: remote commands are off unless modules are named, one by one.

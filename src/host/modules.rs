@@ -135,17 +135,28 @@ pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> 
     if cfg!(feature = "collector")
         && let Some(why) = settings.rule.problem(!settings.subscribe.is_empty())
     {
-        problems.push(format!(
-            "module {name} ({} or its [module {name}] section): {why}",
-            dir.join("module.conf").display()
-        ));
+        // Blamed on the line that set the key: the section wins over module.conf.
+        let key = settings.rule.blamed_key();
+        let conf = dir.join("module.conf");
+        let at = match cfg.section_line_of(name, key) {
+            Some(l) => format!("{}:{l}", cfg.path.display()),
+            None => match read_bounded(&conf, config::MAX_CONFIG_BYTES)
+                .ok()
+                .and_then(|t| config::key_line(&t, key))
+            {
+                Some(l) => format!("{}:{l}", conf.display()),
+                None => conf.display().to_string(),
+            },
+        };
+        problems.push(format!("{at}: key `{key}`: {why}"));
     }
     let check = dir.join("check");
     let check = if check.exists() {
         problems.extend(exec_problem(&check));
         Some(check)
     } else {
-        if settings.subscribe.is_empty() {
+        // A register without `subscribe` was refused above, for what it is.
+        if settings.subscribe.is_empty() && settings.rule.register.is_none() {
             problems.push(format!("{} is missing", check.display()));
         }
         None
@@ -170,7 +181,9 @@ pub fn load(cfg: &Config, name: &str, euid: u32) -> Result<Module, Vec<String>> 
 }
 
 /// Whether the directory of module `name` is one: it has a `check`, or it
-/// subscribes (its `module.conf` or `[module NAME]` sets `subscribe`). Anything
+/// subscribes or keeps a register (its `module.conf` or `[module NAME]` sets
+/// `subscribe` or `register`; `load` then refuses a register without
+/// `subscribe`, rather than the module being passed over in silence). Anything
 /// else (a support module alone) is passed over.
 fn is_module(cfg: &Config, dir: &Path, name: &str) -> bool {
     if dir.join("check").exists() {
@@ -178,14 +191,21 @@ fn is_module(cfg: &Config, dir: &Path, name: &str) -> bool {
     }
     let in_section = cfg.sections.iter().any(|s| {
         s.name == name
-            && s.overrides
-                .iter()
-                .any(|o| matches!(o, config::Setting::Subscribe(_)))
+            && s.overrides.iter().any(|o| {
+                matches!(
+                    o,
+                    config::Setting::Subscribe(_) | config::Setting::Register(_)
+                )
+            })
     });
     in_section
         || read_bounded(&dir.join("module.conf"), config::MAX_CONFIG_BYTES).is_ok_and(|t| {
-            t.lines()
-                .any(|l| l.trim_start().split(['=', ' ']).next() == Some("subscribe"))
+            t.lines().any(|l| {
+                matches!(
+                    l.trim_start().split(['=', ' ']).next(),
+                    Some("subscribe" | "register")
+                )
+            })
         })
 }
 
