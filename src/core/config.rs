@@ -5,7 +5,8 @@
 //! defaults. It is pure: callers read the file and pass its text and its path (for
 //! messages); nothing here opens files or reads the clock. Every error names
 //! `file:line` and the key. A whole file is parsed even after an error so that
-//! `crd --check-config` can list every problem at once.
+//! `crd --check-config` can list every problem at once. A relative path key is
+//! joined to the config file's directory here (a path computation, no IO).
 //!
 //! Precedence for a module's settings, lowest first: built-in defaults, the global
 //! keys of `crd.conf`, the module's own `module.conf`, the `[module NAME]` section of
