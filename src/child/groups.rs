@@ -213,7 +213,7 @@ impl Record {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let w = Writer {
             boot_id: boot,
-            session: me.session,
+            session: sys::session_id(),
             start: me.start,
         };
         file.write_all_at(header(&w).as_bytes(), 0)

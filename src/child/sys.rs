@@ -744,6 +744,13 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The session this process is in (`getsid(0)`). Not from `/proc/self/stat`:
+/// qemu's user-mode emulation (the cross-built tests) shows 0 there.
+pub fn session_id() -> u32 {
+    // SAFETY: getsid(0) has no preconditions and cannot fail for this process.
+    unsafe { libc::getsid(0) }.max(0) as u32
+}
+
 /// Whether standard input is a terminal.
 pub fn stdin_is_tty() -> bool {
     // SAFETY: isatty only inspects the descriptor number.
