@@ -1123,3 +1123,48 @@ fn a_full_disk_pauses_the_journal_which_drops_nothing_and_resumes_by_itself() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(), N, "{}", d.status());
 }
+
+/// Names from the bus are untrusted text that reaches an operator's terminal:
+/// a node named with an ESC sequence and a U+202E reversal is shown escaped
+/// by `crd fleet`, `crd register` and `crd status`, never raw.
+#[test]
+fn names_from_the_bus_are_escaped_for_the_terminal() {
+    let home = Sandbox::new("esc");
+    let b = home.queueing_broker();
+    let c = Sandbox::new("esc1");
+    c.write(
+        "modules/Cnt/module.conf",
+        "subscribe = crd/+/event/#\nregister = count\nby = node\nperiod = 30m\n",
+    );
+    c.config_node("esc1", &format!("broker = {}", b.addr()));
+    let d = c.start();
+    assert!(
+        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
+        "{}",
+        d.log()
+    );
+    let node = "gw\\u001b]0;owned\\u0007\\u001b[2J\\u202elive";
+    let event = format!(
+        "{{\"node\":\"{node}\",\"stream\":\"00000000000000aa\",\"seq\":1,\"ts\":1,\"module\":\"M\\u202e\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":1,\"out\":\"\"}}\n"
+    );
+    let file = home.path("event");
+    fs::write(&file, event).unwrap();
+    publish_file(b.port, "crd/x/event/M", &file);
+    assert!(
+        wait_for(LONG, || stat_of(&d.status(), "collect_decided") == 1),
+        "{}\n{}",
+        d.status(),
+        d.log()
+    );
+    let raw = |s: &str| s.contains('\u{1b}') || s.contains('\u{7}') || s.contains('\u{202e}');
+    let (code, fleet, err) = c.run(&["fleet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!raw(&fleet), "{fleet:?}");
+    assert!(fleet.contains("gw\\u{001b}]0;owned\\u{0007}"), "{fleet}");
+    let (code, reg, err) = c.run(&["register", "Cnt"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!raw(&reg), "{reg:?}");
+    assert!(reg.contains("\\u{202e}live 1"), "{reg}");
+    let st = d.status();
+    assert!(!raw(&st), "{st:?}");
+}

@@ -174,6 +174,8 @@ fn the_load_rule_fires_for_the_hot_node_once_per_crossing_and_its_event_reaches_
     let st = c.status();
     assert_eq!(stat_of(&st, "collect_runs"), 2, "{st}");
     assert_eq!(stat_of(&st, "rule_LbTurnDown_skipped"), 0, "{st}");
+    // Each of the 19 decided by the rule without a fork, and counted so.
+    assert_eq!(stat_of(&st, "collect_decided"), 19, "{st}");
     drop(edges);
 }
 

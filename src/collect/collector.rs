@@ -36,6 +36,7 @@ use crate::core::decide::{self, Outcome};
 use crate::core::event::{Event, Kind};
 use crate::core::lifecycle::{self, ModuleState, Next, Ran};
 use crate::core::module::{Module, Role};
+use crate::core::output::terminal_safe;
 use crate::core::status::{Status, Value};
 use crate::core::topic;
 use crate::host::logger::RateLimit;
@@ -593,8 +594,9 @@ impl Collector {
                 "error: no register `{module}` (a rule module with `register`, fed at least once since the start)\n"
             );
         };
+        // Keys (node names, topics) and text values came from the bus.
         let text = |k: &str, v: Option<f64>| match rule.regs.text(k) {
-            Some(t) if !t.is_empty() => t.to_string(),
+            Some(t) if !t.is_empty() => terminal_safe(t).into_owned(),
             _ => register::format_value(v),
         };
         match key {
@@ -605,7 +607,7 @@ impl Collector {
             None => {
                 let mut s = String::new();
                 for (k, v) in rule.regs.list(now_ms) {
-                    let _ = writeln!(s, "{k} {}", text(k, v));
+                    let _ = writeln!(s, "{} {}", terminal_safe(k), text(k, v));
                 }
                 s
             }
@@ -1145,7 +1147,6 @@ impl Collector {
             output,
             dur: Duration::ZERO,
         };
-        self.stats.decided += u64::from(job.reg.is_some());
         let origin = job.reg.as_ref().map_or(v.origin(), |r| &r.key);
         let d = Decide {
             origins: &mut self.origins,
@@ -1271,7 +1272,7 @@ impl Collector {
                 .iter()
                 .any(|(cm, ck)| *cm == m.name && *ck == key)
         };
-        match (reading.holds, firing) {
+        let next = match (reading.holds, firing) {
             // Once per crossing: a condition that still holds does nothing more;
             // nor while the check of an earlier message of this key runs.
             (true, true) => None,
@@ -1284,7 +1285,13 @@ impl Collector {
             // Stopped holding: `cleared` if it had fired; a run of hits broken.
             (false, _) if state.is_some() => Some((Step::Decided(false), reg())),
             (false, _) => None,
+        };
+        // Every message the rule fed and decided on without a fork (a check
+        // started is not decided yet).
+        if !matches!(next, Some((Step::Check, _))) {
+            self.stats.decided += 1;
         }
+        next
     }
 
     /// Starts runs while a collector slot is free and work is ready; `start`

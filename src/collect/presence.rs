@@ -12,6 +12,7 @@
 //! states (`<prefix>/<node>/state/<module>`: ON or OFF since when), at most
 //! `MAX_STATES_PER_NODE` a node, 8 bytes each.
 
+use crate::core::output::terminal_safe;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -380,18 +381,28 @@ impl Fleet {
             "NODE", "STATE", "SINCE", "VERSION", "EVENT AGE"
         );
         for n in self.sorted() {
+            // Every name here came from the bus: made harmless for the
+            // operator's terminal (an ESC sequence, a U+202E reversal).
             let last = if n.last_event_ms == 0 {
                 "-".to_string()
             } else {
-                format!("{} {}", n.last_event_module, n.last_event_kind)
+                format!(
+                    "{} {}",
+                    terminal_safe(n.last_event_module),
+                    terminal_safe(n.last_event_kind)
+                )
             };
             let _ = writeln!(
                 s,
                 "{:<24} {:<8} {:>12} {:<10} {:>12}  {last}",
-                n.node,
-                n.state,
+                terminal_safe(n.node),
+                terminal_safe(n.state),
                 age(n.since_ms),
-                if n.version.is_empty() { "-" } else { n.version },
+                if n.version.is_empty() {
+                    "-".into()
+                } else {
+                    terminal_safe(n.version)
+                },
                 age(n.last_event_ms),
             );
         }

@@ -5,6 +5,9 @@
 //! but keep only `limit` bytes. Half the budget holds the head (usually the message
 //! that matters), half a ring holding the tail (usually the error that ended the run).
 //! Pure: fed byte slices, it never touches a file descriptor.
+//!
+//! Also `terminal_safe`: text that came from the bus (node and module names,
+//! register keys) made harmless for an operator's terminal.
 
 /// Head and tail of a byte stream within a fixed budget, in bytes.
 #[derive(Debug)]
@@ -110,6 +113,43 @@ pub fn head_tail(s: &str, limit: usize) -> std::borrow::Cow<'_, str> {
     .into()
 }
 
+/// Whether `c` must not reach a terminal as it is: C0 and C1 controls (ESC
+/// starts the sequences that move the cursor, retitle the window or rewrite
+/// what is on screen) and the Unicode bidirectional controls (U+202E shows
+/// `gw-evil` as `live-wg`), and the line and paragraph separators.
+fn unsafe_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every control or bidirectional character written as `\u{XXXX}`,
+/// for names and text from the bus that `crd fleet`, `crd status` and `crd
+/// register` print: untrusted text reaching an operator's terminal. `s` itself
+/// (no copy) when it has none.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(unsafe_on_terminal) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_on_terminal(c) {
+            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +213,20 @@ mod tests {
         let mut c = Capture::new(64);
         c.push(&[0xff, b'a', 0xfe]);
         assert_eq!(c.render(), "\u{fffd}a\u{fffd}");
+    }
+
+    #[test]
+    fn terminal_safe_escapes_controls_and_bidi_and_keeps_the_rest() {
+        assert!(matches!(
+            terminal_safe("gw.lan Wan_Down é 日本"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(terminal_safe("a\u{1b}[2Jb"), "a\\u{001b}[2Jb");
+        assert_eq!(terminal_safe("gw-\u{202e}live"), "gw-\\u{202e}live");
+        assert_eq!(
+            terminal_safe("x\ny\r\u{7f}\u{85}"),
+            "x\\u{000a}y\\u{000d}\\u{007f}\\u{0085}"
+        );
+        assert_eq!(terminal_safe("\u{2066}\u{2069}"), "\\u{2066}\\u{2069}");
     }
 }

@@ -12,6 +12,7 @@
 //! -` is `null`, `yes`/`no` are `true`/`false`. A figure that the text prints
 //! only when it has one is `null` in JSON, so every key is always there.
 
+use crate::core::output::terminal_safe;
 use std::fmt::Write;
 
 /// One figure.
@@ -88,18 +89,23 @@ impl Status {
         let _ = writeln!(
             s,
             "crd {} node {} pid {}",
-            self.version, self.node, self.pid
+            self.version,
+            terminal_safe(&self.node),
+            self.pid
         );
+        // Names and text may come from the bus (a node's, a topic's): made
+        // harmless for the terminal that shows them.
         for (k, v) in &self.items {
+            let k = terminal_safe(k);
             let _ = match v {
                 Value::Num(n) => writeln!(s, "{k}: {n}"),
-                Value::Text(t) => writeln!(s, "{k}: {t}"),
+                Value::Text(t) => writeln!(s, "{k}: {}", terminal_safe(t)),
                 Value::Flag(b) => writeln!(s, "{k}: {}", if *b { "yes" } else { "no" }),
                 Value::Ago(Some(a)) => writeln!(s, "{k}: {a}s ago"),
                 Value::Ago(None) => writeln!(s, "{k}: never"),
                 Value::Maybe(Some(n)) => writeln!(s, "{k}: {n}"),
                 Value::Maybe(None) => writeln!(s, "{k}: -"),
-                Value::Opt(Some(t)) => writeln!(s, "{k}: {t}"),
+                Value::Opt(Some(t)) => writeln!(s, "{k}: {}", terminal_safe(t)),
                 Value::Opt(None) => Ok(()),
             };
         }
@@ -110,14 +116,22 @@ impl Status {
         );
         for m in &self.modules {
             let next = m.next_s.map_or_else(|| "-".to_string(), |n| n.to_string());
-            let last = m
-                .last
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |(o, ago)| format!("{o} {ago}s ago"));
+            let last = m.last.as_ref().map_or_else(
+                || "-".to_string(),
+                |(o, ago)| format!("{} {ago}s ago", terminal_safe(o)),
+            );
             let _ = writeln!(
                 s,
                 "{:<24} {:<8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}  {}",
-                m.name, m.state, m.runs, m.fired, m.responses, m.errors, m.overruns, next, last
+                terminal_safe(&m.name),
+                m.state,
+                m.runs,
+                m.fired,
+                m.responses,
+                m.errors,
+                m.overruns,
+                next,
+                last
             );
         }
         s

@@ -70,41 +70,102 @@ pub fn extract(payload: &[u8], path: &str, want_text: bool) -> Result<Got, Skip>
         let s = std::str::from_utf8(payload).map_err(|_| Skip::NotANumber)?;
         return leaf_text(s, want_text);
     }
+    // The containers the route entered, one bit a level (1: an object), so
+    // that what follows the value can be checked to close them.
+    let (mut objects, mut depth) = (0u64, 0u32);
     for level in path.split('.') {
         sc.ws();
+        if depth == u64::BITS {
+            return Err(Skip::NotJson);
+        }
         match sc.peek() {
-            Some(b'{') => sc.member(level)?,
+            Some(b'{') => {
+                objects |= 1 << depth;
+                sc.member(level)?;
+            }
             Some(b'[') => sc.element(level)?,
             Some(_) => return Err(Skip::Missing),
             None => return Err(Skip::NotJson),
         }
+        depth += 1;
     }
-    sc.ws();
-    match sc.peek() {
-        Some(b'"') => {
-            let s = sc.string()?;
-            leaf_text(&s, want_text)
+    let got = sc.leaf(want_text)?;
+    sc.close(objects, depth)?;
+    Ok(got)
+}
+
+impl<'a> Scan<'a> {
+    /// The value under the cursor, at the end of a route.
+    fn leaf(&mut self, want_text: bool) -> Result<Got, Skip> {
+        let sc = self;
+        sc.ws();
+        match sc.peek() {
+            Some(b'"') => {
+                let s = sc.string()?;
+                leaf_text(&s, want_text)
+            }
+            Some(b't' | b'f') if want_text => {
+                let t = sc.token();
+                match t {
+                    "true" | "false" => Ok(Got {
+                        num: None,
+                        text: Some(t.to_string()),
+                    }),
+                    _ => Err(Skip::NotJson),
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let t = sc.token();
+                let x = number(t.parse::<f64>().map_err(|_| Skip::NotJson)?)?;
+                Ok(Got {
+                    num: Some(x),
+                    text: want_text.then(|| t.to_string()),
+                })
+            }
+            Some(_) => Err(Skip::NotANumber),
+            None => Err(Skip::NotJson),
         }
-        Some(b't' | b'f') if want_text => {
-            let t = sc.token();
-            match t {
-                "true" | "false" => Ok(Got {
-                    num: None,
-                    text: Some(t.to_string()),
-                }),
-                _ => Err(Skip::NotJson),
+    }
+
+    /// After the value: the rest of each container the route entered (`depth`
+    /// of them, bit n of `objects` set where level n is an object), then
+    /// nothing but blanks. `{"v":2}trailing` is not JSON, and feeds nothing.
+    fn close(&mut self, objects: u64, depth: u32) -> Result<(), Skip> {
+        for level in (0..depth).rev() {
+            let object = objects >> level & 1 == 1;
+            loop {
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        if object {
+                            self.ws();
+                            if self.peek() != Some(b'"') {
+                                return Err(Skip::NotJson);
+                            }
+                            self.raw_string()?;
+                            self.eat(b':')?;
+                        }
+                        self.skip_value()?;
+                    }
+                    Some(b'}') if object => {
+                        self.i += 1;
+                        break;
+                    }
+                    Some(b']') if !object => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err(Skip::NotJson),
+                }
             }
         }
-        Some(b'-' | b'0'..=b'9') => {
-            let t = sc.token();
-            let x = number(t.parse::<f64>().map_err(|_| Skip::NotJson)?)?;
-            Ok(Got {
-                num: Some(x),
-                text: want_text.then(|| t.to_string()),
-            })
+        self.ws();
+        if self.i == self.b.len() {
+            Ok(())
+        } else {
+            Err(Skip::NotJson)
         }
-        Some(_) => Err(Skip::NotANumber),
-        None => Err(Skip::NotJson),
     }
 }
 
@@ -475,6 +536,35 @@ mod tests {
         assert_eq!(num(r#"{"a\"b":3,"a":4}"#, "a"), Ok(4.0));
         assert_eq!(num(r#"{"x":"\u0032\u0031"}"#, "x"), Ok(21.0));
         assert_eq!(num("hello", "."), Err(Skip::NotANumber));
+    }
+
+    /// A document that goes on after its value is not JSON: nothing is fed
+    /// from `{"v":2}trailing`, nor from a member or element not closed.
+    #[test]
+    fn bytes_after_the_document_make_it_not_json() {
+        assert_eq!(num(r#"{"v":2}"#, "v"), Ok(2.0));
+        assert_eq!(num(r#"{"v":2} "#, "v"), Ok(2.0));
+        assert_eq!(num(r#"{"v":2,"w":[1,{"x":"}"}]}"#, "v"), Ok(2.0));
+        assert_eq!(num(r#"{"a":[0,{"b":3},7],"c":1}"#, "a.1.b"), Ok(3.0));
+        for bad in [
+            r#"{"v":2}trailing"#,
+            r#"{"v":2}}"#,
+            r#"{"v":2}{"v":3}"#,
+            r#"{"v":2"#,
+            r#"{"v":2,}"#,
+            r#"{"v":2,"w"}"#,
+            r#"{"v":2 3}"#,
+            r#"{"v":2]"#,
+            r#"{"a":[0,{"b":3}}"#,
+            r#"{"a":[0,{"b":3]]}"#,
+        ] {
+            let path = if bad.starts_with(r#"{"a""#) {
+                "a.1.b"
+            } else {
+                "v"
+            };
+            assert_eq!(num(bad, path), Err(Skip::NotJson), "{bad}");
+        }
     }
 
     #[test]
