@@ -322,6 +322,43 @@ fn the_will_says_offline_after_sigkill() {
     assert!(out.contains("\"state\":\"offline\""), "{out}");
 }
 
+/// Two crds with one client_id on one broker take the session from each
+/// other in turn (the broker keeps one connection per id): each says so in
+/// its log and `mqtt_last_error`, naming the client_id, not only that the
+/// broker closed the connection.
+#[test]
+fn two_crds_with_one_client_id_say_why_they_flap() {
+    let broker_dir = Sandbox::new("mq-dup");
+    let broker = Broker::start(&broker_dir.path("broker"), "");
+    let (a, b) = (Sandbox::new("mq-dup-a"), Sandbox::new("mq-dup-b"));
+    for sb in [&a, &b] {
+        sb.config(&format!("broker = {}\nclient_id = twin", broker.addr()));
+    }
+    let (da, db) = (a.start(), b.start());
+    let said = |d: &Daemon| {
+        d.status()
+            .contains("mqtt_last_error: broker closed the connection")
+            && d.log()
+                .contains("another client with client_id `twin` is probably connected")
+    };
+    let told = wait_for(Duration::from_secs(40), || said(&da) || said(&db));
+    assert!(
+        told,
+        "{}\n{}\n{}\n{}",
+        da.status(),
+        da.log(),
+        db.status(),
+        db.log()
+    );
+    let st = if said(&da) { da.status() } else { db.status() };
+    assert!(
+        st.contains("client_id `twin` is probably connected"),
+        "{st}"
+    );
+    stop(da);
+    stop(db);
+}
+
 #[test]
 fn username_and_password_file() {
     let sb = Sandbox::new("mq-auth");

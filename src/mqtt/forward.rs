@@ -30,6 +30,13 @@ use std::time::{Duration, Instant};
 /// First wait after a failed connection; doubles up to `BACKOFF_MAX`, +-25% jitter.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A connection the broker closes within this long of its CONNACK counts as a
+/// quick close: what a broker does to the older of two clients with one
+/// client_id (MQTT 3.1.1, 3.1.4-2), each time the other connects.
+pub const TAKEOVER_WINDOW: Duration = Duration::from_secs(10);
+/// Quick closes in a row after which crd says another client probably has its
+/// client_id (the log and `mqtt_last_error`).
+pub const TAKEOVER_CLOSES: u32 = 3;
 /// Longest the resolution of the broker's name may take (the daemon kills the
 /// resolving child then); past it and a grace period the attempt counts as failed
 /// here too.
@@ -93,6 +100,10 @@ pub struct Forwarder {
     acked: u64,
     connects: u64,
     last_connect: Option<Instant>,
+    /// The client_id sent in CONNECT, and the broker's closes in a row within
+    /// `TAKEOVER_WINDOW` of a CONNACK.
+    client_id: String,
+    quick_closes: u32,
     last_error: String,
     /// Filters subscribed at each connect (empty: crd only publishes).
     filters: Vec<String>,
@@ -185,7 +196,7 @@ impl Forwarder {
         let will = wire::status_json("offline", node, &stream_hex, boot_ms);
         let session = Session::new(
             SessionConfig {
-                client_id,
+                client_id: client_id.clone(),
                 keepalive: cfg.keepalive,
                 max_inflight: cfg.max_inflight,
                 login: None,
@@ -220,6 +231,8 @@ impl Forwarder {
             acked: 0,
             connects: 0,
             last_connect: None,
+            client_id,
+            quick_closes: 0,
             last_error: String::new(),
             topic_buf: String::new(),
             json_buf: Vec::new(),
@@ -414,7 +427,7 @@ impl Forwarder {
                 return Ok(());
             }
             match s.read(&mut buf[..budget.min(4096)]) {
-                Ok(0) => return Err("broker closed the connection".into()),
+                Ok(0) => return Err(self.closed_by_broker(now)),
                 Ok(n) => {
                     budget -= n;
                     self.rbuf.extend_from_slice(&buf[..n]);
@@ -428,6 +441,28 @@ impl Forwarder {
                 self.handle_up(up, spool, now)?;
             }
             r.map_err(|e| e.to_string())?;
+        }
+    }
+
+    /// Why the connection ended when the broker closed it: after
+    /// `TAKEOVER_CLOSES` closes in a row each within `TAKEOVER_WINDOW` of
+    /// connecting, that another client with this client_id is probably
+    /// connected (two crds with one `node`, or one `client_id`, take the
+    /// session from each other in turn, and neither gets its messages).
+    fn closed_by_broker(&mut self, now: Instant) -> String {
+        let quick = self.last_connect.is_some_and(|t| now < t + TAKEOVER_WINDOW);
+        self.quick_closes = if quick { self.quick_closes + 1 } else { 0 };
+        if self.quick_closes >= TAKEOVER_CLOSES {
+            format!(
+                "broker closed the connection {} times in a row within {} s of connecting: \
+                 another client with client_id `{}` is probably connected (the broker keeps \
+                 one connection per client_id; give each crd its own `node` or `client_id`)",
+                self.quick_closes,
+                TAKEOVER_WINDOW.as_secs(),
+                self.client_id
+            )
+        } else {
+            "broker closed the connection".into()
         }
     }
 
