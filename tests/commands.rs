@@ -526,6 +526,20 @@ fn signed_commands_run_and_unsigned_or_misdirected_ones_do_not() {
     let r = wait_reply(&sub, &good.id, "done", &d);
     assert_eq!(r.code, Some(3));
     assert_eq!(sb.read("ran"), "run\n");
+    // A changed copy of the known id, with the genuine signature: a forgery,
+    // refused before the id is looked up; the earlier `done` is not revealed.
+    let mut tampered = good.clone();
+    tampered.args = vec!["y".into()];
+    send(b.port, &tampered);
+    let r = wait_reply(&sub, &good.id, "refused", &d);
+    assert_eq!(r.why.as_deref(), Some("bad signature"), "{r:?}");
+    let dones = replies(&sub, &good.id);
+    assert_eq!(
+        dones.iter().filter(|r| r.reply == "done").count(),
+        1,
+        "{dones:?}"
+    );
+    assert_eq!(sb.read("ran"), "run\n");
 }
 
 /// `crd send` from a central host: signed with the central config's key, it waits

@@ -3,17 +3,19 @@
 //! session: the broker queues commands while the router is offline) and hands
 //! each message here:
 //!
-//! 1. An id seen before (redelivery, resend, replay) runs nothing: its earlier
-//!    answer goes out again, marked `resent`.
-//! 2. Checked in this order, each refusal a `refused` reply saying why:
-//!    `malformed`, `bad signature` (signing on), `expired`, `not allowed`,
-//!    `unknown module`, `busy`. Refusals that passed the signature check are
-//!    remembered (a copy gets the same answer); `malformed`, `bad signature` and
-//!    `busy` are not, so a forged message cannot claim the id of a real command
-//!    and a busy one can be sent again.
-//! 3. Accepted: journaled in the table (`Waiting`); the PUBACK goes out only once
+//! 1. Checked first, each refusal a `refused` reply saying why: `malformed`,
+//!    then `bad signature` (signing on). Neither is remembered, so a forged
+//!    message cannot claim the id of a real command.
+//! 2. An id seen before (redelivery, resend, replay) runs nothing: its earlier
+//!    answer goes out again, marked `resent`. Only a message that passed step 1
+//!    gets it: a tampered copy of a known id is `bad signature`, and learns
+//!    nothing of the earlier run.
+//! 3. Checked next: `expired`, `not allowed`, `unknown module`, `busy`. These
+//!    refusals are remembered (a copy gets the same answer), except `busy`, so
+//!    a busy one can be sent again (the relay and `crd send --wait` do).
+//! 4. Accepted: journaled in the table (`Waiting`); the PUBACK goes out only once
 //!    the table is synced (`after_input`); an `accepted` reply goes to the spool.
-//! 4. Run one at a time, in arrival order: `Started` is synced before the child
+//! 5. Run one at a time, in arrival order: `Started` is synced before the child
 //!    is spawned, so a crash from then on ends in `interrupted`, never a second
 //!    run. The `done` reply (code, head+tail of the output, duration) is synced
 //!    into the spool before the table says `Done`.
@@ -267,16 +269,6 @@ impl Edge {
             let detail = format!("bad id `{id}` in the topic");
             return refuse(self, Refusal::Malformed, detail, "", outbox);
         };
-        if let Some(e) = self.table.get(&idb).cloned() {
-            self.duplicates += 1;
-            log::info!(
-                "command {id}: seen before ({}); answered again, not run",
-                e.module
-            );
-            let a = answer_of(&e);
-            self.reply(id, &e.module, &a, true, outbox, now, wall);
-            return;
-        }
         let payload = match payload {
             Ok(p) => p,
             Err(size) => {
@@ -302,6 +294,19 @@ impl Edge {
                 &c.module,
                 outbox,
             );
+        }
+        // Only now, with the message checked, may an id seen before be answered:
+        // a copy of a known id whose bytes were changed is a forgery, and gets
+        // `bad signature`, never the earlier result.
+        if let Some(e) = self.table.get(&idb).cloned() {
+            self.duplicates += 1;
+            log::info!(
+                "command {id}: seen before ({}); answered again, not run",
+                e.module
+            );
+            let a = answer_of(&e);
+            self.reply(id, &e.module, &a, true, outbox, now, wall);
+            return;
         }
         let basis = if wall >= envelope::CLOCK_SET_MS {
             wall
@@ -533,5 +538,105 @@ fn answer_of(e: &Entry) -> Answer {
     match e.state {
         State::Waiting(_) | State::Started => Answer::Accepted,
         State::Ended(end) => answer(end),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::envelope::{Command, Reply};
+    use crate::core::config::parse_config;
+    use std::os::unix::fs::PermissionsExt;
+
+    const KEY: &[u8] = b"a shared secret of more than 32 bytes";
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("crd-edge-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        p
+    }
+
+    /// The replies in the outbox's spool, oldest first.
+    fn replies(outbox: &mut Outbox) -> Vec<Reply> {
+        let mut out = Vec::new();
+        outbox.spool().sync(Instant::now()).expect("sync");
+        while let Ok(Some((_, b))) = outbox.spool().read_next() {
+            let ev = crate::core::event::decode(b).expect("an event");
+            out.push(serde_json::from_str(&ev.out).expect("a reply"));
+        }
+        out
+    }
+
+    /// A copy of a known id with a changed argument and the original signature is
+    /// a forgery: `bad signature`, not the earlier `done`; the genuine copy still
+    /// gets its earlier answer.
+    #[test]
+    fn a_tampered_copy_of_a_known_id_is_refused_before_the_lookup() {
+        let d = dir("tampered");
+        let key = d.join("cmd.key");
+        std::fs::write(&key, KEY).expect("key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("mode");
+        let cfg = parse_config(
+            &format!(
+                "node = edge1\nspool_dir = {}\nmodules_dir = {}\ncommands = Echo\n\
+                 command_key_file = {}\n",
+                d.join("spool").display(),
+                d.join("modules").display(),
+                key.display()
+            ),
+            Path::new("crd.conf"),
+        )
+        .expect("config");
+        let mut outbox = Outbox::open(&d.join("out"), cfg.spool).expect("outbox");
+        let (t0, wall) = (Instant::now(), 1_800_000_000_000);
+        let mut edge = Edge::open(&cfg, "edge1", &mut outbox, t0, wall)
+            .expect("open")
+            .expect("commands on");
+        let mut c = Command {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            module: "Echo".into(),
+            args: vec!["a".into()],
+            from: "central".into(),
+            to: String::new(),
+            sent: wall,
+            ttl_ms: 60_000,
+            sig: None,
+        };
+        c.sig = Some(envelope::sign(KEY, "edge1", &c));
+        let genuine = serde_json::to_vec(&c).expect("json");
+        let id = c.id.clone();
+        // The id is known and its run done (as `handle_finished` leaves it).
+        let idb = table::id_bytes(&id).expect("id");
+        let done = End::Done { code: 0, dur_ms: 1 };
+        let e = Entry {
+            id: idb,
+            sent: c.sent,
+            node: "".into(),
+            module: "Echo".into(),
+            state: State::Ended(done),
+        };
+        edge.table.set(e).expect("set");
+        let mut tampered = c.clone();
+        tampered.args = vec!["rm -rf /".into()];
+        let tampered = serde_json::to_vec(&tampered).expect("json");
+        for payload in [&tampered, &genuine] {
+            edge.handle(1, None, &id, Ok(payload), &cfg, 0, &mut outbox, t0, wall);
+        }
+        let r = replies(&mut outbox);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(
+            (r[0].reply.as_str(), r[0].why.as_deref(), r[0].code),
+            ("refused", Some("bad signature"), None),
+            "{r:?}"
+        );
+        assert!(!r[0].resent, "{r:?}");
+        assert_eq!((r[1].reply.as_str(), r[1].code), ("done", Some(0)));
+        assert!(r[1].resent, "{r:?}");
+        assert_eq!(
+            edge.table.get(&idb).map(|e| &e.state),
+            Some(&State::Ended(done))
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
