@@ -17,8 +17,8 @@
 //! of table: `Waiting` is a command still republished, `Started` one its node
 //! accepted, `Ended` one answered (or unanswered within its ttl).
 //!
-//! Bounds (`Limits`; the edge's are `EDGE`): at most `max_ids` ids (the oldest
-//! ended one is forgotten past it, counted in `evicted`; the newest `sent` of the
+//! Bounds (`Limits`; the edge's are `EDGE`): at most `max_ids` ids (the ended one
+//! sent first is forgotten past it, counted in `evicted`; the newest `sent` of the
 //! forgotten ones is kept, `forgot_sent`, in each header too, so the edge can
 //! refuse a copy of a forgotten command instead of running it again); at most `max_pending`
 //! waiting or started (the caller refuses more); a file read at start at most
@@ -330,12 +330,18 @@ impl<S: Storage> Table<S> {
             *x = e;
             return;
         }
-        // Room first, so the deque never grows past the bound (doubling).
+        // Room first, so the deque never grows past the bound (doubling). The
+        // ended id sent first goes, not the one that arrived first: `forgot_sent`
+        // then rises as little as it can, so a command that arrives late (sent
+        // again after `busy`) is not taken for a forgotten one.
         while self.entries.len() >= self.limits.max_ids {
             match self
                 .entries
                 .iter()
-                .position(|x| matches!(x.state, State::Ended(_)))
+                .enumerate()
+                .filter(|(_, x)| matches!(x.state, State::Ended(_)))
+                .min_by_key(|(_, x)| x.sent)
+                .map(|(i, _)| i)
             {
                 Some(i) => {
                     if let Some(gone) = self.entries.remove(i) {
@@ -602,6 +608,30 @@ mod tests {
         assert_eq!(t.len(), EDGE.max_ids);
         assert!(t.get(&id(0)).is_some() && t.get(&id(12)).is_some());
         assert_eq!(t.forgot_sent, 11, "replayed from the log");
+    }
+
+    /// A command that ended late but was sent early (it was `busy` first) is
+    /// the one forgotten next, so `forgot_sent` does not rise past commands
+    /// that are still to come.
+    #[test]
+    fn past_the_bound_the_ended_id_sent_first_is_forgotten() {
+        let (mut t, _) = Table::open(MemStorage::new(), EDGE).unwrap();
+        let done = End::Done { code: 0, dur_ms: 1 };
+        for n in 1..=EDGE.max_ids as u32 {
+            t.set(ended(n + 100, done)).unwrap();
+        }
+        // Sent at 5, it arrives last (101 goes to make room) and ends.
+        t.set(waiting(5)).unwrap();
+        t.set(ended(5, done)).unwrap();
+        assert_eq!(t.forgot_sent, 101);
+        t.set(ended(300, done)).unwrap();
+        t.sync().unwrap();
+        assert!(t.get(&id(5)).is_none(), "the one sent first goes");
+        assert!(t.get(&id(102)).is_some());
+        assert_eq!(t.forgot_sent, 101);
+        let t = reopen(t);
+        assert!(t.get(&id(5)).is_none() && t.get(&id(102)).is_some());
+        assert_eq!(t.forgot_sent, 101, "replayed from the log");
     }
 
     #[test]
