@@ -827,3 +827,211 @@ fn the_relay_gets_a_command_to_a_node_that_never_connected() {
     );
     assert_eq!(sb.read("ran"), "run\nrun\nrun\nrun\n");
 }
+
+/// An edge for the relay's tests: `Note` appends its argument to `notes`,
+/// `Echo` exits 3 at once, `Slow` takes 2 s, `Block` waits for the file `go`,
+/// `Missing` is allowed but absent, `Forbidden` present but not allowed.
+#[cfg(feature = "collector")]
+fn relay_edge(tag: &str) -> (Sandbox, Broker) {
+    let (sb, b) = edge(tag, "");
+    sb.script("modules/Note/Note", "echo \"$1\" >> ../../notes");
+    sb.script(
+        "modules/Slow/Slow",
+        "echo start >> ../../slow\nsleep 2\necho slow",
+    );
+    sb.script(
+        "modules/Block/Block",
+        "while [ ! -e ../../go ]; do sleep 0.05; done",
+    );
+    let conf = sb.read("crd.conf");
+    fs::write(
+        sb.conf(),
+        conf.replace(
+            "commands = Echo Missing Slow",
+            "commands = Echo Missing Slow Note Block",
+        ),
+    )
+    .unwrap();
+    (sb, b)
+}
+
+/// A central collector, started, its relay subscribed to the replies.
+#[cfg(feature = "collector")]
+fn relay_up(tag: &str, b: &Broker) -> (Sandbox, Daemon) {
+    let central = central_collector(tag, b);
+    let c = central.start();
+    assert!(
+        wait_for(LONG, || c.log().contains("crd/+/reply/+")),
+        "{}",
+        c.log()
+    );
+    (central, c)
+}
+
+/// A burst of 200 commands to one edge through the relay, more than the 16 it
+/// takes at once: the ones answered `busy` are sent again, so all 200 run, each
+/// once (`busy` is not final).
+#[cfg(feature = "collector")]
+#[test]
+fn a_burst_of_commands_to_a_busy_edge_runs_every_one_once() {
+    const N: usize = 200;
+    let (sb, b) = relay_edge("cmd-burst");
+    let (central, c) = relay_up("cmd-burst-central", &b);
+    let d = sb.start();
+    subscribed(&d);
+    let mut kids = Vec::new();
+    for i in 0..N {
+        let mut cmd = central.crd(&["send", "edge1", "Note", &format!("c{i}")]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        kids.push(cmd.spawn().unwrap());
+    }
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ok = wait_for(Duration::from_secs(120), || {
+        count_lines(&sb.path("notes")) >= N
+    });
+    assert!(
+        ok,
+        "{} of {N} ran\nrelay: {}\nedge: {}",
+        count_lines(&sb.path("notes")),
+        c.status(),
+        d.status()
+    );
+    // Some were refused `busy` (else this proves nothing), and none ran twice.
+    assert!(
+        stat_of(&d.status(), "commands_refused") > 0,
+        "{}",
+        d.status()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let notes = sb.read("notes");
+    let mut lines: Vec<&str> = notes.lines().collect();
+    assert_eq!(lines.len(), N, "{notes}");
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), N, "a command ran twice:\n{notes}");
+    let (_, list, _) = central.run(&["replies"]);
+    assert_eq!(
+        list.lines().filter(|l| l.contains(" done:0 ")).count(),
+        N,
+        "{list}"
+    );
+}
+
+/// `crd send --wait` through the relay returns when the final reply comes (well
+/// before the wait ends), with the exit code of the answer; `busy` is not final;
+/// `crd replies ID` answers at once when there is no reply yet; the relay that
+/// gives up at the ttl answers `expired` (78); a crash mid-run is 75; a ttl under
+/// the minimum is refused (2).
+#[cfg(feature = "collector")]
+#[test]
+fn crd_send_wait_through_the_relay_ends_with_the_answer() {
+    use std::time::Instant;
+    let (sb, b) = relay_edge("cmd-wait");
+    let (central, _c) = relay_up("cmd-wait-central", &b);
+    let mut d = sb.start();
+    subscribed(&d);
+
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (code, out, err) = central.run(&["send", "--wait", "5s", "edge1", "Echo", "x"]);
+        assert_eq!(code, 3, "{out}\n{err}");
+        assert!(out.contains("accepted by edge1\ndone: exit 3 in "), "{out}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+    let t = Instant::now();
+    let (code, out, err) = central.run(&["send", "--wait", "8s", "edge1", "Slow"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("done: exit 0 in ") && out.contains("slow"),
+        "{out}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+
+    // No reply yet (the node does not exist): answered at once, empty.
+    let (code, out, err) = central.run(&["send", "nobody", "Echo"]);
+    assert_eq!(code, 0, "{err}");
+    let t = Instant::now();
+    let (code, replies, err) = central.run(&["replies", out.trim()]);
+    assert_eq!((code, replies.as_str()), (0, ""), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+
+    // Each final answer, its exit code.
+    let (code, _, err) = central.run(&["send", "--wait", "20s", "edge1", "Forbidden"]);
+    assert_eq!(code, 77, "{err}");
+    assert!(err.contains("refused the command: not allowed"), "{err}");
+    let (code, _, err) = central.run(&["send", "--wait", "20s", "edge1", "Missing"]);
+    assert_eq!(code, 77, "{err}");
+    assert!(err.contains("refused the command: unknown module"), "{err}");
+    let t = Instant::now();
+    let (code, _, err) = central.run(&["send", "--ttl", "1s", "--wait", "10s", "nobody", "Echo"]);
+    assert_eq!(code, 78, "the relay gave up at the ttl: {err}");
+    assert!(err.contains("refused the command: expired"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    for ttl in ["0s", "1ms", "10ms", "999ms"] {
+        let (code, _, err) = central.run(&["send", "--ttl", ttl, "--wait", "5s", "edge1", "Echo"]);
+        assert_eq!(code, 2, "--ttl {ttl}: {err}");
+        assert!(err.contains("shorter than the minimum"), "{err}");
+    }
+
+    // Busy: 16 commands hold every slot; the 17th is `busy`, sent again, and
+    // runs once they end.
+    for i in 0..16 {
+        let (code, _, err) = central.run(&["send", "edge1", "Block", &i.to_string()]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(
+        wait_for(LONG, || stat_of(&d.status(), "commands_waiting") == 16),
+        "{}",
+        d.status()
+    );
+    let waiter = central
+        .crd(&["send", "--wait", "60s", "edge1", "Note", "after"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(LONG, || stat_of(&d.status(), "commands_refused") >= 3),
+        "{}",
+        d.status()
+    );
+    sb.write("go", "");
+    let out = waiter.wait_with_output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{o}\n{e}");
+    assert!(o.contains("busy, retrying\n"), "{o}");
+    assert!(o.contains("done: exit 0"), "{o}");
+    assert_eq!(sb.read("notes"), "after\n");
+
+    // A run cut by a crash: `interrupted`, 75.
+    let waiter = central
+        .crd(&["send", "--wait", "60s", "edge1", "Slow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(LONG, || sb.exists("slow")
+        && sb.read("slow") == "start\nstart\n"));
+    d.signal(libc::SIGKILL);
+    d.wait_exit(LONG).expect("killed");
+    let _d = sb.start();
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -573,8 +573,8 @@ pub fn main(argv: Vec<OsString>) -> i32 {
                 err!("crd: replies: bad id `{id}`");
                 EXIT_USAGE
             }
-            Some(id) => ask(&cfg, &format!("replies {id}")),
-            None => ask(&cfg, "replies"),
+            Some(id) => replies(&cfg, &format!("replies {id}")),
+            None => replies(&cfg, "replies"),
         },
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         Some(Cmd::Resolve(r)) => match crate::mqtt::forward::resolve(&r.broker) {
@@ -699,6 +699,33 @@ fn ask(cfg: &Config, request: &str) -> i32 {
         }
         Ok(text) => {
             let _ = std::io::stdout().write_all(text.as_bytes());
+            EXIT_OK
+        }
+        Err(e) => {
+            err!(
+                "crd: cannot reach the daemon at {}: {e} (is crd running?)",
+                cfg.control_socket.display()
+            );
+            EXIT_FAIL
+        }
+    }
+}
+
+/// `crd replies [ID]`: the relay's answer without its first line (`# ...`: the
+/// column names, or the command's own line), which is there so that the answer
+/// is never empty.
+fn replies(cfg: &Config, request: &str) -> i32 {
+    match crate::host::control::request(&cfg.control_socket, request) {
+        Ok(text) if text.starts_with("error: ") => {
+            err!("crd: {}", text.trim_end().trim_start_matches("error: "));
+            EXIT_FAIL
+        }
+        Ok(text) => {
+            let body = match text.strip_prefix("# ") {
+                Some(t) => t.split_once('\n').map_or("", |(_, rest)| rest),
+                None => &text,
+            };
+            let _ = std::io::stdout().write_all(body.as_bytes());
             EXIT_OK
         }
         Err(e) => {
@@ -844,6 +871,15 @@ fn send(cfg: &Config, c: SendCmd) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if ttl < crate::command::envelope::MIN_TTL {
+        err!(
+            "crd: send: --ttl {}: shorter than the minimum, {} ms (a command needs time \
+             to reach its node)",
+            c.ttl,
+            crate::core::dur::ms(crate::command::envelope::MIN_TTL)
+        );
+        return EXIT_USAGE;
+    }
     // NODE, or every node of the running collector's fleet it matches (`*`, `?`).
     let (node, module, args) = if c.all {
         let mut rest = c.args;
@@ -945,6 +981,7 @@ fn send(cfg: &Config, c: SendCmd) -> i32 {
                     out!("{o}");
                 }
             }
+            "refused" if !send::is_final(r) => out!("{who}busy, retrying"),
             "refused" => err!(
                 "crd: send: {} refused the command: {}{}",
                 r.node,
@@ -1014,7 +1051,9 @@ fn send(cfg: &Config, c: SendCmd) -> i32 {
 
 #[cfg(feature = "collector")]
 /// Polls the relay for the replies to `cmds` until each has a final one or `wait`
-/// passes; hands each new reply to `shown`.
+/// passes; hands each new reply to `shown`. A command the relay holds as ended
+/// whose final reply it no longer keeps (it keeps the last 256) ends with the
+/// answer its state line says.
 fn wait_relayed(
     cfg: &Config,
     cmds: &[(String, crate::command::envelope::Command)],
@@ -1022,11 +1061,14 @@ fn wait_relayed(
     mut shown: impl FnMut(&crate::command::envelope::Reply),
 ) -> Vec<Option<crate::command::envelope::Reply>> {
     use crate::command::envelope::Reply;
-    let until = std::time::Instant::now() + wait;
+    use std::time::{Duration, Instant};
+    /// Time between two polls of the relay.
+    const POLL: Duration = Duration::from_millis(100);
+    let until = Instant::now() + wait;
     let mut seen = vec![0usize; cmds.len()];
     let mut finals: Vec<Option<Reply>> = vec![None; cmds.len()];
     loop {
-        for (i, (_, cmd)) in cmds.iter().enumerate() {
+        for (i, (node, cmd)) in cmds.iter().enumerate() {
             if finals[i].is_some() {
                 continue;
             }
@@ -1039,7 +1081,9 @@ fn wait_relayed(
                 .lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect();
-            for r in replies.iter().skip(seen[i]) {
+            // Replies fall out of the relay's window: count from the newest seen.
+            let new = replies.len().saturating_sub(seen[i]);
+            for r in &replies[replies.len() - new..] {
                 shown(r);
                 if crate::command::send::is_final(r) {
                     finals[i] = Some(r.clone());
@@ -1047,12 +1091,49 @@ fn wait_relayed(
                 }
             }
             seen[i] = replies.len();
+            if finals[i].is_none() {
+                let state = text
+                    .strip_prefix("# ")
+                    .and_then(|t| t.lines().next())
+                    .and_then(|l| l.split(' ').nth(3));
+                if let Some(r) = state.and_then(|s| reply_of_state(&cmd.id, node, s)) {
+                    shown(&r);
+                    finals[i] = Some(r);
+                }
+            }
         }
-        if finals.iter().all(Option::is_some) || std::time::Instant::now() >= until {
+        let now = Instant::now();
+        if finals.iter().all(Option::is_some) || now >= until {
             return finals;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(POLL.min(until - now));
     }
+}
+
+/// The final reply a relay's STATE (`done:CODE`, `refused:WHY`, `interrupted`,
+/// `unanswered`) stands for; `None` while it is not final.
+#[cfg(feature = "collector")]
+fn reply_of_state(id: &str, node: &str, state: &str) -> Option<crate::command::envelope::Reply> {
+    let (reply, code, why) = match state.split_once(':') {
+        Some(("done", c)) => ("done", Some(c.parse().ok()?), None),
+        Some(("refused", w)) => ("refused", None, Some(w.replace('-', " "))),
+        None if state == "interrupted" => ("interrupted", None, None),
+        None if state == "unanswered" => ("refused", None, Some("expired".to_string())),
+        _ => return None,
+    };
+    Some(crate::command::envelope::Reply {
+        id: id.to_string(),
+        node: node.to_string(),
+        reply: reply.to_string(),
+        module: String::new(),
+        ts: 0,
+        code,
+        dur_ms: None,
+        out: None,
+        why,
+        detail: Some("its replies are no longer kept by the relay".into()),
+        resent: false,
+    })
 }
 
 /// Whether `name` matches `pat`, `*` any run of bytes and `?` any one.

@@ -27,6 +27,10 @@ pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 pub const MAX_ARGS: usize = 64;
 /// Bytes of a run's output in its `done` reply (head and tail, marked where cut).
 pub const REPLY_OUT_BYTES: usize = 8 * 1024;
+/// Shortest ttl `crd send` and the relay take: less could not reach a node and
+/// be answered (`--ttl 0s` would only ever be `expired`, or run on a node whose
+/// clock is behind).
+pub const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Shortest shared secret in `command_key_file`, bytes.
 pub const MIN_KEY_BYTES: usize = 32;
 /// Wall clocks before this (2020-01-01, unix ms) are taken as not set (a router

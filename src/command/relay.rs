@@ -2,16 +2,31 @@
 //! its command over the control socket; the relay journals it (a `Waiting` entry
 //! of a table like the edge's, in `spool_dir/relay/`, synced before `crd send` is
 //! told `ok`) and publishes it at QoS 1 again and again (2 s, doubling to 5 min)
-//! until an `accepted` (or final) reply arrives or its ttl passes (`unanswered`),
-//! so a command to a node that has never connected, whose session the broker does
-//! not know yet, still gets there once it does. Replies to the commands it relays
-//! arrive on `<prefix>/+/reply/+`; the last `REPLIES_KEPT` of them are kept for
-//! `crd replies` and for `crd send --wait`, which asks for them.
+//! until an `accepted` (or final) reply arrives or its ttl passes, so a command to
+//! a node that has never connected, whose session the broker does not know yet,
+//! still gets there once it does. Replies to the commands it relays arrive on
+//! `<prefix>/+/reply/+`; the last `REPLIES_KEPT` of them are kept for `crd
+//! replies` and for `crd send --wait`, which asks for them.
+//!
+//! `busy` is not a final answer: the node had no room then. The command stays
+//! `Waiting` and is published again when that node sends a final reply (a slot
+//! freed: the oldest busy command to it goes first, one per reply) or, failing
+//! that, on its backoff (the oldest busy one to a node only). Commands queued for
+//! a node while it is busy wait behind those, so a node takes them in the order
+//! they were queued, as its table of ids seen expects. Past its ttl the relay gives up (`unanswered`) and keeps
+//! a reply of its own for it, `refused`/`expired`, so `crd send --wait` ends.
 //!
 //! The edge answers a copy of a command it has already seen with its state
-//! (`resent`), never a second run, so republishing is safe.
+//! (`resent`), never a second run, so republishing is safe. The first final
+//! answer stands: a later one (a refused forgery of the id) is kept for `crd
+//! replies` but changes no state.
+//!
+//! Protocol of `replies` (control socket): the answer always has a first line,
+//! starting `# `, so it is never empty and the client never waits on silence: for
+//! the list, the column names; for one id, that command's line
+//! (`# ID NODE MODULE STATE SENT_MS`), then its replies kept.
 
-use crate::command::envelope::{self, Refusal, Reply};
+use crate::command::envelope::{self, Answer, Refusal, Reply};
 use crate::command::table::{self, End, Entry, Limits, State, Table};
 use crate::core::sha256::to_hex;
 use crate::core::status::Status;
@@ -35,14 +50,22 @@ pub const REPLIES_BYTES: usize = 1 << 20;
 
 struct Try {
     id: [u8; 16],
+    node: Box<str>,
     at: Instant,
     backoff: Duration,
+    /// Its node answered `busy` to the last copy: published again when that
+    /// node frees a slot (a final reply), or at `at`.
+    busy: bool,
 }
 
 pub struct Relay {
     prefix: String,
     table: Table<FileStorage>,
+    /// Oldest first: the order commands were queued in.
     tries: Vec<Try>,
+    /// The newest `now` given (open, queue, pump): a try woken by a reply is due
+    /// at it, so `poll_timeout` makes the loop call `pump` at once.
+    last_now: Instant,
     replies: VecDeque<([u8; 16], String)>,
     replies_bytes: usize,
     dirty: bool,
@@ -66,8 +89,10 @@ impl Relay {
             .filter(|e| matches!(e.state, State::Waiting(_)))
             .map(|e| Try {
                 id: e.id,
+                node: e.node.clone(),
                 at: now,
                 backoff: FIRST_RETRY,
+                busy: false,
             })
             .collect::<Vec<_>>();
         if !tries.is_empty() {
@@ -77,6 +102,7 @@ impl Relay {
             prefix: prefix.to_string(),
             table,
             tries,
+            last_now: now,
             replies: VecDeque::new(),
             replies_bytes: 0,
             dirty: false,
@@ -106,6 +132,7 @@ impl Relay {
     /// and schedules its first publish; its id once durable.
     pub fn queue(&mut self, node: &str, body: &[u8], now: Instant) -> Result<String, String> {
         crate::core::config::valid_node(node).map_err(|why| format!("bad node `{node}`: {why}"))?;
+        self.last_now = now;
         let mut c = envelope::read(body)?;
         let c = match envelope::parse(&c.id, body) {
             Ok(_) if !c.to.is_empty() && c.to != node => {
@@ -118,6 +145,13 @@ impl Relay {
             Err(e) => return Err(e),
         };
         let id = table::id_bytes(&c.id).ok_or("bad id")?;
+        if c.ttl_ms < crate::core::dur::ms(envelope::MIN_TTL) {
+            return Err(format!(
+                "ttl {} ms, under the minimum {} ms",
+                c.ttl_ms,
+                crate::core::dur::ms(envelope::MIN_TTL)
+            ));
+        }
         if self.table.get(&id).is_some() {
             return Err(format!("command {} is known already", c.id));
         }
@@ -139,10 +173,14 @@ impl Relay {
             .set(e)
             .and_then(|_| self.table.sync())
             .map_err(|e| format!("relay journal: {e}"))?;
+        // Behind the commands its node answered `busy`: in line, not ahead.
+        let busy = self.tries.iter().any(|t| t.busy && *t.node == *node);
         self.tries.push(Try {
             id,
-            at: now,
+            node: node.into(),
+            at: if busy { now + FIRST_RETRY } else { now },
             backoff: FIRST_RETRY,
+            busy,
         });
         self.queued += 1;
         log::info!(
@@ -154,52 +192,101 @@ impl Relay {
         Ok(c.id)
     }
 
-    /// Publishes the commands due; ends those past their ttl as `unanswered`.
+    /// Publishes the commands due; ends those past their ttl as `unanswered`,
+    /// each with a `refused`/`expired` reply of the relay's own.
     pub fn pump(&mut self, fwd: &mut Forwarder, now: Instant, wall: u64) {
+        self.last_now = now;
+        // Nodes with a busy command met in this pass: only the oldest busy
+        // command to a node goes out on its timer, so they are taken in order.
+        let mut busy_nodes: Vec<Box<str>> = Vec::new();
         let mut i = 0;
         while i < self.tries.len() {
-            if self.tries[i].at > now {
+            let t = &mut self.tries[i];
+            if t.busy {
+                if busy_nodes.contains(&t.node) {
+                    if t.at <= now {
+                        t.at = now + t.backoff;
+                    }
+                    i += 1;
+                    continue;
+                }
+                busy_nodes.push(t.node.clone());
+            }
+            if t.at > now {
                 i += 1;
                 continue;
             }
             let id = self.tries[i].id;
             let Some(e) = self.table.get(&id).cloned() else {
-                self.tries.swap_remove(i);
+                self.tries.remove(i);
                 continue;
             };
             let State::Waiting(payload) = &e.state else {
-                self.tries.swap_remove(i);
+                self.tries.remove(i);
                 continue;
             };
             let ttl = envelope::parse(&to_hex(&id), payload)
                 .map(|c| c.ttl_ms)
                 .unwrap_or(0);
-            if wall >= envelope::CLOCK_SET_MS && e.sent.saturating_add(ttl) < wall {
-                log::warn!(
-                    "relay: command {} for {} not accepted within its ttl; given up",
-                    to_hex(&id),
-                    e.node
-                );
-                self.unanswered += 1;
-                self.set(Entry {
-                    state: State::Ended(End::Unanswered),
-                    ..e
-                });
-                self.tries.swap_remove(i);
+            let end_ms = e.sent.saturating_add(ttl);
+            if wall >= envelope::CLOCK_SET_MS && end_ms < wall {
+                self.give_up(e, wall);
+                self.tries.remove(i);
                 continue;
             }
             let topic = format!("{}/{}/cmd/{}", self.prefix, e.node, to_hex(&id));
+            // Due again after the backoff, or just past the ttl, to give up then.
+            let left = match wall >= envelope::CLOCK_SET_MS {
+                true => Duration::from_millis(end_ms - wall + 1),
+                false => MAX_RETRY,
+            };
             let t = &mut self.tries[i];
             if fwd.publish_now(&topic, payload, now) {
                 self.published += 1;
-                t.at = now + t.backoff;
+                t.at = now + t.backoff.min(left);
                 t.backoff = (t.backoff * 2).min(MAX_RETRY);
+                t.busy = false;
             } else {
-                t.at = now + Duration::from_secs(1);
+                t.at = now + Duration::from_secs(1).min(left);
             }
             i += 1;
         }
         self.sync();
+    }
+
+    /// `e` was not accepted within its ttl: `unanswered`, and answered
+    /// `expired` for `crd send --wait` and `crd replies`.
+    fn give_up(&mut self, e: Entry, wall: u64) {
+        let hex = to_hex(&e.id);
+        log::warn!(
+            "relay: command {hex} for {} not accepted within its ttl; given up",
+            e.node
+        );
+        self.unanswered += 1;
+        let a = Answer::Refused {
+            why: Refusal::Expired,
+            detail: format!(
+                "not accepted by {} within its ttl; the relay gave up",
+                e.node
+            ),
+        };
+        let json = envelope::reply_json(&hex, &e.node, &e.module, wall, &a, false);
+        self.keep(e.id, json);
+        self.set(Entry {
+            state: State::Ended(End::Unanswered),
+            ..e
+        });
+    }
+
+    /// Keeps a reply for `crd replies`, within `REPLIES_KEPT` and `REPLIES_BYTES`.
+    fn keep(&mut self, id: [u8; 16], text: String) {
+        self.replies_bytes += text.len();
+        self.replies.push_back((id, text));
+        while self.replies.len() > REPLIES_KEPT || self.replies_bytes > REPLIES_BYTES {
+            if let Some((_, t)) = self.replies.pop_front() {
+                self.replies_bytes -= t.len();
+            }
+        }
     }
 
     fn set(&mut self, e: Entry) {
@@ -230,34 +317,45 @@ impl Relay {
         let Some(e) = self.table.get(&id).cloned() else {
             return;
         };
-        let text = String::from_utf8_lossy(payload).into_owned();
-        self.replies_bytes += text.len();
-        self.replies.push_back((id, text));
-        while self.replies.len() > REPLIES_KEPT || self.replies_bytes > REPLIES_BYTES {
-            if let Some((_, t)) = self.replies.pop_front() {
-                self.replies_bytes -= t.len();
+        self.keep(id, String::from_utf8_lossy(payload).into_owned());
+        let why = r.why.as_deref();
+        let state = match (r.reply.as_str(), &e.state) {
+            // The first final answer stands (a relay that gave up learns the
+            // real one).
+            (_, State::Ended(end)) if *end != End::Unanswered => return,
+            ("refused", State::Waiting(_)) if why == Some(Refusal::Busy.as_str()) => {
+                log::debug!("relay: command {} for {}: busy", r.id, e.node);
+                if let Some(t) = self.tries.iter_mut().find(|t| t.id == id) {
+                    t.busy = true;
+                }
+                return;
             }
-        }
-        let state = match (r.reply.as_str(), r.code, r.dur_ms) {
-            ("accepted", ..) => match e.state {
-                State::Waiting(_) => State::Started,
-                _ => return,
-            },
-            ("done", code, dur) => State::Ended(End::Done {
-                code: code.unwrap_or(-1),
-                dur_ms: dur.unwrap_or(0),
+            ("refused", _) if why == Some(Refusal::Busy.as_str()) => return,
+            ("accepted", State::Waiting(_)) => State::Started,
+            ("accepted", _) => return,
+            ("done", _) => State::Ended(End::Done {
+                code: r.code.unwrap_or(-1),
+                dur_ms: r.dur_ms.unwrap_or(0),
             }),
-            ("interrupted", ..) => State::Ended(End::Interrupted),
-            ("refused", ..) => State::Ended(End::Refused(
-                r.why
-                    .as_deref()
-                    .and_then(Refusal::from_name)
+            ("interrupted", _) => State::Ended(End::Interrupted),
+            ("refused", _) => State::Ended(End::Refused(
+                why.and_then(Refusal::from_name)
                     .unwrap_or(Refusal::Malformed),
             )),
             _ => return,
         };
         if matches!(state, State::Ended(_)) {
             self.answered += 1;
+            // A slot freed at that node: its oldest busy command goes again now.
+            let now = self.last_now;
+            if let Some(t) = self
+                .tries
+                .iter_mut()
+                .find(|t| t.busy && t.node == e.node && t.id != id)
+            {
+                t.busy = false;
+                t.at = now;
+            }
         }
         log::info!("relay: command {} for {}: {}", r.id, e.node, r.reply);
         self.set(Entry { state, ..e });
@@ -272,9 +370,9 @@ impl Relay {
         self.tries.iter().map(|t| t.at).min()
     }
 
-    /// `crd replies`: one line per command (`ID NODE MODULE STATE SENT_MS`),
-    /// oldest first; with `id`, the replies kept for it, one JSON object a line
-    /// (none yet: nothing).
+    /// `crd replies`: after the first line (column names), one line per command
+    /// (`ID NODE MODULE STATE SENT_MS`), oldest first; with `id`, that command's
+    /// line after `# `, then the replies kept for it, one JSON object a line.
     pub fn replies(&self, id: Option<&str>) -> String {
         let mut out = String::new();
         match id {
@@ -282,33 +380,20 @@ impl Relay {
                 let Some(id) = table::id_bytes(hex) else {
                     return format!("error: bad id `{hex}`\n");
                 };
-                if self.table.get(&id).is_none() {
+                let Some(e) = self.table.get(&id) else {
                     return format!("error: no command {hex} in this relay\n");
-                }
+                };
+                out.push_str("# ");
+                line(&mut out, e);
                 for (_, t) in self.replies.iter().filter(|(i, _)| *i == id) {
                     out.push_str(t);
                     out.push('\n');
                 }
             }
             None => {
+                out.push_str("# ID NODE MODULE STATE SENT_MS\n");
                 for e in self.table.iter() {
-                    let state = match &e.state {
-                        State::Waiting(_) => "sending".to_string(),
-                        State::Started => "accepted".to_string(),
-                        State::Ended(End::Done { code, .. }) => format!("done:{code}"),
-                        State::Ended(End::Interrupted) => "interrupted".to_string(),
-                        State::Ended(End::Refused(r)) => {
-                            format!("refused:{}", r.as_str().replace(' ', "-"))
-                        }
-                        State::Ended(End::Unanswered) => "unanswered".to_string(),
-                    };
-                    out.push_str(&format!(
-                        "{} {} {} {state} {}\n",
-                        to_hex(&e.id),
-                        e.node,
-                        e.module,
-                        e.sent
-                    ));
+                    line(&mut out, e);
                 }
             }
         }
@@ -322,4 +407,23 @@ impl Relay {
         s.num("relay_answered", self.answered);
         s.num("relay_unanswered", self.unanswered);
     }
+}
+
+/// A command's line in `crd replies`: `ID NODE MODULE STATE SENT_MS`.
+fn line(out: &mut String, e: &Entry) {
+    let state = match &e.state {
+        State::Waiting(_) => "sending".to_string(),
+        State::Started => "accepted".to_string(),
+        State::Ended(End::Done { code, .. }) => format!("done:{code}"),
+        State::Ended(End::Interrupted) => "interrupted".to_string(),
+        State::Ended(End::Refused(r)) => format!("refused:{}", r.as_str().replace(' ', "-")),
+        State::Ended(End::Unanswered) => "unanswered".to_string(),
+    };
+    out.push_str(&format!(
+        "{} {} {} {state} {}\n",
+        to_hex(&e.id),
+        e.node,
+        e.module,
+        e.sent
+    ));
 }

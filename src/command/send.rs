@@ -2,7 +2,8 @@
 //! clock, signed with `command_key_file` when the config has one), published at
 //! QoS 1 on `<prefix>/<node>/cmd/<id>`, and, when asked to wait, its replies
 //! read from `<prefix>/<node>/reply/<id>` (subscribed before the command goes
-//! out, so none is missed) until a final one or the deadline.
+//! out, so none is missed) until a final one or the deadline; a `busy` answer is
+//! not final: the same command goes out again, with backoff, while it waits.
 
 use crate::command::edge::read_key;
 use crate::command::envelope::{self, Command, Reply};
@@ -14,6 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Longest wait for the broker: resolution, connect, CONNACK, SUBACK, PUBACK.
 pub const BROKER_WAIT: Duration = Duration::from_secs(10);
+/// A command a node answered `busy` is sent again after this (`--wait` without
+/// the relay); the wait doubles each time.
+pub const BUSY_FIRST_RETRY: Duration = Duration::from_millis(500);
+/// The longest wait between two copies of a busy command.
+pub const BUSY_MAX_RETRY: Duration = Duration::from_secs(10);
 
 /// A fresh id: 128 bits from the kernel's random source, as hex.
 pub fn new_id() -> Result<String, String> {
@@ -58,13 +64,16 @@ pub fn make(
     Ok(c)
 }
 
-/// Whether `r` is a command's last word (`accepted` is not).
+/// Whether `r` is a command's last word: `accepted` is not, nor `busy` (the node
+/// had no room then; the relay, or `send` while it waits, sends it again).
 pub fn is_final(r: &Reply) -> bool {
-    r.reply != "accepted"
+    r.reply != "accepted" && !(r.reply == "refused" && r.why.as_deref() == Some("busy"))
 }
 
 /// Publishes `c` to `node`; with `wait`, hands each reply to `on_reply` until a
-/// final one (returned) or `wait` passes (`None`).
+/// final one (returned) or `wait` passes (`None`). A `busy` node gets the same
+/// command again (same id: it runs once) after `BUSY_FIRST_RETRY`, doubling to
+/// `BUSY_MAX_RETRY`, while the wait lasts.
 pub fn send(
     cfg: &Config,
     node: &str,
@@ -88,7 +97,17 @@ pub fn send(
         return Ok(None);
     };
     let until = Instant::now() + wait;
-    while let Some(m) = link.next_message(until)? {
+    let (mut again, mut backoff) = (None::<Instant>, BUSY_FIRST_RETRY);
+    loop {
+        let m = match link.next_message(again.map_or(until, |a| a.min(until)))? {
+            Some(m) => m,
+            None if Instant::now() >= until => break,
+            None => {
+                again = None;
+                link.publish(&topic, &payload, Instant::now() + BROKER_WAIT)?;
+                continue;
+            }
+        };
         if m.topic != reply_topic {
             continue;
         }
@@ -98,6 +117,10 @@ pub fn send(
                 if is_final(&r) {
                     link.close();
                     return Ok(Some(r));
+                }
+                if r.reply == "refused" {
+                    again = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(BUSY_MAX_RETRY);
                 }
             }
             _ => log::warn!("{}: not a reply, skipped", m.topic),
