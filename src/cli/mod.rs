@@ -191,10 +191,10 @@ static COMMANDS: [Spec; 9] = [
          Handed to the running collector's relay when there is one (it republishes until \
          the node accepts), else published here. NODE may be a pattern (`*`, `?`) over \
          the collector's fleet; --all is every node of it. Options go before NODE. Prints \
-         the command's id; with --wait, each reply as it comes, and exits with the remote \
-         exit code, or 75 interrupted, 77 refused, 78 expired, 124 no final answer in \
-         time (several nodes: 0 only if all exited 0, else 1); 1 if the broker or the \
-         daemon cannot be reached, 2 on bad input.",
+         the command's id; with --wait, each reply as it comes (busy is retried, not \
+         final), and exits with the remote exit code, or 75 interrupted, 77 refused, 78 \
+         expired, 124 no final answer in time (several nodes: 0 only if all exited 0, \
+         else 1); 1 if the broker or the daemon cannot be reached, 2 on bad input.",
         &[
             opt(
                 "all",
@@ -204,7 +204,7 @@ static COMMANDS: [Spec; 9] = [
             val(
                 "ttl",
                 None,
-                "how long the command may still start, from now (default 1h)",
+                "how long the command may still start, from now (default 1h, at least 1s)",
             ),
             val(
                 "wait",
