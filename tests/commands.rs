@@ -603,11 +603,22 @@ fn crd_send_signs_waits_and_exits_with_the_answer() {
     let (code, out, err) = central.run(&["send", "--ttl", "1s", "edge1", "Echo"]);
     assert_eq!(code, 0, "{err}");
     let id = out.trim().to_string();
+    // And one that waits: the node's `expired` is exit 78.
+    let waiter = central
+        .crd(&["send", "--ttl", "1s", "--wait", "30s", "edge1", "Echo"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let sub = Subscriber::start(b.port, "crd/edge1/reply/#", "t-send", &sb.path("replies"));
     std::thread::sleep(Duration::from_secs(3));
     let d = sb.start();
     let r = wait_reply(&sub, &id, "refused", &d);
     assert_eq!(r.why.as_deref(), Some("expired"), "{r:?}");
+    let out = waiter.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("edge1 refused the command: expired"), "{err}");
     assert_eq!(sb.read("ran"), "run\n");
 
     // Bad input is a usage error naming it.
