@@ -9,6 +9,7 @@ if command -v apt-get >/dev/null 2>&1; then
     need=
     command -v qemu-mips-static >/dev/null 2>&1 || need="$need qemu-user-static"
     command -v llvm-objcopy >/dev/null 2>&1 || need="$need llvm"
+    command -v pigz >/dev/null 2>&1 || need="$need pigz"
     if [ -n "$need" ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null

@@ -5,18 +5,18 @@
 //! `sleep 300 &`) does not: it is in the child's process group, which the next
 //! crd kills with `killpg(SIGKILL)` at start.
 //!
-//! The file (beside the control socket: `<control_socket>.groups`) is a header
-//! line, then one fixed-width line per run slot (`Runs`' id), written in place
-//! with one `pwrite` when a run starts and one when it ends; a free slot is
-//! blank. No fsync and no rename: the record need only outlive crd, not the
-//! machine (a reboot ends every process too), and it lives in the runtime
-//! directory (`/var/run`, a tmpfs on OpenWrt and under systemd), so it costs
-//! the flash nothing. The header holds the boot id (a record from another boot
-//! is ignored), the session and the start time of the crd that wrote it.
+//! The file (beside the control socket: `<control_socket>.groups`) is a header,
+//! then one 4-byte slot per run slot (`Runs`' id), written in place with one
+//! `pwrite` when a run starts and one when it ends; a free slot is 0. No fsync
+//! and no rename: the record need only outlive crd, not the machine (a reboot
+//! ends every process too), and it lives in the runtime directory (`/var/run`,
+//! a tmpfs on OpenWrt and under systemd), so it costs the flash nothing. The
+//! header holds the boot id (a record from another boot is ignored), the
+//! session and the start time of the crd that wrote it. Integers big-endian.
 //!
 //! ```text
-//! crd-groups 1 <boot id, 36 chars> <session, 10 digits> <crd start, 20 digits>\n
-//! <pgid, 10 digits, or 10 spaces>\n        one line per slot, slot i at HEADER + i * LINE
+//! 0      4              40        44             52
+//! | CRDG | boot id (36) | session | start (u64)  | pgid of slot 0 | slot 1 | ...
 //! ```
 //!
 //! Pid reuse: a group is killed only if it still has a process, and every process
@@ -31,15 +31,18 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Bytes of the header line.
-const HEADER_BYTES: usize = 10 + 1 + 1 + 1 + 36 + 1 + 10 + 1 + 20 + 1;
-/// Bytes of one slot's line: a pgid right-aligned in 10 columns, then `\n`.
-const LINE_BYTES: usize = 11;
+const MAGIC: &[u8; 4] = b"CRDG";
+/// Bytes of the boot id (`/proc/sys/kernel/random/boot_id`, a UUID as text).
+const BOOT_ID_BYTES: usize = 36;
+/// Bytes of the header: magic, boot id, session, start.
+const HEADER_BYTES: usize = 4 + BOOT_ID_BYTES + 4 + 8;
+/// Bytes of one slot: a pgid, 0 when free.
+const SLOT_BYTES: usize = 4;
 /// Largest record read back at start, bytes (a crd runs at most a few hundred
 /// children at once: 256 `max_parallel`, the collector's and the commands' runs).
-pub const MAX_RECORD_BYTES: u64 = 64 << 10;
-/// Largest `/proc/PID/stat` read, bytes.
-const MAX_STAT_BYTES: u64 = 4096;
+pub const MAX_RECORD_BYTES: usize = 64 << 10;
+/// Largest `/proc/PID/stat` read, bytes (its command name is at most 64 bytes).
+const MAX_STAT_BYTES: usize = 1024;
 
 /// Where the record of the crd serving `control_socket` lives.
 pub fn record_path(control_socket: &Path) -> PathBuf {
@@ -51,7 +54,7 @@ pub fn record_path(control_socket: &Path) -> PathBuf {
 /// Who wrote a record: the boot, the session and the start time of that crd.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Writer {
-    pub boot_id: String,
+    pub boot_id: [u8; BOOT_ID_BYTES],
     pub session: u32,
     /// Clock ticks after boot (`/proc/PID/stat` field 22).
     pub start: u64,
@@ -60,49 +63,70 @@ pub struct Writer {
 /// One process as `/proc/PID/stat` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Proc {
-    pub pid: u32,
     pub pgrp: u32,
     pub session: u32,
     pub start: u64,
 }
 
-/// `/proc/PID/stat` -> pid, pgrp, session, start time. The command name (field 2)
-/// may hold spaces and parentheses: fields are counted after its last `)`.
-pub fn parse_stat(text: &str) -> Option<Proc> {
-    let (head, rest) = text.rsplit_once(')')?;
-    let pid = head.split('(').next()?.trim().parse().ok()?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state (3), ppid (4), pgrp (5), session (6), ... starttime (22).
-    Some(Proc {
-        pid,
-        pgrp: f.get(2)?.parse().ok()?,
-        session: f.get(3)?.parse().ok()?,
-        start: f.get(19)?.parse().ok()?,
+/// A decimal number, all of `b`.
+fn number(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    b.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))
+            .flatten()
     })
 }
 
-fn header(w: &Writer) -> String {
-    format!(
-        "crd-groups 1 {:<36.36} {:>10} {:>20}\n",
-        w.boot_id, w.session, w.start
-    )
+/// `/proc/PID/stat` -> pgrp, session, start time. The command name (field 2)
+/// may hold spaces and parentheses: fields are counted after its last `)`.
+pub fn parse_stat(text: &[u8]) -> Option<Proc> {
+    let close = text.iter().rposition(|&c| c == b')')?;
+    // After the name: state (3), ppid (4), pgrp (5), session (6), ... starttime (22).
+    let mut f = text[close + 1..]
+        .split(|&c| c == b' ' || c == b'\n')
+        .filter(|f| !f.is_empty());
+    let mut nth = |n: usize| f.nth(n).and_then(number);
+    let pgrp = nth(2)?;
+    let session = nth(0)?;
+    let start = nth(15)?;
+    Some(Proc {
+        pgrp: u32::try_from(pgrp).ok()?,
+        session: u32::try_from(session).ok()?,
+        start,
+    })
+}
+
+fn header(w: &Writer) -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..4].copy_from_slice(MAGIC);
+    h[4..40].copy_from_slice(&w.boot_id);
+    h[40..44].copy_from_slice(&w.session.to_be_bytes());
+    h[44..52].copy_from_slice(&w.start.to_be_bytes());
+    h
 }
 
 /// A record's writer and the groups in it; `None` for a file that is not one.
-pub fn parse_record(text: &str) -> Option<(Writer, Vec<u32>)> {
-    let (first, rest) = text.split_once('\n')?;
-    let mut f = first.split_whitespace();
-    if (f.next(), f.next()) != (Some("crd-groups"), Some("1")) {
+/// A torn last slot is ignored.
+pub fn parse_record(b: &[u8]) -> Option<(Writer, Vec<u32>)> {
+    if b.len() < HEADER_BYTES || &b[..4] != MAGIC {
         return None;
     }
+    let be32 = |s: &[u8]| u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
+    let mut boot_id = [0u8; BOOT_ID_BYTES];
+    boot_id.copy_from_slice(&b[4..40]);
+    let mut start = [0u8; 8];
+    start.copy_from_slice(&b[44..52]);
     let w = Writer {
-        boot_id: f.next()?.to_string(),
-        session: f.next()?.parse().ok()?,
-        start: f.next()?.parse().ok()?,
+        boot_id,
+        session: be32(&b[40..44]),
+        start: u64::from_be_bytes(start),
     };
-    let groups = rest
-        .lines()
-        .filter_map(|l| l.trim_matches([' ', '\0']).parse::<u32>().ok())
+    let groups = b[HEADER_BYTES..]
+        .chunks_exact(SLOT_BYTES)
+        .map(be32)
         .filter(|&g| g > 1)
         .collect();
     Some((w, groups))
@@ -110,8 +134,8 @@ pub fn parse_record(text: &str) -> Option<(Writer, Vec<u32>)> {
 
 /// The recorded groups the crd now starting may kill: each still has a process,
 /// and all of its processes are in `w`'s session and started after `w` did.
-pub fn stale(w: &Writer, boot_id: &str, groups: &[u32], procs: &[Proc]) -> Vec<u32> {
-    if w.boot_id != boot_id {
+pub fn stale(w: &Writer, boot_id: &[u8], groups: &[u32], procs: &[Proc]) -> Vec<u32> {
+    if w.boot_id[..] != *boot_id {
         return Vec::new();
     }
     let mut out: Vec<u32> = Vec::new();
@@ -130,25 +154,25 @@ pub fn stale(w: &Writer, boot_id: &str, groups: &[u32], procs: &[Proc]) -> Vec<u
     out
 }
 
-/// A whole small file, at most `max` bytes (more is an error); bytes that are not
-/// UTF-8 are replaced (a torn record's tail).
-fn read_small(path: &Path, max: u64) -> io::Result<String> {
-    let mut buf = Vec::new();
-    File::open(path)?.take(max + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > max {
-        return Err(io::Error::other(format!("larger than {max} bytes")));
+/// A small file read whole into `buf`, at most `buf.len()` bytes (a longer one
+/// is cut there): the bytes read.
+fn read_into<'b>(path: &Path, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+    let mut f = File::open(path)?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    Ok(&buf[..n])
 }
 
-/// This boot's id (`/proc/sys/kernel/random/boot_id`).
-fn boot_id() -> io::Result<String> {
-    let s = read_small(Path::new("/proc/sys/kernel/random/boot_id"), 64)?;
-    Ok(s.trim().to_string())
-}
-
-fn read_stat(path: &str) -> Option<Proc> {
-    parse_stat(&read_small(Path::new(path), MAX_STAT_BYTES).ok()?)
+fn read_stat(path: &Path) -> Option<Proc> {
+    let mut buf = [0u8; MAX_STAT_BYTES];
+    parse_stat(read_into(path, &mut buf).ok()?)
 }
 
 /// Every process `/proc` shows.
@@ -156,68 +180,70 @@ fn processes() -> Vec<Proc> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    dir.flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .filter_map(|e| read_stat(&format!("/proc/{}/stat", e.file_name().to_string_lossy())))
-        .collect()
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let name = e.file_name();
+        if number(name.as_encoded_bytes()).is_some()
+            && let Some(p) = read_stat(&e.path().join("stat"))
+        {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The open record of this crd's runs.
 pub struct Record {
     file: File,
     path: PathBuf,
-    /// Slots written with a group and not yet blanked.
+    /// Slots written with a group and not yet freed.
     live: usize,
 }
 
 impl Record {
     /// Kills the groups a previous crd left in the record at `path` (see the file's
-    /// doc for when a group counts as its), then starts this crd's record there.
-    /// Returns the record and one line per group killed, or why none is kept.
-    pub fn take_over(path: &Path) -> Result<(Record, Vec<String>), String> {
-        let me = read_stat("/proc/self/stat").ok_or("cannot read /proc/self/stat")?;
-        let boot = boot_id().map_err(|e| format!("boot_id: {e}"))?;
+    /// doc for when a group counts as its; each kill is logged), then starts this
+    /// crd's record there. Returns the record and the groups killed, or why none
+    /// is kept.
+    pub fn take_over(path: &Path) -> io::Result<(Record, Vec<u32>)> {
+        let no_proc = || io::Error::other("/proc unreadable");
+        let me = read_stat(Path::new("/proc/self/stat")).ok_or_else(no_proc)?;
+        let mut boot_id = [0u8; BOOT_ID_BYTES];
+        let n = read_into(Path::new("/proc/sys/kernel/random/boot_id"), &mut boot_id)?.len();
+        if n != BOOT_ID_BYTES {
+            return Err(no_proc());
+        }
         let mut killed = Vec::new();
-        match read_small(path, MAX_RECORD_BYTES) {
-            Ok(text) => {
-                if let Some((w, groups)) = parse_record(&text) {
-                    let procs = if groups.is_empty() {
-                        Vec::new()
-                    } else {
-                        processes()
-                    };
-                    for g in stale(&w, &boot, &groups, &procs) {
-                        let n = procs.iter().filter(|p| p.pgrp == g).count();
-                        match sys::kill_group(g, libc::SIGKILL) {
-                            Ok(()) => killed.push(format!(
-                                "killed process group {g} ({n} processes) of a run the previous crd did not end"
-                            )),
-                            Err(e) => killed.push(format!("cannot kill process group {g}: {e}")),
-                        }
+        let mut buf = vec![0u8; MAX_RECORD_BYTES];
+        match read_into(path, &mut buf) {
+            Ok(b) => {
+                if let Some((w, groups)) = parse_record(b)
+                    && !groups.is_empty()
+                {
+                    for g in stale(&w, &boot_id, &groups, &processes()) {
+                        sys::kill_group(g, libc::SIGKILL)?;
+                        log::warn!(
+                            "killed process group {g} of a run the previous crd did not end"
+                        );
+                        killed.push(g);
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => killed.push(format!("{}: {e}; not read", path.display())),
+            Err(e) => return Err(e),
         }
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .open(path)?;
         let w = Writer {
-            boot_id: boot,
+            boot_id,
             session: sys::session_id(),
             start: me.start,
         };
-        file.write_all_at(header(&w).as_bytes(), 0)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.write_all_at(&header(&w), 0)?;
         Ok((
             Record {
                 file,
@@ -230,12 +256,9 @@ impl Record {
 
     /// Slot `id` now holds a run in group `pgid` (`None`: free).
     pub fn set(&mut self, id: usize, pgid: Option<u32>) -> io::Result<()> {
-        let line = match pgid {
-            Some(g) => format!("{g:>10}\n"),
-            None => format!("{:>10}\n", ""),
-        };
-        let at = (HEADER_BYTES + id * LINE_BYTES) as u64;
-        self.file.write_all_at(line.as_bytes(), at)?;
+        let at = (HEADER_BYTES + id * SLOT_BYTES) as u64;
+        self.file
+            .write_all_at(&pgid.unwrap_or(0).to_be_bytes(), at)?;
         match pgid {
             Some(_) => self.live += 1,
             None => self.live = self.live.saturating_sub(1),
@@ -259,15 +282,14 @@ mod tests {
 
     fn w() -> Writer {
         Writer {
-            boot_id: "6f0c3a4e-0000-4000-8000-000000000001".into(),
+            boot_id: *b"6f0c3a4e-0000-4000-8000-000000000001",
             session: 700,
             start: 5000,
         }
     }
 
-    fn p(pid: u32, pgrp: u32, session: u32, start: u64) -> Proc {
+    fn p(pgrp: u32, session: u32, start: u64) -> Proc {
         Proc {
-            pid,
             pgrp,
             session,
             start,
@@ -276,30 +298,28 @@ mod tests {
 
     #[test]
     fn stat_fields_are_counted_after_the_last_parenthesis() {
-        let s = "4242 (a b) (c)) S 1 4240 700 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5123 2000 100 18446744073709551615";
-        assert_eq!(parse_stat(s), Some(p(4242, 4240, 700, 5123)));
-        assert_eq!(parse_stat("4242 (sh) S 1"), None);
-        assert_eq!(parse_stat(""), None);
+        let s = "4242 (a b) (c)) S 1 4240 700 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 5123 2000 100 18446744073709551615\n";
+        assert_eq!(parse_stat(s.as_bytes()), Some(p(4240, 700, 5123)));
+        assert_eq!(parse_stat(b"4242 (sh) S 1"), None);
+        assert_eq!(parse_stat(b""), None);
+        assert_eq!(number(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(number(b"18446744073709551616"), None);
+        assert_eq!(number(b"12a"), None);
+        assert_eq!(number(b""), None);
     }
 
     #[test]
     fn a_record_reads_back_with_its_free_slots_skipped() {
-        let mut text = header(&w());
-        assert_eq!(text.len(), HEADER_BYTES);
-        for g in [Some(4240u32), None, Some(77)] {
-            let line = match g {
-                Some(g) => format!("{g:>10}\n"),
-                None => format!("{:>10}\n", ""),
-            };
-            assert_eq!(line.len(), LINE_BYTES);
-            text.push_str(&line);
+        let mut b = header(&w()).to_vec();
+        for g in [4240u32, 0, 77] {
+            b.extend_from_slice(&g.to_be_bytes());
         }
-        assert_eq!(parse_record(&text), Some((w(), vec![4240, 77])));
-        assert_eq!(parse_record("garbage\n 12\n"), None);
-        assert_eq!(parse_record(""), None);
-        // A torn or zero-filled tail is not a group.
-        text.push_str("\0\0\0\0");
-        assert_eq!(parse_record(&text).map(|r| r.1), Some(vec![4240, 77]));
+        assert_eq!(parse_record(&b), Some((w(), vec![4240, 77])));
+        assert_eq!(parse_record(b"garbage"), None);
+        assert_eq!(parse_record(b""), None);
+        // A torn last slot is not a group.
+        b.extend_from_slice(&[0, 0, 3]);
+        assert_eq!(parse_record(&b).map(|r| r.1), Some(vec![4240, 77]));
     }
 
     #[test]
@@ -307,12 +327,12 @@ mod tests {
         let boot = w().boot_id;
         let procs = [
             // 4240: the leader is gone; two members of ours remain.
-            p(4241, 4240, 700, 5001),
-            p(4243, 4240, 700, 9000),
+            p(4240, 700, 5001),
+            p(4240, 700, 9000),
             // 77: reused by a process of another session.
-            p(77, 77, 12, 9000),
+            p(77, 12, 9000),
             // 88: one member started before the old crd: not its run.
-            p(88, 88, 700, 4000),
+            p(88, 700, 4000),
             // 99: nothing left.
         ];
         assert_eq!(
@@ -320,7 +340,7 @@ mod tests {
             [4240]
         );
         // Another boot's record: nothing at all.
-        let other = "6f0c3a4e-0000-4000-8000-000000000002";
+        let other = b"6f0c3a4e-0000-4000-8000-000000000002";
         assert!(stale(&w(), other, &[4240], &procs).is_empty());
     }
 }

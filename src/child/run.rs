@@ -120,9 +120,9 @@ impl Runs {
     /// Kills the process groups a crd killed before it could end its runs left in
     /// the record at `path` (its children died with it, their descendants did
     /// not), and records this crd's groups there from now on. Call before the
-    /// first run starts. Returns one line per group killed; an error means no
-    /// record is kept (and the runs go on without it).
-    pub fn take_over_groups(&mut self, path: &std::path::Path) -> Result<Vec<String>, String> {
+    /// first run starts. Returns the groups killed; an error means no record is
+    /// kept (and the runs go on without it).
+    pub fn take_over_groups(&mut self, path: &std::path::Path) -> std::io::Result<Vec<u32>> {
         let (record, killed) = Record::take_over(path)?;
         self.record = Some(record);
         Ok(killed)

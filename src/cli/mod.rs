@@ -490,7 +490,10 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     // Absolute, so that the paths in it resolve against its directory and
     // children (which run in their module's directory) get a `CRD_CONFIG` that
     // holds there too.
-    let config_path = std::path::absolute(&config_path).unwrap_or(config_path);
+    let config_path = match std::env::current_dir() {
+        Ok(dir) if config_path.is_relative() => dir.join(config_path),
+        _ => config_path,
+    };
     let cfg = match crate::host::files::load_config(&config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -551,8 +554,8 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     }
     match args.cmd {
         Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
-        Some(Cmd::Status(st)) => ask(&cfg, if st.json { "status json" } else { "status" }),
-        Some(Cmd::Fleet(f)) => ask(&cfg, if f.json { "fleet json" } else { "fleet" }),
+        Some(Cmd::Status(st)) => ask(&cfg, if st.json { "status json" } else { "status" }, false),
+        Some(Cmd::Fleet(f)) => ask(&cfg, if f.json { "fleet json" } else { "fleet" }, false),
         Some(Cmd::Register(r)) => {
             if config::valid_name(&r.module).is_err()
                 || r.key.as_deref().is_some_and(|k| k.contains(['\n', '\r']))
@@ -564,7 +567,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
                 Some(k) => format!("register {} {k}", r.module),
                 None => format!("register {}", r.module),
             };
-            ask(&cfg, &req)
+            ask(&cfg, &req, false)
         }
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Send(c)) => send(&cfg, c),
@@ -573,8 +576,8 @@ pub fn main(argv: Vec<OsString>) -> i32 {
                 err!("crd: replies: bad id `{id}`");
                 EXIT_USAGE
             }
-            Some(id) => replies(&cfg, &format!("replies {id}")),
-            None => replies(&cfg, "replies"),
+            Some(id) => ask(&cfg, &format!("replies {id}"), true),
+            None => ask(&cfg, "replies", true),
         },
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         Some(Cmd::Resolve(r)) => match crate::mqtt::forward::resolve(&r.broker) {
@@ -690,38 +693,17 @@ fn check_config(cfg: &Config) -> i32 {
 }
 
 /// Sends `request` to the running daemon and prints its answer; an answer that
-/// starts with `error:` exits 1.
-fn ask(cfg: &Config, request: &str) -> i32 {
+/// starts with `error:` exits 1. With `header`, the answer's first line (`#
+/// ...`: the relay's column names, or a command's own line, there so that the
+/// answer is never empty) is not printed: `crd replies [ID]`.
+fn ask(cfg: &Config, request: &str, header: bool) -> i32 {
     match crate::host::control::request(&cfg.control_socket, request) {
         Ok(text) if text.starts_with("error: ") => {
             err!("crd: {}", text.trim_end().trim_start_matches("error: "));
             EXIT_FAIL
         }
         Ok(text) => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
-            EXIT_OK
-        }
-        Err(e) => {
-            err!(
-                "crd: cannot reach the daemon at {}: {e} (is crd running?)",
-                cfg.control_socket.display()
-            );
-            EXIT_FAIL
-        }
-    }
-}
-
-/// `crd replies [ID]`: the relay's answer without its first line (`# ...`: the
-/// column names, or the command's own line), which is there so that the answer
-/// is never empty.
-fn replies(cfg: &Config, request: &str) -> i32 {
-    match crate::host::control::request(&cfg.control_socket, request) {
-        Ok(text) if text.starts_with("error: ") => {
-            err!("crd: {}", text.trim_end().trim_start_matches("error: "));
-            EXIT_FAIL
-        }
-        Ok(text) => {
-            let body = match text.strip_prefix("# ") {
+            let body = match text.strip_prefix("# ").filter(|_| header) {
                 Some(t) => t.split_once('\n').map_or("", |(_, rest)| rest),
                 None => &text,
             };

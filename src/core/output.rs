@@ -142,7 +142,13 @@ pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if unsafe_on_terminal(c) {
-            out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+            // Every such character is below U+10000: four hex digits.
+            out.push_str("\\u{");
+            let n = u32::from(c);
+            for shift in [12, 8, 4, 0] {
+                out.push(char::from(b"0123456789abcdef"[(n >> shift & 0xf) as usize]));
+            }
+            out.push('}');
         } else {
             out.push(c);
         }

@@ -138,9 +138,8 @@ impl Daemon {
                 // Holding the socket, this is the one crd of this config: the
                 // groups a killed one left beside it are its to end.
                 let record = crate::child::groups::record_path(&d.cfg.control_socket);
-                match d.runs.take_over_groups(&record) {
-                    Ok(killed) => killed.iter().for_each(|l| log::warn!("{l}")),
-                    Err(e) => log::warn!("no record of process groups: {e}"),
+                if let Err(e) = d.runs.take_over_groups(&record) {
+                    log::warn!("{}: {e}; no record of process groups", record.display());
                 }
             }
             Err(e @ control::BindError::InUse(_)) => return Err(io::Error::other(e.to_string())),
