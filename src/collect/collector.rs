@@ -371,6 +371,19 @@ pub fn journal_config(cfg: &Config) -> SpoolConfig {
     }
 }
 
+/// An `error` event of module `collector`, to the edge spool.
+fn push_error(outbox: &mut Outbox, now: Instant, wall_ms: u64, out: String) {
+    let e = Event {
+        ts_ms: wall_ms,
+        module: "collector".into(),
+        kind: Kind::Error,
+        code: 0,
+        dur_ms: 0,
+        out,
+    };
+    outbox.push(e, now);
+}
+
 impl Collector {
     /// Opens (creating) the journal in `spool_dir/journal` and recovers it: the
     /// records not yet retired will run.
@@ -866,17 +879,7 @@ impl Collector {
             return;
         }
         log::warn!("collector: {out}");
-        outbox.push(
-            Event {
-                ts_ms: wall_ms,
-                module: "collector".into(),
-                kind: Kind::Error,
-                code: 0,
-                dur_ms: 0,
-                out,
-            },
-            now,
-        );
+        push_error(outbox, now, wall_ms, out);
     }
 
     /// The disk refused a journal write or sync: paused until a retry gets
@@ -954,17 +957,7 @@ impl Collector {
         if let Some(out) = self.fault_event.take() {
             // Spooled if the edge spool can take it (it may sit on the same
             // full disk: then its own policy applies).
-            outbox.push(
-                Event {
-                    ts_ms: wall_ms,
-                    module: "collector".into(),
-                    kind: Kind::Error,
-                    code: 0,
-                    dur_ms: 0,
-                    out,
-                },
-                now,
-            );
+            push_error(outbox, now, wall_ms, out);
         }
         let mut budget = PUMP_BUDGET_RECORDS;
         self.busy = false;
