@@ -117,7 +117,7 @@ pub fn head_tail(s: &str, limit: usize) -> std::borrow::Cow<'_, str> {
 /// starts the sequences that move the cursor, retitle the window or rewrite
 /// what is on screen) and the Unicode bidirectional controls (U+202E shows
 /// `gw-evil` as `live-wg`), and the line and paragraph separators.
-fn unsafe_on_terminal(c: char) -> bool {
+fn hostile_on_terminal(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -136,12 +136,12 @@ fn unsafe_on_terminal(c: char) -> bool {
 /// register` print: untrusted text reaching an operator's terminal. `s` itself
 /// (no copy) when it has none.
 pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(unsafe_on_terminal) {
+    if !s.chars().any(hostile_on_terminal) {
         return s.into();
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if unsafe_on_terminal(c) {
+        if hostile_on_terminal(c) {
             // Every such character is below U+10000: four hex digits.
             out.push_str("\\u{");
             let n = u32::from(c);
