@@ -648,7 +648,10 @@ fn check_config(cfg: &Config) -> i32 {
         if let Err(e) = crate::command::edge::read_key(p) {
             let e = config::ConfigError {
                 file: cfg.path.clone(),
-                line: cfg.line_of("command_key_file"),
+                line: crate::host::files::read_bounded(&cfg.path, config::MAX_CONFIG_BYTES)
+                    .ok()
+                    .and_then(|t| config::key_line(&t, "command_key_file"))
+                    .unwrap_or(0),
                 key: Some("command_key_file".into()),
                 msg: format!(
                     "{e} (the daemon would run with remote commands off, and `crd send` would fail)"

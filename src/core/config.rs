@@ -366,9 +366,6 @@ pub struct Config {
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
-    /// Each global key set in the file and its line, for messages about a value
-    /// that parsed but does not work (`crd --check-config`).
-    pub set_at: Vec<(String, u32)>,
 }
 
 /// One `[module NAME]` section: its overrides, applied after the module's own file.
@@ -531,16 +528,7 @@ impl Config {
             fleet_html: None,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
-            set_at: Vec::new(),
         }
-    }
-
-    /// The line global `key` was set at; 0 when it was not (a default).
-    pub fn line_of(&self, key: &str) -> u32 {
-        self.set_at
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(0, |(_, l)| *l)
     }
 
     /// Where `key` of module `name`'s `[module NAME]` sections was set last:
@@ -1049,10 +1037,11 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
                         Ok(None) => err(n, Some(k), "unknown key in a [module] section".into()),
                         Err(m) => err(n, Some(k), m),
                     },
-                    Scope::Global => match global_setting(&mut cfg, k, v) {
-                        Ok(()) => cfg.set_at.push((k.to_string(), n)),
-                        Err(m) => err(n, Some(k), m),
-                    },
+                    Scope::Global => {
+                        if let Err(m) = global_setting(&mut cfg, k, v) {
+                            err(n, Some(k), m);
+                        }
+                    }
                 }
             }
         }
@@ -1345,11 +1334,12 @@ pub fn parse_module_conf(text: &str, path: &Path) -> Result<Vec<Setting>, Config
     }
 }
 
-/// The line of `text` (a `module.conf`) that sets `key`, if one does.
+/// The last line of `text` (a `module.conf`, or `crd.conf` for a global key)
+/// that sets `key`, if one does: the value in force.
 pub fn key_line(text: &str, key: &str) -> Option<u32> {
     lines(text, &mut |_, _, _| {})
         .into_iter()
-        .find(|(_, l)| matches!(l, Line::Pair(k, _) if *k == key))
+        .rfind(|(_, l)| matches!(l, Line::Pair(k, _) if *k == key))
         .map(|(n, _)| n)
 }
 
@@ -1722,8 +1712,9 @@ mod tests {
             Some(Path::new("/etc/crd/p"))
         );
         assert_eq!(c.mqtt.ca_file, Path::new("/etc/crd/c.pem"));
-        assert_eq!(c.line_of("command_key_file"), 4);
-        assert_eq!(c.line_of("broker"), 0);
+        assert_eq!(key_line(text, "command_key_file"), Some(4));
+        assert_eq!(key_line(text, "broker"), None);
+        assert_eq!(key_line("a = 1\nb = 2\na = 3\n", "a"), Some(3), "the last");
     }
 
     #[test]
