@@ -14,6 +14,12 @@
 //!   clock: no `std::fs`, `std::net`, `std::os`, `std::process`, `std::env`, `mio`,
 //!   `libc`, `Instant::now`, `SystemTime::now`, and no logging
 //!   macros. Test code (`#[cfg(test)]` items) is exempt.
+//! - Shape (`check_shape`): no function over 80 lines and no
+//!   `too_many_arguments` allowed anywhere in `src/`; in collect/, command/,
+//!   rules/ and daemon/ no struct over 15 named fields; collect/, command/, rules/
+//!   and core/ read no clock and touch no file (`command/send.rs`, the CLI client
+//!   that waits for its replies, aside); no two files import each other. What the
+//!   tree still breaks is listed in `tests/tidy-debt.txt`, which only shrinks.
 //!
 //! The unit tests at the bottom feed the checker a planted bad tree and assert each
 //! violation is found, so this test can fail.
@@ -412,6 +418,273 @@ fn check_tree(src: &Path, rules: &BTreeMap<String, Rule>) -> Vec<String> {
     problems
 }
 
+/// Lines a function may span outside tests (its signature to its closing brace).
+const MAX_FN_LINES: usize = 80;
+/// Named fields a struct may have in the central folders.
+const MAX_FIELDS: usize = 15;
+/// Folders whose structs are split by concern (`MAX_FIELDS`).
+const SPLIT_FOLDERS: [&str; 4] = ["collect", "command", "rules", "daemon"];
+/// Folders that read no clock and touch no file: the loop hands them `now`, and
+/// the daemon carries out what they ask for.
+const NO_CLOCK_FOLDERS: [&str; 4] = ["collect", "command", "rules", "core"];
+/// The command-line client, which waits for its replies itself.
+const CLIENT_FILES: [&str; 1] = ["command/send.rs"];
+
+/// The function names declared on `line` (`fn name`), if any.
+fn fn_name(line: &str) -> Option<String> {
+    let at = line
+        .match_indices("fn ")
+        .find(|(at, _)| !line[..*at].ends_with(|c: char| c.is_alphanumeric() || c == '_'))?;
+    let name: String = line[at.0 + 3..]
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The line (index) where the item opened at `start` closes: the first `{` on or
+/// after it, to its matching `}`; `None` for a declaration without a body.
+fn body_end(code: &[String], start: usize) -> Option<usize> {
+    let mut depth = 0i64;
+    let mut opened = false;
+    for (m, line) in code.iter().enumerate().skip(start) {
+        for ch in line.chars() {
+            match ch {
+                '{' => {
+                    depth += 1;
+                    opened = true;
+                }
+                '}' => depth -= 1,
+                ';' if !opened && depth == 0 => return None,
+                _ => {}
+            }
+        }
+        if opened && depth <= 0 {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// Whether a line at a struct's top level starts a named field (`name:` or
+/// `pub name:`, any `pub(..)`).
+fn is_field(line: &str) -> bool {
+    let mut t = line.trim_start();
+    if let Some(rest) = t.strip_prefix("pub") {
+        t = match rest.strip_prefix('(') {
+            Some(r) => r.split_once(')').map_or("", |(_, r)| r),
+            None => rest,
+        }
+        .trim_start();
+    }
+    let name = t
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map_or(t, |end| &t[..end]);
+    !name.is_empty() && t[name.len()..].starts_with(':') && !t[name.len()..].starts_with("::")
+}
+
+/// The named fields of the struct whose body spans `code[open..=close]`.
+fn fields(code: &[String], open: usize, close: usize) -> usize {
+    let mut depth = 0i64;
+    let mut n = 0;
+    for line in &code[open..=close] {
+        if depth == 1 && is_field(line) {
+            n += 1;
+        }
+        for ch in line.chars() {
+            match ch {
+                '{' | '(' | '<' | '[' => depth += 1,
+                '}' | ')' | '>' | ']' => depth -= 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// The source files `line` imports, as paths relative to `src/` (`a/b.rs`),
+/// for `crate::a::b` and, from `folder`, `super::b`; only paths that name a
+/// file that exists in `files`.
+fn file_imports(line: &str, folder: &str, files: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |f: String| {
+        if files.contains(&f) && !out.contains(&f) {
+            out.push(f);
+        }
+    };
+    for (at, _) in line.match_indices("crate::") {
+        if line[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let parts: Vec<&str> = line[at + 7..]
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .next()
+            .unwrap_or("")
+            .split("::")
+            .collect();
+        if parts.len() >= 2 {
+            add(format!("{}/{}.rs", parts[0], parts[1]));
+        }
+        // `use crate::a::{b::x, c}`
+        if let Some(i) = line[at..].find("::{") {
+            let a: String = line[at + 7..].chars().take_while(|c| *c != ':').collect();
+            for part in line[at + i + 3..].split([',', '}']) {
+                let name: String = part
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                add(format!("{a}/{name}.rs"));
+            }
+        }
+    }
+    for (at, _) in line.match_indices("super::") {
+        if line[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let rest = &line[at + 7..];
+        let names: Vec<String> = if let Some(group) = rest.strip_prefix('{') {
+            group.split([',', '}']).map(str::to_string).collect()
+        } else {
+            vec![rest.to_string()]
+        };
+        for n in names {
+            let name: String = n
+                .trim()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            add(format!("{folder}/{name}.rs"));
+        }
+    }
+    out
+}
+
+/// The shape rules: functions over `MAX_FN_LINES`, `too_many_arguments`
+/// allowed, structs over `MAX_FIELDS` in `SPLIT_FOLDERS`, clock reads and
+/// `std::fs` in `NO_CLOCK_FOLDERS`, and circles of imports between files.
+/// One line per violation, `path:line: what`.
+fn check_shape(src: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let rels: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(src)
+                .expect("under src")
+                .display()
+                .to_string()
+        })
+        .collect();
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (f, rel) in files.iter().zip(&rels) {
+        let shown = format!("src/{rel}");
+        let text = fs::read_to_string(f).unwrap_or_default();
+        let code = code_lines(&text);
+        let tests = test_lines(&code);
+        let folder = rel.split('/').next().unwrap_or("").to_string();
+        let mut report =
+            |line: usize, what: String| problems.push(format!("{shown}:{line}: {what}"));
+        let client = CLIENT_FILES.contains(&rel.as_str());
+        // A `tests.rs` is a `#[cfg(test)] mod tests;` of its folder.
+        let test_file = rel.ends_with("/tests.rs");
+        let mut imports = Vec::new();
+        for (n, line) in code.iter().enumerate() {
+            if tests[n] || test_file {
+                continue;
+            }
+            if line.contains("too_many_arguments") {
+                report(n + 1, "allows `too_many_arguments`: pass a struct".into());
+            }
+            if NO_CLOCK_FOLDERS.contains(&folder.as_str()) && !client {
+                for bad in ["Instant::now", "SystemTime::now", "std::fs"] {
+                    if line.contains(bad) {
+                        report(
+                            n + 1,
+                            format!(
+                                "`{folder}` reads no clock and touches no file, but uses `{bad}`: take it from the loop"
+                            ),
+                        );
+                    }
+                }
+            }
+            if let (Some(name), Some(end)) = (fn_name(line), body_end(&code, n))
+                && end - n + 1 > MAX_FN_LINES
+            {
+                let len = end - n + 1;
+                report(
+                    n + 1,
+                    format!("fn {name} is {len} lines, over {MAX_FN_LINES}"),
+                );
+            }
+            let t = line.trim_start();
+            let is_struct = t.starts_with("struct ")
+                || t.starts_with("pub struct ")
+                || t.starts_with("pub(crate) struct ");
+            if is_struct
+                && SPLIT_FOLDERS.contains(&folder.as_str())
+                && !client
+                && let Some(end) = body_end(&code, n)
+                && fields(&code, n, end) > MAX_FIELDS
+            {
+                let k = fields(&code, n, end);
+                let name: String = t
+                    .split("struct ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                report(
+                    n + 1,
+                    format!("struct {name} has {k} fields, over {MAX_FIELDS}: split it by concern"),
+                );
+            }
+            for to in file_imports(line, &folder, &rels) {
+                if to != *rel && !to.ends_with("mod.rs") && !imports.contains(&to) {
+                    imports.push(to);
+                }
+            }
+        }
+        graph.insert(rel.clone(), imports);
+    }
+    for (from, tos) in &graph {
+        for to in tos {
+            if from < to && graph.get(to).is_some_and(|back| back.contains(from)) {
+                problems.push(format!(
+                    "src/{from}:1: import circle with src/{to}: move the shared vocabulary into one of them"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Violations of the shape rules that are known and being paid off, one
+/// `path: what` a line (`tests/tidy-debt.txt`): each must still occur (the list
+/// only shrinks), and nothing else may.
+fn debt() -> Vec<String> {
+    fs::read_to_string(root().join("tests/tidy-debt.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A problem without its line number, as the debt list names it.
+fn debt_key(problem: &str) -> String {
+    let mut parts = problem.splitn(3, ':');
+    let (path, _line, what) = (
+        parts.next().unwrap_or(""),
+        parts.next(),
+        parts.next().unwrap_or("").trim(),
+    );
+    format!("{path}: {what}")
+}
+
 /// The folders `from` reaches through the table; used to prove the table itself
 /// has no cycle.
 fn reaches(rules: &BTreeMap<String, Rule>, from: &str, to: &str, seen: &mut Vec<String>) -> bool {
@@ -449,6 +722,34 @@ fn src_keeps_the_house_rules() {
         problems.is_empty(),
         "house rules broken:\n{}",
         problems.join("\n")
+    );
+}
+
+#[test]
+fn src_keeps_the_shape_rules_or_pays_its_listed_debt() {
+    let problems = check_shape(&root().join("src"));
+    let debt = debt();
+    let new: Vec<&String> = problems
+        .iter()
+        .filter(|p| !debt.contains(&debt_key(p)))
+        .collect();
+    let keys: Vec<String> = problems.iter().map(|p| debt_key(p)).collect();
+    let paid: Vec<&String> = debt.iter().filter(|d| !keys.contains(d)).collect();
+    assert!(
+        new.is_empty(),
+        "shape rules broken:\n{}",
+        new.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        paid.is_empty(),
+        "paid off: remove from tests/tidy-debt.txt:\n{}",
+        paid.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -571,6 +872,56 @@ fn a_planted_bad_tree_is_refused_with_file_and_line() {
         "{p:#?}"
     );
     assert_eq!(p.len(), 11, "{p:#?}");
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_planted_misshapen_tree_is_refused_with_file_and_line() {
+    let long: String = (0..81).map(|i| format!("    let x{i} = {i};\n")).collect();
+    let many: String = (0..16).map(|i| format!("    pub f{i}: u8,\n")).collect();
+    let d = planted(
+        "shape",
+        &[
+            ("child/recipe.rs", "//! a\nuse super::spawn::Kind;\n"),
+            (
+                "child/spawn.rs",
+                "//! b\nuse crate::child::recipe::Recipe;\n",
+            ),
+            (
+                "collect/big.rs",
+                &format!(
+                    "//! c\nfn long() {{\n{long}}}\n#[allow(clippy::too_many_arguments)]\nfn many(a: u8) {{}}\n\
+                     pub struct Wide {{\n{many}}}\nfn t() {{ let n = std::time::Instant::now(); std::fs::read(\"x\"); }}\n"
+                ),
+            ),
+            (
+                "spool/ok.rs",
+                &format!(
+                    "//! the basement keeps its shape\npub struct Wide {{\n{many}}}\nfn t() {{ std::fs::read(\"x\"); }}\n"
+                ),
+            ),
+            (
+                "command/send.rs",
+                "//! the client\nfn t() { let n = std::time::Instant::now(); }\n",
+            ),
+        ],
+    );
+    let p = check_shape(&d);
+    expect(&p, "src/collect/big.rs:2", "fn long is 83 lines");
+    expect(&p, "src/collect/big.rs:85", "too_many_arguments");
+    expect(&p, "src/collect/big.rs:87", "struct Wide has 16 fields");
+    expect(&p, "src/collect/big.rs:105", "`Instant::now`");
+    expect(&p, "src/collect/big.rs:105", "`std::fs`");
+    expect(
+        &p,
+        "src/child/recipe.rs:1",
+        "import circle with src/child/spawn.rs",
+    );
+    assert_eq!(p.len(), 6, "{p:#?}");
+    assert_eq!(
+        debt_key(&p[0]),
+        p[0].replacen(&format!(":{}:", p[0].split(':').nth(1).unwrap()), ":", 1)
+    );
     fs::remove_dir_all(&d).unwrap();
 }
 
