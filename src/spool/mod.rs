@@ -38,6 +38,7 @@
 //!   skipped and counted (a corrupt record), never a reason to refuse to start; an
 //!   unknown format version is.
 
+pub mod durable;
 pub mod format;
 pub mod storage;
 
