@@ -5,13 +5,17 @@
 //! refused: a copy of it gets the same answer again).
 //!
 //! On disk, in `spool_dir/command/` over the spool's `Storage` (files in
-//! production, power cuts in tests): one file `log.<generation>`, a header record, then
-//! one record per change, each `[len u32 LE][crc32c u32 LE][body]`. The caller
-//! syncs (`sync`) before it acknowledges a command to the broker and before it
-//! starts a run. Once the file passes `COMPACT_BYTES`, the table is written whole
-//! to `log.<generation+1>` (its header counts the records that follow), synced, and the
-//! old file removed; at start the newest file whose header and counted records
-//! are whole wins, and a torn tail after them is cut.
+//! production, power cuts in tests): a `durable::Log` named `table` whose header
+//! is `forgot_sent` (u64 BE) and whose snapshot records and changes are each one
+//! entry's current state (`record`, big-endian). The caller syncs (`sync`)
+//! before it acknowledges a command to the broker and before it starts a run.
+//! Once the file passes `COMPACT_BYTES` (or a sync failed), the table is written
+//! whole as the log's next generation.
+//!
+//! Before that log, the table was `log.<generation>` with frames
+//! `[len u32 LE][crc32c u32 LE][body]` and little-endian bodies: a table found
+//! only in that format is read (`legacy`) and written into the log at start,
+//! then its files removed, so an upgraded crd runs nothing twice.
 //!
 //! The sender's relay (`relay.rs`) keeps its outgoing commands in the same kind
 //! of table: `Waiting` is a command still republished, `Started` one its node
@@ -25,6 +29,7 @@
 //! `MAX_FILE_BYTES`.
 
 use crate::command::envelope::{self, Refusal};
+use crate::spool::durable::{self, Log, Part, Snapshot};
 use crate::spool::format::crc32c;
 use crate::spool::storage::Storage;
 use std::collections::VecDeque;
@@ -88,16 +93,17 @@ pub struct Entry {
     pub state: State,
 }
 
+/// The log's name in the table's directory.
+const STEM: &str = "table";
+const LOG_LIMITS: durable::Limits = durable::Limits {
+    compact_bytes: COMPACT_BYTES,
+    max_file_bytes: MAX_FILE_BYTES,
+};
+
 pub struct Table<S: Storage> {
-    st: S,
+    log: Log<S>,
     limits: Limits,
-    generation: u32,
-    len: u64,
-    /// The log is rewritten whole past this many bytes: `COMPACT_BYTES`, or twice
-    /// what the last rewrite wrote.
-    compact_at: u64,
     entries: VecDeque<Entry>,
-    dirty: bool,
     /// Ended ids forgotten at the `MAX_IDS` bound.
     pub evicted: u64,
     /// The newest `sent` (the sender's unix ms) of the ids forgotten, 0 if none:
@@ -117,11 +123,14 @@ pub fn id_bytes(hex: &str) -> Option<[u8; ID]> {
     Some(b)
 }
 
-fn file_name(generation: u32) -> String {
+/// A file of the table's format before the durable log.
+fn legacy_name(generation: u32) -> String {
     format!("log.{generation}")
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
+/// A frame of the format before the durable log (the tests write one).
+#[cfg(test)]
+fn legacy_frame(body: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(FRAME + body.len());
     f.extend_from_slice(&(body.len() as u32).to_le_bytes());
     f.extend_from_slice(&crc32c(body).to_le_bytes());
@@ -129,8 +138,8 @@ fn frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// The bodies of the whole frames at the start of `b`, and where they end.
-fn frames(b: &[u8]) -> (Vec<&[u8]>, usize) {
+/// The bodies of the whole legacy frames at the start of `b`, and where they end.
+fn legacy_frames(b: &[u8]) -> (Vec<&[u8]>, usize) {
     let (mut out, mut at) = (Vec::new(), 0);
     while b.len() - at >= FRAME {
         let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
@@ -147,9 +156,10 @@ fn frames(b: &[u8]) -> (Vec<&[u8]>, usize) {
     (out, at)
 }
 
-/// `H`, the generation, the count of records that follow, `forgot_sent` (absent
-/// in logs written before it was kept: 0).
-fn header(generation: u32, count: u32, forgot_sent: u64) -> Vec<u8> {
+/// A legacy header: `H`, the generation, the count of records that follow,
+/// `forgot_sent` (absent in logs written before it was kept: 0).
+#[cfg(test)]
+fn legacy_header(generation: u32, count: u32, forgot_sent: u64) -> Vec<u8> {
     let mut b = vec![b'H'];
     b.extend_from_slice(&generation.to_le_bytes());
     b.extend_from_slice(&count.to_le_bytes());
@@ -157,16 +167,41 @@ fn header(generation: u32, count: u32, forgot_sent: u64) -> Vec<u8> {
     b
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+/// The byte order of a record's numbers: big-endian in the durable log,
+/// little-endian in the format before it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Be,
+    Le,
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+fn u64_at(b: &[u8], at: usize, o: Order) -> Option<u64> {
+    let a: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
+    Some(match o {
+        Order::Be => u64::from_be_bytes(a),
+        Order::Le => u64::from_le_bytes(a),
+    })
 }
 
-/// A record's body: the entry's current state.
+fn u32_at(b: &[u8], at: usize, o: Order) -> Option<u32> {
+    let a: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(match o {
+        Order::Be => u32::from_be_bytes(a),
+        Order::Le => u32::from_le_bytes(a),
+    })
+}
+
+/// A record's body: the entry's current state, big-endian (`order` picks the
+/// legacy little-endian for the tests' old files).
 fn record(e: &Entry) -> Vec<u8> {
+    record_in(e, Order::Be)
+}
+
+fn record_in(e: &Entry, o: Order) -> Vec<u8> {
+    let n32 = |v: u32| match o {
+        Order::Be => v.to_be_bytes(),
+        Order::Le => v.to_le_bytes(),
+    };
     let mut b = Vec::with_capacity(64);
     match &e.state {
         State::Waiting(_) => b.push(b'W'),
@@ -174,7 +209,10 @@ fn record(e: &Entry) -> Vec<u8> {
         State::Ended(_) => b.push(b'E'),
     }
     b.extend_from_slice(&e.id);
-    b.extend_from_slice(&e.sent.to_le_bytes());
+    b.extend_from_slice(&match o {
+        Order::Be => e.sent.to_be_bytes(),
+        Order::Le => e.sent.to_le_bytes(),
+    });
     let names = |b: &mut Vec<u8>| {
         b.push(e.node.len().min(255) as u8);
         b.extend_from_slice(&e.node.as_bytes()[..e.node.len().min(255)]);
@@ -191,8 +229,8 @@ fn record(e: &Entry) -> Vec<u8> {
                 End::Unanswered => (3, 0, 0, 0),
             };
             b.push(kind);
-            b.extend_from_slice(&code.to_le_bytes());
-            b.extend_from_slice(&dur.to_le_bytes());
+            b.extend_from_slice(&n32(code as u32));
+            b.extend_from_slice(&n32(dur));
             b.push(why);
             names(&mut b);
         }
@@ -209,9 +247,9 @@ fn names(b: &[u8]) -> Option<(Box<str>, Box<str>)> {
 }
 
 /// The entry a record's body says, or `None` if it is not one.
-fn parse_record(b: &[u8]) -> Option<Entry> {
+fn parse_record(b: &[u8], o: Order) -> Option<Entry> {
     let id: [u8; ID] = b.get(1..1 + ID)?.try_into().ok()?;
-    let sent = u64_at(b, 1 + ID)?;
+    let sent = u64_at(b, 1 + ID, o)?;
     let rest = b.get(1 + ID + 8..)?;
     let ((node, module), state) = match b[0] {
         b'W' => {
@@ -221,8 +259,8 @@ fn parse_record(b: &[u8]) -> Option<Entry> {
         }
         b'S' => (names(rest)?, State::Started),
         b'E' => {
-            let code = u32_at(rest, 1)? as i32;
-            let dur_ms = u32_at(rest, 5)?;
+            let code = u32_at(rest, 1, o)? as i32;
+            let dur_ms = u32_at(rest, 5, o)?;
             let end = match *rest.first()? {
                 0 => End::Done { code, dur_ms },
                 1 => End::Interrupted,
@@ -244,85 +282,71 @@ fn parse_record(b: &[u8]) -> Option<Entry> {
 }
 
 impl<S: Storage> Table<S> {
-    /// Reads the table from `st` (an empty one if there is none). `Err` only when
-    /// the directory cannot be listed or a new log cannot be made; damage is cut
+    /// Reads the table from `st` (an empty one if there is none; one in the
+    /// format before the durable log is taken over). `Err` only when the
+    /// directory cannot be listed or a new log cannot be made; damage is cut
     /// and reported in the warnings.
-    pub fn open(mut st: S, limits: Limits) -> io::Result<(Table<S>, Vec<String>)> {
-        let mut warnings = Vec::new();
-        let mut generations: Vec<u32> = st
+    pub fn open(st: S, limits: Limits) -> io::Result<(Table<S>, Vec<String>)> {
+        let (mut header, mut records, mut skipped) = (Vec::new(), Vec::new(), 0);
+        let (log, mut warnings) = Log::open(st, STEM, LOG_LIMITS, &mut |part, b| match part {
+            Part::Header => header = b.to_vec(),
+            _ => match parse_record(b, Order::Be) {
+                Some(e) => records.push(e),
+                None => skipped += 1,
+            },
+        })?;
+        if skipped > 0 {
+            warnings.push(format!(
+                "command table: {skipped} records not understood, skipped"
+            ));
+        }
+        let mut t = Table {
+            log,
+            limits,
+            entries: VecDeque::new(),
+            evicted: 0,
+            forgot_sent: u64_at(&header, 0, Order::Be).unwrap_or(0),
+        };
+        for e in records {
+            t.apply(e);
+        }
+        t.take_over_legacy(header.is_empty(), &mut warnings)?;
+        Ok((t, warnings))
+    }
+
+    /// A table in the format before the durable log (`log.<generation>`): read
+    /// into this one and written whole when this one is new, then removed. A
+    /// crash in between reads it again at the next start.
+    fn take_over_legacy(&mut self, fresh: bool, warnings: &mut Vec<String>) -> io::Result<()> {
+        let mut generations: Vec<u32> = self
+            .log
+            .storage()
             .list()?
             .iter()
             .filter_map(|n| n.strip_prefix("log.")?.parse().ok())
             .collect();
+        if generations.is_empty() {
+            return Ok(());
+        }
         generations.sort_unstable_by(|a, b| b.cmp(a));
-        let mut chosen = None;
-        for &generation in &generations {
-            let name = file_name(generation);
-            let size = st.len(&name)?.unwrap_or(0).min(MAX_FILE_BYTES);
-            let mut buf = vec![0u8; size as usize];
-            let n = st.read_at(&name, 0, &mut buf)?;
-            buf.truncate(n);
-            let (bodies, end) = frames(&buf);
-            let counted = bodies
-                .first()
-                .filter(|h| matches!(h.len(), 9 | 17) && h[0] == b'H')
-                .filter(|h| u32_at(h, 1) == Some(generation))
-                .and_then(|h| Some((u32_at(h, 5)?, u64_at(h, 9).unwrap_or(0))));
-            match counted {
-                Some((c, forgot)) if bodies.len() > c as usize => {
-                    if end < buf.len() {
-                        warnings.push(format!(
-                            "command log {name}: {} bytes after its last whole record cut",
-                            buf.len() - end
-                        ));
-                    }
-                    let entries: Vec<Entry> =
-                        bodies[1..].iter().filter_map(|b| parse_record(b)).collect();
-                    if entries.len() + 1 < bodies.len() {
-                        warnings.push(format!(
-                            "command log {name}: {} records not understood, skipped",
-                            bodies.len() - 1 - entries.len()
-                        ));
-                    }
-                    chosen = Some((generation, end as u64, entries, buf.len() as u64, forgot));
-                    break;
-                }
-                _ => warnings.push(format!(
-                    "command log {name}: incomplete (a compaction cut short), not used"
-                )),
+        if fresh {
+            let (entries, forgot) = legacy::read(self.log.storage(), &generations, warnings)?;
+            self.forgot_sent = forgot;
+            for e in entries {
+                self.apply(e);
             }
+            let snap = snapshot(&self.entries, self.forgot_sent);
+            self.log.commit(&snap)?;
+            warnings.push(format!(
+                "command table: {} ids taken over from {}",
+                self.entries.len(),
+                legacy_name(generations[0])
+            ));
         }
-        let mut t = Table {
-            st,
-            limits,
-            generation: 0,
-            len: 0,
-            compact_at: COMPACT_BYTES,
-            entries: VecDeque::new(),
-            dirty: false,
-            evicted: 0,
-            forgot_sent: 0,
-        };
-        match chosen {
-            Some((generation, end, records, size, forgot)) => {
-                t.generation = generation;
-                t.forgot_sent = forgot;
-                t.len = end;
-                for e in records {
-                    t.apply(e);
-                }
-                if end < size {
-                    t.st.truncate(&file_name(generation), end)?;
-                    t.st.sync(&file_name(generation))?;
-                }
-            }
-            None => t.rewrite(generations.first().copied().unwrap_or(0) + 1)?,
+        for g in generations {
+            self.log.storage().remove(&legacy_name(g))?;
         }
-        for g in generations.into_iter().filter(|&g| g != t.generation) {
-            t.st.remove(&file_name(g))?;
-        }
-        t.st.sync_dir()?;
-        Ok((t, warnings))
+        self.log.storage().sync_dir()
     }
 
     fn apply(&mut self, e: Entry) {
@@ -355,37 +379,6 @@ impl<S: Storage> Table<S> {
         self.entries.push_back(e);
     }
 
-    /// Writes the whole table to `log.<generation>`, synced, and makes it the log.
-    fn rewrite(&mut self, generation: u32) -> io::Result<()> {
-        let name = file_name(generation);
-        let count = self.entries.len() as u32;
-        let mut b = frame(&header(generation, count, self.forgot_sent));
-        for e in &self.entries {
-            b.extend_from_slice(&frame(&record(e)));
-        }
-        let r = self
-            .st
-            .remove(&name)
-            .and_then(|_| self.st.write_at(&name, 0, &b))
-            .and_then(|_| self.st.sync(&name))
-            .and_then(|_| self.st.sync_dir());
-        if let Err(e) = r {
-            let _ = self.st.remove(&name);
-            return Err(e);
-        }
-        let old = (self.generation != 0 && self.generation != generation)
-            .then(|| file_name(self.generation));
-        self.generation = generation;
-        self.len = b.len() as u64;
-        self.compact_at = COMPACT_BYTES.max(2 * self.len);
-        self.dirty = false;
-        if let Some(old) = old {
-            self.st.remove(&old)?;
-            self.st.sync_dir()?;
-        }
-        Ok(())
-    }
-
     pub fn get(&self, id: &[u8; ID]) -> Option<&Entry> {
         self.entries.iter().find(|e| &e.id == id)
     }
@@ -393,25 +386,16 @@ impl<S: Storage> Table<S> {
     /// Sets `e` (new, or a new state of a known id) and appends it to the log
     /// (not synced: `sync`).
     pub fn set(&mut self, e: Entry) -> io::Result<()> {
-        let f = frame(&record(&e));
+        self.log.append(&record(&e));
         self.apply(e);
-        self.dirty = true;
-        self.st
-            .write_at(&file_name(self.generation), self.len, &f)?;
-        self.len += f.len() as u64;
-        Ok(())
+        self.log.flush()
     }
 
-    /// Makes every `set` so far durable; compacts the log once it is long.
+    /// Makes every `set` so far durable; writes the table whole once the log
+    /// is long (or a sync failed).
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.st.sync(&file_name(self.generation))?;
-            self.dirty = false;
-        }
-        if self.len > self.compact_at {
-            self.rewrite(self.generation.wrapping_add(1).max(1))?;
-        }
-        Ok(())
+        let (entries, forgot) = (&self.entries, self.forgot_sent);
+        self.log.sync_with(|| snapshot(entries, forgot))
     }
 
     /// Whether no more may be pending.
@@ -468,7 +452,60 @@ impl<S: Storage> Table<S> {
 
     #[cfg(test)]
     fn storage(&mut self) -> &mut S {
-        &mut self.st
+        self.log.storage()
+    }
+}
+
+/// The whole table as the log's snapshot.
+fn snapshot(entries: &VecDeque<Entry>, forgot_sent: u64) -> Snapshot {
+    let mut s = Snapshot::new(&forgot_sent.to_be_bytes());
+    for e in entries {
+        s.record(&record(e));
+    }
+    s
+}
+
+/// The format before the durable log, read once at an upgrade.
+mod legacy {
+    use super::*;
+
+    /// The newest whole legacy file's entries and `forgot_sent`.
+    pub fn read<S: Storage>(
+        st: &mut S,
+        generations: &[u32],
+        warnings: &mut Vec<String>,
+    ) -> io::Result<(Vec<Entry>, u64)> {
+        for &generation in generations {
+            let name = legacy_name(generation);
+            let size = st.len(&name)?.unwrap_or(0).min(MAX_FILE_BYTES);
+            let mut buf = vec![0u8; size as usize];
+            let n = st.read_at(&name, 0, &mut buf)?;
+            buf.truncate(n);
+            let (bodies, _) = legacy_frames(&buf);
+            let counted = bodies
+                .first()
+                .filter(|h| matches!(h.len(), 9 | 17) && h[0] == b'H')
+                .filter(|h| u32_at(h, 1, Order::Le) == Some(generation))
+                .and_then(|h| {
+                    Some((
+                        u32_at(h, 5, Order::Le)?,
+                        u64_at(h, 9, Order::Le).unwrap_or(0),
+                    ))
+                });
+            match counted {
+                Some((c, forgot)) if bodies.len() > c as usize => {
+                    let entries: Vec<Entry> = bodies[1..]
+                        .iter()
+                        .filter_map(|b| parse_record(b, Order::Le))
+                        .collect();
+                    return Ok((entries, forgot));
+                }
+                _ => warnings.push(format!(
+                    "command log {name}: incomplete (a compaction cut short), not used"
+                )),
+            }
+        }
+        Ok((Vec::new(), 0))
     }
 }
 
@@ -504,7 +541,7 @@ mod tests {
     }
 
     fn reopen(t: Table<MemStorage>) -> Table<MemStorage> {
-        Table::open(t.st, EDGE).unwrap().0
+        Table::open(t.log.into_storage(), EDGE).unwrap().0
     }
 
     #[test]
@@ -571,7 +608,7 @@ mod tests {
                 ..waiting(1)
             })
             .unwrap();
-            let mut st = t.st;
+            let mut st = t.log.into_storage();
             st.power_cut(|_, len| keep.map(|k| k.min(len)), true);
             let (t, w) = Table::open(st, EDGE).unwrap();
             assert_eq!(t.len(), 1, "{keep:?}");
@@ -644,16 +681,19 @@ mod tests {
         }
         let forgot = 3000 - EDGE.max_ids as u64;
         assert_eq!(t.forgot_sent, forgot);
-        assert!(t.generation > 2, "rewritten: {}", t.generation);
+        assert!(t.log.generation() > 2, "rewritten: {}", t.log.generation());
         let t = reopen(t);
         assert_eq!((t.forgot_sent, t.len()), (forgot, EDGE.max_ids));
-        // A log written before the header kept it.
+        // A legacy log written before the header kept it.
         let mut st = MemStorage::new();
-        let mut old = frame(&header(1, 1, 0)[..9]);
-        old.extend_from_slice(&frame(&record(&ended(5, End::Interrupted))));
-        st.put(&file_name(1), &old);
+        let mut old = legacy_frame(&legacy_header(1, 1, 0)[..9]);
+        old.extend_from_slice(&legacy_frame(&record_in(
+            &ended(5, End::Interrupted),
+            Order::Le,
+        )));
+        st.put(&legacy_name(1), &old);
         let (t, w) = Table::open(st, EDGE).unwrap();
-        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(w.len(), 1, "taken over: {w:?}");
         assert_eq!((t.len(), t.forgot_sent), (1, 0));
     }
 
@@ -672,8 +712,8 @@ mod tests {
             t.sync().unwrap();
         }
         let names = t.storage().list().unwrap();
-        assert_eq!(names.iter().filter(|n| n.starts_with("log.")).count(), 1);
-        let name = file_name(t.generation);
+        assert_eq!(names.iter().filter(|n| n.starts_with("table.")).count(), 1);
+        let name = format!("table.{}", t.log.generation());
         assert!(t.storage().len(&name).unwrap().unwrap() <= COMPACT_BYTES + 100);
         let t = reopen(t);
         assert_eq!(t.len(), 50);
@@ -685,21 +725,76 @@ mod tests {
             })
         );
         // A compaction whose new file was never synced whole: the old log wins.
-        let generation = t.generation;
-        let mut st = t.st;
-        let mut half = frame(&header(generation + 1, 50, 0));
-        half.extend_from_slice(&frame(&record(&waiting(7))));
-        st.put(&file_name(generation + 1), &half);
-        let (t, w) = Table::open(st, EDGE).unwrap();
-        assert_eq!((t.generation, t.len()), (generation, 50));
+        let generation = t.log.generation();
+        let mut st = t.log.into_storage();
+        let mut head = (generation + 1).to_be_bytes().to_vec();
+        head.extend_from_slice(&50u32.to_be_bytes());
+        head.extend_from_slice(&0u64.to_be_bytes());
+        let mut half = Vec::new();
+        crate::spool::format::encode_record(1, &head, &mut half);
+        crate::spool::format::encode_record(2, &record(&waiting(7)), &mut half);
+        let next = format!("table.{}", generation + 1);
+        st.put(&next, &half);
+        let (mut t, w) = Table::open(st, EDGE).unwrap();
+        assert_eq!((t.log.generation(), t.len()), (generation, 50));
         assert!(w[0].contains("incomplete"), "{w:?}");
-        assert!(
-            !t.st
-                .clone()
-                .list()
-                .unwrap()
-                .contains(&file_name(generation + 1))
+        assert!(!t.storage().list().unwrap().contains(&next));
+    }
+
+    #[test]
+    fn a_table_written_by_the_crd_before_the_durable_log_is_taken_over() {
+        let mut st = MemStorage::new();
+        st.put(
+            "log.1",
+            include_bytes!("../../tests/fixtures/v1/command-log.1"),
         );
+        let (mut t, w) = Table::open(st, EDGE).unwrap();
+        assert_eq!(t.len(), 4, "{w:?}");
+        let one = |n: u8| [n; ID];
+        assert!(matches!(t.get(&one(1)).unwrap().state, State::Waiting(_)));
+        assert_eq!(t.get(&one(2)).unwrap().state, State::Started);
+        assert_eq!(&*t.get(&one(2)).unwrap().module, "Reboot");
+        let done = t.get(&one(3)).unwrap();
+        assert_eq!(
+            done.state,
+            State::Ended(End::Done {
+                code: 3,
+                dur_ms: 42
+            })
+        );
+        assert_eq!((&*done.node, done.sent), ("gw1", 1_700_000_000_003));
+        assert!(matches!(
+            t.get(&one(4)).unwrap().state,
+            State::Ended(End::Refused(_))
+        ));
+        assert_eq!(
+            t.storage().list().unwrap(),
+            vec!["table.2".to_string()],
+            "the old file removed once the log has it"
+        );
+        // A power cut right after: the log alone has all of it.
+        let mut st = t.log.into_storage();
+        st.power_cut(|_, _| None, false);
+        let (t, w) = Table::open(st, EDGE).unwrap();
+        assert_eq!(t.len(), 4, "{w:?}");
+        assert_eq!(t.get(&one(2)).unwrap().state, State::Started);
+    }
+
+    #[test]
+    fn a_power_cut_during_the_take_over_reads_the_old_table_again() {
+        // What a crash leaves between the new log's first (empty) file and its
+        // snapshot: both; the old table is read again.
+        let (log, _) = Log::open(MemStorage::new(), STEM, LOG_LIMITS, &mut |_, _| {}).unwrap();
+        let mut st = log.into_storage();
+        st.put(
+            "log.1",
+            include_bytes!("../../tests/fixtures/v1/command-log.1"),
+        );
+        let (t, _) = Table::open(st.clone(), EDGE).unwrap();
+        assert_eq!(t.len(), 4);
+        // A failed snapshot write fails the open (not half taken over).
+        st.fail(crate::spool::storage::Op::Sync, 0, io::ErrorKind::Other);
+        assert!(Table::open(st, EDGE).is_err());
     }
 
     #[test]

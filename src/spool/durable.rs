@@ -289,6 +289,24 @@ impl<S: Storage> Log<S> {
         Ok(())
     }
 
+    /// Makes every change durable: one fdatasync, or, when the log wants one,
+    /// the state written whole by `snapshot` (also after a failed sync, when
+    /// only that is trusted).
+    pub fn sync_with(&mut self, snapshot: impl FnOnce() -> Snapshot) -> io::Result<()> {
+        if !self.wants_snapshot() {
+            self.sync()?;
+        }
+        if self.wants_snapshot() {
+            self.commit(&snapshot())?;
+        }
+        Ok(())
+    }
+
+    /// The current file's generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
     /// Whether the user should write its state whole (`commit`): the file is
     /// long, or a write or sync failed.
     pub fn wants_snapshot(&self) -> bool {
