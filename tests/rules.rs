@@ -501,10 +501,10 @@ fn registers_after_sigkills_equal_those_of_a_collector_that_never_died() {
     let want = r.run(&["register", "Avg"]).1;
     assert_eq!(want.lines().count(), 5, "{want}");
     assert_eq!(a.run(&["register", "Avg"]).1, want);
-    // A clean stop writes the snapshot; the next start has the same registers.
+    // A clean stop syncs the state's log; the next start has the same registers.
     da.signal(libc::SIGTERM);
     assert!(da.wait_exit(LONG).is_some_and(|s| s.success()));
-    assert!(a.exists("spool/collect/registers"));
+    assert!(a.exists("spool/collect/state") && !a.exists("spool/collect/registers"));
     let mut da = a.start();
     assert!(
         wait_for(LONG, || da.log().contains("registers of 2 rules restored")),
@@ -513,14 +513,24 @@ fn registers_after_sigkills_equal_those_of_a_collector_that_never_died() {
     );
     assert_eq!(a.run(&["register", "Avg"]).1, want);
     assert_eq!(a.run(&["register", "Cnt", "*"]).1.trim(), total.to_string());
-    // A corrupt snapshot is logged and the registers start empty; the collector
-    // runs on (the next message is counted afresh).
+    // A corrupt snapshot (its header) is logged and the registers start empty;
+    // the collector runs on (the next message is counted afresh).
     da.signal(libc::SIGTERM);
     assert!(da.wait_exit(LONG).is_some_and(|s| s.success()));
-    let snap = a.path("spool/collect/registers");
+    let dir = a.path("spool/collect/state");
+    let snap = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("state.")
+        })
+        .expect("the state's log");
     let mut bytes = fs::read(&snap).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
+    bytes[20] ^= 0xff;
     fs::write(&snap, bytes).unwrap();
     let da = a.start();
     assert!(
@@ -537,4 +547,59 @@ fn registers_after_sigkills_equal_those_of_a_collector_that_never_died() {
         da.log()
     );
     assert_eq!(a.run(&["register", "Avg"]).1, "n9 7\n");
+}
+
+/// An upgrade with state on disk: a collector started on the files the crd
+/// before the state's log wrote (`tests/fixtures/v1`, made by that code's own
+/// encoders: events done of streams 7, 9 and 11, and rule `Cnt` fed through
+/// journal record 35) takes them over and removes them: a copy of an event
+/// done runs nothing, a new one runs, and the registers say they were fed
+/// through record 35.
+#[test]
+fn a_collector_upgraded_with_old_state_files_takes_them_over() {
+    let c = Sandbox::new("upgrade");
+    let b = c.queueing_broker();
+    c.write(
+        "modules/Cnt/module.conf",
+        "subscribe = site/+/load\nregister = count\nperiod = 10m\nby = topic\nabove = 100\n",
+    );
+    c.write("modules/Run/module.conf", "subscribe = crd/+/up\n");
+    c.module(
+        "Run",
+        "echo \"$CRD_EVENT_STREAM $CRD_EVENT_SEQ\" >> ../../ran",
+        None,
+    );
+    c.config_node("central", &format!("broker = {}", b.addr()));
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    fs::create_dir_all(c.path("spool/collect")).unwrap();
+    for f in ["seen", "seen.log", "registers", "registers.log"] {
+        fs::copy(fixtures.join(f), c.path(&format!("spool/collect/{f}"))).unwrap();
+    }
+    let d = c.start();
+    assert!(
+        wait_for(LONG, || d.log().contains("mqtt: subscribed")),
+        "{}",
+        d.log()
+    );
+    let log = d.log();
+    assert!(log.contains("taken over from seen"), "{log}");
+    assert!(
+        log.contains("registers of 1 rules restored, through journal record 35"),
+        "{log}"
+    );
+    for f in ["seen", "seen.log", "registers", "registers.log"] {
+        assert!(!c.exists(&format!("spool/collect/{f}")), "{f} removed");
+    }
+    // Done before the upgrade: 7/55 (the old log), 11/1, 7/1 (the old table).
+    for (stream, seq) in [(7, 55), (11, 1), (7, 1), (7, 56)] {
+        publish(b.port, "crd/e/up", &emit_event("e", stream, seq, "up", ""));
+    }
+    assert!(
+        wait_for(LONG, || c.exists("ran")
+            && c.read("ran").lines().count() >= 1),
+        "{}",
+        d.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.read("ran"), "0000000000000007 56\n", "{}", d.log());
 }

@@ -29,7 +29,8 @@
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
 use crate::collect::message::{self, Facts, Message, View};
-use crate::collect::{dedup, fault, origins, page, presence, rulestate};
+use crate::collect::persist::Persist;
+use crate::collect::{fault, origins, page, presence, rulestate};
 use crate::core::config::{Config, SpoolConfig};
 use crate::core::config::{Convention, RegisterBy};
 use crate::core::decide::{self, Outcome};
@@ -65,12 +66,9 @@ pub const REDELIVERY_WAIT: Duration = Duration::from_secs(1);
 /// Journal records `pump` takes in one loop turn at most.
 pub const PUMP_BUDGET_RECORDS: usize = 4096;
 pub use origins::MAX_STATES;
-/// The collector's directory inside `spool_dir`: the journal (a spool of its own)
-/// and the table of events done (`seen`).
+/// The collector's directory inside `spool_dir`: the journal (a spool of its own,
+/// `journal/`), the table of events done and the registers (`state/`).
 pub const COLLECT_DIR: &str = "collect";
-/// The table of events done is written at most this often (and on a clean stop);
-/// after a crash, events retired since its last write may run again.
-pub const SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(5);
 /// The fleet page (`fleet_html`) is rewritten at most this often, when the fleet
 /// changed.
 pub const PAGE_INTERVAL: Duration = Duration::from_secs(5);
@@ -81,11 +79,6 @@ pub const PAGE_INTERVAL: Duration = Duration::from_secs(5);
 /// nothing again but a message that is not a crd event (at least once); a
 /// power cut may run again what retired in this last interval.
 pub const RETIRE_SYNC_INTERVAL: Duration = Duration::from_millis(50);
-/// The registers' snapshot is written at most this often when they changed (and
-/// on a clean stop), or sooner when their log has grown past
-/// `REGISTER_LOG_LIMIT_BYTES`.
-pub const REGISTER_WRITE_INTERVAL: Duration = Duration::from_secs(5);
-pub const REGISTER_LOG_LIMIT_BYTES: u64 = 1 << 20;
 
 /// Which run of a message a job is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,35 +271,20 @@ pub struct Collector {
     /// The journal refused a message (not acknowledged) since the last reconnect.
     refused_at: Option<Instant>,
     log_runs: RateLimit,
-    /// crd events already run, by (stream, seq), and where the table lives.
-    seen: dedup::Seen,
-    seen_path: std::path::PathBuf,
-    seen_written: Instant,
-    /// The log of events done since the last whole write, and entries to append.
-    seen_log: Option<std::fs::File>,
-    seen_pending: Vec<u8>,
-    /// The registers on disk (`rulestate`): the snapshot's path, the log, the
-    /// entries of this loop turn, the log's size, whether the registers changed
-    /// since the snapshot, when it was written.
-    reg_path: std::path::PathBuf,
-    reg_log: Option<std::fs::File>,
-    reg_pending: Vec<u8>,
-    reg_log_bytes: u64,
-    reg_dirty: bool,
-    reg_written: Instant,
+    /// crd events already run, by (stream, seq), and what the registers were
+    /// fed, on disk (`persist.rs`).
+    persist: Persist<FileStorage>,
+    /// A reload dropped rules: the registers' log is written whole at the next
+    /// timer, so a restart does not feed them again.
+    rules_dropped: bool,
     /// Journal records up to this seq fed the registers before the restart: a
     /// replay of them feeds nothing again.
     fed_through: u64,
     /// The highest journal seq fed (what a snapshot includes).
     fed_max: u64,
-    /// The snapshot and log were read (at the first `configure`).
-    reg_loaded: bool,
     /// Since when records retired have waited for the journal's checkpoint
     /// (`None`: none wait).
     retired_since: Option<Instant>,
-    /// The registers' log or the table's log were written since their last
-    /// fdatasync.
-    logs_unsynced: bool,
     /// `pump` stopped at its budget with records left to read.
     busy: bool,
     /// The fleet page: where, the fleet's `changes` it last showed, when it may
@@ -316,42 +294,6 @@ pub struct Collector {
     page_next: Instant,
     log_page: RateLimit,
     node: String,
-}
-
-/// Writes `path` whole through `write` (to `path.tmp`, synced, renamed over
-/// `path`, the directory synced), then empties `log`: what the log held is in
-/// the file now. The table of events done and the registers' snapshot.
-fn replace_and_empty_log(
-    path: &std::path::Path,
-    log: Option<&std::fs::File>,
-    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    write(&mut w)?;
-    let f = w.into_inner().map_err(|e| e.into_error())?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(d) = path.parent() {
-        std::fs::File::open(d)?.sync_all()?;
-    }
-    if let Some(log) = log {
-        log.set_len(0)?;
-        log.sync_data()?;
-    }
-    Ok(())
-}
-
-/// Opens (creating, mode 0600) a log for appending; `None` (logged) if it cannot.
-fn open_log(path: &std::path::Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| log::warn!("collector: {}: {e}", path.display()))
-        .ok()
 }
 
 /// The journal's spool settings: the spool's, with segments large enough for the
@@ -391,45 +333,14 @@ impl Collector {
         let base = cfg.spool_dir.join(COLLECT_DIR);
         let dir = base.join("journal");
         let st = FileStorage::open(&dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
-        let seen_path = base.join("seen");
-        let seen = match std::fs::read(&seen_path) {
-            Ok(b) => dedup::Seen::decode(&b).unwrap_or_else(|e| {
-                log::warn!(
-                    "collector: {}: {e}; starting with an empty table (events may run again)",
-                    seen_path.display()
-                );
-                dedup::Seen::default()
-            }),
-            Err(_) => dedup::Seen::default(),
+        let open = |d: &std::path::Path| {
+            FileStorage::open(d).map_err(|e| format!("collector {}: {e}", d.display()))
         };
-        let mut seen = seen;
-        let log_path = base.join("seen.log");
-        let good = match std::fs::read(&log_path) {
-            Ok(b) => {
-                let good = (seen.replay(&b) * dedup::LOG_ENTRY_BYTES) as u64;
-                if good < b.len() as u64 {
-                    // A crash cut a write short (a fatal signal can end a write
-                    // to a file part way): cut the tail, or every later entry
-                    // would sit misaligned behind it and be lost at the next start.
-                    log::warn!(
-                        "collector: {}: cutting {} bytes of a torn tail",
-                        log_path.display(),
-                        b.len() as u64 - good
-                    );
-                }
-                Some(good)
-            }
-            Err(_) => None,
-        };
-        let seen_log = open_log(&log_path).and_then(|f| match good {
-            Some(len) => f
-                .set_len(len)
-                .map_err(|e| log::warn!("collector: {}: {e}", log_path.display()))
-                .ok()
-                .map(|()| f),
-            None => Some(f),
-        });
-        let reg_log = open_log(&base.join(rulestate::LOG_FILE));
+        let (persist, warnings) = Persist::open(open(&base.join("state"))?, open(&base)?)
+            .map_err(|e| format!("collector {}: {e}", base.display()))?;
+        for w in warnings {
+            log::warn!("collector: {w}");
+        }
         let stream = || 1;
         let (mut journal, rec) = Spool::open(st, journal_config(cfg), stream, false)
             .map_err(|e| format!("{e} (journal {})", dir.display()))?;
@@ -467,22 +378,11 @@ impl Collector {
             log_refused: RateLimit::default(),
             refused_at: None,
             log_runs: RateLimit::default(),
-            seen,
-            seen_path,
-            seen_written: Instant::now(),
-            seen_log,
-            seen_pending: Vec::new(),
-            reg_path: base.join(rulestate::SNAPSHOT_FILE),
-            reg_log,
-            reg_pending: Vec::new(),
-            reg_log_bytes: 0,
-            reg_dirty: false,
-            reg_written: Instant::now(),
+            persist,
+            rules_dropped: false,
             fed_through: 0,
             fed_max: 0,
-            reg_loaded: false,
             retired_since: None,
-            logs_unsynced: false,
             busy: false,
             page: None,
             page_shown: None,
@@ -631,73 +531,49 @@ impl Collector {
     /// modules that are gone, or are no longer rules, are dropped (one whose
     /// settings changed starts empty when it is next fed).
     pub fn configure(&mut self, modules: &[Module]) {
-        if !self.reg_loaded {
-            self.load_registers(modules);
-        }
+        self.load_registers(modules);
         let before = self.rules.len();
         self.rules.retain(|name, _| {
             modules
                 .iter()
                 .any(|m| m.name == *name && m.settings.rule.register.is_some())
         });
-        self.reg_dirty |= self.rules.len() != before;
+        self.rules_dropped |= self.rules.len() != before;
     }
 
-    /// The snapshot, then the log's entries past it (`rulestate`).
+    /// The registers from disk, at the first `configure` (`persist.rs`): the
+    /// snapshot, then the messages fed after it.
     fn load_registers(&mut self, modules: &[Module]) {
-        self.reg_loaded = true;
         let spec_of = |n: &str| {
             modules
                 .iter()
                 .find(|m| m.name == n)
                 .and_then(|m| Spec::of(&m.settings.rule))
         };
-        let log_path = self.reg_path.with_file_name(rulestate::LOG_FILE);
-        let mut through = 0;
-        if let Ok(f) = std::fs::File::open(&self.reg_path) {
-            match rulestate::read_snapshot(&mut std::io::BufReader::new(f), &spec_of) {
-                Ok((t, rules)) => {
-                    through = t;
-                    for (name, regs) in rules {
-                        self.rules.insert(
-                            name,
-                            Rule {
-                                regs,
-                                skipped: 0,
-                                hits: 0,
-                            },
-                        );
-                    }
-                }
-                Err(e) => {
-                    // The log's entries only make sense on top of the snapshot.
-                    log::warn!(
-                        "collector: {}: {e}; the registers start empty",
-                        self.reg_path.display()
-                    );
-                    if let Some(l) = self.reg_log.as_ref() {
-                        let _ = l.set_len(0);
-                    }
-                    self.reg_dirty = true;
-                    return;
-                }
+        let restored = match self.persist.restore(&spec_of) {
+            None => return,
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                // The messages fed only make sense on top of the snapshot.
+                log::warn!("collector: registers: {e}; the registers start empty");
+                self.rules_dropped = true;
+                return;
             }
+        };
+        for (name, regs) in restored.rules {
+            let rule = Rule {
+                regs,
+                skipped: 0,
+                hits: 0,
+            };
+            self.rules.insert(name, rule);
         }
-        let bytes = std::fs::read(&log_path).unwrap_or_default();
-        let (entries, good) = rulestate::read_log(&bytes);
-        if good < bytes.len() {
-            log::warn!(
-                "collector: {}: cutting {} bytes of a torn tail",
-                log_path.display(),
-                bytes.len() - good
-            );
-            if let Some(l) = self.reg_log.as_ref() {
-                let _ = l.set_len(good as u64);
-            }
-        }
-        self.reg_log_bytes = good as u64;
-        let mut last = through;
-        for e in entries.into_iter().filter(|e| e.seq > through) {
+        let mut last = restored.through;
+        for e in restored
+            .fed
+            .into_iter()
+            .filter(|e| e.seq > restored.through)
+        {
             let Some(spec) = spec_of(&e.module) else {
                 continue;
             };
@@ -708,7 +584,6 @@ impl Collector {
             });
             rule.regs.feed(&e.key, e.num, e.text.as_deref(), e.t_ms);
             last = last.max(e.seq);
-            self.reg_dirty = true;
         }
         self.fed_through = last;
         self.fed_max = last;
@@ -834,7 +709,7 @@ impl Collector {
                     now_acks.extend(pkid.map(|p| (conn, p)));
                 } else if event
                     .as_ref()
-                    .is_some_and(|e| self.seen.done(e.stream_id(), e.seq))
+                    .is_some_and(|e| self.persist.seen.done(e.stream_id(), e.seq))
                 {
                     // Run already (a redelivery, or the edge sent it again).
                     now_acks.extend(pkid.map(|p| (conn, p)));
@@ -1031,9 +906,9 @@ impl Collector {
                         .is_some_and(|o| o.stream == e.stream && o.seq == e.seq)
                 });
                 if in_work {
-                    self.seen.counts.duplicates += 1;
+                    self.persist.seen.counts.duplicates += 1;
                 }
-                if in_work || self.seen.done(e.stream_id(), e.seq) {
+                if in_work || self.persist.seen.done(e.stream_id(), e.seq) {
                     let _ = self.journal.ack(seq, now);
                     continue;
                 }
@@ -1159,9 +1034,7 @@ impl Collector {
     /// once, and a crd event marked done like any other.
     fn retire_untouched(&mut self, event: Option<(u64, u64)>, seq: u64, now: Instant) {
         if let Some((stream, eseq)) = event {
-            self.seen.mark(stream, eseq);
-            self.seen_pending
-                .extend_from_slice(&dedup::log_entry(stream, eseq));
+            self.persist.mark(stream, eseq);
         }
         if let Err(e) = self.journal.ack(seq, now) {
             log::warn!("collector: journal checkpoint: {e}");
@@ -1231,17 +1104,15 @@ impl Collector {
                     holds: false,
                 })
         } else {
-            rulestate::put_fed(
-                &mut self.reg_pending,
-                &m.name,
+            self.persist.fed(&rulestate::Fed {
+                module: &m.name,
                 key,
-                got.num,
-                got.text.as_deref(),
-                msg.received_ms,
+                num: got.num,
+                text: got.text.as_deref(),
+                t_ms: msg.received_ms,
                 seq,
-            );
+            });
             self.fed_max = self.fed_max.max(seq);
-            self.reg_dirty = true;
             rule.regs
                 .feed(key, got.num, got.text.as_deref(), msg.received_ms)
         };
@@ -1427,9 +1298,7 @@ impl Collector {
         h.left = h.left.saturating_sub(1);
         if h.left == 0 {
             if let Some(e) = &h.facts.event {
-                self.seen.mark(e.stream_id(), e.seq);
-                self.seen_pending
-                    .extend_from_slice(&dedup::log_entry(e.stream_id(), e.seq));
+                self.persist.mark(e.stream_id(), e.seq);
             }
             self.records.remove(&seq);
             if let Err(e) = self.journal.ack(seq, now) {
@@ -1471,8 +1340,18 @@ impl Collector {
         // power cut between any two runs nothing again and feeds nothing twice,
         // never the reverse. (The events done before the registers' log would
         // lose a message: replayed, it is skipped as done, and nothing fed it.)
-        self.append_register_log();
-        self.append_seen_log();
+        if let Err(e) = self.persist.flush() {
+            log::warn!("collector: writing what was done: {e}");
+        }
+        if self.rules_dropped {
+            self.rules_dropped = false;
+            if let Err(e) = self.persist.rewrite(
+                &mut self.rules.iter().map(|(n, r)| (n.as_str(), &r.regs)),
+                self.fed_max,
+            ) {
+                log::warn!("collector: writing the registers: {e}");
+            }
+        }
         if self
             .retired_since
             .is_some_and(|t| now >= t + RETIRE_SYNC_INTERVAL)
@@ -1489,15 +1368,6 @@ impl Collector {
                 }
             }
         }
-        if self.seen.dirty && now >= self.seen_written + SEEN_WRITE_INTERVAL {
-            self.write_seen(now);
-        }
-        if self.reg_dirty
-            && (now >= self.reg_written + REGISTER_WRITE_INTERVAL
-                || self.reg_log_bytes > REGISTER_LOG_LIMIT_BYTES)
-        {
-            self.write_registers(now);
-        }
         if self.page_due().is_some_and(|t| now >= t) {
             let wall_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -1506,101 +1376,16 @@ impl Collector {
         }
     }
 
-    /// The registers fed this loop turn, appended to their log (made durable
-    /// by `sync_logs`).
-    fn append_register_log(&mut self) {
-        if self.reg_pending.is_empty() {
-            return;
-        }
-        if let Some(f) = self.reg_log.as_mut() {
-            use std::io::Write;
-            match f.write_all(&self.reg_pending) {
-                Ok(()) => {
-                    self.reg_log_bytes += self.reg_pending.len() as u64;
-                    self.logs_unsynced = true;
-                }
-                Err(e) => log::warn!("collector: {}: {e}", rulestate::LOG_FILE),
-            }
-        }
-        self.reg_pending.clear();
-    }
-
-    /// Makes both logs durable (an fdatasync each that was written to), the
-    /// registers' first.
+    /// Makes what the registers were fed and the events done durable, the
+    /// registers' first (`persist.rs`).
     fn sync_logs(&mut self) -> std::io::Result<()> {
-        if std::mem::take(&mut self.logs_unsynced) {
-            for f in [&self.reg_log, &self.seen_log].into_iter().flatten() {
-                if let Err(e) = f.sync_data() {
-                    self.logs_unsynced = true;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the registers' snapshot (temp file, sync, rename, directory
-    /// sync), then empties their log.
-    fn write_registers(&mut self, now: Instant) {
-        self.append_register_log();
-        self.reg_written = now;
-        let (rules, through) = (&self.rules, self.fed_max);
-        let r = replace_and_empty_log(&self.reg_path, self.reg_log.as_ref(), |w| {
-            let rules = rules.iter().map(|(n, r)| (n.as_str(), &r.regs));
-            rulestate::write_snapshot(w, through, rules)
-        });
-        match r {
-            Ok(()) => {
-                self.reg_dirty = false;
-                self.reg_log_bytes = 0;
-            }
-            Err(e) => log::warn!("collector: writing {}: {e}", self.reg_path.display()),
-        }
-    }
-
-    fn append_seen_log(&mut self) {
-        if self.seen_pending.is_empty() {
-            return;
-        }
-        if let Some(f) = self.seen_log.as_mut() {
-            use std::io::Write;
-            match f.write_all(&self.seen_pending) {
-                Ok(()) => self.logs_unsynced = true,
-                Err(e) => log::warn!("collector: seen.log: {e}"),
-            }
-        }
-        self.seen_pending.clear();
-    }
-
-    /// Writes the table whole to `seen.tmp`, syncs it and renames it over `seen`,
-    /// then empties the log.
-    fn write_seen(&mut self, now: Instant) {
-        self.append_register_log();
-        self.append_seen_log();
-        self.seen_written = now;
-        // Not durable before what the registers were fed (see `handle_timer`).
-        if let Err(e) = self.sync_logs() {
-            log::warn!("collector: syncing the logs: {e}; the table waits");
-            return;
-        }
-        let seen = &mut self.seen;
-        let r = replace_and_empty_log(&self.seen_path, self.seen_log.as_ref(), |mut w| {
-            seen.write_to(&mut w)
-        });
-        if let Err(e) = r {
-            self.seen.dirty = true;
-            log::warn!("collector: writing {}: {e}", self.seen_path.display());
-        }
+        self.persist.sync(
+            &mut self.rules.iter().map(|(n, r)| (n.as_str(), &r.regs)),
+            self.fed_max,
+        )
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let seen = self
-            .seen
-            .dirty
-            .then(|| self.seen_written + SEEN_WRITE_INTERVAL);
-        let regs = self
-            .reg_dirty
-            .then(|| self.reg_written + REGISTER_WRITE_INTERVAL);
         let retire = self.retired_since.map(|t| t + RETIRE_SYNC_INTERVAL);
         // While paused, a finished run (a child's exit) wakes the loop instead.
         let redeliver = self
@@ -1608,8 +1393,6 @@ impl Collector {
             .filter(|_| !self.paused())
             .map(|t| t + REDELIVERY_WAIT);
         let seen = [
-            seen,
-            regs,
             retire,
             redeliver,
             self.page_due(),
@@ -1632,10 +1415,9 @@ impl Collector {
     /// On shutdown: everything synced, the checkpoint written.
     pub fn close(&mut self, now: Instant) {
         // The registers before the events done (see `handle_timer`).
-        if self.reg_dirty {
-            self.write_registers(now);
+        if let Err(e) = self.sync_logs() {
+            log::error!("collector: syncing what was done: {e}");
         }
-        self.write_seen(now);
         if let Err(e) = self.journal.close(now) {
             log::error!("collector: closing the journal: {e}");
         }
@@ -1667,9 +1449,9 @@ impl Collector {
         s.num("collect_malformed_events", st.malformed_events);
         s.num("collect_redeliveries", st.redeliveries);
         s.num("collect_corrupt", st.corrupt);
-        let c = self.seen.counts;
+        let c = self.persist.seen.counts;
         s.num("collect_duplicates", c.duplicates);
-        s.num("collect_seen_streams", self.seen.streams() as u64);
+        s.num("collect_seen_streams", self.persist.seen.streams() as u64);
         s.num("collect_seen_too_old", c.too_old);
         s.num("collect_seen_evicted", c.evicted);
         s.num("collect_fleet_nodes", self.fleet.len() as u64);

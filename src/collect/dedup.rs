@@ -13,8 +13,14 @@
 //! that starts afresh. A seq never seen is new, whatever its age: the table never
 //! drops an event it did not run.
 //!
-//! On disk (`seen` beside the journal), written whole to a temporary file and
-//! renamed over the old one:
+//! On disk: a `durable::Log` (`persist.rs`) whose snapshot has one record a
+//! stream (`stream_record`: the stream, the highest seq forgotten, the ranges;
+//! big-endian u64s and a u16 count) and whose changes are the `(stream, seq)`
+//! done since (`change`, 16 bytes).
+//!
+//! Before that log the table was a file (`seen` beside the journal), written
+//! whole to a temporary file and renamed over the old one; it is read once, at
+//! an upgrade (`decode`, `replay`):
 //!
 //! ```text
 //!  0      1       5                                   (per stream)           end-4
@@ -32,7 +38,9 @@
 //! at the first entry that does not check out (a torn tail).
 
 use super::shards::Shards;
-use crate::spool::format::{crc32c, crc32c_extend};
+use crate::spool::format::crc32c;
+#[cfg(test)]
+use crate::spool::format::crc32c_extend;
 
 /// Ranges of seqs kept per stream.
 pub const MAX_RANGES: usize = 64;
@@ -42,7 +50,8 @@ const FILE_VERSION: u8 = 2;
 /// Bytes of one log entry: stream, seq, CRC-32C.
 pub const LOG_ENTRY_BYTES: usize = 20;
 
-/// The log entry of `(stream, seq)` done.
+/// The legacy log entry of `(stream, seq)` done (tests write old files).
+#[cfg(test)]
 pub fn log_entry(stream: u64, seq: u64) -> [u8; LOG_ENTRY_BYTES] {
     let mut e = [0u8; LOG_ENTRY_BYTES];
     e[..8].copy_from_slice(&stream.to_be_bytes());
@@ -169,8 +178,51 @@ pub struct Seen {
     streams: Shards<Stream>,
     clock: u64,
     pub counts: Counts,
-    /// Changed since the last `encode`.
-    pub dirty: bool,
+}
+
+/// The durable log's change for `(stream, seq)` done.
+pub fn change(stream: u64, seq: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&stream.to_be_bytes());
+    b[8..].copy_from_slice(&seq.to_be_bytes());
+    b
+}
+
+/// One stream as written (`Seen::stream_record`): its id and ranges (`None`:
+/// nothing known), and the bytes it took.
+fn parse_stream(b: &[u8]) -> Result<(u64, Option<Ranges>, usize), String> {
+    let mut at = 0;
+    let mut take = |k: usize| -> Result<&[u8], String> {
+        let s = b.get(at..at + k).ok_or("cut short")?;
+        at += k;
+        Ok(s)
+    };
+    let u64_of = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+    let id = u64_of(take(8)?);
+    let forgot = u64_of(take(8)?);
+    let k = u16::from_be_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+    if k > MAX_RANGES {
+        return Err(format!("{k} ranges in a stream"));
+    }
+    let mut ranges = Vec::with_capacity(k);
+    for _ in 0..k {
+        let lo = u64_of(take(8)?);
+        let hi = u64_of(take(8)?);
+        if lo > hi
+            || ranges
+                .last()
+                .is_some_and(|&(_, h): &(u64, u64)| h.saturating_add(1) >= lo)
+        {
+            return Err("ranges out of order".into());
+        }
+        ranges.push((lo, hi));
+    }
+    let ranges = match (ranges.as_slice(), forgot) {
+        ([r], 0) => Some(Ranges::One(*r)),
+        ([], 0) => None,
+        _ => Some(Ranges::Many(Box::new(Many { ranges, forgot }))),
+    };
+    Ok((id, ranges, at))
 }
 
 impl Seen {
@@ -211,10 +263,52 @@ impl Seen {
         });
         s.used = clock;
         s.ranges.set(seq);
-        self.dirty = true;
     }
 
-    /// Applies the entries of a log (see above); returns how many checked out.
+    /// Applies a change of the durable log (`change`); `false` if it is not one.
+    pub fn apply_change(&mut self, b: &[u8]) -> bool {
+        let Ok(b) = <[u8; 16]>::try_from(b) else {
+            return false;
+        };
+        let be = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        self.mark(be(0), be(8));
+        true
+    }
+
+    /// Hands `f` one snapshot record a stream (see the top), in no particular
+    /// order.
+    pub fn stream_records(&self, f: &mut dyn FnMut(&[u8])) {
+        let mut buf = Vec::with_capacity(64);
+        for (id, s) in self.streams.iter() {
+            buf.clear();
+            let (ranges, forgot) = s.ranges.parts();
+            buf.extend_from_slice(&id.to_be_bytes());
+            buf.extend_from_slice(&forgot.to_be_bytes());
+            buf.extend_from_slice(&(ranges.len() as u16).to_be_bytes());
+            for (lo, hi) in ranges {
+                buf.extend_from_slice(&lo.to_be_bytes());
+                buf.extend_from_slice(&hi.to_be_bytes());
+            }
+            f(&buf);
+        }
+    }
+
+    /// Adds a stream from a snapshot record; `Err` says why it is not one.
+    pub fn load_stream(&mut self, b: &[u8]) -> Result<(), String> {
+        let (id, ranges, used) = parse_stream(b)?;
+        if used != b.len() {
+            return Err("trailing bytes".into());
+        }
+        if let Some(ranges) = ranges
+            && (self.streams.contains_key(id) || self.streams.len() < MAX_STREAMS)
+        {
+            self.streams.insert(id, Stream { ranges, used: 0 });
+        }
+        Ok(())
+    }
+
+    /// Applies the entries of a legacy log (see above); returns how many
+    /// checked out.
     pub fn replay(&mut self, log: &[u8]) -> usize {
         let mut n = 0;
         for e in log.chunks_exact(LOG_ENTRY_BYTES) {
@@ -233,8 +327,9 @@ impl Seen {
         self.streams.len()
     }
 
-    /// Writes the file (see the diagram above) to `w`, a few KiB at a time (not
-    /// the whole table in memory again); streams in no particular order.
+    /// Writes the legacy file (see the diagram above) to `w` (tests make old
+    /// files with it).
+    #[cfg(test)]
     pub fn write_to(&mut self, w: &mut impl std::io::Write) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(8192);
         let mut crc = 0;
@@ -258,7 +353,6 @@ impl Seen {
         crc = crc32c_extend(crc, &buf);
         buf.extend_from_slice(&crc.to_be_bytes());
         w.write_all(&buf)?;
-        self.dirty = false;
         Ok(())
     }
 
@@ -287,39 +381,13 @@ impl Seen {
             return Err(format!("{n} streams"));
         }
         let mut at = 5;
-        let mut take = |k: usize| -> Result<&[u8], String> {
-            let s = body.get(at..at + k).ok_or("cut short")?;
-            at += k;
-            Ok(s)
-        };
-        let u64_of = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
         let mut seen = Seen::default();
         for _ in 0..n {
-            let id = u64_of(take(8)?);
-            let forgot = u64_of(take(8)?);
-            let k = u16::from_be_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
-            if k > MAX_RANGES {
-                return Err(format!("{k} ranges in a stream"));
+            let (id, ranges, used) = parse_stream(&body[at..])?;
+            at += used;
+            if let Some(ranges) = ranges {
+                seen.streams.insert(id, Stream { ranges, used: 0 });
             }
-            let mut ranges = Vec::with_capacity(k);
-            for _ in 0..k {
-                let lo = u64_of(take(8)?);
-                let hi = u64_of(take(8)?);
-                if lo > hi
-                    || ranges
-                        .last()
-                        .is_some_and(|&(_, h): &(u64, u64)| h.saturating_add(1) >= lo)
-                {
-                    return Err("ranges out of order".into());
-                }
-                ranges.push((lo, hi));
-            }
-            let ranges = match (ranges.as_slice(), forgot) {
-                ([r], 0) => Ranges::One(*r),
-                ([], 0) => continue,
-                _ => Ranges::Many(Box::new(Many { ranges, forgot })),
-            };
-            seen.streams.insert(id, Stream { ranges, used: 0 });
         }
         if at != body.len() {
             return Err("trailing bytes".into());
@@ -432,7 +500,6 @@ mod tests {
             s.mark(st, seq);
         }
         let b = s.encode();
-        assert!(!s.dirty);
         let mut back = Seen::decode(&b).unwrap();
         for (st, seq) in [(1, 5), (1, 9), (2, 1000), (u64::MAX, 1 << 40)] {
             assert!(back.done(st, seq), "{st} {seq}");

@@ -22,6 +22,8 @@ pub mod origins;
 #[cfg(feature = "collector")]
 pub mod page;
 #[cfg(feature = "collector")]
+pub mod persist;
+#[cfg(feature = "collector")]
 pub mod presence;
 #[cfg(feature = "collector")]
 pub mod rulestate;

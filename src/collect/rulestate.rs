@@ -1,6 +1,14 @@
-//! The rule modules' registers on disk, so they survive a restart: a snapshot
-//! (`spool_dir/collect/registers`) and a log of what was fed since
-//! (`registers.log`).
+//! The rule modules' registers on disk, so they survive a restart: a
+//! `durable::Log` (`persist.rs`) whose header is the highest journal seq its
+//! snapshot includes (u64 BE), whose snapshot records are each rule's saved
+//! registers (`rule_records`: the first piece `R` with the module name, more
+//! pieces `C`, each at most `PIECE_BYTES`; the registers' own encoding,
+//! `Registers::save`, is little-endian, as it always was), and whose changes are
+//! the messages fed since (`fed`: module, key, flags, the number as f64 bits,
+//! the text, receive time, journal seq; big-endian, strings with a u16 length).
+//!
+//! Before that log the registers were two files, read once at an upgrade:
+//! `spool_dir/collect/registers` and `registers.log`.
 //!
 //! Snapshot: `CRDR`, version 1, the highest journal seq it includes (u64 LE),
 //! the rule count (u32 LE), per rule its module name (u16 LE length, bytes) and
@@ -24,6 +32,8 @@ use std::io::{self, Read, Write};
 
 pub const SNAPSHOT_FILE: &str = "registers";
 pub const LOG_FILE: &str = "registers.log";
+/// The most bytes of a rule's registers in one snapshot record.
+pub const PIECE_BYTES: usize = 256 * 1024;
 const MAGIC: &[u8; 5] = b"CRDR\x01";
 
 /// A writer that keeps the CRC-32C of what went through it.
@@ -51,6 +61,7 @@ impl<R: Read> Read for Crc<R> {
     }
 }
 
+#[cfg(test)]
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
     // Fixed-size pieces by `extend` of the array: `extend_from_slice` made a
@@ -59,7 +70,9 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s);
 }
 
-/// Writes the snapshot of `rules` (module name, registers) through `seq`.
+/// Writes a legacy snapshot of `rules` (module name, registers) through `seq`
+/// (tests make old files with it).
+#[cfg(test)]
 pub fn write_snapshot<'a>(
     w: &mut dyn Write,
     through: u64,
@@ -102,15 +115,7 @@ pub fn read_snapshot(
         let mut name = vec![0u8; u16::from_le_bytes(len) as usize];
         c.read_exact(&mut name).map_err(|e| e.to_string())?;
         let name = String::from_utf8(name).map_err(|_| "a module name that is not UTF-8")?;
-        let spec = spec_of(&name);
-        let mut regs = Registers::new(spec.clone().unwrap_or(Spec {
-            kind: crate::core::config::RegisterKind::Count,
-            width_ms: 0,
-            keys: u32::MAX,
-            condition: Condition::None,
-        }));
-        let fits = regs.load(&mut c).map_err(|e| format!("rule {name}: {e}"))?;
-        if fits && spec.is_some() {
+        if let Some(regs) = load_rule(&name, &mut c, spec_of)? {
             out.push((name, regs));
         }
     }
@@ -123,6 +128,142 @@ pub fn read_snapshot(
         return Err("checksum mismatch".into());
     }
     Ok((through, out))
+}
+
+/// One rule's registers read from `r`: `None` when its module is no rule now,
+/// or its settings changed (read through and dropped).
+fn load_rule(
+    name: &str,
+    r: &mut dyn Read,
+    spec_of: &dyn Fn(&str) -> Option<Spec>,
+) -> Result<Option<Registers>, String> {
+    let spec = spec_of(name);
+    let mut regs = Registers::new(spec.clone().unwrap_or(Spec {
+        kind: crate::core::config::RegisterKind::Count,
+        width_ms: 0,
+        keys: u32::MAX,
+        condition: Condition::None,
+    }));
+    let fits = regs.load(r).map_err(|e| format!("rule {name}: {e}"))?;
+    Ok((fits && spec.is_some()).then_some(regs))
+}
+
+/// Hands `f` the snapshot records of `rules` (see the top).
+pub fn rule_records<'a>(
+    rules: &mut dyn Iterator<Item = (&'a str, &'a Registers)>,
+    f: &mut dyn FnMut(&[u8]),
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    for (name, regs) in rules {
+        buf.clear();
+        regs.save(&mut buf)?;
+        let mut first = vec![b'R'];
+        put_str_be(&mut first, name);
+        let mut pieces = buf.chunks(PIECE_BYTES);
+        first.extend_from_slice(pieces.next().unwrap_or(&[]));
+        f(&first);
+        for p in pieces {
+            let mut rec = Vec::with_capacity(1 + p.len());
+            rec.push(b'C');
+            rec.extend_from_slice(p);
+            f(&rec);
+        }
+    }
+    Ok(())
+}
+
+/// The rules in a snapshot's records (`rule_records`) that `spec_of` knows;
+/// `Err` if any record is damaged (nothing of it is then used).
+pub fn read_rules(
+    records: &[Vec<u8>],
+    spec_of: &dyn Fn(&str) -> Option<Spec>,
+) -> Result<Vec<(String, Registers)>, String> {
+    let mut rules: Vec<(String, Vec<u8>)> = Vec::new();
+    for r in records {
+        match r.split_first() {
+            Some((b'R', rest)) => {
+                let mut at = 0;
+                let name = get_str_be(rest, &mut at).ok_or("a rule record cut short")?;
+                rules.push((name, rest[at..].to_vec()));
+            }
+            Some((b'C', rest)) => rules
+                .last_mut()
+                .ok_or("a piece before any rule")?
+                .1
+                .extend_from_slice(rest),
+            _ => return Err("not a rule record".into()),
+        }
+    }
+    let mut out = Vec::new();
+    for (name, bytes) in rules {
+        let mut r = &bytes[..];
+        if let Some(regs) = load_rule(&name, &mut r, spec_of)? {
+            if !r.is_empty() {
+                return Err(format!("rule {name}: trailing bytes"));
+            }
+            out.push((name, regs));
+        }
+    }
+    Ok(out)
+}
+
+fn put_str_be(out: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend((s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn get_str_be(b: &[u8], at: &mut usize) -> Option<String> {
+    let n = u16::from_be_bytes(b.get(*at..*at + 2)?.try_into().ok()?) as usize;
+    let v = std::str::from_utf8(b.get(*at + 2..*at + 2 + n)?)
+        .ok()?
+        .to_string();
+    *at += 2 + n;
+    Some(v)
+}
+
+/// A change of the registers' log: one message fed (see the top), appended to
+/// `out` from borrowed fields (the rule path logs every message it feeds).
+pub fn fed(out: &mut Vec<u8>, f: &Fed) {
+    put_str_be(out, f.module);
+    put_str_be(out, f.key);
+    out.push(u8::from(f.num.is_some()) | (u8::from(f.text.is_some()) << 1));
+    out.extend(f.num.unwrap_or(0.0).to_bits().to_be_bytes());
+    put_str_be(out, f.text.unwrap_or(""));
+    out.extend(f.t_ms.to_be_bytes());
+    out.extend(f.seq.to_be_bytes());
+}
+
+/// A message fed, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct Fed<'a> {
+    pub module: &'a str,
+    pub key: &'a str,
+    pub num: Option<f64>,
+    pub text: Option<&'a str>,
+    pub t_ms: u64,
+    pub seq: u64,
+}
+
+/// The message fed a change says (`fed`); `None` if it is not one.
+pub fn parse_fed(b: &[u8]) -> Option<Entry> {
+    let mut at = 0;
+    let module = get_str_be(b, &mut at)?;
+    let key = get_str_be(b, &mut at)?;
+    let flags = *b.get(at)?;
+    let num = f64::from_bits(u64::from_be_bytes(b.get(at + 1..at + 9)?.try_into().ok()?));
+    at += 9;
+    let text = get_str_be(b, &mut at)?;
+    let t_ms = u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(b.get(at + 8..at + 16)?.try_into().ok()?);
+    (b.len() == at + 16).then_some(Entry {
+        module,
+        key,
+        num: (flags & 1 != 0).then_some(num),
+        text: (flags & 2 != 0).then_some(text),
+        t_ms,
+        seq,
+    })
 }
 
 /// One message fed to a rule, as logged.
@@ -151,8 +292,8 @@ fn put_entry(out: &mut Vec<u8>, e: &Entry) {
     );
 }
 
-/// Appends one feed as a log entry, written in place from borrowed fields
-/// (the rule path logs every message it feeds: no allocation for it).
+/// Appends one feed as a legacy log entry (tests make old files with it).
+#[cfg(test)]
 pub fn put_fed(
     out: &mut Vec<u8>,
     module: &str,
@@ -179,7 +320,7 @@ pub fn put_fed(
     out.extend(crc.to_le_bytes());
 }
 
-/// The entries of a log, and how many bytes of it are whole (a torn or
+/// The entries of a legacy log, and how many bytes of it are whole (a torn or
 /// damaged tail ends it).
 pub fn read_log(bytes: &[u8]) -> (Vec<Entry>, usize) {
     let mut out = Vec::new();

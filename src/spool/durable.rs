@@ -74,11 +74,13 @@ pub struct Log<S: Storage> {
     broken: bool,
 }
 
-/// A snapshot being built: the user's header and records, then `Log::commit`.
+/// A snapshot being built: the user's header and records (and changes after
+/// them, written in the same file), then `Log::commit`.
 pub struct Snapshot {
     header: Vec<u8>,
     records: Vec<u8>,
     count: u32,
+    changes: Vec<Vec<u8>>,
 }
 
 impl Snapshot {
@@ -87,7 +89,14 @@ impl Snapshot {
             header: header.to_vec(),
             records: Vec::new(),
             count: 0,
+            changes: Vec::new(),
         }
+    }
+
+    /// Adds a change after the snapshot's records (an upgrade writes what an
+    /// older format logged after its snapshot).
+    pub fn change(&mut self, body: &[u8]) {
+        self.changes.push(body.to_vec());
     }
 
     /// Adds one record (framed as the snapshot's next one).
@@ -331,6 +340,10 @@ impl<S: Storage> Log<S> {
         let mut b = Vec::with_capacity(RECORD_HEADER_BYTES + head.len() + snap.records.len());
         format::encode_record(1, &head, &mut b);
         b.extend_from_slice(&snap.records);
+        let first_change = u64::from(snap.count) + 2;
+        for (i, c) in snap.changes.iter().enumerate() {
+            format::encode_record(first_change + i as u64, c, &mut b);
+        }
         let r = self
             .st
             .remove(&name)
@@ -346,7 +359,7 @@ impl<S: Storage> Log<S> {
             .then(|| file_name(self.stem, self.generation));
         self.generation = generation;
         self.len = b.len() as u64;
-        self.next = u64::from(snap.count) + 2;
+        self.next = first_change + snap.changes.len() as u64;
         self.pending.clear();
         self.unsynced = false;
         self.broken = false;
