@@ -329,7 +329,7 @@ fn push_error(outbox: &mut Outbox, now: Instant, wall_ms: u64, out: String) {
 impl Collector {
     /// Opens (creating) the journal in `spool_dir/journal` and recovers it: the
     /// records not yet retired will run.
-    pub fn open(cfg: &Config, node: &str) -> Result<Collector, String> {
+    pub fn open(cfg: &Config, node: &str, now: Instant) -> Result<Collector, String> {
         let base = cfg.spool_dir.join(COLLECT_DIR);
         let dir = base.join("journal");
         let st = FileStorage::open(&dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
@@ -386,7 +386,7 @@ impl Collector {
             busy: false,
             page: None,
             page_shown: None,
-            page_next: Instant::now(),
+            page_next: now,
             log_page: RateLimit::default(),
             node: node.to_string(),
         })
@@ -420,22 +420,13 @@ impl Collector {
             running: self.running.len() as u64,
         };
         let html = page::render(&self.fleet, own, wall_ms);
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        let r = std::fs::write(&tmp, html.as_bytes())
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
-            })
-            .and_then(|()| std::fs::rename(&tmp, &path));
+        let r = crate::host::files::replace(&path, html.as_bytes(), 0o644);
         self.page_next = now + PAGE_INTERVAL;
         self.page_shown = Some(self.fleet.changes);
         match r {
             Ok(()) => self.stats.page_writes += 1,
             Err(e) => {
                 self.stats.page_errors += 1;
-                let _ = std::fs::remove_file(&tmp);
                 if self.log_page.allow(now, "fleet page") {
                     log::warn!("fleet page {}: {e}", path.display());
                 }
@@ -1310,7 +1301,7 @@ impl Collector {
 
     /// Every loop iteration: the journal's writes, syncs and checkpoint, and the
     /// table of events done when it changed and is due.
-    pub fn handle_timer(&mut self, now: Instant) {
+    pub fn handle_timer(&mut self, now: Instant, wall_ms: u64) {
         if self.faults.retry_due(now) {
             match self.journal.sync(now) {
                 Ok(()) => {
@@ -1369,9 +1360,6 @@ impl Collector {
             }
         }
         if self.page_due().is_some_and(|t| now >= t) {
-            let wall_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, crate::core::dur::ms);
             self.write_page(now, wall_ms);
         }
     }
@@ -1513,7 +1501,7 @@ mod tests {
             Path::new("crd.conf"),
         )
         .unwrap();
-        let mut c = Collector::open(&cfg, "me").unwrap();
+        let mut c = Collector::open(&cfg, "me", Instant::now()).unwrap();
         let mut outbox = Outbox::open(&d.join("out"), cfg.spool).unwrap();
         let mut m = Module {
             name: "M".into(),
@@ -1546,7 +1534,7 @@ mod tests {
         while c.journal.bytes() * 4 > c.journal.config().size * PAUSE_FILL_QUARTERS {
             c.pump(&modules, &mut outbox, t0, 0);
             let _ = c.after_input(t0);
-            c.handle_timer(t0 + Duration::from_secs(1));
+            c.handle_timer(t0 + Duration::from_secs(1), 0);
         }
         assert!(!c.paused());
         assert!(!c.wants_redelivery(t0 + REDELIVERY_WAIT / 2), "too soon");

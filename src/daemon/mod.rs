@@ -198,7 +198,7 @@ impl Daemon {
                 self.forwarder.set_state(&m.name, p, now);
             }
         }
-        self.install_collector();
+        self.install_collector(now);
         let enabled = self.modules.iter().filter(|m| m.settings.enabled).count();
         log::info!(
             "{} modules ({} enabled) from {}",
@@ -315,7 +315,7 @@ impl Daemon {
             self.take_inbound();
         }
         if let Some(c) = self.collector.as_mut() {
-            c.handle_timer(now);
+            c.handle_timer(now, unix_ms());
         }
         if self.stopping.is_none() {
             self.collect(now);
@@ -703,7 +703,7 @@ impl Daemon {
     /// to subscribe to, with the command topic); a reload adds new filters at once
     /// (a removed one stays subscribed until the broker forgets the session; its
     /// messages match no module and are acknowledged and counted).
-    fn install_collector(&mut self) {
+    fn install_collector(&mut self, now: Instant) {
         let mut filters = Collector::filters(
             &self.modules,
             &self.cfg.mqtt.topic_prefix,
@@ -730,7 +730,7 @@ impl Daemon {
                 );
                 return;
             }
-            match Collector::open(&self.cfg, &self.node) {
+            match Collector::open(&self.cfg, &self.node, now) {
                 Ok(c) => self.collector = Some(c),
                 Err(e) => {
                     log::error!("collector: {e}; subscribed modules will not run");

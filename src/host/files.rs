@@ -1,10 +1,28 @@
-//! Small reads from the host's files that several subsystems share: a whole text
-//! file within a byte bound, the config file, and the node name.
+//! Small reads and writes of the host's files that several subsystems share: a
+//! whole text file within a byte bound, the config file, the node name, a file
+//! replaced whole.
 
 use crate::core::config::{self, Config};
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
+
+/// Puts `bytes` at `path` whole: written beside it (`path.tmp`), given `mode`,
+/// renamed over it; not synced (for views rewritten within seconds, as the
+/// fleet page). On an error the temporary file is removed.
+pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let r = fs::write(&tmp, bytes)
+        .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)))
+        .and_then(|()| fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
+}
 
 /// Reads a whole text file of at most `max` bytes; a larger file is an error, not a
 /// truncation.
