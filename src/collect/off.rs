@@ -15,7 +15,7 @@ use std::time::Instant;
 pub enum Collector {}
 
 impl Collector {
-    pub fn open(_: &Config, _: &str) -> Result<Collector, String> {
+    pub fn open(_: &Config, _: &str, _: Instant) -> Result<Collector, String> {
         Err("this crd is built without the collector (cargo feature `collector`)".into())
     }
 
@@ -88,7 +88,7 @@ impl Collector {
         match *self {}
     }
 
-    pub fn handle_timer(&mut self, _: Instant) {
+    pub fn handle_timer(&mut self, _: Instant, _: u64) {
         match *self {}
     }
 
