@@ -79,6 +79,9 @@ pub struct Daemon {
     /// Commands `crd send` handed over, republished until accepted (with the
     /// collector).
     relay: Option<Relay>,
+    /// The wall clock (unix ms), read once per loop turn with `now` (`turn`):
+    /// what every component is handed, so they all see one time.
+    wall: u64,
 }
 
 impl Daemon {
@@ -95,9 +98,9 @@ impl Daemon {
         let mut outbox = Outbox::open(&cfg.spool_dir, cfg.spool).map_err(io::Error::other)?;
         let node = node_name(&cfg);
         let stream = outbox.spool().stream();
-        let forwarder = Forwarder::new(cfg.mqtt.clone(), &node, stream, MQTT, Instant::now());
-        let euid = sys::euid();
         let now = Instant::now();
+        let forwarder = Forwarder::new(cfg.mqtt.clone(), &node, stream, MQTT, now);
+        let euid = sys::euid();
         let mut d = Daemon {
             node,
             euid,
@@ -119,6 +122,7 @@ impl Daemon {
             collector: None,
             commands: None,
             relay: None,
+            wall: unix_ms(),
             cfg,
         };
         d.open_commands(now);
@@ -184,7 +188,7 @@ impl Daemon {
         }
         // Retained states of the scheduled modules: a new one starts OFF, a
         // removed one is cleared from the broker.
-        let wall = unix_ms();
+        let wall = self.wall;
         let names: Vec<&str> = self
             .modules
             .iter()
@@ -224,7 +228,7 @@ impl Daemon {
         );
         let mut woken = Vec::new();
         loop {
-            let now = Instant::now();
+            let now = self.turn(Instant::now());
             self.tick(now);
             if let Some(t) = self.stopping {
                 let done =
@@ -246,7 +250,8 @@ impl Daemon {
                 }
             }
             let deadline = self.next_deadline();
-            let now = self.poller.wait(&mut self.runs, deadline, &mut woken)?;
+            let woke = self.poller.wait(&mut self.runs, deadline, &mut woken)?;
+            let now = self.turn(woke);
             self.wakeups += 1;
             for w in woken.drain(..) {
                 match w {
@@ -272,12 +277,18 @@ impl Daemon {
                             readable,
                             now,
                         );
-                        self.take_inbound();
+                        self.take_inbound(now);
                     }
                     Wake::Ready { .. } => {}
                 }
             }
         }
+    }
+
+    /// The loop's clocks for this turn: `now` as given, the wall clock read.
+    fn turn(&mut self, now: Instant) -> Instant {
+        self.wall = unix_ms();
+        now
     }
 
     /// Timers, finished runs and due checks at `now`.
@@ -312,16 +323,16 @@ impl Daemon {
             // Bytes left past the read budget: read on (edge-triggered, no new event).
             self.forwarder
                 .handle_event(self.poller.registry(), self.outbox.spool(), true, now);
-            self.take_inbound();
+            self.take_inbound(now);
         }
         if let Some(c) = self.collector.as_mut() {
-            c.handle_timer(now, unix_ms());
+            c.handle_timer(now, self.wall);
         }
         if self.stopping.is_none() {
             self.collect(now);
             self.run_commands(now);
             if let Some(r) = self.relay.as_mut() {
-                r.pump(&mut self.forwarder, now, unix_ms());
+                r.pump(&mut self.forwarder, now, self.wall);
             }
         }
         if let Some(name) = self.forwarder.poll_resolve() {
@@ -385,12 +396,12 @@ impl Daemon {
     /// then start the response or hand the module back to the scheduler.
     fn handle_finished(&mut self, f: Finished, now: Instant) {
         if let Some(e) = self.commands.as_mut().filter(|e| e.owns(f.id)) {
-            e.handle_finished(f, &mut self.outbox, now, unix_ms());
+            e.handle_finished(f, &mut self.outbox, now, self.wall);
             self.run_commands(now);
             return;
         }
         if let Some(c) = self.collector.as_mut().filter(|c| c.owns(f.id)) {
-            c.handle_finished(f, &self.modules, &mut self.outbox, now, unix_ms());
+            c.handle_finished(f, &self.modules, &mut self.outbox, now, self.wall);
             self.collect(now);
             return;
         }
@@ -452,7 +463,7 @@ impl Daemon {
             &mut self.stats[i],
             f.ran(),
             now,
-            unix_ms(),
+            self.wall,
         );
         let module = &self.modules[i].name;
         if let Some(w) = &a.warning {
@@ -531,10 +542,10 @@ impl Daemon {
     /// collector a message here is one the broker sent unasked (a persistent
     /// session left by another client with the same id): counted and dropped,
     /// unacknowledged.
-    fn take_inbound(&mut self) {
+    fn take_inbound(&mut self, now: Instant) {
         let mut inbound = self.forwarder.take_inbound();
         if !inbound.is_empty() {
-            self.route_inbound(&mut inbound);
+            self.route_inbound(&mut inbound, now);
         }
         // On every path, so the list's allocation is reused by the next read.
         self.forwarder.give_back_inbound(inbound);
@@ -542,10 +553,9 @@ impl Daemon {
 
     /// Hands each inbound message to what wants it: the edge's commands, the
     /// relay's replies, the collector (in that order).
-    fn route_inbound(&mut self, inbound: &mut Vec<(u64, Up)>) {
-        let now = Instant::now();
+    fn route_inbound(&mut self, inbound: &mut Vec<(u64, Up)>, now: Instant) {
         if let Some(e) = self.commands.as_mut() {
-            let wall = unix_ms();
+            let wall = self.wall;
             inbound.retain(|(conn, up)| {
                 let (topic, pkid, payload) = match up {
                     Up::Message(m) => (&m.topic, m.pkid, Ok(&m.payload[..])),
@@ -607,7 +617,7 @@ impl Daemon {
             log::debug!("mqtt: {n} messages nobody subscribed to; dropped");
             return;
         };
-        let wall = unix_ms();
+        let wall = self.wall;
         for (conn, up) in inbound.drain(..) {
             for (conn, pkid) in
                 c.handle_inbound(conn, up, &self.modules, &mut self.outbox, now, wall)
@@ -628,7 +638,7 @@ impl Daemon {
         let Some(c) = self.collector.as_mut() else {
             return;
         };
-        c.pump(&self.modules, &mut self.outbox, now, unix_ms());
+        c.pump(&self.modules, &mut self.outbox, now, self.wall);
         // Messages a journal retry made durable (after a fault) are owed
         // their PUBACKs now, read or not.
         let acks = c.durable_acks();
@@ -669,7 +679,7 @@ impl Daemon {
             log::error!("commands is set but no broker is configured: no command can arrive");
             return;
         }
-        match Edge::open(&self.cfg, &self.node, &mut self.outbox, now, unix_ms()) {
+        match Edge::open(&self.cfg, &self.node, &mut self.outbox, now, self.wall) {
             Ok(e) => self.commands = e,
             Err(e) => log::error!("remote commands are off: {e}"),
         }
@@ -691,7 +701,7 @@ impl Daemon {
             &mut self.runs,
             &mut self.outbox,
             now,
-            unix_ms(),
+            self.wall,
         );
         // A spawn failure finishes at once.
         while let Some(f) = self.runs.poll_finished() {
@@ -715,7 +725,7 @@ impl Daemon {
             }
             if let Some(e) = &self.commands {
                 self.forwarder
-                    .subscribe_to(vec![e.filter()], self.cfg.max_message, Instant::now());
+                    .subscribe_to(vec![e.filter()], self.cfg.max_message, now);
             }
             return;
         }
@@ -737,11 +747,7 @@ impl Daemon {
                     return;
                 }
             }
-            match Relay::open(
-                &self.cfg.spool_dir,
-                &self.cfg.mqtt.topic_prefix,
-                Instant::now(),
-            ) {
+            match Relay::open(&self.cfg.spool_dir, &self.cfg.mqtt.topic_prefix, now) {
                 Ok(r) => self.relay = Some(r),
                 Err(e) => log::error!("relay: {e}; crd send publishes by itself"),
             }
@@ -755,7 +761,7 @@ impl Daemon {
             c.set_page(self.cfg.fleet_html.as_deref());
         }
         self.forwarder
-            .subscribe_to(filters, self.cfg.max_message, Instant::now());
+            .subscribe_to(filters, self.cfg.max_message, now);
     }
 
     /// Carries out control requests and sends their replies.
@@ -764,11 +770,11 @@ impl Daemon {
             let text = match req {
                 Request::Status { json } => self.status(now, json),
                 Request::Fleet { json } => match &self.collector {
-                    Some(c) => c.fleet(json, unix_ms()),
+                    Some(c) => c.fleet(json, self.wall),
                     None => "error: this crd collects nothing (no module subscribes)\n".into(),
                 },
                 Request::Register { module, key } => match &self.collector {
-                    Some(c) => c.register(&module, key.as_deref(), unix_ms()),
+                    Some(c) => c.register(&module, key.as_deref(), self.wall),
                     None => "error: this crd collects nothing (no module subscribes)\n".into(),
                 },
                 Request::Reload => match self.reload(now, "control socket") {
@@ -787,7 +793,7 @@ impl Daemon {
                 Request::Send { node, body } => match self.relay.as_mut() {
                     Some(r) => match r.queue(&node, &body, now) {
                         Ok(id) => {
-                            r.pump(&mut self.forwarder, now, unix_ms());
+                            r.pump(&mut self.forwarder, now, self.wall);
                             format!("ok {id}\n")
                         }
                         Err(e) => format!("error: {e}\n"),

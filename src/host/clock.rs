@@ -1,4 +1,6 @@
-//! The wall clock, read in one place. Only event timestamps and install records use
+//! The wall clock, read in one place: the daemon reads it once per loop turn and
+//! hands it on (the outbox and the installer read it too). Only event timestamps,
+//! install records and the collector's receive times use
 //! it: a router may be at 1970 until NTP, so nothing orders or times by it (the
 //! monotonic `Instant` does that).
 
