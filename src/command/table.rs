@@ -139,7 +139,7 @@ fn legacy_frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// The bodies of the whole legacy frames at the start of `b`, and where they end.
-fn legacy_frames(b: &[u8]) -> (Vec<&[u8]>, usize) {
+fn legacy_frames(b: &[u8]) -> (Vec<Vec<u8>>, usize) {
     let (mut out, mut at) = (Vec::new(), 0);
     while b.len() - at >= FRAME {
         let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
@@ -150,7 +150,7 @@ fn legacy_frames(b: &[u8]) -> (Vec<&[u8]>, usize) {
         if crc32c(body) != crc {
             break;
         }
-        out.push(body);
+        out.push(body.to_vec());
         at += FRAME + len;
     }
     (out, at)
@@ -167,41 +167,32 @@ fn legacy_header(generation: u32, count: u32, forgot_sent: u64) -> Vec<u8> {
     b
 }
 
-/// The byte order of a record's numbers: big-endian in the durable log,
-/// little-endian in the format before it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Order {
-    Be,
-    Le,
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-fn u64_at(b: &[u8], at: usize, o: Order) -> Option<u64> {
-    let a: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
-    Some(match o {
-        Order::Be => u64::from_be_bytes(a),
-        Order::Le => u64::from_le_bytes(a),
-    })
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn u32_at(b: &[u8], at: usize, o: Order) -> Option<u32> {
-    let a: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(match o {
-        Order::Be => u32::from_be_bytes(a),
-        Order::Le => u32::from_le_bytes(a),
-    })
-}
-
-/// A record's body: the entry's current state, big-endian (`order` picks the
-/// legacy little-endian for the tests' old files).
-fn record(e: &Entry) -> Vec<u8> {
-    record_in(e, Order::Be)
-}
-
-fn record_in(e: &Entry, o: Order) -> Vec<u8> {
-    let n32 = |v: u32| match o {
-        Order::Be => v.to_be_bytes(),
-        Order::Le => v.to_le_bytes(),
+/// A record's body in the format before the durable log (little-endian
+/// numbers) made big-endian, or back: the numbers' bytes reversed in place.
+fn swap_order(b: &mut [u8]) {
+    let ended = b.first() == Some(&b'E');
+    let mut flip = |at: usize, n: usize| {
+        if let Some(x) = b.get_mut(at..at + n) {
+            x.reverse();
+        }
     };
+    flip(1 + ID, 8);
+    if ended {
+        flip(1 + ID + 8 + 1, 4);
+        flip(1 + ID + 8 + 5, 4);
+    }
+}
+
+/// A record's body: the entry's current state, big-endian.
+fn record(e: &Entry) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     match &e.state {
         State::Waiting(_) => b.push(b'W'),
@@ -209,10 +200,7 @@ fn record_in(e: &Entry, o: Order) -> Vec<u8> {
         State::Ended(_) => b.push(b'E'),
     }
     b.extend_from_slice(&e.id);
-    b.extend_from_slice(&match o {
-        Order::Be => e.sent.to_be_bytes(),
-        Order::Le => e.sent.to_le_bytes(),
-    });
+    b.extend_from_slice(&e.sent.to_be_bytes());
     let names = |b: &mut Vec<u8>| {
         b.push(e.node.len().min(255) as u8);
         b.extend_from_slice(&e.node.as_bytes()[..e.node.len().min(255)]);
@@ -229,8 +217,8 @@ fn record_in(e: &Entry, o: Order) -> Vec<u8> {
                 End::Unanswered => (3, 0, 0, 0),
             };
             b.push(kind);
-            b.extend_from_slice(&n32(code as u32));
-            b.extend_from_slice(&n32(dur));
+            b.extend_from_slice(&code.to_be_bytes());
+            b.extend_from_slice(&dur.to_be_bytes());
             b.push(why);
             names(&mut b);
         }
@@ -247,9 +235,9 @@ fn names(b: &[u8]) -> Option<(Box<str>, Box<str>)> {
 }
 
 /// The entry a record's body says, or `None` if it is not one.
-fn parse_record(b: &[u8], o: Order) -> Option<Entry> {
+fn parse_record(b: &[u8]) -> Option<Entry> {
     let id: [u8; ID] = b.get(1..1 + ID)?.try_into().ok()?;
-    let sent = u64_at(b, 1 + ID, o)?;
+    let sent = u64_at(b, 1 + ID)?;
     let rest = b.get(1 + ID + 8..)?;
     let ((node, module), state) = match b[0] {
         b'W' => {
@@ -259,8 +247,8 @@ fn parse_record(b: &[u8], o: Order) -> Option<Entry> {
         }
         b'S' => (names(rest)?, State::Started),
         b'E' => {
-            let code = u32_at(rest, 1, o)? as i32;
-            let dur_ms = u32_at(rest, 5, o)?;
+            let code = u32_at(rest, 1)? as i32;
+            let dur_ms = u32_at(rest, 5)?;
             let end = match *rest.first()? {
                 0 => End::Done { code, dur_ms },
                 1 => End::Interrupted,
@@ -290,22 +278,20 @@ impl<S: Storage> Table<S> {
         let (mut header, mut records, mut skipped) = (Vec::new(), Vec::new(), 0);
         let (log, mut warnings) = Log::open(st, STEM, LOG_LIMITS, &mut |part, b| match part {
             Part::Header => header = b.to_vec(),
-            _ => match parse_record(b, Order::Be) {
+            _ => match parse_record(b) {
                 Some(e) => records.push(e),
                 None => skipped += 1,
             },
         })?;
         if skipped > 0 {
-            warnings.push(format!(
-                "command table: {skipped} records not understood, skipped"
-            ));
+            warnings.push(format!("command table: {skipped} records skipped"));
         }
         let mut t = Table {
             log,
             limits,
             entries: VecDeque::new(),
             evicted: 0,
-            forgot_sent: u64_at(&header, 0, Order::Be).unwrap_or(0),
+            forgot_sent: u64_at(&header, 0).unwrap_or(0),
         };
         for e in records {
             t.apply(e);
@@ -318,30 +304,19 @@ impl<S: Storage> Table<S> {
     /// into this one and written whole when this one is new, then removed. A
     /// crash in between reads it again at the next start.
     fn take_over_legacy(&mut self, fresh: bool, warnings: &mut Vec<String>) -> io::Result<()> {
-        let mut generations: Vec<u32> = self
-            .log
-            .storage()
-            .list()?
-            .iter()
-            .filter_map(|n| n.strip_prefix("log.")?.parse().ok())
-            .collect();
+        let generations = durable::generations(self.log.storage(), "log")?;
         if generations.is_empty() {
             return Ok(());
         }
-        generations.sort_unstable_by(|a, b| b.cmp(a));
         if fresh {
-            let (entries, forgot) = legacy::read(self.log.storage(), &generations, warnings)?;
+            let (entries, forgot) = legacy::read(self.log.storage(), &generations)?;
             self.forgot_sent = forgot;
             for e in entries {
                 self.apply(e);
             }
             let snap = snapshot(&self.entries, self.forgot_sent);
             self.log.commit(&snap)?;
-            warnings.push(format!(
-                "command table: {} ids taken over from {}",
-                self.entries.len(),
-                legacy_name(generations[0])
-            ));
+            warnings.push("command table: taken over from the format before".into());
         }
         for g in generations {
             self.log.storage().remove(&legacy_name(g))?;
@@ -470,39 +445,38 @@ mod legacy {
     use super::*;
 
     /// The newest whole legacy file's entries and `forgot_sent`.
-    pub fn read<S: Storage>(
-        st: &mut S,
-        generations: &[u32],
-        warnings: &mut Vec<String>,
-    ) -> io::Result<(Vec<Entry>, u64)> {
+    pub fn read<S: Storage>(st: &mut S, generations: &[u32]) -> io::Result<(Vec<Entry>, u64)> {
         for &generation in generations {
             let name = legacy_name(generation);
             let size = st.len(&name)?.unwrap_or(0).min(MAX_FILE_BYTES);
             let mut buf = vec![0u8; size as usize];
             let n = st.read_at(&name, 0, &mut buf)?;
             buf.truncate(n);
-            let (bodies, _) = legacy_frames(&buf);
+            let (mut bodies, _) = legacy_frames(&buf);
+            // Its header: `H`, generation, count (u32 LE), forgot_sent (u64 LE,
+            // absent in the oldest).
+            for b in bodies.iter_mut() {
+                swap_order(b);
+            }
             let counted = bodies
                 .first()
                 .filter(|h| matches!(h.len(), 9 | 17) && h[0] == b'H')
-                .filter(|h| u32_at(h, 1, Order::Le) == Some(generation))
-                .and_then(|h| {
-                    Some((
-                        u32_at(h, 5, Order::Le)?,
-                        u64_at(h, 9, Order::Le).unwrap_or(0),
-                    ))
-                });
+                .map(|h| {
+                    let le = |at: usize, n: usize| {
+                        h.get(at..at + n).map_or(0, |x| {
+                            x.iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b))
+                        })
+                    };
+                    (le(1, 4), le(5, 4), le(9, 8))
+                })
+                .filter(|&(g, _, _)| g == u64::from(generation));
             match counted {
-                Some((c, forgot)) if bodies.len() > c as usize => {
-                    let entries: Vec<Entry> = bodies[1..]
-                        .iter()
-                        .filter_map(|b| parse_record(b, Order::Le))
-                        .collect();
+                Some((_, c, forgot)) if bodies.len() as u64 > c => {
+                    let entries = bodies[1..].iter().filter_map(|b| parse_record(b)).collect();
                     return Ok((entries, forgot));
                 }
-                _ => warnings.push(format!(
-                    "command log {name}: incomplete (a compaction cut short), not used"
-                )),
+                // Incomplete (a compaction cut short): the one before it.
+                _ => {}
             }
         }
         Ok((Vec::new(), 0))
@@ -687,10 +661,9 @@ mod tests {
         // A legacy log written before the header kept it.
         let mut st = MemStorage::new();
         let mut old = legacy_frame(&legacy_header(1, 1, 0)[..9]);
-        old.extend_from_slice(&legacy_frame(&record_in(
-            &ended(5, End::Interrupted),
-            Order::Le,
-        )));
+        let mut body = record(&ended(5, End::Interrupted));
+        swap_order(&mut body);
+        old.extend_from_slice(&legacy_frame(&body));
         st.put(&legacy_name(1), &old);
         let (t, w) = Table::open(st, EDGE).unwrap();
         assert_eq!(w.len(), 1, "taken over: {w:?}");

@@ -41,7 +41,7 @@ pub struct Limits {
     pub compact_bytes: u64,
     /// The most of one file read at start, bytes: the user's own bounds keep
     /// its snapshot far below; a file past it is read up to it (its tail is
-    /// not used, and the next snapshot replaces it).
+    /// cut as a torn one would be).
     pub max_file_bytes: u64,
 }
 
@@ -125,6 +125,17 @@ fn frames(b: &[u8]) -> (Vec<&[u8]>, usize) {
     (out, at)
 }
 
+/// The generations of the files `<stem>.<n>` in `st`, newest first.
+pub fn generations<S: Storage>(st: &mut S, stem: &str) -> io::Result<Vec<u32>> {
+    let mut g: Vec<u32> = st
+        .list()?
+        .iter()
+        .filter_map(|n| n.strip_prefix(stem)?.strip_prefix('.')?.parse().ok())
+        .collect();
+    g.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(g)
+}
+
 fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
@@ -141,14 +152,8 @@ fn newest_whole<S: Storage>(
 ) -> io::Result<Option<(u32, Vec<u8>, usize)>> {
     for &generation in generations {
         let name = file_name(stem, generation);
-        let size = st.len(&name)?.unwrap_or(0);
-        if size > limits.max_file_bytes {
-            warnings.push(format!(
-                "{name}: {size} bytes, over {}: only those read",
-                limits.max_file_bytes
-            ));
-        }
-        let mut buf = vec![0u8; size.min(limits.max_file_bytes) as usize];
+        let size = st.len(&name)?.unwrap_or(0).min(limits.max_file_bytes);
+        let mut buf = vec![0u8; size as usize];
         let n = st.read_at(&name, 0, &mut buf)?;
         buf.truncate(n);
         let (bodies, end) = frames(&buf);
@@ -158,7 +163,7 @@ fn newest_whole<S: Storage>(
         if whole {
             if end < buf.len() {
                 warnings.push(format!(
-                    "{name}: {} bytes after its last whole record cut",
+                    "{name}: {} bytes of a torn tail cut",
                     buf.len() - end
                 ));
             }
@@ -184,13 +189,7 @@ impl<S: Storage> Log<S> {
         each: &mut dyn FnMut(Part, &[u8]),
     ) -> io::Result<(Log<S>, Vec<String>)> {
         let mut warnings = Vec::new();
-        let prefix = format!("{stem}.");
-        let mut generations: Vec<u32> = st
-            .list()?
-            .iter()
-            .filter_map(|n| n.strip_prefix(&prefix)?.parse().ok())
-            .collect();
-        generations.sort_unstable_by(|a, b| b.cmp(a));
+        let generations = generations(&mut st, stem)?;
         let chosen = newest_whole(&mut st, stem, &generations, limits, &mut warnings)?;
         let mut log = Log {
             st,
@@ -280,10 +279,9 @@ impl<S: Storage> Log<S> {
     /// taken as durable: the log wants a snapshot.
     pub fn sync(&mut self) -> io::Result<()> {
         if self.broken {
-            return Err(io::Error::other(format!(
-                "{}: a write or sync failed before: only a snapshot is durable now",
-                file_name(self.stem, self.generation)
-            )));
+            return Err(io::Error::other(
+                "a write or sync failed before: only a snapshot is durable now",
+            ));
         }
         self.flush()?;
         if self.unsynced {
