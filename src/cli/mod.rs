@@ -452,49 +452,18 @@ fn stdin_marker(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
+/// `crd` with `argv`: the exit code.
 pub fn main(argv: Vec<OsString>) -> i32 {
     let (head, x) = split_x(&argv);
-    let strs: Vec<String> = match head.iter().map(|a| a.clone().into_string()).collect() {
-        Ok(v) => v,
-        Err(a) => {
-            err!("crd: argument {a:?} is not valid UTF-8");
-            return EXIT_USAGE;
-        }
-    };
-    let strs = stdin_marker(strs);
-    let refs: Vec<&str> = strs.iter().map(String::as_str).collect();
-    let cmd_name = refs
-        .first()
-        .map(|s| s.rsplit('/').next().unwrap_or(s))
-        .unwrap_or("crd");
-    let args = match args::parse(&TOP, cmd_name, refs.get(1..).unwrap_or_default()) {
-        Ok(p) => Args::from(p),
-        Err(Stop::Help(text)) => {
-            out!("{text}");
-            return EXIT_OK;
-        }
-        Err(Stop::Error(e)) => {
-            err!("{e}");
-            return EXIT_USAGE;
-        }
+    let args = match parse_args(&head) {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     if args.version {
         out!("crd {}", env!("CARGO_PKG_VERSION"));
         return EXIT_OK;
     }
-    let config_path = args
-        .config
-        .clone()
-        .or_else(|| std::env::var_os("CRD_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG));
-    // Absolute, so that the paths in it resolve against its directory and
-    // children (which run in their module's directory) get a `CRD_CONFIG` that
-    // holds there too.
-    let config_path = match std::env::current_dir() {
-        Ok(dir) if config_path.is_relative() => dir.join(config_path),
-        _ => config_path,
-    };
-    let cfg = match crate::host::files::load_config(&config_path) {
+    let cfg = match crate::host::files::load_config(&config_path(args.config.clone())) {
         Ok(c) => c,
         Err(e) => {
             err!("crd: config errors:\n{e}");
@@ -514,6 +483,59 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     if args.check_config {
         return check_config(&cfg);
     }
+    if let Some(code) = manage_modules(&cfg, &args) {
+        return code;
+    }
+    run_command(cfg, args.cmd, args.verbose)
+}
+
+/// The options before any `-x` parsed into `Args`; `Err` is the exit code once
+/// `--help` or the usage error has been printed.
+fn parse_args(head: &[OsString]) -> Result<Args, i32> {
+    let strs: Vec<String> = match head.iter().map(|a| a.clone().into_string()).collect() {
+        Ok(v) => v,
+        Err(a) => {
+            err!("crd: argument {a:?} is not valid UTF-8");
+            return Err(EXIT_USAGE);
+        }
+    };
+    let strs = stdin_marker(strs);
+    let refs: Vec<&str> = strs.iter().map(String::as_str).collect();
+    let cmd_name = refs
+        .first()
+        .map(|s| s.rsplit('/').next().unwrap_or(s))
+        .unwrap_or("crd");
+    match args::parse(&TOP, cmd_name, refs.get(1..).unwrap_or_default()) {
+        Ok(p) => Ok(Args::from(p)),
+        Err(Stop::Help(text)) => {
+            out!("{text}");
+            Err(EXIT_OK)
+        }
+        Err(Stop::Error(e)) => {
+            err!("{e}");
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// The config file to read: `-c`, else `$CRD_CONFIG`, else the default, made
+/// absolute.
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    let config_path = given
+        .or_else(|| std::env::var_os("CRD_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG));
+    // Absolute, so that the paths in it resolve against its directory and
+    // children (which run in their module's directory) get a `CRD_CONFIG` that
+    // holds there too.
+    match std::env::current_dir() {
+        Ok(dir) if config_path.is_relative() => dir.join(config_path),
+        _ => config_path,
+    }
+}
+
+/// `--install`, `--remove`, `--list` and the usage errors of their options; `None`
+/// when the command line asks for none of them.
+fn manage_modules(cfg: &Config, args: &Args) -> Option<i32> {
     let picked = [
         args.install.is_some(),
         args.list,
@@ -522,53 +544,46 @@ pub fn main(argv: Vec<OsString>) -> i32 {
     ];
     if picked.iter().filter(|&&p| p).count() > 1 {
         err!("crd: --install, --list, --remove and commands exclude each other");
-        return EXIT_USAGE;
+        return Some(EXIT_USAGE);
     }
     if args.location.is_some() && args.install.is_none() {
         err!("crd: -l LOCATION goes with --install NAME");
-        return EXIT_USAGE;
+        return Some(EXIT_USAGE);
     }
     if let Some(spec) = &args.install {
         let r =
-            crate::install::install(&cfg, spec, args.location.as_deref(), &mut std::io::stdout());
-        return report("install", r);
+            crate::install::install(cfg, spec, args.location.as_deref(), &mut std::io::stdout());
+        return Some(report("install", r));
     }
     if let Some(name) = &args.remove {
-        return report("remove", crate::install::remove(&cfg, name));
+        return Some(report("remove", crate::install::remove(cfg, name)));
     }
     if args.json && !args.list {
         err!("crd: --json goes with --list (`crd status --json`, `crd fleet --json`)");
-        return EXIT_USAGE;
+        return Some(EXIT_USAGE);
     }
-    if args.list {
-        return match crate::install::list(&cfg, args.json) {
-            Ok(text) => {
-                let _ = std::io::stdout().write_all(text.as_bytes());
-                EXIT_OK
-            }
-            Err(e) => {
-                err!("crd: --list: {}", e.message());
-                install_exit(&e)
-            }
-        };
+    if !args.list {
+        return None;
     }
-    match args.cmd {
+    Some(match crate::install::list(cfg, args.json) {
+        Ok(text) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            EXIT_OK
+        }
+        Err(e) => {
+            err!("crd: --list: {}", e.message());
+            install_exit(&e)
+        }
+    })
+}
+
+/// Runs the command, or the daemon when there is none.
+fn run_command(cfg: Config, cmd: Option<Cmd>, verbose: bool) -> i32 {
+    match cmd {
         Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
         Some(Cmd::Status(st)) => ask(&cfg, if st.json { "status json" } else { "status" }, false),
         Some(Cmd::Fleet(f)) => ask(&cfg, if f.json { "fleet json" } else { "fleet" }, false),
-        Some(Cmd::Register(r)) => {
-            if config::valid_name(&r.module).is_err()
-                || r.key.as_deref().is_some_and(|k| k.contains(['\n', '\r']))
-            {
-                err!("crd: register: bad module name or key");
-                return EXIT_USAGE;
-            }
-            let req = match &r.key {
-                Some(k) => format!("register {} {k}", r.module),
-                None => format!("register {}", r.module),
-            };
-            ask(&cfg, &req, false)
-        }
+        Some(Cmd::Register(r)) => register(&cfg, &r),
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Send(c)) => send(&cfg, c),
         Some(Cmd::Replies(r)) => match r.id {
@@ -580,19 +595,39 @@ pub fn main(argv: Vec<OsString>) -> i32 {
             None => ask(&cfg, "replies", true),
         },
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
-        Some(Cmd::Resolve(r)) => match crate::mqtt::forward::resolve(&r.broker) {
-            Ok(addrs) => {
-                for a in addrs {
-                    out!("{a}");
-                }
-                EXIT_OK
+        Some(Cmd::Resolve(r)) => resolve(&r.broker),
+        None => run_daemon(cfg, verbose.then_some(log::LevelFilter::Debug)),
+    }
+}
+
+/// `crd register MODULE [KEY]`: asks the collector for a rule module's register.
+fn register(cfg: &Config, r: &RegisterCmd) -> i32 {
+    if config::valid_name(&r.module).is_err()
+        || r.key.as_deref().is_some_and(|k| k.contains(['\n', '\r']))
+    {
+        err!("crd: register: bad module name or key");
+        return EXIT_USAGE;
+    }
+    let req = match &r.key {
+        Some(k) => format!("register {} {k}", r.module),
+        None => format!("register {}", r.module),
+    };
+    ask(cfg, &req, false)
+}
+
+/// `crd resolve BROKER`: prints the addresses the daemon would connect to.
+fn resolve(broker: &str) -> i32 {
+    match crate::mqtt::forward::resolve(broker) {
+        Ok(addrs) => {
+            for a in addrs {
+                out!("{a}");
             }
-            Err(e) => {
-                err!("crd: resolve {}: {e}", r.broker);
-                EXIT_FAIL
-            }
-        },
-        None => run_daemon(cfg, args.verbose.then_some(log::LevelFilter::Debug)),
+            EXIT_OK
+        }
+        Err(e) => {
+            err!("crd: resolve {broker}: {e}");
+            EXIT_FAIL
+        }
     }
 }
 
@@ -837,11 +872,73 @@ fn send(_: &Config, _: SendCmd) -> i32 {
     EXIT_USAGE
 }
 
+/// `crd send`: the command made for each node NODE names, handed to the running
+/// collector's relay (or published here), its id printed and, with `--wait`, its
+/// replies; exits with what they say.
 #[cfg(feature = "collector")]
 fn send(cfg: &Config, c: SendCmd) -> i32 {
-    use crate::command::envelope::Reply;
-    use crate::command::send;
-    use crate::host::control::{CallError, request, request_with_body};
+    let (ttl, wait) = match send_durations(&c) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    // NODE, or every node of the running collector's fleet it matches (`*`, `?`).
+    let (node, module, args) = if c.all {
+        let mut rest = c.args;
+        rest.insert(0, c.module);
+        (String::from("*"), c.node, rest)
+    } else {
+        (c.node, c.module, c.args)
+    };
+    let many = node.contains(['*', '?']);
+    let nodes = if many {
+        match fleet_nodes(cfg, &node) {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    } else {
+        vec![node]
+    };
+    let from = node_name(cfg);
+    let mut cmds = Vec::new();
+    for n in &nodes {
+        match crate::command::send::make(cfg, n, &module, args.clone(), ttl, &from) {
+            Ok(cmd) => cmds.push((n.clone(), cmd)),
+            Err(e) => {
+                err!("crd: send: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let relayed = match hand_to_relay(cfg, &cmds) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    for (n, cmd) in &cmds {
+        if many {
+            out!("{} {n}", cmd.id);
+        } else {
+            out!("{}", cmd.id);
+        }
+    }
+    let finals = if relayed {
+        match wait {
+            None => return EXIT_OK,
+            Some(w) => wait_relayed(cfg, &cmds, w, |r| show_reply(r, many)),
+        }
+    } else {
+        match publish_here(cfg, &cmds, wait, many) {
+            Ok(_) if wait.is_none() => return EXIT_OK,
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+    send_exit(&cmds, &finals, wait, relayed, many)
+}
+
+/// `--ttl` and `--wait` of `crd send`; `Err` is the exit code once the usage
+/// error has been printed.
+#[cfg(feature = "collector")]
+fn send_durations(c: &SendCmd) -> Result<(std::time::Duration, Option<std::time::Duration>), i32> {
     let dur = |what: &str, v: &str| {
         config::parse_duration(v).map_err(|e| format!("crd: send: --{what}: {e}"))
     };
@@ -853,7 +950,7 @@ fn send(cfg: &Config, c: SendCmd) -> i32 {
         (Ok(t), Some(Ok(w))) => (t, Some(w)),
         (Err(e), _) | (_, Some(Err(e))) => {
             err!("{e}");
-            return EXIT_USAGE;
+            return Err(EXIT_USAGE);
         }
     };
     if ttl < crate::command::envelope::MIN_TTL {
@@ -863,153 +960,141 @@ fn send(cfg: &Config, c: SendCmd) -> i32 {
             c.ttl,
             crate::core::dur::ms(crate::command::envelope::MIN_TTL)
         );
-        return EXIT_USAGE;
+        return Err(EXIT_USAGE);
     }
-    // NODE, or every node of the running collector's fleet it matches (`*`, `?`).
-    let (node, module, args) = if c.all {
-        let mut rest = c.args;
-        rest.insert(0, c.module);
-        (String::from("*"), c.node, rest)
-    } else {
-        (c.node, c.module, c.args)
-    };
-    let pattern = node.contains(['*', '?']);
-    let nodes: Vec<String> = if pattern {
-        let fleet = match request(&cfg.control_socket, "fleet json") {
-            Ok(t) if !t.starts_with("error: ") => t,
-            Ok(t) => {
-                err!("crd: send: {}", t.trim_end().trim_start_matches("error: "));
-                return EXIT_FAIL;
-            }
-            Err(e) => {
-                err!("crd: send: `{node}` needs the running collector's fleet: {e}");
-                return EXIT_FAIL;
-            }
-        };
-        let v: serde_json::Value = serde_json::from_str(&fleet).unwrap_or_default();
-        let names: Vec<String> = v["nodes"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n["node"].as_str())
-                    .filter(|n| glob(&node, n))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if names.is_empty() {
-            err!("crd: send: no node of the fleet matches `{node}`");
-            return EXIT_FAIL;
+    Ok((ttl, wait))
+}
+
+/// The nodes of the running collector's fleet that `pattern` matches; `Err` is
+/// the exit code once the reason has been printed.
+#[cfg(feature = "collector")]
+fn fleet_nodes(cfg: &Config, pattern: &str) -> Result<Vec<String>, i32> {
+    let fleet = match crate::host::control::request(&cfg.control_socket, "fleet json") {
+        Ok(t) if !t.starts_with("error: ") => t,
+        Ok(t) => {
+            err!("crd: send: {}", t.trim_end().trim_start_matches("error: "));
+            return Err(EXIT_FAIL);
         }
-        names
-    } else {
-        vec![node]
-    };
-    let from = node_name(cfg);
-    let mut cmds = Vec::new();
-    for n in &nodes {
-        match send::make(cfg, n, &module, args.clone(), ttl, &from) {
-            Ok(cmd) => cmds.push((n.clone(), cmd)),
-            Err(e) => {
-                err!("crd: send: {e}");
-                return EXIT_USAGE;
-            }
+        Err(e) => {
+            err!("crd: send: `{pattern}` needs the running collector's fleet: {e}");
+            return Err(EXIT_FAIL);
         }
+    };
+    let v: serde_json::Value = serde_json::from_str(&fleet).unwrap_or_default();
+    let names: Vec<String> = v["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["node"].as_str())
+                .filter(|n| glob(pattern, n))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        err!("crd: send: no node of the fleet matches `{pattern}`");
+        return Err(EXIT_FAIL);
     }
-    // Hand each to the relay of a running collector; without one, publish here.
-    let mut relayed = true;
-    for (n, cmd) in &cmds {
+    Ok(names)
+}
+
+/// Hands each command to the relay of a running collector: `Ok(false)` when there
+/// is none (the caller publishes them itself), `Err` the exit code once the
+/// failure has been printed.
+#[cfg(feature = "collector")]
+fn hand_to_relay(
+    cfg: &Config,
+    cmds: &[(String, crate::command::envelope::Command)],
+) -> Result<bool, i32> {
+    for (n, cmd) in cmds {
         let body = serde_json::to_vec(cmd).unwrap_or_default();
         match request_with_body(&cfg.control_socket, &format!("send {n}"), Some(&body)) {
             Ok(t) if t.starts_with("ok ") => {}
-            Ok(t) if t.starts_with("error: no relay here") => relayed = false,
+            Ok(t) if t.starts_with("error: no relay here") => return Ok(false),
             Ok(t) => {
                 err!(
                     "crd: send: {n}: {}",
                     t.trim_end().trim_start_matches("error: ")
                 );
-                return EXIT_FAIL;
+                return Err(EXIT_FAIL);
             }
-            Err(CallError::Unreachable(_)) => relayed = false,
+            Err(CallError::Unreachable(_)) => return Ok(false),
             Err(e) => {
                 err!("crd: send: {n}: the daemon did not answer: {e}");
-                return EXIT_FAIL;
+                return Err(EXIT_FAIL);
             }
         }
-        if !relayed {
-            break;
-        }
     }
-    for (n, cmd) in &cmds {
-        if pattern {
-            out!("{} {n}", cmd.id);
-        } else {
-            out!("{}", cmd.id);
-        }
-    }
-    let many = pattern;
-    let shown = |r: &Reply| {
-        let who = if many {
-            format!("{}: ", r.node)
-        } else {
-            String::new()
-        };
-        match r.reply.as_str() {
-            "accepted" => out!("{who}accepted by {}", r.node),
-            "done" => {
-                out!(
-                    "{who}done: exit {} in {} ms",
-                    r.code.unwrap_or(-1),
-                    r.dur_ms.unwrap_or(0)
-                );
-                if let Some(o) = r.out.as_deref().filter(|o| !o.is_empty()) {
-                    out!("{o}");
-                }
+    Ok(true)
+}
+
+/// Publishes each command from here, waiting up to `wait` for each one's final
+/// reply; `Err` is the exit code once the failure has been printed.
+#[cfg(feature = "collector")]
+fn publish_here(
+    cfg: &Config,
+    cmds: &[(String, crate::command::envelope::Command)],
+    wait: Option<std::time::Duration>,
+    many: bool,
+) -> Result<Vec<Option<crate::command::envelope::Reply>>, i32> {
+    let mut v = Vec::new();
+    for (n, cmd) in cmds {
+        match crate::command::send::send(cfg, n, cmd, wait, |r| show_reply(r, many)) {
+            Ok(r) => v.push(r),
+            Err(e) => {
+                err!("crd: send: {e}");
+                return Err(EXIT_FAIL);
             }
-            "refused" if !send::is_final(r) => out!("{who}busy, retrying"),
-            "refused" => err!(
-                "crd: send: {} refused the command: {}{}",
-                r.node,
-                r.why.as_deref().unwrap_or("?"),
-                r.detail
-                    .as_deref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
-            ),
-            other => err!("crd: send: {} answered `{other}`", r.node),
         }
-    };
-    let finals: Vec<Option<Reply>> = if relayed {
-        match wait {
-            None => return EXIT_OK,
-            Some(w) => wait_relayed(cfg, &cmds, w, shown),
-        }
+    }
+    Ok(v)
+}
+
+/// Prints one reply as it comes, prefixed with its node when there are `many`.
+#[cfg(feature = "collector")]
+fn show_reply(r: &crate::command::envelope::Reply, many: bool) {
+    let who = if many {
+        format!("{}: ", r.node)
     } else {
-        let mut v = Vec::new();
-        for (n, cmd) in &cmds {
-            match send::send(cfg, n, cmd, wait, shown) {
-                Ok(r) => v.push(r),
-                Err(e) => {
-                    err!("crd: send: {e}");
-                    return EXIT_FAIL;
-                }
+        String::new()
+    };
+    match r.reply.as_str() {
+        "accepted" => out!("{who}accepted by {}", r.node),
+        "done" => {
+            out!(
+                "{who}done: exit {} in {} ms",
+                r.code.unwrap_or(-1),
+                r.dur_ms.unwrap_or(0)
+            );
+            if let Some(o) = r.out.as_deref().filter(|o| !o.is_empty()) {
+                out!("{o}");
             }
         }
-        if wait.is_none() {
-            return EXIT_OK;
-        }
-        v
-    };
-    let code = |r: &Option<Reply>| match r {
-        None => EXIT_NO_ANSWER,
-        Some(r) => match (r.reply.as_str(), r.why.as_deref()) {
-            ("done", _) => r.code.unwrap_or(EXIT_FAIL),
-            ("interrupted", _) => EXIT_INTERRUPTED,
-            ("refused", Some("expired")) => EXIT_EXPIRED,
-            _ => EXIT_REFUSED,
-        },
-    };
-    for ((n, _), r) in cmds.iter().zip(&finals) {
+        "refused" if !crate::command::send::is_final(r) => out!("{who}busy, retrying"),
+        "refused" => err!(
+            "crd: send: {} refused the command: {}{}",
+            r.node,
+            r.why.as_deref().unwrap_or("?"),
+            r.detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ),
+        other => err!("crd: send: {} answered `{other}`", r.node),
+    }
+}
+
+/// Names each node without a final answer in `wait`, then the exit code: the one
+/// node's, or for `many` 0 only if every node ran the command and exited 0, else 1.
+#[cfg(feature = "collector")]
+fn send_exit(
+    cmds: &[(String, crate::command::envelope::Command)],
+    finals: &[Option<crate::command::envelope::Reply>],
+    wait: Option<std::time::Duration>,
+    relayed: bool,
+    many: bool,
+) -> i32 {
+    for ((n, _), r) in cmds.iter().zip(finals) {
         if r.is_none() {
             err!(
                 "crd: send: no final answer from {n} in {} s ({})",
@@ -1023,14 +1108,27 @@ fn send(cfg: &Config, c: SendCmd) -> i32 {
         }
     }
     if many {
-        // One code for many nodes: 0 only if every node ran it and exited 0.
-        if finals.iter().all(|r| code(r) == 0) {
+        if finals.iter().all(|r| reply_exit(r) == 0) {
             EXIT_OK
         } else {
             EXIT_FAIL
         }
     } else {
-        code(&finals[0])
+        reply_exit(&finals[0])
+    }
+}
+
+/// The exit code a final reply (or none) stands for.
+#[cfg(feature = "collector")]
+fn reply_exit(r: &Option<crate::command::envelope::Reply>) -> i32 {
+    match r {
+        None => EXIT_NO_ANSWER,
+        Some(r) => match (r.reply.as_str(), r.why.as_deref()) {
+            ("done", _) => r.code.unwrap_or(EXIT_FAIL),
+            ("interrupted", _) => EXIT_INTERRUPTED,
+            ("refused", Some("expired")) => EXIT_EXPIRED,
+            _ => EXIT_REFUSED,
+        },
     }
 }
 
