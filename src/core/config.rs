@@ -975,42 +975,7 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let parsed = lines(text, &mut err);
     for (n, line) in parsed {
         match line {
-            Line::Section(inner) => {
-                let mut words = inner.split_whitespace();
-                match (words.next(), words.next(), words.next()) {
-                    (Some("module"), Some(name), None) => {
-                        if let Err(why) = valid_name(name) {
-                            err(n, None, format!("bad module name `{name}`: {why}"));
-                            current = Scope::Rejected;
-                            continue;
-                        }
-                        if let Some(prev) = cfg.sections.iter().find(|s| s.name == name) {
-                            let msg = format!(
-                                "section [module {name}] already opened at line {}",
-                                prev.line
-                            );
-                            err(n, None, msg);
-                            current = Scope::Rejected;
-                            continue;
-                        }
-                        cfg.sections.push(Section {
-                            name: name.to_string(),
-                            line: n,
-                            overrides: Vec::new(),
-                            set_at: Vec::new(),
-                        });
-                        current = Scope::Section(cfg.sections.len() - 1);
-                    }
-                    _ => {
-                        err(
-                            n,
-                            None,
-                            format!("unknown section `[{inner}]` (want [module NAME])"),
-                        );
-                        current = Scope::Rejected;
-                    }
-                }
-            }
+            Line::Section(inner) => current = open_section(&mut cfg, inner, n, &mut err),
             Line::Pair(k, v) => {
                 if let Some((_, _, first)) =
                     seen.iter().find(|(s, key, _)| *s == current && key == k)
@@ -1026,17 +991,7 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
                 match current {
                     // Keys of a rejected section are skipped, not applied globally.
                     Scope::Rejected => {}
-                    Scope::Section(i) => match module_setting(k, v) {
-                        Ok(Some(s)) => {
-                            let sec = &mut cfg.sections[i];
-                            sec.overrides.push(s);
-                            if let Some(k) = RULE_KEYS.iter().find(|r| **r == k) {
-                                sec.set_at.push((k, n));
-                            }
-                        }
-                        Ok(None) => err(n, Some(k), "unknown key in a [module] section".into()),
-                        Err(m) => err(n, Some(k), m),
-                    },
+                    Scope::Section(i) => section_setting(&mut cfg.sections[i], k, v, n, &mut err),
                     Scope::Global => {
                         if let Err(m) = global_setting(&mut cfg, k, v) {
                             err(n, Some(k), m);
@@ -1046,8 +1001,80 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
-    // Keys that must fit together: the error points at the first of the two that is
-    // set (at line 0 when neither is, i.e. the defaults clash).
+    check_together(&cfg, &seen, &mut err);
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Opens the section `[inner]` at line `n`: the scope of the keys that follow
+/// (`Rejected` once its error is reported).
+fn open_section(
+    cfg: &mut Config,
+    inner: &str,
+    n: u32,
+    err: &mut dyn FnMut(u32, Option<&str>, String),
+) -> Scope {
+    let mut words = inner.split_whitespace();
+    let (Some("module"), Some(name), None) = (words.next(), words.next(), words.next()) else {
+        err(
+            n,
+            None,
+            format!("unknown section `[{inner}]` (want [module NAME])"),
+        );
+        return Scope::Rejected;
+    };
+    if let Err(why) = valid_name(name) {
+        err(n, None, format!("bad module name `{name}`: {why}"));
+        return Scope::Rejected;
+    }
+    if let Some(prev) = cfg.sections.iter().find(|s| s.name == name) {
+        let msg = format!(
+            "section [module {name}] already opened at line {}",
+            prev.line
+        );
+        err(n, None, msg);
+        return Scope::Rejected;
+    }
+    cfg.sections.push(Section {
+        name: name.to_string(),
+        line: n,
+        overrides: Vec::new(),
+        set_at: Vec::new(),
+    });
+    Scope::Section(cfg.sections.len() - 1)
+}
+
+/// Adds `k = v` (line `n`) to a `[module NAME]` section's overrides.
+fn section_setting(
+    sec: &mut Section,
+    k: &str,
+    v: &str,
+    n: u32,
+    err: &mut dyn FnMut(u32, Option<&str>, String),
+) {
+    match module_setting(k, v) {
+        Ok(Some(s)) => {
+            sec.overrides.push(s);
+            if let Some(k) = RULE_KEYS.iter().find(|r| **r == k) {
+                sec.set_at.push((k, n));
+            }
+        }
+        Ok(None) => err(n, Some(k), "unknown key in a [module] section".into()),
+        Err(m) => err(n, Some(k), m),
+    }
+}
+
+/// Checks the global keys that must fit together: the spool's sizes, and a client
+/// certificate with its key. An error points at the first of the two keys that is
+/// set (at line 0 when neither is, i.e. the defaults clash).
+fn check_together(
+    cfg: &Config,
+    seen: &[(Scope, String, u32)],
+    err: &mut dyn FnMut(u32, Option<&str>, String),
+) {
     let blame = |a: &'static str, b: &'static str| {
         let line_of = |key: &str| {
             seen.iter()
@@ -1106,11 +1133,6 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             "cert_file and key_file go together (a client certificate and its key)".into(),
         );
     }
-    if errors.is_empty() {
-        Ok(cfg)
-    } else {
-        Err(ConfigErrors(errors))
-    }
 }
 
 fn parse_size_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -1135,17 +1157,35 @@ fn config_relative(config: &Path, v: &str) -> Result<PathBuf, String> {
     })
 }
 
+/// Applies one global key of `crd.conf`: a daemon, MQTT or spool key, or a
+/// per-module key as every module's default.
 fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
-    let config = cfg.path.clone();
-    let path = |v: &str| config_relative(&config, v);
+    if k == "subscribe" || RULE_KEYS.contains(&k) {
+        return Err(format!(
+            "{k} is set per module (its module.conf, or a [module NAME] section)"
+        ));
+    }
+    if daemon_setting(cfg, k, v)? || mqtt_setting(cfg, k, v)? || spool_setting(cfg, k, v)? {
+        return Ok(());
+    }
+    match module_setting(k, v)? {
+        Some(s) => s.apply(&mut cfg.defaults),
+        None => return Err("unknown key".into()),
+    }
+    Ok(())
+}
+
+/// The daemon's own keys: its node name, paths, limits, install repository,
+/// remote commands, fleet page and log level; `Ok(false)` for any other key.
+fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
     match k {
         "node" => {
             valid_node(v).map_err(|why| format!("bad node `{v}` ({why})"))?;
             cfg.node = v.to_string();
         }
-        "modules_dir" => cfg.modules_dir = path(v)?,
-        "spool_dir" => cfg.spool_dir = path(v)?,
-        "control_socket" => cfg.control_socket = path(v)?,
+        "modules_dir" => cfg.modules_dir = config_relative(&cfg.path, v)?,
+        "spool_dir" => cfg.spool_dir = config_relative(&cfg.path, v)?,
+        "control_socket" => cfg.control_socket = config_relative(&cfg.path, v)?,
         "repository" => {
             if v.is_empty() || v.starts_with('-') || v.contains(char::is_whitespace) {
                 return Err(format!(
@@ -1157,41 +1197,66 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
         "install_max_size" => cfg.install_max_size = parse_size_in(v, 4 << 10, 1 << 30)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
         "max_message" => cfg.max_message = parse_u32_size(v, 64, MAX_MESSAGE_LIMIT)?,
-        "commands" => {
-            let mut names = Vec::new();
-            for n in v.split_whitespace() {
-                if n.contains(['*', '?']) {
-                    return Err(format!(
-                        "commands: `{n}` is refused: name each support module a remote command may run"
-                    ));
-                }
-                valid_name(n).map_err(|why| format!("commands: bad module name `{n}`: {why}"))?;
-                if !names.iter().any(|x| x == n) {
-                    names.push(n.to_string());
-                }
-            }
-            cfg.commands = names;
-        }
-        "command_key_file" => cfg.command_key_file = Some(path(v)?),
+        "commands" => cfg.commands = command_names(v)?,
+        "command_key_file" => cfg.command_key_file = Some(config_relative(&cfg.path, v)?),
         "fleet_html" => {
             if !cfg!(feature = "collector") {
                 return Err(
                     "this crd is built without the collector (cargo feature `collector`, off in router builds); fleet_html needs a collector build".into(),
                 );
             }
-            cfg.fleet_html = Some(path(v)?);
+            cfg.fleet_html = Some(config_relative(&cfg.path, v)?);
         }
-        "subscribe" | "register" | "value" | "period" | "by" | "register_keys" | "above"
-        | "below" | "equals" => {
+        "log_level" => cfg.log_level = log_level(v)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// `commands`: the support modules a remote command may run, each named (no
+/// pattern), duplicates dropped.
+fn command_names(v: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for n in v.split_whitespace() {
+        if n.contains(['*', '?']) {
             return Err(format!(
-                "{k} is set per module (its module.conf, or a [module NAME] section)"
+                "commands: `{n}` is refused: name each support module a remote command may run"
             ));
         }
+        valid_name(n).map_err(|why| format!("commands: bad module name `{n}`: {why}"))?;
+        if !names.iter().any(|x| x == n) {
+            names.push(n.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// `log_level`: `off`, `error`, `warn`, `info`, `debug` or `trace`, any case.
+fn log_level(v: &str) -> Result<log::LevelFilter, String> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "off" => log::LevelFilter::Off,
+        "error" => log::LevelFilter::Error,
+        "warn" | "warning" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        _ => {
+            return Err(format!(
+                "bad log_level `{v}` (error, warn, info, debug, trace)"
+            ));
+        }
+    })
+}
+
+/// The broker connection's keys (`MqttSettings`); `Ok(false)` for any other key.
+fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
+    let mqtt = &mut cfg.mqtt;
+    match k {
         "broker" => {
             if v.is_empty() || v.contains(char::is_whitespace) {
                 return Err(format!("bad broker `{v}` (want host:port)"));
             }
-            cfg.mqtt.broker = v.to_string();
+            mqtt.broker = v.to_string();
         }
         "topic_prefix" | "homeassistant_prefix" => {
             if v.is_empty()
@@ -1205,85 +1270,75 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
                 ));
             }
             if k == "topic_prefix" {
-                cfg.mqtt.topic_prefix = v.to_string();
+                mqtt.topic_prefix = v.to_string();
             } else {
-                cfg.mqtt.homeassistant_prefix = v.to_string();
+                mqtt.homeassistant_prefix = v.to_string();
             }
         }
-        "homeassistant" => cfg.mqtt.homeassistant = parse_bool(v)?,
+        "homeassistant" => mqtt.homeassistant = parse_bool(v)?,
         "client_id" => {
             if v.is_empty() || v.len() > 64 {
                 return Err(format!("bad client_id `{v}` (1..64 bytes)"));
             }
-            cfg.mqtt.client_id = v.to_string();
+            mqtt.client_id = v.to_string();
         }
-        "username" => cfg.mqtt.username = v.to_string(),
+        "username" => mqtt.username = v.to_string(),
         "broker_tls" => {
-            cfg.mqtt.tls = parse_bool(v)?;
-            if cfg.mqtt.tls && !cfg!(feature = "tls") {
+            mqtt.tls = parse_bool(v)?;
+            if mqtt.tls && !cfg!(feature = "tls") {
                 return Err(
                     "this crd is built without TLS (cargo feature `tls`); use a TLS build".into(),
                 );
             }
         }
-        "ca_file" => cfg.mqtt.ca_file = path(v)?,
-        "cert_file" => cfg.mqtt.cert_file = Some(path(v)?),
-        "key_file" => cfg.mqtt.key_file = Some(path(v)?),
-        "password_file" => cfg.mqtt.password_file = Some(path(v)?),
+        "ca_file" => mqtt.ca_file = config_relative(&cfg.path, v)?,
+        "cert_file" => mqtt.cert_file = Some(config_relative(&cfg.path, v)?),
+        "key_file" => mqtt.key_file = Some(config_relative(&cfg.path, v)?),
+        "password_file" => mqtt.password_file = Some(config_relative(&cfg.path, v)?),
         "keepalive" => {
             let d = parse_duration(v)?;
             if d < Duration::from_secs(1) || d > Duration::from_secs(65535) {
                 return Err(format!("keepalive `{v}` out of range (1s..65535s)"));
             }
-            cfg.mqtt.keepalive = d;
+            mqtt.keepalive = d;
         }
         "max_inflight" => {
-            cfg.mqtt.max_inflight = parse_u32(v, 1, u32::from(MAX_INFLIGHT_LIMIT))? as u16
+            mqtt.max_inflight = parse_u32(v, 1, u32::from(MAX_INFLIGHT_LIMIT))? as u16
         }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The spool's keys (`SpoolConfig`); `Ok(false)` for any other key.
+fn spool_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
+    let sp = &mut cfg.spool;
+    match k {
         "spool_size" => {
-            cfg.spool.size =
-                parse_size_in(v, 8 << 10, MAX_SPOOL_SEGMENTS * MAX_SPOOL_SEGMENT_BYTES)?
+            sp.size = parse_size_in(v, 8 << 10, MAX_SPOOL_SEGMENTS * MAX_SPOOL_SEGMENT_BYTES)?
         }
-        "spool_segment" => cfg.spool.segment = parse_size_in(v, 4 << 10, MAX_SPOOL_SEGMENT_BYTES)?,
-        "spool_sync_bytes" => cfg.spool.sync_bytes = parse_size_in(v, 1, MAX_SPOOL_SEGMENT_BYTES)?,
+        "spool_segment" => sp.segment = parse_size_in(v, 4 << 10, MAX_SPOOL_SEGMENT_BYTES)?,
+        "spool_sync_bytes" => sp.sync_bytes = parse_size_in(v, 1, MAX_SPOOL_SEGMENT_BYTES)?,
         "spool_sync_interval" => {
             let d = parse_duration(v)?;
             if d > Duration::from_secs(3600) {
                 return Err(format!("spool_sync_interval `{v}` is over 1h"));
             }
-            cfg.spool.sync_interval = d;
+            sp.sync_interval = d;
         }
         "spool_sync" => {
-            cfg.spool.sync_always = match v {
+            sp.sync_always = match v {
                 "always" => true,
                 "group" => false,
                 _ => return Err(format!("bad spool_sync `{v}` (always or group)")),
             }
         }
         "spool_max_record" => {
-            cfg.spool.max_record = parse_u32_size(v, 64, u64::from(SPOOL_RECORD_LIMIT_BYTES))?
+            sp.max_record = parse_u32_size(v, 64, u64::from(SPOOL_RECORD_LIMIT_BYTES))?
         }
-        "log_level" => {
-            cfg.log_level = match v.to_ascii_lowercase().as_str() {
-                "off" => log::LevelFilter::Off,
-                "error" => log::LevelFilter::Error,
-                "warn" | "warning" => log::LevelFilter::Warn,
-                "info" => log::LevelFilter::Info,
-                "debug" => log::LevelFilter::Debug,
-                "trace" => log::LevelFilter::Trace,
-                _ => {
-                    return Err(format!(
-                        "bad log_level `{v}` (error, warn, info, debug, trace)"
-                    ));
-                }
-            }
-        }
-        _ => match module_setting(k, v)? {
-            Some(s) => s.apply(&mut cfg.defaults),
-            None => return Err("unknown key".into()),
-        },
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Parses a module's own `module.conf`: per-module keys only, no sections.
