@@ -527,13 +527,33 @@ fn module_root(src: &Path, name: &str, from_repo: bool, loc: &str) -> Result<Pat
 /// `.git` is left out. Returns the SHA-256 of the tree (paths, kinds, modes,
 /// contents, in name order).
 fn stage(src: &Path, dst: &Path, max_bytes: u64) -> Result<String, Failure> {
-    struct Walk {
-        digest: Sha256,
-        bytes: u64,
-        files: usize,
-        max: u64,
-    }
-    fn walk(w: &mut Walk, root: &Path, rel: &[String], dst: &Path) -> Result<(), String> {
+    fs::create_dir(dst).map_err(|e| failed(format!("{}: {e}", dst.display())))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(0o755))
+        .map_err(|e| failed(format!("{e}")))?;
+    let mut w = Walk {
+        digest: Sha256::default(),
+        bytes: 0,
+        files: 0,
+        max: max_bytes,
+    };
+    w.dir(src, &[], dst)
+        .map_err(|e| failed(format!("refused: {e}")))?;
+    Ok(w.digest.hex())
+}
+
+/// `stage`'s walk over the module's tree: the digest so far, and the files and
+/// bytes counted against their bounds.
+struct Walk {
+    digest: Sha256,
+    bytes: u64,
+    files: usize,
+    max: u64,
+}
+
+impl Walk {
+    /// Copies the directory `rel` of `root` into the same place under `dst`,
+    /// entry by entry in name order.
+    fn dir(&mut self, root: &Path, rel: &[String], dst: &Path) -> Result<(), String> {
         if rel.len() > crate::install::tar::MAX_DEPTH {
             return Err(format!(
                 "deeper than {} levels",
@@ -551,81 +571,93 @@ fn stage(src: &Path, dst: &Path, max_bytes: u64) -> Result<String, Failure> {
         for n in names {
             let mut r = rel.to_vec();
             r.push(n);
-            let shown = r.join("/");
-            let from = root.join(r.iter().collect::<PathBuf>());
-            let to = dst.join(r.iter().collect::<PathBuf>());
-            let md = fs::symlink_metadata(&from).map_err(|e| format!("{shown}: {e}"))?;
-            w.files += 1;
-            if w.files > MAX_FILES {
-                return Err(format!("more than {MAX_FILES} files"));
-            }
-            let ft = md.file_type();
-            let mode = md.permissions().mode();
-            if !ft.is_symlink() {
-                safety::mode_allowed(&shown, mode)?;
-            }
-            w.digest.update(shown.as_bytes());
-            w.digest.update(&[0]);
-            if ft.is_dir() {
-                w.digest.update(b"d");
-                fs::create_dir(&to).map_err(|e| format!("{shown}: {e}"))?;
-                walk(w, root, &r, dst)?;
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&from).map_err(|e| format!("{shown}: {e}"))?;
-                let t = target.to_string_lossy();
-                if !safety::link_stays_inside(&r, &t) {
-                    return Err(format!(
-                        "{shown}: symlink to `{t}` points outside the module"
-                    ));
-                }
-                w.digest.update(b"l");
-                w.digest.update(t.as_bytes());
-                std::os::unix::fs::symlink(&target, &to).map_err(|e| format!("{shown}: {e}"))?;
-            } else if ft.is_file() {
-                w.bytes += md.len();
-                if w.bytes > w.max {
-                    return Err(format!(
-                        "more than {} bytes of files (install_max_size)",
-                        w.max
-                    ));
-                }
-                let exec = mode & 0o100 != 0;
-                w.digest.update(if exec { b"x" } else { b"f" });
-                let mut input = fs::File::open(&from).map_err(|e| format!("{shown}: {e}"))?;
-                let mut output = fs::File::create(&to).map_err(|e| format!("{shown}: {e}"))?;
-                let mut buf = [0u8; 8192];
-                loop {
-                    let n = input.read(&mut buf).map_err(|e| format!("{shown}: {e}"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    w.digest.update(&buf[..n]);
-                    output
-                        .write_all(&buf[..n])
-                        .map_err(|e| format!("{shown}: {e}"))?;
-                }
-                let m = if exec { 0o755 } else { 0o644 };
-                fs::set_permissions(&to, fs::Permissions::from_mode(m))
-                    .map_err(|e| format!("{shown}: {e}"))?;
-            } else {
-                return Err(format!(
-                    "{shown}: not a file, directory or symlink; refused"
-                ));
-            }
+            self.entry(root, &r, dst)?;
         }
         Ok(())
     }
-    fs::create_dir(dst).map_err(|e| failed(format!("{}: {e}", dst.display())))?;
-    fs::set_permissions(dst, fs::Permissions::from_mode(0o755))
-        .map_err(|e| failed(format!("{e}")))?;
-    let mut w = Walk {
-        digest: Sha256::default(),
-        bytes: 0,
-        files: 0,
-        max: max_bytes,
-    };
-    walk(&mut w, src, &[], dst).map_err(|e| failed(format!("refused: {e}")))?;
-    Ok(w.digest.hex())
+
+    /// Copies the entry `r` (a directory with all it holds), or refuses it: a
+    /// device, a fifo, a forbidden mode, one file too many.
+    fn entry(&mut self, root: &Path, r: &[String], dst: &Path) -> Result<(), String> {
+        let shown = r.join("/");
+        let from = root.join(r.iter().collect::<PathBuf>());
+        let to = dst.join(r.iter().collect::<PathBuf>());
+        let md = fs::symlink_metadata(&from).map_err(|e| format!("{shown}: {e}"))?;
+        self.files += 1;
+        if self.files > MAX_FILES {
+            return Err(format!("more than {MAX_FILES} files"));
+        }
+        let ft = md.file_type();
+        let mode = md.permissions().mode();
+        if !ft.is_symlink() {
+            safety::mode_allowed(&shown, mode)?;
+        }
+        self.digest.update(shown.as_bytes());
+        self.digest.update(&[0]);
+        if ft.is_dir() {
+            self.digest.update(b"d");
+            fs::create_dir(&to).map_err(|e| format!("{shown}: {e}"))?;
+            self.dir(root, r, dst)
+        } else if ft.is_symlink() {
+            self.symlink(r, &shown, &from, &to)
+        } else if ft.is_file() {
+            self.file(&shown, &from, &to, md.len(), mode)
+        } else {
+            Err(format!(
+                "{shown}: not a file, directory or symlink; refused"
+            ))
+        }
+    }
+
+    /// Recreates the symlink `r` at `to`, if it points inside the module.
+    fn symlink(&mut self, r: &[String], shown: &str, from: &Path, to: &Path) -> Result<(), String> {
+        let target = fs::read_link(from).map_err(|e| format!("{shown}: {e}"))?;
+        let t = target.to_string_lossy();
+        if !safety::link_stays_inside(r, &t) {
+            return Err(format!(
+                "{shown}: symlink to `{t}` points outside the module"
+            ));
+        }
+        self.digest.update(b"l");
+        self.digest.update(t.as_bytes());
+        std::os::unix::fs::symlink(&target, to).map_err(|e| format!("{shown}: {e}"))
+    }
+
+    /// Copies the `len` bytes of the file `from` to `to`, with mode 0755 or 0644
+    /// by the owner's exec bit in `mode`.
+    fn file(
+        &mut self,
+        shown: &str,
+        from: &Path,
+        to: &Path,
+        len: u64,
+        mode: u32,
+    ) -> Result<(), String> {
+        self.bytes += len;
+        if self.bytes > self.max {
+            return Err(format!(
+                "more than {} bytes of files (install_max_size)",
+                self.max
+            ));
+        }
+        let exec = mode & 0o100 != 0;
+        self.digest.update(if exec { b"x" } else { b"f" });
+        let mut input = fs::File::open(from).map_err(|e| format!("{shown}: {e}"))?;
+        let mut output = fs::File::create(to).map_err(|e| format!("{shown}: {e}"))?;
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = input.read(&mut buf).map_err(|e| format!("{shown}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            self.digest.update(&buf[..n]);
+            output
+                .write_all(&buf[..n])
+                .map_err(|e| format!("{shown}: {e}"))?;
+        }
+        let m = if exec { 0o755 } else { 0o644 };
+        fs::set_permissions(to, fs::Permissions::from_mode(m)).map_err(|e| format!("{shown}: {e}"))
+    }
 }
 
 /// The installed record (`NAME/.crd-install`), as `key = value` lines.
@@ -843,48 +875,48 @@ pub fn install(
     let work = dir.join(format!(".fetch-{name}"));
     let staging = dir.join(format!(".staging-{name}"));
     fs::create_dir(&work).map_err(|e| failed(format!("{}: {e}", work.display())))?;
-    let result = transact(cfg, name, rf, loc, kind, from_repo, &work, &staging, out);
+    let job = Job {
+        cfg,
+        name,
+        rf,
+        loc,
+        kind,
+        from_repo,
+        work: &work,
+        staging: &staging,
+    };
+    let result = transact(&job, out);
     let _ = remove_tree(&work);
     let _ = remove_tree(&staging);
     let summary = result?;
     Ok(format!("{summary}; {}", tell_daemon(cfg)))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn transact(
-    cfg: &Config,
-    name: &str,
-    rf: Option<&str>,
-    loc: &str,
+/// One `crd --install`: the module, where it comes from, and the hidden
+/// directories it is fetched into and staged in.
+struct Job<'a> {
+    cfg: &'a Config,
+    name: &'a str,
+    rf: Option<&'a str>,
+    loc: &'a str,
     kind: Location,
     from_repo: bool,
-    work: &Path,
-    staging: &Path,
-    out: &mut dyn Write,
-) -> Result<String, Failure> {
-    let mut fetch = Fetch {
-        cfg,
-        name,
-        work: work.to_path_buf(),
-        out,
-    };
-    let git = matches!(kind, Location::Git(_));
-    let (src, prov) = match &kind {
-        Location::Git(url) => fetch.git(url, rf)?,
-        Location::Dir(p) => (p.clone(), Provenance::default()),
-        Location::TarPath(p) => fetch.tarball(p)?,
-        Location::TarUrl(u) => {
-            let a = fetch.download(u)?;
-            fetch.tarball(&a)?
-        }
-    };
-    let out = fetch.out;
-    let root = module_root(&src, name, from_repo, loc)?;
+    work: &'a Path,
+    staging: &'a Path,
+}
+
+/// Fetches, stages and checks the module, runs its `install` and swaps it in:
+/// the summary line. The caller removes the hidden directories either way.
+fn transact(job: &Job<'_>, out: &mut dyn Write) -> Result<String, Failure> {
+    let (cfg, name, loc, staging) = (job.cfg, job.name, job.loc, job.staging);
+    let (src, prov) = fetch(job, out)?;
+    let root = module_root(&src, name, job.from_repo, loc)?;
     let tree = stage(&root, staging, cfg.install_max_size)?;
-    let meta = check_layout(staging, name, rf, git)?;
+    let git = matches!(job.kind, Location::Git(_));
+    let meta = check_layout(staging, name, job.rf, git)?;
     let record = Record {
         source: loc.to_string(),
-        reference: rf.unwrap_or_default().to_string(),
+        reference: job.rf.unwrap_or_default().to_string(),
         commit: prov.commit.unwrap_or_default(),
         archive_sha256: prov.archive_sha256.unwrap_or_default(),
         tree_sha256: tree,
@@ -893,29 +925,10 @@ fn transact(
     fs::write(staging.join(RECORD), record.render())
         .map_err(|e| failed(format!("{RECORD}: {e}")))?;
     let final_dir = cfg.modules_dir.join(name);
-    let rollback = |out: &mut dyn Write, why: String| -> Failure {
-        match run_script(cfg, name, staging, &final_dir, "rollback", out) {
-            Ok(Some(Outcome::Exited(0))) | Ok(None) => failed(why),
-            Ok(Some(o)) => failed(format!("{why}; rollback also failed ({})", o.describe())),
-            Err(e) => failed(format!("{why}; rollback: {}", e.message())),
-        }
-    };
-    match run_script(cfg, name, staging, &final_dir, "install", out) {
-        Ok(None) | Ok(Some(Outcome::Exited(0))) => {}
-        Ok(Some(o)) => {
-            let why = match o {
-                Outcome::TimedOut => format!(
-                    "`install` of {name} timed out after {} ms",
-                    crate::core::dur::ms(cfg.module_settings(name, &[]).timeout)
-                ),
-                o => format!("`install` of {name} failed ({})", o.describe()),
-            };
-            return Err(rollback(out, why));
-        }
-        Err(e) => return Err(rollback(out, e.message().to_string())),
-    }
+    run_install(job, &final_dir, out)?;
     if let Err(e) = swap_in(&cfg.modules_dir, name) {
-        return Err(rollback(out, format!("moving {name} into place: {e}")));
+        let why = format!("moving {name} into place: {e}");
+        return Err(rollback(job, &final_dir, out, why));
     }
     let version = if meta.version.is_empty() {
         "(no version)".to_string()
@@ -927,6 +940,55 @@ fn transact(
         record.revision(),
         final_dir.display()
     ))
+}
+
+/// Brings the module's source into `job.work` (a directory is used where it is):
+/// where it is now, and what the fetch learnt of its revision.
+fn fetch(job: &Job<'_>, out: &mut dyn Write) -> Result<(PathBuf, Provenance), Failure> {
+    let mut fetch = Fetch {
+        cfg: job.cfg,
+        name: job.name,
+        work: job.work.to_path_buf(),
+        out,
+    };
+    match &job.kind {
+        Location::Git(url) => fetch.git(url, job.rf),
+        Location::Dir(p) => Ok((p.clone(), Provenance::default())),
+        Location::TarPath(p) => fetch.tarball(p),
+        Location::TarUrl(u) => {
+            let a = fetch.download(u)?;
+            fetch.tarball(&a)
+        }
+    }
+}
+
+/// Runs the staged module's `install`, if it has one; when it fails, `rollback`.
+fn run_install(job: &Job<'_>, final_dir: &Path, out: &mut dyn Write) -> Result<(), Failure> {
+    let (cfg, name) = (job.cfg, job.name);
+    match run_script(cfg, name, job.staging, final_dir, "install", out) {
+        Ok(None) | Ok(Some(Outcome::Exited(0))) => Ok(()),
+        Ok(Some(o)) => {
+            let why = match o {
+                Outcome::TimedOut => format!(
+                    "`install` of {name} timed out after {} ms",
+                    crate::core::dur::ms(cfg.module_settings(name, &[]).timeout)
+                ),
+                o => format!("`install` of {name} failed ({})", o.describe()),
+            };
+            Err(rollback(job, final_dir, out, why))
+        }
+        Err(e) => Err(rollback(job, final_dir, out, e.message().to_string())),
+    }
+}
+
+/// Runs the staged module's `rollback`, if it has one, after `why` stopped the
+/// install: the failure to report, `rollback`'s own failure added.
+fn rollback(job: &Job<'_>, final_dir: &Path, out: &mut dyn Write, why: String) -> Failure {
+    match run_script(job.cfg, job.name, job.staging, final_dir, "rollback", out) {
+        Ok(Some(Outcome::Exited(0))) | Ok(None) => failed(why),
+        Ok(Some(o)) => failed(format!("{why}; rollback also failed ({})", o.describe())),
+        Err(e) => failed(format!("{why}; rollback: {}", e.message())),
+    }
 }
 
 /// `crd --remove NAME`.
