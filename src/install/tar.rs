@@ -215,58 +215,65 @@ fn padding(size: u64) -> u64 {
 /// anything unsafe (see the file comment). Files get mode 0644 or 0755 (by the
 /// owner's exec bit), directories 0755. `max_bytes`: the most file content, bytes.
 pub fn extract(r: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Summary, String> {
-    let mut sum = Summary::default();
-    let mut links: Vec<(Vec<String>, String)> = Vec::new();
-    let mut long_name: Option<String> = None;
-    let mut long_link: Option<String> = None;
+    let mut x = Extraction {
+        dest,
+        max_bytes,
+        sum: Summary::default(),
+        links: Vec::new(),
+        long_name: None,
+        long_link: None,
+    };
     let mut block = [0u8; BLOCK];
     for _ in 0..MAX_ENTRIES {
         read_exact_or(r, &mut block)?;
-        let Some(h) = parse_header(&block)? else {
-            for (comps, target) in &links {
-                let at = comps.iter().collect::<PathBuf>();
-                std::os::unix::fs::symlink(target, dest.join(&at))
-                    .map_err(|e| format!("{}: {e}", at.display()))?;
-            }
-            return Ok(sum);
-        };
-        match h.kind {
-            Kind::LongName | Kind::LongLink | Kind::Pax | Kind::PaxGlobal => {
-                if h.size > MAX_META_BYTES {
-                    return Err(format!("{}: metadata header over 64 KiB", h.name));
-                }
-                let mut data = vec![0u8; h.size as usize];
-                read_exact_or(r, &mut data)?;
-                skip(r, padding(h.size))?;
-                match h.kind {
-                    Kind::LongName => long_name = Some(text(&data)?),
-                    Kind::LongLink => long_link = Some(text(&data)?),
-                    Kind::Pax => pax(&data, &mut long_name, &mut long_link)?,
-                    _ => {}
-                }
-                continue;
-            }
-            _ => {}
+        match parse_header(&block)? {
+            Some(h) => x.entry(r, h)?,
+            None => return x.finish(),
         }
-        let name = long_name.take().unwrap_or(h.name);
-        let link = long_link.take().unwrap_or(h.link);
+    }
+    Err(format!("archive holds more than {MAX_ENTRIES} entries"))
+}
+
+/// What `extract` keeps from one entry to the next.
+struct Extraction<'a> {
+    dest: &'a Path,
+    max_bytes: u64,
+    sum: Summary,
+    /// The archive's symlinks (path, target), created after every file.
+    links: Vec<(Vec<String>, String)>,
+    /// The name and link target a GNU or pax header gave the next entry.
+    long_name: Option<String>,
+    long_link: Option<String>,
+}
+
+impl Extraction<'_> {
+    /// Takes one entry whose header is `h`, and its data from `r`.
+    fn entry(&mut self, r: &mut impl Read, h: Header) -> Result<(), String> {
+        if matches!(
+            h.kind,
+            Kind::LongName | Kind::LongLink | Kind::Pax | Kind::PaxGlobal
+        ) {
+            return self.meta(r, &h);
+        }
+        let name = self.long_name.take().unwrap_or(h.name);
+        let link = self.long_link.take().unwrap_or(h.link);
         let comps = safe_path(&name)?;
         safety::mode_allowed(&name, h.mode)?;
-        if links
+        if self
+            .links
             .iter()
             .any(|(l, _)| comps.len() > l.len() && comps[..l.len()] == l[..])
         {
             return Err(format!("{name}: written through a symlink in the archive"));
         }
         if comps.is_empty() {
-            skip(r, h.size + padding(h.size))?;
-            continue; // `./` itself
+            return skip(r, h.size + padding(h.size)); // `./` itself
         }
-        let path = dest.join(comps.iter().collect::<PathBuf>());
+        let path = self.dest.join(comps.iter().collect::<PathBuf>());
         match h.kind {
             Kind::Dir => {
                 fs::create_dir_all(&path).map_err(|e| format!("{name}: {e}"))?;
-                skip(r, h.size + padding(h.size))?;
+                skip(r, h.size + padding(h.size))
             }
             Kind::Symlink => {
                 if !safety::link_stays_inside(&comps, &link) {
@@ -274,31 +281,71 @@ pub fn extract(r: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Summary
                         "{name}: symlink to `{link}` points outside the module"
                     ));
                 }
-                links.push((comps, link));
-                skip(r, h.size + padding(h.size))?;
+                self.links.push((comps, link));
+                skip(r, h.size + padding(h.size))
             }
-            _ => {
-                sum.bytes += h.size;
-                sum.files += 1;
-                if sum.bytes > max_bytes {
-                    return Err(format!(
-                        "archive holds more than {max_bytes} bytes of files (install_max_size)"
-                    ));
-                }
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(|e| format!("{name}: {e}"))?;
-                }
-                let mut f = fs::File::create(&path).map_err(|e| format!("{name}: {e}"))?;
-                pass(r, h.size, Some(&mut f)).map_err(|e| format!("{name}: {e}"))?;
-                let mode = if h.mode & 0o100 != 0 { 0o755 } else { 0o644 };
-                use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("{name}: {e}"))?;
-                skip(r, padding(h.size))?;
-            }
+            _ => self.file(r, &name, &path, h.size, h.mode),
         }
     }
-    Err(format!("archive holds more than {MAX_ENTRIES} entries"))
+
+    /// Reads a header that describes the next entry: a GNU long name or link, or
+    /// pax records (a global one is read and dropped).
+    fn meta(&mut self, r: &mut impl Read, h: &Header) -> Result<(), String> {
+        if h.size > MAX_META_BYTES {
+            return Err(format!("{}: metadata header over 64 KiB", h.name));
+        }
+        let mut data = vec![0u8; h.size as usize];
+        read_exact_or(r, &mut data)?;
+        skip(r, padding(h.size))?;
+        match h.kind {
+            Kind::LongName => self.long_name = Some(text(&data)?),
+            Kind::LongLink => self.long_link = Some(text(&data)?),
+            Kind::Pax => pax(&data, &mut self.long_name, &mut self.long_link)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes a regular file of `size` bytes from `r` to `path`, counted against
+    /// `max_bytes`, with mode 0755 or 0644 by the owner's exec bit in `mode`.
+    fn file(
+        &mut self,
+        r: &mut impl Read,
+        name: &str,
+        path: &Path,
+        size: u64,
+        mode: u32,
+    ) -> Result<(), String> {
+        self.sum.bytes += size;
+        self.sum.files += 1;
+        if self.sum.bytes > self.max_bytes {
+            return Err(format!(
+                "archive holds more than {} bytes of files (install_max_size)",
+                self.max_bytes
+            ));
+        }
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("{name}: {e}"))?;
+        }
+        let mut f = fs::File::create(path).map_err(|e| format!("{name}: {e}"))?;
+        pass(r, size, Some(&mut f)).map_err(|e| format!("{name}: {e}"))?;
+        let mode = if mode & 0o100 != 0 { 0o755 } else { 0o644 };
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{name}: {e}"))?;
+        skip(r, padding(size))
+    }
+
+    /// Creates the symlinks, now that no entry is left to write through them: the
+    /// summary.
+    fn finish(self) -> Result<Summary, String> {
+        for (comps, target) in &self.links {
+            let at = comps.iter().collect::<PathBuf>();
+            std::os::unix::fs::symlink(target, self.dest.join(&at))
+                .map_err(|e| format!("{}: {e}", at.display()))?;
+        }
+        Ok(self.sum)
+    }
 }
 
 /// A ustar header block for `name` (type flag `kind`), for tests here and in
