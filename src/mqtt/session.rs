@@ -361,6 +361,8 @@ impl Session {
         r
     }
 
+    /// `handle_input`'s loop: takes each whole packet at `at` in `buf`, moving `at`
+    /// past it, until what is left is partial.
     fn take_packets(
         &mut self,
         buf: &[u8],
@@ -369,22 +371,10 @@ impl Session {
         up: &mut Vec<Up>,
     ) -> Result<(), SessionError> {
         loop {
-            if let Some(skip) = self.skipping.as_mut() {
-                let n = skip.left.min(buf.len() - *at);
-                *at += n;
-                skip.left -= n;
-                if n > 0 {
-                    self.last_rx = now;
-                }
-                if skip.left > 0 {
+            if self.skipping.is_some() {
+                if !self.skip_oversized(buf, at, now, up) {
                     return Ok(());
                 }
-                let s = self.skipping.take().expect("just matched");
-                up.push(Up::Oversized {
-                    topic: s.topic,
-                    size: s.size,
-                    pkid: s.pkid,
-                });
                 continue;
             }
             let rest = &buf[*at..];
@@ -406,88 +396,113 @@ impl Session {
             };
             *at += used;
             self.last_rx = now;
-            match (p, self.state) {
-                (Packet::ConnAck(code), State::AwaitConnAck { .. }) => {
-                    if code != 0 {
-                        return Err(SessionError::Refused(codec::refusal(code)));
-                    }
-                    self.state = State::Connected;
-                    up.push(Up::Connected);
-                }
-                (Packet::PubAck(pkid), State::Connected) => {
-                    // Brokers ack in order (4.6), but any order and unknown ids
-                    // are handled: the spool's watermark only moves over a
-                    // contiguous acked prefix anyway.
-                    if let Some(i) = self.inflight.iter().position(|&(p, _)| p == pkid) {
-                        if let Some((_, seq)) = self.inflight.remove(i) {
-                            up.push(Up::Acked(seq));
-                        }
-                    } else {
-                        log::debug!("mqtt: PUBACK for unknown packet id {pkid}");
-                    }
-                }
-                (Packet::SubAck { pkid, codes }, State::Connected)
-                    if self.sub_pkid == Some(pkid) =>
-                {
-                    self.sub_pkid = None;
-                    // One return code per filter, in order (3.9.3).
-                    if codes.len() != self.sub_filters {
-                        return Err(SessionError::Protocol(format!(
-                            "SUBACK with {} return codes for {} filters",
-                            codes.len(),
-                            self.sub_filters
-                        )));
-                    }
-                    let refused = (0..codes.len()).filter(|&i| codes[i] == 0x80).collect();
-                    up.push(Up::Subscribed { refused });
-                }
-                (
-                    Packet::Publish {
-                        topic,
-                        payload,
-                        qos,
-                        pkid,
-                        dup,
-                        retain,
-                    },
-                    State::Connected,
-                ) => {
-                    // crd subscribes at QoS 1; a broker never sends more (3.8.4).
-                    if qos == 2 {
-                        return Err(SessionError::Protocol(
-                            "a QoS 2 PUBLISH on a QoS 1 subscription".into(),
-                        ));
-                    }
-                    up.push(Up::Message(Inbound {
-                        topic,
-                        payload,
-                        pkid,
-                        dup,
-                        retain,
-                    }));
-                }
-                (Packet::PingResp, _) => {}
-                (p, s) => {
-                    let kind = match p {
-                        Packet::ConnAck(_) => 2,
-                        Packet::Publish { .. } => 3,
-                        Packet::PubAck(_) => 4,
-                        Packet::SubAck { .. } => 9,
-                        Packet::PingResp => 13,
-                        Packet::Other(t) => t,
-                    };
-                    return Err(SessionError::Protocol(format!(
-                        "unexpected {} while {}",
-                        codec::packet_name(kind),
-                        if matches!(s, State::Connected) {
-                            "connected"
-                        } else {
-                            "connecting"
-                        }
-                    )));
-                }
-            }
+            self.handle_packet(p, up)?;
         }
+    }
+
+    /// Passes over the bytes from `at` of the PUBLISH being skipped, and reports
+    /// it as `Up::Oversized` once its last byte is past: whether it is.
+    fn skip_oversized(
+        &mut self,
+        buf: &[u8],
+        at: &mut usize,
+        now: Instant,
+        up: &mut Vec<Up>,
+    ) -> bool {
+        let Some(skip) = self.skipping.as_mut() else {
+            return true;
+        };
+        let n = skip.left.min(buf.len() - *at);
+        *at += n;
+        skip.left -= n;
+        if n > 0 {
+            self.last_rx = now;
+        }
+        if skip.left > 0 {
+            return false;
+        }
+        let s = self.skipping.take().expect("just matched");
+        up.push(Up::Oversized {
+            topic: s.topic,
+            size: s.size,
+            pkid: s.pkid,
+        });
+        true
+    }
+
+    /// Acts on one whole packet from the broker; one this state does not expect
+    /// is a protocol error.
+    fn handle_packet(&mut self, p: Packet, up: &mut Vec<Up>) -> Result<(), SessionError> {
+        match (p, self.state) {
+            (Packet::ConnAck(code), State::AwaitConnAck { .. }) => {
+                if code != 0 {
+                    return Err(SessionError::Refused(codec::refusal(code)));
+                }
+                self.state = State::Connected;
+                up.push(Up::Connected);
+            }
+            (Packet::PubAck(pkid), State::Connected) => self.handle_puback(pkid, up),
+            (Packet::SubAck { pkid, codes }, State::Connected) if self.sub_pkid == Some(pkid) => {
+                self.handle_suback(&codes, up)?
+            }
+            (
+                Packet::Publish {
+                    topic,
+                    payload,
+                    qos,
+                    pkid,
+                    dup,
+                    retain,
+                },
+                State::Connected,
+            ) => {
+                // crd subscribes at QoS 1; a broker never sends more (3.8.4).
+                if qos == 2 {
+                    return Err(SessionError::Protocol(
+                        "a QoS 2 PUBLISH on a QoS 1 subscription".into(),
+                    ));
+                }
+                up.push(Up::Message(Inbound {
+                    topic,
+                    payload,
+                    pkid,
+                    dup,
+                    retain,
+                }));
+            }
+            (Packet::PingResp, _) => {}
+            (p, s) => return Err(unexpected(&p, s)),
+        }
+        Ok(())
+    }
+
+    /// PUBACK (3.4): the publish leaves the window.
+    fn handle_puback(&mut self, pkid: u16, up: &mut Vec<Up>) {
+        // Brokers ack in order (4.6), but any order and unknown ids are handled:
+        // the spool's watermark only moves over a contiguous acked prefix anyway.
+        if let Some(i) = self.inflight.iter().position(|&(p, _)| p == pkid) {
+            if let Some((_, seq)) = self.inflight.remove(i) {
+                up.push(Up::Acked(seq));
+            }
+        } else {
+            log::debug!("mqtt: PUBACK for unknown packet id {pkid}");
+        }
+    }
+
+    /// SUBACK (3.9) of the SUBSCRIBE awaiting it: which filters were refused.
+    fn handle_suback(&mut self, codes: &[u8], up: &mut Vec<Up>) -> Result<(), SessionError> {
+        self.sub_pkid = None;
+        // One return code per filter, in order (3.9.3).
+        if codes.len() != self.sub_filters {
+            return Err(SessionError::Protocol(format!(
+                "SUBACK with {} return codes for {} filters",
+                codes.len(),
+                self.sub_filters
+            )));
+        }
+        let refused = (0..codes.len()).filter(|&i| codes[i] == 0x80).collect();
+        up.push(Up::Subscribed { refused });
+        Ok(())
     }
 
     /// The next instant `handle_timer` has work: CONNACK deadline, a keepalive
@@ -525,6 +540,27 @@ impl Session {
             }
         }
     }
+}
+
+/// The error for packet `p` arriving in state `s`, which does not expect it.
+fn unexpected(p: &Packet, s: State) -> SessionError {
+    let kind = match p {
+        Packet::ConnAck(_) => 2,
+        Packet::Publish { .. } => 3,
+        Packet::PubAck(_) => 4,
+        Packet::SubAck { .. } => 9,
+        Packet::PingResp => 13,
+        Packet::Other(t) => *t,
+    };
+    SessionError::Protocol(format!(
+        "unexpected {} while {}",
+        codec::packet_name(kind),
+        if matches!(s, State::Connected) {
+            "connected"
+        } else {
+            "connecting"
+        }
+    ))
 }
 
 /// Looks at the packet at the front of `buf`: `None` when it is not over `limit`
