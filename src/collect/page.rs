@@ -75,7 +75,42 @@ td.on{background:#f66;color:#fff;font-weight:bold}td.off{color:#888}";
 
 /// The page, rendered at `now_ms` (the collector's clock).
 pub fn render(fleet: &Fleet, own: Own<'_>, now_ms: u64) -> String {
-    let mut nodes: Vec<(Node<'_>, Vec<ModuleState<'_>>)> = fleet
+    let (nodes, counts) = shown_nodes(fleet);
+    let columns = Columns::of(&nodes);
+    let mut h = String::with_capacity(4096 + nodes.len() * (160 + 16 * columns.names.len()));
+    write_head(&mut h, &counts, own, now_ms);
+    columns.write_header(&mut h);
+    for (n, states) in &nodes {
+        write_row(&mut h, n, states, &columns, now_ms);
+    }
+    h.push_str("</tbody>\n</table>\n");
+    if counts.total > nodes.len() {
+        let _ = writeln!(
+            h,
+            "<p id=\"more\">{} more nodes not shown (`crd fleet` lists them all).</p>",
+            counts.total - nodes.len()
+        );
+    }
+    h.push_str("</body>\n</html>\n");
+    h
+}
+
+/// What the summary line counts, over every node (shown or not).
+struct Counts {
+    total: usize,
+    online: usize,
+    offline: usize,
+    /// Module conditions ON, over all nodes.
+    conditions: usize,
+}
+
+/// A node and its module states.
+type Row<'a> = (Node<'a>, Vec<ModuleState<'a>>);
+
+/// The first `MAX_ROWS` nodes, problems first (offline, or a condition ON), then
+/// by name; and the counts over all of them.
+fn shown_nodes(fleet: &Fleet) -> (Vec<Row<'_>>, Counts) {
+    let mut nodes: Vec<Row<'_>> = fleet
         .sorted()
         .into_iter()
         .map(|n| {
@@ -84,25 +119,62 @@ pub fn render(fleet: &Fleet, own: Own<'_>, now_ms: u64) -> String {
         })
         .collect();
     let on = |s: &[ModuleState]| s.iter().filter(|m| m.on).count();
-    let (online, offline) = (
-        nodes.iter().filter(|n| n.0.state == "online").count(),
-        nodes.iter().filter(|n| n.0.state == "offline").count(),
-    );
-    let conditions: usize = nodes.iter().map(|n| on(&n.1)).sum();
-    // Problems first (offline, or a condition ON), then by name (stable sort).
+    let counts = Counts {
+        total: nodes.len(),
+        online: nodes.iter().filter(|n| n.0.state == "online").count(),
+        offline: nodes.iter().filter(|n| n.0.state == "offline").count(),
+        conditions: nodes.iter().map(|n| on(&n.1)).sum(),
+    };
+    // Stable: by name within each group.
     nodes.sort_by_key(|n| !(n.0.state == "offline" || on(&n.1) > 0));
-    let total = nodes.len();
     nodes.truncate(MAX_ROWS);
-    let mut columns: Vec<&str> = nodes
-        .iter()
-        .flat_map(|n| n.1.iter().map(|m| m.module))
-        .collect();
-    columns.sort_unstable();
-    columns.dedup();
-    let more_columns = columns.len() > MAX_COLUMNS;
-    columns.truncate(MAX_COLUMNS);
+    (nodes, counts)
+}
 
-    let mut h = String::with_capacity(4096 + nodes.len() * (160 + 16 * columns.len()));
+/// The module columns: the first `MAX_COLUMNS` module names of the shown nodes,
+/// sorted, and whether there were more.
+struct Columns<'a> {
+    names: Vec<&'a str>,
+    more: bool,
+}
+
+impl<'a> Columns<'a> {
+    fn of(nodes: &[Row<'a>]) -> Columns<'a> {
+        let mut names: Vec<&str> = nodes
+            .iter()
+            .flat_map(|n| n.1.iter().map(|m| m.module))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let more = names.len() > MAX_COLUMNS;
+        names.truncate(MAX_COLUMNS);
+        Columns { names, more }
+    }
+
+    /// Opens the table with its header row.
+    fn write_header(&self, h: &mut String) {
+        h.push_str(
+            "<table id=\"fleet\">\n<thead><tr><th>node</th><th>state</th><th>since</th>\
+             <th>version</th><th>last event</th><th>event age</th>",
+        );
+        for c in &self.names {
+            let _ = write!(h, "<th class=\"module\">{}</th>", escape(c));
+        }
+        if self.more {
+            h.push_str("<th>other modules ON</th>");
+        }
+        h.push_str("</tr></thead>\n<tbody>\n");
+    }
+}
+
+/// The document's head, the summary line and the collector's own line.
+fn write_head(h: &mut String, counts: &Counts, own: Own<'_>, now_ms: u64) {
+    let Counts {
+        total,
+        online,
+        offline,
+        conditions,
+    } = counts;
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -118,72 +190,60 @@ pub fn render(fleet: &Fleet, own: Own<'_>, now_ms: u64) -> String {
         own.queued,
         own.running,
     );
-    h.push_str(
-        "<table id=\"fleet\">\n<thead><tr><th>node</th><th>state</th><th>since</th>\
-         <th>version</th><th>last event</th><th>event age</th>",
-    );
-    for c in &columns {
-        let _ = write!(h, "<th class=\"module\">{}</th>", escape(c));
-    }
-    if more_columns {
-        h.push_str("<th>other modules ON</th>");
-    }
-    h.push_str("</tr></thead>\n<tbody>\n");
-    for (n, states) in &nodes {
-        let last = if n.last_event_ms == 0 {
+}
+
+/// One node's row: its state, since when, version, last event, and a cell per
+/// module column (the rest of its ON conditions in a last cell).
+fn write_row(
+    h: &mut String,
+    n: &Node<'_>,
+    states: &[ModuleState<'_>],
+    columns: &Columns<'_>,
+    now_ms: u64,
+) {
+    let last = if n.last_event_ms == 0 {
+        "-".to_string()
+    } else {
+        escape(&format!("{} {}", n.last_event_module, n.last_event_kind))
+    };
+    let _ = write!(
+        h,
+        "<tr class=\"{}\"><td class=\"node\">{}</td><td class=\"state\">{}</td>\
+         <td>{}</td><td>{}</td><td>{last}</td><td>{}</td>",
+        n.state,
+        escape(n.node),
+        n.state,
+        age(now_ms, n.since_ms),
+        if n.version.is_empty() {
             "-".to_string()
         } else {
-            escape(&format!("{} {}", n.last_event_module, n.last_event_kind))
-        };
-        let _ = write!(
-            h,
-            "<tr class=\"{}\"><td class=\"node\">{}</td><td class=\"state\">{}</td>\
-             <td>{}</td><td>{}</td><td>{last}</td><td>{}</td>",
-            n.state,
-            escape(n.node),
-            n.state,
-            age(now_ms, n.since_ms),
-            if n.version.is_empty() {
-                "-".to_string()
-            } else {
-                escape(n.version)
-            },
-            age(now_ms, n.last_event_ms),
-        );
-        for c in &columns {
-            match states.iter().find(|m| m.module == *c) {
-                Some(m) => {
-                    let _ = write!(
-                        h,
-                        "<td class=\"{}\" title=\"since {}\">{}</td>",
-                        if m.on { "on" } else { "off" },
-                        age(now_ms, m.since_ms),
-                        if m.on { "ON" } else { "off" },
-                    );
-                }
-                None => h.push_str("<td></td>"),
+            escape(n.version)
+        },
+        age(now_ms, n.last_event_ms),
+    );
+    for c in &columns.names {
+        match states.iter().find(|m| m.module == *c) {
+            Some(m) => {
+                let _ = write!(
+                    h,
+                    "<td class=\"{}\" title=\"since {}\">{}</td>",
+                    if m.on { "on" } else { "off" },
+                    age(now_ms, m.since_ms),
+                    if m.on { "ON" } else { "off" },
+                );
             }
+            None => h.push_str("<td></td>"),
         }
-        if more_columns {
-            let rest: Vec<String> = states
-                .iter()
-                .filter(|m| m.on && !columns.contains(&m.module))
-                .map(|m| escape(m.module))
-                .collect();
-            let _ = write!(h, "<td class=\"on\">{}</td>", rest.join(" "));
-        }
-        h.push_str("</tr>\n");
     }
-    h.push_str("</tbody>\n</table>\n");
-    if total > nodes.len() {
-        let _ = writeln!(
-            h,
-            "<p id=\"more\">{} more nodes not shown (`crd fleet` lists them all).</p>",
-            total - nodes.len()
-        );
+    if columns.more {
+        let rest: Vec<String> = states
+            .iter()
+            .filter(|m| m.on && !columns.names.contains(&m.module))
+            .map(|m| escape(m.module))
+            .collect();
+        let _ = write!(h, "<td class=\"on\">{}</td>", rest.join(" "));
     }
-    h.push_str("</body>\n</html>\n");
-    h
+    h.push_str("</tr>\n");
 }
 
 #[cfg(test)]
