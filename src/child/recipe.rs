@@ -12,7 +12,6 @@
 //! `GIT_TERMINAL_PROMPT=0` (never wait for a password) and `LC_ALL=C`. `PATH` is
 //! added by `spawn` from crd's own.
 
-use crate::child::spawn::{CHILD_OPEN_FILES, Streams};
 use crate::child::sys::Limits;
 use crate::core::config::ModuleSettings;
 use crate::core::module::{Module, Role};
@@ -20,6 +19,22 @@ use crate::core::output::head_tail;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Open descriptors a child may hold (`RLIMIT_NOFILE`).
+pub const CHILD_OPEN_FILES: u32 = 1024;
+
+/// How the child's standard streams are wired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Streams {
+    /// stdin `/dev/null` (or the recipe's input); stdout and stderr into one pipe
+    /// read by the poll loop.
+    Capture,
+    /// All three inherited from crd (`crd -x`).
+    Inherit,
+    /// stdin as for `Capture`, stdout into this open file (crd keeps owning it), stderr
+    /// into the pipe read by the loop (`gzip -dc` for `crd --install`).
+    StdoutTo(std::os::fd::RawFd),
+}
 
 /// Everything needed to start one child and follow it to its end.
 #[derive(Clone, Debug)]

@@ -24,23 +24,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 
+// Named here too, where `crd --install` imports it from.
+pub use crate::child::recipe::Streams;
+
 /// PATH for children when crd itself has none.
 pub const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-/// Open descriptors a child may hold (`RLIMIT_NOFILE`).
-pub const CHILD_OPEN_FILES: u32 = 1024;
-
-/// How the child's standard streams are wired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Streams {
-    /// stdin `/dev/null` (or the recipe's input); stdout and stderr into one pipe
-    /// read by the poll loop.
-    Capture,
-    /// All three inherited from crd (`crd -x`).
-    Inherit,
-    /// stdin as for `Capture`, stdout into this open file (crd keeps owning it), stderr
-    /// into the pipe read by the loop (`gzip -dc` for `crd --install`).
-    StdoutTo(std::os::fd::RawFd),
-}
 
 pub struct Spawned {
     /// The running child; give it back to `Spawner::release` once it is reaped.
