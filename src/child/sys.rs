@@ -321,10 +321,68 @@ const SIGSET_BYTES: usize = if cfg!(target_arch = "mips") { 16 } else { 8 };
 /// The child's steps from clone to exec, as raw system calls (the libc wrappers
 /// would write errno, which lives in crd's thread-local memory, shared here).
 /// Returns the errno of the step that failed; does not return when exec succeeds.
+///
+/// Each step is a function of its own, `unsafe` because it only makes sense in
+/// the child (in crd it would rewire crd itself), and `#[inline(always)]` so
+/// that the child still runs in one stack frame (`CHILD_STACK_BYTES`). A step
+/// returns `Err(errno)`, and `?` stops at the first that fails. Nothing here
+/// allocates, locks or panics.
 unsafe fn child_steps(m: &ChildMem) -> c_int {
-    use raw::check;
     // SAFETY (this block): every pointer passed is to memory in `m` or a static, valid
     // for the call; the descriptors are the child's own copies.
+    unsafe {
+        if let Err(e) = prepare_exec(m) {
+            return e;
+        }
+        let r = raw::syscall(
+            libc::SYS_execve as c_long,
+            m.path as usize,
+            m.argv.as_ptr() as usize,
+            m.envp.as_ptr() as usize,
+            0,
+        );
+        raw::check(r).err().unwrap_or(libc::EINVAL)
+    }
+}
+
+/// Everything before the exec, in this order: die with crd, default signal
+/// handlers, process group, stdio, directory, limits, an empty signal mask.
+#[inline(always)]
+unsafe fn prepare_exec(m: &ChildMem) -> Result<(), c_int> {
+    use raw::check;
+    // SAFETY (this block): as in `child_steps`.
+    unsafe {
+        die_with_parent(m)?;
+        default_signal_handlers()?;
+        if m.own_group {
+            check(raw::syscall(libc::SYS_setpgid as c_long, 0, 0, 0, 0))?;
+        }
+        wire_stdio(m)?;
+        check(raw::syscall(
+            libc::SYS_chdir as c_long,
+            m.dir as usize,
+            0,
+            0,
+            0,
+        ))?;
+        set_limits(&m.limits)?;
+        let set = EMPTY_SIGSET.as_ptr() as usize;
+        check(raw::syscall(
+            libc::SYS_rt_sigprocmask as c_long,
+            libc::SIG_SETMASK as usize,
+            set,
+            0,
+            SIGSET_BYTES,
+        ))?;
+    }
+    Ok(())
+}
+
+/// Sets SIGKILL as the parent-death signal, then checks that crd is still the
+/// parent (`ESRCH` if not).
+#[inline(always)]
+unsafe fn die_with_parent(m: &ChildMem) -> Result<(), c_int> {
+    // SAFETY (this block): system calls with plain numbers, no pointers.
     unsafe {
         // The child dies with crd: a crd killed with SIGKILL (or by the OOM
         // killer) leaves no check running on without its timeout. It reaches
@@ -332,18 +390,26 @@ unsafe fn child_steps(m: &ChildMem) -> c_int {
         // set-user-ID); grandchildren are left to the record of process groups
         // (`groups.rs`). If crd died before the signal was set, the child has
         // been reparented already: stop here.
-        if let Err(e) = check(raw::syscall(
+        raw::check(raw::syscall(
             libc::SYS_prctl as c_long,
             libc::PR_SET_PDEATHSIG as usize,
             libc::SIGKILL as usize,
             0,
             0,
-        )) {
-            return e;
-        }
+        ))?;
         if raw::syscall(libc::SYS_getppid as c_long, 0, 0, 0, 0) != m.parent as isize {
-            return libc::ESRCH;
+            return Err(libc::ESRCH);
         }
+    }
+    Ok(())
+}
+
+/// Puts back the default disposition of the signals crd handles or ignores.
+#[inline(always)]
+unsafe fn default_signal_handlers() -> Result<(), c_int> {
+    // SAFETY (this block): the only pointer passed is to a static kernel
+    // `struct sigaction`.
+    unsafe {
         // Handlers and the ignored SIGPIPE are crd's, not the child's.
         for sig in [
             libc::SIGPIPE,
@@ -353,31 +419,33 @@ unsafe fn child_steps(m: &ChildMem) -> c_int {
             libc::SIGHUP,
         ] {
             let a = SIG_DFL_ACTION.as_ptr() as usize;
-            if let Err(e) = check(raw::syscall(
+            raw::check(raw::syscall(
                 libc::SYS_rt_sigaction as c_long,
                 sig as usize,
                 a,
                 0,
                 SIGSET_BYTES,
-            )) {
-                return e;
-            }
+            ))?;
         }
-        if m.own_group
-            && let Err(e) = check(raw::syscall(libc::SYS_setpgid as c_long, 0, 0, 0, 0))
-        {
-            return e;
-        }
-        if m.blocking >= 0
-            && let Err(e) = check(raw::syscall(
+    }
+    Ok(())
+}
+
+/// Sets the pipe's write end back to blocking, then puts each of `m.stdio` on
+/// descriptors 0 to 3.
+#[inline(always)]
+unsafe fn wire_stdio(m: &ChildMem) -> Result<(), c_int> {
+    use raw::check;
+    // SAFETY (this block): system calls on the child's own descriptors.
+    unsafe {
+        if m.blocking >= 0 {
+            check(raw::syscall(
                 libc::SYS_fcntl as c_long,
                 m.blocking as usize,
                 libc::F_SETFL as usize,
                 0,
                 0,
-            ))
-        {
-            return e;
+            ))?;
         }
         for (target, &fd) in m.stdio.iter().enumerate() {
             let r = if fd < 0 {
@@ -394,79 +462,56 @@ unsafe fn child_steps(m: &ChildMem) -> c_int {
             } else {
                 raw::syscall(libc::SYS_dup3 as c_long, fd as usize, target, 0, 0)
             };
-            if let Err(e) = check(r) {
-                return e;
-            }
+            check(r)?;
         }
-        if let Err(e) = check(raw::syscall(
-            libc::SYS_chdir as c_long,
-            m.dir as usize,
-            0,
-            0,
-            0,
-        )) {
-            return e;
-        }
-        let l = &m.limits;
-        let mut limits = [
-            (libc::RLIMIT_AS as usize, l.address_space),
-            (libc::RLIMIT_CPU as usize, u64::from(l.cpu_seconds)),
-            (libc::RLIMIT_NOFILE as usize, u64::from(l.open_files)),
-            (libc::RLIMIT_FSIZE as usize, l.file_size),
-            (libc::RLIMIT_CORE as usize, 0),
-            (libc::RLIMIT_NPROC as usize, u64::from(l.processes)),
-        ];
-        if l.processes == 0 {
-            // 0 leaves RLIMIT_NPROC as inherited.
-            limits[5] = limits[4];
-        }
+    }
+    Ok(())
+}
+
+/// Lowers the child's rlimits to `l` (and the core size to 0).
+#[inline(always)]
+unsafe fn set_limits(l: &Limits) -> Result<(), c_int> {
+    use raw::check;
+    let mut limits = [
+        (libc::RLIMIT_AS as usize, l.address_space),
+        (libc::RLIMIT_CPU as usize, u64::from(l.cpu_seconds)),
+        (libc::RLIMIT_NOFILE as usize, u64::from(l.open_files)),
+        (libc::RLIMIT_FSIZE as usize, l.file_size),
+        (libc::RLIMIT_CORE as usize, 0),
+        (libc::RLIMIT_NPROC as usize, u64::from(l.processes)),
+    ];
+    if l.processes == 0 {
+        // 0 leaves RLIMIT_NPROC as inherited.
+        limits[5] = limits[4];
+    }
+    // SAFETY (this block): the pointers passed are to two u64 on this stack.
+    unsafe {
         for (resource, value) in limits {
             // Never raise the hard limit (that needs privileges and would fail the
             // exec); lower both soft and hard to the smaller of the two. prlimit64's
             // struct is two u64 on every architecture, infinity all ones.
             let mut cur = [0u64; 2];
             let p = cur.as_mut_ptr() as usize;
-            if let Err(e) = check(raw::syscall(
+            check(raw::syscall(
                 libc::SYS_prlimit64 as c_long,
                 0,
                 resource,
                 0,
                 p,
-            )) {
-                return e;
-            }
+            ))?;
             let v = value.min(cur[1]);
             let new = [v, v];
             let p = new.as_ptr() as usize;
-            if let Err(e) = check(raw::syscall(
+            check(raw::syscall(
                 libc::SYS_prlimit64 as c_long,
                 0,
                 resource,
                 p,
                 0,
-            )) {
-                return e;
-            }
+            ))?;
         }
-        let set = EMPTY_SIGSET.as_ptr() as usize;
-        if let Err(e) = check(raw::syscall(
-            libc::SYS_rt_sigprocmask as c_long,
-            libc::SIG_SETMASK as usize,
-            set,
-            0,
-            SIGSET_BYTES,
-        )) {
-            return e;
-        }
-        let r = raw::syscall(
-            libc::SYS_execve as c_long,
-            m.path as usize,
-            m.argv.as_ptr() as usize,
-            m.envp.as_ptr() as usize,
-            0,
-        );
-        check(r).err().unwrap_or(libc::EINVAL)
     }
+    Ok(())
 }
 
 /// System calls without libc: no errno (the child must not write crd's), nothing but
