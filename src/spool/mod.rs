@@ -310,11 +310,38 @@ impl<S: Storage> Spool<S> {
         Ok((sp, rec))
     }
 
+    /// Recovery, in this order: the checkpoint, the segments' headers, the
+    /// newest segment's records and marks, the numbering and the watermark, then
+    /// (unless read-only) what starting to append needs.
     fn recover(&mut self, new_stream: impl FnOnce() -> u64) -> Result<Recovery, SpoolError> {
         let mut rec = Recovery::default();
-        // Checkpoint: the newer valid slot.
+        let ckpt = self.read_checkpoint()?;
+        let names = self.segment_names(&mut rec)?;
+        let mut stream = ckpt.map(|c| c.stream);
+        self.load_segments(names, &mut stream, &mut rec)?;
+        rec.new_stream = stream.is_none();
+        self.stream = stream.unwrap_or_else(new_stream);
+        self.bound_sealed_segments();
+        let mark = self.recover_active(&mut rec)?;
+        self.settle_numbering(ckpt, mark);
+        self.stats.corrupt = rec.corrupt;
+        self.stats.truncated = rec.truncated_bytes;
+        self.forget_read_ahead();
+        if !self.read_only {
+            self.ready_to_append()?;
+        }
+        rec.segments = self.segs.len();
+        rec.records_unacked = self.written_seq - self.acked;
+        self.cur_seq = self.acked + 1;
+        self.cur_seg = self.segs.front().map_or(0, |s| s.first_seq);
+        self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+        Ok(rec)
+    }
+
+    /// The checkpoint's newer valid slot; `None` without a checkpoint file.
+    fn read_checkpoint(&mut self) -> Result<Option<Checkpoint>, SpoolError> {
         let mut cbuf = [0u8; 2 * format::CHECKPOINT_SLOT_BYTES];
-        let ckpt = match self.st.len(CHECKPOINT_FILE).map_err(io_err("checkpoint"))? {
+        match self.st.len(CHECKPOINT_FILE).map_err(io_err("checkpoint"))? {
             Some(_) => {
                 let n = self
                     .st
@@ -324,11 +351,16 @@ impl<S: Storage> Spool<S> {
                 Checkpoint::best(&cbuf[..n]).map_err(|version| SpoolError::Version {
                     file: CHECKPOINT_FILE.into(),
                     version,
-                })?
+                })
             }
-            None => None,
-        };
-        // Segments, oldest first; anything else in the directory is left alone.
+            None => Ok(None),
+        }
+    }
+
+    /// The segments in the directory with their first seqs, oldest first;
+    /// anything else there is left alone (and named in `rec`, but for the
+    /// checkpoint and the lock file).
+    fn segment_names(&mut self, rec: &mut Recovery) -> Result<Vec<(u64, String)>, SpoolError> {
         let mut names: Vec<(u64, String)> = Vec::new();
         for name in self
             .st
@@ -342,7 +374,18 @@ impl<S: Storage> Spool<S> {
             }
         }
         names.sort();
-        let mut stream = ckpt.map(|c| c.stream);
+        Ok(names)
+    }
+
+    /// Reads the segments' headers into `segs`. The first header read gives the
+    /// `stream` when the checkpoint did not; a segment of another stream, or whose
+    /// header disagrees with its name, is ignored; one never written is removed.
+    fn load_segments(
+        &mut self,
+        names: Vec<(u64, String)>,
+        stream: &mut Option<u64>,
+        rec: &mut Recovery,
+    ) -> Result<(), SpoolError> {
         let mut hb = [0u8; format::SEGMENT_HEADER_BYTES];
         let n_names = names.len();
         for (i, (first, name)) in names.into_iter().enumerate() {
@@ -388,34 +431,45 @@ impl<S: Storage> Spool<S> {
                 prev_last,
             });
         }
-        rec.new_stream = stream.is_none();
-        self.stream = stream.unwrap_or_else(new_stream);
-        // A sealed segment ends where the next one's header says (before its
-        // first seq, unless a crash jumped the numbering).
+        Ok(())
+    }
+
+    /// A sealed segment ends where the next one's header says (before its
+    /// first seq, unless a crash jumped the numbering).
+    fn bound_sealed_segments(&mut self) {
         for i in 0..self.segs.len().saturating_sub(1) {
             let (first, next) = (self.segs[i].first_seq, &self.segs[i + 1]);
             self.segs[i].last_seq = next.prev_last.clamp(first - 1, next.first_seq - 1);
         }
-        // The newest segment: find its last valid record, cut a torn tail.
-        let mut mark = 0;
-        if let Some(active) = self.segs.back().cloned() {
-            let (last, end, corrupt, m) = self.scan_tail(&active)?;
-            mark = m;
-            rec.corrupt += corrupt;
-            if end < active.bytes {
-                rec.truncated_bytes = active.bytes - end;
-                if !self.read_only {
-                    self.st
-                        .truncate(&active.name, end)
-                        .map_err(io_err(&*active.name))?;
-                    self.st.sync(&active.name).map_err(io_err(&*active.name))?;
-                }
+    }
+
+    /// The newest segment: finds its last valid record, cuts a torn tail (noted
+    /// in `rec`). Returns the highest ack mark in it (0 for none).
+    fn recover_active(&mut self, rec: &mut Recovery) -> Result<u64, SpoolError> {
+        let Some(active) = self.segs.back().cloned() else {
+            return Ok(0);
+        };
+        let (last, end, corrupt, mark) = self.scan_tail(&active)?;
+        rec.corrupt += corrupt;
+        if end < active.bytes {
+            rec.truncated_bytes = active.bytes - end;
+            if !self.read_only {
+                self.st
+                    .truncate(&active.name, end)
+                    .map_err(io_err(&*active.name))?;
+                self.st.sync(&active.name).map_err(io_err(&*active.name))?;
             }
-            let a = self.segs.back_mut().expect("checked above");
-            a.bytes = end;
-            a.last_seq = last.max(a.first_seq - 1);
-            self.next_seq = self.next_seq.max(a.last_seq + 1).max(a.first_seq);
         }
+        let a = self.segs.back_mut().expect("checked above");
+        a.bytes = end;
+        a.last_seq = last.max(a.first_seq - 1);
+        self.next_seq = self.next_seq.max(a.last_seq + 1).max(a.first_seq);
+        Ok(mark)
+    }
+
+    /// The next seq and the watermark from the checkpoint, the active segment's
+    /// `mark` and the oldest segment left; everything written counts as durable.
+    fn settle_numbering(&mut self, ckpt: Option<Checkpoint>, mark: u64) {
         if let Some(c) = ckpt {
             self.ckpt_epoch = c.epoch;
             self.next_seq = self.next_seq.max(c.next_seq);
@@ -431,38 +485,32 @@ impl<S: Storage> Spool<S> {
         self.durable_seq = self.written_seq;
         self.marked = self.acked;
         self.mark_pending = self.acked;
-        self.stats.corrupt = rec.corrupt;
-        self.stats.truncated = rec.truncated_bytes;
-        self.forget_read_ahead();
-        if !self.read_only {
-            self.delete_acked_segments()
-                .map_err(io_err("deleting acknowledged segments"))?;
-            // After a crash the numbering resumes above the reservation: in a new
-            // segment, so seqs stay contiguous within each segment.
-            if self
-                .segs
-                .back()
-                .is_some_and(|a| self.next_seq > a.last_seq + 1)
-            {
-                self.create_segment()
-                    .map_err(io_err("creating a segment"))?;
-            }
-            if self.segs.is_empty() {
-                self.create_segment()
-                    .map_err(io_err("creating a segment"))?;
-            } else {
-                let a = self.segs.back().expect("not empty");
-                self.synced_len = a.bytes;
-            }
-            self.renew_lease()
-                .map_err(io_err("writing the checkpoint"))?;
+    }
+
+    /// Deletes the segments the watermark covers, gives appends an active segment
+    /// (a new one where a crash jumped the numbering, or none is left) and
+    /// reserves the next seqs in the checkpoint.
+    fn ready_to_append(&mut self) -> Result<(), SpoolError> {
+        self.delete_acked_segments()
+            .map_err(io_err("deleting acknowledged segments"))?;
+        // After a crash the numbering resumes above the reservation: in a new
+        // segment, so seqs stay contiguous within each segment.
+        if self
+            .segs
+            .back()
+            .is_some_and(|a| self.next_seq > a.last_seq + 1)
+        {
+            self.create_segment()
+                .map_err(io_err("creating a segment"))?;
         }
-        rec.segments = self.segs.len();
-        rec.records_unacked = self.written_seq - self.acked;
-        self.cur_seq = self.acked + 1;
-        self.cur_seg = self.segs.front().map_or(0, |s| s.first_seq);
-        self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
-        Ok(rec)
+        if self.segs.is_empty() {
+            self.create_segment()
+                .map_err(io_err("creating a segment"))?;
+        } else {
+            let a = self.segs.back().expect("not empty");
+            self.synced_len = a.bytes;
+        }
+        self.renew_lease().map_err(io_err("writing the checkpoint"))
     }
 
     /// Scans the newest segment: (last valid seq, end of valid data, corrupt
