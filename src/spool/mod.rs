@@ -958,36 +958,8 @@ impl<S: Storage> Spool<S> {
             .expect("a spool always has an active segment")
             .clone();
         let hdr = format::SEGMENT_HEADER_BYTES as u64;
-        let written = (active.bytes - hdr) as usize;
-        let mut carried = vec![0u8; written];
-        let whole = self.st.read_at(&active.name, hdr, &mut carried).ok() == Some(written);
-        let first = if whole {
-            active.first_seq
-        } else {
-            carried = std::mem::take(&mut self.unsynced);
-            let first_of = |mut b: &[u8]| loop {
-                let h =
-                    format::decode_record_header(b, format::RECORD_LIMIT_BYTES, b.len() as u64)?;
-                if !h.mark {
-                    return Some(h.seq);
-                }
-                b = &b[format::RECORD_HEADER_BYTES..];
-            };
-            first_of(&carried)
-                .or_else(|| first_of(&self.buf))
-                .unwrap_or(self.next_seq)
-        };
-        // What is gone: unacknowledged records below `first`.
-        let mut lost = 0;
-        let mut range: Option<(u64, u64)> = None;
-        for seg in &self.segs {
-            let lo = seg.first_seq.max(self.acked + 1);
-            let hi = seg.last_seq.min(first.saturating_sub(1));
-            if hi >= lo {
-                lost += hi - lo + 1;
-                range = Some((range.map_or(lo, |r| r.0), hi));
-            }
-        }
+        let (first, carried) = self.reachable_records(&active);
+        let (lost, range) = self.unacked_below(first);
         self.st.forget_all();
         self.forget_read_ahead();
         self.st.recreate()?;
@@ -1037,6 +1009,48 @@ impl<S: Storage> Spool<S> {
         self.ckpt_exists = false;
         self.put_checkpoint(self.seq_lease.max(self.next_seq))?;
         Ok(())
+    }
+
+    /// What of the `active` segment can still be reached once its directory is
+    /// gone: (its first seq, its records' bytes). Every record, read through the
+    /// open descriptor; else the ones written since the last sync, kept in RAM,
+    /// starting at the first of them (or of the write buffer, or `next_seq`).
+    fn reachable_records(&mut self, active: &Seg) -> (u64, Vec<u8>) {
+        let hdr = format::SEGMENT_HEADER_BYTES as u64;
+        let written = (active.bytes - hdr) as usize;
+        let mut carried = vec![0u8; written];
+        let whole = self.st.read_at(&active.name, hdr, &mut carried).ok() == Some(written);
+        if whole {
+            return (active.first_seq, carried);
+        }
+        carried = std::mem::take(&mut self.unsynced);
+        let first_of = |mut b: &[u8]| loop {
+            let h = format::decode_record_header(b, format::RECORD_LIMIT_BYTES, b.len() as u64)?;
+            if !h.mark {
+                return Some(h.seq);
+            }
+            b = &b[format::RECORD_HEADER_BYTES..];
+        };
+        let first = first_of(&carried)
+            .or_else(|| first_of(&self.buf))
+            .unwrap_or(self.next_seq);
+        (first, carried)
+    }
+
+    /// The unacknowledged records below `first`: how many, and the range from
+    /// the lowest to the highest of them.
+    fn unacked_below(&self, first: u64) -> (u64, Option<(u64, u64)>) {
+        let mut lost = 0;
+        let mut range: Option<(u64, u64)> = None;
+        for seg in &self.segs {
+            let lo = seg.first_seq.max(self.acked + 1);
+            let hi = seg.last_seq.min(first.saturating_sub(1));
+            if hi >= lo {
+                lost += hi - lo + 1;
+                range = Some((range.map_or(lo, |r| r.0), hi));
+            }
+        }
+        (lost, range)
     }
 
     /// Records lost with a vanished directory since the last call: (first seq,
