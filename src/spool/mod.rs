@@ -1131,29 +1131,11 @@ impl<S: Storage> Spool<S> {
             if self.cur_seq > self.durable_seq || self.in_flight.len() >= MAX_IN_FLIGHT {
                 return Ok(None);
             }
-            let Some(i) = self.segs.iter().position(|s| s.first_seq == self.cur_seg) else {
-                // The segment went (dropped or fully acked): go to the oldest left.
-                match self.segs.front() {
-                    Some(s) => {
-                        self.cur_seg = s.first_seq;
-                        self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
-                        continue;
-                    }
-                    None => return Ok(None),
-                }
+            let Some(i) = self.reader_segment() else {
+                return Ok(None);
             };
             let seg = &self.segs[i];
             let (name, len) = (seg.name.clone(), seg.bytes);
-            if self.cur_off >= len || seg.last_seq < self.cur_seq {
-                match self.segs.get(i + 1) {
-                    Some(next) => {
-                        self.cur_seg = next.first_seq;
-                        self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
-                        continue;
-                    }
-                    None => return Ok(None),
-                }
-            }
             let after = self
                 .cur_seq
                 .saturating_sub(1)
@@ -1191,22 +1173,49 @@ impl<S: Storage> Spool<S> {
                 }
                 Scan::Mark { next, .. } => self.cur_off = next,
                 Scan::End => self.cur_off = len,
-                Scan::Bad => {
-                    self.stats.corrupt += 1;
-                    log::warn!(
-                        "spool: corrupt record in {name} at byte {}; skipping it",
-                        self.cur_off
-                    );
-                    match self
-                        .resync(&name, self.cur_off + 1, len, after)
-                        .map_err(io_err(&*name))?
-                    {
-                        Some(next) => self.cur_off = next,
-                        None => self.cur_off = len,
-                    }
-                }
+                Scan::Bad => self.skip_corrupt(&name, len, after)?,
             }
         }
+    }
+
+    /// Moves the reader to the segment that holds what it reads next, past a
+    /// segment gone (dropped or fully acked: to the oldest left) or read to its
+    /// end (to the next): that segment's index, or `None` past the newest one.
+    fn reader_segment(&mut self) -> Option<usize> {
+        loop {
+            let Some(i) = self.segs.iter().position(|s| s.first_seq == self.cur_seg) else {
+                let s = self.segs.front()?;
+                self.cur_seg = s.first_seq;
+                self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+                continue;
+            };
+            let seg = &self.segs[i];
+            if self.cur_off < seg.bytes && seg.last_seq >= self.cur_seq {
+                return Some(i);
+            }
+            let next = self.segs.get(i + 1)?;
+            self.cur_seg = next.first_seq;
+            self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
+        }
+    }
+
+    /// Counts and logs the corrupt record at the reader's offset in segment
+    /// `name` (`len` bytes) and moves the reader to the next valid one, or to
+    /// the segment's end.
+    fn skip_corrupt(&mut self, name: &str, len: u64, after: u64) -> Result<(), SpoolError> {
+        self.stats.corrupt += 1;
+        log::warn!(
+            "spool: corrupt record in {name} at byte {}; skipping it",
+            self.cur_off
+        );
+        match self
+            .resync(name, self.cur_off + 1, len, after)
+            .map_err(io_err(name))?
+        {
+            Some(next) => self.cur_off = next,
+            None => self.cur_off = len,
+        }
+        Ok(())
     }
 
     /// Moves the reader back to the oldest unacknowledged record (after a reconnect).
