@@ -35,10 +35,10 @@ use crate::core::event::{Event, Kind};
 use crate::core::output::head_tail;
 use crate::core::sha256::to_hex;
 use crate::core::status::Status;
+use crate::host::files;
 use crate::host::modules;
 use crate::host::outbox::Outbox;
 use crate::spool::storage::FileStorage;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -70,15 +70,15 @@ pub struct Edge {
 /// Reads the shared secret: mode 0600 (no group or other bits) and at least
 /// `MIN_KEY_BYTES` bytes, a trailing newline not counted.
 pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
-    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if md.mode() & 0o077 != 0 {
+    let mode = files::mode(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if mode & 0o077 != 0 {
         return Err(format!(
             "{}: mode {:04o}, must be 0600 (no group or other access)",
             path.display(),
-            md.mode() & 0o7777
+            mode & 0o7777
         ));
     }
-    let mut key = crate::host::files::read_bounded(path, 4096)
+    let mut key = files::read_bounded(path, 4096)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .into_bytes();
     while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {

@@ -1,10 +1,11 @@
 //! Small reads and writes of the host's files that several subsystems share: a
-//! whole text file within a byte bound, the config file, the node name, a file
-//! replaced whole.
+//! whole text file within a byte bound, a file's mode, the config file, the node
+//! name, a file replaced whole.
 
 use crate::core::config::{self, Config};
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Puts `bytes` at `path` whole: written beside it (`path.tmp`), given `mode`,
@@ -34,6 +35,12 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<String> {
         return Err(io::Error::other(format!("larger than {max} bytes")));
     }
     Ok(s)
+}
+
+/// The mode of the file at `path` (`st_mode`: type and permission bits),
+/// following symlinks; for secrets that must not be readable by others.
+pub fn mode(path: &Path) -> io::Result<u32> {
+    Ok(fs::metadata(path)?.mode())
 }
 
 /// Reads and parses a config file; a missing file means all defaults.
