@@ -57,14 +57,54 @@ pub struct Edge {
     running: Option<(usize, [u8; 16])>,
     /// A start that could not be journaled: retried after this.
     retry_at: Option<Instant>,
-    log_window: Option<Instant>,
-    logged: u32,
+    hostile: HostileLog,
+    counts: Counts,
+}
+
+/// The edge's figures for `crd status`.
+#[derive(Default)]
+struct Counts {
     received: u64,
     refused: u64,
     duplicates: u64,
     done: u64,
     interrupted: u64,
+}
+
+/// The log of hostile or broken messages, at most `LOG_PER_MINUTE` lines a
+/// minute: the minute's first line, and how many were not logged.
+#[derive(Default)]
+struct HostileLog {
+    window: Option<Instant>,
+    logged: u32,
     unlogged: u64,
+}
+
+impl HostileLog {
+    /// Logs `what` as a warning, unless this minute's lines are used up (then
+    /// counts it, and says how many at the next minute's first line).
+    fn warn(&mut self, now: Instant, what: std::fmt::Arguments<'_>) {
+        if self
+            .window
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60))
+        {
+            if self.unlogged > 0 {
+                log::warn!(
+                    "commands: {} more refused messages not logged",
+                    self.unlogged
+                );
+            }
+            self.window = Some(now);
+            self.logged = 0;
+            self.unlogged = 0;
+        }
+        if self.logged < LOG_PER_MINUTE {
+            self.logged += 1;
+            log::warn!("{what}");
+        } else {
+            self.unlogged += 1;
+        }
+    }
 }
 
 /// Reads the shared secret: mode 0600 (no group or other bits) and at least
@@ -129,14 +169,8 @@ impl Edge {
             acks: Vec::new(),
             running: None,
             retry_at: None,
-            log_window: None,
-            logged: 0,
-            received: 0,
-            refused: 0,
-            duplicates: 0,
-            done: 0,
-            interrupted: 0,
-            unlogged: 0,
+            hostile: HostileLog::default(),
+            counts: Counts::default(),
         };
         for s in e.table.started() {
             log::warn!(
@@ -144,7 +178,7 @@ impl Edge {
                 to_hex(&s.id),
                 s.module
             );
-            e.interrupted += 1;
+            e.counts.interrupted += 1;
             e.end(s, End::Interrupted, outbox, now, wall);
         }
         if let Err(err) = e.table.sync() {
@@ -188,29 +222,6 @@ impl Edge {
         }
     }
 
-    fn hostile(&mut self, now: Instant, what: std::fmt::Arguments<'_>) {
-        if self
-            .log_window
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60))
-        {
-            if self.unlogged > 0 {
-                log::warn!(
-                    "commands: {} more refused messages not logged",
-                    self.unlogged
-                );
-            }
-            self.log_window = Some(now);
-            self.logged = 0;
-            self.unlogged = 0;
-        }
-        if self.logged < LOG_PER_MINUTE {
-            self.logged += 1;
-            log::warn!("{what}");
-        } else {
-            self.unlogged += 1;
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn reply(
         &self,
@@ -251,14 +262,14 @@ impl Edge {
         now: Instant,
         wall: u64,
     ) {
-        self.received += 1;
+        self.counts.received += 1;
         if let Some(p) = pkid {
             self.acks.push((conn, p));
         }
         let refuse =
             |s: &mut Edge, why: Refusal, detail: String, module: &str, outbox: &mut Outbox| {
-                s.refused += 1;
-                s.hostile(
+                s.counts.refused += 1;
+                s.hostile.warn(
                     now,
                     format_args!("command {id} refused: {} {detail}", why.as_str()),
                 );
@@ -299,7 +310,7 @@ impl Edge {
         // a copy of a known id whose bytes were changed is a forgery, and gets
         // `bad signature`, never the earlier result.
         if let Some(e) = self.table.get(&idb).cloned() {
-            self.duplicates += 1;
+            self.counts.duplicates += 1;
             log::info!(
                 "command {id}: seen before ({}); answered again, not run",
                 e.module
@@ -456,7 +467,7 @@ impl Edge {
             e.module,
             f.outcome.describe()
         );
-        self.done += 1;
+        self.counts.done += 1;
         let out = head_tail(&f.output, envelope::REPLY_OUT_BYTES).into_owned();
         self.finish(e, End::Done { code, dur_ms }, Some(out), outbox, now, wall);
     }
@@ -498,11 +509,11 @@ impl Edge {
 
     /// A command's figures for `crd status`.
     pub fn status(&self, s: &mut Status) {
-        s.num("commands_received", self.received);
-        s.num("commands_run", self.done);
-        s.num("commands_refused", self.refused);
-        s.num("commands_duplicates", self.duplicates);
-        s.num("commands_interrupted", self.interrupted);
+        s.num("commands_received", self.counts.received);
+        s.num("commands_run", self.counts.done);
+        s.num("commands_refused", self.counts.refused);
+        s.num("commands_duplicates", self.counts.duplicates);
+        s.num("commands_interrupted", self.counts.interrupted);
         s.num("commands_waiting", self.table.pending() as u64);
         s.num("commands_ids_kept", self.table.len() as u64);
     }
