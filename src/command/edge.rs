@@ -107,6 +107,26 @@ impl HostileLog {
     }
 }
 
+/// One message on this node's command topic, as the forwarder delivered it.
+pub struct Message<'a> {
+    /// The connection it came on and its packet id: acknowledged once what it
+    /// changed is durable (`after_input`).
+    pub conn: u64,
+    pub pkid: Option<u16>,
+    /// The topic's last level.
+    pub id: &'a str,
+    /// The payload, or its size when it was too large to be kept.
+    pub payload: Result<&'a [u8], usize>,
+}
+
+/// Where the edge's replies go and when: the daemon's outbox (the spool), the
+/// loop's `now`, and the wall clock (unix ms) a reply carries.
+pub struct Outgoing<'a> {
+    pub outbox: &'a mut Outbox,
+    pub now: Instant,
+    pub wall: u64,
+}
+
 /// Reads the shared secret: mode 0600 (no group or other bits) and at least
 /// `MIN_KEY_BYTES` bytes, a trailing newline not counted.
 pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
@@ -172,6 +192,7 @@ impl Edge {
             hostile: HostileLog::default(),
             counts: Counts::default(),
         };
+        let mut out = Outgoing { outbox, now, wall };
         for s in e.table.started() {
             log::warn!(
                 "command {} ({}): its run was cut by a crash or power cut; not run again",
@@ -179,7 +200,7 @@ impl Edge {
                 s.module
             );
             e.counts.interrupted += 1;
-            e.end(s, End::Interrupted, outbox, now, wall);
+            e.end(s, End::Interrupted, &mut out);
         }
         if let Err(err) = e.table.sync() {
             return Err(format!("{}: {err}", dir.display()));
@@ -222,89 +243,77 @@ impl Edge {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Pushes answer `a` to command `id` into the outbox; its seq there, if
+    /// the spool took it.
     fn reply(
         &self,
         id: &str,
         module: &str,
         a: &Answer,
         resent: bool,
-        outbox: &mut Outbox,
-        now: Instant,
-        wall: u64,
+        out: &mut Outgoing<'_>,
     ) -> Option<u64> {
-        let json = envelope::reply_json(id, &self.node, module, wall, a, resent);
-        outbox.push(
+        let json = envelope::reply_json(id, &self.node, module, out.wall, a, resent);
+        out.outbox.push(
             Event {
-                ts_ms: wall,
+                ts_ms: out.wall,
                 module: id.to_string(),
                 kind: Kind::Reply,
                 code: 0,
                 dur_ms: 0,
                 out: json,
             },
-            now,
+            out.now,
         )
     }
 
-    /// One message on this node's command topic (`id` its last level). `pkid` is
-    /// acknowledged once what it changed is durable (`after_input`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn handle(
-        &mut self,
-        conn: u64,
-        pkid: Option<u16>,
-        id: &str,
-        payload: Result<&[u8], usize>,
-        cfg: &Config,
-        euid: u32,
-        outbox: &mut Outbox,
-        now: Instant,
-        wall: u64,
-    ) {
+    /// One message on this node's command topic. Its PUBACK is owed once what
+    /// it changed is durable (`after_input`).
+    pub fn handle(&mut self, msg: Message<'_>, cfg: &Config, euid: u32, out: &mut Outgoing<'_>) {
+        let Message {
+            conn,
+            pkid,
+            id,
+            payload,
+        } = msg;
+        let (now, wall) = (out.now, out.wall);
         self.counts.received += 1;
         if let Some(p) = pkid {
             self.acks.push((conn, p));
         }
         let refuse =
-            |s: &mut Edge, why: Refusal, detail: String, module: &str, outbox: &mut Outbox| {
+            |s: &mut Edge, why: Refusal, detail: String, module: &str, out: &mut Outgoing<'_>| {
                 s.counts.refused += 1;
                 s.hostile.warn(
                     now,
                     format_args!("command {id} refused: {} {detail}", why.as_str()),
                 );
                 let a = Answer::Refused { why, detail };
-                s.reply(id, module, &a, false, outbox, now, wall);
+                s.reply(id, module, &a, false, out);
             };
         let Some(idb) = table::id_bytes(id) else {
             let detail = format!("bad id `{id}` in the topic");
-            return refuse(self, Refusal::Malformed, detail, "", outbox);
+            return refuse(self, Refusal::Malformed, detail, "", out);
         };
         let payload = match payload {
             Ok(p) => p,
             Err(size) => {
                 let detail = format!("{size} bytes, over {}", envelope::MAX_COMMAND_BYTES);
-                return refuse(self, Refusal::Malformed, detail, "", outbox);
+                return refuse(self, Refusal::Malformed, detail, "", out);
             }
         };
         let c = match envelope::parse(id, payload) {
             Ok(c) if !c.to.is_empty() && c.to != self.node => {
                 let detail = format!("addressed to node `{}`", c.to);
-                return refuse(self, Refusal::Malformed, detail, &c.module, outbox);
+                return refuse(self, Refusal::Malformed, detail, &c.module, out);
             }
             Ok(c) => c,
-            Err(e) => return refuse(self, Refusal::Malformed, e, "", outbox),
+            Err(e) => return refuse(self, Refusal::Malformed, e, "", out),
         };
         if let Some(key) = &self.key
             && !envelope::verify(key, &self.node, &c)
         {
-            return refuse(
-                self,
-                Refusal::BadSignature,
-                String::new(),
-                &c.module,
-                outbox,
-            );
+            return refuse(self, Refusal::BadSignature, String::new(), &c.module, out);
         }
         // Only now, with the message checked, may an id seen before be answered:
         // a copy of a known id whose bytes were changed is a forgery, and gets
@@ -316,7 +325,7 @@ impl Edge {
                 e.module
             );
             let a = answer_of(&e);
-            self.reply(id, &e.module, &a, true, outbox, now, wall);
+            self.reply(id, &e.module, &a, true, out);
             return;
         }
         let basis = if wall >= envelope::CLOCK_SET_MS {
@@ -348,7 +357,7 @@ impl Edge {
             Some((Refusal::UnknownModule, e))
         } else if self.table.full() {
             let detail = format!("{} commands wait already", table::EDGE.max_pending);
-            return refuse(self, Refusal::Busy, detail, &c.module, outbox);
+            return refuse(self, Refusal::Busy, detail, &c.module, out);
         } else {
             None
         };
@@ -360,7 +369,7 @@ impl Edge {
             state: State::Waiting(payload.into()),
         };
         if let Some((why, detail)) = why {
-            refuse(self, why, detail, &c.module, outbox);
+            refuse(self, why, detail, &c.module, out);
             let e = Entry {
                 state: State::Ended(End::Refused(why)),
                 ..entry
@@ -382,7 +391,7 @@ impl Edge {
             self.acks.pop_if(|a| Some(a.1) == pkid);
             return;
         }
-        self.reply(id, &c.module, &Answer::Accepted, false, outbox, now, wall);
+        self.reply(id, &c.module, &Answer::Accepted, false, out);
     }
 
     /// After a read's messages: syncs the table, then the PUBACKs it allows.
@@ -403,17 +412,15 @@ impl Edge {
     }
 
     /// Starts the oldest waiting command when none runs.
-    #[allow(clippy::too_many_arguments)]
     pub fn start_next(
         &mut self,
         host: Host<'_>,
         cfg: &Config,
         euid: u32,
         runs: &mut Runs,
-        outbox: &mut Outbox,
-        now: Instant,
-        wall: u64,
+        out: &mut Outgoing<'_>,
     ) {
+        let now = out.now;
         if self.running.is_some() || self.retry_at.is_some_and(|t| now < t) {
             return;
         }
@@ -426,12 +433,12 @@ impl Edge {
             return;
         };
         let Ok(c) = envelope::parse(&hex, payload) else {
-            return self.end(e, End::Refused(Refusal::Malformed), outbox, now, wall);
+            return self.end(e, End::Refused(Refusal::Malformed), out);
         };
         let (exe, settings) = match modules::support(cfg, &c.module, euid) {
             Ok(v) if self.allowed.contains(&c.module) => v,
-            Ok(_) => return self.end(e, End::Refused(Refusal::NotAllowed), outbox, now, wall),
-            Err(_) => return self.end(e, End::Refused(Refusal::UnknownModule), outbox, now, wall),
+            Ok(_) => return self.end(e, End::Refused(Refusal::NotAllowed), out),
+            Err(_) => return self.end(e, End::Refused(Refusal::UnknownModule), out),
         };
         let started = Entry {
             state: State::Started,
@@ -468,33 +475,27 @@ impl Edge {
             f.outcome.describe()
         );
         self.counts.done += 1;
-        let out = head_tail(&f.output, envelope::REPLY_OUT_BYTES).into_owned();
-        self.finish(e, End::Done { code, dur_ms }, Some(out), outbox, now, wall);
+        let text = head_tail(&f.output, envelope::REPLY_OUT_BYTES).into_owned();
+        let out = &mut Outgoing { outbox, now, wall };
+        self.finish(e, End::Done { code, dur_ms }, Some(text), out);
     }
 
-    fn end(&mut self, e: Entry, end: End, outbox: &mut Outbox, now: Instant, wall: u64) {
-        self.finish(e, end, None, outbox, now, wall)
+    /// Sends the final answer of a command that did not run, then records it.
+    fn end(&mut self, e: Entry, end: End, out: &mut Outgoing<'_>) {
+        self.finish(e, end, None, out)
     }
 
     /// Sends the final answer (synced into the spool), then records it.
-    fn finish(
-        &mut self,
-        e: Entry,
-        end: End,
-        out: Option<String>,
-        outbox: &mut Outbox,
-        now: Instant,
-        wall: u64,
-    ) {
+    fn finish(&mut self, e: Entry, end: End, text: Option<String>, out: &mut Outgoing<'_>) {
         let hex = to_hex(&e.id);
         let mut a = answer(end);
-        if let (Answer::Done { out: o, .. }, Some(out)) = (&mut a, out) {
-            *o = out;
+        if let (Answer::Done { out: o, .. }, Some(text)) = (&mut a, text) {
+            *o = text;
         }
-        let seq = self.reply(&hex, &e.module, &a, false, outbox, now, wall);
+        let seq = self.reply(&hex, &e.module, &a, false, out);
         if let Some(seq) = seq {
-            let _ = outbox.spool().sync(now);
-            if outbox.spool().durable_seq() < seq {
+            let _ = out.outbox.spool().sync(out.now);
+            if out.outbox.spool().durable_seq() < seq {
                 log::error!("command {hex}: its reply is not durable yet (spool sync failed)");
             }
         }
@@ -632,7 +633,18 @@ mod tests {
         tampered.args = vec!["rm -rf /".into()];
         let tampered = serde_json::to_vec(&tampered).expect("json");
         for payload in [&tampered, &genuine] {
-            edge.handle(1, None, &id, Ok(payload), &cfg, 0, &mut outbox, t0, wall);
+            let msg = Message {
+                conn: 1,
+                pkid: None,
+                id: &id,
+                payload: Ok(payload),
+            };
+            let out = &mut Outgoing {
+                outbox: &mut outbox,
+                now: t0,
+                wall,
+            };
+            edge.handle(msg, &cfg, 0, out);
         }
         let r = replies(&mut outbox);
         assert_eq!(r.len(), 2, "{r:?}");

@@ -18,7 +18,7 @@ use crate::child::recipe::{Host, Recipe};
 use crate::child::run::{Finished, Runs};
 use crate::child::sys;
 use crate::collect::Collector;
-use crate::command::edge::Edge;
+use crate::command::edge::{Edge, Message, Outgoing};
 use crate::command::relay::Relay;
 use crate::core::config::Config;
 use crate::core::decide::Outcome;
@@ -555,7 +555,11 @@ impl Daemon {
     /// relay's replies, the collector (in that order).
     fn route_inbound(&mut self, inbound: &mut Vec<(u64, Up)>, now: Instant) {
         if let Some(e) = self.commands.as_mut() {
-            let wall = self.wall;
+            let out = &mut Outgoing {
+                outbox: &mut self.outbox,
+                now,
+                wall: self.wall,
+            };
             inbound.retain(|(conn, up)| {
                 let (topic, pkid, payload) = match up {
                     Up::Message(m) => (&m.topic, m.pkid, Ok(&m.payload[..])),
@@ -565,17 +569,13 @@ impl Daemon {
                 let Some(id) = e.id_of(topic) else {
                     return true;
                 };
-                e.handle(
-                    *conn,
+                let msg = Message {
+                    conn: *conn,
                     pkid,
                     id,
                     payload,
-                    &self.cfg,
-                    self.euid,
-                    &mut self.outbox,
-                    now,
-                    wall,
-                );
+                };
+                e.handle(msg, &self.cfg, self.euid, out);
                 false
             });
             for (conn, pkid) in e.after_input() {
@@ -694,15 +694,12 @@ impl Daemon {
             config: &self.cfg.path,
             node: &self.node,
         };
-        e.start_next(
-            host,
-            &self.cfg,
-            self.euid,
-            &mut self.runs,
-            &mut self.outbox,
+        let out = &mut Outgoing {
+            outbox: &mut self.outbox,
             now,
-            self.wall,
-        );
+            wall: self.wall,
+        };
+        e.start_next(host, &self.cfg, self.euid, &mut self.runs, out);
         // A spawn failure finishes at once.
         while let Some(f) = self.runs.poll_finished() {
             self.handle_finished(f, now);
