@@ -28,7 +28,7 @@
 
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::{Finished, Runs};
-use crate::command::envelope::{self, Answer, Refusal};
+use crate::command::envelope::{self, Answer, Command, Refusal};
 use crate::command::table::{self, End, Entry, State, Table};
 use crate::core::config::Config;
 use crate::core::event::{Event, Kind};
@@ -125,6 +125,25 @@ pub struct Outgoing<'a> {
     pub outbox: &'a mut Outbox,
     pub now: Instant,
     pub wall: u64,
+}
+
+/// A message refused by `Edge::check`: why, the detail, and the module it
+/// named ("" when not known).
+struct Refused {
+    why: Refusal,
+    detail: String,
+    module: String,
+}
+
+impl Refused {
+    /// Refused as `malformed`.
+    fn malformed(detail: String, module: String) -> Refused {
+        Refused {
+            why: Refusal::Malformed,
+            detail,
+            module,
+        }
+    }
 }
 
 /// Reads the shared secret: mode 0600 (no group or other bits) and at least
@@ -267,54 +286,19 @@ impl Edge {
         )
     }
 
-    /// One message on this node's command topic. Its PUBACK is owed once what
-    /// it changed is durable (`after_input`).
+    /// One message on this node's command topic, through the steps the file's
+    /// doc lists (1 `check`, 2 the table, 3 `refusal`, 4 the journal). Its
+    /// PUBACK is owed once what it changed is durable (`after_input`).
     pub fn handle(&mut self, msg: Message<'_>, cfg: &Config, euid: u32, out: &mut Outgoing<'_>) {
-        let Message {
-            conn,
-            pkid,
-            id,
-            payload,
-        } = msg;
-        let (now, wall) = (out.now, out.wall);
+        let id = msg.id;
         self.counts.received += 1;
-        if let Some(p) = pkid {
-            self.acks.push((conn, p));
+        if let Some(p) = msg.pkid {
+            self.acks.push((msg.conn, p));
         }
-        let refuse =
-            |s: &mut Edge, why: Refusal, detail: String, module: &str, out: &mut Outgoing<'_>| {
-                s.counts.refused += 1;
-                s.hostile.warn(
-                    now,
-                    format_args!("command {id} refused: {} {detail}", why.as_str()),
-                );
-                let a = Answer::Refused { why, detail };
-                s.reply(id, module, &a, false, out);
-            };
-        let Some(idb) = table::id_bytes(id) else {
-            let detail = format!("bad id `{id}` in the topic");
-            return refuse(self, Refusal::Malformed, detail, "", out);
+        let (idb, payload, c) = match self.check(&msg) {
+            Ok(checked) => checked,
+            Err(r) => return self.refuse(id, r.why, r.detail, &r.module, out),
         };
-        let payload = match payload {
-            Ok(p) => p,
-            Err(size) => {
-                let detail = format!("{size} bytes, over {}", envelope::MAX_COMMAND_BYTES);
-                return refuse(self, Refusal::Malformed, detail, "", out);
-            }
-        };
-        let c = match envelope::parse(id, payload) {
-            Ok(c) if !c.to.is_empty() && c.to != self.node => {
-                let detail = format!("addressed to node `{}`", c.to);
-                return refuse(self, Refusal::Malformed, detail, &c.module, out);
-            }
-            Ok(c) => c,
-            Err(e) => return refuse(self, Refusal::Malformed, e, "", out),
-        };
-        if let Some(key) = &self.key
-            && !envelope::verify(key, &self.node, &c)
-        {
-            return refuse(self, Refusal::BadSignature, String::new(), &c.module, out);
-        }
         // Only now, with the message checked, may an id seen before be answered:
         // a copy of a known id whose bytes were changed is a forgery, and gets
         // `bad signature`, never the earlier result.
@@ -328,12 +312,96 @@ impl Edge {
             self.reply(id, &e.module, &a, true, out);
             return;
         }
+        let entry = Entry {
+            id: idb,
+            sent: c.sent,
+            node: "".into(),
+            module: c.module.as_str().into(),
+            state: State::Waiting(payload.into()),
+        };
+        if let Some((why, detail)) = self.refusal(&c, cfg, euid, out.wall) {
+            self.refuse(id, why, detail, &c.module, out);
+            // `busy` is not remembered: the command may be sent again.
+            if why == Refusal::Busy {
+                return;
+            }
+            let e = Entry {
+                state: State::Ended(End::Refused(why)),
+                ..entry
+            };
+            if let Err(err) = self.table.set(e) {
+                log::error!("command {id}: journal: {err}");
+            }
+            return;
+        }
+        log::info!(
+            "command {id}: {} {:?} from {} accepted",
+            c.module,
+            c.args,
+            c.from
+        );
+        if let Err(err) = self.table.set(entry) {
+            // Not durable: no PUBACK, the broker sends it again.
+            log::error!("command {id}: journal: {err}; not acknowledged");
+            self.acks.pop_if(|a| Some(a.1) == msg.pkid);
+            return;
+        }
+        self.reply(id, &c.module, &Answer::Accepted, false, out);
+    }
+
+    /// Step 1, whose refusals are not remembered: the id in the topic, the size,
+    /// the JSON and its addressee, then (signing on) the signature. Gives the
+    /// id's bytes, the payload and the command, or the refusal.
+    fn check<'m>(&self, msg: &Message<'m>) -> Result<([u8; 16], &'m [u8], Command), Refused> {
+        let id = msg.id;
+        let Some(idb) = table::id_bytes(id) else {
+            let detail = format!("bad id `{id}` in the topic");
+            return Err(Refused::malformed(detail, String::new()));
+        };
+        let payload = match msg.payload {
+            Ok(p) => p,
+            Err(size) => {
+                let detail = format!("{size} bytes, over {}", envelope::MAX_COMMAND_BYTES);
+                return Err(Refused::malformed(detail, String::new()));
+            }
+        };
+        let c = match envelope::parse(id, payload) {
+            Ok(c) if !c.to.is_empty() && c.to != self.node => {
+                let detail = format!("addressed to node `{}`", c.to);
+                return Err(Refused::malformed(detail, c.module));
+            }
+            Ok(c) => c,
+            Err(e) => return Err(Refused::malformed(e, String::new())),
+        };
+        if let Some(key) = &self.key
+            && !envelope::verify(key, &self.node, &c)
+        {
+            return Err(Refused {
+                why: Refusal::BadSignature,
+                detail: String::new(),
+                module: c.module,
+            });
+        }
+        Ok((idb, payload, c))
+    }
+
+    /// Step 3, for a checked command not seen before: why it is refused, with
+    /// the detail, if it is: expired (against `wall`, or, before the clock is
+    /// set, the newest `sent` accepted), sent before an id this node forgot, not
+    /// allowed, an unknown module, or busy.
+    fn refusal(
+        &self,
+        c: &Command,
+        cfg: &Config,
+        euid: u32,
+        wall: u64,
+    ) -> Option<(Refusal, String)> {
         let basis = if wall >= envelope::CLOCK_SET_MS {
             wall
         } else {
             self.table.newest_sent()
         };
-        let why = if basis > 0 && envelope::expired(&c, basis) {
+        if basis > 0 && envelope::expired(c, basis) {
             Some((
                 Refusal::Expired,
                 format!("sent {} + ttl {} ms < {basis}", c.sent, c.ttl_ms),
@@ -357,41 +425,29 @@ impl Edge {
             Some((Refusal::UnknownModule, e))
         } else if self.table.full() {
             let detail = format!("{} commands wait already", table::EDGE.max_pending);
-            return refuse(self, Refusal::Busy, detail, &c.module, out);
+            Some((Refusal::Busy, detail))
         } else {
             None
-        };
-        let entry = Entry {
-            id: idb,
-            sent: c.sent,
-            node: "".into(),
-            module: c.module.as_str().into(),
-            state: State::Waiting(payload.into()),
-        };
-        if let Some((why, detail)) = why {
-            refuse(self, why, detail, &c.module, out);
-            let e = Entry {
-                state: State::Ended(End::Refused(why)),
-                ..entry
-            };
-            if let Err(err) = self.table.set(e) {
-                log::error!("command {id}: journal: {err}");
-            }
-            return;
         }
-        log::info!(
-            "command {id}: {} {:?} from {} accepted",
-            c.module,
-            c.args,
-            c.from
+    }
+
+    /// Refuses command `id` (naming `module`): counted, logged within
+    /// `LOG_PER_MINUTE`, answered.
+    fn refuse(
+        &mut self,
+        id: &str,
+        why: Refusal,
+        detail: String,
+        module: &str,
+        out: &mut Outgoing<'_>,
+    ) {
+        self.counts.refused += 1;
+        self.hostile.warn(
+            out.now,
+            format_args!("command {id} refused: {} {detail}", why.as_str()),
         );
-        if let Err(err) = self.table.set(entry) {
-            // Not durable: no PUBACK, the broker sends it again.
-            log::error!("command {id}: journal: {err}; not acknowledged");
-            self.acks.pop_if(|a| Some(a.1) == pkid);
-            return;
-        }
-        self.reply(id, &c.module, &Answer::Accepted, false, out);
+        let a = Answer::Refused { why, detail };
+        self.reply(id, module, &a, false, out);
     }
 
     /// After a read's messages: syncs the table, then the PUBACKs it allows.
