@@ -62,6 +62,19 @@ pub struct Recipe {
     pub fd3: Option<Vec<u8>>,
 }
 
+/// A tool `crd --install` runs for a module (git, a downloader, gzip): what
+/// `Recipe::tool` takes besides the module's name and settings.
+pub struct Tool<'a> {
+    pub program: &'a Path,
+    pub args: Vec<OsString>,
+    /// Where it runs (the fetch's work directory).
+    pub dir: &'a Path,
+    /// Bytes per file it writes (`RLIMIT_FSIZE`), instead of the module's.
+    pub file_limit: u64,
+    pub timeout: Duration,
+    pub streams: Streams,
+}
+
 /// Bytes of the check's output passed in `CRD_CHECK_OUTPUT` (head and tail, with
 /// a marker): Linux refuses one environment string over 128 KiB, and all of argv
 /// and the environment together over a quarter of the stack limit, so the variable
@@ -285,37 +298,27 @@ impl Recipe {
     }
 
     /// A tool `crd --install` runs for module `name` (git, a downloader, gzip):
-    /// the module's limits with `file_limit` bytes per written file, at least 4 KiB
-    /// of output kept (for the error message), and `timeout`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn tool(
-        name: &str,
-        program: &Path,
-        args: Vec<OsString>,
-        dir: &Path,
-        s: &ModuleSettings,
-        file_limit: u64,
-        timeout: Duration,
-        streams: Streams,
-    ) -> Recipe {
+    /// the module's limits with the tool's `file_limit` bytes per written file, at
+    /// least 4 KiB of output kept (for the error message), and the tool's `timeout`.
+    pub fn tool(name: &str, s: &ModuleSettings, t: Tool<'_>) -> Recipe {
         let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
         let mut limits = limits(s);
-        limits.file_size = file_limit;
+        limits.file_size = t.file_limit;
         Recipe {
             module: name.to_string(),
             role: Role::Support,
-            program: program.to_path_buf(),
-            args,
-            dir: dir.to_path_buf(),
+            program: t.program.to_path_buf(),
+            args: t.args,
+            dir: t.dir.to_path_buf(),
             env: vec![
                 ("HOME", home),
                 ("GIT_TERMINAL_PROMPT", "0".into()),
                 ("LC_ALL", "C".into()),
             ],
             limits,
-            streams,
+            streams: t.streams,
             own_group: true,
-            timeout,
+            timeout: t.timeout,
             output_limit: s.output_limit.max(4096),
             input: None,
             fd3: None,
@@ -450,16 +453,15 @@ mod tests {
             output_limit: 64,
             ..ModuleSettings::default()
         };
-        let r = Recipe::tool(
-            "Disk",
-            Path::new("/usr/bin/git"),
-            vec![],
-            Path::new("/m/.fetch-Disk"),
-            &s,
-            12345,
-            Duration::from_secs(300),
-            Streams::Capture,
-        );
+        let tool = Tool {
+            program: Path::new("/usr/bin/git"),
+            args: vec![],
+            dir: Path::new("/m/.fetch-Disk"),
+            file_limit: 12345,
+            timeout: Duration::from_secs(300),
+            streams: Streams::Capture,
+        };
+        let r = Recipe::tool("Disk", &s, tool);
         assert!(r.env.iter().all(|(k, _)| !k.starts_with("CRD_")), "{r:?}");
         assert_eq!(var(&r, "GIT_TERMINAL_PROMPT"), Some("0"));
         assert_eq!(r.limits.file_size, 12345);

@@ -24,7 +24,7 @@ pub mod safety;
 pub mod tar;
 
 use crate::child::poller::run_once;
-use crate::child::recipe::{Host, Recipe};
+use crate::child::recipe::{Host, Recipe, Tool};
 use crate::child::run::Finished;
 use crate::child::spawn::Streams;
 use crate::core::config::{self, Config};
@@ -301,16 +301,15 @@ impl Fetch<'_> {
         streams: Streams,
     ) -> io::Result<Finished> {
         let settings = self.cfg.module_settings(self.name, &[]);
-        run_once(&Recipe::tool(
-            self.name,
+        let tool = Tool {
             program,
             args,
-            &self.work,
-            &settings,
+            dir: &self.work,
             file_limit,
-            FETCH_TIMEOUT,
+            timeout: FETCH_TIMEOUT,
             streams,
-        ))
+        };
+        run_once(&Recipe::tool(self.name, &settings, tool))
     }
 
     /// Runs a fetch tool; `Err` with its output when it does not exit 0.
