@@ -331,29 +331,13 @@ impl Seen {
     /// files with it).
     #[cfg(test)]
     pub fn write_to(&mut self, w: &mut impl std::io::Write) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(8192);
-        let mut crc = 0;
-        buf.push(FILE_VERSION);
+        // A stream's bytes there are its snapshot record's.
+        let mut buf = vec![FILE_VERSION];
         buf.extend_from_slice(&(self.streams.len() as u32).to_be_bytes());
-        for (id, s) in self.streams.iter() {
-            let (ranges, forgot) = s.ranges.parts();
-            buf.extend_from_slice(&id.to_be_bytes());
-            buf.extend_from_slice(&forgot.to_be_bytes());
-            buf.extend_from_slice(&(ranges.len() as u16).to_be_bytes());
-            for (lo, hi) in ranges {
-                buf.extend_from_slice(&lo.to_be_bytes());
-                buf.extend_from_slice(&hi.to_be_bytes());
-            }
-            if buf.len() >= 7 * 1024 {
-                crc = crc32c_extend(crc, &buf);
-                w.write_all(&buf)?;
-                buf.clear();
-            }
-        }
-        crc = crc32c_extend(crc, &buf);
+        self.stream_records(&mut |r| buf.extend_from_slice(r));
+        let crc = crc32c_extend(0, &buf);
         buf.extend_from_slice(&crc.to_be_bytes());
-        w.write_all(&buf)?;
-        Ok(())
+        w.write_all(&buf)
     }
 
     /// The file's bytes, in memory.
