@@ -245,11 +245,6 @@ impl<S: Storage> Persist<S> {
         self.log.sync_with(|| state_snapshot(seen, rules, through))
     }
 
-    /// Whether changes wait to be made durable.
-    pub fn dirty(&self) -> bool {
-        self.log.dirty()
-    }
-
     /// The state written whole now (after a reload dropped rules: the log must
     /// not feed them again at the next start).
     pub fn rewrite<'a>(

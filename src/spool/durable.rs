@@ -252,11 +252,6 @@ impl<S: Storage> Log<S> {
         self.next += 1;
     }
 
-    /// Whether changes are appended and not yet made durable.
-    pub fn dirty(&self) -> bool {
-        !self.pending.is_empty() || self.unsynced
-    }
-
     /// Writes the changes appended so far (one write), not synced. On an error
     /// they stay appended, and the log wants a snapshot.
     pub fn flush(&mut self) -> io::Result<()> {
