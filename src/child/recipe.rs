@@ -42,6 +42,8 @@ pub struct Recipe {
     /// The module (or, for a fetch tool, the module being installed), for logs.
     pub module: String,
     pub role: Role,
+    /// Whom its end is for (`Finished::purpose`).
+    pub purpose: Purpose,
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub dir: PathBuf,
@@ -60,6 +62,23 @@ pub struct Recipe {
     /// What the child reads on descriptor 3 (`CRD_CHECK_OUTPUT_FILE`, a
     /// response's check output); none: descriptor 3 is not open.
     pub fd3: Option<Vec<u8>>,
+}
+
+/// Whom a run's end is for: the daemon hands each `Finished` to the part that
+/// asked for the run by this value, not by asking every part whether it owns
+/// the run's id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// A module's check or response on the schedule (the edge's lifecycle), and
+    /// every run outside the daemon (`crd -x`, `crd check`, install tools).
+    #[default]
+    Module,
+    /// The collector's run of a journal record; the tag is the collector's own.
+    Collect(u32),
+    /// The remote command running (one at a time).
+    Command,
+    /// `crd resolve NAME`: the broker's address.
+    Resolve,
 }
 
 /// A tool `crd --install` runs for a module (git, a downloader, gzip): what
@@ -120,6 +139,7 @@ impl Recipe {
         Recipe {
             module: name.to_string(),
             role,
+            purpose: Purpose::Module,
             program: program.to_path_buf(),
             args: Vec::new(),
             dir: dir.to_path_buf(),
@@ -244,6 +264,7 @@ impl Recipe {
         let dir = exe.parent().unwrap_or(Path::new("/"));
         let mut r = Recipe::module_child(host, name, Role::Support, exe, dir, s);
         r.args = args.iter().map(OsString::from).collect();
+        r.purpose = Purpose::Command;
         r.env.push(("CRD_COMMAND_ID", id.into()));
         r.env.push(("CRD_COMMAND_FROM", from.into()));
         r
@@ -274,6 +295,7 @@ impl Recipe {
         Recipe {
             module: "(resolve)".to_string(),
             role: Role::Support,
+            purpose: Purpose::Resolve,
             program: PathBuf::from("/proc/self/exe"),
             args: ["-c", "/dev/null", "resolve", name]
                 .iter()
@@ -307,6 +329,7 @@ impl Recipe {
         Recipe {
             module: name.to_string(),
             role: Role::Support,
+            purpose: Purpose::Module,
             program: t.program.to_path_buf(),
             args: t.args,
             dir: t.dir.to_path_buf(),

@@ -13,7 +13,7 @@
 //! reaped, so grandchildren never outlive a timed-out run.
 
 use crate::child::groups::Record;
-use crate::child::recipe::Recipe;
+use crate::child::recipe::{Purpose, Recipe};
 use crate::child::spawn::Spawner;
 use crate::child::sys::{self, Child, Reaped, WaitStatus};
 use crate::core::decide::Outcome;
@@ -57,6 +57,8 @@ pub struct Finished {
     pub id: usize,
     pub module: String,
     pub role: Role,
+    /// Whom it is for, as its recipe said.
+    pub purpose: Purpose,
     pub outcome: Outcome,
     pub output: String,
     pub started: Instant,
@@ -69,6 +71,7 @@ pub struct Finished {
 struct Run {
     module: String,
     role: Role,
+    purpose: Purpose,
     pid: u32,
     /// Until reaped: the memory the child runs on until its exec.
     child: Option<Child>,
@@ -175,6 +178,7 @@ impl Runs {
                 self.slab[id] = Some(Run {
                     module: s.module.to_string(),
                     role: s.role,
+                    purpose: s.purpose,
                     pid: sp.child.pid,
                     child: Some(sp.child),
                     exec_error: None,
@@ -197,6 +201,7 @@ impl Runs {
                     id,
                     module: s.module.to_string(),
                     role: s.role,
+                    purpose: s.purpose,
                     outcome: Outcome::ExecFailed,
                     output,
                     started: now,
@@ -324,6 +329,7 @@ impl Runs {
             id,
             module: run.module,
             role: run.role,
+            purpose: run.purpose,
             outcome,
             // A child that exited 127 before its exec: why, instead of its output.
             output: run.exec_error.unwrap_or_else(|| run.capture.render()),

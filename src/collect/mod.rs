@@ -1,13 +1,17 @@
 //! The collector (cargo feature `collector`, on by default, off in the router
-//! board configs): subscribed modules run on MQTT messages. `collector.rs` is the
-//! machinery, `message.rs` what a message is, `dedup.rs` the events done, `fault.rs` what
-//! happens while the disk refuses the journal's writes,
-//! `origins.rs` the per-origin decision states, `presence.rs` the fleet, `page.rs`
-//! the fleet page, `rulestate.rs` the rule modules' registers on disk, `shards.rs`
-//! the split map under the tables of streams and origins. Without the
-//! feature, `Collector` is an empty type the
-//! daemon never gets (`open` says the build has none, and the config refuses
-//! `subscribe` before that), so none of it is in the binary.
+//! board configs): subscribed modules run on MQTT messages. `collector.rs` is
+//! the machine the daemon drives (messages, run ends, ticks in; `Action`s and
+//! recipes out), over `intake.rs` (the journal, its PUBACKs and faults),
+//! `work.rs` (records held, jobs queued, runs in flight) and `ruling.rs` (the
+//! registers fed and the per-origin lifecycle); `message.rs` is what a message
+//! is, `persist.rs` the events done and the registers fed on disk (`dedup.rs`,
+//! `rulestate.rs` their tables and records), `fault.rs` what happens while the
+//! disk refuses the journal's writes, `origins.rs` the per-origin decision
+//! states, `presence.rs` the fleet, `page.rs` the fleet page, `shards.rs` the
+//! split map under the tables of streams and origins. Without the feature,
+//! `Collector` is an empty type the daemon never gets (`open` says the build
+//! has none, and the config refuses `subscribe` before that), so none of it is
+//! in the binary.
 
 #[cfg(feature = "collector")]
 mod collector;
@@ -15,6 +19,8 @@ mod collector;
 pub mod dedup;
 #[cfg(feature = "collector")]
 pub mod fault;
+#[cfg(feature = "collector")]
+pub mod intake;
 #[cfg(feature = "collector")]
 pub mod message;
 #[cfg(feature = "collector")]
@@ -28,10 +34,29 @@ pub mod presence;
 #[cfg(feature = "collector")]
 pub mod rulestate;
 #[cfg(feature = "collector")]
+pub mod ruling;
+#[cfg(feature = "collector")]
 mod shards;
+#[cfg(feature = "collector")]
+pub mod work;
 
 #[cfg(feature = "collector")]
 pub use collector::*;
+
+/// What the collector asks the daemon to carry out, in order, taken with
+/// `Collector::poll_action` after each call into it.
+#[derive(Debug)]
+pub enum Action {
+    /// An event to the spool (and so to the broker): an `error`, or a run's
+    /// `fired`, `cleared`, `response`.
+    Emit(crate::core::event::Event),
+    /// A PUBACK (connection, packet id): the message is durable in the
+    /// journal, or needed none.
+    Ack(u64, u16),
+    /// The fleet page, put in place whole (mode 0644); `page_written` says how
+    /// it went.
+    WritePage(std::path::PathBuf, String),
+}
 
 #[cfg(not(feature = "collector"))]
 mod off;

@@ -5,10 +5,11 @@
 
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
+use crate::collect::Action;
 use crate::core::config::Config;
 use crate::core::module::Module;
-use crate::host::outbox::Outbox;
 use crate::mqtt::session::Up;
+use std::path::Path;
 use std::time::Instant;
 
 /// No collector: never made.
@@ -27,23 +28,15 @@ impl Collector {
         false
     }
 
-    pub fn handle_inbound(
-        &mut self,
-        _: u64,
-        _: Up,
-        _: &[Module],
-        _: &mut Outbox,
-        _: Instant,
-        _: u64,
-    ) -> Vec<(u64, u16)> {
+    pub fn poll_action(&mut self) -> Option<Action> {
         match *self {}
     }
 
-    pub fn after_input(&mut self, _: Instant) -> Vec<(u64, u16)> {
+    pub fn handle_inbound(&mut self, _: u64, _: Up, _: &[Module], _: Instant, _: u64) {
         match *self {}
     }
 
-    pub fn durable_acks(&mut self) -> Vec<(u64, u16)> {
+    pub fn after_input(&mut self, _: Instant) {
         match *self {}
     }
 
@@ -59,32 +52,19 @@ impl Collector {
         match *self {}
     }
 
-    pub fn pump(&mut self, _: &[Module], _: &mut Outbox, _: Instant, _: u64) {
+    pub fn pump(&mut self, _: &[Module], _: Instant, _: u64) {
         match *self {}
     }
 
-    pub fn start_runs(
-        &mut self,
-        _: Host<'_>,
-        _: &[Module],
-        _: Instant,
-        _: impl FnMut(&Recipe) -> usize,
-    ) {
+    pub fn poll_start(&mut self, _: Host<'_>, _: &[Module], _: Instant) -> Option<Recipe> {
         match *self {}
     }
 
-    pub fn owns(&self, _: usize) -> bool {
+    pub fn handle_finished(&mut self, _: Finished, _: &[Module], _: Instant, _: u64) {
         match *self {}
     }
 
-    pub fn handle_finished(
-        &mut self,
-        _: Finished,
-        _: &[Module],
-        _: &mut Outbox,
-        _: Instant,
-        _: u64,
-    ) {
+    pub fn page_written(&mut self, _: &Path, _: std::io::Result<()>, _: Instant) {
         match *self {}
     }
 
@@ -108,7 +88,7 @@ impl Collector {
         match *self {}
     }
 
-    pub fn set_page(&mut self, _: Option<&std::path::Path>) {
+    pub fn set_page(&mut self, _: Option<&Path>) {
         match *self {}
     }
 

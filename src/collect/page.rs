@@ -10,7 +10,81 @@
 //! conditions in its last cell), so a page stays under about 1.5 MB.
 
 use crate::collect::presence::{Fleet, ModuleState, Node};
+use crate::host::logger::RateLimit;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The page is rewritten at most this often, when the fleet changed.
+pub const PAGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// When the page is written, and how its writes went: the writing itself is
+/// the daemon's (`Action::WritePage`).
+#[derive(Debug)]
+pub struct Writer {
+    /// Where it goes (`None`: no page).
+    path: Option<PathBuf>,
+    /// The fleet's `changes` it last showed.
+    shown: Option<u64>,
+    /// When it may be written next.
+    next: Instant,
+    log: RateLimit,
+    /// Writes, and those that failed.
+    pub writes: u64,
+    pub errors: u64,
+}
+
+impl Writer {
+    /// No page yet; one set is written at once (`now`) when due.
+    pub fn new(now: Instant) -> Writer {
+        Writer {
+            path: None,
+            shown: None,
+            next: now,
+            log: RateLimit::default(),
+            writes: 0,
+            errors: 0,
+        }
+    }
+
+    /// Where the page goes (`None`: no page): written when next due.
+    pub fn set_path(&mut self, path: Option<&Path>) {
+        if self.path.as_deref() != path {
+            self.path = path.map(Path::to_path_buf);
+            self.shown = None;
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// When the page is due, for a fleet at `changes`.
+    pub fn due(&self, changes: u64) -> Option<Instant> {
+        (self.path.is_some() && self.shown != Some(changes)).then_some(self.next)
+    }
+
+    /// The page is written now, showing the fleet at `changes`: where to.
+    pub fn take(&mut self, changes: u64, now: Instant) -> Option<PathBuf> {
+        let path = self.path.clone()?;
+        self.next = now + PAGE_INTERVAL;
+        self.shown = Some(changes);
+        Some(path)
+    }
+
+    /// How the write of the page at `path` went.
+    pub fn written(&mut self, path: &Path, r: std::io::Result<()>, now: Instant) {
+        match r {
+            Ok(()) => self.writes += 1,
+            Err(e) => {
+                self.errors += 1;
+                if self.log.allow(now, "fleet page") {
+                    log::warn!("fleet page {}: {e}", path.display());
+                }
+            }
+        }
+    }
+}
 
 /// Nodes shown.
 pub const MAX_ROWS: usize = 1000;

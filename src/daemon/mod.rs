@@ -14,10 +14,10 @@
 //! outbox writes what came in this iteration and syncs when due.
 
 use crate::child::poller::{FIRST_FREE_TOKEN, Poller, Wake};
-use crate::child::recipe::{Host, Recipe};
+use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::{Finished, Runs};
 use crate::child::sys;
-use crate::collect::Collector;
+use crate::collect::{Action, Collector};
 use crate::command::edge::{Edge, Message, Outgoing};
 use crate::command::relay::Relay;
 use crate::core::config::Config;
@@ -68,8 +68,6 @@ pub struct Daemon {
     /// A log level given on the command line (`-v`): it wins over `log_level` in
     /// the config, at start and at every reload.
     pinned_log_level: Option<log::LevelFilter>,
-    /// The run id of the child resolving the broker's name, while one runs.
-    resolver: Option<usize>,
     /// Messages the broker delivered that no module asked for.
     inbound_unasked: u64,
     /// Subscribed modules' machinery, once a module subscribes.
@@ -117,7 +115,6 @@ impl Daemon {
             wakeups: 0,
             stopping: None,
             pinned_log_level: None,
-            resolver: None,
             inbound_unasked: 0,
             collector: None,
             commands: None,
@@ -327,6 +324,7 @@ impl Daemon {
         }
         if let Some(c) = self.collector.as_mut() {
             c.handle_timer(now, self.wall);
+            self.collector_actions(now);
         }
         if self.stopping.is_none() {
             self.collect(now);
@@ -338,7 +336,7 @@ impl Daemon {
         if let Some(name) = self.forwarder.poll_resolve() {
             let r = Recipe::resolver(name, RESOLVE_TIMEOUT);
             log::debug!("mqtt: resolving {name} in a child");
-            self.resolver = Some(self.runs.start(&r, now));
+            self.runs.start(&r, now);
             // A spawn failure finishes at once.
             while let Some(f) = self.runs.poll_finished() {
                 self.handle_finished(f, now);
@@ -392,45 +390,54 @@ impl Daemon {
         self.runs.start(r, now);
     }
 
-    /// Carries out the lifecycle step of a finished run: log, append its event,
-    /// then start the response or hand the module back to the scheduler.
+    /// Hands a finished run to the part that asked for it (its recipe's
+    /// `Purpose`).
     fn handle_finished(&mut self, f: Finished, now: Instant) {
-        if let Some(e) = self.commands.as_mut().filter(|e| e.owns(f.id)) {
-            e.handle_finished(f, &mut self.outbox, now, self.wall);
-            self.run_commands(now);
-            return;
+        match f.purpose {
+            Purpose::Module => self.module_finished(f, now),
+            Purpose::Command => {
+                if let Some(e) = self.commands.as_mut() {
+                    e.handle_finished(f, &mut self.outbox, now, self.wall);
+                    self.run_commands(now);
+                }
+            }
+            Purpose::Collect(_) => {
+                if let Some(c) = self.collector.as_mut() {
+                    c.handle_finished(f, &self.modules, now, self.wall);
+                    self.collect(now);
+                }
+            }
+            Purpose::Resolve => self.resolved(f, now),
         }
-        if let Some(c) = self.collector.as_mut().filter(|c| c.owns(f.id)) {
-            c.handle_finished(f, &self.modules, &mut self.outbox, now, self.wall);
-            self.collect(now);
-            return;
-        }
-        if self.resolver == Some(f.id) && f.role == Role::Support && f.module == "(resolve)" {
-            self.resolver = None;
-            let result = match f.outcome {
-                Outcome::Exited(0) => Ok(f
-                    .output
-                    .lines()
-                    .filter_map(|l| l.trim().parse::<SocketAddr>().ok())
-                    .collect()),
-                Outcome::TimedOut => Err(format!(
-                    "no answer from the resolver within {} s",
-                    RESOLVE_TIMEOUT.as_secs()
-                )),
-                o => Err(format!(
-                    "{} ({})",
-                    f.output.lines().last().unwrap_or_default(),
-                    o.describe()
-                )),
-            };
-            self.forwarder.handle_resolved(
-                self.poller.registry(),
-                self.outbox.spool(),
-                result,
-                now,
-            );
-            return;
-        }
+    }
+
+    /// The broker's name resolved in a child (`crd resolve NAME`): its
+    /// addresses, one a line, to the forwarder.
+    fn resolved(&mut self, f: Finished, now: Instant) {
+        let result = match f.outcome {
+            Outcome::Exited(0) => Ok(f
+                .output
+                .lines()
+                .filter_map(|l| l.trim().parse::<SocketAddr>().ok())
+                .collect()),
+            Outcome::TimedOut => Err(format!(
+                "no answer from the resolver within {} s",
+                RESOLVE_TIMEOUT.as_secs()
+            )),
+            o => Err(format!(
+                "{} ({})",
+                f.output.lines().last().unwrap_or_default(),
+                o.describe()
+            )),
+        };
+        self.forwarder
+            .handle_resolved(self.poller.registry(), self.outbox.spool(), result, now);
+    }
+
+    /// Carries out the lifecycle step of a module's finished run: log, append
+    /// its event, then start the response or hand the module back to the
+    /// scheduler.
+    fn module_finished(&mut self, f: Finished, now: Instant) {
         let Some(i) = self.index(&f.module) else {
             log::info!(
                 "module {}: {:?} finished ({}) after the module was removed",
@@ -617,50 +624,64 @@ impl Daemon {
             log::debug!("mqtt: {n} messages nobody subscribed to; dropped");
             return;
         };
-        let wall = self.wall;
         for (conn, up) in inbound.drain(..) {
-            for (conn, pkid) in
-                c.handle_inbound(conn, up, &self.modules, &mut self.outbox, now, wall)
-            {
-                self.forwarder.puback(conn, pkid, now);
-            }
+            c.handle_inbound(conn, up, &self.modules, now, self.wall);
         }
         // One group commit for the whole read, then the PUBACKs it allows.
-        for (conn, pkid) in c.after_input(now) {
-            self.forwarder.puback(conn, pkid, now);
-        }
-        self.forwarder.flush_acks();
+        c.after_input(now);
         self.collect(now);
     }
 
-    /// Hands journaled messages to runs while collector slots are free.
+    /// Hands journaled messages to runs while collector slots are free, and
+    /// carries out what the collector asks.
     fn collect(&mut self, now: Instant) {
         let Some(c) = self.collector.as_mut() else {
             return;
         };
-        c.pump(&self.modules, &mut self.outbox, now, self.wall);
-        // Messages a journal retry made durable (after a fault) are owed
-        // their PUBACKs now, read or not.
-        let acks = c.durable_acks();
-        if !acks.is_empty() {
-            for (conn, pkid) in acks {
-                self.forwarder.puback(conn, pkid, now);
-            }
-            self.forwarder.flush_acks();
-        }
+        c.pump(&self.modules, now, self.wall);
         let host = Host {
             config: &self.cfg.path,
             node: &self.node,
         };
-        let runs = &mut self.runs;
-        c.start_runs(host, &self.modules, now, |r| {
+        while let Some(r) = c.poll_start(host, &self.modules, now) {
             log::debug!("module {}: starting {:?} for a message", r.module, r.role);
-            runs.start(r, now)
-        });
+            self.runs.start(&r, now);
+        }
+        self.collector_actions(now);
+        let Some(c) = self.collector.as_mut() else {
+            return;
+        };
         self.forwarder.set_paused(c.paused());
         if c.wants_redelivery(now) {
             self.forwarder
                 .redeliver(self.poller.registry(), self.outbox.spool(), now);
+        }
+    }
+
+    /// What the collector asked for: events spooled, PUBACKs sent (in one
+    /// write), the fleet page put in place.
+    fn collector_actions(&mut self, now: Instant) {
+        let Some(c) = self.collector.as_mut() else {
+            return;
+        };
+        let mut acked = false;
+        while let Some(a) = c.poll_action() {
+            match a {
+                Action::Emit(ev) => {
+                    self.outbox.push(ev, now);
+                }
+                Action::Ack(conn, pkid) => {
+                    self.forwarder.puback(conn, pkid, now);
+                    acked = true;
+                }
+                Action::WritePage(path, html) => {
+                    let r = crate::host::files::replace(&path, html.as_bytes(), 0o644);
+                    c.page_written(&path, r, now);
+                }
+            }
+        }
+        if acked {
+            self.forwarder.flush_acks();
         }
     }
 
