@@ -27,7 +27,7 @@
 //! the one that most needs its first command).
 
 use crate::child::recipe::{Host, Recipe};
-use crate::child::run::{Finished, Runs};
+use crate::child::run::Finished;
 use crate::command::envelope::{self, Answer, Command, Refusal};
 use crate::command::table::{self, End, Entry, State, Table};
 use crate::core::config::Config;
@@ -54,7 +54,7 @@ pub struct Edge {
     /// PUBACKs owed once the table is synced: (connection, packet id).
     acks: Vec<(u64, u16)>,
     /// The run in flight: its run id and the command's id.
-    running: Option<(usize, [u8; 16])>,
+    running: Option<[u8; 16]>,
     /// A start that could not be journaled: retried after this.
     retry_at: Option<Instant>,
     hostile: HostileLog,
@@ -467,34 +467,39 @@ impl Edge {
         }
     }
 
-    /// Starts the oldest waiting command when none runs.
+    /// The oldest waiting command's run, when none runs: the daemon starts it
+    /// and hands its end back (`Purpose::Command`, `handle_finished`).
     pub fn start_next(
         &mut self,
         host: Host<'_>,
         cfg: &Config,
         euid: u32,
-        runs: &mut Runs,
         out: &mut Outgoing<'_>,
-    ) {
+    ) -> Option<Recipe> {
         let now = out.now;
         if self.running.is_some() || self.retry_at.is_some_and(|t| now < t) {
-            return;
+            return None;
         }
         self.retry_at = None;
-        let Some(e) = self.table.next_waiting().cloned() else {
-            return;
-        };
+        let e = self.table.next_waiting().cloned()?;
         let hex = to_hex(&e.id);
         let State::Waiting(payload) = &e.state else {
-            return;
+            return None;
         };
         let Ok(c) = envelope::parse(&hex, payload) else {
-            return self.end(e, End::Refused(Refusal::Malformed), out);
+            self.end(e, End::Refused(Refusal::Malformed), out);
+            return None;
         };
         let (exe, settings) = match modules::support(cfg, &c.module, euid) {
             Ok(v) if self.allowed.contains(&c.module) => v,
-            Ok(_) => return self.end(e, End::Refused(Refusal::NotAllowed), out),
-            Err(_) => return self.end(e, End::Refused(Refusal::UnknownModule), out),
+            Ok(_) => {
+                self.end(e, End::Refused(Refusal::NotAllowed), out);
+                return None;
+            }
+            Err(_) => {
+                self.end(e, End::Refused(Refusal::UnknownModule), out);
+                return None;
+            }
         };
         let started = Entry {
             state: State::Started,
@@ -503,20 +508,17 @@ impl Edge {
         if let Err(err) = self.table.set(started).and_then(|_| self.table.sync()) {
             log::error!("command {hex}: journal: {err}; start retried in 5 s");
             self.retry_at = Some(now + Duration::from_secs(5));
-            return;
+            return None;
         }
         log::info!("command {hex}: running {} {:?}", c.module, c.args);
         let r = Recipe::command(host, &c.module, &exe, &settings, &c.args, &hex, &c.from);
-        self.running = Some((runs.start(&r, now), e.id));
-    }
-
-    pub fn owns(&self, run: usize) -> bool {
-        self.running.is_some_and(|(r, _)| r == run)
+        self.running = Some(e.id);
+        Some(r)
     }
 
     /// The command's run finished: its `done` reply, synced, then `Done`.
     pub fn handle_finished(&mut self, f: Finished, outbox: &mut Outbox, now: Instant, wall: u64) {
-        let Some((_, id)) = self.running.take() else {
+        let Some(id) = self.running.take() else {
             return;
         };
         let Some(e) = self.table.get(&id).cloned() else {

@@ -13,6 +13,8 @@
 //! spawn -> due checks from the scheduler -> control requests and the broker -> the
 //! outbox writes what came in this iteration and syncs when due.
 
+mod wake;
+
 use crate::child::poller::{FIRST_FREE_TOKEN, Poller, Wake};
 use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::{Finished, Runs};
@@ -41,6 +43,7 @@ use mio::Token;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use wake::Part;
 
 const CONTROL: Token = Token(FIRST_FREE_TOKEN);
 const MQTT: Token = Token(FIRST_FREE_TOKEN + 1);
@@ -53,23 +56,34 @@ pub struct Daemon {
     cfg: Config,
     node: String,
     euid: u32,
-    modules: Vec<Module>,
-    stats: Vec<ModuleState>,
-    sched: Scheduler,
+    /// This crd's own modules and their schedule.
+    own: Own,
     runs: Runs,
     outbox: Outbox,
     forwarder: Forwarder,
-    lateness: Lateness,
     control: Option<Control>,
     poller: Poller,
-    started: Instant,
-    wakeups: u64,
+    /// What takes messages from the broker besides the forwarder itself.
+    bus: Bus,
+    clock: Clock,
     stopping: Option<Instant>,
     /// A log level given on the command line (`-v`): it wins over `log_level` in
     /// the config, at start and at every reload.
     pinned_log_level: Option<log::LevelFilter>,
-    /// Messages the broker delivered that no module asked for.
-    inbound_unasked: u64,
+}
+
+/// The modules this crd found, their states and counters (by the same index),
+/// and their schedule.
+struct Own {
+    modules: Vec<Module>,
+    stats: Vec<ModuleState>,
+    sched: Scheduler,
+    lateness: Lateness,
+}
+
+/// The parts fed by messages from the broker.
+#[derive(Default)]
+struct Bus {
     /// Subscribed modules' machinery, once a module subscribes.
     collector: Option<Collector>,
     /// Remote commands to this node, when `commands` names modules.
@@ -77,6 +91,14 @@ pub struct Daemon {
     /// Commands `crd send` handed over, republished until accepted (with the
     /// collector).
     relay: Option<Relay>,
+    /// Messages the broker delivered that no module asked for.
+    unasked: u64,
+}
+
+/// The loop's clocks and counts.
+struct Clock {
+    started: Instant,
+    wakeups: u64,
     /// The wall clock (unix ms), read once per loop turn with `now` (`turn`):
     /// what every component is handed, so they all see one time.
     wall: u64,
@@ -102,24 +124,25 @@ impl Daemon {
         let mut d = Daemon {
             node,
             euid,
-            modules: Vec::new(),
-            stats: Vec::new(),
-            sched: Scheduler::new(&[], cfg.max_parallel, now),
+            own: Own {
+                modules: Vec::new(),
+                stats: Vec::new(),
+                sched: Scheduler::new(&[], cfg.max_parallel, now),
+                lateness: Lateness::default(),
+            },
             runs: Runs::new(RUNS)?,
             outbox,
             forwarder,
-            lateness: Lateness::default(),
             control: None,
             poller,
-            started: now,
-            wakeups: 0,
+            bus: Bus::default(),
+            clock: Clock {
+                started: now,
+                wakeups: 0,
+                wall: unix_ms(),
+            },
             stopping: None,
             pinned_log_level: None,
-            inbound_unasked: 0,
-            collector: None,
-            commands: None,
-            relay: None,
-            wall: unix_ms(),
             cfg,
         };
         d.open_commands(now);
@@ -160,8 +183,8 @@ impl Daemon {
         }
         // Each module keeps its state, counters and schedule by name.
         let from: Vec<Option<usize>> = mods.iter().map(|m| self.index(&m.name)).collect();
-        let mut old_stats = std::mem::take(&mut self.stats);
-        self.stats = from
+        let mut old_stats = std::mem::take(&mut self.own.stats);
+        self.own.stats = from
             .iter()
             .map(|f| {
                 f.map(|i| std::mem::take(&mut old_stats[i]))
@@ -172,45 +195,56 @@ impl Daemon {
             .iter()
             .map(|m| m.scheduled().then_some(m.settings.interval))
             .collect();
-        self.sched
+        self.own
+            .sched
             .reconfigure(&intervals, &from, self.cfg.max_parallel, now);
-        self.modules = mods;
+        self.own.modules = mods;
         // A run of a module that was removed and is back (new to the schedule) is
         // still running: the module must not overlap it.
         let busy: Vec<String> = self.runs.iter().map(|(m, ..)| m.to_string()).collect();
         for name in busy {
-            if let Some(i) = self.index(&name).filter(|&i| self.modules[i].scheduled()) {
-                self.sched.mark_running(i);
+            if let Some(i) = self
+                .index(&name)
+                .filter(|&i| self.own.modules[i].scheduled())
+            {
+                self.own.sched.mark_running(i);
             }
         }
         // Retained states of the scheduled modules: a new one starts OFF, a
         // removed one is cleared from the broker.
-        let wall = self.wall;
+        let wall = self.clock.wall;
         let names: Vec<&str> = self
+            .own
             .modules
             .iter()
             .filter(|m| m.scheduled())
             .map(|m| m.name.as_str())
             .collect();
         self.forwarder.keep_states(&names, now);
-        for (m, f) in self.modules.iter().zip(&from) {
+        for (m, f) in self.own.modules.iter().zip(&from) {
             if m.scheduled() && (f.is_none() || !self.forwarder.has_state(&m.name)) {
                 let p = wire::state_json(false, wall, None, None);
                 self.forwarder.set_state(&m.name, p, now);
             }
         }
         self.install_collector(now);
-        let enabled = self.modules.iter().filter(|m| m.settings.enabled).count();
+        let enabled = self
+            .own
+            .modules
+            .iter()
+            .filter(|m| m.settings.enabled)
+            .count();
         log::info!(
             "{} modules ({} enabled) from {}",
-            self.modules.len(),
+            self.own.modules.len(),
             enabled,
             self.cfg.modules_dir.display()
         );
     }
 
     fn index(&self, name: &str) -> Option<usize> {
-        self.modules
+        self.own
+            .modules
             .binary_search_by(|m| m.name.as_str().cmp(name))
             .ok()
     }
@@ -238,7 +272,7 @@ impl Daemon {
                             self.forwarder.inflight()
                         );
                     }
-                    if let Some(c) = self.collector.as_mut() {
+                    if let Some(c) = self.bus.collector.as_mut() {
                         c.close(now);
                     }
                     self.outbox.close(now);
@@ -246,10 +280,10 @@ impl Daemon {
                     return Ok(());
                 }
             }
-            let deadline = self.next_deadline();
+            let deadline = self.next_deadline(now);
             let woke = self.poller.wait(&mut self.runs, deadline, &mut woken)?;
             let now = self.turn(woke);
-            self.wakeups += 1;
+            self.clock.wakeups += 1;
             for w in woken.drain(..) {
                 match w {
                     Wake::Signal(SIGHUP) => {
@@ -284,7 +318,7 @@ impl Daemon {
 
     /// The loop's clocks for this turn: `now` as given, the wall clock read.
     fn turn(&mut self, now: Instant) -> Instant {
-        self.wall = unix_ms();
+        self.clock.wall = unix_ms();
         now
     }
 
@@ -295,11 +329,12 @@ impl Daemon {
             self.handle_finished(f, now);
         }
         if self.stopping.is_none() {
-            self.sched.handle_timer(now);
-            while let Some(start) = self.sched.poll_start() {
-                self.lateness
+            self.own.sched.handle_timer(now);
+            while let Some(start) = self.own.sched.poll_start() {
+                self.own
+                    .lateness
                     .record(now.saturating_duration_since(start.due));
-                let r = Recipe::check(self.host(), &self.modules[start.slot])
+                let r = Recipe::check(self.host(), &self.own.modules[start.slot])
                     .expect("invariant: only modules with a check are scheduled");
                 self.start(&r, now);
             }
@@ -322,15 +357,15 @@ impl Daemon {
                 .handle_event(self.poller.registry(), self.outbox.spool(), true, now);
             self.take_inbound(now);
         }
-        if let Some(c) = self.collector.as_mut() {
-            c.handle_timer(now, self.wall);
+        if let Some(c) = self.bus.collector.as_mut() {
+            c.handle_timer(now, self.clock.wall);
             self.collector_actions(now);
         }
         if self.stopping.is_none() {
             self.collect(now);
             self.run_commands(now);
-            if let Some(r) = self.relay.as_mut() {
-                r.pump(&mut self.forwarder, now, self.wall);
+            if let Some(r) = self.bus.relay.as_mut() {
+                r.pump(&mut self.forwarder, now, self.clock.wall);
             }
         }
         if let Some(name) = self.forwarder.poll_resolve() {
@@ -344,37 +379,26 @@ impl Daemon {
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let mut t = [
-            if self.stopping.is_none() {
-                self.sched.poll_timeout()
-            } else {
-                None
-            },
-            self.runs.poll_timeout(),
-            self.control.as_ref().and_then(Control::poll_timeout),
-            // A control client with bytes left past its read budget: do not sleep
-            // (`started` is an instant already past).
-            self.control
-                .as_ref()
-                .filter(|c| c.has_pending_reads())
-                .map(|_| self.started),
-            self.stopping.map(|s| s + SHUTDOWN_LIMIT),
-            self.collector.as_ref().and_then(Collector::poll_timeout),
-            self.commands.as_ref().and_then(Edge::poll_timeout),
-            self.relay.as_ref().and_then(Relay::poll_timeout),
-            // Journal records left past the collector's per-turn budget.
-            self.collector
-                .as_ref()
-                .filter(|c| c.busy())
-                .map(|_| self.started),
-            // Broker bytes left past the read budget: do not sleep.
-            self.forwarder.has_pending_input().then_some(self.started),
-            self.outbox.poll_timeout(),
-            self.forwarder.poll_timeout(),
+    /// The soonest any part needs a turn (`wake.rs`): the poll's timeout.
+    /// While stopping, no check is due, and the shutdown's limit is.
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let parts: [&dyn Part; 8] = [
+            &self.own.sched,
+            &self.runs,
+            &self.control,
+            &self.bus.collector,
+            &self.bus.commands,
+            &self.bus.relay,
+            &self.outbox,
+            &self.forwarder,
         ];
-        t.sort();
-        t.into_iter().flatten().next()
+        let stop = self.stopping.map(|s| s + SHUTDOWN_LIMIT);
+        let skip = usize::from(self.stopping.is_some());
+        parts[skip..]
+            .iter()
+            .filter_map(|p| p.wake_at(now))
+            .chain(stop)
+            .min()
     }
 
     /// What every child of this daemon is told about it.
@@ -396,14 +420,14 @@ impl Daemon {
         match f.purpose {
             Purpose::Module => self.module_finished(f, now),
             Purpose::Command => {
-                if let Some(e) = self.commands.as_mut() {
-                    e.handle_finished(f, &mut self.outbox, now, self.wall);
+                if let Some(e) = self.bus.commands.as_mut() {
+                    e.handle_finished(f, &mut self.outbox, now, self.clock.wall);
                     self.run_commands(now);
                 }
             }
             Purpose::Collect(_) => {
-                if let Some(c) = self.collector.as_mut() {
-                    c.handle_finished(f, &self.modules, now, self.wall);
+                if let Some(c) = self.bus.collector.as_mut() {
+                    c.handle_finished(f, &self.own.modules, now, self.clock.wall);
                     self.collect(now);
                 }
             }
@@ -462,17 +486,17 @@ impl Daemon {
                 f.module,
                 f.outcome.describe()
             );
-            self.sched.handle_done(i);
+            self.own.sched.handle_done(i);
             return;
         }
         let a = lifecycle::finished(
-            &self.modules[i],
-            &mut self.stats[i],
+            &self.own.modules[i],
+            &mut self.own.stats[i],
             f.ran(),
             now,
-            self.wall,
+            self.clock.wall,
         );
-        let module = &self.modules[i].name;
+        let module = &self.own.modules[i].name;
         if let Some(w) = &a.warning {
             log::warn!("module {module}: {w}");
         }
@@ -489,11 +513,11 @@ impl Daemon {
         }
         match a.next {
             Next::Respond { output, code } => {
-                let r = Recipe::response(self.host(), &self.modules[i], output, code)
+                let r = Recipe::response(self.host(), &self.own.modules[i], output, code)
                     .expect("the lifecycle responds only for a module with a response");
                 self.start(&r, now);
             }
-            Next::Done => self.sched.handle_done(i),
+            Next::Done => self.own.sched.handle_done(i),
         }
     }
 
@@ -561,11 +585,11 @@ impl Daemon {
     /// Hands each inbound message to what wants it: the edge's commands, the
     /// relay's replies, the collector (in that order).
     fn route_inbound(&mut self, inbound: &mut Vec<(u64, Up)>, now: Instant) {
-        if let Some(e) = self.commands.as_mut() {
+        if let Some(e) = self.bus.commands.as_mut() {
             let out = &mut Outgoing {
                 outbox: &mut self.outbox,
                 now,
-                wall: self.wall,
+                wall: self.clock.wall,
             };
             inbound.retain(|(conn, up)| {
                 let (topic, pkid, payload) = match up {
@@ -594,10 +618,10 @@ impl Daemon {
                 return;
             }
         }
-        if let Some(r) = self.relay.as_mut() {
+        if let Some(r) = self.bus.relay.as_mut() {
             // Replies to relayed commands: noted; passed on only if a module
             // subscribes to them.
-            let modules = &self.modules;
+            let modules = &self.own.modules;
             let forwarder = &mut self.forwarder;
             inbound.retain(|(conn, up)| match up {
                 Up::Message(m) if r.is_reply(&m.topic) => {
@@ -618,14 +642,14 @@ impl Daemon {
                 return;
             }
         }
-        let Some(c) = self.collector.as_mut() else {
+        let Some(c) = self.bus.collector.as_mut() else {
             let n = inbound.len() as u64;
-            self.inbound_unasked = self.inbound_unasked.saturating_add(n);
+            self.bus.unasked = self.bus.unasked.saturating_add(n);
             log::debug!("mqtt: {n} messages nobody subscribed to; dropped");
             return;
         };
         for (conn, up) in inbound.drain(..) {
-            c.handle_inbound(conn, up, &self.modules, now, self.wall);
+            c.handle_inbound(conn, up, &self.own.modules, now, self.clock.wall);
         }
         // One group commit for the whole read, then the PUBACKs it allows.
         c.after_input(now);
@@ -635,20 +659,20 @@ impl Daemon {
     /// Hands journaled messages to runs while collector slots are free, and
     /// carries out what the collector asks.
     fn collect(&mut self, now: Instant) {
-        let Some(c) = self.collector.as_mut() else {
+        let Some(c) = self.bus.collector.as_mut() else {
             return;
         };
-        c.pump(&self.modules, now, self.wall);
+        c.pump(&self.own.modules, now, self.clock.wall);
         let host = Host {
             config: &self.cfg.path,
             node: &self.node,
         };
-        while let Some(r) = c.poll_start(host, &self.modules, now) {
+        while let Some(r) = c.poll_start(host, &self.own.modules, now) {
             log::debug!("module {}: starting {:?} for a message", r.module, r.role);
             self.runs.start(&r, now);
         }
         self.collector_actions(now);
-        let Some(c) = self.collector.as_mut() else {
+        let Some(c) = self.bus.collector.as_mut() else {
             return;
         };
         self.forwarder.set_paused(c.paused());
@@ -661,7 +685,7 @@ impl Daemon {
     /// What the collector asked for: events spooled, PUBACKs sent (in one
     /// write), the fleet page put in place.
     fn collector_actions(&mut self, now: Instant) {
-        let Some(c) = self.collector.as_mut() else {
+        let Some(c) = self.bus.collector.as_mut() else {
             return;
         };
         let mut acked = false;
@@ -689,7 +713,7 @@ impl Daemon {
     /// (at start, or at the first reload that sets it); later reloads change the
     /// allowed modules and the key.
     fn open_commands(&mut self, now: Instant) {
-        if let Some(e) = self.commands.as_mut() {
+        if let Some(e) = self.bus.commands.as_mut() {
             e.configure(&self.cfg);
             return;
         }
@@ -700,15 +724,21 @@ impl Daemon {
             log::error!("commands is set but no broker is configured: no command can arrive");
             return;
         }
-        match Edge::open(&self.cfg, &self.node, &mut self.outbox, now, self.wall) {
-            Ok(e) => self.commands = e,
+        match Edge::open(
+            &self.cfg,
+            &self.node,
+            &mut self.outbox,
+            now,
+            self.clock.wall,
+        ) {
+            Ok(e) => self.bus.commands = e,
             Err(e) => log::error!("remote commands are off: {e}"),
         }
     }
 
     /// Starts the next waiting command, if none runs.
     fn run_commands(&mut self, now: Instant) {
-        let Some(e) = self.commands.as_mut() else {
+        let Some(e) = self.bus.commands.as_mut() else {
             return;
         };
         let host = Host {
@@ -718,9 +748,11 @@ impl Daemon {
         let out = &mut Outgoing {
             outbox: &mut self.outbox,
             now,
-            wall: self.wall,
+            wall: self.clock.wall,
         };
-        e.start_next(host, &self.cfg, self.euid, &mut self.runs, out);
+        if let Some(r) = e.start_next(host, &self.cfg, self.euid, out) {
+            self.runs.start(&r, now);
+        }
         // A spawn failure finishes at once.
         while let Some(f) = self.runs.poll_finished() {
             self.handle_finished(f, now);
@@ -733,24 +765,24 @@ impl Daemon {
     /// messages match no module and are acknowledged and counted).
     fn install_collector(&mut self, now: Instant) {
         let mut filters = Collector::filters(
-            &self.modules,
+            &self.own.modules,
             &self.cfg.mqtt.topic_prefix,
             self.cfg.fleet_html.is_some(),
         );
         if filters.is_empty() {
-            if let Some(c) = self.collector.as_mut() {
-                c.configure(&self.modules);
+            if let Some(c) = self.bus.collector.as_mut() {
+                c.configure(&self.own.modules);
             }
-            if let Some(e) = &self.commands {
+            if let Some(e) = &self.bus.commands {
                 self.forwarder
                     .subscribe_to(vec![e.filter()], self.cfg.max_message, now);
             }
             return;
         }
-        if let Some(e) = &self.commands {
+        if let Some(e) = &self.bus.commands {
             filters.push(e.filter());
         }
-        if self.collector.is_none() {
+        if self.bus.collector.is_none() {
             if self.cfg.mqtt.broker.is_empty() {
                 log::error!(
                     "modules subscribe to {} but no broker is configured: they will not run",
@@ -759,23 +791,23 @@ impl Daemon {
                 return;
             }
             match Collector::open(&self.cfg, &self.node, now) {
-                Ok(c) => self.collector = Some(c),
+                Ok(c) => self.bus.collector = Some(c),
                 Err(e) => {
                     log::error!("collector: {e}; subscribed modules will not run");
                     return;
                 }
             }
             match Relay::open(&self.cfg.spool_dir, &self.cfg.mqtt.topic_prefix, now) {
-                Ok(r) => self.relay = Some(r),
+                Ok(r) => self.bus.relay = Some(r),
                 Err(e) => log::error!("relay: {e}; crd send publishes by itself"),
             }
         }
-        if let Some(r) = &self.relay {
+        if let Some(r) = &self.bus.relay {
             filters.push(r.filter());
         }
-        if let Some(c) = self.collector.as_mut() {
+        if let Some(c) = self.bus.collector.as_mut() {
             // The rules' registers: from disk at start, pruned on a reload.
-            c.configure(&self.modules);
+            c.configure(&self.own.modules);
             c.set_page(self.cfg.fleet_html.as_deref());
         }
         self.forwarder
@@ -787,12 +819,12 @@ impl Daemon {
         for (client, req) in reqs {
             let text = match req {
                 Request::Status { json } => self.status(now, json),
-                Request::Fleet { json } => match &self.collector {
-                    Some(c) => c.fleet(json, self.wall),
+                Request::Fleet { json } => match &self.bus.collector {
+                    Some(c) => c.fleet(json, self.clock.wall),
                     None => "error: this crd collects nothing (no module subscribes)\n".into(),
                 },
-                Request::Register { module, key } => match &self.collector {
-                    Some(c) => c.register(&module, key.as_deref(), self.wall),
+                Request::Register { module, key } => match &self.bus.collector {
+                    Some(c) => c.register(&module, key.as_deref(), self.clock.wall),
                     None => "error: this crd collects nothing (no module subscribes)\n".into(),
                 },
                 Request::Reload => match self.reload(now, "control socket") {
@@ -808,10 +840,10 @@ impl Daemon {
                         Err(e) => format!("error: {e}\n"),
                     }
                 }
-                Request::Send { node, body } => match self.relay.as_mut() {
+                Request::Send { node, body } => match self.bus.relay.as_mut() {
                     Some(r) => match r.queue(&node, &body, now) {
                         Ok(id) => {
-                            r.pump(&mut self.forwarder, now, self.wall);
+                            r.pump(&mut self.forwarder, now, self.clock.wall);
                             format!("ok {id}\n")
                         }
                         Err(e) => format!("error: {e}\n"),
@@ -820,7 +852,7 @@ impl Daemon {
                         "error: no relay here (a crd with the collector relays commands)\n".into()
                     }
                 },
-                Request::Replies { id } => match &self.relay {
+                Request::Replies { id } => match &self.bus.relay {
                     Some(r) => r.replies(id.as_deref()),
                     None => {
                         "error: no relay here (a crd with the collector relays commands)\n".into()
@@ -844,12 +876,12 @@ impl Daemon {
     /// What `crd status` prints: lines and a table, or one JSON object.
     fn status(&self, now: Instant, json: bool) -> String {
         let mut s = Status::new(env!("CARGO_PKG_VERSION"), &self.node, std::process::id());
-        let l = &self.lateness;
-        s.num("uptime_s", now.duration_since(self.started).as_secs());
-        s.num("modules", self.modules.len() as u64);
+        let l = &self.own.lateness;
+        s.num("uptime_s", now.duration_since(self.clock.started).as_secs());
+        s.num("modules", self.own.modules.len() as u64);
         s.num("running", self.runs.len() as u64);
-        s.num("queued", self.sched.queued() as u64);
-        s.num("wakeups", self.wakeups);
+        s.num("queued", self.own.sched.queued() as u64);
+        s.num("wakeups", self.clock.wakeups);
         s.num("starts", u64::from(l.count()));
         s.num("lateness_p50_us", l.percentile_us(50));
         s.num("lateness_p99_us", l.percentile_us(99));
@@ -858,20 +890,20 @@ impl Daemon {
         s.num("max_rss_kib", sys::max_rss_kib());
         self.outbox.status(&mut s, now);
         self.forwarder.status(&mut s, now);
-        s.num("mqtt_unasked_messages", self.inbound_unasked);
-        if let Some(c) = &self.collector {
+        s.num("mqtt_unasked_messages", self.bus.unasked);
+        if let Some(c) = &self.bus.collector {
             c.status(&mut s);
         }
-        if let Some(e) = &self.commands {
+        if let Some(e) = &self.bus.commands {
             e.status(&mut s);
         }
-        if let Some(r) = &self.relay {
+        if let Some(r) = &self.bus.relay {
             r.status(&mut s);
         }
-        for (i, (m, st)) in self.modules.iter().zip(&self.stats).enumerate() {
+        for (i, (m, st)) in self.own.modules.iter().zip(&self.own.stats).enumerate() {
             let state = if !m.settings.enabled {
                 "disabled"
-            } else if self.sched.is_running(i) {
+            } else if self.own.sched.is_running(i) {
                 "running"
             } else if st.decision.firing {
                 "firing"
@@ -885,8 +917,9 @@ impl Daemon {
                 fired: u64::from(st.fired),
                 responses: u64::from(st.responses),
                 errors: u64::from(st.errors),
-                overruns: u64::from(self.sched.overruns(i)),
+                overruns: u64::from(self.own.sched.overruns(i)),
                 next_s: self
+                    .own
                     .sched
                     .next_due(i)
                     .map(|t| t.saturating_duration_since(now).as_secs()),
