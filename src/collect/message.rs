@@ -96,15 +96,43 @@ impl Message {
     }
 
     #[cfg(test)]
-    pub fn decode(record: &[u8]) -> Result<Message, String> {
+    pub fn decode(record: &[u8]) -> Result<Message, RecordError> {
         Self::decode_with_facts(record).map(|(m, _)| m)
     }
 
     /// The message of a record and what its children are told: from the
     /// record's fields for a crd event's record, else parsed from the payload.
     #[cfg(test)]
-    pub fn decode_with_facts(record: &[u8]) -> Result<(Message, Facts), String> {
+    pub fn decode_with_facts(record: &[u8]) -> Result<(Message, Facts), RecordError> {
         View::of(record).map(|v| v.to_owned())
+    }
+}
+
+/// Why a journal record cannot be read (its `Display` is the log's text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    Empty,
+    /// A version byte this crd does not know.
+    Version(u8),
+    /// A field (named) that is not UTF-8.
+    NotUtf8(&'static str),
+    /// A varint too long (`core::event::take_varint`'s reason).
+    Varint(&'static str),
+    CutShort,
+    /// Bytes past the record's last field.
+    Trailing(usize),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::Empty => f.write_str("empty journal record"),
+            RecordError::Version(v) => write!(f, "journal record of unknown version {v}"),
+            RecordError::NotUtf8(what) => write!(f, "journal record: {what} is not UTF-8"),
+            RecordError::Varint(e) => write!(f, "journal record: {e}"),
+            RecordError::CutShort => f.write_str("journal record: cut short"),
+            RecordError::Trailing(n) => write!(f, "journal record: {n} bytes past its end"),
+        }
     }
 }
 
@@ -122,12 +150,12 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     /// The record's message, and its event's fields: from the record for a crd
     /// event's record, else parsed from the payload.
-    pub fn of(record: &'a [u8]) -> Result<View<'a>, String> {
+    pub fn of(record: &'a [u8]) -> Result<View<'a>, RecordError> {
         let (event, mut r) = match record.split_first() {
             Some((&JOURNAL_VERSION, rest)) => (false, rest),
             Some((&EVENT_JOURNAL_VERSION, rest)) => (true, rest),
-            Some((v, _)) => return Err(format!("journal record of unknown version {v}")),
-            None => return Err("empty journal record".into()),
+            Some((&v, _)) => return Err(RecordError::Version(v)),
+            None => return Err(RecordError::Empty),
         };
         let topic = take_str(&mut r, "topic")?;
         let payload = take(&mut r)?;
@@ -138,8 +166,8 @@ impl<'a> View<'a> {
             let module = take_str(&mut r, "module")?;
             let kind = take_str(&mut r, "kind")?;
             let seq = read_varint(&mut r)?;
-            let z = crate::core::event::take_varint(&mut r, 32)
-                .map_err(|e| format!("journal record: {e}"))? as u32;
+            let z =
+                crate::core::event::take_varint(&mut r, 32).map_err(RecordError::Varint)? as u32;
             let code = (z >> 1) as i32 ^ -((z & 1) as i32);
             Some(EventRef {
                 node: Cow::Borrowed(node),
@@ -153,7 +181,7 @@ impl<'a> View<'a> {
             EventRef::parse(payload)
         };
         if !r.is_empty() {
-            return Err(format!("journal record: {} bytes past its end", r.len()));
+            return Err(RecordError::Trailing(r.len()));
         }
         Ok(View {
             topic,
@@ -201,23 +229,23 @@ impl<'a> View<'a> {
 
 /// A length-prefixed UTF-8 string off the front of `r`, borrowed (`what`
 /// names it in the error).
-fn take_str<'a>(r: &mut &'a [u8], what: &str) -> Result<&'a str, String> {
+fn take_str<'a>(r: &mut &'a [u8], what: &'static str) -> Result<&'a str, RecordError> {
     let b = take(r)?;
-    std::str::from_utf8(b).map_err(|_| format!("journal record: {what} is not UTF-8"))
+    std::str::from_utf8(b).map_err(|_| RecordError::NotUtf8(what))
 }
 
 use crate::core::event::put_varint as varint;
 
 /// A varint of at most 64 bits off the front of `r` (`core::event`'s, postcard's).
-fn read_varint(r: &mut &[u8]) -> Result<u64, String> {
-    crate::core::event::take_varint(r, 64).map_err(|e| format!("journal record: {e}"))
+fn read_varint(r: &mut &[u8]) -> Result<u64, RecordError> {
+    crate::core::event::take_varint(r, 64).map_err(RecordError::Varint)
 }
 
 /// A length-prefixed byte string off the front of `r`.
-fn take<'a>(r: &mut &'a [u8]) -> Result<&'a [u8], String> {
+fn take<'a>(r: &mut &'a [u8]) -> Result<&'a [u8], RecordError> {
     let n = read_varint(r)?;
     if n > r.len() as u64 {
-        return Err("journal record: cut short".into());
+        return Err(RecordError::CutShort);
     }
     let (head, rest) = r.split_at(n as usize);
     *r = rest;
@@ -620,16 +648,15 @@ mod tests {
         assert_eq!(v.origin(), Facts::of(&m).origin(&m), "the topic");
         assert_eq!(r[0], JOURNAL_VERSION);
         assert_eq!(Message::decode(&r), Ok(m));
-        assert!(
-            Message::decode(&[1, 2, 3])
-                .unwrap_err()
-                .contains("version 1")
-        );
-        assert!(Message::decode(&[]).is_err());
+        let unknown = Message::decode(&[1, 2, 3]).unwrap_err();
+        assert_eq!(unknown, RecordError::Version(1));
+        assert_eq!(unknown.to_string(), "journal record of unknown version 1");
+        assert_eq!(Message::decode(&[]), Err(RecordError::Empty));
         assert!(Message::decode(&r[..r.len() - 3]).is_err(), "a cut record");
         let mut long = r.clone();
         long.push(0);
-        assert!(Message::decode(&long).unwrap_err().contains("past its end"));
+        let past = Message::decode(&long).unwrap_err();
+        assert_eq!(past.to_string(), "journal record: 1 bytes past its end");
     }
 
     #[test]
@@ -712,7 +739,8 @@ mod tests {
         let mut bad = vec![JOURNAL_VERSION];
         bad.extend([0xff; 9]);
         bad.push(0x02);
-        assert!(Message::decode(&bad).unwrap_err().contains("64 bits"));
+        let e = Message::decode(&bad).unwrap_err();
+        assert_eq!(e, RecordError::Varint("varint past 64 bits"));
     }
 
     /// What `EventRef::parse` must agree with: serde_json's derive (the reader it
