@@ -5,7 +5,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 # Boards whose binaries run the integration-test subset under qemu in `make test`.
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
-.PHONY: all build run status demo-fleet test lint unit size size-tls size-report deb deb-lint bench bench-spool bench-mqtt bench-collect bench-commands soak fuzz clean \
+.PHONY: all build run status demo-fleet test lint unit size size-tls size-report deb deb-lint bench bench-spool bench-mqtt bench-collect bench-collect-base bench-commands soak fuzz clean \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -107,6 +107,11 @@ bench-mqtt:
 bench-collect:
 	cross/build.sh x86_64 >/dev/null
 	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench collect
+
+# This tree's collector against another build (BASE_BIN, e.g. an older commit's
+# dist/x86_64/crd), whole bench-collect runs alternating (bench/compare-collect.sh).
+bench-collect-base:
+	bench/compare-collect.sh $(BASE_BIN)
 
 # Remote commands: send -> done round trip against mosquitto_pub + mosquitto_sub by
 # hand, 1,000 commands to 100 edge crds through one relay, the edge's RSS with
