@@ -13,8 +13,9 @@
 //! deserializer: on a router that is the only JSON crd reads, and the scanner is a
 //! few KB where the deserializer's code is tens of KB. It takes what serde_json
 //! takes for this shape (any field order, unknown fields of any type skipped,
-//! escapes, surrogate pairs) and refuses duplicates, negative or fractional
-//! `sent`/`ttl_ms`, and nesting deeper than `MAX_DEPTH`.
+//! escapes, surrogate pairs: strings are `core::json::read_string`'s) and
+//! refuses duplicates, negative or fractional `sent`/`ttl_ms`, and nesting
+//! deeper than `MAX_DEPTH`.
 
 use crate::core::sha256::{ct_eq, hmac, to_hex};
 use serde::{Deserialize, Serialize};
@@ -173,72 +174,13 @@ impl Scan<'_> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, String> {
-        let h = self
-            .b
-            .get(self.i..self.i + 4)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .ok_or_else(|| format!("bad \\u escape at byte {}", self.i))?;
-        self.i += 4;
-        Ok(h)
-    }
-
     /// A string, the opening quote next.
     fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            let Some(&c) = self.b.get(self.i) else {
-                return Err("unterminated string".into());
-            };
-            self.i += 1;
-            match c {
-                b'"' => break,
-                b'\\' => {
-                    let e = *self.b.get(self.i).ok_or("unterminated string")?;
-                    self.i += 1;
-                    let ch = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let hi = self.hex4()?;
-                            let code = if (0xd800..0xdc00).contains(&hi) {
-                                if !self.b[self.i..].starts_with(b"\\u") {
-                                    return Err("lone surrogate in a string".into());
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xdc00..0xe000).contains(&lo) {
-                                    return Err("lone surrogate in a string".into());
-                                }
-                                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
-                            } else {
-                                hi
-                            };
-                            char::from_u32(code).ok_or("lone surrogate in a string")?
-                        }
-                        _ => return Err(format!("bad escape at byte {}", self.i - 1)),
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-                c if c < 0x20 => {
-                    return Err(format!(
-                        "control character in a string at byte {}",
-                        self.i - 1
-                    ));
-                }
-                c => out.push(c),
-            }
-        }
-        String::from_utf8(out).map_err(|_| "a string is not UTF-8".into())
+        self.ws();
+        let (s, end) = crate::core::json::read_string(self.b, self.i)
+            .map_err(|e| format!("{} at byte {}", e.why, e.at))?;
+        self.i = end;
+        Ok(s.into_owned())
     }
 
     /// Any value; `depth` is how deep it sits.
