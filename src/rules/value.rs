@@ -7,8 +7,9 @@
 //! The payload is not parsed into a tree: a scanner walks the route to the field
 //! and skips everything beside it, without allocating (a string is unescaped
 //! only where it is the value) and without recursion, so nesting of any depth
-//! costs nothing but the bytes; only the route is checked as JSON. (A tree from
-//! serde_json cost 40 KB of binary and an allocation per member.)
+//! costs nothing but the bytes; only the route is checked as JSON, its strings
+//! by `core::json::read_string`. (A tree from serde_json cost 40 KB of binary
+//! and an allocation per member.)
 //!
 //! `members` walks the top level of an object the same way: the collector reads
 //! a crd event's fields with it, once per message, without serde's machinery.
@@ -18,6 +19,7 @@
 //! not JSON where the route runs.
 
 use crate::core::config::MAX_REGISTER_VALUE;
+use crate::core::json;
 use std::borrow::Cow;
 
 /// Why a message fed nothing.
@@ -294,7 +296,8 @@ impl<'a> Scan<'a> {
         std::str::from_utf8(&self.b[start..self.i]).unwrap_or("")
     }
 
-    /// Skips a string (the cursor on its opening quote); returns its raw bytes.
+    /// Skips a string (the cursor on its opening quote), its escapes and bytes
+    /// unchecked; returns its raw bytes.
     fn raw_string(&mut self) -> Result<&'a [u8], Skip> {
         self.i += 1;
         let start = self.i;
@@ -315,13 +318,9 @@ impl<'a> Scan<'a> {
 
     /// A string, unescaped (borrowed when it has no escapes).
     fn string(&mut self) -> Result<Cow<'a, str>, Skip> {
-        let raw = self.raw_string()?;
-        if !raw.contains(&b'\\') {
-            return std::str::from_utf8(raw)
-                .map(Cow::Borrowed)
-                .map_err(|_| Skip::NotJson);
-        }
-        unescape(raw).map(Cow::Owned).ok_or(Skip::NotJson)
+        let (s, end) = json::read_string(self.b, self.i).map_err(|_| Skip::NotJson)?;
+        self.i = end;
+        Ok(s)
     }
 
     /// Skips one value of any depth, iteratively.
@@ -371,13 +370,7 @@ impl<'a> Scan<'a> {
             if self.peek() != Some(b'"') {
                 return Err(Skip::NotJson);
             }
-            // A key without escapes (the usual case) is compared as it is.
-            let raw = self.raw_string()?;
-            let same = if raw.contains(&b'\\') {
-                unescape(raw).ok_or(Skip::NotJson)? == name
-            } else {
-                raw == name.as_bytes()
-            };
+            let same = self.string()? == name;
             self.eat(b':')?;
             if same {
                 return Ok(());
@@ -411,51 +404,6 @@ impl<'a> Scan<'a> {
         }
         Ok(())
     }
-}
-
-/// JSON string escapes (`\n`, `\uXXXX` with surrogate pairs, ...).
-fn unescape(raw: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    let hex = |i: usize| -> Option<u32> {
-        let h = std::str::from_utf8(raw.get(i..i + 4)?).ok()?;
-        u32::from_str_radix(h, 16).ok()
-    };
-    while i < raw.len() {
-        if raw[i] != b'\\' {
-            out.push(raw[i]);
-            i += 1;
-            continue;
-        }
-        let c = *raw.get(i + 1)?;
-        i += 2;
-        let ch = match c {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let mut u = hex(i)?;
-                i += 4;
-                if (0xd800..0xdc00).contains(&u) && raw.get(i..i + 2) == Some(b"\\u") {
-                    let lo = hex(i + 2)?;
-                    if (0xdc00..0xe000).contains(&lo) {
-                        u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
-                        i += 6;
-                    }
-                }
-                char::from_u32(u)?
-            }
-            _ => return None,
-        };
-        let mut buf = [0u8; 4];
-        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -656,6 +604,25 @@ mod tests {
                 assert_eq!(got, want, "{d} at {p}");
             }
         }
+    }
+
+    /// A string read on the route is read as serde_json reads one: a raw
+    /// control byte, a bad escape or a lone surrogate makes the message not JSON.
+    #[test]
+    fn strings_on_the_route_are_refused_where_serde_json_refuses_them() {
+        assert_eq!(num(r#"{"x":"\u0032"}"#, "x"), Ok(2.0));
+        for bad in [
+            "{\"x\":\"2\n\"}",
+            r#"{"x":"\u+032"}"#,
+            r#"{"x":"\ud800"}"#,
+            r#"{"x":"\q"}"#,
+            "{\"a\tb\":1,\"x\":2}",
+        ] {
+            assert_eq!(num(bad, "x"), Err(Skip::NotJson), "{bad}");
+            assert!(serde_json::from_str::<serde_json::Value>(bad).is_err());
+        }
+        let p = b"{\"a\":\"\x01\"}";
+        assert_eq!(members(p, |_, _| {}), Err(Skip::NotJson));
     }
 
     #[test]
