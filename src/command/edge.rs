@@ -36,14 +36,12 @@ use crate::core::output::head_tail;
 use crate::core::sha256::to_hex;
 use crate::core::status::Status;
 use crate::host::files;
+use crate::host::logger::RateLimit;
 use crate::host::modules;
 use crate::host::outbox::Outbox;
 use crate::spool::storage::FileStorage;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Hostile or broken command messages logged per minute, at most (all counted).
-const LOG_PER_MINUTE: u32 = 10;
 
 pub struct Edge {
     node: String,
@@ -57,7 +55,9 @@ pub struct Edge {
     running: Option<[u8; 16]>,
     /// A start that could not be journaled: retried after this.
     retry_at: Option<Instant>,
-    hostile: HostileLog,
+    /// Refused messages, hostile or broken, are logged at a bounded rate
+    /// (all counted).
+    log_refused: RateLimit,
     counts: Counts,
 }
 
@@ -69,42 +69,6 @@ struct Counts {
     duplicates: u64,
     done: u64,
     interrupted: u64,
-}
-
-/// The log of hostile or broken messages, at most `LOG_PER_MINUTE` lines a
-/// minute: the minute's first line, and how many were not logged.
-#[derive(Default)]
-struct HostileLog {
-    window: Option<Instant>,
-    logged: u32,
-    unlogged: u64,
-}
-
-impl HostileLog {
-    /// Logs `what` as a warning, unless this minute's lines are used up (then
-    /// counts it, and says how many at the next minute's first line).
-    fn warn(&mut self, now: Instant, what: std::fmt::Arguments<'_>) {
-        if self
-            .window
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(60))
-        {
-            if self.unlogged > 0 {
-                log::warn!(
-                    "commands: {} more refused messages not logged",
-                    self.unlogged
-                );
-            }
-            self.window = Some(now);
-            self.logged = 0;
-            self.unlogged = 0;
-        }
-        if self.logged < LOG_PER_MINUTE {
-            self.logged += 1;
-            log::warn!("{what}");
-        } else {
-            self.unlogged += 1;
-        }
-    }
 }
 
 /// One message on this node's command topic, as the forwarder delivered it.
@@ -208,7 +172,7 @@ impl Edge {
             acks: Vec::new(),
             running: None,
             retry_at: None,
-            hostile: HostileLog::default(),
+            log_refused: RateLimit::default(),
             counts: Counts::default(),
         };
         let mut out = Outgoing { outbox, now, wall };
@@ -432,7 +396,7 @@ impl Edge {
     }
 
     /// Refuses command `id` (naming `module`): counted, logged within
-    /// `LOG_PER_MINUTE`, answered.
+    /// `RATE_LINES` a `RATE_WINDOW` (`host::logger`), answered.
     fn refuse(
         &mut self,
         id: &str,
@@ -442,10 +406,12 @@ impl Edge {
         out: &mut Outgoing<'_>,
     ) {
         self.counts.refused += 1;
-        self.hostile.warn(
-            out.now,
-            format_args!("command {id} refused: {} {detail}", why.as_str()),
-        );
+        if self
+            .log_refused
+            .allow(out.now, "commands: refused messages")
+        {
+            log::warn!("command {id} refused: {} {detail}", why.as_str());
+        }
         let a = Answer::Refused { why, detail };
         self.reply(id, module, &a, false, out);
     }
