@@ -93,7 +93,11 @@ pub fn crd_bin() -> PathBuf {
 /// A number from the daemon's status, asked over its control socket directly (a
 /// `crd status` process per poll would compete for the CPU being measured).
 pub fn stat(work: &Path, key: &str) -> Option<u64> {
-    let text = crd::host::control::request(&work.join("crd.sock"), "status").ok()?;
+    use crd::host::control::{Request, Response, call};
+    let req = Request::Status { json: false };
+    let Ok(Response::Text(text)) = call(&work.join("crd.sock"), &req) else {
+        return None;
+    };
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}: "))?.trim().parse().ok())
 }

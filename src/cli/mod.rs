@@ -14,7 +14,7 @@ use crate::child::sys;
 use crate::core::config::{self, Config};
 use crate::core::decide::{self, Outcome};
 use crate::daemon::Daemon;
-use crate::host::control::{CallError, request_with_body};
+use crate::host::control::{CallError, Request, Response, call};
 use crate::host::files::node_name;
 use crate::host::modules;
 use crate::install::Failure;
@@ -581,8 +581,8 @@ fn manage_modules(cfg: &Config, args: &Args) -> Option<i32> {
 fn run_command(cfg: Config, cmd: Option<Cmd>, verbose: bool) -> i32 {
     match cmd {
         Some(Cmd::Check(c)) => check_once(&cfg, &c.name),
-        Some(Cmd::Status(st)) => ask(&cfg, if st.json { "status json" } else { "status" }, false),
-        Some(Cmd::Fleet(f)) => ask(&cfg, if f.json { "fleet json" } else { "fleet" }, false),
+        Some(Cmd::Status(st)) => ask(&cfg, &Request::Status { json: st.json }, false),
+        Some(Cmd::Fleet(f)) => ask(&cfg, &Request::Fleet { json: f.json }, false),
         Some(Cmd::Register(r)) => register(&cfg, &r),
         Some(Cmd::Emit(e)) => emit(&cfg, &e),
         Some(Cmd::Send(c)) => send(&cfg, c),
@@ -591,8 +591,7 @@ fn run_command(cfg: Config, cmd: Option<Cmd>, verbose: bool) -> i32 {
                 err!("crd: replies: bad id `{id}`");
                 EXIT_USAGE
             }
-            Some(id) => ask(&cfg, &format!("replies {id}"), true),
-            None => ask(&cfg, "replies", true),
+            id => ask(&cfg, &Request::Replies { id }, true),
         },
         Some(Cmd::Dump(d)) => dump(&cfg, d.spool.as_deref()),
         Some(Cmd::Resolve(r)) => resolve(&r.broker),
@@ -608,9 +607,9 @@ fn register(cfg: &Config, r: &RegisterCmd) -> i32 {
         err!("crd: register: bad module name or key");
         return EXIT_USAGE;
     }
-    let req = match &r.key {
-        Some(k) => format!("register {} {k}", r.module),
-        None => format!("register {}", r.module),
+    let req = Request::Register {
+        module: r.module.clone(),
+        key: r.key.clone(),
     };
     ask(cfg, &req, false)
 }
@@ -730,17 +729,18 @@ fn check_config(cfg: &Config) -> i32 {
     EXIT_USAGE
 }
 
-/// Sends `request` to the running daemon and prints its answer; an answer that
-/// starts with `error:` exits 1. With `header`, the answer's first line (`#
-/// ...`: the relay's column names, or a command's own line, there so that the
-/// answer is never empty) is not printed: `crd replies [ID]`.
-fn ask(cfg: &Config, request: &str, header: bool) -> i32 {
-    match crate::host::control::request(&cfg.control_socket, request) {
-        Ok(text) if text.starts_with("error: ") => {
-            err!("crd: {}", text.trim_end().trim_start_matches("error: "));
+/// Sends `request` to the running daemon and prints its answer; an error answer
+/// exits 1. With `header`, the answer's first line (`# ...`: the relay's column
+/// names, or a command's own line, there so that the answer is never empty) is
+/// not printed: `crd replies [ID]`.
+fn ask(cfg: &Config, request: &Request, header: bool) -> i32 {
+    match call(&cfg.control_socket, request) {
+        Ok(Response::Error(why)) => {
+            err!("crd: {why}");
             EXIT_FAIL
         }
-        Ok(text) => {
+        Ok(r) => {
+            let text = r.encode();
             let body = match text.strip_prefix("# ").filter(|_| header) {
                 Some(t) => t.split_once('\n').map_or("", |(_, rest)| rest),
                 None => &text,
@@ -784,22 +784,20 @@ fn emit(cfg: &Config, e: &EmitCmd) -> i32 {
         err!("crd: emit: message over spool_max_record ({max} bytes)");
         return EXIT_FAIL;
     }
-    let req = format!("emit {}{}", e.suffix, if e.sync { " sync" } else { "" });
-    match request_with_body(&cfg.control_socket, &req, Some(&body)) {
-        Ok(reply) => match reply.trim_end().strip_prefix("ok ") {
-            Some(seq) => {
-                out!("{seq}");
-                EXIT_OK
-            }
-            None => {
-                let reply = reply.trim_end();
-                err!(
-                    "crd: emit: {}",
-                    reply.strip_prefix("error: ").unwrap_or(reply)
-                );
-                EXIT_FAIL
-            }
-        },
+    let req = Request::Emit {
+        suffix: e.suffix.clone(),
+        sync: e.sync,
+        body,
+    };
+    match call(&cfg.control_socket, &req) {
+        Ok(Response::Done(seq)) => {
+            out!("{seq}");
+            EXIT_OK
+        }
+        Ok(r) => {
+            err!("crd: emit: {}", r.why());
+            EXIT_FAIL
+        }
         Err(CallError::Unreachable(e)) => {
             err!(
                 "crd: emit: cannot reach the daemon at {}: {e} (is crd running?)",
@@ -969,10 +967,10 @@ fn send_durations(c: &SendCmd) -> Result<(std::time::Duration, Option<std::time:
 /// the exit code once the reason has been printed.
 #[cfg(feature = "collector")]
 fn fleet_nodes(cfg: &Config, pattern: &str) -> Result<Vec<String>, i32> {
-    let fleet = match crate::host::control::request(&cfg.control_socket, "fleet json") {
-        Ok(t) if !t.starts_with("error: ") => t,
-        Ok(t) => {
-            err!("crd: send: {}", t.trim_end().trim_start_matches("error: "));
+    let fleet = match call(&cfg.control_socket, &Request::Fleet { json: true }) {
+        Ok(Response::Text(t)) => t,
+        Ok(r) => {
+            err!("crd: send: {}", r.why());
             return Err(EXIT_FAIL);
         }
         Err(e) => {
@@ -1007,15 +1005,15 @@ fn hand_to_relay(
     cmds: &[(String, crate::command::envelope::Command)],
 ) -> Result<bool, i32> {
     for (n, cmd) in cmds {
-        let body = serde_json::to_vec(cmd).unwrap_or_default();
-        match request_with_body(&cfg.control_socket, &format!("send {n}"), Some(&body)) {
-            Ok(t) if t.starts_with("ok ") => {}
-            Ok(t) if t.starts_with("error: no relay here") => return Ok(false),
-            Ok(t) => {
-                err!(
-                    "crd: send: {n}: {}",
-                    t.trim_end().trim_start_matches("error: ")
-                );
+        let req = Request::Send {
+            node: n.clone(),
+            body: serde_json::to_vec(cmd).unwrap_or_default(),
+        };
+        match call(&cfg.control_socket, &req) {
+            Ok(Response::Done(_)) => {}
+            Ok(Response::Error(why)) if why == crate::host::control::NO_RELAY => return Ok(false),
+            Ok(r) => {
+                err!("crd: send: {n}: {}", r.why());
                 return Err(EXIT_FAIL);
             }
             Err(CallError::Unreachable(_)) => return Ok(false),
@@ -1155,8 +1153,8 @@ fn wait_relayed(
             if finals[i].is_some() {
                 continue;
             }
-            let Ok(text) =
-                crate::host::control::request(&cfg.control_socket, &format!("replies {}", cmd.id))
+            let id = Some(cmd.id.clone());
+            let Ok(Response::Text(text)) = call(&cfg.control_socket, &Request::Replies { id })
             else {
                 continue;
             };

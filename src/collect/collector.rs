@@ -343,11 +343,12 @@ impl<S: Storage> Collector<S> {
 
     /// `crd register MODULE [KEY]`: every key of rule module `module` with its
     /// value at `now_ms`, one `KEY VALUE` line each, sorted; or one key's value.
-    pub fn register(&self, module: &str, key: Option<&str>, now_ms: u64) -> String {
+    /// `Err`: why there is no such register or key.
+    pub fn register(&self, module: &str, key: Option<&str>, now_ms: u64) -> Result<String, String> {
         let Some(rule) = self.rules.by_module.get(module) else {
-            return format!(
-                "error: no register `{module}` (a rule module with `register`, fed at least once since the start)\n"
-            );
+            return Err(format!(
+                "no register `{module}` (a rule module with `register`, fed at least once since the start)"
+            ));
         };
         // Keys (node names, topics) and text values came from the bus.
         let text = |k: &str, v: Option<f64>| match rule.regs.text(k) {
@@ -356,15 +357,15 @@ impl<S: Storage> Collector<S> {
         };
         match key {
             Some(k) => match rule.regs.get(k, now_ms) {
-                Some(v) => format!("{}\n", text(k, v)),
-                None => format!("error: register `{module}` has no key `{k}`\n"),
+                Some(v) => Ok(format!("{}\n", text(k, v))),
+                None => Err(format!("register `{module}` has no key `{k}`")),
             },
             None => {
                 let mut s = String::new();
                 for (k, v) in rule.regs.list(now_ms) {
                     let _ = writeln!(s, "{} {}", terminal_safe(k), text(k, v));
                 }
-                s
+                Ok(s)
             }
         }
     }

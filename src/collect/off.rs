@@ -80,7 +80,7 @@ impl Collector {
         match *self {}
     }
 
-    pub fn register(&self, _: &str, _: Option<&str>, _: u64) -> String {
+    pub fn register(&self, _: &str, _: Option<&str>, _: u64) -> Result<String, String> {
         match *self {}
     }
 

@@ -373,15 +373,16 @@ impl Relay {
     /// `crd replies`: after the first line (column names), one line per command
     /// (`ID NODE MODULE STATE SENT_MS`), oldest first; with `id`, that command's
     /// line after `# `, then the replies kept for it, one JSON object a line.
-    pub fn replies(&self, id: Option<&str>) -> String {
+    /// `Err`: why there is no such command.
+    pub fn replies(&self, id: Option<&str>) -> Result<String, String> {
         let mut out = String::new();
         match id {
             Some(hex) => {
                 let Some(id) = table::id_bytes(hex) else {
-                    return format!("error: bad id `{hex}`\n");
+                    return Err(format!("bad id `{hex}`"));
                 };
                 let Some(e) = self.table.get(&id) else {
-                    return format!("error: no command {hex} in this relay\n");
+                    return Err(format!("no command {hex} in this relay"));
                 };
                 out.push_str("# ");
                 line(&mut out, e);
@@ -397,7 +398,7 @@ impl Relay {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     pub fn status(&self, s: &mut Status) {

@@ -42,7 +42,7 @@ impl Relay {
         match *self {}
     }
 
-    pub fn replies(&self, _: Option<&str>) -> String {
+    pub fn replies(&self, _: Option<&str>) -> Result<String, String> {
         match *self {}
     }
 

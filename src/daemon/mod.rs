@@ -31,7 +31,7 @@ use crate::core::module::Role;
 use crate::core::schedule::{Lateness, Scheduler};
 use crate::core::status::{ModuleRow, Status};
 use crate::host::clock::unix_ms;
-use crate::host::control::{self, Control, Request};
+use crate::host::control::{self, Control, Request, Response};
 use crate::host::files::{load_config, node_name};
 use crate::host::modules;
 use crate::host::outbox::Outbox;
@@ -816,59 +816,58 @@ impl Daemon {
 
     /// Carries out control requests and sends their replies.
     fn answer(&mut self, reqs: Vec<(usize, Request)>, now: Instant) {
+        const NO_COLLECTOR: &str = "this crd collects nothing (no module subscribes)";
         for (client, req) in reqs {
-            let text = match req {
-                Request::Status { json } => self.status(now, json),
+            let r = match req {
+                Request::Status { json } => Response::Text(self.status(now, json)),
                 Request::Fleet { json } => match &self.bus.collector {
-                    Some(c) => c.fleet(json, self.clock.wall),
-                    None => "error: this crd collects nothing (no module subscribes)\n".into(),
+                    Some(c) => Response::Text(c.fleet(json, self.clock.wall)),
+                    None => Response::Error(NO_COLLECTOR.into()),
                 },
                 Request::Register { module, key } => match &self.bus.collector {
-                    Some(c) => c.register(&module, key.as_deref(), self.clock.wall),
-                    None => "error: this crd collects nothing (no module subscribes)\n".into(),
+                    Some(c) => c
+                        .register(&module, key.as_deref(), self.clock.wall)
+                        .map_or_else(Response::Error, Response::Text),
+                    None => Response::Error(NO_COLLECTOR.into()),
                 },
                 Request::Reload => match self.reload(now, "control socket") {
-                    Ok(()) => "ok\n".to_string(),
-                    Err(e) => format!(
-                        "error: modules rescanned, but the config was refused (the running one stays): {}\n",
+                    Ok(()) => Response::Done(String::new()),
+                    Err(e) => Response::Error(format!(
+                        "modules rescanned, but the config was refused (the running one stays): {}",
                         e.lines().next().unwrap_or_default()
-                    ),
+                    )),
                 },
                 Request::Emit { suffix, sync, body } => {
                     match self.outbox.emit(&suffix, &body, sync, now) {
-                        Ok(seq) => format!("ok {seq}\n"),
-                        Err(e) => format!("error: {e}\n"),
+                        Ok(seq) => Response::Done(seq.to_string()),
+                        Err(e) => Response::Error(e),
                     }
                 }
                 Request::Send { node, body } => match self.bus.relay.as_mut() {
                     Some(r) => match r.queue(&node, &body, now) {
                         Ok(id) => {
                             r.pump(&mut self.forwarder, now, self.clock.wall);
-                            format!("ok {id}\n")
+                            Response::Done(id)
                         }
-                        Err(e) => format!("error: {e}\n"),
+                        Err(e) => Response::Error(e),
                     },
-                    None => {
-                        "error: no relay here (a crd with the collector relays commands)\n".into()
-                    }
+                    None => Response::Error(control::NO_RELAY.into()),
                 },
                 Request::Replies { id } => match &self.bus.relay {
-                    Some(r) => r.replies(id.as_deref()),
-                    None => {
-                        "error: no relay here (a crd with the collector relays commands)\n".into()
-                    }
+                    Some(r) => r
+                        .replies(id.as_deref())
+                        .map_or_else(Response::Error, Response::Text),
+                    None => Response::Error(control::NO_RELAY.into()),
                 },
-                Request::TooLarge(max) => {
-                    format!("error: message too large: over spool_max_record ({max} bytes)\n")
-                }
-                Request::Unknown(r) => {
-                    format!(
-                        "error: unknown request `{r}` (known: status, emit, reload, fleet, register, send, replies)\n"
-                    )
-                }
+                Request::TooLarge(max) => Response::Error(format!(
+                    "message too large: over spool_max_record ({max} bytes)"
+                )),
+                Request::Unknown(r) => Response::Error(format!(
+                    "unknown request `{r}` (known: status, emit, reload, fleet, register, send, replies)"
+                )),
             };
             if let Some(c) = self.control.as_mut() {
-                c.reply(self.poller.registry(), client, &text, now);
+                c.reply(self.poller.registry(), client, &r, now);
             }
         }
     }

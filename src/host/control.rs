@@ -5,7 +5,9 @@
 //! text and closes. `emit SUFFIX [sync]\n` is followed by the message body up to the
 //! client's end of stream (shutdown of its write side); the answer is `ok SEQ\n` or
 //! `error: ...\n`; `send NODE\n` likewise, its body a command's JSON for the
-//! relay (answer `ok ID\n`). Server side, inside the poll loop: at most `MAX_CLIENTS` at once,
+//! relay (answer `ok ID\n`). Both ends speak through the types here: `Request`
+//! (`encode` on the client, `parse_request` on the daemon) and `Response` (`encode`
+//! on the daemon, `parse` on the client). Server side, inside the poll loop: at most `MAX_CLIENTS` at once,
 //! each bounded to `MAX_REQUEST_BYTES` of request line plus `max_body` bytes of body
 //! and `CLIENT_TIMEOUT` in time, so a stuck or hostile client costs a bounded amount
 //! and nothing else. This file owns the socket and its bytes; what a reply says is
@@ -64,6 +66,95 @@ pub enum Request {
     /// A body over the limit; it was not kept.
     TooLarge(usize),
     Unknown(String),
+}
+
+impl Request {
+    /// The bytes a client sends: the request line, a newline and, for `emit` and
+    /// `send`, the body. The inverse of `parse_request` for the values it gives:
+    /// a word (module, suffix, node, id) holds no whitespace, and a register key
+    /// none at either end and no newline (the CLI checks them). `TooLarge` is the
+    /// daemon's verdict, never sent: it encodes as an empty line.
+    pub fn encode(&self) -> Vec<u8> {
+        let flag = |on: bool, word: &'static str| if on { word } else { "" };
+        let opt = |w: &Option<String>| w.as_ref().map_or(String::new(), |w| format!(" {w}"));
+        let (line, body) = match self {
+            Request::Status { json } => (format!("status{}", flag(*json, " json")), &[][..]),
+            Request::Reload => ("reload".to_string(), &[][..]),
+            Request::Fleet { json } => (format!("fleet{}", flag(*json, " json")), &[][..]),
+            Request::Register { module, key } => {
+                (format!("register {module}{}", opt(key)), &[][..])
+            }
+            Request::Emit { suffix, sync, body } => {
+                (format!("emit {suffix}{}", flag(*sync, " sync")), &body[..])
+            }
+            Request::Send { node, body } => (format!("send {node}"), &body[..]),
+            Request::Replies { id } => (format!("replies{}", opt(id)), &[][..]),
+            Request::TooLarge(_) => (String::new(), &[][..]),
+            Request::Unknown(line) => (line.clone(), &[][..]),
+        };
+        let mut b = line.into_bytes();
+        b.push(b'\n');
+        b.extend_from_slice(body);
+        b
+    }
+
+    /// Whether a body follows the line: the client then ends its stream, which
+    /// tells the daemon the body is whole.
+    fn has_body(&self) -> bool {
+        matches!(self, Request::Emit { .. } | Request::Send { .. })
+    }
+}
+
+/// The error a `send` gets from a daemon without the relay; `crd send` then
+/// publishes the command itself.
+pub const NO_RELAY: &str = "no relay here (a crd with the collector relays commands)";
+
+/// The daemon's answer to a request, written by `encode` and read by `parse`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// `ok[ VALUE]\n`: an action done; the value is an `emit`'s record seq or a
+    /// `send`'s command id, empty for `reload`.
+    Done(String),
+    /// What a query asked for, as is: `status`, `fleet`, `register`, `replies`.
+    Text(String),
+    /// `error: WHY\n`: refused or failed, one line.
+    Error(String),
+}
+
+impl Response {
+    pub fn encode(&self) -> String {
+        match self {
+            Response::Done(v) if v.is_empty() => "ok\n".to_string(),
+            Response::Done(v) => format!("ok {v}\n"),
+            Response::Text(t) => t.clone(),
+            Response::Error(why) => format!("error: {why}\n"),
+        }
+    }
+
+    /// The answer in `text`, as the daemon's `encode` wrote it. A query's text
+    /// that reads as `ok VALUE` or `error: ...` is taken for one: the protocol has
+    /// no escape (`encode` gives the same text back, so printing it is exact).
+    pub fn parse(text: String) -> Response {
+        if let Some(why) = text.strip_prefix("error: ") {
+            return Response::Error(why.strip_suffix('\n').unwrap_or(why).to_string());
+        }
+        if text == "ok\n" {
+            return Response::Done(String::new());
+        }
+        match text.strip_prefix("ok ").and_then(|v| v.strip_suffix('\n')) {
+            Some(v) if !v.is_empty() && !v.contains('\n') => Response::Done(v.to_string()),
+            _ => Response::Text(text),
+        }
+    }
+
+    /// What an answer other than the one expected says: its error, or the
+    /// unexpected text.
+    pub fn why(&self) -> String {
+        match self {
+            Response::Error(why) => why.clone(),
+            r => format!("unexpected answer `{}`", r.encode().trim_end()),
+        }
+    }
 }
 
 /// Parses a complete request: its first line and, for `emit`, the body after it.
@@ -356,10 +447,10 @@ impl Control {
         out
     }
 
-    /// Queues `text` as client `i`'s reply and starts sending it.
-    pub fn reply(&mut self, registry: &Registry, i: usize, text: &str, now: Instant) {
+    /// Queues `r` as client `i`'s reply and starts sending it.
+    pub fn reply(&mut self, registry: &Registry, i: usize, r: &Response, now: Instant) {
         if let Some(Some(c)) = self.clients.get_mut(i) {
-            c.out = text.as_bytes().to_vec();
+            c.out = r.encode().into_bytes();
             self.flush(registry, i, now);
         }
     }
@@ -433,28 +524,15 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// Client side: sends `request` and returns the daemon's reply.
-pub fn request(path: &Path, request: &str) -> io::Result<String> {
-    request_with_body(path, request, None).map_err(|e| match e {
-        CallError::Unreachable(e) | CallError::NoAnswer(e) => e,
-    })
-}
-
-/// Client side: sends `request`, then `body` and the end of stream if given, and
-/// returns the daemon's reply.
-pub fn request_with_body(
-    path: &Path,
-    request: &str,
-    body: Option<&[u8]>,
-) -> Result<String, CallError> {
+/// Client side: sends `req` (and, after a body, the end of stream) and returns
+/// the daemon's answer.
+pub fn call(path: &Path, req: &Request) -> Result<Response, CallError> {
     let mut s = std::os::unix::net::UnixStream::connect(path).map_err(CallError::Unreachable)?;
     let exchange = |s: &mut std::os::unix::net::UnixStream| -> io::Result<String> {
         s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
         s.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-        s.write_all(request.as_bytes())?;
-        s.write_all(b"\n")?;
-        if let Some(b) = body {
-            s.write_all(b)?;
+        s.write_all(&req.encode())?;
+        if req.has_body() {
             s.shutdown(std::net::Shutdown::Write)?;
         }
         let mut out = String::new();
@@ -467,7 +545,9 @@ pub fn request_with_body(
         }
         Ok(out)
     };
-    exchange(&mut s).map_err(CallError::NoAnswer)
+    exchange(&mut s)
+        .map(Response::parse)
+        .map_err(CallError::NoAnswer)
 }
 
 #[cfg(test)]
@@ -549,5 +629,81 @@ mod tests {
             parse_request(b"", false, 100),
             Request::Unknown(String::new())
         );
+    }
+
+    /// Every request a client makes reads back as itself, the key's inner spaces,
+    /// a body's newlines and `sync` kept.
+    #[test]
+    fn every_request_round_trips() {
+        let all = [
+            Request::Status { json: false },
+            Request::Status { json: true },
+            Request::Reload,
+            Request::Fleet { json: false },
+            Request::Fleet { json: true },
+            Request::Register {
+                module: "Lb".into(),
+                key: None,
+            },
+            Request::Register {
+                module: "Lb".into(),
+                key: Some("plant/1  temp x".into()),
+            },
+            Request::Emit {
+                suffix: "a/b".into(),
+                sync: true,
+                body: b"line 1\nline 2\n".to_vec(),
+            },
+            Request::Emit {
+                suffix: "x".into(),
+                sync: false,
+                body: vec![],
+            },
+            Request::Send {
+                node: "r1".into(),
+                body: b"{\"id\":1}".to_vec(),
+            },
+            Request::Replies { id: None },
+            Request::Replies {
+                id: Some("0123456789abcdef0123456789abcdef".into()),
+            },
+            Request::Unknown("frobnicate now".into()),
+        ];
+        for r in all {
+            assert_eq!(parse_request(&r.encode(), false, 100), r, "{r:?}");
+        }
+        assert_eq!(Request::Reload.encode(), b"reload\n");
+        assert_eq!(
+            Request::Emit {
+                suffix: "x".into(),
+                sync: true,
+                body: b"hi".to_vec()
+            }
+            .encode(),
+            b"emit x sync\nhi"
+        );
+    }
+
+    /// Every answer the daemon writes reads back as itself, and a text that reads
+    /// as another kind still prints as it came.
+    #[test]
+    fn every_response_round_trips() {
+        for r in [
+            Response::Done(String::new()),
+            Response::Done("42".into()),
+            Response::Text("# ID NODE\nab r1\n".into()),
+            Response::Text("{\"nodes\":[]}\n".into()),
+            Response::Text("ok\nmore\n".into()),
+            Response::Error(NO_RELAY.into()),
+        ] {
+            assert_eq!(Response::parse(r.encode()), r, "{r:?}");
+        }
+        assert_eq!(Response::Done("7".into()).encode(), "ok 7\n");
+        assert_eq!(Response::Error("x y".into()).encode(), "error: x y\n");
+        for text in ["ok 5\n", "error: gone\n", "ok \n", "ok", "temp 21\n"] {
+            assert_eq!(Response::parse(text.into()).encode(), text, "{text:?}");
+        }
+        assert_eq!(Response::Error("x".into()).why(), "x");
+        assert_eq!(Response::Text("t\n".into()).why(), "unexpected answer `t`");
     }
 }

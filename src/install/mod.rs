@@ -835,9 +835,10 @@ fn swap_in(dir: &Path, name: &str) -> io::Result<()> {
 
 /// Tells a running daemon to re-scan its modules; a line for the operator.
 fn tell_daemon(cfg: &Config) -> String {
-    match crate::host::control::request(&cfg.control_socket, "reload") {
-        Ok(r) if r.starts_with("ok") => "the running daemon reloaded its modules".into(),
-        Ok(r) => format!("the daemon answered: {}", r.trim()),
+    use crate::host::control::{Request, Response, call};
+    match call(&cfg.control_socket, &Request::Reload) {
+        Ok(Response::Done(_)) => "the running daemon reloaded its modules".into(),
+        Ok(r) => format!("the daemon answered: {}", r.encode().trim()),
         Err(_) => format!(
             "no daemon reachable at {}; it picks the change up when it starts (or on SIGHUP)",
             cfg.control_socket.display()
