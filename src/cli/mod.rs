@@ -11,6 +11,8 @@
 use crate::child::poller::run_once;
 use crate::child::recipe::{Host, Recipe};
 use crate::child::sys;
+#[cfg(feature = "collector")]
+use crate::command::envelope::{Answer, Command, Refusal, Reply};
 use crate::core::config::{self, Config};
 use crate::core::decide::{self, Outcome};
 use crate::daemon::Daemon;
@@ -1000,10 +1002,7 @@ fn fleet_nodes(cfg: &Config, pattern: &str) -> Result<Vec<String>, i32> {
 /// is none (the caller publishes them itself), `Err` the exit code once the
 /// failure has been printed.
 #[cfg(feature = "collector")]
-fn hand_to_relay(
-    cfg: &Config,
-    cmds: &[(String, crate::command::envelope::Command)],
-) -> Result<bool, i32> {
+fn hand_to_relay(cfg: &Config, cmds: &[(String, Command)]) -> Result<bool, i32> {
     for (n, cmd) in cmds {
         let req = Request::Send {
             node: n.clone(),
@@ -1031,10 +1030,10 @@ fn hand_to_relay(
 #[cfg(feature = "collector")]
 fn publish_here(
     cfg: &Config,
-    cmds: &[(String, crate::command::envelope::Command)],
+    cmds: &[(String, Command)],
     wait: Option<std::time::Duration>,
     many: bool,
-) -> Result<Vec<Option<crate::command::envelope::Reply>>, i32> {
+) -> Result<Vec<Option<Reply>>, i32> {
     let mut v = Vec::new();
     for (n, cmd) in cmds {
         match crate::command::send::send(cfg, n, cmd, wait, |r| show_reply(r, many)) {
@@ -1050,35 +1049,32 @@ fn publish_here(
 
 /// Prints one reply as it comes, prefixed with its node when there are `many`.
 #[cfg(feature = "collector")]
-fn show_reply(r: &crate::command::envelope::Reply, many: bool) {
+fn show_reply(r: &Reply, many: bool) {
     let who = if many {
         format!("{}: ", r.node)
     } else {
         String::new()
     };
-    match r.reply.as_str() {
-        "accepted" => out!("{who}accepted by {}", r.node),
-        "done" => {
-            out!(
-                "{who}done: exit {} in {} ms",
-                r.code.unwrap_or(-1),
-                r.dur_ms.unwrap_or(0)
-            );
-            if let Some(o) = r.out.as_deref().filter(|o| !o.is_empty()) {
-                out!("{o}");
+    match &r.answer {
+        Answer::Accepted => out!("{who}accepted by {}", r.node),
+        Answer::Done { code, dur_ms, out } => {
+            out!("{who}done: exit {code} in {dur_ms} ms");
+            if !out.is_empty() {
+                out!("{out}");
             }
         }
-        "refused" if !crate::command::send::is_final(r) => out!("{who}busy, retrying"),
-        "refused" => err!(
+        a if a.is_busy() => out!("{who}busy, retrying"),
+        Answer::Refused { why, detail } => err!(
             "crd: send: {} refused the command: {}{}",
             r.node,
-            r.why.as_deref().unwrap_or("?"),
-            r.detail
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default()
+            why.as_str(),
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            }
         ),
-        other => err!("crd: send: {} answered `{other}`", r.node),
+        Answer::Interrupted => err!("crd: send: {} answered `interrupted`", r.node),
     }
 }
 
@@ -1086,8 +1082,8 @@ fn show_reply(r: &crate::command::envelope::Reply, many: bool) {
 /// node's, or for `many` 0 only if every node ran the command and exited 0, else 1.
 #[cfg(feature = "collector")]
 fn send_exit(
-    cmds: &[(String, crate::command::envelope::Command)],
-    finals: &[Option<crate::command::envelope::Reply>],
+    cmds: &[(String, Command)],
+    finals: &[Option<Reply>],
     wait: Option<std::time::Duration>,
     relayed: bool,
     many: bool,
@@ -1118,14 +1114,17 @@ fn send_exit(
 
 /// The exit code a final reply (or none) stands for.
 #[cfg(feature = "collector")]
-fn reply_exit(r: &Option<crate::command::envelope::Reply>) -> i32 {
+fn reply_exit(r: &Option<Reply>) -> i32 {
     match r {
         None => EXIT_NO_ANSWER,
-        Some(r) => match (r.reply.as_str(), r.why.as_deref()) {
-            ("done", _) => r.code.unwrap_or(EXIT_FAIL),
-            ("interrupted", _) => EXIT_INTERRUPTED,
-            ("refused", Some("expired")) => EXIT_EXPIRED,
-            _ => EXIT_REFUSED,
+        Some(r) => match r.answer {
+            Answer::Done { code, .. } => code,
+            Answer::Interrupted => EXIT_INTERRUPTED,
+            Answer::Refused {
+                why: Refusal::Expired,
+                ..
+            } => EXIT_EXPIRED,
+            Answer::Refused { .. } | Answer::Accepted => EXIT_REFUSED,
         },
     }
 }
@@ -1137,11 +1136,10 @@ fn reply_exit(r: &Option<crate::command::envelope::Reply>) -> i32 {
 /// answer its state line says.
 fn wait_relayed(
     cfg: &Config,
-    cmds: &[(String, crate::command::envelope::Command)],
+    cmds: &[(String, Command)],
     wait: std::time::Duration,
-    mut shown: impl FnMut(&crate::command::envelope::Reply),
-) -> Vec<Option<crate::command::envelope::Reply>> {
-    use crate::command::envelope::Reply;
+    mut shown: impl FnMut(&Reply),
+) -> Vec<Option<Reply>> {
     use std::time::{Duration, Instant};
     /// Time between two polls of the relay.
     const POLL: Duration = Duration::from_millis(100);
@@ -1160,7 +1158,7 @@ fn wait_relayed(
             };
             let replies: Vec<Reply> = text
                 .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
+                .filter_map(|l| Reply::parse(l.as_bytes()).ok())
                 .collect();
             // Replies fall out of the relay's window: count from the newest seen.
             let new = replies.len().saturating_sub(seen[i]);
@@ -1194,25 +1192,28 @@ fn wait_relayed(
 /// The final reply a relay's STATE (`done:CODE`, `refused:WHY`, `interrupted`,
 /// `unanswered`) stands for; `None` while it is not final.
 #[cfg(feature = "collector")]
-fn reply_of_state(id: &str, node: &str, state: &str) -> Option<crate::command::envelope::Reply> {
-    let (reply, code, why) = match state.split_once(':') {
-        Some(("done", c)) => ("done", Some(c.parse().ok()?), None),
-        Some(("refused", w)) => ("refused", None, Some(w.replace('-', " "))),
-        None if state == "interrupted" => ("interrupted", None, None),
-        None if state == "unanswered" => ("refused", None, Some("expired".to_string())),
+fn reply_of_state(id: &str, node: &str, state: &str) -> Option<Reply> {
+    let refused = |why| Answer::Refused {
+        why,
+        detail: "its replies are no longer kept by the relay".into(),
+    };
+    let answer = match state.split_once(':') {
+        Some(("done", c)) => Answer::Done {
+            code: c.parse().ok()?,
+            dur_ms: 0,
+            out: String::new(),
+        },
+        Some(("refused", w)) => refused(Refusal::from_name(&w.replace('-', " "))?),
+        None if state == "interrupted" => Answer::Interrupted,
+        None if state == "unanswered" => refused(Refusal::Expired),
         _ => return None,
     };
-    Some(crate::command::envelope::Reply {
+    Some(Reply {
         id: id.to_string(),
         node: node.to_string(),
-        reply: reply.to_string(),
         module: String::new(),
         ts: 0,
-        code,
-        dur_ms: None,
-        out: None,
-        why,
-        detail: Some("its replies are no longer kept by the relay".into()),
+        answer,
         resent: false,
     })
 }

@@ -599,7 +599,7 @@ mod tests {
         outbox.spool().sync(Instant::now()).expect("sync");
         while let Ok(Some((_, b))) = outbox.spool().read_next() {
             let ev = crate::core::event::decode(b).expect("an event");
-            out.push(serde_json::from_str(&ev.out).expect("a reply"));
+            out.push(Reply::parse(ev.out.as_bytes()).expect("a reply"));
         }
         out
     }
@@ -673,12 +673,15 @@ mod tests {
         let r = replies(&mut outbox);
         assert_eq!(r.len(), 2, "{r:?}");
         assert_eq!(
-            (r[0].reply.as_str(), r[0].why.as_deref(), r[0].code),
-            ("refused", Some("bad signature"), None),
+            r[0].answer,
+            Answer::Refused {
+                why: Refusal::BadSignature,
+                detail: String::new()
+            },
             "{r:?}"
         );
         assert!(!r[0].resent, "{r:?}");
-        assert_eq!((r[1].reply.as_str(), r[1].code), ("done", Some(0)));
+        assert!(matches!(r[1].answer, Answer::Done { code: 0, .. }), "{r:?}");
         assert!(r[1].resent, "{r:?}");
         assert_eq!(
             edge.table.get(&idb).map(|e| &e.state),

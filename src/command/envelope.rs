@@ -1,8 +1,9 @@
 //! A remote command and its replies as they travel, without IO: the command's JSON
 //! (`id`, `module`, `args`, `from`, `sent`, `ttl_ms`, `sig`) parsed and checked,
 //! the bytes its HMAC-SHA256 signature covers, and the reply JSON the edge sends
-//! back on `<prefix>/<node>/reply/<id>`. Both ends use this file: the edge to
-//! check, `crd send` to build and sign.
+//! back on `<prefix>/<node>/reply/<id>` (`reply_json` from an `Answer`;
+//! `Reply::parse` gives the `Answer` back). Both ends use this file: the edge to
+//! check and answer, `crd send` and the relay to build, sign and read replies.
 //!
 //! What the signature covers (`signed_bytes`): a version tag, then the target node,
 //! id, module, from, sent, ttl_ms and every argument, each as a netstring
@@ -467,6 +468,17 @@ impl Answer {
             Answer::Refused { .. } => "refused",
         }
     }
+
+    /// A `busy` refusal: the node had no room then; the same command may go again.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Answer::Refused {
+                why: Refusal::Busy,
+                ..
+            }
+        )
+    }
 }
 
 /// The reply JSON: `{"id","node","reply","module","ts",...}` with `code`, `dur_ms`,
@@ -501,29 +513,75 @@ pub fn reply_json(id: &str, node: &str, module: &str, ts: u64, a: &Answer, resen
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// A reply as `crd send` and `crd replies` read it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// A reply as `crd send`, `crd replies` and the relay read it back: what
+/// `reply_json` wrote, its kind and fields an `Answer` again.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub id: String,
-    #[serde(default)]
     pub node: String,
-    pub reply: String,
-    #[serde(default)]
     pub module: String,
-    #[serde(default)]
     pub ts: u64,
-    #[serde(default)]
-    pub code: Option<i32>,
-    #[serde(default)]
-    pub dur_ms: Option<u32>,
-    #[serde(default)]
-    pub out: Option<String>,
-    #[serde(default)]
-    pub why: Option<String>,
-    #[serde(default)]
-    pub detail: Option<String>,
-    #[serde(default)]
+    pub answer: Answer,
     pub resent: bool,
+}
+
+/// A reply's fields as they travel, before `Reply::parse` types them.
+#[derive(Deserialize)]
+struct WireReply {
+    id: String,
+    #[serde(default)]
+    node: String,
+    reply: String,
+    #[serde(default)]
+    module: String,
+    #[serde(default)]
+    ts: u64,
+    code: Option<i32>,
+    dur_ms: Option<u32>,
+    out: Option<String>,
+    why: Option<String>,
+    detail: Option<String>,
+    #[serde(default)]
+    resent: bool,
+}
+
+impl Reply {
+    /// The reply in `payload`. A kind (`reply`) or a refusal (`why`) this build
+    /// does not know, or a `done` without `code` or `dur_ms`, is an error naming
+    /// the field: the reply is skipped, as a malformed one always was (no
+    /// `Unknown` variant: every reply comes from a crd edge, and a final word
+    /// that could not be acted on would be no better than none).
+    pub fn parse(payload: &[u8]) -> Result<Reply, String> {
+        let w: WireReply =
+            serde_json::from_slice(payload).map_err(|e| format!("not a reply: {e}"))?;
+        let missing = |f: &str| format!("a `{}` reply without `{f}`", w.reply);
+        let answer = match w.reply.as_str() {
+            "accepted" => Answer::Accepted,
+            "done" => Answer::Done {
+                code: w.code.ok_or_else(|| missing("code"))?,
+                dur_ms: w.dur_ms.ok_or_else(|| missing("dur_ms"))?,
+                out: w.out.unwrap_or_default(),
+            },
+            "interrupted" => Answer::Interrupted,
+            "refused" => {
+                let why = w.why.ok_or_else(|| missing("why"))?;
+                Answer::Refused {
+                    why: Refusal::from_name(&why)
+                        .ok_or_else(|| format!("unknown `why` `{why}`"))?,
+                    detail: w.detail.unwrap_or_default(),
+                }
+            }
+            other => return Err(format!("unknown `reply` `{other}`")),
+        };
+        Ok(Reply {
+            id: w.id,
+            node: w.node,
+            module: w.module,
+            ts: w.ts,
+            answer,
+            resent: w.resent,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -700,17 +758,10 @@ mod tests {
             dur_ms: 12,
             out: "a\"b".into(),
         };
-        let r: Reply =
-            serde_json::from_str(&reply_json(id, "r1", "Ping", 9, &done, false)).unwrap();
+        let r = Reply::parse(reply_json(id, "r1", "Ping", 9, &done, false).as_bytes()).unwrap();
         assert_eq!(
-            (
-                r.reply.as_str(),
-                r.code,
-                r.dur_ms,
-                r.out.as_deref(),
-                r.resent
-            ),
-            ("done", Some(3), Some(12), Some("a\"b"), false)
+            (r.answer, r.module.as_str(), r.resent),
+            (done, "Ping", false)
         );
         let no = Answer::Refused {
             why: Refusal::NotAllowed,
@@ -726,5 +777,60 @@ mod tests {
             assert_eq!(Refusal::from_name(r.as_str()), Some(r));
         }
         assert_eq!(Refusal::from_code(0), None);
+    }
+
+    /// Every answer `reply_json` writes reads back as itself, with its id, node,
+    /// module (or none), ts and `resent`.
+    #[test]
+    fn every_reply_round_trips() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut all = vec![
+            Answer::Accepted,
+            Answer::Interrupted,
+            Answer::Done {
+                code: -1,
+                dur_ms: 0,
+                out: String::new(),
+            },
+            Answer::Done {
+                code: 137,
+                dur_ms: u32::MAX,
+                out: "a\n\"b\" \u{e9}\t".into(),
+            },
+        ];
+        for c in 1..=6 {
+            let why = Refusal::from_code(c).unwrap();
+            for detail in ["", "no such module `X`"] {
+                all.push(Answer::Refused {
+                    why,
+                    detail: detail.into(),
+                });
+            }
+        }
+        for a in all {
+            for (module, resent) in [("", false), ("Reboot", true)] {
+                let j = reply_json(id, "r1", module, 9, &a, resent);
+                let r = Reply::parse(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}"));
+                let want = Reply {
+                    id: id.into(),
+                    node: "r1".into(),
+                    module: module.into(),
+                    ts: 9,
+                    answer: a.clone(),
+                    resent,
+                };
+                assert_eq!(r, want, "{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reply_of_an_unknown_kind_or_refusal_is_an_error_naming_the_field() {
+        let e = |j: &str| Reply::parse(j.as_bytes()).unwrap_err();
+        assert!(e(r#"{"id":"a","reply":"paused"}"#).contains("`reply` `paused`"));
+        assert!(e(r#"{"id":"a","reply":"refused","why":"tired"}"#).contains("`why` `tired`"));
+        assert!(e(r#"{"id":"a","reply":"refused"}"#).contains("without `why`"));
+        assert!(e(r#"{"id":"a","reply":"done","dur_ms":1}"#).contains("without `code`"));
+        assert!(e(r#"{"id":"a"}"#).contains("not a reply"));
     }
 }

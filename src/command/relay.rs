@@ -308,8 +308,12 @@ impl Relay {
     /// A message on a reply topic: kept and applied if it answers a command this
     /// relay sends.
     pub fn observe(&mut self, payload: &[u8]) {
-        let Ok(r) = serde_json::from_slice::<Reply>(payload) else {
-            return;
+        let r = match Reply::parse(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!("relay: a reply skipped: {e}");
+                return;
+            }
         };
         let Some(id) = table::id_bytes(&r.id) else {
             return;
@@ -318,31 +322,26 @@ impl Relay {
             return;
         };
         self.keep(id, String::from_utf8_lossy(payload).into_owned());
-        let why = r.why.as_deref();
-        let state = match (r.reply.as_str(), &e.state) {
+        let state = match (&r.answer, &e.state) {
             // The first final answer stands (a relay that gave up learns the
             // real one).
             (_, State::Ended(end)) if *end != End::Unanswered => return,
-            ("refused", State::Waiting(_)) if why == Some(Refusal::Busy.as_str()) => {
+            (a, State::Waiting(_)) if a.is_busy() => {
                 log::debug!("relay: command {} for {}: busy", r.id, e.node);
                 if let Some(t) = self.tries.iter_mut().find(|t| t.id == id) {
                     t.busy = true;
                 }
                 return;
             }
-            ("refused", _) if why == Some(Refusal::Busy.as_str()) => return,
-            ("accepted", State::Waiting(_)) => State::Started,
-            ("accepted", _) => return,
-            ("done", _) => State::Ended(End::Done {
-                code: r.code.unwrap_or(-1),
-                dur_ms: r.dur_ms.unwrap_or(0),
+            (a, _) if a.is_busy() => return,
+            (Answer::Accepted, State::Waiting(_)) => State::Started,
+            (Answer::Accepted, _) => return,
+            (Answer::Done { code, dur_ms, .. }, _) => State::Ended(End::Done {
+                code: *code,
+                dur_ms: *dur_ms,
             }),
-            ("interrupted", _) => State::Ended(End::Interrupted),
-            ("refused", _) => State::Ended(End::Refused(
-                why.and_then(Refusal::from_name)
-                    .unwrap_or(Refusal::Malformed),
-            )),
-            _ => return,
+            (Answer::Interrupted, _) => State::Ended(End::Interrupted),
+            (Answer::Refused { why, .. }, _) => State::Ended(End::Refused(*why)),
         };
         if matches!(state, State::Ended(_)) {
             self.answered += 1;
@@ -357,7 +356,12 @@ impl Relay {
                 t.at = now;
             }
         }
-        log::info!("relay: command {} for {}: {}", r.id, e.node, r.reply);
+        log::info!(
+            "relay: command {} for {}: {}",
+            r.id,
+            e.node,
+            r.answer.name()
+        );
         self.set(Entry { state, ..e });
     }
 

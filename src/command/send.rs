@@ -6,7 +6,7 @@
 //! not final: the same command goes out again, with backoff, while it waits.
 
 use crate::command::edge::read_key;
-use crate::command::envelope::{self, Command, Reply};
+use crate::command::envelope::{self, Answer, Command, Reply};
 use crate::core::config::Config;
 use crate::core::sha256::to_hex;
 use crate::mqtt::client::Client;
@@ -67,7 +67,7 @@ pub fn make(
 /// Whether `r` is a command's last word: `accepted` is not, nor `busy` (the node
 /// had no room then; the relay, or `send` while it waits, sends it again).
 pub fn is_final(r: &Reply) -> bool {
-    r.reply != "accepted" && !(r.reply == "refused" && r.why.as_deref() == Some("busy"))
+    r.answer != Answer::Accepted && !r.answer.is_busy()
 }
 
 /// Publishes `c` to `node`; with `wait`, hands each reply to `on_reply` until a
@@ -111,19 +111,20 @@ pub fn send(
         if m.topic != reply_topic {
             continue;
         }
-        match serde_json::from_slice::<Reply>(&m.payload) {
+        match Reply::parse(&m.payload) {
             Ok(r) if r.id == c.id => {
                 on_reply(&r);
                 if is_final(&r) {
                     link.close();
                     return Ok(Some(r));
                 }
-                if r.reply == "refused" {
+                if matches!(r.answer, Answer::Refused { .. }) {
                     again = Some(Instant::now() + backoff);
                     backoff = (backoff * 2).min(BUSY_MAX_RETRY);
                 }
             }
-            _ => log::warn!("{}: not a reply, skipped", m.topic),
+            Ok(_) => log::warn!("{}: a reply to another command, skipped", m.topic),
+            Err(e) => log::warn!("{}: {e}, skipped", m.topic),
         }
     }
     link.close();
