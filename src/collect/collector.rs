@@ -1183,7 +1183,7 @@ mod tests {
             kinds.extend(drain(&mut c).1.into_iter().map(|e| e.kind));
         }
         assert_eq!(kinds, [Kind::Fired, Kind::Cleared]);
-        assert_eq!(c.register("R", Some("q/x"), 30_000), "1\n");
+        assert_eq!(c.register("R", Some("q/x"), 30_000), Ok("1\n".into()));
         assert_eq!(c.stats.decided, 5);
     }
 
