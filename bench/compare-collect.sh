@@ -23,10 +23,11 @@ i=0
 while [ "$i" -lt "$runs" ]; do
     for which in new base; do
         if [ "$which" = new ]; then bin=$new; else bin=$base; fi
-        # The three parts' ratio rows, in their order: throughput (/bin/true),
-        # journal (no check), rules.
+        # The four ratio rows, in their order: throughput (/bin/true), journal
+        # of 5-byte payloads and of crd events (no check), rules; a row is
+        # `WHAT VALUE >= BUDGET`, so the value is the third field from the end.
         CRD_BIN=$bin RSS_SECONDS=${RSS_SECONDS:-5} cargo bench --locked --bench collect -- throughput journal rules 2>/dev/null |
-            awk -v w="$which" '/ratio crd \// { n++; print w, n, $NF }' >> "$out"
+            awk -v w="$which" '/ratio crd \// { n++; print w, n, $(NF - 2) }' >> "$out"
     done
     i=$((i + 1))
 done
@@ -34,11 +35,12 @@ echo "run ratios (binary, part, crd / anchor):"
 cat "$out"
 echo
 printf '%-34s %10s %10s %12s\n' "part" "this tree" "base" "this / base"
-for part in 1 2 3; do
+for part in 1 2 3 4; do
     case $part in
         1) name="/bin/true check per message" ;;
-        2) name="journal, no check" ;;
-        3) name="rule (avg by node)" ;;
+        2) name="journal, 5-byte payloads" ;;
+        3) name="journal, crd events" ;;
+        4) name="rule (avg by node)" ;;
     esac
     med() { awk -v w="$1" -v p="$part" '$1 == w && $2 == p { print $3 }' "$out" | sort -n |
         awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
