@@ -138,22 +138,20 @@ fn legacy_frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// The bodies of the whole legacy frames at the start of `b`, and where they end.
-fn legacy_frames(b: &[u8]) -> (Vec<Vec<u8>>, usize) {
+/// The bodies of the whole legacy frames at the start of `b`.
+fn legacy_frames(b: &[u8]) -> Vec<&[u8]> {
     let (mut out, mut at) = (Vec::new(), 0);
-    while b.len() - at >= FRAME {
-        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(b[at + 4..at + 8].try_into().unwrap());
-        let Some(body) = b.get(at + FRAME..at + FRAME + len) else {
+    while let (Some(len), Some(crc)) = (uint(b, at, 4, LE), uint(b, at + 4, 4, LE)) {
+        let Some(body) = b.get(at + FRAME..at + FRAME + len as usize) else {
             break;
         };
-        if crc32c(body) != crc {
+        if u64::from(crc32c(body)) != crc {
             break;
         }
-        out.push(body.to_vec());
-        at += FRAME + len;
+        out.push(body);
+        at += FRAME + body.len();
     }
-    (out, at)
+    out
 }
 
 /// A legacy header: `H`, the generation, the count of records that follow,
@@ -167,16 +165,26 @@ fn legacy_header(generation: u32, count: u32, forgot_sent: u64) -> Vec<u8> {
     b
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
+/// Byte orders of `uint`: the format before the durable log was little-endian.
+const LE: bool = true;
+const BE: bool = false;
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+/// The `n`-byte unsigned number at `at` in `b`, little-endian (`LE`) or
+/// big-endian (`BE`). One reader for both formats, so the old one costs the
+/// router no second parser.
+fn uint(b: &[u8], at: usize, n: usize, le: bool) -> Option<u64> {
+    let x = b.get(at..at.checked_add(n)?)?;
+    let mut v = 0u64;
+    for i in 0..n {
+        v = v << 8 | u64::from(x[if le { n - 1 - i } else { i }]);
+    }
+    Some(v)
 }
 
 /// A record's body in the format before the durable log (little-endian
-/// numbers) made big-endian, or back: the numbers' bytes reversed in place.
+/// numbers) made big-endian, or back: the numbers' bytes reversed in place
+/// (the tests write old records with it).
+#[cfg(test)]
 fn swap_order(b: &mut [u8]) {
     let ended = b.first() == Some(&b'E');
     let mut flip = |at: usize, n: usize| {
@@ -234,10 +242,11 @@ fn names(b: &[u8]) -> Option<(Box<str>, Box<str>)> {
     Some((node.into(), module.into()))
 }
 
-/// The entry a record's body says, or `None` if it is not one.
-fn parse_record(b: &[u8]) -> Option<Entry> {
+/// The entry a record's body says, or `None` if it is not one; its numbers
+/// in the byte order `le` (`LE`: the format before the durable log).
+fn parse_record(b: &[u8], le: bool) -> Option<Entry> {
     let id: [u8; ID] = b.get(1..1 + ID)?.try_into().ok()?;
-    let sent = u64_at(b, 1 + ID)?;
+    let sent = uint(b, 1 + ID, 8, le)?;
     let rest = b.get(1 + ID + 8..)?;
     let ((node, module), state) = match b[0] {
         b'W' => {
@@ -247,8 +256,8 @@ fn parse_record(b: &[u8]) -> Option<Entry> {
         }
         b'S' => (names(rest)?, State::Started),
         b'E' => {
-            let code = u32_at(rest, 1)? as i32;
-            let dur_ms = u32_at(rest, 5)?;
+            let code = uint(rest, 1, 4, le)? as u32 as i32;
+            let dur_ms = uint(rest, 5, 4, le)? as u32;
             let end = match *rest.first()? {
                 0 => End::Done { code, dur_ms },
                 1 => End::Interrupted,
@@ -278,7 +287,7 @@ impl<S: Storage> Table<S> {
         let (mut header, mut records, mut skipped) = (Vec::new(), Vec::new(), 0);
         let (log, mut warnings) = Log::open(st, STEM, LOG_LIMITS, &mut |part, b| match part {
             Part::Header => header = b.to_vec(),
-            _ => match parse_record(b) {
+            _ => match parse_record(b, BE) {
                 Some(e) => records.push(e),
                 None => skipped += 1,
             },
@@ -291,7 +300,7 @@ impl<S: Storage> Table<S> {
             limits,
             entries: VecDeque::new(),
             evicted: 0,
-            forgot_sent: u64_at(&header, 0).unwrap_or(0),
+            forgot_sent: uint(&header, 0, 8, BE).unwrap_or(0),
         };
         for e in records {
             t.apply(e);
@@ -452,32 +461,25 @@ mod legacy {
             let mut buf = vec![0u8; size as usize];
             let n = st.read_at(&name, 0, &mut buf)?;
             buf.truncate(n);
-            let (mut bodies, _) = legacy_frames(&buf);
+            let bodies = legacy_frames(&buf);
             // Its header: `H`, generation, count (u32 LE), forgot_sent (u64 LE,
             // absent in the oldest).
-            for b in bodies.iter_mut() {
-                swap_order(b);
-            }
-            let counted = bodies
+            let Some(h) = bodies
                 .first()
                 .filter(|h| matches!(h.len(), 9 | 17) && h[0] == b'H')
-                .map(|h| {
-                    let le = |at: usize, n: usize| {
-                        h.get(at..at + n).map_or(0, |x| {
-                            x.iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b))
-                        })
-                    };
-                    (le(1, 4), le(5, 4), le(9, 8))
-                })
-                .filter(|&(g, _, _)| g == u64::from(generation));
-            match counted {
-                Some((_, c, forgot)) if bodies.len() as u64 > c => {
-                    let entries = bodies[1..].iter().filter_map(|b| parse_record(b)).collect();
-                    return Ok((entries, forgot));
-                }
-                // Incomplete (a compaction cut short): the one before it.
-                _ => {}
+            else {
+                continue;
+            };
+            let whole = uint(h, 1, 4, LE) == Some(u64::from(generation))
+                && uint(h, 5, 4, LE).is_some_and(|c| bodies.len() as u64 > c);
+            if whole {
+                let entries = bodies[1..]
+                    .iter()
+                    .filter_map(|b| parse_record(b, LE))
+                    .collect();
+                return Ok((entries, uint(h, 9, 8, LE).unwrap_or(0)));
             }
+            // Incomplete (a compaction cut short): the one before it.
         }
         Ok((Vec::new(), 0))
     }
