@@ -20,6 +20,7 @@
 //! through `child::poller::run_once` with a `child::recipe::Recipe`, so they get the same spawn, limits, timeout and reaping
 //! as checks. Nothing here runs inside the daemon's loop.
 
+pub mod error;
 pub mod safety;
 pub mod tar;
 
@@ -32,6 +33,7 @@ use crate::core::decide::Outcome;
 use crate::core::sha256::Sha256;
 use crate::core::status::json_str;
 use crate::host::files::node_name;
+use crate::install::error::{Error, Reason, Why};
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -552,16 +554,13 @@ struct Walk {
 impl Walk {
     /// Copies the directory `rel` of `root` into the same place under `dst`,
     /// entry by entry in name order.
-    fn dir(&mut self, root: &Path, rel: &[String], dst: &Path) -> Result<(), String> {
+    fn dir(&mut self, root: &Path, rel: &[String], dst: &Path) -> Result<(), Error> {
         if rel.len() > crate::install::tar::MAX_DEPTH {
-            return Err(format!(
-                "deeper than {} levels",
-                crate::install::tar::MAX_DEPTH
-            ));
+            return Err(Reason::TreeTooDeep(crate::install::tar::MAX_DEPTH).into());
         }
         let here = root.join(rel.iter().collect::<PathBuf>());
         let mut names: Vec<String> = fs::read_dir(&here)
-            .map_err(|e| format!("{}: {e}", here.display()))?
+            .map_err(|e| Error::at(&here.to_string_lossy(), Why::Io(e)))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n != ".git" && n != RECORD)
@@ -577,14 +576,14 @@ impl Walk {
 
     /// Copies the entry `r` (a directory with all it holds), or refuses it: a
     /// device, a fifo, a forbidden mode, one file too many.
-    fn entry(&mut self, root: &Path, r: &[String], dst: &Path) -> Result<(), String> {
+    fn entry(&mut self, root: &Path, r: &[String], dst: &Path) -> Result<(), Error> {
         let shown = r.join("/");
         let from = root.join(r.iter().collect::<PathBuf>());
         let to = dst.join(r.iter().collect::<PathBuf>());
-        let md = fs::symlink_metadata(&from).map_err(|e| format!("{shown}: {e}"))?;
+        let md = fs::symlink_metadata(&from).map_err(|e| Error::at(&shown, Why::Io(e)))?;
         self.files += 1;
         if self.files > MAX_FILES {
-            return Err(format!("more than {MAX_FILES} files"));
+            return Err(Reason::TooManyFiles(MAX_FILES).into());
         }
         let ft = md.file_type();
         let mode = md.permissions().mode();
@@ -595,31 +594,28 @@ impl Walk {
         self.digest.update(&[0]);
         if ft.is_dir() {
             self.digest.update(b"d");
-            fs::create_dir(&to).map_err(|e| format!("{shown}: {e}"))?;
+            fs::create_dir(&to).map_err(|e| Error::at(&shown, Why::Io(e)))?;
             self.dir(root, r, dst)
         } else if ft.is_symlink() {
             self.symlink(r, &shown, &from, &to)
         } else if ft.is_file() {
             self.file(&shown, &from, &to, md.len(), mode)
         } else {
-            Err(format!(
-                "{shown}: not a file, directory or symlink; refused"
-            ))
+            Err(Error::at(&shown, Why::NotAFile))
         }
     }
 
     /// Recreates the symlink `r` at `to`, if it points inside the module.
-    fn symlink(&mut self, r: &[String], shown: &str, from: &Path, to: &Path) -> Result<(), String> {
-        let target = fs::read_link(from).map_err(|e| format!("{shown}: {e}"))?;
+    fn symlink(&mut self, r: &[String], shown: &str, from: &Path, to: &Path) -> Result<(), Error> {
+        let io = |e| Error::at(shown, Why::Io(e));
+        let target = fs::read_link(from).map_err(io)?;
         let t = target.to_string_lossy();
         if !safety::link_stays_inside(r, &t) {
-            return Err(format!(
-                "{shown}: symlink to `{t}` points outside the module"
-            ));
+            return Err(Error::at(shown, Why::LinkOutside(t.into_owned())));
         }
         self.digest.update(b"l");
         self.digest.update(t.as_bytes());
-        std::os::unix::fs::symlink(&target, to).map_err(|e| format!("{shown}: {e}"))
+        std::os::unix::fs::symlink(&target, to).map_err(io)
     }
 
     /// Copies the `len` bytes of the file `from` to `to`, with mode 0755 or 0644
@@ -631,31 +627,27 @@ impl Walk {
         to: &Path,
         len: u64,
         mode: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.bytes += len;
         if self.bytes > self.max {
-            return Err(format!(
-                "more than {} bytes of files (install_max_size)",
-                self.max
-            ));
+            return Err(Reason::TreeTooLarge(self.max).into());
         }
+        let io = |e| Error::at(shown, Why::Io(e));
         let exec = mode & 0o100 != 0;
         self.digest.update(if exec { b"x" } else { b"f" });
-        let mut input = fs::File::open(from).map_err(|e| format!("{shown}: {e}"))?;
-        let mut output = fs::File::create(to).map_err(|e| format!("{shown}: {e}"))?;
+        let mut input = fs::File::open(from).map_err(io)?;
+        let mut output = fs::File::create(to).map_err(io)?;
         let mut buf = [0u8; 8192];
         loop {
-            let n = input.read(&mut buf).map_err(|e| format!("{shown}: {e}"))?;
+            let n = input.read(&mut buf).map_err(io)?;
             if n == 0 {
                 break;
             }
             self.digest.update(&buf[..n]);
-            output
-                .write_all(&buf[..n])
-                .map_err(|e| format!("{shown}: {e}"))?;
+            output.write_all(&buf[..n]).map_err(io)?;
         }
         let m = if exec { 0o755 } else { 0o644 };
-        fs::set_permissions(to, fs::Permissions::from_mode(m)).map_err(|e| format!("{shown}: {e}"))
+        fs::set_permissions(to, fs::Permissions::from_mode(m)).map_err(io)
     }
 }
 

@@ -4,15 +4,13 @@
 //! kind; installed modes are normalized to 0755/0644 anyway, so these bits could
 //! only ever be a surprise), and symlinks that stay inside the module.
 
+use crate::install::error::{Error, Why};
 use std::path::{Component, Path};
 
 /// `Err` naming `shown` when `mode` carries a setuid, setgid or sticky bit.
-pub fn mode_allowed(shown: &str, mode: u32) -> Result<(), String> {
+pub fn mode_allowed(shown: &str, mode: u32) -> Result<(), Error> {
     if mode & 0o7000 != 0 {
-        return Err(format!(
-            "{shown}: setuid, setgid or sticky bit (mode {:04o}) refused",
-            mode & 0o7777
-        ));
+        return Err(Error::at(shown, Why::Mode(mode & 0o7777)));
     }
     Ok(())
 }
@@ -50,7 +48,7 @@ mod tests {
         assert!(mode_allowed("m", 0o755).is_ok());
         assert!(mode_allowed("m", 0o777).is_ok());
         for bad in [0o4755, 0o2755, 0o1755, 0o6777] {
-            let e = mode_allowed("sub/m", bad).unwrap_err();
+            let e = mode_allowed("sub/m", bad).unwrap_err().to_string();
             assert!(e.starts_with("sub/m: setuid, setgid or sticky bit"), "{e}");
         }
     }

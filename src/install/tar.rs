@@ -8,6 +8,7 @@
 //! every file, so no entry can be written through one. Decompression is not done
 //! here: `gzip -dc` (busybox has it) writes the plain tar this reads.
 
+use crate::install::error::{Error, Reason, Why};
 use crate::install::safety;
 use std::fs;
 use std::io::{self, Read};
@@ -52,9 +53,9 @@ pub struct Summary {
     pub bytes: u64,
 }
 
-fn octal(field: &[u8], what: &str) -> Result<u64, String> {
+fn octal(field: &[u8], what: &'static str) -> Result<u64, Error> {
     if field.first().is_some_and(|b| b & 0x80 != 0) {
-        return Err(format!("{what} in base-256 (over 8 GiB): refused"));
+        return Err(Reason::Base256(what).into());
     }
     let s: Vec<u8> = field
         .iter()
@@ -65,17 +66,17 @@ fn octal(field: &[u8], what: &str) -> Result<u64, String> {
     if s.is_empty() {
         return Ok(0);
     }
-    let s = std::str::from_utf8(&s).map_err(|_| format!("bad {what} field"))?;
-    u64::from_str_radix(s, 8).map_err(|_| format!("bad {what} field `{s}`"))
+    let s = std::str::from_utf8(&s).map_err(|_| Reason::BadField(what, None))?;
+    u64::from_str_radix(s, 8).map_err(|_| Reason::BadField(what, Some(s.to_string())).into())
 }
 
-fn text(field: &[u8]) -> Result<String, String> {
+fn text(field: &[u8]) -> Result<String, Error> {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    String::from_utf8(field[..end].to_vec()).map_err(|_| "a name that is not UTF-8".to_string())
+    String::from_utf8(field[..end].to_vec()).map_err(|_| Reason::NotUtf8.into())
 }
 
 /// Parses one 512-byte header block; `Ok(None)` for the all-zero end block.
-pub fn parse_header(b: &[u8; BLOCK]) -> Result<Option<Header>, String> {
+pub fn parse_header(b: &[u8; BLOCK]) -> Result<Option<Header>, Error> {
     if b.iter().all(|&x| x == 0) {
         return Ok(None);
     }
@@ -92,7 +93,7 @@ pub fn parse_header(b: &[u8; BLOCK]) -> Result<Option<Header>, String> {
         })
         .sum();
     if sum != want {
-        return Err("not a tar archive (header checksum mismatch)".into());
+        return Err(Reason::Checksum.into());
     }
     let mut name = text(&b[0..100])?;
     if &b[257..262] == b"ustar" {
@@ -109,10 +110,8 @@ pub fn parse_header(b: &[u8; BLOCK]) -> Result<Option<Header>, String> {
         b'K' => Kind::LongLink,
         b'x' => Kind::Pax,
         b'g' => Kind::PaxGlobal,
-        b'1' => return Err(format!("{name}: hard links are not supported")),
-        b'3' | b'4' => return Err(format!("{name}: device files are refused")),
-        b'6' => return Err(format!("{name}: fifos are refused")),
-        t => return Err(format!("{name}: unsupported entry type `{}`", t as char)),
+        // Hard links, devices, fifos, anything else.
+        t => return Err(Error::at(&name, Why::EntryType(t))),
     };
     Ok(Some(Header {
         mode: octal(&b[100..108], "mode")? as u32,
@@ -124,44 +123,41 @@ pub fn parse_header(b: &[u8; BLOCK]) -> Result<Option<Header>, String> {
 }
 
 /// The components of a relative path inside the tree, or why it is refused.
-pub fn safe_path(p: &str) -> Result<Vec<String>, String> {
+pub fn safe_path(p: &str) -> Result<Vec<String>, Error> {
     if p.len() > MAX_PATH_BYTES {
-        return Err(format!("path longer than {MAX_PATH_BYTES} bytes"));
+        return Err(Reason::PathTooLong(MAX_PATH_BYTES).into());
     }
     if p.starts_with('/') {
-        return Err(format!("{p}: absolute path refused"));
+        return Err(Error::at(p, Why::Absolute));
     }
     let mut out = Vec::new();
     for c in Path::new(p).components() {
         match c {
             Component::Normal(s) => out.push(s.to_string_lossy().into_owned()),
             Component::CurDir => {}
-            Component::ParentDir => return Err(format!("{p}: `..` in a path refused")),
-            _ => return Err(format!("{p}: absolute path refused")),
+            Component::ParentDir => return Err(Error::at(p, Why::DotDot)),
+            _ => return Err(Error::at(p, Why::Absolute)),
         }
     }
     if out.len() > MAX_DEPTH {
-        return Err(format!("{p}: deeper than {MAX_DEPTH} levels"));
+        return Err(Error::at(p, Why::TooDeep(MAX_DEPTH)));
     }
     Ok(out)
 }
 
 /// Parses pax records (`LEN key=value\n`) for `path` and `linkpath`.
-fn pax(data: &[u8], path: &mut Option<String>, link: &mut Option<String>) -> Result<(), String> {
+fn pax(data: &[u8], path: &mut Option<String>, link: &mut Option<String>) -> Result<(), Error> {
     let mut rest = data;
     while !rest.is_empty() {
-        let sp = rest
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or("bad pax header")?;
+        let sp = rest.iter().position(|&b| b == b' ').ok_or(Reason::BadPax)?;
         let len: usize = std::str::from_utf8(&rest[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
             .filter(|&l| l > sp + 1 && l <= rest.len())
-            .ok_or("bad pax header")?;
+            .ok_or(Reason::BadPax)?;
         let rec = &rest[sp + 1..len - 1];
         if let Some(eq) = rec.iter().position(|&b| b == b'=') {
-            let v = String::from_utf8(rec[eq + 1..].to_vec()).map_err(|_| "bad pax header")?;
+            let v = String::from_utf8(rec[eq + 1..].to_vec()).map_err(|_| Reason::BadPax)?;
             match &rec[..eq] {
                 b"path" => *path = Some(v),
                 b"linkpath" => *link = Some(v),
@@ -173,37 +169,39 @@ fn pax(data: &[u8], path: &mut Option<String>, link: &mut Option<String>) -> Res
     Ok(())
 }
 
-fn read_exact_or(r: &mut impl Read, buf: &mut [u8]) -> Result<(), String> {
-    r.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => "archive ends in the middle of an entry".to_string(),
-        _ => format!("reading the archive: {e}"),
+fn read_exact_or(r: &mut impl Read, buf: &mut [u8]) -> Result<(), Error> {
+    r.read_exact(buf).map_err(|e| {
+        Error::from(match e.kind() {
+            io::ErrorKind::UnexpectedEof => Reason::Truncated,
+            _ => Reason::Read(e),
+        })
     })
 }
 
 /// Moves `n` bytes of `r` into `to` (or drops them). A plain loop, not `io::copy`:
 /// its Linux fast paths (copy_file_range, splice, sendfile) cost binary size for
 /// nothing here.
-fn pass(r: &mut impl Read, n: u64, mut to: Option<&mut fs::File>) -> Result<(), String> {
+fn pass(r: &mut impl Read, n: u64, mut to: Option<&mut fs::File>) -> Result<(), Error> {
     let mut buf = [0u8; 4096];
     let mut left = n;
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
         let got = match r.read(&mut buf[..want]) {
-            Ok(0) => return Err("archive ends in the middle of an entry".into()),
+            Ok(0) => return Err(Reason::Truncated.into()),
             Ok(g) => g,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading the archive: {e}")),
+            Err(e) => return Err(Reason::Read(e).into()),
         };
         if let Some(f) = to.as_deref_mut() {
             use std::io::Write;
-            f.write_all(&buf[..got]).map_err(|e| e.to_string())?;
+            f.write_all(&buf[..got]).map_err(Reason::Write)?;
         }
         left -= got as u64;
     }
     Ok(())
 }
 
-fn skip(r: &mut impl Read, n: u64) -> Result<(), String> {
+fn skip(r: &mut impl Read, n: u64) -> Result<(), Error> {
     pass(r, n, None)
 }
 
@@ -214,7 +212,7 @@ fn padding(size: u64) -> u64 {
 /// Extracts the plain tar `r` into the existing, empty directory `dest`, refusing
 /// anything unsafe (see the file comment). Files get mode 0644 or 0755 (by the
 /// owner's exec bit), directories 0755. `max_bytes`: the most file content, bytes.
-pub fn extract(r: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Summary, String> {
+pub fn extract(r: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Summary, Error> {
     let mut x = Extraction {
         dest,
         max_bytes,
@@ -231,7 +229,7 @@ pub fn extract(r: &mut impl Read, dest: &Path, max_bytes: u64) -> Result<Summary
             None => return x.finish(),
         }
     }
-    Err(format!("archive holds more than {MAX_ENTRIES} entries"))
+    Err(Reason::TooManyEntries(MAX_ENTRIES).into())
 }
 
 /// What `extract` keeps from one entry to the next.
@@ -248,7 +246,7 @@ struct Extraction<'a> {
 
 impl Extraction<'_> {
     /// Takes one entry whose header is `h`, and its data from `r`.
-    fn entry(&mut self, r: &mut impl Read, h: Header) -> Result<(), String> {
+    fn entry(&mut self, r: &mut impl Read, h: Header) -> Result<(), Error> {
         if matches!(
             h.kind,
             Kind::LongName | Kind::LongLink | Kind::Pax | Kind::PaxGlobal
@@ -264,7 +262,7 @@ impl Extraction<'_> {
             .iter()
             .any(|(l, _)| comps.len() > l.len() && comps[..l.len()] == l[..])
         {
-            return Err(format!("{name}: written through a symlink in the archive"));
+            return Err(Error::at(&name, Why::ThroughSymlink));
         }
         if comps.is_empty() {
             return skip(r, h.size + padding(h.size)); // `./` itself
@@ -272,14 +270,12 @@ impl Extraction<'_> {
         let path = self.dest.join(comps.iter().collect::<PathBuf>());
         match h.kind {
             Kind::Dir => {
-                fs::create_dir_all(&path).map_err(|e| format!("{name}: {e}"))?;
+                fs::create_dir_all(&path).map_err(|e| Error::at(&name, Why::Io(e)))?;
                 skip(r, h.size + padding(h.size))
             }
             Kind::Symlink => {
                 if !safety::link_stays_inside(&comps, &link) {
-                    return Err(format!(
-                        "{name}: symlink to `{link}` points outside the module"
-                    ));
+                    return Err(Error::at(&name, Why::LinkOutside(link)));
                 }
                 self.links.push((comps, link));
                 skip(r, h.size + padding(h.size))
@@ -290,9 +286,9 @@ impl Extraction<'_> {
 
     /// Reads a header that describes the next entry: a GNU long name or link, or
     /// pax records (a global one is read and dropped).
-    fn meta(&mut self, r: &mut impl Read, h: &Header) -> Result<(), String> {
+    fn meta(&mut self, r: &mut impl Read, h: &Header) -> Result<(), Error> {
         if h.size > MAX_META_BYTES {
-            return Err(format!("{}: metadata header over 64 KiB", h.name));
+            return Err(Error::at(&h.name, Why::MetaTooLarge));
         }
         let mut data = vec![0u8; h.size as usize];
         read_exact_or(r, &mut data)?;
@@ -315,34 +311,31 @@ impl Extraction<'_> {
         path: &Path,
         size: u64,
         mode: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.sum.bytes += size;
         self.sum.files += 1;
         if self.sum.bytes > self.max_bytes {
-            return Err(format!(
-                "archive holds more than {} bytes of files (install_max_size)",
-                self.max_bytes
-            ));
+            return Err(Reason::ArchiveTooLarge(self.max_bytes).into());
         }
+        let io = |e| Error::at(name, Why::Io(e));
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("{name}: {e}"))?;
+            fs::create_dir_all(parent).map_err(io)?;
         }
-        let mut f = fs::File::create(path).map_err(|e| format!("{name}: {e}"))?;
-        pass(r, size, Some(&mut f)).map_err(|e| format!("{name}: {e}"))?;
+        let mut f = fs::File::create(path).map_err(io)?;
+        pass(r, size, Some(&mut f)).map_err(|e| Error::at(name, Why::In(e)))?;
         let mode = if mode & 0o100 != 0 { 0o755 } else { 0o644 };
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("{name}: {e}"))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io)?;
         skip(r, padding(size))
     }
 
     /// Creates the symlinks, now that no entry is left to write through them: the
     /// summary.
-    fn finish(self) -> Result<Summary, String> {
+    fn finish(self) -> Result<Summary, Error> {
         for (comps, target) in &self.links {
             let at = comps.iter().collect::<PathBuf>();
             std::os::unix::fs::symlink(target, self.dest.join(&at))
-                .map_err(|e| format!("{}: {e}", at.display()))?;
+                .map_err(|e| Error::at(&at.to_string_lossy(), Why::Io(e)))?;
         }
         Ok(self.sum)
     }
@@ -442,7 +435,7 @@ mod tests {
             ),
         ];
         for (a, want) in cases {
-            let e = extract(&mut &a[..], &d, 1000).unwrap_err();
+            let e = extract(&mut &a[..], &d, 1000).unwrap_err().to_string();
             assert!(e.contains(want), "{e} should mention {want}");
         }
         assert!(!d.parent().unwrap().join("evil").exists());
@@ -480,6 +473,7 @@ mod tests {
         assert!(
             extract(&mut &a[..600], &d, 1 << 20)
                 .unwrap_err()
+                .to_string()
                 .contains("ends")
         );
         let mut bad = a.clone();
@@ -487,6 +481,7 @@ mod tests {
         assert!(
             extract(&mut &bad[..], &d, 1 << 20)
                 .unwrap_err()
+                .to_string()
                 .contains("checksum")
         );
         fs::remove_dir_all(&d).unwrap();
