@@ -20,6 +20,13 @@
 //!    run. The `done` reply (code, head+tail of the output, duration) is synced
 //!    into the spool before the table says `Done`.
 //!
+//! The edge is a machine: the daemon hands it messages, finished runs and
+//! `now`/`wall`; it answers with PUBACKs owed (`after_input`) and recipes
+//! (`start_next`). Its table sits on a `Storage` (files in the daemon, memory
+//! in the tests), and what it needs of the host, the outbox its replies go to
+//! and the module directory, comes through a `Port`: it reads no clock and no
+//! file itself (`open` and `read_key`, at start and reload, aside).
+//!
 //! Expiry basis: the edge's wall clock once it is set (after 2020); before that
 //! (a router at 1970 before NTP), the newest `sent` among the commands it has
 //! accepted, the sender's clock carried forward; with neither, the command runs
@@ -30,25 +37,36 @@ use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
 use crate::command::envelope::{self, Answer, Command, Refusal};
 use crate::command::table::{self, End, Entry, State, Table};
-use crate::core::config::Config;
+use crate::core::config::{Config, ModuleSettings};
 use crate::core::event::{Event, Kind};
 use crate::core::output::head_tail;
 use crate::core::sha256::to_hex;
 use crate::core::status::Status;
 use crate::host::files;
 use crate::host::logger::RateLimit;
-use crate::host::modules;
-use crate::host::outbox::Outbox;
-use crate::spool::storage::FileStorage;
-use std::path::Path;
+use crate::spool::storage::{FileStorage, Storage};
+use std::io;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub struct Edge {
+/// What the edge needs of its host: the daemon's is the outbox (the spool)
+/// and the module directory (`daemon::ports`); a test's is memory.
+pub trait Port {
+    /// Puts a reply into the outbox; its seq there, if it was taken.
+    fn push(&mut self, ev: Event, now: Instant) -> Option<u64>;
+    /// Makes the outbox durable; false when record `seq` is not durable yet.
+    fn sync(&mut self, seq: u64, now: Instant) -> bool;
+    /// Module `name`'s support executable and its settings, or why it cannot
+    /// run here.
+    fn support(&self, name: &str) -> Result<(PathBuf, ModuleSettings), String>;
+}
+
+pub struct Edge<S: Storage = FileStorage> {
     node: String,
     prefix: String,
     allowed: Vec<String>,
     key: Option<Vec<u8>>,
-    table: Table<FileStorage>,
+    table: Table<S>,
     /// PUBACKs owed once the table is synced: (connection, packet id).
     acks: Vec<(u64, u16)>,
     /// The run in flight: its run id and the command's id.
@@ -83,10 +101,10 @@ pub struct Message<'a> {
     pub payload: Result<&'a [u8], usize>,
 }
 
-/// Where the edge's replies go and when: the daemon's outbox (the spool), the
-/// loop's `now`, and the wall clock (unix ms) a reply carries.
+/// Where the edge's replies go and when: its port, the loop's `now`, and the
+/// wall clock (unix ms) a reply carries.
 pub struct Outgoing<'a> {
-    pub outbox: &'a mut Outbox,
+    pub port: &'a mut dyn Port,
     pub now: Instant,
     pub wall: u64,
 }
@@ -138,17 +156,14 @@ pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-impl Edge {
-    /// The edge's commands, when `commands` names any module; runs that a crash
-    /// cut are answered `interrupted` here, and commands journaled but never
-    /// started are queued again.
+impl Edge<FileStorage> {
+    /// The edge's commands, when `commands` names any module: its key read
+    /// (`read_key`), its table on files in `spool_dir/command/` (`with`).
     pub fn open(
         cfg: &Config,
         node: &str,
-        outbox: &mut Outbox,
-        now: Instant,
-        wall: u64,
-    ) -> Result<Option<Edge>, String> {
+        out: &mut Outgoing<'_>,
+    ) -> Result<Option<Edge<FileStorage>>, String> {
         if cfg.commands.is_empty() {
             return Ok(None);
         }
@@ -157,9 +172,23 @@ impl Edge {
             None => None,
         };
         let dir = cfg.spool_dir.join("command");
-        let st = FileStorage::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let (table, warnings) =
-            Table::open(st, table::EDGE).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let at = |e: io::Error| format!("{}: {e}", dir.display());
+        let st = FileStorage::open(&dir).map_err(at)?;
+        Edge::with(st, cfg, key, node, out).map(Some).map_err(at)
+    }
+}
+
+impl<S: Storage> Edge<S> {
+    /// The edge over the table in `st`: runs that a crash cut are answered
+    /// `interrupted` here, and commands journaled but never started wait again.
+    pub fn with(
+        st: S,
+        cfg: &Config,
+        key: Option<Vec<u8>>,
+        node: &str,
+        out: &mut Outgoing<'_>,
+    ) -> io::Result<Edge<S>> {
+        let (table, warnings) = Table::open(st, table::EDGE)?;
         for w in warnings {
             log::warn!("{w}");
         }
@@ -175,7 +204,6 @@ impl Edge {
             log_refused: RateLimit::default(),
             counts: Counts::default(),
         };
-        let mut out = Outgoing { outbox, now, wall };
         for s in e.table.started() {
             log::warn!(
                 "command {} ({}): its run was cut by a crash or power cut; not run again",
@@ -183,11 +211,9 @@ impl Edge {
                 s.module
             );
             e.counts.interrupted += 1;
-            e.end(s, End::Interrupted, &mut out);
+            e.end(s, End::Interrupted, out);
         }
-        if let Err(err) = e.table.sync() {
-            return Err(format!("{}: {err}", dir.display()));
-        }
+        e.table.sync()?;
         log::info!(
             "remote commands on: {} (signed: {}), {} ids remembered, {} waiting",
             e.allowed.join(" "),
@@ -195,7 +221,7 @@ impl Edge {
             e.table.len(),
             e.table.pending()
         );
-        Ok(Some(e))
+        Ok(e)
     }
 
     /// The filter this node's commands arrive on.
@@ -213,16 +239,15 @@ impl Edge {
         (!rest.contains('/')).then_some(rest)
     }
 
-    /// Takes allowed modules and the key from a reloaded config.
-    pub fn configure(&mut self, cfg: &Config) {
+    /// Takes the allowed modules from a reloaded config, and its key as the
+    /// caller read it (`read_key`): none, a key, or why it could not be read
+    /// (the key read before is kept).
+    pub fn configure(&mut self, cfg: &Config, key: Option<Result<Vec<u8>, String>>) {
         self.allowed = cfg.commands.clone();
-        if let Some(p) = &cfg.command_key_file {
-            match read_key(p) {
-                Ok(k) => self.key = Some(k),
-                Err(e) => log::error!("command_key_file {e}; keeping the key read before"),
-            }
-        } else {
-            self.key = None;
+        match key {
+            Some(Ok(k)) => self.key = Some(k),
+            Some(Err(e)) => log::error!("command_key_file {e}; keeping the key read before"),
+            None => self.key = None,
         }
     }
 
@@ -237,7 +262,7 @@ impl Edge {
         out: &mut Outgoing<'_>,
     ) -> Option<u64> {
         let json = envelope::reply_json(id, &self.node, module, out.wall, a, resent);
-        out.outbox.push(
+        out.port.push(
             Event {
                 ts_ms: out.wall,
                 module: id.to_string(),
@@ -253,7 +278,7 @@ impl Edge {
     /// One message on this node's command topic, through the steps the file's
     /// doc lists (1 `check`, 2 the table, 3 `refusal`, 4 the journal). Its
     /// PUBACK is owed once what it changed is durable (`after_input`).
-    pub fn handle(&mut self, msg: Message<'_>, cfg: &Config, euid: u32, out: &mut Outgoing<'_>) {
+    pub fn handle(&mut self, msg: Message<'_>, out: &mut Outgoing<'_>) {
         let id = msg.id;
         self.counts.received += 1;
         if let Some(p) = msg.pkid {
@@ -283,7 +308,7 @@ impl Edge {
             module: c.module.as_str().into(),
             state: State::Waiting(payload.into()),
         };
-        if let Some((why, detail)) = self.refusal(&c, cfg, euid, out.wall) {
+        if let Some((why, detail)) = self.refusal(&c, &*out.port, out.wall) {
             self.refuse(id, why, detail, &c.module, out);
             // `busy` is not remembered: the command may be sent again.
             if why == Refusal::Busy {
@@ -353,13 +378,7 @@ impl Edge {
     /// the detail, if it is: expired (against `wall`, or, before the clock is
     /// set, the newest `sent` accepted), sent before an id this node forgot, not
     /// allowed, an unknown module, or busy.
-    fn refusal(
-        &self,
-        c: &Command,
-        cfg: &Config,
-        euid: u32,
-        wall: u64,
-    ) -> Option<(Refusal, String)> {
+    fn refusal(&self, c: &Command, port: &dyn Port, wall: u64) -> Option<(Refusal, String)> {
         let basis = if wall >= envelope::CLOCK_SET_MS {
             wall
         } else {
@@ -385,7 +404,7 @@ impl Edge {
             ))
         } else if !self.allowed.contains(&c.module) {
             Some((Refusal::NotAllowed, String::new()))
-        } else if let Err(e) = modules::support(cfg, &c.module, euid) {
+        } else if let Err(e) = port.support(&c.module) {
             Some((Refusal::UnknownModule, e))
         } else if self.table.full() {
             let detail = format!("{} commands wait already", table::EDGE.max_pending);
@@ -435,13 +454,7 @@ impl Edge {
 
     /// The oldest waiting command's run, when none runs: the daemon starts it
     /// and hands its end back (`Purpose::Command`, `handle_finished`).
-    pub fn start_next(
-        &mut self,
-        host: Host<'_>,
-        cfg: &Config,
-        euid: u32,
-        out: &mut Outgoing<'_>,
-    ) -> Option<Recipe> {
+    pub fn start_next(&mut self, host: Host<'_>, out: &mut Outgoing<'_>) -> Option<Recipe> {
         let now = out.now;
         if self.running.is_some() || self.retry_at.is_some_and(|t| now < t) {
             return None;
@@ -456,7 +469,7 @@ impl Edge {
             self.end(e, End::Refused(Refusal::Malformed), out);
             return None;
         };
-        let (exe, settings) = match modules::support(cfg, &c.module, euid) {
+        let (exe, settings) = match out.port.support(&c.module) {
             Ok(v) if self.allowed.contains(&c.module) => v,
             Ok(_) => {
                 self.end(e, End::Refused(Refusal::NotAllowed), out);
@@ -473,6 +486,9 @@ impl Edge {
         };
         if let Err(err) = self.table.set(started).and_then(|_| self.table.sync()) {
             log::error!("command {hex}: journal: {err}; start retried in 5 s");
+            // It did not start: waiting again, in the table and in its log (the
+            // later record wins), or the retry would find nothing to start.
+            let _ = self.table.set(e);
             self.retry_at = Some(now + Duration::from_secs(5));
             return None;
         }
@@ -483,7 +499,7 @@ impl Edge {
     }
 
     /// The command's run finished: its `done` reply, synced, then `Done`.
-    pub fn handle_finished(&mut self, f: Finished, outbox: &mut Outbox, now: Instant, wall: u64) {
+    pub fn handle_finished(&mut self, f: Finished, out: &mut Outgoing<'_>) {
         let Some(id) = self.running.take() else {
             return;
         };
@@ -500,7 +516,6 @@ impl Edge {
         );
         self.counts.done += 1;
         let text = head_tail(&f.output, envelope::REPLY_OUT_BYTES).into_owned();
-        let out = &mut Outgoing { outbox, now, wall };
         self.finish(e, End::Done { code, dur_ms }, Some(text), out);
     }
 
@@ -517,11 +532,10 @@ impl Edge {
             *o = text;
         }
         let seq = self.reply(&hex, &e.module, &a, false, out);
-        if let Some(seq) = seq {
-            let _ = out.outbox.spool().sync(out.now);
-            if out.outbox.spool().durable_seq() < seq {
-                log::error!("command {hex}: its reply is not durable yet (spool sync failed)");
-            }
+        if let Some(seq) = seq
+            && !out.port.sync(seq, out.now)
+        {
+            log::error!("command {hex}: its reply is not durable yet (spool sync failed)");
         }
         let e = Entry {
             state: State::Ended(end),
@@ -579,29 +593,293 @@ fn answer_of(e: &Entry) -> Answer {
 
 #[cfg(test)]
 mod tests {
+    //! The edge driven as a machine: its table in memory (`MemStorage`, with
+    //! its faults and power cuts), its port in memory, a virtual clock
+    //! (`t0 + Duration`) and wall clock; no broker, no disk, no child.
     use super::*;
+    use crate::child::recipe::Purpose;
+    use crate::child::run::Finished;
     use crate::command::envelope::{Command, Reply};
     use crate::core::config::parse_config;
-    use std::os::unix::fs::PermissionsExt;
+    use crate::core::decide::Outcome;
+    use crate::core::module::Role;
+    use crate::spool::storage::{MemStorage, Op};
 
     const KEY: &[u8] = b"a shared secret of more than 32 bytes";
+    const WALL: u64 = 1_800_000_000_000;
 
-    fn dir(tag: &str) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("crd-edge-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        p
+    /// The outbox and module directory in memory: replies pushed, how far
+    /// they are durable, the modules that exist.
+    #[derive(Default)]
+    struct MemPort {
+        pushed: Vec<Event>,
+        durable: u64,
+        modules: Vec<&'static str>,
     }
 
-    /// The replies in the outbox's spool, oldest first.
-    fn replies(outbox: &mut Outbox) -> Vec<Reply> {
-        let mut out = Vec::new();
-        outbox.spool().sync(Instant::now()).expect("sync");
-        while let Ok(Some((_, b))) = outbox.spool().read_next() {
-            let ev = crate::core::event::decode(b).expect("an event");
-            out.push(Reply::parse(ev.out.as_bytes()).expect("a reply"));
+    impl Port for MemPort {
+        fn push(&mut self, ev: Event, _: Instant) -> Option<u64> {
+            self.pushed.push(ev);
+            Some(self.pushed.len() as u64)
         }
-        out
+        fn sync(&mut self, seq: u64, _: Instant) -> bool {
+            self.durable = self.pushed.len() as u64;
+            self.durable >= seq
+        }
+        fn support(&self, name: &str) -> Result<(PathBuf, ModuleSettings), String> {
+            if self.modules.contains(&name) {
+                let exe = PathBuf::from(format!("/opt/CRD/modules/{name}/support"));
+                Ok((exe, ModuleSettings::default()))
+            } else {
+                Err(format!("{name}: no such module"))
+            }
+        }
+    }
+
+    impl MemPort {
+        fn with(modules: &[&'static str]) -> MemPort {
+            MemPort {
+                modules: modules.to_vec(),
+                ..MemPort::default()
+            }
+        }
+
+        /// The replies pushed so far, oldest first, as a sender reads them.
+        fn replies(&self) -> Vec<Reply> {
+            let parse = |e: &Event| Reply::parse(e.out.as_bytes()).expect("a reply");
+            self.pushed.iter().map(parse).collect()
+        }
+    }
+
+    fn config(extra: &str) -> Config {
+        let text = format!("node = edge1\ncommands = Echo\n{extra}");
+        parse_config(&text, Path::new("crd.conf")).expect("config")
+    }
+
+    fn host() -> Host<'static> {
+        Host {
+            config: Path::new("crd.conf"),
+            node: "edge1",
+        }
+    }
+
+    fn open(
+        st: MemStorage,
+        key: Option<&[u8]>,
+        port: &mut MemPort,
+        t: Instant,
+    ) -> Edge<MemStorage> {
+        let out = &mut Outgoing {
+            port,
+            now: t,
+            wall: WALL,
+        };
+        Edge::with(st, &config(""), key.map(<[u8]>::to_vec), "edge1", out).expect("open")
+    }
+
+    fn command(n: u8, module: &str, sent: u64) -> Command {
+        Command {
+            id: format!("{n:02x}").repeat(16),
+            module: module.into(),
+            args: vec!["a".into()],
+            from: "central".into(),
+            to: String::new(),
+            sent,
+            ttl_ms: 60_000,
+            sig: None,
+        }
+    }
+
+    /// Hands `c` to the edge as packet `pkid`; the PUBACKs its sync allows.
+    fn deliver(
+        e: &mut Edge<MemStorage>,
+        c: &Command,
+        pkid: u16,
+        out: &mut Outgoing<'_>,
+    ) -> Vec<(u64, u16)> {
+        let payload = serde_json::to_vec(c).expect("json");
+        let msg = Message {
+            conn: 1,
+            pkid: Some(pkid),
+            id: &c.id,
+            payload: Ok(&payload),
+        };
+        e.handle(msg, out);
+        e.after_input()
+    }
+
+    fn ended(r: &Recipe, code: i32, output: &str, t: Instant) -> Finished {
+        Finished {
+            id: 0,
+            module: r.module.clone(),
+            role: r.role,
+            purpose: r.purpose,
+            outcome: Outcome::Exited(code),
+            output: output.into(),
+            started: t,
+            dur: Duration::from_millis(40),
+            stopped: false,
+        }
+    }
+
+    /// Accepted (the PUBACK after the table's sync), run once, its `done`
+    /// reply durable before the table says `Done`; a copy afterwards is
+    /// answered `resent` and starts nothing.
+    #[test]
+    fn a_command_runs_once_and_a_copy_gets_its_answer_again() {
+        let t0 = Instant::now();
+        let mut port = MemPort::with(&["Echo"]);
+        let mut e = open(MemStorage::new(), None, &mut port, t0);
+        let c = command(1, "Echo", WALL);
+        let out = &mut Outgoing {
+            port: &mut port,
+            now: t0,
+            wall: WALL,
+        };
+        assert_eq!(deliver(&mut e, &c, 7, out), vec![(1, 7)]);
+        let r = e.start_next(host(), out).expect("a recipe");
+        assert_eq!(
+            (r.purpose, r.role, r.module.as_str()),
+            (Purpose::Command, Role::Support, "Echo")
+        );
+        assert_eq!(r.args, vec![std::ffi::OsString::from("a")]);
+        assert!(e.start_next(host(), out).is_none(), "one at a time");
+        out.now = t0 + Duration::from_secs(1);
+        e.handle_finished(ended(&r, 3, "hello\n", t0), out);
+        assert!(e.start_next(host(), out).is_none(), "nothing waits");
+        assert_eq!(
+            deliver(&mut e, &c, 8, out),
+            vec![(1, 8)],
+            "a copy is acknowledged"
+        );
+        assert!(e.start_next(host(), out).is_none(), "and runs nothing");
+        let r = port.replies();
+        let names: Vec<_> = r.iter().map(|r| (r.answer.name(), r.resent)).collect();
+        assert_eq!(
+            names,
+            [("accepted", false), ("done", false), ("done", true)],
+            "{r:?}"
+        );
+        assert!(matches!(&r[1].answer, Answer::Done { code: 3, out, .. } if out == "hello\n"));
+        assert_eq!(port.durable, 2, "the done reply was synced");
+        let idb = table::id_bytes(&c.id).expect("id");
+        assert!(matches!(
+            e.table.get(&idb).map(|e| &e.state),
+            Some(State::Ended(End::Done { code: 3, .. }))
+        ));
+    }
+
+    /// A power cut once `Started` is synced: the reopened edge answers
+    /// `interrupted` and never starts it again; one cut before leaves it
+    /// waiting, and it runs.
+    #[test]
+    fn a_run_cut_by_a_power_cut_is_interrupted_never_run_twice() {
+        let t0 = Instant::now();
+        for started in [false, true] {
+            let mut port = MemPort::with(&["Echo"]);
+            let mut e = open(MemStorage::new(), None, &mut port, t0);
+            let out = &mut Outgoing {
+                port: &mut port,
+                now: t0,
+                wall: WALL,
+            };
+            deliver(&mut e, &command(2, "Echo", WALL), 1, out);
+            if started {
+                assert!(e.start_next(host(), out).is_some());
+            }
+            let mut st = e.table.into_storage();
+            st.power_cut(|_, _| None, false);
+            let mut port = MemPort::with(&["Echo"]);
+            let t1 = t0 + Duration::from_secs(30);
+            let mut e = open(st, None, &mut port, t1);
+            let out = &mut Outgoing {
+                port: &mut port,
+                now: t1,
+                wall: WALL + 30_000,
+            };
+            let again = e.start_next(host(), out);
+            assert_eq!(again.is_some(), !started, "started: {started}");
+            let r = port.replies();
+            if started {
+                assert_eq!(r.len(), 1, "{r:?}");
+                assert_eq!(r[0].answer, Answer::Interrupted);
+                assert_eq!(e.counts.interrupted, 1);
+            } else {
+                assert!(r.is_empty(), "{r:?}");
+            }
+        }
+    }
+
+    /// A start whose `Started` cannot be synced is not run; it is tried again
+    /// 5 s later on the loop's clock, not before.
+    #[test]
+    fn a_start_that_cannot_be_journaled_waits_5_s_and_is_tried_again() {
+        let t0 = Instant::now();
+        let mut port = MemPort::with(&["Echo"]);
+        let mut e = open(MemStorage::new(), None, &mut port, t0);
+        let out = &mut Outgoing {
+            port: &mut port,
+            now: t0,
+            wall: WALL,
+        };
+        deliver(&mut e, &command(3, "Echo", WALL), 1, out);
+        e.table.storage().fail(Op::Sync, 0, io::ErrorKind::Other);
+        assert!(e.start_next(host(), out).is_none());
+        assert_eq!(e.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+        out.now = t0 + Duration::from_millis(4_999);
+        assert!(e.start_next(host(), out).is_none(), "not before its time");
+        out.now = t0 + Duration::from_secs(5);
+        assert!(e.start_next(host(), out).is_some(), "tried again");
+        assert_eq!(e.poll_timeout(), None);
+    }
+
+    /// Refusals by the virtual wall clock and the port: expired (remembered:
+    /// a copy gets the same answer), unknown module, not allowed, and busy past
+    /// 16 waiting (not remembered: sent again once there is room, it is
+    /// accepted).
+    #[test]
+    fn refusals_expired_unknown_not_allowed_and_busy() {
+        let t0 = Instant::now();
+        let mut port = MemPort::with(&["Echo"]);
+        let mut e = open(MemStorage::new(), None, &mut port, t0);
+        let out = &mut Outgoing {
+            port: &mut port,
+            now: t0,
+            wall: WALL,
+        };
+        let old = command(4, "Echo", WALL - 61_000);
+        deliver(&mut e, &old, 1, out);
+        deliver(&mut e, &old, 2, out);
+        e.allowed.push("Gone".into());
+        deliver(&mut e, &command(5, "Gone", WALL), 3, out);
+        deliver(&mut e, &command(6, "Other", WALL), 4, out);
+        for n in 0..16 {
+            deliver(&mut e, &command(0x10 + n, "Echo", WALL), 5, out);
+        }
+        let busy = command(0x40, "Echo", WALL);
+        deliver(&mut e, &busy, 6, out);
+        let r = port.replies();
+        let why = |r: &Reply| match &r.answer {
+            Answer::Refused { why, .. } => why.as_str(),
+            a => a.name(),
+        };
+        let got: Vec<_> = r.iter().map(why).collect();
+        let mut want = vec!["expired", "expired", "unknown module", "not allowed"];
+        want.extend(["accepted"; 16]);
+        want.push("busy");
+        assert_eq!(got, want);
+        let out = &mut Outgoing {
+            port: &mut port,
+            now: t0,
+            wall: WALL,
+        };
+        let r = e.start_next(host(), out).expect("the oldest waiting");
+        e.handle_finished(ended(&r, 0, "", t0), out);
+        deliver(&mut e, &busy, 7, out);
+        assert_eq!(
+            port.replies().last().map(|r| r.answer.name()),
+            Some("accepted")
+        );
     }
 
     /// A copy of a known id with a changed argument and the original signature is
@@ -609,84 +887,44 @@ mod tests {
     /// gets its earlier answer.
     #[test]
     fn a_tampered_copy_of_a_known_id_is_refused_before_the_lookup() {
-        let d = dir("tampered");
-        let key = d.join("cmd.key");
-        std::fs::write(&key, KEY).expect("key");
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("mode");
-        let cfg = parse_config(
-            &format!(
-                "node = edge1\nspool_dir = {}\nmodules_dir = {}\ncommands = Echo\n\
-                 command_key_file = {}\n",
-                d.join("spool").display(),
-                d.join("modules").display(),
-                key.display()
-            ),
-            Path::new("crd.conf"),
-        )
-        .expect("config");
-        let mut outbox = Outbox::open(&d.join("out"), cfg.spool).expect("outbox");
-        let (t0, wall) = (Instant::now(), 1_800_000_000_000);
-        let mut edge = Edge::open(&cfg, "edge1", &mut outbox, t0, wall)
-            .expect("open")
-            .expect("commands on");
-        let mut c = Command {
-            id: "0123456789abcdef0123456789abcdef".into(),
-            module: "Echo".into(),
-            args: vec!["a".into()],
-            from: "central".into(),
-            to: String::new(),
-            sent: wall,
-            ttl_ms: 60_000,
-            sig: None,
-        };
+        let t0 = Instant::now();
+        let mut port = MemPort::with(&["Echo"]);
+        let mut e = open(MemStorage::new(), Some(KEY), &mut port, t0);
+        let mut c = command(9, "Echo", WALL);
         c.sig = Some(envelope::sign(KEY, "edge1", &c));
-        let genuine = serde_json::to_vec(&c).expect("json");
-        let id = c.id.clone();
         // The id is known and its run done (as `handle_finished` leaves it).
-        let idb = table::id_bytes(&id).expect("id");
+        let idb = table::id_bytes(&c.id).expect("id");
         let done = End::Done { code: 0, dur_ms: 1 };
-        let e = Entry {
+        let entry = Entry {
             id: idb,
             sent: c.sent,
             node: "".into(),
             module: "Echo".into(),
             state: State::Ended(done),
         };
-        edge.table.set(e).expect("set");
+        e.table.set(entry).expect("set");
         let mut tampered = c.clone();
         tampered.args = vec!["rm -rf /".into()];
-        let tampered = serde_json::to_vec(&tampered).expect("json");
-        for payload in [&tampered, &genuine] {
-            let msg = Message {
-                conn: 1,
-                pkid: None,
-                id: &id,
-                payload: Ok(payload),
-            };
-            let out = &mut Outgoing {
-                outbox: &mut outbox,
-                now: t0,
-                wall,
-            };
-            edge.handle(msg, &cfg, 0, out);
-        }
-        let r = replies(&mut outbox);
+        let out = &mut Outgoing {
+            port: &mut port,
+            now: t0,
+            wall: WALL,
+        };
+        deliver(&mut e, &tampered, 1, out);
+        deliver(&mut e, &c, 2, out);
+        let r = port.replies();
         assert_eq!(r.len(), 2, "{r:?}");
-        assert_eq!(
-            r[0].answer,
-            Answer::Refused {
-                why: Refusal::BadSignature,
-                detail: String::new()
-            },
-            "{r:?}"
-        );
+        let bad = Answer::Refused {
+            why: Refusal::BadSignature,
+            detail: String::new(),
+        };
+        assert_eq!(r[0].answer, bad, "{r:?}");
         assert!(!r[0].resent, "{r:?}");
         assert!(matches!(r[1].answer, Answer::Done { code: 0, .. }), "{r:?}");
         assert!(r[1].resent, "{r:?}");
         assert_eq!(
-            edge.table.get(&idb).map(|e| &e.state),
+            e.table.get(&idb).map(|e| &e.state),
             Some(&State::Ended(done))
         );
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -21,6 +21,12 @@
 //! answer stands: a later one (a refused forgery of the id) is kept for `crd
 //! replies` but changes no state.
 //!
+//! The relay is a machine: the daemon hands it `crd send`'s commands, the
+//! replies read and `now`/`wall`; it publishes through a `Publish` (the
+//! daemon's forwarder; a test's memory), and its table sits on a `Storage`
+//! (files in the daemon, memory in the tests). It reads no clock and no file
+//! itself (`open`, at start, aside).
+//!
 //! Protocol of `replies` (control socket): the answer always has a first line,
 //! starting `# `, so it is never empty and the client never waits on silence: for
 //! the list, the column names; for one id, that command's line
@@ -30,9 +36,9 @@ use crate::command::envelope::{self, Answer, Refusal, Reply};
 use crate::command::table::{self, End, Entry, Limits, State, Table};
 use crate::core::sha256::to_hex;
 use crate::core::status::Status;
-use crate::mqtt::forward::Forwarder;
-use crate::spool::storage::FileStorage;
+use crate::spool::storage::{FileStorage, Storage};
 use std::collections::VecDeque;
+use std::io;
 use std::time::{Duration, Instant};
 
 /// The relay's table: 10,000 commands remembered, 4096 of them not yet answered.
@@ -58,9 +64,16 @@ struct Try {
     busy: bool,
 }
 
-pub struct Relay {
+/// Where the relay's commands go out: the daemon's forwarder (`daemon::ports`).
+pub trait Publish {
+    /// Publishes at QoS 1 now; false when it cannot now (not connected, its
+    /// window full), and the relay tries again a second later.
+    fn publish_now(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool;
+}
+
+pub struct Relay<S: Storage = FileStorage> {
     prefix: String,
-    table: Table<FileStorage>,
+    table: Table<S>,
     /// Oldest first: the order commands were queued in.
     tries: Vec<Try>,
     /// The newest `now` given (open, queue, pump): a try woken by a reply is due
@@ -75,12 +88,21 @@ pub struct Relay {
     unanswered: u64,
 }
 
-impl Relay {
+impl Relay<FileStorage> {
+    /// The relay over its table in `spool_dir/relay/`.
     pub fn open(spool_dir: &std::path::Path, prefix: &str, now: Instant) -> Result<Relay, String> {
         let dir = spool_dir.join("relay");
-        let st = FileStorage::open(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let (table, warnings) =
-            Table::open(st, RELAY).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let at = |e: io::Error| format!("{}: {e}", dir.display());
+        let st = FileStorage::open(&dir).map_err(at)?;
+        Relay::with(st, prefix, now).map_err(at)
+    }
+}
+
+impl<S: Storage> Relay<S> {
+    /// The relay over the table in `st`: every command not yet accepted is
+    /// published again at once.
+    pub fn with(st: S, prefix: &str, now: Instant) -> io::Result<Relay<S>> {
+        let (table, warnings) = Table::open(st, RELAY)?;
         for w in warnings {
             log::warn!("{w}");
         }
@@ -194,7 +216,7 @@ impl Relay {
 
     /// Publishes the commands due; ends those past their ttl as `unanswered`,
     /// each with a `refused`/`expired` reply of the relay's own.
-    pub fn pump(&mut self, fwd: &mut Forwarder, now: Instant, wall: u64) {
+    pub fn pump(&mut self, fwd: &mut dyn Publish, now: Instant, wall: u64) {
         self.last_now = now;
         // Nodes with a busy command met in this pass: only the oldest busy
         // command to a node goes out on its timer, so they are taken in order.
@@ -343,6 +365,8 @@ impl Relay {
             (Answer::Interrupted, _) => State::Ended(End::Interrupted),
             (Answer::Refused { why, .. }, _) => State::Ended(End::Refused(*why)),
         };
+        // Accepted or ended: never published again, so no timer of its own.
+        self.tries.retain(|t| t.id != id);
         if matches!(state, State::Ended(_)) {
             self.answered += 1;
             // A slot freed at that node: its oldest busy command goes again now.
@@ -431,4 +455,180 @@ fn line(out: &mut String, e: &Entry) {
         e.module,
         e.sent
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    //! The relay driven as a machine: its table in memory (`MemStorage`, with
+    //! power cuts), its publishes into memory, a virtual clock (`t0 +
+    //! Duration`) and wall clock; no broker, no disk.
+    use super::*;
+    use crate::command::envelope::Command;
+    use crate::spool::storage::MemStorage;
+
+    const WALL: u64 = 1_800_000_000_000;
+
+    /// The forwarder in memory: up or not, and what it published (topic, at).
+    #[derive(Default)]
+    struct Wire {
+        down: bool,
+        sent: Vec<(String, Instant)>,
+    }
+
+    impl Publish for Wire {
+        fn publish_now(&mut self, topic: &str, _: &[u8], now: Instant) -> bool {
+            if !self.down {
+                self.sent.push((topic.to_string(), now));
+            }
+            !self.down
+        }
+    }
+
+    fn body(n: u8, sent: u64, ttl_ms: u64) -> (String, Vec<u8>) {
+        let c = Command {
+            id: format!("{n:02x}").repeat(16),
+            module: "Echo".into(),
+            args: Vec::new(),
+            from: "central".into(),
+            to: String::new(),
+            sent,
+            ttl_ms,
+            sig: None,
+        };
+        (c.id.clone(), serde_json::to_vec(&c).expect("json"))
+    }
+
+    fn reply(id: &str, a: &Answer) -> Vec<u8> {
+        envelope::reply_json(id, "n1", "Echo", WALL, a, false).into_bytes()
+    }
+
+    fn open(st: MemStorage, t: Instant) -> Relay<MemStorage> {
+        Relay::with(st, "crd", t).expect("open")
+    }
+
+    /// Published at once, again after 2 s, 4 s later, ... until `accepted`
+    /// arrives; then never again.
+    #[test]
+    fn a_command_is_published_again_doubling_until_it_is_accepted() {
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        let mut r = open(MemStorage::new(), t0);
+        let mut w = Wire::default();
+        let (id, b) = body(1, WALL, 3_600_000);
+        assert_eq!(r.queue("n1", &b, t0).as_deref(), Ok(id.as_str()));
+        for t in [0, 1, 2, 5, 6, 13, 14] {
+            r.pump(&mut w, s(t), WALL + t * 1000);
+        }
+        let at: Vec<_> = w
+            .sent
+            .iter()
+            .map(|(_, t)| t.duration_since(t0).as_secs())
+            .collect();
+        assert_eq!(at, [0, 2, 6, 14]);
+        assert_eq!(w.sent[0].0, format!("crd/n1/cmd/{id}"));
+        assert_eq!(r.poll_timeout(), Some(s(30)));
+        r.observe(&reply(&id, &Answer::Accepted));
+        r.after_input();
+        assert_eq!(r.poll_timeout(), None);
+        r.pump(&mut w, s(100), WALL + 100_000);
+        assert_eq!(w.sent.len(), 4);
+        let listed = r.replies(Some(&id)).expect("known");
+        assert!(
+            listed.starts_with(&format!("# {id} n1 Echo accepted {WALL}\n")),
+            "{listed}"
+        );
+    }
+
+    /// With the forwarder down, tried each second; past its ttl, given up
+    /// with a reply of the relay's own, kept for `crd replies`.
+    #[test]
+    fn offline_it_tries_each_second_and_past_its_ttl_it_gives_up() {
+        let t0 = Instant::now();
+        let mut r = open(MemStorage::new(), t0);
+        let mut w = Wire {
+            down: true,
+            ..Wire::default()
+        };
+        let (id, b) = body(2, WALL, 5_000);
+        r.queue("n1", &b, t0).expect("queued");
+        r.pump(&mut w, t0, WALL);
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        let t6 = t0 + Duration::from_secs(6);
+        r.pump(&mut w, t6, WALL + 6_000);
+        assert!(w.sent.is_empty());
+        assert_eq!((r.unanswered, r.poll_timeout()), (1, None));
+        let listed = r.replies(Some(&id)).expect("known");
+        assert!(
+            listed.contains("unanswered") && listed.contains("the relay gave up"),
+            "{listed}"
+        );
+    }
+
+    /// `busy` keeps a command waiting; a final reply of its node frees a slot
+    /// and it goes out in the same turn, not on its backoff.
+    #[test]
+    fn a_busy_command_goes_again_when_its_node_answers_another() {
+        let t0 = Instant::now();
+        let mut r = open(MemStorage::new(), t0);
+        let mut w = Wire::default();
+        let (a, ba) = body(3, WALL, 3_600_000);
+        let (b, bb) = body(4, WALL, 3_600_000);
+        r.queue("n1", &ba, t0).expect("a");
+        r.queue("n1", &bb, t0).expect("b");
+        r.pump(&mut w, t0, WALL);
+        assert_eq!(w.sent.len(), 2);
+        let busy = Answer::Refused {
+            why: Refusal::Busy,
+            detail: String::new(),
+        };
+        r.observe(&reply(&b, &busy));
+        let t1 = t0 + Duration::from_secs(1);
+        let done = Answer::Done {
+            code: 0,
+            dur_ms: 5,
+            out: String::new(),
+        };
+        r.pump(&mut w, t1, WALL + 1_000);
+        r.observe(&reply(&a, &done));
+        r.after_input();
+        r.pump(&mut w, t1, WALL + 1_000);
+        let last = w.sent.last().expect("published");
+        assert_eq!((last.0.ends_with(&b), last.1), (true, t1), "{:?}", w.sent);
+        assert_eq!(r.answered, 1);
+    }
+
+    /// A queued command is synced before `crd send` hears `ok`: after a power
+    /// cut the reopened relay publishes it at once; one ended survives as
+    /// ended and is not published.
+    #[test]
+    fn after_a_power_cut_every_command_not_accepted_is_published_again() {
+        let t0 = Instant::now();
+        let mut r = open(MemStorage::new(), t0);
+        let mut w = Wire::default();
+        let (a, ba) = body(5, WALL, 3_600_000);
+        let (b, bb) = body(6, WALL, 3_600_000);
+        r.queue("n1", &ba, t0).expect("a");
+        r.queue("n2", &bb, t0).expect("b");
+        r.pump(&mut w, t0, WALL);
+        let done = Answer::Done {
+            code: 0,
+            dur_ms: 5,
+            out: String::new(),
+        };
+        r.observe(&reply(&a, &done));
+        r.after_input();
+        let mut st = r.table.into_storage();
+        st.power_cut(|_, _| None, false);
+        let t1 = t0 + Duration::from_secs(60);
+        let mut r = open(st, t1);
+        let mut w = Wire::default();
+        r.pump(&mut w, t1, WALL + 60_000);
+        let topics: Vec<_> = w.sent.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, [format!("crd/n2/cmd/{b}")]);
+        assert!(
+            r.replies(Some(&a))
+                .expect("known")
+                .starts_with(&format!("# {a} n1 Echo done:0"))
+        );
+    }
 }

@@ -435,8 +435,13 @@ impl<S: Storage> Table<S> {
     }
 
     #[cfg(test)]
-    fn storage(&mut self) -> &mut S {
+    pub(crate) fn storage(&mut self) -> &mut S {
         self.log.storage()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn into_storage(self) -> S {
+        self.log.into_storage()
     }
 }
 

@@ -13,6 +13,7 @@
 //! spawn -> due checks from the scheduler -> control requests and the broker -> the
 //! outbox writes what came in this iteration and syncs when due.
 
+mod ports;
 mod wake;
 
 use crate::child::poller::{FIRST_FREE_TOKEN, Poller, Wake};
@@ -20,7 +21,7 @@ use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::{Finished, Runs};
 use crate::child::sys;
 use crate::collect::{Action, Collector};
-use crate::command::edge::{Edge, Message, Outgoing};
+use crate::command::edge::{self, Edge, Message};
 use crate::command::relay::Relay;
 use crate::core::config::Config;
 use crate::core::decide::Outcome;
@@ -40,6 +41,7 @@ use crate::mqtt::session::Up;
 use crate::mqtt::wire;
 use libc::{SIGHUP, SIGINT, SIGTERM};
 use mio::Token;
+use ports::EdgePort;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -421,7 +423,12 @@ impl Daemon {
             Purpose::Module => self.module_finished(f, now),
             Purpose::Command => {
                 if let Some(e) = self.bus.commands.as_mut() {
-                    e.handle_finished(f, &mut self.outbox, now, self.clock.wall);
+                    let mut port = EdgePort {
+                        outbox: &mut self.outbox,
+                        cfg: &self.cfg,
+                        euid: self.euid,
+                    };
+                    e.handle_finished(f, &mut port.at(now, self.clock.wall));
                     self.run_commands(now);
                 }
             }
@@ -586,11 +593,12 @@ impl Daemon {
     /// relay's replies, the collector (in that order).
     fn route_inbound(&mut self, inbound: &mut Vec<(u64, Up)>, now: Instant) {
         if let Some(e) = self.bus.commands.as_mut() {
-            let out = &mut Outgoing {
+            let mut port = EdgePort {
                 outbox: &mut self.outbox,
-                now,
-                wall: self.clock.wall,
+                cfg: &self.cfg,
+                euid: self.euid,
             };
+            let out = &mut port.at(now, self.clock.wall);
             inbound.retain(|(conn, up)| {
                 let (topic, pkid, payload) = match up {
                     Up::Message(m) => (&m.topic, m.pkid, Ok(&m.payload[..])),
@@ -606,7 +614,7 @@ impl Daemon {
                     id,
                     payload,
                 };
-                e.handle(msg, &self.cfg, self.euid, out);
+                e.handle(msg, out);
                 false
             });
             for (conn, pkid) in e.after_input() {
@@ -714,7 +722,8 @@ impl Daemon {
     /// allowed modules and the key.
     fn open_commands(&mut self, now: Instant) {
         if let Some(e) = self.bus.commands.as_mut() {
-            e.configure(&self.cfg);
+            let key = self.cfg.command_key_file.as_deref().map(edge::read_key);
+            e.configure(&self.cfg, key);
             return;
         }
         if self.cfg.commands.is_empty() {
@@ -724,13 +733,12 @@ impl Daemon {
             log::error!("commands is set but no broker is configured: no command can arrive");
             return;
         }
-        match Edge::open(
-            &self.cfg,
-            &self.node,
-            &mut self.outbox,
-            now,
-            self.clock.wall,
-        ) {
+        let mut port = EdgePort {
+            outbox: &mut self.outbox,
+            cfg: &self.cfg,
+            euid: self.euid,
+        };
+        match Edge::open(&self.cfg, &self.node, &mut port.at(now, self.clock.wall)) {
             Ok(e) => self.bus.commands = e,
             Err(e) => log::error!("remote commands are off: {e}"),
         }
@@ -745,12 +753,12 @@ impl Daemon {
             config: &self.cfg.path,
             node: &self.node,
         };
-        let out = &mut Outgoing {
+        let mut port = EdgePort {
             outbox: &mut self.outbox,
-            now,
-            wall: self.clock.wall,
+            cfg: &self.cfg,
+            euid: self.euid,
         };
-        if let Some(r) = e.start_next(host, &self.cfg, self.euid, out) {
+        if let Some(r) = e.start_next(host, &mut port.at(now, self.clock.wall)) {
             self.runs.start(&r, now);
         }
         // A spawn failure finishes at once.
