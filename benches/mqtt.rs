@@ -37,6 +37,7 @@ fn event(i: u64) -> Event {
         code: 0,
         dur_ms: 3,
         out: format!("{i:08} {}", "x".repeat(191)),
+        cause: None,
     }
 }
 

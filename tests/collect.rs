@@ -1168,3 +1168,258 @@ fn names_from_the_bus_are_escaped_for_the_terminal() {
     let st = d.status();
     assert!(!raw(&st), "{st:?}");
 }
+
+/// A run as a module's response wrote it: `$CRD_HOP $CRD_CAUSE
+/// $CRD_EVENT_NODE $CRD_TOPIC`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Hop {
+    hop: u32,
+    cause: String,
+    node: String,
+    topic: String,
+}
+
+fn hop_lines(dir: &std::path::Path, name: &str) -> Vec<Hop> {
+    let mut v: Vec<Hop> = ids(dir, name)
+        .iter()
+        .map(|l| {
+            let mut w = l.split(' ').map(str::to_string);
+            Hop {
+                hop: w.next().unwrap_or_default().parse().unwrap_or(0),
+                cause: w.next().unwrap_or_default(),
+                node: w.next().unwrap_or_default(),
+                topic: w.next().unwrap_or_default(),
+            }
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const HOP_LINE: &str = "echo \"$CRD_HOP $CRD_CAUSE $CRD_EVENT_NODE $CRD_TOPIC\"";
+
+/// A collector whose module `Loop` subscribes to `filter` (a check that exits
+/// 0 when `check`); its response appends a `Hop` line to `dir/ran-NAME`.
+fn looping(
+    name: &str,
+    b: &Broker,
+    filter: &str,
+    check: bool,
+    extra: &str,
+    dir: &std::path::Path,
+) -> Sandbox {
+    let sb = Sandbox::new(name);
+    if check {
+        sb.script("modules/Loop/check", "exit 0");
+    }
+    let line = format!("{HOP_LINE} >> {}/ran-{name}", dir.display());
+    sb.script("modules/Loop/response", &line);
+    sb.write(
+        "modules/Loop/module.conf",
+        &format!("subscribe = {filter}\n"),
+    );
+    sb.config_node(name, &format!("broker = {}\n{extra}", b.addr()));
+    sb
+}
+
+/// `n` crd events of node `node` (stream ab, seqs 1..=n), one JSON a line.
+fn edge_events(dir: &std::path::Path, node: &str, n: u64) -> std::path::PathBuf {
+    let file = dir.join(format!("events-{node}"));
+    let lines: String = (1..=n)
+        .map(|s| {
+            format!(
+                "{{\"node\":\"{node}\",\"stream\":\"00000000000000ab\",\"seq\":{s},\"ts\":1,\"module\":\"Load\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":0,\"out\":\"\"}}\n"
+            )
+        })
+        .collect();
+    fs::write(&file, lines).unwrap();
+    file
+}
+
+/// Waits until `count` has not changed for `quiet` (at most `LONG`); its
+/// last value.
+fn settled(quiet: Duration, mut count: impl FnMut() -> usize) -> usize {
+    let end = std::time::Instant::now() + LONG;
+    let mut last = (count(), std::time::Instant::now());
+    while std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+        let n = count();
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        } else if last.1.elapsed() >= quiet {
+            break;
+        }
+    }
+    last.0
+}
+
+/// Two collectors in one group with the README's module on `crd/+/event/#` (a
+/// check that exits 0, a response that appends a line): 1,500 edge events run
+/// once each, and the members' own `fired`/`response` events (hop 1) run
+/// nothing on the other member (`max_hops` 1 by default): counted, logged
+/// with the chain, and in 10 s of quiet the run count does not grow.
+#[test]
+fn collectors_in_a_group_do_not_run_each_others_run_events() {
+    let home = Sandbox::new("loop-group");
+    let b = home.queueing_broker();
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let group = "subscribe_group = g1";
+    let c1 = looping("lg1", &b, "crd/+/event/#", true, group, &dir);
+    let c2 = looping("lg2", &b, "crd/+/event/#", true, group, &dir);
+    let (d1, d2) = (c1.start(), c2.start());
+    for d in [&d1, &d2] {
+        let up = || d.log().contains("mqtt: subscribed");
+        assert!(wait_for(LONG, up), "{}", d.log());
+    }
+    publish_file(b.port, "crd/e0/event/Load", &edge_events(&dir, "e0", 1500));
+    let runs = || hop_lines(&dir, "lg1").len() + hop_lines(&dir, "lg2").len();
+    assert!(
+        wait_for(Duration::from_secs(90), || runs() >= 1500),
+        "{} of 1500 runs\n{}",
+        runs(),
+        d1.status()
+    );
+    // Every run's events reach the group: a member's own are skipped, the
+    // other's stopped at max_hops.
+    let seen = |d: &Daemon| d.stat("collect_own_skipped") + d.stat("collect_loop_dropped");
+    let all = || (seen(&d1) + seen(&d2)) as usize;
+    assert!(
+        settled(Duration::from_secs(2), all) >= 1500,
+        "{}",
+        d1.status()
+    );
+    let before = runs();
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(runs(), before, "runs grew in 10 s of quiet");
+    let ran = [hop_lines(&dir, "lg1"), hop_lines(&dir, "lg2")].concat();
+    assert_eq!(ran.len(), 1500, "each edge event once");
+    for r in &ran {
+        assert_eq!(
+            (r.hop, r.node.as_str()),
+            (1, "e0"),
+            "a run of a run event: {r:?}"
+        );
+    }
+    let dropped = d1.stat("collect_loop_dropped") + d2.stat("collect_loop_dropped");
+    assert!(dropped > 0, "{}", d1.status());
+    let chain = "(max_hops 1), caused by e0/00000000000000ab/";
+    assert!(
+        [&d1, &d2].iter().any(|d| d.log().contains(chain)),
+        "the chain is logged\n{}",
+        d1.log()
+    );
+}
+
+/// Two independent collectors on one broker, both on `crd/+/event/#` with
+/// `max_hops = 3`: an edge event runs on both (hop 1), each runs the other's
+/// run events (hop 2), then the other's runs of those (hop 3, the bound), and
+/// the chain stops there: the hop-3 events are dropped, counted, and nothing
+/// more runs.
+#[test]
+fn a_chain_between_two_collectors_runs_up_to_max_hops_and_stops() {
+    let home = Sandbox::new("loop-chain");
+    let b = home.queueing_broker();
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let ca = looping("lca", &b, "crd/+/event/#", false, "max_hops = 3", &dir);
+    let cb = looping("lcb", &b, "crd/+/event/#", false, "max_hops = 3", &dir);
+    let (da, db) = (ca.start(), cb.start());
+    for d in [&da, &db] {
+        let up = || d.log().contains("mqtt: subscribed");
+        assert!(wait_for(LONG, up), "{}", d.log());
+    }
+    publish_file(b.port, "crd/e0/event/Load", &edge_events(&dir, "e0", 1));
+    let dropped = || {
+        da.stat("collect_loop_dropped")
+            .min(db.stat("collect_loop_dropped"))
+    };
+    assert!(
+        wait_for(LONG, || dropped() > 0),
+        "{}\n{}",
+        da.status(),
+        db.status()
+    );
+    let runs = || hop_lines(&dir, "lca").len() + hop_lines(&dir, "lcb").len();
+    let n = settled(Duration::from_secs(3), runs);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(), n, "the chain stopped");
+    for (name, other) in [("lca", "lcb"), ("lcb", "lca")] {
+        let got = hop_lines(&dir, name);
+        let hops: std::collections::BTreeSet<u32> = got.iter().map(|r| r.hop).collect();
+        assert_eq!(
+            hops.into_iter().collect::<Vec<_>>(),
+            [1, 2, 3],
+            "{name}: {got:?}"
+        );
+        for r in &got {
+            // CRD_CAUSE names the message the run is of.
+            let (node, cause) = match r.hop {
+                1 => ("e0", "e0/00000000000000ab/1".to_string()),
+                _ => (other, format!("{other}/")),
+            };
+            assert_eq!(r.node, node, "{name}: {r:?}");
+            assert!(r.cause.starts_with(&cause), "{name}: {r:?}");
+        }
+    }
+}
+
+/// A deliberate chain within the bound: a real edge's event reaches a site
+/// collector (a hop-1 run, which also `crd emit`s), whose `response` event and
+/// emit reach a central collector with `max_hops = 2`: they run there at hop
+/// 2, caused by the site's records, and the central's own events stop there.
+#[test]
+fn an_edge_site_central_chain_runs_within_max_hops_2() {
+    let home = Sandbox::new("loop-tiers");
+    let b = home.queueing_broker();
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let edge = Sandbox::new("loop-tiers-edge");
+    edge.module("Wan", "exit 0", None);
+    edge.config_node("edge1", &format!("broker = {}\ninterval = 1h", b.addr()));
+    let site = looping("site", &b, "crd/edge1/event/#", false, "", &dir);
+    let crd = std::env::var_os("CRD_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_crd").into());
+    let runner = std::env::var("CRD_RUNNER").unwrap_or_default();
+    site.script(
+        "modules/Loop/response",
+        &format!(
+            "{HOP_LINE} >> {d}/ran-site\n{runner} {crd} -c {conf} emit alerts/wan \"edge1 is down\"",
+            d = dir.display(),
+            crd = crd.display(),
+            conf = site.conf().display()
+        ),
+    );
+    let filters = "crd/site/event/# crd/site/alerts/#";
+    let central = looping("central", &b, filters, false, "max_hops = 2", &dir);
+    let dc = central.start();
+    let ds = site.start();
+    for d in [&dc, &ds] {
+        let up = || d.log().contains("mqtt: subscribed");
+        assert!(wait_for(LONG, up), "{}", d.log());
+    }
+    let de = edge.start();
+    let emitted = || {
+        let c = hop_lines(&dir, "central");
+        c.iter().any(|r| r.topic == "crd/site/alerts/wan") && c.len() >= 2
+    };
+    assert!(
+        wait_for(LONG, emitted),
+        "{:?}\n{:?}\n{}\n{}",
+        hop_lines(&dir, "site"),
+        hop_lines(&dir, "central"),
+        ds.log(),
+        dc.log()
+    );
+    settled(Duration::from_secs(2), || hop_lines(&dir, "central").len());
+    let s = hop_lines(&dir, "site");
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!((s[0].hop, s[0].node.as_str()), (1, "edge1"), "{s:?}");
+    for r in hop_lines(&dir, "central") {
+        assert_eq!((r.hop, r.node.as_str()), (2, "site"), "{r:?}");
+        assert!(r.cause.starts_with("site/"), "{r:?}");
+    }
+    assert_eq!(dc.stat("collect_loop_dropped"), 0);
+    drop(de);
+}

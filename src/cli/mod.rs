@@ -15,6 +15,7 @@ use crate::child::sys;
 use crate::command::envelope::{Answer, Command, Refusal, Reply};
 use crate::core::config::{self, Config};
 use crate::core::decide::{self, Outcome};
+use crate::core::event::Cause;
 use crate::daemon::Daemon;
 use crate::host::control::{CallError, Request, Response, call};
 use crate::host::files::node_name;
@@ -760,6 +761,21 @@ fn ask(cfg: &Config, request: &Request, header: bool) -> i32 {
     }
 }
 
+/// Inside a collector's run of a message: its events' hop and cause
+/// (`CRD_HOP`, `CRD_CAUSE`), so what `crd emit` sends counts toward
+/// `max_hops` as they do. A router build has no collector, so no such run.
+#[cfg(feature = "collector")]
+fn run_cause() -> Option<Cause> {
+    let env = |k| std::env::var(k).unwrap_or_default();
+    let hop = env("CRD_HOP").parse().ok()?;
+    Cause::new(hop, &env("CRD_CAUSE"))
+}
+
+#[cfg(not(feature = "collector"))]
+fn run_cause() -> Option<Cause> {
+    None
+}
+
 fn emit(cfg: &Config, e: &EmitCmd) -> i32 {
     if let Err(why) = config::valid_topic_suffix(&e.suffix) {
         err!("crd: emit: bad suffix `{}`: {why}", e.suffix);
@@ -789,6 +805,7 @@ fn emit(cfg: &Config, e: &EmitCmd) -> i32 {
     let req = Request::Emit {
         suffix: e.suffix.clone(),
         sync: e.sync,
+        cause: run_cause(),
         body,
     };
     match call(&cfg.control_socket, &req) {

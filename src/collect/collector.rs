@@ -43,7 +43,7 @@ use crate::collect::work::{Held, Job, RegKey, Step, Work};
 use crate::collect::{page, presence};
 use crate::core::config::{Config, Convention, SpoolConfig};
 use crate::core::decide::Outcome;
-use crate::core::event::{Event, Kind};
+use crate::core::event::{Cause, Event, Kind};
 use crate::core::lifecycle::{Next, Ran};
 use crate::core::module::{Module, Role};
 use crate::core::output::terminal_safe;
@@ -87,6 +87,12 @@ fn synthetic(c: Convention, hit: bool) -> Outcome {
     }
 }
 
+/// `Action::Emit` of a run's event, with the cause of the message it ran on.
+fn caused(mut e: Event, cause: impl FnOnce() -> Cause) -> Action {
+    e.cause = Some(cause());
+    Action::Emit(e)
+}
+
 /// Counters for `crd status`.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -101,6 +107,8 @@ pub struct Stats {
     pub corrupt: u64,
     /// Messages a rule decided without a run.
     pub decided: u64,
+    /// Messages whose `hop` reached `max_hops`: acknowledged, not run.
+    pub loop_dropped: u64,
 }
 
 /// This crd's place on the bus.
@@ -173,6 +181,7 @@ pub struct Collector<S: Storage = FileStorage> {
     log_bad: RateLimit,
     max_message: usize,
     max_parallel: usize,
+    max_hops: u32,
     /// The journal record being written or read, reused (at most one record:
     /// 1 MiB).
     record: Vec<u8>,
@@ -303,6 +312,7 @@ impl<S: Storage> Collector<S> {
             log_bad: RateLimit::default(),
             max_message: cfg.max_message as usize,
             max_parallel: cfg.max_parallel.max(1) as usize,
+            max_hops: cfg.max_hops,
             record: Vec::new(),
             actions: VecDeque::new(),
         })
@@ -546,6 +556,23 @@ impl<S: Storage> Collector<S> {
         } else if !wanted() {
             self.stats.unmatched += 1;
             false
+        } else if let Some(e) = event.filter(|e| e.hop >= self.max_hops) {
+            // A run's event, `max_hops` runs from where it began: collectors
+            // that run on each other's events stop here.
+            self.stats.loop_dropped += 1;
+            if self.log_bad.allow(t.0, "collector: messages at max_hops") {
+                log::warn!(
+                    "collector: {}/{}/{} on `{}` is at hop {} (max_hops {}), caused by {}; acknowledged, not run",
+                    e.node,
+                    e.stream,
+                    e.seq,
+                    message::cut(&m.topic, 256),
+                    e.hop,
+                    self.max_hops,
+                    message::cut(&e.cause, 256)
+                );
+            }
+            false
         } else {
             // Run already (a redelivery, or the edge sent it again): not again.
             !event.is_some_and(|e| self.persist.seen.done(e.stream_id(), e.seq))
@@ -561,6 +588,7 @@ impl<S: Storage> Collector<S> {
             code: 0,
             dur_ms: 0,
             out,
+            cause: None,
         }));
     }
 
@@ -770,7 +798,8 @@ impl<S: Storage> Collector<S> {
         };
         let origin = job.reg.as_ref().map_or(v.origin(), |r| &r.key);
         let s = self.decider.decide(m, &job, ran, origin, &|| v.id(), t);
-        self.actions.extend(s.emit.map(Action::Emit));
+        let cause = || v.cause();
+        self.actions.extend(s.emit.map(|e| caused(e, cause)));
         match s.next? {
             Next::Respond { output, code } => Some(Job {
                 step: Step::Response { output, code },
@@ -888,7 +917,8 @@ impl<S: Storage> Collector<S> {
             .map_or(held.facts.origin(&held.msg), |r| &r.key);
         let id = || held.facts.id(&held.msg);
         let s = self.decider.decide(m, &job, ran, origin, &id, t);
-        self.actions.extend(s.emit.map(Action::Emit));
+        let cause = || held.facts.cause(&held.msg);
+        self.actions.extend(s.emit.map(|e| caused(e, cause)));
         match s.next {
             Some(Next::Respond { output, code }) => self.work.responses.push_back(Job {
                 step: Step::Response { output, code },
@@ -988,6 +1018,7 @@ impl<S: Storage> Collector<S> {
         s.num("collect_running", self.work.running.len() as u64);
         s.num("collect_queued", self.work.queued() as u64);
         s.num("collect_unmatched", st.unmatched);
+        s.num("collect_loop_dropped", st.loop_dropped);
         s.num("collect_own_skipped", st.own);
         s.num("collect_retained_skipped", st.retained);
         s.num("collect_oversized", st.oversized);
@@ -1118,6 +1149,52 @@ mod tests {
     /// A message's PUBACK waits for the journal's sync; its check, then its
     /// response run; the record retires with the last, and the same crd event
     /// sent again is acknowledged at once and runs nothing.
+    /// A run's events carry its message's hop plus one and the message as
+    /// their cause; a message at `max_hops` (default 1: another collector's
+    /// run event) is acknowledged, counted and runs nothing; with `max_hops =
+    /// 3` one at hop 2 still runs, and its events are hop 3.
+    #[test]
+    fn run_events_carry_their_cause_and_max_hops_stops_a_chain() {
+        let caused = |seq: u64, hop: u32| {
+            let mut e = event(seq);
+            e.truncate(e.len() - 1);
+            e.extend(format!(r#","hop":{hop},"cause":"x/00000000000000cd/1"}}"#).bytes());
+            e
+        };
+        for (max, hop, runs) in [(1, 0, true), (1, 1, false), (3, 2, true), (3, 3, false)] {
+            let cfg = cfg(&format!("max_hops = {max}\n"));
+            let mut c = open(&cfg, MemStorage::new());
+            let modules = [module(&cfg, "M", "", true, false)];
+            let t0 = Instant::now();
+            c.handle_inbound(1, message(7, &caused(5, hop)), &modules, t0, 1_000);
+            c.after_input(t0);
+            assert_eq!(drain(&mut c).0, vec![7], "acknowledged either way");
+            c.pump(&modules, t0, 1_000);
+            let check = c.poll_start(host(), &modules, t0);
+            assert_eq!(check.is_some(), runs, "max_hops {max}, hop {hop}");
+            assert_eq!(c.stats.loop_dropped, u64::from(!runs));
+            let Some(check) = check else { continue };
+            let env = |k: &str| {
+                let v = check
+                    .env
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.clone());
+                v.and_then(|v| v.into_string().ok())
+            };
+            assert_eq!(env("CRD_HOP"), Some((hop + 1).to_string()));
+            assert_eq!(env("CRD_CAUSE").as_deref(), Some("n1/00000000000000ab/5"));
+            c.handle_finished(ended(&check, 0, "hot"), &modules, t0, 1_000);
+            let (_, events) = drain(&mut c);
+            let want = Cause {
+                hop: hop + 1,
+                of: "n1/00000000000000ab/5".into(),
+            };
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].cause.as_ref(), Some(&want));
+        }
+    }
+
     #[test]
     fn a_message_runs_its_check_then_its_response_once_and_is_retired() {
         let cfg = cfg("");

@@ -12,18 +12,22 @@
 //!
 //! A crd event's record is `EVENT_JOURNAL_VERSION` and the same, followed by
 //! the fields the inbound path already read from its JSON (node, stream,
-//! module, kind: varint length and bytes; seq: varint; code: zigzag varint), so
-//! the record read back for its run needs no second parse. A record of
+//! module, kind: varint length and bytes; seq: varint; code: zigzag varint;
+//! hop: varint), so the record read back for its run needs no second parse. A record of
 //! `JOURNAL_VERSION` (any payload, and journals written before) is parsed.
 
+use crate::core::event::Cause;
 use crate::rules::value::{self, Member};
 use std::borrow::Cow;
 use std::ffi::OsString;
 
 /// The first byte of a journal record (a payload that is not a crd event).
 pub const JOURNAL_VERSION: u8 = 0x10;
-/// The first byte of a crd event's journal record (its fields follow).
-pub const EVENT_JOURNAL_VERSION: u8 = 0x11;
+/// The first byte of a crd event's journal record (its fields follow, `hop`
+/// last); `EVENT_JOURNAL_VERSION_NO_HOP`'s, written before `hop`, is read as
+/// hop 0.
+pub const EVENT_JOURNAL_VERSION: u8 = 0x12;
+pub const EVENT_JOURNAL_VERSION_NO_HOP: u8 = 0x11;
 /// Longest origin key kept per module (a node name, or a topic), bytes.
 pub const MAX_ORIGIN_BYTES: usize = 256;
 
@@ -92,6 +96,7 @@ impl Message {
             }
             varint(out, e.seq);
             varint(out, ((e.code << 1) ^ (e.code >> 31)) as u32 as u64);
+            varint(out, u64::from(e.hop));
         }
     }
 
@@ -152,15 +157,16 @@ impl<'a> View<'a> {
     /// event's record, else parsed from the payload.
     pub fn of(record: &'a [u8]) -> Result<View<'a>, RecordError> {
         let (event, mut r) = match record.split_first() {
-            Some((&JOURNAL_VERSION, rest)) => (false, rest),
-            Some((&EVENT_JOURNAL_VERSION, rest)) => (true, rest),
+            Some((&JOURNAL_VERSION, rest)) => (None, rest),
+            Some((&EVENT_JOURNAL_VERSION, rest)) => (Some(true), rest),
+            Some((&EVENT_JOURNAL_VERSION_NO_HOP, rest)) => (Some(false), rest),
             Some((&v, _)) => return Err(RecordError::Version(v)),
             None => return Err(RecordError::Empty),
         };
         let topic = take_str(&mut r, "topic")?;
         let payload = take(&mut r)?;
         let received_ms = read_varint(&mut r)?;
-        let event = if event {
+        let event = if let Some(with_hop) = event {
             let node = take_str(&mut r, "node")?;
             let stream = take_str(&mut r, "stream")?;
             let module = take_str(&mut r, "module")?;
@@ -169,6 +175,12 @@ impl<'a> View<'a> {
             let z =
                 crate::core::event::take_varint(&mut r, 32).map_err(RecordError::Varint)? as u32;
             let code = (z >> 1) as i32 ^ -((z & 1) as i32);
+            let hop = match with_hop {
+                true => {
+                    crate::core::event::take_varint(&mut r, 32).map_err(RecordError::Varint)? as u32
+                }
+                false => 0,
+            };
             Some(EventRef {
                 node: Cow::Borrowed(node),
                 stream: Cow::Borrowed(stream),
@@ -176,6 +188,8 @@ impl<'a> View<'a> {
                 module: Cow::Borrowed(module),
                 kind: Cow::Borrowed(kind),
                 code,
+                hop,
+                cause: Cow::Borrowed(""),
             })
         } else {
             EventRef::parse(payload)
@@ -199,6 +213,14 @@ impl<'a> View<'a> {
         }
     }
 
+    /// `Facts::cause` of the message.
+    pub fn cause(&self) -> Cause {
+        match &self.event {
+            Some(e) => cause_of(e.hop, &e.node, &e.stream, e.seq),
+            None => cause_of(0, "", &self.id(), 0),
+        }
+    }
+
     /// `Facts::origin` of the message.
     pub fn origin(&self) -> &str {
         cut(
@@ -215,6 +237,7 @@ impl<'a> View<'a> {
             module: e.module.to_string(),
             kind: e.kind.to_string(),
             code: e.code,
+            hop: e.hop,
         });
         (
             Message {
@@ -262,6 +285,8 @@ pub struct EventFields {
     pub module: String,
     pub kind: String,
     pub code: i32,
+    /// Its `hop` (0 when it has none: an edge's event).
+    pub hop: u32,
 }
 
 /// `EventFields` borrowed from the payload where no escape needs undoing: what
@@ -274,6 +299,9 @@ pub struct EventRef<'a> {
     pub module: Cow<'a, str>,
     pub kind: Cow<'a, str>,
     pub code: i32,
+    /// Its `hop` and `cause` (0 and "" when it has none: an edge's event).
+    pub hop: u32,
+    pub cause: Cow<'a, str>,
 }
 
 impl<'a> EventRef<'a> {
@@ -288,7 +316,7 @@ impl<'a> EventRef<'a> {
     /// `parse` for any JSON object, member by member.
     fn parse_members(payload: &'a [u8]) -> Option<EventRef<'a>> {
         let (mut node, mut stream, mut module, mut kind) = (None, None, None, None);
-        let (mut seq, mut code) = (None, None);
+        let (mut seq, mut code, mut hop, mut cause) = (None, None, None, None);
         let mut ok = true;
         let r = value::members(payload, |k, v| {
             let slot = match (k, v) {
@@ -302,7 +330,12 @@ impl<'a> EventRef<'a> {
                 (b"code", Member::Token(t)) => {
                     set(&mut code, json_int(t).and_then(|t| t.parse().ok()))
                 }
+                (b"hop", Member::Token(t)) => {
+                    set(&mut hop, json_int(t).and_then(|t| t.parse().ok()))
+                }
+                (b"cause", Member::Str(s)) => set(&mut cause, s),
                 (b"node" | b"stream" | b"module" | b"kind" | b"seq" | b"code", _) => false,
+                (b"hop" | b"cause", _) => false,
                 _ => true,
             };
             ok &= slot;
@@ -317,6 +350,8 @@ impl<'a> EventRef<'a> {
             module: module?,
             kind: kind?,
             code: code??,
+            hop: hop.unwrap_or(Some(0))?,
+            cause: cause.unwrap_or(Cow::Borrowed("")),
         };
         let hex = e.stream.len() == 16 && e.stream.bytes().all(|b| b.is_ascii_hexdigit());
         (hex && !e.node.is_empty()).then_some(e)
@@ -350,6 +385,14 @@ impl<'a> EventRef<'a> {
             .strip_prefix(r#","out":""#)
             .or_else(|| r.strip_prefix(r#","message":""#))?;
         let (_, r) = plain_string(r)?;
+        let (hop, cause, r) = match r.strip_prefix(r#","hop":"#) {
+            Some(r) => {
+                let (hop, r) = number(r)?;
+                let (cause, r) = plain_string(r.strip_prefix(r#","cause":""#)?)?;
+                (json_int(hop)?.parse().ok()?, cause, r)
+            }
+            None => (0, "", r),
+        };
         let hex = stream.len() == 16 && stream.bytes().all(|b| b.is_ascii_hexdigit());
         if r != "}" || node.is_empty() || !hex {
             return None;
@@ -361,6 +404,8 @@ impl<'a> EventRef<'a> {
             module: Cow::Borrowed(module),
             kind: Cow::Borrowed(kind),
             code: json_int(code)?.parse().ok()?,
+            hop,
+            cause: Cow::Borrowed(cause),
         })
     }
 }
@@ -427,12 +472,38 @@ impl EventFields {
             module: e.module.into_owned(),
             kind: e.kind.into_owned(),
             code: e.code,
+            hop: e.hop,
         })
     }
 
     /// The stream as a number (for the duplicate table).
     pub fn stream_id(&self) -> u64 {
         hex_u64(&self.stream)
+    }
+}
+
+/// The cause of a run of a message at `hop`: hop + 1 (at most `u32::MAX`),
+/// and `node/stream/seq` (a message that is no crd event: `stream` is its id,
+/// `node` empty). A byte of a node name that is not printable ASCII (a
+/// hostile one) becomes `_`, and it is cut, so `of` is one word
+/// (`Cause::new`).
+fn cause_of(hop: u32, node: &str, stream: &str, seq: u64) -> Cause {
+    let of = if node.is_empty() {
+        stream.to_string()
+    } else {
+        let node: String = node
+            .bytes()
+            .take(200)
+            .map(|b| match b.is_ascii_graphic() {
+                true => char::from(b),
+                false => '_',
+            })
+            .collect();
+        format!("{node}/{stream}/{seq}")
+    };
+    Cause {
+        hop: hop.saturating_add(1),
+        of,
     }
 }
 
@@ -493,11 +564,23 @@ impl Facts {
         )
     }
 
+    /// The cause the events of a run of `m` carry: the message's hop plus
+    /// one, and `node/stream/seq` of a crd event, else `CRD_MESSAGE_ID`.
+    pub fn cause(&self, m: &Message) -> Cause {
+        match &self.event {
+            Some(e) => cause_of(e.hop, &e.node, &e.stream, e.seq),
+            None => cause_of(0, "", &self.id(m), 0),
+        }
+    }
+
     /// The `CRD_*` variables beside the module's own three.
     pub fn env(&self, m: &Message) -> Vec<(&'static str, OsString)> {
+        let cause = self.cause(m);
         let mut v = vec![
             ("CRD_TOPIC", OsString::from(&m.topic)),
             ("CRD_MESSAGE_ID", OsString::from(self.id(m))),
+            ("CRD_HOP", cause.hop.to_string().into()),
+            ("CRD_CAUSE", cause.of.into()),
         ];
         if let Some(e) = &self.event {
             v.push(("CRD_EVENT_NODE", e.node.clone().into()));
@@ -581,8 +664,12 @@ mod tests {
                 _ => "12345".to_string(),
             };
             let last = if rnd(2) == 0 { "out" } else { "message" };
+            let caused = match rnd(3) {
+                0 => String::new(),
+                _ => format!(r#","hop":{},"cause":"{}""#, n(rnd(9)), w(rnd(9))),
+            };
             let p = format!(
-                r#"{{"node":"{}","stream":"{stream}","seq":{},"ts":{},"module":"{}","kind":"{}","code":{},"dur_ms":{},"{last}":"{}"}}"#,
+                r#"{{"node":"{}","stream":"{stream}","seq":{},"ts":{},"module":"{}","kind":"{}","code":{},"dur_ms":{},"{last}":"{}"{caused}}}"#,
                 w(rnd(9)),
                 n(rnd(9)),
                 n(rnd(9)),
@@ -609,6 +696,11 @@ mod tests {
         assert!(same(own));
         let e = EventRef::parse(own).unwrap();
         assert_eq!((&*e.node, e.seq, &*e.kind, e.code), ("r1", 3, "fired", 0));
+        assert_eq!((e.hop, &*e.cause), (0, ""), "an edge's event: hop 0");
+        let run = br#"{"node":"c1","stream":"00000000000000cd","seq":9,"ts":1,"module":"M","kind":"response","code":0,"dur_ms":2,"out":"","hop":2,"cause":"r1/00000000000000ab/3"}"#;
+        assert!(same(run));
+        let e = EventRef::parse(run).unwrap();
+        assert_eq!((e.hop, &*e.cause), (2, "r1/00000000000000ab/3"));
     }
 
     #[test]
@@ -665,6 +757,7 @@ mod tests {
             r#"{"node":"r1","stream":"00000000000000AB","seq":7,"ts":1,"module":"Disk","kind":"fired","code":-3,"dur_ms":1,"out":"x"}"#,
             r#"{"node":"r\"1\u00e9","stream":"ffffffffffffffff","seq":18446744073709551615,"module":"M","kind":"k","code":2147483647}"#,
             r#"{"node":"n","stream":"0123456789abcdef","seq":0,"module":"","kind":"","code":-2147483648}"#,
+            r#"{"node":"c","stream":"0123456789abcdef","seq":5,"module":"M","kind":"fired","code":0,"hop":300,"cause":"r/0123456789abcdef/1"}"#,
         ];
         for p in payloads {
             let e = EventRef::parse(p.as_bytes()).expect(p);
@@ -696,7 +789,18 @@ mod tests {
             let mut long = r.clone();
             long.push(0);
             assert!(Message::decode_with_facts(&long).is_err());
+            // A record journaled before `hop`: read, hop 0.
+            let mut old = r[..r.len() - varint_len(u64::from(e.hop))].to_vec();
+            old[0] = EVENT_JOURNAL_VERSION_NO_HOP;
+            let v = View::of(&old).expect("an old record");
+            assert_eq!(v.event.map(|e| (e.seq, e.hop)), Some((e.seq, 0)));
         }
+    }
+
+    fn varint_len(v: u64) -> usize {
+        let mut b = Vec::new();
+        varint(&mut b, v);
+        b.len()
     }
 
     #[derive(serde::Serialize)]
@@ -883,6 +987,16 @@ mod tests {
         assert_eq!(get("CRD_EVENT_KIND").as_deref(), Some("fired"));
         assert_eq!(get("CRD_EVENT_CODE").as_deref(), Some("0"));
         assert_eq!(get("CRD_EVENT_SEQ").as_deref(), Some("42"));
+        // A run of an edge's event is hop 1, caused by that event.
+        assert_eq!(get("CRD_HOP").as_deref(), Some("1"));
+        assert_eq!(get("CRD_CAUSE").as_deref(), Some("r1/00000000000000ab/42"));
+        let relayed = br#"{"node":"c 1","stream":"00000000000000cd","seq":3,"module":"M","kind":"response","code":0,"hop":1,"cause":"r1/00000000000000ab/42"}"#;
+        let m = msg("crd/c1/event/M", relayed);
+        let c = Facts::of(&m).cause(&m);
+        assert_eq!((c.hop, c.of.as_str()), (2, "c_1/00000000000000cd/3"));
+        let plain = msg("site/t", b"21.5");
+        let c = Facts::of(&plain).cause(&plain);
+        assert_eq!((c.hop, c.of), (1, Facts::of(&plain).id(&plain)));
     }
 
     #[test]
@@ -899,7 +1013,11 @@ mod tests {
             let id = f.id(&m);
             assert!(id.starts_with("m-") && id.len() == 18, "{id}");
             assert_eq!(f.origin(&m), "plant/4/temp");
-            assert_eq!(f.env(&m).len(), 2);
+            let names: Vec<_> = f.env(&m).into_iter().map(|(k, _)| k).collect();
+            assert_eq!(
+                names,
+                ["CRD_TOPIC", "CRD_MESSAGE_ID", "CRD_HOP", "CRD_CAUSE"]
+            );
         }
         let id = |t: &str, p: &[u8]| {
             let m = msg(t, p);

@@ -270,6 +270,7 @@ impl<S: Storage> Edge<S> {
                 code: 0,
                 dur_ms: 0,
                 out: json,
+                cause: None,
             },
             out.now,
         )

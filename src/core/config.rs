@@ -33,6 +33,11 @@ pub const DEFAULT_MAX_MESSAGE: u32 = 64 << 10;
 /// A message is journaled as one spool record with its topic (up to 64 KiB), so
 /// it must leave room for that below `SPOOL_RECORD_LIMIT_BYTES`.
 pub const MAX_MESSAGE_LIMIT: u64 = 896 << 10;
+/// Default and most of `max_hops`: runs of messages a chain of collectors
+/// makes from one event that no message caused (1: a collector runs nothing
+/// on another collector's run events).
+pub const DEFAULT_MAX_HOPS: u32 = 1;
+pub const MAX_HOPS_LIMIT: u32 = 16;
 /// Longest module name, in bytes (also the support-module name rule).
 pub const MAX_NAME_BYTES: usize = 64;
 /// Bounds of a register's `period`: at least 1 s (buckets of 100 ms), at most
@@ -355,6 +360,9 @@ pub struct Config {
     /// `max_message`: the largest message payload a subscribed module is given,
     /// bytes; a larger one becomes an `error` event naming its topic and size.
     pub max_message: u32,
+    /// `max_hops`: a collector runs no module on a message whose `hop`
+    /// reached it (a run's events carry its message's hop plus one).
+    pub max_hops: u32,
     /// `commands`: the support modules a remote command may run (none by default:
     /// remote commands are off).
     pub commands: Vec<String>,
@@ -523,6 +531,7 @@ impl Config {
             repository: String::new(),
             install_max_size: DEFAULT_INSTALL_MAX_SIZE,
             max_message: DEFAULT_MAX_MESSAGE,
+            max_hops: DEFAULT_MAX_HOPS,
             commands: Vec::new(),
             command_key_file: None,
             fleet_html: None,
@@ -1197,6 +1206,7 @@ fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
         "install_max_size" => cfg.install_max_size = parse_size_in(v, 4 << 10, 1 << 30)?,
         "max_parallel" => cfg.max_parallel = parse_u32(v, 1, MAX_PARALLEL_LIMIT)?,
         "max_message" => cfg.max_message = parse_u32_size(v, 64, MAX_MESSAGE_LIMIT)?,
+        "max_hops" => cfg.max_hops = parse_u32(v, 1, MAX_HOPS_LIMIT)?,
         "commands" => cfg.commands = command_names(v)?,
         "command_key_file" => cfg.command_key_file = Some(config_relative(&cfg.path, v)?),
         "fleet_html" => {

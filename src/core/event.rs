@@ -10,7 +10,8 @@
 //! LEB128 varints for the integers and string lengths, zigzag for `code`. The
 //! postcard crate and serde's derives cost a router's build more than this
 //! (issue 18); the tests hold the two byte for byte, spools written before read
-//! the same.
+//! the same. The last field, `cause` (an `Option`: a 0 byte for none), came
+//! after the others: a payload that ends before it is read as one with none.
 
 use std::fmt;
 
@@ -75,6 +76,47 @@ pub struct Event {
     pub dur_ms: u32,
     /// Bounded by the module's `output_limit` plus a short note.
     pub out: String,
+    /// The message whose run made it, for a collector's run (and `crd emit`
+    /// inside one); `None` for an edge's own events and a collector's
+    /// spontaneous ones (hop 0).
+    pub cause: Option<Cause>,
+}
+
+/// What started the run an event comes from: how many runs of messages lie
+/// between it and an event no message caused (`hop`, at least 1), and which
+/// message started its run (`of`: `node/stream/seq` of a crd event, else its
+/// topic). A collector runs nothing on an event whose hop reached `max_hops`,
+/// so collectors that subscribe to each other's events cannot feed each other
+/// forever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(test, derive(serde::Serialize, serde::Deserialize))]
+pub struct Cause {
+    pub hop: u32,
+    pub of: String,
+}
+
+/// The longest `Cause::of`, bytes.
+pub const MAX_CAUSE_BYTES: usize = 256;
+
+impl Cause {
+    /// A cause with hop `hop` (at least 1) of `of` (not empty, at most
+    /// `MAX_CAUSE_BYTES`, printable ASCII without blanks: it travels as one
+    /// word of the control protocol and one environment variable).
+    pub fn new(hop: u32, of: &str) -> Option<Cause> {
+        let word = !of.is_empty()
+            && of.len() <= MAX_CAUSE_BYTES
+            && of.bytes().all(|b| b.is_ascii_graphic());
+        (hop >= 1 && word).then(|| Cause {
+            hop,
+            of: of.to_string(),
+        })
+    }
+
+    /// `HOP,OF`, as `crd emit` passes it to the daemon.
+    pub fn parse(w: &str) -> Option<Cause> {
+        let (hop, of) = w.split_once(',')?;
+        Cause::new(hop.parse().ok()?, of)
+    }
 }
 
 impl fmt::Display for Event {
@@ -141,6 +183,15 @@ fn encode_raw(ev: &EventRef<'_>, b: &mut Vec<u8>) {
     put_varint(b, u64::from(ev.dur_ms));
     put_varint(b, ev.out.len() as u64);
     b.extend_from_slice(ev.out.as_bytes());
+    match ev.cause {
+        None => b.push(0),
+        Some((hop, of)) => {
+            b.push(1);
+            put_varint(b, u64::from(hop));
+            put_varint(b, of.len() as u64);
+            b.extend_from_slice(of.as_bytes());
+        }
+    }
 }
 
 /// Appends `v` as an unsigned LEB128 varint (postcard's integers and lengths).
@@ -202,6 +253,15 @@ fn decode_fields(mut r: &[u8]) -> Result<EventRef<'_>, &'static str> {
     let code = (z >> 1) as i32 ^ -((z & 1) as i32);
     let dur_ms = take_varint(r, 32)? as u32;
     let out = take_str(r)?;
+    // Ends here in a payload written before `cause`.
+    let cause = match r.split_first() {
+        None | Some((0, _)) => None,
+        Some((1, rest)) => {
+            *r = rest;
+            Some((take_varint(r, 32)? as u32, take_str(r)?))
+        }
+        Some(_) => return Err("a bad option tag"),
+    };
     Ok(EventRef {
         ts_ms,
         module,
@@ -209,6 +269,7 @@ fn decode_fields(mut r: &[u8]) -> Result<EventRef<'_>, &'static str> {
         code,
         dur_ms,
         out,
+        cause,
     })
 }
 
@@ -222,6 +283,8 @@ pub struct EventRef<'a> {
     pub code: i32,
     pub dur_ms: u32,
     pub out: &'a str,
+    /// `Cause`: its hop and whose message.
+    pub cause: Option<(u32, &'a str)>,
 }
 
 impl Event {
@@ -233,6 +296,7 @@ impl Event {
             code: self.code,
             dur_ms: self.dur_ms,
             out: &self.out,
+            cause: self.cause.as_ref().map(|c| (c.hop, c.of.as_str())),
         }
     }
 }
@@ -246,6 +310,10 @@ impl EventRef<'_> {
             code: self.code,
             dur_ms: self.dur_ms,
             out: self.out.to_string(),
+            cause: self.cause.map(|(hop, of)| Cause {
+                hop,
+                of: of.to_string(),
+            }),
         }
     }
 }
@@ -280,6 +348,7 @@ mod tests {
             code: 0,
             dur_ms: 12,
             out: out.into(),
+            cause: None,
         }
     }
 
@@ -287,14 +356,28 @@ mod tests {
     fn payload_round_trip_and_pinned_bytes() {
         let e = ev("hi");
         let b = encode(&e, 1024).unwrap();
-        // version, varint ts, "Disk", kind 0, zigzag code 0, dur 12, "hi"
+        // version, varint ts, "Disk", kind 0, zigzag code 0, dur 12, "hi", no cause
+        let before_cause = [
+            1, 0xfb, 0xd0, 0x95, 0xff, 0xbc, 0x31, 4, b'D', b'i', b's', b'k', 0, 0, 12, 2, b'h',
+            b'i',
+        ];
+        assert_eq!(b[..], [&before_cause[..], &[0]].concat());
         assert_eq!(
-            b,
-            [
-                1, 0xfb, 0xd0, 0x95, 0xff, 0xbc, 0x31, 4, b'D', b'i', b's', b'k', 0, 0, 12, 2,
-                b'h', b'i'
-            ]
+            decode(&before_cause),
+            Ok(e.clone()),
+            "a payload written before `cause` reads as one with none"
         );
+        let caused = Event {
+            cause: Some(Cause {
+                hop: 2,
+                of: "n0/00000000000000ab/7".into(),
+            }),
+            ..e.clone()
+        };
+        let cb = encode(&caused, 1024).unwrap();
+        assert_eq!(cb[..before_cause.len()], before_cause);
+        assert_eq!(cb[before_cause.len()..before_cause.len() + 3], [1, 2, 21]);
+        assert_eq!(decode(&cb), Ok(caused));
         assert_eq!(decode(&b), Ok(e.clone()));
         assert_eq!(
             decode_ref(&b),
@@ -359,6 +442,10 @@ mod tests {
                 code: [0, 1, -1, i32::MIN, i32::MAX, (n >> 3) as i32][(n % 6) as usize],
                 dur_ms: [0, 127, 128, u32::MAX, (n >> 5) as u32][(n % 5) as usize],
                 out: text(n >> 13),
+                cause: (n % 3 == 1).then(|| Cause {
+                    hop: (n >> 20) as u32 % 300,
+                    of: text(n >> 29),
+                }),
             };
             let mut want = vec![PAYLOAD_VERSION];
             want = postcard::to_extend(&e, want).unwrap();
@@ -372,8 +459,22 @@ mod tests {
             for b in [&got[..cut], &flipped[..]] {
                 let theirs: Result<Event, _> = postcard::from_bytes(b.get(1..).unwrap_or(&[]));
                 let ours = decode(b);
-                if b.first() == Some(&PAYLOAD_VERSION) {
-                    assert_eq!(ours.ok(), theirs.ok(), "{b:?}");
+                if b.first() != Some(&PAYLOAD_VERSION) {
+                    continue;
+                }
+                // Ending just before `cause`: the layout written before it,
+                // read as no cause (postcard wants the tag); exactly those.
+                let old_layout = |x: &Event| {
+                    let tagged = [&b[1..], &[0][..]].concat();
+                    x.cause.is_none()
+                        && postcard::from_bytes::<Event>(&tagged).ok() == Some(x.clone())
+                };
+                match (ours.ok(), theirs.ok()) {
+                    (Some(x), None) => assert!(old_layout(&x), "{b:?}"),
+                    (o, t) => assert_eq!(o, t, "{b:?}"),
+                }
+                if b == &got[..cut] && cut + 1 == got.len() && e.cause.is_none() {
+                    assert_eq!(decode(b), Ok(e.clone()), "cut before the tag");
                 }
             }
         }

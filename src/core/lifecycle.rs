@@ -75,6 +75,7 @@ pub fn finished(m: &Module, st: &mut ModuleState, ran: Ran, now: Instant, wall_m
         code,
         dur_ms: u32::try_from(super::dur::ms(ran.dur)).unwrap_or(u32::MAX),
         out,
+        cause: None,
     };
     match ran.role {
         Role::Check => {

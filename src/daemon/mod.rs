@@ -845,12 +845,15 @@ impl Daemon {
                         e.lines().next().unwrap_or_default()
                     )),
                 },
-                Request::Emit { suffix, sync, body } => {
-                    match self.outbox.emit(&suffix, &body, sync, now) {
-                        Ok(seq) => Response::Done(seq.to_string()),
-                        Err(e) => Response::Error(e),
-                    }
-                }
+                Request::Emit {
+                    suffix,
+                    sync,
+                    cause,
+                    body,
+                } => match self.outbox.emit(&suffix, &body, sync, cause, now) {
+                    Ok(seq) => Response::Done(seq.to_string()),
+                    Err(e) => Response::Error(e),
+                },
                 Request::Send { node, body } => match self.bus.relay.as_mut() {
                     Some(r) => match r.queue(&node, &body, now) {
                         Ok(id) => {

@@ -13,6 +13,7 @@
 //! and nothing else. This file owns the socket and its bytes; what a reply says is
 //! the daemon's business.
 
+use crate::core::event::Cause;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
@@ -49,9 +50,12 @@ pub enum Request {
         module: String,
         key: Option<String>,
     },
+    /// `crd emit SUFFIX`: `cause` from the environment a collector's run
+    /// gives (`CRD_HOP`, `CRD_CAUSE`), sent as the word `cause=HOP,OF`.
     Emit {
         suffix: String,
         sync: bool,
+        cause: Option<Cause>,
         body: Vec<u8>,
     },
     /// `crd send` handing a command (its JSON, the body) for `node` to the relay.
@@ -79,22 +83,36 @@ impl Request {
         // less on aarch64, and every router carries this client.
         let json = |on: bool| on.then_some("json");
         let none: &[u8] = &[];
+        let mut caused = String::new();
         let (verb, words, body) = match self {
-            Request::Status { json: j } => ("status", [json(*j), None], none),
-            Request::Reload => ("reload", [None, None], none),
-            Request::Fleet { json: j } => ("fleet", [json(*j), None], none),
-            Request::Register { module, key } => {
-                ("register", [Some(module.as_str()), key.as_deref()], none)
-            }
-            Request::Emit { suffix, sync, body } => (
-                "emit",
-                [Some(suffix.as_str()), sync.then_some("sync")],
-                &body[..],
+            Request::Status { json: j } => ("status", [json(*j), None, None], none),
+            Request::Reload => ("reload", [None, None, None], none),
+            Request::Fleet { json: j } => ("fleet", [json(*j), None, None], none),
+            Request::Register { module, key } => (
+                "register",
+                [Some(module.as_str()), key.as_deref(), None],
+                none,
             ),
-            Request::Send { node, body } => ("send", [Some(node.as_str()), None], &body[..]),
-            Request::Replies { id } => ("replies", [id.as_deref(), None], none),
-            Request::TooLarge(_) => ("", [None, None], none),
-            Request::Unknown(line) => (line.as_str(), [None, None], none),
+            Request::Emit {
+                suffix,
+                sync,
+                cause,
+                body,
+            } => {
+                if let Some(c) = cause {
+                    caused = format!("cause={},{}", c.hop, c.of);
+                }
+                let cause = cause.as_ref().map(|_| caused.as_str());
+                (
+                    "emit",
+                    [Some(suffix.as_str()), sync.then_some("sync"), cause],
+                    &body[..],
+                )
+            }
+            Request::Send { node, body } => ("send", [Some(node.as_str()), None, None], &body[..]),
+            Request::Replies { id } => ("replies", [id.as_deref(), None, None], none),
+            Request::TooLarge(_) => ("", [None, None, None], none),
+            Request::Unknown(line) => (line.as_str(), [None, None, None], none),
         };
         let mut b = verb.as_bytes().to_vec();
         for w in words.into_iter().flatten() {
@@ -174,6 +192,21 @@ pub fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
     let line = String::from_utf8_lossy(line).trim().to_string();
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next(), words.next()) {
+        (Some("emit"), Some(suffix), a, b) if words.next().is_none() => {
+            let Some((sync, cause)) = emit_flags(a, b) else {
+                return Request::Unknown(line);
+            };
+            if over {
+                return Request::TooLarge(max_body);
+            }
+            let body = nl.map_or(&[][..], |i| &inbuf[i + 1..]).to_vec();
+            Request::Emit {
+                suffix: suffix.to_string(),
+                sync,
+                cause,
+                body,
+            }
+        }
         (Some("status"), None, ..) => Request::Status { json: false },
         (Some("status"), Some("json"), None, ..) => Request::Status { json: true },
         (Some("reload"), None, ..) => Request::Reload,
@@ -198,19 +231,23 @@ pub fn parse_request(inbuf: &[u8], over: bool, max_body: usize) -> Request {
                 body: nl.map_or(&[][..], |i| &inbuf[i + 1..]).to_vec(),
             }
         }
-        (Some("emit"), Some(suffix), flag, None) if flag.is_none() || flag == Some("sync") => {
-            if over {
-                return Request::TooLarge(max_body);
-            }
-            let body = nl.map_or(&[][..], |i| &inbuf[i + 1..]).to_vec();
-            Request::Emit {
-                suffix: suffix.to_string(),
-                sync: flag.is_some(),
-                body,
-            }
-        }
         _ => Request::Unknown(line),
     }
+}
+
+/// `emit`'s words after the suffix: `sync`, then `cause=HOP,OF`, each
+/// optional; `None` for anything else.
+fn emit_flags(a: Option<&str>, b: Option<&str>) -> Option<(bool, Option<Cause>)> {
+    let (sync, c) = match a {
+        Some("sync") => (true, b),
+        _ if b.is_some() => return None,
+        c => (false, c),
+    };
+    let cause = match c {
+        None => None,
+        Some(w) => Some(Cause::parse(w.strip_prefix("cause=")?)?),
+    };
+    Some((sync, cause))
 }
 
 struct Client {
@@ -614,7 +651,8 @@ mod tests {
             Request::Emit {
                 suffix: "a/b".into(),
                 sync: true,
-                body: b"line 1\nline 2".to_vec()
+                body: b"line 1\nline 2".to_vec(),
+                cause: None,
             }
         );
         assert_eq!(
@@ -622,7 +660,8 @@ mod tests {
             Request::Emit {
                 suffix: "x".into(),
                 sync: false,
-                body: vec![]
+                body: vec![],
+                cause: None,
             }
         );
         assert_eq!(
@@ -633,6 +672,17 @@ mod tests {
             parse_request(b"emit x later\n", false, 100),
             Request::Unknown("emit x later".into())
         );
+        for bad in [
+            "emit x cause=0,a",
+            "emit x cause=1,",
+            "emit x cause=a,b",
+            "emit x cause=1",
+            "emit x sync cause=1,a extra",
+            "emit x cause=1,a sync",
+        ] {
+            let r = parse_request(bad.as_bytes(), false, 100);
+            assert_eq!(r, Request::Unknown(bad.into()), "{bad}");
+        }
         assert_eq!(
             parse_request(b"", false, 100),
             Request::Unknown(String::new())
@@ -661,10 +711,24 @@ mod tests {
                 suffix: "a/b".into(),
                 sync: true,
                 body: b"line 1\nline 2\n".to_vec(),
+                cause: None,
             },
             Request::Emit {
                 suffix: "x".into(),
                 sync: false,
+                body: vec![],
+                cause: None,
+            },
+            Request::Emit {
+                suffix: "alerts/wan".into(),
+                sync: false,
+                cause: Cause::new(2, "n0/00000000000000ab/7"),
+                body: b"down".to_vec(),
+            },
+            Request::Emit {
+                suffix: "x".into(),
+                sync: true,
+                cause: Cause::new(1, "m-0123456789abcdef"),
                 body: vec![],
             },
             Request::Send {
@@ -685,7 +749,8 @@ mod tests {
             Request::Emit {
                 suffix: "x".into(),
                 sync: true,
-                body: b"hi".to_vec()
+                body: b"hi".to_vec(),
+                cause: None,
             }
             .encode(),
             b"emit x sync\nhi"

@@ -7,7 +7,7 @@
 //! what cannot be kept is counted (ENOSPC is a condition, not a crash).
 
 use crate::core::config::valid_topic_suffix;
-use crate::core::event::{self, Event, Kind};
+use crate::core::event::{self, Cause, Event, Kind};
 use crate::core::status::{Status, Value};
 use crate::host::clock::unix_ms;
 use crate::spool::storage::FileStorage;
@@ -169,6 +169,7 @@ impl Outbox {
                 code: 0,
                 dur_ms: 0,
                 out,
+                cause: None,
             };
             let max = self.spool.config().max_record as usize;
             if let Some(p) = event::encode(&ev, max) {
@@ -182,11 +183,13 @@ impl Outbox {
 
     /// `crd emit`: appends an `emit` event and writes it to the segment file (or,
     /// with `sync`, makes it durable). Returns its seq, or why it was refused.
+    /// `cause`: the run's, when a collector's run of a message emits.
     pub fn emit(
         &mut self,
         suffix: &str,
         message: &[u8],
         sync: bool,
+        cause: Option<Cause>,
         now: Instant,
     ) -> Result<u64, String> {
         valid_topic_suffix(suffix).map_err(|why| format!("bad suffix `{suffix}`: {why}"))?;
@@ -197,6 +200,7 @@ impl Outbox {
             code: 0,
             dur_ms: 0,
             out: String::from_utf8_lossy(message).into_owned(),
+            cause,
         };
         let max = self.spool.config().max_record;
         let payload = event::encode(&ev, usize::MAX)
@@ -313,6 +317,7 @@ mod tests {
             code: 0,
             dur_ms: 0,
             out: "x".repeat(out),
+            cause: None,
         }
     }
 

@@ -154,8 +154,8 @@ pub fn render_into(
         topic.push_str(part);
     }
     json.clear();
-    Obj::new(json)
-        .str("node", node)
+    let mut o = Obj::new(json);
+    o.str("node", node)
         .str("stream", stream_hex)
         .uint("seq", seq)
         .uint("ts", ev.ts_ms)
@@ -163,8 +163,13 @@ pub fn render_into(
         .str("kind", ev.kind.as_str())
         .int("code", i64::from(ev.code))
         .uint("dur_ms", u64::from(ev.dur_ms))
-        .str(if emit { "message" } else { "out" }, ev.out)
-        .end();
+        .str(if emit { "message" } else { "out" }, ev.out);
+    // A collector's run of a message: how far from an event no message caused,
+    // and whose message (collectors run nothing at `max_hops`).
+    if let Some((hop, of)) = ev.cause {
+        o.uint("hop", u64::from(hop)).str("cause", of);
+    }
+    o.end();
 }
 
 #[cfg(test)]
@@ -180,9 +185,20 @@ mod tests {
             code: 0,
             dur_ms: 7,
             out: "97% \"full\"".into(),
+            cause: None,
         };
         let (t, j) = render("crd", "r1", "00000000000000ab", 42, &ev);
         assert_eq!(t, "crd/r1/event/Disk");
+        let run = Event {
+            cause: crate::core::event::Cause::new(2, "n0/00000000000000cd/7"),
+            ..ev.clone()
+        };
+        let (_, jr) = render("crd", "r1", "00000000000000ab", 43, &run);
+        assert!(
+            jr.ends_with(br#","out":"97% \"full\"","hop":2,"cause":"n0/00000000000000cd/7"}"#),
+            "{}",
+            String::from_utf8_lossy(&jr)
+        );
         assert_eq!(
             String::from_utf8(j).unwrap(),
             r#"{"node":"r1","stream":"00000000000000ab","seq":42,"ts":5,"module":"Disk","kind":"fired","code":0,"dur_ms":7,"out":"97% \"full\""}"#
