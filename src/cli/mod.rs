@@ -690,9 +690,7 @@ fn check_config(cfg: &Config) -> i32 {
                     .and_then(|t| config::key_line(&t, "command_key_file"))
                     .unwrap_or(0),
                 key: Some("command_key_file".into()),
-                msg: format!(
-                    "{e} (the daemon would run with remote commands off, and `crd send` would fail)"
-                ),
+                msg: config::Shape::CommandKey(e).into(),
             };
             err!("crd: {e}");
             refused_key = true;

@@ -568,13 +568,13 @@ impl Config {
 }
 
 /// A config problem, always with the file and line it was found at.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ConfigError {
     pub file: PathBuf,
     /// 1-based; 0 when the problem concerns the whole file.
     pub line: u32,
     pub key: Option<String>,
-    pub msg: String,
+    pub msg: Problem,
 }
 
 impl fmt::Display for ConfigError {
@@ -591,7 +591,7 @@ impl fmt::Display for ConfigError {
 }
 
 /// All errors found in one file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl fmt::Display for ConfigErrors {
@@ -605,6 +605,246 @@ impl fmt::Display for ConfigErrors {
         Ok(())
     }
 }
+
+/// What is wrong with one line of a config file, or with the file: a `Reason`,
+/// boxed so that a `Result` carrying it is one word wide and `?` moves a pointer.
+/// `ConfigError` adds the file, the line and the key; `Display` writes the
+/// one-line message users know.
+#[derive(Debug)]
+pub struct Problem(Box<Reason>);
+
+impl Problem {
+    pub fn reason(&self) -> &Reason {
+        &self.0
+    }
+}
+
+impl From<Reason> for Problem {
+    fn from(r: Reason) -> Problem {
+        Problem(Box::new(r))
+    }
+}
+
+/// Why a value, a line or a file was refused; the value's text travels in the
+/// variant, the words around it are `'static`.
+#[derive(Debug)]
+pub enum Reason {
+    /// A value not of the forms its kind takes: the kind (`duration`, `broker`),
+    /// the text, and the forms (or what the kind's check said).
+    Bad(&'static str, String, &'static str),
+    /// A duration or size whose unit is not one of these: the kind, the text, the
+    /// units.
+    BadUnit(&'static str, String, &'static str),
+    /// A value that parses but lies beyond its key's bounds: the key (or kind),
+    /// the text, and the bound in words (`is over 1h`).
+    Beyond(&'static str, String, &'static str),
+    /// A number not within `min..=max`.
+    Number(String, u32, u32),
+    /// A size not within `min..=max` bytes.
+    SizeRange(String, u64, u64),
+    /// A duration key that must not be zero.
+    Zero(&'static str),
+    CpuLimitTooLarge,
+    /// A key only a build with the collector takes.
+    NoCollector(&'static str),
+    /// `broker_tls = yes` in a build without TLS.
+    NoTls,
+    /// A name, topic filter or group refused by its check: the kind, the text,
+    /// why.
+    BadName(&'static str, String, &'static str),
+    #[cfg(feature = "collector")]
+    NoFilters,
+    #[cfg(feature = "collector")]
+    TooManyFilters,
+    /// A `value` path and what is wrong with it (one of the `Path*` reasons).
+    #[cfg(feature = "collector")]
+    ValuePath(String, Problem),
+    #[cfg(feature = "collector")]
+    PathTooLong,
+    #[cfg(feature = "collector")]
+    PathTooDeep,
+    #[cfg(feature = "collector")]
+    PathEmptyLevel,
+    #[cfg(feature = "collector")]
+    PathBadLevel(String),
+    #[cfg(feature = "collector")]
+    EqualsLength,
+    EmptyPath,
+    /// A rule key or `subscribe` among the global keys.
+    PerModule(String),
+    UnknownKey,
+    /// A pattern among `commands`.
+    CommandPattern(String),
+    /// A bad name among `commands`, and why.
+    CommandName(String, &'static str),
+    /// The file's shape, or keys that must fit together.
+    Shape(Shape),
+}
+
+/// What is wrong with the file's shape (lines, sections, a key set twice), with
+/// keys that must fit together, or with reading it; the setting functions return
+/// the other reasons.
+#[derive(Debug)]
+pub enum Shape {
+    LineTooLong,
+    /// A section header without its `]`: the line.
+    Unclosed(String),
+    MissingKey,
+    /// A line that is neither a section, a comment nor `key = value`.
+    NotAPair(String),
+    /// A section other than `[module NAME]`: what is inside the brackets.
+    UnknownSection(String),
+    /// A second `[module NAME]`, and the line of the first.
+    SectionAgain(String, u32),
+    UnknownInSection,
+    UnknownInModuleConf,
+    /// A section header in a `module.conf`.
+    SectionInModuleConf(String),
+    /// A key set twice, and the line of the first.
+    Duplicate(u32),
+    /// `spool_size` below twice `spool_segment`: both.
+    SpoolTooSmall(u64, u64),
+    /// More segments than the spool takes: `spool_size`, `spool_segment`.
+    TooManySegments(u64, u64),
+    /// `spool_max_record` and framing over `spool_segment`: both.
+    RecordTooLarge(u32, u64),
+    CertWithoutKey,
+    /// The file could not be read.
+    Read(std::io::Error),
+    /// `command_key_file` refused at `--check-config`, and why.
+    CommandKey(String),
+}
+
+impl From<Shape> for Problem {
+    fn from(s: Shape) -> Problem {
+        Reason::Shape(s).into()
+    }
+}
+
+/// Fixed texts are written as they are, `write!` only where a value goes in, its
+/// arguments dereferenced (a `&&T` would add a formatting function of its own).
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            Reason::Bad(what, v, hint) => write!(f, "bad {} `{}` ({})", *what, *v, *hint),
+            Reason::BadUnit(what, v, units) => {
+                write!(f, "bad {} unit in `{}` ({})", *what, *v, *units)
+            }
+            Reason::Beyond(key, v, bound) => write!(f, "{} `{}` {}", *key, *v, *bound),
+            Reason::Number(v, min, max) => {
+                write!(f, "bad number `{}` (want {}..={})", *v, *min, *max)
+            }
+            Reason::SizeRange(v, min, max) => {
+                write!(f, "size `{}` out of range ({}..={} bytes)", *v, *min, *max)
+            }
+            Reason::Zero(what) => write!(f, "{} must be greater than zero", *what),
+            Reason::CpuLimitTooLarge => f.write_str("cpu_limit too large"),
+            Reason::NoCollector(key) => write!(
+                f,
+                "this crd is built without the collector (cargo feature `collector`, off in router builds); {} needs a collector build",
+                *key
+            ),
+            Reason::NoTls => {
+                f.write_str("this crd is built without TLS (cargo feature `tls`); use a TLS build")
+            }
+            Reason::BadName(what, v, why) => write!(f, "bad {} `{}`: {}", *what, *v, *why),
+            #[cfg(feature = "collector")]
+            Reason::NoFilters => f.write_str("subscribe needs at least one topic filter"),
+            #[cfg(feature = "collector")]
+            Reason::TooManyFilters => {
+                write!(f, "more than {} topic filters", MAX_FILTERS_PER_MODULE)
+            }
+            #[cfg(feature = "collector")]
+            Reason::ValuePath(v, why) => write!(f, "bad value path `{}`: {}", *v, *why),
+            #[cfg(feature = "collector")]
+            Reason::PathTooLong => write!(f, "longer than {} bytes", MAX_VALUE_PATH_BYTES),
+            #[cfg(feature = "collector")]
+            Reason::PathTooDeep => write!(f, "more than {} levels", MAX_VALUE_PATH_LEVELS),
+            #[cfg(feature = "collector")]
+            Reason::PathEmptyLevel => {
+                f.write_str("an empty level (write `a.b`, or `.` for the whole payload)")
+            }
+            #[cfg(feature = "collector")]
+            Reason::PathBadLevel(l) => {
+                write!(f, "level `{}` has other than letters, digits, `_`, `-`", *l)
+            }
+            #[cfg(feature = "collector")]
+            Reason::EqualsLength => write!(f, "equals must be 1..={} bytes", MAX_EQUALS_BYTES),
+            Reason::EmptyPath => f.write_str("empty path"),
+            Reason::PerModule(k) => write!(
+                f,
+                "{} is set per module (its module.conf, or a [module NAME] section)",
+                *k
+            ),
+            Reason::UnknownKey => f.write_str("unknown key"),
+            Reason::CommandPattern(n) => write!(
+                f,
+                "commands: `{}` is refused: name each support module a remote command may run",
+                *n
+            ),
+            Reason::CommandName(n, why) => {
+                write!(f, "commands: bad module name `{}`: {}", *n, *why)
+            }
+            Reason::Shape(s) => fmt::Display::fmt(s, f),
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::LineTooLong => write!(f, "line longer than {} bytes", MAX_LINE_BYTES),
+            Shape::Unclosed(l) => write!(f, "section header `{}` lacks a closing `]`", *l),
+            Shape::MissingKey => f.write_str("missing key before `=`"),
+            Shape::NotAPair(l) => write!(f, "expected `key = value`, found `{}`", *l),
+            Shape::UnknownSection(s) => {
+                write!(f, "unknown section `[{}]` (want [module NAME])", *s)
+            }
+            Shape::SectionAgain(name, line) => write!(
+                f,
+                "section [module {}] already opened at line {}",
+                *name, *line
+            ),
+            Shape::UnknownInSection => f.write_str("unknown key in a [module] section"),
+            Shape::UnknownInModuleConf => f.write_str("unknown key in module.conf"),
+            Shape::SectionInModuleConf(s) => {
+                write!(f, "sections are not allowed in module.conf: `[{}]`", *s)
+            }
+            Shape::Duplicate(first) => write!(f, "duplicate key (first set at line {})", *first),
+            Shape::SpoolTooSmall(size, segment) => write!(
+                f,
+                "spool_size ({}) must be at least twice spool_segment ({}): a full spool drops one whole segment",
+                *size, *segment
+            ),
+            Shape::TooManySegments(size, segment) => write!(
+                f,
+                "spool_size / spool_segment ({} / {}) makes {} segments; {} segments at most \
+                 (raise spool_segment, up to {} bytes, or lower spool_size)",
+                *size,
+                *segment,
+                size.div_ceil(*segment),
+                MAX_SPOOL_SEGMENTS,
+                MAX_SPOOL_SEGMENT_BYTES
+            ),
+            Shape::RecordTooLarge(max, segment) => write!(
+                f,
+                "spool_max_record ({}) plus framing does not fit in spool_segment ({})",
+                *max, *segment
+            ),
+            Shape::CertWithoutKey => {
+                f.write_str("cert_file and key_file go together (a client certificate and its key)")
+            }
+            Shape::Read(e) => fmt::Display::fmt(e, f),
+            Shape::CommandKey(e) => write!(
+                f,
+                "{} (the daemon would run with remote commands off, and `crd send` would fail)",
+                *e
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Problem {}
 
 /// Longest `crd emit` topic suffix, in bytes.
 pub const MAX_SUFFIX_BYTES: usize = 128;
@@ -677,41 +917,41 @@ pub fn valid_name(name: &str) -> Result<(), &'static str> {
 }
 
 /// Parses a duration: `500ms`, `30`, `30s`, `5m`, `1h`, `1d` (bare = seconds).
-pub fn parse_duration(v: &str) -> Result<Duration, String> {
+pub fn parse_duration(v: &str) -> Result<Duration, Problem> {
     let (num, unit) = split_unit(v);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("bad duration `{v}` (want e.g. 500ms, 30, 30s, 5m, 1h)"))?;
+        .map_err(|_| Reason::Bad("duration", v.into(), "want e.g. 500ms, 30, 30s, 5m, 1h"))?;
     let ms = match unit {
         "ms" => Some(n),
         "" | "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
         "d" => n.checked_mul(86_400_000),
-        _ => return Err(format!("bad duration unit in `{v}` (ms, s, m, h, d)")),
+        _ => return Err(Reason::BadUnit("duration", v.into(), "ms, s, m, h, d").into()),
     };
     // A ten-year bound keeps every `now + duration` far from Instant's overflow.
     match ms {
         Some(ms) if ms <= 10 * 365 * 86_400_000 => Ok(Duration::from_millis(ms)),
-        _ => Err(format!("duration `{v}` is too large (at most 10 years)")),
+        _ => Err(Reason::Beyond("duration", v.into(), "is too large (at most 10 years)").into()),
     }
 }
 
 /// Parses a size in bytes: `4096`, `4k`, `64M`, `1G` (binary units, case-insensitive).
-pub fn parse_size(v: &str) -> Result<u64, String> {
+pub fn parse_size(v: &str) -> Result<u64, Problem> {
     let (num, unit) = split_unit(v);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("bad size `{v}` (want e.g. 4096, 4k, 64M, 1G)"))?;
+        .map_err(|_| Reason::Bad("size", v.into(), "want e.g. 4096, 4k, 64M, 1G"))?;
     let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("bad size unit in `{v}` (k, M, G)")),
+        _ => return Err(Reason::BadUnit("size", v.into(), "k, M, G").into()),
     };
     n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size `{v}` is too large"))
+        .ok_or_else(|| Reason::Beyond("size", v.into(), "is too large").into())
 }
 
 fn split_unit(v: &str) -> (&str, &str) {
@@ -719,36 +959,30 @@ fn split_unit(v: &str) -> (&str, &str) {
     (&v[..i], v[i..].trim())
 }
 
-fn parse_bool(v: &str) -> Result<bool, String> {
+fn parse_bool(v: &str) -> Result<bool, Problem> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "yes" | "true" | "on" => Ok(true),
         "0" | "no" | "false" | "off" => Ok(false),
-        _ => Err(format!(
-            "bad boolean `{v}` (yes/no, true/false, on/off, 1/0)"
-        )),
+        _ => Err(Reason::Bad("boolean", v.into(), "yes/no, true/false, on/off, 1/0").into()),
     }
 }
 
-fn parse_u32(v: &str, min: u32, max: u32) -> Result<u32, String> {
+fn parse_u32(v: &str, min: u32, max: u32) -> Result<u32, Problem> {
     match v.parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("bad number `{v}` (want {min}..={max})")),
+        _ => Err(Reason::Number(v.into(), min, max).into()),
     }
 }
 
-fn parse_u32_size(v: &str, min: u64, max: u64) -> Result<u32, String> {
-    let n = parse_size(v)?;
-    if n < min || n > max {
-        return Err(format!("size `{v}` out of range ({min}..={max} bytes)"));
-    }
-    Ok(n as u32)
+fn parse_u32_size(v: &str, min: u64, max: u64) -> Result<u32, Problem> {
+    Ok(parse_size_in(v, min, max)? as u32)
 }
 
 /// Parses one per-module key; `Ok(None)` when the key is not a per-module key.
-fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, String> {
-    let nonzero = |d: Duration, what: &str| {
+fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, Problem> {
+    let nonzero = |d: Duration, what: &'static str| {
         if d.is_zero() {
-            Err(format!("{what} must be greater than zero"))
+            Err(Problem::from(Reason::Zero(what)))
         } else {
             Ok(d)
         }
@@ -760,7 +994,7 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, String> {
         "memory_limit" => Setting::MemoryLimit({
             let n = parse_size(v)?;
             if n < (1 << 20) {
-                return Err(format!("memory_limit `{v}` is below 1M"));
+                return Err(Reason::Beyond("memory_limit", v.into(), "is below 1M").into());
             }
             n
         }),
@@ -768,7 +1002,7 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, String> {
             let d = nonzero(parse_duration(v)?, "cpu_limit")?;
             // RLIMIT_CPU counts whole seconds; round up so 500ms still allows a run.
             let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-            Setting::CpuLimit(u32::try_from(secs).map_err(|_| "cpu_limit too large")?)
+            Setting::CpuLimit(u32::try_from(secs).map_err(|_| Reason::CpuLimitTooLarge)?)
         }
         "file_limit" => Setting::FileLimit(parse_size(v)?),
         "process_limit" => Setting::ProcessLimit(parse_u32(v, 0, 1_000_000)?),
@@ -778,39 +1012,18 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, String> {
         "convention" => Setting::Convention(match v {
             "exit" | "crd" => Convention::Exit,
             "nagios" => Convention::Nagios,
-            _ => return Err(format!("bad convention `{v}` (exit or nagios)")),
+            _ => return Err(Reason::Bad("convention", v.into(), "exit or nagios").into()),
         }),
         "respond_at" => Setting::RespondAt(match v.to_ascii_lowercase().as_str() {
             "warning" | "1" => Severity::Warning,
             "critical" | "2" => Severity::Critical,
-            _ => return Err(format!("bad respond_at `{v}` (warning or critical)")),
+            _ => return Err(Reason::Bad("respond_at", v.into(), "warning or critical").into()),
         }),
         "enabled" => Setting::Enabled(parse_bool(v)?),
-        "subscribe" => {
-            if !cfg!(feature = "collector") {
-                return Err(
-                    "this crd is built without the collector (cargo feature `collector`, off in router builds); subscribe needs a collector build".into(),
-                );
-            }
-            let filters: Vec<String> = v.split_whitespace().map(str::to_string).collect();
-            if filters.is_empty() {
-                return Err("subscribe needs at least one topic filter".into());
-            }
-            if filters.len() > MAX_FILTERS_PER_MODULE {
-                return Err(format!("more than {MAX_FILTERS_PER_MODULE} topic filters"));
-            }
-            for f in &filters {
-                topic::valid_filter(f).map_err(|why| format!("bad topic filter `{f}`: {why}"))?;
-                if f.starts_with("$share/") {
-                    return Err(format!(
-                        "bad topic filter `{f}`: write the group as `subscribe_group`"
-                    ));
-                }
-            }
-            Setting::Subscribe(filters)
-        }
+        "subscribe" => Setting::Subscribe(subscribe_filters(v)?),
         "subscribe_group" => {
-            topic::valid_group(v).map_err(|why| format!("bad subscribe_group `{v}`: {why}"))?;
+            topic::valid_group(v)
+                .map_err(|why| Reason::BadName("subscribe_group", v.into(), why))?;
             Setting::SubscribeGroup(v.to_string())
         }
         "register" | "value" | "period" | "by" | "register_keys" | "above" | "below" | "equals" => {
@@ -820,19 +1033,58 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, String> {
     }))
 }
 
-/// Parses one of a rule module's keys.
-fn rule_setting(key: &str, v: &str) -> Result<Setting, String> {
-    if !cfg!(feature = "collector") {
-        return Err(format!(
-            "this crd is built without the collector (cargo feature `collector`, off in router builds); {key} needs a collector build"
-        ));
+/// `subscribe`'s topic filters.
+#[cfg(feature = "collector")]
+fn subscribe_filters(v: &str) -> Result<Vec<String>, Problem> {
+    let filters: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+    if filters.is_empty() {
+        return Err(Reason::NoFilters.into());
     }
-    let number = |v: &str| -> Result<Num, String> {
+    if filters.len() > MAX_FILTERS_PER_MODULE {
+        return Err(Reason::TooManyFilters.into());
+    }
+    for f in &filters {
+        topic::valid_filter(f).map_err(|why| Reason::BadName("topic filter", f.clone(), why))?;
+        if f.starts_with("$share/") {
+            return Err(Reason::BadName(
+                "topic filter",
+                f.clone(),
+                "write the group as `subscribe_group`",
+            )
+            .into());
+        }
+    }
+    Ok(filters)
+}
+
+/// Without the collector (a router's build) `subscribe` is refused, and the
+/// reasons only the collector's keys give are not in the binary.
+#[cfg(not(feature = "collector"))]
+fn subscribe_filters(_: &str) -> Result<Vec<String>, Problem> {
+    Err(Reason::NoCollector("subscribe").into())
+}
+
+/// Without the collector every rule key is refused (`key` is one of
+/// `RULE_KEYS`).
+#[cfg(not(feature = "collector"))]
+fn rule_setting(key: &str, _: &str) -> Result<Setting, Problem> {
+    let key = RULE_KEYS.iter().find(|k| **k == key).unwrap_or(&"register");
+    Err(Reason::NoCollector(key).into())
+}
+
+/// `above` and `below`: within +-`MAX_REGISTER_VALUE`, the bound as
+/// `{MAX_REGISTER_VALUE:e}` writes it (a test holds them equal; a float's
+/// exponent formatting is not worth its bytes for one message).
+#[cfg(feature = "collector")]
+const REGISTER_VALUE_FORMS: &str = "a finite number within +-1e15";
+
+/// Parses one of a rule module's keys.
+#[cfg(feature = "collector")]
+fn rule_setting(key: &str, v: &str) -> Result<Setting, Problem> {
+    let number = |v: &str| -> Result<Num, Problem> {
         match v.parse::<f64>() {
             Ok(x) if x.is_finite() && x.abs() <= MAX_REGISTER_VALUE => Ok(Num(x)),
-            _ => Err(format!(
-                "bad number `{v}` (a finite number within +-{MAX_REGISTER_VALUE:e})"
-            )),
+            _ => Err(Reason::Bad("number", v.into(), REGISTER_VALUE_FORMS).into()),
         }
     };
     Ok(match key {
@@ -845,19 +1097,22 @@ fn rule_setting(key: &str, v: &str) -> Result<Setting, String> {
             "last" => RegisterKind::Last,
             "rate" => RegisterKind::Rate,
             _ => {
-                return Err(format!(
-                    "bad register `{v}` (count, sum, avg, min, max, last or rate)"
-                ));
+                return Err(Reason::Bad(
+                    "register",
+                    v.into(),
+                    "count, sum, avg, min, max, last or rate",
+                )
+                .into());
             }
         }),
         "value" => {
-            valid_value_path(v).map_err(|why| format!("bad value path `{v}`: {why}"))?;
+            valid_value_path(v).map_err(|why| Reason::ValuePath(v.into(), why))?;
             Setting::Value(v.to_string())
         }
         "period" => {
             let d = parse_duration(v)?;
             if !(MIN_PERIOD..=MAX_PERIOD).contains(&d) {
-                return Err(format!("period `{v}` out of range (1s..31d)"));
+                return Err(Reason::Beyond("period", v.into(), "out of range (1s..31d)").into());
             }
             Setting::Period(d)
         }
@@ -866,14 +1121,14 @@ fn rule_setting(key: &str, v: &str) -> Result<Setting, String> {
             "topic" => RegisterBy::Topic,
             "module" => RegisterBy::Module,
             "all" => RegisterBy::All,
-            _ => return Err(format!("bad by `{v}` (node, topic, module or all)")),
+            _ => return Err(Reason::Bad("by", v.into(), "node, topic, module or all").into()),
         }),
         "register_keys" => Setting::RegisterKeys(parse_u32(v, 1, MAX_REGISTER_KEYS)?),
         "above" => Setting::Above(number(v)?),
         "below" => Setting::Below(number(v)?),
         _ => {
             if v.is_empty() || v.len() > MAX_EQUALS_BYTES {
-                return Err(format!("equals must be 1..={MAX_EQUALS_BYTES} bytes"));
+                return Err(Reason::EqualsLength.into());
             }
             Setting::Equals(v.to_string())
         }
@@ -882,28 +1137,27 @@ fn rule_setting(key: &str, v: &str) -> Result<Setting, String> {
 
 /// A `value` path: `.` (the whole payload), or dotted levels of a JSON payload,
 /// each letters, digits, `_` or `-` (a level of digits also indexes an array).
-pub fn valid_value_path(v: &str) -> Result<(), String> {
+#[cfg(feature = "collector")]
+pub fn valid_value_path(v: &str) -> Result<(), Problem> {
     if v == "." {
         return Ok(());
     }
     if v.len() > MAX_VALUE_PATH_BYTES {
-        return Err(format!("longer than {MAX_VALUE_PATH_BYTES} bytes"));
+        return Err(Reason::PathTooLong.into());
     }
     let levels: Vec<&str> = v.split('.').collect();
     if levels.len() > MAX_VALUE_PATH_LEVELS {
-        return Err(format!("more than {MAX_VALUE_PATH_LEVELS} levels"));
+        return Err(Reason::PathTooDeep.into());
     }
     for l in levels {
         if l.is_empty() {
-            return Err("an empty level (write `a.b`, or `.` for the whole payload)".into());
+            return Err(Reason::PathEmptyLevel.into());
         }
         if !l
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err(format!(
-                "level `{l}` has other than letters, digits, `_`, `-`"
-            ));
+            return Err(Reason::PathBadLevel(l.into()).into());
         }
     }
     Ok(())
@@ -918,13 +1172,13 @@ enum Line<'a> {
 /// Splits a file into numbered meaningful lines, reporting malformed ones.
 fn lines<'a>(
     text: &'a str,
-    err: &mut dyn FnMut(u32, Option<&str>, String),
+    err: &mut dyn FnMut(u32, Option<&str>, Problem),
 ) -> Vec<(u32, Line<'a>)> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
         if raw.len() > MAX_LINE_BYTES {
-            err(n, None, format!("line longer than {MAX_LINE_BYTES} bytes"));
+            err(n, None, Shape::LineTooLong.into());
             continue;
         }
         let l = raw.trim();
@@ -934,7 +1188,7 @@ fn lines<'a>(
         if let Some(rest) = l.strip_prefix('[') {
             match rest.strip_suffix(']') {
                 Some(inner) => out.push((n, Line::Section(inner.trim()))),
-                None => err(n, None, format!("section header `{l}` lacks a closing `]`")),
+                None => err(n, None, Shape::Unclosed(l.into()).into()),
             }
             continue;
         }
@@ -946,12 +1200,12 @@ fn lines<'a>(
                     v = &v[1..v.len() - 1];
                 }
                 if k.is_empty() {
-                    err(n, None, "missing key before `=`".into());
+                    err(n, None, Shape::MissingKey.into());
                 } else {
                     out.push((n, Line::Pair(k, v)));
                 }
             }
-            None => err(n, None, format!("expected `key = value`, found `{l}`")),
+            None => err(n, None, Shape::NotAPair(l.into()).into()),
         }
     }
     out
@@ -969,7 +1223,7 @@ enum Scope {
 /// Parses `crd.conf`. `path` is only used in messages and kept in the result.
 pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut err = |line: u32, key: Option<&str>, msg: String| {
+    let mut err = |line: u32, key: Option<&str>, msg: Problem| {
         errors.push(ConfigError {
             file: path.to_path_buf(),
             line,
@@ -989,11 +1243,7 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
                 if let Some((_, _, first)) =
                     seen.iter().find(|(s, key, _)| *s == current && key == k)
                 {
-                    err(
-                        n,
-                        Some(k),
-                        format!("duplicate key (first set at line {first})"),
-                    );
+                    err(n, Some(k), Shape::Duplicate(*first).into());
                     continue;
                 }
                 seen.push((current, k.to_string(), n));
@@ -1024,27 +1274,23 @@ fn open_section(
     cfg: &mut Config,
     inner: &str,
     n: u32,
-    err: &mut dyn FnMut(u32, Option<&str>, String),
+    err: &mut dyn FnMut(u32, Option<&str>, Problem),
 ) -> Scope {
     let mut words = inner.split_whitespace();
     let (Some("module"), Some(name), None) = (words.next(), words.next(), words.next()) else {
-        err(
-            n,
-            None,
-            format!("unknown section `[{inner}]` (want [module NAME])"),
-        );
+        err(n, None, Shape::UnknownSection(inner.into()).into());
         return Scope::Rejected;
     };
     if let Err(why) = valid_name(name) {
-        err(n, None, format!("bad module name `{name}`: {why}"));
+        err(
+            n,
+            None,
+            Reason::BadName("module name", name.into(), why).into(),
+        );
         return Scope::Rejected;
     }
     if let Some(prev) = cfg.sections.iter().find(|s| s.name == name) {
-        let msg = format!(
-            "section [module {name}] already opened at line {}",
-            prev.line
-        );
-        err(n, None, msg);
+        err(n, None, Shape::SectionAgain(name.into(), prev.line).into());
         return Scope::Rejected;
     }
     cfg.sections.push(Section {
@@ -1062,7 +1308,7 @@ fn section_setting(
     k: &str,
     v: &str,
     n: u32,
-    err: &mut dyn FnMut(u32, Option<&str>, String),
+    err: &mut dyn FnMut(u32, Option<&str>, Problem),
 ) {
     match module_setting(k, v) {
         Ok(Some(s)) => {
@@ -1071,7 +1317,7 @@ fn section_setting(
                 sec.set_at.push((k, n));
             }
         }
-        Ok(None) => err(n, Some(k), "unknown key in a [module] section".into()),
+        Ok(None) => err(n, Some(k), Shape::UnknownInSection.into()),
         Err(m) => err(n, Some(k), m),
     }
 }
@@ -1082,7 +1328,7 @@ fn section_setting(
 fn check_together(
     cfg: &Config,
     seen: &[(Scope, String, u32)],
-    err: &mut dyn FnMut(u32, Option<&str>, String),
+    err: &mut dyn FnMut(u32, Option<&str>, Problem),
 ) {
     let blame = |a: &'static str, b: &'static str| {
         let line_of = |key: &str| {
@@ -1101,10 +1347,7 @@ fn check_together(
         err(
             line,
             Some(key),
-            format!(
-                "spool_size ({}) must be at least twice spool_segment ({}): a full spool drops one whole segment",
-                sp.size, sp.segment
-            ),
+            Shape::SpoolTooSmall(sp.size, sp.segment).into(),
         );
     }
     if sp.size.div_ceil(sp.segment) > MAX_SPOOL_SEGMENTS {
@@ -1112,13 +1355,7 @@ fn check_together(
         err(
             line,
             Some(key),
-            format!(
-                "spool_size / spool_segment ({} / {}) makes {} segments; {MAX_SPOOL_SEGMENTS} segments at most \
-                 (raise spool_segment, up to {MAX_SPOOL_SEGMENT_BYTES} bytes, or lower spool_size)",
-                sp.size,
-                sp.segment,
-                sp.size.div_ceil(sp.segment)
-            ),
+            Shape::TooManySegments(sp.size, sp.segment).into(),
         );
     }
     let largest =
@@ -1128,26 +1365,19 @@ fn check_together(
         err(
             line,
             Some(key),
-            format!(
-                "spool_max_record ({}) plus framing does not fit in spool_segment ({})",
-                sp.max_record, sp.segment
-            ),
+            Shape::RecordTooLarge(sp.max_record, sp.segment).into(),
         );
     }
     if cfg.mqtt.cert_file.is_some() != cfg.mqtt.key_file.is_some() {
         let (line, key) = blame("cert_file", "key_file");
-        err(
-            line,
-            Some(key),
-            "cert_file and key_file go together (a client certificate and its key)".into(),
-        );
+        err(line, Some(key), Shape::CertWithoutKey.into());
     }
 }
 
-fn parse_size_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
+fn parse_size_in(v: &str, min: u64, max: u64) -> Result<u64, Problem> {
     let n = parse_size(v)?;
     if n < min || n > max {
-        return Err(format!("size `{v}` out of range ({min}..={max} bytes)"));
+        return Err(Reason::SizeRange(v.into(), min, max).into());
     }
     Ok(n)
 }
@@ -1155,9 +1385,9 @@ fn parse_size_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
 /// A path key's value: a relative path is taken from the config file's
 /// directory, not from wherever crd was started (children run in their module's
 /// directory, so a path relative to crd's own directory would not hold for them).
-fn config_relative(config: &Path, v: &str) -> Result<PathBuf, String> {
+fn config_relative(config: &Path, v: &str) -> Result<PathBuf, Problem> {
     if v.is_empty() {
-        return Err("empty path".to_string());
+        return Err(Reason::EmptyPath.into());
     }
     let v = Path::new(v);
     Ok(match config.parent() {
@@ -1168,28 +1398,26 @@ fn config_relative(config: &Path, v: &str) -> Result<PathBuf, String> {
 
 /// Applies one global key of `crd.conf`: a daemon, MQTT or spool key, or a
 /// per-module key as every module's default.
-fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), String> {
+fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), Problem> {
     if k == "subscribe" || RULE_KEYS.contains(&k) {
-        return Err(format!(
-            "{k} is set per module (its module.conf, or a [module NAME] section)"
-        ));
+        return Err(Reason::PerModule(k.into()).into());
     }
     if daemon_setting(cfg, k, v)? || mqtt_setting(cfg, k, v)? || spool_setting(cfg, k, v)? {
         return Ok(());
     }
     match module_setting(k, v)? {
         Some(s) => s.apply(&mut cfg.defaults),
-        None => return Err("unknown key".into()),
+        None => return Err(Reason::UnknownKey.into()),
     }
     Ok(())
 }
 
 /// The daemon's own keys: its node name, paths, limits, install repository,
 /// remote commands, fleet page and log level; `Ok(false)` for any other key.
-fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
+fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
     match k {
         "node" => {
-            valid_node(v).map_err(|why| format!("bad node `{v}` ({why})"))?;
+            valid_node(v).map_err(|why| Reason::Bad("node", v.into(), why))?;
             cfg.node = v.to_string();
         }
         "modules_dir" => cfg.modules_dir = config_relative(&cfg.path, v)?,
@@ -1197,9 +1425,12 @@ fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
         "control_socket" => cfg.control_socket = config_relative(&cfg.path, v)?,
         "repository" => {
             if v.is_empty() || v.starts_with('-') || v.contains(char::is_whitespace) {
-                return Err(format!(
-                    "bad repository `{v}` (a git URL, a directory, a .tar.gz, or an URL ending in `/`)"
-                ));
+                return Err(Reason::Bad(
+                    "repository",
+                    v.into(),
+                    "a git URL, a directory, a .tar.gz, or an URL ending in `/`",
+                )
+                .into());
             }
             cfg.repository = v.to_string();
         }
@@ -1211,9 +1442,7 @@ fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
         "command_key_file" => cfg.command_key_file = Some(config_relative(&cfg.path, v)?),
         "fleet_html" => {
             if !cfg!(feature = "collector") {
-                return Err(
-                    "this crd is built without the collector (cargo feature `collector`, off in router builds); fleet_html needs a collector build".into(),
-                );
+                return Err(Reason::NoCollector("fleet_html").into());
             }
             cfg.fleet_html = Some(config_relative(&cfg.path, v)?);
         }
@@ -1225,15 +1454,13 @@ fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
 
 /// `commands`: the support modules a remote command may run, each named (no
 /// pattern), duplicates dropped.
-fn command_names(v: &str) -> Result<Vec<String>, String> {
+fn command_names(v: &str) -> Result<Vec<String>, Problem> {
     let mut names = Vec::new();
     for n in v.split_whitespace() {
         if n.contains(['*', '?']) {
-            return Err(format!(
-                "commands: `{n}` is refused: name each support module a remote command may run"
-            ));
+            return Err(Reason::CommandPattern(n.into()).into());
         }
-        valid_name(n).map_err(|why| format!("commands: bad module name `{n}`: {why}"))?;
+        valid_name(n).map_err(|why| Reason::CommandName(n.into(), why))?;
         if !names.iter().any(|x| x == n) {
             names.push(n.to_string());
         }
@@ -1242,7 +1469,7 @@ fn command_names(v: &str) -> Result<Vec<String>, String> {
 }
 
 /// `log_level`: `off`, `error`, `warn`, `info`, `debug` or `trace`, any case.
-fn log_level(v: &str) -> Result<log::LevelFilter, String> {
+fn log_level(v: &str) -> Result<log::LevelFilter, Problem> {
     Ok(match v.to_ascii_lowercase().as_str() {
         "off" => log::LevelFilter::Off,
         "error" => log::LevelFilter::Error,
@@ -1251,44 +1478,48 @@ fn log_level(v: &str) -> Result<log::LevelFilter, String> {
         "debug" => log::LevelFilter::Debug,
         "trace" => log::LevelFilter::Trace,
         _ => {
-            return Err(format!(
-                "bad log_level `{v}` (error, warn, info, debug, trace)"
-            ));
+            return Err(
+                Reason::Bad("log_level", v.into(), "error, warn, info, debug, trace").into(),
+            );
         }
     })
 }
 
 /// The broker connection's keys (`MqttSettings`); `Ok(false)` for any other key.
-fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
+fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
     let mqtt = &mut cfg.mqtt;
     match k {
         "broker" => {
             if v.is_empty() || v.contains(char::is_whitespace) {
-                return Err(format!("bad broker `{v}` (want host:port)"));
+                return Err(Reason::Bad("broker", v.into(), "want host:port").into());
             }
             mqtt.broker = v.to_string();
         }
         "topic_prefix" | "homeassistant_prefix" => {
+            let (key, prefix) = if k == "topic_prefix" {
+                ("topic_prefix", &mut mqtt.topic_prefix)
+            } else {
+                ("homeassistant_prefix", &mut mqtt.homeassistant_prefix)
+            };
             if v.is_empty()
                 || v.starts_with('/')
                 || v.ends_with('/')
                 || v.contains("//")
                 || v.contains(|c: char| c == '+' || c == '#' || c.is_whitespace())
             {
-                return Err(format!(
-                    "bad {k} `{v}` (topic levels without `+`, `#`, spaces or empty levels)"
-                ));
+                return Err(Reason::Bad(
+                    key,
+                    v.into(),
+                    "topic levels without `+`, `#`, spaces or empty levels",
+                )
+                .into());
             }
-            if k == "topic_prefix" {
-                mqtt.topic_prefix = v.to_string();
-            } else {
-                mqtt.homeassistant_prefix = v.to_string();
-            }
+            *prefix = v.to_string();
         }
         "homeassistant" => mqtt.homeassistant = parse_bool(v)?,
         "client_id" => {
             if v.is_empty() || v.len() > 64 {
-                return Err(format!("bad client_id `{v}` (1..64 bytes)"));
+                return Err(Reason::Bad("client_id", v.into(), "1..64 bytes").into());
             }
             mqtt.client_id = v.to_string();
         }
@@ -1296,9 +1527,7 @@ fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
         "broker_tls" => {
             mqtt.tls = parse_bool(v)?;
             if mqtt.tls && !cfg!(feature = "tls") {
-                return Err(
-                    "this crd is built without TLS (cargo feature `tls`); use a TLS build".into(),
-                );
+                return Err(Reason::NoTls.into());
             }
         }
         "ca_file" => mqtt.ca_file = config_relative(&cfg.path, v)?,
@@ -1308,7 +1537,9 @@ fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
         "keepalive" => {
             let d = parse_duration(v)?;
             if d < Duration::from_secs(1) || d > Duration::from_secs(65535) {
-                return Err(format!("keepalive `{v}` out of range (1s..65535s)"));
+                return Err(
+                    Reason::Beyond("keepalive", v.into(), "out of range (1s..65535s)").into(),
+                );
             }
             mqtt.keepalive = d;
         }
@@ -1321,7 +1552,7 @@ fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
 }
 
 /// The spool's keys (`SpoolConfig`); `Ok(false)` for any other key.
-fn spool_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
+fn spool_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
     let sp = &mut cfg.spool;
     match k {
         "spool_size" => {
@@ -1332,7 +1563,7 @@ fn spool_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
         "spool_sync_interval" => {
             let d = parse_duration(v)?;
             if d > Duration::from_secs(3600) {
-                return Err(format!("spool_sync_interval `{v}` is over 1h"));
+                return Err(Reason::Beyond("spool_sync_interval", v.into(), "is over 1h").into());
             }
             sp.sync_interval = d;
         }
@@ -1340,7 +1571,7 @@ fn spool_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
             sp.sync_always = match v {
                 "always" => true,
                 "group" => false,
-                _ => return Err(format!("bad spool_sync `{v}` (always or group)")),
+                _ => return Err(Reason::Bad("spool_sync", v.into(), "always or group").into()),
             }
         }
         "spool_max_record" => {
@@ -1356,7 +1587,7 @@ fn spool_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, String> {
 /// `min_crd_version`) for support modules; those are accepted and ignored here.
 pub fn parse_module_conf(text: &str, path: &Path) -> Result<Vec<Setting>, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut err = |line: u32, key: Option<&str>, msg: String| {
+    let mut err = |line: u32, key: Option<&str>, msg: Problem| {
         errors.push(ConfigError {
             file: path.to_path_buf(),
             line,
@@ -1368,25 +1599,17 @@ pub fn parse_module_conf(text: &str, path: &Path) -> Result<Vec<Setting>, Config
     let mut seen: Vec<(&str, u32)> = Vec::new();
     for (n, line) in lines(text, &mut err) {
         match line {
-            Line::Section(s) => err(
-                n,
-                None,
-                format!("sections are not allowed in module.conf: `[{s}]`"),
-            ),
+            Line::Section(s) => err(n, None, Shape::SectionInModuleConf(s.into()).into()),
             Line::Pair(k, v) => {
                 if let Some((_, first)) = seen.iter().find(|(key, _)| *key == k) {
-                    err(
-                        n,
-                        Some(k),
-                        format!("duplicate key (first set at line {first})"),
-                    );
+                    err(n, Some(k), Shape::Duplicate(*first).into());
                     continue;
                 }
                 seen.push((k, n));
                 match module_setting(k, v) {
                     Ok(Some(s)) => out.push(s),
                     Ok(None) if matches!(k, "description" | "version" | "min_crd_version") => {}
-                    Ok(None) => err(n, Some(k), "unknown key in module.conf".into()),
+                    Ok(None) => err(n, Some(k), Shape::UnknownInModuleConf.into()),
                     Err(m) => err(n, Some(k), m),
                 }
             }
@@ -1435,6 +1658,163 @@ pub fn module_meta(text: &str) -> ModuleMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The texts users saw when these were `format!`ed strings, byte for byte.
+    #[test]
+    fn messages_are_the_ones_users_know() {
+        let s = String::from;
+        let cases: Vec<(Problem, &str)> = vec![
+            (
+                Reason::Bad("duration", s("x"), "want e.g. 500ms, 30, 30s, 5m, 1h").into(),
+                "bad duration `x` (want e.g. 500ms, 30, 30s, 5m, 1h)",
+            ),
+            (
+                Reason::BadUnit("size", s("1q"), "k, M, G").into(),
+                "bad size unit in `1q` (k, M, G)",
+            ),
+            (
+                Reason::Beyond("spool_sync_interval", s("2h"), "is over 1h").into(),
+                "spool_sync_interval `2h` is over 1h",
+            ),
+            (
+                Reason::Number(s("0"), 1, 64).into(),
+                "bad number `0` (want 1..=64)",
+            ),
+            (
+                Reason::SizeRange(s("1"), 4096, 1 << 30).into(),
+                "size `1` out of range (4096..=1073741824 bytes)",
+            ),
+            (
+                Reason::Zero("interval").into(),
+                "interval must be greater than zero",
+            ),
+            (Reason::CpuLimitTooLarge.into(), "cpu_limit too large"),
+            (
+                Reason::NoCollector("fleet_html").into(),
+                "this crd is built without the collector (cargo feature `collector`, off in router builds); fleet_html needs a collector build",
+            ),
+            (
+                Reason::NoTls.into(),
+                "this crd is built without TLS (cargo feature `tls`); use a TLS build",
+            ),
+            (
+                Reason::BadName("subscribe_group", s("a/b"), "why").into(),
+                "bad subscribe_group `a/b`: why",
+            ),
+            (Reason::EmptyPath.into(), "empty path"),
+            (
+                Reason::PerModule(s("subscribe")).into(),
+                "subscribe is set per module (its module.conf, or a [module NAME] section)",
+            ),
+            (Reason::UnknownKey.into(), "unknown key"),
+            (
+                Reason::CommandPattern(s("*")).into(),
+                "commands: `*` is refused: name each support module a remote command may run",
+            ),
+            (
+                Reason::CommandName(s("../x"), "why").into(),
+                "commands: bad module name `../x`: why",
+            ),
+            (Shape::LineTooLong.into(), "line longer than 4096 bytes"),
+            (
+                Shape::Unclosed(s("[a")).into(),
+                "section header `[a` lacks a closing `]`",
+            ),
+            (Shape::MissingKey.into(), "missing key before `=`"),
+            (
+                Shape::NotAPair(s("x")).into(),
+                "expected `key = value`, found `x`",
+            ),
+            (
+                Shape::UnknownSection(s("x y")).into(),
+                "unknown section `[x y]` (want [module NAME])",
+            ),
+            (
+                Shape::SectionAgain(s("a"), 3).into(),
+                "section [module a] already opened at line 3",
+            ),
+            (
+                Shape::UnknownInSection.into(),
+                "unknown key in a [module] section",
+            ),
+            (
+                Shape::UnknownInModuleConf.into(),
+                "unknown key in module.conf",
+            ),
+            (
+                Shape::SectionInModuleConf(s("x")).into(),
+                "sections are not allowed in module.conf: `[x]`",
+            ),
+            (
+                Shape::Duplicate(2).into(),
+                "duplicate key (first set at line 2)",
+            ),
+            (
+                Shape::SpoolTooSmall(8192, 8192).into(),
+                "spool_size (8192) must be at least twice spool_segment (8192): a full spool drops one whole segment",
+            ),
+            (
+                Shape::TooManySegments(8 << 30, 1 << 20).into(),
+                "spool_size / spool_segment (8589934592 / 1048576) makes 8192 segments; 4096 segments at most \
+                 (raise spool_segment, up to 2097152 bytes, or lower spool_size)",
+            ),
+            (
+                Shape::RecordTooLarge(65536, 4096).into(),
+                "spool_max_record (65536) plus framing does not fit in spool_segment (4096)",
+            ),
+            (
+                Shape::CertWithoutKey.into(),
+                "cert_file and key_file go together (a client certificate and its key)",
+            ),
+            (
+                Shape::Read(std::io::Error::from(std::io::ErrorKind::NotFound)).into(),
+                "entity not found",
+            ),
+            (
+                Shape::CommandKey(s("k: mode 644")).into(),
+                "k: mode 644 (the daemon would run with remote commands off, and `crd send` would fail)",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
+    }
+
+    /// The same for the reasons only a build with the collector gives.
+    #[cfg(feature = "collector")]
+    #[test]
+    fn collector_messages_are_the_ones_users_know() {
+        let s = String::from;
+        let cases: [(Problem, &str); 8] = [
+            (
+                Reason::NoFilters.into(),
+                "subscribe needs at least one topic filter",
+            ),
+            (Reason::TooManyFilters.into(), "more than 16 topic filters"),
+            (
+                Reason::ValuePath(s("a..b"), Reason::PathEmptyLevel.into()).into(),
+                "bad value path `a..b`: an empty level (write `a.b`, or `.` for the whole payload)",
+            ),
+            (Reason::PathTooLong.into(), "longer than 128 bytes"),
+            (Reason::PathTooDeep.into(), "more than 16 levels"),
+            (
+                Reason::PathBadLevel(s("a b")).into(),
+                "level `a b` has other than letters, digits, `_`, `-`",
+            ),
+            (Reason::EqualsLength.into(), "equals must be 1..=64 bytes"),
+            (
+                Reason::Bad("number", s("x"), REGISTER_VALUE_FORMS).into(),
+                "bad number `x` (a finite number within +-1e15)",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want);
+        }
+        assert_eq!(
+            REGISTER_VALUE_FORMS,
+            format!("a finite number within +-{MAX_REGISTER_VALUE:e}")
+        );
+    }
 
     #[test]
     fn module_meta_reads_the_descriptive_keys() {
@@ -1500,12 +1880,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("30").ok(), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s").ok(), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h").ok(), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_duration("2d").ok(),
+            Some(Duration::from_secs(172_800))
+        );
         for bad in ["", "s", "-1", "1.5s", "3x", "99999999999999999999", "4000d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
@@ -1513,12 +1899,12 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert_eq!(parse_size("4K"), Ok(4096));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("4096").ok(), Some(4096));
+        assert_eq!(parse_size("4k").ok(), Some(4096));
+        assert_eq!(parse_size("4K").ok(), Some(4096));
+        assert_eq!(parse_size("64M").ok(), Some(64 << 20));
+        assert_eq!(parse_size("1G").ok(), Some(1 << 30));
+        assert_eq!(parse_size("2MiB").ok(), Some(2 << 20));
         for bad in ["", "k", "1T", "-4k", "1.5M", "99999999999999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }

@@ -557,7 +557,7 @@ impl Daemon {
             Err(e) => {
                 log::error!("reload failed, keeping the running config:\n{e}");
                 self.install_modules(now);
-                Err(e)
+                Err(e.to_string())
             }
         }
     }

@@ -2,7 +2,7 @@
 //! whole text file within a byte bound, a file's mode, the config file, the node
 //! name, a file replaced whole.
 
-use crate::core::config::{self, Config};
+use crate::core::config::{self, Config, ConfigError, ConfigErrors, Shape};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -43,12 +43,18 @@ pub fn mode(path: &Path) -> io::Result<u32> {
     Ok(fs::metadata(path)?.mode())
 }
 
-/// Reads and parses a config file; a missing file means all defaults.
-pub fn load_config(path: &Path) -> Result<Config, String> {
+/// Reads and parses a config file; a missing file means all defaults. A file
+/// that cannot be read is one error of the whole file (line 0: `path: why`).
+pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
     match read_bounded(path, config::MAX_CONFIG_BYTES) {
-        Ok(text) => config::parse_config(&text, path).map_err(|e| e.to_string()),
+        Ok(text) => config::parse_config(&text, path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Config::defaults(path)),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: None,
+            msg: Shape::Read(e).into(),
+        }])),
     }
 }
 
