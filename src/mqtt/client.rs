@@ -6,6 +6,7 @@
 //! daemon's session, status topic or will.
 
 use crate::core::config::MqttSettings;
+use crate::mqtt::error::{Error, Reason};
 use crate::mqtt::forward::{CONNECT_TIMEOUT, login, resolve};
 use crate::mqtt::session::{Inbound, Session, SessionConfig, Up};
 use crate::mqtt::transport::{self, Transport};
@@ -30,13 +31,14 @@ pub struct Client {
 impl Client {
     /// Resolves and connects to `m.broker` and waits for CONNACK, all before
     /// `until`.
-    pub fn connect(m: &MqttSettings, client_id: String, until: Instant) -> Result<Client, String> {
+    pub fn connect(m: &MqttSettings, client_id: String, until: Instant) -> Result<Client, Error> {
         if m.broker.is_empty() {
-            return Err("no broker in the config".into());
+            return Err(Reason::NoBroker.into());
         }
-        let addrs = resolve(&m.broker).map_err(|e| format!("cannot resolve {}: {e}", m.broker))?;
+        let addrs = resolve(&m.broker).map_err(|e| Reason::CannotResolve(m.broker.clone(), e))?;
         let left = until.saturating_duration_since(Instant::now());
-        let mut last = String::new();
+        // `resolve` gives at least one address, so `last` is set when none connects.
+        let mut last = Reason::Resolve("no address".into());
         let mut std_sock = None;
         for a in &addrs {
             match std::net::TcpStream::connect_timeout(a, left.min(CONNECT_TIMEOUT)) {
@@ -44,17 +46,17 @@ impl Client {
                     std_sock = Some(s);
                     break;
                 }
-                Err(e) => last = format!("connect {a}: {e}"),
+                Err(e) => last = Reason::ConnectTo(*a, e),
             }
         }
         let s = std_sock.ok_or(last)?;
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        s.set_nonblocking(true).map_err(Reason::Io)?;
         let _ = s.set_nodelay(true);
         let mut s = mio::net::TcpStream::from_std(s);
-        let poll = Poll::new().map_err(|e| e.to_string())?;
+        let poll = Poll::new().map_err(Reason::Io)?;
         poll.registry()
             .register(&mut s, SOCK, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| e.to_string())?;
+            .map_err(Reason::Io)?;
         let sock = transport::wrap(m, s)?;
         let now = Instant::now();
         let mut session = Session::new(
@@ -70,7 +72,7 @@ impl Client {
             },
             now,
         );
-        session.start(now).map_err(|e| e.to_string())?;
+        session.start(now)?;
         let mut c = Client {
             poll,
             events: Events::with_capacity(4),
@@ -81,8 +83,8 @@ impl Client {
         };
         match c.wait(until, |u| matches!(u, Up::Connected)) {
             Ok(Some(_)) => Ok(c),
-            Ok(None) => Err(format!("{}: no CONNACK in time", m.broker)),
-            Err(e) => Err(format!("{}: {e}", m.broker)),
+            Ok(None) => Err(Reason::At(m.broker.clone(), Reason::NoConnAck.into()).into()),
+            Err(e) => Err(Reason::At(m.broker.clone(), e).into()),
         }
     }
 
@@ -107,8 +109,8 @@ impl Client {
 
     /// One turn: write, wait for the socket (at most until `until` or a session
     /// timer), read what is there into `ups`.
-    fn turn(&mut self, until: Instant) -> Result<(), String> {
-        self.write_out().map_err(|e| format!("write: {e}"))?;
+    fn turn(&mut self, until: Instant) -> Result<(), Error> {
+        self.write_out().map_err(Reason::Write)?;
         let now = Instant::now();
         let mut t = until;
         if let Some(s) = self.session.poll_timeout() {
@@ -119,30 +121,28 @@ impl Client {
             .max(Duration::from_millis(1));
         self.poll
             .poll(&mut self.events, Some(timeout))
-            .map_err(|e| e.to_string())?;
+            .map_err(Reason::Io)?;
         let mut buf = [0u8; READ_CHUNK];
         loop {
             match self.sock.read(&mut buf) {
-                Ok(0) => return Err("the broker closed the connection".into()),
+                Ok(0) => return Err(Reason::ClosedByBroker.into()),
                 Ok(n) => self.input.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read: {e}")),
+                Err(e) => return Err(Reason::Read(e).into()),
             }
         }
         let now = Instant::now();
         let mut ups = Vec::new();
-        self.session
-            .handle_input(&mut self.input, now, &mut ups)
-            .map_err(|e| e.to_string())?;
-        self.session.handle_timer(now).map_err(|e| e.to_string())?;
+        self.session.handle_input(&mut self.input, now, &mut ups)?;
+        self.session.handle_timer(now)?;
         self.ups.extend(ups);
         Ok(())
     }
 
     /// Turns until an `Up` that `want` accepts arrives (messages that arrive
     /// meanwhile are kept for `next_message`); `None` at `until`.
-    fn wait(&mut self, until: Instant, want: impl Fn(&Up) -> bool) -> Result<Option<Up>, String> {
+    fn wait(&mut self, until: Instant, want: impl Fn(&Up) -> bool) -> Result<Option<Up>, Error> {
         loop {
             if let Some(i) = self.ups.iter().position(&want) {
                 return Ok(self.ups.remove(i));
@@ -155,32 +155,28 @@ impl Client {
     }
 
     /// Subscribes to `filter` at QoS 1 and waits for the SUBACK.
-    pub fn subscribe(&mut self, filter: &str, until: Instant) -> Result<(), String> {
+    pub fn subscribe(&mut self, filter: &str, until: Instant) -> Result<(), Error> {
         self.session
-            .subscribe(&[filter.to_string()], Instant::now())
-            .map_err(|e| e.to_string())?;
+            .subscribe(&[filter.to_string()], Instant::now())?;
         match self.wait(until, |u| matches!(u, Up::Subscribed { .. }))? {
             Some(Up::Subscribed { refused }) if refused.is_empty() => Ok(()),
-            Some(_) => Err(format!(
-                "the broker refused the subscription to {filter} (an ACL?)"
-            )),
-            None => Err(format!("no SUBACK for {filter} in time")),
+            Some(_) => Err(Reason::SubscriptionRefused(filter.into()).into()),
+            None => Err(Reason::NoSubAck(filter.into()).into()),
         }
     }
 
     /// Publishes at QoS 1 and waits for the broker's PUBACK.
-    pub fn publish(&mut self, topic: &str, payload: &[u8], until: Instant) -> Result<(), String> {
+    pub fn publish(&mut self, topic: &str, payload: &[u8], until: Instant) -> Result<(), Error> {
         self.session
-            .publish(topic, payload, false, false, Some(1), Instant::now())
-            .map_err(|e| e.to_string())?;
+            .publish(topic, payload, false, false, Some(1), Instant::now())?;
         match self.wait(until, |u| matches!(u, Up::Acked(Some(1))))? {
             Some(_) => Ok(()),
-            None => Err(format!("no PUBACK for {topic} in time")),
+            None => Err(Reason::NoPubAck(topic.into()).into()),
         }
     }
 
     /// The next message from the broker (acknowledged), or `None` at `until`.
-    pub fn next_message(&mut self, until: Instant) -> Result<Option<Inbound>, String> {
+    pub fn next_message(&mut self, until: Instant) -> Result<Option<Inbound>, Error> {
         match self.wait(until, |u| matches!(u, Up::Message(_)))? {
             Some(Up::Message(m)) => {
                 if let Some(p) = m.pkid {

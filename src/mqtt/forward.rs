@@ -15,6 +15,7 @@
 use crate::core::config::MqttSettings;
 use crate::core::event;
 use crate::core::status::{Status, Value};
+use crate::mqtt::error::{Error, Reason};
 use crate::mqtt::session::{Session, SessionConfig, SessionError, Up};
 use crate::mqtt::transport::Transport;
 use crate::mqtt::wire;
@@ -161,7 +162,7 @@ pub fn resolve(broker: &str) -> io::Result<Vec<SocketAddr>> {
 
 /// The login of the next CONNECT: `username` and the password read from
 /// `password_file` now (so it can be rotated without a restart).
-pub fn login(cfg: &MqttSettings) -> Result<Option<(String, String)>, String> {
+pub fn login(cfg: &MqttSettings) -> Result<Option<(String, String)>, Error> {
     Ok(match (&cfg.username, &cfg.password_file) {
         (u, None) if u.is_empty() => None,
         (u, None) => Some((u.clone(), String::new())),
@@ -169,11 +170,11 @@ pub fn login(cfg: &MqttSettings) -> Result<Option<(String, String)>, String> {
     })
 }
 
-fn read_password(p: &Path) -> Result<String, String> {
+fn read_password(p: &Path) -> Result<String, Error> {
     let mut s = String::new();
     std::fs::File::open(p)
         .and_then(|f| f.take(PASSWORD_FILE_MAX).read_to_string(&mut s))
-        .map_err(|e| format!("password_file {}: {e}", p.display()))?;
+        .map_err(|e| Reason::PasswordFile(p.to_path_buf(), e))?;
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -275,7 +276,7 @@ impl Forwarder {
         &mut self,
         registry: &Registry,
         spool: &mut Spool<S>,
-        why: String,
+        why: Error,
         now: Instant,
     ) {
         self.drop_connection(registry, spool);
@@ -285,7 +286,7 @@ impl Forwarder {
             self.cfg.broker,
             crate::core::dur::ms(wait)
         );
-        self.last_error = why;
+        self.last_error = why.to_string();
         self.phase = Phase::Backoff { until: now + wait };
     }
 
@@ -324,8 +325,11 @@ impl Forwarder {
         }
         match result {
             Ok(addrs) if !addrs.is_empty() => self.connect_to(&addrs, registry, spool, now),
-            Ok(_) => self.fail(registry, spool, "cannot resolve: no address".into(), now),
-            Err(e) => self.fail(registry, spool, format!("cannot resolve: {e}"), now),
+            Ok(_) => {
+                let why = Reason::Resolve("no address".into()).into();
+                self.fail(registry, spool, why, now)
+            }
+            Err(e) => self.fail(registry, spool, Reason::Resolve(e).into(), now),
         }
     }
 
@@ -350,7 +354,7 @@ impl Forwarder {
                 if let Err(e) =
                     registry.register(&mut s, self.token, Interest::READABLE | Interest::WRITABLE)
                 {
-                    return self.fail(registry, spool, format!("register: {e}"), now);
+                    return self.fail(registry, spool, Reason::Register(e).into(), now);
                 }
                 // Publishes and PUBACKs are small: no Nagle delay on them.
                 let _ = s.set_nodelay(true);
@@ -362,7 +366,7 @@ impl Forwarder {
                 self.sock = Some(t);
                 self.phase = Phase::Connecting { since: now };
             }
-            Err(e) => self.fail(registry, spool, format!("connect {addr}: {e}"), now),
+            Err(e) => self.fail(registry, spool, Reason::ConnectTo(addr, e).into(), now),
         }
     }
 
@@ -381,18 +385,18 @@ impl Forwarder {
             match s.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
-                    return self.fail(registry, spool, format!("connect: {e}"), now);
+                    return self.fail(registry, spool, Reason::Connect(e).into(), now);
                 }
             }
             match s.peer_addr() {
                 Ok(_) => {
                     self.phase = Phase::Up;
                     if let Err(e) = self.session.start(now) {
-                        return self.fail(registry, spool, e.to_string(), now);
+                        return self.fail(registry, spool, e.into(), now);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => return self.fail(registry, spool, format!("connect: {e}"), now),
+                Err(e) => return self.fail(registry, spool, Reason::Connect(e).into(), now),
             }
         }
         if self.phase == Phase::Up
@@ -408,7 +412,7 @@ impl Forwarder {
     /// on the next turn, see `has_pending_input`), handing each chunk to the
     /// session at once: a partial packet is the most `rbuf` ever holds, and a
     /// PUBLISH over the limit is skipped as it arrives, never buffered.
-    fn read_input<S: Storage>(&mut self, spool: &mut Spool<S>, now: Instant) -> Result<(), String> {
+    fn read_input<S: Storage>(&mut self, spool: &mut Spool<S>, now: Instant) -> Result<(), Error> {
         if self.paused {
             // The collector is backlogged: the broker keeps the rest; reading
             // goes on when it is unpaused.
@@ -434,13 +438,13 @@ impl Forwarder {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("read: {e}")),
+                Err(e) => return Err(Reason::Read(e).into()),
             }
             let r = self.session.handle_input(&mut self.rbuf, now, &mut ups);
             for up in ups.drain(..) {
                 self.handle_up(up, spool, now)?;
             }
-            r.map_err(|e| e.to_string())?;
+            r?;
         }
     }
 
@@ -449,20 +453,18 @@ impl Forwarder {
     /// connecting, that another client with this client_id is probably
     /// connected (two crds with one `node`, or one `client_id`, take the
     /// session from each other in turn, and neither gets its messages).
-    fn closed_by_broker(&mut self, now: Instant) -> String {
+    fn closed_by_broker(&mut self, now: Instant) -> Error {
         let quick = self.last_connect.is_some_and(|t| now < t + TAKEOVER_WINDOW);
         self.quick_closes = if quick { self.quick_closes + 1 } else { 0 };
         if self.quick_closes >= TAKEOVER_CLOSES {
-            format!(
-                "broker closed the connection {} times in a row within {} s of connecting: \
-                 another client with client_id `{}` is probably connected (the broker keeps \
-                 one connection per client_id; give each crd its own `node` or `client_id`)",
+            Reason::TakenOver(
                 self.quick_closes,
                 TAKEOVER_WINDOW.as_secs(),
-                self.client_id
+                self.client_id.clone(),
             )
+            .into()
         } else {
-            "broker closed the connection".into()
+            Reason::Closed.into()
         }
     }
 
@@ -471,7 +473,7 @@ impl Forwarder {
         up: Up,
         spool: &mut Spool<S>,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         match up {
             Up::Connected => {
                 self.connects += 1;
@@ -481,9 +483,7 @@ impl Forwarder {
                 log::info!("mqtt: connected to {}", self.cfg.broker);
                 let topic = self.status_topic();
                 let p = self.status_payload("online");
-                self.session
-                    .publish(&topic, &p, true, false, None, now)
-                    .map_err(|e| e.to_string())?;
+                self.session.publish(&topic, &p, true, false, None, now)?;
                 // The present, for whoever subscribes late.
                 self.announce(now)?;
                 let mut filters = self.filters.clone();
@@ -491,9 +491,7 @@ impl Forwarder {
                     filters.push(self.ha_status_topic());
                 }
                 if !filters.is_empty() {
-                    self.session
-                        .subscribe(&filters, now)
-                        .map_err(|e| e.to_string())?;
+                    self.session.subscribe(&filters, now)?;
                     self.sub_sent = filters;
                 }
             }
@@ -524,7 +522,7 @@ impl Forwarder {
             Up::Message(m) if self.cfg.homeassistant && m.topic == self.ha_status_topic() => {
                 // Home Assistant (re)started: it asks for discovery again.
                 if let Some(p) = m.pkid {
-                    self.session.puback(p, now).map_err(|e| e.to_string())?;
+                    self.session.puback(p, now)?;
                 }
                 if &m.payload[..] == b"online" {
                     log::info!("mqtt: Home Assistant is online: announcing the modules again");
@@ -545,20 +543,16 @@ impl Forwarder {
 
     /// Publishes every module's discovery config (with `homeassistant`) and its
     /// state, retained.
-    fn announce(&mut self, now: Instant) -> Result<(), String> {
+    fn announce(&mut self, now: Instant) -> Result<(), Error> {
         let (prefix, node) = (&self.cfg.topic_prefix, &self.node);
         for (module, p) in &self.states {
             if self.cfg.homeassistant {
                 let t = wire::ha_config_topic(&self.cfg.homeassistant_prefix, node, module);
                 let c = wire::ha_config_json(prefix, node, module);
-                self.session
-                    .publish(&t, &c, true, false, None, now)
-                    .map_err(|e| e.to_string())?;
+                self.session.publish(&t, &c, true, false, None, now)?;
             }
             let topic = wire::state_topic(prefix, node, module);
-            self.session
-                .publish(&topic, p, true, false, None, now)
-                .map_err(|e| e.to_string())?;
+            self.session.publish(&topic, p, true, false, None, now)?;
         }
         Ok(())
     }
@@ -817,19 +811,19 @@ impl Forwarder {
         }
     }
 
-    fn write_out(&mut self) -> Result<(), String> {
+    fn write_out(&mut self) -> Result<(), Error> {
         let Some(s) = self.sock.as_mut() else {
             return Ok(());
         };
-        s.flush().map_err(|e| format!("write: {e}"))?;
+        s.flush().map_err(Reason::Write)?;
         let out = self.session.output();
         while !out.is_empty() {
             match s.write(out.pending()) {
-                Ok(0) => return Err("write: connection closed".into()),
+                Ok(0) => return Err(Reason::WriteClosed.into()),
                 Ok(n) => out.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("write: {e}")),
+                Err(e) => return Err(Reason::Write(e).into()),
             }
         }
         Ok(())
@@ -849,27 +843,17 @@ impl Forwarder {
                 self.connect(registry, spool, now)
             }
             Phase::Resolving { since } if now >= since + RESOLVE_WAIT_LIMIT => {
-                return self.fail(registry, spool, "no address in time".into(), now);
+                return self.fail(registry, spool, Reason::NoAddressInTime.into(), now);
             }
             Phase::Connecting { since } if now >= since + CONNECT_TIMEOUT => {
-                return self.fail(
-                    registry,
-                    spool,
-                    format!(
-                        "TCP connect timed out after {} s",
-                        CONNECT_TIMEOUT.as_secs()
-                    ),
-                    now,
-                );
+                let why = Reason::ConnectTimeout(CONNECT_TIMEOUT.as_secs()).into();
+                return self.fail(registry, spool, why, now);
             }
             Phase::Up => {
                 if let Err(e) = self.session.handle_timer(now) {
                     let why = match e {
-                        SessionError::Silent => format!(
-                            "no answer from the broker within 1.5 x keepalive ({} s)",
-                            self.cfg.keepalive.as_secs()
-                        ),
-                        e => e.to_string(),
+                        SessionError::Silent => Reason::Silent(self.cfg.keepalive.as_secs()).into(),
+                        e => e.into(),
                     };
                     return self.fail(registry, spool, why, now);
                 }

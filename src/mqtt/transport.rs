@@ -10,6 +10,7 @@
 //! The server name checked is the host part of `broker`: a DNS name or an IP address
 //! (which the certificate must then carry as an IP SAN).
 
+use crate::mqtt::error::{Error, Reason};
 use mio::net::TcpStream;
 use std::io;
 
@@ -58,7 +59,7 @@ impl Transport {
 }
 
 /// The stream over a connected socket: TLS when `broker_tls` is set.
-pub fn wrap(c: &crate::core::config::MqttSettings, s: TcpStream) -> Result<Transport, String> {
+pub fn wrap(c: &crate::core::config::MqttSettings, s: TcpStream) -> Result<Transport, Error> {
     if !c.tls {
         return Ok(Transport::Plain(s));
     }
@@ -70,7 +71,7 @@ pub fn wrap(c: &crate::core::config::MqttSettings, s: TcpStream) -> Result<Trans
     #[cfg(not(feature = "tls"))]
     {
         drop(s);
-        Err("broker_tls needs a crd built with the `tls` feature".into())
+        Err(Reason::NoTls.into())
     }
 }
 
@@ -101,10 +102,15 @@ pub mod tls {
     /// A CA file larger than this is refused (a full system bundle is ~200 KiB).
     pub const MAX_PEM_BYTES: u64 = 1 << 20;
 
-    fn read_pem(what: &str, p: &Path) -> Result<Vec<u8>, String> {
+    fn read_pem(what: &'static str, p: &Path) -> Result<Vec<u8>, Error> {
         crate::host::files::read_bounded(p, MAX_PEM_BYTES)
             .map(String::into_bytes)
-            .map_err(|e| format!("{what} {}: {e}", p.display()))
+            .map_err(|e| Reason::PemRead(what, p.to_path_buf(), e).into())
+    }
+
+    /// `what p: e`, for a PEM file's contents refused.
+    fn pem(what: &'static str, p: &Path, e: impl std::fmt::Display) -> Error {
+        Reason::Pem(what, p.to_path_buf(), e.to_string()).into()
     }
 
     /// Builds the client config from PEM files.
@@ -112,38 +118,32 @@ pub mod tls {
         ca_file: &Path,
         cert_file: Option<&Path>,
         key_file: Option<&Path>,
-    ) -> Result<Arc<rustls::ClientConfig>, String> {
-        let pem = read_pem("ca_file", ca_file)?;
+    ) -> Result<Arc<rustls::ClientConfig>, Error> {
+        let ca = read_pem("ca_file", ca_file)?;
         let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&pem) {
-            let c = c.map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-            roots
-                .add(c)
-                .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+        for c in CertificateDer::pem_slice_iter(&ca) {
+            let c = c.map_err(|e| pem("ca_file", ca_file, e))?;
+            roots.add(c).map_err(|e| pem("ca_file", ca_file, e))?;
         }
         if roots.is_empty() {
-            return Err(format!(
-                "ca_file {}: no certificate in it",
-                ca_file.display()
-            ));
+            return Err(Reason::NoCa(ca_file.to_path_buf()).into());
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(Reason::Tls)?
             .with_root_certificates(roots);
         let cfg = match (cert_file, key_file) {
             (Some(c), Some(k)) => {
                 let cp = read_pem("cert_file", c)?;
                 let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cp)
                     .collect::<Result<_, _>>()
-                    .map_err(|e| format!("cert_file {}: {e}", c.display()))?;
+                    .map_err(|e| pem("cert_file", c, e))?;
                 let kp = read_pem("key_file", k)?;
-                let key = PrivateKeyDer::from_pem_slice(&kp)
-                    .map_err(|e| format!("key_file {}: {e}", k.display()))?;
+                let key = PrivateKeyDer::from_pem_slice(&kp).map_err(|e| pem("key_file", k, e))?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("cert_file/key_file: {e}"))?
+                    .map_err(Reason::ClientAuth)?
             }
             _ => builder.with_no_client_auth(),
         };
@@ -160,10 +160,10 @@ pub mod tls {
             sock: TcpStream,
             cfg: Arc<rustls::ClientConfig>,
             host: &str,
-        ) -> Result<Stream, String> {
+        ) -> Result<Stream, Error> {
             let name = ServerName::try_from(host.to_string())
-                .map_err(|e| format!("broker host `{host}` as a TLS name: {e}"))?;
-            let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
+                .map_err(|e| Reason::TlsName(host.to_string(), e))?;
+            let conn = rustls::ClientConnection::new(cfg, name).map_err(Reason::Tls)?;
             Ok(Stream { sock, conn })
         }
 
