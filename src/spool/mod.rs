@@ -373,7 +373,9 @@ impl<S: Storage> Spool<S> {
                 None => rec.ignored_files.push(name),
             }
         }
-        names.sort();
+        // No two are equal (the names differ), so unstable sorts the same, and
+        // its heapsort is smaller than a merge sort for this one type.
+        names.sort_unstable();
         Ok(names)
     }
 
