@@ -457,12 +457,38 @@ fn ids(dir: &std::path::Path, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Shared subscription: 2 and then 3 collectors in one group split 10,000
-/// messages, each taking at least 20 % of what was published while it was in the
-/// group; one is killed and restarted midway; none is lost (mosquitto keeps a
-/// dead member's share queued for its persistent session until it returns).
+/// Publishes messages `from..to` as `m<N>`, spread over topics `load/0` ..
+/// `load/<topics - 1>` (one `mosquitto_pub -l` a topic).
+fn publish_spread(port: u16, topics: u64, from: u64, to: u64, dir: &std::path::Path) {
+    for t in 0..topics {
+        let file = dir.join(format!("spread-{from}-{t}"));
+        let lines: String = (from..to)
+            .filter(|n| n % topics == t)
+            .map(|n| format!("m{n}\n"))
+            .collect();
+        fs::write(&file, lines).unwrap();
+        publish_file(port, &format!("load/{t}"), &file);
+    }
+}
+
+/// Waits until each of `ds` counts `n` members in its groups.
+fn grouped(ds: &[&Daemon], n: u64) {
+    for d in ds {
+        assert!(
+            wait_for(LONG, || d.stat("collect_group_members") == n),
+            "{}\n{}",
+            d.status(),
+            d.log()
+        );
+    }
+}
+
+/// A group: 2 and then 3 collectors, each subscribed to the whole stream,
+/// split 10,000 messages over 40 topics by topic (the origin of a plain
+/// message), each running at least 20 % of what it owned; one is killed and
+/// restarted midway; none is lost, and `crd status` names the members.
 #[test]
-fn collectors_in_one_group_split_the_stream_and_lose_nothing_when_one_dies() {
+fn collectors_in_one_group_split_the_work_and_lose_nothing_when_one_dies() {
     let home = Sandbox::new("share");
     let b = home.queueing_broker();
     let dir = home.path("out");
@@ -475,15 +501,16 @@ fn collectors_in_one_group_split_the_stream_and_lose_nothing_when_one_dies() {
     let d1 = c1.start();
     let mut d2 = c2.start();
     for d in [&d1, &d2] {
-        assert!(
-            wait_for(LONG, || d
-                .log()
-                .contains("mqtt: subscribed to $share/g/load/#")),
-            "{}",
-            d.log()
-        );
+        let whole = || d.log().contains("mqtt: subscribed to load/#");
+        assert!(wait_for(LONG, whole), "{}", d.log());
     }
-    publish_lines(b.port, "load/a", 0, 5000, &dir);
+    grouped(&[&d1, &d2], 2);
+    assert!(
+        d1.status().contains("collect_groups: g=share1,share2"),
+        "{}",
+        d1.status()
+    );
+    publish_spread(b.port, 40, 0, 5000, &dir);
     let seen = |names: &[&str]| -> std::collections::HashSet<String> {
         names.iter().flat_map(|n| ids(&dir, n)).collect()
     };
@@ -496,19 +523,16 @@ fn collectors_in_one_group_split_the_stream_and_lose_nothing_when_one_dies() {
         d1.status()
     );
     let (n1, n2) = (ids(&dir, "share1").len(), ids(&dir, "share2").len());
+    assert_eq!(n1 + n2, 5000, "each message once while nothing died");
     assert!(n1 >= 1000 && n2 >= 1000, "split {n1} / {n2}");
     // A third joins; the second is killed midway and comes back.
     let d3 = c3.start();
-    assert!(
-        wait_for(LONG, || d3.log().contains("mqtt: subscribed")),
-        "{}",
-        d3.log()
-    );
+    grouped(&[&d1, &d2, &d3], 3);
     let before = [1, 2, 3].map(|i| ids(&dir, &format!("share{i}")).len());
     let publisher = {
         let (port, dir) = (b.port, dir.clone());
         std::thread::spawn(move || {
-            publish_lines(port, "load/b", 5000, 10_000, &dir);
+            publish_spread(port, 40, 5000, 10_000, &dir);
         })
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -529,12 +553,129 @@ fn collectors_in_one_group_split_the_stream_and_lose_nothing_when_one_dies() {
     let after = [1, 2, 3].map(|i| ids(&dir, &format!("share{i}")).len());
     let took: Vec<usize> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     println!(
-        "shared subscription: 5,000 split {n1}/{n2}; then 5,000 split {took:?} (runs, duplicates included)"
+        "group: 5,000 split {n1}/{n2}; then 5,000 split {took:?} (runs, those again after the kill included)"
     );
     for (i, t) in took.iter().enumerate() {
         assert!(*t >= 1000, "collector {} took {t} of 5000", i + 1);
     }
     drop(d1);
+}
+
+/// A collector of group `g1` whose rule module `Cnt` counts messages on
+/// `site/+/load` by topic over 30 minutes and reacts above 150: its response
+/// appends a line to `dir/reacted`.
+fn counter(name: &str, b: &Broker, dir: &std::path::Path) -> Sandbox {
+    let sb = Sandbox::new(name);
+    sb.script(
+        "modules/Cnt/response",
+        &format!(
+            "echo \"$CRD_NODE $CRD_REGISTER_KEY\" >> {}/reacted",
+            dir.display()
+        ),
+    );
+    sb.write(
+        "modules/Cnt/module.conf",
+        "subscribe = site/+/load\nregister = count\nby = topic\nperiod = 30m\nabove = 150\n",
+    );
+    sb.config_node(
+        name,
+        &format!("broker = {}\nsubscribe_group = g1", b.addr()),
+    );
+    sb
+}
+
+/// The group contract for rules: 200 messages on one topic give count 200 on
+/// every member (the value one collector would hold) and one reaction for the
+/// group, with 1, 2 and 3 members.
+#[test]
+fn a_group_counts_the_whole_stream_on_every_member_and_reacts_once() {
+    for n in 1..=3usize {
+        let home = Sandbox::new(&format!("gcount{n}"));
+        let b = home.queueing_broker();
+        let dir = home.path("out");
+        fs::create_dir_all(&dir).unwrap();
+        let sbs: Vec<Sandbox> = (0..n)
+            .map(|i| counter(&format!("gc{n}{i}"), &b, &dir))
+            .collect();
+        let ds: Vec<Daemon> = sbs.iter().map(Sandbox::start).collect();
+        grouped(&ds.iter().collect::<Vec<_>>(), n as u64);
+        publish_lines(b.port, "site/n0/load", 0, 200, &dir);
+        for (sb, d) in sbs.iter().zip(&ds) {
+            let count = || sb.run(&["register", "Cnt", "site/n0/load"]).1;
+            assert!(
+                wait_for(LONG, || count() == "200\n"),
+                "{n} members: {:?}\n{}",
+                count(),
+                d.status()
+            );
+        }
+        let reacted = || count_lines(&dir.join("reacted"));
+        assert_eq!(settled(Duration::from_secs(2), reacted), 1, "{n} members");
+        let owned: u64 = ds.iter().map(|d| d.stat("collect_group_owned")).sum();
+        assert_eq!(owned, 200, "each message decided by one owner");
+    }
+}
+
+/// The group contract for crd events: 2,000 events of four edges run once in
+/// the group, and 200 of them published again run nowhere, with 1 and 2
+/// members (every member saw and marked every event).
+#[test]
+fn a_crd_event_sent_again_runs_nowhere_in_a_group() {
+    for n in 1..=2usize {
+        let home = Sandbox::new(&format!("gdedup{n}"));
+        let b = home.queueing_broker();
+        let dir = home.path("out");
+        fs::create_dir_all(&dir).unwrap();
+        let names: Vec<String> = (0..n).map(|i| format!("gd{n}{i}")).collect();
+        let sbs: Vec<Sandbox> = names
+            .iter()
+            .map(|m| collector(m, &b, "crd/+/event/#", &dir))
+            .collect();
+        let ds: Vec<Daemon> = sbs.iter().map(Sandbox::start).collect();
+        grouped(&ds.iter().collect::<Vec<_>>(), n as u64);
+        let files: Vec<_> = (0..4)
+            .map(|e| stream_events(&dir, &format!("e{e}"), 0x10 + e, 500))
+            .collect();
+        for (e, f) in files.iter().enumerate() {
+            publish_file(b.port, &format!("crd/e{e}/event/Load"), f);
+        }
+        let runs = || names.iter().map(|m| ids(&dir, m).len()).sum::<usize>();
+        assert!(
+            wait_for(Duration::from_secs(60), || runs() >= 2000),
+            "{} of 2000",
+            runs()
+        );
+        // The first 50 events of each edge again, as a resend would.
+        for (e, f) in files.iter().enumerate() {
+            let again = dir.join(format!("again-{e}"));
+            let text = fs::read_to_string(f).unwrap();
+            let head: Vec<&str> = text.lines().take(50).collect();
+            fs::write(&again, head.join("\n") + "\n").unwrap();
+            publish_file(b.port, &format!("crd/e{e}/event/Load"), &again);
+        }
+        let dups = || ds.iter().map(|d| d.stat("collect_duplicates")).sum::<u64>();
+        assert!(
+            wait_for(LONG, || dups() >= 200 * n as u64),
+            "{n} members: {} duplicates\n{}",
+            dups(),
+            ds[0].status()
+        );
+        assert_eq!(
+            settled(Duration::from_secs(2), runs),
+            2000,
+            "{n} members: runs"
+        );
+        let mut all: Vec<String> = names.iter().flat_map(|m| ids(&dir, m)).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 2000, "each event once");
+        if n == 2 {
+            assert!(
+                names.iter().all(|m| !ids(&dir, m).is_empty()),
+                "both ran some"
+            );
+        }
+    }
 }
 
 /// The broker stopped and restarted while the collector has a backlog queued for
@@ -1224,11 +1365,16 @@ fn looping(
 
 /// `n` crd events of node `node` (stream ab, seqs 1..=n), one JSON a line.
 fn edge_events(dir: &std::path::Path, node: &str, n: u64) -> std::path::PathBuf {
+    stream_events(dir, node, 0xab, n)
+}
+
+/// `n` crd events of node `node` on `stream` (seqs 1..=n), one JSON a line.
+fn stream_events(dir: &std::path::Path, node: &str, stream: u64, n: u64) -> std::path::PathBuf {
     let file = dir.join(format!("events-{node}"));
     let lines: String = (1..=n)
         .map(|s| {
             format!(
-                "{{\"node\":\"{node}\",\"stream\":\"00000000000000ab\",\"seq\":{s},\"ts\":1,\"module\":\"Load\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":0,\"out\":\"\"}}\n"
+                "{{\"node\":\"{node}\",\"stream\":\"{stream:016x}\",\"seq\":{s},\"ts\":1,\"module\":\"Load\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":0,\"out\":\"\"}}\n"
             )
         })
         .collect();

@@ -35,6 +35,7 @@
 use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::Finished;
 use crate::collect::Action;
+use crate::collect::group::{self, Owner};
 use crate::collect::intake::Intake;
 use crate::collect::message::{self, EventRef, Message, View};
 use crate::collect::persist::Persist;
@@ -111,6 +112,13 @@ pub struct Stats {
     pub loop_dropped: u64,
 }
 
+/// The settings that bound what the collector takes and runs.
+struct Limits {
+    max_message: usize,
+    max_parallel: usize,
+    max_hops: u32,
+}
+
 /// This crd's place on the bus.
 struct Topics {
     /// `<prefix>/<node>/`: this crd's own topics. Its own events are never run
@@ -179,9 +187,9 @@ pub struct Collector<S: Storage = FileStorage> {
     stats: Stats,
     /// Bounds on per-message log lines (and error events).
     log_bad: RateLimit,
-    max_message: usize,
-    max_parallel: usize,
-    max_hops: u32,
+    limits: Limits,
+    /// Who in each group does the work of a key (`group.rs`).
+    group: group::Views,
     /// The journal record being written or read, reused (at most one record:
     /// 1 MiB).
     record: Vec<u8>,
@@ -242,9 +250,10 @@ impl Collector<FileStorage> {
     }
 
     /// The filters to subscribe to for `modules`: every enabled subscribed
-    /// module's, as `$share/GROUP/FILTER` when it has a `subscribe_group`, each once;
-    /// and, when there is any, the fleet's statuses (`<prefix>/+/status`, never
-    /// shared: every collector wants the whole fleet).
+    /// module's, each once, whole also in a `subscribe_group` (every member
+    /// sees every message; `group.rs` splits the work); and, when there is
+    /// any, the fleet's statuses (`<prefix>/+/status`: the fleet, and the
+    /// groups' members).
     pub fn filters(modules: &[Module], prefix: &str, page: bool) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for m in modules
@@ -252,9 +261,8 @@ impl Collector<FileStorage> {
             .filter(|m| m.settings.enabled && m.subscribed())
         {
             for f in &m.settings.subscribe {
-                let full = topic::shared(m.settings.subscribe_group.as_deref(), f);
-                if !out.contains(&full) {
-                    out.push(full);
+                if !out.contains(f) {
+                    out.push(f.clone());
                 }
             }
         }
@@ -266,6 +274,19 @@ impl Collector<FileStorage> {
         if page && !out.contains(&states) {
             out.push(states);
         }
+        out
+    }
+
+    /// The groups the enabled subscribed `modules` share their work in, each
+    /// once, sorted.
+    pub fn groups(modules: &[Module]) -> Vec<String> {
+        let mut out: Vec<String> = modules
+            .iter()
+            .filter(|m| m.settings.enabled && m.subscribed())
+            .filter_map(|m| m.settings.subscribe_group.clone())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -290,6 +311,8 @@ impl<S: Storage> Collector<S> {
         // (see `handle_timer`): written by this collector's checkpoint, never ahead.
         journal.watermark_in_checkpoint_only();
         journal.keep_unacknowledged();
+        let first_seq = journal.next_seq();
+        let kept = group::Members::decode(persist.members());
         log::info!(
             "collector: journal {}: {} messages to run",
             dir.display(),
@@ -310,9 +333,12 @@ impl<S: Storage> Collector<S> {
             },
             stats: Stats::default(),
             log_bad: RateLimit::default(),
-            max_message: cfg.max_message as usize,
-            max_parallel: cfg.max_parallel.max(1) as usize,
-            max_hops: cfg.max_hops,
+            limits: Limits {
+                max_message: cfg.max_message as usize,
+                max_parallel: cfg.max_parallel.max(1) as usize,
+                max_hops: cfg.max_hops,
+            },
+            group: group::Views::new(node, first_seq, kept),
             record: Vec::new(),
             actions: VecDeque::new(),
         })
@@ -473,7 +499,7 @@ impl<S: Storage> Collector<S> {
         match up {
             Up::Oversized { topic, size, pkid } => {
                 self.stats.oversized += 1;
-                let max = self.max_message;
+                let max = self.limits.max_message;
                 self.error_event(
                     (now, wall),
                     format!("message of {size} bytes on `{topic}` is over max_message ({max}); acknowledged, not run"),
@@ -489,7 +515,13 @@ impl<S: Storage> Collector<S> {
     fn message(&mut self, conn: u64, m: Inbound, modules: &[Module], t: Clock) {
         // Presence first, from every status and every crd event.
         let is_status = match self.topics.status_node(&m.topic) {
-            Some(node) => self.fleet.status(node, &m.payload, t.1),
+            Some(node) => {
+                let next = self.intake.journal.next_seq();
+                if self.group.status(node, &m.payload, next) {
+                    self.persist.set_members(self.group.now().encode());
+                }
+                self.fleet.status(node, &m.payload, t.1)
+            }
             None => match self.topics.state_of(&m.topic) {
                 Some((node, module)) if self.page.enabled() => {
                     self.fleet.module_state(node, module, &m.payload)
@@ -543,20 +575,20 @@ impl<S: Storage> Collector<S> {
             // event: modules do not run on it.
             self.stats.retained += 1;
             false
-        } else if m.payload.len() > self.max_message {
+        } else if m.payload.len() > self.limits.max_message {
             self.stats.oversized += 1;
             let text = format!(
                 "message of {} bytes on `{}` is over max_message ({}); acknowledged, not run",
                 m.payload.len(),
                 m.topic,
-                self.max_message
+                self.limits.max_message
             );
             self.error_event(t, text);
             false
         } else if !wanted() {
             self.stats.unmatched += 1;
             false
-        } else if let Some(e) = event.filter(|e| e.hop >= self.max_hops) {
+        } else if let Some(e) = event.filter(|e| e.hop >= self.limits.max_hops) {
             // A run's event, `max_hops` runs from where it began: collectors
             // that run on each other's events stop here.
             self.stats.loop_dropped += 1;
@@ -568,7 +600,7 @@ impl<S: Storage> Collector<S> {
                     e.seq,
                     message::cut(&m.topic, 256),
                     e.hop,
-                    self.max_hops,
+                    self.limits.max_hops,
                     message::cut(&e.cause, 256)
                 );
             }
@@ -605,6 +637,12 @@ impl<S: Storage> Collector<S> {
     /// After a read's messages: one fdatasync for all of them, then the PUBACKs
     /// of every message now durable.
     pub fn after_input(&mut self, now: Instant) {
+        if std::mem::take(&mut self.group.unsynced)
+            && let Err(e) = self.sync_logs()
+        {
+            // The journal's records then wait for the next checkpoint's sync.
+            log::warn!("collector: syncing the groups' members: {e}");
+        }
         self.intake.after_input(now, &mut self.actions);
     }
 
@@ -708,21 +746,26 @@ impl<S: Storage> Collector<S> {
         let mut jobs = std::mem::take(&mut self.work.jobs);
         jobs.clear();
         for m in matching(modules, v.topic) {
-            let job = |step, reg| Job {
+            let job = |step, reg, owner| Job {
                 seq,
                 module: m.name.clone(),
                 step,
                 reg,
+                shadow: owner == Owner::Other,
             };
             match Spec::of(&m.settings.rule) {
-                None => jobs.push(job(Step::Check, None)),
+                None => match self.owner(m, v.origin(), seq) {
+                    Owner::Me => jobs.push(job(Step::Check, None, Owner::Me)),
+                    Owner::Other => {}
+                },
                 Some(spec) => {
-                    if let Some((step, reg)) = self.rule(m, spec, seq, &v) {
-                        jobs.push(job(step, Some(reg)));
+                    if let Some((step, reg, owner)) = self.rule(m, spec, seq, &v) {
+                        jobs.push(job(step, Some(reg), owner));
                     }
                 }
             }
         }
+        self.group.taken_before(seq + 1);
         self.hold(seq, &v, &mut jobs, modules, t);
         self.work.jobs = jobs;
     }
@@ -798,6 +841,10 @@ impl<S: Storage> Collector<S> {
         };
         let origin = job.reg.as_ref().map_or(v.origin(), |r| &r.key);
         let s = self.decider.decide(m, &job, ran, origin, &|| v.id(), t);
+        if job.shadow {
+            // The owner emits and responds; the state here followed it.
+            return None;
+        }
         let cause = || v.cause();
         self.actions.extend(s.emit.map(|e| caused(e, cause)));
         match s.next? {
@@ -818,24 +865,43 @@ impl<S: Storage> Collector<S> {
         self.intake.retire(seq, now);
     }
 
+    /// Who does module `m`'s work on `origin` for journal record `seq`: this
+    /// crd, or (in a `subscribe_group`) the member that owns the key (counted).
+    fn owner(&mut self, m: &Module, origin: &str, seq: u64) -> Owner {
+        let Some(g) = &m.settings.subscribe_group else {
+            return Owner::Me;
+        };
+        let o = self.group.owner(g, &group::key(&m.name, origin), seq);
+        self.group.count(o);
+        o
+    }
+
     /// Feeds rule module `m`'s register with one message and says what follows:
     /// nothing (no value, or nothing changes), a check to run (the condition
-    /// starts to hold and the module has one), or a decision without a run.
+    /// starts to hold and the module has one), or a decision without a run;
+    /// and who carries it out. Every group member feeds every message; where
+    /// another owns the key, a decision is still made (as a shadow job) so the
+    /// key's lifecycle here follows the owner's, but a check's outcome is the
+    /// owner's alone.
     fn rule(
         &mut self,
         m: &Module,
         spec: Spec,
         seq: u64,
         msg: &View<'_>,
-    ) -> Option<(Step, Box<RegKey>)> {
+    ) -> Option<(Step, Box<RegKey>, Owner)> {
         let fed = self.rules.feed(m, spec, seq, msg, &mut self.persist)?;
+        let owner = self.owner(m, fed.key, seq);
+        if owner == Owner::Other && m.check.is_some() {
+            return None;
+        }
         let next = self.decider.next(m, &fed);
         // Every message the rule fed and decided on without a fork (a check
         // started is not decided yet).
         if !matches!(next, Some((Step::Check, _))) {
             self.stats.decided += 1;
         }
-        next
+        next.map(|(step, reg)| (step, reg, owner))
     }
 
     /// The next run to start while a collector slot is free and work is
@@ -847,7 +913,7 @@ impl<S: Storage> Collector<S> {
         modules: &[Module],
         now: Instant,
     ) -> Option<Recipe> {
-        while self.work.running.len() < self.max_parallel {
+        while self.work.running.len() < self.limits.max_parallel {
             let job = self.work.next_job()?;
             match self.recipe(host, modules, &job) {
                 Some(mut r) => {
@@ -1029,6 +1095,12 @@ impl<S: Storage> Collector<S> {
         self.status_tables(s);
         s.put("collect_paused", Value::Flag(self.paused()));
         s.num("collect_decided", st.decided);
+        let g = &self.group;
+        s.num("collect_group_members", g.now().len() as u64);
+        s.put("collect_groups", Value::Text(g.now().describe()));
+        s.num("collect_group_owned", g.counts.owned);
+        s.num("collect_group_others", g.counts.others);
+        s.num("collect_group_changes", g.counts.changes);
         for (name, r) in &self.rules.by_module {
             s.num(format!("rule_{name}_keys"), r.regs.len() as u64);
             s.num(format!("rule_{name}_evicted"), r.regs.evicted);
@@ -1262,6 +1334,122 @@ mod tests {
         assert_eq!(kinds, [Kind::Fired, Kind::Cleared]);
         assert_eq!(c.register("R", Some("q/x"), 30_000), Ok("1\n".into()));
         assert_eq!(c.stats.decided, 5);
+    }
+
+    /// Collector `node` of a group, its statuses of `members` (in group `g`)
+    /// received before anything else.
+    fn member(cfg: &Config, node: &str, members: &[&str], modules: &[Module]) -> Mem {
+        let stores = Stores {
+            dir: PathBuf::from("collect"),
+            journal: MemStorage::new(),
+            state: MemStorage::new(),
+            legacy: MemStorage::new(),
+            free_space: |_| Some(4096),
+        };
+        let mut c = Collector::with(cfg, node, Instant::now(), stores).unwrap();
+        c.configure(modules);
+        for m in members {
+            let p = crate::mqtt::wire::status_json("online", m, "00", 1, &["g".into()]);
+            let status = Up::Message(Inbound {
+                topic: format!("crd/{m}/status"),
+                payload: p,
+                pkid: None,
+                dup: false,
+                retain: false,
+            });
+            c.handle_inbound(1, status, modules, Instant::now(), 1_000);
+        }
+        c
+    }
+
+    /// Feeds `payloads` to every member, and runs every check and response
+    /// they start (checks exit 0): the messages each ran, by payload.
+    fn feed_all(cs: &mut [Mem], payloads: &[Vec<u8>], modules: &[Module]) -> Vec<Vec<String>> {
+        let t0 = Instant::now();
+        let mut ran = vec![Vec::new(); cs.len()];
+        for (i, c) in cs.iter_mut().enumerate() {
+            for (k, p) in payloads.iter().enumerate() {
+                c.handle_inbound(1, message(k as u16 + 1, p), modules, t0, 2_000);
+            }
+            c.after_input(t0);
+            c.pump(modules, t0, 2_000);
+            while let Some(r) = c.poll_start(host(), modules, t0) {
+                if r.role == Role::Response {
+                    ran[i].push(String::from_utf8_lossy(r.input.as_deref().unwrap()).into());
+                }
+                c.handle_finished(ended(&r, 0, ""), modules, t0, 2_000);
+                c.pump(modules, t0, 2_000);
+            }
+            drain(c);
+        }
+        ran
+    }
+
+    /// Every member of a group feeds every message to its registers (the
+    /// same value on each, as one collector's), and a crossing reacts once,
+    /// on the key's owner; with 1, 2 and 3 members.
+    #[test]
+    fn a_group_counts_the_whole_stream_on_every_member_and_reacts_once() {
+        let cfg = cfg("subscribe_group = g\n");
+        let conf = "register = count\nby = topic\nperiod = 30m\nabove = 150\n";
+        let modules = [module(&cfg, "Cnt", conf, false, true)];
+        let payloads: Vec<Vec<u8>> = (0..200).map(|i| format!("{i}").into_bytes()).collect();
+        for n in 1..=3 {
+            let names = &["a", "b", "c"][..n];
+            let mut cs: Vec<Mem> = names
+                .iter()
+                .map(|m| member(&cfg, m, names, &modules))
+                .collect();
+            let ran = feed_all(&mut cs, &payloads, &modules);
+            let reactions: usize = ran.iter().map(Vec::len).sum();
+            assert_eq!(reactions, 1, "{n} members: {ran:?}");
+            for c in &cs {
+                assert_eq!(c.register("Cnt", Some("q/x"), 2_000), Ok("200\n".into()));
+                assert_eq!(c.group.counts.owned + c.group.counts.others, 200);
+            }
+        }
+    }
+
+    /// Checks on crd events split by the event's node: each member runs the
+    /// nodes it owns, every event runs once in the group, and a resend of all
+    /// of them runs none again on any member (each saw and marked all).
+    #[test]
+    fn a_group_runs_each_event_once_by_node_and_a_resend_nowhere() {
+        let cfg = cfg("subscribe_group = g\n");
+        let modules = [module(&cfg, "E", "", true, true)];
+        let events: Vec<Vec<u8>> = (1..=120)
+            .map(|i| {
+                let node = i % 12;
+                format!(r#"{{"node":"n{node}","stream":"{:016x}","seq":{i},"ts":1,"module":"Wan","kind":"fired","code":0,"dur_ms":0,"out":""}}"#, node + 1).into_bytes()
+            })
+            .collect();
+        let names = ["a", "b"];
+        let mut cs: Vec<Mem> = names
+            .iter()
+            .map(|m| member(&cfg, m, &names, &modules))
+            .collect();
+        let ran = feed_all(&mut cs, &events, &modules);
+        let mut all: Vec<&String> = ran.iter().flatten().collect();
+        assert!(ran.iter().all(|r| !r.is_empty()), "both ran some: {ran:?}");
+        all.sort();
+        all.dedup();
+        assert_eq!(
+            (all.len(), ran[0].len() + ran[1].len()),
+            (120, 120),
+            "once each"
+        );
+        for c in cs.iter_mut() {
+            c.handle_timer(Instant::now() + RETIRE_SYNC_INTERVAL, 3_000);
+        }
+        let again = feed_all(&mut cs, &events, &modules);
+        assert_eq!(
+            again,
+            vec![Vec::<String>::new(); 2],
+            "a resend runs nowhere"
+        );
+        for c in &cs {
+            assert_eq!(c.persist.seen.counts.duplicates, 120);
+        }
     }
 
     /// A journal whose sync fails: no PUBACK, paused, one `error` event; the

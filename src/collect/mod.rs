@@ -6,7 +6,8 @@
 //! registers fed and the per-origin lifecycle); `message.rs` is what a message
 //! is, `persist.rs` the events done and the registers fed on disk (`dedup.rs`,
 //! `rulestate.rs` their tables and records), `fault.rs` what happens while the
-//! disk refuses the journal's writes, `origins.rs` the per-origin decision
+//! disk refuses the journal's writes, `group.rs` which member of a
+//! `subscribe_group` does the work of a key, `origins.rs` the per-origin decision
 //! states, `presence.rs` the fleet, `page.rs` the fleet page, `shards.rs` the
 //! split map under the tables of streams and origins. Without the feature,
 //! `Collector` is an empty type the daemon never gets (`open` says the build
@@ -19,6 +20,8 @@ mod collector;
 pub mod dedup;
 #[cfg(feature = "collector")]
 pub mod fault;
+#[cfg(feature = "collector")]
+pub mod group;
 #[cfg(feature = "collector")]
 pub mod intake;
 #[cfg(feature = "collector")]

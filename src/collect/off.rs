@@ -28,6 +28,10 @@ impl Collector {
         false
     }
 
+    pub fn groups(_: &[Module]) -> Vec<String> {
+        Vec::new()
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         match *self {}
     }

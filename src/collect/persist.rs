@@ -16,8 +16,9 @@
 //! `sync`.
 //!
 //! Records: snapshot `S` + a stream (`dedup`), `R`/`C` a rule's registers
-//! (`rulestate::rule_records`); changes `M` + `dedup::change`, `F` +
-//! `rulestate::fed`. The header is the highest journal seq the registers in the
+//! (`rulestate::rule_records`), `G` + the groups' members
+//! (`group::Members::encode`); changes `M` + `dedup::change`, `F` +
+//! `rulestate::fed`, `G` + the members when they change. The header is the highest journal seq the registers in the
 //! snapshot include (u64 BE).
 //!
 //! Upgrade: the files of the format before the log (`collect/seen`, `seen.log`,
@@ -69,6 +70,8 @@ struct Unread {
 
 pub struct Persist<S: Storage> {
     pub seen: dedup::Seen,
+    /// The groups' members (`group::Members::encode`), as last changed.
+    members: Vec<u8>,
     log: Log<S>,
     /// `collect/` itself, while files of the format before the log are there
     /// and the log was empty: taken over at the first `restore`.
@@ -89,6 +92,7 @@ pub struct Restored {
 /// What the log's frames say, as read at start.
 struct Reader {
     seen: dedup::Seen,
+    members: Vec<u8>,
     unread: Unread,
     fresh: bool,
     bad: u64,
@@ -109,6 +113,10 @@ impl Reader {
                 true
             }
             (Part::Change, b'M') => self.seen.apply_change(rest),
+            (Part::Snapshot | Part::Change, b'G') => {
+                self.members = rest.to_vec();
+                true
+            }
             (Part::Change, b'F') => {
                 self.unread.changes.push(rest.to_vec());
                 true
@@ -127,6 +135,7 @@ impl<S: Storage> Persist<S> {
     pub fn open(st: S, mut legacy: S) -> io::Result<(Persist<S>, Vec<String>)> {
         let mut r = Reader {
             seen: dedup::Seen::default(),
+            members: Vec::new(),
             unread: Unread {
                 through: 0,
                 snapshot: Vec::new(),
@@ -158,6 +167,7 @@ impl<S: Storage> Persist<S> {
         };
         let p = Persist {
             seen: r.seen,
+            members: r.members,
             log,
             legacy,
             unread: Some(r.unread),
@@ -197,7 +207,7 @@ impl<S: Storage> Persist<S> {
         };
         let r = restored.as_ref().unwrap_or(&empty);
         let mut rules = r.rules.iter().map(|(n, g)| (n.as_str(), g));
-        let mut snap = state_snapshot(&self.seen, &mut rules, r.through);
+        let mut snap = state_snapshot(&self.seen, &self.members, &mut rules, r.through);
         // The messages fed after the old snapshot: changes after the new one.
         for e in &r.fed {
             snap_fed(&mut snap, &mut self.scratch, e);
@@ -218,6 +228,20 @@ impl<S: Storage> Persist<S> {
         self.scratch.push(b'M');
         self.scratch.extend_from_slice(&dedup::change(stream, seq));
         self.log.append(&self.scratch);
+    }
+
+    /// The groups' members as last kept (empty: none).
+    pub fn members(&self) -> &[u8] {
+        &self.members
+    }
+
+    /// The groups' members changed: appended to the log.
+    pub fn set_members(&mut self, b: Vec<u8>) {
+        self.scratch.clear();
+        self.scratch.push(b'G');
+        self.scratch.extend_from_slice(&b);
+        self.log.append(&self.scratch);
+        self.members = b;
     }
 
     /// A message fed a rule: appended to the log.
@@ -241,8 +265,9 @@ impl<S: Storage> Persist<S> {
         rules: &mut dyn Iterator<Item = (&'a str, &'a Registers)>,
         through: u64,
     ) -> io::Result<()> {
-        let seen = &self.seen;
-        self.log.sync_with(|| state_snapshot(seen, rules, through))
+        let (seen, members) = (&self.seen, &self.members);
+        self.log
+            .sync_with(|| state_snapshot(seen, members, rules, through))
     }
 
     /// The state written whole now (after a reload dropped rules: the log must
@@ -252,7 +277,8 @@ impl<S: Storage> Persist<S> {
         rules: &mut dyn Iterator<Item = (&'a str, &'a Registers)>,
         through: u64,
     ) -> io::Result<()> {
-        self.log.commit(&state_snapshot(&self.seen, rules, through))
+        self.log
+            .commit(&state_snapshot(&self.seen, &self.members, rules, through))
     }
 
     #[cfg(test)]
@@ -284,11 +310,17 @@ fn fed_of(e: &rulestate::Entry) -> rulestate::Fed<'_> {
 /// The whole state as the log's snapshot.
 fn state_snapshot<'a>(
     seen: &dedup::Seen,
+    members: &[u8],
     rules: &mut dyn Iterator<Item = (&'a str, &'a Registers)>,
     through: u64,
 ) -> Snapshot {
     let mut s = Snapshot::new(&through.to_be_bytes());
     let mut rec = Vec::with_capacity(64);
+    if !members.is_empty() {
+        rec.push(b'G');
+        rec.extend_from_slice(members);
+        s.record(&rec);
+    }
     seen.stream_records(&mut |b| {
         rec.clear();
         rec.push(b'S');
@@ -459,6 +491,25 @@ mod tests {
     }
 
     #[test]
+    fn the_groups_members_are_kept_as_a_change_and_in_a_snapshot() {
+        let (mut p, _) = Persist::open(MemStorage::new(), MemStorage::new()).unwrap();
+        let _ = p.restore(&spec_of);
+        p.set_members(b"one".to_vec());
+        p.sync(&mut std::iter::empty(), 0).unwrap();
+        let (mut p, _) = Persist::open(p.into_storage(), MemStorage::new()).unwrap();
+        assert_eq!(p.members(), b"one", "from the change");
+        let _ = p.restore(&spec_of);
+        p.rewrite(&mut std::iter::empty(), 0).unwrap();
+        let (mut p, _) = Persist::open(p.into_storage(), MemStorage::new()).unwrap();
+        assert_eq!(p.members(), b"one", "from the snapshot");
+        let _ = p.restore(&spec_of);
+        p.set_members(b"two".to_vec());
+        p.sync(&mut std::iter::empty(), 0).unwrap();
+        let (p, _) = Persist::open(p.into_storage(), MemStorage::new()).unwrap();
+        assert_eq!(p.members(), b"two", "the last change wins");
+    }
+
+    #[test]
     fn a_power_cut_anywhere_loses_nothing_synced_and_never_a_feed_behind_its_mark() {
         for seed in 1..200u64 {
             let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -468,13 +519,20 @@ mod tests {
             // Each message: fed (journal seq n), then its event (stream 1, seq
             // n) marked done, as the collector does.
             let (mut n, mut synced) = (0u64, 0u64);
+            // The groups' members, set now and then (as the message count).
+            let (mut members, mut members_synced) = (0u64, 0u64);
             for _ in 0..(next(&mut x) % 400) {
                 match next(&mut x) % 10 {
                     0 => {
                         let mut rules = std::iter::once(("Cnt", &regs));
                         if p.sync(&mut rules, n).is_ok() {
                             synced = n;
+                            members_synced = members;
                         }
+                    }
+                    2 => {
+                        members = n;
+                        p.set_members(n.to_be_bytes().to_vec());
                     }
                     1 => {
                         let _ = p.flush();
@@ -506,6 +564,11 @@ mod tests {
                 keep_new,
             );
             let (mut p, _) = Persist::open(st, MemStorage::new()).unwrap();
+            let kept = <[u8; 8]>::try_from(p.members()).map_or(0, u64::from_be_bytes);
+            assert!(
+                kept >= members_synced && kept <= members,
+                "seed {seed}: members {kept}, {members_synced} synced, {members} set"
+            );
             let r = p.restore(&spec_of).unwrap().unwrap();
             let through = through(&r);
             let fed = count(r, "k", 1_700_000_000_000 + n) as u64;

@@ -38,6 +38,9 @@ pub struct Job {
     pub module: String,
     pub step: Step,
     pub reg: Option<Box<RegKey>>,
+    /// Another group member owns the key (`group.rs`): decided here only so
+    /// that the key's state follows the owner's; it emits and starts nothing.
+    pub shadow: bool,
 }
 
 /// A journal record being worked on.
@@ -135,6 +138,7 @@ mod tests {
             module: "M".into(),
             step: Step::Check,
             reg: None,
+            shadow: false,
         }
     }
 

@@ -253,8 +253,9 @@ pub struct ModuleSettings {
     /// `subscribe`: MQTT topic filters; a module with any runs once per matching
     /// message instead of on a schedule (the collector). Per module only.
     pub subscribe: Vec<String>,
-    /// `subscribe_group`: share the module's filters with the other collectors of
-    /// this group (`$share/GROUP/FILTER`); global default or per module.
+    /// `subscribe_group`: split the module's work with the other collectors of
+    /// this group, each seeing the whole stream (`collect::group`); global
+    /// default or per module.
     pub subscribe_group: Option<String>,
     /// A register and its condition, evaluated without a fork (per module only).
     pub rule: RuleSettings,

@@ -57,6 +57,20 @@ impl<'a> Obj<'a> {
         self
     }
 
+    /// An array of strings.
+    pub fn strs(&mut self, k: &str, v: &[String]) -> &mut Self {
+        let out = self.key(k);
+        out.push(b'[');
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, s);
+        }
+        out.push(b']');
+        self
+    }
+
     pub fn bool(&mut self, k: &str, v: bool) -> &mut Self {
         let out = self.key(k);
         out.extend_from_slice(if v { b"true" } else { b"false" });
@@ -263,16 +277,19 @@ mod tests {
             .int("min", i64::MIN)
             .bool("resent", true)
             .bool("no", false)
+            .strs("groups", &["g1".into(), "a\"b".into()])
+            .strs("none", &[])
             .end();
         let want = serde_json::json!({
             "node": "gw \"1\"", "seq": u64::MAX, "zero": 0, "code": -128,
-            "min": i64::MIN, "resent": true, "no": false
+            "min": i64::MIN, "resent": true, "no": false, "groups": ["g1", "a\"b"],
+            "none": []
         });
         let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(got, want);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"node":"gw \"1\"","seq":18446744073709551615,"zero":0,"code":-128,"min":-9223372036854775808,"resent":true,"no":false}"#
+            r#"{"node":"gw \"1\"","seq":18446744073709551615,"zero":0,"code":-128,"min":-9223372036854775808,"resent":true,"no":false,"groups":["g1","a\"b"],"none":[]}"#
         );
         let mut out = Vec::new();
         Obj::new(&mut out).end();

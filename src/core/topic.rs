@@ -96,17 +96,8 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
-/// The filter to subscribe to for `filter` in shared-subscription group `group`:
-/// `$share/GROUP/FILTER` (MQTT 5 section 4.8.2, which mosquitto 2, EMQX, HiveMQ and
-/// VerneMQ also honour for 3.1.1 clients). Messages arrive on their own topic.
-pub fn shared(group: Option<&str>, filter: &str) -> String {
-    match group {
-        Some(g) => format!("$share/{g}/{filter}"),
-        None => filter.to_string(),
-    }
-}
-
-/// Why `group` cannot name a shared-subscription group; `Ok` when it can.
+/// Why `group` cannot name a collector group (`subscribe_group`); `Ok` when it
+/// can.
 pub fn valid_group(group: &str) -> Result<(), &'static str> {
     if group.is_empty() || group.len() > 64 {
         return Err("a group name of 1..64 bytes");
@@ -241,11 +232,6 @@ mod tests {
         assert!(valid_topic("crd/r1/event/Disk").is_ok());
         assert!(valid_topic("a/+").is_err());
         assert!(valid_topic("").is_err());
-        assert_eq!(
-            shared(Some("g1"), "crd/+/event/#"),
-            "$share/g1/crd/+/event/#"
-        );
-        assert_eq!(shared(None, "a"), "a");
         assert!(valid_group("collectors").is_ok());
         for bad in ["", "a/b", "a+", "a b"] {
             assert!(valid_group(bad).is_err(), "{bad}");

@@ -818,6 +818,8 @@ impl Daemon {
             c.set_page(self.cfg.fleet_html.as_deref());
         }
         self.forwarder
+            .set_groups(Collector::groups(&self.own.modules));
+        self.forwarder
             .subscribe_to(filters, self.cfg.max_message, now);
     }
 

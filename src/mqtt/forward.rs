@@ -108,6 +108,9 @@ pub struct Forwarder {
     last_error: String,
     /// Filters subscribed at each connect (empty: crd only publishes).
     filters: Vec<String>,
+    /// The collector groups this crd is a member of: its status names them once
+    /// the broker acknowledged the subscription (`collect::group`).
+    groups: Vec<String>,
     /// Filters the broker's last SUBACK refused, and those that SUBSCRIBE carried.
     refused_filters: Vec<String>,
     sub_sent: Vec<String>,
@@ -194,7 +197,7 @@ impl Forwarder {
         } else {
             cfg.client_id.clone()
         };
-        let will = wire::status_json("offline", node, &stream_hex, boot_ms);
+        let will = wire::status_json("offline", node, &stream_hex, boot_ms, &[]);
         let session = Session::new(
             SessionConfig {
                 client_id: client_id.clone(),
@@ -238,6 +241,7 @@ impl Forwarder {
             topic_buf: String::new(),
             json_buf: Vec::new(),
             filters: Vec::new(),
+            groups: Vec::new(),
             refused_filters: Vec::new(),
             sub_sent: Vec::new(),
             inbound: Vec::new(),
@@ -253,7 +257,7 @@ impl Forwarder {
     }
 
     fn status_payload(&self, state: &str) -> Vec<u8> {
-        wire::status_json(state, &self.node, &self.stream_hex, self.boot_ms)
+        wire::status_json(state, &self.node, &self.stream_hex, self.boot_ms, &[])
     }
 
     fn status_topic(&self) -> String {
@@ -507,6 +511,7 @@ impl Forwarder {
                     .iter()
                     .filter_map(|&i| self.sub_sent.get(i).cloned())
                     .collect();
+                self.join_groups(now)?;
                 if self.refused_filters.is_empty() {
                     log::info!("mqtt: subscribed to {}", self.filters.join(" "));
                 } else {
@@ -534,6 +539,20 @@ impl Forwarder {
                 self.inbound.push((self.connects, up));
             }
         }
+        Ok(())
+    }
+
+    /// Subscribed: what the broker routes from here on reaches this crd, so
+    /// its status names its collector groups now (`collect::group`), not at
+    /// the connect.
+    fn join_groups(&mut self, now: Instant) -> Result<(), Error> {
+        if self.groups.is_empty() {
+            return Ok(());
+        }
+        let (node, groups) = (&self.node, &self.groups);
+        let p = wire::status_json("online", node, &self.stream_hex, self.boot_ms, groups);
+        self.session
+            .publish(&self.status_topic(), &p, true, false, None, now)?;
         Ok(())
     }
 
@@ -668,6 +687,12 @@ impl Forwarder {
                 log::debug!("mqtt: writing SUBSCRIBE: {e}");
             }
         }
+    }
+
+    /// The collector groups this crd is a member of (`subscribe_group`): named
+    /// in its status after each subscription (none: the status names none).
+    pub fn set_groups(&mut self, groups: Vec<String>) {
+        self.groups = groups;
     }
 
     /// Messages (and oversized ones) received since the last call, each with the

@@ -12,16 +12,27 @@ pub fn status_topic(prefix: &str, node: &str) -> String {
     format!("{prefix}/{node}/status")
 }
 
-/// The status payload: `{"state":..,"node":..,"stream":..,"version":..,"boot_ms":..}`.
-pub fn status_json(state: &str, node: &str, stream_hex: &str, boot_ms: u64) -> Vec<u8> {
+/// The status payload: `{"state":..,"node":..,"stream":..,"version":..,"boot_ms":..}`,
+/// and `"groups":[..]` when a collector names the groups it is a member of
+/// (`collect::group`).
+pub fn status_json(
+    state: &str,
+    node: &str,
+    stream_hex: &str,
+    boot_ms: u64,
+    groups: &[String],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
-    Obj::new(&mut out)
-        .str("state", state)
+    let mut o = Obj::new(&mut out);
+    o.str("state", state)
         .str("node", node)
         .str("stream", stream_hex)
         .str("version", env!("CARGO_PKG_VERSION"))
-        .uint("boot_ms", boot_ms)
-        .end();
+        .uint("boot_ms", boot_ms);
+    if !groups.is_empty() {
+        o.strs("groups", groups);
+    }
+    o.end();
     out
 }
 
@@ -249,7 +260,7 @@ mod tests {
     #[test]
     fn status_is_json_on_its_topic() {
         assert_eq!(status_topic("fleet/eu", "r1"), "fleet/eu/r1/status");
-        let j = String::from_utf8(status_json("online", "r1", "ab", 7)).unwrap();
+        let j = String::from_utf8(status_json("online", "r1", "ab", 7, &[])).unwrap();
         assert_eq!(
             j,
             format!(
@@ -257,5 +268,8 @@ mod tests {
                 env!("CARGO_PKG_VERSION")
             )
         );
+        let g = ["g1".to_string(), "g2".to_string()];
+        let j = String::from_utf8(status_json("online", "c", "ab", 7, &g)).unwrap();
+        assert!(j.ends_with(r#""boot_ms":7,"groups":["g1","g2"]}"#), "{j}");
     }
 }

@@ -1,0 +1,436 @@
+//! Collector groups (`subscribe_group`): which live member of a group does the
+//! work of a key. Every member subscribes to its modules' whole filters (no
+//! shared subscription), journals every message, feeds every rule register and
+//! marks every crd event it sees as done; only the work is split: each
+//! (module, origin), origin being a rule's register key, else a crd event's
+//! node, else the topic, belongs to one live member, the one with the highest
+//! rendezvous weight (`weight`) of its name and the key. So every member's
+//! registers hold the whole stream, a crd event sent again finds every
+//! member's table of events done, and one origin's checks, responses and
+//! reactions run on one member, in order, through one lifecycle.
+//!
+//! Members are learnt from the bus: a collector publishes its retained status
+//! again with `"groups":[...]` once the broker acknowledged its subscription
+//! (whatever the broker routes after that status reaches it), and its will or
+//! its clean stop says `offline` without them. One broker hands every member
+//! those statuses and the messages in one order, so each journal record is
+//! decided by the view in force when it was journaled (`Views` keeps a view
+//! per journal seq where it changed, until no record before the change is left
+//! to take): the same view on every member, hence one owner. A record
+//! recovered from the journal at start was journaled under a view this run
+//! never saw: it runs here (a crd event done elsewhere is found in the table
+//! of events done; otherwise it may run twice). A group none of whose members
+//! is known (each member before its own status comes back) runs everything on
+//! every member rather than nothing. No IO.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+/// Members tracked, over all groups; statuses past it are ignored (counted).
+pub const MAX_MEMBERS: usize = 256;
+/// Groups one status may name (more are ignored).
+pub const MAX_GROUPS_PER_MEMBER: usize = 16;
+/// Views kept for records not yet taken; past it the two oldest merge (the
+/// older records are then decided by the newer view: counted).
+pub const MAX_VIEWS: usize = 64;
+
+/// A crd status, for the groups it names.
+#[derive(Deserialize)]
+struct Status {
+    state: String,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+/// The live members and the groups each is in, sorted by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members(BTreeMap<Box<str>, Box<[Box<str>]>>);
+
+impl Members {
+    /// The member of `group` that owns `key` (`None`: the group has none).
+    pub fn owner(&self, group: &str, key: &[u8]) -> Option<&str> {
+        let k = fnv1a(key);
+        self.0
+            .iter()
+            .filter(|(_, gs)| gs.iter().any(|g| &**g == group))
+            .max_by_key(|(m, _)| weight(m, k))
+            .map(|(m, _)| &**m)
+    }
+
+    /// Members in any group.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `GROUP=MEMBER,MEMBER` for each group, space-separated, sorted.
+    pub fn describe(&self) -> String {
+        let mut groups: Vec<&str> = self
+            .0
+            .values()
+            .flat_map(|g| g.iter().map(|g| &**g))
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let each = groups
+            .iter()
+            .map(|g| format!("{g}={}", self.of(g).collect::<Vec<_>>().join(",")));
+        each.collect::<Vec<_>>().join(" ")
+    }
+
+    /// The members as kept on disk (`persist.rs`): per member, its name and
+    /// its groups' names, each a u8 length and the bytes, after a u8 count.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        let put = |b: &mut Vec<u8>, s: &str| {
+            let s = &s.as_bytes()[..s.len().min(255)];
+            b.push(s.len() as u8);
+            b.extend_from_slice(s);
+        };
+        for (m, gs) in &self.0 {
+            b.push(gs.len() as u8);
+            put(&mut b, m);
+            for g in gs.iter() {
+                put(&mut b, g);
+            }
+        }
+        b
+    }
+
+    /// The members from `encode`'s bytes; `None` if they are not that.
+    pub fn decode(b: &[u8]) -> Option<Members> {
+        let mut at = 0;
+        let mut out = BTreeMap::new();
+        while at < b.len() {
+            let count = b[at];
+            at += 1;
+            let m = name(b, &mut at)?;
+            let gs = (0..count)
+                .map(|_| name(b, &mut at))
+                .collect::<Option<Box<[Box<str>]>>>()?;
+            if out.len() < MAX_MEMBERS {
+                out.insert(m, gs);
+            }
+        }
+        Some(Members(out))
+    }
+
+    /// The members of `group`, sorted.
+    pub fn of<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(_, gs)| gs.iter().any(|g| &**g == group))
+            .map(|(m, _)| &**m)
+    }
+}
+
+/// A name of `Members::encode` at `*at`: a u8 length and UTF-8 bytes.
+fn name(b: &[u8], at: &mut usize) -> Option<Box<str>> {
+    let n = usize::from(*b.get(*at)?);
+    let s = std::str::from_utf8(b.get(*at + 1..*at + 1 + n)?).ok()?;
+    *at += 1 + n;
+    Some(s.into())
+}
+
+/// FNV-1a, 64 bits: the same on every target and byte order.
+fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The rendezvous weight of member `m` for a key hashed to `k` (splitmix64's
+/// finalizer over both hashes, so a member's weights are unrelated across keys).
+fn weight(m: &str, k: u64) -> u64 {
+    let mut z = fnv1a(m.as_bytes()) ^ k.rotate_left(32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The key of module `module`'s work on `origin`.
+pub fn key(module: &str, origin: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(module.len() + 1 + origin.len());
+    k.extend_from_slice(module.as_bytes());
+    k.push(0);
+    k.extend_from_slice(origin.as_bytes());
+    k
+}
+
+/// Counters for `crd status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Jobs this member ran or decided as the key's owner.
+    pub owned: u64,
+    /// Jobs left to the member that owns their key.
+    pub others: u64,
+    /// Times the members changed.
+    pub changes: u64,
+    /// Statuses ignored at `MAX_MEMBERS`.
+    pub full: u64,
+    /// Views merged at `MAX_VIEWS`.
+    pub merged: u64,
+}
+
+/// The views by the journal seq from which each holds.
+#[derive(Debug)]
+pub struct Views {
+    node: Box<str>,
+    /// (first journal seq, members), oldest first; never empty.
+    views: VecDeque<(u64, Rc<Members>)>,
+    pub counts: Counts,
+    /// The members changed since they were last made durable: records
+    /// journaled under the new view must not be durable before it is.
+    pub unsynced: bool,
+}
+
+/// Whether this member does a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// This member.
+    Me,
+    /// Another live member.
+    Other,
+}
+
+impl Views {
+    /// Views for member `node`, starting with the members kept on disk (the
+    /// view of the records recovered from the journal, and of the next ones
+    /// until a status changes it). Without any kept, the groups have no
+    /// member, and records journaled before `first_seq` (recovered) run here.
+    pub fn new(node: &str, first_seq: u64, kept: Option<Members>) -> Views {
+        let (from, members) = match kept {
+            Some(m) if !m.is_empty() => (0, m),
+            _ => (first_seq, Members::default()),
+        };
+        let mut views = VecDeque::new();
+        views.push_back((from, Rc::new(members)));
+        Views {
+            node: node.into(),
+            views,
+            counts: Counts::default(),
+            unsynced: false,
+        }
+    }
+
+    /// The members now (of the records journaled next).
+    pub fn now(&self) -> &Members {
+        &self.views.back().expect("never empty").1
+    }
+
+    /// A status of `node` (`<prefix>/<node>/status`), in the order the broker
+    /// delivered it, before record `next_seq` is journaled: whether the
+    /// members changed.
+    pub fn status(&mut self, node: &str, payload: &[u8], next_seq: u64) -> bool {
+        let Ok(s) = serde_json::from_slice::<Status>(payload) else {
+            return false;
+        };
+        let groups: Box<[Box<str>]> = match s.state.as_str() {
+            "online" => s
+                .groups
+                .iter()
+                .filter(|g| crate::core::topic::valid_group(g).is_ok())
+                .take(MAX_GROUPS_PER_MEMBER)
+                .map(|g| g.as_str().into())
+                .collect(),
+            _ => Box::new([]),
+        };
+        let now = self.now();
+        if now.0.get(node).map_or(groups.is_empty(), |g| *g == groups) {
+            return false;
+        }
+        if !groups.is_empty() && !now.0.contains_key(node) && now.0.len() >= MAX_MEMBERS {
+            self.counts.full += 1;
+            return false;
+        }
+        let mut next = now.clone();
+        if groups.is_empty() {
+            next.0.remove(node);
+        } else {
+            next.0.insert(node.into(), groups);
+        }
+        self.counts.changes += 1;
+        self.unsynced = true;
+        match self.views.back_mut() {
+            // Nothing journaled under the last view: replaced.
+            Some((from, m)) if *from >= next_seq => *m = Rc::new(next),
+            _ => self.views.push_back((next_seq, Rc::new(next))),
+        }
+        if self.views.len() > MAX_VIEWS {
+            // The two oldest merge: the older one's records go by the newer.
+            let (from, _) = self.views.pop_front().expect("over the bound");
+            self.views[0].0 = from;
+            self.counts.merged += 1;
+        }
+        true
+    }
+
+    /// Who does the work of `key` in `group` for journal record `seq`.
+    pub fn owner(&self, group: &str, key: &[u8], seq: u64) -> Owner {
+        let i = self.views.partition_point(|(from, _)| *from <= seq);
+        let Some(i) = i.checked_sub(1) else {
+            // Journaled before this run: not knowing the view, run it.
+            return Owner::Me;
+        };
+        match self.views[i].1.owner(group, key) {
+            Some(m) if m != &*self.node => Owner::Other,
+            _ => Owner::Me,
+        }
+    }
+
+    /// Counts a job done here or left to its owner.
+    pub fn count(&mut self, o: Owner) {
+        match o {
+            Owner::Me => self.counts.owned += 1,
+            Owner::Other => self.counts.others += 1,
+        }
+    }
+
+    /// Records before `seq` are all taken: the views only they needed go.
+    pub fn taken_before(&mut self, seq: u64) {
+        while self.views.len() > 1 && self.views[1].0 <= seq {
+            self.views.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online(groups: &[&str]) -> Vec<u8> {
+        let g: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
+        format!(
+            "{{\"state\":\"online\",\"node\":\"x\",\"groups\":[{}]}}",
+            g.join(",")
+        )
+        .into_bytes()
+    }
+
+    const OFFLINE: &[u8] = b"{\"state\":\"offline\",\"node\":\"x\"}";
+
+    #[test]
+    fn every_key_has_one_owner_and_a_member_leaving_moves_only_its_keys() {
+        let mut v = Views::new("a", 1, None);
+        for m in ["a", "b", "c"] {
+            assert!(v.status(m, &online(&["g"]), 1));
+        }
+        let before: Vec<String> = (0..3000)
+            .map(|i| {
+                v.now()
+                    .owner("g", &key("M", &format!("n{i}")))
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        for m in ["a", "b", "c"] {
+            let share = before.iter().filter(|o| *o == m).count();
+            assert!((800..=1200).contains(&share), "{m} owns {share} of 3000");
+        }
+        assert!(v.status("b", OFFLINE, 1));
+        for (i, was) in before.iter().enumerate() {
+            let now = v.now().owner("g", &key("M", &format!("n{i}"))).unwrap();
+            if was != "b" {
+                assert_eq!(now, was, "key n{i} moved though its owner stayed");
+            } else {
+                assert_ne!(now, "b");
+            }
+        }
+        assert_eq!(
+            v.now().owner("other", b"k"),
+            None,
+            "a group without members"
+        );
+        v.status("d", &online(&["h", "g"]), 1);
+        assert_eq!(v.now().describe(), "g=a,c,d h=d");
+    }
+
+    #[test]
+    fn a_record_is_decided_by_the_view_it_was_journaled_under() {
+        let mut v = Views::new("a", 10, None);
+        assert_eq!(v.owner("g", b"k", 5), Owner::Me, "recovered: runs here");
+        assert_eq!(v.owner("g", b"k", 10), Owner::Me, "no member known: runs");
+        v.status("a", &online(&["g"]), 10);
+        v.status("b", &online(&["g"]), 10);
+        // Keys b owns while both are members.
+        let b_keys: Vec<Vec<u8>> = (0..100)
+            .map(|i| key("M", &format!("n{i}")))
+            .filter(|k| v.now().owner("g", k) == Some("b"))
+            .collect();
+        assert!(!b_keys.is_empty());
+        v.status("b", OFFLINE, 20);
+        for k in &b_keys {
+            assert_eq!(
+                v.owner("g", k, 19),
+                Owner::Other,
+                "journaled while b was in"
+            );
+            assert_eq!(v.owner("g", k, 20), Owner::Me, "journaled after b left");
+        }
+        v.taken_before(20);
+        assert_eq!(v.views.len(), 1);
+        assert_eq!(v.owner("g", &b_keys[0], 25), Owner::Me);
+        // Kept on disk and read back at a restart: the recovered records
+        // (before the first seq of the new run) go by it.
+        v.status("b", &online(&["g"]), 30);
+        let kept = Members::decode(&v.now().encode()).expect("round trip");
+        assert_eq!(&kept, v.now());
+        let w = Views::new("a", 40, Some(kept));
+        assert_eq!(w.owner("g", &b_keys[0], 35), Owner::Other, "b's, recovered");
+        assert_eq!(
+            Views::new("a", 40, None).owner("g", &b_keys[0], 35),
+            Owner::Me
+        );
+        let enc = v.now().encode();
+        assert_eq!(Members::decode(&enc[..enc.len() - 1]), None, "cut");
+        assert_eq!(Members::decode(&[]), Some(Members::default()));
+    }
+
+    #[test]
+    fn statuses_without_change_make_no_view_and_the_views_are_bounded() {
+        let mut v = Views::new("a", 1, None);
+        assert!(v.status("a", &online(&["g"]), 1));
+        assert!(!v.status("a", &online(&["g"]), 2), "the same again");
+        assert!(!v.status("c", b"not json", 2));
+        assert!(!v.status("c", OFFLINE, 2), "was not a member");
+        assert!(!v.status("d", &online(&[]), 2), "online, in no group");
+        assert!(!v.status("e", &online(&["bad/name"]), 2), "no valid group");
+        for i in 0..(MAX_VIEWS as u64 * 2) {
+            let s = if i % 2 == 0 {
+                online(&["g"])
+            } else {
+                OFFLINE.to_vec()
+            };
+            assert!(v.status("b", &s, 10 + i));
+        }
+        assert_eq!(v.views.len(), MAX_VIEWS);
+        assert!(v.counts.merged > 0);
+        assert_eq!(v.views[0].0, 1, "the oldest view's start is kept");
+    }
+
+    #[test]
+    fn members_are_bounded() {
+        let mut v = Views::new("a", 1, None);
+        for i in 0..MAX_MEMBERS + 5 {
+            v.status(&format!("m{i}"), &online(&["g"]), 1);
+        }
+        assert_eq!(v.now().of("g").count(), MAX_MEMBERS);
+        assert_eq!(v.now().len(), MAX_MEMBERS);
+        assert_eq!(v.counts.full, 5);
+        assert!(v.status("m0", OFFLINE, 1), "leaving is always taken");
+    }
+
+    #[test]
+    fn weights_do_not_depend_on_the_platform() {
+        // Fixed values: the same owner on every target and byte order.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let k = fnv1a(&key("M", "n1"));
+        assert_eq!(weight("a", k), weight("a", k));
+        assert_ne!(weight("a", k), weight("b", k));
+    }
+}
