@@ -561,6 +561,91 @@ fn collectors_in_one_group_split_the_work_and_lose_nothing_when_one_dies() {
     drop(d1);
 }
 
+/// A member SIGKILLed for good midway through 5,000 messages over 40 topics:
+/// all 5,000 run; the share it held unfinished runs on the other two once the
+/// broker published its will (keepalive 2 s: within 2 x keepalive of the
+/// kill, printed); and what ran twice is at most what the dead member had
+/// journaled and not yet reported done.
+#[test]
+fn a_member_killed_for_good_has_its_unfinished_share_taken_over() {
+    let home = Sandbox::new("takeover");
+    let b = home.queueing_broker();
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let names = ["tk1", "tk2", "tk3"];
+    let sbs: Vec<Sandbox> = names
+        .iter()
+        .map(|n| {
+            let sb = collector(n, &b, "load/#", &dir);
+            // A slow response: the victim has work in hand when it dies.
+            let line = format!(
+                "sleep 0.01; echo \"$CRD_MESSAGE_ID\" >> {}/ran-{n}",
+                dir.display()
+            );
+            sb.script("modules/Sink/response", &line);
+            sb.config_node(
+                n,
+                &format!("broker = {}\nsubscribe_group = g\nkeepalive = 2s", b.addr()),
+            );
+            sb
+        })
+        .collect();
+    let mut ds: Vec<Daemon> = sbs.iter().map(Sandbox::start).collect();
+    grouped(&ds.iter().collect::<Vec<_>>(), 3);
+    publish_spread(b.port, 40, 0, 5000, &dir);
+    let victim = "tk2";
+    assert!(
+        wait_for(LONG, || ids(&dir, victim).len() >= 200),
+        "{}",
+        ds[1].status()
+    );
+    ds[1].signal(libc::SIGKILL);
+    let killed = std::time::Instant::now();
+    ds[1].wait_exit(LONG).expect("killed");
+    let others = [&ds[0], &ds[2]];
+    assert!(
+        wait_for(LONG, || others
+            .iter()
+            .all(|d| d.stat("collect_group_members") == 2)),
+        "the will never came\n{}",
+        ds[0].status()
+    );
+    let takeover = killed.elapsed();
+    let seen = || -> std::collections::HashSet<String> {
+        names.iter().flat_map(|n| ids(&dir, n)).collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(90), || seen().len() == 5000),
+        "{} of 5000\n{}\n{}",
+        seen().len(),
+        ds[0].status(),
+        ds[2].status()
+    );
+    let runs: usize = names.iter().map(|n| ids(&dir, n).len()).sum();
+    let taken: u64 = others
+        .iter()
+        .map(|d| d.stat("collect_group_taken_over") + d.stat("collect_group_reassigned"))
+        .sum();
+    println!(
+        "takeover: members saw the will {} ms after the kill; {taken} jobs taken over; {} runs of 5,000 ({} again)",
+        takeover.as_millis(),
+        runs,
+        runs - 5000
+    );
+    assert!(
+        takeover <= Duration::from_secs(4) + Duration::from_millis(500),
+        "{takeover:?}"
+    );
+    assert!(taken > 0, "nothing was held for the victim");
+    assert!(
+        runs - 5000 <= taken as usize,
+        "ran again beyond what was taken over"
+    );
+    for d in ds.iter_mut() {
+        d.signal(libc::SIGTERM);
+    }
+}
+
 /// A collector of group `g1` whose rule module `Cnt` counts messages on
 /// `site/+/load` by topic over 30 minutes and reacts above 150: its response
 /// appends a line to `dir/reacted`.

@@ -36,6 +36,7 @@ use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::Finished;
 use crate::collect::Action;
 use crate::collect::group::{self, Owner};
+use crate::collect::holds::{Holds, Parked};
 use crate::collect::intake::Intake;
 use crate::collect::message::{self, EventRef, Message, View};
 use crate::collect::persist::Persist;
@@ -88,6 +89,18 @@ fn synthetic(c: Convention, hit: bool) -> Outcome {
     }
 }
 
+/// Module `m`'s work on `origin` that member `owner` does: held here.
+fn parked(m: &Module, origin: &str, owner: u64, job: Option<Job>, emit: Vec<Event>) -> Parked {
+    let group = m.settings.subscribe_group.as_deref().unwrap_or_default();
+    Parked {
+        owner,
+        group: group.into(),
+        key: group::key(&m.name, origin),
+        job,
+        emit,
+    }
+}
+
 /// `Action::Emit` of a run's event, with the cause of the message it ran on.
 fn caused(mut e: Event, cause: impl FnOnce() -> Cause) -> Action {
     e.cause = Some(cause());
@@ -128,6 +141,8 @@ struct Topics {
     /// The topic prefix (`topic_prefix`), for status topics.
     prefix: String,
     node: String,
+    /// `<prefix>/<node>/progress`: this member's progress markers.
+    progress: String,
 }
 
 impl Topics {
@@ -152,10 +167,19 @@ impl Topics {
 
     /// The node of a status topic `<prefix>/<node>/status`.
     fn status_node<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        self.node_of(topic, "/status")
+    }
+
+    /// The node of a group member's progress topic `<prefix>/<node>/progress`.
+    fn progress_node<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        self.node_of(topic, "/progress")
+    }
+
+    fn node_of<'a>(&self, topic: &'a str, suffix: &str) -> Option<&'a str> {
         topic
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix('/')?
-            .strip_suffix("/status")
+            .strip_suffix(suffix)
             .filter(|n| !n.is_empty() && !n.contains('/'))
     }
 }
@@ -188,8 +212,10 @@ pub struct Collector<S: Storage = FileStorage> {
     /// Bounds on per-message log lines (and error events).
     log_bad: RateLimit,
     limits: Limits,
-    /// Who in each group does the work of a key (`group.rs`).
+    /// Who in each group does the work of a key (`group.rs`), and the work
+    /// held for the other members (`holds.rs`).
     group: group::Views,
+    holds: Holds,
     /// The journal record being written or read, reused (at most one record:
     /// 1 MiB).
     record: Vec<u8>,
@@ -270,6 +296,9 @@ impl Collector<FileStorage> {
         if (page || !out.is_empty()) && !out.contains(&status) {
             out.push(status);
         }
+        if !Self::groups(modules).is_empty() {
+            out.push(format!("{prefix}/+/progress"));
+        }
         let states = format!("{prefix}/+/state/+");
         if page && !out.contains(&states) {
             out.push(states);
@@ -330,6 +359,7 @@ impl<S: Storage> Collector<S> {
                 own: format!("{}/{node}/", cfg.mqtt.topic_prefix),
                 prefix: cfg.mqtt.topic_prefix.clone(),
                 node: node.to_string(),
+                progress: format!("{}/{node}/progress", cfg.mqtt.topic_prefix),
             },
             stats: Stats::default(),
             log_bad: RateLimit::default(),
@@ -338,7 +368,8 @@ impl<S: Storage> Collector<S> {
                 max_parallel: cfg.max_parallel.max(1) as usize,
                 max_hops: cfg.max_hops,
             },
-            group: group::Views::new(node, first_seq, kept),
+            group: group::Views::new(node, first_seq, kept, now),
+            holds: Holds::default(),
             record: Vec::new(),
             actions: VecDeque::new(),
         })
@@ -513,12 +544,26 @@ impl<S: Storage> Collector<S> {
 
     /// A message: presence noted, then journaled if a module is to run on it.
     fn message(&mut self, conn: u64, m: Inbound, modules: &[Module], t: Clock) {
+        if let Some(node) = self.topics.progress_node(&m.topic) {
+            // Never journaled: where it sits among the messages is what it says.
+            let next = self.intake.journal.next_seq();
+            if !m.retain
+                && let Some((id, before)) = self.group.marker(node, &m.payload, next)
+            {
+                self.released(id, before);
+            }
+            self.ack(conn, m.pkid);
+            return;
+        }
         // Presence first, from every status and every crd event.
         let is_status = match self.topics.status_node(&m.topic) {
             Some(node) => {
                 let next = self.intake.journal.next_seq();
-                if self.group.status(node, &m.payload, next) {
+                if let Some(left) = self.group.status(node, &m.payload, next) {
                     self.persist.set_members(self.group.now().encode());
+                    for id in left {
+                        self.take_over(id, modules, t);
+                    }
                 }
                 self.fleet.status(node, &m.payload, t.1)
             }
@@ -700,9 +745,13 @@ impl<S: Storage> Collector<S> {
                 Ok(Some((seq, bytes))) => {
                     record.clear();
                     record.extend_from_slice(bytes);
+                    self.work.next_read = seq + 1;
                     seq
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    self.work.next_read = self.intake.journal.next_seq();
+                    break;
+                }
                 Err(e) => {
                     log::warn!("collector: journal read: {e}");
                     break;
@@ -733,8 +782,10 @@ impl<S: Storage> Collector<S> {
             return;
         }
         if let Some(e) = &v.event {
-            // Done already, or the same event is being run right now.
-            let in_work = self.work.has_event(&e.stream, e.seq);
+            // Done already, or the same event is being run right now (or held
+            // for the member that runs it).
+            let in_work =
+                self.work.has_event(&e.stream, e.seq) || self.holds.has_event(e.stream_id(), e.seq);
             if in_work {
                 self.persist.seen.counts.duplicates += 1;
             }
@@ -751,18 +802,29 @@ impl<S: Storage> Collector<S> {
                 module: m.name.clone(),
                 step,
                 reg,
-                shadow: owner == Owner::Other,
+                shadow: match owner {
+                    Owner::Me => None,
+                    Owner::Other(id) => Some(id),
+                },
             };
             match Spec::of(&m.settings.rule) {
                 None => match self.owner(m, v.origin(), seq) {
                     Owner::Me => jobs.push(job(Step::Check, None, Owner::Me)),
-                    Owner::Other => {}
-                },
-                Some(spec) => {
-                    if let Some((step, reg, owner)) = self.rule(m, spec, seq, &v) {
-                        jobs.push(job(step, Some(reg), owner));
+                    Owner::Other(id) => {
+                        let j = job(Step::Check, None, Owner::Me);
+                        self.park(seq, &v, parked(m, v.origin(), id, Some(j), Vec::new()));
                     }
-                }
+                },
+                Some(spec) => match self.rule(m, spec, seq, &v) {
+                    // A check only its owner's lifecycle can follow: held.
+                    Some((Step::Check, reg, Owner::Other(id))) => {
+                        let p = parked(m, &reg.key, id, None, Vec::new());
+                        let j = job(Step::Check, Some(reg), Owner::Me);
+                        self.park(seq, &v, Parked { job: Some(j), ..p });
+                    }
+                    Some((step, reg, owner)) => jobs.push(job(step, Some(reg), owner)),
+                    None => {}
+                },
             }
         }
         self.group.taken_before(seq + 1);
@@ -796,13 +858,29 @@ impl<S: Storage> Collector<S> {
             }
             let (msg, facts) = v.to_owned();
             let left = responses.len() as u32;
-            self.work.records.insert(seq, Held { msg, facts, left });
+            self.work.records.insert(
+                seq,
+                Held {
+                    msg,
+                    facts,
+                    left,
+                    taken: false,
+                },
+            );
             self.work.responses.extend(responses);
             return;
         }
         let (msg, facts) = v.to_owned();
         let left = jobs.len() as u32;
-        self.work.records.insert(seq, Held { msg, facts, left });
+        self.work.records.insert(
+            seq,
+            Held {
+                msg,
+                facts,
+                left,
+                taken: false,
+            },
+        );
         for job in jobs.drain(..) {
             if !at_once(&job) {
                 self.work.ready.push_back(job);
@@ -841,8 +919,22 @@ impl<S: Storage> Collector<S> {
         };
         let origin = job.reg.as_ref().map_or(v.origin(), |r| &r.key);
         let s = self.decider.decide(m, &job, ran, origin, &|| v.id(), t);
-        if job.shadow {
-            // The owner emits and responds; the state here followed it.
+        if let Some(id) = job.shadow {
+            // The owner emits and responds; the state here followed it, and
+            // what it does is held in case it leaves before doing it.
+            let emit: Vec<Event> = s.emit.into_iter().collect();
+            let response = match s.next {
+                Some(Next::Respond { output, code }) => Some(Job {
+                    step: Step::Response { output, code },
+                    shadow: None,
+                    ..job.clone()
+                }),
+                _ => None,
+            };
+            if response.is_some() || !emit.is_empty() {
+                let p = parked(m, origin, id, response, emit);
+                self.park(job.seq, v, p);
+            }
             return None;
         }
         let cause = || v.cause();
@@ -856,13 +948,79 @@ impl<S: Storage> Collector<S> {
         }
     }
 
-    /// A record no module has work for (rules that decided nothing): retired at
-    /// once, and a crd event marked done like any other.
+    /// A record no module has work for here (rules that decided nothing, or
+    /// all of it another member's, held in memory): retired at once, and a
+    /// crd event marked done like any other.
     fn retire_untouched(&mut self, event: Option<(u64, u64)>, seq: u64, now: Instant) {
         if let Some((stream, eseq)) = event {
             self.persist.mark(stream, eseq);
         }
         self.intake.retire(seq, now);
+    }
+
+    /// Holds `p` (another member's work on record `seq`) until its owner's
+    /// progress passes the record or the owner leaves. The events it would
+    /// send carry the record's cause, as the owner's do.
+    fn park(&mut self, seq: u64, v: &View<'_>, mut p: Parked) {
+        if self.group.done_by(p.owner, seq) {
+            // Its owner reported it done before this member read it.
+            self.holds.counts.released += 1;
+            return;
+        }
+        for e in &mut p.emit {
+            e.cause = Some(v.cause());
+        }
+        self.holds.park(seq, v, p);
+    }
+
+    /// Member `owner` has finished everything journaled here before
+    /// `before`: what was held for it there goes.
+    fn released(&mut self, owner: u64, before: u64) {
+        self.holds.release(owner, before);
+    }
+
+    /// Member `gone` left the group (or changed groups): the work held for
+    /// it goes to each key's owner now; what is now this member's runs here,
+    /// the events its owner would have sent are sent (once more, if it had).
+    fn take_over(&mut self, gone: u64, modules: &[Module], t: Clock) {
+        let group = &self.group;
+        let now_of = |g: &str, k: &[u8]| group.other_now(g, k);
+        for taken in self.holds.take_over(gone, &now_of) {
+            for p in &taken.jobs {
+                self.actions
+                    .extend(p.emit.iter().cloned().map(Action::Emit));
+            }
+            let jobs: Vec<Job> = taken.jobs.into_iter().filter_map(|p| p.job).collect();
+            if jobs.is_empty() {
+                continue;
+            }
+            // Its own record in work, if any, still has its journal record.
+            let held = self.work.records.entry(taken.seq).or_insert(Held {
+                msg: taken.msg,
+                facts: taken.facts,
+                left: 0,
+                taken: true,
+            });
+            held.left += jobs.len() as u32;
+            for j in jobs {
+                let m = modules.iter().find(|m| m.name == j.module);
+                match j.step {
+                    Step::Response { .. } => self.work.responses.push_back(j),
+                    // Every message a hit, as `hold` settles it.
+                    Step::Check if m.is_some_and(|m| m.check.is_none()) => {
+                        let c = m.map_or(Convention::Exit, |m| m.settings.convention);
+                        let ran = Ran {
+                            role: Role::Check,
+                            outcome: synthetic(c, true),
+                            output: String::new(),
+                            dur: Duration::ZERO,
+                        };
+                        self.settle(j, ran, modules, t);
+                    }
+                    _ => self.work.ready.push_back(j),
+                }
+            }
+        }
     }
 
     /// Who does module `m`'s work on `origin` for journal record `seq`: this
@@ -892,8 +1050,9 @@ impl<S: Storage> Collector<S> {
     ) -> Option<(Step, Box<RegKey>, Owner)> {
         let fed = self.rules.feed(m, spec, seq, msg, &mut self.persist)?;
         let owner = self.owner(m, fed.key, seq);
-        if owner == Owner::Other && m.check.is_some() {
-            return None;
+        if matches!(owner, Owner::Other(_)) && m.check.is_some() {
+            // The owner's check decides; held here in case it leaves.
+            return fed.holds.then(|| (Step::Check, fed.reg(), owner));
         }
         let next = self.decider.next(m, &fed);
         // Every message the rule fed and decided on without a fork (a check
@@ -995,15 +1154,17 @@ impl<S: Storage> Collector<S> {
     }
 
     /// One job of record `seq` is done; the record is retired with its last
-    /// (its crd event marked done).
+    /// (its crd event marked done), unless work for another member is held
+    /// on it.
     fn job_done(&mut self, seq: u64, now: Instant) {
         let Some(h) = self.work.job_done(seq) else {
             return;
         };
-        if let Some(e) = &h.facts.event {
-            self.persist.mark(e.stream_id(), e.seq);
+        if h.taken {
+            return;
         }
-        self.intake.retire(seq, now);
+        let event = h.facts.event.as_ref().map(|e| (e.stream_id(), e.seq));
+        self.retire_untouched(event, seq, now);
     }
 
     /// Every loop iteration: the journal's writes, syncs and checkpoint, the
@@ -1036,6 +1197,18 @@ impl<S: Storage> Collector<S> {
         if self.page.due(self.fleet.changes).is_some_and(|t| now >= t) {
             self.write_page((now, wall));
         }
+        let next = self.intake.journal.next_seq();
+        if let Some(p) = self.group.progress(self.progress_upto(), next, now) {
+            let topic = self.topics.progress.clone();
+            self.actions.push_back(Action::Publish(topic, p));
+        }
+    }
+
+    /// The journal seq before which every record this member owns is
+    /// finished: its oldest in work, or the next not yet read.
+    fn progress_upto(&self) -> u64 {
+        let first = self.work.records.keys().next().copied();
+        first.unwrap_or(u64::MAX).min(self.work.next_read)
     }
 
     /// Makes what the registers were fed and the events done durable, the
@@ -1047,11 +1220,16 @@ impl<S: Storage> Collector<S> {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let page = self.page.due(self.fleet.changes);
-        match (self.intake.poll_timeout(), page) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let next = self.intake.journal.next_seq();
+        let progress = self.group.progress_due(self.progress_upto(), next);
+        [
+            self.intake.poll_timeout(),
+            self.page.due(self.fleet.changes),
+            progress,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs of the collector in flight.
@@ -1101,6 +1279,11 @@ impl<S: Storage> Collector<S> {
         s.num("collect_group_owned", g.counts.owned);
         s.num("collect_group_others", g.counts.others);
         s.num("collect_group_changes", g.counts.changes);
+        s.num("collect_group_held", self.holds.len() as u64);
+        s.num("collect_group_released", self.holds.counts.released);
+        s.num("collect_group_taken_over", self.holds.counts.taken);
+        s.num("collect_group_reassigned", g.counts.reassigned);
+        s.num("collect_group_held_forgotten", self.holds.counts.forgotten);
         for (name, r) in &self.rules.by_module {
             s.num(format!("rule_{name}_keys"), r.regs.len() as u64);
             s.num(format!("rule_{name}_evicted"), r.regs.evicted);
@@ -1191,7 +1374,7 @@ mod tests {
             match a {
                 Action::Ack(_, p) => acks.push(p),
                 Action::Emit(e) => events.push(e),
-                Action::WritePage(..) => {}
+                Action::WritePage(..) | Action::Publish(..) => {}
             }
         }
         (acks, events)
@@ -1385,6 +1568,113 @@ mod tests {
         ran
     }
 
+    /// `rounds` seconds of the members' timers, every progress marker one
+    /// publishes delivered to all of them (the broker's one order).
+    fn bus(cs: &mut [Mem], modules: &[Module], rounds: u32) {
+        let t0 = Instant::now();
+        for r in 1..=rounds {
+            let t = t0 + group::PROGRESS_INTERVAL * r;
+            let mut sent = Vec::new();
+            for c in cs.iter_mut() {
+                c.handle_timer(t, 5_000);
+                while let Some(a) = c.poll_action() {
+                    if let Action::Publish(topic, payload) = a {
+                        sent.push((topic, payload));
+                    }
+                }
+            }
+            for c in cs.iter_mut() {
+                for (topic, payload) in &sent {
+                    let m = Up::Message(Inbound {
+                        topic: topic.clone(),
+                        payload: payload.clone(),
+                        pkid: None,
+                        dup: false,
+                        retain: false,
+                    });
+                    c.handle_inbound(1, m, modules, t, 5_000);
+                }
+                c.after_input(t);
+                drain(c);
+            }
+        }
+    }
+
+    /// A member that leaves (its will) before its progress released what the
+    /// others hold for it: its jobs run on the member that owns its keys now,
+    /// and a rule's reaction it decided is sent again by the key's new owner.
+    #[test]
+    fn a_member_leaving_hands_its_unfinished_work_to_the_others() {
+        let cfg = cfg("subscribe_group = g\n");
+        let conf = "register = count\nby = node\nperiod = 30m\nabove = 5\n";
+        let modules = [
+            module(&cfg, "E", "", true, true),
+            module(&cfg, "Cnt", conf, false, true),
+        ];
+        let events: Vec<Vec<u8>> = (1..=120)
+            .map(|i| {
+                let node = i % 12;
+                format!(r#"{{"node":"n{node}","stream":"{:016x}","seq":{i},"ts":1,"module":"Wan","kind":"fired","code":0,"dur_ms":0,"out":""}}"#, node + 1).into_bytes()
+            })
+            .collect();
+        // b dies before it takes anything: a holds b's share, then takes it.
+        let mut a = member(&cfg, "a", &["a", "b"], &modules);
+        let t0 = Instant::now();
+        let mut runs: Vec<(String, Role)> = Vec::new();
+        let mut fired = 0;
+        let run_all = |a: &mut Mem, runs: &mut Vec<(String, Role)>| {
+            a.pump(&modules, t0, 2_000);
+            while let Some(r) = a.poll_start(host(), &modules, t0) {
+                runs.push((r.module.clone(), r.role));
+                a.handle_finished(ended(&r, 0, ""), &modules, t0, 2_000);
+                a.pump(&modules, t0, 2_000);
+            }
+            let (_, sent) = drain(a);
+            sent.iter()
+                .filter(|e| e.module == "Cnt" && e.kind == Kind::Fired)
+                .count()
+        };
+        for (k, p) in events.iter().enumerate() {
+            a.handle_inbound(1, message(k as u16 + 1, p), &modules, t0, 2_000);
+        }
+        a.after_input(t0);
+        fired += run_all(&mut a, &mut runs);
+        let checks = |runs: &[(String, Role)]| {
+            runs.iter()
+                .filter(|(m, r)| m == "E" && *r == Role::Check)
+                .count()
+        };
+        let (mine, fired_before) = (checks(&runs), fired);
+        assert!(
+            mine > 0 && mine < 120 && !a.holds.is_empty(),
+            "{mine} ran here"
+        );
+        let will = Up::Message(Inbound {
+            topic: "crd/b/status".into(),
+            payload: crate::mqtt::wire::status_json("offline", "b", "00", 1, &[]),
+            pkid: None,
+            dup: false,
+            retain: false,
+        });
+        a.handle_inbound(1, will, &modules, t0, 3_000);
+        assert_eq!(a.holds.len(), 0, "all of b's work is a's now");
+        fired += run_all(&mut a, &mut runs);
+        assert_eq!(checks(&runs), 120, "every event's check ran once, on a");
+        // Each of the 12 nodes crossed 5 once: its reaction (fired, and the
+        // response) once, whichever member owned the node when it crossed.
+        let responses = runs
+            .iter()
+            .filter(|(m, r)| m == "Cnt" && *r == Role::Response);
+        assert_eq!((fired, responses.count()), (12, 12));
+        let taken = (120 - mine) + (12 - fired_before);
+        assert_eq!(
+            a.holds.counts.taken as usize, taken,
+            "b's checks and reactions"
+        );
+        a.handle_timer(t0 + RETIRE_SYNC_INTERVAL, 3_000);
+        assert_eq!(a.intake.journal.depth(), 0, "all retired");
+    }
+
     /// Every member of a group feeds every message to its registers (the
     /// same value on each, as one collector's), and a crossing reacts once,
     /// on the key's owner; with 1, 2 and 3 members.
@@ -1438,9 +1728,14 @@ mod tests {
             (120, 120),
             "once each"
         );
-        for c in cs.iter_mut() {
-            c.handle_timer(Instant::now() + RETIRE_SYNC_INTERVAL, 3_000);
-        }
+        let held = |cs: &[Mem]| cs.iter().map(|c| c.holds.len()).sum::<usize>();
+        assert_eq!(held(&cs), 120, "each held the other's");
+        bus(&mut cs, &modules, 4);
+        assert_eq!(held(&cs), 0, "released by the owners' progress");
+        assert_eq!(
+            cs[0].intake.journal.depth() + cs[1].intake.journal.depth(),
+            0
+        );
         let again = feed_all(&mut cs, &events, &modules);
         assert_eq!(
             again,

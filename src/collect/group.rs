@@ -26,14 +26,34 @@
 use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Members tracked, over all groups; statuses past it are ignored (counted).
 pub const MAX_MEMBERS: usize = 256;
 /// Groups one status may name (more are ignored).
 pub const MAX_GROUPS_PER_MEMBER: usize = 16;
+/// Progress markers kept per member (past it the oldest go: a hold is then
+/// released by a later marker, never an earlier one).
+pub const MAX_MARKERS: usize = 64;
+/// A member publishes its progress at most this often.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Views kept for records not yet taken; past it the two oldest merge (the
 /// older records are then decided by the newer view: counted).
 pub const MAX_VIEWS: usize = 64;
+
+/// A member's progress (`<prefix>/<node>/progress`): marker `k`, and the
+/// newest of its own earlier markers before which it finished every record
+/// it owns (`done`, 0: none).
+#[derive(Deserialize)]
+struct Marker {
+    k: u64,
+    done: u64,
+}
+
+/// A member's id in holds and progress: its name hashed.
+pub fn member_id(name: &str) -> u64 {
+    fnv1a(name.as_bytes())
+}
 
 /// A crd status, for the groups it names.
 #[derive(Deserialize)]
@@ -174,6 +194,9 @@ pub struct Counts {
     pub full: u64,
     /// Views merged at `MAX_VIEWS`.
     pub merged: u64,
+    /// Jobs of a member that left, not reported done, read after it left:
+    /// decided again among the members now.
+    pub reassigned: u64,
 }
 
 /// The views by the journal seq from which each holds.
@@ -186,6 +209,7 @@ pub struct Views {
     /// The members changed since they were last made durable: records
     /// journaled under the new view must not be durable before it is.
     pub unsynced: bool,
+    progress: Progress,
 }
 
 /// Whether this member does a job.
@@ -193,16 +217,42 @@ pub struct Views {
 pub enum Owner {
     /// This member.
     Me,
-    /// Another live member.
-    Other,
+    /// Another live member (`member_id`).
+    Other(u64),
 }
+
+/// The members' progress markers, by the journal seq each arrived before
+/// here. The broker hands every member the markers and the messages in one
+/// order, so a marker sits between the same two messages in every member's
+/// journal, and "done before marker D" names the same records everywhere.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Per member id: (marker, journal seq it arrived before), ascending.
+    marks: BTreeMap<u64, VecDeque<(u64, u64)>>,
+    /// This member's next marker (1 after each start: a lower number than
+    /// the last seen says a member restarted).
+    next: u64,
+    /// When this member last published one, and its number while it has not
+    /// come back (a lost one is given up after `MARKER_LOST`).
+    last: Option<Instant>,
+    outstanding: Option<u64>,
+    /// The journal seq the last published `done` stood for.
+    reported: u64,
+    /// Per member id: the journal seq before which it finished all it owns.
+    done_before: BTreeMap<u64, u64>,
+    /// When the views were made (the first marker is due from then).
+    started: Option<Instant>,
+}
+
+/// A marker of this member's not back after this long is taken as lost.
+const MARKER_LOST: Duration = Duration::from_secs(5);
 
 impl Views {
     /// Views for member `node`, starting with the members kept on disk (the
     /// view of the records recovered from the journal, and of the next ones
     /// until a status changes it). Without any kept, the groups have no
     /// member, and records journaled before `first_seq` (recovered) run here.
-    pub fn new(node: &str, first_seq: u64, kept: Option<Members>) -> Views {
+    pub fn new(node: &str, first_seq: u64, kept: Option<Members>, now: Instant) -> Views {
         let (from, members) = match kept {
             Some(m) if !m.is_empty() => (0, m),
             _ => (first_seq, Members::default()),
@@ -214,6 +264,11 @@ impl Views {
             views,
             counts: Counts::default(),
             unsynced: false,
+            progress: Progress {
+                next: 1,
+                started: Some(now),
+                ..Progress::default()
+            },
         }
     }
 
@@ -223,11 +278,11 @@ impl Views {
     }
 
     /// A status of `node` (`<prefix>/<node>/status`), in the order the broker
-    /// delivered it, before record `next_seq` is journaled: whether the
-    /// members changed.
-    pub fn status(&mut self, node: &str, payload: &[u8], next_seq: u64) -> bool {
+    /// delivered it, before record `next_seq` is journaled: `None` if the
+    /// members did not change, else the ids of those that left.
+    pub fn status(&mut self, node: &str, payload: &[u8], next_seq: u64) -> Option<Vec<u64>> {
         let Ok(s) = serde_json::from_slice::<Status>(payload) else {
-            return false;
+            return None;
         };
         let groups: Box<[Box<str>]> = match s.state.as_str() {
             "online" => s
@@ -241,13 +296,19 @@ impl Views {
         };
         let now = self.now();
         if now.0.get(node).map_or(groups.is_empty(), |g| *g == groups) {
-            return false;
+            return None;
         }
         if !groups.is_empty() && !now.0.contains_key(node) && now.0.len() >= MAX_MEMBERS {
             self.counts.full += 1;
-            return false;
+            return None;
         }
         let mut next = now.clone();
+        // A member that left, or whose groups changed: its held work is
+        // decided again (where it is still the owner, it stays its).
+        let left = match now.0.get(node) {
+            Some(_) => vec![member_id(node)],
+            None => Vec::new(),
+        };
         if groups.is_empty() {
             next.0.remove(node);
         } else {
@@ -266,28 +327,137 @@ impl Views {
             self.views[0].0 = from;
             self.counts.merged += 1;
         }
-        true
+        Some(left)
     }
 
-    /// Who does the work of `key` in `group` for journal record `seq`.
-    pub fn owner(&self, group: &str, key: &[u8], seq: u64) -> Owner {
+    /// Who does the work of `key` in `group` for journal record `seq`: its
+    /// owner among the members of when it was journaled, or, if that one
+    /// has left since (the record was read after the leave was heard) and
+    /// had not reported it done, its owner among the members now, as a held
+    /// job would be taken over.
+    pub fn owner(&mut self, group: &str, key: &[u8], seq: u64) -> Owner {
         let i = self.views.partition_point(|(from, _)| *from <= seq);
         let Some(i) = i.checked_sub(1) else {
             // Journaled before this run: not knowing the view, run it.
             return Owner::Me;
         };
-        match self.views[i].1.owner(group, key) {
-            Some(m) if m != &*self.node => Owner::Other,
+        let view = &self.views[i].1;
+        let owner = match view.owner(group, key) {
+            Some(m)
+                if !Rc::ptr_eq(view, &self.views[self.views.len() - 1].1)
+                    && !self.now().0.contains_key(m) =>
+            {
+                if self.done_by(member_id(m), seq) {
+                    // It reported this one done before it left: still its.
+                    return Owner::Other(member_id(m));
+                }
+                self.counts.reassigned += 1;
+                self.now().owner(group, key)
+            }
+            o => o,
+        };
+        match owner {
+            Some(m) if m != &*self.node => Owner::Other(member_id(m)),
             _ => Owner::Me,
         }
+    }
+
+    /// The owner of `key` in `group` now, if another member (`member_id`).
+    pub fn other_now(&self, group: &str, key: &[u8]) -> Option<u64> {
+        self.now()
+            .owner(group, key)
+            .filter(|m| *m != &*self.node)
+            .map(member_id)
     }
 
     /// Counts a job done here or left to its owner.
     pub fn count(&mut self, o: Owner) {
         match o {
             Owner::Me => self.counts.owned += 1,
-            Owner::Other => self.counts.others += 1,
+            Owner::Other(_) => self.counts.others += 1,
         }
+    }
+
+    /// A progress marker of `node`, arrived before journal record
+    /// `next_seq`: the member's id and the journal seq before which it has
+    /// finished every record it owns (`None`: nothing known yet).
+    pub fn marker(&mut self, node: &str, payload: &[u8], next_seq: u64) -> Option<(u64, u64)> {
+        let m = serde_json::from_slice::<Marker>(payload).ok()?;
+        let id = member_id(node);
+        let marks = self.progress.marks.entry(id).or_default();
+        if marks.back().is_some_and(|&(k, _)| k >= m.k) {
+            // Numbered from 1 again: it restarted, its old markers mean nothing.
+            marks.clear();
+        }
+        marks.push_back((m.k, next_seq));
+        if marks.len() > MAX_MARKERS {
+            marks.pop_front();
+        }
+        let i = marks.partition_point(|&(k, _)| k <= m.done);
+        if id == member_id(&self.node) && self.progress.outstanding == Some(m.k) {
+            self.progress.outstanding = None;
+        }
+        let marks = &self.progress.marks[&id];
+        let before = marks.get(i.checked_sub(1)?)?.1;
+        let b = self.progress.done_before.entry(id).or_default();
+        *b = (*b).max(before);
+        Some((id, before))
+    }
+
+    /// Whether member `id` reported record `seq` done (it finished all it
+    /// owns journaled before a later one).
+    pub fn done_by(&self, id: u64, seq: u64) -> bool {
+        self.progress.done_before.get(&id).is_some_and(|&b| seq < b)
+    }
+
+    /// This member's newest marker back at or before journal seq `upto`:
+    /// (its number, where it arrived), (0, 0) if none.
+    fn own_done(&self, upto: u64) -> (u64, u64) {
+        let Some(m) = self.progress.marks.get(&member_id(&self.node)) else {
+            return (0, 0);
+        };
+        let i = m.partition_point(|&(_, at)| at <= upto);
+        i.checked_sub(1).map_or((0, 0), |i| m[i])
+    }
+
+    /// When this member has progress to publish (`progress`): while its
+    /// groups have another member, no marker of its is on its way, and
+    /// records arrived since its last marker or its `done` moved. `upto`:
+    /// the oldest record it owns not yet finished, or not yet read;
+    /// `next_seq`: the journal's next record.
+    pub fn progress_due(&self, upto: u64, next_seq: u64) -> Option<Instant> {
+        let p = &self.progress;
+        if self.now().len() < 2 {
+            return None;
+        }
+        if p.outstanding.is_some() {
+            return p.last.map(|t| t + MARKER_LOST);
+        }
+        let last_at = p
+            .marks
+            .get(&member_id(&self.node))
+            .and_then(|m| m.back())
+            .map_or(0, |&(_, at)| at);
+        let (_, done_at) = self.own_done(upto);
+        let news = next_seq > last_at || done_at > p.reported || last_at == 0;
+        news.then(|| p.last.map(|t| t + PROGRESS_INTERVAL).or(p.started))?
+    }
+
+    /// This member's progress to publish at `now`, when due
+    /// (`progress_due`): a new marker, and the newest of its own markers
+    /// back at or before `upto` (0: none).
+    pub fn progress(&mut self, upto: u64, next_seq: u64, now: Instant) -> Option<Vec<u8>> {
+        if self.progress_due(upto, next_seq)? > now {
+            return None;
+        }
+        let (done, at) = self.own_done(upto);
+        let p = &mut self.progress;
+        p.last = Some(now);
+        p.reported = at;
+        let k = p.next;
+        p.next += 1;
+        p.outstanding = Some(k);
+        Some(format!("{{\"k\":{k},\"done\":{done}}}").into_bytes())
     }
 
     /// Records before `seq` are all taken: the views only they needed go.
@@ -315,9 +485,9 @@ mod tests {
 
     #[test]
     fn every_key_has_one_owner_and_a_member_leaving_moves_only_its_keys() {
-        let mut v = Views::new("a", 1, None);
+        let mut v = Views::new("a", 1, None, Instant::now());
         for m in ["a", "b", "c"] {
-            assert!(v.status(m, &online(&["g"]), 1));
+            assert!(v.status(m, &online(&["g"]), 1).is_some());
         }
         let before: Vec<String> = (0..3000)
             .map(|i| {
@@ -331,7 +501,7 @@ mod tests {
             let share = before.iter().filter(|o| *o == m).count();
             assert!((800..=1200).contains(&share), "{m} owns {share} of 3000");
         }
-        assert!(v.status("b", OFFLINE, 1));
+        assert_eq!(v.status("b", OFFLINE, 1), Some(vec![member_id("b")]));
         for (i, was) in before.iter().enumerate() {
             let now = v.now().owner("g", &key("M", &format!("n{i}"))).unwrap();
             if was != "b" {
@@ -351,7 +521,7 @@ mod tests {
 
     #[test]
     fn a_record_is_decided_by_the_view_it_was_journaled_under() {
-        let mut v = Views::new("a", 10, None);
+        let mut v = Views::new("a", 10, None, Instant::now());
         assert_eq!(v.owner("g", b"k", 5), Owner::Me, "recovered: runs here");
         assert_eq!(v.owner("g", b"k", 10), Owner::Me, "no member known: runs");
         v.status("a", &online(&["g"]), 10);
@@ -364,12 +534,12 @@ mod tests {
         assert!(!b_keys.is_empty());
         v.status("b", OFFLINE, 20);
         for k in &b_keys {
+            assert_eq!(v.owner("g", k, 20), Owner::Me, "journaled after b left");
             assert_eq!(
                 v.owner("g", k, 19),
-                Owner::Other,
-                "journaled while b was in"
+                Owner::Me,
+                "b's, but b left before it was read"
             );
-            assert_eq!(v.owner("g", k, 20), Owner::Me, "journaled after b left");
         }
         v.taken_before(20);
         assert_eq!(v.views.len(), 1);
@@ -379,10 +549,11 @@ mod tests {
         v.status("b", &online(&["g"]), 30);
         let kept = Members::decode(&v.now().encode()).expect("round trip");
         assert_eq!(&kept, v.now());
-        let w = Views::new("a", 40, Some(kept));
-        assert_eq!(w.owner("g", &b_keys[0], 35), Owner::Other, "b's, recovered");
+        let mut w = Views::new("a", 40, Some(kept), Instant::now());
+        let b = Owner::Other(member_id("b"));
+        assert_eq!(w.owner("g", &b_keys[0], 35), b, "b's, recovered");
         assert_eq!(
-            Views::new("a", 40, None).owner("g", &b_keys[0], 35),
+            Views::new("a", 40, None, Instant::now()).owner("g", &b_keys[0], 35),
             Owner::Me
         );
         let enc = v.now().encode();
@@ -392,20 +563,29 @@ mod tests {
 
     #[test]
     fn statuses_without_change_make_no_view_and_the_views_are_bounded() {
-        let mut v = Views::new("a", 1, None);
-        assert!(v.status("a", &online(&["g"]), 1));
-        assert!(!v.status("a", &online(&["g"]), 2), "the same again");
-        assert!(!v.status("c", b"not json", 2));
-        assert!(!v.status("c", OFFLINE, 2), "was not a member");
-        assert!(!v.status("d", &online(&[]), 2), "online, in no group");
-        assert!(!v.status("e", &online(&["bad/name"]), 2), "no valid group");
+        let mut v = Views::new("a", 1, None, Instant::now());
+        assert!(v.status("a", &online(&["g"]), 1).is_some());
+        assert!(
+            v.status("a", &online(&["g"]), 2).is_none(),
+            "the same again"
+        );
+        assert!(v.status("c", b"not json", 2).is_none());
+        assert!(v.status("c", OFFLINE, 2).is_none(), "was not a member");
+        assert!(
+            v.status("d", &online(&[]), 2).is_none(),
+            "online, in no group"
+        );
+        assert!(
+            v.status("e", &online(&["bad/name"]), 2).is_none(),
+            "no valid group"
+        );
         for i in 0..(MAX_VIEWS as u64 * 2) {
             let s = if i % 2 == 0 {
                 online(&["g"])
             } else {
                 OFFLINE.to_vec()
             };
-            assert!(v.status("b", &s, 10 + i));
+            assert!(v.status("b", &s, 10 + i).is_some());
         }
         assert_eq!(v.views.len(), MAX_VIEWS);
         assert!(v.counts.merged > 0);
@@ -414,14 +594,73 @@ mod tests {
 
     #[test]
     fn members_are_bounded() {
-        let mut v = Views::new("a", 1, None);
+        let mut v = Views::new("a", 1, None, Instant::now());
         for i in 0..MAX_MEMBERS + 5 {
             v.status(&format!("m{i}"), &online(&["g"]), 1);
         }
         assert_eq!(v.now().of("g").count(), MAX_MEMBERS);
         assert_eq!(v.now().len(), MAX_MEMBERS);
         assert_eq!(v.counts.full, 5);
-        assert!(v.status("m0", OFFLINE, 1), "leaving is always taken");
+        assert!(
+            v.status("m0", OFFLINE, 1).is_some(),
+            "leaving is always taken"
+        );
+    }
+
+    /// Markers name journal positions: "done before marker D" is the seq
+    /// where D arrived; a member numbering from 1 again restarted.
+    #[test]
+    fn progress_markers_name_journal_positions() {
+        let mut v = Views::new("a", 1, None, Instant::now());
+        let t0 = Instant::now();
+        assert_eq!(v.progress(5, 5, t0), None, "alone: nobody to tell");
+        v.status("a", &online(&["g"]), 1);
+        v.status("b", &online(&["g"]), 1);
+        let mk = |k: u64, done: u64| format!("{{\"k\":{k},\"done\":{done}}}").into_bytes();
+        assert_eq!(v.marker("b", &mk(1, 0), 10), None, "nothing done yet");
+        assert_eq!(v.marker("b", &mk(2, 1), 20), Some((member_id("b"), 10)));
+        assert_eq!(v.marker("b", &mk(3, 1), 30), Some((member_id("b"), 10)));
+        assert_eq!(v.marker("b", &mk(4, 3), 40), Some((member_id("b"), 30)));
+        // b restarted: its old markers are gone.
+        assert_eq!(v.marker("b", &mk(1, 0), 50), None);
+        assert_eq!(v.marker("b", &mk(2, 1), 60), Some((member_id("b"), 50)));
+        assert_eq!(v.marker("b", b"junk", 70), None);
+        assert!(v.done_by(member_id("b"), 49) && !v.done_by(member_id("b"), 50));
+        // Own markers: published, come back, and count once passed.
+        let p1 = v.progress(5, 12, t0).expect("two members");
+        assert_eq!(p1, mk(1, 0));
+        let t1 = t0 + PROGRESS_INTERVAL;
+        assert_eq!(v.progress(5, 12, t1), None, "marker 1 not back yet");
+        v.marker("a", &p1, 12);
+        assert_eq!(
+            v.progress(11, 12, t0 + PROGRESS_INTERVAL / 2),
+            None,
+            "too soon"
+        );
+        let p2 = v.progress(11, 14, t1).unwrap();
+        assert_eq!(
+            p2,
+            mk(2, 0),
+            "record 11 is not finished: marker 1 at 12 not passed"
+        );
+        v.marker("a", &p2, 15);
+        let t2 = t1 + PROGRESS_INTERVAL;
+        let p3 = v.progress(15, 15, t2).unwrap();
+        assert_eq!(p3, mk(3, 2), "done moved");
+        v.marker("a", &p3, 15);
+        let t3 = t2 + PROGRESS_INTERVAL;
+        assert_eq!(v.progress(15, 15, t3), None, "nothing new: quiet");
+        assert_eq!(v.progress_due(15, 15), None);
+        assert_eq!(v.progress_due(15, 16), Some(t3), "a record arrived");
+        let p4 = v.progress(15, 16, t3).unwrap();
+        assert_eq!(p4, mk(4, 3));
+        // Lost on the way: given up after a while.
+        assert_eq!(v.progress(16, 17, t3 + PROGRESS_INTERVAL), None);
+        assert!(v.progress(16, 17, t3 + MARKER_LOST).is_some());
+        for k in 0..(MAX_MARKERS as u64 + 10) {
+            v.marker("c", &mk(k + 1, 0), 100 + k);
+        }
+        assert_eq!(v.progress.marks[&member_id("c")].len(), MAX_MARKERS);
     }
 
     #[test]

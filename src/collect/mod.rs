@@ -7,7 +7,8 @@
 //! is, `persist.rs` the events done and the registers fed on disk (`dedup.rs`,
 //! `rulestate.rs` their tables and records), `fault.rs` what happens while the
 //! disk refuses the journal's writes, `group.rs` which member of a
-//! `subscribe_group` does the work of a key, `origins.rs` the per-origin decision
+//! `subscribe_group` does the work of a key, `holds.rs` the work held for the
+//! other members until they report progress or leave, `origins.rs` the per-origin decision
 //! states, `presence.rs` the fleet, `page.rs` the fleet page, `shards.rs` the
 //! split map under the tables of streams and origins. Without the feature,
 //! `Collector` is an empty type the daemon never gets (`open` says the build
@@ -22,6 +23,8 @@ pub mod dedup;
 pub mod fault;
 #[cfg(feature = "collector")]
 pub mod group;
+#[cfg(feature = "collector")]
+pub mod holds;
 #[cfg(feature = "collector")]
 pub mod intake;
 #[cfg(feature = "collector")]
@@ -59,6 +62,9 @@ pub enum Action {
     /// The fleet page, put in place whole (mode 0644); `page_written` says how
     /// it went.
     WritePage(std::path::PathBuf, String),
+    /// A message published now, outside the spool (a group member's progress
+    /// marker: a lost one only delays the next).
+    Publish(String, Vec<u8>),
 }
 
 #[cfg(not(feature = "collector"))]

@@ -66,7 +66,7 @@ pub struct Fed<'m> {
 impl Fed<'_> {
     /// What a run of it is told; made only for a message that leads to one
     /// (most do not: formatting the value each time was a cost per message).
-    fn reg(&self) -> Box<RegKey> {
+    pub fn reg(&self) -> Box<RegKey> {
         let value = match (&self.text, self.equals) {
             (Some(t), true) => t.clone(),
             _ => register::format_value(self.value),

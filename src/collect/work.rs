@@ -38,9 +38,10 @@ pub struct Job {
     pub module: String,
     pub step: Step,
     pub reg: Option<Box<RegKey>>,
-    /// Another group member owns the key (`group.rs`): decided here only so
-    /// that the key's state follows the owner's; it emits and starts nothing.
-    pub shadow: bool,
+    /// Another group member owns the key (`group::member_id`): decided here
+    /// only so that the key's state follows the owner's; what it would emit
+    /// and start is held for that member (`holds.rs`), not carried out.
+    pub shadow: Option<u64>,
 }
 
 /// A journal record being worked on.
@@ -49,6 +50,9 @@ pub struct Held {
     pub facts: Facts,
     /// Jobs of this record not yet done.
     pub left: u32,
+    /// Taken over from a group member that left: retired from the journal
+    /// already (`holds.rs`), so its end retires nothing.
+    pub taken: bool,
 }
 
 /// Records held, jobs queued, runs in flight.
@@ -69,6 +73,9 @@ pub struct Work {
     pub jobs: Vec<Job>,
     /// `pump` stopped at its budget with records left to read.
     pub busy: bool,
+    /// The journal seq of the next record to read (those before it are
+    /// taken).
+    pub next_read: u64,
 }
 
 impl Work {
@@ -138,7 +145,7 @@ mod tests {
             module: "M".into(),
             step: Step::Check,
             reg: None,
-            shadow: false,
+            shadow: None,
         }
     }
 

@@ -690,7 +690,7 @@ impl Daemon {
     }
 
     /// What the collector asked for: events spooled, PUBACKs sent (in one
-    /// write), the fleet page put in place.
+    /// write), the fleet page put in place, progress markers published.
     fn collector_actions(&mut self, now: Instant) {
         let Some(c) = self.bus.collector.as_mut() else {
             return;
@@ -708,6 +708,9 @@ impl Daemon {
                 Action::WritePage(path, html) => {
                     let r = crate::host::files::replace(&path, html.as_bytes(), 0o644);
                     c.page_written(&path, r, now);
+                }
+                Action::Publish(topic, payload) => {
+                    self.forwarder.publish_now(&topic, &payload, now);
                 }
             }
         }
