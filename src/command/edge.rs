@@ -42,8 +42,8 @@ use crate::core::event::{Event, Kind};
 use crate::core::output::head_tail;
 use crate::core::sha256::to_hex;
 use crate::core::status::Status;
-use crate::host::files;
 use crate::host::logger::RateLimit;
+use crate::host::{self, files};
 use crate::spool::storage::{FileStorage, Storage};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -58,7 +58,7 @@ pub trait Port {
     fn sync(&mut self, seq: u64, now: Instant) -> bool;
     /// Module `name`'s support executable and its settings, or why it cannot
     /// run here.
-    fn support(&self, name: &str) -> Result<(PathBuf, ModuleSettings), String>;
+    fn support(&self, name: &str) -> Result<(PathBuf, ModuleSettings), host::error::Error>;
 }
 
 pub struct Edge<S: Storage = FileStorage> {
@@ -406,7 +406,7 @@ impl<S: Storage> Edge<S> {
         } else if !self.allowed.contains(&c.module) {
             Some((Refusal::NotAllowed, String::new()))
         } else if let Err(e) = port.support(&c.module) {
-            Some((Refusal::UnknownModule, e))
+            Some((Refusal::UnknownModule, e.to_string()))
         } else if self.table.full() {
             let detail = format!("{} commands wait already", table::EDGE.max_pending);
             Some((Refusal::Busy, detail))
@@ -627,12 +627,12 @@ mod tests {
             self.durable = self.pushed.len() as u64;
             self.durable >= seq
         }
-        fn support(&self, name: &str) -> Result<(PathBuf, ModuleSettings), String> {
+        fn support(&self, name: &str) -> Result<(PathBuf, ModuleSettings), host::error::Error> {
+            let exe = PathBuf::from(format!("/opt/CRD/modules/{name}/support"));
             if self.modules.contains(&name) {
-                let exe = PathBuf::from(format!("/opt/CRD/modules/{name}/support"));
                 Ok((exe, ModuleSettings::default()))
             } else {
-                Err(format!("{name}: no such module"))
+                Err(host::error::Reason::NoSupport(name.into(), exe).into())
             }
         }
     }

@@ -7,6 +7,7 @@
 use crate::command::edge::{Outgoing, Port};
 use crate::core::config::{Config, ModuleSettings};
 use crate::core::event::Event;
+use crate::host::error::Error;
 use crate::host::modules;
 use crate::host::outbox::Outbox;
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ impl Port for EdgePort<'_> {
         spool.durable_seq() >= seq
     }
 
-    fn support(&self, name: &str) -> Result<(PathBuf, ModuleSettings), String> {
+    fn support(&self, name: &str) -> Result<(PathBuf, ModuleSettings), Error> {
         modules::support(self.cfg, name, self.euid)
     }
 }

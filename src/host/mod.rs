@@ -1,8 +1,10 @@
 //! The daemon's host: module discovery, the control socket, the outbox in front of the
-//! spool, and the logger.
+//! spool, and the logger; `error.rs` says why a support module or the spool was
+//! refused.
 
 pub mod clock;
 pub mod control;
+pub mod error;
 pub mod files;
 pub mod logger;
 pub mod modules;

@@ -12,6 +12,7 @@
 
 use crate::core::config::{self, Config, ModuleSettings};
 pub use crate::core::module::Module;
+use crate::host::error::{Error, Reason};
 use crate::host::files::read_bounded;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -301,22 +302,21 @@ pub fn discover(cfg: &Config, euid: u32) -> Scan {
 }
 
 /// The executable and settings of support module `name` (`crd -x`).
-pub fn support(cfg: &Config, name: &str, euid: u32) -> Result<(PathBuf, ModuleSettings), String> {
-    config::valid_name(name).map_err(|why| format!("bad support module name `{name}`: {why}"))?;
+pub fn support(cfg: &Config, name: &str, euid: u32) -> Result<(PathBuf, ModuleSettings), Error> {
+    if let Err(why) = config::valid_name(name) {
+        return Err(Reason::BadSupportName(name.to_string(), why).into());
+    }
     let dir = cfg.modules_dir.join(name);
     let exe = dir.join(name);
     if !exe.exists() {
-        return Err(format!(
-            "no support module `{name}`: {} is missing",
-            exe.display()
-        ));
+        return Err(Reason::NoSupport(name.to_string(), exe).into());
     }
     let mut problems = tree_problems(&dir, euid);
     problems.extend(exec_problem(&exe));
     if !problems.is_empty() {
-        return Err(problems.join("; "));
+        return Err(Reason::Problems(problems.join("; ")).into());
     }
-    let own = own_settings(&dir).map_err(|e| e.join("; "))?;
+    let own = own_settings(&dir).map_err(|e| Reason::Problems(e.join("; ")))?;
     Ok((exe, cfg.module_settings(name, &own)))
 }
 
@@ -471,6 +471,7 @@ mod tests {
             assert!(
                 support(&c, bad, 0)
                     .unwrap_err()
+                    .to_string()
                     .starts_with("bad support module name"),
                 "{bad}"
             );
@@ -478,6 +479,7 @@ mod tests {
         assert!(
             support(&c, "absent", 0)
                 .unwrap_err()
+                .to_string()
                 .starts_with("no support module `absent`")
         );
     }

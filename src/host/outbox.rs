@@ -10,8 +10,9 @@ use crate::core::config::valid_topic_suffix;
 use crate::core::event::{self, Cause, Event, Kind};
 use crate::core::status::{Status, Value};
 use crate::host::clock::unix_ms;
+use crate::host::error::{Error, Reason};
 use crate::spool::storage::FileStorage;
-use crate::spool::{AppendError, Spool, SpoolConfig, SpoolError};
+use crate::spool::{Spool, SpoolConfig};
 use std::io::{self, Read};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -52,29 +53,25 @@ fn new_stream() -> u64 {
 }
 
 /// Opens a spool directory for reading only (`crd dump`), without its lock.
-pub fn open_read_only(dir: &Path, cfg: SpoolConfig) -> Result<Spool<FileStorage>, String> {
-    let st =
-        FileStorage::open_read_only(dir).map_err(|e| format!("spool {}: {e}", dir.display()))?;
+pub fn open_read_only(dir: &Path, cfg: SpoolConfig) -> Result<Spool<FileStorage>, Error> {
+    let st = FileStorage::open_read_only(dir).map_err(|e| Reason::SpoolDir(dir.into(), e))?;
     // A `fn` pointer, as `Outbox::open` passes too: one `Spool::open` and one
     // recovery in the binary, not one per closure type (2.4 KB on aarch64).
     Spool::open(st, cfg, (|| 0) as fn() -> u64, true)
         .map(|(sp, _)| sp)
-        .map_err(|e| format!("{} ({})", e, dir.display()))
+        .map_err(|e| Reason::RecoverReadOnly(e, dir.into()).into())
 }
 
 impl Outbox {
     /// Opens (creating) and recovers the spool. Errors: another crd holds the
     /// lock, a format version this crd does not read, or the directory is unusable.
-    pub fn open(dir: &Path, cfg: SpoolConfig) -> Result<Outbox, String> {
+    pub fn open(dir: &Path, cfg: SpoolConfig) -> Result<Outbox, Error> {
         let st = FileStorage::open(dir).map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock => e.to_string(),
-            _ => format!("spool {}: {e}", dir.display()),
+            io::ErrorKind::WouldBlock => Reason::Locked(e),
+            _ => Reason::SpoolDir(dir.into(), e),
         })?;
-        let (spool, rec) =
-            Spool::open(st, cfg, new_stream as fn() -> u64, false).map_err(|e| match e {
-                SpoolError::Version { .. } => format!("{e} (spool_dir {})", dir.display()),
-                SpoolError::Io { .. } => format!("{e} (spool_dir {})", dir.display()),
-            })?;
+        let (spool, rec) = Spool::open(st, cfg, new_stream as fn() -> u64, false)
+            .map_err(|e| Reason::Recover(e, dir.into()))?;
         log::info!(
             "spool {}: stream {:016x}, {} records to forward in {} segments, next seq {}",
             dir.display(),
@@ -194,8 +191,10 @@ impl Outbox {
         sync: bool,
         cause: Option<Cause>,
         now: Instant,
-    ) -> Result<u64, String> {
-        valid_topic_suffix(suffix).map_err(|why| format!("bad suffix `{suffix}`: {why}"))?;
+    ) -> Result<u64, Error> {
+        if let Err(why) = valid_topic_suffix(suffix) {
+            return Err(Reason::BadSuffix(suffix.to_string(), why).into());
+        }
         let ev = Event {
             ts_ms: unix_ms(),
             module: suffix.to_string(),
@@ -211,15 +210,9 @@ impl Outbox {
         if payload.len() > max as usize {
             // Count it in the spool's too_large counter through the refused append.
             let _ = self.spool.append(&payload, now);
-            return Err(format!(
-                "message too large: {} bytes as a record, spool_max_record is {max}",
-                payload.len()
-            ));
+            return Err(Reason::TooLarge(payload.len(), max).into());
         }
-        let seq = self.spool.append(&payload, now).map_err(|e| match e {
-            AppendError::Backlog => format!("spool refused the record: {e}"),
-            e => format!("spool: {e}"),
-        })?;
+        let seq = self.spool.append(&payload, now).map_err(Reason::Append)?;
         log::info!("seq={seq} {ev}");
         self.drop_notices(now);
         let r = if sync {
@@ -236,11 +229,7 @@ impl Outbox {
         if done >= seq {
             Ok(seq)
         } else {
-            Err(format!(
-                "record {seq} is queued in memory but the spool cannot write it yet ({}); \
-                 it is kept and retried",
-                if sync { "sync failed" } else { "write failed" }
-            ))
+            Err(Reason::NotWritten(seq, sync).into())
         }
     }
 
