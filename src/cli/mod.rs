@@ -690,7 +690,7 @@ fn check_config(cfg: &Config) -> i32 {
                     .and_then(|t| config::key_line(&t, "command_key_file"))
                     .unwrap_or(0),
                 key: Some("command_key_file".into()),
-                msg: config::Shape::CommandKey(e).into(),
+                msg: config::Shape::CommandKey(e.to_string()).into(),
             };
             err!("crd: {e}");
             refused_key = true;

@@ -36,6 +36,7 @@
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
 use crate::command::envelope::{self, Answer, Command, Refusal};
+use crate::command::error::{Error, Reason};
 use crate::command::table::{self, End, Entry, State, Table};
 use crate::core::config::{Config, ModuleSettings};
 use crate::core::event::{Event, Kind};
@@ -130,28 +131,19 @@ impl Refused {
 
 /// Reads the shared secret: mode 0600 (no group or other bits) and at least
 /// `MIN_KEY_BYTES` bytes, a trailing newline not counted.
-pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
-    let mode = files::mode(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_key(path: &Path) -> Result<Vec<u8>, Error> {
+    let at = |e| Reason::At(path.into(), e);
+    let mode = files::mode(path).map_err(at)?;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{}: mode {:04o}, must be 0600 (no group or other access)",
-            path.display(),
-            mode & 0o7777
-        ));
+        return Err(Reason::KeyMode(path.into(), mode & 0o7777).into());
     }
-    let mut key = files::read_bounded(path, 4096)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .into_bytes();
+    let mut key = files::read_bounded(path, 4096).map_err(at)?.into_bytes();
     while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         key.pop();
     }
     if key.len() < envelope::MIN_KEY_BYTES {
-        return Err(format!(
-            "{}: {} bytes, a key has at least {}",
-            path.display(),
-            key.len(),
-            envelope::MIN_KEY_BYTES
-        ));
+        let short = Reason::KeyShort(path.into(), key.len(), envelope::MIN_KEY_BYTES);
+        return Err(short.into());
     }
     Ok(key)
 }
@@ -163,18 +155,18 @@ impl Edge<FileStorage> {
         cfg: &Config,
         node: &str,
         out: &mut Outgoing<'_>,
-    ) -> Result<Option<Edge<FileStorage>>, String> {
+    ) -> Result<Option<Edge<FileStorage>>, Error> {
         if cfg.commands.is_empty() {
             return Ok(None);
         }
         let key = match &cfg.command_key_file {
-            Some(p) => Some(read_key(p).map_err(|e| format!("command_key_file {e}"))?),
+            Some(p) => Some(read_key(p).map_err(Reason::CommandKey)?),
             None => None,
         };
         let dir = cfg.spool_dir.join("command");
-        let at = |e: io::Error| format!("{}: {e}", dir.display());
-        let st = FileStorage::open(&dir).map_err(at)?;
-        Edge::with(st, cfg, key, node, out).map(Some).map_err(at)
+        let st = FileStorage::open(&dir).map_err(|e| Reason::At(dir.clone(), e))?;
+        let e = Edge::with(st, cfg, key, node, out).map_err(|e| Reason::At(dir, e))?;
+        Ok(Some(e))
     }
 }
 
@@ -242,7 +234,7 @@ impl<S: Storage> Edge<S> {
     /// Takes the allowed modules from a reloaded config, and its key as the
     /// caller read it (`read_key`): none, a key, or why it could not be read
     /// (the key read before is kept).
-    pub fn configure(&mut self, cfg: &Config, key: Option<Result<Vec<u8>, String>>) {
+    pub fn configure(&mut self, cfg: &Config, key: Option<Result<Vec<u8>, Error>>) {
         self.allowed = cfg.commands.clone();
         match key {
             Some(Ok(k)) => self.key = Some(k),
@@ -361,7 +353,7 @@ impl<S: Storage> Edge<S> {
                 return Err(Refused::malformed(detail, c.module));
             }
             Ok(c) => c,
-            Err(e) => return Err(Refused::malformed(e, String::new())),
+            Err(e) => return Err(Refused::malformed(e.to_string(), String::new())),
         };
         if let Some(key) = &self.key
             && !envelope::verify(key, &self.node, &c)

@@ -18,8 +18,9 @@
 //! refuses duplicates, negative or fractional `sent`/`ttl_ms`, and nesting
 //! deeper than `MAX_DEPTH`.
 
+use crate::command::error::{Error, Reason, Syntax};
 use crate::core::sha256::{ct_eq, hmac, to_hex};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// A command id: 128 random bits as 32 lowercase hex digits, made by the sender.
 pub const ID_HEX_DIGITS: usize = 32;
@@ -157,37 +158,38 @@ impl Scan<'_> {
         self.b.get(self.i).copied()
     }
 
-    fn eat(&mut self, c: u8) -> Result<(), String> {
+    /// Byte `c` next; else `expected`, the refusal's text (which names it).
+    fn eat(&mut self, c: u8, expected: &'static str) -> Result<(), Error> {
         if self.peek() == Some(c) {
             self.i += 1;
             Ok(())
         } else {
-            Err(format!("expected `{}` at byte {}", c as char, self.i))
+            Err(Syntax::At(expected, self.i).into())
         }
     }
 
-    fn lit(&mut self, word: &[u8]) -> Result<(), String> {
+    fn lit(&mut self, word: &[u8]) -> Result<(), Error> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(())
         } else {
-            Err(format!("bad literal at byte {}", self.i))
+            Err(Syntax::At("bad literal", self.i).into())
         }
     }
 
     /// A string, the opening quote next.
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String, Error> {
         self.ws();
-        let (s, end) = crate::core::json::read_string(self.b, self.i)
-            .map_err(|e| format!("{} at byte {}", e.why, e.at))?;
+        let (s, end) =
+            crate::core::json::read_string(self.b, self.i).map_err(|e| Syntax::At(e.why, e.at))?;
         self.i = end;
         Ok(s.into_owned())
     }
 
     /// Any value; `depth` is how deep it sits.
-    fn value(&mut self, depth: usize) -> Result<Val, String> {
+    fn value(&mut self, depth: usize) -> Result<Val, Error> {
         if depth > MAX_DEPTH {
-            return Err(format!("nested deeper than {MAX_DEPTH}"));
+            return Err(Syntax::TooDeep(MAX_DEPTH).into());
         }
         match self.peek() {
             Some(b'"') => self.string().map(Val::Str),
@@ -209,7 +211,7 @@ impl Scan<'_> {
                         Ok(Val::Num(n))
                     }
                     _ if is_json_number(t) => Ok(Val::Other),
-                    _ => Err(format!("bad number `{t}`")),
+                    _ => Err(Syntax::BadNumber(t.to_string()).into()),
                 }
             }
             Some(b'[') => {
@@ -234,7 +236,7 @@ impl Scan<'_> {
                             self.i += 1;
                             return Ok(if all { Val::Strs(strs) } else { Val::Other });
                         }
-                        _ => return Err(format!("expected `,` or `]` at byte {}", self.i)),
+                        _ => return Err(Syntax::At("expected `,` or `]`", self.i).into()),
                     }
                 }
             }
@@ -246,7 +248,7 @@ impl Scan<'_> {
                 }
                 loop {
                     self.string()?;
-                    self.eat(b':')?;
+                    self.eat(b':', "expected `:`")?;
                     self.value(depth + 1)?;
                     match self.peek() {
                         Some(b',') => self.i += 1,
@@ -254,11 +256,11 @@ impl Scan<'_> {
                             self.i += 1;
                             return Ok(Val::Other);
                         }
-                        _ => return Err(format!("expected `,` or `}}` at byte {}", self.i)),
+                        _ => return Err(Syntax::At("expected `,` or `}`", self.i).into()),
                     }
                 }
             }
-            _ => Err(format!("expected a value at byte {}", self.i)),
+            _ => Err(Syntax::At("expected a value", self.i).into()),
         }
     }
 }
@@ -297,16 +299,12 @@ fn is_json_number(t: &str) -> bool {
     i == b.len()
 }
 
-/// The command in `payload` whatever its id (`parse` checks it against a topic).
-pub fn read(payload: &[u8]) -> Result<Command, String> {
-    scan_command(payload).map_err(|e| format!("not a command: {e}"))
-}
-
-/// A command's JSON object, by the scanner: required `id`, `module`, `sent`,
+/// The command in `payload` whatever its id (`parse` checks it against a
+/// topic): its JSON object, by the scanner: required `id`, `module`, `sent`,
 /// `ttl_ms`; `args`, `from`, `to`, `sig` optional; others skipped.
-fn scan_command(payload: &[u8]) -> Result<Command, String> {
+pub fn read(payload: &[u8]) -> Result<Command, Error> {
     let mut s = Scan { b: payload, i: 0 };
-    s.eat(b'{')?;
+    s.eat(b'{', "expected `{`")?;
     let mut c = Command {
         id: String::new(),
         module: String::new(),
@@ -326,13 +324,12 @@ fn scan_command(payload: &[u8]) -> Result<Command, String> {
     } else {
         loop {
             let key = s.string()?;
-            s.eat(b':')?;
+            s.eat(b':', "expected `:`")?;
             let v = s.value(1)?;
             if let Some(k) = KEYS.iter().position(|k| *k == key) {
                 if std::mem::replace(&mut seen[k], true) {
-                    return Err(format!("duplicate field `{key}`"));
+                    return Err(Syntax::DuplicateField(KEYS[k]).into());
                 }
-                let wrong = || format!("field `{key}` has the wrong type");
                 match (k, v) {
                     (0, Val::Str(x)) => c.id = x,
                     (1, Val::Str(x)) => c.module = x,
@@ -343,7 +340,7 @@ fn scan_command(payload: &[u8]) -> Result<Command, String> {
                     (6, Val::Num(x)) => c.ttl_ms = x,
                     (7, Val::Str(x)) => c.sig = Some(x),
                     (7, Val::Null) => c.sig = None,
-                    _ => return Err(wrong()),
+                    _ => return Err(Syntax::WrongType(KEYS[k]).into()),
                 }
             }
             match s.peek() {
@@ -352,16 +349,16 @@ fn scan_command(payload: &[u8]) -> Result<Command, String> {
                     s.i += 1;
                     break;
                 }
-                _ => return Err(format!("expected `,` or `}}` at byte {}", s.i)),
+                _ => return Err(Syntax::At("expected `,` or `}`", s.i).into()),
             }
         }
     }
     if s.peek().is_some() {
-        return Err(format!("trailing characters at byte {}", s.i));
+        return Err(Syntax::At("trailing characters", s.i).into());
     }
     for (k, name) in [(0, "id"), (1, "module"), (5, "sent"), (6, "ttl_ms")] {
         if !seen[k] {
-            return Err(format!("missing field `{name}`"));
+            return Err(Syntax::MissingField(name).into());
         }
     }
     Ok(c)
@@ -373,27 +370,25 @@ pub fn valid_id(s: &str) -> bool {
 }
 
 /// The command in `payload`, received on a topic whose last level is `topic_id`.
-pub fn parse(topic_id: &str, payload: &[u8]) -> Result<Command, String> {
+pub fn parse(topic_id: &str, payload: &[u8]) -> Result<Command, Error> {
     if payload.len() > MAX_COMMAND_BYTES {
-        return Err(format!("{} bytes, over {MAX_COMMAND_BYTES}", payload.len()));
+        return Err(Reason::TooLarge(payload.len(), MAX_COMMAND_BYTES).into());
     }
-    let c = scan_command(payload).map_err(|e| format!("not a command: {e}"))?;
+    let c = read(payload)?;
     if !valid_id(&c.id) {
-        return Err(format!(
-            "bad id `{}` (want {ID_HEX_DIGITS} lowercase hex digits)",
-            c.id
-        ));
+        return Err(Reason::BadId(c.id, ID_HEX_DIGITS).into());
     }
     if c.id != topic_id {
-        return Err(format!("id `{}` is not the topic's `{topic_id}`", c.id));
+        return Err(Reason::NotTheTopics(c.id, topic_id.to_string()).into());
     }
-    crate::core::config::valid_name(&c.module)
-        .map_err(|why| format!("bad module name `{}`: {why}", c.module))?;
+    if let Err(why) = crate::core::config::valid_name(&c.module) {
+        return Err(Reason::BadModule(c.module, why).into());
+    }
     if c.args.len() > MAX_ARGS {
-        return Err(format!("{} arguments, over {MAX_ARGS}", c.args.len()));
+        return Err(Reason::TooManyArgs(c.args.len(), MAX_ARGS).into());
     }
     if c.args.iter().any(|a| a.contains('\0')) {
-        return Err("an argument holds a NUL byte".into());
+        return Err(Reason::NulInArgument.into());
     }
     Ok(c)
 }
@@ -526,7 +521,8 @@ pub struct Reply {
 }
 
 /// A reply's fields as they travel, before `Reply::parse` types them.
-#[derive(Deserialize)]
+#[cfg(any(test, feature = "collector"))]
+#[derive(serde::Deserialize)]
 struct WireReply {
     id: String,
     #[serde(default)]
@@ -545,16 +541,18 @@ struct WireReply {
     resent: bool,
 }
 
+/// Only the relay, `crd send` and tests read replies: a router's build has no
+/// reply reader, nor serde_json's deserializer for it.
+#[cfg(any(test, feature = "collector"))]
 impl Reply {
     /// The reply in `payload`. A kind (`reply`) or a refusal (`why`) this build
     /// does not know, or a `done` without `code` or `dur_ms`, is an error naming
     /// the field: the reply is skipped, as a malformed one always was (no
     /// `Unknown` variant: every reply comes from a crd edge, and a final word
     /// that could not be acted on would be no better than none).
-    pub fn parse(payload: &[u8]) -> Result<Reply, String> {
-        let w: WireReply =
-            serde_json::from_slice(payload).map_err(|e| format!("not a reply: {e}"))?;
-        let missing = |f: &str| format!("a `{}` reply without `{f}`", w.reply);
+    pub fn parse(payload: &[u8]) -> Result<Reply, Error> {
+        let w: WireReply = serde_json::from_slice(payload).map_err(Reason::NotAReply)?;
+        let missing = |f: &'static str| Reason::ReplyWithout(w.reply.clone(), f);
         let answer = match w.reply.as_str() {
             "accepted" => Answer::Accepted,
             "done" => Answer::Done {
@@ -566,12 +564,11 @@ impl Reply {
             "refused" => {
                 let why = w.why.ok_or_else(|| missing("why"))?;
                 Answer::Refused {
-                    why: Refusal::from_name(&why)
-                        .ok_or_else(|| format!("unknown `why` `{why}`"))?,
+                    why: Refusal::from_name(&why).ok_or(Reason::UnknownWhy(why))?,
                     detail: w.detail.unwrap_or_default(),
                 }
             }
-            other => return Err(format!("unknown `reply` `{other}`")),
+            other => return Err(Reason::UnknownReply(other.to_string()).into()),
         };
         Ok(Reply {
             id: w.id,
@@ -606,7 +603,9 @@ mod tests {
         let c = cmd();
         let j = serde_json::to_vec(&c).unwrap();
         assert_eq!(parse(&c.id, &j).unwrap(), c);
-        let e = parse("ffffffffffffffffffffffffffffffff", &j).unwrap_err();
+        let e = parse("ffffffffffffffffffffffffffffffff", &j)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not the topic's"), "{e}");
         for bad in [
             &b"{"[..],
@@ -624,7 +623,7 @@ mod tests {
         };
         assert!(parse(&c.id, &serde_json::to_vec(&many).unwrap()).is_err());
         let big = vec![b' '; MAX_COMMAND_BYTES + 1];
-        assert!(parse(&c.id, &big).unwrap_err().contains("over"));
+        assert!(parse(&c.id, &big).unwrap_err().to_string().contains("over"));
     }
 
     /// The scanner takes what serde_json takes for a command's shape, and
@@ -656,7 +655,7 @@ mod tests {
         ];
         for j in good {
             let k: Known = serde_json::from_str(j).unwrap();
-            let c = scan_command(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}"));
+            let c = read(j.as_bytes()).unwrap_or_else(|e| panic!("{e}: {j}"));
             assert_eq!(
                 (
                     c.id, c.module, c.args, c.from, c.to, c.sent, c.ttl_ms, c.sig
@@ -669,7 +668,7 @@ mod tests {
         }
         // Unknown fields of any type are skipped, as serde_json skips them.
         let extra = r#"{"x":{"a":[1,-2.5e3,{"b":null}],"c":true},"id":"a","y":[1,"s"],"module":"M","sent":1,"ttl_ms":2,"z":false}"#;
-        assert_eq!(scan_command(extra.as_bytes()).unwrap().module, "M");
+        assert_eq!(read(extra.as_bytes()).unwrap().module, "M");
         let bad: &[&str] = &[
             "",
             "{",
@@ -691,7 +690,7 @@ mod tests {
             r#"{"id":"a","module":"M","sent":1,"ttl_ms":2,"x":tru}"#,
         ];
         for j in bad {
-            assert!(scan_command(j.as_bytes()).is_err(), "took {j}");
+            assert!(read(j.as_bytes()).is_err(), "took {j}");
             assert!(serde_json::from_str::<Known>(j).is_err(), "serde took {j}");
         }
         let deep = format!(
@@ -700,13 +699,40 @@ mod tests {
             "]".repeat(200)
         );
         assert!(
-            scan_command(deep.as_bytes())
+            read(deep.as_bytes())
                 .unwrap_err()
+                .to_string()
                 .contains("deeper")
         );
         let mut b = vec![b'{'];
         b.extend_from_slice(&[0xff, 0xfe]);
-        assert!(scan_command(&b).is_err(), "not UTF-8, no panic");
+        assert!(read(&b).is_err(), "not UTF-8, no panic");
+    }
+
+    /// Each refusal of the scanner, as a refused command's detail says it.
+    #[test]
+    fn the_scanner_says_what_and_where() {
+        let deep = format!("{{\"x\":{}", "[".repeat(40));
+        let cases: &[(&str, &str)] = &[
+            ("", "expected `{` at byte 0"),
+            (r#"{"id" 1}"#, "expected `:` at byte 6"),
+            (r#"{"x":[1 2]}"#, "expected `,` or `]` at byte 8"),
+            (r#"{"x":1 "y":2}"#, "expected `,` or `}` at byte 7"),
+            (r#"{"x":{"a":1 "b":2}}"#, "expected `,` or `}` at byte 12"),
+            (r#"{"x":}"#, "expected a value at byte 5"),
+            (r#"{"x":tru}"#, "bad literal at byte 5"),
+            ("{}x", "trailing characters at byte 2"),
+            ("{1:2}", "expected a string at byte 1"),
+            (&deep, "nested deeper than 32"),
+            (r#"{"x":01}"#, "bad number `01`"),
+            (r#"{"id":"a","id":"b"}"#, "duplicate field `id`"),
+            (r#"{"sent":"1"}"#, "field `sent` has the wrong type"),
+            ("{}", "missing field `id`"),
+        ];
+        for (j, want) in cases {
+            let e = read(j.as_bytes()).unwrap_err().to_string();
+            assert_eq!(e, format!("not a command: {want}"), "{j}");
+        }
     }
 
     #[test]
@@ -826,7 +852,7 @@ mod tests {
 
     #[test]
     fn a_reply_of_an_unknown_kind_or_refusal_is_an_error_naming_the_field() {
-        let e = |j: &str| Reply::parse(j.as_bytes()).unwrap_err();
+        let e = |j: &str| Reply::parse(j.as_bytes()).unwrap_err().to_string();
         assert!(e(r#"{"id":"a","reply":"paused"}"#).contains("`reply` `paused`"));
         assert!(e(r#"{"id":"a","reply":"refused","why":"tired"}"#).contains("`why` `tired`"));
         assert!(e(r#"{"id":"a","reply":"refused"}"#).contains("without `why`"));

@@ -11,9 +11,12 @@
 //!   sign, publish, wait for the replies.
 //! - `relay.rs`: in a collector daemon, the commands `crd send` hands over,
 //!   journaled and republished until their node accepts them.
+//! - `error.rs`: why a command, a reply, the key file or a request to the relay
+//!   was refused, one type for all of them.
 
 pub mod edge;
 pub mod envelope;
+pub mod error;
 #[cfg(feature = "collector")]
 pub mod relay;
 #[cfg(not(feature = "collector"))]

@@ -33,6 +33,7 @@
 //! (`# ID NODE MODULE STATE SENT_MS`), then its replies kept.
 
 use crate::command::envelope::{self, Answer, Refusal, Reply};
+use crate::command::error::{Error, Reason};
 use crate::command::table::{self, End, Entry, Limits, State, Table};
 use crate::core::sha256::to_hex;
 use crate::core::status::Status;
@@ -90,11 +91,10 @@ pub struct Relay<S: Storage = FileStorage> {
 
 impl Relay<FileStorage> {
     /// The relay over its table in `spool_dir/relay/`.
-    pub fn open(spool_dir: &std::path::Path, prefix: &str, now: Instant) -> Result<Relay, String> {
+    pub fn open(spool_dir: &std::path::Path, prefix: &str, now: Instant) -> Result<Relay, Error> {
         let dir = spool_dir.join("relay");
-        let at = |e: io::Error| format!("{}: {e}", dir.display());
-        let st = FileStorage::open(&dir).map_err(at)?;
-        Relay::with(st, prefix, now).map_err(at)
+        let st = FileStorage::open(&dir).map_err(|e| Reason::At(dir.clone(), e))?;
+        Relay::with(st, prefix, now).map_err(|e| Reason::At(dir, e).into())
     }
 }
 
@@ -152,13 +152,15 @@ impl<S: Storage> Relay<S> {
 
     /// Journals command `body` (JSON, made and signed by `crd send`) for `node`
     /// and schedules its first publish; its id once durable.
-    pub fn queue(&mut self, node: &str, body: &[u8], now: Instant) -> Result<String, String> {
-        crate::core::config::valid_node(node).map_err(|why| format!("bad node `{node}`: {why}"))?;
+    pub fn queue(&mut self, node: &str, body: &[u8], now: Instant) -> Result<String, Error> {
+        if let Err(why) = crate::core::config::valid_node(node) {
+            return Err(Reason::BadNode(node.to_string(), why).into());
+        }
         self.last_now = now;
         let mut c = envelope::read(body)?;
         let c = match envelope::parse(&c.id, body) {
             Ok(_) if !c.to.is_empty() && c.to != node => {
-                return Err(format!("the command is for `{}`, not `{node}`", c.to));
+                return Err(Reason::ForAnother(c.to, node.to_string()).into());
             }
             Ok(_) => {
                 c.to = node.to_string();
@@ -166,24 +168,18 @@ impl<S: Storage> Relay<S> {
             }
             Err(e) => return Err(e),
         };
-        let id = table::id_bytes(&c.id).ok_or("bad id")?;
-        if c.ttl_ms < crate::core::dur::ms(envelope::MIN_TTL) {
-            return Err(format!(
-                "ttl {} ms, under the minimum {} ms",
-                c.ttl_ms,
-                crate::core::dur::ms(envelope::MIN_TTL)
-            ));
+        let id = table::id_bytes(&c.id).ok_or(Reason::IdNotBytes)?;
+        let min = crate::core::dur::ms(envelope::MIN_TTL);
+        if c.ttl_ms < min {
+            return Err(Reason::TtlTooShort(c.ttl_ms, min).into());
         }
         if self.table.get(&id).is_some() {
-            return Err(format!("command {} is known already", c.id));
+            return Err(Reason::Known(c.id).into());
         }
         if self.table.full() {
-            return Err(format!(
-                "{} commands are not answered yet; try again later",
-                RELAY.max_pending
-            ));
+            return Err(Reason::Full(RELAY.max_pending).into());
         }
-        let payload = serde_json::to_vec(&c).map_err(|e| e.to_string())?;
+        let payload = serde_json::to_vec(&c).map_err(Reason::Json)?;
         let e = Entry {
             id,
             sent: c.sent,
@@ -194,7 +190,7 @@ impl<S: Storage> Relay<S> {
         self.table
             .set(e)
             .and_then(|_| self.table.sync())
-            .map_err(|e| format!("relay journal: {e}"))?;
+            .map_err(Reason::Journal)?;
         // Behind the commands its node answered `busy`: in line, not ahead.
         let busy = self.tries.iter().any(|t| t.busy && *t.node == *node);
         self.tries.push(Try {
@@ -402,15 +398,15 @@ impl<S: Storage> Relay<S> {
     /// (`ID NODE MODULE STATE SENT_MS`), oldest first; with `id`, that command's
     /// line after `# `, then the replies kept for it, one JSON object a line.
     /// `Err`: why there is no such command.
-    pub fn replies(&self, id: Option<&str>) -> Result<String, String> {
+    pub fn replies(&self, id: Option<&str>) -> Result<String, Error> {
         let mut out = String::new();
         match id {
             Some(hex) => {
                 let Some(id) = table::id_bytes(hex) else {
-                    return Err(format!("bad id `{hex}`"));
+                    return Err(Reason::BadAskedId(hex.to_string()).into());
                 };
                 let Some(e) = self.table.get(&id) else {
-                    return Err(format!("no command {hex} in this relay"));
+                    return Err(Reason::NoCommand(hex.to_string()).into());
                 };
                 out.push_str("# ");
                 line(&mut out, e);
@@ -515,7 +511,7 @@ mod tests {
         let mut r = open(MemStorage::new(), t0);
         let mut w = Wire::default();
         let (id, b) = body(1, WALL, 3_600_000);
-        assert_eq!(r.queue("n1", &b, t0).as_deref(), Ok(id.as_str()));
+        assert_eq!(r.queue("n1", &b, t0).expect("queued"), id);
         for t in [0, 1, 2, 5, 6, 13, 14] {
             r.pump(&mut w, s(t), WALL + t * 1000);
         }

@@ -2,6 +2,7 @@
 //! so every method is unreachable and compiles to nothing; `open` says why if it
 //! is ever asked. A router's `crd send` publishes straight to the broker.
 
+use crate::command::error::{Error, Reason};
 use crate::core::status::Status;
 use crate::mqtt::forward::Forwarder;
 use std::time::Instant;
@@ -10,8 +11,8 @@ use std::time::Instant;
 pub enum Relay {}
 
 impl Relay {
-    pub fn open(_: &std::path::Path, _: &str, _: Instant) -> Result<Relay, String> {
-        Err("this crd is built without the collector (cargo feature `collector`)".into())
+    pub fn open(_: &std::path::Path, _: &str, _: Instant) -> Result<Relay, Error> {
+        Err(Reason::NoCollector.into())
     }
 
     pub fn filter(&self) -> String {
@@ -22,7 +23,7 @@ impl Relay {
         match *self {}
     }
 
-    pub fn queue(&mut self, _: &str, _: &[u8], _: Instant) -> Result<String, String> {
+    pub fn queue(&mut self, _: &str, _: &[u8], _: Instant) -> Result<String, Error> {
         match *self {}
     }
 
@@ -42,7 +43,7 @@ impl Relay {
         match *self {}
     }
 
-    pub fn replies(&self, _: Option<&str>) -> Result<String, String> {
+    pub fn replies(&self, _: Option<&str>) -> Result<String, Error> {
         match *self {}
     }
 

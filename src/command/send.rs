@@ -7,6 +7,7 @@
 
 use crate::command::edge::read_key;
 use crate::command::envelope::{self, Answer, Command, Reply};
+use crate::command::error::{Error, Reason};
 use crate::core::config::Config;
 use crate::core::sha256::to_hex;
 use crate::mqtt::client::Client;
@@ -22,11 +23,11 @@ pub const BUSY_FIRST_RETRY: Duration = Duration::from_millis(500);
 pub const BUSY_MAX_RETRY: Duration = Duration::from_secs(10);
 
 /// A fresh id: 128 bits from the kernel's random source, as hex.
-pub fn new_id() -> Result<String, String> {
+pub fn new_id() -> Result<String, Error> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
+        .map_err(Reason::Random)?;
     Ok(to_hex(&b))
 }
 
@@ -39,10 +40,13 @@ pub fn make(
     args: Vec<String>,
     ttl: Duration,
     from: &str,
-) -> Result<Command, String> {
-    crate::core::config::valid_name(module)
-        .map_err(|why| format!("bad module name `{module}`: {why}"))?;
-    crate::core::config::valid_node(node).map_err(|why| format!("bad node `{node}`: {why}"))?;
+) -> Result<Command, Error> {
+    if let Err(why) = crate::core::config::valid_name(module) {
+        return Err(Reason::BadModule(module.to_string(), why).into());
+    }
+    if let Err(why) = crate::core::config::valid_node(node) {
+        return Err(Reason::BadNode(node.to_string(), why).into());
+    }
     let sent = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(crate::core::dur::ms)
@@ -58,7 +62,7 @@ pub fn make(
         sig: None,
     };
     if let Some(p) = &cfg.command_key_file {
-        let key = read_key(p).map_err(|e| format!("command_key_file {e}"))?;
+        let key = read_key(p).map_err(Reason::CommandKey)?;
         c.sig = Some(envelope::sign(&key, node, &c));
     }
     Ok(c)

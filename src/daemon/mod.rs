@@ -867,14 +867,14 @@ impl Daemon {
                             r.pump(&mut self.forwarder, now, self.clock.wall);
                             Response::Done(id)
                         }
-                        Err(e) => Response::Error(e),
+                        Err(e) => Response::Error(e.to_string()),
                     },
                     None => Response::Error(control::NO_RELAY.into()),
                 },
                 Request::Replies { id } => match &self.bus.relay {
                     Some(r) => r
                         .replies(id.as_deref())
-                        .map_or_else(Response::Error, Response::Text),
+                        .map_or_else(|e| Response::Error(e.to_string()), Response::Text),
                     None => Response::Error(control::NO_RELAY.into()),
                 },
                 Request::TooLarge(max) => Response::Error(format!(
