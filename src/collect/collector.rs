@@ -35,6 +35,7 @@
 use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::Finished;
 use crate::collect::Action;
+use crate::collect::error::{Error, Reason};
 use crate::collect::group::{self, Owner};
 use crate::collect::holds::{Holds, Parked};
 use crate::collect::intake::Intake;
@@ -258,13 +259,11 @@ fn matching<'a, 't>(
 impl Collector<FileStorage> {
     /// Opens (creating) the journal in `spool_dir/collect/journal` and the
     /// state beside it, and recovers them: the records not yet retired will run.
-    pub fn open(cfg: &Config, node: &str, now: Instant) -> Result<Collector, String> {
+    pub fn open(cfg: &Config, node: &str, now: Instant) -> Result<Collector, Error> {
         let base = cfg.spool_dir.join(COLLECT_DIR);
         let dir = base.join("journal");
-        let journal =
-            FileStorage::open(&dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
-        let open =
-            |d: &Path| FileStorage::open(d).map_err(|e| format!("collector {}: {e}", d.display()));
+        let journal = FileStorage::open(&dir).map_err(|e| Reason::JournalDir(dir, e))?;
+        let open = |d: &Path| FileStorage::open(d).map_err(|e| Reason::Dir(d.into(), e));
         let stores = Stores {
             journal,
             state: open(&base.join("state"))?,
@@ -327,15 +326,15 @@ impl Collector<FileStorage> {
 
 impl<S: Storage> Collector<S> {
     /// The collector over `stores`: the journal and the state recovered.
-    pub fn with(cfg: &Config, node: &str, now: Instant, st: Stores<S>) -> Result<Self, String> {
-        let (persist, warnings) = Persist::open(st.state, st.legacy)
-            .map_err(|e| format!("collector {}: {e}", st.dir.display()))?;
+    pub fn with(cfg: &Config, node: &str, now: Instant, st: Stores<S>) -> Result<Self, Error> {
+        let (persist, warnings) =
+            Persist::open(st.state, st.legacy).map_err(|e| Reason::Dir(st.dir.clone(), e))?;
         for w in warnings {
             log::warn!("collector: {w}");
         }
         let dir = st.dir.join("journal");
         let (mut journal, rec) = Spool::open(st.journal, journal_config(cfg), || 1, false)
-            .map_err(|e| format!("{e} (journal {})", dir.display()))?;
+            .map_err(|e| Reason::Recover(e, dir.clone()))?;
         // Its watermark follows the registers' log and the events-done table
         // (see `handle_timer`): written by this collector's checkpoint, never ahead.
         journal.watermark_in_checkpoint_only();
@@ -411,11 +410,9 @@ impl<S: Storage> Collector<S> {
     /// `crd register MODULE [KEY]`: every key of rule module `module` with its
     /// value at `now_ms`, one `KEY VALUE` line each, sorted; or one key's value.
     /// `Err`: why there is no such register or key.
-    pub fn register(&self, module: &str, key: Option<&str>, now_ms: u64) -> Result<String, String> {
+    pub fn register(&self, module: &str, key: Option<&str>, now_ms: u64) -> Result<String, Error> {
         let Some(rule) = self.rules.by_module.get(module) else {
-            return Err(format!(
-                "no register `{module}` (a rule module with `register`, fed at least once since the start)"
-            ));
+            return Err(Reason::NoRegister(module.to_string()).into());
         };
         // Keys (node names, topics) and text values came from the bus.
         let text = |k: &str, v: Option<f64>| match rule.regs.text(k) {
@@ -425,7 +422,7 @@ impl<S: Storage> Collector<S> {
         match key {
             Some(k) => match rule.regs.get(k, now_ms) {
                 Some(v) => Ok(format!("{}\n", text(k, v))),
-                None => Err(format!("register `{module}` has no key `{k}`")),
+                None => Err(Reason::NoKey(module.to_string(), k.to_string()).into()),
             },
             None => {
                 let mut s = String::new();
@@ -1515,7 +1512,7 @@ mod tests {
             kinds.extend(drain(&mut c).1.into_iter().map(|e| e.kind));
         }
         assert_eq!(kinds, [Kind::Fired, Kind::Cleared]);
-        assert_eq!(c.register("R", Some("q/x"), 30_000), Ok("1\n".into()));
+        assert_eq!(c.register("R", Some("q/x"), 30_000).unwrap(), "1\n");
         assert_eq!(c.stats.decided, 5);
     }
 
@@ -1694,7 +1691,7 @@ mod tests {
             let reactions: usize = ran.iter().map(Vec::len).sum();
             assert_eq!(reactions, 1, "{n} members: {ran:?}");
             for c in &cs {
-                assert_eq!(c.register("Cnt", Some("q/x"), 2_000), Ok("200\n".into()));
+                assert_eq!(c.register("Cnt", Some("q/x"), 2_000).unwrap(), "200\n");
                 assert_eq!(c.group.counts.owned + c.group.counts.others, 200);
             }
         }

@@ -38,6 +38,7 @@
 //! at the first entry that does not check out (a torn tail).
 
 use super::shards::Shards;
+use crate::collect::error::{Error, Reason};
 use crate::spool::format::crc32c;
 #[cfg(test)]
 use crate::spool::format::crc32c_extend;
@@ -190,10 +191,10 @@ pub fn change(stream: u64, seq: u64) -> [u8; 16] {
 
 /// One stream as written (`Seen::stream_record`): its id and ranges (`None`:
 /// nothing known), and the bytes it took.
-fn parse_stream(b: &[u8]) -> Result<(u64, Option<Ranges>, usize), String> {
+fn parse_stream(b: &[u8]) -> Result<(u64, Option<Ranges>, usize), Error> {
     let mut at = 0;
-    let mut take = |k: usize| -> Result<&[u8], String> {
-        let s = b.get(at..at + k).ok_or("cut short")?;
+    let mut take = |k: usize| -> Result<&[u8], Error> {
+        let s = b.get(at..at + k).ok_or(Reason::CutShort)?;
         at += k;
         Ok(s)
     };
@@ -202,7 +203,7 @@ fn parse_stream(b: &[u8]) -> Result<(u64, Option<Ranges>, usize), String> {
     let forgot = u64_of(take(8)?);
     let k = u16::from_be_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
     if k > MAX_RANGES {
-        return Err(format!("{k} ranges in a stream"));
+        return Err(Reason::TooManyRanges(k).into());
     }
     let mut ranges = Vec::with_capacity(k);
     for _ in 0..k {
@@ -213,7 +214,7 @@ fn parse_stream(b: &[u8]) -> Result<(u64, Option<Ranges>, usize), String> {
                 .last()
                 .is_some_and(|&(_, h): &(u64, u64)| h.saturating_add(1) >= lo)
         {
-            return Err("ranges out of order".into());
+            return Err(Reason::RangesOutOfOrder.into());
         }
         ranges.push((lo, hi));
     }
@@ -294,10 +295,10 @@ impl Seen {
     }
 
     /// Adds a stream from a snapshot record; `Err` says why it is not one.
-    pub fn load_stream(&mut self, b: &[u8]) -> Result<(), String> {
+    pub fn load_stream(&mut self, b: &[u8]) -> Result<(), Error> {
         let (id, ranges, used) = parse_stream(b)?;
         if used != b.len() {
-            return Err("trailing bytes".into());
+            return Err(Reason::TrailingBytes.into());
         }
         if let Some(ranges) = ranges
             && (self.streams.contains_key(id) || self.streams.len() < MAX_STREAMS)
@@ -349,20 +350,20 @@ impl Seen {
     }
 
     /// The table from a file's bytes; `Err` says why it cannot be trusted.
-    pub fn decode(b: &[u8]) -> Result<Seen, String> {
+    pub fn decode(b: &[u8]) -> Result<Seen, Error> {
         if b.len() < 9 {
-            return Err("too short".into());
+            return Err(Reason::TooShort.into());
         }
         let (body, crc) = b.split_at(b.len() - 4);
         if crc32c(body).to_be_bytes() != crc {
-            return Err("checksum mismatch".into());
+            return Err(Reason::ChecksumMismatch.into());
         }
         if body[0] != FILE_VERSION {
-            return Err(format!("version {}", body[0]));
+            return Err(Reason::Version(body[0]).into());
         }
         let n = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
         if n > MAX_STREAMS {
-            return Err(format!("{n} streams"));
+            return Err(Reason::TooManyStreams(n).into());
         }
         let mut at = 5;
         let mut seen = Seen::default();
@@ -374,7 +375,7 @@ impl Seen {
             }
         }
         if at != body.len() {
-            return Err("trailing bytes".into());
+            return Err(Reason::TrailingBytes.into());
         }
         Ok(seen)
     }

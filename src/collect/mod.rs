@@ -10,15 +10,17 @@
 //! `subscribe_group` does the work of a key, `holds.rs` the work held for the
 //! other members until they report progress or leave, `origins.rs` the per-origin decision
 //! states, `presence.rs` the fleet, `page.rs` the fleet page, `shards.rs` the
-//! split map under the tables of streams and origins. Without the feature,
+//! split map under the tables of streams and origins; `error.rs` says why it
+//! did not open or what it read was not used. Without the feature,
 //! `Collector` is an empty type the daemon never gets (`open` says the build
-//! has none, and the config refuses `subscribe` before that), so none of it is
-//! in the binary.
+//! has none, with `error.rs`'s one variant then, and the config refuses
+//! `subscribe` before that), so none of it is in the binary.
 
 #[cfg(feature = "collector")]
 mod collector;
 #[cfg(feature = "collector")]
 pub mod dedup;
+pub mod error;
 #[cfg(feature = "collector")]
 pub mod fault;
 #[cfg(feature = "collector")]

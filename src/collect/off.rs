@@ -6,6 +6,7 @@
 use crate::child::recipe::{Host, Recipe};
 use crate::child::run::Finished;
 use crate::collect::Action;
+use crate::collect::error::{Error, Reason};
 use crate::core::config::Config;
 use crate::core::module::Module;
 use crate::mqtt::session::Up;
@@ -16,8 +17,8 @@ use std::time::Instant;
 pub enum Collector {}
 
 impl Collector {
-    pub fn open(_: &Config, _: &str, _: Instant) -> Result<Collector, String> {
-        Err("this crd is built without the collector (cargo feature `collector`)".into())
+    pub fn open(_: &Config, _: &str, _: Instant) -> Result<Collector, Error> {
+        Err(Reason::NoCollector.into())
     }
 
     pub fn filters(_: &[Module], _: &str, _: bool) -> Vec<String> {
@@ -84,7 +85,7 @@ impl Collector {
         match *self {}
     }
 
-    pub fn register(&self, _: &str, _: Option<&str>, _: u64) -> Result<String, String> {
+    pub fn register(&self, _: &str, _: Option<&str>, _: u64) -> Result<String, Error> {
         match *self {}
     }
 

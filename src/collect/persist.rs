@@ -25,6 +25,7 @@
 //! `registers`, `registers.log`) are read when the log is empty, written into
 //! it at the first `configure` (which knows the rules' settings), and removed.
 
+use crate::collect::error::{Error, Reason};
 use crate::collect::{dedup, rulestate};
 use crate::rules::register::{Registers, Spec};
 use crate::spool::durable::{Limits, Log, Part, Snapshot};
@@ -184,7 +185,7 @@ impl<S: Storage> Persist<S> {
     pub fn restore(
         &mut self,
         spec_of: &dyn Fn(&str) -> Option<Spec>,
-    ) -> Option<Result<Restored, String>> {
+    ) -> Option<Result<Restored, Error>> {
         let u = self.unread.take()?;
         let Some(mut st) = self.legacy.take() else {
             return Some(rulestate::read_rules(&u.snapshot, spec_of).map(|rules| {
@@ -379,12 +380,12 @@ fn take_over_seen<S: Storage>(st: &mut S, warnings: &mut Vec<String>) -> io::Res
 fn take_over_registers<S: Storage>(
     st: &mut S,
     spec_of: &dyn Fn(&str) -> Option<Spec>,
-) -> Result<Restored, String> {
-    let read = |st: &mut S, name: &str| read_all(st, name).map_err(|e| format!("{name}: {e}"));
+) -> Result<Restored, Error> {
+    let read = |st: &mut S, name| read_all(st, name).map_err(|e| Reason::File(name, e));
     let (rules, through) = match read(st, rulestate::SNAPSHOT_FILE)? {
         Some(b) => {
             let (through, rules) = rulestate::read_snapshot(&mut &b[..], spec_of)
-                .map_err(|e| format!("{}: {e}", rulestate::SNAPSHOT_FILE))?;
+                .map_err(|e| Reason::InFile(rulestate::SNAPSHOT_FILE, e))?;
             (rules, through)
         }
         None => (Vec::new(), 0),

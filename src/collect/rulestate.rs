@@ -26,6 +26,7 @@
 //! log tail is cut; a damaged snapshot is logged and the registers start empty
 //! (the log is then ignored too: its entries only make sense on top of it).
 
+use crate::collect::error::{Error, Reason};
 use crate::rules::register::{Condition, Registers, Spec};
 use crate::spool::format::crc32c_extend;
 use std::io::{self, Read, Write};
@@ -98,34 +99,31 @@ pub fn write_snapshot<'a>(
 pub fn read_snapshot(
     r: &mut dyn Read,
     spec_of: &dyn Fn(&str) -> Option<Spec>,
-) -> Result<(u64, Vec<(String, Registers)>), String> {
+) -> Result<(u64, Vec<(String, Registers)>), Error> {
     let mut c = Crc { inner: r, crc: 0 };
     let mut head = [0u8; 17];
-    c.read_exact(&mut head)
-        .map_err(|e| format!("header: {e}"))?;
+    c.read_exact(&mut head).map_err(Reason::Header)?;
     if &head[..5] != MAGIC {
-        return Err("not a register snapshot (or another version)".into());
+        return Err(Reason::NotASnapshot.into());
     }
     let through = u64::from_le_bytes(head[5..13].try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(head[13..17].try_into().expect("4 bytes"));
     let mut out = Vec::new();
     for _ in 0..count {
         let mut len = [0u8; 2];
-        c.read_exact(&mut len).map_err(|e| e.to_string())?;
+        c.read_exact(&mut len).map_err(Reason::Read)?;
         let mut name = vec![0u8; u16::from_le_bytes(len) as usize];
-        c.read_exact(&mut name).map_err(|e| e.to_string())?;
-        let name = String::from_utf8(name).map_err(|_| "a module name that is not UTF-8")?;
+        c.read_exact(&mut name).map_err(Reason::Read)?;
+        let name = String::from_utf8(name).map_err(|_| Reason::NameNotUtf8)?;
         if let Some(regs) = load_rule(&name, &mut c, spec_of)? {
             out.push((name, regs));
         }
     }
     let want = c.crc;
     let mut crc = [0u8; 4];
-    c.inner
-        .read_exact(&mut crc)
-        .map_err(|e| format!("checksum: {e}"))?;
+    c.inner.read_exact(&mut crc).map_err(Reason::ChecksumRead)?;
     if u32::from_le_bytes(crc) != want {
-        return Err("checksum mismatch".into());
+        return Err(Reason::ChecksumMismatch.into());
     }
     Ok((through, out))
 }
@@ -136,7 +134,7 @@ fn load_rule(
     name: &str,
     r: &mut dyn Read,
     spec_of: &dyn Fn(&str) -> Option<Spec>,
-) -> Result<Option<Registers>, String> {
+) -> Result<Option<Registers>, Error> {
     let spec = spec_of(name);
     let mut regs = Registers::new(spec.clone().unwrap_or(Spec {
         kind: crate::core::config::RegisterKind::Count,
@@ -144,7 +142,9 @@ fn load_rule(
         keys: u32::MAX,
         condition: Condition::None,
     }));
-    let fits = regs.load(r).map_err(|e| format!("rule {name}: {e}"))?;
+    let fits = regs
+        .load(r)
+        .map_err(|e| Reason::Rule(name.to_string(), e))?;
     Ok((fits && spec.is_some()).then_some(regs))
 }
 
@@ -177,21 +177,21 @@ pub fn rule_records<'a>(
 pub fn read_rules(
     records: &[Vec<u8>],
     spec_of: &dyn Fn(&str) -> Option<Spec>,
-) -> Result<Vec<(String, Registers)>, String> {
+) -> Result<Vec<(String, Registers)>, Error> {
     let mut rules: Vec<(String, Vec<u8>)> = Vec::new();
     for r in records {
         match r.split_first() {
             Some((b'R', rest)) => {
                 let mut at = 0;
-                let name = get_str_be(rest, &mut at).ok_or("a rule record cut short")?;
+                let name = get_str_be(rest, &mut at).ok_or(Reason::RuleRecordCutShort)?;
                 rules.push((name, rest[at..].to_vec()));
             }
             Some((b'C', rest)) => rules
                 .last_mut()
-                .ok_or("a piece before any rule")?
+                .ok_or(Reason::PieceBeforeRule)?
                 .1
                 .extend_from_slice(rest),
-            _ => return Err("not a rule record".into()),
+            _ => return Err(Reason::NotARuleRecord.into()),
         }
     }
     let mut out = Vec::new();
@@ -199,7 +199,7 @@ pub fn read_rules(
         let mut r = &bytes[..];
         if let Some(regs) = load_rule(&name, &mut r, spec_of)? {
             if !r.is_empty() {
-                return Err(format!("rule {name}: trailing bytes"));
+                return Err(Reason::RuleTrailing(name).into());
             }
             out.push((name, regs));
         }

@@ -842,7 +842,7 @@ impl Daemon {
                 Request::Register { module, key } => match &self.bus.collector {
                     Some(c) => c
                         .register(&module, key.as_deref(), self.clock.wall)
-                        .map_or_else(Response::Error, Response::Text),
+                        .map_or_else(|e| Response::Error(e.to_string()), Response::Text),
                     None => Response::Error(NO_COLLECTOR.into()),
                 },
                 Request::Reload => match self.reload(now, "control socket") {
