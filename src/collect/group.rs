@@ -23,7 +23,6 @@
 //! is known (each member before its own status comes back) runs everything on
 //! every member rather than nothing. No IO.
 
-use serde::Deserialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -41,13 +40,18 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// older records are then decided by the newer view: counted).
 pub const MAX_VIEWS: usize = 64;
 
-/// A member's progress (`<prefix>/<node>/progress`): marker `k`, and the
-/// newest of its own earlier markers before which it finished every record
-/// it owns (`done`, 0: none).
-#[derive(Deserialize)]
-struct Marker {
-    k: u64,
-    done: u64,
+/// A member's progress (`<prefix>/<node>/progress`, `{"k":K,"done":D}` as
+/// `Views::progress` writes it): marker K, and the newest of its own earlier
+/// markers before which it finished every record it owns (D, 0: none). Read
+/// by hand: a serde derive here cost the collector's build more than the
+/// whole group logic.
+fn marker(b: &[u8]) -> Option<(u64, u64)> {
+    let s = std::str::from_utf8(b).ok()?;
+    let (k, done) = s
+        .strip_prefix("{\"k\":")?
+        .strip_suffix('}')?
+        .split_once(",\"done\":")?;
+    Some((k.parse().ok()?, done.parse().ok()?))
 }
 
 /// A member's id in holds and progress: its name hashed.
@@ -55,12 +59,27 @@ pub fn member_id(name: &str) -> u64 {
     fnv1a(name.as_bytes())
 }
 
-/// A crd status, for the groups it names.
-#[derive(Deserialize)]
-struct Status {
-    state: String,
-    #[serde(default)]
-    groups: Vec<String>,
+/// The groups a crd status names (`mqtt::wire::status_json`: `state` first,
+/// `groups` last): none unless it says `online`. By hand, as `marker`.
+fn status_groups(b: &[u8]) -> Option<Vec<String>> {
+    if !b.starts_with(b"{\"state\":\"") {
+        return None;
+    }
+    if !b.starts_with(b"{\"state\":\"online\"") {
+        return Some(Vec::new());
+    }
+    const KEY: &[u8] = b",\"groups\":[";
+    let Some(at) = b.windows(KEY.len()).position(|w| w == KEY) else {
+        return Some(Vec::new());
+    };
+    let mut at = at + KEY.len();
+    let mut out = Vec::new();
+    while b.get(at) == Some(&b'"') && out.len() < MAX_GROUPS_PER_MEMBER {
+        let (g, end) = crate::core::json::read_string(b, at).ok()?;
+        out.push(g.into_owned());
+        at = end + usize::from(b.get(end) == Some(&b','));
+    }
+    Some(out)
 }
 
 /// The live members and the groups each is in, sorted by name.
@@ -281,19 +300,11 @@ impl Views {
     /// delivered it, before record `next_seq` is journaled: `None` if the
     /// members did not change, else the ids of those that left.
     pub fn status(&mut self, node: &str, payload: &[u8], next_seq: u64) -> Option<Vec<u64>> {
-        let Ok(s) = serde_json::from_slice::<Status>(payload) else {
-            return None;
-        };
-        let groups: Box<[Box<str>]> = match s.state.as_str() {
-            "online" => s
-                .groups
-                .iter()
-                .filter(|g| crate::core::topic::valid_group(g).is_ok())
-                .take(MAX_GROUPS_PER_MEMBER)
-                .map(|g| g.as_str().into())
-                .collect(),
-            _ => Box::new([]),
-        };
+        let groups: Box<[Box<str>]> = status_groups(payload)?
+            .iter()
+            .filter(|g| crate::core::topic::valid_group(g).is_ok())
+            .map(|g| g.as_str().into())
+            .collect();
         let now = self.now();
         if now.0.get(node).map_or(groups.is_empty(), |g| *g == groups) {
             return None;
@@ -382,19 +393,19 @@ impl Views {
     /// `next_seq`: the member's id and the journal seq before which it has
     /// finished every record it owns (`None`: nothing known yet).
     pub fn marker(&mut self, node: &str, payload: &[u8], next_seq: u64) -> Option<(u64, u64)> {
-        let m = serde_json::from_slice::<Marker>(payload).ok()?;
+        let (k, done) = marker(payload)?;
         let id = member_id(node);
         let marks = self.progress.marks.entry(id).or_default();
-        if marks.back().is_some_and(|&(k, _)| k >= m.k) {
+        if marks.back().is_some_and(|&(last, _)| last >= k) {
             // Numbered from 1 again: it restarted, its old markers mean nothing.
             marks.clear();
         }
-        marks.push_back((m.k, next_seq));
+        marks.push_back((k, next_seq));
         if marks.len() > MAX_MARKERS {
             marks.pop_front();
         }
-        let i = marks.partition_point(|&(k, _)| k <= m.done);
-        if id == member_id(&self.node) && self.progress.outstanding == Some(m.k) {
+        let i = marks.partition_point(|&(mk, _)| mk <= done);
+        if id == member_id(&self.node) && self.progress.outstanding == Some(k) {
             self.progress.outstanding = None;
         }
         let marks = &self.progress.marks[&id];
@@ -661,6 +672,27 @@ mod tests {
             v.marker("c", &mk(k + 1, 0), 100 + k);
         }
         assert_eq!(v.progress.marks[&member_id("c")].len(), MAX_MARKERS);
+    }
+
+    #[test]
+    fn statuses_and_markers_read_as_crd_writes_them() {
+        use crate::mqtt::wire::status_json;
+        let g = ["g1".to_string(), "a\"b".to_string()];
+        let on = status_json("online", "n", "00", 1, &g);
+        assert_eq!(status_groups(&on), Some(g.to_vec()));
+        assert_eq!(
+            status_groups(&status_json("online", "n", "00", 1, &[])),
+            Some(vec![])
+        );
+        assert_eq!(
+            status_groups(&status_json("offline", "n", "00", 1, &g)),
+            Some(vec![])
+        );
+        assert_eq!(status_groups(b"junk"), None);
+        assert_eq!(marker(b"{\"k\":7,\"done\":5}"), Some((7, 5)));
+        for bad in [&b"{\"k\":7}"[..], b"{\"k\":x,\"done\":5}", b""] {
+            assert_eq!(marker(bad), None);
+        }
     }
 
     #[test]
