@@ -661,8 +661,11 @@ impl Daemon {
         for (conn, up) in inbound.drain(..) {
             c.handle_inbound(conn, up, &self.own.modules, now, self.clock.wall);
         }
-        // One group commit for the whole read, then the PUBACKs it allows.
+        // One group commit for the whole read, then the PUBACKs it allows, sent
+        // before the records are pumped: the broker sends the next messages
+        // while this turn runs them, rather than after.
         c.after_input(now);
+        self.collector_actions(now);
         self.collect(now);
     }
 
