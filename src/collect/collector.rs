@@ -42,7 +42,7 @@ use crate::collect::intake::Intake;
 use crate::collect::message::{self, EventRef, Message, View};
 use crate::collect::persist::Persist;
 use crate::collect::ruling::{Decider, Rule, Rules};
-use crate::collect::work::{Held, Job, RegKey, Step, Work};
+use crate::collect::work::{Draft, Held, Job, RegKey, Step, Work};
 use crate::collect::{page, presence};
 use crate::core::config::{Config, Convention, SpoolConfig};
 use crate::core::decide::Outcome;
@@ -246,7 +246,15 @@ fn matching<'a, 't>(
     modules: &'a [Module],
     topic: &'t str,
 ) -> impl Iterator<Item = &'a Module> + use<'a, 't> {
-    modules.iter().filter(move |m| {
+    matching_at(modules, topic).map(|(_, m)| m)
+}
+
+/// `matching`, each module with its index in `modules`.
+fn matching_at<'a, 't>(
+    modules: &'a [Module],
+    topic: &'t str,
+) -> impl Iterator<Item = (usize, &'a Module)> + use<'a, 't> {
+    modules.iter().enumerate().filter(move |(_, m)| {
         m.settings.enabled
             && m.subscribed()
             && m.settings
@@ -793,10 +801,9 @@ impl<S: Storage> Collector<S> {
         }
         let mut jobs = std::mem::take(&mut self.work.jobs);
         jobs.clear();
-        for m in matching(modules, v.topic) {
-            let job = |step, reg, owner| Job {
-                seq,
-                module: m.name.clone(),
+        for (module, m) in matching_at(modules, v.topic) {
+            let draft = |step, reg, owner| Draft {
+                module,
                 step,
                 reg,
                 shadow: match owner {
@@ -804,11 +811,18 @@ impl<S: Storage> Collector<S> {
                     Owner::Other(id) => Some(id),
                 },
             };
+            let job = |step, reg| Job {
+                seq,
+                module: m.name.clone(),
+                step,
+                reg,
+                shadow: None,
+            };
             match Spec::of(&m.settings.rule) {
                 None => match self.owner(m, v.origin(), seq) {
-                    Owner::Me => jobs.push(job(Step::Check, None, Owner::Me)),
+                    Owner::Me => jobs.push(draft(Step::Check, None, Owner::Me)),
                     Owner::Other(id) => {
-                        let j = job(Step::Check, None, Owner::Me);
+                        let j = job(Step::Check, None);
                         self.park(seq, &v, parked(m, v.origin(), id, Some(j), Vec::new()));
                     }
                 },
@@ -816,10 +830,10 @@ impl<S: Storage> Collector<S> {
                     // A check only its owner's lifecycle can follow: held.
                     Some((Step::Check, reg, Owner::Other(id))) => {
                         let p = parked(m, &reg.key, id, None, Vec::new());
-                        let j = job(Step::Check, Some(reg), Owner::Me);
+                        let j = job(Step::Check, Some(reg));
                         self.park(seq, &v, Parked { job: Some(j), ..p });
                     }
-                    Some((step, reg, owner)) => jobs.push(job(step, Some(reg), owner)),
+                    Some((step, reg, owner)) => jobs.push(draft(step, Some(reg), owner)),
                     None => {}
                 },
             }
@@ -833,13 +847,16 @@ impl<S: Storage> Collector<S> {
     /// without a check: every message a hit) settled at once, so the next
     /// message of the same key sees its state; the record held (made owned)
     /// while any job of it waits or runs, retired at once otherwise.
-    fn hold(&mut self, seq: u64, v: &View<'_>, jobs: &mut Vec<Job>, modules: &[Module], t: Clock) {
-        let at_once = |job: &Job| {
-            matches!(job.step, Step::Decided(_))
-                || modules
-                    .iter()
-                    .find(|m| m.name == job.module)
-                    .is_some_and(|m| m.check.is_none())
+    fn hold(
+        &mut self,
+        seq: u64,
+        v: &View<'_>,
+        jobs: &mut Vec<Draft>,
+        modules: &[Module],
+        t: Clock,
+    ) {
+        let at_once = |job: &Draft| {
+            matches!(job.step, Step::Decided(_)) || modules[job.module].check.is_none()
         };
         let done = v.event.as_ref().map(|e| (e.stream_id(), e.seq));
         if jobs.iter().all(at_once) {
@@ -847,7 +864,7 @@ impl<S: Storage> Collector<S> {
             // only for the responses that follow.
             let mut responses = Vec::new();
             for job in jobs.drain(..) {
-                responses.extend(self.settle_in_place(job, v, modules, t));
+                responses.extend(self.settle_in_place(seq, job, v, modules, t));
             }
             if responses.is_empty() {
                 self.retire_untouched(done, seq, t.0);
@@ -880,8 +897,14 @@ impl<S: Storage> Collector<S> {
         );
         for job in jobs.drain(..) {
             if !at_once(&job) {
-                self.work.ready.push_back(job);
-            } else if let Some(r) = self.settle_in_place(job, v, modules, t) {
+                self.work.ready.push_back(Job {
+                    seq,
+                    module: modules[job.module].name.clone(),
+                    step: job.step,
+                    reg: job.reg,
+                    shadow: job.shadow,
+                });
+            } else if let Some(r) = self.settle_in_place(seq, job, v, modules, t) {
                 self.work.responses.push_back(r);
             } else {
                 self.job_done(seq, t.0);
@@ -895,12 +918,13 @@ impl<S: Storage> Collector<S> {
     /// one does.
     fn settle_in_place(
         &mut self,
-        job: Job,
+        seq: u64,
+        job: Draft,
         v: &View<'_>,
         modules: &[Module],
         t: Clock,
     ) -> Option<Job> {
-        let m = modules.iter().find(|m| m.name == job.module)?;
+        let m = &modules[job.module];
         let hit = !matches!(job.step, Step::Decided(false));
         // A rule's decision says what it decided on, as a check's output would:
         // the `fired`/`cleared` event's `out`, and a response's check output.
@@ -915,22 +939,27 @@ impl<S: Storage> Collector<S> {
             dur: Duration::ZERO,
         };
         let origin = job.reg.as_ref().map_or(v.origin(), |r| &r.key);
-        let s = self.decider.decide(m, &job, ran, origin, &|| v.id(), t);
+        let rule = job.reg.is_some();
+        let s = self
+            .decider
+            .decide(m, (&job.step, rule), ran, origin, &|| v.id(), t);
         if let Some(id) = job.shadow {
             // The owner emits and responds; the state here followed it, and
             // what it does is held in case it leaves before doing it.
             let emit: Vec<Event> = s.emit.into_iter().collect();
             let response = match s.next {
                 Some(Next::Respond { output, code }) => Some(Job {
+                    seq,
+                    module: m.name.clone(),
                     step: Step::Response { output, code },
+                    reg: job.reg.clone(),
                     shadow: None,
-                    ..job.clone()
                 }),
                 _ => None,
             };
             if response.is_some() || !emit.is_empty() {
                 let p = parked(m, origin, id, response, emit);
-                self.park(job.seq, v, p);
+                self.park(seq, v, p);
             }
             return None;
         }
@@ -938,8 +967,11 @@ impl<S: Storage> Collector<S> {
         self.actions.extend(s.emit.map(|e| caused(e, cause)));
         match s.next? {
             Next::Respond { output, code } => Some(Job {
+                seq,
+                module: m.name.clone(),
                 step: Step::Response { output, code },
-                ..job
+                reg: job.reg,
+                shadow: None,
             }),
             Next::Done => None,
         }
@@ -1138,7 +1170,9 @@ impl<S: Storage> Collector<S> {
             .as_ref()
             .map_or(held.facts.origin(&held.msg), |r| &r.key);
         let id = || held.facts.id(&held.msg);
-        let s = self.decider.decide(m, &job, ran, origin, &id, t);
+        let s = self
+            .decider
+            .decide(m, (&job.step, job.reg.is_some()), ran, origin, &id, t);
         let cause = || held.facts.cause(&held.msg);
         self.actions.extend(s.emit.map(|e| caused(e, cause)));
         match s.next {

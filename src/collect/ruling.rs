@@ -223,12 +223,13 @@ impl Decider {
         }
     }
 
-    /// The lifecycle's step for module `m`'s `job` that `ran`, on a message
-    /// from `origin` (`id` names it in a warning), at `now` (`wall_ms`).
+    /// The lifecycle's step for module `m`'s job (its `step`, and whether it
+    /// is a rule's) that `ran`, on a message from `origin` (`id` names it in a
+    /// warning), at `now` (`wall_ms`).
     pub fn decide(
         &mut self,
         m: &Module,
-        job: &Job,
+        (step, rule): (&Step, bool),
         ran: Ran,
         origin: &str,
         id: &dyn Fn() -> String,
@@ -236,10 +237,9 @@ impl Decider {
     ) -> Settled {
         // Only the decision state is kept per origin (the run counters are the
         // edge's business): it goes in and out of a ModuleState for the lifecycle.
-        let rule = job.reg.is_some();
-        if rule && job.step == Step::Check {
+        if rule && *step == Step::Check {
             self.checking
-                .retain(|(cm, ck)| !(*cm == job.module && *ck == origin));
+                .retain(|(cm, ck)| !(*cm == m.name && *ck == origin));
         }
         let a = self.origins.with(m, origin, now, |st| {
             if rule
