@@ -250,14 +250,21 @@ impl Seen {
     /// Records `(stream, seq)` as done.
     pub fn mark(&mut self, stream: u64, seq: u64) {
         self.clock += 1;
-        if !self.streams.contains_key(stream)
-            && self.streams.len() >= MAX_STREAMS
+        let clock = self.clock;
+        // A stream known already (nearly every mark) is found with one
+        // lookup: a key's hash (SipHash, the keys come from the bus) is most
+        // of a mark's cost.
+        if let Some(s) = self.streams.get_mut(stream) {
+            s.used = clock;
+            s.ranges.set(seq);
+            return;
+        }
+        if self.streams.len() >= MAX_STREAMS
             && let Some(oldest) = self.streams.min_key_by(|s| s.used)
         {
             self.streams.remove(oldest);
             self.counts.evicted += 1;
         }
-        let clock = self.clock;
         let s = self.streams.get_or_insert_with(stream, || Stream {
             ranges: Ranges::One((seq, seq)),
             used: clock,
