@@ -964,7 +964,9 @@ impl<S: Storage> Collector<S> {
             return None;
         }
         let cause = || v.cause();
-        self.actions.extend(s.emit.map(|e| caused(e, cause)));
+        if let Some(e) = s.emit {
+            self.actions.push_back(caused(e, cause));
+        }
         match s.next? {
             Next::Respond { output, code } => Some(Job {
                 seq,
@@ -1174,7 +1176,9 @@ impl<S: Storage> Collector<S> {
             .decider
             .decide(m, (&job.step, job.reg.is_some()), ran, origin, &id, t);
         let cause = || held.facts.cause(&held.msg);
-        self.actions.extend(s.emit.map(|e| caused(e, cause)));
+        if let Some(e) = s.emit {
+            self.actions.push_back(caused(e, cause));
+        }
         match s.next {
             Some(Next::Respond { output, code }) => self.work.responses.push_back(Job {
                 step: Step::Response { output, code },
