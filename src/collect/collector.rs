@@ -782,7 +782,10 @@ impl<S: Storage> Collector<S> {
                 return;
             }
         };
-        if matching(modules, v.topic).next().is_none() {
+        // One pass over the modules: the first match says whether any wants
+        // the record, the rest follow it into jobs.
+        let mut wanting = matching_at(modules, v.topic).peekable();
+        if wanting.peek().is_none() {
             let _ = self.intake.journal.ack(seq, t.0);
             return;
         }
@@ -801,7 +804,7 @@ impl<S: Storage> Collector<S> {
         }
         let mut jobs = std::mem::take(&mut self.work.jobs);
         jobs.clear();
-        for (module, m) in matching_at(modules, v.topic) {
+        for (module, m) in wanting {
             let draft = |step, reg, owner| Draft {
                 module,
                 step,
