@@ -160,10 +160,16 @@ pub fn render_into(
         json.extend_from_slice(ev.out.as_bytes());
         return;
     }
-    let level = if emit { "" } else { "event/" };
-    for part in [prefix, "/", node, "/", level, ev.module] {
-        topic.push_str(part);
+    // The slashes pushed, not copied: a copy of a length not known when
+    // compiling calls musl's memcpy.
+    topic.push_str(prefix);
+    topic.push('/');
+    topic.push_str(node);
+    topic.push('/');
+    if !emit {
+        topic.push_str("event/");
     }
+    topic.push_str(ev.module);
     json.clear();
     let mut o = Obj::new(json);
     o.str("node", node)
