@@ -136,7 +136,9 @@ fn hostile_on_terminal(c: char) -> bool {
 /// register` print: untrusted text reaching an operator's terminal. `s` itself
 /// (no copy) when it has none.
 pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(hostile_on_terminal) {
+    // Printable ASCII (every key of `crd status`, most names) holds none: one
+    // test a byte, not a char decoded and matched.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(hostile_on_terminal) {
         return s.into();
     }
     let mut out = String::with_capacity(s.len() + 8);
