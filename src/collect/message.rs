@@ -17,6 +17,7 @@
 //! `JOURNAL_VERSION` (any payload, and journals written before) is parsed.
 
 use crate::core::event::Cause;
+use crate::core::output::push_decimal;
 use crate::rules::value::{self, Member};
 use std::borrow::Cow;
 use std::ffi::OsString;
@@ -540,21 +541,6 @@ fn hex16(v: u64, out: &mut [u8]) {
     for (i, d) in out.iter_mut().enumerate() {
         *d = HEX[(v >> (60 - 4 * i)) as usize & 0xf];
     }
-}
-
-/// Appends `v` in decimal.
-fn push_decimal(s: &mut String, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    s.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.

@@ -12,7 +12,8 @@
 //! -` is `null`, `yes`/`no` are `true`/`false`. A figure that the text prints
 //! only when it has one is `null` in JSON, so every key is always there.
 
-use crate::core::output::terminal_safe;
+use crate::core::output::{push_decimal, terminal_safe};
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// One figure.
@@ -52,7 +53,9 @@ pub struct Status {
     pub version: String,
     pub node: String,
     pub pid: u32,
-    items: Vec<(String, Value)>,
+    /// The figures in order; a key is most often one of crd's own literals,
+    /// borrowed, not copied (a status holds about a hundred).
+    items: Vec<(Cow<'static, str>, Value)>,
     pub modules: Vec<ModuleRow>,
 }
 
@@ -62,19 +65,22 @@ impl Status {
             version: version.into(),
             node: node.into(),
             pid,
+            // A collector's status holds about a hundred figures: room for
+            // them at once, not seven reallocations on the way.
+            items: Vec::with_capacity(128),
             ..Status::default()
         }
     }
 
-    pub fn put(&mut self, key: impl Into<String>, v: Value) {
+    pub fn put(&mut self, key: impl Into<Cow<'static, str>>, v: Value) {
         self.items.push((key.into(), v));
     }
 
-    pub fn num(&mut self, key: impl Into<String>, n: u64) {
+    pub fn num(&mut self, key: impl Into<Cow<'static, str>>, n: u64) {
         self.put(key, Value::Num(n));
     }
 
-    pub fn text(&mut self, key: impl Into<String>, t: impl Into<String>) {
+    pub fn text(&mut self, key: impl Into<Cow<'static, str>>, t: impl Into<String>) {
         self.put(key, Value::Text(t.into()));
     }
 
@@ -83,9 +89,11 @@ impl Status {
         self.items.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
-    /// The lines and the table.
+    /// The lines and the table. The `key: value` lines are pushed, not
+    /// formatted: the bench and monitoring ask for them every few
+    /// milliseconds, and `writeln!` for each was most of a request's cost.
     pub fn to_text(&self) -> String {
-        let mut s = String::new();
+        let mut s = String::with_capacity(32 * (self.items.len() + self.modules.len() + 4));
         let _ = writeln!(
             s,
             "crd {} node {} pid {}",
@@ -96,18 +104,28 @@ impl Status {
         // Names and text may come from the bus (a node's, a topic's): made
         // harmless for the terminal that shows them.
         for (k, v) in &self.items {
-            let k = terminal_safe(k);
-            let _ = match v {
-                Value::Num(n) => writeln!(s, "{k}: {n}"),
-                Value::Text(t) => writeln!(s, "{k}: {}", terminal_safe(t)),
-                Value::Flag(b) => writeln!(s, "{k}: {}", if *b { "yes" } else { "no" }),
-                Value::Ago(Some(a)) => writeln!(s, "{k}: {a}s ago"),
-                Value::Ago(None) => writeln!(s, "{k}: never"),
-                Value::Maybe(Some(n)) => writeln!(s, "{k}: {n}"),
-                Value::Maybe(None) => writeln!(s, "{k}: -"),
-                Value::Opt(Some(t)) => writeln!(s, "{k}: {}", terminal_safe(t)),
-                Value::Opt(None) => Ok(()),
-            };
+            if let Value::Opt(None) = v {
+                continue;
+            }
+            match k {
+                // One of crd's own literals: printable ASCII already.
+                Cow::Borrowed(k) => s.push_str(k),
+                Cow::Owned(k) => s.push_str(&terminal_safe(k)),
+            }
+            s.push_str(": ");
+            match v {
+                Value::Num(n) | Value::Maybe(Some(n)) => push_decimal(&mut s, *n),
+                Value::Text(t) | Value::Opt(Some(t)) => s.push_str(&terminal_safe(t)),
+                Value::Flag(b) => s.push_str(if *b { "yes" } else { "no" }),
+                Value::Ago(Some(a)) => {
+                    push_decimal(&mut s, *a);
+                    s.push_str("s ago");
+                }
+                Value::Ago(None) => s.push_str("never"),
+                Value::Maybe(None) => s.push('-'),
+                Value::Opt(None) => {}
+            }
+            s.push('\n');
         }
         let _ = writeln!(
             s,
@@ -255,6 +273,28 @@ mod tests {
         assert!(lines[9].starts_with("MODULE"));
         assert!(lines[10].starts_with("Disk") && lines[10].ends_with("check exit 0 2s ago"));
         assert!(lines[10].contains(" firing ") && lines[10].contains(" 12  "));
+    }
+
+    /// The lines are pushed by hand: they read as `writeln!` wrote them, and
+    /// a key made at run time (a rule module's name in it) is made
+    /// terminal-safe like any text.
+    #[test]
+    fn lines_read_as_formatted_and_made_keys_are_terminal_safe() {
+        let mut st = Status::new("0.1.0", "n", 1);
+        for n in [0, 9, 10, 12_345, u64::MAX] {
+            st.num("k", n);
+            st.put("m", Value::Maybe(Some(n)));
+            st.put("a", Value::Ago(Some(n)));
+        }
+        st.num(format!("rule_{}_keys", "x\u{1b}[2J"), 3);
+        st.text("t", "a\u{202e}b");
+        let t = st.to_text();
+        let mut want = String::from("crd 0.1.0 node n pid 1\n");
+        for n in [0, 9, 10, 12_345, u64::MAX] {
+            want.push_str(&format!("k: {n}\nm: {n}\na: {n}s ago\n"));
+        }
+        want.push_str("rule_x\\u{001b}[2J_keys: 3\nt: a\\u{202e}b\n");
+        assert!(t.starts_with(&want), "{t}");
     }
 
     #[test]
