@@ -220,7 +220,8 @@ pub struct Collector<S: Storage = FileStorage> {
     /// The journal record being written or read, reused (at most one record:
     /// 1 MiB).
     record: Vec<u8>,
-    /// What the daemon is to carry out, in order (`poll_action`).
+    /// What the daemon is to carry out, in order (`poll_action`), after the
+    /// PUBACKs (`Intake::ready`).
     actions: VecDeque<Action>,
 }
 
@@ -382,9 +383,13 @@ impl<S: Storage> Collector<S> {
         })
     }
 
-    /// The next thing the daemon is to carry out, in the order asked.
+    /// The next thing the daemon is to carry out: the PUBACKs due, then the
+    /// rest in the order asked (a PUBACK and an event are independent).
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        match self.intake.ready.pop_front() {
+            Some((conn, pkid)) => Some(Action::Ack(conn, pkid)),
+            None => self.actions.pop_front(),
+        }
     }
 
     /// Where the fleet page goes (`fleet_html`; `None`: no page). Written at the
@@ -516,7 +521,7 @@ impl<S: Storage> Collector<S> {
     /// A PUBACK that goes out at once: nothing to journal.
     fn ack(&mut self, conn: u64, pkid: Option<u16>) {
         if let Some(p) = pkid {
-            self.actions.push_back(Action::Ack(conn, p));
+            self.intake.ready.push_back((conn, p));
         }
     }
 
@@ -693,7 +698,7 @@ impl<S: Storage> Collector<S> {
             // The journal's records then wait for the next checkpoint's sync.
             log::warn!("collector: syncing the groups' members: {e}");
         }
-        self.intake.after_input(now, &mut self.actions);
+        self.intake.after_input(now);
     }
 
     /// Stop reading the broker's socket: the journal holds enough not yet run.
@@ -719,7 +724,7 @@ impl<S: Storage> Collector<S> {
             // full disk: then its own policy applies).
             self.push_error(wall, out);
         }
-        self.intake.durable_acks(&mut self.actions);
+        self.intake.durable_acks();
         let mut budget = PUMP_BUDGET_RECORDS;
         self.work.busy = false;
         loop {

@@ -51,8 +51,9 @@ pub mod work;
 #[cfg(feature = "collector")]
 pub use collector::*;
 
-/// What the collector asks the daemon to carry out, in order, taken with
-/// `Collector::poll_action` after each call into it.
+/// What the collector asks the daemon to carry out, taken with
+/// `Collector::poll_action` after each call into it: the PUBACKs due first,
+/// then the rest in the order asked.
 #[derive(Debug)]
 pub enum Action {
     /// An event to the spool (and so to the broker): an `error`, or a run's
