@@ -34,7 +34,6 @@
 
 use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::Finished;
-use crate::collect::Action;
 use crate::collect::error::{Error, Reason};
 use crate::collect::group::{self, Owner};
 use crate::collect::holds::{Holds, Parked};
@@ -43,6 +42,7 @@ use crate::collect::message::{self, EventRef, Message, View};
 use crate::collect::persist::Persist;
 use crate::collect::ruling::{Decider, Rule, Rules};
 use crate::collect::work::{Draft, Held, Job, RegKey, Step, Work};
+use crate::collect::{Action, PUMP_SLICE_RECORDS};
 use crate::collect::{page, presence};
 use crate::core::config::{Config, Convention, SpoolConfig};
 use crate::core::decide::Outcome;
@@ -69,8 +69,6 @@ pub use crate::collect::origins::MAX_STATES;
 pub use crate::collect::page::PAGE_INTERVAL;
 pub use crate::collect::work::READ_AHEAD_RECORDS;
 
-/// Journal records `pump` takes in one loop turn at most.
-pub const PUMP_BUDGET_RECORDS: usize = 4096;
 /// The collector's directory inside `spool_dir`: the journal (a spool of its own,
 /// `journal/`), the table of events done and the registers (`state/`).
 pub const COLLECT_DIR: &str = "collect";
@@ -714,8 +712,10 @@ impl<S: Storage> Collector<S> {
 
     /// Takes durable journal records into work (at most `READ_AHEAD_RECORDS` held)
     /// and settles the hits of modules without a check, which frees room at once:
-    /// reads on while it does, up to `PUMP_BUDGET_RECORDS` a loop turn (`busy`
-    /// then asks for another turn at once; nothing else would wake the loop).
+    /// reads on while it does, up to `PUMP_SLICE_RECORDS` a call (`busy` then
+    /// says records are left: the daemon carries out the actions and calls
+    /// again, up to `PUMP_BUDGET_RECORDS` a loop turn, past which `busy` asks for
+    /// another turn at once; nothing else would wake the loop).
     /// Also the PUBACKs of messages a journal retry made durable (after a
     /// fault), read or not.
     pub fn pump(&mut self, modules: &[Module], now: Instant, wall: u64) {
@@ -725,7 +725,7 @@ impl<S: Storage> Collector<S> {
             self.push_error(wall, out);
         }
         self.intake.durable_acks();
-        let mut budget = PUMP_BUDGET_RECORDS;
+        let mut budget = PUMP_SLICE_RECORDS;
         self.work.busy = false;
         loop {
             let read = self.pump_once(modules, (now, wall), &mut budget);

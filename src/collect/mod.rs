@@ -51,6 +51,15 @@ pub mod work;
 #[cfg(feature = "collector")]
 pub use collector::*;
 
+/// Journal records `Collector::pump` takes in one call at most: the daemon
+/// carries out the actions they made (an event each, for a module without a
+/// check) before it calls again, so a slice's events are held at a time
+/// (~30 KB), not a whole turn's (~400 KB of `Action`s and their strings,
+/// written and read back through the cache).
+pub const PUMP_SLICE_RECORDS: usize = 256;
+/// Journal records pumped in one loop turn at most, in slices.
+pub const PUMP_BUDGET_RECORDS: usize = 4096;
+
 /// What the collector asks the daemon to carry out, taken with
 /// `Collector::poll_action` after each call into it: the PUBACKs due first,
 /// then the rest in the order asked.

@@ -20,7 +20,7 @@ use crate::child::poller::{FIRST_FREE_TOKEN, Poller, Wake};
 use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::{Finished, Runs};
 use crate::child::sys;
-use crate::collect::{Action, Collector};
+use crate::collect::{Action, Collector, PUMP_BUDGET_RECORDS, PUMP_SLICE_RECORDS};
 use crate::command::edge::{self, Edge, Message};
 use crate::command::relay::Relay;
 use crate::core::config::Config;
@@ -672,10 +672,20 @@ impl Daemon {
     /// Hands journaled messages to runs while collector slots are free, and
     /// carries out what the collector asks.
     fn collect(&mut self, now: Instant) {
+        // In slices, each one's actions carried out before the next is taken.
+        for _ in 0..PUMP_BUDGET_RECORDS / PUMP_SLICE_RECORDS {
+            let Some(c) = self.bus.collector.as_mut() else {
+                return;
+            };
+            c.pump(&self.own.modules, now, self.clock.wall);
+            if !c.busy() {
+                break;
+            }
+            self.collector_actions(now);
+        }
         let Some(c) = self.bus.collector.as_mut() else {
             return;
         };
-        c.pump(&self.own.modules, now, self.clock.wall);
         let host = Host {
             config: &self.cfg.path,
             node: &self.node,
