@@ -485,9 +485,10 @@ impl EventFields {
 
 // The ids and causes below are built by hand, not with `format!`: they are
 // made for every message a module without a check settles (its event's
-// cause), and `format!`'s machinery (`{:016x}`'s padding above all) cost more
-// than the rest of settling one (callgrind: about 1,300 instructions a plain
-// message's id, 2,500 a crd event's cause; by hand, about 420 and 430).
+// cause), and `format!`'s machinery (`{:016x}`'s padding above all) costs more
+// than the rest of settling one: about 1,300 instructions a plain message's
+// id and 2,500 a crd event's cause, against about 420 and 430 by hand
+// (callgrind).
 
 /// The cause of a run of a crd event at `hop`: hop + 1 (at most `u32::MAX`),
 /// and `node/stream/seq` (`stream` alone for an empty node). A byte of a node

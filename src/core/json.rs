@@ -102,9 +102,9 @@ fn uint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Appends `s` as a JSON string; runs that need no escape are copied whole.
-/// The next byte to escape is found with one test a byte (the `match` on
-/// each byte was ~10 instructions of it, most of rendering an event's
-/// strings); only that byte goes through the `match`.
+/// The next byte to escape is found with one test a byte (a `match` on
+/// every byte would take ~10 instructions a byte, most of rendering an
+/// event's strings); only that byte goes through the `match`.
 pub fn string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');

@@ -91,7 +91,8 @@ impl Status {
 
     /// The lines and the table. The `key: value` lines are pushed, not
     /// formatted: the bench and monitoring ask for them every few
-    /// milliseconds, and `writeln!` for each was most of a request's cost.
+    /// milliseconds, and `writeln!` for each would be most of a request's
+    /// cost.
     pub fn to_text(&self) -> String {
         let mut s = String::with_capacity(32 * (self.items.len() + self.modules.len() + 4));
         let _ = writeln!(
@@ -275,7 +276,7 @@ mod tests {
         assert!(lines[10].contains(" firing ") && lines[10].contains(" 12  "));
     }
 
-    /// The lines are pushed by hand: they read as `writeln!` wrote them, and
+    /// The lines are pushed by hand: they read as `writeln!` writes them, and
     /// a key made at run time (a rule module's name in it) is made
     /// terminal-safe like any text.
     #[test]

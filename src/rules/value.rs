@@ -327,9 +327,9 @@ impl<'a> Scan<'a> {
     /// cursor moves past it. A key without an escape (crd's, and most) is
     /// compared as it is written, and refused as `json::read_string` refuses
     /// one (a control byte, bytes that are not UTF-8): through `read_string`
-    /// each key's Cow and UTF-8 check cost about 100 instructions, 1,000 a
-    /// crd event walked to its last member on a rule's path. A key with an
-    /// escape is read by `read_string`.
+    /// each key's Cow and UTF-8 check would cost about 100 instructions,
+    /// 1,000 a crd event walked to its last member on a rule's path. A key
+    /// with an escape is read by `read_string`.
     fn key_is(&mut self, name: &str) -> Result<bool, Skip> {
         let rest = self.b.get(self.i + 1..).unwrap_or_default();
         match rest

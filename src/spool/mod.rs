@@ -234,8 +234,8 @@ pub struct Spool<S: Storage> {
     read_buf: Vec<u8>,
     /// Read-ahead: `ra` holds segment `ra_name`'s bytes from offset `ra_off`.
     /// The name is the segment's own `Rc`, known again by its pointer: a
-    /// record's two reads compare no bytes of it (the names compared byte by
-    /// byte were ~250 instructions of the ~850 a record read).
+    /// record's two reads compare no bytes of it (comparing the names byte
+    /// by byte would take ~250 instructions of the ~850 a record read).
     ra: Vec<u8>,
     ra_name: Option<Rc<str>>,
     ra_off: u64,
