@@ -662,11 +662,133 @@ fn counter(name: &str, b: &Broker, dir: &std::path::Path) -> Sandbox {
         "modules/Cnt/module.conf",
         "subscribe = site/+/load\nregister = count\nby = topic\nperiod = 30m\nabove = 150\n",
     );
+    // A group started together: each takes its share at once.
     sb.config_node(
         name,
-        &format!("broker = {}\nsubscribe_group = g1", b.addr()),
+        &format!(
+            "broker = {}\nsubscribe_group = g1\ngroup_join_wait = 0s",
+            b.addr()
+        ),
     );
     sb
+}
+
+/// Group member `name` with rule module `Cnt`: crd events on `crd/+/event/#`
+/// counted by node over an hour, reacting above 300 (a line with the node in
+/// `dir/reacted`); `extra` goes into its crd.conf.
+fn node_counter(name: &str, b: &Broker, dir: &std::path::Path, extra: &str) -> Sandbox {
+    let sb = Sandbox::new(name);
+    sb.script(
+        "modules/Cnt/response",
+        &format!("echo \"$CRD_REGISTER_KEY\" >> {}/reacted", dir.display()),
+    );
+    sb.write(
+        "modules/Cnt/module.conf",
+        "subscribe = crd/+/event/#\nregister = count\nby = node\nperiod = 1h\nabove = 300\n",
+    );
+    let conf = format!("broker = {}\nsubscribe_group = g1\n{extra}", b.addr());
+    sb.config_node(name, &conf);
+    sb
+}
+
+/// Events `from..=to` of edge `node` (stream `stream`), one per line.
+fn events_range(
+    dir: &std::path::Path,
+    node: &str,
+    stream: u64,
+    from: u64,
+    to: u64,
+) -> std::path::PathBuf {
+    let file = dir.join(format!("events-{node}-{from}"));
+    let lines: String = (from..=to)
+        .map(|s| {
+            format!(
+                "{{\"node\":\"{node}\",\"stream\":\"{stream:016x}\",\"seq\":{s},\"ts\":1,\"module\":\"Load\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":0,\"out\":\"\"}}\n"
+            )
+        })
+        .collect();
+    fs::write(&file, lines).unwrap();
+    file
+}
+
+/// The group contract for a rule by node: four edges, three members started
+/// together; midway one member is SIGKILLed for good and a fourth joins.
+/// The members there from the start hold, for each edge, the count a
+/// recomputation from what the edges sent gives; the joiner, whose registers
+/// hold only what came since it joined, owns nothing and says whom to ask;
+/// each edge's crossing reacts once for the group.
+#[test]
+fn a_rule_by_node_keeps_exact_registers_when_a_member_dies_and_one_joins() {
+    let home = Sandbox::new("gnode");
+    let b = home.queueing_broker();
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let first = "group_join_wait = 0s\n";
+    let sbs: Vec<Sandbox> = (0..3)
+        .map(|i| node_counter(&format!("gn{i}"), &b, &dir, first))
+        .collect();
+    let ds: Vec<Daemon> = sbs.iter().map(Sandbox::start).collect();
+    grouped(&ds.iter().collect::<Vec<_>>(), 3);
+    let edges = ["e0", "e1", "e2", "e3"];
+    let send = |from: u64, to: u64| {
+        for (i, e) in edges.iter().enumerate() {
+            let f = events_range(&dir, e, 0x20 + i as u64, from, to);
+            publish_file(b.port, &format!("crd/{e}/event/Load"), &f);
+        }
+    };
+    let count = |sb: &Sandbox, e: &str| sb.run(&["register", "Cnt", e]).1;
+    send(1, 250);
+    for sb in &sbs {
+        for e in edges {
+            assert!(
+                wait_for(LONG, || count(sb, e) == "250\n"),
+                "{e}: {}",
+                count(sb, e)
+            );
+        }
+    }
+    ds[2].signal(libc::SIGKILL);
+    let joiner = node_counter("gn3", &b, &dir, "");
+    let dj = joiner.start();
+    assert!(
+        wait_for(LONG, || dj.stat("collect_group_members") == 3
+            && ds[0].stat("collect_group_members") == 3),
+        "gn2 gone, gn3 in\n{}\n{}",
+        dj.status(),
+        ds[0].status()
+    );
+    assert!(
+        dj.status().contains("g1=gn0,gn1,gn3(joining)"),
+        "{}",
+        dj.status()
+    );
+    send(251, 500);
+    for sb in &sbs[..2] {
+        for e in edges {
+            assert!(
+                wait_for(LONG, || count(sb, e) == "500\n"),
+                "{e}: {}",
+                count(sb, e)
+            );
+        }
+    }
+    let (code, out, err) = joiner.run(&["register", "Cnt", "e0"]);
+    assert!(
+        code != 0 && err.contains("still joining") && err.contains("ask gn0 gn1"),
+        "{code} {out} {err}"
+    );
+    let reacted = || count_lines(&dir.join("reacted"));
+    assert_eq!(settled(Duration::from_secs(2), reacted), 4, "once an edge");
+    let mut nodes: Vec<String> = fs::read_to_string(dir.join("reacted"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, edges);
+    assert_eq!(dj.stat("collect_group_owned"), 0, "the joiner owns nothing");
+    let joining = |d: &Daemon| d.status().contains("collect_group_joining: yes");
+    assert!(joining(&dj) && !joining(&ds[0]) && !joining(&ds[1]));
 }
 
 /// The group contract for rules: 200 messages on one topic give count 200 on

@@ -374,7 +374,7 @@ impl<S: Storage> Collector<S> {
                 max_parallel: cfg.max_parallel.max(1) as usize,
                 max_hops: cfg.max_hops,
             },
-            group: group::Views::new(node, first_seq, kept, now),
+            group: group::Views::new(node, first_seq, kept, now, cfg.group_join_wait),
             holds: Holds::default(),
             record: Vec::new(),
             actions: VecDeque::new(),
@@ -418,6 +418,12 @@ impl<S: Storage> Collector<S> {
         self.actions.push_back(Action::WritePage(path, html));
     }
 
+    /// Whether this collector is still joining its groups (`group.rs`): its
+    /// status says so from the start.
+    pub fn joining(&self) -> bool {
+        self.group.joining()
+    }
+
     /// `crd register MODULE [KEY]`: every key of rule module `module` with its
     /// value at `now_ms`, one `KEY VALUE` line each, sorted; or one key's value.
     /// `Err`: why there is no such register or key.
@@ -425,6 +431,13 @@ impl<S: Storage> Collector<S> {
         let Some(rule) = self.rules.by_module.get(module) else {
             return Err(Reason::NoRegister(module.to_string()).into());
         };
+        if self.group.joining() {
+            // Its registers hold only what came since it joined.
+            let peers = self.group.now().settled_peers(&self.topics.node);
+            if !peers.is_empty() {
+                return Err(Reason::Joining(peers.join(" ")).into());
+            }
+        }
         // Keys (node names, topics) and text values came from the bus.
         let text = |k: &str, v: Option<f64>| match rule.regs.text(k) {
             Some(t) if !t.is_empty() => terminal_safe(t).into_owned(),
@@ -571,6 +584,9 @@ impl<S: Storage> Collector<S> {
                     self.persist.set_members(self.group.now().encode());
                     for id in left {
                         self.take_over(id, modules, t);
+                    }
+                    if node == &*self.topics.node && self.group.now().joining(node) == Some(true) {
+                        self.group.joined(t.0, modules);
                     }
                 }
                 self.fleet.status(node, &m.payload, t.1)
@@ -1240,6 +1256,9 @@ impl<S: Storage> Collector<S> {
         if self.page.due(self.fleet.changes).is_some_and(|t| now >= t) {
             self.write_page((now, wall));
         }
+        if self.group.settle(now) {
+            self.actions.push_back(Action::Settled);
+        }
         let next = self.intake.journal.next_seq();
         if let Some(p) = self.group.progress(self.progress_upto(), next, now) {
             let topic = self.topics.progress.clone();
@@ -1269,6 +1288,7 @@ impl<S: Storage> Collector<S> {
             self.intake.poll_timeout(),
             self.page.due(self.fleet.changes),
             progress,
+            self.group.settle_due(),
         ]
         .into_iter()
         .flatten()
@@ -1318,6 +1338,7 @@ impl<S: Storage> Collector<S> {
         s.num("collect_decided", st.decided);
         let g = &self.group;
         s.num("collect_group_members", g.now().len() as u64);
+        s.put("collect_group_joining", Value::Flag(g.joining()));
         s.put("collect_groups", Value::Text(g.now().describe()));
         s.num("collect_group_owned", g.counts.owned);
         s.num("collect_group_others", g.counts.others);
@@ -1417,7 +1438,7 @@ mod tests {
             match a {
                 Action::Ack(_, p) => acks.push(p),
                 Action::Emit(e) => events.push(e),
-                Action::WritePage(..) | Action::Publish(..) => {}
+                Action::WritePage(..) | Action::Publish(..) | Action::Settled => {}
             }
         }
         (acks, events)
@@ -1574,17 +1595,26 @@ mod tests {
         };
         let mut c = Collector::with(cfg, node, Instant::now(), stores).unwrap();
         c.configure(modules);
-        for m in members {
-            let p = crate::mqtt::wire::status_json("online", m, "00", 1, &["g".into()]);
-            let status = Up::Message(Inbound {
-                topic: format!("crd/{m}/status"),
-                payload: p,
-                pkid: None,
-                dup: false,
-                retain: false,
-            });
-            c.handle_inbound(1, status, modules, Instant::now(), 1_000);
+        // A group starting together: each joins, finds no member that knows
+        // more than it does, and settles at once.
+        for joining in [true, false] {
+            for m in members {
+                let g = ["g".to_string()];
+                let p = crate::mqtt::wire::status_json("online", m, "00", 1, &g, joining);
+                let status = Up::Message(Inbound {
+                    topic: format!("crd/{m}/status"),
+                    payload: p,
+                    pkid: None,
+                    dup: false,
+                    retain: false,
+                });
+                c.handle_inbound(1, status, modules, Instant::now(), 1_000);
+            }
+            // (Not through handle_timer: a progress marker published
+            // there would be lost, as the test's bus is not yet there.)
+            c.group.settle(Instant::now());
         }
+        assert!(!c.joining());
         c
     }
 
@@ -1694,7 +1724,7 @@ mod tests {
         );
         let will = Up::Message(Inbound {
             topic: "crd/b/status".into(),
-            payload: crate::mqtt::wire::status_json("offline", "b", "00", 1, &[]),
+            payload: crate::mqtt::wire::status_json("offline", "b", "00", 1, &[], false),
             pkid: None,
             dup: false,
             retain: false,

@@ -53,6 +53,9 @@ pub enum Reason {
     /// `crd register`: the module's registers have no such key.
     #[cfg(feature = "collector")]
     NoKey(String, String),
+    /// This member is still joining its group: the members to ask instead.
+    #[cfg(feature = "collector")]
+    Joining(String),
     /// A stream of the table of events done ends before its fields do.
     #[cfg(feature = "collector")]
     CutShort,
@@ -132,6 +135,13 @@ impl fmt::Display for Error {
             ),
             #[cfg(feature = "collector")]
             Reason::NoKey(m, k) => write!(f, "register `{}` has no key `{}`", *m, *k),
+            #[cfg(feature = "collector")]
+            Reason::Joining(peers) => write!(
+                f,
+                "this member is still joining its group: its registers hold only what came \
+                 since it joined; ask {}",
+                *peers
+            ),
             #[cfg(feature = "collector")]
             Reason::CutShort => f.write_str("cut short"),
             #[cfg(feature = "collector")]

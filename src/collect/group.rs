@@ -23,6 +23,7 @@
 //! is known (each member before its own status comes back) runs everything on
 //! every member rather than nothing. No IO.
 
+use crate::core::module::Module;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -54,23 +55,37 @@ fn marker(b: &[u8]) -> Option<(u64, u64)> {
     Some((k.parse().ok()?, done.parse().ok()?))
 }
 
+/// The longest `period` of the rules of `modules` in a group (zero without
+/// any): after that long a joining member's registers hold what a member
+/// there before holds.
+fn join_wait(modules: &[Module]) -> Duration {
+    let grouped = modules
+        .iter()
+        .filter(|m| m.settings.enabled && m.settings.subscribe_group.is_some());
+    let rule = |m: &Module| m.settings.rule.register.and(m.settings.rule.period);
+    grouped.filter_map(rule).max().unwrap_or(Duration::ZERO)
+}
+
 /// A member's id in holds and progress: its name hashed.
 pub fn member_id(name: &str) -> u64 {
     fnv1a(name.as_bytes())
 }
 
 /// The groups a crd status names (`mqtt::wire::status_json`: `state` first,
-/// `groups` last): none unless it says `online`. By hand, as `marker`.
-fn status_groups(b: &[u8]) -> Option<Vec<String>> {
+/// `groups` last), and whether it says `"joining":true`: none unless it says
+/// `online`. By hand, as `marker`.
+fn status_groups(b: &[u8]) -> Option<(Vec<String>, bool)> {
     if !b.starts_with(b"{\"state\":\"") {
         return None;
     }
     if !b.starts_with(b"{\"state\":\"online\"") {
-        return Some(Vec::new());
+        return Some((Vec::new(), false));
     }
+    const JOINING: &[u8] = b",\"joining\":true";
+    let joining = b.windows(JOINING.len()).any(|w| w == JOINING);
     const KEY: &[u8] = b",\"groups\":[";
     let Some(at) = b.windows(KEY.len()).position(|w| w == KEY) else {
-        return Some(Vec::new());
+        return Some((Vec::new(), false));
     };
     let mut at = at + KEY.len();
     let mut out = Vec::new();
@@ -79,22 +94,41 @@ fn status_groups(b: &[u8]) -> Option<Vec<String>> {
         out.push(g.into_owned());
         at = end + usize::from(b.get(end) == Some(&b','));
     }
-    Some(out)
+    Some((out, joining))
+}
+
+/// A live member: its groups, and whether it is still joining (its registers
+/// and its table of events done hold only what came since it joined, so it
+/// owns no key while a member that is not joining is left in the group).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Member {
+    groups: Box<[Box<str>]>,
+    joining: bool,
+}
+
+impl Member {
+    fn of(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| &**g == group)
+    }
 }
 
 /// The live members and the groups each is in, sorted by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Members(BTreeMap<Box<str>, Box<[Box<str>]>>);
+pub struct Members(BTreeMap<Box<str>, Member>);
 
 impl Members {
-    /// The member of `group` that owns `key` (`None`: the group has none).
+    /// The member of `group` that owns `key` (`None`: the group has none):
+    /// among those not joining, or, with none of those left, among all.
     pub fn owner(&self, group: &str, key: &[u8]) -> Option<&str> {
         let k = fnv1a(key);
-        self.0
-            .iter()
-            .filter(|(_, gs)| gs.iter().any(|g| &**g == group))
-            .max_by_key(|(m, _)| weight(m, k))
-            .map(|(m, _)| &**m)
+        let best = |joining: bool| {
+            self.0
+                .iter()
+                .filter(|(_, m)| m.of(group) && (joining || !m.joining))
+                .max_by_key(|(name, _)| weight(name, k))
+                .map(|(name, _)| &**name)
+        };
+        best(false).or_else(|| best(true))
     }
 
     /// Members in any group.
@@ -106,23 +140,50 @@ impl Members {
         self.0.is_empty()
     }
 
-    /// `GROUP=MEMBER,MEMBER` for each group, space-separated, sorted.
+    /// Whether member `name` is still joining (`None`: not a member).
+    pub fn joining(&self, name: &str) -> Option<bool> {
+        self.0.get(name).map(|m| m.joining)
+    }
+
+    /// The members other than `name`, not joining, of a group `name` is in,
+    /// sorted: those whose registers hold what came before `name` joined.
+    pub fn settled_peers(&self, name: &str) -> Vec<&str> {
+        let Some(me) = self.0.get(name) else {
+            return Vec::new();
+        };
+        let shares = |m: &Member| me.groups.iter().any(|g| m.of(g));
+        let peers = self.0.iter();
+        peers
+            .filter(|(n, m)| &***n != name && !m.joining && shares(m))
+            .map(|(n, _)| &**n)
+            .collect()
+    }
+
+    /// `GROUP=MEMBER,MEMBER` for each group, space-separated, sorted; a
+    /// member still joining has `(joining)` after its name.
     pub fn describe(&self) -> String {
         let mut groups: Vec<&str> = self
             .0
             .values()
-            .flat_map(|g| g.iter().map(|g| &**g))
+            .flat_map(|m| m.groups.iter().map(|g| &**g))
             .collect();
         groups.sort_unstable();
         groups.dedup();
-        let each = groups
-            .iter()
-            .map(|g| format!("{g}={}", self.of(g).collect::<Vec<_>>().join(",")));
+        let name = |n: &str, m: &Member| match m.joining {
+            true => format!("{n}(joining)"),
+            false => n.to_string(),
+        };
+        let each = groups.iter().map(|g| {
+            let of_g = self.0.iter().filter(|(_, m)| m.of(g));
+            let names: Vec<String> = of_g.map(|(n, m)| name(n, m)).collect();
+            format!("{g}={}", names.join(","))
+        });
         each.collect::<Vec<_>>().join(" ")
     }
 
-    /// The members as kept on disk (`persist.rs`): per member, its name and
-    /// its groups' names, each a u8 length and the bytes, after a u8 count.
+    /// The members as kept on disk (`persist.rs`): per member, a u8 with
+    /// the count of its groups (bit 7 set: joining), its name and its
+    /// groups' names, each a u8 length and the bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::new();
         let put = |b: &mut Vec<u8>, s: &str| {
@@ -130,10 +191,10 @@ impl Members {
             b.push(s.len() as u8);
             b.extend_from_slice(s);
         };
-        for (m, gs) in &self.0 {
-            b.push(gs.len() as u8);
-            put(&mut b, m);
-            for g in gs.iter() {
+        for (name, m) in &self.0 {
+            b.push(m.groups.len() as u8 | if m.joining { 0x80 } else { 0 });
+            put(&mut b, name);
+            for g in m.groups.iter() {
                 put(&mut b, g);
             }
         }
@@ -145,14 +206,14 @@ impl Members {
         let mut at = 0;
         let mut out = BTreeMap::new();
         while at < b.len() {
-            let count = b[at];
+            let (count, joining) = (b[at] & 0x7f, b[at] & 0x80 != 0);
             at += 1;
-            let m = name(b, &mut at)?;
-            let gs = (0..count)
-                .map(|_| name(b, &mut at))
+            let name = name(b, &mut at)?;
+            let groups = (0..count)
+                .map(|_| self::name(b, &mut at))
                 .collect::<Option<Box<[Box<str>]>>>()?;
             if out.len() < MAX_MEMBERS {
-                out.insert(m, gs);
+                out.insert(name, Member { groups, joining });
             }
         }
         Some(Members(out))
@@ -162,8 +223,8 @@ impl Members {
     pub fn of<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
-            .filter(move |(_, gs)| gs.iter().any(|g| &**g == group))
-            .map(|(m, _)| &**m)
+            .filter(move |(_, m)| m.of(group))
+            .map(|(n, _)| &**n)
     }
 }
 
@@ -229,6 +290,21 @@ pub struct Views {
     /// journaled under the new view must not be durable before it is.
     pub unsynced: bool,
     progress: Progress,
+    join: Join,
+    /// `group_join_wait` (`None`: the longest `period` of the rules).
+    join_wait: Option<Duration>,
+}
+
+/// This member's joining: it announces itself `"joining":true` until its
+/// registers hold a whole rule period of the stream (`Views::settle`).
+#[derive(Debug, PartialEq, Eq)]
+enum Join {
+    /// Not joining: a member since before this run (kept on disk), or done.
+    Settled,
+    /// Joining; once its own joining status came back through the broker
+    /// (from there on it reads what the others read): when, and how long its
+    /// registers need from then.
+    Joining(Option<(Instant, Duration)>),
 }
 
 /// Whether this member does a job.
@@ -271,7 +347,17 @@ impl Views {
     /// view of the records recovered from the journal, and of the next ones
     /// until a status changes it). Without any kept, the groups have no
     /// member, and records journaled before `first_seq` (recovered) run here.
-    pub fn new(node: &str, first_seq: u64, kept: Option<Members>, now: Instant) -> Views {
+    pub fn new(
+        node: &str,
+        first_seq: u64,
+        kept: Option<Members>,
+        now: Instant,
+        join_wait: Option<Duration>,
+    ) -> Views {
+        let join = match kept.as_ref().and_then(|k| k.joining(node)) {
+            Some(false) => Join::Settled,
+            _ => Join::Joining(None),
+        };
         let (from, members) = match kept {
             Some(m) if !m.is_empty() => (0, m),
             _ => (first_seq, Members::default()),
@@ -288,7 +374,49 @@ impl Views {
                 started: Some(now),
                 ..Progress::default()
             },
+            join,
+            join_wait,
         }
+    }
+
+    /// Whether this member is still joining: its status says so, and it owns
+    /// no key while a member that is not is left in its groups.
+    pub fn joining(&self) -> bool {
+        self.join != Join::Settled
+    }
+
+    /// This member's own joining status came back at `now` (what the broker
+    /// routes to the group reaches it from there on): its registers hold a
+    /// whole period of the stream after the longest `period` of the rules of
+    /// `modules` in a group, or `group_join_wait` when set.
+    pub fn joined(&mut self, now: Instant, modules: &[Module]) {
+        if self.join == Join::Joining(None) {
+            let wait = self.join_wait.unwrap_or_else(|| join_wait(modules));
+            self.join = Join::Joining(Some((now, wait)));
+        }
+    }
+
+    /// When this member stops joining (`settle`): after its wait, or at once
+    /// when no other member of its groups is settled (then nobody knows more
+    /// than it does: a group starting, or the others gone).
+    pub fn settle_due(&self) -> Option<Instant> {
+        let Join::Joining(Some((at, wait))) = self.join else {
+            return None;
+        };
+        if self.now().settled_peers(&self.node).is_empty() {
+            return Some(at);
+        }
+        Some(at + wait)
+    }
+
+    /// Stops joining when due at `now`: `true` when this member is to say so
+    /// in its status.
+    pub fn settle(&mut self, now: Instant) -> bool {
+        if self.settle_due().is_some_and(|t| t <= now) {
+            self.join = Join::Settled;
+            return true;
+        }
+        false
     }
 
     /// The members now (of the records journaled next).
@@ -300,16 +428,20 @@ impl Views {
     /// delivered it, before record `next_seq` is journaled: `None` if the
     /// members did not change, else the ids of those that left.
     pub fn status(&mut self, node: &str, payload: &[u8], next_seq: u64) -> Option<Vec<u64>> {
-        let groups: Box<[Box<str>]> = status_groups(payload)?
+        let (groups, joining) = status_groups(payload)?;
+        let groups: Box<[Box<str>]> = groups
             .iter()
             .filter(|g| crate::core::topic::valid_group(g).is_ok())
             .map(|g| g.as_str().into())
             .collect();
+        let member = Member { groups, joining };
         let now = self.now();
-        if now.0.get(node).map_or(groups.is_empty(), |g| *g == groups) {
+        let same = |m: &Member| *m == member;
+        if now.0.get(node).map_or(member.groups.is_empty(), same) {
             return None;
         }
-        if !groups.is_empty() && !now.0.contains_key(node) && now.0.len() >= MAX_MEMBERS {
+        let leaving = member.groups.is_empty();
+        if !leaving && !now.0.contains_key(node) && now.0.len() >= MAX_MEMBERS {
             self.counts.full += 1;
             return None;
         }
@@ -320,10 +452,10 @@ impl Views {
             Some(_) => vec![member_id(node)],
             None => Vec::new(),
         };
-        if groups.is_empty() {
+        if leaving {
             next.0.remove(node);
         } else {
-            next.0.insert(node.into(), groups);
+            next.0.insert(node.into(), member);
         }
         self.counts.changes += 1;
         self.unsynced = true;
@@ -494,9 +626,76 @@ mod tests {
 
     const OFFLINE: &[u8] = b"{\"state\":\"offline\",\"node\":\"x\"}";
 
+    fn joining(groups: &[&str]) -> Vec<u8> {
+        let g: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        crate::mqtt::wire::status_json("online", "x", "00", 1, &g, true)
+    }
+
+    /// A member joining owns no key while a settled one is left, and
+    /// settles after its wait, or at once when nobody knows more than it.
+    #[test]
+    fn a_joining_member_owns_nothing_until_it_settles() {
+        let t0 = Instant::now();
+        let wait = Duration::from_secs(60);
+        let mut v = Views::new("c", 1, None, t0, Some(wait));
+        assert!(v.joining(), "no state kept: joining");
+        v.status("a", &online(&["g"]), 1);
+        v.status("b", &online(&["g"]), 1);
+        v.status("c", &joining(&["g"]), 1);
+        assert_eq!(v.now().describe(), "g=a,b,c(joining)");
+        assert_eq!(v.now().settled_peers("c"), ["a", "b"]);
+        assert_eq!(v.settle_due(), None, "its own status not back yet");
+        v.joined(t0, &[]);
+        let keys: Vec<Vec<u8>> = (0..300).map(|i| key("M", &format!("n{i}"))).collect();
+        for k in &keys {
+            assert_ne!(v.now().owner("g", k), Some("c"));
+        }
+        assert_eq!(v.settle_due(), Some(t0 + wait));
+        assert!(!v.settle(t0 + wait / 2));
+        assert!(v.settle(t0 + wait));
+        assert!(!v.joining());
+        assert!(
+            v.status("c", &online(&["g"]), 5).is_some(),
+            "its settled status"
+        );
+        let owns = keys.iter().filter(|k| v.now().owner("g", k) == Some("c"));
+        assert!((50..=150).contains(&owns.count()), "a third of the keys");
+        // Kept on disk: a restart is settled at once.
+        let kept = Members::decode(&v.now().encode()).unwrap();
+        assert_eq!(&kept, v.now());
+        assert!(!Views::new("c", 9, Some(kept.clone()), t0, None).joining());
+        assert!(
+            Views::new("d", 9, Some(kept), t0, None).joining(),
+            "not kept"
+        );
+    }
+
+    #[test]
+    fn joining_members_own_the_keys_when_no_settled_one_is_left() {
+        let t0 = Instant::now();
+        let long = Some(Duration::from_secs(600));
+        let mut v = Views::new("c", 1, None, t0, long);
+        v.status("a", &online(&["g"]), 1);
+        v.status("c", &joining(&["g"]), 1);
+        v.status("d", &joining(&["g"]), 1);
+        v.joined(t0, &[]);
+        assert_eq!(v.now().owner("g", b"k"), Some("a"));
+        v.status("a", OFFLINE, 2);
+        let owner = v.now().owner("g", b"k").unwrap();
+        assert!(owner == "c" || owner == "d");
+        assert_eq!(v.settle_due(), Some(t0), "nobody knows more: at once");
+        assert!(v.settle(t0));
+        // A group starting together: each finds no settled peer.
+        let mut w = Views::new("e", 1, None, t0, long);
+        w.status("f", &joining(&["g"]), 1);
+        w.status("e", &joining(&["g"]), 1);
+        w.joined(t0, &[]);
+        assert!(w.settle(t0));
+    }
+
     #[test]
     fn every_key_has_one_owner_and_a_member_leaving_moves_only_its_keys() {
-        let mut v = Views::new("a", 1, None, Instant::now());
+        let mut v = Views::new("a", 1, None, Instant::now(), None);
         for m in ["a", "b", "c"] {
             assert!(v.status(m, &online(&["g"]), 1).is_some());
         }
@@ -532,7 +731,7 @@ mod tests {
 
     #[test]
     fn a_record_is_decided_by_the_view_it_was_journaled_under() {
-        let mut v = Views::new("a", 10, None, Instant::now());
+        let mut v = Views::new("a", 10, None, Instant::now(), None);
         assert_eq!(v.owner("g", b"k", 5), Owner::Me, "recovered: runs here");
         assert_eq!(v.owner("g", b"k", 10), Owner::Me, "no member known: runs");
         v.status("a", &online(&["g"]), 10);
@@ -560,11 +759,11 @@ mod tests {
         v.status("b", &online(&["g"]), 30);
         let kept = Members::decode(&v.now().encode()).expect("round trip");
         assert_eq!(&kept, v.now());
-        let mut w = Views::new("a", 40, Some(kept), Instant::now());
+        let mut w = Views::new("a", 40, Some(kept), Instant::now(), None);
         let b = Owner::Other(member_id("b"));
         assert_eq!(w.owner("g", &b_keys[0], 35), b, "b's, recovered");
         assert_eq!(
-            Views::new("a", 40, None, Instant::now()).owner("g", &b_keys[0], 35),
+            Views::new("a", 40, None, Instant::now(), None).owner("g", &b_keys[0], 35),
             Owner::Me
         );
         let enc = v.now().encode();
@@ -574,7 +773,7 @@ mod tests {
 
     #[test]
     fn statuses_without_change_make_no_view_and_the_views_are_bounded() {
-        let mut v = Views::new("a", 1, None, Instant::now());
+        let mut v = Views::new("a", 1, None, Instant::now(), None);
         assert!(v.status("a", &online(&["g"]), 1).is_some());
         assert!(
             v.status("a", &online(&["g"]), 2).is_none(),
@@ -605,7 +804,7 @@ mod tests {
 
     #[test]
     fn members_are_bounded() {
-        let mut v = Views::new("a", 1, None, Instant::now());
+        let mut v = Views::new("a", 1, None, Instant::now(), None);
         for i in 0..MAX_MEMBERS + 5 {
             v.status(&format!("m{i}"), &online(&["g"]), 1);
         }
@@ -622,7 +821,7 @@ mod tests {
     /// where D arrived; a member numbering from 1 again restarted.
     #[test]
     fn progress_markers_name_journal_positions() {
-        let mut v = Views::new("a", 1, None, Instant::now());
+        let mut v = Views::new("a", 1, None, Instant::now(), None);
         let t0 = Instant::now();
         assert_eq!(v.progress(5, 5, t0), None, "alone: nobody to tell");
         v.status("a", &online(&["g"]), 1);
@@ -678,15 +877,17 @@ mod tests {
     fn statuses_and_markers_read_as_crd_writes_them() {
         use crate::mqtt::wire::status_json;
         let g = ["g1".to_string(), "a\"b".to_string()];
-        let on = status_json("online", "n", "00", 1, &g);
-        assert_eq!(status_groups(&on), Some(g.to_vec()));
+        let on = status_json("online", "n", "00", 1, &g, false);
+        assert_eq!(status_groups(&on), Some((g.to_vec(), false)));
+        let joining = status_json("online", "n", "00", 1, &g, true);
+        assert_eq!(status_groups(&joining), Some((g.to_vec(), true)));
         assert_eq!(
-            status_groups(&status_json("online", "n", "00", 1, &[])),
-            Some(vec![])
+            status_groups(&status_json("online", "n", "00", 1, &[], false)),
+            Some((vec![], false))
         );
         assert_eq!(
-            status_groups(&status_json("offline", "n", "00", 1, &g)),
-            Some(vec![])
+            status_groups(&status_json("offline", "n", "00", 1, &g, false)),
+            Some((vec![], false))
         );
         assert_eq!(status_groups(b"junk"), None);
         assert_eq!(marker(b"{\"k\":7,\"done\":5}"), Some((7, 5)));

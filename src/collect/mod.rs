@@ -77,6 +77,9 @@ pub enum Action {
     /// A message published now, outside the spool (a group member's progress
     /// marker: a lost one only delays the next).
     Publish(String, Vec<u8>),
+    /// This member stopped joining its collector groups: its status is to
+    /// say so.
+    Settled,
 }
 
 #[cfg(not(feature = "collector"))]

@@ -37,6 +37,10 @@ impl Collector {
         match *self {}
     }
 
+    pub fn joining(&self) -> bool {
+        match *self {}
+    }
+
     pub fn handle_inbound(&mut self, _: u64, _: Up, _: &[Module], _: Instant, _: u64) {
         match *self {}
     }

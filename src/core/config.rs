@@ -372,6 +372,10 @@ pub struct Config {
     pub command_key_file: Option<PathBuf>,
     /// `fleet_html` (collector builds): the fleet page the collector rewrites.
     pub fleet_html: Option<PathBuf>,
+    /// `group_join_wait` (collector builds): how long a collector new to a
+    /// `subscribe_group` waits before it takes a share of the work; `None`:
+    /// the longest `period` of the group's rules.
+    pub group_join_wait: Option<Duration>,
     pub defaults: ModuleSettings,
     /// `[module NAME]` sections, in file order.
     pub sections: Vec<Section>,
@@ -536,6 +540,7 @@ impl Config {
             commands: Vec::new(),
             command_key_file: None,
             fleet_html: None,
+            group_join_wait: None,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
         }
@@ -1446,6 +1451,12 @@ fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
                 return Err(Reason::NoCollector("fleet_html").into());
             }
             cfg.fleet_html = Some(config_relative(&cfg.path, v)?);
+        }
+        "group_join_wait" => {
+            if !cfg!(feature = "collector") {
+                return Err(Reason::NoCollector("group_join_wait").into());
+            }
+            cfg.group_join_wait = Some(parse_duration(v)?);
         }
         "log_level" => cfg.log_level = log_level(v)?,
         _ => return Ok(false),

@@ -728,6 +728,7 @@ impl Daemon {
                 Action::Publish(topic, payload) => {
                     self.forwarder.publish_now(&topic, &payload, now);
                 }
+                Action::Settled => self.forwarder.settled(now),
             }
         }
         if acked {
@@ -836,8 +837,9 @@ impl Daemon {
             c.configure(&self.own.modules);
             c.set_page(self.cfg.fleet_html.as_deref());
         }
+        let joining = self.bus.collector.as_ref().is_some_and(|c| c.joining());
         self.forwarder
-            .set_groups(Collector::groups(&self.own.modules));
+            .set_groups(Collector::groups(&self.own.modules), joining);
         self.forwarder
             .subscribe_to(filters, self.cfg.max_message, now);
     }

@@ -111,6 +111,8 @@ pub struct Forwarder {
     /// The collector groups this crd is a member of: its status names them once
     /// the broker acknowledged the subscription (`collect::group`).
     groups: Vec<String>,
+    /// The status says `"joining":true` (`collect::group`).
+    joining: bool,
     /// Filters the broker's last SUBACK refused, and those that SUBSCRIBE carried.
     refused_filters: Vec<String>,
     sub_sent: Vec<String>,
@@ -197,7 +199,7 @@ impl Forwarder {
         } else {
             cfg.client_id.clone()
         };
-        let will = wire::status_json("offline", node, &stream_hex, boot_ms, &[]);
+        let will = wire::status_json("offline", node, &stream_hex, boot_ms, &[], false);
         let session = Session::new(
             SessionConfig {
                 client_id: client_id.clone(),
@@ -242,6 +244,7 @@ impl Forwarder {
             json_buf: Vec::new(),
             filters: Vec::new(),
             groups: Vec::new(),
+            joining: false,
             refused_filters: Vec::new(),
             sub_sent: Vec::new(),
             inbound: Vec::new(),
@@ -257,7 +260,14 @@ impl Forwarder {
     }
 
     fn status_payload(&self, state: &str) -> Vec<u8> {
-        wire::status_json(state, &self.node, &self.stream_hex, self.boot_ms, &[])
+        wire::status_json(
+            state,
+            &self.node,
+            &self.stream_hex,
+            self.boot_ms,
+            &[],
+            false,
+        )
     }
 
     fn status_topic(&self) -> String {
@@ -550,7 +560,8 @@ impl Forwarder {
             return Ok(());
         }
         let (node, groups) = (&self.node, &self.groups);
-        let p = wire::status_json("online", node, &self.stream_hex, self.boot_ms, groups);
+        let (hex, boot) = (&self.stream_hex, self.boot_ms);
+        let p = wire::status_json("online", node, hex, boot, groups, self.joining);
         self.session
             .publish(&self.status_topic(), &p, true, false, None, now)?;
         Ok(())
@@ -690,9 +701,22 @@ impl Forwarder {
     }
 
     /// The collector groups this crd is a member of (`subscribe_group`): named
-    /// in its status after each subscription (none: the status names none).
-    pub fn set_groups(&mut self, groups: Vec<String>) {
+    /// in its status after each subscription (none: the status names none),
+    /// with `"joining":true` while it is `joining` them.
+    pub fn set_groups(&mut self, groups: Vec<String>, joining: bool) {
         self.groups = groups;
+        self.joining = joining;
+    }
+
+    /// This collector stopped joining its groups: its status says so now.
+    pub fn settled(&mut self, now: Instant) {
+        self.joining = false;
+        if self.phase != Phase::Up || self.stopping {
+            return; // The next subscription's status says it.
+        }
+        if let Err(e) = self.join_groups(now).and_then(|()| self.write_out()) {
+            log::warn!("mqtt: publishing the status: {e}");
+        }
     }
 
     /// Messages (and oversized ones) received since the last call, each with the

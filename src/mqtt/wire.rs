@@ -14,13 +14,14 @@ pub fn status_topic(prefix: &str, node: &str) -> String {
 
 /// The status payload: `{"state":..,"node":..,"stream":..,"version":..,"boot_ms":..}`,
 /// and `"groups":[..]` when a collector names the groups it is a member of
-/// (`collect::group`).
+/// (`collect::group`), then `"joining":true` while it is still joining them.
 pub fn status_json(
     state: &str,
     node: &str,
     stream_hex: &str,
     boot_ms: u64,
     groups: &[String],
+    joining: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
     let mut o = Obj::new(&mut out);
@@ -31,6 +32,9 @@ pub fn status_json(
         .uint("boot_ms", boot_ms);
     if !groups.is_empty() {
         o.strs("groups", groups);
+        if joining {
+            o.bool("joining", true);
+        }
     }
     o.end();
     out
@@ -266,7 +270,7 @@ mod tests {
     #[test]
     fn status_is_json_on_its_topic() {
         assert_eq!(status_topic("fleet/eu", "r1"), "fleet/eu/r1/status");
-        let j = String::from_utf8(status_json("online", "r1", "ab", 7, &[])).unwrap();
+        let j = String::from_utf8(status_json("online", "r1", "ab", 7, &[], false)).unwrap();
         assert_eq!(
             j,
             format!(
@@ -275,7 +279,12 @@ mod tests {
             )
         );
         let g = ["g1".to_string(), "g2".to_string()];
-        let j = String::from_utf8(status_json("online", "c", "ab", 7, &g)).unwrap();
+        let j = String::from_utf8(status_json("online", "c", "ab", 7, &g, false)).unwrap();
         assert!(j.ends_with(r#""boot_ms":7,"groups":["g1","g2"]}"#), "{j}");
+        let j = String::from_utf8(status_json("online", "c", "ab", 7, &g, true)).unwrap();
+        assert!(
+            j.ends_with(r#""groups":["g1","g2"],"joining":true}"#),
+            "{j}"
+        );
     }
 }
