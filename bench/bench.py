@@ -14,7 +14,10 @@ the table shows each tool's range (one 30 s phase on a shared VM varies by +-15%
 CPU is the daemon's own on-CPU time from /proc/PID/task/*/schedstat, all its threads (children excluded for
 both tools; crd runs with its default max_parallel); runs are counted by the check scripts themselves (one line each), so
 both tools are charged for exactly the runs they made. BENCH_SECONDS sets the length
-of each phase (default 60).
+of each phase (default 60). CRD_BASE_BIN (a crd built from another commit with
+`cross/build.sh x86_64 edge`) runs a third phase each round, after monit, and adds
+rows comparing this tree's crd with it in the same run: CPU per check run and peak
+RSS, no worse than the base (the redesign's budget).
 """
 
 import os
@@ -206,12 +209,17 @@ def main():
         f"bench: {SECONDS} s per phase, {ROUNDS} rounds, crd {os.path.getsize(crd)} bytes (x86_64 musl, built as a router: no collector, opt-level z)",
         flush=True,
     )
-    crds, monits = [], []
+    base = os.environ.get("CRD_BASE_BIN")
+    crds, monits, bases = [], [], []
     with tempfile.TemporaryDirectory(prefix="crd-bench-") as tmp:
         for r in range(ROUNDS):
             crds.append(run_crd(crd, os.path.join(tmp, f"crd50-{r}"), 50))
             monits.append(run_monit(os.path.join(tmp, f"monit50-{r}"), 50))
-            print(f"round {r + 1}: crd {per_run_us(crds[-1]):.0f} us, monit {per_run_us(monits[-1]):.0f} us per run", flush=True)
+            also = ""
+            if base:
+                bases.append(run_crd(base, os.path.join(tmp, f"base50-{r}"), 50))
+                also = f", base {per_run_us(bases[-1]):.0f} us"
+            print(f"round {r + 1}: crd {per_run_us(crds[-1]):.0f} us, monit {per_run_us(monits[-1]):.0f} us per run{also}", flush=True)
         c = run_crd(crd, os.path.join(tmp, "crd200"), 200)
     crd_runs = sorted(per_run_us(x) for x in crds)
     monit_runs = sorted(per_run_us(x) for x in monits)
@@ -233,10 +241,22 @@ def main():
         ("p99 start lateness at 200 modules, us", f"<= {p99}", "", "", "< 10000", "ok" if p99 < 10000 else "OVER"),
         ("max start lateness at 200 modules, us", c["status"]["lateness_max_us"], "", "", "", ""),
     ]
+    if bases:
+        base_runs = sorted(per_run_us(x) for x in bases)
+        base_us = base_runs[len(base_runs) // 2]
+        vs = crd_us / base_us if base_us else float("inf")
+        base_hwm = max(x["hwm"] for x in bases)
+        rows += [
+            ("CPU per check run vs CRD_BASE_BIN (median), us", f"{crd_us:.0f}", f"{base_us:.0f}", f"{vs:.3f}", "<= 1.00",
+             "ok" if vs <= 1.0 else "OVER"),
+            ("  base's range over the rounds, us", "", f"{base_runs[0]:.0f}-{base_runs[-1]:.0f}", "", "", ""),
+            ("peak RSS vs CRD_BASE_BIN, KiB", f"{hwm}", f"{base_hwm}", f"{hwm / base_hwm:.3f}", "<= 1.00",
+             "ok" if hwm <= base_hwm else "OVER"),
+        ]
     record("core", "daemon CPU per check run, 50 modules x 1 s (median)", "us", crd_us,
            "monit 5.33", monit_us, "lower", "<= 0.25")
     w = max(len(r[0]) for r in rows)
-    print(f"{'metric':<{w}}  {'crd':>16}  {'monit':>10}  {'ratio':>7}  {'budget':>10}  verdict")
+    print(f"{'metric':<{w}}  {'crd':>16}  {'monit/base':>10}  {'ratio':>7}  {'budget':>10}  verdict")
     for r in rows:
         print(f"{r[0]:<{w}}  {r[1]:>16}  {r[2]:>10}  {r[3]:>7}  {r[4]:>10}  {r[5]}")
     bad = [r for r in rows if r[5] not in ("", "ok")]
