@@ -164,6 +164,80 @@ fn ten_thousand_emits_survive_broker_down_and_sigkill_in_order() {
     stop(d);
 }
 
+/// `crd emit` of `bulk` with texts `from..to`, one process each.
+fn emits(sb: &Sandbox, from: u64, to: u64) {
+    for i in from..to {
+        let (code, _, err) = sb.run(&["emit", "bulk", &format!("e{i}")]);
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
+/// A broker list: the first broker SIGKILLed midway, the edge goes on through
+/// the second; every event reaches one of the two (none lost at the edge),
+/// and `crd status` names the broker in use and the failover.
+#[test]
+fn a_broker_list_fails_over_to_the_next_broker_and_loses_nothing() {
+    let sb = Sandbox::new("mq-list");
+    let mut b1 = Broker::start(&sb.path("b1"), "");
+    let b2 = Broker::start(&sb.path("b2"), "");
+    let topic = "crd/testnode/bulk";
+    let s1 = Subscriber::start(b1.port, topic, "t-list1", &sb.path("s1.txt"));
+    let s2 = Subscriber::start(b2.port, topic, "t-list2", &sb.path("s2.txt"));
+    sb.config(&format!(
+        "broker = {} {}\nkeepalive = 5s",
+        b1.addr(),
+        b2.addr()
+    ));
+    let d = sb.start();
+    emits(&sb, 0, 300);
+    assert!(
+        wait_for(LONG, || seqs(&s1, topic).len() >= 300),
+        "{}",
+        d.status()
+    );
+    assert_eq!(stat_of(&d.status(), "mqtt_failovers"), 0);
+    b1.kill();
+    let killed = std::time::Instant::now();
+    let on_b2 = format!("mqtt_broker: {}", b2.addr());
+    assert!(
+        wait_for(LONG, || d.status().contains(&on_b2)
+            && d.status().contains("mqtt_state: connected")),
+        "{}",
+        d.status()
+    );
+    let took = killed.elapsed();
+    println!(
+        "failed over to the second broker {} ms after the kill",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "within 2 x keepalive: {took:?}"
+    );
+    emits(&sb, 300, 600);
+    let all = || {
+        let mut got: std::collections::BTreeSet<u64> = seqs(&s1, topic).into_iter().collect();
+        got.extend(seqs(&s2, topic));
+        got
+    };
+    assert!(
+        wait_for(LONG, || all().len() >= 600),
+        "{} of 600\n{}",
+        all().len(),
+        d.status()
+    );
+    assert_eq!(all(), (1..=600).collect(), "every event, once or more");
+    assert!(
+        seqs(&s2, topic).contains(&600),
+        "the later ones through the second"
+    );
+    let s = d.status();
+    assert!(stat_of(&s, "mqtt_failovers") >= 1, "{s}");
+    assert_eq!(stat_of(&s, "mqtt_brokers"), 2);
+    assert!(wait_for(LONG, || stat_of(&d.status(), "spool_depth") == 0));
+    stop(d);
+}
+
 #[test]
 fn a_broker_restart_mid_stream_loses_nothing() {
     let sb = Sandbox::new("mq-restart");

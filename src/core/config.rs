@@ -461,7 +461,8 @@ impl Setting {
 /// `username`, `password_file`, `keepalive`, `max_inflight`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MqttSettings {
-    /// `host:port`, `[v6]:port` or `host` (port 1883); empty: no forwarding.
+    /// `host:port`, `[v6]:port` or `host` (port 1883), or several separated by
+    /// one space (`brokers`); empty: no forwarding.
     pub broker: String,
     pub topic_prefix: String,
     /// Empty means `crd-<node>`.
@@ -482,6 +483,13 @@ pub struct MqttSettings {
     pub homeassistant: bool,
     /// `homeassistant_prefix`: HA's discovery prefix.
     pub homeassistant_prefix: String,
+}
+
+impl MqttSettings {
+    /// The brokers of `broker`, in the order tried.
+    pub fn brokers(&self) -> impl Iterator<Item = &str> {
+        self.broker.split(' ').filter(|b| !b.is_empty())
+    }
 }
 
 /// Default `ca_file`: where Debian and OpenWrt's `ca-bundle` keep the system roots.
@@ -1497,16 +1505,45 @@ fn log_level(v: &str) -> Result<log::LevelFilter, Problem> {
     })
 }
 
+/// Brokers a `broker` list may name.
+pub const MAX_BROKERS: usize = 64;
+
+/// `broker`: one `host:port` (`[v6]:port`, `v6`, `host`: port 1883) or several,
+/// separated by spaces, each once; kept with one space between them.
+fn broker_list(v: &str) -> Result<String, Problem> {
+    let bad = |e: &str, why| Err(Reason::Bad("broker", e.into(), why).into());
+    let list: Vec<&str> = v.split_whitespace().collect();
+    if list.is_empty() {
+        return bad(v, "want host:port, or several separated by spaces");
+    }
+    if list.len() > MAX_BROKERS {
+        return bad(&format!("{} brokers", list.len()), "at most 64 brokers");
+    }
+    for (i, &b) in list.iter().enumerate() {
+        if b.contains(',') || b.contains(';') {
+            return bad(b, "separate the brokers of a list with spaces");
+        }
+        let bare_v6 = b.matches(':').count() > 1 && !b.starts_with('[');
+        if let Some((host, port)) = b.rsplit_once(':').filter(|_| !bare_v6) {
+            if host.is_empty() || host == "[]" {
+                return bad(b, "want host:port");
+            }
+            if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+                return bad(b, "a port from 1 to 65535");
+            }
+        }
+        if list[..i].contains(&b) {
+            return bad(b, "listed twice");
+        }
+    }
+    Ok(list.join(" "))
+}
+
 /// The broker connection's keys (`MqttSettings`); `Ok(false)` for any other key.
 fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
     let mqtt = &mut cfg.mqtt;
     match k {
-        "broker" => {
-            if v.is_empty() || v.contains(char::is_whitespace) {
-                return Err(Reason::Bad("broker", v.into(), "want host:port").into());
-            }
-            mqtt.broker = v.to_string();
-        }
+        "broker" => mqtt.broker = broker_list(v)?,
         "topic_prefix" | "homeassistant_prefix" => {
             let (key, prefix) = if k == "topic_prefix" {
                 ("topic_prefix", &mut mqtt.topic_prefix)
@@ -1972,6 +2009,37 @@ mod tests {
             Duration::from_secs(3),
             "crd.conf section beats module.conf"
         );
+    }
+
+    #[test]
+    fn a_broker_list_is_tried_in_order_and_a_malformed_one_refused() {
+        let c = p("broker = a.lan:1883  b.lan [::1]:1885 ::1\n").unwrap();
+        assert_eq!(c.mqtt.broker, "a.lan:1883 b.lan [::1]:1885 ::1");
+        let list: Vec<&str> = c.mqtt.brokers().collect();
+        assert_eq!(list, ["a.lan:1883", "b.lan", "[::1]:1885", "::1"]);
+        let e = one_err("node = r\nbroker = h1:1883,h2:1883\n");
+        assert!(e.starts_with("crd.conf:2: "), "{e}");
+        assert!(
+            e.contains("`h1:1883,h2:1883`") && e.contains("spaces"),
+            "{e}"
+        );
+        for (list, why) in [
+            ("h1:1883 h1:1883", "listed twice"),
+            ("h1:0", "a port from 1 to 65535"),
+            ("h1:65536", "a port from 1 to 65535"),
+            ("h1:x", "a port from 1 to 65535"),
+            ("h1: h2", "a port from 1 to 65535"),
+            (":1883", "want host:port"),
+            ("h1:1883 , h2:1883", "spaces"),
+        ] {
+            let e = one_err(&format!("broker = {list}\n"));
+            assert!(e.contains(why), "{list}: {e}");
+        }
+        let many: Vec<String> = (0..=MAX_BROKERS).map(|i| format!("h{i}:1883")).collect();
+        let e = one_err(&format!("broker = {}\n", many.join(" ")));
+        assert!(e.contains("`65 brokers` (at most 64 brokers)"), "{e}");
+        let most = &many[..MAX_BROKERS];
+        assert!(p(&format!("broker = {}\n", most.join(" "))).is_ok());
     }
 
     #[test]

@@ -29,27 +29,36 @@ pub struct Client {
 }
 
 impl Client {
-    /// Resolves and connects to `m.broker` and waits for CONNACK, all before
-    /// `until`.
+    /// Resolves and connects to the first of `m.brokers()` that takes the
+    /// connection, and waits for CONNACK, all before `until`.
     pub fn connect(m: &MqttSettings, client_id: String, until: Instant) -> Result<Client, Error> {
         if m.broker.is_empty() {
             return Err(Reason::NoBroker.into());
         }
-        let addrs = resolve(&m.broker).map_err(|e| Reason::CannotResolve(m.broker.clone(), e))?;
-        let left = until.saturating_duration_since(Instant::now());
-        // `resolve` gives at least one address, so `last` is set when none connects.
-        let mut last = Reason::Resolve("no address".into());
-        let mut std_sock = None;
-        for a in &addrs {
-            match std::net::TcpStream::connect_timeout(a, left.min(CONNECT_TIMEOUT)) {
-                Ok(s) => {
-                    std_sock = Some(s);
-                    break;
+        // The brokers of the list in order, each address of each: the first
+        // that takes the connection.
+        let mut last = None;
+        let mut found = None;
+        'brokers: for broker in m.brokers() {
+            let addrs = match resolve(broker) {
+                Ok(a) => a,
+                Err(e) => {
+                    last = Some(Reason::CannotResolve(broker.to_string(), e));
+                    continue;
                 }
-                Err(e) => last = Reason::ConnectTo(*a, e),
+            };
+            for a in &addrs {
+                let left = until.saturating_duration_since(Instant::now());
+                match std::net::TcpStream::connect_timeout(a, left.min(CONNECT_TIMEOUT)) {
+                    Ok(s) => {
+                        found = Some((s, broker));
+                        break 'brokers;
+                    }
+                    Err(e) => last = Some(Reason::ConnectTo(*a, e)),
+                }
             }
         }
-        let s = std_sock.ok_or(last)?;
+        let (s, broker) = found.ok_or_else(|| last.unwrap_or(Reason::NoBroker))?;
         s.set_nonblocking(true).map_err(Reason::Io)?;
         let _ = s.set_nodelay(true);
         let mut s = mio::net::TcpStream::from_std(s);
@@ -57,7 +66,7 @@ impl Client {
         poll.registry()
             .register(&mut s, SOCK, Interest::READABLE | Interest::WRITABLE)
             .map_err(Reason::Io)?;
-        let sock = transport::wrap(m, s)?;
+        let sock = transport::wrap(m, broker, s)?;
         let now = Instant::now();
         let mut session = Session::new(
             SessionConfig {
@@ -83,8 +92,8 @@ impl Client {
         };
         match c.wait(until, |u| matches!(u, Up::Connected)) {
             Ok(Some(_)) => Ok(c),
-            Ok(None) => Err(Reason::At(m.broker.clone(), Reason::NoConnAck.into()).into()),
-            Err(e) => Err(Reason::At(m.broker.clone(), e).into()),
+            Ok(None) => Err(Reason::At(broker.to_string(), Reason::NoConnAck.into()).into()),
+            Err(e) => Err(Reason::At(broker.to_string(), e).into()),
         }
     }
 

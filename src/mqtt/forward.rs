@@ -92,6 +92,11 @@ pub struct Forwarder {
     backoff: Duration,
     rng: u64,
     addr_next: usize,
+    /// The broker of `cfg.brokers()` tried now: the first at start, the next
+    /// after each failed connect or lost connection.
+    current: usize,
+    /// Moves to the next broker of the list.
+    failovers: u64,
     /// Highest seq ever published in this run: a lower or equal one is a resend (DUP).
     max_sent_seq: u64,
     stopping: bool,
@@ -230,6 +235,8 @@ impl Forwarder {
             backoff: BACKOFF_MIN,
             rng: u64::from(std::process::id()) ^ boot_ms ^ stream,
             addr_next: 0,
+            current: 0,
+            failovers: 0,
             max_sent_seq: 0,
             stopping: false,
             resolve_wanted: false,
@@ -270,6 +277,12 @@ impl Forwarder {
         )
     }
 
+    /// The broker tried now (`current` of `cfg.brokers()`).
+    fn broker(&self) -> &str {
+        let b = self.cfg.brokers().nth(self.current);
+        b.unwrap_or(&self.cfg.broker)
+    }
+
     fn status_topic(&self) -> String {
         wire::status_topic(&self.cfg.topic_prefix, &self.node)
     }
@@ -295,9 +308,18 @@ impl Forwarder {
     ) {
         self.drop_connection(registry, spool);
         let wait = self.next_backoff();
+        let failed = self.broker().to_string();
+        let count = self.cfg.brokers().count();
+        if count > 1 {
+            // The next of the list, after the backoff (a cluster's nodes, or
+            // brokers that bridge: any of them takes the events).
+            self.current = (self.current + 1) % count;
+            self.failovers += 1;
+            self.addr_next = 0;
+        }
         log::warn!(
-            "mqtt {}: {why}; retrying in {} ms",
-            self.cfg.broker,
+            "mqtt {failed}: {why}; trying {} in {} ms",
+            self.broker(),
             crate::core::dur::ms(wait)
         );
         self.last_error = why.to_string();
@@ -308,7 +330,7 @@ impl Forwarder {
     /// resolution, which the daemon runs in a child (`poll_resolve`,
     /// `handle_resolved`), so a resolver that does not answer never holds the loop.
     fn connect<S: Storage>(&mut self, registry: &Registry, spool: &mut Spool<S>, now: Instant) {
-        match literal(&self.cfg.broker) {
+        match literal(self.broker()) {
             Some(addrs) => self.connect_to(&addrs, registry, spool, now),
             None => {
                 self.phase = Phase::Resolving { since: now };
@@ -323,7 +345,7 @@ impl Forwarder {
         if !std::mem::take(&mut self.resolve_wanted) {
             return None;
         }
-        Some(&self.cfg.broker)
+        Some(self.broker())
     }
 
     /// The outcome of a resolution `poll_resolve` asked for.
@@ -373,7 +395,7 @@ impl Forwarder {
                 // Publishes and PUBACKs are small: no Nagle delay on them.
                 let _ = s.set_nodelay(true);
                 log::debug!("mqtt: connecting to {addr}");
-                let t = match crate::mqtt::transport::wrap(&self.cfg, s) {
+                let t = match crate::mqtt::transport::wrap(&self.cfg, self.broker(), s) {
                     Ok(t) => t,
                     Err(e) => return self.fail(registry, spool, e, now),
                 };
@@ -494,7 +516,7 @@ impl Forwarder {
                 self.last_connect = Some(now);
                 self.backoff = BACKOFF_MIN;
                 self.last_error.clear();
-                log::info!("mqtt: connected to {}", self.cfg.broker);
+                log::info!("mqtt: connected to {}", self.broker());
                 let topic = self.status_topic();
                 let p = self.status_payload("online");
                 self.session.publish(&topic, &p, true, false, None, now)?;
@@ -976,7 +998,9 @@ impl Forwarder {
             Phase::Up if self.session.is_connected() => "connected",
             Phase::Up => "awaiting CONNACK",
         };
-        s.text("mqtt_broker", self.cfg.broker.as_str());
+        s.text("mqtt_broker", self.broker());
+        s.num("mqtt_brokers", self.cfg.brokers().count() as u64);
+        s.num("mqtt_failovers", self.failovers);
         s.text("mqtt_state", state);
         s.put(
             "mqtt_last_connect",

@@ -58,18 +58,24 @@ impl Transport {
     }
 }
 
-/// The stream over a connected socket: TLS when `broker_tls` is set.
-pub fn wrap(c: &crate::core::config::MqttSettings, s: TcpStream) -> Result<Transport, Error> {
+/// The stream over a connected socket to `broker` (one of `c.brokers()`):
+/// TLS when `broker_tls` is set, checking `broker`'s host.
+pub fn wrap(
+    c: &crate::core::config::MqttSettings,
+    broker: &str,
+    s: TcpStream,
+) -> Result<Transport, Error> {
     if !c.tls {
         return Ok(Transport::Plain(s));
     }
     #[cfg(feature = "tls")]
     {
         let cfg = tls::client_config(&c.ca_file, c.cert_file.as_deref(), c.key_file.as_deref())?;
-        tls::Stream::new(s, cfg, host_of(&c.broker)).map(|t| Transport::Tls(Box::new(t)))
+        tls::Stream::new(s, cfg, host_of(broker)).map(|t| Transport::Tls(Box::new(t)))
     }
     #[cfg(not(feature = "tls"))]
     {
+        let _ = broker;
         drop(s);
         Err(Reason::NoTls.into())
     }

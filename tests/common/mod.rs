@@ -396,6 +396,14 @@ impl Broker {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// SIGKILL: the broker dies without closing its connections cleanly.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = crd::child::sys::kill_pid(c.id(), libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Drop for Broker {
