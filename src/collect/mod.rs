@@ -24,6 +24,8 @@ pub mod error;
 #[cfg(feature = "collector")]
 pub mod fault;
 #[cfg(feature = "collector")]
+pub mod gaps;
+#[cfg(feature = "collector")]
 pub mod group;
 #[cfg(feature = "collector")]
 pub mod holds;
