@@ -99,6 +99,17 @@ fn collector(work: &Path, port: u16, filter: &str, check: bool) -> Proc {
 
 /// `collector` with module `M`'s whole `module.conf`.
 fn collector_with(work: &Path, port: u16, module_conf: &str, check: bool) -> Proc {
+    collector_conf(work, port, module_conf, check, "")
+}
+
+/// `collector_with` with `extra_conf` (whole lines) at the end of its crd.conf.
+fn collector_conf(
+    work: &Path,
+    port: u16,
+    module_conf: &str,
+    check: bool,
+    extra_conf: &str,
+) -> Proc {
     use std::os::unix::fs::PermissionsExt;
     let m = work.join("modules/M");
     std::fs::create_dir_all(&m).unwrap();
@@ -119,7 +130,8 @@ fn collector_with(work: &Path, port: u16, module_conf: &str, check: bool) -> Pro
         &conf,
         format!(
             "node = {node}\nmodules_dir = {}\nspool_dir = {}\ncontrol_socket = {}\n\
-             broker = 127.0.0.1:{port}\nmax_parallel = 8\nspool_size = 64M\nlog_level = warn\n",
+             broker = 127.0.0.1:{port}\nmax_parallel = 8\nspool_size = 64M\nlog_level = warn\n\
+             {extra_conf}",
             work.join("modules").display(),
             work.join("spool").display(),
             work.join("crd.sock").display(),
