@@ -103,7 +103,8 @@ bench-mqtt:
 
 # The collector: /bin/true per message against mosquitto_sub | xargs -P 8, no-check
 # journal rate against mosquitto_sub > /dev/null, RSS with 10,000 nodes over
-# RSS_SECONDS (default 600; needs mosquitto, ~12 minutes).
+# RSS_SECONDS (default 600), and collector groups: two members against one, a
+# member's journal rate and RSS (needs mosquitto, ~14 minutes).
 bench-collect:
 	cross/build.sh x86_64 >/dev/null
 	CRD_BIN=$(CURDIR)/dist/x86_64/crd cargo bench --locked --bench collect

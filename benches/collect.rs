@@ -19,8 +19,24 @@
 //!    keys fed through the default 10,000 kept, per kept key above the idle
 //!    collector, then flat over `RSS_SECONDS` of new keys.
 //!
-//! Parts 1, 2 and 4 alternate crd and the other tool for `BENCH_ROUNDS` rounds
-//! (default 3) and compare medians.
+//! Collector groups (`group`: members with `subscribe_group` and
+//! `group_join_wait = 0s`, started together and grouped before anything is
+//! timed; timed from the release, SIGCONT, of messages queued at the broker
+//! while they were held still, SIGSTOP):
+//!
+//! 5. Two members against one collector (no group), a 50 ms `sleep` check (exit
+//!    1: no response) and `max_parallel = 8` each, `N_G` messages over 64
+//!    topics: messages per second until the runs over the members add up to
+//!    `N_G`, and that sum exactly `N_G` (no message run twice or lost).
+//! 6. Without a check: messages journaled per second by a member of a group of
+//!    two (the slower member) against a single collector, `N` 5-byte payloads
+//!    over 64 topics; beside them two collectors in no group on one stream.
+//! 7. RSS of each of two members with 10,000 distinct nodes (one crd event from
+//!    each of 10,000 streams): with what it holds for the other member, once
+//!    the other's progress released that, and VmHWM.
+//!
+//! Parts 1, 2, 4, 5 and 6 alternate crd and the other tool (or setup) for
+//! `BENCH_ROUNDS` rounds (default 3) and compare medians.
 //!
 //! Needs `mosquitto`, `mosquitto_sub`, `xargs`; `CRD_BIN` is the binary measured
 //! (make bench-collect passes the x86_64 musl release build, which has the
@@ -235,8 +251,8 @@ fn msgs() -> Box<dyn Iterator<Item = Vec<u8>>> {
     Box::new((0..N).map(|i| format!("m{i}").into_bytes()))
 }
 
-/// `cargo bench --bench collect [throughput] [journal] [rss] [rules]`: the parts
-/// named, or all four.
+/// `cargo bench --bench collect [throughput] [journal] [rss] [rules] [group]`:
+/// the parts named, or all five.
 fn main() {
     let parts: Vec<String> = std::env::args()
         .skip(1)
@@ -266,6 +282,9 @@ fn main() {
     }
     if want("rules") {
         rules(&base, port);
+    }
+    if want("group") {
+        group(&base, port);
     }
 }
 
@@ -629,4 +648,354 @@ fn event(node: u64, seq: u64) -> Vec<u8> {
          \"module\":\"M\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":1,\"out\":\"\"}}"
     )
     .into_bytes()
+}
+
+/// Messages of part 5's two-members-against-one rows: a 50 ms check each, so
+/// one collector at 8 runs at once takes about 12 s.
+const N_G: u64 = 2_000;
+/// Topics part 5 spreads its messages over: the keys the members split.
+const TOPICS: u64 = 64;
+
+/// Parts 5, 6 and 7, collector groups: two members against one collector with
+/// an I/O-bound check, the journal path of a member against a single
+/// collector's, and a member's RSS at 10,000 nodes.
+fn group(base: &Path, port: u16) {
+    group_runs(base, port);
+    group_journal(base, port);
+    group_rss(base, port);
+}
+
+/// A word or a number from the daemon's status, as text (`stat` reads numbers).
+fn stat_text(work: &Path, key: &str) -> Option<String> {
+    use crd::host::control::{Request, Response, call};
+    let req = Request::Status { json: false };
+    let Ok(Response::Text(text)) = call(&work.join("crd.sock"), &req) else {
+        return None;
+    };
+    text.lines()
+        .find_map(|l| Some(l.strip_prefix(&format!("{key}: "))?.trim().to_string()))
+}
+
+/// The crd.conf lines of a member of group `name` that takes its share at
+/// once (the members start together).
+fn member_conf(name: &str) -> String {
+    format!("subscribe_group = {name}\ngroup_join_wait = 0s\n")
+}
+
+/// Waits until every one of `works` counts `n` members in its group and is
+/// not joining.
+fn grouped(works: &[&Path], n: u64) {
+    for w in works {
+        wait_until(Duration::from_secs(30), || {
+            stat(w, "collect_group_members") == Some(n)
+                && stat_text(w, "collect_group_joining").as_deref() == Some("no")
+        });
+    }
+}
+
+/// Waits until the collector in `work` is connected and (300 ms later, as
+/// `make_session`) subscribed.
+fn connected(work: &Path) {
+    wait_until(Duration::from_secs(10), || {
+        stat(work, "mqtt_connects") == Some(1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Sends `sig` to each of `ps`: SIGSTOP holds collectors still (the broker
+/// queues what is published meanwhile, and a group keeps its members: no
+/// status changes), SIGCONT lets them go.
+fn signal_all(ps: &[&Proc], sig: libc::c_int) {
+    for p in ps {
+        crd::child::sys::kill_pid(p.0.id(), sig).unwrap();
+    }
+}
+
+/// `n` plain messages `m<i>`, spread round-robin over `TOPICS` topics under
+/// `prefix`.
+fn spread_msgs(prefix: &str, n: u64) -> impl Iterator<Item = (String, Vec<u8>)> + '_ {
+    (0..n).map(move |i| {
+        (
+            format!("{prefix}/t{}", i % TOPICS),
+            format!("m{i}").into_bytes(),
+        )
+    })
+}
+
+/// Module `M`'s check in `work`: 50 ms of I/O-bound work that finds the
+/// condition absent (exit 1: no response runs).
+fn sleep_check(work: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let m = work.join("modules/M");
+    std::fs::create_dir_all(&m).unwrap();
+    let check = m.join("check");
+    std::fs::write(&check, "#!/bin/sh\nsleep 0.05\nexit 1\n").unwrap();
+    std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Holds `ps` (in `works`) still, publishes `N_G` messages over `TOPICS`
+/// topics under `prefix`, lets them go and waits until their runs add up to
+/// `N_G` with none running: messages per second from their release.
+///
+/// Held still rather than stopped and started again as `throughput` does: a
+/// member stopped says `offline`, and each member restarted reads the other's
+/// `offline` before the messages queued meanwhile, so it is the only member
+/// they were journaled under and runs them all (tried: 2,000 runs on each of
+/// two members for 2,000 messages, stopped one after the other or at once).
+fn timed_runs(port: u16, works: &[&Path], ps: &[&Proc], prefix: &str) -> f64 {
+    signal_all(ps, libc::SIGSTOP);
+    assert_eq!(publish_to(port, spread_msgs(prefix, N_G)), N_G);
+    let t = Instant::now();
+    signal_all(ps, libc::SIGCONT);
+    wait_until(Duration::from_secs(600), || {
+        let runs: u64 = works
+            .iter()
+            .map(|w| stat(w, "collect_runs").unwrap_or(0))
+            .sum();
+        runs >= N_G && works.iter().all(|w| stat(w, "collect_running") == Some(0))
+    });
+    N_G as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Part 5, a 50 ms check per message, `max_parallel = 8`: two members of a group
+/// against one collector (no group), alternating, from the release of the
+/// messages queued for them until the last run.
+fn group_runs(base: &Path, port: u16) {
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    let (mut sums, mut splits, mut bounds) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds() {
+        let w = base.join(format!("g1-{r}"));
+        let prefix = format!("gb1-{r}");
+        sleep_check(&w);
+        let p = collector_conf(&w, port, &format!("subscribe = {prefix}/#\n"), false, "");
+        connected(&w);
+        one.push(timed_runs(port, &[&w], &[&p], &prefix));
+        assert_eq!(stat(&w, "collect_runs"), Some(N_G));
+        drop(p);
+
+        let (wa, wb) = (base.join(format!("g2a-{r}")), base.join(format!("g2b-{r}")));
+        let prefix = format!("gb2-{r}");
+        let conf = format!("subscribe = {prefix}/#\n");
+        let members = member_conf(&format!("gr-{r}"));
+        sleep_check(&wa);
+        sleep_check(&wb);
+        let pa = collector_conf(&wa, port, &conf, false, &members);
+        let pb = collector_conf(&wb, port, &conf, false, &members);
+        grouped(&[&wa, &wb], 2);
+        two.push(timed_runs(port, &[&wa, &wb], &[&pa, &pb], &prefix));
+        // A progress marker from each (one a second) releases what the other
+        // holds for it; then nothing more may run.
+        std::thread::sleep(Duration::from_millis(1500));
+        let runs = [&wa, &wb].map(|w| stat(w, "collect_runs").unwrap_or(0));
+        let owned = [&wa, &wb].map(|w| stat(w, "collect_group_owned").unwrap_or(0));
+        let held = [&wa, &wb].map(|w| stat(w, "collect_group_held").unwrap_or(0));
+        assert!(
+            owned.iter().all(|&o| o > 0),
+            "each member owns a share: {owned:?}"
+        );
+        assert_eq!(runs[0] + runs[1], N_G, "runs per member {runs:?}");
+        assert_eq!(held, [0, 0], "held for the other member");
+        sums.push((runs[0] + runs[1]).to_string());
+        splits.push(format!("{}+{}", runs[0], runs[1]));
+        bounds.push(format!("{:.2}", N_G as f64 / runs[0].max(runs[1]) as f64));
+        drop(pa);
+        drop(pb);
+    }
+    let (o, os) = spread(&mut one);
+    let (t, ts) = spread(&mut two);
+    row(
+        &format!("group: 50 ms check per message, {N_G} over {TOPICS} topics: 1 collector"),
+        os,
+        "-",
+    );
+    row("  2 members of a group (runs summed)", ts, "-");
+    row(
+        "  ratio 2 members / 1 collector (medians)",
+        format!("{:.2}", t / o),
+        ">= 1.80",
+    );
+    row(
+        "  runs over both members, each round (exact)",
+        sums.join(", "),
+        &format!("= {N_G}"),
+    );
+    row("  runs per member, each round", splits.join(", "), "-");
+    row(
+        "  the ratio that split allows (all / the larger share)",
+        bounds.join(", "),
+        "-",
+    );
+    common::record(
+        "collect",
+        &format!("group: 50 ms check per message, {N_G} over {TOPICS} topics"),
+        "messages/s",
+        t,
+        "1 collector (no group)",
+        o,
+        "higher",
+        ">= 1.80",
+    );
+}
+
+/// Part 6, no check (every message a hit, no response), `N` 5-byte payloads over
+/// `TOPICS` topics: journaled and acknowledged per second by a single collector
+/// and by each member of a group of two (the slower one counts), alternating,
+/// from the release of the messages queued for them. Beside them, without a
+/// budget, two collectors in no group on the same stream (the slower): what
+/// the broker sending each message twice and two collectors sharing the CPUs
+/// cost a member, apart from what the group itself costs.
+fn group_journal(base: &Path, port: u16) {
+    let (mut single, mut member, mut pair) = (Vec::new(), Vec::new(), Vec::new());
+    let done = |w: &Path| {
+        stat(w, "collect_journaled") == Some(N) && stat(w, "collect_journal_depth") == Some(0)
+    };
+    // Each of `works` (held still) released with `N` queued for it: the
+    // slowest one's rate.
+    let timed = |works: &[&Path], ps: &[&Proc], prefix: &str| {
+        signal_all(ps, libc::SIGSTOP);
+        assert_eq!(publish_to(port, spread_msgs(prefix, N)), N);
+        let t = Instant::now();
+        signal_all(ps, libc::SIGCONT);
+        let mut took = vec![None; works.len()];
+        wait_every(Duration::from_millis(2), Duration::from_secs(600), || {
+            for (i, w) in works.iter().enumerate() {
+                if took[i].is_none() && done(w) {
+                    took[i] = Some(t.elapsed());
+                }
+            }
+            took.iter().all(Option::is_some)
+        });
+        let slowest = took.iter().flatten().max().unwrap();
+        N as f64 / slowest.as_secs_f64()
+    };
+    for r in 0..rounds() {
+        let w = base.join(format!("gj1-{r}"));
+        let prefix = format!("gj1-{r}");
+        let p = collector_conf(&w, port, &format!("subscribe = {prefix}/#\n"), false, "");
+        connected(&w);
+        single.push(timed(&[&w], &[&p], &prefix));
+        drop(p);
+
+        let (wa, wb) = (
+            base.join(format!("gj2a-{r}")),
+            base.join(format!("gj2b-{r}")),
+        );
+        let prefix = format!("gj2-{r}");
+        let conf = format!("subscribe = {prefix}/#\n");
+        let members = member_conf(&format!("gj-{r}"));
+        let pa = collector_conf(&wa, port, &conf, false, &members);
+        let pb = collector_conf(&wb, port, &conf, false, &members);
+        grouped(&[&wa, &wb], 2);
+        member.push(timed(&[&wa, &wb], &[&pa, &pb], &prefix));
+        drop(pa);
+        drop(pb);
+
+        let (wa, wb) = (
+            base.join(format!("gj3a-{r}")),
+            base.join(format!("gj3b-{r}")),
+        );
+        let prefix = format!("gj3-{r}");
+        let conf = format!("subscribe = {prefix}/#\n");
+        let pa = collector_conf(&wa, port, &conf, false, "");
+        let pb = collector_conf(&wb, port, &conf, false, "");
+        connected(&wa);
+        connected(&wb);
+        pair.push(timed(&[&wa, &wb], &[&pa, &pb], &prefix));
+        drop(pa);
+        drop(pb);
+    }
+    let (s, ss) = spread(&mut single);
+    let (m, ms) = spread(&mut member);
+    let (d, ds) = spread(&mut pair);
+    row(
+        &format!("group: no check, {N} 5-byte over {TOPICS} topics: 1 collector"),
+        ss,
+        "-",
+    );
+    row("  each member of a group of 2 (the slower)", ms, "-");
+    row(
+        "  ratio member / single collector (medians)",
+        format!("{:.2}", m / s),
+        ">= 1.00",
+    );
+    row(
+        "  2 collectors in no group, same stream (the slower)",
+        ds,
+        "-",
+    );
+    row(
+        "  ratio member / collector of those 2 (medians)",
+        format!("{:.2}", m / d),
+        "-",
+    );
+    common::record(
+        "collect",
+        &format!("group: no check, {N} 5-byte over {TOPICS} topics, a member"),
+        "messages/s",
+        m,
+        "single collector",
+        s,
+        "higher",
+        ">= 1.00",
+    );
+}
+
+/// Part 7, two members on `crd/+/event/#` (no check): each one's RSS once it
+/// journaled and took one crd event from each of 10,000 streams (what it
+/// still holds for the other member then, until the other's progress
+/// releases it, is counted in), again once nothing is held, and its VmHWM;
+/// beside them, without a budget, a single collector (no group) taking the
+/// same events.
+fn group_rss(base: &Path, port: u16) {
+    let (wa, wb, ws) = (base.join("g3a"), base.join("g3b"), base.join("g3s"));
+    let members = member_conf("g3");
+    let conf = "subscribe = crd/+/event/#\n";
+    let pa = collector_conf(&wa, port, conf, false, &members);
+    let pb = collector_conf(&wb, port, conf, false, &members);
+    let ps = collector_conf(&ws, port, conf, false, "");
+    grouped(&[&wa, &wb], 2);
+    connected(&ws);
+    let idle = [&pa, &pb].map(|p| status_kib(p.0.id(), "VmRSS"));
+    publish(port, "crd/n/event/M", (1..=10_000).map(|n| event(n, 1)));
+    for w in [&wa, &wb, &ws] {
+        wait_until(Duration::from_secs(600), || {
+            stat(w, "collect_seen_streams") == Some(10_000)
+                && stat(w, "collect_journal_depth") == Some(0)
+        });
+    }
+    let rss = [&pa, &pb].map(|p| status_kib(p.0.id(), "VmRSS"));
+    let held = [&wa, &wb].map(|w| stat(w, "collect_group_held").unwrap_or(0));
+    for w in [&wa, &wb] {
+        wait_until(Duration::from_secs(30), || {
+            stat(w, "collect_group_held") == Some(0)
+        });
+    }
+    let released = [&pa, &pb].map(|p| status_kib(p.0.id(), "VmRSS"));
+    let hwm = [&pa, &pb].map(|p| status_kib(p.0.id(), "VmHWM"));
+    row(
+        "group: 2 members' VmRSS connected, no node seen yet",
+        format!("{} + {} KiB", idle[0], idle[1]),
+        "-",
+    );
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        row(
+            &format!("  member {name} after 10,000 nodes' first events"),
+            format!("{} KiB ({} held)", rss[i], held[i]),
+            "<= 6144 KiB",
+        );
+        row(
+            "    once the other's progress released them",
+            format!("{} KiB", released[i]),
+            "<= 6144 KiB",
+        );
+        row("    VmHWM", format!("{} KiB", hwm[i]), "<= 6144 KiB");
+    }
+    row(
+        "  1 collector (no group), the same events: VmRSS",
+        format!("{} KiB", status_kib(ps.0.id(), "VmRSS")),
+        "-",
+    );
+    drop(pa);
+    drop(pb);
+    drop(ps);
 }
