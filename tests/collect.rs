@@ -1577,16 +1577,7 @@ fn edge_events(dir: &std::path::Path, node: &str, n: u64) -> std::path::PathBuf 
 
 /// `n` crd events of node `node` on `stream` (seqs 1..=n), one JSON a line.
 fn stream_events(dir: &std::path::Path, node: &str, stream: u64, n: u64) -> std::path::PathBuf {
-    let file = dir.join(format!("events-{node}"));
-    let lines: String = (1..=n)
-        .map(|s| {
-            format!(
-                "{{\"node\":\"{node}\",\"stream\":\"{stream:016x}\",\"seq\":{s},\"ts\":1,\"module\":\"Load\",\"kind\":\"fired\",\"code\":0,\"dur_ms\":0,\"out\":\"\"}}\n"
-            )
-        })
-        .collect();
-    fs::write(&file, lines).unwrap();
-    file
+    events_range(dir, node, stream, 1, n)
 }
 
 /// Waits until `count` has not changed for `quiet` (at most `LONG`); its
