@@ -160,20 +160,11 @@ pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// Appends `v` in decimal, as `{v}` writes it (~300 instructions through
-/// `fmt::write`, ~50 here).
-pub fn push_decimal(s: &mut String, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+/// Appends `v` in decimal, as `{v}` writes it (`json::decimal`).
+pub fn push_decimal(s: &mut String, v: u64) {
+    let mut buf = [0u8; 20];
+    let digits = crate::core::json::decimal(v, &mut buf);
+    s.extend(digits.iter().map(|&d| char::from(d)));
 }
 
 #[cfg(test)]
