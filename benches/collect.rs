@@ -252,7 +252,8 @@ fn msgs() -> Box<dyn Iterator<Item = Vec<u8>>> {
 }
 
 /// `cargo bench --bench collect [throughput] [journal] [rss] [rules] [group]`:
-/// the parts named, or all five.
+/// the parts named, or all five; `group-runs`, `group-journal` and
+/// `group-rss` name parts 5, 6 and 7 alone.
 fn main() {
     let parts: Vec<String> = std::env::args()
         .skip(1)
@@ -283,8 +284,14 @@ fn main() {
     if want("rules") {
         rules(&base, port);
     }
-    if want("group") {
-        group(&base, port);
+    if want("group") || want("group-runs") {
+        group_runs(&base, port);
+    }
+    if want("group") || want("group-journal") {
+        group_journal(&base, port);
+    }
+    if want("group") || want("group-rss") {
+        group_rss(&base, port);
     }
 }
 
@@ -655,15 +662,6 @@ fn event(node: u64, seq: u64) -> Vec<u8> {
 const N_G: u64 = 2_000;
 /// Topics part 5 spreads its messages over: the keys the members split.
 const TOPICS: u64 = 64;
-
-/// Parts 5, 6 and 7, collector groups: two members against one collector with
-/// an I/O-bound check, the journal path of a member against a single
-/// collector's, and a member's RSS at 10,000 nodes.
-fn group(base: &Path, port: u16) {
-    group_runs(base, port);
-    group_journal(base, port);
-    group_rss(base, port);
-}
 
 /// A word or a number from the daemon's status, as text (`stat` reads numbers).
 fn stat_text(work: &Path, key: &str) -> Option<String> {

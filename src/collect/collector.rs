@@ -36,7 +36,7 @@ use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::Finished;
 use crate::collect::error::{Error, Reason};
 use crate::collect::group::{self, Owner};
-use crate::collect::holds::{Holds, Parked};
+use crate::collect::holds::{Holds, Parked, Todo, Whole};
 use crate::collect::intake::Intake;
 use crate::collect::message::{self, EventRef, Message, View};
 use crate::collect::persist::Persist;
@@ -88,15 +88,21 @@ fn synthetic(c: Convention, hit: bool) -> Outcome {
     }
 }
 
-/// Module `m`'s work on `origin` that member `owner` does: held here.
+/// Module `m`'s work on `origin` that member `owner` does: held here (its
+/// group's index set by `Collector::park`). A plain check keeps no more than
+/// its key (`Todo::Check`).
 fn parked(m: &Module, origin: &str, owner: u64, job: Option<Job>, emit: Vec<Event>) -> Parked {
-    let group = m.settings.subscribe_group.as_deref().unwrap_or_default();
+    let todo = match &job {
+        Some(j) if emit.is_empty() && j.reg.is_none() && matches!(j.step, Step::Check) => {
+            Todo::Check
+        }
+        _ => Todo::Whole(Box::new(Whole { job, emit })),
+    };
     Parked {
         owner,
-        group: group.into(),
         key: group::key(&m.name, origin),
-        job,
-        emit,
+        group: 0,
+        todo,
     }
 }
 
@@ -811,10 +817,9 @@ impl<S: Storage> Collector<S> {
             return;
         }
         if let Some(e) = &v.event {
-            // Done already, or the same event is being run right now (or held
-            // for the member that runs it).
-            let in_work =
-                self.work.has_event(&e.stream, e.seq) || self.holds.has_event(e.stream_id(), e.seq);
+            // Done already (one held for the member that runs it is marked
+            // done here when parked), or the same event is being run right now.
+            let in_work = self.work.has_event(&e.stream, e.seq);
             if in_work {
                 self.persist.seen.counts.duplicates += 1;
             }
@@ -847,15 +852,16 @@ impl<S: Storage> Collector<S> {
                     Owner::Me => jobs.push(draft(Step::Check, None, Owner::Me)),
                     Owner::Other(id) => {
                         let j = job(Step::Check, None);
-                        self.park(seq, &v, parked(m, v.origin(), id, Some(j), Vec::new()));
+                        let p = parked(m, v.origin(), id, Some(j), Vec::new());
+                        self.park(seq, &v, m, p);
                     }
                 },
                 Some(spec) => match self.rule(m, spec, seq, &v) {
                     // A check only its owner's lifecycle can follow: held.
                     Some((Step::Check, reg, Owner::Other(id))) => {
-                        let p = parked(m, &reg.key, id, None, Vec::new());
+                        let key = reg.key.clone();
                         let j = job(Step::Check, Some(reg));
-                        self.park(seq, &v, Parked { job: Some(j), ..p });
+                        self.park(seq, &v, m, parked(m, &key, id, Some(j), Vec::new()));
                     }
                     Some((step, reg, owner)) => jobs.push(draft(step, Some(reg), owner)),
                     None => {}
@@ -983,7 +989,7 @@ impl<S: Storage> Collector<S> {
             };
             if response.is_some() || !emit.is_empty() {
                 let p = parked(m, origin, id, response, emit);
-                self.park(seq, v, p);
+                self.park(seq, v, m, p);
             }
             return None;
         }
@@ -1016,14 +1022,22 @@ impl<S: Storage> Collector<S> {
     /// Holds `p` (another member's work on record `seq`) until its owner's
     /// progress passes the record or the owner leaves. The events it would
     /// send carry the record's cause, as the owner's do.
-    fn park(&mut self, seq: u64, v: &View<'_>, mut p: Parked) {
+    fn park(&mut self, seq: u64, v: &View<'_>, m: &Module, mut p: Parked) {
         if self.group.done_by(p.owner, seq) {
             // Its owner reported it done before this member read it.
             self.holds.counts.released += 1;
             return;
         }
-        for e in &mut p.emit {
-            e.cause = Some(v.cause());
+        let g = m.settings.subscribe_group.as_deref().unwrap_or_default();
+        let Some(group) = self.holds.group(g) else {
+            self.holds.counts.forgotten += 1;
+            return;
+        };
+        p.group = group;
+        if let Todo::Whole(w) = &mut p.todo {
+            for e in &mut w.emit {
+                e.cause = Some(v.cause());
+            }
         }
         self.holds.park(seq, v, p);
     }
@@ -1039,13 +1053,35 @@ impl<S: Storage> Collector<S> {
     /// the events its owner would have sent are sent (once more, if it had).
     fn take_over(&mut self, gone: u64, modules: &[Module], t: Clock) {
         let group = &self.group;
-        let now_of = |g: &str, k: &[u8]| group.other_now(g, k);
+        let now_of = |g: &str, k: u64| group.other_now(g, k);
         for taken in self.holds.take_over(gone, &now_of) {
-            for p in &taken.jobs {
-                self.actions
-                    .extend(p.emit.iter().cloned().map(Action::Emit));
+            let origin = taken.facts.origin(&taken.msg);
+            let mut jobs = Vec::new();
+            for p in taken.jobs {
+                match p.todo {
+                    Todo::Whole(w) => {
+                        self.actions.extend(w.emit.into_iter().map(Action::Emit));
+                        jobs.extend(w.job);
+                    }
+                    // The module of the group whose key it is (gone since a
+                    // reload: nothing to run).
+                    Todo::Check => jobs.extend(
+                        modules
+                            .iter()
+                            .find(|m| {
+                                m.settings.subscribe_group.is_some()
+                                    && group::key(&m.name, origin) == p.key
+                            })
+                            .map(|m| Job {
+                                seq: taken.seq,
+                                module: m.name.clone(),
+                                step: Step::Check,
+                                reg: None,
+                                shadow: None,
+                            }),
+                    ),
+                }
             }
-            let jobs: Vec<Job> = taken.jobs.into_iter().filter_map(|p| p.job).collect();
             if jobs.is_empty() {
                 continue;
             }
@@ -1084,7 +1120,7 @@ impl<S: Storage> Collector<S> {
         let Some(g) = &m.settings.subscribe_group else {
             return Owner::Me;
         };
-        let o = self.group.owner(g, &group::key(&m.name, origin), seq);
+        let o = self.group.owner(g, group::key(&m.name, origin), seq);
         self.group.count(o);
         o
     }

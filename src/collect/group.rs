@@ -119,8 +119,7 @@ pub struct Members(BTreeMap<Box<str>, Member>);
 impl Members {
     /// The member of `group` that owns `key` (`None`: the group has none):
     /// among those not joining, or, with none of those left, among all.
-    pub fn owner(&self, group: &str, key: &[u8]) -> Option<&str> {
-        let k = fnv1a(key);
+    pub fn owner(&self, group: &str, k: u64) -> Option<&str> {
         let best = |joining: bool| {
             self.0
                 .iter()
@@ -238,7 +237,14 @@ fn name(b: &[u8], at: &mut usize) -> Option<Box<str>> {
 
 /// FNV-1a, 64 bits: the same on every target and byte order.
 fn fnv1a(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+    fnv1a_from(FNV_BASIS, b)
+}
+
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `b` continued from the hash `h` of what came before it.
+fn fnv1a_from(h: u64, b: &[u8]) -> u64 {
+    b.iter().fold(h, |h, &x| {
         (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
@@ -252,13 +258,12 @@ fn weight(m: &str, k: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The key of module `module`'s work on `origin`.
-pub fn key(module: &str, origin: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(module.len() + 1 + origin.len());
-    k.extend_from_slice(module.as_bytes());
-    k.push(0);
-    k.extend_from_slice(origin.as_bytes());
-    k
+/// The key of module `module`'s work on `origin`: the FNV-1a hash of
+/// `module`, a zero byte and `origin` (hashed in place, no copy made; a held
+/// job keeps these 8 bytes, not the names).
+pub fn key(module: &str, origin: &str) -> u64 {
+    let h = fnv1a_from(FNV_BASIS, module.as_bytes());
+    fnv1a_from(fnv1a_from(h, &[0]), origin.as_bytes())
 }
 
 /// Counters for `crd status`.
@@ -478,7 +483,7 @@ impl Views {
     /// has left since (the record was read after the leave was heard) and
     /// had not reported it done, its owner among the members now, as a held
     /// job would be taken over.
-    pub fn owner(&mut self, group: &str, key: &[u8], seq: u64) -> Owner {
+    pub fn owner(&mut self, group: &str, key: u64, seq: u64) -> Owner {
         let i = self.views.partition_point(|(from, _)| *from <= seq);
         let Some(i) = i.checked_sub(1) else {
             // Journaled before this run: not knowing the view, run it.
@@ -506,7 +511,7 @@ impl Views {
     }
 
     /// The owner of `key` in `group` now, if another member (`member_id`).
-    pub fn other_now(&self, group: &str, key: &[u8]) -> Option<u64> {
+    pub fn other_now(&self, group: &str, key: u64) -> Option<u64> {
         self.now()
             .owner(group, key)
             .filter(|m| *m != &*self.node)
@@ -646,9 +651,9 @@ mod tests {
         assert_eq!(v.now().settled_peers("c"), ["a", "b"]);
         assert_eq!(v.settle_due(), None, "its own status not back yet");
         v.joined(t0, &[]);
-        let keys: Vec<Vec<u8>> = (0..300).map(|i| key("M", &format!("n{i}"))).collect();
+        let keys: Vec<u64> = (0..300).map(|i| key("M", &format!("n{i}"))).collect();
         for k in &keys {
-            assert_ne!(v.now().owner("g", k), Some("c"));
+            assert_ne!(v.now().owner("g", *k), Some("c"));
         }
         assert_eq!(v.settle_due(), Some(t0 + wait));
         assert!(!v.settle(t0 + wait / 2));
@@ -658,7 +663,7 @@ mod tests {
             v.status("c", &online(&["g"]), 5).is_some(),
             "its settled status"
         );
-        let owns = keys.iter().filter(|k| v.now().owner("g", k) == Some("c"));
+        let owns = keys.iter().filter(|k| v.now().owner("g", **k) == Some("c"));
         assert!((50..=150).contains(&owns.count()), "a third of the keys");
         // Kept on disk: a restart is settled at once.
         let kept = Members::decode(&v.now().encode()).unwrap();
@@ -679,9 +684,9 @@ mod tests {
         v.status("c", &joining(&["g"]), 1);
         v.status("d", &joining(&["g"]), 1);
         v.joined(t0, &[]);
-        assert_eq!(v.now().owner("g", b"k"), Some("a"));
+        assert_eq!(v.now().owner("g", fnv1a(b"k")), Some("a"));
         v.status("a", OFFLINE, 2);
-        let owner = v.now().owner("g", b"k").unwrap();
+        let owner = v.now().owner("g", fnv1a(b"k")).unwrap();
         assert!(owner == "c" || owner == "d");
         assert_eq!(v.settle_due(), Some(t0), "nobody knows more: at once");
         assert!(v.settle(t0));
@@ -702,7 +707,7 @@ mod tests {
         let before: Vec<String> = (0..3000)
             .map(|i| {
                 v.now()
-                    .owner("g", &key("M", &format!("n{i}")))
+                    .owner("g", key("M", &format!("n{i}")))
                     .unwrap()
                     .to_string()
             })
@@ -713,7 +718,7 @@ mod tests {
         }
         assert_eq!(v.status("b", OFFLINE, 1), Some(vec![member_id("b")]));
         for (i, was) in before.iter().enumerate() {
-            let now = v.now().owner("g", &key("M", &format!("n{i}"))).unwrap();
+            let now = v.now().owner("g", key("M", &format!("n{i}"))).unwrap();
             if was != "b" {
                 assert_eq!(now, was, "key n{i} moved though its owner stayed");
             } else {
@@ -721,7 +726,7 @@ mod tests {
             }
         }
         assert_eq!(
-            v.now().owner("other", b"k"),
+            v.now().owner("other", fnv1a(b"k")),
             None,
             "a group without members"
         );
@@ -732,18 +737,26 @@ mod tests {
     #[test]
     fn a_record_is_decided_by_the_view_it_was_journaled_under() {
         let mut v = Views::new("a", 10, None, Instant::now(), None);
-        assert_eq!(v.owner("g", b"k", 5), Owner::Me, "recovered: runs here");
-        assert_eq!(v.owner("g", b"k", 10), Owner::Me, "no member known: runs");
+        assert_eq!(
+            v.owner("g", fnv1a(b"k"), 5),
+            Owner::Me,
+            "recovered: runs here"
+        );
+        assert_eq!(
+            v.owner("g", fnv1a(b"k"), 10),
+            Owner::Me,
+            "no member known: runs"
+        );
         v.status("a", &online(&["g"]), 10);
         v.status("b", &online(&["g"]), 10);
         // Keys b owns while both are members.
-        let b_keys: Vec<Vec<u8>> = (0..100)
+        let b_keys: Vec<u64> = (0..100)
             .map(|i| key("M", &format!("n{i}")))
-            .filter(|k| v.now().owner("g", k) == Some("b"))
+            .filter(|k| v.now().owner("g", *k) == Some("b"))
             .collect();
         assert!(!b_keys.is_empty());
         v.status("b", OFFLINE, 20);
-        for k in &b_keys {
+        for &k in &b_keys {
             assert_eq!(v.owner("g", k, 20), Owner::Me, "journaled after b left");
             assert_eq!(
                 v.owner("g", k, 19),
@@ -753,7 +766,7 @@ mod tests {
         }
         v.taken_before(20);
         assert_eq!(v.views.len(), 1);
-        assert_eq!(v.owner("g", &b_keys[0], 25), Owner::Me);
+        assert_eq!(v.owner("g", b_keys[0], 25), Owner::Me);
         // Kept on disk and read back at a restart: the recovered records
         // (before the first seq of the new run) go by it.
         v.status("b", &online(&["g"]), 30);
@@ -761,9 +774,9 @@ mod tests {
         assert_eq!(&kept, v.now());
         let mut w = Views::new("a", 40, Some(kept), Instant::now(), None);
         let b = Owner::Other(member_id("b"));
-        assert_eq!(w.owner("g", &b_keys[0], 35), b, "b's, recovered");
+        assert_eq!(w.owner("g", b_keys[0], 35), b, "b's, recovered");
         assert_eq!(
-            Views::new("a", 40, None, Instant::now(), None).owner("g", &b_keys[0], 35),
+            Views::new("a", 40, None, Instant::now(), None).owner("g", b_keys[0], 35),
             Owner::Me
         );
         let enc = v.now().encode();
@@ -901,7 +914,8 @@ mod tests {
         // Fixed values: the same owner on every target and byte order.
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        let k = fnv1a(&key("M", "n1"));
+        let k = key("M", "n1");
+        assert_eq!(k, fnv1a(b"M\0n1"), "hashed in place as if joined");
         assert_eq!(weight("a", k), weight("a", k));
         assert_ne!(weight("a", k), weight("b", k));
     }
