@@ -561,6 +561,78 @@ fn collectors_in_one_group_split_the_work_and_lose_nothing_when_one_dies() {
     drop(d1);
 }
 
+/// The whole group stopped (SIGTERM, one member after the other) and 1,000
+/// messages published while none runs; both started again: each message runs
+/// once in the group (the last member to stop owns that backlog as the ghost,
+/// in both members' order). Stopped again, 1,000 more, and only the member that
+/// stopped first started: it holds the backlog for the ghost, and once live
+/// beside it for 2 x keepalive (4 s) takes it over: every message ran once.
+#[test]
+fn a_whole_group_restarted_runs_its_backlog_once() {
+    let home = Sandbox::new("whole");
+    let b = home.queueing_broker();
+    let dir = home.path("out");
+    fs::create_dir_all(&dir).unwrap();
+    let names = ["wg1", "wg2"];
+    let sbs: Vec<Sandbox> = names
+        .iter()
+        .map(|n| {
+            let sb = collector(n, &b, "load/#", &dir);
+            sb.config_node(
+                n,
+                &format!("broker = {}\nsubscribe_group = g\nkeepalive = 2s", b.addr()),
+            );
+            sb
+        })
+        .collect();
+    let runs = || names.iter().map(|n| ids(&dir, n).len()).sum::<usize>();
+    let distinct = || {
+        let all = names.iter().flat_map(|n| ids(&dir, n));
+        all.collect::<std::collections::HashSet<_>>().len()
+    };
+    let stop = |ds: Vec<Daemon>| {
+        for mut d in ds {
+            d.signal(libc::SIGTERM);
+            d.wait_exit(LONG).expect("stopped");
+        }
+    };
+    let ds: Vec<Daemon> = sbs.iter().map(Sandbox::start).collect();
+    grouped(&ds.iter().collect::<Vec<_>>(), 2);
+    stop(ds);
+    publish_spread(b.port, 16, 0, 1000, &dir);
+    let ds: Vec<Daemon> = sbs.iter().map(Sandbox::start).collect();
+    assert!(
+        wait_for(LONG, || distinct() == 1000),
+        "{} of 1000\n{}\n{}",
+        distinct(),
+        ds[0].status(),
+        ds[1].status()
+    );
+    grouped(&ds.iter().collect::<Vec<_>>(), 2);
+    // Settled: nothing more runs (a second run would come within this).
+    std::thread::sleep(Duration::from_secs(2));
+    let split = names.map(|n| ids(&dir, n).len());
+    assert_eq!(runs(), 1000, "each once in the group, split {split:?}");
+    println!("whole group restarted: 1,000 queued ran {split:?}");
+    stop(ds);
+    publish_spread(b.port, 16, 1000, 2000, &dir);
+    let d1 = sbs[0].start();
+    assert!(
+        wait_for(LONG, || distinct() == 2000),
+        "{} of 2000\n{}\n{}",
+        distinct(),
+        d1.status(),
+        d1.log()
+    );
+    assert_eq!(runs(), 2000, "each once: {}", d1.status());
+    assert_eq!(d1.stat("collect_group_buried"), 1, "{}", d1.status());
+    assert!(
+        d1.status().contains("collect_groups: g=wg1"),
+        "{}",
+        d1.status()
+    );
+}
+
 /// A member SIGKILLed for good midway through 5,000 messages over 40 topics:
 /// all 5,000 run; the share it held unfinished runs on the other two once the
 /// broker published its will (keepalive 2 s: within 2 x keepalive of the

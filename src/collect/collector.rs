@@ -380,7 +380,11 @@ impl<S: Storage> Collector<S> {
                 max_parallel: cfg.max_parallel.max(1) as usize,
                 max_hops: cfg.max_hops,
             },
-            group: group::Views::new(node, first_seq, kept, now, cfg.group_join_wait),
+            group: {
+                let mut v = group::Views::new(node, first_seq, kept, now, cfg.group_join_wait);
+                v.set_ghost_grace(cfg.mqtt.keepalive * 2);
+                v
+            },
             holds: Holds::default(),
             record: Vec::new(),
             actions: VecDeque::new(),
@@ -565,6 +569,7 @@ impl<S: Storage> Collector<S> {
                 self.ack(conn, pkid);
             }
             Up::Message(m) => self.message(conn, m, modules, (now, wall)),
+            Up::Connected { session_present } => self.group.connected(session_present),
             _ => {}
         }
     }
@@ -586,7 +591,9 @@ impl<S: Storage> Collector<S> {
         let is_status = match self.topics.status_node(&m.topic) {
             Some(node) => {
                 let next = self.intake.journal.next_seq();
-                if let Some(left) = self.group.status(node, &m.payload, next) {
+                if self.group.reads_status(m.retain)
+                    && let Some(left) = self.group.status(node, &m.payload, next)
+                {
                     self.persist.set_members(self.group.now().encode());
                     for id in left {
                         self.take_over(id, modules, t);
@@ -594,6 +601,7 @@ impl<S: Storage> Collector<S> {
                     if node == &*self.topics.node && self.group.now().joining(node) == Some(true) {
                         self.group.joined(t.0, modules);
                     }
+                    self.group.note_ghosts(t.0);
                 }
                 self.fleet.status(node, &m.payload, t.1)
             }
@@ -747,6 +755,14 @@ impl<S: Storage> Collector<S> {
             self.push_error(wall, out);
         }
         self.intake.durable_acks();
+        if self.group.bury_due().is_some_and(|d| d <= now) {
+            // Live beside a ghost for its grace: it is not coming back.
+            let next = self.intake.journal.next_seq();
+            for id in self.group.bury(next) {
+                self.take_over(id, modules, (now, wall));
+            }
+            self.persist.set_members(self.group.now().encode());
+        }
         let mut budget = PUMP_SLICE_RECORDS;
         self.work.busy = false;
         loop {
@@ -1325,6 +1341,7 @@ impl<S: Storage> Collector<S> {
             self.page.due(self.fleet.changes),
             progress,
             self.group.settle_due(),
+            self.group.bury_due(),
         ]
         .into_iter()
         .flatten()
@@ -1373,7 +1390,11 @@ impl<S: Storage> Collector<S> {
         s.put("collect_paused", Value::Flag(self.paused()));
         s.num("collect_decided", st.decided);
         let g = &self.group;
-        s.num("collect_group_members", g.now().len() as u64);
+        s.num("collect_group_members", g.now().live() as u64);
+        s.num(
+            "collect_group_ghosts",
+            (g.now().len() - g.now().live()) as u64,
+        );
         s.put("collect_group_joining", Value::Flag(g.joining()));
         s.put("collect_groups", Value::Text(g.now().describe()));
         s.num("collect_group_owned", g.counts.owned);
@@ -1383,6 +1404,8 @@ impl<S: Storage> Collector<S> {
         s.num("collect_group_released", self.holds.counts.released);
         s.num("collect_group_taken_over", self.holds.counts.taken);
         s.num("collect_group_reassigned", g.counts.reassigned);
+        s.num("collect_group_buried", g.counts.buried);
+        s.num("collect_group_replayed_statuses", g.counts.replayed);
         s.num("collect_group_held_forgotten", self.holds.counts.forgotten);
         for (name, r) in &self.rules.by_module {
             s.num(format!("rule_{name}_keys"), r.regs.len() as u64);

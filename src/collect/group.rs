@@ -21,7 +21,18 @@
 //! never saw: it runs here (a crd event done elsewhere is found in the table
 //! of events done; otherwise it may run twice). A group none of whose members
 //! is known (each member before its own status comes back) runs everything on
-//! every member rather than nothing. No IO.
+//! every member rather than nothing.
+//!
+//! The last member to leave a group stays in the views as its ghost
+//! (`Member::ghost`), owning every key while no live member is left: the
+//! messages queued for the members' persistent sessions while the whole group
+//! was down are then one member's in every member's order (each reads the
+//! same leaves, queued at QoS 1, before that backlog), rather than each
+//! member's own. A ghost that comes back is a member again and runs them; a
+//! member live beside a ghost for `ghost_grace` takes what it holds for the
+//! ghost over (`Views::bury`). Statuses replayed as retained at a subscribe
+//! land at a different place in each member's order, so on a session the
+//! broker kept (the leaves were queued) they change no view. No IO.
 
 use crate::core::module::Module;
 use std::collections::{BTreeMap, VecDeque};
@@ -97,13 +108,16 @@ fn status_groups(b: &[u8]) -> Option<(Vec<String>, bool)> {
     Some((out, joining))
 }
 
-/// A live member: its groups, and whether it is still joining (its registers
+/// A member: its groups, and whether it is still joining (its registers
 /// and its table of events done hold only what came since it joined, so it
-/// owns no key while a member that is not joining is left in the group).
+/// owns no key while a member that is not joining is left in the group), or
+/// a ghost (the last to leave its groups: it owns their keys only while no
+/// live member is left).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Member {
     groups: Box<[Box<str>]>,
     joining: bool,
+    ghost: bool,
 }
 
 impl Member {
@@ -120,19 +134,66 @@ impl Members {
     /// The member of `group` that owns `key` (`None`: the group has none):
     /// among those not joining, or, with none of those left, among all.
     pub fn owner(&self, group: &str, k: u64) -> Option<&str> {
-        let best = |joining: bool| {
+        let best = |ok: &dyn Fn(&Member) -> bool| {
             self.0
                 .iter()
-                .filter(|(_, m)| m.of(group) && (joining || !m.joining))
+                .filter(|(_, m)| m.of(group) && ok(m))
                 .max_by_key(|(name, _)| weight(name, k))
                 .map(|(name, _)| &**name)
         };
-        best(false).or_else(|| best(true))
+        best(&|m| !m.ghost && !m.joining)
+            .or_else(|| best(&|m| !m.ghost))
+            .or_else(|| best(&|m| m.ghost))
     }
 
-    /// Members in any group.
+    /// Member `name` of `groups` left: in each of them where no live member is
+    /// left it stays as the ghost (the older ghost of those groups goes).
+    /// Returns the ids of the ghosts gone.
+    fn haunt(&mut self, name: &str, groups: &[Box<str>]) -> Vec<u64> {
+        let live = |g: &str| self.0.values().any(|m| !m.ghost && m.of(g));
+        let last: Vec<Box<str>> = groups.iter().filter(|g| !live(g)).cloned().collect();
+        if last.is_empty() {
+            return Vec::new();
+        }
+        let mut gone = Vec::new();
+        for (n, m) in self.0.iter_mut().filter(|(_, m)| m.ghost) {
+            m.groups = m
+                .groups
+                .iter()
+                .filter(|g| !last.contains(g))
+                .cloned()
+                .collect();
+            if m.groups.is_empty() {
+                gone.push(member_id(n));
+            }
+        }
+        self.0.retain(|_, m| !(m.ghost && m.groups.is_empty()));
+        let ghost = Member {
+            groups: last.into(),
+            joining: false,
+            ghost: true,
+        };
+        self.0.insert(name.into(), ghost);
+        gone
+    }
+
+    /// Whether a ghost is in a group where `name` is a live member.
+    fn ghost_beside(&self, name: &str) -> bool {
+        let Some(me) = self.0.get(name).filter(|m| !m.ghost) else {
+            return false;
+        };
+        let ghosts = self.0.values().filter(|m| m.ghost);
+        ghosts.flat_map(|m| m.groups.iter()).any(|g| me.of(g))
+    }
+
+    /// Members in any group (ghosts too).
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Live members (not ghosts) in any group.
+    pub fn live(&self) -> usize {
+        self.0.values().filter(|m| !m.ghost).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -153,7 +214,7 @@ impl Members {
         let shares = |m: &Member| me.groups.iter().any(|g| m.of(g));
         let peers = self.0.iter();
         peers
-            .filter(|(n, m)| &***n != name && !m.joining && shares(m))
+            .filter(|(n, m)| &***n != name && !m.joining && !m.ghost && shares(m))
             .map(|(n, _)| &**n)
             .collect()
     }
@@ -168,9 +229,10 @@ impl Members {
             .collect();
         groups.sort_unstable();
         groups.dedup();
-        let name = |n: &str, m: &Member| match m.joining {
-            true => format!("{n}(joining)"),
-            false => n.to_string(),
+        let name = |n: &str, m: &Member| match (m.joining, m.ghost) {
+            (_, true) => format!("{n}(gone)"),
+            (true, _) => format!("{n}(joining)"),
+            _ => n.to_string(),
         };
         let each = groups.iter().map(|g| {
             let of_g = self.0.iter().filter(|(_, m)| m.of(g));
@@ -181,8 +243,8 @@ impl Members {
     }
 
     /// The members as kept on disk (`persist.rs`): per member, a u8 with
-    /// the count of its groups (bit 7 set: joining), its name and its
-    /// groups' names, each a u8 length and the bytes.
+    /// the count of its groups (bit 7 set: joining; bit 6: a ghost), its
+    /// name and its groups' names, each a u8 length and the bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::new();
         let put = |b: &mut Vec<u8>, s: &str| {
@@ -191,7 +253,8 @@ impl Members {
             b.extend_from_slice(s);
         };
         for (name, m) in &self.0 {
-            b.push(m.groups.len() as u8 | if m.joining { 0x80 } else { 0 });
+            let flags = if m.joining { 0x80 } else { 0 } | if m.ghost { 0x40 } else { 0 };
+            b.push(m.groups.len() as u8 | flags);
             put(&mut b, name);
             for g in m.groups.iter() {
                 put(&mut b, g);
@@ -205,14 +268,21 @@ impl Members {
         let mut at = 0;
         let mut out = BTreeMap::new();
         while at < b.len() {
-            let (count, joining) = (b[at] & 0x7f, b[at] & 0x80 != 0);
+            let (count, joining, ghost) = (b[at] & 0x3f, b[at] & 0x80 != 0, b[at] & 0x40 != 0);
             at += 1;
             let name = name(b, &mut at)?;
             let groups = (0..count)
                 .map(|_| self::name(b, &mut at))
                 .collect::<Option<Box<[Box<str>]>>>()?;
             if out.len() < MAX_MEMBERS {
-                out.insert(name, Member { groups, joining });
+                out.insert(
+                    name,
+                    Member {
+                        groups,
+                        joining,
+                        ghost,
+                    },
+                );
             }
         }
         Some(Members(out))
@@ -282,6 +352,10 @@ pub struct Counts {
     /// Jobs of a member that left, not reported done, read after it left:
     /// decided again among the members now.
     pub reassigned: u64,
+    /// Ghosts buried after `ghost_grace` (their held work taken over).
+    pub buried: u64,
+    /// Retained statuses a subscribe replayed on a kept session: no change.
+    pub replayed: u64,
 }
 
 /// The views by the journal seq from which each holds.
@@ -298,7 +372,17 @@ pub struct Views {
     join: Join,
     /// `group_join_wait` (`None`: the longest `period` of the rules).
     join_wait: Option<Duration>,
+    /// How long a ghost beside this member may come back (`bury`).
+    ghost_grace: Duration,
+    /// Since when this member is live beside a ghost.
+    beside_ghost: Option<Instant>,
+    /// The broker kept this member's session at its last connect: the
+    /// statuses of the time it was away were queued in order.
+    session_kept: bool,
 }
+
+/// `ghost_grace` unless set: the daemon sets 2 × keepalive.
+const GHOST_GRACE: Duration = Duration::from_secs(60);
 
 /// This member's joining: it announces itself `"joining":true` until its
 /// registers hold a whole rule period of the stream (`Views::settle`).
@@ -381,6 +465,9 @@ impl Views {
             },
             join,
             join_wait,
+            ghost_grace: GHOST_GRACE,
+            beside_ghost: None,
+            session_kept: false,
         }
     }
 
@@ -439,13 +526,20 @@ impl Views {
             .filter(|g| crate::core::topic::valid_group(g).is_ok())
             .map(|g| g.as_str().into())
             .collect();
-        let member = Member { groups, joining };
+        let member = Member {
+            groups,
+            joining,
+            ghost: false,
+        };
         let now = self.now();
-        let same = |m: &Member| *m == member;
-        if now.0.get(node).map_or(member.groups.is_empty(), same) {
-            return None;
-        }
         let leaving = member.groups.is_empty();
+        match now.0.get(node) {
+            None if leaving => return None,
+            Some(m) if *m == member => return None,
+            // A ghost left already (its offline again, its will late).
+            Some(m) if leaving && m.ghost => return None,
+            _ => {}
+        }
         if !leaving && !now.0.contains_key(node) && now.0.len() >= MAX_MEMBERS {
             self.counts.full += 1;
             return None;
@@ -453,15 +547,22 @@ impl Views {
         let mut next = now.clone();
         // A member that left, or whose groups changed: its held work is
         // decided again (where it is still the owner, it stays its).
-        let left = match now.0.get(node) {
+        let mut left = match now.0.get(node) {
             Some(_) => vec![member_id(node)],
             None => Vec::new(),
         };
         if leaving {
-            next.0.remove(node);
+            let old = next.0.remove(node).expect("a member");
+            left.extend(next.haunt(node, &old.groups));
         } else {
             next.0.insert(node.into(), member);
         }
+        self.push_view(next, next_seq);
+        Some(left)
+    }
+
+    /// `next` becomes the view of the records from `next_seq` on.
+    fn push_view(&mut self, next: Members, next_seq: u64) {
         self.counts.changes += 1;
         self.unsynced = true;
         match self.views.back_mut() {
@@ -475,7 +576,64 @@ impl Views {
             self.views[0].0 = from;
             self.counts.merged += 1;
         }
-        Some(left)
+    }
+
+    /// Connected; `kept`: the broker kept the session.
+    pub fn connected(&mut self, kept: bool) {
+        self.session_kept = kept;
+    }
+
+    /// Whether a status that came `retained` (replayed at a subscribe) is to
+    /// be read: not on a kept session, where the live ones were queued in
+    /// their place and a replayed one lands elsewhere in each member's order.
+    pub fn reads_status(&mut self, retained: bool) -> bool {
+        if retained && self.session_kept {
+            self.counts.replayed += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Sets how long a member live beside a ghost waits for it to come back
+    /// before it takes over what it holds for it.
+    pub fn set_ghost_grace(&mut self, grace: Duration) {
+        self.ghost_grace = grace;
+    }
+
+    /// After a status at `now`: whether this member is live beside a ghost
+    /// (from when).
+    pub fn note_ghosts(&mut self, now: Instant) {
+        if !self.now().ghost_beside(&self.node) {
+            self.beside_ghost = None;
+        } else if self.beside_ghost.is_none() {
+            self.beside_ghost = Some(now);
+        }
+    }
+
+    /// When the ghosts beside this member are to be buried (`bury`).
+    pub fn bury_due(&self) -> Option<Instant> {
+        self.beside_ghost.map(|t| t + self.ghost_grace)
+    }
+
+    /// The ghosts go from the view of the records from `next_seq` on (they
+    /// owned nothing there while this member was live); returns their ids,
+    /// whose held work the key's owners now take over.
+    pub fn bury(&mut self, next_seq: u64) -> Vec<u64> {
+        self.beside_ghost = None;
+        let mut next = self.now().clone();
+        let gone: Vec<u64> = next
+            .0
+            .iter()
+            .filter(|(_, m)| m.ghost)
+            .map(|(n, _)| member_id(n))
+            .collect();
+        if gone.is_empty() {
+            return gone;
+        }
+        next.0.retain(|_, m| !m.ghost);
+        self.counts.buried += gone.len() as u64;
+        self.push_view(next, next_seq);
+        gone
     }
 
     /// Who does the work of `key` in `group` for journal record `seq`: its
@@ -696,6 +854,94 @@ mod tests {
         w.status("e", &joining(&["g"]), 1);
         w.joined(t0, &[]);
         assert!(w.settle(t0));
+    }
+
+    /// The whole group stopped (a, then b, the last), messages queued for
+    /// both, both started again: each reads the same leaves before the
+    /// backlog, so the backlog is the ghost b's on both, and a's and b's
+    /// after a comes back.
+    #[test]
+    fn the_last_member_to_leave_owns_the_backlog_as_a_ghost_on_every_member() {
+        let t0 = Instant::now();
+        let both = {
+            let mut v = Views::new("a", 1, None, t0, None);
+            v.status("a", &online(&["g"]), 1);
+            v.status("b", &online(&["g"]), 1);
+            v.now().encode()
+        };
+        let keys: Vec<u64> = (0..50).map(|i| key("M", &format!("n{i}"))).collect();
+        let b_id = Owner::Other(member_id("b"));
+        // a stopped first, while b ran: it kept both; b saw a leave.
+        let mut a = Views::new("a", 1, Members::decode(&both), t0, None);
+        let mut b = {
+            let mut v = Views::new("b", 1, Members::decode(&both), t0, None);
+            v.status("a", OFFLINE, 1);
+            Views::new("b", 1, Members::decode(&v.now().encode()), t0, None)
+        };
+        assert!(!a.joining() && !b.joining(), "restarted with their state");
+        a.connected(true);
+        b.connected(true);
+        // Queued in order: a's own leave (on a), b's leave, the backlog.
+        assert!(a.status("a", OFFLINE, 10).is_some());
+        assert!(a.status("b", OFFLINE, 10).is_some());
+        assert!(b.status("b", OFFLINE, 10).is_some());
+        assert_eq!(a.now().describe(), "g=b(gone)");
+        assert_eq!(b.now().describe(), "g=b(gone)");
+        for &k in &keys {
+            assert_eq!(a.owner("g", k, 10), b_id, "the ghost's, held on a");
+            assert_eq!(b.owner("g", k, 10), Owner::Me, "b runs it");
+        }
+        // A status replayed at a subscribe on a kept session changes nothing.
+        assert!(!a.reads_status(true) && a.reads_status(false));
+        assert_eq!(a.counts.replayed, 1);
+        // A ghost's offline again (its will, late) changes nothing either.
+        assert_eq!(a.status("b", OFFLINE, 11), None);
+        // a comes back: the records after it are a's on both.
+        a.status("a", &online(&["g"]), 20);
+        b.status("a", &online(&["g"]), 20);
+        a.note_ghosts(t0);
+        b.note_ghosts(t0);
+        for &k in &keys {
+            assert_eq!(a.owner("g", k, 20), Owner::Me);
+            assert_eq!(b.owner("g", k, 20), Owner::Other(member_id("a")));
+            assert_eq!(a.owner("g", k, 19), b_id, "still the ghost's");
+        }
+        // Kept on disk with the ghost.
+        assert_eq!(Members::decode(&a.now().encode()).as_ref(), Some(a.now()));
+        assert_eq!(b.bury_due(), None, "b is the ghost, not beside one");
+        let grace = Duration::from_secs(4);
+        a.set_ghost_grace(grace);
+        assert_eq!(a.bury_due(), Some(t0 + grace));
+        // b back in time: a member again, nothing to bury.
+        let mut a2 = Views::new("a", 1, Members::decode(&a.now().encode()), t0, None);
+        a2.status("b", &online(&["g"]), 30);
+        a2.note_ghosts(t0);
+        assert_eq!(a2.bury_due(), None);
+        assert_eq!(a2.now().describe(), "g=a,b");
+        // b never back: buried after the grace; what was held for it is a's.
+        assert_eq!(a.bury(30), vec![member_id("b")]);
+        assert_eq!(a.now().describe(), "g=a");
+        assert_eq!(a.counts.buried, 1);
+        for &k in &keys {
+            assert_eq!(a.owner("g", k, 19), Owner::Me, "taken over");
+            assert_eq!(a.other_now("g", k), None);
+        }
+    }
+
+    /// A ghost leaves its place to the next last member: one a group.
+    #[test]
+    fn a_group_has_one_ghost_the_last_to_leave() {
+        let mut v = Views::new("c", 1, None, Instant::now(), None);
+        v.status("a", &online(&["g", "h"]), 1);
+        v.status("b", &online(&["g"]), 1);
+        v.status("a", OFFLINE, 2);
+        assert_eq!(v.now().describe(), "g=b h=a(gone)");
+        assert_eq!(v.status("b", OFFLINE, 3), Some(vec![member_id("b")]));
+        assert_eq!(v.now().describe(), "g=b(gone) h=a(gone)");
+        v.status("a", &online(&["g"]), 4);
+        v.status("a", OFFLINE, 5);
+        assert_eq!(v.now().describe(), "g=a(gone)", "b's place and h gone");
+        assert_eq!(v.now().live(), 0);
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Client {
             input: Vec::new(),
             ups: VecDeque::new(),
         };
-        match c.wait(until, |u| matches!(u, Up::Connected)) {
+        match c.wait(until, |u| matches!(u, Up::Connected { .. })) {
             Ok(Some(_)) => Ok(c),
             Ok(None) => Err(Reason::At(broker.to_string(), Reason::NoConnAck.into()).into()),
             Err(e) => Err(Reason::At(broker.to_string(), e).into()),

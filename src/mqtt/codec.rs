@@ -28,7 +28,8 @@ pub const DISCONNECT: [u8; 2] = [0xE0, 0];
 #[derive(Debug, PartialEq, Eq)]
 pub enum Packet {
     /// CONNACK (3.2): the return code, 0 = accepted.
-    ConnAck(u8),
+    /// Return code, and whether the broker kept the session (3.2.2.2).
+    ConnAck(u8, bool),
     /// PUBLISH (3.3); `qos` is 0, 1 or 2, `pkid` present from QoS 1.
     Publish {
         topic: String,
@@ -218,7 +219,7 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Option<(Packet, usize)>, String>
     let p = match kind {
         2 => {
             exact(2)?;
-            Packet::ConnAck(body[1])
+            Packet::ConnAck(body[1], body[0] & 1 != 0)
         }
         3 => {
             let qos = (first >> 1) & 3;
@@ -356,7 +357,14 @@ mod tests {
                 v4::ConnectReturnCode::NotAuthorized,
                 false
             ))),
-            Packet::ConnAck(5)
+            Packet::ConnAck(5, false)
+        );
+        assert_eq!(
+            one(R::ConnAck(v4::ConnAck::new(
+                v4::ConnectReturnCode::Success,
+                true
+            ))),
+            Packet::ConnAck(0, true)
         );
         assert_eq!(one(R::PubAck(v4::PubAck::new(9))), Packet::PubAck(9));
         assert_eq!(one(R::PingResp), Packet::PingResp);

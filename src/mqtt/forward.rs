@@ -511,15 +511,27 @@ impl Forwarder {
         now: Instant,
     ) -> Result<(), Error> {
         match up {
-            Up::Connected => {
+            Up::Connected { session_present } => {
                 self.connects += 1;
                 self.last_connect = Some(now);
                 self.backoff = BACKOFF_MIN;
                 self.last_error.clear();
                 log::info!("mqtt: connected to {}", self.broker());
-                let topic = self.status_topic();
-                let p = self.status_payload("online");
-                self.session.publish(&topic, &p, true, false, None, now)?;
+                if session_present && !self.groups.is_empty() {
+                    // The broker kept the subscriptions: what it routes now
+                    // reaches this crd already, so it is a member from here
+                    // (a status without groups would be a leave and a join
+                    // in every member's order, for nothing).
+                    self.join_groups(now)?;
+                } else {
+                    let topic = self.status_topic();
+                    let p = self.status_payload("online");
+                    self.session.publish(&topic, &p, true, false, None, now)?;
+                }
+                if !self.groups.is_empty() {
+                    // The collector's groups read statuses by it (`group.rs`).
+                    self.inbound.push((self.connects, up));
+                }
                 // The present, for whoever subscribes late.
                 self.announce(now)?;
                 let mut filters = self.filters.clone();

@@ -60,8 +60,11 @@ pub struct Inbound {
 /// What the broker's bytes meant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Up {
-    /// CONNACK with return code 0: publishing may start.
-    Connected,
+    /// CONNACK with return code 0: publishing may start; whether the broker
+    /// kept this client's session (its subscriptions and what it queued).
+    Connected {
+        session_present: bool,
+    },
     /// PUBACK of a publish; `Some(seq)` for a spool record.
     Acked(Option<u64>),
     /// SUBACK: the indices (in the SUBSCRIBE's order) of the filters the broker
@@ -434,12 +437,12 @@ impl Session {
     /// is a protocol error.
     fn handle_packet(&mut self, p: Packet, up: &mut Vec<Up>) -> Result<(), SessionError> {
         match (p, self.state) {
-            (Packet::ConnAck(code), State::AwaitConnAck { .. }) => {
+            (Packet::ConnAck(code, session_present), State::AwaitConnAck { .. }) => {
                 if code != 0 {
                     return Err(SessionError::Refused(codec::refusal(code)));
                 }
                 self.state = State::Connected;
-                up.push(Up::Connected);
+                up.push(Up::Connected { session_present });
             }
             (Packet::PubAck(pkid), State::Connected) => self.handle_puback(pkid, up),
             (Packet::SubAck { pkid, codes }, State::Connected) if self.sub_pkid == Some(pkid) => {
@@ -545,7 +548,7 @@ impl Session {
 /// The error for packet `p` arriving in state `s`, which does not expect it.
 fn unexpected(p: &Packet, s: State) -> SessionError {
     let kind = match p {
-        Packet::ConnAck(_) => 2,
+        Packet::ConnAck(..) => 2,
         Packet::Publish { .. } => 3,
         Packet::PubAck(_) => 4,
         Packet::SubAck { .. } => 9,
@@ -667,7 +670,12 @@ mod tests {
             false,
         ))]);
         s.handle_input(&mut b, now, &mut up).unwrap();
-        assert_eq!(up, vec![Up::Connected]);
+        assert_eq!(
+            up,
+            vec![Up::Connected {
+                session_present: false
+            }]
+        );
         s
     }
 
