@@ -287,6 +287,26 @@ mod tests {
         b
     }
 
+    /// Held without the event's fields, a crd event's record decodes to the
+    /// same message and facts the journal's record gave.
+    #[test]
+    fn a_crd_event_taken_over_has_the_facts_it_was_read_with() {
+        use crate::collect::message::EventRef;
+        let payload = br#"{"node":"n1","stream":"00000000000000ab","seq":7,"ts":1,"module":"M","kind":"fired","code":2,"dur_ms":1,"out":"x","hop":1}"#;
+        let mut rec = Vec::new();
+        let e = EventRef::parse(payload);
+        assert!(e.is_some());
+        Message::encode_into(&mut rec, "crd/n1/event/M", payload, 5, e.as_ref());
+        let v = View::of(&rec).unwrap();
+        let mut h = Holds::default();
+        h.park(3, &v, parked(7, 1));
+        let taken = h.take_over(7, &|_: &str, _: u64| None);
+        let (msg, facts) = v.to_owned();
+        assert_eq!(taken[0].msg, msg);
+        assert_eq!(taken[0].facts, facts);
+        assert!(facts.event.is_some());
+    }
+
     #[test]
     fn a_held_job_is_small() {
         assert!(std::mem::size_of::<Parked>() <= 32);
