@@ -173,7 +173,13 @@ fn main() {
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&lines).unwrap());
         for i in 1..=EVENTS {
-            let (_, json) = render("crd", "bench", &format!("{STREAM:016x}"), i, &event(i));
+            let (_, json) = render(
+                "crd",
+                "bench",
+                &format!("{STREAM:016x}"),
+                (i, None),
+                &event(i),
+            );
             f.write_all(&json).unwrap();
             f.write_all(b"\n").unwrap();
         }

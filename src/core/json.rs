@@ -26,6 +26,14 @@ impl<'a> Obj<'a> {
         Obj { out, first: true }
     }
 
+    /// Goes on writing the object with members that `out` ends with (its
+    /// `}` taken off): members added to one written earlier.
+    pub fn reopen(out: &'a mut Vec<u8>) -> Obj<'a> {
+        debug_assert!(out.ends_with(b"}") && !out.ends_with(b"{}"));
+        out.pop();
+        Obj { out, first: false }
+    }
+
     /// `k` is one of crd's own keys, plain ASCII that needs no escape: written
     /// as it is. The comma and the opening quote are pushed: a copy of a
     /// slice whose length is not known when compiling calls musl's memcpy

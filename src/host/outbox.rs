@@ -1,5 +1,5 @@
 //! The daemon's side of the spool: events in (encoded and appended), `crd emit`
-//! requests, the per-iteration flush, timed syncs, drop notices turned into events,
+//! requests, the per-iteration flush, timed syncs, drop and resume notices turned into events,
 //! and the spool lines of `crd status`.
 //!
 //! Errors never stop the daemon here: a failing disk is logged once when it starts
@@ -149,19 +149,26 @@ impl Outbox {
     }
 
     /// Turns records dropped by the full policy, or lost with a vanished
-    /// directory, into an error event.
+    /// directory, and the seqs skipped after an unclean stop, into an error
+    /// event each. A collector reads the range at the end of each
+    /// (`collect::gaps::notice`): keep `seq LO..=HI` last.
     fn drop_notices(&mut self, now: Instant) {
         // Each notice is appended once; appending it may drop again, so bounded.
         for _ in 0..4 {
-            let out = if let Some((lo, hi, n)) = self.spool.take_drop_notice() {
-                format!("spool full: dropped {n} unsent records, seq {lo}..={hi}")
-            } else if let Some((lo, hi, n)) = self.spool.take_loss_notice() {
-                format!(
-                    "spool directory vanished and was made again: lost {n} unsent records, seq {lo}..={hi}"
-                )
+            let sp = &mut self.spool;
+            let (head, (lo, hi, n), tail) = if let Some(d) = sp.take_drop_notice() {
+                ("spool full: dropped ", d, " unsent records")
+            } else if let Some(l) = sp.take_loss_notice() {
+                let head = "spool directory vanished and was made again: lost ";
+                (head, l, " unsent records")
+            } else if let Some((lo, hi)) = sp.take_resume_notice() {
+                let head = "unclean stop: ";
+                (head, (lo, hi, hi - lo + 1), " seqs never sent")
             } else {
                 return;
             };
+            // One format for the three: fewer bytes on a router.
+            let out = format!("{head}{n}{tail}, seq {lo}..={hi}");
             let ev = Event {
                 ts_ms: unix_ms(),
                 module: SELF_MODULE.into(),

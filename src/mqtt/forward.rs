@@ -13,8 +13,8 @@
 //! `transport::Transport`'s TLS stream.
 
 use crate::core::config::MqttSettings;
-use crate::core::event;
 use crate::core::status::{Status, Value};
+use crate::core::{event, json};
 use crate::mqtt::error::{Error, Reason};
 use crate::mqtt::session::{Session, SessionConfig, SessionError, Up};
 use crate::mqtt::transport::Transport;
@@ -99,6 +99,10 @@ pub struct Forwarder {
     failovers: u64,
     /// Highest seq ever published in this run: a lower or equal one is a resend (DUP).
     max_sent_seq: u64,
+    /// The spool's watermark when the status was last made: every record up
+    /// to it the broker acknowledged (or the spool dropped, which it said in
+    /// a notice); the status's `"seq"`.
+    acked_seq: u64,
     stopping: bool,
     /// A resolution is to be asked of the daemon (`poll_resolve`).
     resolve_wanted: bool,
@@ -238,6 +242,7 @@ impl Forwarder {
             current: 0,
             failovers: 0,
             max_sent_seq: 0,
+            acked_seq: 0,
             stopping: false,
             resolve_wanted: false,
             published: 0,
@@ -267,14 +272,17 @@ impl Forwarder {
     }
 
     fn status_payload(&self, state: &str) -> Vec<u8> {
-        wire::status_json(
-            state,
-            &self.node,
-            &self.stream_hex,
-            self.boot_ms,
-            &[],
-            false,
-        )
+        self.status_of(state, &[])
+    }
+
+    /// The status (`wire::status_json`) naming `groups`, with `"seq"` last
+    /// (`acked_seq`), so a collector sees a tail of the stream it never
+    /// received.
+    fn status_of(&self, state: &str, groups: &[String]) -> Vec<u8> {
+        let (node, hex, boot) = (&self.node, &self.stream_hex, self.boot_ms);
+        let mut p = wire::status_json(state, node, hex, boot, groups, self.joining);
+        json::Obj::reopen(&mut p).uint("seq", self.acked_seq).end();
+        p
     }
 
     /// The broker tried now (`current` of `cfg.brokers()`).
@@ -517,6 +525,7 @@ impl Forwarder {
                 self.backoff = BACKOFF_MIN;
                 self.last_error.clear();
                 log::info!("mqtt: connected to {}", self.broker());
+                self.acked_seq = spool.acked();
                 if session_present && !self.groups.is_empty() {
                     // The broker kept the subscriptions: what it routes now
                     // reaches this crd already, so it is a member from here
@@ -593,9 +602,7 @@ impl Forwarder {
         if self.groups.is_empty() {
             return Ok(());
         }
-        let (node, groups) = (&self.node, &self.groups);
-        let (hex, boot) = (&self.stream_hex, self.boot_ms);
-        let p = wire::status_json("online", node, hex, boot, groups, self.joining);
+        let p = self.status_of("online", &self.groups);
         self.session
             .publish(&self.status_topic(), &p, true, false, None, now)?;
         Ok(())
@@ -849,6 +856,15 @@ impl Forwarder {
             && self.session.window_open()
             && self.session.output().len() < OUT_LIMIT_BYTES
         {
+            // The record before a new one: the last one sent, or at the first
+            // of this run the watermark. A new record further on follows a
+            // jump the spool made (records dropped, a lease after an unclean
+            // stop, a corrupt one skipped): it says so (`"prev"`), and a
+            // collector takes the seqs between as never sent, not as lost.
+            let before = match self.max_sent_seq {
+                0 => spool.acked(),
+                s => s,
+            };
             let seq = match spool.read_next() {
                 Ok(Some((seq, payload))) => match event::decode_ref(payload) {
                     Ok(ev) => {
@@ -856,7 +872,7 @@ impl Forwarder {
                             &self.cfg.topic_prefix,
                             &self.node,
                             &self.stream_hex,
-                            seq,
+                            (seq, (seq > before + 1).then_some(before)),
                             &ev,
                             &mut self.topic_buf,
                             &mut self.json_buf,
@@ -965,6 +981,7 @@ impl Forwarder {
     ) {
         self.stopping = true;
         if self.session.is_connected() {
+            self.acked_seq = spool.acked();
             let topic = self.status_topic();
             let p = self.status_payload("offline");
             if self

@@ -2,6 +2,11 @@
 //! (`<prefix>/<node>/event/<module>`, `<prefix>/<node>/<suffix>` for `crd emit`,
 //! `<prefix>/<node>/reply/<id>` for a command's reply) and its JSON payload, and the retained status topic and payload. The forwarder
 //! calls these per record with reused buffers.
+//!
+//! Every record carries its place in the stream (`"stream"`, `"seq"`; a
+//! reply at the end of its own JSON), and `"prev"` where the spool's
+//! numbering jumped before it, so a collector can check that none went
+//! missing between the edge and itself (`collect::gaps`).
 
 use crate::core::event::{Event, EventRef, Kind};
 use crate::core::json::Obj;
@@ -124,12 +129,15 @@ pub fn ha_config_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The topic and JSON payload of spool record `seq` holding `ev`.
+/// The topic and JSON payload of spool record `seq` holding `ev`: `seq` is
+/// the record's seq and, where the spool's numbering jumped before it
+/// (records dropped, the rest of a lease after an unclean stop), the seq
+/// before it (`"prev"`): the ones between were never sent.
 pub fn render(
     prefix: &str,
     node: &str,
     stream_hex: &str,
-    seq: u64,
+    seq: (u64, Option<u64>),
     ev: &Event,
 ) -> (String, Vec<u8>) {
     let (mut topic, mut json) = (String::new(), Vec::new());
@@ -151,7 +159,7 @@ pub fn render_into(
     prefix: &str,
     node: &str,
     stream_hex: &str,
-    seq: u64,
+    (seq, prev): (u64, Option<u64>),
     ev: &EventRef<'_>,
     topic: &mut String,
     json: &mut Vec<u8>,
@@ -162,6 +170,15 @@ pub fn render_into(
         let _ = write!(topic, "{prefix}/{node}/reply/{}", ev.module);
         json.clear();
         json.extend_from_slice(ev.out.as_bytes());
+        // The reply's JSON as it was made, and its place in the stream.
+        if ev.out.ends_with('}') {
+            let mut o = Obj::reopen(json);
+            o.str("stream", stream_hex).uint("seq", seq);
+            if let Some(p) = prev {
+                o.uint("prev", p);
+            }
+            o.end();
+        }
         return;
     }
     // The slashes pushed, not copied: a copy of a length not known when
@@ -178,8 +195,11 @@ pub fn render_into(
     let mut o = Obj::new(json);
     o.str("node", node)
         .str("stream", stream_hex)
-        .uint("seq", seq)
-        .uint("ts", ev.ts_ms)
+        .uint("seq", seq);
+    if let Some(p) = prev {
+        o.uint("prev", p);
+    }
+    o.uint("ts", ev.ts_ms)
         .str("module", ev.module)
         .str("kind", ev.kind.as_str())
         .int("code", i64::from(ev.code))
@@ -208,13 +228,13 @@ mod tests {
             out: "97% \"full\"".into(),
             cause: None,
         };
-        let (t, j) = render("crd", "r1", "00000000000000ab", 42, &ev);
+        let (t, j) = render("crd", "r1", "00000000000000ab", (42, None), &ev);
         assert_eq!(t, "crd/r1/event/Disk");
         let run = Event {
             cause: crate::core::event::Cause::new(2, "n0/00000000000000cd/7"),
             ..ev.clone()
         };
-        let (_, jr) = render("crd", "r1", "00000000000000ab", 43, &run);
+        let (_, jr) = render("crd", "r1", "00000000000000ab", (43, None), &run);
         assert!(
             jr.ends_with(br#","out":"97% \"full\"","hop":2,"cause":"n0/00000000000000cd/7"}"#),
             "{}",
@@ -236,10 +256,26 @@ mod tests {
             out: r#"{"id":"0123abcd","reply":"accepted"}"#.into(),
             ..em.clone()
         };
-        let (t, j) = render("crd", "r1", "ab", 44, &rep);
+        let (t, j) = render("crd", "r1", "ab", (44, None), &rep);
         assert_eq!(t, "crd/r1/reply/0123abcd");
-        assert_eq!(j, rep.out.as_bytes(), "a reply goes out as it is");
-        let (t, j) = render("fleet/eu", "r1", "ab", 43, &em);
+        assert_eq!(
+            String::from_utf8(j).unwrap(),
+            r#"{"id":"0123abcd","reply":"accepted","stream":"ab","seq":44}"#,
+            "a reply goes out as it was made, with its place in the stream"
+        );
+        let (_, j) = render("crd", "r1", "ab", (70_000, Some(44)), &rep);
+        assert!(j.ends_with(br#","seq":70000,"prev":44}"#));
+        let fired = Event {
+            kind: Kind::Fired,
+            ..rep.clone()
+        };
+        let (_, j) = render("crd", "r1", "ab", (70_000, Some(44)), &fired);
+        let j = String::from_utf8(j).unwrap();
+        assert!(
+            j.starts_with(r#"{"node":"r1","stream":"ab","seq":70000,"prev":44,"ts":5,"#),
+            "a jump in the numbering says the seq before it: {j}"
+        );
+        let (t, j) = render("fleet/eu", "r1", "ab", (43, None), &em);
         assert_eq!(t, "fleet/eu/r1/alerts/wan");
         let j = String::from_utf8(j).unwrap();
         assert!(

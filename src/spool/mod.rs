@@ -243,6 +243,9 @@ pub struct Spool<S: Storage> {
     drop_notice: Option<(u64, u64, u64)>,
     /// Records lost with a vanished directory since the last `take_loss_notice`.
     loss_notice: Option<(u64, u64, u64)>,
+    /// Seqs skipped by resuming above the lease after an unclean stop, until
+    /// `take_resume_notice`.
+    resume_notice: Option<(u64, u64)>,
     /// No timed sync or checkpoint before this, after one failed.
     retry_at: Option<Instant>,
 }
@@ -307,6 +310,7 @@ impl<S: Storage> Spool<S> {
             stats: Stats::default(),
             drop_notice: None,
             loss_notice: None,
+            resume_notice: None,
             retry_at: None,
         };
         let rec = sp.recover(new_stream)?;
@@ -477,6 +481,11 @@ impl<S: Storage> Spool<S> {
     fn settle_numbering(&mut self, ckpt: Option<Checkpoint>, mark: u64) {
         if let Some(c) = ckpt {
             self.ckpt_epoch = c.epoch;
+            if c.next_seq > self.next_seq && !self.read_only {
+                // An unclean stop: the rest of the lease is never given (nor
+                // sent, if a power cut took records given it before their sync).
+                self.resume_notice = Some((self.next_seq, c.next_seq - 1));
+            }
             self.next_seq = self.next_seq.max(c.next_seq);
             self.acked = c.acked;
         }
@@ -1114,6 +1123,13 @@ impl<S: Storage> Spool<S> {
             self.cur_off = format::SEGMENT_HEADER_BYTES as u64;
         }
         Ok(())
+    }
+
+    /// The seqs recovery skipped, resuming above the lease after an unclean
+    /// stop: (first, last), once. The daemon turns it into an event, so a
+    /// reader downstream does not take the jump for records lost.
+    pub fn take_resume_notice(&mut self) -> Option<(u64, u64)> {
+        self.resume_notice.take()
     }
 
     /// Records dropped since the last call: (first seq, last seq, count). The daemon

@@ -884,6 +884,12 @@ fn a_power_cut_never_gives_a_seq_twice_and_acks_cross_the_gap() {
         next > lost + SEQ_LEASE - 2,
         "numbering resumes above the reservation: {next}"
     );
+    assert_eq!(
+        sp.take_resume_notice(),
+        Some((2, next - 1)),
+        "the jump is said, the lost record's seq in it"
+    );
+    assert_eq!(sp.take_resume_notice(), None, "once");
     sp.sync(now).unwrap();
     let got: Vec<u64> = read_all(&mut sp).into_iter().map(|r| r.0).collect();
     assert_eq!(got, vec![1, next]);
@@ -901,8 +907,9 @@ fn a_power_cut_never_gives_a_seq_twice_and_acks_cross_the_gap() {
     assert_eq!(sp.acked(), next, "the watermark crosses the gap");
     assert_eq!(sp.depth(), 0);
     sp.close(now).unwrap();
-    // A clean shutdown leaves no gap.
+    // A clean shutdown leaves no gap, and says none.
     let (mut sp, _) = reopen(sp, small());
+    assert_eq!(sp.take_resume_notice(), None);
     assert_eq!(sp.append(b"x", now).unwrap(), next + 1);
 }
 
