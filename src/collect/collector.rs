@@ -35,6 +35,7 @@
 use crate::child::recipe::{Host, Purpose, Recipe};
 use crate::child::run::Finished;
 use crate::collect::error::{Error, Reason};
+use crate::collect::gaps::{self, Gaps, Place};
 use crate::collect::group::{self, Owner};
 use crate::collect::holds::{Holds, Parked, Todo, Whole};
 use crate::collect::intake::Intake;
@@ -365,7 +366,9 @@ impl<S: Storage> Collector<S> {
             rules: Rules::default(),
             decider: Decider::default(),
             persist,
-            fleet: presence::Fleet::default(),
+            // A gap is reported once two keepalives passed without the
+            // records in it: a broker's or a cluster's reordering waits less.
+            fleet: presence::Fleet::with_gaps(Gaps::new(cfg.mqtt.keepalive * 2)),
             page: page::Writer::new(now),
             topics: Topics {
                 own: format!("{}/{node}/", cfg.mqtt.topic_prefix),
@@ -473,6 +476,7 @@ impl<S: Storage> Collector<S> {
     /// settings changed starts empty when it is next fed).
     pub fn configure(&mut self, modules: &[Module]) {
         self.load_registers(modules);
+        self.watch_streams(modules);
         let before = self.rules.by_module.len();
         self.rules.by_module.retain(|name, _| {
             modules
@@ -480,6 +484,19 @@ impl<S: Storage> Collector<S> {
                 .any(|m| m.name == *name && m.settings.rule.register.is_some())
         });
         self.rules.dropped |= self.rules.by_module.len() != before;
+    }
+
+    /// The edges' streams to check for loss (`gaps.rs`): those of the nodes
+    /// whose every topic an enabled module subscribes to; reported by the
+    /// member of this collector's (first) group that owns the node.
+    fn watch_streams(&mut self, modules: &[Module]) {
+        let on = |m: &&Module| m.settings.enabled && m.subscribed();
+        let filters = modules.iter().filter(on);
+        let filters = filters.flat_map(|m| m.settings.subscribe.iter().map(String::as_str));
+        let gaps = &mut self.fleet.gaps;
+        gaps.subscribed(&self.topics.prefix, filters);
+        let mut groups = modules.iter().filter(on);
+        gaps.group = groups.find_map(|m| m.settings.subscribe_group.clone());
     }
 
     /// The registers from disk, at the first `configure` (`persist.rs`): the
@@ -614,6 +631,7 @@ impl<S: Storage> Collector<S> {
         };
         // Parsed once here, borrowed (the journal keeps the payload).
         let event = EventRef::parse(&m.payload);
+        self.watch(&m, event.as_ref(), t.0);
         if let Some(e) = &event {
             self.fleet.event(&e.node, &e.module, &e.kind, t.1);
         } else if !m.retain && self.topics.is_event(&m.topic) {
@@ -635,6 +653,72 @@ impl<S: Storage> Collector<S> {
         let ack = m.pkid.map(|p| (conn, p));
         self.intake.append(&record, ack, &m.topic, t.0);
         self.record = record;
+    }
+
+    /// End-to-end loss detection (`gaps.rs`): every record of a tracked
+    /// stream noted (a crd event or emit, a command's reply), an edge's
+    /// spool notices and the seq in its status taken at their word. Never
+    /// this crd's own, nor a retained message (state, replayed).
+    fn watch(&mut self, m: &Inbound, event: Option<&EventRef<'_>>, now: Instant) {
+        let gaps = &mut self.fleet.gaps;
+        if !gaps.on() || m.retain || m.topic.starts_with(&self.topics.own) {
+            return;
+        }
+        if let Some(e) = event {
+            gaps.seen(&e.node, e.stream_id(), e.seq, e.prev, now);
+            if e.module == "spool"
+                && e.kind == "error"
+                && e.hop == 0
+                && let Some(p) = Place::of(&m.payload)
+                && let Some((said, lo, hi)) = gaps::notice(&p.out)
+            {
+                gaps.said(e.stream_id(), lo, hi, said);
+            }
+            return;
+        }
+        let status = self.topics.status_node(&m.topic).is_some();
+        if !status && !gaps::is_reply(&self.topics.prefix, &m.topic) {
+            return;
+        }
+        let Some(p) = Place::of(&m.payload) else {
+            return;
+        };
+        match (status, p.seq) {
+            (true, Some(seq)) => gaps.latest(p.stream, seq, now),
+            (false, Some(seq)) => gaps.seen(&p.node, p.stream, seq, p.prev, now),
+            _ => {}
+        }
+    }
+
+    /// Gaps open past their grace: each reported by the member that owns its
+    /// node (an `error` event of module `collector` and a log line, at most
+    /// `RateLimit`'s lines a minute), every one counted.
+    fn report_gaps(&mut self, (now, wall): Clock) {
+        let (gaps, views) = (&mut self.fleet.gaps, &self.group);
+        let group = gaps.group.clone();
+        let mine = |node: &str| {
+            let key = group::key("", node);
+            group
+                .as_deref()
+                .is_none_or(|g| views.other_now(g, key).is_none())
+        };
+        let lost = gaps.expired(now, mine);
+        let grace = gaps.grace.as_secs();
+        for l in lost {
+            if !self.fleet.gaps.told.allow(now, "collector: gaps") {
+                continue;
+            }
+            let out = format!(
+                "lost in transit: seq {}..={} of node {} (stream {:016x}, {} events) did not arrive within {grace} s",
+                l.lo,
+                l.hi,
+                l.node,
+                l.stream,
+                l.hi - l.lo + 1
+            );
+            log::warn!("collector: {out}");
+            self.push_error(wall, out);
+        }
     }
 
     /// Whether message `m` goes to the journal; what does not is counted.
@@ -1316,6 +1400,7 @@ impl<S: Storage> Collector<S> {
             let topic = self.topics.progress.clone();
             self.actions.push_back(Action::Publish(topic, p));
         }
+        self.report_gaps((now, wall));
     }
 
     /// The journal seq before which every record this member owns is
@@ -1342,6 +1427,7 @@ impl<S: Storage> Collector<S> {
             progress,
             self.group.settle_due(),
             self.group.bury_due(),
+            self.fleet.gaps.due(),
         ]
         .into_iter()
         .flatten()
@@ -1431,6 +1517,19 @@ impl<S: Storage> Collector<S> {
         s.num("collect_fleet_states_full", self.fleet.states_full);
         s.num("collect_page_writes", self.page.writes);
         s.num("collect_page_errors", self.page.errors);
+        let g = &self.fleet.gaps;
+        let c = g.counts;
+        s.put("collect_gap_tracking", Value::Flag(g.on()));
+        s.num("collect_gaps", c.lost);
+        s.num("collect_gap_events", c.lost_events);
+        s.num("collect_gap_dropped", c.dropped);
+        s.num("collect_gap_dropped_events", c.dropped_events);
+        s.num("collect_gap_resumed", c.resumed);
+        s.num("collect_gap_others", c.others);
+        s.num("collect_gap_open", g.open() as u64);
+        s.num("collect_gap_streams", g.len() as u64);
+        s.num("collect_gap_forgotten", c.gaps_forgotten);
+        s.num("collect_gap_streams_forgotten", c.streams_forgotten);
     }
 }
 
@@ -1952,6 +2051,163 @@ mod tests {
         assert!(!c.wants_redelivery(t0 + REDELIVERY_WAIT / 2), "too soon");
         assert!(c.wants_redelivery(t0 + REDELIVERY_WAIT));
         assert!(!c.wants_redelivery(t0 + REDELIVERY_WAIT * 3), "asked once");
+    }
+
+    /// Loss detection, wired: on a stream whose every topic a module covers,
+    /// a hole still open two keepalives later is reported once (an `error`
+    /// event naming node, stream and range; the counts; `crd fleet`), while
+    /// reordering inside the grace, the range an edge's spool notice said it
+    /// dropped, and a jump the record itself explains (`prev`) report nothing.
+    /// A module on the event topics alone does not cover emits and replies:
+    /// nothing is tracked then.
+    #[test]
+    fn a_hole_in_a_covered_stream_is_reported_after_the_grace_and_what_the_edge_said_is_not() {
+        let cfg = cfg("keepalive = 1s\n");
+        let rule = |filter: &str| {
+            let conf =
+                format!("subscribe = {filter}\nregister = count\nperiod = 1m\nabove = 1000000\n");
+            let own = parse_module_conf(&conf, Path::new("m")).unwrap();
+            [Module {
+                name: "All".into(),
+                check: None,
+                response: None,
+                settings: cfg.module_settings("All", &own),
+                dir: PathBuf::from("/m/All"),
+            }]
+        };
+        let record = |seq: u64, prev: &str, module: &str, out: &str| {
+            let p = format!(
+                r#"{{"node":"n1","stream":"00000000000000ab","seq":{seq}{prev},"ts":1,"module":"{module}","kind":"error","code":0,"dur_ms":0,"out":"{out}"}}"#
+            );
+            Up::Message(Inbound {
+                topic: format!("crd/n1/event/{module}"),
+                payload: p.into_bytes(),
+                pkid: None,
+                dup: false,
+                retain: false,
+            })
+        };
+        let t0 = Instant::now();
+        let narrow = rule("crd/+/event/#");
+        let mut c = open(&cfg, MemStorage::new());
+        c.configure(&narrow);
+        for seq in [1, 5] {
+            c.handle_inbound(1, record(seq, "", "M", ""), &narrow, t0, 1_000);
+        }
+        assert!(!c.fleet.gaps.on() && c.fleet.gaps.is_empty());
+        let modules = rule("crd/#");
+        let mut c = open(&cfg, MemStorage::new());
+        c.configure(&modules);
+        let dropped = "spool full: dropped 10 unsent records, seq 10..=19";
+        for (seq, prev, module, out) in [
+            (1, "", "M", ""),
+            (2, "", "M", ""),
+            (5, "", "M", ""),
+            (4, "", "M", ""),
+            (3, "", "M", ""),
+            (9, "", "M", ""),
+            (20, "", "spool", dropped),
+            (
+                70_000,
+                r#","prev":20"#,
+                "spool",
+                "unclean stop: 69979 seqs never sent, seq 21..=69999",
+            ),
+        ] {
+            c.handle_inbound(1, record(seq, prev, module, out), &modules, t0, 1_000);
+        }
+        c.after_input(t0);
+        assert_eq!(c.fleet.gaps.open(), 1, "6..=8");
+        let due = t0 + Duration::from_secs(2);
+        assert_eq!(c.fleet.gaps.due(), Some(due));
+        assert!(c.poll_timeout().is_some_and(|t| t <= due));
+        c.handle_timer(t0 + Duration::from_secs(1), 2_000);
+        assert!(drain(&mut c).1.is_empty(), "inside the grace");
+        c.handle_timer(t0 + Duration::from_secs(2), 3_000);
+        let (_, events) = drain(&mut c);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].module.as_str(), events[0].kind),
+            ("collector", Kind::Error)
+        );
+        assert!(
+            events[0]
+                .out
+                .contains("seq 6..=8 of node n1 (stream 00000000000000ab, 3 events)"),
+            "{}",
+            events[0].out
+        );
+        let n = c.fleet.gaps.counts;
+        assert_eq!((n.lost, n.lost_events), (1, 3));
+        assert_eq!((n.dropped, n.dropped_events, n.resumed), (1, 10, 1));
+        c.handle_timer(t0 + Duration::from_secs(9), 4_000);
+        assert!(drain(&mut c).1.is_empty(), "once");
+        let fleet = c.fleet(false, 4_000);
+        assert!(
+            fleet.contains(
+                "n1 00000000000000ab: 3 lost in 1 gaps (last seq 6..=8), 10 dropped by its spool"
+            ),
+            "{fleet}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&c.fleet(true, 4_000)).unwrap();
+        assert_eq!(json["gaps"][0]["last"], serde_json::json!([6, 8]));
+        let mut st = Status::default();
+        c.status(&mut st);
+        let text = format!("{st:?}");
+        assert!(text.contains("collect_gap_events"), "{text}");
+    }
+
+    /// In a group, the member that owns a node reports its holes; the
+    /// others count them as another's.
+    #[test]
+    fn in_a_group_only_the_owner_of_a_node_reports_its_holes() {
+        let cfg = cfg("keepalive = 1s\nsubscribe_group = g\n");
+        let conf = "subscribe = crd/#\nregister = count\nperiod = 1m\nabove = 1000000\n";
+        let own = parse_module_conf(conf, Path::new("m")).unwrap();
+        let modules = [Module {
+            name: "All".into(),
+            check: None,
+            response: None,
+            settings: cfg.module_settings("All", &own),
+            dir: PathBuf::from("/m/All"),
+        }];
+        let mut cs: Vec<Mem> = ["a", "b"]
+            .iter()
+            .map(|n| member(&cfg, n, &["a", "b"], &modules))
+            .collect();
+        let t0 = Instant::now();
+        for c in &mut cs {
+            c.configure(&modules);
+            for node in 0..8 {
+                for seq in [1, 3] {
+                    let p = format!(
+                        r#"{{"node":"n{node}","stream":"{:016x}","seq":{seq},"ts":1,"module":"M","kind":"fired","code":0,"dur_ms":0,"out":""}}"#,
+                        node + 1
+                    );
+                    let m = Up::Message(Inbound {
+                        topic: format!("crd/n{node}/event/M"),
+                        payload: p.into_bytes(),
+                        pkid: None,
+                        dup: false,
+                        retain: false,
+                    });
+                    c.handle_inbound(1, m, &modules, t0, 1_000);
+                }
+            }
+            c.handle_timer(t0 + Duration::from_secs(2), 3_000);
+        }
+        let reported: Vec<u64> = cs.iter().map(|c| c.fleet.gaps.counts.lost).collect();
+        let others: Vec<u64> = cs.iter().map(|c| c.fleet.gaps.counts.others).collect();
+        assert_eq!(
+            reported.iter().sum::<u64>(),
+            8,
+            "each hole once: {reported:?}"
+        );
+        assert!(
+            reported.iter().all(|&n| n > 0),
+            "both own some: {reported:?}"
+        );
+        assert_eq!((others[0], others[1]), (reported[1], reported[0]));
     }
 
     fn j_full(c: &Mem) -> bool {

@@ -191,6 +191,7 @@ impl<'a> View<'a> {
                 code,
                 hop,
                 cause: Cow::Borrowed(""),
+                prev: None,
             })
         } else {
             EventRef::parse(payload)
@@ -303,6 +304,9 @@ pub struct EventRef<'a> {
     /// Its `hop` and `cause` (0 and "" when it has none: an edge's event).
     pub hop: u32,
     pub cause: Cow<'a, str>,
+    /// Its `prev`: the seq before it, where the edge's numbering jumped
+    /// (`collect::gaps`); not kept in the journal.
+    pub prev: Option<u64>,
 }
 
 impl<'a> EventRef<'a> {
@@ -318,6 +322,7 @@ impl<'a> EventRef<'a> {
     fn parse_members(payload: &'a [u8]) -> Option<EventRef<'a>> {
         let (mut node, mut stream, mut module, mut kind) = (None, None, None, None);
         let (mut seq, mut code, mut hop, mut cause) = (None, None, None, None);
+        let mut prev: Option<Option<u64>> = None;
         let mut ok = true;
         let r = value::members(payload, |k, v| {
             let slot = match (k, v) {
@@ -335,13 +340,16 @@ impl<'a> EventRef<'a> {
                     set(&mut hop, json_int(t).and_then(|t| t.parse().ok()))
                 }
                 (b"cause", Member::Str(s)) => set(&mut cause, s),
+                (b"prev", Member::Token(t)) => {
+                    set(&mut prev, json_int(t).and_then(|t| t.parse().ok()))
+                }
                 (b"node" | b"stream" | b"module" | b"kind" | b"seq" | b"code", _) => false,
-                (b"hop" | b"cause", _) => false,
+                (b"hop" | b"cause" | b"prev", _) => false,
                 _ => true,
             };
             ok &= slot;
         });
-        if r.is_err() || !ok {
+        if r.is_err() || !ok || prev == Some(None) {
             return None;
         }
         let e = EventRef {
@@ -353,6 +361,7 @@ impl<'a> EventRef<'a> {
             code: code??,
             hop: hop.unwrap_or(Some(0))?,
             cause: cause.unwrap_or(Cow::Borrowed("")),
+            prev: prev.flatten(),
         };
         let hex = e.stream.len() == 16 && e.stream.bytes().all(|b| b.is_ascii_hexdigit());
         (hex && !e.node.is_empty()).then_some(e)
@@ -377,6 +386,13 @@ impl<'a> EventRef<'a> {
         let (node, r) = plain_string(r)?;
         let (stream, r) = plain_string(r.strip_prefix(r#","stream":""#)?)?;
         let (seq, r) = number(r.strip_prefix(r#","seq":"#)?)?;
+        let (prev, r) = match r.strip_prefix(r#","prev":"#) {
+            Some(r) => {
+                let (prev, r) = number(r)?;
+                (Some(json_int(prev)?.parse().ok()?), r)
+            }
+            None => (None, r),
+        };
         let (_, r) = number(r.strip_prefix(r#","ts":"#)?)?;
         let (module, r) = plain_string(r.strip_prefix(r#","module":""#)?)?;
         let (kind, r) = plain_string(r.strip_prefix(r#","kind":""#)?)?;
@@ -407,6 +423,7 @@ impl<'a> EventRef<'a> {
             code: json_int(code)?.parse().ok()?,
             hop,
             cause: Cow::Borrowed(cause),
+            prev,
         })
     }
 }
@@ -430,7 +447,7 @@ fn number(r: &str) -> Option<(&str, &str)> {
 /// `s` as a number when it is at most 16 hex digits (0 otherwise): a stream id,
 /// read per message, so in one pass (`from_str_radix` took about 500
 /// instructions for 16 digits).
-fn hex_u64(s: &str) -> u64 {
+pub fn hex_u64(s: &str) -> u64 {
     if s.is_empty() || s.len() > 16 {
         return 0;
     }
@@ -668,6 +685,7 @@ mod tests {
             own.is_some()
         };
         let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
+        let mut jump = xorshift(0x9e37_79b9_7f4a_7c15);
         let words = [
             "",
             "r1",
@@ -701,12 +719,20 @@ mod tests {
                 _ => "12345".to_string(),
             };
             let last = if rnd(2) == 0 { "out" } else { "message" };
+            // From a generator of its own: the rest is drawn as before.
+            let prev = match jump(3) {
+                0 => format!(
+                    r#","prev":{}"#,
+                    ["0", "42", "18446744073709551615"][jump(3) as usize]
+                ),
+                _ => String::new(),
+            };
             let caused = match rnd(3) {
                 0 => String::new(),
                 _ => format!(r#","hop":{},"cause":"{}""#, n(rnd(9)), w(rnd(9))),
             };
             let p = format!(
-                r#"{{"node":"{}","stream":"{stream}","seq":{},"ts":{},"module":"{}","kind":"{}","code":{},"dur_ms":{},"{last}":"{}"{caused}}}"#,
+                r#"{{"node":"{}","stream":"{stream}","seq":{}{prev},"ts":{},"module":"{}","kind":"{}","code":{},"dur_ms":{},"{last}":"{}"{caused}}}"#,
                 w(rnd(9)),
                 n(rnd(9)),
                 n(rnd(9)),
@@ -738,6 +764,10 @@ mod tests {
         assert!(same(run));
         let e = EventRef::parse(run).unwrap();
         assert_eq!((e.hop, &*e.cause), (2, "r1/00000000000000ab/3"));
+        assert_eq!(e.prev, None);
+        let jumped = br#"{"node":"r1","stream":"00000000000000ab","seq":70000,"prev":3,"ts":1,"module":"spool","kind":"error","code":0,"dur_ms":0,"out":""}"#;
+        assert!(same(jumped));
+        assert_eq!(EventRef::parse(jumped).unwrap().prev, Some(3));
     }
 
     #[test]

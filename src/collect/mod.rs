@@ -9,7 +9,8 @@
 //! disk refuses the journal's writes, `group.rs` which member of a
 //! `subscribe_group` does the work of a key, `holds.rs` the work held for the
 //! other members until they report progress or leave, `origins.rs` the per-origin decision
-//! states, `presence.rs` the fleet, `page.rs` the fleet page, `shards.rs` the
+//! states, `presence.rs` the fleet, `gaps.rs` the records of the edges'
+//! streams that never arrived, `page.rs` the fleet page, `shards.rs` the
 //! split map under the tables of streams and origins; `error.rs` says why it
 //! did not open or what it read was not used. Without the feature,
 //! `Collector` is an empty type the daemon never gets (`open` says the build

@@ -11,7 +11,11 @@
 //! With the fleet page on (`fleet_html`), also each node's modules' retained
 //! states (`<prefix>/<node>/state/<module>`: ON or OFF since when), at most
 //! `MAX_STATES_PER_NODE` a node, 8 bytes each.
+//!
+//! It also holds the loss detection of the edges' streams (`gaps.rs`, fed by
+//! the collector), whose report ends `crd fleet`.
 
+use crate::collect::gaps::{self, Gaps};
 use crate::core::output::terminal_safe;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -125,6 +129,9 @@ pub struct Fleet {
     pub states_full: u64,
     /// Bumped on every change the fleet page shows.
     pub changes: u64,
+    /// The edges' streams checked for events lost on the way (`gaps.rs`):
+    /// `crd fleet` ends with what did not arrive.
+    pub gaps: Gaps,
 }
 
 impl Default for Fleet {
@@ -139,6 +146,7 @@ impl Default for Fleet {
             words_full: 0,
             states_full: 0,
             changes: 0,
+            gaps: Gaps::default(),
         }
     }
 }
@@ -148,6 +156,14 @@ fn secs(ms: u64) -> u32 {
 }
 
 impl Fleet {
+    /// An empty fleet whose streams `gaps` checks.
+    pub fn with_gaps(gaps: Gaps) -> Fleet {
+        Fleet {
+            gaps,
+            ..Fleet::default()
+        }
+    }
+
     fn entry(&mut self, node: &str) -> &mut Entry {
         self.clock += 1;
         if !self.nodes.contains_key(node) {
@@ -406,19 +422,21 @@ impl Fleet {
                 age(n.last_event_ms),
             );
         }
-        s
+        s + &self.gaps.table(|n| terminal_safe(n).into_owned())
     }
 
-    /// `crd fleet --json`: `{"nodes":[...],"forgotten":N}`.
+    /// `crd fleet --json`: `{"nodes":[...],"forgotten":N,"gaps":[...]}`.
     pub fn json(&self) -> String {
         #[derive(Serialize)]
         struct Out<'a> {
             nodes: Vec<Node<'a>>,
             forgotten: u64,
+            gaps: Vec<gaps::Row<'a>>,
         }
         serde_json::to_string(&Out {
             nodes: self.sorted(),
             forgotten: self.forgotten,
+            gaps: self.gaps.rows(),
         })
         .unwrap_or_default()
             + "\n"
