@@ -258,11 +258,11 @@ impl Gaps {
         let s = self.streams.get_mut(&stream).expect("known");
         // What the edge never sent is no gap.
         let below = match prev {
-            Some(p) if p + 1 < seq => {
+            Some(p) if p < seq.saturating_sub(1) => {
                 take(&mut s.gaps, p + 1, seq - 1);
                 p
             }
-            _ => seq - 1,
+            _ => seq.saturating_sub(1),
         };
         if seq > s.hi {
             if below > s.hi {
@@ -298,11 +298,14 @@ impl Gaps {
         }
         match what {
             Said::Dropped => {
-                let n = hi - lo + 1;
-                self.counts.dropped += 1;
-                self.counts.dropped_events += n;
+                // Numbers from the bus: counted without overflowing.
+                let n = (hi - lo).saturating_add(1);
+                let c = &mut self.counts;
+                c.dropped += 1;
+                c.dropped_events = c.dropped_events.saturating_add(n);
                 let node = s.node.clone();
-                self.report(stream, &node).dropped_events += n;
+                let r = self.report(stream, &node);
+                r.dropped_events = r.dropped_events.saturating_add(n);
             }
             Said::Resumed => self.counts.resumed += 1,
         }
@@ -367,10 +370,10 @@ impl Gaps {
         for l in &out {
             let n = l.hi - l.lo + 1;
             self.counts.lost += 1;
-            self.counts.lost_events += n;
+            self.counts.lost_events = self.counts.lost_events.saturating_add(n);
             let r = self.report(l.stream, &l.node);
             r.lost += 1;
-            r.lost_events += n;
+            r.lost_events = r.lost_events.saturating_add(n);
             r.last = (l.lo, l.hi);
         }
         out.sort_by_key(|l| (l.stream, l.lo));
@@ -677,6 +680,21 @@ mod tests {
             g.said(100 + st, 2, 2, Said::Dropped);
         }
         assert_eq!(g.reported.len(), MAX_REPORTED);
+        // Numbers at the ends of u64: no overflow, nothing out of bounds.
+        let mut g = tracking();
+        for (seq, prev) in [
+            (5, None),
+            (0, None),
+            (u64::MAX, Some(u64::MAX)),
+            (0, Some(0)),
+        ] {
+            g.seen("h", 1, seq, prev, t0);
+        }
+        g.said(1, 0, u64::MAX, Said::Dropped);
+        g.said(1, 0, u64::MAX, Said::Dropped);
+        g.latest(1, u64::MAX, t0);
+        assert_eq!(g.counts.dropped_events, u64::MAX);
+        assert!(g.expired(t0 + GRACE, all).is_empty());
     }
 
     #[test]
