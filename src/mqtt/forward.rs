@@ -520,37 +520,8 @@ impl Forwarder {
     ) -> Result<(), Error> {
         match up {
             Up::Connected { session_present } => {
-                self.connects += 1;
-                self.last_connect = Some(now);
-                self.backoff = BACKOFF_MIN;
-                self.last_error.clear();
-                log::info!("mqtt: connected to {}", self.broker());
                 self.acked_seq = spool.acked();
-                if session_present && !self.groups.is_empty() {
-                    // The broker kept the subscriptions: what it routes now
-                    // reaches this crd already, so it is a member from here
-                    // (a status without groups would be a leave and a join
-                    // in every member's order, for nothing).
-                    self.join_groups(now)?;
-                } else {
-                    let topic = self.status_topic();
-                    let p = self.status_payload("online");
-                    self.session.publish(&topic, &p, true, false, None, now)?;
-                }
-                if !self.groups.is_empty() {
-                    // The collector's groups read statuses by it (`group.rs`).
-                    self.inbound.push((self.connects, up));
-                }
-                // The present, for whoever subscribes late.
-                self.announce(now)?;
-                let mut filters = self.filters.clone();
-                if self.cfg.homeassistant {
-                    filters.push(self.ha_status_topic());
-                }
-                if !filters.is_empty() {
-                    self.session.subscribe(&filters, now)?;
-                    self.sub_sent = filters;
-                }
+                self.connected(session_present, now)?;
             }
             Up::Acked(Some(seq)) => {
                 self.acked += 1;
@@ -591,6 +562,45 @@ impl Forwarder {
             up @ (Up::Message(_) | Up::Oversized { .. }) => {
                 self.inbound.push((self.connects, up));
             }
+        }
+        Ok(())
+    }
+
+    /// CONNACK: the status, the retained states, the subscription; `kept`:
+    /// the broker kept the session.
+    fn connected(&mut self, kept: bool, now: Instant) -> Result<(), Error> {
+        self.connects += 1;
+        self.last_connect = Some(now);
+        self.backoff = BACKOFF_MIN;
+        self.last_error.clear();
+        log::info!("mqtt: connected to {}", self.broker());
+        if kept && !self.groups.is_empty() {
+            // The broker kept the subscriptions: what it routes now reaches
+            // this crd already, so it is a member from here (a status without
+            // groups would be a leave and a join in every member's order, for
+            // nothing).
+            self.join_groups(now)?;
+        } else {
+            let topic = self.status_topic();
+            let p = self.status_payload("online");
+            self.session.publish(&topic, &p, true, false, None, now)?;
+        }
+        if !self.groups.is_empty() {
+            // The collector's groups read statuses by it (`group.rs`).
+            let up = Up::Connected {
+                session_present: kept,
+            };
+            self.inbound.push((self.connects, up));
+        }
+        // The present, for whoever subscribes late.
+        self.announce(now)?;
+        let mut filters = self.filters.clone();
+        if self.cfg.homeassistant {
+            filters.push(self.ha_status_topic());
+        }
+        if !filters.is_empty() {
+            self.session.subscribe(&filters, now)?;
+            self.sub_sent = filters;
         }
         Ok(())
     }
