@@ -670,7 +670,9 @@ impl Forwarder {
     /// command: its sender retries until answered); `false` when not connected
     /// or the session refused it.
     pub fn publish_now(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool {
-        if self.phase != Phase::Up || self.stopping {
+        // `Phase::Up` includes waiting for the CONNACK: nothing goes out
+        // before it (a broker that refuses the connection would lose it).
+        if self.phase != Phase::Up || self.stopping || !self.session.is_connected() {
             return false;
         }
         if let Err(e) = self
@@ -762,8 +764,8 @@ impl Forwarder {
     /// This collector stopped joining its groups: its status says so now.
     pub fn settled(&mut self, now: Instant) {
         self.joining = false;
-        if self.phase != Phase::Up || self.stopping {
-            return; // The next subscription's status says it.
+        if self.phase != Phase::Up || self.stopping || !self.session.is_connected() {
+            return; // The next connect's (or subscription's) status says it.
         }
         if let Err(e) = self.join_groups(now).and_then(|()| self.write_out()) {
             log::warn!("mqtt: publishing the status: {e}");
@@ -1125,6 +1127,46 @@ mod tests {
         f.handle_timer(poll.registry(), &mut spool, now);
         assert_eq!(f.poll_resolve(), None);
         assert!(!matches!(f.phase, Phase::Resolving { .. }));
+    }
+
+    /// Connected by TCP but no CONNACK yet: a collector's progress or status
+    /// is not published (it would go out before the broker accepted the
+    /// connection; a debug build asserted).
+    #[test]
+    fn nothing_is_published_before_the_connack() {
+        use crate::spool::storage::MemStorage;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let now = Instant::now();
+        let (mut spool, _) = Spool::open(
+            MemStorage::new(),
+            crate::spool::SpoolConfig::default(),
+            || 1,
+            false,
+        )
+        .unwrap();
+        let cfg = MqttSettings {
+            broker: listener.local_addr().unwrap().to_string(),
+            ..MqttSettings::default()
+        };
+        let mut f = Forwarder::new(cfg, "r1", 1, Token(9), now);
+        f.set_groups(vec!["g".into()], false);
+        f.handle_timer(poll.registry(), &mut spool, now);
+        let mut poll = poll;
+        let mut events = mio::Events::with_capacity(4);
+        for _ in 0..50 {
+            if matches!(f.phase, Phase::Up) {
+                break;
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            f.handle_event(poll.registry(), &mut spool, false, now);
+        }
+        assert!(matches!(f.phase, Phase::Up), "{:?}", f.phase);
+        assert!(!f.session.is_connected());
+        assert!(!f.publish_now("crd/r1/progress", b"{}", now));
+        f.settled(now);
+        assert!(!f.session.is_connected());
     }
 
     #[test]
