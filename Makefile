@@ -1,4 +1,5 @@
-# crd: make run (sandbox demo), make test (everything CI checks), make bench.
+# crd: make run (sandbox demo), make test (everything CI checks), make bench,
+# make test-cluster (crd on a real broker cluster; not part of make test).
 # Boards are board-configs/NAME.conf; BOARD picks one for `make cross`.
 BOARD ?= x86_64
 BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
@@ -6,6 +7,7 @@ BOARDS := $(patsubst board-configs/%.conf,%,$(wildcard board-configs/*.conf))
 QEMU_BOARDS ?= ath79 mt7621 ipq40xx
 
 .PHONY: all build run status demo-fleet test lint unit size size-tls size-report deb deb-lint bench bench-spool bench-mqtt bench-collect bench-collect-base bench-commands soak fuzz clean \
+	test-cluster \
 	cross-setup cross cross-all test-cross install install-systemd install-sysv ipk
 
 all: build
@@ -74,6 +76,16 @@ test-cross:
 	cross/test.sh $(QEMU_BOARDS)
 
 test: lint unit size deb-lint test-cross
+
+# crd on a 3-node rmqtt raft cluster on loopback (tests/cluster.rs): steady state, a
+# collector SIGKILLed, a broker node SIGKILLed (back, then for good). Not part of
+# `make test`: the first run builds rmqttd from crates.io into target/cluster/ (tens
+# of minutes at nice 19 with one job; CARGO_BUILD_JOBS raises it; it installs
+# cmake and protobuf-compiler with apt-get if missing), later runs reuse it.
+# CLUSTER_EVENTS: events per edge and situation (500).
+test-cluster:
+	tests/cluster/build-rmqttd.sh
+	cargo test --locked --test cluster -- --ignored --nocapture --test-threads=1
 
 # Every bench, then bench/report.md: one SVG bar chart per side-by-side comparison
 # of this run (bench/report.py, from what the benches append to BENCH_RESULTS).
