@@ -82,10 +82,13 @@ test: lint unit size deb-lint test-cross
 # `make test`: the first run builds rmqttd from crates.io into target/cluster/ (tens
 # of minutes at nice 19 with one job; CARGO_BUILD_JOBS raises it; it installs
 # cmake and protobuf-compiler with apt-get if missing), later runs reuse it.
+# It runs the release build of crd (the one that ships; CLUSTER_CRD picks another).
 # CLUSTER_EVENTS: events per edge and situation (500).
+CLUSTER_CRD ?= $(CURDIR)/target/release/crd
 test-cluster:
 	tests/cluster/build-rmqttd.sh
-	cargo test --locked --test cluster -- --ignored --nocapture --test-threads=1
+	cargo build --release --locked
+	CRD_BIN=$(CLUSTER_CRD) cargo test --locked --test cluster -- --ignored --nocapture --test-threads=1
 
 # Every bench, then bench/report.md: one SVG bar chart per side-by-side comparison
 # of this run (bench/report.py, from what the benches append to BENCH_RESULTS).
