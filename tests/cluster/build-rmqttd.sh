@@ -29,6 +29,10 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "rmqttd build needs: ${missing[*]} (Debian packages); installing with apt-get"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "no apt-get here: install ${missing[*]} (or their equivalents), then run this again" >&2
+        exit 1
+    fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
