@@ -17,7 +17,13 @@
 //! `make test-cluster` builds it once (`tests/cluster/build-rmqttd.sh`, into
 //! `target/cluster/`) and runs this `#[ignore]`d test with `--ignored`.
 //! `RMQTTD_BIN` names another rmqttd; `CLUSTER_EVENTS` the events per edge and
-//! situation (default 500).
+//! situation (default 500); `CRD_BIN` the crd (the make target's: the release
+//! build).
+//!
+//! A Rust test rather than a script: it reuses `tests/common` (sandboxes, crds
+//! started and SIGKILLed on drop, `crd status` read), and every process it starts,
+//! rmqtt nodes and `mosquitto_sub` included, is killed by a `Drop`, also when an
+//! assertion fails midway. Each wait is bounded, and it stops by itself.
 
 #![cfg(feature = "collector")]
 
@@ -35,14 +41,14 @@ use std::time::{Duration, Instant};
 const LONG: Duration = Duration::from_secs(60);
 /// The crds' MQTT keepalive: failover is asserted within twice this.
 const KEEPALIVE_S: u64 = 5;
-/// Edges, and their names' stem.
+/// Edge crds (`e1`..`e4`), all on node 3.
 const EDGES: usize = 4;
 /// How long a node waits for another (rmqtt's `node_grpc_client_timeout`, 10 s by
 /// default). A client whose session was on a node that died gets its CONNACK
 /// from another node only after this: that node first tries to take the session
-/// over from the dead one. crd gives a CONNECT 10 s, so the default never lets a
-/// collector fail over; the cluster's own calls between live nodes take
-/// milliseconds here.
+/// over from the dead one. crd gives a CONNECT 10 s, so with the default a
+/// collector got through only after going round its list (26 s); the cluster's
+/// own calls between live nodes take milliseconds here.
 const GRPC_TIMEOUT: &str = "2s";
 /// Pause between two `crd emit`s of one edge, so the faults land mid-stream.
 const EMIT_GAP: Duration = Duration::from_millis(10);
