@@ -379,6 +379,9 @@ pub struct Views {
     /// The broker kept this member's session at its last connect: the
     /// statuses of the time it was away were queued in order.
     session_kept: bool,
+    /// Started with members kept on disk (a restart, not a new member): its
+    /// kept session had the status filter already.
+    restarted: bool,
 }
 
 /// `ghost_grace` unless set: the daemon sets 2 × keepalive.
@@ -447,6 +450,7 @@ impl Views {
             Some(false) => Join::Settled,
             _ => Join::Joining(None),
         };
+        let restarted = kept.as_ref().is_some_and(|m| !m.is_empty());
         let (from, members) = match kept {
             Some(m) if !m.is_empty() => (0, m),
             _ => (first_seq, Members::default()),
@@ -468,6 +472,7 @@ impl Views {
             ghost_grace: GHOST_GRACE,
             beside_ghost: None,
             session_kept: false,
+            restarted,
         }
     }
 
@@ -584,10 +589,13 @@ impl Views {
     }
 
     /// Whether a status that came `retained` (replayed at a subscribe) is to
-    /// be read: not on a kept session, where the live ones were queued in
-    /// their place and a replayed one lands elsewhere in each member's order.
+    /// be read: not on a kept session of a member restarted with its
+    /// members, where the live ones were queued in their place and a
+    /// replayed one lands elsewhere in each member's order. A new member
+    /// (whose kept session, if any, may not have had the status filter: a
+    /// prefix changed, a state wiped) learns the members from them.
     pub fn reads_status(&mut self, retained: bool) -> bool {
-        if retained && self.session_kept {
+        if retained && self.session_kept && self.restarted {
             self.counts.replayed += 1;
             return false;
         }
@@ -891,9 +899,13 @@ mod tests {
             assert_eq!(a.owner("g", k, 10), b_id, "the ghost's, held on a");
             assert_eq!(b.owner("g", k, 10), Owner::Me, "b runs it");
         }
-        // A status replayed at a subscribe on a kept session changes nothing.
+        // A status replayed at a subscribe on a kept session changes nothing;
+        // a new member (no members kept) reads them.
         assert!(!a.reads_status(true) && a.reads_status(false));
         assert_eq!(a.counts.replayed, 1);
+        let mut fresh = Views::new("c", 1, None, t0, None);
+        fresh.connected(true);
+        assert!(fresh.reads_status(true), "how a new member learns them");
         // A ghost's offline again (its will, late) changes nothing either.
         assert_eq!(a.status("b", OFFLINE, 11), None);
         // a comes back: the records after it are a's on both.
