@@ -1091,20 +1091,20 @@ mod tests {
         );
     }
 
+    /// An empty spool in memory, for the forwarder to read from.
+    fn mem_spool() -> Spool<crate::spool::storage::MemStorage> {
+        let storage = crate::spool::storage::MemStorage::new();
+        let cfg = crate::spool::SpoolConfig::default();
+        Spool::open(storage, cfg, || 1, false).unwrap().0
+    }
+
     /// Issue 19, item 8: a broker name is resolved by the daemon (in a child), not
     /// here: the forwarder asks once per attempt and waits without blocking.
     #[test]
     fn a_broker_name_is_asked_of_the_daemon_not_resolved_in_the_loop() {
-        use crate::spool::storage::MemStorage;
         let poll = mio::Poll::new().unwrap();
         let now = Instant::now();
-        let (mut spool, _) = Spool::open(
-            MemStorage::new(),
-            crate::spool::SpoolConfig::default(),
-            || 1,
-            false,
-        )
-        .unwrap();
+        let mut spool = mem_spool();
         let cfg = MqttSettings {
             broker: "broker.example:1883".into(),
             ..MqttSettings::default()
@@ -1134,17 +1134,10 @@ mod tests {
     /// connection; a debug build asserted).
     #[test]
     fn nothing_is_published_before_the_connack() {
-        use crate::spool::storage::MemStorage;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let poll = mio::Poll::new().unwrap();
         let now = Instant::now();
-        let (mut spool, _) = Spool::open(
-            MemStorage::new(),
-            crate::spool::SpoolConfig::default(),
-            || 1,
-            false,
-        )
-        .unwrap();
+        let mut spool = mem_spool();
         let cfg = MqttSettings {
             broker: listener.local_addr().unwrap().to_string(),
             ..MqttSettings::default()
