@@ -596,10 +596,12 @@ impl<S: Storage> Collector<S> {
         if let Some(node) = self.topics.progress_node(&m.topic) {
             // Never journaled: where it sits among the messages is what it says.
             let next = self.intake.journal.next_seq();
-            if !m.retain
-                && let Some((id, before)) = self.group.marker(node, &m.payload, next)
-            {
+            if m.retain {
+                // Only the retained status is state.
+            } else if let Some((id, before)) = self.group.marker(node, &m.payload, next) {
                 self.released(id, before);
+            } else if let Some(gone) = self.group.buried(&m.payload, next) {
+                self.left(gone, modules, t);
             }
             self.ack(conn, m.pkid);
             return;
@@ -611,14 +613,10 @@ impl<S: Storage> Collector<S> {
                 if self.group.reads_status(m.retain)
                     && let Some(left) = self.group.status(node, &m.payload, next)
                 {
-                    self.persist.set_members(self.group.now().encode());
-                    for id in left {
-                        self.take_over(id, modules, t);
-                    }
+                    self.left(left, modules, t);
                     if node == &*self.topics.node && self.group.now().joining(node) == Some(true) {
                         self.group.joined(t.0, modules);
                     }
-                    self.group.note_ghosts(t.0);
                 }
                 self.fleet.status(node, &m.payload, t.1)
             }
@@ -839,13 +837,13 @@ impl<S: Storage> Collector<S> {
             self.push_error(wall, out);
         }
         self.intake.durable_acks();
-        if self.group.bury_due().is_some_and(|d| d <= now) {
-            // Live beside a ghost for its grace: it is not coming back.
-            let next = self.intake.journal.next_seq();
-            for id in self.group.bury(next) {
-                self.take_over(id, modules, (now, wall));
-            }
-            self.persist.set_members(self.group.now().encode());
+        if self.group.bury_due().is_some_and(|d| d <= now)
+            && let Some(p) = self.group.bury(now)
+        {
+            // Live beside a ghost for its grace: it is not coming back. Gone
+            // where this comes back, at one place in every member's order.
+            let topic = self.topics.progress.clone();
+            self.actions.push_back(Action::Publish(topic, p));
         }
         let mut budget = PUMP_SLICE_RECORDS;
         self.work.busy = false;
@@ -1148,6 +1146,20 @@ impl<S: Storage> Collector<S> {
         self.holds.release(owner, before);
     }
 
+    /// The members changed (a status, a bury): made durable, the work held
+    /// for those that `left` taken over.
+    fn left(&mut self, left: Vec<u64>, modules: &[Module], t: Clock) {
+        self.persist.set_members(self.group.now().encode());
+        for id in left {
+            self.take_over(id, modules, t);
+        }
+        // Handed to members whose progress said already they finished it.
+        for (id, before) in self.group.done_marks() {
+            self.released(id, before);
+        }
+        self.group.note_ghosts(t.0);
+    }
+
     /// Member `gone` left the group (or changed groups): the work held for
     /// it goes to each key's owner now; what is now this member's runs here,
     /// the events its owner would have sent are sent (once more, if it had).
@@ -1404,10 +1416,18 @@ impl<S: Storage> Collector<S> {
     }
 
     /// The journal seq before which every record this member owns is
-    /// finished: its oldest in work, or the next not yet read.
+    /// finished: its oldest in work, or held for it as a ghost, or the next
+    /// not yet read.
     fn progress_upto(&self) -> u64 {
         let first = self.work.records.keys().next().copied();
-        first.unwrap_or(u64::MAX).min(self.work.next_read)
+        let ghost = self
+            .group
+            .ghost_held()
+            .and_then(|g| self.holds.oldest_of(g));
+        first
+            .into_iter()
+            .chain(ghost)
+            .fold(self.work.next_read, u64::min)
     }
 
     /// Makes what the registers were fed and the events done durable, the

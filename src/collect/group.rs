@@ -28,9 +28,13 @@
 //! messages queued for the members' persistent sessions while the whole group
 //! was down are then one member's in every member's order (each reads the
 //! same leaves, queued at QoS 1, before that backlog), rather than each
-//! member's own. A ghost that comes back is a member again and runs them; a
-//! member live beside a ghost for `ghost_grace` takes what it holds for the
-//! ghost over (`Views::bury`). Statuses replayed as retained at a subscribe
+//! member's own. A ghost that comes back is a member again and runs them once
+//! its own live status is back (until then it holds them, under `ghost_id`);
+//! a member live beside a ghost for `ghost_grace` announces it buried
+//! (`Views::bury`, on its progress topic), and where that announcement sits
+//! in the order, before or after the ghost's live status, decides on every
+//! member alike whether the ghost's backlog is taken over by the live
+//! members or run by the ghost come back (`Views::buried`). Statuses replayed as retained at a subscribe
 //! land at a different place in each member's order, so on a session the
 //! broker kept (the leaves were queued) they change no view. No IO.
 
@@ -64,6 +68,23 @@ fn marker(b: &[u8]) -> Option<(u64, u64)> {
         .strip_suffix('}')?
         .split_once(",\"done\":")?;
     Some((k.parse().ok()?, done.parse().ok()?))
+}
+
+/// The names a bury announcement names (`Views::bury`), at most
+/// `MAX_MEMBERS`. By hand, as `marker`.
+fn bury_names(b: &[u8]) -> Option<Vec<String>> {
+    const KEY: &[u8] = b"{\"bury\":[";
+    let mut at = KEY.len();
+    if !b.starts_with(KEY) {
+        return None;
+    }
+    let mut out = Vec::new();
+    while b.get(at) == Some(&b'"') && out.len() < MAX_MEMBERS {
+        let (n, end) = crate::core::json::read_string(b, at).ok()?;
+        out.push(n.into_owned());
+        at = end + usize::from(b.get(end) == Some(&b','));
+    }
+    Some(out)
 }
 
 /// The longest `period` of the rules of `modules` in a group (zero without
@@ -382,6 +403,10 @@ pub struct Views {
     /// Started with members kept on disk (a restart, not a new member): its
     /// kept session had the status filter already.
     restarted: bool,
+    /// The id work this member owns as a ghost is held under until its own
+    /// live status is back or it is buried: never its own id, which its own
+    /// progress markers release.
+    ghost_id: u64,
 }
 
 /// `ghost_grace` unless set: the daemon sets 2 × keepalive.
@@ -473,6 +498,7 @@ impl Views {
             beside_ghost: None,
             session_kept: false,
             restarted,
+            ghost_id: fnv1a_from(member_id(node), b"(gone)"),
         }
     }
 
@@ -562,24 +588,32 @@ impl Views {
         } else {
             next.0.insert(node.into(), member);
         }
+        if left.contains(&member_id(&self.node)) {
+            // This member was a ghost here: what it held as one is decided again.
+            left.push(self.ghost_id);
+        }
         self.push_view(next, next_seq);
         Some(left)
     }
 
-    /// `next` becomes the view of the records from `next_seq` on.
+    /// `next` becomes the view of the records from `next_seq` on. A view no
+    /// record was journaled under is kept too: the work held when it came
+    /// was decided by it (`owner` walks the changes). Past `MAX_VIEWS` the
+    /// oldest such view goes, else the two oldest merge (the older one's
+    /// records then go by the newer): counted either way.
     fn push_view(&mut self, next: Members, next_seq: u64) {
         self.counts.changes += 1;
         self.unsynced = true;
-        match self.views.back_mut() {
-            // Nothing journaled under the last view: replaced.
-            Some((from, m)) if *from >= next_seq => *m = Rc::new(next),
-            _ => self.views.push_back((next_seq, Rc::new(next))),
-        }
+        self.views.push_back((next_seq, Rc::new(next)));
         if self.views.len() > MAX_VIEWS {
-            // The two oldest merge: the older one's records go by the newer.
-            let (from, _) = self.views.pop_front().expect("over the bound");
-            self.views[0].0 = from;
             self.counts.merged += 1;
+            let empty = (0..self.views.len() - 1).find(|&i| self.views[i].0 >= self.views[i + 1].0);
+            if let Some(i) = empty {
+                self.views.remove(i);
+            } else {
+                let (from, _) = self.views.pop_front().expect("over the bound");
+                self.views[0].0 = from;
+            }
         }
     }
 
@@ -623,57 +657,103 @@ impl Views {
         self.beside_ghost.map(|t| t + self.ghost_grace)
     }
 
-    /// The ghosts go from the view of the records from `next_seq` on (they
-    /// owned nothing there while this member was live); returns their ids,
-    /// whose held work the key's owners now take over.
-    pub fn bury(&mut self, next_seq: u64) -> Vec<u64> {
-        self.beside_ghost = None;
-        let mut next = self.now().clone();
-        let gone: Vec<u64> = next
+    /// The announcement that the ghosts beside this member are buried
+    /// (`bury_due` passed): `{"bury":[names]}`, published on this member's
+    /// progress topic; they go where it comes back (`buried`). Announced
+    /// again after another grace while they are still ghosts here.
+    pub fn bury(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let ghosts: Vec<String> = self
+            .now()
             .0
             .iter()
             .filter(|(_, m)| m.ghost)
-            .map(|(n, _)| member_id(n))
+            .map(|(n, _)| n.to_string())
             .collect();
-        if gone.is_empty() {
-            return gone;
+        self.beside_ghost = (!ghosts.is_empty()).then_some(now);
+        if ghosts.is_empty() {
+            return None;
         }
-        next.0.retain(|_, m| !m.ghost);
-        self.counts.buried += gone.len() as u64;
+        let mut out = Vec::new();
+        crate::core::json::Obj::new(&mut out)
+            .strs("bury", &ghosts)
+            .end();
+        Some(out)
+    }
+
+    /// A member's announcement `payload` (`bury`), read before record
+    /// `next_seq`: the members it names that are still ghosts go from the
+    /// view (they owned nothing from where a member was live). In every
+    /// member's order it sits at one place: a ghost whose live status came
+    /// before it stays, one whose status comes after it finds its backlog
+    /// taken over. `None` if nothing changed, else the ids whose held work
+    /// the key's owners now take over.
+    pub fn buried(&mut self, payload: &[u8], next_seq: u64) -> Option<Vec<u64>> {
+        let names = bury_names(payload)?;
+        let mut next = self.now().clone();
+        let mut gone = Vec::new();
+        for n in &names {
+            if next.0.get(n.as_str()).is_some_and(|m| m.ghost) {
+                next.0.remove(n.as_str());
+                self.counts.buried += 1;
+                gone.push(member_id(n));
+                if **n == *self.node {
+                    gone.push(self.ghost_id);
+                }
+            }
+        }
+        if gone.is_empty() {
+            return None;
+        }
         self.push_view(next, next_seq);
-        gone
+        Some(gone)
     }
 
     /// Who does the work of `key` in `group` for journal record `seq`: its
-    /// owner among the members of when it was journaled, or, if that one
-    /// has left since (the record was read after the leave was heard) and
-    /// had not reported it done, its owner among the members now, as a held
-    /// job would be taken over.
+    /// owner among the members of when it was journaled; if that one left or
+    /// changed since (the record is read after the status was heard) and had
+    /// not reported it done, its owner among the members right after that
+    /// change, and so on: as a job held when the change came is taken over
+    /// (`status`, `buried`), so a member that reads late decides as one that
+    /// read early. This member as a ghost holds its own (`ghost_id`).
     pub fn owner(&mut self, group: &str, key: u64, seq: u64) -> Owner {
         let i = self.views.partition_point(|(from, _)| *from <= seq);
-        let Some(i) = i.checked_sub(1) else {
+        let Some(mut i) = i.checked_sub(1) else {
             // Journaled before this run: not knowing the view, run it.
             return Owner::Me;
         };
-        let view = &self.views[i].1;
-        let owner = match view.owner(group, key) {
-            Some(m)
-                if !Rc::ptr_eq(view, &self.views[self.views.len() - 1].1)
-                    && !self.now().0.contains_key(m) =>
-            {
-                if self.done_by(member_id(m), seq) {
-                    // It reported this one done before it left: still its.
-                    return Owner::Other(member_id(m));
-                }
-                self.counts.reassigned += 1;
-                self.now().owner(group, key)
+        let mut moved = false;
+        let owner = loop {
+            let view = &self.views[i].1;
+            let Some(m) = view.owner(group, key) else {
+                break None;
+            };
+            let was = view.0.get(m);
+            let changed = (i + 1..self.views.len()).find(|&j| self.views[j].1.0.get(m) != was);
+            let Some(j) = changed else {
+                break Some(m);
+            };
+            if self.done_by(member_id(m), seq) {
+                // It reported this one done before it changed: still its.
+                break Some(m);
             }
-            o => o,
+            moved = true;
+            i = j;
         };
-        match owner {
-            Some(m) if m != &*self.node => Owner::Other(member_id(m)),
+        self.counts.reassigned += u64::from(moved);
+        match (owner, self.ghost_held()) {
+            (Some(m), _) if m != &*self.node => Owner::Other(member_id(m)),
+            // This member as its ghost: held until its live status is back.
+            (Some(_), Some(ghost)) => Owner::Other(ghost),
             _ => Owner::Me,
         }
+    }
+
+    /// The id this member holds what it owns as a ghost under, while it is
+    /// one (its live status not back yet): its progress must not say that
+    /// work done.
+    pub fn ghost_held(&self) -> Option<u64> {
+        let me = self.now().0.get(&*self.node);
+        me.is_some_and(|m| m.ghost).then_some(self.ghost_id)
     }
 
     /// The owner of `key` in `group` now, if another member (`member_id`).
@@ -716,6 +796,16 @@ impl Views {
         let b = self.progress.done_before.entry(id).or_default();
         *b = (*b).max(before);
         Some((id, before))
+    }
+
+    /// Per member id, the journal seq before which it reported everything
+    /// it owns done: what is handed to it is released up to there.
+    pub fn done_marks(&self) -> Vec<(u64, u64)> {
+        self.progress
+            .done_before
+            .iter()
+            .map(|(&id, &b)| (id, b))
+            .collect()
     }
 
     /// Whether member `id` reported record `seq` done (it finished all it
@@ -895,9 +985,10 @@ mod tests {
         assert!(b.status("b", OFFLINE, 10).is_some());
         assert_eq!(a.now().describe(), "g=b(gone)");
         assert_eq!(b.now().describe(), "g=b(gone)");
+        let b_ghost = Owner::Other(b.ghost_id);
         for &k in &keys {
             assert_eq!(a.owner("g", k, 10), b_id, "the ghost's, held on a");
-            assert_eq!(b.owner("g", k, 10), Owner::Me, "b runs it");
+            assert_eq!(b.owner("g", k, 10), b_ghost, "b holds it as the ghost");
         }
         // A status replayed at a subscribe on a kept session changes nothing;
         // a new member (no members kept) reads them.
@@ -930,13 +1021,80 @@ mod tests {
         a2.note_ghosts(t0);
         assert_eq!(a2.bury_due(), None);
         assert_eq!(a2.now().describe(), "g=a,b");
-        // b never back: buried after the grace; what was held for it is a's.
-        assert_eq!(a.bury(30), vec![member_id("b")]);
+        // b never back: announced buried after the grace; gone where the
+        // announcement comes back, what was held for it is a's.
+        let said = a.bury(t0 + grace).expect("a ghost beside");
+        assert_eq!(said, b"{\"bury\":[\"b\"]}");
+        assert_eq!(a.bury_due(), Some(t0 + grace * 2), "said again if not back");
+        assert_eq!(a.now().describe(), "g=a,b(gone)", "until it comes back");
+        assert_eq!(a.buried(&said, 30), Some(vec![member_id("b")]));
         assert_eq!(a.now().describe(), "g=a");
+        assert_eq!(a.buried(&said, 31), None, "said twice: once");
         assert_eq!(a.counts.buried, 1);
         for &k in &keys {
             assert_eq!(a.owner("g", k, 19), Owner::Me, "taken over");
             assert_eq!(a.other_now("g", k), None);
+        }
+    }
+
+    /// A ghost back late, or a member that buried it: where the bury sits in
+    /// the order against the ghost's live status decides, on both alike, who
+    /// runs the ghost's backlog (the live members, or the members now with
+    /// the ghost back); never both, never none.
+    #[test]
+    fn a_bury_and_the_ghosts_return_decide_alike_in_either_order() {
+        let t0 = Instant::now();
+        let kept = |node| {
+            let mut v = Views::new(node, 1, None, t0, None);
+            v.status("a", &online(&["g"]), 1);
+            v.status("b", &online(&["g"]), 1);
+            v.status("a", OFFLINE, 1);
+            v.status("b", OFFLINE, 1);
+            Views::new(node, 1, Members::decode(&v.now().encode()), t0, None)
+        };
+        let keys: Vec<u64> = (0..50).map(|i| key("M", &format!("n{i}"))).collect();
+        let bury = b"{\"bury\":[\"b\"]}";
+        for bury_first in [true, false] {
+            let (mut a, mut b) = (kept("a"), kept("b"));
+            assert_eq!(a.now().describe(), "g=b(gone)");
+            a.status("a", &online(&["g"]), 10);
+            b.status("a", &online(&["g"]), 10);
+            let b_ghost = Owner::Other(b.ghost_id);
+            for &k in &keys {
+                assert_eq!(a.owner("g", k, 5), Owner::Other(member_id("b")));
+                assert_eq!(b.owner("g", k, 5), b_ghost, "held until b's status");
+            }
+            let step = |i: usize, v: &mut Views| match i {
+                0 => v.buried(bury, 11),
+                _ => v.status("b", &online(&["g"]), 12),
+            };
+            let order = if bury_first { [0, 1] } else { [1, 0] };
+            // What each held for the ghost goes, as `take_over` does it, to
+            // the key's owner when the first of the two is read; the second
+            // changes nothing held any more.
+            let mut runs = vec![[false; 2]; keys.len()];
+            for (n, i) in order.into_iter().enumerate() {
+                let left = (step(i, &mut a), step(i, &mut b));
+                if n == 1 {
+                    let ids = left.0.iter().chain(&left.1).flatten().count();
+                    assert_eq!(ids, 0, "nothing held left to decide: {left:?}");
+                    continue;
+                }
+                let (left_a, left_b) = (left.0.unwrap(), left.1.unwrap());
+                assert!(left_a.contains(&member_id("b")), "a decides b's again");
+                assert!(left_b.contains(&b.ghost_id), "b decides its ghost's again");
+                for (r, &k) in runs.iter_mut().zip(&keys) {
+                    *r = [a.other_now("g", k).is_none(), b.other_now("g", k).is_none()];
+                }
+            }
+            assert_eq!(a.now().describe(), "g=a,b");
+            assert_eq!(b.now().describe(), "g=a,b");
+            // Exactly one runs each: all on a after a bury, split by the
+            // members now where b came back first.
+            assert!(runs.iter().all(|r| r[0] != r[1]), "{bury_first}: {runs:?}");
+            let on_b = runs.iter().filter(|r| r[1]).count();
+            assert_eq!(on_b == 0, bury_first, "{on_b} of {} on b", keys.len());
+            assert_eq!(a.counts.buried, u64::from(bury_first));
         }
     }
 
@@ -1071,6 +1229,25 @@ mod tests {
         assert_eq!(v.views.len(), MAX_VIEWS);
         assert!(v.counts.merged > 0);
         assert_eq!(v.views[0].0, 1, "the oldest view's start is kept");
+        // A flood of changes with no record between: the views with records
+        // stay, those with none go first.
+        let had: Vec<u64> = v.views.iter().map(|(from, _)| *from).collect();
+        for i in 0..(MAX_VIEWS as u64 * 4) {
+            let s = if i % 2 == 0 {
+                online(&["g"])
+            } else {
+                OFFLINE.to_vec()
+            };
+            assert!(v.status("b", &s, 500).is_some());
+        }
+        assert_eq!(v.views.len(), MAX_VIEWS);
+        let now: Vec<u64> = v.views.iter().map(|(from, _)| *from).collect();
+        assert_eq!(
+            now[1..MAX_VIEWS - 1],
+            had[2..],
+            "the two oldest merged, once"
+        );
+        assert_eq!((now[0], now[MAX_VIEWS - 1]), (1, 500));
     }
 
     #[test]

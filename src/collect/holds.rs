@@ -163,6 +163,13 @@ impl Holds {
         self.find(seq).is_ok()
     }
 
+    /// The oldest record with a job held for `owner`.
+    pub fn oldest_of(&self, owner: u64) -> Option<u64> {
+        let mut held = self.records.iter();
+        held.find(|r| r.jobs.iter().any(|p| p.owner == owner))
+            .map(|r| r.seq)
+    }
+
     /// At a bound.
     fn full(&self) -> bool {
         self.records.len() >= MAX_RECORDS || self.bytes >= MAX_BYTES
