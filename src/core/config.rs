@@ -12,6 +12,10 @@
 //! keys of `crd.conf`, the module's own `module.conf`, the `[module NAME]` section of
 //! `crd.conf`.
 //!
+//! `KEYS` lists every key with where it may be set and which builds take it; a
+//! test holds it to the parser's match arms, and `tests/packaging.rs` holds the
+//! OpenWrt init script's key lists to it.
+//!
 //! There are no inline comments: `#` is a legal character inside values (MQTT topic
 //! filters and passwords use it), so only a line whose first non-blank character is
 //! `#` is a comment.
@@ -1704,6 +1708,144 @@ pub fn module_meta(text: &str) -> ModuleMeta {
     meta
 }
 
+/// Where a key may be set: `crd.conf`'s global keys, a module's settings
+/// (`module.conf` or a `[module NAME]` section), or both (a global per-module key
+/// is every module's default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyScope {
+    Global,
+    Module,
+    Both,
+}
+
+/// Which builds take a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyBuilds {
+    Every,
+    /// Only a build with the collector; a router's build (no `collector` feature)
+    /// refuses it with `Reason::NoCollector`.
+    Collector,
+}
+
+/// One key the parser takes, for the readers that must list them all (the
+/// OpenWrt init script's lists are held to this table by `tests/packaging.rs`).
+/// Nothing in the daemon reads it, so it costs a router binary no bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Key {
+    pub name: &'static str,
+    pub scope: KeyScope,
+    pub builds: KeyBuilds,
+    /// Whether it takes several values separated by whitespace (a UCI `list`).
+    pub list: bool,
+    /// A value the parser takes (two values for a `list` key).
+    pub sample: &'static str,
+}
+
+impl Key {
+    /// Whether a router's build (no collector) takes it.
+    pub fn router(&self) -> bool {
+        self.builds == KeyBuilds::Every
+    }
+}
+
+/// A `KEYS` row of a key that takes one value.
+const fn one(name: &'static str, scope: KeyScope, builds: KeyBuilds, sample: &'static str) -> Key {
+    Key {
+        name,
+        scope,
+        builds,
+        list: false,
+        sample,
+    }
+}
+
+/// A `KEYS` row of a key that takes several.
+const fn many(name: &'static str, scope: KeyScope, builds: KeyBuilds, sample: &'static str) -> Key {
+    Key {
+        name,
+        scope,
+        builds,
+        list: true,
+        sample,
+    }
+}
+
+/// Every key of `crd.conf` and `module.conf` (`module.conf`'s descriptive
+/// `description`, `version` and `min_crd_version` aside: they set nothing). A
+/// test holds it to the match arms of `daemon_setting`, `mqtt_setting`,
+/// `spool_setting` and `module_setting`, both ways, and feeds the parser each
+/// sample at each scope.
+pub const KEYS: &[Key] = {
+    use KeyBuilds::{Collector, Every};
+    use KeyScope::{Both, Global, Module};
+    &[
+        // daemon_setting
+        one("node", Global, Every, "edge-7"),
+        one("modules_dir", Global, Every, "/opt/CRD/modules"),
+        one("spool_dir", Global, Every, "/overlay/crd/spool"),
+        one("control_socket", Global, Every, "/var/run/crd.sock"),
+        one("repository", Global, Every, "https://example.org/crd/"),
+        one("install_max_size", Global, Every, "8M"),
+        one("max_parallel", Global, Every, "8"),
+        one("max_message", Global, Every, "64k"),
+        one("max_hops", Global, Every, "1"),
+        many("commands", Global, Every, "Reboot Ping"),
+        one("command_key_file", Global, Every, "/etc/crd/command.key"),
+        one("fleet_html", Global, Collector, "/www/fleet.html"),
+        one("group_join_wait", Global, Collector, "5m"),
+        one("log_level", Global, Every, "info"),
+        // mqtt_setting
+        many("broker", Global, Every, "192.0.2.1:1883 mqtt.example.org"),
+        one("topic_prefix", Global, Every, "crd"),
+        one("homeassistant_prefix", Global, Every, "homeassistant"),
+        one("homeassistant", Global, Every, "yes"),
+        one("client_id", Global, Every, "crd-edge-7"),
+        one("username", Global, Every, "edge"),
+        one("broker_tls", Global, Every, "no"),
+        one(
+            "ca_file",
+            Global,
+            Every,
+            "/etc/ssl/certs/ca-certificates.crt",
+        ),
+        one("cert_file", Global, Every, "/etc/crd/client.pem"),
+        one("key_file", Global, Every, "/etc/crd/client.key"),
+        one("password_file", Global, Every, "/etc/crd/password"),
+        one("keepalive", Global, Every, "30s"),
+        one("max_inflight", Global, Every, "20"),
+        // spool_setting
+        one("spool_size", Global, Every, "4M"),
+        one("spool_segment", Global, Every, "256k"),
+        one("spool_sync_bytes", Global, Every, "64k"),
+        one("spool_sync_interval", Global, Every, "1s"),
+        one("spool_sync", Global, Every, "group"),
+        one("spool_max_record", Global, Every, "64k"),
+        // module_setting
+        one("interval", Both, Every, "30s"),
+        one("timeout", Both, Every, "10s"),
+        one("memory_limit", Both, Every, "128M"),
+        one("cpu_limit", Both, Every, "10s"),
+        one("file_limit", Both, Every, "64M"),
+        one("process_limit", Both, Every, "0"),
+        one("output_limit", Both, Every, "4k"),
+        one("trigger_after", Both, Every, "1"),
+        one("cooldown", Both, Every, "1h"),
+        one("convention", Both, Every, "exit"),
+        one("respond_at", Both, Every, "critical"),
+        one("enabled", Both, Every, "yes"),
+        many("subscribe", Module, Collector, "crd/+/event/# crd/+/status"),
+        one("subscribe_group", Both, Every, "central"),
+        one("register", Module, Collector, "avg"),
+        one("value", Module, Collector, "load"),
+        one("period", Module, Collector, "5m"),
+        one("by", Module, Collector, "node"),
+        one("register_keys", Module, Collector, "10000"),
+        one("above", Module, Collector, "3"),
+        one("below", Module, Collector, "1"),
+        one("equals", Module, Collector, "down"),
+    ]
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1916,6 +2058,173 @@ mod tests {
         let e = p(text).expect_err("config should be rejected");
         assert_eq!(e.0.len(), 1, "{e}");
         e.0[0].to_string()
+    }
+
+    /// The keys of the top-level arms of the `match k {` (or `match key {`) in
+    /// `fn NAME(` of this file's source: each arm's quoted strings before its
+    /// `=>`, an or-pattern broken over lines included. Nested matches on values
+    /// are indented deeper and left out.
+    fn match_arm_keys(src: &str, name: &str) -> Vec<String> {
+        let start = src
+            .find(&format!("\nfn {name}("))
+            .unwrap_or_else(|| panic!("fn {name} in config.rs"));
+        let body = &src[start + 1..];
+        let body = &body[..body.find("\n}\n").expect("the function's closing brace")];
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let on_key = |l: &&str| l.ends_with("match k {") || l.ends_with("match key {");
+        let mut lines = body.lines();
+        let m = lines
+            .by_ref()
+            .find(on_key)
+            .unwrap_or_else(|| panic!("fn {name} matches on its key"));
+        let arm = indent(m) + 4;
+        let mut keys = Vec::new();
+        let mut pattern: Option<String> = None;
+        for l in lines {
+            let t = l.trim();
+            let starts = indent(l) == arm && (t.starts_with('"') || t.starts_with("| \""));
+            if starts || pattern.is_some() {
+                let p = pattern.get_or_insert_with(String::new);
+                p.push_str(t);
+                if let Some((head, _)) = p.split_once("=>") {
+                    keys.extend(head.split('"').skip(1).step_by(2).map(str::to_string));
+                    pattern = None;
+                }
+            }
+        }
+        keys
+    }
+
+    /// `KEYS` and the parser agree: the table's names are the match arms of the
+    /// global setting functions and of `module_setting`, so a key added to the
+    /// parser but not to the table (or the other way) fails here.
+    #[test]
+    fn the_keys_table_is_the_parsers_match_arms() {
+        use std::collections::BTreeSet;
+        let src = include_str!("config.rs");
+        let parser = |fns: &[&str]| -> BTreeSet<String> {
+            fns.iter().flat_map(|f| match_arm_keys(src, f)).collect()
+        };
+        let table = |global: bool| -> BTreeSet<String> {
+            KEYS.iter()
+                .filter(|k| (k.scope == KeyScope::Global) == global)
+                .map(|k| k.name.to_string())
+                .collect()
+        };
+        let agree = |what: &str, parser: BTreeSet<String>, table: BTreeSet<String>| {
+            let unlisted: Vec<_> = parser.difference(&table).collect();
+            let stray: Vec<_> = table.difference(&parser).collect();
+            assert!(
+                unlisted.is_empty() && stray.is_empty(),
+                "{what}: parsed but not in KEYS {unlisted:?}; in KEYS but not parsed {stray:?}"
+            );
+        };
+        agree(
+            "global keys",
+            parser(&["daemon_setting", "mqtt_setting", "spool_setting"]),
+            table(true),
+        );
+        agree("per-module keys", parser(&["module_setting"]), table(false));
+        let names: BTreeSet<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), KEYS.len(), "a key listed twice");
+        // The scanner itself: a nested match on values is not taken for keys.
+        let planted = concat!(
+            "\nfn f(k: &str) {\n",
+            "    match k {\n",
+            "        \"a\"\n",
+            "        | \"b\" => match v {\n",
+            "            \"x\" => 1,\n",
+            "        },\n",
+            "        \"c\" => 2,\n",
+            "        _ => 3,\n",
+            "    }\n",
+            "}\n",
+        );
+        assert_eq!(match_arm_keys(planted, "f"), ["a", "b", "c"]);
+    }
+
+    /// Each key of `KEYS` with its sample, all at once at each place its scope
+    /// allows, parses (a build without the collector refuses exactly the
+    /// collector's keys, each with `NoCollector`); each is refused where its
+    /// scope does not allow it; a key not in the table is unknown everywhere.
+    #[test]
+    fn every_key_is_taken_at_its_scope_and_refused_elsewhere() {
+        let refused_here = |k: &Key| !cfg!(feature = "collector") && !k.router();
+        let text = |keys: &[&Key]| -> String {
+            keys.iter()
+                .map(|k| format!("{} = {}\n", k.name, k.sample))
+                .collect()
+        };
+        let errors = |r: Result<(), ConfigErrors>| -> Vec<(String, String)> {
+            r.err().map_or(Vec::new(), |e| {
+                e.0.iter()
+                    .map(|e| (e.key.clone().unwrap_or_default(), e.msg.to_string()))
+                    .collect()
+            })
+        };
+        let no_collector = |keys: &[&Key]| -> Vec<(String, String)> {
+            keys.iter()
+                .filter(|k| refused_here(k))
+                .map(|k| {
+                    let m = Problem::from(Reason::NoCollector(k.name)).to_string();
+                    (k.name.to_string(), m)
+                })
+                .collect()
+        };
+        let global: Vec<&Key> = KEYS
+            .iter()
+            .filter(|k| k.scope != KeyScope::Module)
+            .collect();
+        let module: Vec<&Key> = KEYS
+            .iter()
+            .filter(|k| k.scope != KeyScope::Global)
+            .collect();
+        assert_eq!(
+            errors(p(&text(&global)).map(drop)),
+            no_collector(&global),
+            "crd.conf's global keys"
+        );
+        assert_eq!(
+            errors(p(&format!("[module X]\n{}", text(&module))).map(drop)),
+            no_collector(&module),
+            "a [module NAME] section"
+        );
+        assert_eq!(
+            errors(parse_module_conf(&text(&module), Path::new("module.conf")).map(drop)),
+            no_collector(&module),
+            "module.conf"
+        );
+        for k in KEYS {
+            let line = format!("{} = {}\n", k.name, k.sample);
+            match k.scope {
+                KeyScope::Global => {
+                    let in_section = one_err(&format!("[module X]\n{line}"));
+                    let in_module_conf = parse_module_conf(&line, Path::new("module.conf"))
+                        .expect_err(k.name)
+                        .to_string();
+                    assert!(
+                        in_section.ends_with("unknown key in a [module] section"),
+                        "{in_section}"
+                    );
+                    assert!(
+                        in_module_conf.ends_with("unknown key in module.conf"),
+                        "{in_module_conf}"
+                    );
+                }
+                KeyScope::Module => {
+                    assert!(one_err(&line).contains("is set per module"), "{}", k.name);
+                }
+                KeyScope::Both => {}
+            }
+            if k.list {
+                assert!(k.sample.split_whitespace().count() > 1, "{}", k.name);
+            }
+        }
+        assert!(!KEYS.iter().any(|k| k.name == "no_such_key"));
+        assert!(one_err("no_such_key = 1\n").ends_with("unknown key"));
+        assert!(
+            one_err("[module X]\nno_such_key = 1\n").ends_with("unknown key in a [module] section")
+        );
     }
 
     #[test]
