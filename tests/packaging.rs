@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use crd::core::config::{KEYS, KeyScope, parse_config};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -55,17 +56,17 @@ fn procd_script_translates_uci_and_starts_crd_with_respawn() {
     assert_eq!(
         body,
         vec![
-            "node = edge-7",
-            "interval = 15s",
-            &format!("modules_dir = {}", sb.path("modules").display()),
-            "max_parallel = 4",
-            "spool_size = 2M",
-            "spool_sync_interval = 5s",
+            "node = \"edge-7\"",
+            &format!("modules_dir = \"{}\"", sb.path("modules").display()),
+            "max_parallel = \"4\"",
+            "spool_size = \"2M\"",
+            "spool_sync_interval = \"5s\"",
+            "interval = \"15s\"",
             "[module WanDown]",
-            "trigger_after = 5",
+            "trigger_after = \"5\"",
             "[module disk]",
-            "cooldown = 1h",
-            "enabled = 0",
+            "cooldown = \"1h\"",
+            "enabled = \"0\"",
         ]
     );
     let log = sb.read("procd.log");
@@ -92,13 +93,145 @@ fn procd_reload_regenerates_and_sends_sighup_and_disabled_starts_nothing() {
     let sb = Sandbox::new("procd-reload");
     let (code, _, err) = procd(&sb, "UCI_main_interval=5m", "reload_service");
     assert_eq!(code, 0, "{err}");
-    assert!(sb.read("var/etc/crd.conf").contains("interval = 5m"));
+    assert!(sb.read("var/etc/crd.conf").contains("interval = \"5m\""));
     assert_eq!(sb.read("procd.log"), "send_signal crd * HUP\n");
 
     let sb = Sandbox::new("procd-off");
     let (code, _, err) = procd(&sb, "UCI_main_enabled=0", "start_service");
     assert_eq!(code, 0, "{err}");
     assert!(!sb.exists("procd.log"), "no instance when disabled");
+}
+
+/// The keys UCI may set, section by section, as the init script lists them.
+fn init_script_keys(list: &str) -> Vec<String> {
+    let (code, out, err) = sh(
+        &format!(". cross/openwrt/crd/files/crd.init\nprintf '%s\\n' ${list}"),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut keys: Vec<String> = out.lines().map(str::to_string).collect();
+    keys.sort();
+    keys
+}
+
+/// The keys a router's crd (no collector) takes in 'main' (crd.conf's global
+/// keys) and in a `config module` (a `[module NAME]` section), from the parser's
+/// own table. 'main''s `enabled` is the service's switch, not every module's
+/// default.
+fn router_keys(module: bool) -> Vec<String> {
+    let mut keys: Vec<String> = KEYS
+        .iter()
+        .filter(|k| k.router())
+        .filter(|k| match k.scope {
+            KeyScope::Global => !module,
+            KeyScope::Module => module,
+            KeyScope::Both => module || k.name != "enabled",
+        })
+        .map(|k| k.name.to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// UCI covers every key a router's crd takes, and only those: a key added to
+/// the parser (and so to `KEYS`) and not to the init script fails here, as does
+/// a collector's key in the router's lists.
+#[test]
+fn procd_script_lists_every_key_a_routers_crd_takes() {
+    let mut differ = Vec::new();
+    for (list, module) in [("GLOBAL_KEYS", false), ("MODULE_KEYS", true)] {
+        let script = init_script_keys(list);
+        let table = router_keys(module);
+        let missing: Vec<_> = table.iter().filter(|k| !script.contains(k)).collect();
+        let refused: Vec<_> = script.iter().filter(|k| !table.contains(k)).collect();
+        if !missing.is_empty() || !refused.is_empty() {
+            differ.push(format!(
+                "crd.init's {list} lacks {missing:?} and lists {refused:?}, which a router's crd refuses"
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// A value as a shell word: in single quotes, each `'` closed, escaped, reopened.
+fn shell_word(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+/// Every key a router's crd takes, set in UCI with its sample (a list key as a
+/// UCI `list` of its sample's items), reaches crd.conf at its scope and parses
+/// there; a value with blanks and both quotes at its ends arrives as written.
+#[test]
+fn procd_script_translates_every_key_lists_and_quotes() {
+    let sb = Sandbox::new("procd-keys");
+    let username = r#""it's" a "b""#;
+    let mut uci = vec![
+        "UCI_SECTIONS_module=m1".to_string(),
+        "UCI_m1_name=WanDown".into(),
+    ];
+    for (section, keys) in [("main", router_keys(false)), ("m1", router_keys(true))] {
+        for k in KEYS.iter().filter(|k| keys.iter().any(|n| n == k.name)) {
+            if k.list {
+                for item in k.sample.split_whitespace() {
+                    uci.push(format!(
+                        "uci_add_list {section} {} {}",
+                        k.name,
+                        shell_word(item)
+                    ));
+                }
+            } else if k.name == "username" {
+                uci.push(format!("UCI_{section}_username={}", shell_word(username)));
+            } else {
+                uci.push(format!("UCI_{section}_{}={}", k.name, shell_word(k.sample)));
+            }
+        }
+    }
+    let (code, out, err) = procd(&sb, &uci.join("\n"), "start_service");
+    assert_eq!(code, 0, "{out}{err}");
+    let conf = sb.read("var/etc/crd.conf");
+    let (main, module) = conf
+        .split_once("[module WanDown]\n")
+        .expect("the module's section");
+    for (part, keys) in [(main, router_keys(false)), (module, router_keys(true))] {
+        for k in KEYS.iter().filter(|k| keys.iter().any(|n| n == k.name)) {
+            let value = if k.name == "username" {
+                username
+            } else {
+                k.sample
+            };
+            let line = format!("{} = \"{value}\"", k.name);
+            assert!(part.lines().any(|l| l == line), "{line} in\n{part}");
+        }
+    }
+    let c = parse_config(&conf, Path::new("crd.conf")).unwrap_or_else(|e| panic!("{e}\n{conf}"));
+    assert_eq!(c.mqtt.username, username);
+    assert_eq!(
+        c.mqtt.brokers().collect::<Vec<_>>(),
+        ["192.0.2.1:1883", "mqtt.example.org"]
+    );
+    assert_eq!(c.commands, ["Reboot", "Ping"]);
+}
+
+/// A newline in a UCI value would start a crd.conf line of its own: the script
+/// refuses it, starts nothing, and keeps the crd.conf crd runs with.
+#[test]
+fn procd_script_refuses_a_value_with_a_newline() {
+    let sb = Sandbox::new("procd-newline");
+    let (code, _, err) = procd(&sb, "UCI_main_node=edge-7", "start_service");
+    assert_eq!(code, 0, "{err}");
+    let before = sb.read("var/etc/crd.conf");
+    fs::remove_file(sb.path("procd.log")).unwrap();
+    for uci in [
+        "UCI_main_client_id='x\nbroker = 203.0.113.9'",
+        "UCI_SECTIONS_module=m1\nUCI_m1_name='A]\n[module B'",
+    ] {
+        let (code, _, err) = procd(&sb, uci, "start_service\nreload_service");
+        assert_ne!(code, 0);
+        assert!(err.contains("holds a newline"), "{err}");
+        assert!(!sb.exists("procd.log"), "nothing started or signalled");
+        assert_eq!(sb.read("var/etc/crd.conf"), before);
+        assert!(!sb.exists("var/etc/crd.conf.new"));
+    }
 }
 
 #[test]
