@@ -11,6 +11,11 @@
 //! `"mqtt_last_connect_s_ago": 5` (`null` for never), `spool_oldest_unacked_seq:
 //! -` is `null`, `yes`/`no` are `true`/`false`. A figure that the text prints
 //! only when it has one is `null` in JSON, so every key is always there.
+//!
+//! The third rendering, `to_prometheus`, is the same list in Prometheus's text
+//! exposition format, for node_exporter's textfile collector: numbers only
+//! (texts are not metrics), names `crd_<key>`, a `Count` a counter and every
+//! other number a gauge; see `to_prometheus` for the naming rule.
 
 use crate::core::output::{push_decimal, terminal_safe};
 use std::borrow::Cow;
@@ -19,7 +24,11 @@ use std::fmt::Write;
 /// One figure.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// A number that goes up and down (a depth, a count of things held).
     Num(u64),
+    /// A number that only grows while this crd runs (things done, dropped,
+    /// refused): a counter to Prometheus. Printed as `Num` is.
+    Count(u64),
     Text(String),
     Flag(bool),
     /// Seconds since something happened; `None`: never.
@@ -80,6 +89,11 @@ impl Status {
         self.put(key, Value::Num(n));
     }
 
+    /// A figure that only grows while this crd runs (`Value::Count`).
+    pub fn count(&mut self, key: impl Into<Cow<'static, str>>, n: u64) {
+        self.put(key, Value::Count(n));
+    }
+
     pub fn text(&mut self, key: impl Into<Cow<'static, str>>, t: impl Into<String>) {
         self.put(key, Value::Text(t.into()));
     }
@@ -115,7 +129,7 @@ impl Status {
             }
             s.push_str(": ");
             match v {
-                Value::Num(n) | Value::Maybe(Some(n)) => push_decimal(&mut s, *n),
+                Value::Num(n) | Value::Count(n) | Value::Maybe(Some(n)) => push_decimal(&mut s, *n),
                 Value::Text(t) | Value::Opt(Some(t)) => s.push_str(&terminal_safe(t)),
                 Value::Flag(b) => s.push_str(if *b { "yes" } else { "no" }),
                 Value::Ago(Some(a)) => {
@@ -172,7 +186,9 @@ impl Status {
                 _ => json_str(k),
             };
             let val = match v {
-                Value::Num(n) | Value::Ago(Some(n)) | Value::Maybe(Some(n)) => n.to_string(),
+                Value::Num(n) | Value::Count(n) | Value::Ago(Some(n)) | Value::Maybe(Some(n)) => {
+                    n.to_string()
+                }
                 Value::Text(t) | Value::Opt(Some(t)) => json_str(t),
                 Value::Flag(b) => b.to_string(),
                 Value::Ago(None) | Value::Maybe(None) | Value::Opt(None) => "null".into(),
@@ -203,6 +219,221 @@ impl Status {
         }
         s.push_str("]}\n");
         s
+    }
+}
+
+impl Status {
+    /// The list in Prometheus's text exposition format (version 0.0.4), for
+    /// node_exporter's textfile collector. Every number is one metric family
+    /// (`# HELP` naming the `crd status --json` key it comes from, `# TYPE`),
+    /// its sample labelled with the node:
+    ///
+    /// - the name is `crd_` and the JSON key, with a unit in Prometheus's base
+    ///   unit (`_s` and `_us` become `_seconds`, microseconds written as
+    ///   decimal seconds; `_kib` becomes `_bytes`), and `_total` after a
+    ///   counter (a `Value::Count`); every other number, `yes`/`no` (1/0)
+    ///   among them, is a gauge;
+    /// - a rule module's figure (`rule_<module>_<figure>`) is
+    ///   `crd_rule_<figure>` and the module table's column is
+    ///   `crd_module_<column>`, each with the module as a second label;
+    /// - texts (versions, the broker, errors) are not metrics: the version is
+    ///   a label of `crd_info`, the one text made a label; a figure without a
+    ///   value (`never`, `-`) is left out.
+    ///
+    /// No label comes from the bus: the node is this crd's, the modules are
+    /// on its disk.
+    pub fn to_prometheus(&self) -> String {
+        let mut p = Prom {
+            s: String::with_capacity(96 * (self.items.len() + 7 * self.modules.len() + 2)),
+            name: String::with_capacity(64),
+            node: String::with_capacity(self.node.len() + 8),
+        };
+        p.node.push_str("node=\"");
+        push_label_value(&mut p.node, &self.node);
+        p.node.push('"');
+        p.family(&["info"], &["version"], &Value::Num(1));
+        p.s.push_str("crd_info{");
+        p.s.push_str(&p.node);
+        p.s.push_str(",version=\"");
+        push_label_value(&mut p.s, &self.version);
+        p.s.push_str("\"} 1\n");
+        for (k, v) in &self.items {
+            if number(v).is_none() || rule_figure(k).is_some() {
+                continue;
+            }
+            let k: &str = k;
+            let scale = p.family(&[k], &[k], v);
+            p.sample(None, v, scale);
+        }
+        // A rule's figures come module by module; a family's samples must be
+        // together: one family per figure, its modules' samples under it.
+        let rules: Vec<(&str, &str, &Value)> = self
+            .items
+            .iter()
+            .filter_map(|(k, v)| rule_figure(k).map(|(m, f)| (m, f, v)))
+            .filter(|(.., v)| number(v).is_some())
+            .collect();
+        for (i, &(_, fig, v)) in rules.iter().enumerate() {
+            if rules[..i].iter().any(|r| r.1 == fig) {
+                continue;
+            }
+            let scale = p.family(&["rule_", fig], &["rule_<module>_", fig], v);
+            for &(m, _, v) in rules[i..].iter().filter(|r| r.1 == fig) {
+                p.sample(Some(m), v, scale);
+            }
+        }
+        for (col, get) in MODULE_COLUMNS {
+            let Some(first) = self.modules.iter().map(get).find(|v| number(v).is_some()) else {
+                continue;
+            };
+            let scale = p.family(&["module_", col], &["module_table ", col], &first);
+            for m in &self.modules {
+                p.sample(Some(&m.name), &get(m), scale);
+            }
+        }
+        p.s
+    }
+}
+
+/// The module table's numbers, by their JSON names.
+type Column = (&'static str, fn(&ModuleRow) -> Value);
+const MODULE_COLUMNS: [Column; 7] = [
+    ("runs", |m| Value::Count(m.runs)),
+    ("fired", |m| Value::Count(m.fired)),
+    ("responses", |m| Value::Count(m.responses)),
+    ("errors", |m| Value::Count(m.errors)),
+    ("overruns", |m| Value::Count(m.overruns)),
+    ("next_s", |m| Value::Maybe(m.next_s)),
+    // `last_s_ago`: an `Ago`'s key is without its unit.
+    ("last", |m| Value::Ago(m.last.as_ref().map(|l| l.1))),
+];
+
+/// A value's number for Prometheus; `None` for a text or a figure without one.
+fn number(v: &Value) -> Option<u64> {
+    match v {
+        Value::Num(n) | Value::Count(n) | Value::Ago(Some(n)) | Value::Maybe(Some(n)) => Some(*n),
+        Value::Flag(b) => Some(u64::from(*b)),
+        Value::Text(_) | Value::Opt(_) | Value::Ago(None) | Value::Maybe(None) => None,
+    }
+}
+
+/// `rule_<module>_<figure>` as (module, figure); a figure's name has no `_`,
+/// a module's may.
+fn rule_figure(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("rule_")?.rsplit_once('_')
+}
+
+/// How a value in crd's unit is written in Prometheus's base unit.
+#[derive(Clone, Copy)]
+enum Scale {
+    Same,
+    /// Microseconds as seconds.
+    Micro,
+    /// KiB as bytes.
+    Kibi,
+}
+
+/// crd's unit suffixes and their base unit in Prometheus's names.
+const UNITS: [(&str, &str, Scale); 3] = [
+    ("_s", "_seconds", Scale::Same),
+    ("_us", "_seconds", Scale::Micro),
+    ("_kib", "_bytes", Scale::Kibi),
+];
+
+/// The text being written, the current family's name, and the node's label.
+struct Prom {
+    s: String,
+    name: String,
+    node: String,
+}
+
+impl Prom {
+    /// Starts the family of the key `key` (in parts) holding values like `v`:
+    /// its name (see `to_prometheus`), `# HELP` naming `help` (in parts),
+    /// `# TYPE`. An `Ago`'s JSON key is the key and `_s_ago`, and so is its
+    /// name before units. Returns the scale of its values.
+    fn family(&mut self, key: &[&str], help: &[&str], v: &Value) -> Scale {
+        let name = &mut self.name;
+        name.clear();
+        name.push_str("crd_");
+        key.iter().for_each(|k| name.push_str(k));
+        // `_s_ago`: the unit, then `_ago` after it.
+        let ago = matches!(v, Value::Ago(_));
+        if ago {
+            name.push_str("_s");
+        }
+        let mut scale = Scale::Same;
+        if let Some(&(from, to, sc)) = UNITS.iter().find(|u| name.ends_with(u.0)) {
+            name.truncate(name.len() - from.len());
+            name.push_str(to);
+            scale = sc;
+        }
+        if ago {
+            name.push_str("_ago");
+        }
+        let counter = matches!(v, Value::Count(_));
+        if counter {
+            name.push_str("_total");
+        }
+        let s = &mut self.s;
+        s.push_str("# HELP ");
+        s.push_str(name);
+        s.push_str(" crd status: ");
+        help.iter().for_each(|h| s.push_str(h));
+        if ago {
+            s.push_str("_s_ago");
+        }
+        s.push_str("\n# TYPE ");
+        s.push_str(name);
+        s.push_str(if counter { " counter\n" } else { " gauge\n" });
+        scale
+    }
+
+    /// One sample of the current family: labelled with the node (and
+    /// `module`), left out when `v` has no number.
+    fn sample(&mut self, module: Option<&str>, v: &Value, scale: Scale) {
+        let Some(n) = number(v) else {
+            return;
+        };
+        let s = &mut self.s;
+        s.push_str(&self.name);
+        s.push('{');
+        s.push_str(&self.node);
+        if let Some(m) = module {
+            s.push_str(",module=\"");
+            push_label_value(s, m);
+            s.push('"');
+        }
+        s.push_str("} ");
+        match scale {
+            Scale::Same => push_decimal(s, n),
+            Scale::Kibi => push_decimal(s, n.saturating_mul(1024)),
+            Scale::Micro => {
+                push_decimal(s, n / 1_000_000);
+                let frac = n % 1_000_000;
+                if frac > 0 {
+                    // Six digits, leading zeros kept, trailing ones dropped.
+                    let mut b = String::new();
+                    push_decimal(&mut b, 1_000_000 + frac);
+                    s.push('.');
+                    s.push_str(b[1..].trim_end_matches('0'));
+                }
+            }
+        }
+        s.push('\n');
+    }
+}
+
+/// Appends `v` as a label value of the exposition format: `\`, `"` and a
+/// line feed escaped (`\\`, `\"`, `\n`), everything else as it is.
+fn push_label_value(s: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
     }
 }
 
@@ -322,5 +553,186 @@ mod tests {
         let back: String = serde_json::from_str(&json_str(&every)).unwrap();
         assert_eq!(back, every);
         assert_eq!(json_str("é\u{1F600}"), "\"é\u{1F600}\"");
+    }
+
+    /// The exposition format's shape, as promtool reads it: every sample's
+    /// family has `# HELP` and `# TYPE` just before its samples, once; names
+    /// are `[a-z_]`, counters end in `_total` and nothing else does.
+    fn check_exposition(text: &str) -> Vec<(String, String)> {
+        let mut families: Vec<(String, String)> = Vec::new();
+        let mut lines = text.lines().peekable();
+        while let Some(l) = lines.next() {
+            let help = l.strip_prefix("# HELP ").expect(l);
+            let (name, h) = help.split_once(' ').expect(l);
+            assert!(!h.is_empty(), "{l}");
+            let t = lines.next().expect("a TYPE after HELP");
+            let kind = t.strip_prefix(&format!("# TYPE {name} ")).expect(t);
+            assert!(kind == "counter" || kind == "gauge", "{t}");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
+            assert!(
+                name.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit())
+            );
+            assert!(!families.iter().any(|f| f.0 == name), "{name} twice");
+            families.push((name.to_string(), kind.to_string()));
+            let mut samples = 0;
+            while lines.peek().is_some_and(|l| !l.starts_with('#')) {
+                let l = lines.next().unwrap();
+                assert!(l.starts_with(&format!("{name}{{node=\"")), "{l}");
+                let (_, v) = l.rsplit_once("} ").expect(l);
+                assert!(v.parse::<f64>().is_ok(), "{l}");
+                samples += 1;
+            }
+            assert!(samples > 0, "{name} without a sample");
+        }
+        families
+    }
+
+    #[test]
+    fn prometheus_counts_are_counters_other_numbers_gauges_and_texts_are_left_out() {
+        let mut st = sample();
+        st.count("spool_fsyncs", 12);
+        st.num("lateness_p50_us", 1_020_300);
+        st.count("cpu_self_us", 5_000_000);
+        st.num("max_rss_kib", 900);
+        st.put("collect_group_joining", Value::Flag(true));
+        let t = st.to_prometheus();
+        let fams = check_exposition(&t);
+        let kind = |n: &str| fams.iter().find(|f| f.0 == n).map(|f| f.1.as_str());
+        assert_eq!(kind("crd_spool_fsyncs_total"), Some("counter"));
+        assert_eq!(kind("crd_uptime_seconds"), Some("gauge"));
+        assert_eq!(kind("crd_max_rss_bytes"), Some("gauge"));
+        assert!(
+            t.contains("\ncrd_spool_fsyncs_total{node=\"r\\\"1\"} 12\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("\ncrd_uptime_seconds{node=\"r\\\"1\"} 7\n"),
+            "{t}"
+        );
+        assert!(t.contains("\ncrd_mqtt_last_connect_seconds_ago{node=\"r\\\"1\"} 5\n"));
+        assert!(t.contains(
+            "# HELP crd_mqtt_last_connect_seconds_ago crd status: mqtt_last_connect_s_ago\n"
+        ));
+        assert!(
+            t.contains("crd_collect_paused{node=\"r\\\"1\"} 0\n"),
+            "a flag is 0 or 1"
+        );
+        assert!(t.contains("crd_collect_group_joining{node=\"r\\\"1\"} 1\n"));
+        assert!(
+            t.contains("\ncrd_lateness_p50_seconds{node=\"r\\\"1\"} 1.0203\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("\ncrd_cpu_self_seconds_total{node=\"r\\\"1\"} 5\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("\ncrd_max_rss_bytes{node=\"r\\\"1\"} 921600\n"),
+            "{t}"
+        );
+        assert!(t.starts_with(
+            "# HELP crd_info crd status: version\n# TYPE crd_info gauge\n\
+             crd_info{node=\"r\\\"1\",version=\"0.1.0\"} 1\n"
+        ));
+        // Texts, `never` and `-` are no metrics.
+        for gone in [
+            "mqtt_state",
+            "spool_last_sync",
+            "spool_oldest_unacked",
+            "mqtt_last_error",
+            "dropped_last",
+        ] {
+            assert!(!t.contains(gone), "{gone}: {t}");
+        }
+    }
+
+    #[test]
+    fn prometheus_microseconds_are_decimal_seconds() {
+        for (us, want) in [
+            (0, "0"),
+            (1, "0.000001"),
+            (999_999, "0.999999"),
+            (1_500_000, "1.5"),
+            (12_000_040, "12.00004"),
+        ] {
+            let mut st = Status::new("0.1.0", "n", 1);
+            st.num("lateness_max_us", us);
+            let t = st.to_prometheus();
+            assert!(
+                t.ends_with(&format!(
+                    "\ncrd_lateness_max_seconds{{node=\"n\"}} {want}\n"
+                )),
+                "{t}"
+            );
+            assert_eq!(want.parse::<f64>().unwrap() * 1e6, us as f64);
+        }
+    }
+
+    /// Label values are escaped as the format says: `\\`, `\"`, `\n`; the
+    /// module table is one family per column, a sample per module, the
+    /// module a label; a column without a value for a module leaves its
+    /// sample out.
+    #[test]
+    fn prometheus_module_rows_are_labelled_and_label_values_escaped() {
+        let mut st = sample();
+        st.node = "a\\b\"c\nd".into();
+        let t = st.to_prometheus();
+        check_exposition(&t);
+        let n = "node=\"a\\\\b\\\"c\\nd\"";
+        for line in [
+            format!("crd_module_runs_total{{{n},module=\"Disk\"}} 3"),
+            format!("crd_module_runs_total{{{n},module=\"Lb\\n\"}} 0"),
+            format!("crd_module_fired_total{{{n},module=\"Disk\"}} 1"),
+            format!("crd_module_responses_total{{{n},module=\"Disk\"}} 1"),
+            format!("crd_module_errors_total{{{n},module=\"Lb\\n\"}} 0"),
+            format!("crd_module_overruns_total{{{n},module=\"Disk\"}} 0"),
+            format!("crd_module_next_seconds{{{n},module=\"Disk\"}} 12"),
+            format!("crd_module_last_seconds_ago{{{n},module=\"Disk\"}} 2"),
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line}\n{t}");
+        }
+        assert!(t.contains("# TYPE crd_module_runs_total counter\n"));
+        assert!(t.contains("# TYPE crd_module_next_seconds gauge\n"));
+        assert!(
+            t.contains("# HELP crd_module_last_seconds_ago crd status: module_table last_s_ago\n")
+        );
+        assert!(
+            !t.contains("module=\"Lb\\n\"} 12")
+                && t.matches("crd_module_next_seconds{").count() == 1
+        );
+    }
+
+    /// A rule module's figures, written module by module in the list, are one
+    /// family per figure with the module as a label.
+    #[test]
+    fn prometheus_rule_figures_are_one_family_each_labelled_by_module() {
+        let mut st = Status::new("0.1.0", "c", 1);
+        for (m, keys) in [("Load_avg", 3), ("Wan", 1)] {
+            st.num(format!("rule_{m}_keys"), keys);
+            st.count(format!("rule_{m}_hits"), keys * 10);
+        }
+        st.count("collect_decided", 4);
+        let t = st.to_prometheus();
+        let fams = check_exposition(&t);
+        let names: Vec<&str> = fams.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "crd_info",
+                "crd_collect_decided_total",
+                "crd_rule_keys",
+                "crd_rule_hits_total"
+            ]
+        );
+        assert!(
+            t.contains(
+                "# HELP crd_rule_keys crd status: rule_<module>_keys\n# TYPE crd_rule_keys gauge\n\
+             crd_rule_keys{node=\"c\",module=\"Load_avg\"} 3\n\
+             crd_rule_keys{node=\"c\",module=\"Wan\"} 1\n"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("crd_rule_hits_total{node=\"c\",module=\"Wan\"} 10\n"));
     }
 }
