@@ -1471,30 +1471,30 @@ impl<S: Storage> Collector<S> {
     /// The `collect_*` and `rule_*` figures of `crd status`.
     pub fn status(&self, s: &mut Status) {
         let (st, i) = (&self.stats, &self.intake);
-        s.num("collect_received", st.received);
-        s.num("collect_journaled", i.journaled);
+        s.count("collect_received", st.received);
+        s.count("collect_journaled", i.journaled);
         s.num("collect_journal_depth", i.journal.depth());
-        s.num("collect_journal_fsyncs", i.journal.stats().fsyncs);
+        s.count("collect_journal_fsyncs", i.journal.stats().fsyncs);
         s.put(
             "collect_journal_error",
             Value::Opt(i.faults.now.as_ref().map(|f| f.text.clone())),
         );
-        s.num("collect_journal_faults", i.faults.count);
-        s.num("collect_runs", st.runs);
+        s.count("collect_journal_faults", i.faults.count);
+        s.count("collect_runs", st.runs);
         s.num("collect_running", self.work.running.len() as u64);
         s.num("collect_queued", self.work.queued() as u64);
-        s.num("collect_unmatched", st.unmatched);
-        s.num("collect_loop_dropped", st.loop_dropped);
-        s.num("collect_own_skipped", st.own);
-        s.num("collect_retained_skipped", st.retained);
-        s.num("collect_oversized", st.oversized);
-        s.num("collect_refused", i.refused);
-        s.num("collect_malformed_events", st.malformed_events);
-        s.num("collect_redeliveries", i.redeliveries);
-        s.num("collect_corrupt", st.corrupt);
+        s.count("collect_unmatched", st.unmatched);
+        s.count("collect_loop_dropped", st.loop_dropped);
+        s.count("collect_own_skipped", st.own);
+        s.count("collect_retained_skipped", st.retained);
+        s.count("collect_oversized", st.oversized);
+        s.count("collect_refused", i.refused);
+        s.count("collect_malformed_events", st.malformed_events);
+        s.count("collect_redeliveries", i.redeliveries);
+        s.count("collect_corrupt", st.corrupt);
         self.status_tables(s);
         s.put("collect_paused", Value::Flag(self.paused()));
-        s.num("collect_decided", st.decided);
+        s.count("collect_decided", st.decided);
         let g = &self.group;
         s.num("collect_group_members", g.now().live() as u64);
         s.num(
@@ -1503,53 +1503,53 @@ impl<S: Storage> Collector<S> {
         );
         s.put("collect_group_joining", Value::Flag(g.joining()));
         s.put("collect_groups", Value::Text(g.now().describe()));
-        s.num("collect_group_owned", g.counts.owned);
-        s.num("collect_group_others", g.counts.others);
-        s.num("collect_group_changes", g.counts.changes);
+        s.count("collect_group_owned", g.counts.owned);
+        s.count("collect_group_others", g.counts.others);
+        s.count("collect_group_changes", g.counts.changes);
         s.num("collect_group_held", self.holds.len() as u64);
-        s.num("collect_group_released", self.holds.counts.released);
-        s.num("collect_group_taken_over", self.holds.counts.taken);
-        s.num("collect_group_reassigned", g.counts.reassigned);
-        s.num("collect_group_buried", g.counts.buried);
-        s.num("collect_group_replayed_statuses", g.counts.replayed);
-        s.num("collect_group_held_forgotten", self.holds.counts.forgotten);
+        s.count("collect_group_released", self.holds.counts.released);
+        s.count("collect_group_taken_over", self.holds.counts.taken);
+        s.count("collect_group_reassigned", g.counts.reassigned);
+        s.count("collect_group_buried", g.counts.buried);
+        s.count("collect_group_replayed_statuses", g.counts.replayed);
+        s.count("collect_group_held_forgotten", self.holds.counts.forgotten);
         for (name, r) in &self.rules.by_module {
             s.num(format!("rule_{name}_keys"), r.regs.len() as u64);
-            s.num(format!("rule_{name}_evicted"), r.regs.evicted);
-            s.num(format!("rule_{name}_skipped"), r.skipped);
-            s.num(format!("rule_{name}_hits"), r.hits);
+            s.count(format!("rule_{name}_evicted"), r.regs.evicted);
+            s.count(format!("rule_{name}_skipped"), r.skipped);
+            s.count(format!("rule_{name}_hits"), r.hits);
         }
     }
 
     /// The figures of the bounded tables: events done, fleet, origins, page.
     fn status_tables(&self, s: &mut Status) {
         let c = self.persist.seen.counts;
-        s.num("collect_duplicates", c.duplicates);
+        s.count("collect_duplicates", c.duplicates);
         s.num("collect_seen_streams", self.persist.seen.streams() as u64);
-        s.num("collect_seen_too_old", c.too_old);
-        s.num("collect_seen_evicted", c.evicted);
+        s.count("collect_seen_too_old", c.too_old);
+        s.count("collect_seen_evicted", c.evicted);
         s.num("collect_fleet_nodes", self.fleet.len() as u64);
-        s.num("collect_fleet_forgotten", self.fleet.forgotten);
+        s.count("collect_fleet_forgotten", self.fleet.forgotten);
         let o = &self.decider.origins;
         s.num("collect_origins", o.len() as u64);
-        s.num("collect_origins_evicted", o.evicted);
-        s.num("collect_fleet_words_full", self.fleet.words_full);
-        s.num("collect_fleet_states_full", self.fleet.states_full);
-        s.num("collect_page_writes", self.page.writes);
-        s.num("collect_page_errors", self.page.errors);
+        s.count("collect_origins_evicted", o.evicted);
+        s.count("collect_fleet_words_full", self.fleet.words_full);
+        s.count("collect_fleet_states_full", self.fleet.states_full);
+        s.count("collect_page_writes", self.page.writes);
+        s.count("collect_page_errors", self.page.errors);
         let g = &self.fleet.gaps;
         let c = g.counts;
         s.put("collect_gap_tracking", Value::Flag(g.on()));
-        s.num("collect_gaps", c.lost);
-        s.num("collect_gap_events", c.lost_events);
-        s.num("collect_gap_dropped", c.dropped);
-        s.num("collect_gap_dropped_events", c.dropped_events);
-        s.num("collect_gap_resumed", c.resumed);
-        s.num("collect_gap_others", c.others);
+        s.count("collect_gaps", c.lost);
+        s.count("collect_gap_events", c.lost_events);
+        s.count("collect_gap_dropped", c.dropped);
+        s.count("collect_gap_dropped_events", c.dropped_events);
+        s.count("collect_gap_resumed", c.resumed);
+        s.count("collect_gap_others", c.others);
         s.num("collect_gap_open", g.open() as u64);
         s.num("collect_gap_streams", g.len() as u64);
-        s.num("collect_gap_forgotten", c.gaps_forgotten);
-        s.num("collect_gap_streams_forgotten", c.streams_forgotten);
+        s.count("collect_gap_forgotten", c.gaps_forgotten);
+        s.count("collect_gap_streams_forgotten", c.streams_forgotten);
     }
 }
 

@@ -541,11 +541,11 @@ impl<S: Storage> Edge<S> {
 
     /// A command's figures for `crd status`.
     pub fn status(&self, s: &mut Status) {
-        s.num("commands_received", self.counts.received);
-        s.num("commands_run", self.counts.done);
-        s.num("commands_refused", self.counts.refused);
-        s.num("commands_duplicates", self.counts.duplicates);
-        s.num("commands_interrupted", self.counts.interrupted);
+        s.count("commands_received", self.counts.received);
+        s.count("commands_run", self.counts.done);
+        s.count("commands_refused", self.counts.refused);
+        s.count("commands_duplicates", self.counts.duplicates);
+        s.count("commands_interrupted", self.counts.interrupted);
         s.num("commands_waiting", self.table.pending() as u64);
         s.num("commands_ids_kept", self.table.len() as u64);
     }

@@ -426,11 +426,11 @@ impl<S: Storage> Relay<S> {
     }
 
     pub fn status(&self, s: &mut Status) {
-        s.num("relay_queued", self.queued);
-        s.num("relay_published", self.published);
+        s.count("relay_queued", self.queued);
+        s.count("relay_published", self.published);
         s.num("relay_sending", self.tries.len() as u64);
-        s.num("relay_answered", self.answered);
-        s.num("relay_unanswered", self.unanswered);
+        s.count("relay_answered", self.answered);
+        s.count("relay_unanswered", self.unanswered);
     }
 }
 

@@ -913,16 +913,16 @@ impl Daemon {
         s.num("modules", self.own.modules.len() as u64);
         s.num("running", self.runs.len() as u64);
         s.num("queued", self.own.sched.queued() as u64);
-        s.num("wakeups", self.clock.wakeups);
-        s.num("starts", u64::from(l.count()));
+        s.count("wakeups", self.clock.wakeups);
+        s.count("starts", u64::from(l.count()));
         s.num("lateness_p50_us", l.percentile_us(50));
         s.num("lateness_p99_us", l.percentile_us(99));
         s.num("lateness_max_us", l.max_us());
-        s.num("cpu_self_us", sys::self_cpu_us());
+        s.count("cpu_self_us", sys::self_cpu_us());
         s.num("max_rss_kib", sys::max_rss_kib());
         self.outbox.status(&mut s, now);
         self.forwarder.status(&mut s, now);
-        s.num("mqtt_unasked_messages", self.bus.unasked);
+        s.count("mqtt_unasked_messages", self.bus.unasked);
         if let Some(c) = &self.bus.collector {
             c.status(&mut s);
         }

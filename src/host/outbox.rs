@@ -275,20 +275,20 @@ impl Outbox {
             Value::Maybe((sp.depth() > 0).then(|| sp.acked() + 1)),
         );
         s.num("spool_next_seq", sp.next_seq());
-        s.num("spool_dropped", st.dropped);
+        s.count("spool_dropped", st.dropped);
         s.put(
             "spool_dropped_last",
             Value::Opt(st.dropped_range.map(|(a, b)| format!("{a}..={b}"))),
         );
-        s.num("spool_lost", st.lost);
-        s.num("spool_dir_recreated", st.dir_recreated);
-        s.num("spool_events_lost", self.events_lost);
-        s.num("spool_too_large", st.too_large);
-        s.num("spool_refused", st.refused_backlog);
-        s.num("spool_corrupt_skipped", st.corrupt);
-        s.num("spool_truncated_bytes", st.truncated);
-        s.num("spool_fsyncs", st.fsyncs);
-        s.num("spool_io_errors", st.io_errors);
+        s.count("spool_lost", st.lost);
+        s.count("spool_dir_recreated", st.dir_recreated);
+        s.count("spool_events_lost", self.events_lost);
+        s.count("spool_too_large", st.too_large);
+        s.count("spool_refused", st.refused_backlog);
+        s.count("spool_corrupt_skipped", st.corrupt);
+        s.count("spool_truncated_bytes", st.truncated);
+        s.count("spool_fsyncs", st.fsyncs);
+        s.count("spool_io_errors", st.io_errors);
         s.put(
             "spool_last_sync",
             Value::Ago(

@@ -1041,7 +1041,7 @@ impl Forwarder {
         };
         s.text("mqtt_broker", self.broker());
         s.num("mqtt_brokers", self.cfg.brokers().count() as u64);
-        s.num("mqtt_failovers", self.failovers);
+        s.count("mqtt_failovers", self.failovers);
         s.text("mqtt_state", state);
         s.put(
             "mqtt_last_connect",
@@ -1050,10 +1050,10 @@ impl Forwarder {
                     .map(|t| now.saturating_duration_since(t).as_secs()),
             ),
         );
-        s.num("mqtt_connects", self.connects);
+        s.count("mqtt_connects", self.connects);
         s.num("mqtt_inflight", self.session.inflight() as u64);
-        s.num("mqtt_published", self.published);
-        s.num("mqtt_acked", self.acked);
+        s.count("mqtt_published", self.published);
+        s.count("mqtt_acked", self.acked);
         let some = |t: String| Value::Opt((!t.is_empty()).then_some(t));
         s.put("mqtt_last_error", some(self.last_error.clone()));
         s.put("mqtt_subscribed", some(self.filters.join(" ")));
