@@ -376,6 +376,11 @@ pub struct Config {
     pub command_key_file: Option<PathBuf>,
     /// `fleet_html` (collector builds): the fleet page the collector rewrites.
     pub fleet_html: Option<PathBuf>,
+    /// `metrics_file`: where crd writes its `crd status` figures for
+    /// Prometheus (node_exporter's textfile collector); `None`: nowhere.
+    pub metrics_file: Option<PathBuf>,
+    /// `metrics_interval`: how often `metrics_file` is written.
+    pub metrics_interval: Duration,
     /// `group_join_wait` (collector builds): how long a collector new to a
     /// `subscribe_group` waits before it takes a share of the work; `None`:
     /// the longest `period` of the group's rules.
@@ -532,6 +537,13 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/crd.sock";
 pub const DEFAULT_INSTALL_MAX_SIZE: u64 = 8 << 20;
 /// Largest accepted `max_parallel`: each run holds one pipe and one process group.
 pub const MAX_PARALLEL_LIMIT: u32 = 256;
+/// `metrics_interval`: by default Prometheus's own default scrape interval;
+/// at least a second (a write a second is already more than a scrape reads),
+/// at most an hour (Prometheus takes a series older than 5 minutes as gone:
+/// a long interval suits only a slow scrape).
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
+pub const MIN_METRICS_INTERVAL: Duration = Duration::from_secs(1);
+pub const MAX_METRICS_INTERVAL: Duration = Duration::from_secs(3600);
 
 impl Config {
     pub fn defaults(path: &Path) -> Config {
@@ -552,6 +564,8 @@ impl Config {
             commands: Vec::new(),
             command_key_file: None,
             fleet_html: None,
+            metrics_file: None,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
             group_join_wait: None,
             defaults: ModuleSettings::default(),
             sections: Vec::new(),
@@ -1431,7 +1445,8 @@ fn global_setting(cfg: &mut Config, k: &str, v: &str) -> Result<(), Problem> {
 }
 
 /// The daemon's own keys: its node name, paths, limits, install repository,
-/// remote commands, fleet page and log level; `Ok(false)` for any other key.
+/// remote commands, fleet page, metrics file and log level; `Ok(false)` for
+/// any other key.
 fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
     match k {
         "node" => {
@@ -1469,6 +1484,16 @@ fn daemon_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
                 return Err(Reason::NoCollector("group_join_wait").into());
             }
             cfg.group_join_wait = Some(parse_duration(v)?);
+        }
+        "metrics_file" => cfg.metrics_file = Some(config_relative(&cfg.path, v)?),
+        "metrics_interval" => {
+            let d = parse_duration(v)?;
+            if !(MIN_METRICS_INTERVAL..=MAX_METRICS_INTERVAL).contains(&d) {
+                return Err(
+                    Reason::Beyond("metrics_interval", v.into(), "out of range (1s..1h)").into(),
+                );
+            }
+            cfg.metrics_interval = d;
         }
         "log_level" => cfg.log_level = log_level(v)?,
         _ => return Ok(false),
@@ -2555,6 +2580,40 @@ mod tests {
         assert_eq!(key_line(text, "command_key_file"), Some(4));
         assert_eq!(key_line(text, "broker"), None);
         assert_eq!(key_line("a = 1\nb = 2\na = 3\n", "a"), Some(3), "the last");
+    }
+
+    /// `metrics_file` is a path like the others, taken from the config's
+    /// directory, in every build; `metrics_interval` is 15 s unless set,
+    /// within 1 s..1 h.
+    #[test]
+    fn metrics_file_is_config_relative_and_its_interval_bounded() {
+        let d = p("").unwrap();
+        assert_eq!(
+            (d.metrics_file, d.metrics_interval),
+            (None, Duration::from_secs(15))
+        );
+        let c = parse_config(
+            "metrics_file = crd.prom\nmetrics_interval = 1s\n",
+            Path::new("/etc/crd/crd.conf"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics_file.as_deref(),
+            Some(Path::new("/etc/crd/crd.prom"))
+        );
+        assert_eq!(c.metrics_interval, Duration::from_secs(1));
+        assert_eq!(
+            p("metrics_interval = 1h\n").unwrap().metrics_interval,
+            MAX_METRICS_INTERVAL
+        );
+        for bad in ["500ms", "61m"] {
+            let e = one_err(&format!("\nmetrics_interval = {bad}\n"));
+            assert!(
+                e.contains("out of range (1s..1h)") && e.contains(":2"),
+                "{e}"
+            );
+        }
+        assert!(one_err("metrics_file = \n").contains("metrics_file"));
     }
 
     #[test]
