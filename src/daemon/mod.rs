@@ -34,6 +34,7 @@ use crate::core::status::{ModuleRow, Status};
 use crate::host::clock::unix_ms;
 use crate::host::control::{self, Control, Request, Response};
 use crate::host::files::{load_config, node_name};
+use crate::host::metrics::Metrics;
 use crate::host::modules;
 use crate::host::outbox::Outbox;
 use crate::mqtt::forward::{Forwarder, RESOLVE_TIMEOUT};
@@ -68,6 +69,8 @@ pub struct Daemon {
     /// What takes messages from the broker besides the forwarder itself.
     bus: Bus,
     clock: Clock,
+    /// The metrics file for Prometheus, written on its own timer.
+    metrics: Metrics,
     stopping: Option<Instant>,
     /// A log level given on the command line (`-v`): it wins over `log_level` in
     /// the config, at start and at every reload.
@@ -146,6 +149,7 @@ impl Daemon {
                 wakeups: 0,
                 wall: unix_ms(),
             },
+            metrics: Metrics::new(cfg.metrics_file.as_deref(), cfg.metrics_interval),
             stopping: None,
             pinned_log_level: None,
             cfg,
@@ -382,6 +386,10 @@ impl Daemon {
                 self.handle_finished(f, now);
             }
         }
+        if self.metrics.due(now) {
+            let text = self.status_of(now).to_prometheus();
+            self.metrics.write(&text, now);
+        }
     }
 
     /// The soonest any part needs a turn (`wake.rs`): the poll's timeout.
@@ -399,6 +407,7 @@ impl Daemon {
             self.bus.relay.wake_at(now),
             self.outbox.wake_at(now),
             self.forwarder.wake_at(now),
+            self.metrics.wake_at(now),
         ]
         .into_iter()
         .flatten()
@@ -552,6 +561,8 @@ impl Daemon {
                     control_socket: self.cfg.control_socket.clone(),
                     ..cfg
                 };
+                self.metrics
+                    .configure(self.cfg.metrics_file.as_deref(), self.cfg.metrics_interval);
                 self.open_commands(now);
                 self.install_modules(now);
                 Ok(())
@@ -849,7 +860,10 @@ impl Daemon {
         const NO_COLLECTOR: &str = "this crd collects nothing (no module subscribes)";
         for (client, req) in reqs {
             let r = match req {
-                Request::Status { json } => Response::Text(self.status(now, json)),
+                Request::Status { json } => {
+                    let s = self.status_of(now);
+                    Response::Text(if json { s.to_json() } else { s.to_text() })
+                }
                 Request::Fleet { json } => match &self.bus.collector {
                     Some(c) => Response::Text(c.fleet(json, self.clock.wall)),
                     None => Response::Error(NO_COLLECTOR.into()),
@@ -905,8 +919,9 @@ impl Daemon {
         }
     }
 
-    /// What `crd status` prints: lines and a table, or one JSON object.
-    fn status(&self, now: Instant, json: bool) -> String {
+    /// What `crd status` prints (as lines and a table, or one JSON object)
+    /// and the metrics file holds.
+    fn status_of(&self, now: Instant) -> Status {
         let mut s = Status::new(env!("CARGO_PKG_VERSION"), &self.node, std::process::id());
         let l = &self.own.lateness;
         s.num("uptime_s", now.duration_since(self.clock.started).as_secs());
@@ -932,6 +947,7 @@ impl Daemon {
         if let Some(r) = &self.bus.relay {
             r.status(&mut s);
         }
+        self.metrics.status(&mut s);
         for (i, (m, st)) in self.own.modules.iter().zip(&self.own.stats).enumerate() {
             let state = if !m.settings.enabled {
                 "disabled"
@@ -963,6 +979,6 @@ impl Daemon {
                 }),
             });
         }
-        if json { s.to_json() } else { s.to_text() }
+        s
     }
 }

@@ -9,6 +9,7 @@ use crate::command::edge::Edge;
 use crate::command::relay::Relay;
 use crate::core::schedule::Scheduler;
 use crate::host::control::Control;
+use crate::host::metrics::Metrics;
 use crate::host::outbox::Outbox;
 use crate::mqtt::forward::Forwarder;
 use std::time::Instant;
@@ -82,5 +83,11 @@ impl Part for Forwarder {
     /// Broker bytes left past its read budget: at once.
     fn wake_at(&self, now: Instant) -> Option<Instant> {
         sooner(self.poll_timeout(), self.has_pending_input().then_some(now))
+    }
+}
+
+impl Part for Metrics {
+    fn wake_at(&self, now: Instant) -> Option<Instant> {
+        self.poll_timeout(now)
     }
 }
