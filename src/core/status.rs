@@ -266,20 +266,21 @@ impl Status {
             p.sample(None, v, scale);
         }
         // A rule's figures come module by module; a family's samples must be
-        // together: one family per figure, its modules' samples under it.
-        let rules: Vec<(&str, &str, &Value)> = self
-            .items
-            .iter()
-            .filter_map(|(k, v)| rule_figure(k).map(|(m, f)| (m, f, v)))
-            .filter(|(.., v)| number(v).is_some())
-            .collect();
-        for (i, &(_, fig, v)) in rules.iter().enumerate() {
-            if rules[..i].iter().any(|r| r.1 == fig) {
+        // together: one family per figure, at its first sample, its modules'
+        // samples under it.
+        for (i, (k, v)) in self.items.iter().enumerate() {
+            let Some((_, fig)) = rule_figure(k) else {
+                continue;
+            };
+            let same = |k: &str| rule_figure(k).is_some_and(|(_, f)| f == fig);
+            if self.items[..i].iter().any(|(k, _)| same(k)) {
                 continue;
             }
             let scale = p.family(&["rule_", fig], &["rule_<module>_", fig], v);
-            for &(m, _, v) in rules[i..].iter().filter(|r| r.1 == fig) {
-                p.sample(Some(m), v, scale);
+            for (k, v) in &self.items[i..] {
+                if let Some((m, _)) = rule_figure(k).filter(|r| r.1 == fig) {
+                    p.sample(Some(m), v, scale);
+                }
             }
         }
         for (col, get) in MODULE_COLUMNS {
@@ -318,8 +319,11 @@ fn number(v: &Value) -> Option<u64> {
 }
 
 /// `rule_<module>_<figure>` as (module, figure); a figure's name has no `_`,
-/// a module's may.
+/// a module's may. Rules are a collector's: none in a router's build.
 fn rule_figure(key: &str) -> Option<(&str, &str)> {
+    if !cfg!(feature = "collector") {
+        return None;
+    }
     key.strip_prefix("rule_")?.rsplit_once('_')
 }
 
@@ -410,13 +414,21 @@ impl Prom {
             Scale::Kibi => push_decimal(s, n.saturating_mul(1024)),
             Scale::Micro => {
                 push_decimal(s, n / 1_000_000);
-                let frac = n % 1_000_000;
+                let mut frac = n % 1_000_000;
                 if frac > 0 {
                     // Six digits, leading zeros kept, trailing ones dropped.
-                    let mut b = String::new();
-                    push_decimal(&mut b, 1_000_000 + frac);
+                    let mut digits = 6;
+                    while frac % 10 == 0 {
+                        frac /= 10;
+                        digits -= 1;
+                    }
+                    let mut d = [b'0'; 6];
+                    for c in d[..digits].iter_mut().rev() {
+                        *c = b'0' + (frac % 10) as u8;
+                        frac /= 10;
+                    }
                     s.push('.');
-                    s.push_str(b[1..].trim_end_matches('0'));
+                    d[..digits].iter().for_each(|&c| s.push(char::from(c)));
                 }
             }
         }
@@ -705,6 +717,7 @@ mod tests {
 
     /// A rule module's figures, written module by module in the list, are one
     /// family per figure with the module as a label.
+    #[cfg(feature = "collector")]
     #[test]
     fn prometheus_rule_figures_are_one_family_each_labelled_by_module() {
         let mut st = Status::new("0.1.0", "c", 1);
