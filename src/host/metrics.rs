@@ -4,13 +4,13 @@
 //! reads the `*.prom` files of its directory at each scrape. Written beside
 //! it and renamed over it (`files::replace`), so a scrape reads one write
 //! whole, never half of one. A failed write is counted (`metrics_errors`)
-//! and logged at a bounded rate (`RateLimit`), and the next interval tries
-//! again: metrics never stop the daemon. It owns the file and its timer, not
+//! and logged when writes start to fail and when they get through again
+//! (not at every interval), and the next interval tries again: metrics
+//! never stop the daemon. It owns the file and its timer, not
 //! what is in it.
 
 use crate::core::status::Status;
 use crate::host::files;
-use crate::host::logger::RateLimit;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,9 @@ pub struct Metrics {
     next: Option<Instant>,
     writes: u64,
     errors: u64,
-    /// The last write failed: the next that gets through is said.
+    /// The last write failed: the next failure is not logged, the next
+    /// write that gets through is.
     failing: bool,
-    log: RateLimit,
 }
 
 impl Metrics {
@@ -40,18 +40,15 @@ impl Metrics {
             writes: 0,
             errors: 0,
             failing: false,
-            log: RateLimit::default(),
         }
     }
 
-    /// The config's `metrics_file` and `metrics_interval` after a reload: a
-    /// changed one is written at the next turn, and on its new interval.
+    /// The config's `metrics_file` and `metrics_interval` after a reload:
+    /// written at the next turn, then on the interval.
     pub fn configure(&mut self, path: Option<&Path>, interval: Duration) {
-        if self.path.as_deref() != path || self.interval != interval {
-            self.path = path.map(Path::to_path_buf);
-            self.interval = interval;
-            self.next = None;
-        }
+        self.path = path.map(Path::to_path_buf);
+        self.interval = interval;
+        self.next = None;
     }
 
     /// When the next write is due (`now`: at this turn); `None` without a file.
@@ -81,10 +78,10 @@ impl Metrics {
             }
             Err(e) => {
                 self.errors += 1;
-                self.failing = true;
-                if self.log.allow(now, "metrics") {
+                if !self.failing {
                     log::warn!("metrics: cannot write {}: {e}", path.display());
                 }
+                self.failing = true;
             }
         }
     }
