@@ -1818,6 +1818,8 @@ pub const KEYS: &[Key] = {
         one("command_key_file", Global, Every, "/etc/crd/command.key"),
         one("fleet_html", Global, Collector, "/www/fleet.html"),
         one("group_join_wait", Global, Collector, "5m"),
+        one("metrics_file", Global, Every, "/tmp/crd.prom"),
+        one("metrics_interval", Global, Every, "15s"),
         one("log_level", Global, Every, "info"),
         // mqtt_setting
         many("broker", Global, Every, "192.0.2.1:1883 mqtt.example.org"),
