@@ -877,9 +877,9 @@ fn fs_touch(p: &std::path::Path) {
 
 /// `homeassistant = yes`: each scheduled module is a retained `binary_sensor`
 /// discovery config with the keys Home Assistant's MQTT discovery documents, on
-/// `homeassistant/binary_sensor/crd_<node>_<module>/config` (other bytes made
-/// `_`); announced again when HA publishes `online` on `homeassistant/status`;
-/// cleared when the module goes.
+/// `homeassistant/binary_sensor/crd-<node>/<module>/config` (other bytes
+/// escaped, `mqtt::wire::ha_escape`); announced again when HA publishes
+/// `online` on `homeassistant/status`; cleared when the module goes.
 #[test]
 fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
     let sb = Sandbox::new("mq-ha");
@@ -891,7 +891,7 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
         broker.addr()
     ));
     let d = sb.start();
-    let configs = || retained(broker.port, "homeassistant/binary_sensor/+/config");
+    let configs = || retained(broker.port, "homeassistant/binary_sensor/+/+/config");
     let mut v = Vec::new();
     assert!(
         wait_for(LONG, || {
@@ -902,13 +902,13 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
         d.log()
     );
     let (t, hit) = &v[0];
-    assert_eq!(t, "homeassistant/binary_sensor/crd_testnode_Hit/config");
+    assert_eq!(t, "homeassistant/binary_sensor/crd-testnode/Hit/config");
     assert_eq!(
         v[1].0,
-        "homeassistant/binary_sensor/crd_testnode_Wan_Down/config"
+        "homeassistant/binary_sensor/crd-testnode/Wan_2eDown/config"
     );
     assert_eq!(hit["name"], "Hit");
-    assert_eq!(hit["unique_id"], "crd_testnode_Hit");
+    assert_eq!(hit["unique_id"], "crd-testnode-Hit");
     assert_eq!(hit["state_topic"], "crd/testnode/state/Hit");
     assert_eq!(hit["value_template"], "{{ value_json.state }}");
     assert_eq!(
@@ -920,7 +920,7 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
     assert_eq!(hit["payload_available"], "online");
     assert_eq!(hit["payload_not_available"], "offline");
     let dev = &hit["device"];
-    assert_eq!(dev["identifiers"][0], "crd_testnode");
+    assert_eq!(dev["identifiers"][0], "crd-testnode");
     assert_eq!(dev["name"], "testnode");
     assert!(
         dev["model"].as_str().is_some_and(|m| !m.is_empty()),

@@ -83,6 +83,14 @@ impl<'a> Obj<'a> {
         self
     }
 
+    /// An object as member `k`: written through the `Obj` returned, closed by
+    /// its `end`; this one goes on after that.
+    pub fn obj(&mut self, k: &str) -> Obj<'_> {
+        let out = self.key(k);
+        out.push(b'{');
+        Obj { out, first: true }
+    }
+
     pub fn bool(&mut self, k: &str, v: bool) -> &mut Self {
         let out = self.key(k);
         out.extend_from_slice(if v { b"true" } else { b"false" });
@@ -318,6 +326,19 @@ mod tests {
         let mut out = Vec::new();
         Obj::new(&mut out).end();
         assert_eq!(out, b"{}");
+        let mut out = Vec::new();
+        let mut o = Obj::new(&mut out);
+        o.str("a", "1");
+        let mut inner = o.obj("in");
+        inner.str("b", "2").obj("deeper").end();
+        inner.end();
+        o.obj("empty").end();
+        o.uint("after", 3).end();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":"1","in":{"b":"2","deeper":{}},"empty":{},"after":3}"#,
+            "an object as a member, closed by its own end"
+        );
     }
 
     /// A repeatable stream of numbers below `n` (xorshift64).

@@ -65,31 +65,60 @@ pub fn state_json(on: bool, since_ms: u64, code: Option<i32>, seq: Option<u64>) 
     .into_bytes()
 }
 
-/// Home Assistant's object id for a module: `crd_<node>_<module>`, every byte
-/// outside `[A-Za-z0-9_-]` made `_` (HA's rule for the id in a discovery topic).
-pub fn ha_object_id(node: &str, module: &str) -> String {
-    ha_id(&format!("crd_{node}_{module}"))
+/// Appends `s` in Home Assistant's id alphabet (`[A-Za-z0-9_-]`, what a
+/// discovery topic level and a unique_id may hold), one to one: an ASCII letter
+/// or digit as it is, `_` as `__`, every other byte (`-` and each byte of a
+/// multibyte character too) as `_` and two lowercase hex digits. No code is
+/// the start of another, so two names never give one id, and none holds `-`,
+/// which is left to separate the parts of an id.
+fn ha_escape(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b));
+        } else {
+            out.push('_');
+            if b == b'_' {
+                out.push('_');
+            } else {
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
+            }
+        }
+    }
 }
 
-fn ha_id(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// Home Assistant's node id of a crd, `crd-<node>` (`ha_escape`): the
+/// discovery topics' `<node_id>` level and the device's identifier, one per
+/// node name.
+pub fn ha_node_id(node: &str) -> String {
+    let mut id = String::from("crd-");
+    ha_escape(&mut id, node);
+    id
+}
+
+/// A module's `unique_id`, `crd-<node>-<module>` (`ha_escape`): one per
+/// (node, module).
+pub fn ha_unique_id(node: &str, module: &str) -> String {
+    let mut id = ha_node_id(node);
+    id.push('-');
+    ha_escape(&mut id, module);
+    id
 }
 
 /// The discovery topic of a module's `binary_sensor`:
-/// `<ha_prefix>/binary_sensor/<object id>/config`.
+/// `<ha_prefix>/binary_sensor/<node_id>/<module>/config`, both levels in HA's
+/// id alphabet (`ha_escape`); the node id level lets crd subscribe to its own
+/// configs only.
 pub fn ha_config_topic(ha_prefix: &str, node: &str, module: &str) -> String {
-    format!(
-        "{ha_prefix}/binary_sensor/{}/config",
-        ha_object_id(node, module)
-    )
+    let mut t = String::with_capacity(ha_prefix.len() + node.len() + module.len() + 40);
+    t.push_str(ha_prefix);
+    t.push_str("/binary_sensor/");
+    t.push_str(&ha_node_id(node));
+    t.push('/');
+    ha_escape(&mut t, module);
+    t.push_str("/config");
+    t
 }
 
 /// The board (or CPU architecture) HA shows as the device's model: `CRD_BOARD`
@@ -104,29 +133,32 @@ pub const MODEL: &str = match option_env!("CRD_BOARD") {
 /// status says `online` (`value_json.state` of the status JSON), one device per
 /// node, and the origin (crd and its version).
 pub fn ha_config_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
-    use crate::core::status::json_str as q;
-    let id = ha_object_id(node, module);
     let v = env!("CARGO_PKG_VERSION");
-    format!(
-        "{{\"name\":{},\"unique_id\":{},\"state_topic\":{},\
-         \"value_template\":\"{{{{ value_json.state }}}}\",\"payload_on\":\"ON\",\
-         \"payload_off\":\"OFF\",\"availability_topic\":{},\
-         \"availability_template\":\"{{{{ value_json.state }}}}\",\
-         \"payload_available\":\"online\",\"payload_not_available\":\"offline\",\
-         \"device\":{{\"identifiers\":[{}],\"name\":{},\"model\":{},\
-         \"sw_version\":{},\"manufacturer\":\"crd\"}},\
-         \"origin\":{{\"name\":\"crd\",\"sw_version\":{}}}}}",
-        q(module),
-        q(&id),
-        q(&state_topic(prefix, node, module)),
-        q(&status_topic(prefix, node)),
-        q(&ha_id(&format!("crd_{node}"))),
-        q(node),
-        q(MODEL),
-        q(v),
-        q(v),
-    )
-    .into_bytes()
+    let mut out = Vec::with_capacity(512);
+    let mut o = Obj::new(&mut out);
+    o.str("name", module)
+        .str("unique_id", &ha_unique_id(node, module))
+        .str("state_topic", &state_topic(prefix, node, module))
+        .str("value_template", "{{ value_json.state }}")
+        .str("payload_on", "ON")
+        .str("payload_off", "OFF")
+        .str("availability_topic", &status_topic(prefix, node))
+        .str("availability_template", "{{ value_json.state }}")
+        .str("payload_available", "online")
+        .str("payload_not_available", "offline");
+    let mut d = o.obj("device");
+    d.strs("identifiers", &[ha_node_id(node)])
+        .str("name", node)
+        .str("model", MODEL)
+        .str("sw_version", v)
+        .str("manufacturer", "crd")
+        .end();
+    o.obj("origin")
+        .str("name", "crd")
+        .str("sw_version", v)
+        .end();
+    o.end();
+    out
 }
 
 /// The topic and JSON payload of spool record `seq` holding `ev`: `seq` is
@@ -288,19 +320,99 @@ mod tests {
 
     #[test]
     fn home_assistant_ids_hold_only_what_its_topics_allow() {
-        assert_eq!(ha_object_id("r1", "Disk"), "crd_r1_Disk");
-        assert_eq!(ha_object_id("gw.lan", "Wan.Down"), "crd_gw_lan_Wan_Down");
-        assert_eq!(ha_object_id("é", "a-b_c"), "crd___a-b_c");
-        let c: serde_json::Value =
-            serde_json::from_slice(&ha_config_json("crd", "gw.lan", "Wan.Down")).unwrap();
-        assert_eq!(c["unique_id"], "crd_gw_lan_Wan_Down");
-        assert_eq!(c["name"], "Wan.Down", "the name as it is");
-        assert_eq!(c["device"]["identifiers"][0], "crd_gw_lan");
-        assert_eq!(c["state_topic"], "crd/gw.lan/state/Wan.Down");
+        assert_eq!(ha_unique_id("r1", "Disk"), "crd-r1-Disk");
+        assert_eq!(ha_unique_id("gw.lan", "Wan_Down"), "crd-gw_2elan-Wan__Down");
+        assert_eq!(ha_unique_id("é", "a-b"), "crd-_c3_a9-a_2db");
+        assert_eq!(ha_node_id("gw.lan"), "crd-gw_2elan");
         assert_eq!(
             ha_config_topic("ha", "gw.lan", "Wan.Down"),
-            "ha/binary_sensor/crd_gw_lan_Wan_Down/config"
+            "ha/binary_sensor/crd-gw_2elan/Wan_2eDown/config"
         );
+        let c: serde_json::Value =
+            serde_json::from_slice(&ha_config_json("crd", "gw.lan", "Wan.Down")).unwrap();
+        assert_eq!(c["unique_id"], "crd-gw_2elan-Wan_2eDown");
+        assert_eq!(c["name"], "Wan.Down", "the name as it is");
+        assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
+        assert_eq!(c["state_topic"], "crd/gw.lan/state/Wan.Down");
+    }
+
+    /// The discovery topic, unique_id and device identifier of each (node,
+    /// module), as HA would key them.
+    fn ha_keys(node: &str, module: &str) -> (String, String, String) {
+        let c: serde_json::Value =
+            serde_json::from_slice(&ha_config_json("crd", node, module)).unwrap();
+        let uid = c["unique_id"].as_str().unwrap().to_string();
+        let dev = c["device"]["identifiers"][0].as_str().unwrap().to_string();
+        (ha_config_topic("homeassistant", node, module), uid, dev)
+    }
+
+    #[test]
+    fn a_dot_and_an_underscore_in_a_module_name_are_two_entities() {
+        let (a, b) = (ha_keys("gw.lan", "Wan.Down"), ha_keys("gw.lan", "Wan_Down"));
+        assert_ne!(a.0, b.0, "one discovery topic");
+        assert_ne!(a.1, b.1, "one unique_id");
+        assert_eq!(a.2, b.2, "one device: one node");
+    }
+
+    #[test]
+    fn an_underscore_does_not_move_between_node_and_module() {
+        let (a, b) = (ha_keys("a_b", "c"), ha_keys("a", "b_c"));
+        assert_ne!(a.0, b.0, "one discovery topic");
+        assert_ne!(a.1, b.1, "one unique_id");
+    }
+
+    #[test]
+    fn nodes_gw_dot_lan_and_gw_underscore_lan_are_two_devices() {
+        assert_ne!(ha_keys("gw.lan", "m").2, ha_keys("gw_lan", "m").2);
+        assert_ne!(ha_keys("gw.lan", "m").0, ha_keys("gw_lan", "m").0);
+    }
+
+    /// Property: over thousands of random names (letters, digits, `.`, `_`,
+    /// `-` and multibyte characters, seeded so a failure repeats), no two
+    /// distinct (node, module) pairs share a discovery topic or a unique_id,
+    /// no two nodes a device identifier, and every id is in HA's alphabet.
+    #[test]
+    fn home_assistant_ids_are_one_to_one_over_random_names() {
+        use std::collections::HashMap;
+        const ALPHABET: [char; 12] = ['a', 'b', 'Z', '0', '9', '.', '_', '-', 'é', 'ß', '日', '2'];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as usize
+        };
+        fn name(next: &mut dyn FnMut(u64) -> usize) -> String {
+            let len = 1 + next(5);
+            (0..len)
+                .map(|_| ALPHABET[next(ALPHABET.len() as u64)])
+                .collect()
+        }
+        let (mut topics, mut uids) = (HashMap::new(), HashMap::new());
+        let mut devices = HashMap::new();
+        for _ in 0..5000 {
+            let node = name(&mut next);
+            let module = name(&mut next);
+            let (topic, uid, dev) = ha_keys(&node, &module);
+            let pair = (node.clone(), module);
+            let ok = |id: &str| {
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            };
+            assert!(ok(&uid) && ok(&dev), "{uid} {dev}");
+            let levels: Vec<&str> = topic.split('/').collect();
+            assert_eq!(levels.len(), 5, "{topic}");
+            assert!(ok(levels[2]) && ok(levels[3]), "{topic}");
+            for (map, key) in [(&mut topics, topic), (&mut uids, uid)] {
+                if let Some(other) = map.insert(key.clone(), pair.clone()) {
+                    assert_eq!(other, pair, "{key} for two pairs");
+                }
+            }
+            if let Some(other) = devices.insert(dev.clone(), node.clone()) {
+                assert_eq!(other, node, "device {dev} for two nodes");
+            }
+        }
+        assert!(devices.len() > 1000, "the names vary: {}", devices.len());
     }
 
     #[test]
