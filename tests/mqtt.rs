@@ -910,13 +910,15 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
     assert_eq!(hit["name"], "Hit");
     assert_eq!(hit["unique_id"], "crd-testnode-Hit");
     assert_eq!(hit["state_topic"], "crd/testnode/state/Hit");
-    assert_eq!(hit["value_template"], "{{ value_json.state }}");
+    // Guarded: an emptied topic (not JSON) renders nothing, which HA skips.
+    let guarded = "{{ value_json.state if value_json is defined else '' }}";
+    assert_eq!(hit["value_template"], guarded);
     assert_eq!(
         (&hit["payload_on"], &hit["payload_off"]),
         (&"ON".into(), &"OFF".into())
     );
     assert_eq!(hit["availability_topic"], "crd/testnode/status");
-    assert_eq!(hit["availability_template"], "{{ value_json.state }}");
+    assert_eq!(hit["availability_template"], guarded);
     assert_eq!(hit["payload_available"], "online");
     assert_eq!(hit["payload_not_available"], "offline");
     let dev = &hit["device"];

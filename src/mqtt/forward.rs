@@ -704,11 +704,9 @@ impl Forwarder {
         for module in gone {
             self.states.remove(&module);
             if self.session.is_connected() {
-                let mut topics = vec![wire::state_topic(
-                    &self.cfg.topic_prefix,
-                    &self.node,
-                    &module,
-                )];
+                // The config first: HA removes the entity, which then does not
+                // see its state topic emptied (its template would fail on it).
+                let mut topics = Vec::with_capacity(2);
                 if self.cfg.homeassistant {
                     topics.push(wire::ha_config_topic(
                         &self.cfg.homeassistant_prefix,
@@ -716,6 +714,11 @@ impl Forwarder {
                         &module,
                     ));
                 }
+                topics.push(wire::state_topic(
+                    &self.cfg.topic_prefix,
+                    &self.node,
+                    &module,
+                ));
                 for topic in topics {
                     if let Err(e) = self.session.publish(&topic, b"", true, false, None, now) {
                         log::warn!("mqtt: clearing {topic}: {e}");
@@ -1091,9 +1094,11 @@ mod tests {
         );
     }
 
+    use crate::spool::storage::MemStorage;
+
     /// An empty spool in memory, for the forwarder to read from.
-    fn mem_spool() -> Spool<crate::spool::storage::MemStorage> {
-        let storage = crate::spool::storage::MemStorage::new();
+    fn mem_spool() -> Spool<MemStorage> {
+        let storage = MemStorage::new();
         let cfg = crate::spool::SpoolConfig::default();
         Spool::open(storage, cfg, || 1, false).unwrap().0
     }
@@ -1160,6 +1165,75 @@ mod tests {
         assert!(!f.publish_now("crd/r1/progress", b"{}", now));
         f.settled(now);
         assert!(!f.session.is_connected());
+    }
+
+    /// A forwarder whose session took the broker's CONNACK, with no socket:
+    /// what it would write stays in the session's output (`written`).
+    fn connected(cfg: MqttSettings, spool: &mut Spool<MemStorage>, now: Instant) -> Forwarder {
+        let cfg = MqttSettings {
+            broker: "127.0.0.1:1".into(),
+            ..cfg
+        };
+        let mut f = Forwarder::new(cfg, "r1", 1, Token(9), now);
+        f.phase = Phase::Up;
+        f.session.start(now).unwrap();
+        broker_says(&mut f, spool, &[0x20, 2, 0, 0], now);
+        f
+    }
+
+    /// The broker's bytes, through the session to the forwarder.
+    fn broker_says(f: &mut Forwarder, spool: &mut Spool<MemStorage>, bytes: &[u8], now: Instant) {
+        let (mut buf, mut ups) = (bytes.to_vec(), Vec::new());
+        f.session.handle_input(&mut buf, now, &mut ups).unwrap();
+        for up in ups {
+            f.handle_up(up, spool, now).unwrap();
+        }
+    }
+
+    /// The PUBLISHes (topic, payload) the forwarder wrote since the last call.
+    fn written(f: &mut Forwarder) -> Vec<(String, Vec<u8>)> {
+        let out = f.session.output();
+        let bytes = out.pending().to_vec();
+        out.consume(bytes.len());
+        let (mut v, mut at) = (Vec::new(), 0);
+        while at < bytes.len() {
+            let (p, n) = crate::mqtt::codec::decode(&bytes[at..], usize::MAX)
+                .unwrap()
+                .expect("whole packets");
+            at += n;
+            if let crate::mqtt::codec::Packet::Publish { topic, payload, .. } = p {
+                v.push((topic, payload));
+            }
+        }
+        v
+    }
+
+    /// A module removed: its discovery config is emptied before its state, so
+    /// HA removes the entity before the state topic it reads goes empty.
+    #[test]
+    fn a_removed_modules_config_is_cleared_before_its_state() {
+        let now = Instant::now();
+        let mut spool = mem_spool();
+        let cfg = MqttSettings {
+            homeassistant: true,
+            ..MqttSettings::default()
+        };
+        let mut f = connected(cfg, &mut spool, now);
+        for m in ["Disk", "Wan.Down"] {
+            f.set_state(m, wire::state_json(true, 1, Some(0), Some(1)), now);
+        }
+        written(&mut f);
+        f.keep_states(&["Disk"], now);
+        assert_eq!(
+            written(&mut f),
+            vec![
+                (
+                    "homeassistant/binary_sensor/crd-r1/Wan_2eDown/config".into(),
+                    vec![]
+                ),
+                ("crd/r1/state/Wan.Down".into(), vec![]),
+            ]
+        );
     }
 
     #[test]

@@ -128,10 +128,15 @@ pub const MODEL: &str = match option_env!("CRD_BOARD") {
     None => std::env::consts::ARCH,
 };
 
+/// HA's template for `value_json.state`, rendering nothing (which HA skips
+/// without a word) where the payload is not JSON: an emptied retained topic.
+const HA_STATE_TEMPLATE: &str = "{{ value_json.state if value_json is defined else '' }}";
+
 /// A module's discovery config: a `binary_sensor` on its retained state topic
 /// (`value_json.state`: ON/OFF, HA's defaults), available while crd's retained
 /// status says `online` (`value_json.state` of the status JSON), one device per
-/// node, and the origin (crd and its version).
+/// node, and the origin (crd and its version). Both templates render nothing
+/// for a payload that is not JSON (`HA_STATE_TEMPLATE`).
 pub fn ha_config_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
     let v = env!("CARGO_PKG_VERSION");
     let mut out = Vec::with_capacity(512);
@@ -139,11 +144,11 @@ pub fn ha_config_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
     o.str("name", module)
         .str("unique_id", &ha_unique_id(node, module))
         .str("state_topic", &state_topic(prefix, node, module))
-        .str("value_template", "{{ value_json.state }}")
+        .str("value_template", HA_STATE_TEMPLATE)
         .str("payload_on", "ON")
         .str("payload_off", "OFF")
         .str("availability_topic", &status_topic(prefix, node))
-        .str("availability_template", "{{ value_json.state }}")
+        .str("availability_template", HA_STATE_TEMPLATE)
         .str("payload_available", "online")
         .str("payload_not_available", "offline");
     let mut d = o.obj("device");
@@ -334,6 +339,18 @@ mod tests {
         assert_eq!(c["name"], "Wan.Down", "the name as it is");
         assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
         assert_eq!(c["state_topic"], "crd/gw.lan/state/Wan.Down");
+    }
+
+    #[test]
+    fn home_assistant_templates_render_nothing_for_a_payload_that_is_not_json() {
+        let c: serde_json::Value =
+            serde_json::from_slice(&ha_config_json("crd", "r1", "Disk")).unwrap();
+        for t in ["value_template", "availability_template"] {
+            assert_eq!(
+                c[t], "{{ value_json.state if value_json is defined else '' }}",
+                "{t}"
+            );
+        }
     }
 
     /// The discovery topic, unique_id and device identifier of each (node,
