@@ -492,6 +492,9 @@ pub struct MqttSettings {
     pub homeassistant: bool,
     /// `homeassistant_prefix`: HA's discovery prefix.
     pub homeassistant_prefix: String,
+    /// `homeassistant_status_topic`: where HA publishes its birth message
+    /// (`online`), whatever its discovery prefix.
+    pub homeassistant_status_topic: String,
 }
 
 impl MqttSettings {
@@ -520,6 +523,7 @@ impl Default for MqttSettings {
             key_file: None,
             homeassistant: false,
             homeassistant_prefix: "homeassistant".into(),
+            homeassistant_status_topic: "homeassistant/status".into(),
         }
     }
 }
@@ -1595,6 +1599,11 @@ fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
             *prefix = v.to_string();
         }
         "homeassistant" => mqtt.homeassistant = parse_bool(v)?,
+        "homeassistant_status_topic" => {
+            topic::valid_topic(v)
+                .map_err(|why| Reason::BadName("homeassistant_status_topic", v.into(), why))?;
+            mqtt.homeassistant_status_topic = v.to_string();
+        }
         "client_id" => {
             if v.is_empty() || v.len() > 64 {
                 return Err(Reason::Bad("client_id", v.into(), "1..64 bytes").into());
@@ -2396,6 +2405,20 @@ mod tests {
         assert!(c.mqtt.homeassistant && c.mqtt.homeassistant_prefix == "ha/x");
         assert!(!p("").unwrap().mqtt.homeassistant, "off by default");
         assert!(one_err("homeassistant_prefix = a b").contains("bad homeassistant_prefix"));
+        // HA's birth message goes to `homeassistant/status` whatever the
+        // discovery prefix; a broker of several HA instances may move it.
+        let c = p("homeassistant_prefix = ha/x\n").unwrap();
+        assert_eq!(c.mqtt.homeassistant_status_topic, "homeassistant/status");
+        let c = p("homeassistant_status_topic = ha/x/birth\n").unwrap();
+        assert_eq!(c.mqtt.homeassistant_status_topic, "ha/x/birth");
+        for bad in ["ha/+/status", "ha/#"] {
+            let e = one_err(&format!("\n\nhomeassistant_status_topic = {bad}\n"));
+            assert!(
+                e.starts_with("crd.conf:3") && e.contains("homeassistant_status_topic"),
+                "{e}"
+            );
+            assert!(e.contains("wildcard"), "{e}");
+        }
         assert!(one_err("max_inflight = 0").contains("bad number"));
         assert!(one_err("keepalive = 500ms").contains("out of range"));
     }

@@ -548,7 +548,9 @@ impl Forwarder {
                     );
                 }
             }
-            Up::Message(m) if self.cfg.homeassistant && m.topic == self.ha_status_topic() => {
+            Up::Message(m)
+                if self.cfg.homeassistant && m.topic == self.cfg.homeassistant_status_topic =>
+            {
                 // Home Assistant (re)started: it asks for discovery again.
                 if let Some(p) = m.pkid {
                     self.session.puback(p, now)?;
@@ -596,7 +598,7 @@ impl Forwarder {
         self.announce(now)?;
         let mut filters = self.filters.clone();
         if self.cfg.homeassistant {
-            filters.push(self.ha_status_topic());
+            filters.push(self.cfg.homeassistant_status_topic.clone());
         }
         if !filters.is_empty() {
             self.session.subscribe(&filters, now)?;
@@ -616,10 +618,6 @@ impl Forwarder {
         self.session
             .publish(&self.status_topic(), &p, true, false, None, now)?;
         Ok(())
-    }
-
-    fn ha_status_topic(&self) -> String {
-        format!("{}/status", self.cfg.homeassistant_prefix)
     }
 
     /// Publishes every module's discovery config (with `homeassistant`) and its
@@ -1206,6 +1204,51 @@ mod tests {
             }
         }
         v
+    }
+
+    /// A PUBLISH from the broker at QoS 0 (3.3), retained or not.
+    fn publish_packet(topic: &str, payload: &[u8], retain: bool) -> Vec<u8> {
+        let mut len = [0u8; 4];
+        let k = crate::mqtt::codec::remaining_length(2 + topic.len() + payload.len(), &mut len);
+        let mut p = vec![0x30 | u8::from(retain)];
+        p.extend_from_slice(&len[..k]);
+        p.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        p.extend_from_slice(topic.as_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// HA's birth message goes to `homeassistant_status_topic`
+    /// (`homeassistant/status`), not under a custom discovery prefix: crd
+    /// subscribes there and announces again on `online` there only.
+    #[test]
+    fn home_assistants_birth_is_heard_on_its_status_topic_whatever_the_prefix() {
+        let now = Instant::now();
+        let mut spool = mem_spool();
+        let cfg = MqttSettings {
+            homeassistant: true,
+            homeassistant_prefix: "ha/x".into(),
+            ..MqttSettings::default()
+        };
+        let mut f = connected(cfg, &mut spool, now);
+        assert!(f.sub_sent.contains(&"homeassistant/status".to_string()));
+        f.set_state("Disk", wire::state_json(false, 1, None, None), now);
+        written(&mut f);
+        broker_says(
+            &mut f,
+            &mut spool,
+            &publish_packet("ha/x/status", b"online", false),
+            now,
+        );
+        assert_eq!(written(&mut f), vec![], "not HA's birth");
+        let birth = publish_packet("homeassistant/status", b"online", false);
+        broker_says(&mut f, &mut spool, &birth, now);
+        let w = written(&mut f);
+        assert!(
+            w.iter()
+                .any(|(t, _)| t == "ha/x/binary_sensor/crd-r1/Disk/config"),
+            "{w:?}"
+        );
     }
 
     /// A module removed: its discovery config is emptied before its state, so
