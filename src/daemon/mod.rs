@@ -229,7 +229,7 @@ impl Daemon {
             .filter(|m| m.scheduled())
             .map(|m| m.name.as_str())
             .collect();
-        self.forwarder.keep_states(&names, now);
+        self.forwarder.set_modules(&names, now);
         for (m, f) in self.own.modules.iter().zip(&from) {
             if m.scheduled() && (f.is_none() || !self.forwarder.has_state(&m.name)) {
                 let p = wire::state_json(false, wall, None, None);

@@ -14,7 +14,7 @@
 
 use crate::core::config::MqttSettings;
 use crate::core::status::{Status, Value};
-use crate::core::{event, json};
+use crate::core::{event, json, topic};
 use crate::mqtt::error::{Error, Reason};
 use crate::mqtt::session::{Session, SessionConfig, SessionError, Up};
 use crate::mqtt::transport::Transport;
@@ -130,6 +130,9 @@ pub struct Forwarder {
     /// Each module's retained state (`<prefix>/<node>/state/<module>`), published
     /// when it changes and again after every connect; at most one per module.
     states: std::collections::BTreeMap<String, Vec<u8>>,
+    /// The scheduled modules, sorted: their discovery configs are announced
+    /// (with `homeassistant`), any other under this node's id is cleared.
+    modules: Vec<String>,
     /// Bytes left unread past `READ_BUDGET_BYTES`.
     pending_input: bool,
     /// Not reading the socket (`set_paused`).
@@ -261,6 +264,7 @@ impl Forwarder {
             sub_sent: Vec::new(),
             inbound: Vec::new(),
             states: std::collections::BTreeMap::new(),
+            modules: Vec::new(),
             pending_input: false,
             paused: false,
             cfg,
@@ -561,6 +565,19 @@ impl Forwarder {
                 }
                 self.write_out()?;
             }
+            Up::Message(m)
+                if self.cfg.homeassistant
+                    && topic::matches(
+                        &wire::ha_own_configs(&self.cfg.homeassistant_prefix, &self.node),
+                        &m.topic,
+                    ) =>
+            {
+                if let Some(p) = m.pkid {
+                    self.session.puback(p, now)?;
+                }
+                self.sweep(&m.topic, &m.payload, now)?;
+                self.write_out()?;
+            }
             up @ (Up::Message(_) | Up::Oversized { .. }) => {
                 self.inbound.push((self.connects, up));
             }
@@ -598,7 +615,13 @@ impl Forwarder {
         self.announce(now)?;
         let mut filters = self.filters.clone();
         if self.cfg.homeassistant {
+            // HA's birth, and this node's own discovery configs: what is
+            // retained there is compared with the modules (`sweep`).
             filters.push(self.cfg.homeassistant_status_topic.clone());
+            filters.push(wire::ha_own_configs(
+                &self.cfg.homeassistant_prefix,
+                &self.node,
+            ));
         }
         if !filters.is_empty() {
             self.session.subscribe(&filters, now)?;
@@ -620,16 +643,17 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Publishes every module's discovery config (with `homeassistant`) and its
-    /// state, retained.
+    /// Publishes every module's discovery config (with `homeassistant`), then
+    /// every state, retained.
     fn announce(&mut self, now: Instant) -> Result<(), Error> {
+        if self.cfg.homeassistant {
+            let modules = std::mem::take(&mut self.modules);
+            let r = modules.iter().try_for_each(|m| self.publish_config(m, now));
+            self.modules = modules;
+            r?;
+        }
         let (prefix, node) = (&self.cfg.topic_prefix, &self.node);
         for (module, p) in &self.states {
-            if self.cfg.homeassistant {
-                let t = wire::ha_config_topic(&self.cfg.homeassistant_prefix, node, module);
-                let c = wire::ha_config_json(prefix, node, module);
-                self.session.publish(&t, &c, true, false, None, now)?;
-            }
             let topic = wire::state_topic(prefix, node, module);
             self.session.publish(&topic, p, true, false, None, now)?;
         }
@@ -641,13 +665,6 @@ impl Forwarder {
     /// the latest state matters, and a connect publishes it again.
     pub fn set_state(&mut self, module: &str, payload: Vec<u8>, now: Instant) {
         if self.session.is_connected() {
-            if self.cfg.homeassistant && !self.states.contains_key(module) {
-                let t = wire::ha_config_topic(&self.cfg.homeassistant_prefix, &self.node, module);
-                let c = wire::ha_config_json(&self.cfg.topic_prefix, &self.node, module);
-                if let Err(e) = self.session.publish(&t, &c, true, false, None, now) {
-                    log::warn!("mqtt: discovery config of {module}: {e}");
-                }
-            }
             let topic = wire::state_topic(&self.cfg.topic_prefix, &self.node, module);
             match self
                 .session
@@ -690,43 +707,75 @@ impl Forwarder {
         self.states.contains_key(module)
     }
 
-    /// Forgets the states of modules not in `keep` (sorted), and clears them from
-    /// the broker (an empty retained message) if connected.
-    pub fn keep_states(&mut self, keep: &[&str], now: Instant) {
-        let gone: Vec<String> = self
-            .states
-            .keys()
-            .filter(|m| keep.binary_search(&m.as_str()).is_err())
-            .cloned()
-            .collect();
-        for module in gone {
-            self.states.remove(&module);
-            if self.session.is_connected() {
-                // The config first: HA removes the entity, which then does not
-                // see its state topic emptied (its template would fail on it).
-                let mut topics = Vec::with_capacity(2);
-                if self.cfg.homeassistant {
-                    topics.push(wire::ha_config_topic(
-                        &self.cfg.homeassistant_prefix,
-                        &self.node,
-                        &module,
-                    ));
+    /// The scheduled modules (sorted) crd announces from now on. One gone
+    /// from the list loses its state and, if connected, is cleared from the
+    /// broker (empty retained messages): its discovery config first (with
+    /// `homeassistant`), so HA removes the entity before the state topic it
+    /// reads goes empty, then its state. A new one's config is published.
+    pub fn set_modules(&mut self, modules: &[&str], now: Instant) {
+        let known = |m: &String| modules.binary_search(&m.as_str()).is_ok();
+        self.states.retain(|m, _| known(m));
+        let (ha, up) = (self.cfg.homeassistant, self.session.is_connected());
+        for module in self.modules.iter().filter(|m| !known(m)) {
+            let mut topics = Vec::with_capacity(2);
+            if ha {
+                let p = &self.cfg.homeassistant_prefix;
+                topics.push(wire::ha_config_topic(p, &self.node, module));
+            }
+            topics.push(wire::state_topic(
+                &self.cfg.topic_prefix,
+                &self.node,
+                module,
+            ));
+            for topic in topics.iter().filter(|_| up) {
+                if let Err(e) = self.session.publish(topic, b"", true, false, None, now) {
+                    log::warn!("mqtt: clearing {topic}: {e}");
                 }
-                topics.push(wire::state_topic(
-                    &self.cfg.topic_prefix,
-                    &self.node,
-                    &module,
-                ));
-                for topic in topics {
-                    if let Err(e) = self.session.publish(&topic, b"", true, false, None, now) {
-                        log::warn!("mqtt: clearing {topic}: {e}");
-                    }
-                }
+            }
+        }
+        let old = std::mem::replace(
+            &mut self.modules,
+            modules.iter().map(|m| m.to_string()).collect(),
+        );
+        for module in modules
+            .iter()
+            .filter(|m| ha && up && !old.iter().any(|o| o.as_str() == **m))
+        {
+            if let Err(e) = self.publish_config(module, now) {
+                log::warn!("mqtt: discovery config of {module}: {e}");
             }
         }
         if let Err(e) = self.write_out() {
             log::debug!("mqtt: writing a state: {e}");
         }
+    }
+
+    /// Module `module`'s discovery config, retained.
+    fn publish_config(&mut self, module: &str, now: Instant) -> Result<(), Error> {
+        let (prefix, node) = (&self.cfg.topic_prefix, &self.node);
+        let t = wire::ha_config_topic(&self.cfg.homeassistant_prefix, node, module);
+        let c = wire::ha_config_json(prefix, node, module);
+        Ok(self.session.publish(&t, &c, true, false, None, now)?)
+    }
+
+    /// Whether `topic` is a discovery config this crd announces now.
+    fn announces(&self, topic: &str) -> bool {
+        let p = &self.cfg.homeassistant_prefix;
+        self.modules
+            .iter()
+            .any(|m| wire::ha_config_topic(p, &self.node, m) == topic)
+    }
+
+    /// A discovery config found under this node's id (retained from before
+    /// the connect, or published since by another client): one crd does not
+    /// announce (a module removed or renamed while crd was down) is emptied,
+    /// so HA removes the entity and the broker forgets it.
+    fn sweep(&mut self, topic: &str, payload: &[u8], now: Instant) -> Result<(), Error> {
+        if payload.is_empty() || self.announces(topic) {
+            return Ok(());
+        }
+        log::info!("mqtt: clearing {topic}: no module of this crd has it");
+        Ok(self.session.publish(topic, b"", true, false, None, now)?)
     }
 
     /// Sets the filters to subscribe to at each connect (at QoS 1, with a
@@ -1232,6 +1281,7 @@ mod tests {
         };
         let mut f = connected(cfg, &mut spool, now);
         assert!(f.sub_sent.contains(&"homeassistant/status".to_string()));
+        f.set_modules(&["Disk"], now);
         f.set_state("Disk", wire::state_json(false, 1, None, None), now);
         written(&mut f);
         broker_says(
@@ -1251,6 +1301,34 @@ mod tests {
         );
     }
 
+    /// At each connect crd subscribes to its own node's discovery configs:
+    /// one it does not announce (retained from before it started) is emptied;
+    /// its own, and one already empty, are left as they are.
+    #[test]
+    fn configs_under_this_nodes_id_that_it_does_not_announce_are_cleared() {
+        let now = Instant::now();
+        let mut spool = mem_spool();
+        let cfg = MqttSettings {
+            homeassistant: true,
+            ..MqttSettings::default()
+        };
+        let mut f = connected(cfg, &mut spool, now);
+        let own = "homeassistant/+/crd-r1/+/config".to_string();
+        assert!(f.sub_sent.contains(&own), "{:?}", f.sub_sent);
+        f.set_modules(&["Disk"], now);
+        written(&mut f);
+        let gone = "homeassistant/binary_sensor/crd-r1/Gone/config";
+        for (t, p) in [
+            (gone, &b"{}"[..]),
+            ("homeassistant/binary_sensor/crd-r1/Disk/config", b"{}"),
+            ("homeassistant/binary_sensor/crd-r1/Old/config", b""),
+        ] {
+            broker_says(&mut f, &mut spool, &publish_packet(t, p, true), now);
+        }
+        assert_eq!(written(&mut f), vec![(gone.into(), vec![])]);
+        assert!(f.inbound.is_empty(), "none for the collector");
+    }
+
     /// A module removed: its discovery config is emptied before its state, so
     /// HA removes the entity before the state topic it reads goes empty.
     #[test]
@@ -1262,11 +1340,12 @@ mod tests {
             ..MqttSettings::default()
         };
         let mut f = connected(cfg, &mut spool, now);
+        f.set_modules(&["Disk", "Wan.Down"], now);
         for m in ["Disk", "Wan.Down"] {
             f.set_state(m, wire::state_json(true, 1, Some(0), Some(1)), now);
         }
         written(&mut f);
-        f.keep_states(&["Disk"], now);
+        f.set_modules(&["Disk"], now);
         assert_eq!(
             written(&mut f),
             vec![

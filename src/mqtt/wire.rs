@@ -121,6 +121,17 @@ pub fn ha_config_topic(ha_prefix: &str, node: &str, module: &str) -> String {
     t
 }
 
+/// The filter of every discovery config under this node's id,
+/// `<ha_prefix>/+/<node_id>/+/config`: no other node's.
+pub fn ha_own_configs(ha_prefix: &str, node: &str) -> String {
+    let mut f = String::with_capacity(ha_prefix.len() + node.len() + 20);
+    f.push_str(ha_prefix);
+    f.push_str("/+/");
+    f.push_str(&ha_node_id(node));
+    f.push_str("/+/config");
+    f
+}
+
 /// The board (or CPU architecture) HA shows as the device's model: `CRD_BOARD`
 /// when cross/build.sh built it.
 pub const MODEL: &str = match option_env!("CRD_BOARD") {
@@ -382,6 +393,11 @@ mod tests {
     fn nodes_gw_dot_lan_and_gw_underscore_lan_are_two_devices() {
         assert_ne!(ha_keys("gw.lan", "m").2, ha_keys("gw_lan", "m").2);
         assert_ne!(ha_keys("gw.lan", "m").0, ha_keys("gw_lan", "m").0);
+        let own = ha_own_configs("homeassistant", "gw.lan");
+        assert_eq!(own, "homeassistant/+/crd-gw_2elan/+/config");
+        let matches = crate::core::topic::matches;
+        assert!(matches(&own, &ha_keys("gw.lan", "m").0));
+        assert!(!matches(&own, &ha_keys("gw_lan", "m").0), "not the other's");
     }
 
     /// Property: over thousands of random names (letters, digits, `.`, `_`,

@@ -1,0 +1,99 @@
+//! Home Assistant's MQTT discovery against a real mosquitto started by each
+//! test on a free loopback port: what crd finds retained on the broker from
+//! before it started (configs of modules gone while it was down, of other
+//! nodes), and the entities a Home Assistant user sees. The discovery topics
+//! and payloads are `mqtt::wire`'s; `tests/mqtt.rs` has the announce, the
+//! birth message and the removal at run time.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// The retained messages on `filter` as a subscriber arriving now sees them:
+/// (topic, payload), in topic order.
+fn retained(port: u16, filter: &str) -> Vec<(String, String)> {
+    let (_, out, _) = run_to_end({
+        let mut c = std::process::Command::new("mosquitto_sub");
+        c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", filter]);
+        c.args(["-v", "--retained-only", "-W", "2"]);
+        c
+    });
+    let mut v: Vec<(String, String)> = out
+        .lines()
+        .map(|l| {
+            let (t, p) = l.split_once(' ').unwrap_or((l, ""));
+            (t.to_string(), p.to_string())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Publishes `payload` on `topic`, retained, as another client would.
+fn plant(port: u16, topic: &str, payload: &str) {
+    let (code, _, err) = run_to_end({
+        let mut c = std::process::Command::new("mosquitto_pub");
+        c.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+        c.args(["-t", topic, "-r", "-q", "1", "-m", payload]);
+        c
+    });
+    assert_eq!(code, 0, "{err}");
+}
+
+fn stop(mut d: Daemon) {
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait_exit(LONG).expect("crd stops").success(),
+        "{}",
+        d.log()
+    );
+}
+
+/// A module removed while crd was down left its retained config: at the next
+/// connect crd finds it under its own node id and clears it; another node's
+/// config, under that node's id, is not crd's to touch; crd's own are there.
+#[test]
+fn configs_left_from_before_the_start_are_cleared_and_only_this_nodes() {
+    let sb = Sandbox::new("ha-stale");
+    let broker = Broker::start(&sb.path("broker"), "");
+    let gone = "homeassistant/binary_sensor/crd-testnode/Gone/config";
+    let other = "homeassistant/binary_sensor/crd-othernode/Hit/config";
+    plant(broker.port, gone, r#"{"name":"Gone"}"#);
+    plant(broker.port, other, r#"{"name":"Hit"}"#);
+    assert_eq!(retained(broker.port, "homeassistant/#").len(), 2);
+    sb.module("Hit", "exit 1", None);
+    sb.config(&format!(
+        "interval = 200ms\nbroker = {}\nhomeassistant = yes",
+        broker.addr()
+    ));
+    let d = sb.start();
+    let own = "homeassistant/+/crd-testnode/+/config";
+    let mut v = Vec::new();
+    assert!(
+        wait_for(LONG, || {
+            v = retained(broker.port, own);
+            v.iter().all(|(t, _)| t != gone) && !v.is_empty()
+        }),
+        "{v:?}\n{}",
+        d.log()
+    );
+    assert!(
+        v.iter()
+            .any(|(t, _)| t == "homeassistant/binary_sensor/crd-testnode/Hit/config"),
+        "crd's own config is there: {v:?}"
+    );
+    let o = retained(broker.port, "homeassistant/+/crd-othernode/#");
+    assert_eq!(
+        o,
+        vec![(other.to_string(), r#"{"name":"Hit"}"#.to_string())],
+        "another node's config is untouched"
+    );
+    assert!(
+        d.log().contains("Gone"),
+        "the log names what was cleared:\n{}",
+        d.log()
+    );
+    stop(d);
+}
