@@ -886,6 +886,10 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
     let broker = Broker::start(&sb.path("broker"), "");
     sb.module("Hit", "exit 0", None);
     sb.module("Wan.Down", "exit 1", None);
+    sb.write(
+        "modules/Wan.Down/module.conf",
+        "device_class = connectivity\n",
+    );
     sb.config(&format!(
         "interval = 200ms\nbroker = {}\nhomeassistant = yes",
         broker.addr()
@@ -908,6 +912,8 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
         "homeassistant/binary_sensor/crd-testnode/Wan_2eDown/config"
     );
     assert_eq!(hit["name"], "Hit");
+    assert_eq!(hit["device_class"], "problem", "the default");
+    assert_eq!(v[1].1["device_class"], "connectivity", "module.conf's");
     assert_eq!(hit["unique_id"], "crd-testnode-Hit");
     assert_eq!(hit["state_topic"], "crd/testnode/state/Hit");
     // Guarded: an emptied topic (not JSON) renders nothing, which HA skips.

@@ -227,6 +227,39 @@ pub enum Convention {
     Nagios,
 }
 
+/// Home Assistant's binary_sensor device classes (`BinarySensorDeviceClass`),
+/// the values `device_class` takes: how HA shows a module's ON and OFF.
+pub const HA_DEVICE_CLASSES: [&str; 28] = [
+    "battery",
+    "battery_charging",
+    "carbon_monoxide",
+    "cold",
+    "connectivity",
+    "door",
+    "garage_door",
+    "gas",
+    "heat",
+    "light",
+    "lock",
+    "moisture",
+    "motion",
+    "moving",
+    "occupancy",
+    "opening",
+    "plug",
+    "power",
+    "presence",
+    "problem",
+    "running",
+    "safety",
+    "smoke",
+    "sound",
+    "tamper",
+    "update",
+    "vibration",
+    "window",
+];
+
 /// Nagios severities that can trigger a response (`respond_at`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -254,6 +287,9 @@ pub struct ModuleSettings {
     pub convention: Convention,
     pub respond_at: Severity,
     pub enabled: bool,
+    /// `device_class`: the module's Home Assistant binary_sensor class, one of
+    /// `HA_DEVICE_CLASSES` (`problem`: ON shows as a problem).
+    pub device_class: &'static str,
     /// `subscribe`: MQTT topic filters; a module with any runs once per matching
     /// message instead of on a schedule (the collector). Per module only.
     pub subscribe: Vec<String>,
@@ -280,6 +316,7 @@ impl Default for ModuleSettings {
             convention: Convention::Exit,
             respond_at: Severity::Critical,
             enabled: true,
+            device_class: "problem",
             subscribe: Vec::new(),
             subscribe_group: None,
             rule: RuleSettings::default(),
@@ -415,6 +452,7 @@ pub enum Setting {
     Convention(Convention),
     RespondAt(Severity),
     Enabled(bool),
+    DeviceClass(&'static str),
     Subscribe(Vec<String>),
     SubscribeGroup(String),
     Register(RegisterKind),
@@ -452,6 +490,7 @@ impl Setting {
             Setting::Convention(v) => s.convention = v,
             Setting::RespondAt(v) => s.respond_at = v,
             Setting::Enabled(v) => s.enabled = v,
+            Setting::DeviceClass(v) => s.device_class = v,
             Setting::Register(v) => s.rule.register = Some(v),
             Setting::Period(v) => s.rule.period = Some(v),
             Setting::By(v) => s.rule.by = Some(v),
@@ -1056,6 +1095,17 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, Problem> {
             _ => return Err(Reason::Bad("respond_at", v.into(), "warning or critical").into()),
         }),
         "enabled" => Setting::Enabled(parse_bool(v)?),
+        "device_class" => {
+            Setting::DeviceClass(HA_DEVICE_CLASSES.into_iter().find(|c| *c == v).ok_or_else(
+                || {
+                    Reason::Bad(
+                        "device_class",
+                        v.into(),
+                        "a Home Assistant binary_sensor class: problem, connectivity, running, ...",
+                    )
+                },
+            )?)
+        }
         "subscribe" => Setting::Subscribe(subscribe_filters(v)?),
         "subscribe_group" => {
             topic::valid_group(v)
@@ -2794,6 +2844,15 @@ mod tests {
         assert_eq!(
             one_err("convention = snmp"),
             "crd.conf:1: key `convention`: bad convention `snmp` (exit or nagios)"
+        );
+        assert_eq!(p("").unwrap().defaults.device_class, "problem");
+        let c = p("device_class = connectivity\n[module Wan]\ndevice_class = running\n").unwrap();
+        assert_eq!(c.defaults.device_class, "connectivity");
+        assert_eq!(c.module_settings("Wan", &[]).device_class, "running");
+        assert!(
+            one_err("\ndevice_class = Problem")
+                .starts_with("crd.conf:2: key `device_class`: bad device_class `Problem`"),
+            "HA's classes are lowercase"
         );
         assert_eq!(
             one_err("respond_at = fatal"),

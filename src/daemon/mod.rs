@@ -222,12 +222,12 @@ impl Daemon {
         // Retained states of the scheduled modules: a new one starts OFF, a
         // removed one is cleared from the broker.
         let wall = self.clock.wall;
-        let names: Vec<&str> = self
+        let names: Vec<(&str, &'static str)> = self
             .own
             .modules
             .iter()
             .filter(|m| m.scheduled())
-            .map(|m| m.name.as_str())
+            .map(|m| (m.name.as_str(), m.settings.device_class))
             .collect();
         self.forwarder.set_modules(&names, now);
         for (m, f) in self.own.modules.iter().zip(&from) {

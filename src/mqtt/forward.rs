@@ -130,9 +130,10 @@ pub struct Forwarder {
     /// Each module's retained state (`<prefix>/<node>/state/<module>`), published
     /// when it changes and again after every connect; at most one per module.
     states: std::collections::BTreeMap<String, Vec<u8>>,
-    /// The scheduled modules, sorted: their discovery configs are announced
-    /// (with `homeassistant`), any other under this node's id is cleared.
-    modules: Vec<String>,
+    /// The scheduled modules, sorted, with their `device_class`: their
+    /// discovery configs are announced (with `homeassistant`), any other
+    /// under this node's id is cleared.
+    modules: Vec<(String, &'static str)>,
     /// Bytes left unread past `READ_BUDGET_BYTES`.
     pending_input: bool,
     /// Not reading the socket (`set_paused`).
@@ -648,7 +649,9 @@ impl Forwarder {
     fn announce(&mut self, now: Instant) -> Result<(), Error> {
         if self.cfg.homeassistant {
             let modules = std::mem::take(&mut self.modules);
-            let r = modules.iter().try_for_each(|m| self.publish_config(m, now));
+            let r = modules
+                .iter()
+                .try_for_each(|(m, c)| self.publish_config(m, c, now));
             self.modules = modules;
             r?;
         }
@@ -707,16 +710,17 @@ impl Forwarder {
         self.states.contains_key(module)
     }
 
-    /// The scheduled modules (sorted) crd announces from now on. One gone
-    /// from the list loses its state and, if connected, is cleared from the
-    /// broker (empty retained messages): its discovery config first (with
-    /// `homeassistant`), so HA removes the entity before the state topic it
-    /// reads goes empty, then its state. A new one's config is published.
-    pub fn set_modules(&mut self, modules: &[&str], now: Instant) {
-        let known = |m: &String| modules.binary_search(&m.as_str()).is_ok();
+    /// The scheduled modules (sorted), with their `device_class`, that crd
+    /// announces from now on. One gone from the list loses its state and, if
+    /// connected, is cleared from the broker (empty retained messages): its
+    /// discovery config first (with `homeassistant`), so HA removes the
+    /// entity before the state topic it reads goes empty, then its state. A
+    /// new one's config is published, and one whose class changed.
+    pub fn set_modules(&mut self, modules: &[(&str, &'static str)], now: Instant) {
+        let known = |m: &String| modules.binary_search_by(|(n, _)| (*n).cmp(m)).is_ok();
         self.states.retain(|m, _| known(m));
         let (ha, up) = (self.cfg.homeassistant, self.session.is_connected());
-        for module in self.modules.iter().filter(|m| !known(m)) {
+        for (module, _) in self.modules.iter().filter(|(m, _)| !known(m)) {
             let mut topics = Vec::with_capacity(2);
             if ha {
                 let p = &self.cfg.homeassistant_prefix;
@@ -735,13 +739,13 @@ impl Forwarder {
         }
         let old = std::mem::replace(
             &mut self.modules,
-            modules.iter().map(|m| m.to_string()).collect(),
+            modules.iter().map(|&(m, c)| (m.to_string(), c)).collect(),
         );
-        for module in modules
+        for &(module, class) in modules
             .iter()
-            .filter(|m| ha && up && !old.iter().any(|o| o.as_str() == **m))
+            .filter(|(m, c)| ha && up && !old.iter().any(|(o, oc)| o == m && oc == c))
         {
-            if let Err(e) = self.publish_config(module, now) {
+            if let Err(e) = self.publish_config(module, class, now) {
                 log::warn!("mqtt: discovery config of {module}: {e}");
             }
         }
@@ -751,10 +755,10 @@ impl Forwarder {
     }
 
     /// Module `module`'s discovery config, retained.
-    fn publish_config(&mut self, module: &str, now: Instant) -> Result<(), Error> {
+    fn publish_config(&mut self, module: &str, class: &str, now: Instant) -> Result<(), Error> {
         let (prefix, node) = (&self.cfg.topic_prefix, &self.node);
         let t = wire::ha_config_topic(&self.cfg.homeassistant_prefix, node, module);
-        let c = wire::ha_config_json(prefix, node, module);
+        let c = wire::ha_config_json(prefix, node, module, class);
         Ok(self.session.publish(&t, &c, true, false, None, now)?)
     }
 
@@ -763,7 +767,7 @@ impl Forwarder {
         let p = &self.cfg.homeassistant_prefix;
         self.modules
             .iter()
-            .any(|m| wire::ha_config_topic(p, &self.node, m) == topic)
+            .any(|(m, _)| wire::ha_config_topic(p, &self.node, m) == topic)
     }
 
     /// A discovery config found under this node's id (retained from before
@@ -1215,7 +1219,8 @@ mod tests {
     }
 
     /// A forwarder whose session took the broker's CONNACK, with no socket:
-    /// what it would write stays in the session's output (`written`).
+    /// what it would write stays in the session's output (`written`), empty
+    /// at first.
     fn connected(cfg: MqttSettings, spool: &mut Spool<MemStorage>, now: Instant) -> Forwarder {
         let cfg = MqttSettings {
             broker: "127.0.0.1:1".into(),
@@ -1225,6 +1230,7 @@ mod tests {
         f.phase = Phase::Up;
         f.session.start(now).unwrap();
         broker_says(&mut f, spool, &[0x20, 2, 0, 0], now);
+        written(&mut f);
         f
     }
 
@@ -1281,7 +1287,7 @@ mod tests {
         };
         let mut f = connected(cfg, &mut spool, now);
         assert!(f.sub_sent.contains(&"homeassistant/status".to_string()));
-        f.set_modules(&["Disk"], now);
+        f.set_modules(&[("Disk", "problem")], now);
         f.set_state("Disk", wire::state_json(false, 1, None, None), now);
         written(&mut f);
         broker_says(
@@ -1315,7 +1321,7 @@ mod tests {
         let mut f = connected(cfg, &mut spool, now);
         let own = "homeassistant/+/crd-r1/+/config".to_string();
         assert!(f.sub_sent.contains(&own), "{:?}", f.sub_sent);
-        f.set_modules(&["Disk"], now);
+        f.set_modules(&[("Disk", "problem")], now);
         written(&mut f);
         let gone = "homeassistant/binary_sensor/crd-r1/Gone/config";
         for (t, p) in [
@@ -1329,6 +1335,27 @@ mod tests {
         assert!(f.inbound.is_empty(), "none for the collector");
     }
 
+    /// A module's `device_class` changed (a reload): its config is published
+    /// again with the new class; the others are not.
+    #[test]
+    fn a_changed_device_class_is_announced_again() {
+        let now = Instant::now();
+        let mut spool = mem_spool();
+        let cfg = MqttSettings {
+            homeassistant: true,
+            ..MqttSettings::default()
+        };
+        let mut f = connected(cfg, &mut spool, now);
+        f.set_modules(&[("Disk", "problem"), ("Wan", "problem")], now);
+        assert_eq!(written(&mut f).len(), 2);
+        f.set_modules(&[("Disk", "problem"), ("Wan", "connectivity")], now);
+        let w = written(&mut f);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].0, "homeassistant/binary_sensor/crd-r1/Wan/config");
+        let c: serde_json::Value = serde_json::from_slice(&w[0].1).unwrap();
+        assert_eq!(c["device_class"], "connectivity");
+    }
+
     /// A module removed: its discovery config is emptied before its state, so
     /// HA removes the entity before the state topic it reads goes empty.
     #[test]
@@ -1340,12 +1367,12 @@ mod tests {
             ..MqttSettings::default()
         };
         let mut f = connected(cfg, &mut spool, now);
-        f.set_modules(&["Disk", "Wan.Down"], now);
+        f.set_modules(&[("Disk", "problem"), ("Wan.Down", "connectivity")], now);
         for m in ["Disk", "Wan.Down"] {
             f.set_state(m, wire::state_json(true, 1, Some(0), Some(1)), now);
         }
         written(&mut f);
-        f.set_modules(&["Disk"], now);
+        f.set_modules(&[("Disk", "problem")], now);
         assert_eq!(
             written(&mut f),
             vec![

@@ -146,9 +146,10 @@ const HA_STATE_TEMPLATE: &str = "{{ value_json.state if value_json is defined el
 /// A module's discovery config: a `binary_sensor` on its retained state topic
 /// (`value_json.state`: ON/OFF, HA's defaults), available while crd's retained
 /// status says `online` (`value_json.state` of the status JSON), one device per
-/// node, and the origin (crd and its version). Both templates render nothing
-/// for a payload that is not JSON (`HA_STATE_TEMPLATE`).
-pub fn ha_config_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
+/// node, and the origin (crd and its version); `device_class` the module's
+/// (`core::config::HA_DEVICE_CLASSES`). Both templates render nothing for a
+/// payload that is not JSON (`HA_STATE_TEMPLATE`).
+pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str) -> Vec<u8> {
     let v = env!("CARGO_PKG_VERSION");
     let mut out = Vec::with_capacity(512);
     let mut o = Obj::new(&mut out);
@@ -158,6 +159,7 @@ pub fn ha_config_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
         .str("value_template", HA_STATE_TEMPLATE)
         .str("payload_on", "ON")
         .str("payload_off", "OFF")
+        .str("device_class", device_class)
         .str("availability_topic", &status_topic(prefix, node))
         .str("availability_template", HA_STATE_TEMPLATE)
         .str("payload_available", "online")
@@ -345,17 +347,19 @@ mod tests {
             "ha/binary_sensor/crd-gw_2elan/Wan_2eDown/config"
         );
         let c: serde_json::Value =
-            serde_json::from_slice(&ha_config_json("crd", "gw.lan", "Wan.Down")).unwrap();
+            serde_json::from_slice(&ha_config_json("crd", "gw.lan", "Wan.Down", "problem"))
+                .unwrap();
         assert_eq!(c["unique_id"], "crd-gw_2elan-Wan_2eDown");
         assert_eq!(c["name"], "Wan.Down", "the name as it is");
         assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
         assert_eq!(c["state_topic"], "crd/gw.lan/state/Wan.Down");
+        assert_eq!(c["device_class"], "problem");
     }
 
     #[test]
     fn home_assistant_templates_render_nothing_for_a_payload_that_is_not_json() {
         let c: serde_json::Value =
-            serde_json::from_slice(&ha_config_json("crd", "r1", "Disk")).unwrap();
+            serde_json::from_slice(&ha_config_json("crd", "r1", "Disk", "problem")).unwrap();
         for t in ["value_template", "availability_template"] {
             assert_eq!(
                 c[t], "{{ value_json.state if value_json is defined else '' }}",
@@ -368,7 +372,7 @@ mod tests {
     /// module), as HA would key them.
     fn ha_keys(node: &str, module: &str) -> (String, String, String) {
         let c: serde_json::Value =
-            serde_json::from_slice(&ha_config_json("crd", node, module)).unwrap();
+            serde_json::from_slice(&ha_config_json("crd", node, module, "problem")).unwrap();
         let uid = c["unique_id"].as_str().unwrap().to_string();
         let dev = c["device"]["identifiers"][0].as_str().unwrap().to_string();
         (ha_config_topic("homeassistant", node, module), uid, dev)
