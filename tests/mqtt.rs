@@ -799,7 +799,7 @@ fn module_states_are_retained_for_whoever_subscribes_late() {
     fs_touch(&flag);
     sb.module(
         "Hit",
-        &format!("test -f {}", flag.display()),
+        &format!("echo disk full; test -f {}", flag.display()),
         Some("exit 0"),
     );
     sb.module("Quiet", "exit 1", None);
@@ -825,6 +825,7 @@ fn module_states_are_retained_for_whoever_subscribes_late() {
     );
     let hit = state_of(&v, "Hit").unwrap();
     assert_eq!(hit["code"], 0);
+    assert_eq!(hit["out"], "disk full", "the run's output");
     assert!(
         hit["seq"].as_u64().unwrap() >= 1 && hit["since"].as_u64().unwrap() > 1_600_000_000_000
     );
@@ -916,6 +917,8 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
     assert_eq!(v[1].1["device_class"], "connectivity", "module.conf's");
     assert_eq!(hit["unique_id"], "crd-testnode-Hit");
     assert_eq!(hit["state_topic"], "crd/testnode/state/Hit");
+    // The state JSON's members (since, code, seq, out) are the attributes.
+    assert_eq!(hit["json_attributes_topic"], "crd/testnode/state/Hit");
     // Guarded: an emptied topic (not JSON) renders nothing, which HA skips.
     let guarded = "{{ value_json.state if value_json is defined else '' }}";
     assert_eq!(hit["value_template"], guarded);

@@ -91,6 +91,11 @@ impl<'a> Obj<'a> {
         Obj { out, first: true }
     }
 
+    pub fn null(&mut self, k: &str) -> &mut Self {
+        self.key(k).extend_from_slice(b"null");
+        self
+    }
+
     pub fn bool(&mut self, k: &str, v: bool) -> &mut Self {
         let out = self.key(k);
         out.extend_from_slice(if v { b"true" } else { b"false" });
@@ -311,17 +316,18 @@ mod tests {
             .bool("no", false)
             .strs("groups", &["g1".into(), "a\"b".into()])
             .strs("none", &[])
+            .null("nothing")
             .end();
         let want = serde_json::json!({
             "node": "gw \"1\"", "seq": u64::MAX, "zero": 0, "code": -128,
             "min": i64::MIN, "resent": true, "no": false, "groups": ["g1", "a\"b"],
-            "none": []
+            "none": [], "nothing": null
         });
         let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(got, want);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"{"node":"gw \"1\"","seq":18446744073709551615,"zero":0,"code":-128,"min":-9223372036854775808,"resent":true,"no":false,"groups":["g1","a\"b"],"none":[]}"#
+            r#"{"node":"gw \"1\"","seq":18446744073709551615,"zero":0,"code":-128,"min":-9223372036854775808,"resent":true,"no":false,"groups":["g1","a\"b"],"none":[],"nothing":null}"#
         );
         let mut out = Vec::new();
         Obj::new(&mut out).end();

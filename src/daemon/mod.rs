@@ -232,7 +232,7 @@ impl Daemon {
         self.forwarder.set_modules(&names, now);
         for (m, f) in self.own.modules.iter().zip(&from) {
             if m.scheduled() && (f.is_none() || !self.forwarder.has_state(&m.name)) {
-                let p = wire::state_json(false, wall, None, None);
+                let p = wire::state_json(false, wall, None, None, "");
                 self.forwarder.set_state(&m.name, p, now);
             }
         }
@@ -523,9 +523,11 @@ impl Daemon {
         }
         if let Some(ev) = a.emit {
             let (kind, code, ts) = (ev.kind, ev.code, ev.ts_ms);
+            let changed = matches!(kind, Kind::Fired | Kind::Cleared);
+            let out = changed.then(|| wire::state_out(&ev.out).to_string());
             let seq = self.outbox.push(ev, now);
-            if matches!(kind, Kind::Fired | Kind::Cleared) {
-                let p = wire::state_json(kind == Kind::Fired, ts, Some(code), seq);
+            if let Some(out) = out {
+                let p = wire::state_json(kind == Kind::Fired, ts, Some(code), seq, &out);
                 self.forwarder.set_state(module, p, now);
             }
         }

@@ -1288,7 +1288,7 @@ mod tests {
         let mut f = connected(cfg, &mut spool, now);
         assert!(f.sub_sent.contains(&"homeassistant/status".to_string()));
         f.set_modules(&[("Disk", "problem")], now);
-        f.set_state("Disk", wire::state_json(false, 1, None, None), now);
+        f.set_state("Disk", wire::state_json(false, 1, None, None, ""), now);
         written(&mut f);
         broker_says(
             &mut f,
@@ -1369,7 +1369,7 @@ mod tests {
         let mut f = connected(cfg, &mut spool, now);
         f.set_modules(&[("Disk", "problem"), ("Wan.Down", "connectivity")], now);
         for m in ["Disk", "Wan.Down"] {
-            f.set_state(m, wire::state_json(true, 1, Some(0), Some(1)), now);
+            f.set_state(m, wire::state_json(true, 1, Some(0), Some(1), ""), now);
         }
         written(&mut f);
         f.set_modules(&[("Disk", "problem")], now);

@@ -50,19 +50,46 @@ pub fn state_topic(prefix: &str, node: &str, module: &str) -> String {
     format!("{prefix}/{node}/state/{module}")
 }
 
-/// A module's retained state: `{"state":"ON"|"OFF","since":MS,"code":N,"seq":N}`,
-/// `since` the unix ms of the change, `code` the exit code and `seq` the spool
-/// seq of the `fired`/`cleared` event that made it (`null` for the OFF a module
-/// starts in).
-pub fn state_json(on: bool, since_ms: u64, code: Option<i32>, seq: Option<u64>) -> Vec<u8> {
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
-    format!(
-        "{{\"state\":\"{}\",\"since\":{since_ms},\"code\":{},\"seq\":{}}}",
-        if on { "ON" } else { "OFF" },
-        opt(code.map(|c| c.to_string())),
-        opt(seq.map(|s| s.to_string())),
-    )
-    .into_bytes()
+/// Most bytes of a run's output a module's retained state carries (HA shows
+/// it as an attribute): the start of it, cut at a character boundary.
+pub const STATE_OUT_BYTES: usize = 256;
+
+/// The start of `out` a state carries: at most `STATE_OUT_BYTES`, whole
+/// characters.
+pub fn state_out(out: &str) -> &str {
+    let mut n = out.len().min(STATE_OUT_BYTES);
+    while !out.is_char_boundary(n) {
+        n -= 1;
+    }
+    &out[..n]
+}
+
+/// A module's retained state:
+/// `{"state":"ON"|"OFF","since":MS,"code":N,"seq":N,"out":".."}`, `since` the
+/// unix ms of the change, `code` the exit code and `seq` the spool seq of the
+/// `fired`/`cleared` event that made it (`null` where none did), `out` the
+/// start of that run's output (`state_out`).
+pub fn state_json(
+    on: bool,
+    since_ms: u64,
+    code: Option<i32>,
+    seq: Option<u64>,
+    out: &str,
+) -> Vec<u8> {
+    let mut j = Vec::with_capacity(64 + out.len());
+    let mut o = Obj::new(&mut j);
+    o.str("state", if on { "ON" } else { "OFF" })
+        .uint("since", since_ms);
+    match code {
+        Some(c) => o.int("code", i64::from(c)),
+        None => o.null("code"),
+    };
+    match seq {
+        Some(s) => o.uint("seq", s),
+        None => o.null("seq"),
+    };
+    o.str("out", state_out(out)).end();
+    j
 }
 
 /// Appends `s` in Home Assistant's id alphabet (`[A-Za-z0-9_-]`, what a
@@ -147,6 +174,8 @@ const HA_STATE_TEMPLATE: &str = "{{ value_json.state if value_json is defined el
 /// (`value_json.state`: ON/OFF, HA's defaults), available while crd's retained
 /// status says `online` (`value_json.state` of the status JSON), one device per
 /// node, and the origin (crd and its version); `device_class` the module's
+/// own; the state JSON's members (`since`, `code`, `seq`, `out`) as the
+/// entity's attributes (`json_attributes_topic`);
 /// (`core::config::HA_DEVICE_CLASSES`). Both templates render nothing for a
 /// payload that is not JSON (`HA_STATE_TEMPLATE`).
 pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str) -> Vec<u8> {
@@ -160,6 +189,7 @@ pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str
         .str("payload_on", "ON")
         .str("payload_off", "OFF")
         .str("device_class", device_class)
+        .str("json_attributes_topic", &state_topic(prefix, node, module))
         .str("availability_topic", &status_topic(prefix, node))
         .str("availability_template", HA_STATE_TEMPLATE)
         .str("payload_available", "online")
@@ -354,6 +384,7 @@ mod tests {
         assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
         assert_eq!(c["state_topic"], "crd/gw.lan/state/Wan.Down");
         assert_eq!(c["device_class"], "problem");
+        assert_eq!(c["json_attributes_topic"], c["state_topic"]);
     }
 
     #[test]
@@ -450,6 +481,28 @@ mod tests {
             }
         }
         assert!(devices.len() > 1000, "the names vary: {}", devices.len());
+    }
+
+    #[test]
+    fn a_state_carries_the_start_of_the_runs_output() {
+        let j: serde_json::Value =
+            serde_json::from_slice(&state_json(true, 5, Some(0), Some(9), "97% full")).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"state":"ON","since":5,"code":0,"seq":9,"out":"97% full"})
+        );
+        let j: serde_json::Value =
+            serde_json::from_slice(&state_json(false, 5, None, None, "")).unwrap();
+        assert!(j["code"].is_null() && j["seq"].is_null() && j["out"] == "");
+        let long = "é".repeat(STATE_OUT_BYTES);
+        let cut = state_out(&long);
+        assert_eq!(cut.len(), STATE_OUT_BYTES, "{} bytes", cut.len());
+        let odd = format!("a{long}");
+        assert_eq!(
+            state_out(&odd).len(),
+            STATE_OUT_BYTES - 1,
+            "whole characters"
+        );
     }
 
     #[test]
