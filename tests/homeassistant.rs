@@ -97,3 +97,45 @@ fn configs_left_from_before_the_start_are_cleared_and_only_this_nodes() {
     );
     stop(d);
 }
+
+/// A restart of crd with a module still firing: the retained state stays ON
+/// until the module's first check decides, which says ON again; a subscriber
+/// never sees OFF in between (HA would show the problem gone and back).
+#[test]
+fn a_restart_does_not_flip_a_firing_module_off_and_on() {
+    let sb = Sandbox::new("ha-restart");
+    let broker = Broker::start(&sb.path("broker"), "");
+    sb.module("Hit", "sleep 1; echo still down", Some("exit 0"));
+    sb.config(&format!(
+        "interval = 200ms\nbroker = {}\nhomeassistant = yes",
+        broker.addr()
+    ));
+    let state = "crd/testnode/state/Hit";
+    let on = |v: &[(String, String)]| v.iter().any(|(_, p)| p.contains(r#""state":"ON""#));
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || on(&retained(broker.port, state))),
+        "{}",
+        d.log()
+    );
+    stop(d);
+    let sub = Subscriber::start(broker.port, state, "watch", &sb.path("seen"));
+    assert!(
+        wait_for(LONG, || !sub.lines().is_empty()),
+        "the retained ON"
+    );
+    let d = sb.start();
+    // The first check after the start takes a second, then fires: ON again.
+    assert!(
+        wait_for(LONG, || sub.lines().len() >= 2),
+        "{:?}\n{}",
+        sub.lines(),
+        d.log()
+    );
+    stop(d);
+    let seen = sub.lines();
+    assert!(
+        seen.iter().all(|l| l.contains(r#""state":"ON""#)),
+        "never OFF: {seen:?}"
+    );
+}

@@ -219,9 +219,10 @@ impl Daemon {
                 self.own.sched.mark_running(i);
             }
         }
-        // Retained states of the scheduled modules: a new one starts OFF, a
-        // removed one is cleared from the broker.
-        let wall = self.clock.wall;
+        // The scheduled modules the forwarder announces: a removed one's
+        // retained state (and discovery config) is cleared from the broker.
+        // A new one has no state until its first check decides
+        // (`module_finished`).
         let names: Vec<(&str, &'static str)> = self
             .own
             .modules
@@ -230,12 +231,6 @@ impl Daemon {
             .map(|m| (m.name.as_str(), m.settings.device_class))
             .collect();
         self.forwarder.set_modules(&names, now);
-        for (m, f) in self.own.modules.iter().zip(&from) {
-            if m.scheduled() && (f.is_none() || !self.forwarder.has_state(&m.name)) {
-                let p = wire::state_json(false, wall, None, None, "");
-                self.forwarder.set_state(&m.name, p, now);
-            }
-        }
         self.install_collector(now);
         let enabled = self
             .own
@@ -507,6 +502,7 @@ impl Daemon {
             self.own.sched.handle_done(i);
             return;
         }
+        let (check, code) = (f.role == Role::Check, f.outcome.code());
         let a = lifecycle::finished(
             &self.own.modules[i],
             &mut self.own.stats[i],
@@ -521,6 +517,9 @@ impl Daemon {
         if let Some(held) = a.held_back {
             log::debug!("module {module}: condition present, no response: {held:?}");
         }
+        let decided = check
+            && self.own.modules[i].scheduled()
+            && a.emit.as_ref().is_none_or(|e| e.kind != Kind::Error);
         if let Some(ev) = a.emit {
             let (kind, code, ts) = (ev.kind, ev.code, ev.ts_ms);
             let changed = matches!(kind, Kind::Fired | Kind::Cleared);
@@ -530,6 +529,13 @@ impl Daemon {
                 let p = wire::state_json(kind == Kind::Fired, ts, Some(code), seq, &out);
                 self.forwarder.set_state(module, p, now);
             }
+        }
+        // A check that decided gives a module with no state yet its first
+        // (OFF unless it fired): until then the broker keeps the state it
+        // had, so a restart does not flip a firing module ON, OFF, ON.
+        if decided && !self.forwarder.has_state(module) {
+            let p = wire::state_json(false, self.clock.wall, Some(code), None, "");
+            self.forwarder.set_state(module, p, now);
         }
         match a.next {
             Next::Respond { output, code } => {
