@@ -139,3 +139,85 @@ fn a_restart_does_not_flip_a_firing_module_off_and_on() {
         "never OFF: {seen:?}"
     );
 }
+
+/// The discovery configs crd announces, parsed, with the fields Home
+/// Assistant's MQTT docs name for each component: topic, `unique_id`,
+/// `state_topic`, availability (`availability_topic`, template, payloads),
+/// `device` `identifiers`, `device_class`, `json_attributes_topic`, `origin`;
+/// for the `event`, `event_types` and an event arriving on its `state_topic`.
+#[test]
+fn the_entities_a_home_assistant_user_sees() {
+    let sb = Sandbox::new("ha-entities");
+    let broker = Broker::start(&sb.path("broker"), "");
+    sb.module("Wan.Down", "echo no route; exit 0", None);
+    sb.write(
+        "modules/Wan.Down/module.conf",
+        "device_class = connectivity\n",
+    );
+    sb.config(&format!(
+        "interval = 300ms\nbroker = {}\nhomeassistant = yes",
+        broker.addr()
+    ));
+    let d = sb.start();
+    let configs = || -> Vec<(String, serde_json::Value)> {
+        retained(broker.port, "homeassistant/+/crd-testnode/+/config")
+            .into_iter()
+            .map(|(t, p)| (t, serde_json::from_str(&p).expect("JSON")))
+            .collect()
+    };
+    let mut v = Vec::new();
+    assert!(
+        wait_for(LONG, || {
+            v = configs();
+            v.len() == 2
+        }),
+        "{v:?}\n{}",
+        d.log()
+    );
+    let get = |t: &str| {
+        v.iter()
+            .find(|(topic, _)| topic == t)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| panic!("no {t} in {v:?}"))
+    };
+    let state = get("homeassistant/binary_sensor/crd-testnode/Wan_2eDown/config");
+    assert_eq!(state["unique_id"], "crd-testnode-Wan_2eDown");
+    assert_eq!(state["state_topic"], "crd/testnode/state/Wan.Down");
+    assert_eq!(state["json_attributes_topic"], state["state_topic"]);
+    assert_eq!(state["device_class"], "connectivity");
+    let events = get("homeassistant/event/crd-testnode/Wan_2eDown/config");
+    assert_eq!(events["unique_id"], "crd-testnode-Wan_2eDown-event");
+    assert_eq!(events["state_topic"], "crd/testnode/event/Wan.Down");
+    let types = events["event_types"].as_array().unwrap();
+    for c in [&state, &events] {
+        assert_eq!(c["availability_topic"], "crd/testnode/status");
+        assert_eq!(c["payload_available"], "online");
+        assert_eq!(c["device"]["identifiers"][0], "crd-testnode");
+        assert_eq!(c["device"]["name"], "testnode");
+        assert_eq!(c["origin"]["name"], "crd");
+        assert_eq!(c["origin"]["sw_version"], env!("CARGO_PKG_VERSION"));
+        assert!(
+            c["origin"].get("support_url").is_none(),
+            "no repository URL"
+        );
+    }
+    // What the state topic holds: ON, and the attributes.
+    let s = retained(broker.port, "crd/testnode/state/Wan.Down");
+    let s: serde_json::Value = serde_json::from_str(&s[0].1).unwrap();
+    assert_eq!(s["state"], "ON");
+    assert_eq!((&s["code"], &s["out"]), (&0.into(), &"no route".into()));
+    // What the event entity's topic carries: a kind HA was told of.
+    let sub = Subscriber::start(broker.port, "crd/testnode/event/#", "ev", &sb.path("ev"));
+    std::fs::write(sb.path("modules/Wan.Down/check"), "#!/bin/sh\nexit 1\n").unwrap();
+    assert!(wait_for(LONG, || sub
+        .lines()
+        .iter()
+        .any(|l| l.contains("cleared"))));
+    for l in sub.lines() {
+        let (t, j) = l.split_once(' ').unwrap();
+        assert_eq!(t, events["state_topic"]);
+        let j: serde_json::Value = serde_json::from_str(j).unwrap();
+        assert!(types.contains(&j["kind"]), "{j}");
+    }
+    stop(d);
+}

@@ -18,7 +18,7 @@ use crate::core::{event, json, topic};
 use crate::mqtt::error::{Error, Reason};
 use crate::mqtt::session::{Session, SessionConfig, SessionError, Up};
 use crate::mqtt::transport::Transport;
-use crate::mqtt::wire;
+use crate::mqtt::wire::{self, HaEntity};
 use crate::spool::Spool;
 use crate::spool::storage::Storage;
 use mio::net::TcpStream;
@@ -721,10 +721,12 @@ impl Forwarder {
         self.states.retain(|m, _| known(m));
         let (ha, up) = (self.cfg.homeassistant, self.session.is_connected());
         for (module, _) in self.modules.iter().filter(|(m, _)| !known(m)) {
-            let mut topics = Vec::with_capacity(2);
+            let mut topics = Vec::with_capacity(3);
             if ha {
                 let p = &self.cfg.homeassistant_prefix;
-                topics.push(wire::ha_config_topic(p, &self.node, module));
+                for e in [HaEntity::State(module), HaEntity::Events(module)] {
+                    topics.push(wire::ha_config_topic(p, &self.node, e));
+                }
             }
             topics.push(wire::state_topic(
                 &self.cfg.topic_prefix,
@@ -754,20 +756,30 @@ impl Forwarder {
         }
     }
 
-    /// Module `module`'s discovery config, retained.
+    /// Module `module`'s discovery configs (its state and its events),
+    /// retained.
     fn publish_config(&mut self, module: &str, class: &str, now: Instant) -> Result<(), Error> {
-        let (prefix, node) = (&self.cfg.topic_prefix, &self.node);
-        let t = wire::ha_config_topic(&self.cfg.homeassistant_prefix, node, module);
+        let (prefix, node, ha) = (
+            &self.cfg.topic_prefix,
+            &self.node,
+            &self.cfg.homeassistant_prefix,
+        );
+        let t = wire::ha_config_topic(ha, node, HaEntity::State(module));
         let c = wire::ha_config_json(prefix, node, module, class);
+        self.session.publish(&t, &c, true, false, None, now)?;
+        let t = wire::ha_config_topic(ha, node, HaEntity::Events(module));
+        let c = wire::ha_events_json(prefix, node, module);
         Ok(self.session.publish(&t, &c, true, false, None, now)?)
     }
 
     /// Whether `topic` is a discovery config this crd announces now.
     fn announces(&self, topic: &str) -> bool {
-        let p = &self.cfg.homeassistant_prefix;
-        self.modules
-            .iter()
-            .any(|(m, _)| wire::ha_config_topic(p, &self.node, m) == topic)
+        let (p, node) = (&self.cfg.homeassistant_prefix, &self.node);
+        self.modules.iter().any(|(m, _)| {
+            [HaEntity::State(m), HaEntity::Events(m)]
+                .into_iter()
+                .any(|e| wire::ha_config_topic(p, node, e) == topic)
+        })
     }
 
     /// A discovery config found under this node's id (retained from before
@@ -1347,10 +1359,14 @@ mod tests {
         };
         let mut f = connected(cfg, &mut spool, now);
         f.set_modules(&[("Disk", "problem"), ("Wan", "problem")], now);
-        assert_eq!(written(&mut f).len(), 2);
+        assert_eq!(
+            written(&mut f).len(),
+            4,
+            "a state and an events entity each"
+        );
         f.set_modules(&[("Disk", "problem"), ("Wan", "connectivity")], now);
         let w = written(&mut f);
-        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
         assert_eq!(w[0].0, "homeassistant/binary_sensor/crd-r1/Wan/config");
         let c: serde_json::Value = serde_json::from_slice(&w[0].1).unwrap();
         assert_eq!(c["device_class"], "connectivity");
@@ -1378,6 +1394,10 @@ mod tests {
             vec![
                 (
                     "homeassistant/binary_sensor/crd-r1/Wan_2eDown/config".into(),
+                    vec![]
+                ),
+                (
+                    "homeassistant/event/crd-r1/Wan_2eDown/config".into(),
                     vec![]
                 ),
                 ("crd/r1/state/Wan.Down".into(), vec![]),

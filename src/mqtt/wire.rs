@@ -124,23 +124,53 @@ pub fn ha_node_id(node: &str) -> String {
     id
 }
 
-/// A module's `unique_id`, `crd-<node>-<module>` (`ha_escape`): one per
-/// (node, module).
-pub fn ha_unique_id(node: &str, module: &str) -> String {
+/// One of the entities crd announces to Home Assistant, named by what it
+/// shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HaEntity<'a> {
+    /// A module's condition: a `binary_sensor` on its retained state topic.
+    State(&'a str),
+    /// A module's events (`fired`, `cleared`, `response`, `error`): an `event`
+    /// entity on its event topic.
+    Events(&'a str),
+}
+
+impl HaEntity<'_> {
+    /// HA's component, the discovery topic's second level.
+    fn component(self) -> &'static str {
+        match self {
+            HaEntity::State(_) => "binary_sensor",
+            HaEntity::Events(_) => "event",
+        }
+    }
+}
+
+/// An entity's `unique_id`, in parts joined by `-` (no escaped name holds
+/// one): `crd-<node>-<module>` for a module's state, `crd-<node>-<module>-event`
+/// for its events; one per (node, entity).
+pub fn ha_unique_id(node: &str, e: HaEntity<'_>) -> String {
     let mut id = ha_node_id(node);
     id.push('-');
-    ha_escape(&mut id, module);
+    match e {
+        HaEntity::State(m) => ha_escape(&mut id, m),
+        HaEntity::Events(m) => {
+            ha_escape(&mut id, m);
+            id.push_str("-event");
+        }
+    }
     id
 }
 
-/// The discovery topic of a module's `binary_sensor`:
-/// `<ha_prefix>/binary_sensor/<node_id>/<module>/config`, both levels in HA's
-/// id alphabet (`ha_escape`); the node id level lets crd subscribe to its own
-/// configs only.
-pub fn ha_config_topic(ha_prefix: &str, node: &str, module: &str) -> String {
+/// An entity's discovery topic, `<ha_prefix>/<component>/<node_id>/<module>/config`,
+/// both id levels in HA's id alphabet (`ha_escape`); the node id level lets
+/// crd subscribe to its own configs only.
+pub fn ha_config_topic(ha_prefix: &str, node: &str, e: HaEntity<'_>) -> String {
+    let (HaEntity::State(module) | HaEntity::Events(module)) = e;
     let mut t = String::with_capacity(ha_prefix.len() + node.len() + module.len() + 40);
     t.push_str(ha_prefix);
-    t.push_str("/binary_sensor/");
+    t.push('/');
+    t.push_str(e.component());
+    t.push('/');
     t.push_str(&ha_node_id(node));
     t.push('/');
     ha_escape(&mut t, module);
@@ -170,27 +200,66 @@ pub const MODEL: &str = match option_env!("CRD_BOARD") {
 /// without a word) where the payload is not JSON: an emptied retained topic.
 const HA_STATE_TEMPLATE: &str = "{{ value_json.state if value_json is defined else '' }}";
 
-/// A module's discovery config: a `binary_sensor` on its retained state topic
-/// (`value_json.state`: ON/OFF, HA's defaults), available while crd's retained
-/// status says `online` (`value_json.state` of the status JSON), one device per
-/// node, and the origin (crd and its version); `device_class` the module's
-/// own; the state JSON's members (`since`, `code`, `seq`, `out`) as the
-/// entity's attributes (`json_attributes_topic`);
-/// (`core::config::HA_DEVICE_CLASSES`). Both templates render nothing for a
-/// payload that is not JSON (`HA_STATE_TEMPLATE`).
+/// A module's state entity: a `binary_sensor` on its retained state topic
+/// (`value_json.state`: ON/OFF, HA's defaults) of the module's
+/// `device_class` (`core::config::HA_DEVICE_CLASSES`), with the state
+/// JSON's members (`since`, `code`, `seq`, `out`) as its attributes
+/// (`json_attributes_topic`), and what every entity has (`ha_common`).
 pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str) -> Vec<u8> {
-    let v = env!("CARGO_PKG_VERSION");
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(640);
     let mut o = Obj::new(&mut out);
+    let state = state_topic(prefix, node, module);
     o.str("name", module)
-        .str("unique_id", &ha_unique_id(node, module))
-        .str("state_topic", &state_topic(prefix, node, module))
+        .str("unique_id", &ha_unique_id(node, HaEntity::State(module)))
+        .str("state_topic", &state)
         .str("value_template", HA_STATE_TEMPLATE)
         .str("payload_on", "ON")
         .str("payload_off", "OFF")
         .str("device_class", device_class)
-        .str("json_attributes_topic", &state_topic(prefix, node, module))
-        .str("availability_topic", &status_topic(prefix, node))
+        .str("json_attributes_topic", &state);
+    ha_common(&mut o, prefix, node);
+    out
+}
+
+/// A module's events entity: an `event` on its event topic, HA's
+/// `event_type` the event's `kind` and its `code`, `seq` and `out` the
+/// event's attributes. HA reads one topic per event entity (its docs name no
+/// wildcard for `state_topic`), so there is one per module, named after it.
+pub fn ha_events_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(768);
+    let mut o = Obj::new(&mut out);
+    let mut name = String::with_capacity(module.len() + 7);
+    name.push_str(module);
+    name.push_str(" events");
+    let mut topic = String::with_capacity(prefix.len() + node.len() + module.len() + 8);
+    topic.push_str(prefix);
+    topic.push('/');
+    topic.push_str(node);
+    topic.push_str("/event/");
+    topic.push_str(module);
+    o.str("name", &name)
+        .str("unique_id", &ha_unique_id(node, HaEntity::Events(module)))
+        .str("state_topic", &topic)
+        .str("value_template", HA_EVENT_TEMPLATE)
+        .strs("event_types", &KINDS.map(String::from));
+    ha_common(&mut o, prefix, node);
+    out
+}
+
+/// The kinds of event on a module's event topic, HA's `event_types`.
+const KINDS: [&str; 4] = ["fired", "cleared", "response", "error"];
+
+/// HA's template from an event's JSON to its event: `kind` as `event_type`.
+const HA_EVENT_TEMPLATE: &str = "{{ {'event_type': value_json.kind, 'code': value_json.code, \
+    'seq': value_json.seq, 'out': value_json.out} | to_json if value_json is defined else '' }}";
+
+/// What every entity's config has, and closes it with: available while
+/// crd's retained status says `online` (`value_json.state` of the status
+/// JSON, `HA_STATE_TEMPLATE`), one device per node, and the origin (crd and
+/// its version; no `support_url`, as Cargo.toml names no repository).
+fn ha_common(o: &mut Obj<'_>, prefix: &str, node: &str) {
+    let v = env!("CARGO_PKG_VERSION");
+    o.str("availability_topic", &status_topic(prefix, node))
         .str("availability_template", HA_STATE_TEMPLATE)
         .str("payload_available", "online")
         .str("payload_not_available", "offline");
@@ -206,7 +275,6 @@ pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str
         .str("sw_version", v)
         .end();
     o.end();
-    out
 }
 
 /// The topic and JSON payload of spool record `seq` holding `ev`: `seq` is
@@ -368,12 +436,18 @@ mod tests {
 
     #[test]
     fn home_assistant_ids_hold_only_what_its_topics_allow() {
-        assert_eq!(ha_unique_id("r1", "Disk"), "crd-r1-Disk");
-        assert_eq!(ha_unique_id("gw.lan", "Wan_Down"), "crd-gw_2elan-Wan__Down");
-        assert_eq!(ha_unique_id("é", "a-b"), "crd-_c3_a9-a_2db");
+        assert_eq!(ha_unique_id("r1", HaEntity::State("Disk")), "crd-r1-Disk");
+        assert_eq!(
+            ha_unique_id("gw.lan", HaEntity::State("Wan_Down")),
+            "crd-gw_2elan-Wan__Down"
+        );
+        assert_eq!(
+            ha_unique_id("é", HaEntity::State("a-b")),
+            "crd-_c3_a9-a_2db"
+        );
         assert_eq!(ha_node_id("gw.lan"), "crd-gw_2elan");
         assert_eq!(
-            ha_config_topic("ha", "gw.lan", "Wan.Down"),
+            ha_config_topic("ha", "gw.lan", HaEntity::State("Wan.Down")),
             "ha/binary_sensor/crd-gw_2elan/Wan_2eDown/config"
         );
         let c: serde_json::Value =
@@ -399,14 +473,22 @@ mod tests {
         }
     }
 
-    /// The discovery topic, unique_id and device identifier of each (node,
-    /// module), as HA would key them.
-    fn ha_keys(node: &str, module: &str) -> (String, String, String) {
-        let c: serde_json::Value =
-            serde_json::from_slice(&ha_config_json("crd", node, module, "problem")).unwrap();
+    /// The discovery topic, unique_id and device identifier of an entity, as
+    /// HA would key them (the last two read from its config).
+    fn entity_keys(node: &str, e: HaEntity<'_>) -> (String, String, String) {
+        let c = match e {
+            HaEntity::State(m) => ha_config_json("crd", node, m, "problem"),
+            HaEntity::Events(m) => ha_events_json("crd", node, m),
+        };
+        let c: serde_json::Value = serde_json::from_slice(&c).unwrap();
         let uid = c["unique_id"].as_str().unwrap().to_string();
         let dev = c["device"]["identifiers"][0].as_str().unwrap().to_string();
-        (ha_config_topic("homeassistant", node, module), uid, dev)
+        (ha_config_topic("homeassistant", node, e), uid, dev)
+    }
+
+    /// `entity_keys` of a module's state entity.
+    fn ha_keys(node: &str, module: &str) -> (String, String, String) {
+        entity_keys(node, HaEntity::State(module))
     }
 
     #[test]
@@ -437,8 +519,9 @@ mod tests {
 
     /// Property: over thousands of random names (letters, digits, `.`, `_`,
     /// `-` and multibyte characters, seeded so a failure repeats), no two
-    /// distinct (node, module) pairs share a discovery topic or a unique_id,
-    /// no two nodes a device identifier, and every id is in HA's alphabet.
+    /// distinct (node, module, entity) share a discovery topic or a
+    /// unique_id, no two nodes a device identifier, and every id is in HA's
+    /// alphabet.
     #[test]
     fn home_assistant_ids_are_one_to_one_over_random_names() {
         use std::collections::HashMap;
@@ -458,11 +541,15 @@ mod tests {
         }
         let (mut topics, mut uids) = (HashMap::new(), HashMap::new());
         let mut devices = HashMap::new();
-        for _ in 0..5000 {
+        for i in 0..10_000 {
             let node = name(&mut next);
             let module = name(&mut next);
-            let (topic, uid, dev) = ha_keys(&node, &module);
-            let pair = (node.clone(), module);
+            let e = match i % 2 {
+                0 => HaEntity::State(&module),
+                _ => HaEntity::Events(&module),
+            };
+            let (topic, uid, dev) = entity_keys(&node, e);
+            let pair = (node.clone(), module.clone(), i % 2);
             let ok = |id: &str| {
                 id.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -480,7 +567,48 @@ mod tests {
                 assert_eq!(other, node, "device {dev} for two nodes");
             }
         }
-        assert!(devices.len() > 1000, "the names vary: {}", devices.len());
+        assert!(devices.len() > 2000, "the names vary: {}", devices.len());
+    }
+
+    /// The fields HA's MQTT event docs name: `state_topic` (crd's event
+    /// topic), `event_types`, `value_template` (to JSON with `event_type`),
+    /// `unique_id`, `device` `identifiers`, `availability_topic`, `origin`.
+    #[test]
+    fn a_modules_events_are_an_event_entity_on_its_event_topic() {
+        let c: serde_json::Value =
+            serde_json::from_slice(&ha_events_json("crd", "gw.lan", "Wan.Down")).unwrap();
+        assert_eq!(
+            ha_config_topic("ha", "gw.lan", HaEntity::Events("Wan.Down")),
+            "ha/event/crd-gw_2elan/Wan_2eDown/config"
+        );
+        assert_eq!(c["name"], "Wan.Down events");
+        assert_eq!(c["unique_id"], "crd-gw_2elan-Wan_2eDown-event");
+        assert_eq!(c["state_topic"], "crd/gw.lan/event/Wan.Down");
+        let ev = Event {
+            ts_ms: 1,
+            module: "Wan.Down".into(),
+            kind: Kind::Fired,
+            code: 0,
+            dur_ms: 1,
+            out: String::new(),
+            cause: None,
+        };
+        assert_eq!(
+            c["state_topic"],
+            render("crd", "gw.lan", "ab", (1, None), &ev).0
+        );
+        assert_eq!(
+            c["event_types"],
+            serde_json::json!(["fired", "cleared", "response", "error"])
+        );
+        let t = c["value_template"].as_str().unwrap();
+        assert!(
+            t.contains("'event_type': value_json.kind") && t.ends_with("else '' }}"),
+            "{t}"
+        );
+        assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
+        assert_eq!(c["availability_topic"], "crd/gw.lan/status");
+        assert_eq!(c["origin"]["name"], "crd");
     }
 
     #[test]
