@@ -144,7 +144,8 @@ fn a_restart_does_not_flip_a_firing_module_off_and_on() {
 /// Assistant's MQTT docs name for each component: topic, `unique_id`,
 /// `state_topic`, availability (`availability_topic`, template, payloads),
 /// `device` `identifiers`, `device_class`, `json_attributes_topic`, `origin`;
-/// for the `event`, `event_types` and an event arriving on its `state_topic`.
+/// for the `event`, `event_types` and an event arriving on its `state_topic`;
+/// for the node's connectivity, `entity_category` and no availability.
 #[test]
 fn the_entities_a_home_assistant_user_sees() {
     let sb = Sandbox::new("ha-entities");
@@ -169,7 +170,7 @@ fn the_entities_a_home_assistant_user_sees() {
     assert!(
         wait_for(LONG, || {
             v = configs();
-            v.len() == 2
+            v.len() == 3
         }),
         "{v:?}\n{}",
         d.log()
@@ -189,6 +190,18 @@ fn the_entities_a_home_assistant_user_sees() {
     assert_eq!(events["unique_id"], "crd-testnode-Wan_2eDown-event");
     assert_eq!(events["state_topic"], "crd/testnode/event/Wan.Down");
     let types = events["event_types"].as_array().unwrap();
+    let link = get("homeassistant/binary_sensor/crd-testnode/crd-status/config");
+    assert_eq!(link["unique_id"], "crd-testnode--status");
+    assert_eq!(link["state_topic"], "crd/testnode/status");
+    assert_eq!(link["json_attributes_topic"], link["state_topic"]);
+    assert_eq!(link["device_class"], "connectivity");
+    assert_eq!(link["entity_category"], "diagnostic");
+    assert!(
+        link.get("availability_topic").is_none(),
+        "offline is its OFF"
+    );
+    assert_eq!(link["device"]["identifiers"][0], "crd-testnode");
+    assert_eq!(link["origin"]["name"], "crd");
     for c in [&state, &events] {
         assert_eq!(c["availability_topic"], "crd/testnode/status");
         assert_eq!(c["payload_available"], "online");

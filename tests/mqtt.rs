@@ -904,7 +904,7 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
     assert!(
         wait_for(LONG, || {
             v = configs();
-            v.len() == 2
+            v.len() == 3
         }),
         "{v:?}\n{}",
         d.log()
@@ -914,6 +914,11 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
     assert_eq!(
         v[1].0,
         "homeassistant/binary_sensor/crd-testnode/Wan_2eDown/config"
+    );
+    // The node's own: its connectivity (tests/homeassistant.rs).
+    assert_eq!(
+        v[2].0,
+        "homeassistant/binary_sensor/crd-testnode/crd-status/config"
     );
     assert_eq!(hit["name"], "Hit");
     assert_eq!(hit["device_class"], "problem", "the default");
@@ -967,11 +972,11 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
         c
     });
     assert_eq!(code, 0, "{err}");
-    assert!(wait_for(LONG, || configs().len() == 2), "{}", d.log());
+    assert!(wait_for(LONG, || configs().len() == 3), "{}", d.log());
     assert_eq!(stat_of(&d.status(), "mqtt_unasked_messages"), 0);
     // A module removed: its config is cleared (HA removes the entity).
     std::fs::remove_dir_all(sb.path("modules/Wan.Down")).unwrap();
     d.signal(libc::SIGHUP);
-    assert!(wait_for(LONG, || configs().len() == 1), "{}", d.log());
+    assert!(wait_for(LONG, || configs().len() == 2), "{}", d.log());
     stop(d);
 }

@@ -644,10 +644,15 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Publishes every module's discovery config (with `homeassistant`), then
-    /// every state, retained.
+    /// Publishes the node's and every module's discovery configs (with
+    /// `homeassistant`), then every state, retained.
     fn announce(&mut self, now: Instant) -> Result<(), Error> {
         if self.cfg.homeassistant {
+            let (prefix, node) = (&self.cfg.topic_prefix, &self.node);
+            let t =
+                wire::ha_config_topic(&self.cfg.homeassistant_prefix, node, HaEntity::Connectivity);
+            let c = wire::ha_connectivity_json(prefix, node);
+            self.session.publish(&t, &c, true, false, None, now)?;
             let modules = std::mem::take(&mut self.modules);
             let r = modules
                 .iter()
@@ -775,11 +780,12 @@ impl Forwarder {
     /// Whether `topic` is a discovery config this crd announces now.
     fn announces(&self, topic: &str) -> bool {
         let (p, node) = (&self.cfg.homeassistant_prefix, &self.node);
-        self.modules.iter().any(|(m, _)| {
-            [HaEntity::State(m), HaEntity::Events(m)]
-                .into_iter()
-                .any(|e| wire::ha_config_topic(p, node, e) == topic)
-        })
+        wire::ha_config_topic(p, node, HaEntity::Connectivity) == topic
+            || self.modules.iter().any(|(m, _)| {
+                [HaEntity::State(m), HaEntity::Events(m)]
+                    .into_iter()
+                    .any(|e| wire::ha_config_topic(p, node, e) == topic)
+            })
     }
 
     /// A discovery config found under this node's id (retained from before

@@ -133,13 +133,16 @@ pub enum HaEntity<'a> {
     /// A module's events (`fired`, `cleared`, `response`, `error`): an `event`
     /// entity on its event topic.
     Events(&'a str),
+    /// Whether crd is connected (its retained status): a diagnostic
+    /// `binary_sensor`, one per node.
+    Connectivity,
 }
 
 impl HaEntity<'_> {
     /// HA's component, the discovery topic's second level.
     fn component(self) -> &'static str {
         match self {
-            HaEntity::State(_) => "binary_sensor",
+            HaEntity::State(_) | HaEntity::Connectivity => "binary_sensor",
             HaEntity::Events(_) => "event",
         }
     }
@@ -147,7 +150,8 @@ impl HaEntity<'_> {
 
 /// An entity's `unique_id`, in parts joined by `-` (no escaped name holds
 /// one): `crd-<node>-<module>` for a module's state, `crd-<node>-<module>-event`
-/// for its events; one per (node, entity).
+/// for its events, `crd-<node>--status` (no module: an empty part) for the
+/// node's connectivity; one per (node, entity).
 pub fn ha_unique_id(node: &str, e: HaEntity<'_>) -> String {
     let mut id = ha_node_id(node);
     id.push('-');
@@ -157,23 +161,28 @@ pub fn ha_unique_id(node: &str, e: HaEntity<'_>) -> String {
             ha_escape(&mut id, m);
             id.push_str("-event");
         }
+        HaEntity::Connectivity => id.push_str("-status"),
     }
     id
 }
 
-/// An entity's discovery topic, `<ha_prefix>/<component>/<node_id>/<module>/config`,
-/// both id levels in HA's id alphabet (`ha_escape`); the node id level lets
-/// crd subscribe to its own configs only.
+/// An entity's discovery topic, `<ha_prefix>/<component>/<node_id>/<object>/config`,
+/// both id levels in HA's id alphabet (`ha_escape`): the object the module's
+/// name, or `crd-status` for the node's connectivity (a `-`, which no
+/// escaped name holds). The node id level lets crd subscribe to its own
+/// configs only.
 pub fn ha_config_topic(ha_prefix: &str, node: &str, e: HaEntity<'_>) -> String {
-    let (HaEntity::State(module) | HaEntity::Events(module)) = e;
-    let mut t = String::with_capacity(ha_prefix.len() + node.len() + module.len() + 40);
+    let mut t = String::with_capacity(ha_prefix.len() + 2 * node.len() + 40);
     t.push_str(ha_prefix);
     t.push('/');
     t.push_str(e.component());
     t.push('/');
     t.push_str(&ha_node_id(node));
     t.push('/');
-    ha_escape(&mut t, module);
+    match e {
+        HaEntity::State(m) | HaEntity::Events(m) => ha_escape(&mut t, m),
+        HaEntity::Connectivity => t.push_str("crd-status"),
+    }
     t.push_str("/config");
     t
 }
@@ -217,7 +226,8 @@ pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str
         .str("payload_off", "OFF")
         .str("device_class", device_class)
         .str("json_attributes_topic", &state);
-    ha_common(&mut o, prefix, node);
+    ha_available(&mut o, prefix, node);
+    ha_common(&mut o, node);
     out
 }
 
@@ -242,9 +252,33 @@ pub fn ha_events_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
         .str("state_topic", &topic)
         .str("value_template", HA_EVENT_TEMPLATE)
         .strs("event_types", &KINDS.map(String::from));
-    ha_common(&mut o, prefix, node);
+    ha_available(&mut o, prefix, node);
+    ha_common(&mut o, node);
     out
 }
+
+/// The node's connectivity: a diagnostic (`entity_category`) `binary_sensor`
+/// of class `connectivity`, ON while crd's retained status says `online`,
+/// with the status JSON's members (version, boot_ms, stream, seq) as
+/// attributes. It has no availability: offline is its OFF.
+pub fn ha_connectivity_json(prefix: &str, node: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(640);
+    let mut o = Obj::new(&mut out);
+    let status = status_topic(prefix, node);
+    o.str("name", "crd")
+        .str("unique_id", &ha_unique_id(node, HaEntity::Connectivity))
+        .str("state_topic", &status)
+        .str("value_template", HA_ONLINE_TEMPLATE)
+        .str("device_class", "connectivity")
+        .str("entity_category", "diagnostic")
+        .str("json_attributes_topic", &status);
+    ha_common(&mut o, node);
+    out
+}
+
+/// HA's template from crd's status JSON to ON (online) or OFF.
+const HA_ONLINE_TEMPLATE: &str = "{{ ('ON' if value_json.state == 'online' else 'OFF') \
+    if value_json is defined else '' }}";
 
 /// The kinds of event on a module's event topic, HA's `event_types`.
 const KINDS: [&str; 4] = ["fired", "cleared", "response", "error"];
@@ -253,16 +287,20 @@ const KINDS: [&str; 4] = ["fired", "cleared", "response", "error"];
 const HA_EVENT_TEMPLATE: &str = "{{ {'event_type': value_json.kind, 'code': value_json.code, \
     'seq': value_json.seq, 'out': value_json.out} | to_json if value_json is defined else '' }}";
 
-/// What every entity's config has, and closes it with: available while
-/// crd's retained status says `online` (`value_json.state` of the status
-/// JSON, `HA_STATE_TEMPLATE`), one device per node, and the origin (crd and
-/// its version; no `support_url`, as Cargo.toml names no repository).
-fn ha_common(o: &mut Obj<'_>, prefix: &str, node: &str) {
-    let v = env!("CARGO_PKG_VERSION");
+/// A module's entity is available while crd's retained status says
+/// `online` (`value_json.state` of the status JSON, `HA_STATE_TEMPLATE`).
+fn ha_available(o: &mut Obj<'_>, prefix: &str, node: &str) {
     o.str("availability_topic", &status_topic(prefix, node))
         .str("availability_template", HA_STATE_TEMPLATE)
         .str("payload_available", "online")
         .str("payload_not_available", "offline");
+}
+
+/// What every entity's config has, and closes it with: one device per node,
+/// and the origin (crd and its version; no `support_url`, as Cargo.toml
+/// names no repository).
+fn ha_common(o: &mut Obj<'_>, node: &str) {
+    let v = env!("CARGO_PKG_VERSION");
     let mut d = o.obj("device");
     d.strs("identifiers", &[ha_node_id(node)])
         .str("name", node)
@@ -479,6 +517,7 @@ mod tests {
         let c = match e {
             HaEntity::State(m) => ha_config_json("crd", node, m, "problem"),
             HaEntity::Events(m) => ha_events_json("crd", node, m),
+            HaEntity::Connectivity => ha_connectivity_json("crd", node),
         };
         let c: serde_json::Value = serde_json::from_slice(&c).unwrap();
         let uid = c["unique_id"].as_str().unwrap().to_string();
@@ -519,7 +558,7 @@ mod tests {
 
     /// Property: over thousands of random names (letters, digits, `.`, `_`,
     /// `-` and multibyte characters, seeded so a failure repeats), no two
-    /// distinct (node, module, entity) share a discovery topic or a
+    /// distinct (node, module or none, entity) share a discovery topic or a
     /// unique_id, no two nodes a device identifier, and every id is in HA's
     /// alphabet.
     #[test]
@@ -541,15 +580,16 @@ mod tests {
         }
         let (mut topics, mut uids) = (HashMap::new(), HashMap::new());
         let mut devices = HashMap::new();
-        for i in 0..10_000 {
+        for i in 0..15_000 {
             let node = name(&mut next);
             let module = name(&mut next);
-            let e = match i % 2 {
-                0 => HaEntity::State(&module),
-                _ => HaEntity::Events(&module),
+            let (e, module) = match i % 3 {
+                0 => (HaEntity::State(&module), module.clone()),
+                1 => (HaEntity::Events(&module), module.clone()),
+                _ => (HaEntity::Connectivity, String::new()),
             };
             let (topic, uid, dev) = entity_keys(&node, e);
-            let pair = (node.clone(), module.clone(), i % 2);
+            let pair = (node.clone(), module, i % 3);
             let ok = |id: &str| {
                 id.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -609,6 +649,38 @@ mod tests {
         assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
         assert_eq!(c["availability_topic"], "crd/gw.lan/status");
         assert_eq!(c["origin"]["name"], "crd");
+    }
+
+    /// The fields HA's docs name for a diagnostic binary_sensor: topic,
+    /// `unique_id` (apart from any module's), `state_topic` (crd's status),
+    /// `device_class`, `entity_category`, `json_attributes_topic`, `device`,
+    /// `origin`; no availability.
+    #[test]
+    fn the_nodes_connectivity_is_a_diagnostic_binary_sensor_on_its_status() {
+        let c: serde_json::Value =
+            serde_json::from_slice(&ha_connectivity_json("crd", "gw.lan")).unwrap();
+        assert_eq!(
+            ha_config_topic("ha", "gw.lan", HaEntity::Connectivity),
+            "ha/binary_sensor/crd-gw_2elan/crd-status/config"
+        );
+        assert_eq!(c["unique_id"], "crd-gw_2elan--status");
+        assert_ne!(
+            c["unique_id"],
+            ha_unique_id("gw.lan", HaEntity::State("status"))
+        );
+        assert_ne!(
+            ha_config_topic("ha", "gw.lan", HaEntity::Connectivity),
+            ha_config_topic("ha", "gw.lan", HaEntity::State("crd-status"))
+        );
+        assert_eq!(c["state_topic"], status_topic("crd", "gw.lan"));
+        assert_eq!(c["json_attributes_topic"], c["state_topic"]);
+        assert_eq!(c["device_class"], "connectivity");
+        assert_eq!(c["entity_category"], "diagnostic");
+        assert!(c.get("availability_topic").is_none(), "offline is its OFF");
+        assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
+        assert_eq!(c["origin"]["name"], "crd");
+        let t = c["value_template"].as_str().unwrap();
+        assert!(t.contains("value_json.state == 'online'"), "{t}");
     }
 
     #[test]
