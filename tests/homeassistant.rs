@@ -1,7 +1,8 @@
 //! Home Assistant's MQTT discovery against a real mosquitto started by each
 //! test on a free loopback port: what crd finds retained on the broker from
-//! before it started (configs of modules gone while it was down, of other
-//! nodes), and the entities a Home Assistant user sees. The discovery topics
+//! before it started (configs of modules removed while it is stopped, of
+//! other nodes), a module's state across a restart, and the entities a Home
+//! Assistant user sees. The discovery topics
 //! and payloads are `mqtt::wire`'s; `tests/mqtt.rs` has the announce, the
 //! birth message and the removal at run time.
 
@@ -51,7 +52,7 @@ fn stop(mut d: Daemon) {
     );
 }
 
-/// A module removed while crd was down left its retained config: at the next
+/// A module removed while crd is down leaves its retained config: at the next
 /// connect crd finds it under its own node id and clears it; another node's
 /// config, under that node's id, is not crd's to touch; crd's own are there.
 #[test]
@@ -92,7 +93,7 @@ fn configs_left_from_before_the_start_are_cleared_and_only_this_nodes() {
     );
     assert!(
         d.log().contains("Gone"),
-        "the log names what was cleared:\n{}",
+        "the log names what it cleared:\n{}",
         d.log()
     );
     stop(d);
@@ -219,7 +220,7 @@ fn the_entities_a_home_assistant_user_sees() {
     let s: serde_json::Value = serde_json::from_str(&s[0].1).unwrap();
     assert_eq!(s["state"], "ON");
     assert_eq!((&s["code"], &s["out"]), (&0.into(), &"no route".into()));
-    // What the event entity's topic carries: a kind HA was told of.
+    // What the event entity's topic carries: a kind HA is told of.
     let sub = Subscriber::start(broker.port, "crd/testnode/event/#", "ev", &sb.path("ev"));
     std::fs::write(sb.path("modules/Wan.Down/check"), "#!/bin/sh\nexit 1\n").unwrap();
     assert!(wait_for(LONG, || sub

@@ -790,7 +790,7 @@ impl Forwarder {
 
     /// A discovery config found under this node's id (retained from before
     /// the connect, or published since by another client): one crd does not
-    /// announce (a module removed or renamed while crd was down) is emptied,
+    /// announce (a module removed or renamed while crd is down) is emptied,
     /// so HA removes the entity and the broker forgets it.
     fn sweep(&mut self, topic: &str, payload: &[u8], now: Instant) -> Result<(), Error> {
         if payload.is_empty() || self.announces(topic) {
