@@ -1885,6 +1885,12 @@ pub const KEYS: &[Key] = {
         one("topic_prefix", Global, Every, "crd"),
         one("homeassistant_prefix", Global, Every, "homeassistant"),
         one("homeassistant", Global, Every, "yes"),
+        one(
+            "homeassistant_status_topic",
+            Global,
+            Every,
+            "homeassistant/status",
+        ),
         one("client_id", Global, Every, "crd-edge-7"),
         one("username", Global, Every, "edge"),
         one("broker_tls", Global, Every, "no"),
@@ -1908,6 +1914,7 @@ pub const KEYS: &[Key] = {
         one("spool_max_record", Global, Every, "64k"),
         // module_setting
         one("interval", Both, Every, "30s"),
+        one("device_class", Both, Every, "connectivity"),
         one("timeout", Both, Every, "10s"),
         one("memory_limit", Both, Every, "128M"),
         one("cpu_limit", Both, Every, "10s"),
