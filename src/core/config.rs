@@ -228,37 +228,15 @@ pub enum Convention {
 }
 
 /// Home Assistant's binary_sensor device classes (`BinarySensorDeviceClass`),
-/// the values `device_class` takes: how HA shows a module's ON and OFF.
-pub const HA_DEVICE_CLASSES: [&str; 28] = [
-    "battery",
-    "battery_charging",
-    "carbon_monoxide",
-    "cold",
-    "connectivity",
-    "door",
-    "garage_door",
-    "gas",
-    "heat",
-    "light",
-    "lock",
-    "moisture",
-    "motion",
-    "moving",
-    "occupancy",
-    "opening",
-    "plug",
-    "power",
-    "presence",
-    "problem",
-    "running",
-    "safety",
-    "smoke",
-    "sound",
-    "tamper",
-    "update",
-    "vibration",
-    "window",
-];
+/// the values `device_class` takes: how HA shows a module's ON and OFF. One
+/// string, separated by spaces: a table of 28 slices cost a router's build
+/// 224 bytes more.
+pub const HA_DEVICE_CLASSES: &str = concat!(
+    "battery battery_charging carbon_monoxide cold connectivity ",
+    "door garage_door gas heat light lock moisture motion moving ",
+    "occupancy opening plug power presence problem running ",
+    "safety smoke sound tamper update vibration window",
+);
 
 /// Nagios severities that can trigger a response (`respond_at`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -1096,7 +1074,7 @@ fn module_setting(key: &str, v: &str) -> Result<Option<Setting>, Problem> {
         }),
         "enabled" => Setting::Enabled(parse_bool(v)?),
         "device_class" => {
-            Setting::DeviceClass(HA_DEVICE_CLASSES.into_iter().find(|c| *c == v).ok_or_else(
+            Setting::DeviceClass(HA_DEVICE_CLASSES.split(' ').find(|c| *c == v).ok_or_else(
                 || {
                     Reason::Bad(
                         "device_class",
