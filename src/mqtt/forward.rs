@@ -1252,6 +1252,15 @@ mod tests {
         f
     }
 
+    /// `connected` with Home Assistant discovery on, its default prefix.
+    fn ha_connected(spool: &mut Spool<MemStorage>, now: Instant) -> Forwarder {
+        let cfg = MqttSettings {
+            homeassistant: true,
+            ..MqttSettings::default()
+        };
+        connected(cfg, spool, now)
+    }
+
     /// The broker's bytes, through the session to the forwarder.
     fn broker_says(f: &mut Forwarder, spool: &mut Spool<MemStorage>, bytes: &[u8], now: Instant) {
         let (mut buf, mut ups) = (bytes.to_vec(), Vec::new());
@@ -1332,11 +1341,7 @@ mod tests {
     fn configs_under_this_nodes_id_that_it_does_not_announce_are_cleared() {
         let now = Instant::now();
         let mut spool = mem_spool();
-        let cfg = MqttSettings {
-            homeassistant: true,
-            ..MqttSettings::default()
-        };
-        let mut f = connected(cfg, &mut spool, now);
+        let mut f = ha_connected(&mut spool, now);
         let own = "homeassistant/+/crd-r1/+/config".to_string();
         assert!(f.sub_sent.contains(&own), "{:?}", f.sub_sent);
         f.set_modules(&[("Disk", "problem")], now);
@@ -1359,11 +1364,7 @@ mod tests {
     fn a_changed_device_class_is_announced_again() {
         let now = Instant::now();
         let mut spool = mem_spool();
-        let cfg = MqttSettings {
-            homeassistant: true,
-            ..MqttSettings::default()
-        };
-        let mut f = connected(cfg, &mut spool, now);
+        let mut f = ha_connected(&mut spool, now);
         f.set_modules(&[("Disk", "problem"), ("Wan", "problem")], now);
         assert_eq!(
             written(&mut f).len(),
@@ -1384,11 +1385,7 @@ mod tests {
     fn a_removed_modules_config_is_cleared_before_its_state() {
         let now = Instant::now();
         let mut spool = mem_spool();
-        let cfg = MqttSettings {
-            homeassistant: true,
-            ..MqttSettings::default()
-        };
-        let mut f = connected(cfg, &mut spool, now);
+        let mut f = ha_connected(&mut spool, now);
         f.set_modules(&[("Disk", "problem"), ("Wan.Down", "connectivity")], now);
         for m in ["Disk", "Wan.Down"] {
             f.set_state(m, wire::state_json(true, 1, Some(0), Some(1), ""), now);
