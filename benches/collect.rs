@@ -13,7 +13,7 @@
 //!    and again halfway through and at the end of `RSS_SECONDS` more of them
 //!    (default 600, the issue's ten minutes): flat.
 //!
-//! 4. Rules (issue 16): a rule module (the mean of each of 1,000 nodes' loads,
+//! 4. Rules: a rule module (the mean of each of 1,000 nodes' loads,
 //!    a condition that never holds) journaled, fed and acknowledged per second,
 //!    against `mosquitto_sub -q 1 > /dev/null`; and RSS with 100,000 distinct
 //!    keys fed through the default 10,000 kept, per kept key above the idle

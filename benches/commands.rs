@@ -1,4 +1,4 @@
-//! `make bench-commands`: the remote commands' budgets (issue 17) against a local
+//! `make bench-commands`: the remote commands' budgets against a local
 //! mosquitto, as a table, in one run.
 //!
 //! 1. Round trip, send -> done, of a command running `/bin/true` on an edge crd:

@@ -4,7 +4,7 @@
 # board (one with IPK_BUDGET) the .ipk that cross/ipk.sh packs from it, against
 # IPK_BUDGET; exits 1 if any board is over a budget. SIZE_BUDGET sits just above
 # today's size, so CI fails when a change grows a board; IPK_BUDGET is OpenWrt's
-# monit-nossl package (253,000 bytes, issue 18); IPK_TARGET the goal beyond it,
+# monit-nossl package (253,000 bytes); IPK_TARGET the goal beyond it,
 # shown as met or as the bytes still to cut. With SIZE_VARIANT=tls it sizes the TLS
 # builds instead (dist/BOARD-tls/crd), for comparison only: the budgets are for
 # the plain build.

@@ -11,7 +11,8 @@
 //! discovery, control socket, outbox, logger), `mqtt` (session, wire, forward,
 //! transport), `install` (`crd --install/--list/--remove`), `collect` (the
 //! collector: modules run on MQTT messages), `rules` (registers and conditions,
-//! pure), `daemon` (the loop), `cli` (the command line).
+//! pure), `command` (remote commands: the envelope, the edge's table, `crd send`,
+//! the relay), `daemon` (the loop), `cli` (the command line).
 
 #![deny(unsafe_code)]
 // Inline assembly on MIPS is still behind a feature gate; MIPS builds use build-std

@@ -125,8 +125,8 @@ fn check_config_accepts_a_good_config_and_reports_module_problems() {
     sb.module("Bad", "exit 1", None);
     std::fs::write(sb.path("modules/Bad/module.conf"), "timeout = never\n").unwrap();
     let (code, out, err) = sb.run(&["--check-config"]);
-    // A refused module is a failed check (issue 19, item 13); the daemon would run
-    // the rest.
+    // A refused module is a failed check, though the daemon would run the rest:
+    // a deployment gated on --check-config should not ship it.
     assert_eq!(code, 2, "{err}");
     assert!(out.contains("1 module refused (Bad)"), "{out}");
     assert!(out.contains("1 modules runnable"), "{out}");
@@ -170,9 +170,9 @@ fn usage_errors_exit_2_and_help_and_version_exit_0() {
     assert!(out.starts_with("crd "), "{out}");
 }
 
-/// Issue 31, item 4: `--check-config` said ok to a `command_key_file` the daemon
-/// then refused (`remote commands are off`): missing, too short, or readable by
-/// others. It now makes the daemon's own check and names the line.
+/// `--check-config` makes the daemon's own check of `command_key_file` and names
+/// the line: a key file the daemon would refuse (`remote commands are off`:
+/// missing, too short, or readable by others) is not valid.
 #[test]
 fn check_config_refuses_a_command_key_file_the_daemon_cannot_use() {
     use std::os::unix::fs::PermissionsExt;
@@ -210,10 +210,9 @@ fn check_config_refuses_a_command_key_file_the_daemon_cannot_use() {
     assert!(out.contains(": ok;"), "{out}");
 }
 
-/// Issue 31, item 4: a relative `modules_dir` passed `--check-config` while every
-/// child failed (`No such file or directory`: children run in their module's
-/// directory). Relative paths are now taken from the config file's directory,
-/// wherever crd is started from, and `CRD_CONFIG` is absolute.
+/// A relative `modules_dir` is taken from the config file's directory, wherever
+/// crd is started from (children run in their module's directory, where a path
+/// relative to the start would not be found), and `CRD_CONFIG` is absolute.
 #[test]
 fn relative_paths_in_the_config_are_taken_from_its_directory() {
     let sb = Sandbox::new("relpaths");
@@ -253,9 +252,8 @@ fn relative_paths_in_the_config_are_taken_from_its_directory() {
     assert!(sb.exists("spool") && sb.exists("crd.sock"));
 }
 
-/// Issue 31, item 4: a module with `register` but no `subscribe` (and so no
-/// `check`) was passed over in silence, neither refused nor run. It is now
-/// refused, naming the line that set `register`.
+/// A module with `register` but no `subscribe` (and so no `check`) is refused,
+/// naming the line that set `register`, rather than passed over in silence.
 #[test]
 fn check_config_refuses_a_register_without_subscribe_naming_its_line() {
     let sb = Sandbox::new("checkconf-rule");

@@ -1,4 +1,4 @@
-//! The collector (issue 15) end to end: real edge and collector `crd` binaries, a
+//! The collector end to end: real edge and collector `crd` binaries, a
 //! real mosquitto with persistence on a free loopback port, real `/bin/sh`
 //! modules.
 

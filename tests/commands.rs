@@ -1,4 +1,4 @@
-//! Remote commands (issue 17), the edge's side, end to end: the real `crd` binary,
+//! Remote commands, the edge's side, end to end: the real `crd` binary,
 //! a real mosquitto with persistence on a free loopback port, commands published
 //! with `mosquitto_pub`, replies read with `mosquitto_sub`, real `/bin/sh`
 //! support modules, SIGKILL.

@@ -442,10 +442,10 @@ fn a_check_cut_short_by_shutdown_is_not_an_error_event() {
     assert!(!dump.contains(" error "), "{dump}");
 }
 
-/// Issue 31, item 7: a crd killed with SIGKILL left its check running with no
-/// one to enforce its timeout, and what the check started in the background ran
-/// on too. Now the check dies with crd (its parent-death signal) and the next
-/// crd kills the rest of its process group at start.
+/// A crd killed with SIGKILL must not leave its check running with no one to
+/// enforce its timeout, nor what the check started in the background: the
+/// check dies with crd (its parent-death signal) and the next crd kills the
+/// rest of its process group at start.
 #[test]
 fn children_and_their_background_processes_die_with_a_killed_crd() {
     let sb = Sandbox::new("pdeath");

@@ -484,7 +484,7 @@ fn dump_header(sb: &Sandbox) -> (u64, u64) {
 /// forwarded to a real broker. Every emit that exited 0 reaches the subscriber;
 /// the durable watermark never goes back; duplicates, counted per seq, stay
 /// within what each kill can cause: the records after the watermark, and by
-/// design (issue 18) at most the in-flight window (20) plus the acks since the
+/// design at most the in-flight window (20) plus the acks since the
 /// last ack mark (fewer than `MARK_WRITE_ACKS`, 32) per kill, 64 in the budget.
 #[test]
 fn kill_9_loop_while_producing_and_forwarding_loses_nothing() {

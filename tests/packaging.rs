@@ -434,7 +434,7 @@ fn make_install_lays_out_the_tree_and_keeps_an_existing_config() {
     );
 }
 
-/// Issue 20: the .deb for the collector host (`make deb`, cross/deb.sh), packed
+/// The .deb for the collector host (`make deb`, cross/deb.sh), packed
 /// with the binary under test: its layout and control files, installed with
 /// `dpkg -i` into a scratch root, run from there; its manual page rendered by
 /// `man` without a warning; its systemd unit rated by `systemd-analyze

@@ -1,5 +1,5 @@
-//! `bench/report.py`, the charts `make bench` writes from one run's comparisons
-//! (issue 20): a results file in, bench/report.md and one SVG per comparison out,
+//! `bench/report.py`, the charts `make bench` writes from one run's comparisons:
+//! a results file in, bench/report.md and one SVG per comparison out,
 //! each SVG well-formed for an HTML tokenizer and carrying the ratio, the budget's
 //! verdict, the date and the machine; a bad line is an error naming file:line.
 

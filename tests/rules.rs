@@ -1,4 +1,4 @@
-//! Rules and registers (issue 16) end to end: real edge and collector `crd`
+//! Rules and registers end to end: real edge and collector `crd`
 //! binaries, a real mosquitto with persistence on a free loopback port, real
 //! `/bin/sh` responses; the register's condition is evaluated in the daemon.
 

@@ -421,8 +421,8 @@ mod tests {
         );
     }
 
-    /// Issue 19, item 1: a 300,000-byte capture in one environment string made the
-    /// response fail to start (E2BIG).
+    /// A 300,000-byte capture in one environment string would keep the response
+    /// from starting (E2BIG): the variable is cut, the whole capture is on stdin.
     #[test]
     fn a_large_check_output_goes_to_stdin_and_the_variable_stays_small() {
         let m = module();

@@ -1,10 +1,11 @@
 //! The command line: raw arguments turned into one validated action, once.
 //!
-//! `crd` (daemon), `crd -x NAME [ARGS...]`, `crd check NAME`, `crd status`,
-//! `crd emit SUFFIX [MESSAGE|-] [--sync]`, `crd dump`, `crd --check-config`,
-//! `crd --install NAME[@REF] [-l LOCATION]`, `crd --list`, `crd --remove NAME`,
-//! `--version`, `--help`. Exit codes: 0 ok, 1 failure, 2 usage
-//! or config error; every message goes to stderr and says what and where. `-x` is
+//! `crd` (daemon), `crd -x NAME [ARGS...]`, the commands of `COMMANDS` (`check`,
+//! `status`, `emit`, `dump`, `resolve`, `fleet`, `register`, `send`, `replies`),
+//! and the options of `TOP` (`--check-config`, `--install NAME[@REF] [-l
+//! LOCATION]`, `--list`, `--remove NAME`, `--version`, `--help`). Exit codes: 0
+//! ok, 1 failure, 2 usage or config error, and those of `crd emit` and `crd send`
+//! below; every message goes to stderr and says what and where. `-x` is
 //! taken apart by hand before `args.rs` parses the rest, so that a support
 //! module's own arguments (`-f`, `--`, anything) reach it untouched.
 
@@ -438,9 +439,9 @@ fn split_x(argv: &[OsString]) -> (Vec<OsString>, Option<(OsString, Vec<OsString>
     (argv.to_vec(), None)
 }
 
-/// Stands for the message `-` of `crd emit` (kept from when argh refused a bare
-/// `-`); an argument can never hold a NUL byte, so no real message is mistaken
-/// for it.
+/// Stands for the message `-` of `crd emit`, so the parser takes it as a plain
+/// positional; an argument can never hold a NUL byte, so no real message is
+/// mistaken for it.
 const STDIN_MARKER: &str = "\0stdin";
 
 /// Replaces a bare `-` after `emit SUFFIX` with `STDIN_MARKER`.

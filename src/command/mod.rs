@@ -1,4 +1,4 @@
-//! Remote commands (issue 17): a command to a named node, run there at most once
+//! Remote commands: a command to a named node, run there at most once
 //! from an allow-list of support modules, answered with its exit code and output.
 //!
 //! - `envelope.rs` (no IO): the command and reply JSON, the signature (HMAC-SHA256

@@ -2504,10 +2504,10 @@ mod tests {
         assert!(one_err("spool_max_record = 2M").contains("out of range"));
     }
 
-    /// Issue 19, item 9: `spool_size = 1023G` with 4 KiB segments was accepted (a
-    /// quarter of a billion segment entries, scanned per append), and the RAM kept
-    /// while the disk fails (4 x max(spool_sync_bytes, spool_segment)) could reach
-    /// 4 GiB on a 32-bit router.
+    /// The spool's sizes are bounded together: `spool_size = 1023G` with 4 KiB
+    /// segments would be a quarter of a billion segment entries, scanned per
+    /// append, and the RAM kept while the disk fails (4 x max(spool_sync_bytes,
+    /// spool_segment)) must stay within what a 32-bit router has.
     #[test]
     fn spool_bounds_a_small_router_cannot_honour_are_refused_with_their_line() {
         assert!(one_err("spool_size = 1023G").contains("out of range"));
@@ -2531,7 +2531,7 @@ mod tests {
         assert!(one_err("spool_size = 8G\nspool_segment = 1M").contains("4096 segments at most"));
     }
 
-    /// Issue 16: a rule module's register keys, each checked with its line, and
+    /// A rule module's register keys, each checked with its line, and
     /// what must fit together.
     #[test]
     fn register_keys_are_checked_with_their_line_and_together() {
@@ -2617,7 +2617,7 @@ mod tests {
         );
     }
 
-    /// Issue 31, item 4: a relative path key is taken from the config file's
+    /// A relative path key is taken from the config file's
     /// directory (children run in their module's directory, crd wherever it was
     /// started); an absolute one is kept.
     #[test]
@@ -2705,7 +2705,7 @@ mod tests {
         assert_eq!(r.blamed_key(), "register");
     }
 
-    /// Issue 17: remote commands are off unless modules are named, one by one.
+    /// Remote commands are off unless modules are named, one by one.
     #[test]
     fn commands_name_support_modules_and_refuse_wildcards() {
         let c = p("").unwrap();
@@ -2722,7 +2722,7 @@ mod tests {
         );
     }
 
-    /// Issue 20: the fleet page is a collector's.
+    /// The fleet page is a collector's.
     #[test]
     fn fleet_html_is_a_path_in_collector_builds() {
         if !cfg!(feature = "collector") {
@@ -2738,7 +2738,7 @@ mod tests {
         assert_eq!(p("").unwrap().fleet_html, None);
     }
 
-    /// Issue 15: subscribed modules.
+    /// Subscribed modules.
     #[test]
     fn subscribe_keys_are_topic_filters_checked_with_their_line() {
         if !cfg!(feature = "collector") {

@@ -8,10 +8,10 @@
 //! encoding of `Event` (fields in declaration order; `kind` as its variant index,
 //! so new kinds are only ever added at the end), written and read by hand here:
 //! LEB128 varints for the integers and string lengths, zigzag for `code`. The
-//! postcard crate and serde's derives cost a router's build more than this
-//! (issue 18); the tests hold the two byte for byte, spools written before read
-//! the same. The last field, `cause` (an `Option`: a 0 byte for none), came
-//! after the others: a payload that ends before it is read as one with none.
+//! postcard crate and serde's derives would cost a router's build more than
+//! this; the tests hold the two byte for byte, so spools postcard wrote read
+//! the same. The last field, `cause` (an `Option`: a 0 byte for none), is
+//! optional on the wire too: a payload that ends before it reads as none.
 
 use std::fmt;
 

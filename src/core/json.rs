@@ -2,7 +2,7 @@
 //! serde_json escapes (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control
 //! bytes as `\u00xx`, everything else as it is). What an edge sends (events, its
 //! status, command replies) is written with it: serde_json's serializer and the
-//! derives feeding it cost a router's build more than this does (issue 18). The
+//! derives feeding it would cost a router's build more than this does. The
 //! tests hold it to serde_json's output byte for byte.
 //!
 //! `read_string` is the one reader of a JSON string crd has (the command

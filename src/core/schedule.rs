@@ -339,8 +339,8 @@ mod tests {
         assert_eq!(s.poll_timeout(), Some(t0 + ms(750)), "6 and 7 are due next");
     }
 
-    /// Issue 19, item 7: the count of missed intervals was truncated to u32, so a
-    /// long stop with a short interval miscounted, and `missed + 1` could wrap.
+    /// Missed intervals are counted in a u64: a long stop with a short interval
+    /// must count exactly, and `missed + 1` must not wrap.
     #[test]
     fn a_jump_of_100_days_skips_to_the_next_grid_point_and_counts_exactly() {
         let day = Duration::from_secs(86_400);
@@ -363,8 +363,8 @@ mod tests {
         assert_eq!(s.poll_timeout(), Some(t0 + day * 100 + ms(1)));
     }
 
-    /// Issue 19, item 2: every SIGHUP (and so every `crd --install`) rebuilt the
-    /// schedule and re-ran every module at once.
+    /// A SIGHUP (and so every `crd --install`) keeps each unchanged module's next
+    /// run rather than re-running every module at once.
     #[test]
     fn a_reload_keeps_each_unchanged_modules_next_run() {
         let t0 = Instant::now();

@@ -416,7 +416,7 @@ mod tests {
         );
     }
 
-    /// Issue 15: a subscribed module needs no check (every message is a hit) and
+    /// A subscribed module needs no check (every message is a hit) and
     /// is not scheduled.
     #[test]
     fn a_subscribed_module_needs_no_check() {

@@ -3,9 +3,9 @@
 //! PUBLISH itself, straight into its output) and those a broker sends a client
 //! (CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP). Pure: bytes in, values out.
 //!
-//! It replaced rumqttc's v4 codec and the `bytes` crate it reads from, which a
-//! router's build paid about 10 KB for (issue 18); the tests check these bytes
-//! against rumqttc's codec, kept as a dev-dependency. Section numbers refer to
+//! It is written here rather than taken from rumqttc's v4 codec and the `bytes`
+//! crate it reads from, which would cost a router's build about 10 KB; the tests
+//! check these bytes against rumqttc's codec, kept as a dev-dependency. Section numbers refer to
 //! the MQTT 3.1.1 OASIS standard.
 
 /// What crd puts in CONNECT (3.1).

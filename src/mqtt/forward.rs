@@ -1172,8 +1172,8 @@ mod tests {
         Spool::open(storage, cfg, || 1, false).unwrap().0
     }
 
-    /// Issue 19, item 8: a broker name is resolved by the daemon (in a child), not
-    /// here: the forwarder asks once per attempt and waits without blocking.
+    /// A broker name is resolved by the daemon (in a child, so a resolver that
+    /// does not answer never holds the loop), not here: the forwarder asks once per attempt and waits without blocking.
     #[test]
     fn a_broker_name_is_asked_of_the_daemon_not_resolved_in_the_loop() {
         let poll = mio::Poll::new().unwrap();

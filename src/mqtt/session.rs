@@ -197,8 +197,10 @@ impl Session {
     }
 
     /// A new connection: forgets the old one's in-flight publishes (the caller
-    /// resends from the spool's watermark) and queues CONNECT with a clean
-    /// session (3.1.2.4): crd's own spool, not the broker, holds what is unsent.
+    /// resends from the spool's watermark) and queues CONNECT, with a clean
+    /// session (3.1.2.4) unless `set_subscriber` turned it off: crd's own spool,
+    /// not the broker, holds what it has to send, while a subscriber's broker
+    /// queues what arrives for it while it is away.
     pub fn start(&mut self, now: Instant) -> Result<(), SessionError> {
         self.reset();
         let mut b = Vec::new();
@@ -679,7 +681,7 @@ mod tests {
         s
     }
 
-    /// Issue 15: a subscriber's session.
+    /// A subscriber's session (the collector's, the command edge's).
     #[test]
     fn a_subscriber_subscribes_receives_and_acknowledges_when_it_chooses() {
         use rumqttc::mqttbytes::v4::{SubAck, SubscribeReasonCode};
@@ -772,7 +774,7 @@ mod tests {
         );
     }
 
-    /// Issue 15: a 10 MB message is never held in memory; its head is kept, the
+    /// A 10 MB message is never held in memory; its head is kept, the
     /// rest skipped as it arrives, and the caller told so it can acknowledge it.
     #[test]
     fn an_oversized_publish_is_skipped_as_it_arrives_and_reported() {
@@ -999,8 +1001,8 @@ mod tests {
         let mut s = Session::new(cfg(), t0);
         s.start(t0).unwrap();
         assert_eq!(s.poll_timeout(), Some(t0 + CONNACK_TIMEOUT));
-        // Issue 19: a broker that never sent CONNACK was reported as silent past
-        // 1.5 x keepalive; the timeout that fired is the CONNACK one.
+        // A broker that never sends CONNACK is reported as such, not as silent
+        // past 1.5 x keepalive: the timeout that fires is the CONNACK one.
         let e = s.handle_timer(t0 + CONNACK_TIMEOUT).unwrap_err();
         assert_eq!(e, SessionError::NoConnAck);
         assert_eq!(e.to_string(), "no CONNACK within 10 s of CONNECT");

@@ -861,8 +861,8 @@ fn a_read_only_open_changes_nothing() {
         before,
         "the torn tail is left for the owner"
     );
-    // Issue 19, item 11: an append here was a release-build assert (a panic on a
-    // router); it is refused like any failing append.
+    // An append here is refused like any failing append, never an assert: a
+    // panic on a router would stop the daemon.
     assert!(matches!(ro.append(b"b", now), Err(AppendError::Io(_))));
     assert_eq!(ro.storage().len(&name).unwrap(), before);
 }
@@ -991,7 +991,7 @@ fn bit_flip_sweep_on_real_files() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// Issue 19, item 4: the spool directory deleted under a running crd. Records of
+/// The spool directory deleted under a running crd. Records of
 /// the active segment (reachable through its open descriptor) and those in RAM are
 /// kept; unacknowledged records of sealed segments are counted as lost, reported
 /// once, and forwarding goes on above them; the spool reopens cleanly afterwards.
