@@ -179,7 +179,9 @@ install: $(BIN)
 	cp -R modules/LogSize modules/DiskFull modules/WanDown modules/ProcessDown \
 		modules/restart-service modules/mqtt-notify modules/log-trim modules/README.md \
 		$(DESTDIR)$(PREFIX)/share/crd/modules/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/crd/docs
 	install -m 644 README.md ARCHITECTURE.md $(DESTDIR)$(PREFIX)/share/doc/crd/
+	install -m 644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/crd/docs/
 
 install-systemd: install
 	install -d $(DESTDIR)/lib/systemd/system

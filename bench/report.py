@@ -6,7 +6,8 @@ comparisons to ($BENCH_RESULTS: bench, metric, unit, crd's value, the peer's nam
 and value, which is better, the budget on the ratio crd / peer). Writes OUT.md
 with one SVG bar chart per comparison beside it (OUT's directory, charts/NAME.svg):
 crd's bar and the peer's, their values, the ratio and its budget, and the date
-and machine of the run. Plain SVG text, no plotting library.
+and machine of the run; then bench/notes.md, the measurement notes written by
+hand. Plain SVG text, no plotting library.
 """
 
 import datetime
@@ -94,7 +95,7 @@ def main():
         f"Written by `make bench` (bench/report.py) from the numbers of one run: {when}, {where}."
         + "".join(f" {k}={os.environ[k]}." for k in ("BENCH_SECONDS", "BENCH_ROUNDS", "RSS_SECONDS") if k in os.environ),
         "Each chart sets crd beside another tool doing the same work in the same run; the",
-        "tables the benches print, with every budget, are in ARCHITECTURE.md's Measured.",
+        "latest tables of every bench, with their budgets, are in docs/benchmarks.md.",
         "",
         "| bench | metric | crd | peer | ratio | budget |",
         "|---|---|---|---|---|---|",
@@ -112,6 +113,10 @@ def main():
         )
         charts.append(f"![{c['metric']}](charts/{name})")
     md += [""] + [x + "\n" for x in charts]
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            md.append(f.read())
     with open(out_md, "w") as f:
         f.write("\n".join(md))
     print(f"{out_md}: {len(rows)} charts")

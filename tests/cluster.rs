@@ -264,7 +264,7 @@ impl Drop for Cluster {
 /// messages (crd's statuses, by which group members know each other) on, the
 /// plugins with ports of their own (HTTP API) or rules (ACL) off. The listener
 /// takes crd's short keepalive (rmqtt refuses below 30 s by default) and queues
-/// enough for a collector (README: on a broker cluster).
+/// enough for a collector (docs/collector.md: broker settings).
 fn node_config(n: &Node) -> String {
     let l = "listener.tcp.external";
     format!(

@@ -1693,7 +1693,7 @@ fn settled(quiet: Duration, mut count: impl FnMut() -> usize) -> usize {
     last.0
 }
 
-/// Two collectors in one group with the README's module on `crd/+/event/#` (a
+/// Two collectors in one group with docs/collector.md's module on `crd/+/event/#` (a
 /// check that exits 0, a response that appends a line): 1,500 edge events run
 /// once each, and the members' own `fired`/`response` events (hop 1) run
 /// nothing on the other member (`max_hops` 1 by default): counted, logged

@@ -53,7 +53,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// The README's naming rule: a JSON key's metric name (counters add
+/// The naming rule of docs/monitoring.md: a JSON key's metric name (counters add
 /// `_total`) and the factor from its JSON value to the metric's.
 fn metric_of(key: &str) -> (String, f64) {
     let (stem, ago) = key.strip_suffix("_ago").map_or((key, ""), |s| (s, "_ago"));
@@ -119,7 +119,7 @@ fn file_agrees_with_status(sb: &Sandbox, file: &str, node: &str) -> (String, usi
 /// An edge crd (a node name that needs escaping in a label) writes the file
 /// beside its config on its interval; promtool finds nothing to say; its
 /// numbers are those of `crd status --json`, counters and gauges typed as
-/// the README says, a module's row labelled by the module.
+/// docs/monitoring.md says, a module's row labelled by the module.
 #[test]
 fn an_edge_writes_metrics_promtool_accepts_with_the_numbers_of_its_status() {
     let edge = Sandbox::new("metrics-edge");

@@ -480,7 +480,7 @@ fn dump_header(sb: &Sandbox) -> (u64, u64) {
     (h[4].parse().unwrap(), h[8].parse().unwrap())
 }
 
-/// Reliability test 7 (ARCHITECTURE.md): hundreds of SIGKILLs while events are produced and
+/// Reliability test 7 (docs/spool.md): hundreds of SIGKILLs while events are produced and
 /// forwarded to a real broker. Every emit that exited 0 reaches the subscriber;
 /// the durable watermark never goes back; duplicates, counted per seq, stay
 /// within what each kill can cause: the records after the watermark, and by

@@ -542,7 +542,7 @@ fn deb_installs_into_a_scratch_root_and_runs() {
     let unit = r.join("lib/systemd/system/crd.service");
     let score = exposure(&unit);
     assert!(score <= 3.0, "exposure {score}");
-    // The root variant for edge remediation, for the record (README states it).
+    // The root variant for edge remediation, for the record (docs/deb.md states it).
     let root_unit = sb.path("crd-root.service");
     let text = fs::read_to_string(root().join("cross/systemd/crd.service")).unwrap();
     fs::write(&root_unit, text.replace("@SBINDIR@", "/usr/sbin")).unwrap();

@@ -1,6 +1,6 @@
 //! The spool through the real binary: events and `crd emit` records survive restarts
 //! and SIGKILL, `crd dump` shows them, `crd status` reports the spool, damage and
-//! foreign versions are handled as ARCHITECTURE.md's reliability list says. No broker: nothing is acked.
+//! foreign versions are handled as docs/spool.md's reliability list says. No broker: nothing is acked.
 
 mod common;
 use common::*;

@@ -1,4 +1,4 @@
-//! The spool's tests: the reliability list of ARCHITECTURE.md, numbered as there. Most run on the
+//! The spool's tests: the reliability list of docs/spool.md, numbered as there. Most run on the
 //! fault-injecting memory store with seeded randomness; the truncation sweep and the
 //! lock run on real files too.
 
