@@ -2,7 +2,7 @@
 # cross/deb.sh: packs the x86_64 musl build (dist/x86_64/crd, built if missing)
 # into dist/crd_VERSION_amd64.deb with dpkg-deb, for the collector host: the
 # binary, the hardened systemd unit (cross/deb/crd.service), /etc/CRD/crd.conf as
-# a conffile, the manual page crd(8), the README and the copyright. No maintainer
+# a conffile, the manual page crd(8), the README, docs/ and the copyright. No maintainer
 # scripts: the service is not started by the install (a collector needs its
 # broker configured first): `systemctl enable --now crd`. Reproducible: fixed
 # owner, order and mtime (the last commit's). CRD_DEB_BIN and CRD_DEB_OUT (a
@@ -26,13 +26,16 @@ install -m 644 "$src/crd.conf" "$d/etc/CRD/crd.conf"
 gzip -9n < "$src/crd.8" > "$d/usr/share/man/man8/crd.8.gz"
 install -m 644 "$src/copyright" "$d/usr/share/doc/crd/copyright"
 gzip -9n < "$top/README.md" > "$d/usr/share/doc/crd/README.md.gz"
+install -d -m 755 "$d/usr/share/doc/crd/docs"
+for f in "$top"/docs/*.md; do gzip -9n < "$f" > "$d/usr/share/doc/crd/docs/$(basename "$f").gz"; done
 # Dated by the last commit (a fixed date outside git): the changelog and every
 # file's mtime.
 epoch=$(git -C "$top" log -1 --format=%ct 2>/dev/null || echo 1796342400)
 date=$(date -u -R -d "@$epoch")
 printf 'crd (%s) unstable; urgency=medium\n\n  * Release %s.\n\n -- crd maintainers <maintainers@example.org>  %s\n' \
     "$version" "$version" "$date" | gzip -9n > "$d/usr/share/doc/crd/changelog.gz"
-chmod 644 "$d/usr/share/man/man8/crd.8.gz" "$d/usr/share/doc/crd/"*
+chmod 644 "$d/usr/share/man/man8/crd.8.gz" "$d/usr/share/doc/crd/"*.gz "$d/usr/share/doc/crd/copyright" \
+    "$d/usr/share/doc/crd/docs/"*
 size=$(du -sk --exclude=DEBIAN "$d" | cut -f1)
 cat > "$d/DEBIAN/control" <<CTL
 Package: crd

@@ -3,7 +3,8 @@
 //! `crd` (daemon), `crd -x NAME [ARGS...]`, the commands of `COMMANDS` (`check`,
 //! `status`, `emit`, `dump`, `resolve`, `fleet`, `register`, `send`, `replies`),
 //! and the options of `TOP` (`--check-config`, `--install NAME[@REF] [-l
-//! LOCATION]`, `--list`, `--remove NAME`, `--version`, `--help`). Exit codes: 0
+//! LOCATION]`, `--list`, `--remove NAME`, `--version`, `--help`); docs/cli.md
+//! documents each, and tests/docs.rs holds it to these two tables. Exit codes: 0
 //! ok, 1 failure, 2 usage or config error, and those of `crd emit` and `crd send`
 //! below; every message goes to stderr and says what and where. `-x` is
 //! taken apart by hand before `args.rs` parses the rest, so that a support
