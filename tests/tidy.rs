@@ -21,6 +21,11 @@
 //!   that waits for its replies, aside); no two files import each other. What the
 //!   tree still breaks is listed in `tests/tidy-debt.txt`, which only shrinks.
 //!
+//! - No development history (`check_history`): no issue number (the word, a
+//!   space, a number) in src/, tests/, benches/, bench/, cross/, board-configs/,
+//!   docs/, README.md or ARCHITECTURE.md. A comment says why the code is as it
+//!   is now; how it came to be is in git log.
+//!
 //! The unit tests at the bottom feed the checker a planted bad tree and assert each
 //! violation is found, so this test can fail.
 
@@ -714,6 +719,90 @@ fn reaches(rules: &BTreeMap<String, Rule>, from: &str, to: &str, seen: &mut Vec<
     false
 }
 
+/// Where the history check looks: folders walked whole, and single files.
+const HISTORY_PLACES: [&str; 9] = [
+    "src",
+    "tests",
+    "benches",
+    "bench",
+    "cross",
+    "board-configs",
+    "docs",
+    "README.md",
+    "ARCHITECTURE.md",
+];
+
+/// Every text file under `path` (or `path` itself), sorted; files that are not
+/// UTF-8 (images, binaries) are skipped by the caller.
+fn all_files(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return;
+    }
+    let Ok(rd) = fs::read_dir(path) else { return };
+    let mut entries: Vec<PathBuf> = rd.map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for p in entries {
+        all_files(&p, out);
+    }
+}
+
+/// Where `line` names an issue by number: `issue`, `issues` or `Issue` (any
+/// case), blanks and an optional `#`, then a digit, at a word start.
+fn names_an_issue(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    let mut from = 0;
+    while let Some(k) = lower[from..].find("issue") {
+        let at = from + k;
+        from = at + 5;
+        if at > 0 && (b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_') {
+            continue;
+        }
+        let mut i = at + 5;
+        if b.get(i) == Some(&b's') {
+            i += 1;
+        }
+        let blanks = i;
+        while b.get(i) == Some(&b' ') {
+            i += 1;
+        }
+        if b.get(i) == Some(&b'#') {
+            i += 1;
+        }
+        if (i > blanks || b.get(blanks) == Some(&b'#')) && b.get(i).is_some_and(u8::is_ascii_digit)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Each line under `top`'s `HISTORY_PLACES` that names an issue by number, as
+/// `path:line: ...` relative to `top`.
+fn check_history(top: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for p in HISTORY_PLACES {
+        all_files(&top.join(p), &mut files);
+    }
+    let mut problems = Vec::new();
+    for f in files {
+        let Ok(text) = fs::read_to_string(&f) else {
+            continue;
+        };
+        let rel = f.strip_prefix(top).unwrap_or(&f).display().to_string();
+        for (n, line) in text.lines().enumerate() {
+            if names_an_issue(line) {
+                problems.push(format!(
+                    "{rel}:{}: names an issue by number; say why the code is as it is now",
+                    n + 1
+                ));
+            }
+        }
+    }
+    problems
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -931,6 +1020,42 @@ fn a_planted_misshapen_tree_is_refused_with_file_and_line() {
         debt_key("src/a.rs:12: fn f is 93 lines, over 80"),
         "src/a.rs: fn f is N lines, over N"
     );
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn no_issue_numbers_in_code_docs_or_tests() {
+    let problems = check_history(&root());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn a_planted_issue_number_is_refused_with_file_and_line() {
+    // Built from pieces, so this file itself holds no issue number.
+    let word = ["Iss", "ue"].concat();
+    let d = planted(
+        "history",
+        &[
+            ("src/a.rs", &format!("//! ok\n// {word} 17: fixed\n")),
+            (
+                "docs/b.md",
+                &format!("# b\n\nsee {} #4\n", word.to_lowercase()),
+            ),
+            (
+                "README.md",
+                &format!("the {}s 15 and 16\n", word.to_lowercase()),
+            ),
+            (
+                "bench/c.py",
+                "# a tissue 3 ply, issues of note, issue-free\n",
+            ),
+        ],
+    );
+    let p = check_history(&d);
+    expect(&p, "src/a.rs:2", "names an issue");
+    expect(&p, "docs/b.md:3", "names an issue");
+    expect(&p, "README.md:1", "names an issue");
+    assert_eq!(p.len(), 3, "{p:#?}");
     fs::remove_dir_all(&d).unwrap();
 }
 
