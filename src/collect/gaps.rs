@@ -252,10 +252,16 @@ impl Gaps {
     /// seq before it, where the edge's numbering jumped (the seqs between
     /// were never sent).
     pub fn seen(&mut self, node: &str, stream: u64, seq: u64, prev: Option<u64>, now: Instant) {
-        if self.cover.is_empty() || !self.known(node, stream, seq) {
+        if self.cover.is_empty() {
             return;
         }
-        let s = self.streams.get_mut(&stream).expect("known");
+        self.clock += 1;
+        // One lookup for a known stream (every message of a fleet's).
+        let Some(s) = self.streams.get_mut(&stream) else {
+            self.learn(node, stream, seq);
+            return;
+        };
+        s.used = self.clock;
         // What the edge never sent is no gap.
         let below = match prev {
             Some(p) if p < seq.saturating_sub(1) => {
@@ -440,17 +446,11 @@ impl Gaps {
         rows
     }
 
-    /// Whether `stream` was known before `seq`; if not, it is now, from
-    /// `seq`, when a subscription covers its node (the least recently heard
-    /// one forgotten at the bound).
-    fn known(&mut self, node: &str, stream: u64, seq: u64) -> bool {
-        self.clock += 1;
-        if let Some(s) = self.streams.get_mut(&stream) {
-            s.used = self.clock;
-            return true;
-        }
+    /// An unknown `stream` is known from `seq` on, when a subscription
+    /// covers its node (the least recently heard one forgotten at the bound).
+    fn learn(&mut self, node: &str, stream: u64, seq: u64) {
         if !self.cover.iter().any(|f| covers(f, &self.prefix, node)) {
-            return false;
+            return;
         }
         if self.streams.len() >= MAX_STREAMS {
             let oldest = self.streams.iter().min_by_key(|(_, s)| s.used);
@@ -466,7 +466,6 @@ impl Gaps {
             used: self.clock,
         };
         self.streams.insert(stream, s);
-        false
     }
 
     /// `stream`'s report, made (the least recently changed forgotten at

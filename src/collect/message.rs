@@ -517,12 +517,20 @@ fn cause_of(hop: u32, node: &str, stream: &str, seq: u64) -> Cause {
         let of = stream.to_string();
         return Cause { hop, of };
     }
-    let node = &node.as_bytes()[..node.len().min(200)];
-    let mut of = String::with_capacity(node.len() + stream.len() + 22);
-    of.extend(node.iter().map(|&b| match b.is_ascii_graphic() {
-        true => char::from(b),
-        false => '_',
-    }));
+    let cut = node.len().min(200);
+    let mut of = String::with_capacity(cut + stream.len() + 22);
+    match node.get(..cut) {
+        // A fleet's names: copied whole, not a byte at a time.
+        Some(n) if n.bytes().all(|b| b.is_ascii_graphic()) => of.push_str(n),
+        _ => of.extend(
+            node.as_bytes()[..cut]
+                .iter()
+                .map(|&b| match b.is_ascii_graphic() {
+                    true => char::from(b),
+                    false => '_',
+                }),
+        ),
+    }
     of.push('/');
     of.push_str(stream);
     of.push('/');
