@@ -23,6 +23,20 @@ pub const SELF_MODULE: &str = "spool";
 /// The largest event encoding `Outbox` keeps for the next, bytes.
 const SCRATCH_KEPT_BYTES: usize = 4096;
 
+/// Most bytes of the last error `Outbox` keeps (`MODULE: first line`, cut at
+/// a character boundary): what Home Assistant's last-error sensor shows.
+pub const LAST_ERROR_BYTES: usize = 256;
+
+/// The last `error` event spooled: `MODULE: first line of out` (at most
+/// `LAST_ERROR_BYTES`), its time (unix ms), and the count of error events
+/// spooled since crd started, which tells a new one from the same.
+#[derive(Debug, Default)]
+pub struct LastError {
+    pub text: String,
+    pub ms: u64,
+    pub count: u64,
+}
+
 pub struct Outbox {
     spool: Spool<FileStorage>,
     failing: bool,
@@ -31,6 +45,7 @@ pub struct Outbox {
     /// The last event's encoding, kept for the next (a collector pushes one a
     /// message).
     scratch: Vec<u8>,
+    last_error: LastError,
 }
 
 /// A random stream id for a new spool: /dev/urandom, else time and pid mixed.
@@ -96,6 +111,7 @@ impl Outbox {
             failing: false,
             events_lost: 0,
             scratch: Vec::new(),
+            last_error: LastError::default(),
         })
     }
 
@@ -135,6 +151,7 @@ impl Outbox {
         let seq = match appended {
             Ok(seq) => {
                 log::info!("seq={seq} {ev}");
+                self.note_error(&ev);
                 Some(seq)
             }
             Err(e) => {
@@ -181,7 +198,10 @@ impl Outbox {
             let max = self.spool.config().max_record as usize;
             if let Some(p) = event::encode(&ev, max) {
                 match self.spool.append(&p, now) {
-                    Ok(seq) => log::warn!("seq={seq} {ev}"),
+                    Ok(seq) => {
+                        log::warn!("seq={seq} {ev}");
+                        self.note_error(&ev);
+                    }
                     Err(e) => log::error!("spool: {e}: {ev}"),
                 }
             }
@@ -302,6 +322,30 @@ impl Outbox {
     pub fn spool(&mut self) -> &mut Spool<FileStorage> {
         &mut self.spool
     }
+
+    /// Keeps `ev` as the last error when it is one (just spooled).
+    fn note_error(&mut self, ev: &Event) {
+        if ev.kind != Kind::Error {
+            return;
+        }
+        let e = &mut self.last_error;
+        e.text.clear();
+        e.text.push_str(&ev.module);
+        e.text.push_str(": ");
+        e.text.push_str(ev.out.lines().next().unwrap_or_default());
+        let mut n = e.text.len().min(LAST_ERROR_BYTES);
+        while !e.text.is_char_boundary(n) {
+            n -= 1;
+        }
+        e.text.truncate(n);
+        e.ms = ev.ts_ms;
+        e.count += 1;
+    }
+
+    /// The last `error` event spooled (`count` 0: none yet).
+    pub fn last_error(&self) -> &LastError {
+        &self.last_error
+    }
 }
 
 #[cfg(test)]
@@ -345,6 +389,46 @@ mod tests {
             o.scratch.capacity()
         );
         assert!(o.push(event("M", 10), now).is_some());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The last error spooled is its module and the first line of its
+    /// output, cut at a character boundary within `LAST_ERROR_BYTES`; an
+    /// event of another kind leaves it as it is.
+    #[test]
+    fn the_last_error_is_the_first_line_of_the_last_error_event() {
+        let d = std::env::temp_dir().join(format!("crd-outbox-err-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut o = Outbox::open(&d, SpoolConfig::default()).unwrap();
+        let now = Instant::now();
+        assert_eq!(o.last_error().count, 0, "none yet");
+        let error = |out: String, ts_ms| Event {
+            kind: Kind::Error,
+            out,
+            ts_ms,
+            ..event("Disk", 0)
+        };
+        o.push(error("exit 3\nsecond line".into(), 7), now).unwrap();
+        assert_eq!(
+            (
+                o.last_error().text.as_str(),
+                o.last_error().ms,
+                o.last_error().count
+            ),
+            ("Disk: exit 3", 7, 1)
+        );
+        o.push(event("Wan", 5), now).unwrap();
+        assert_eq!(
+            o.last_error().text,
+            "Disk: exit 3",
+            "a fired event is no error"
+        );
+        o.push(error(format!("x{}", "é".repeat(200)), 9), now)
+            .unwrap();
+        let e = o.last_error();
+        assert_eq!((e.ms, e.count), (9, 2));
+        assert_eq!(e.text.len(), LAST_ERROR_BYTES - 1, "whole characters");
+        assert!(e.text.starts_with("Disk: xé"));
         let _ = std::fs::remove_dir_all(&d);
     }
 }
