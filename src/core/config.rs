@@ -512,6 +512,10 @@ pub struct MqttSettings {
     /// `homeassistant_status_topic`: where HA publishes its birth message
     /// (`online`), whatever its discovery prefix.
     pub homeassistant_status_topic: String,
+    /// `homeassistant_support_url`: the `origin`'s `support_url` in every
+    /// discovery config (an http(s) URL), for whoever ships crd to name
+    /// their support page; none by default.
+    pub homeassistant_support_url: Option<String>,
 }
 
 impl MqttSettings {
@@ -541,6 +545,7 @@ impl Default for MqttSettings {
             homeassistant: false,
             homeassistant_prefix: "homeassistant".into(),
             homeassistant_status_topic: "homeassistant/status".into(),
+            homeassistant_support_url: None,
         }
     }
 }
@@ -1600,6 +1605,24 @@ fn broker_list(v: &str) -> Result<String, Problem> {
     Ok(list.join(" "))
 }
 
+/// `homeassistant_support_url`: it goes into JSON and HA shows it as a link,
+/// so a plain web URL, `http://` or `https://` and no space or quote.
+fn web_url(v: &str) -> Result<String, Problem> {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
+    let plain = |c: char| !(c.is_whitespace() || c.is_control() || c == '"' || c == '\'');
+    match rest {
+        Some(r) if !r.is_empty() && r.chars().all(plain) => Ok(v.to_string()),
+        _ => Err(Reason::Bad(
+            "homeassistant_support_url",
+            v.into(),
+            "an http:// or https:// URL without spaces or quotes",
+        )
+        .into()),
+    }
+}
+
 /// The broker connection's keys (`MqttSettings`); `Ok(false)` for any other key.
 fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
     let mqtt = &mut cfg.mqtt;
@@ -1632,6 +1655,7 @@ fn mqtt_setting(cfg: &mut Config, k: &str, v: &str) -> Result<bool, Problem> {
                 .map_err(|why| Reason::BadName("homeassistant_status_topic", v.into(), why))?;
             mqtt.homeassistant_status_topic = v.to_string();
         }
+        "homeassistant_support_url" => mqtt.homeassistant_support_url = Some(web_url(v)?),
         "client_id" => {
             if v.is_empty() || v.len() > 64 {
                 return Err(Reason::Bad("client_id", v.into(), "1..64 bytes").into());
@@ -1868,6 +1892,12 @@ pub const KEYS: &[Key] = {
             Global,
             Every,
             "homeassistant/status",
+        ),
+        one(
+            "homeassistant_support_url",
+            Global,
+            Every,
+            "https://example.org/support",
         ),
         one("client_id", Global, Every, "crd-edge-7"),
         one("username", Global, Every, "edge"),
@@ -2453,6 +2483,30 @@ mod tests {
                 "{e}"
             );
             assert!(e.contains("wildcard"), "{e}");
+        }
+        assert_eq!(p("").unwrap().mqtt.homeassistant_support_url, None);
+        for good in ["https://example.org/crd", "http://10.0.0.1:8080/help?x=1"] {
+            let c = p(&format!(
+                "homeassistant_support_url = {good}
+"
+            ))
+            .unwrap();
+            assert_eq!(c.mqtt.homeassistant_support_url.as_deref(), Some(good));
+        }
+        for bad in [
+            "example.org",
+            "ftp://example.org",
+            "https://",
+            "https://a b",
+            "https://a\"b",
+            "https://a'b",
+            "file:///etc/passwd",
+        ] {
+            let e = one_err(&format!("\n\nhomeassistant_support_url = {bad}\n"));
+            assert!(
+                e.starts_with("crd.conf:3") && e.contains("homeassistant_support_url"),
+                "{bad}: {e}"
+            );
         }
         assert!(one_err("max_inflight = 0").contains("bad number"));
         assert!(one_err("keepalive = 500ms").contains("out of range"));
