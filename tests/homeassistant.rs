@@ -146,7 +146,9 @@ fn a_restart_does_not_flip_a_firing_module_off_and_on() {
 /// `state_topic`, availability (`availability_topic`, template, payloads),
 /// `device` `identifiers`, `device_class`, `json_attributes_topic`, `origin`;
 /// for the `event`, `event_types` and an event arriving on its `state_topic`;
-/// for the node's connectivity, `entity_category` and no availability.
+/// for the node's connectivity, `entity_category` and no availability;
+/// the node's two diagnostic sensors besides (their fields are
+/// `the_diagnostics_say_the_backlog_and_the_last_error_and_go_with_discovery`'s).
 #[test]
 fn the_entities_a_home_assistant_user_sees() {
     let sb = Sandbox::new("ha-entities");
@@ -171,7 +173,7 @@ fn the_entities_a_home_assistant_user_sees() {
     assert!(
         wait_for(LONG, || {
             v = configs();
-            v.len() == 3
+            v.len() == 5
         }),
         "{v:?}\n{}",
         d.log()
@@ -212,7 +214,7 @@ fn the_entities_a_home_assistant_user_sees() {
         assert_eq!(c["origin"]["sw_version"], env!("CARGO_PKG_VERSION"));
         assert!(
             c["origin"].get("support_url").is_none(),
-            "no repository URL"
+            "none without homeassistant_support_url"
         );
     }
     // What the state topic holds: ON, and the attributes.
@@ -234,4 +236,74 @@ fn the_entities_a_home_assistant_user_sees() {
         assert!(types.contains(&j["kind"]), "{j}");
     }
     stop(d);
+}
+
+/// A crd with discovery on and no broker reachable at first, with a module
+/// that errors at every check: its events wait in the spool. Once the broker
+/// is up, the retained diagnostics say the backlog at the connect and the
+/// module's last error (its first line, with a time), once in the seconds
+/// that follow though the errors go on (the rate bound); the two diagnostic
+/// sensors' configs are retained under the node id level. Restarted with
+/// discovery off, crd clears every config of this node and the diagnostics.
+#[test]
+fn the_diagnostics_say_the_backlog_and_the_last_error_and_go_with_discovery() {
+    let sb = Sandbox::new("ha-diag");
+    let port = free_port();
+    sb.module("Disk", "echo disk gone; exit 7", None);
+    let conf =
+        |ha: &str| format!("interval = 200ms\nbroker = 127.0.0.1:{port}\nhomeassistant = {ha}");
+    sb.config(&conf("yes"));
+    let d = sb.start();
+    assert!(wait_for(LONG, || d.stat("spool_depth") >= 3), "{}", d.log());
+    let broker = Broker::start_on(&sb.path("broker"), "", port);
+    let sub = Subscriber::start(port, "crd/testnode/diag", "diag", &sb.path("diag"));
+    let mut v = Vec::new();
+    assert!(
+        wait_for(LONG, || {
+            v = retained(port, "crd/testnode/diag");
+            !v.is_empty()
+        }),
+        "{}",
+        d.log()
+    );
+    let j: serde_json::Value = serde_json::from_str(&v[0].1).unwrap();
+    assert!(j["backlog"].as_u64().unwrap() >= 3, "{j}");
+    assert_eq!(j["last_error"], "Disk: exit 7", "{j}");
+    assert!(
+        j["last_error_ms"].as_u64().unwrap() > 1_600_000_000_000,
+        "{j}"
+    );
+    let configs = retained(port, "homeassistant/sensor/crd-testnode/+/config");
+    let topics: Vec<&str> = configs.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "homeassistant/sensor/crd-testnode/crd-backlog/config",
+            "homeassistant/sensor/crd-testnode/crd-last-error/config"
+        ]
+    );
+    for (_, c) in &configs {
+        let c: serde_json::Value = serde_json::from_str(c).unwrap();
+        assert_eq!(c["state_topic"], "crd/testnode/diag");
+        assert_eq!(c["entity_category"], "diagnostic");
+        assert_eq!(c["device"]["identifiers"][0], "crd-testnode");
+    }
+    // Errors every 200 ms, and the backlog drains meanwhile: one message
+    // in 3 s.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sub.lines().len(), 1, "{:?}", sub.lines());
+    stop(d);
+    sb.config(&conf("no"));
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || {
+            retained(port, "homeassistant/+/crd-testnode/+/config").is_empty()
+                && retained(port, "crd/testnode/diag").is_empty()
+        }),
+        "{:?}\n{}",
+        retained(port, "homeassistant/#"),
+        d.log()
+    );
+    stop(d);
+    drop(broker);
 }

@@ -930,9 +930,9 @@ pub fn valid_topic_suffix(s: &str) -> Result<(), &'static str> {
     }
     if matches!(
         s.split('/').next(),
-        Some("event" | "status" | "cmd" | "state" | "reply")
+        Some("event" | "status" | "cmd" | "state" | "reply" | "diag")
     ) {
-        return Err("`event`, `status`, `state`, `cmd` and `reply` are crd's own topics");
+        return Err("`event`, `status`, `state`, `cmd`, `reply` and `diag` are crd's own topics");
     }
     Ok(())
 }

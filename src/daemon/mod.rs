@@ -355,6 +355,11 @@ impl Daemon {
         self.outbox.handle_timer(now);
         self.forwarder
             .handle_timer(self.poller.registry(), self.outbox.spool(), now);
+        // Home Assistant's diagnostic sensors: the backlog and the last error
+        // now (the forwarder bounds how often they go out).
+        let backlog = self.outbox.spool().depth();
+        self.forwarder
+            .set_diag(backlog, self.outbox.last_error(), now);
         if self.forwarder.has_pending_input() {
             // Bytes left past the read budget: read on (edge-triggered, no new event).
             self.forwarder

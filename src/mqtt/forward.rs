@@ -15,6 +15,8 @@
 use crate::core::config::MqttSettings;
 use crate::core::status::{Status, Value};
 use crate::core::{event, json, topic};
+use crate::host::outbox::LastError;
+use crate::mqtt::diag::Diag;
 use crate::mqtt::error::{Error, Reason};
 use crate::mqtt::session::{Session, SessionConfig, SessionError, Up};
 use crate::mqtt::transport::Transport;
@@ -134,6 +136,12 @@ pub struct Forwarder {
     /// discovery configs are announced (with `homeassistant`), any other
     /// under this node's id is cleared.
     modules: Vec<(String, &'static str)>,
+    /// The node's diagnostics topic (with `homeassistant`): its values and
+    /// its rate bound.
+    diag: Diag,
+    /// The filter of this node's discovery configs
+    /// (`wire::ha_own_configs`), subscribed to at each connect.
+    own_configs: String,
     /// Bytes left unread past `READ_BUDGET_BYTES`.
     pending_input: bool,
     /// Not reading the socket (`set_paused`).
@@ -266,6 +274,8 @@ impl Forwarder {
             inbound: Vec::new(),
             states: std::collections::BTreeMap::new(),
             modules: Vec::new(),
+            diag: Diag::default(),
+            own_configs: wire::ha_own_configs(&cfg.homeassistant_prefix, node),
             pending_input: false,
             paused: false,
             cfg,
@@ -526,6 +536,7 @@ impl Forwarder {
         match up {
             Up::Connected { session_present } => {
                 self.acked_seq = spool.acked();
+                self.diag.handle_backlog(spool.depth());
                 self.connected(session_present, now)?;
             }
             Up::Acked(Some(seq)) => {
@@ -536,13 +547,19 @@ impl Forwarder {
             }
             Up::Acked(None) => {}
             Up::Subscribed { refused } => {
+                // Without `homeassistant` the sweep of this node's configs is
+                // a courtesy: a broker that refuses it says nothing worth an
+                // error.
+                let quiet = |f: &String| !self.cfg.homeassistant && *f == self.own_configs;
                 self.refused_filters = refused
                     .iter()
-                    .filter_map(|&i| self.sub_sent.get(i).cloned())
+                    .filter_map(|&i| self.sub_sent.get(i).filter(|f| !quiet(f)).cloned())
                     .collect();
                 self.join_groups(now)?;
                 if self.refused_filters.is_empty() {
-                    log::info!("mqtt: subscribed to {}", self.filters.join(" "));
+                    if !self.filters.is_empty() {
+                        log::info!("mqtt: subscribed to {}", self.filters.join(" "));
+                    }
                 } else {
                     // Not a reason to drop the connection (events still go out),
                     // but nothing arrives on these: say so loudly.
@@ -566,13 +583,7 @@ impl Forwarder {
                 }
                 self.write_out()?;
             }
-            Up::Message(m)
-                if self.cfg.homeassistant
-                    && topic::matches(
-                        &wire::ha_own_configs(&self.cfg.homeassistant_prefix, &self.node),
-                        &m.topic,
-                    ) =>
-            {
+            Up::Message(m) if topic::matches(&self.own_configs, &m.topic) => {
                 if let Some(p) = m.pkid {
                     self.session.puback(p, now)?;
                 }
@@ -616,18 +627,15 @@ impl Forwarder {
         self.announce(now)?;
         let mut filters = self.filters.clone();
         if self.cfg.homeassistant {
-            // HA's birth, and this node's own discovery configs: what is
-            // retained there is compared with the modules (`sweep`).
+            // HA's birth.
             filters.push(self.cfg.homeassistant_status_topic.clone());
-            filters.push(wire::ha_own_configs(
-                &self.cfg.homeassistant_prefix,
-                &self.node,
-            ));
         }
-        if !filters.is_empty() {
-            self.session.subscribe(&filters, now)?;
-            self.sub_sent = filters;
-        }
+        // This node's own discovery configs, with `homeassistant` or not:
+        // what is retained there is compared with what crd announces
+        // (`sweep`), nothing once discovery is off.
+        filters.push(self.own_configs.clone());
+        self.session.subscribe(&filters, now)?;
+        self.sub_sent = filters;
         Ok(())
     }
 
@@ -645,14 +653,27 @@ impl Forwarder {
     }
 
     /// Publishes the node's and every module's discovery configs (with
-    /// `homeassistant`), then every state, retained.
+    /// `homeassistant`), then every state and the diagnostics, retained.
     fn announce(&mut self, now: Instant) -> Result<(), Error> {
-        if self.cfg.homeassistant {
+        let ha = self.cfg.homeassistant;
+        if ha {
             let (prefix, node) = (&self.cfg.topic_prefix, &self.node);
-            let t =
-                wire::ha_config_topic(&self.cfg.homeassistant_prefix, node, HaEntity::Connectivity);
-            let c = wire::ha_connectivity_json(prefix, node);
-            self.session.publish(&t, &c, true, false, None, now)?;
+            let (hp, url) = (
+                &self.cfg.homeassistant_prefix,
+                self.cfg.homeassistant_support_url.as_deref(),
+            );
+            for e in [
+                HaEntity::Connectivity,
+                HaEntity::Backlog,
+                HaEntity::LastError,
+            ] {
+                let c = match e {
+                    HaEntity::Connectivity => wire::ha_connectivity_json(prefix, node, url),
+                    e => wire::ha_diag_json(prefix, node, e, url),
+                };
+                let t = wire::ha_config_topic(hp, node, e);
+                self.session.publish(&t, &c, true, false, None, now)?;
+            }
             let modules = std::mem::take(&mut self.modules);
             let r = modules
                 .iter()
@@ -665,7 +686,43 @@ impl Forwarder {
             let topic = wire::state_topic(prefix, node, module);
             self.session.publish(&topic, p, true, false, None, now)?;
         }
+        if ha {
+            // At each connect and HA's birth, whatever the rate bound.
+            self.diag.handle_connected();
+            self.publish_diag(now)?;
+        }
         Ok(())
+    }
+
+    /// The diagnostics topic, retained, if `Diag` says it is due.
+    fn publish_diag(&mut self, now: Instant) -> Result<(), Error> {
+        if !self.diag.poll_publish(now) {
+            return Ok(());
+        }
+        let topic = wire::diag_topic(&self.cfg.topic_prefix, &self.node);
+        let p = self.diag.payload();
+        Ok(self.session.publish(&topic, &p, true, false, None, now)?)
+    }
+
+    /// The spool's backlog and the last error spooled now (with
+    /// `homeassistant`): the diagnostics topic says them at each connect,
+    /// then when they changed, at most once per `diag::DIAG_INTERVAL`. Not
+    /// spooled: only the present matters, and a connect publishes it again.
+    pub fn set_diag(&mut self, backlog: u64, last: &LastError, now: Instant) {
+        if !self.cfg.homeassistant {
+            return;
+        }
+        self.diag.handle_backlog(backlog);
+        if last.count > 0 {
+            self.diag.handle_error(last.count, &last.text, last.ms);
+        }
+        if self.phase != Phase::Up || self.stopping || !self.session.is_connected() {
+            return;
+        }
+        match self.publish_diag(now).and_then(|()| self.write_out()) {
+            Ok(()) => {}
+            Err(e) => log::debug!("mqtt: publishing the diagnostics: {e}"),
+        }
     }
 
     /// Module `module`'s state is now `payload` (`wire::state_json`): retained on
@@ -769,35 +826,56 @@ impl Forwarder {
             &self.node,
             &self.cfg.homeassistant_prefix,
         );
+        let url = self.cfg.homeassistant_support_url.as_deref();
         let t = wire::ha_config_topic(ha, node, HaEntity::State(module));
-        let c = wire::ha_config_json(prefix, node, module, class);
+        let c = wire::ha_config_json(prefix, node, module, class, url);
         self.session.publish(&t, &c, true, false, None, now)?;
         let t = wire::ha_config_topic(ha, node, HaEntity::Events(module));
-        let c = wire::ha_events_json(prefix, node, module);
+        let c = wire::ha_events_json(prefix, node, module, url);
         Ok(self.session.publish(&t, &c, true, false, None, now)?)
     }
 
-    /// Whether `topic` is a discovery config this crd announces now.
+    /// Whether `topic` is a discovery config this crd announces now (none
+    /// without `homeassistant`).
     fn announces(&self, topic: &str) -> bool {
         let (p, node) = (&self.cfg.homeassistant_prefix, &self.node);
-        wire::ha_config_topic(p, node, HaEntity::Connectivity) == topic
-            || self.modules.iter().any(|(m, _)| {
-                [HaEntity::State(m), HaEntity::Events(m)]
-                    .into_iter()
-                    .any(|e| wire::ha_config_topic(p, node, e) == topic)
-            })
+        let own = [
+            HaEntity::Connectivity,
+            HaEntity::Backlog,
+            HaEntity::LastError,
+        ];
+        self.cfg.homeassistant
+            && (own
+                .into_iter()
+                .any(|e| wire::ha_config_topic(p, node, e) == topic)
+                || self.modules.iter().any(|(m, _)| {
+                    [HaEntity::State(m), HaEntity::Events(m)]
+                        .into_iter()
+                        .any(|e| wire::ha_config_topic(p, node, e) == topic)
+                }))
     }
 
     /// A discovery config found under this node's id (retained from before
     /// the connect, or published since by another client): one crd does not
-    /// announce (a module removed or renamed while crd is down) is emptied,
-    /// so HA removes the entity and the broker forgets it.
+    /// announce (a module removed or renamed while crd is down, every one
+    /// once `homeassistant` is off) is emptied, so HA removes the entity and
+    /// the broker forgets it. A diagnostic sensor's config emptied, the
+    /// diagnostics topic it read is emptied after it.
     fn sweep(&mut self, topic: &str, payload: &[u8], now: Instant) -> Result<(), Error> {
         if payload.is_empty() || self.announces(topic) {
             return Ok(());
         }
-        log::info!("mqtt: clearing {topic}: no module of this crd has it");
-        Ok(self.session.publish(topic, b"", true, false, None, now)?)
+        log::info!("mqtt: clearing {topic}: this crd does not announce it");
+        self.session.publish(topic, b"", true, false, None, now)?;
+        let (p, node) = (&self.cfg.homeassistant_prefix, &self.node);
+        if [HaEntity::Backlog, HaEntity::LastError]
+            .into_iter()
+            .any(|e| wire::ha_config_topic(p, node, e) == topic)
+        {
+            let diag = wire::diag_topic(&self.cfg.topic_prefix, node);
+            self.session.publish(&diag, b"", true, false, None, now)?;
+        }
+        Ok(())
     }
 
     /// Sets the filters to subscribe to at each connect (at QoS 1, with a
@@ -1052,7 +1130,16 @@ impl Forwarder {
             Phase::Backoff { until } => (!self.stopping).then_some(until),
             Phase::Resolving { since } => Some(since + RESOLVE_WAIT_LIMIT),
             Phase::Connecting { since } => Some(since + CONNECT_TIMEOUT),
-            Phase::Up => self.session.poll_timeout(),
+            Phase::Up => {
+                let diag =
+                    (self.cfg.homeassistant && !self.stopping && self.session.is_connected())
+                        .then(|| self.diag.poll_timeout())
+                        .flatten();
+                [self.session.poll_timeout(), diag]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
         }
     }
 
@@ -1139,6 +1226,7 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::diag::DIAG_INTERVAL;
 
     #[test]
     fn broker_addresses() {
@@ -1350,6 +1438,8 @@ mod tests {
         for (t, p) in [
             (gone, &b"{}"[..]),
             ("homeassistant/binary_sensor/crd-r1/Disk/config", b"{}"),
+            ("homeassistant/sensor/crd-r1/crd-backlog/config", b"{}"),
+            ("homeassistant/sensor/crd-r1/crd-last-error/config", b"{}"),
             ("homeassistant/binary_sensor/crd-r1/Old/config", b""),
         ] {
             broker_says(&mut f, &mut spool, &publish_packet(t, p, true), now);
@@ -1406,6 +1496,113 @@ mod tests {
                 ("crd/r1/state/Wan.Down".into(), vec![]),
             ]
         );
+    }
+
+    /// An error event as the outbox keeps it: the `n`th, at unix ms `n`.
+    fn nth_error(n: u64) -> LastError {
+        LastError {
+            text: format!("Disk: error {n}"),
+            ms: n,
+            count: n,
+        }
+    }
+
+    /// With discovery on, the connect publishes the diagnostic sensors'
+    /// configs, then the diagnostics (the spool's backlog then, the last
+    /// error known), retained. Then, on a virtual clock, a backlog growing
+    /// each second and a burst of a hundred errors go out once a minute at
+    /// most, with the values of that moment; nothing while nothing changes.
+    #[test]
+    fn the_diagnostics_go_out_at_the_connect_then_at_most_once_a_minute() {
+        let t0 = Instant::now();
+        let mut spool = mem_spool();
+        for _ in 0..3 {
+            spool.append(b"x", t0).unwrap();
+        }
+        let cfg = MqttSettings {
+            broker: "127.0.0.1:1".into(),
+            homeassistant: true,
+            ..MqttSettings::default()
+        };
+        let mut f = Forwarder::new(cfg, "r1", 1, Token(9), t0);
+        f.set_diag(1, &nth_error(1), t0);
+        assert!(written(&mut f).is_empty(), "not connected");
+        f.phase = Phase::Up;
+        f.session.start(t0).unwrap();
+        broker_says(&mut f, &mut spool, &[0x20, 2, 0, 0], t0);
+        let w = written(&mut f);
+        let at = |t: &str| w.iter().position(|(x, _)| x == t);
+        let diag = at("crd/r1/diag").expect("the diagnostics at the connect");
+        for c in ["crd-backlog", "crd-last-error"] {
+            let t = format!("homeassistant/sensor/crd-r1/{c}/config");
+            assert!(at(&t).expect("its config") < diag, "{c}: config first");
+        }
+        let j: serde_json::Value = serde_json::from_slice(&w[diag].1).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"backlog":3,"last_error":"Disk: error 1","last_error_ms":1})
+        );
+        let mut sent = Vec::new();
+        for s in 1..=150u64 {
+            let now = t0 + Duration::from_secs(s);
+            f.set_diag(3 + s, &nth_error(1 + s.min(100)), now);
+            for (t, p) in written(&mut f) {
+                assert_eq!(t, "crd/r1/diag");
+                let j: serde_json::Value = serde_json::from_slice(&p).unwrap();
+                assert_eq!(j["backlog"], 3 + s, "the backlog of that moment");
+                sent.push((s, j["last_error"].as_str().unwrap().to_string()));
+            }
+            if let Some(due) = f.diag.poll_timeout() {
+                assert!(due > now && due <= now + DIAG_INTERVAL);
+                assert!(
+                    f.poll_timeout().is_some_and(|t| t <= due),
+                    "a wake-up for it"
+                );
+            }
+        }
+        assert_eq!(
+            sent,
+            vec![
+                (60, "Disk: error 61".to_string()),
+                (120, "Disk: error 101".to_string())
+            ]
+        );
+        let later = t0 + Duration::from_secs(300);
+        f.set_diag(153, &nth_error(101), later);
+        assert_eq!(written(&mut f).len(), 1, "the last change, once");
+        f.set_diag(153, &nth_error(101), later + DIAG_INTERVAL);
+        assert!(written(&mut f).is_empty(), "nothing changed");
+        assert_eq!(f.diag.poll_timeout(), None);
+    }
+
+    /// With discovery off, crd still subscribes to its own node's configs and
+    /// empties every one it finds (left by a run with discovery on): a
+    /// diagnostic sensor's config first, then the diagnostics topic it read.
+    /// It publishes no diagnostics.
+    #[test]
+    fn with_discovery_off_every_config_of_this_node_is_cleared() {
+        let now = Instant::now();
+        let mut spool = mem_spool();
+        let mut f = connected(MqttSettings::default(), &mut spool, now);
+        let own = "homeassistant/+/crd-r1/+/config".to_string();
+        assert_eq!(f.sub_sent, vec![own], "only this node's configs");
+        f.set_modules(&[("Disk", "problem")], now);
+        f.set_diag(5, &nth_error(1), now);
+        assert!(written(&mut f).is_empty(), "no configs, no diagnostics");
+        let configs = [
+            "homeassistant/binary_sensor/crd-r1/Disk/config",
+            "homeassistant/event/crd-r1/Disk/config",
+            "homeassistant/binary_sensor/crd-r1/crd-status/config",
+            "homeassistant/sensor/crd-r1/crd-backlog/config",
+        ];
+        for t in configs {
+            broker_says(&mut f, &mut spool, &publish_packet(t, b"{}", true), now);
+        }
+        let mut want: Vec<(String, Vec<u8>)> =
+            configs.iter().map(|t| (t.to_string(), vec![])).collect();
+        want.push(("crd/r1/diag".into(), vec![]));
+        assert_eq!(written(&mut f), want);
+        assert!(f.inbound.is_empty(), "none for the collector");
     }
 
     #[test]

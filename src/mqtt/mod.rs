@@ -5,6 +5,7 @@
 #[cfg(feature = "collector")]
 pub mod client;
 pub mod codec;
+pub mod diag;
 pub mod error;
 pub mod forward;
 pub mod session;

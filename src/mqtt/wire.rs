@@ -45,6 +45,34 @@ pub fn status_json(
     out
 }
 
+/// The retained diagnostics topic, `<prefix>/<node>/diag` (with
+/// `homeassistant`): what the node's diagnostic sensors read. Never the
+/// status topic, on which collectors run modules.
+pub fn diag_topic(prefix: &str, node: &str) -> String {
+    let mut t = String::with_capacity(prefix.len() + node.len() + 6);
+    t.push_str(prefix);
+    t.push('/');
+    t.push_str(node);
+    t.push_str("/diag");
+    t
+}
+
+/// The diagnostics payload:
+/// `{"backlog":N,"last_error":"MODULE: text","last_error_ms":MS}`, `backlog`
+/// the spool's records the broker has not acknowledged, `last_error` the
+/// last `error` event crd spooled (`""` and `null` until there is one).
+pub fn diag_json(backlog: u64, last_error: Option<(&str, u64)>) -> Vec<u8> {
+    let mut j = Vec::with_capacity(64 + last_error.map_or(0, |(t, _)| t.len()));
+    let mut o = Obj::new(&mut j);
+    o.uint("backlog", backlog);
+    match last_error {
+        Some((text, ms)) => o.str("last_error", text).uint("last_error_ms", ms),
+        None => o.str("last_error", "").null("last_error_ms"),
+    };
+    o.end();
+    j
+}
+
 /// The retained state topic of module `module`, `<prefix>/<node>/state/<module>`.
 pub fn state_topic(prefix: &str, node: &str, module: &str) -> String {
     format!("{prefix}/{node}/state/{module}")
@@ -136,6 +164,11 @@ pub enum HaEntity<'a> {
     /// Whether crd is connected (its retained status): a diagnostic
     /// `binary_sensor`, one per node.
     Connectivity,
+    /// The spool's backlog (`diag_topic`): a diagnostic `sensor`, one per node.
+    Backlog,
+    /// The last error crd spooled (`diag_topic`): a diagnostic `sensor`, one
+    /// per node.
+    LastError,
 }
 
 impl HaEntity<'_> {
@@ -144,6 +177,18 @@ impl HaEntity<'_> {
         match self {
             HaEntity::State(_) | HaEntity::Connectivity => "binary_sensor",
             HaEntity::Events(_) => "event",
+            HaEntity::Backlog | HaEntity::LastError => "sensor",
+        }
+    }
+
+    /// The part after the node id of a node's own entity (`-` and a word: no
+    /// escaped module name holds a `-`), `None` for a module's.
+    fn node_part(self) -> Option<&'static str> {
+        match self {
+            HaEntity::State(_) | HaEntity::Events(_) => None,
+            HaEntity::Connectivity => Some("-status"),
+            HaEntity::Backlog => Some("-backlog"),
+            HaEntity::LastError => Some("-last-error"),
         }
     }
 }
@@ -151,7 +196,8 @@ impl HaEntity<'_> {
 /// An entity's `unique_id`, in parts joined by `-` (no escaped name holds
 /// one): `crd-<node>-<module>` for a module's state, `crd-<node>-<module>-event`
 /// for its events, `crd-<node>--status` (no module: an empty part) for the
-/// node's connectivity; one per (node, entity).
+/// node's connectivity, `crd-<node>--backlog` and `crd-<node>--last-error`
+/// for its diagnostic sensors; one per (node, entity).
 pub fn ha_unique_id(node: &str, e: HaEntity<'_>) -> String {
     let mut id = ha_node_id(node);
     id.push('-');
@@ -161,15 +207,15 @@ pub fn ha_unique_id(node: &str, e: HaEntity<'_>) -> String {
             ha_escape(&mut id, m);
             id.push_str("-event");
         }
-        HaEntity::Connectivity => id.push_str("-status"),
+        e => id.push_str(e.node_part().unwrap_or_default()),
     }
     id
 }
 
 /// An entity's discovery topic, `<ha_prefix>/<component>/<node_id>/<object>/config`,
 /// both id levels in HA's id alphabet (`ha_escape`): the object the module's
-/// name, or `crd-status` for the node's connectivity (a `-`, which no
-/// escaped name holds). The node id level lets crd subscribe to its own
+/// name, or for the node's own entities `crd-status`, `crd-backlog` and
+/// `crd-last-error` (a `-`, which no escaped name holds). The node id level lets crd subscribe to its own
 /// configs only.
 pub fn ha_config_topic(ha_prefix: &str, node: &str, e: HaEntity<'_>) -> String {
     let mut t = String::with_capacity(ha_prefix.len() + 2 * node.len() + 40);
@@ -181,7 +227,10 @@ pub fn ha_config_topic(ha_prefix: &str, node: &str, e: HaEntity<'_>) -> String {
     t.push('/');
     match e {
         HaEntity::State(m) | HaEntity::Events(m) => ha_escape(&mut t, m),
-        HaEntity::Connectivity => t.push_str("crd-status"),
+        e => {
+            t.push_str("crd");
+            t.push_str(e.node_part().unwrap_or_default());
+        }
     }
     t.push_str("/config");
     t
@@ -214,7 +263,13 @@ const HA_STATE_TEMPLATE: &str = "{{ value_json.state if value_json is defined el
 /// `device_class` (`core::config::HA_DEVICE_CLASSES`), with the state
 /// JSON's members (`since`, `code`, `seq`, `out`) as its attributes
 /// (`json_attributes_topic`), and what every entity has (`ha_common`).
-pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str) -> Vec<u8> {
+pub fn ha_config_json(
+    prefix: &str,
+    node: &str,
+    module: &str,
+    device_class: &str,
+    support_url: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(640);
     let mut o = Obj::new(&mut out);
     let state = state_topic(prefix, node, module);
@@ -227,7 +282,7 @@ pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str
         .str("device_class", device_class)
         .str("json_attributes_topic", &state);
     ha_available(&mut o, prefix, node);
-    ha_common(&mut o, node);
+    ha_common(&mut o, node, support_url);
     out
 }
 
@@ -235,7 +290,12 @@ pub fn ha_config_json(prefix: &str, node: &str, module: &str, device_class: &str
 /// `event_type` the event's `kind` and its `code`, `seq` and `out` the
 /// event's attributes. HA reads one topic per event entity (its docs name no
 /// wildcard for `state_topic`), so there is one per module, named after it.
-pub fn ha_events_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
+pub fn ha_events_json(
+    prefix: &str,
+    node: &str,
+    module: &str,
+    support_url: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(768);
     let mut o = Obj::new(&mut out);
     let mut name = String::with_capacity(module.len() + 7);
@@ -253,7 +313,7 @@ pub fn ha_events_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
         .str("value_template", HA_EVENT_TEMPLATE)
         .strs("event_types", &KINDS.map(String::from));
     ha_available(&mut o, prefix, node);
-    ha_common(&mut o, node);
+    ha_common(&mut o, node, support_url);
     out
 }
 
@@ -261,7 +321,7 @@ pub fn ha_events_json(prefix: &str, node: &str, module: &str) -> Vec<u8> {
 /// of class `connectivity`, ON while crd's retained status says `online`,
 /// with the status JSON's members (version, boot_ms, stream, seq) as
 /// attributes. It has no availability: offline is its OFF.
-pub fn ha_connectivity_json(prefix: &str, node: &str) -> Vec<u8> {
+pub fn ha_connectivity_json(prefix: &str, node: &str, support_url: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(640);
     let mut o = Obj::new(&mut out);
     let status = status_topic(prefix, node);
@@ -272,9 +332,61 @@ pub fn ha_connectivity_json(prefix: &str, node: &str) -> Vec<u8> {
         .str("device_class", "connectivity")
         .str("entity_category", "diagnostic")
         .str("json_attributes_topic", &status);
-    ha_common(&mut o, node);
+    ha_common(&mut o, node, support_url);
     out
 }
+
+/// One of the node's diagnostic sensors (`HaEntity::Backlog` or
+/// `HaEntity::LastError`), both on the diagnostics topic (`diag_topic`):
+/// the backlog a measurement in `events`, the last error its text (`none`
+/// until there is one) with the diagnostics JSON's members as attributes.
+/// Available while crd's status says `online`: the topic is published only
+/// while connected, so it says nothing new while crd is away.
+pub fn ha_diag_json(
+    prefix: &str,
+    node: &str,
+    e: HaEntity<'_>,
+    support_url: Option<&str>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(720);
+    let mut o = Obj::new(&mut out);
+    let diag = diag_topic(prefix, node);
+    let backlog = e == HaEntity::Backlog;
+    o.str(
+        "name",
+        if backlog {
+            "spool backlog"
+        } else {
+            "last error"
+        },
+    )
+    .str("unique_id", &ha_unique_id(node, e))
+    .str("state_topic", &diag)
+    .str(
+        "value_template",
+        if backlog {
+            HA_BACKLOG_TEMPLATE
+        } else {
+            HA_LAST_ERROR_TEMPLATE
+        },
+    )
+    .str("entity_category", "diagnostic");
+    if backlog {
+        o.str("state_class", "measurement")
+            .str("unit_of_measurement", "events");
+    } else {
+        o.str("json_attributes_topic", &diag);
+    }
+    ha_available(&mut o, prefix, node);
+    ha_common(&mut o, node, support_url);
+    out
+}
+
+/// HA's templates from the diagnostics JSON (`diag_json`) to the backlog and
+/// to the last error, rendering nothing where the payload is not JSON.
+const HA_BACKLOG_TEMPLATE: &str = "{{ value_json.backlog if value_json is defined else '' }}";
+const HA_LAST_ERROR_TEMPLATE: &str =
+    "{{ (value_json.last_error or 'none') if value_json is defined else '' }}";
 
 /// HA's template from crd's status JSON to ON (online) or OFF.
 const HA_ONLINE_TEMPLATE: &str = "{{ ('ON' if value_json.state == 'online' else 'OFF') \
@@ -297,9 +409,9 @@ fn ha_available(o: &mut Obj<'_>, prefix: &str, node: &str) {
 }
 
 /// What every entity's config has, and closes it with: one device per node,
-/// and the origin (crd and its version; no `support_url`, as Cargo.toml
-/// names no repository).
-fn ha_common(o: &mut Obj<'_>, node: &str) {
+/// and the origin (crd, its version and `homeassistant_support_url` when
+/// set: Cargo.toml names no repository, whoever ships crd names theirs).
+fn ha_common(o: &mut Obj<'_>, node: &str, support_url: Option<&str>) {
     let v = env!("CARGO_PKG_VERSION");
     let mut d = o.obj("device");
     d.strs("identifiers", &[ha_node_id(node)])
@@ -308,10 +420,12 @@ fn ha_common(o: &mut Obj<'_>, node: &str) {
         .str("sw_version", v)
         .str("manufacturer", "crd")
         .end();
-    o.obj("origin")
-        .str("name", "crd")
-        .str("sw_version", v)
-        .end();
+    let mut origin = o.obj("origin");
+    origin.str("name", "crd").str("sw_version", v);
+    if let Some(u) = support_url {
+        origin.str("support_url", u);
+    }
+    origin.end();
     o.end();
 }
 
@@ -488,9 +602,10 @@ mod tests {
             ha_config_topic("ha", "gw.lan", HaEntity::State("Wan.Down")),
             "ha/binary_sensor/crd-gw_2elan/Wan_2eDown/config"
         );
-        let c: serde_json::Value =
-            serde_json::from_slice(&ha_config_json("crd", "gw.lan", "Wan.Down", "problem"))
-                .unwrap();
+        let c: serde_json::Value = serde_json::from_slice(&ha_config_json(
+            "crd", "gw.lan", "Wan.Down", "problem", None,
+        ))
+        .unwrap();
         assert_eq!(c["unique_id"], "crd-gw_2elan-Wan_2eDown");
         assert_eq!(c["name"], "Wan.Down", "the name as it is");
         assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
@@ -502,7 +617,7 @@ mod tests {
     #[test]
     fn home_assistant_templates_render_nothing_for_a_payload_that_is_not_json() {
         let c: serde_json::Value =
-            serde_json::from_slice(&ha_config_json("crd", "r1", "Disk", "problem")).unwrap();
+            serde_json::from_slice(&ha_config_json("crd", "r1", "Disk", "problem", None)).unwrap();
         for t in ["value_template", "availability_template"] {
             assert_eq!(
                 c[t], "{{ value_json.state if value_json is defined else '' }}",
@@ -515,9 +630,10 @@ mod tests {
     /// HA would key them (the last two read from its config).
     fn entity_keys(node: &str, e: HaEntity<'_>) -> (String, String, String) {
         let c = match e {
-            HaEntity::State(m) => ha_config_json("crd", node, m, "problem"),
-            HaEntity::Events(m) => ha_events_json("crd", node, m),
-            HaEntity::Connectivity => ha_connectivity_json("crd", node),
+            HaEntity::State(m) => ha_config_json("crd", node, m, "problem", None),
+            HaEntity::Events(m) => ha_events_json("crd", node, m, None),
+            HaEntity::Connectivity => ha_connectivity_json("crd", node, None),
+            e => ha_diag_json("crd", node, e, None),
         };
         let c: serde_json::Value = serde_json::from_slice(&c).unwrap();
         let uid = c["unique_id"].as_str().unwrap().to_string();
@@ -558,7 +674,7 @@ mod tests {
 
     /// Property: over thousands of random names (letters, digits, `.`, `_`,
     /// `-` and multibyte characters, seeded so a failure repeats), no two
-    /// distinct (node, module or none, entity) share a discovery topic or a
+    /// distinct (node, module or none, entity of the five kinds) share a discovery topic or a
     /// unique_id, no two nodes a device identifier, and every id is in HA's
     /// alphabet.
     #[test]
@@ -580,16 +696,18 @@ mod tests {
         }
         let (mut topics, mut uids) = (HashMap::new(), HashMap::new());
         let mut devices = HashMap::new();
-        for i in 0..15_000 {
+        for i in 0..25_000 {
             let node = name(&mut next);
             let module = name(&mut next);
-            let (e, module) = match i % 3 {
+            let (e, module) = match i % 5 {
                 0 => (HaEntity::State(&module), module.clone()),
                 1 => (HaEntity::Events(&module), module.clone()),
-                _ => (HaEntity::Connectivity, String::new()),
+                2 => (HaEntity::Connectivity, String::new()),
+                3 => (HaEntity::Backlog, String::new()),
+                _ => (HaEntity::LastError, String::new()),
             };
             let (topic, uid, dev) = entity_keys(&node, e);
-            let pair = (node.clone(), module, i % 3);
+            let pair = (node.clone(), module, i % 5);
             let ok = |id: &str| {
                 id.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -616,7 +734,7 @@ mod tests {
     #[test]
     fn a_modules_events_are_an_event_entity_on_its_event_topic() {
         let c: serde_json::Value =
-            serde_json::from_slice(&ha_events_json("crd", "gw.lan", "Wan.Down")).unwrap();
+            serde_json::from_slice(&ha_events_json("crd", "gw.lan", "Wan.Down", None)).unwrap();
         assert_eq!(
             ha_config_topic("ha", "gw.lan", HaEntity::Events("Wan.Down")),
             "ha/event/crd-gw_2elan/Wan_2eDown/config"
@@ -658,7 +776,7 @@ mod tests {
     #[test]
     fn the_nodes_connectivity_is_a_diagnostic_binary_sensor_on_its_status() {
         let c: serde_json::Value =
-            serde_json::from_slice(&ha_connectivity_json("crd", "gw.lan")).unwrap();
+            serde_json::from_slice(&ha_connectivity_json("crd", "gw.lan", None)).unwrap();
         assert_eq!(
             ha_config_topic("ha", "gw.lan", HaEntity::Connectivity),
             "ha/binary_sensor/crd-gw_2elan/crd-status/config"
@@ -681,6 +799,99 @@ mod tests {
         assert_eq!(c["origin"]["name"], "crd");
         let t = c["value_template"].as_str().unwrap();
         assert!(t.contains("value_json.state == 'online'"), "{t}");
+    }
+
+    /// The fields HA's MQTT sensor docs name, for the node's two diagnostic
+    /// sensors: discovery topic (component `sensor`, under the node id),
+    /// `unique_id` (apart from each other, the connectivity's and any
+    /// module's), `state_topic` (the diagnostics topic), `value_template`
+    /// (guarded), `entity_category`, availability, `device` `identifiers`,
+    /// `origin`; `state_class` and `unit_of_measurement` for the backlog,
+    /// `json_attributes_topic` (the error's time) for the last error.
+    #[test]
+    fn the_backlog_and_the_last_error_are_diagnostic_sensors_on_the_diag_topic() {
+        let get = |e| -> serde_json::Value {
+            serde_json::from_slice(&ha_diag_json("crd", "gw.lan", e, None)).unwrap()
+        };
+        let (b, l) = (get(HaEntity::Backlog), get(HaEntity::LastError));
+        assert_eq!(
+            ha_config_topic("ha", "gw.lan", HaEntity::Backlog),
+            "ha/sensor/crd-gw_2elan/crd-backlog/config"
+        );
+        assert_eq!(
+            ha_config_topic("ha", "gw.lan", HaEntity::LastError),
+            "ha/sensor/crd-gw_2elan/crd-last-error/config"
+        );
+        assert_eq!(b["unique_id"], "crd-gw_2elan--backlog");
+        assert_eq!(l["unique_id"], "crd-gw_2elan--last-error");
+        assert_eq!(diag_topic("crd", "gw.lan"), "crd/gw.lan/diag");
+        for c in [&b, &l] {
+            assert_eq!(c["state_topic"], "crd/gw.lan/diag");
+            assert_eq!(c["entity_category"], "diagnostic");
+            assert_eq!(c["availability_topic"], "crd/gw.lan/status");
+            assert_eq!(
+                c["availability_template"],
+                "{{ value_json.state if value_json is defined else '' }}"
+            );
+            assert_eq!(c["payload_available"], "online");
+            assert_eq!(c["device"]["identifiers"][0], "crd-gw_2elan");
+            assert_eq!(c["origin"]["name"], "crd");
+            assert!(c["origin"].get("support_url").is_none(), "none unless set");
+            let t = c["value_template"].as_str().unwrap();
+            assert!(t.ends_with("if value_json is defined else '' }}"), "{t}");
+            assert!(c.get("device_class").is_none(), "{c}");
+        }
+        assert_eq!(b["state_class"], "measurement");
+        assert_eq!(b["unit_of_measurement"], "events");
+        assert!(
+            b["value_template"]
+                .as_str()
+                .unwrap()
+                .contains("value_json.backlog")
+        );
+        assert!(l.get("state_class").is_none() && l.get("unit_of_measurement").is_none());
+        assert_eq!(l["json_attributes_topic"], "crd/gw.lan/diag");
+        let t = l["value_template"].as_str().unwrap();
+        assert!(t.contains("(value_json.last_error or 'none')"), "{t}");
+    }
+
+    /// `homeassistant_support_url` goes into every config's `origin`, of
+    /// each kind of entity; without it there is none.
+    #[test]
+    fn the_support_url_is_in_every_origin_when_set() {
+        let url = Some("https://example.org/support");
+        for c in [
+            ha_config_json("crd", "r1", "Disk", "problem", url),
+            ha_events_json("crd", "r1", "Disk", url),
+            ha_connectivity_json("crd", "r1", url),
+            ha_diag_json("crd", "r1", HaEntity::Backlog, url),
+            ha_diag_json("crd", "r1", HaEntity::LastError, url),
+        ] {
+            let c: serde_json::Value = serde_json::from_slice(&c).unwrap();
+            assert_eq!(
+                c["origin"],
+                serde_json::json!({"name":"crd","sw_version":env!("CARGO_PKG_VERSION"),
+                    "support_url":"https://example.org/support"})
+            );
+        }
+        let c: serde_json::Value =
+            serde_json::from_slice(&ha_connectivity_json("crd", "r1", None)).unwrap();
+        assert!(c["origin"].get("support_url").is_none());
+    }
+
+    #[test]
+    fn the_diagnostics_payload_is_json_with_the_error_or_nothing() {
+        let j: serde_json::Value =
+            serde_json::from_slice(&diag_json(7, Some(("Disk: \"full\"", 5)))).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"backlog":7,"last_error":"Disk: \"full\"","last_error_ms":5})
+        );
+        let j: serde_json::Value = serde_json::from_slice(&diag_json(0, None)).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"backlog":0,"last_error":"","last_error_ms":null})
+        );
     }
 
     #[test]
