@@ -662,11 +662,7 @@ impl Forwarder {
                 &self.cfg.homeassistant_prefix,
                 self.cfg.homeassistant_support_url.as_deref(),
             );
-            for e in [
-                HaEntity::Connectivity,
-                HaEntity::Backlog,
-                HaEntity::LastError,
-            ] {
+            for &e in &wire::HA_NODE_ENTITIES {
                 let c = match e {
                     HaEntity::Connectivity => wire::ha_connectivity_json(prefix, node, url),
                     e => wire::ha_diag_json(prefix, node, e, url),
@@ -839,20 +835,23 @@ impl Forwarder {
     /// without `homeassistant`).
     fn announces(&self, topic: &str) -> bool {
         let (p, node) = (&self.cfg.homeassistant_prefix, &self.node);
-        let own = [
-            HaEntity::Connectivity,
-            HaEntity::Backlog,
-            HaEntity::LastError,
-        ];
         self.cfg.homeassistant
-            && (own
-                .into_iter()
-                .any(|e| wire::ha_config_topic(p, node, e) == topic)
+            && (self.node_entity(topic).is_some()
                 || self.modules.iter().any(|(m, _)| {
                     [HaEntity::State(m), HaEntity::Events(m)]
                         .into_iter()
                         .any(|e| wire::ha_config_topic(p, node, e) == topic)
                 }))
+    }
+
+    /// The node's own entity (not a module's) whose discovery config is at
+    /// `topic`, if any.
+    fn node_entity(&self, topic: &str) -> Option<HaEntity<'static>> {
+        let (p, node) = (&self.cfg.homeassistant_prefix, &self.node);
+        wire::HA_NODE_ENTITIES
+            .iter()
+            .copied()
+            .find(|&e| wire::ha_config_topic(p, node, e) == topic)
     }
 
     /// A discovery config found under this node's id (retained from before
@@ -867,12 +866,11 @@ impl Forwarder {
         }
         log::info!("mqtt: clearing {topic}: this crd does not announce it");
         self.session.publish(topic, b"", true, false, None, now)?;
-        let (p, node) = (&self.cfg.homeassistant_prefix, &self.node);
-        if [HaEntity::Backlog, HaEntity::LastError]
-            .into_iter()
-            .any(|e| wire::ha_config_topic(p, node, e) == topic)
-        {
-            let diag = wire::diag_topic(&self.cfg.topic_prefix, node);
+        if matches!(
+            self.node_entity(topic),
+            Some(HaEntity::Backlog | HaEntity::LastError)
+        ) {
+            let diag = wire::diag_topic(&self.cfg.topic_prefix, &self.node);
             self.session.publish(&diag, b"", true, false, None, now)?;
         }
         Ok(())
@@ -1131,14 +1129,12 @@ impl Forwarder {
             Phase::Resolving { since } => Some(since + RESOLVE_WAIT_LIMIT),
             Phase::Connecting { since } => Some(since + CONNECT_TIMEOUT),
             Phase::Up => {
-                let diag =
-                    (self.cfg.homeassistant && !self.stopping && self.session.is_connected())
-                        .then(|| self.diag.poll_timeout())
-                        .flatten();
-                [self.session.poll_timeout(), diag]
-                    .into_iter()
-                    .flatten()
-                    .min()
+                let t = self.session.poll_timeout();
+                let diag = self.cfg.homeassistant && !self.stopping && self.session.is_connected();
+                match self.diag.poll_timeout().filter(|_| diag) {
+                    Some(d) => Some(t.map_or(d, |t| t.min(d))),
+                    None => t,
+                }
             }
         }
     }

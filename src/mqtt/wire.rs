@@ -171,6 +171,13 @@ pub enum HaEntity<'a> {
     LastError,
 }
 
+/// The node's own entities (none of a module), each one config per node.
+pub const HA_NODE_ENTITIES: [HaEntity<'static>; 3] = [
+    HaEntity::Connectivity,
+    HaEntity::Backlog,
+    HaEntity::LastError,
+];
+
 impl HaEntity<'_> {
     /// HA's component, the discovery topic's second level.
     fn component(self) -> &'static str {
