@@ -130,8 +130,10 @@ pub struct Forwarder {
     /// Inbound messages for the collector, with their connection number.
     inbound: Vec<(u64, Up)>,
     /// Each module's retained state (`<prefix>/<node>/state/<module>`), published
-    /// when it changes and again after every connect; at most one per module.
-    states: std::collections::BTreeMap<String, Vec<u8>>,
+    /// when it changes and again after every connect; at most one per module,
+    /// sorted by module (a sorted `Vec`: a `BTreeMap`, the only one in a
+    /// router build, costs it about 7 KB of code for a few dozen entries).
+    states: Vec<(String, Vec<u8>)>,
     /// The scheduled modules, sorted, with their `device_class`: their
     /// discovery configs are announced (with `homeassistant`), any other
     /// under this node's id is cleared.
@@ -272,7 +274,7 @@ impl Forwarder {
             refused_filters: Vec::new(),
             sub_sent: Vec::new(),
             inbound: Vec::new(),
-            states: std::collections::BTreeMap::new(),
+            states: Vec::new(),
             modules: Vec::new(),
             diag: Diag::default(),
             own_configs: wire::ha_own_configs(&cfg.homeassistant_prefix, node),
@@ -739,7 +741,16 @@ impl Forwarder {
                 Err(e) => log::warn!("mqtt: state of {module}: {e}"),
             }
         }
-        self.states.insert(module.to_string(), payload);
+        match self.state_index(module) {
+            Ok(i) => self.states[i].1 = payload,
+            Err(i) => self.states.insert(i, (module.to_string(), payload)),
+        }
+    }
+
+    /// Where `module` is in `states`, or where it would go.
+    fn state_index(&self, module: &str) -> Result<usize, usize> {
+        self.states
+            .binary_search_by(|(m, _)| m.as_str().cmp(module))
     }
 
     /// Publishes `payload` on `topic` at QoS 1 now, outside the spool (a relayed
@@ -765,7 +776,7 @@ impl Forwarder {
     }
 
     pub fn has_state(&self, module: &str) -> bool {
-        self.states.contains_key(module)
+        self.state_index(module).is_ok()
     }
 
     /// The scheduled modules (sorted), with their `device_class`, that crd
@@ -776,7 +787,7 @@ impl Forwarder {
     /// new one's config is published, and one whose class changed.
     pub fn set_modules(&mut self, modules: &[(&str, &'static str)], now: Instant) {
         let known = |m: &String| modules.binary_search_by(|(n, _)| (*n).cmp(m)).is_ok();
-        self.states.retain(|m, _| known(m));
+        self.states.retain(|(m, _)| known(m));
         let (ha, up) = (self.cfg.homeassistant, self.session.is_connected());
         for (module, _) in self.modules.iter().filter(|(m, _)| !known(m)) {
             let mut topics = Vec::with_capacity(3);
