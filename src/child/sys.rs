@@ -806,11 +806,19 @@ pub fn stdin_is_tty() -> bool {
 /// Not `getrusage`: its `ru_maxrss` keeps the peak of the process image before
 /// crd's exec (the forked init or shell, often larger than crd itself).
 pub fn max_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    use std::io::Read;
+    let mut s = String::new();
+    // Through the same bounded read as every other small file crd reads (one
+    // copy of the reading code in a router build, not two).
+    std::fs::File::open("/proc/self/status")
+        .and_then(|f| f.take(PROC_STATUS_MAX_BYTES).read_to_string(&mut s))
         .ok()
-        .and_then(|s| vm_hwm_kib(&s))
+        .and_then(|_| vm_hwm_kib(&s))
         .unwrap_or(0)
 }
+
+/// Bytes of `/proc/self/status` read: `VmHWM` is in its first kilobyte or two.
+const PROC_STATUS_MAX_BYTES: u64 = 64 * 1024;
 
 /// `VmHWM:   920 kB` -> 920.
 fn vm_hwm_kib(status: &str) -> Option<u64> {

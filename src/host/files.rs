@@ -58,12 +58,15 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// Bytes of the kernel's hostname read at most (it holds 64).
+const HOSTNAME_MAX_BYTES: u64 = 4096;
+
 /// The node name: `node` from the config, else the kernel's hostname.
 pub fn node_name(cfg: &Config) -> String {
     if !cfg.node.is_empty() {
         return cfg.node.clone();
     }
-    fs::read_to_string("/proc/sys/kernel/hostname")
+    read_bounded(Path::new("/proc/sys/kernel/hostname"), HOSTNAME_MAX_BYTES)
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
