@@ -17,6 +17,8 @@
 # in) and carry no unwind tables (-Cforce-unwind-tables=no): on ath79 705,104 ->
 # 560,564 bytes, 338,299 -> 277,673 gzip. A panic there is a fatal signal, which
 # the daemon reports in one line on stderr (host::fatal) before it dies.
+# `--cfg crd_zig_libc` tells the code that Zig's libc is linked: child/sys.rs
+# then exports its own small qsort and malloc family in place of Zig's weak ones.
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain take those -Z flags.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,7 +58,7 @@ features="--no-default-features${list:+ --features $list}"
 if [ "$BUILD_STD" = yes ]; then
     command -v cargo-zigbuild >/dev/null 2>&1 || { echo "cargo-zigbuild missing: run cross/setup.sh" >&2; exit 2; }
     RUSTC_BOOTSTRAP=1 \
-    RUSTFLAGS="-C link-self-contained=no -Zlocation-detail=none -Cforce-unwind-tables=no -Zunstable-options -Cpanic=immediate-abort ${RUSTFLAGS_EXTRA:-}" \
+    RUSTFLAGS="-C link-self-contained=no -Zlocation-detail=none -Cforce-unwind-tables=no -Zunstable-options -Cpanic=immediate-abort --cfg crd_zig_libc ${RUSTFLAGS_EXTRA:-}" \
         cargo zigbuild --quiet --release --locked --target "$TARGET" $features \
         -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
 else

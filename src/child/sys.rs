@@ -954,7 +954,7 @@ pub fn free_bytes(path: &std::path::Path) -> io::Result<u64> {
 ///
 /// qsort's contract: `base` holds `count` elements of `width` bytes each, and
 /// `cmp` is a comparison that may be called on any two of them.
-#[cfg_attr(target_env = "musl", unsafe(no_mangle))]
+#[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
 pub unsafe extern "C" fn qsort(
     base: *mut c_void,
     count: usize,
@@ -983,9 +983,443 @@ pub unsafe extern "C" fn qsort(
     }
 }
 
+/// crd's `malloc` family, for the builds that link Zig's libc (`crd_zig_libc`,
+/// set by cross/build.sh for the routers). Zig's own exports are weak and wrap its
+/// multi-threaded `SmpAllocator` (about 8 KB of MIPS code, half of it counting
+/// CPUs); these strong ones replace all of them at once, so every pointer that
+/// `free` sees comes from here. The same shape as Zig's: blocks of a power of
+/// two from 16 (32-bit) or 32 bytes to 64 KiB, each carved from a 64 KiB slab of
+/// its size and put on that size's free list when freed (slabs are kept, as Zig
+/// keeps its); bigger blocks and over-aligned ones are a mapping of their own,
+/// unmapped when freed. A header of two words before each block: where it
+/// starts, and its size class or its mapping's length. crd has one thread; a
+/// spin lock keeps the lists whole if another ever allocates. No allocation,
+/// lock or panic happens in a spawned child before its exec (see the top of this
+/// file), so the child never finds the lock held.
+pub mod heap {
+    use super::*;
+    use std::cell::UnsafeCell;
+
+    const WORD: usize = size_of::<usize>();
+    /// The alignment of every pointer handed out (musl's `max_align_t`: 8 bytes
+    /// on 32-bit targets, 16 on 64-bit ones), and the header's size.
+    pub const ALIGN: usize = 2 * WORD;
+    /// The smallest block: a header and one `ALIGN` of data.
+    const MIN_SHIFT: u32 = (2 * ALIGN).trailing_zeros();
+    const SLAB_SHIFT: u32 = 16;
+    /// Size classes, blocks of `1 << (MIN_SHIFT + class)` bytes up to a slab.
+    const CLASSES: usize = (SLAB_SHIFT - MIN_SHIFT + 1) as usize;
+
+    struct Lists {
+        /// A freed block of each class (its first word: the next one), or 0.
+        free: [usize; CLASSES],
+        /// The unused rest of each class's newest slab.
+        next: [usize; CLASSES],
+        end: [usize; CLASSES],
+    }
+    struct Heap(UnsafeCell<Lists>);
+    // SAFETY: the lists are only touched between `lock` and `unlock`.
+    unsafe impl Sync for Heap {}
+    static HEAP: Heap = Heap(UnsafeCell::new(Lists {
+        free: [0; CLASSES],
+        next: [0; CLASSES],
+        end: [0; CLASSES],
+    }));
+    static LOCKED: AtomicBool = AtomicBool::new(false);
+
+    fn nomem() -> *mut c_void {
+        // SAFETY: errno is this thread's own int.
+        unsafe { *libc::__errno_location() = libc::ENOMEM };
+        std::ptr::null_mut()
+    }
+
+    /// `len` bytes of fresh zeroed memory, or 0.
+    fn map(len: usize) -> usize {
+        let (prot, flags) = (
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        );
+        // SAFETY: a new private anonymous mapping touches no existing memory.
+        let m = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        if m == libc::MAP_FAILED { 0 } else { m as usize }
+    }
+
+    /// Writes the header of the block at `user` and returns it.
+    ///
+    /// # Safety
+    ///
+    /// The `ALIGN` bytes before `user` belong to the block.
+    unsafe fn mark(user: usize, start: usize, tag: usize) -> *mut c_void {
+        let h = (user - ALIGN) as *mut usize;
+        // SAFETY: the caller's contract; `user` is ALIGN-aligned, so are the words.
+        unsafe {
+            h.write(start);
+            h.add(1).write(tag)
+        };
+        user as *mut c_void
+    }
+
+    /// The header of a block handed out here: its start and its class or length.
+    ///
+    /// # Safety
+    ///
+    /// `p` came from this allocator and is not freed.
+    unsafe fn header(p: *mut c_void) -> (usize, usize) {
+        let h = (p as usize - ALIGN) as *const usize;
+        // SAFETY: the caller's contract: `mark` wrote these two words.
+        unsafe { (h.read(), h.add(1).read()) }
+    }
+
+    /// A block of class `c` from its free list or its slab, or 0.
+    fn take(c: usize) -> usize {
+        let size = 1usize << (MIN_SHIFT as usize + c);
+        while LOCKED
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        // SAFETY: the lock is held, so nothing else touches the lists.
+        let l = unsafe { &mut *HEAP.0.get() };
+        let mut b = l.free[c];
+        if b != 0 {
+            // SAFETY: a free block's first word is the next free one (`give`).
+            l.free[c] = unsafe { *(b as *const usize) };
+        } else {
+            if l.end[c] - l.next[c] < size {
+                let slab = map(1 << SLAB_SHIFT);
+                if slab != 0 {
+                    (l.next[c], l.end[c]) = (slab, slab + (1 << SLAB_SHIFT));
+                }
+            }
+            if l.end[c] - l.next[c] >= size {
+                b = l.next[c];
+                l.next[c] += size;
+            }
+        }
+        LOCKED.store(false, Ordering::Release);
+        b
+    }
+
+    /// `size` bytes aligned to `align` (a power of two), in a mapping of their own.
+    fn mapped(size: usize, align: usize) -> *mut c_void {
+        let Some(len) = size.checked_add(align + ALIGN) else {
+            return nomem();
+        };
+        match map(len) {
+            0 => nomem(),
+            // SAFETY: `user` is at least ALIGN past `m` and `size` before its end.
+            m => unsafe { mark((m + ALIGN).next_multiple_of(align), m, len) },
+        }
+    }
+
+    /// C's `malloc`: `size` bytes aligned to `ALIGN`, or null and ENOMEM.
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub extern "C" fn malloc(size: usize) -> *mut c_void {
+        let need = size.saturating_add(ALIGN).max(1 << MIN_SHIFT);
+        if need > 1 << SLAB_SHIFT {
+            return mapped(size, ALIGN);
+        }
+        let c = (need.next_power_of_two().trailing_zeros() - MIN_SHIFT) as usize;
+        match take(c) {
+            0 => nomem(),
+            // SAFETY: the block is `1 << (MIN_SHIFT + c)` >= need bytes from `b`.
+            b => unsafe { mark(b + ALIGN, b, c) },
+        }
+    }
+
+    /// C's `free`.
+    ///
+    /// # Safety
+    ///
+    /// `p` is null or came from this allocator and is not freed yet.
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub unsafe extern "C" fn free(p: *mut c_void) {
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: the caller's contract.
+        let (start, tag) = unsafe { header(p) };
+        if tag >= CLASSES {
+            // SAFETY: `start` and `tag` are the mapping `mapped` made for `p`.
+            unsafe { libc::munmap(start as *mut c_void, tag) };
+            return;
+        }
+        while LOCKED
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        // SAFETY: the lock is held; the block is the caller's no more, so its
+        // first word may hold the list's link.
+        unsafe {
+            let l = &mut *HEAP.0.get();
+            *(start as *mut usize) = l.free[tag];
+            l.free[tag] = start;
+        }
+        LOCKED.store(false, Ordering::Release);
+    }
+
+    /// C's `malloc_usable_size`: the bytes at `p` the caller may use.
+    ///
+    /// # Safety
+    ///
+    /// As `free`'s.
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+        if p.is_null() {
+            return 0;
+        }
+        // SAFETY: the caller's contract.
+        let (start, tag) = unsafe { header(p) };
+        let end = if tag < CLASSES {
+            start + (1 << (MIN_SHIFT as usize + tag))
+        } else {
+            start + tag
+        };
+        end - p as usize
+    }
+
+    /// C's `realloc`: in place while the block holds `size` bytes, else moved.
+    ///
+    /// # Safety
+    ///
+    /// As `free`'s.
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+        if p.is_null() {
+            return malloc(size);
+        }
+        // SAFETY: the caller's contract.
+        let have = unsafe { malloc_usable_size(p) };
+        if size <= have {
+            return p;
+        }
+        let q = malloc(size);
+        if !q.is_null() {
+            // SAFETY: `have` < `size` bytes are readable at `p` and writable at
+            // `q`, two different blocks; then `p` is the caller's no more.
+            unsafe {
+                std::ptr::copy_nonoverlapping(p.cast::<u8>(), q.cast::<u8>(), have);
+                free(p);
+            }
+        }
+        q
+    }
+
+    /// C's `calloc`.
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
+        let Some(n) = count.checked_mul(size) else {
+            return nomem();
+        };
+        let p = malloc(n);
+        if !p.is_null() {
+            // SAFETY: `malloc` handed out at least `n` bytes at `p`.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, n) };
+        }
+        p
+    }
+
+    /// C's `reallocarray`.
+    ///
+    /// # Safety
+    ///
+    /// As `free`'s.
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub unsafe extern "C" fn reallocarray(
+        p: *mut c_void,
+        count: usize,
+        size: usize,
+    ) -> *mut c_void {
+        match count.checked_mul(size) {
+            // SAFETY: the caller's contract.
+            Some(n) => unsafe { realloc(p, n) },
+            None => nomem(),
+        }
+    }
+
+    /// C's `aligned_alloc` and `memalign`: `align` a power of two.
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+        if !align.is_power_of_two() {
+            // SAFETY: errno is this thread's own int.
+            unsafe { *libc::__errno_location() = libc::EINVAL };
+            return std::ptr::null_mut();
+        }
+        if align <= ALIGN {
+            malloc(size)
+        } else {
+            mapped(size, align)
+        }
+    }
+
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+        aligned_alloc(align, size)
+    }
+
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub extern "C" fn valloc(size: usize) -> *mut c_void {
+        // SAFETY: sysconf only reads.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        aligned_alloc(page, size)
+    }
+
+    /// C's `posix_memalign`.
+    ///
+    /// # Safety
+    ///
+    /// `out` is writable.
+    #[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
+    pub unsafe extern "C" fn posix_memalign(
+        out: *mut *mut c_void,
+        align: usize,
+        size: usize,
+    ) -> c_int {
+        if !align.is_power_of_two() || !align.is_multiple_of(WORD) {
+            return libc::EINVAL;
+        }
+        let p = aligned_alloc(align, size);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { *out = p };
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The heap tests share the one heap: one at a time, so a freed block is
+    /// the next of its size that `malloc` hands out.
+    static HEAP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn heap_blocks_are_aligned_big_enough_and_reused_once_freed() {
+        use heap::*;
+        let _one = HEAP_TESTS.lock();
+        for size in [0, 1, 7, 8, 9, 24, 100, 4000, 32_760, 65_536, 200_000] {
+            let p = malloc(size);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(ALIGN), "{size}");
+            // SAFETY: `p` is a live block of this heap.
+            let usable = unsafe { malloc_usable_size(p) };
+            assert!(usable >= size, "{size}: {usable}");
+            // SAFETY: `usable` bytes are the caller's at `p`; then freed once.
+            unsafe {
+                std::ptr::write_bytes(p.cast::<u8>(), 0xa5, usable);
+                free(p);
+            }
+        }
+        // A freed block of a class is the next one that class hands out, and
+        // calloc zeroes it although it held 0xff.
+        let p = malloc(40);
+        // SAFETY: 40 bytes are the caller's at `p`; then freed once.
+        unsafe {
+            std::ptr::write_bytes(p.cast::<u8>(), 0xff, 40);
+            free(p);
+        }
+        let q = calloc(4, 10);
+        assert_eq!(q, p);
+        // SAFETY: `q` holds 40 bytes; then freed once.
+        unsafe {
+            assert!(
+                std::slice::from_raw_parts(q.cast::<u8>(), 40)
+                    .iter()
+                    .all(|&b| b == 0)
+            );
+            free(q);
+        }
+        assert!(calloc(usize::MAX, 2).is_null());
+    }
+
+    #[test]
+    fn heap_realloc_keeps_the_bytes_and_alignment_is_kept() {
+        use heap::*;
+        let _one = HEAP_TESTS.lock();
+        let mut p = malloc(3);
+        let mut len = 3usize;
+        // SAFETY: `p` holds `len` bytes throughout; realloc hands back a block
+        // that holds the new length and the old bytes; freed once at the end.
+        unsafe {
+            for i in 0..len {
+                *p.cast::<u8>().add(i) = i as u8;
+            }
+            for new_len in [5, 17, 300, 70_000, 150_000, 10] {
+                p = realloc(p, new_len);
+                assert!(!p.is_null());
+                let kept = len.min(new_len);
+                for i in 0..kept {
+                    assert_eq!(*p.cast::<u8>().add(i), i as u8, "{new_len}");
+                }
+                for i in kept..new_len {
+                    *p.cast::<u8>().add(i) = i as u8;
+                }
+                len = new_len;
+            }
+            free(p);
+        }
+        for align in [8, 16, 64, 4096, 1 << 16] {
+            let p = aligned_alloc(align, 100);
+            assert!(
+                !p.is_null() && (p as usize).is_multiple_of(align),
+                "{align}"
+            );
+            // SAFETY: a live block, freed once.
+            unsafe {
+                assert!(malloc_usable_size(p) >= 100);
+                free(p);
+            }
+        }
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `out` is writable.
+        unsafe {
+            assert_eq!(posix_memalign(&mut out, 24, 8), libc::EINVAL);
+            assert_eq!(posix_memalign(&mut out, 256, 8), 0);
+            assert!((out as usize).is_multiple_of(256));
+            free(out);
+        }
+    }
+
+    #[test]
+    fn heap_blocks_in_use_never_overlap() {
+        use heap::*;
+        let _one = HEAP_TESTS.lock();
+        // 4,000 allocations and frees of pseudo-random sizes, up to 48 live:
+        // each block is filled with its own byte and checked before its free.
+        let mut live: Vec<(*mut c_void, usize, u8)> = Vec::new();
+        let mut x: u32 = 12345;
+        for n in 0..4000u32 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let size = match x >> 28 {
+                0 => (x >> 8) as usize % 100_000,
+                _ => (x >> 8) as usize % 600,
+            };
+            if live.len() == 48 || (x & 3 == 0 && !live.is_empty()) {
+                let (p, len, fill) = live.swap_remove((x >> 4) as usize % live.len());
+                // SAFETY: `p` is live and holds `len` bytes; freed once.
+                unsafe {
+                    let b = std::slice::from_raw_parts(p.cast::<u8>(), len);
+                    assert!(b.iter().all(|&v| v == fill));
+                    free(p);
+                }
+            } else {
+                let p = malloc(size);
+                assert!(!p.is_null());
+                // SAFETY: `size` bytes are the caller's at `p`.
+                unsafe { std::ptr::write_bytes(p.cast::<u8>(), n as u8, size) };
+                live.push((p, size, n as u8));
+            }
+        }
+        for (p, _, _) in live {
+            // SAFETY: each is live; freed once.
+            unsafe { free(p) };
+        }
+    }
 
     unsafe extern "C" fn by_key(a: *const c_void, b: *const c_void) -> c_int {
         // SAFETY: `qsort` hands this pointers into the test's array of pairs.
