@@ -73,15 +73,23 @@ mkdir -p "dist/$out"
 cp "$tdir/$TARGET/release/crd" "dist/$out/.crd.new"
 # MIPS objects carry .pdr, procedure descriptors for debuggers that the linker
 # keeps and strip=true does not remove: about 96 KB per binary, never loaded.
-# llvm-objcopy (any architecture; cross/setup.sh installs it) drops it.
+# The builds Zig links (BUILD_STD=yes) carry unwind tables for its libc's C
+# (.eh_frame, and .eh_frame_hdr, the linker's index of it: about 8 KB on
+# MIPS) that nothing reads: crd aborts on a panic and never unwinds. They sit
+# in a loaded segment, so llvm-objcopy zeroes them rather than cutting the
+# file: the binary keeps its size, its .ipk is about 2.9 KB smaller (ath79).
+# llvm-objcopy (any architecture; cross/setup.sh installs it) drops them all.
+drop=
 case "$TARGET" in
-mips*)
-    if ! command -v llvm-objcopy >/dev/null 2>&1; then
-        echo "llvm-objcopy missing (run cross/setup.sh): dist/$out/crd keeps .pdr (~96 KB)" >&2
-    elif [ "$variant" != symbols ]; then
-        llvm-objcopy --remove-section=.pdr --remove-section=.comment "dist/$out/.crd.new"
-    fi
-    ;;
+mips*) drop="--remove-section=.pdr --remove-section=.comment" ;;
 esac
+[ "$BUILD_STD" != yes ] || drop="$drop --remove-section=.eh_frame --remove-section=.eh_frame_hdr"
+if [ -n "$drop" ]; then
+    if ! command -v llvm-objcopy >/dev/null 2>&1; then
+        echo "llvm-objcopy missing (run cross/setup.sh): dist/$out/crd keeps .pdr (MIPS, ~96 KB) and unwind tables" >&2
+    elif [ "$variant" != symbols ]; then
+        llvm-objcopy $drop "dist/$out/.crd.new"
+    fi
+fi
 mv -f "dist/$out/.crd.new" "dist/$out/crd"
 echo "dist/$out/crd"

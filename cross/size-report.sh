@@ -15,8 +15,9 @@ command -v llvm-nm >/dev/null 2>&1 || { echo "llvm-nm missing (Debian package ll
 bin=$("$top/cross/build.sh" "$board" symbols | tail -1)
 bin="$top/$bin"
 shipped=$(mktemp)
-llvm-objcopy --strip-all --remove-section=.pdr --remove-section=.comment "$bin" "$shipped"
-echo "== $board: $(wc -c < "$bin") bytes with symbols, $(wc -c < "$shipped") stripped here (no symbols, no .pdr; gzip -9: $(gzip -9 -c "$shipped" | wc -c)); dist/$board/crd is the shipped one"
+llvm-objcopy --strip-all --remove-section=.pdr --remove-section=.comment \
+    --remove-section=.eh_frame --remove-section=.eh_frame_hdr "$bin" "$shipped"
+echo "== $board: $(wc -c < "$bin") bytes with symbols, $(wc -c < "$shipped") stripped here (no symbols, no .pdr, unwind tables zeroed; gzip -9: $(gzip -9 -c "$shipped" | wc -c)); dist/$board/crd is the shipped one"
 rm -f "$shipped"
 echo
 echo "== sections (bytes)"
