@@ -99,6 +99,61 @@ fn configs_left_from_before_the_start_are_cleared_and_only_this_nodes() {
     stop(d);
 }
 
+/// A node renamed while crd is down: at the next start crd empties every
+/// config under the old name's node id (the name Home Assistant knew is kept
+/// in the spool directory), announces under the new one, and leaves another
+/// node's alone.
+#[test]
+fn a_node_renamed_while_down_has_its_old_entities_removed() {
+    let sb = Sandbox::new("ha-rename");
+    let broker = Broker::start(&sb.path("broker"), "");
+    let other = "homeassistant/binary_sensor/crd-othernode/Hit/config";
+    plant(broker.port, other, r#"{"name":"Hit"}"#);
+    sb.module("Hit", "exit 1", None);
+    let extra = format!(
+        "interval = 200ms\nbroker = {}\nhomeassistant = yes",
+        broker.addr()
+    );
+    let (old, new) = (
+        "homeassistant/+/crd-gw1/+/config",
+        "homeassistant/+/crd-gw2/+/config",
+    );
+    sb.config_node("gw1", &extra);
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || retained(broker.port, old).len() >= 2),
+        "{}",
+        d.log()
+    );
+    stop(d);
+    sb.config_node("gw2", &extra);
+    let d = sb.start();
+    let mut v = Vec::new();
+    assert!(
+        wait_for(LONG, || {
+            v = retained(broker.port, old);
+            v.is_empty() && retained(broker.port, new).len() >= 2
+        }),
+        "left under the old name: {v:?}\n{}",
+        d.log()
+    );
+    assert_eq!(
+        retained(broker.port, "homeassistant/+/crd-othernode/#").len(),
+        1
+    );
+    assert!(d.log().contains("renamed from gw1"), "{}", d.log());
+    stop(d);
+    // The new name is kept: the next start empties nothing more.
+    let d = sb.start();
+    assert!(
+        wait_for(LONG, || retained(broker.port, new).len() >= 2),
+        "{}",
+        d.log()
+    );
+    assert!(!d.log().contains("renamed from"), "{}", d.log());
+    stop(d);
+}
+
 /// A restart of crd with a module still firing: the retained state stays ON
 /// until the module's first check decides, which says ON again; a subscriber
 /// never sees OFF in between (HA would show the problem gone and back).

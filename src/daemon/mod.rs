@@ -127,7 +127,11 @@ impl Daemon {
         let node = node_name(&cfg);
         let stream = outbox.spool().stream();
         let now = Instant::now();
-        let forwarder = Forwarder::new(cfg.mqtt.clone(), &node, stream, MQTT, now);
+        let mut forwarder = Forwarder::new(cfg.mqtt.clone(), &node, stream, MQTT, now);
+        if let Some(old) = crate::host::files::ha_node(&cfg.spool_dir, &node) {
+            log::info!("node renamed from {old}: its Home Assistant entities are emptied");
+            forwarder.renamed_from(&old);
+        }
         let euid = sys::euid();
         let mut d = Daemon {
             node,

@@ -72,3 +72,20 @@ pub fn node_name(cfg: &Config) -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// The node name Home Assistant knew this crd by before, when it is not
+/// `node` (a node renamed: its old entities are to be emptied); `node` is kept
+/// in `spool_dir` for the next start (once, when it changed). A file that
+/// cannot be read or written costs only that sweep (logged).
+pub fn ha_node(spool_dir: &Path, node: &str) -> Option<String> {
+    let path = spool_dir.join(crate::spool::HA_NODE_FILE);
+    let old = read_bounded(&path, 256).ok();
+    let old = old.as_deref().map(str::trim_end).filter(|o| !o.is_empty());
+    if old == Some(node) {
+        return None;
+    }
+    if let Err(e) = replace(&path, format!("{node}\n").as_bytes(), 0o644) {
+        log::warn!("{}: {e}", path.display());
+    }
+    old.map(str::to_string)
+}

@@ -144,6 +144,9 @@ pub struct Forwarder {
     /// The filter of this node's discovery configs
     /// (`wire::ha_own_configs`), subscribed to at each connect.
     own_configs: String,
+    /// The configs of the name this node had before (`renamed_from`): all
+    /// emptied at each connect.
+    old_configs: Option<String>,
     /// Bytes left unread past `READ_BUDGET_BYTES`.
     pending_input: bool,
     /// Not reading the socket (`set_paused`).
@@ -278,6 +281,7 @@ impl Forwarder {
             modules: Vec::new(),
             diag: Diag::default(),
             own_configs: wire::ha_own_configs(&cfg.homeassistant_prefix, node),
+            old_configs: None,
             pending_input: false,
             paused: false,
             cfg,
@@ -552,7 +556,10 @@ impl Forwarder {
                 // Without `homeassistant` the sweep of this node's configs is
                 // a courtesy: a broker that refuses it says nothing worth an
                 // error.
-                let quiet = |f: &String| !self.cfg.homeassistant && *f == self.own_configs;
+                let quiet = |f: &String| {
+                    (!self.cfg.homeassistant && *f == self.own_configs)
+                        || self.old_configs.as_ref() == Some(f)
+                };
                 self.refused_filters = refused
                     .iter()
                     .filter_map(|&i| self.sub_sent.get(i).filter(|f| !quiet(f)).cloned())
@@ -585,7 +592,7 @@ impl Forwarder {
                 }
                 self.write_out()?;
             }
-            Up::Message(m) if topic::matches(&self.own_configs, &m.topic) => {
+            Up::Message(m) if self.swept(&m.topic) => {
                 if let Some(p) = m.pkid {
                     self.session.puback(p, now)?;
                 }
@@ -636,6 +643,7 @@ impl Forwarder {
         // what is retained there is compared with what crd announces
         // (`sweep`), nothing once discovery is off.
         filters.push(self.own_configs.clone());
+        filters.extend(self.old_configs.clone());
         self.session.subscribe(&filters, now)?;
         self.sub_sent = filters;
         Ok(())
@@ -853,6 +861,25 @@ impl Forwarder {
                         .into_iter()
                         .any(|e| wire::ha_config_topic(p, node, e) == topic)
                 }))
+    }
+
+    /// Whether `topic` is a discovery config of this node's, under its name
+    /// or the one it had before.
+    fn swept(&self, t: &str) -> bool {
+        topic::matches(&self.own_configs, t)
+            || self
+                .old_configs
+                .as_ref()
+                .is_some_and(|f| topic::matches(f, t))
+    }
+
+    /// This node was called `old` before (Home Assistant's entities of that
+    /// name are its own): every discovery config under `old`'s node id is
+    /// emptied at each connect, as crd announces none there.
+    pub fn renamed_from(&mut self, old: &str) {
+        if old != self.node {
+            self.old_configs = Some(wire::ha_own_configs(&self.cfg.homeassistant_prefix, old));
+        }
     }
 
     /// The node's own entity (not a module's) whose discovery config is at

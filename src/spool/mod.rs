@@ -73,6 +73,9 @@ pub const READ_AHEAD_BYTES: usize = 64 * 1024;
 /// Bytes examined per read while looking for the next valid record after damage.
 const RESYNC_CHUNK_BYTES: usize = 4096;
 pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// The node name Home Assistant last saw this crd as (`host::files::ha_node`),
+/// kept here as the one directory that survives a reboot.
+pub const HA_NODE_FILE: &str = "ha-node";
 /// Seqs reserved at a time in the checkpoint: after a crash, numbering resumes at
 /// the reservation, so a seq lost with an unsynced tail is never given again (the
 /// gap shows downstream what a power cut cost). One checkpoint fsync per lease.
@@ -376,7 +379,7 @@ impl<S: Storage> Spool<S> {
         {
             match format::parse_segment_name(&name) {
                 Some(first) => names.push((first, name)),
-                None if name == CHECKPOINT_FILE || name == "lock" => {}
+                None if [CHECKPOINT_FILE, "lock", HA_NODE_FILE].contains(&name.as_str()) => {}
                 None => rec.ignored_files.push(name),
             }
         }
