@@ -43,15 +43,6 @@ fn plant(port: u16, topic: &str, payload: &str) {
     assert_eq!(code, 0, "{err}");
 }
 
-fn stop(mut d: Daemon) {
-    d.signal(libc::SIGTERM);
-    assert!(
-        d.wait_exit(LONG).expect("crd stops").success(),
-        "{}",
-        d.log()
-    );
-}
-
 /// A module removed while crd is down leaves its retained config: at the next
 /// connect crd finds it under its own node id and clears it; another node's
 /// config, under that node's id, is not crd's to touch; crd's own are there.
@@ -96,7 +87,7 @@ fn configs_left_from_before_the_start_are_cleared_and_only_this_nodes() {
         "the log names what it cleared:\n{}",
         d.log()
     );
-    stop(d);
+    d.stop(LONG);
 }
 
 /// A node renamed while crd is down: at the next start crd empties every
@@ -125,7 +116,7 @@ fn a_node_renamed_while_down_has_its_old_entities_removed() {
         "{}",
         d.log()
     );
-    stop(d);
+    d.stop(LONG);
     sb.config_node("gw2", &extra);
     let d = sb.start();
     let mut v = Vec::new();
@@ -142,7 +133,7 @@ fn a_node_renamed_while_down_has_its_old_entities_removed() {
         1
     );
     assert!(d.log().contains("renamed from gw1"), "{}", d.log());
-    stop(d);
+    d.stop(LONG);
     // The new name is kept: the next start empties nothing more.
     let d = sb.start();
     assert!(
@@ -151,7 +142,7 @@ fn a_node_renamed_while_down_has_its_old_entities_removed() {
         d.log()
     );
     assert!(!d.log().contains("renamed from"), "{}", d.log());
-    stop(d);
+    d.stop(LONG);
 }
 
 /// A restart of crd with a module still firing: the retained state stays ON
@@ -174,7 +165,7 @@ fn a_restart_does_not_flip_a_firing_module_off_and_on() {
         "{}",
         d.log()
     );
-    stop(d);
+    d.stop(LONG);
     let sub = Subscriber::start(broker.port, state, "watch", &sb.path("seen"));
     assert!(
         wait_for(LONG, || !sub.lines().is_empty()),
@@ -188,7 +179,7 @@ fn a_restart_does_not_flip_a_firing_module_off_and_on() {
         sub.lines(),
         d.log()
     );
-    stop(d);
+    d.stop(LONG);
     let seen = sub.lines();
     assert!(
         seen.iter().all(|l| l.contains(r#""state":"ON""#)),
@@ -290,7 +281,7 @@ fn the_entities_a_home_assistant_user_sees() {
         let j: serde_json::Value = serde_json::from_str(j).unwrap();
         assert!(types.contains(&j["kind"]), "{j}");
     }
-    stop(d);
+    d.stop(LONG);
 }
 
 /// A crd with discovery on and no broker reachable at first, with a module
@@ -347,7 +338,7 @@ fn the_diagnostics_say_the_backlog_and_the_last_error_and_go_with_discovery() {
     // in 3 s.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(sub.lines().len(), 1, "{:?}", sub.lines());
-    stop(d);
+    d.stop(LONG);
     sb.config(&conf("no"));
     let d = sb.start();
     assert!(
@@ -359,6 +350,6 @@ fn the_diagnostics_say_the_backlog_and_the_last_error_and_go_with_discovery() {
         retained(port, "homeassistant/#"),
         d.log()
     );
-    stop(d);
+    d.stop(LONG);
     drop(broker);
 }

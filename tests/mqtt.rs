@@ -32,15 +32,6 @@ fn seqs(sub: &Subscriber, topic: &str) -> Vec<u64> {
         .collect()
 }
 
-fn stop(mut d: Daemon) {
-    d.signal(libc::SIGTERM);
-    assert!(
-        d.wait_exit(LONG).expect("crd stops").success(),
-        "{}",
-        d.log()
-    );
-}
-
 #[test]
 fn events_arrive_as_json_and_status_is_online_then_offline() {
     let sb = Sandbox::new("mq-events");
@@ -90,7 +81,7 @@ fn events_arrive_as_json_and_status_is_online_then_offline() {
         .lines()
         .iter()
         .any(|l| l.starts_with("crd/testnode/alerts/disk "))));
-    stop(d);
+    d.stop(LONG);
     assert!(
         wait_for(LONG, || sub
             .lines()
@@ -161,7 +152,7 @@ fn ten_thousand_emits_survive_broker_down_and_sigkill_in_order() {
         "{}",
         d.status()
     );
-    stop(d);
+    d.stop(LONG);
 }
 
 /// `crd emit` of `bulk` with texts `from..to`, one process each.
@@ -235,7 +226,7 @@ fn a_broker_list_fails_over_to_the_next_broker_and_loses_nothing() {
     assert!(stat_of(&s, "mqtt_failovers") >= 1, "{s}");
     assert_eq!(stat_of(&s, "mqtt_brokers"), 2);
     assert!(wait_for(LONG, || stat_of(&d.status(), "spool_depth") == 0));
-    stop(d);
+    d.stop(LONG);
 }
 
 #[test]
@@ -287,7 +278,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
     );
     let s = d.status();
     assert!(stat_of(&s, "mqtt_connects") >= 3, "{s}");
-    stop(d);
+    d.stop(LONG);
 }
 
 /// A TCP proxy to `to` that forwards until `mute` is set, then swallows everything
@@ -361,7 +352,7 @@ fn a_silent_broker_is_detected_within_one_and_a_half_keepalives_and_left() {
     // While muted and reconnecting the loop stayed idle: no busy polling.
     let s = d.status();
     assert!(stat_of(&s, "wakeups") < 200, "{s}");
-    stop(d);
+    d.stop(LONG);
 }
 
 #[test]
@@ -429,8 +420,8 @@ fn two_crds_with_one_client_id_say_why_they_flap() {
         st.contains("client_id `twin` is probably connected"),
         "{st}"
     );
-    stop(da);
-    stop(db);
+    da.stop(LONG);
+    db.stop(LONG);
 }
 
 #[test]
@@ -468,7 +459,7 @@ fn username_and_password_file() {
         "{}",
         d.status()
     );
-    stop(d);
+    d.stop(LONG);
 }
 
 /// `acked` and `depth` from the header of `crd dump`.
@@ -574,7 +565,7 @@ fn kill_9_loop_while_producing_and_forwarding_loses_nothing() {
         d.status()
     );
     assert!(wait_for(LONG, || stat_of(&d.status(), "spool_depth") == 0));
-    stop(d);
+    d.stop(LONG);
     // Each message carries the seq the emit printed.
     let lines = sub.lines();
     let by_seq: std::collections::BTreeMap<u64, String> = lines
@@ -726,7 +717,7 @@ fn tls_with_a_test_ca_and_a_client_certificate() {
             let d = sb.start();
             assert!(wait_for(LONG, || d.log().contains(why)), "{}", d.log());
             assert!(!d.status().contains("mqtt_state: connected"), "{}", d.log());
-            stop(d);
+            d.stop(LONG);
         };
         // A CA that did not sign the server's certificate.
         conf("other-ca.pem", "");
@@ -764,7 +755,7 @@ fn tls_with_a_test_ca_and_a_client_certificate() {
             d.log()
         );
         assert!(wait_for(LONG, || stat_of(&d.status(), "spool_depth") == 0));
-        stop(d);
+        d.stop(LONG);
         assert!(
             wait_for(LONG, || sub.lines().iter().any(|l| l
                 .starts_with("crd/testnode/status")
@@ -872,7 +863,7 @@ fn module_states_are_retained_for_whoever_subscribes_late() {
         d.log()
     );
     assert!(stat_of(&d.status(), "mqtt_connects") >= 2);
-    stop(d);
+    d.stop(LONG);
 }
 
 fn fs_touch(p: &std::path::Path) {
@@ -978,5 +969,5 @@ fn home_assistant_discovery_announces_each_module_as_a_binary_sensor() {
     std::fs::remove_dir_all(sb.path("modules/Wan.Down")).unwrap();
     d.signal(libc::SIGHUP);
     assert!(wait_for(LONG, || configs().len() == 2), "{}", d.log());
-    stop(d);
+    d.stop(LONG);
 }

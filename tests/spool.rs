@@ -41,12 +41,6 @@ fn oldest_segment(sb: &Sandbox) -> std::path::PathBuf {
         .expect("a segment")
 }
 
-fn stop(mut d: Daemon) {
-    d.signal(libc::SIGTERM);
-    let st = d.wait_exit(LONG).expect("crd stops on SIGTERM");
-    assert!(st.success(), "{st:?}\n{}", d.log());
-}
-
 #[test]
 fn events_survive_a_restart_and_seq_continues() {
     let sb = Sandbox::new("sp-restart");
@@ -58,7 +52,7 @@ fn events_survive_a_restart_and_seq_continues() {
         "{}",
         d.log()
     );
-    stop(d);
+    d.stop(LONG);
     let rows = dump(&sb);
     assert!(rows.len() >= 2, "{rows:?}");
     assert!(
@@ -81,7 +75,7 @@ fn events_survive_a_restart_and_seq_continues() {
         out.trim().parse::<u64>().unwrap() > last,
         "seq continues: {out}"
     );
-    stop(d);
+    d.stop(LONG);
     let again = dump(&sb);
     assert_eq!(
         &again[..rows.len()],
@@ -148,7 +142,7 @@ fn emit_records_messages_from_arguments_and_stdin() {
         (emits[1].0, emits[1].2.as_str(), emits[1].3.as_str()),
         (s2, "multi", "\"line one\\nline two\\n\"")
     );
-    stop(d);
+    d.stop(LONG);
 }
 
 #[test]
@@ -183,7 +177,7 @@ fn status_reports_the_spool() {
         "{s}"
     );
     assert!(s.contains("spool_state: ok"), "{s}");
-    stop(d);
+    d.stop(LONG);
 }
 
 #[test]
@@ -199,7 +193,7 @@ fn a_full_spool_drops_the_oldest_segment_and_says_so() {
     let s = d.status();
     let dropped = stat_of(&s, "spool_dropped");
     assert!(dropped > 0, "{s}");
-    stop(d);
+    d.stop(LONG);
     let total: u64 = std::fs::read_dir(sb.path("spool"))
         .unwrap()
         .flatten()
@@ -267,7 +261,7 @@ fn sigkill_while_emitting_loses_no_acknowledged_emit() {
     }
     // The daemon starts cleanly on what the kills left.
     let d = sb.start();
-    stop(d);
+    d.stop(LONG);
 }
 
 #[test]
@@ -277,7 +271,7 @@ fn damage_and_foreign_files_do_not_stop_the_daemon() {
     for i in 0..3 {
         assert_eq!(sb.run(&["emit", "d", &i.to_string()]).0, 0);
     }
-    stop(d);
+    d.stop(LONG);
     let seg = oldest_segment(&sb);
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&[0xff; 700]).unwrap();
@@ -296,7 +290,7 @@ fn damage_and_foreign_files_do_not_stop_the_daemon() {
         d.log()
     );
     assert_eq!(sb.run(&["emit", "d", "3"]).0, 0);
-    stop(d);
+    d.stop(LONG);
     let msgs: Vec<String> = dump(&sb).into_iter().map(|r| r.3).collect();
     assert_eq!(msgs, ["\"0\"", "\"1\"", "\"2\"", "\"3\""]);
 }
@@ -305,7 +299,7 @@ fn damage_and_foreign_files_do_not_stop_the_daemon() {
 fn an_unknown_spool_version_is_refused_with_a_clear_message() {
     let sb = Sandbox::new("sp-version");
     let d = sb.start();
-    stop(d);
+    d.stop(LONG);
     let seg = oldest_segment(&sb);
     // A version-9 header with a valid CRC, as a future crd would write it.
     let mut b = std::fs::read(&seg).unwrap();

@@ -183,6 +183,13 @@ impl Daemon {
         stat_of(&self.status(), key)
     }
 
+    /// Stops the daemon with SIGTERM and asserts a clean exit within `limit`.
+    pub fn stop(mut self, limit: Duration) {
+        self.signal(libc::SIGTERM);
+        let st = self.wait_exit(limit).expect("crd stops on SIGTERM");
+        assert!(st.success(), "{st:?}\n{}", self.log());
+    }
+
     /// Waits for the daemon to exit; `None` if it did not within `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let end = Instant::now() + limit;
