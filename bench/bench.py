@@ -233,10 +233,12 @@ def main():
     rows = [
         ("check runs in the median phase (50 modules)", f"{a['runs']}", f"{m['runs']}", "", "", ""),
         ("daemon CPU in the median phase, s", f"{a['cpu']:.2f}", f"{m['cpu']:.2f}", "", "", ""),
-        ("daemon CPU per check run (median), us", f"{crd_us:.0f}", f"{monit_us:.0f}", f"{ratio:.3f}", "<= 0.25", "ok" if ratio <= 0.25 else "OVER"),
+        ("daemon CPU per check run (median), us", f"{crd_us:.0f}", f"{monit_us:.0f}", f"{ratio:.3f}", "<= 0.20", "ok" if ratio <= 0.20 else "OVER"),
         ("  range over the rounds, us", f"{crd_runs[0]:.0f}-{crd_runs[-1]:.0f}", f"{monit_runs[0]:.0f}-{monit_runs[-1]:.0f}", "", "", ""),
-        ("peak RSS (VmHWM) at 50 modules, KiB", f"{hwm}", "", "", "< 1024", "ok" if hwm < 1024 else "OVER"),
-        ("VmRSS early -> late, KiB", f"{a['rss_early']} -> {a['rss_late']}", "", "", "no growth", "ok" if a["rss_late"] <= a["rss_early"] else "GREW"),
+        ("peak RSS (VmHWM) at 50 modules, KiB", f"{hwm}", "", "", "<= 768", "ok" if hwm <= 768 else "OVER"),
+        # A phase of seconds is too short to call growth (a page of code run
+        # first late in it counts): `make soak` measures growth over an hour.
+        ("VmRSS early -> late, KiB (growth: make soak)", f"{a['rss_early']} -> {a['rss_late']}", "", "", "", ""),
         ("starts at 200 modules", c["status"]["starts"], "", "", "", ""),
         ("p99 start lateness at 200 modules, us", f"<= {p99}", "", "", "< 10000", "ok" if p99 < 10000 else "OVER"),
         ("max start lateness at 200 modules, us", c["status"]["lateness_max_us"], "", "", "", ""),
@@ -254,7 +256,7 @@ def main():
              "ok" if hwm <= base_hwm else "OVER"),
         ]
     record("core", "daemon CPU per check run, 50 modules x 1 s (median)", "us", crd_us,
-           "monit 5.33", monit_us, "lower", "<= 0.25")
+           "monit 5.33", monit_us, "lower", "<= 0.20")
     w = max(len(r[0]) for r in rows)
     print(f"{'metric':<{w}}  {'crd':>16}  {'monit/base':>10}  {'ratio':>7}  {'budget':>10}  verdict")
     for r in rows:

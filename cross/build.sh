@@ -1,5 +1,5 @@
 #!/bin/sh
-# cross/build.sh BOARD [tls|symbols|edge]: builds the release binary for
+# cross/build.sh BOARD [tls|symbols|edge|edge-symbols]: builds the release binary for
 # board-configs/BOARD.conf with the board's FEATURES (the collector on hosts only)
 # and OPT_LEVEL (cargo's opt-level: "z", the smallest, unless the board says
 # otherwise) and puts it at dist/BOARD/crd; with `tls`, the build with MQTT over
@@ -8,7 +8,17 @@
 # as the plain one but not stripped (for cross/size-report.sh: the code is the
 # same, the symbol table names it) at dist/BOARD-symbols/crd; with `edge`, the
 # board built as a router is (no collector, opt-level "z") at dist/BOARD-edge/crd,
-# in its own target directory: what the edge's benches measure on a host board.
+# in its own target directory: what the edge's benches measure on a host board;
+# `edge-symbols`, that build not stripped (cross/hot-text.sh traces it).
+#
+# Every build links with cross/hot-text.ld: the functions a running edge daemon
+# executes (its start, the check loop, the forwarder, `crd status`) are put
+# together at the start of the code, so the pages the kernel maps for them (and
+# its 64 KiB fault-around) hold little cold code: x86_64 edge 1,012 -> 736 KiB
+# resident at 50 modules. cross/hot-text.sh regenerates the list. Its patterns
+# are v0-mangled names (Rust's prebuilt std has them) with the parts that change
+# from one build configuration to the next (crate hashes, back references)
+# wildcarded, so every build takes -Csymbol-mangling-version=v0.
 #
 # Router boards (BUILD_STD=yes) build std from source with cargo-zigbuild (zig is the
 # linker), with -Zbuild-std-features=optimize_for_size and -Zlocation-detail=none:
@@ -34,16 +44,17 @@ elif [ "$variant" = symbols ]; then
     out=$board-symbols
     export CARGO_TARGET_DIR="$top/target/symbols"
     export CARGO_PROFILE_RELEASE_STRIP=false
-elif [ "$variant" = edge ]; then
-    out=$board-edge
-    export CARGO_TARGET_DIR="$top/target/edge"
+elif [ "$variant" = edge ] || [ "$variant" = edge-symbols ]; then
+    out=$board-$variant
+    export CARGO_TARGET_DIR="$top/target/$variant"
+    [ "$variant" = edge ] || export CARGO_PROFILE_RELEASE_STRIP=false
 fi
 tdir=${CARGO_TARGET_DIR:-$top/target}
 conf="$top/board-configs/$board.conf"
 [ -f "$conf" ] || { echo "no board config $conf" >&2; exit 2; }
 . "$conf"
 cd "$top"
-if [ "$variant" = edge ]; then
+if [ "$variant" = edge ] || [ "$variant" = edge-symbols ]; then
     FEATURES=
     OPT_LEVEL=z
 fi
@@ -52,13 +63,19 @@ fi
 export CARGO_PROFILE_RELEASE_OPT_LEVEL="${OPT_LEVEL:-z}"
 # The board's name, built in as Home Assistant's device model (mqtt::wire::MODEL).
 export CRD_BOARD="$board"
+# Linked from a copy named by its checksum: cargo does not watch a linker script,
+# but a changed RUSTFLAGS relinks.
+mkdir -p "$tdir"
+hotld="$tdir/hot-text-$(cksum < "$top/cross/hot-text.ld" | cut -d' ' -f1).ld"
+[ -f "$hotld" ] || cp "$top/cross/hot-text.ld" "$hotld"
+hot="-Csymbol-mangling-version=v0 -C link-arg=-Wl,-T,$hotld"
 # The board's own features (FEATURES: `collector` on hosts only), plus tls.
 list=$(printf '%s %s' "${FEATURES:-}" "$extra" | tr -s ' ' | sed 's/^ //; s/ $//; s/ /,/g')
 features="--no-default-features${list:+ --features $list}"
 if [ "$BUILD_STD" = yes ]; then
     command -v cargo-zigbuild >/dev/null 2>&1 || { echo "cargo-zigbuild missing: run cross/setup.sh" >&2; exit 2; }
     RUSTC_BOOTSTRAP=1 \
-    RUSTFLAGS="-C link-self-contained=no -Zlocation-detail=none -Cforce-unwind-tables=no -Zunstable-options -Cpanic=immediate-abort --cfg crd_zig_libc ${RUSTFLAGS_EXTRA:-}" \
+    RUSTFLAGS="-C link-self-contained=no -Zlocation-detail=none -Cforce-unwind-tables=no -Zunstable-options -Cpanic=immediate-abort --cfg crd_zig_libc $hot ${RUSTFLAGS_EXTRA:-}" \
         cargo zigbuild --quiet --release --locked --target "$TARGET" $features \
         -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
 else
@@ -66,7 +83,7 @@ else
         echo "Rust target $TARGET is not installed: run cross/setup.sh" >&2
         exit 2
     fi
-    RUSTFLAGS="${RUSTFLAGS_EXTRA:-}" cargo build --quiet --release --locked --target "$TARGET" $features
+    RUSTFLAGS="$hot ${RUSTFLAGS_EXTRA:-}" cargo build --quiet --release --locked --target "$TARGET" $features
 fi
 mkdir -p "dist/$out"
 # Copy then rename: a running dist binary (a soak, a test) is never written over.
@@ -87,7 +104,7 @@ esac
 if [ -n "$drop" ]; then
     if ! command -v llvm-objcopy >/dev/null 2>&1; then
         echo "llvm-objcopy missing (run cross/setup.sh): dist/$out/crd keeps .pdr (MIPS, ~96 KB) and unwind tables" >&2
-    elif [ "$variant" != symbols ]; then
+    elif [ "$variant" != symbols ] && [ "$variant" != edge-symbols ]; then
         llvm-objcopy $drop "dist/$out/.crd.new"
     fi
 fi
