@@ -26,9 +26,9 @@
 //! `MAX_REPORTED` streams.
 
 use crate::collect::message::hex_u64;
+use crate::collect::shards::KeyMap;
 use crate::host::logger::RateLimit;
 use crate::rules::value::{self, Member};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -112,8 +112,8 @@ pub struct Lost {
 
 #[derive(Debug)]
 pub struct Gaps {
-    streams: HashMap<u64, Stream>,
-    reported: HashMap<u64, Report>,
+    streams: KeyMap<Stream>,
+    reported: KeyMap<Report>,
     clock: u64,
     pub counts: Counts,
     /// How long a gap stays open before it is reported.
@@ -215,8 +215,8 @@ impl Place {
 impl Gaps {
     pub fn new(grace: Duration) -> Gaps {
         Gaps {
-            streams: HashMap::new(),
-            reported: HashMap::new(),
+            streams: KeyMap::default(),
+            reported: KeyMap::default(),
             clock: 0,
             counts: Counts::default(),
             grace,

@@ -13,21 +13,90 @@
 //! 10,000 entries (168 KiB) is above musl malloc's mmap threshold (128 KiB), so
 //! it is mapped on its own and given back whole when it grows; 16 maps of 42 KiB
 //! stayed in malloc's groups (VmRSS 3,924-3,952). No IO.
+//!
+//! The keys come from the bus (stream ids an edge picked), so they are hashed
+//! with a key per process (`KeyHash`, seeded from std's `RandomState`) rather
+//! than a fixed function; but not with SipHash over 8 bytes, which was about 150
+//! instructions a lookup and 5 lookups a message on the journal path: a 64-bit
+//! key is one multiply of it, masked by the seed, folded (foldhash's mix). The
+//! tables are bounded besides (the seen table's `MAX_STREAMS`), so a collision
+//! flood, which would need the seed, costs time and never memory.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
+
+/// The product of `a` and `b`, its high half folded onto its low half.
+fn fold(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+/// The hash of the collector's 64-bit keys: two seeds per process.
+#[derive(Clone, Debug)]
+pub struct KeyHash {
+    seed: [u64; 2],
+}
+
+impl Default for KeyHash {
+    fn default() -> Self {
+        let r = RandomState::new();
+        // The multiplier is odd, so no key collapses onto another.
+        KeyHash {
+            seed: [r.hash_one(0x243F_6A88_u64), r.hash_one(0x85A3_08D3_u64) | 1],
+        }
+    }
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            seed: self.seed,
+            h: self.seed[0],
+        }
+    }
+}
+
+/// `KeyHash`'s hasher: a `u64` key (the only kind the tables hold) is one fold;
+/// other bytes fold 8 at a time.
+pub struct KeyHasher {
+    seed: [u64; 2],
+    h: u64,
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u64(&mut self, k: u64) {
+        self.h = fold(self.h ^ k, self.seed[1]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.h
+    }
+}
+
+/// A map from bus-chosen 64-bit keys, hashed with `KeyHash`.
+pub type KeyMap<V> = HashMap<u64, V, KeyHash>;
 
 /// Maps the table is split into.
 const SHARDS: usize = 3;
 
 #[derive(Debug)]
 pub struct Shards<V> {
-    maps: [HashMap<u64, V>; SHARDS],
+    maps: [KeyMap<V>; SHARDS],
 }
 
 impl<V> Default for Shards<V> {
     fn default() -> Self {
         Shards {
-            maps: std::array::from_fn(|_| HashMap::new()),
+            maps: std::array::from_fn(|_| KeyMap::default()),
         }
     }
 }
@@ -67,11 +136,11 @@ impl<V> Shards<V> {
     }
 
     pub fn len(&self) -> usize {
-        self.maps.iter().map(HashMap::len).sum()
+        self.maps.iter().map(KeyMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.maps.iter().all(HashMap::is_empty)
+        self.maps.iter().all(KeyMap::is_empty)
     }
 
     /// Every entry, in no particular order.
@@ -120,6 +189,33 @@ mod tests {
         assert_eq!(all, want);
         let least = want.iter().min_by_key(|(_, v)| *v).unwrap().1;
         assert_eq!(s.get(s.min_key_by(|v| *v).unwrap()), Some(&least));
+    }
+
+    #[test]
+    fn key_hashes_differ_by_process_seed_and_spread_consecutive_keys() {
+        let (a, b) = (KeyHash::default(), KeyHash::default());
+        // Two seeds (two processes) hash the same key differently.
+        assert_ne!(a.hash_one(7u64), b.hash_one(7u64));
+        // Consecutive keys: no two equal, and hashbrown's two parts of a hash
+        // (the low bits pick a bucket, the top 7 a tag) both spread.
+        let hs: Vec<u64> = (1..=4_096u64).map(|k| a.hash_one(k)).collect();
+        let mut sorted = hs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), hs.len());
+        let mut low = [0u32; 64];
+        let mut top = [0u32; 128];
+        for h in &hs {
+            low[(h & 63) as usize] += 1;
+            top[(h >> 57) as usize] += 1;
+        }
+        // 64 expected in each of 64 buckets, 32 in each of 128 tags.
+        assert!(low.iter().all(|&n| (24..=110).contains(&n)), "{low:?}");
+        assert!(top.iter().all(|&n| (8..=64).contains(&n)), "{top:?}");
+        // Bytes fold 8 at a time, as a u64 does.
+        let mut h = a.build_hasher();
+        h.write(&9u64.to_le_bytes());
+        assert_eq!(h.finish(), a.hash_one(9u64));
     }
 
     #[test]
