@@ -131,10 +131,18 @@ impl Runs {
         Ok(killed)
     }
 
-    /// Writes slot `id` of the record; a failed write stops the record (logged once).
+    /// Sets slot `id` of the record, written at the next `flush_record`.
     fn record_slot(&mut self, id: usize, pgid: Option<u32>) {
+        if let Some(r) = self.record.as_mut() {
+            r.set(id, pgid);
+        }
+    }
+
+    /// Writes the record's slots this loop turn changed (one `pwrite`); the daemon
+    /// calls it before it sleeps. A failed write stops the record (logged once).
+    pub fn flush_record(&mut self) {
         if let Some(r) = self.record.as_mut()
-            && let Err(e) = r.set(id, pgid)
+            && let Err(e) = r.flush()
         {
             log::warn!("record of process groups: {e}; no longer kept");
             self.record = None;

@@ -105,7 +105,10 @@ impl ChildMem {
             stdio: [-1; 4],
             blocking: -1,
             own_group: false,
-            parent: 0,
+            // Taken once here, not at each start (a system call a run): crd
+            // never forks, so the process that made this memory is the one
+            // whose children use it.
+            parent: std::process::id() as c_int,
             limits: Limits {
                 address_space: 0,
                 cpu_seconds: 0,
@@ -165,7 +168,6 @@ impl ChildMem {
         self.blocking = plan.blocking;
         self.own_group = plan.own_group;
         self.limits = plan.limits;
-        self.parent = std::process::id() as c_int;
         self.err.store(0, Ordering::Relaxed);
     }
 

@@ -289,6 +289,7 @@ impl Daemon {
                 }
             }
             let deadline = self.next_deadline(now);
+            self.runs.flush_record();
             let woke = self.poller.wait(&mut self.runs, deadline, &mut woken)?;
             let now = self.turn(woke);
             self.clock.wakeups += 1;
