@@ -31,16 +31,28 @@ use std::path::PathBuf;
 mod args;
 
 /// `println!`/`eprintln!` that drop output to a closed stream (`crd status | head`)
-/// instead of panicking on EPIPE.
+/// instead of panicking on EPIPE. Each is a call of one function (`line`), so
+/// the stream's handle and the dropped result are not repeated at every one
+/// of the 60-odd messages (1.2 KB of MIPS code).
 macro_rules! out {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
+    ($($t:tt)*) => {
+        line(false, format_args!($($t)*))
+    };
 }
 macro_rules! err {
-    ($($t:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($t)*);
-    }};
+    ($($t:tt)*) => {
+        line(true, format_args!($($t)*))
+    };
+}
+
+/// One line to stdout, or stderr with `to_stderr`; a write error is dropped.
+#[inline(never)]
+fn line(to_stderr: bool, text: std::fmt::Arguments) {
+    let _ = if to_stderr {
+        writeln!(std::io::stderr(), "{text}")
+    } else {
+        writeln!(std::io::stdout(), "{text}")
+    };
 }
 
 pub const EXIT_OK: i32 = 0;
