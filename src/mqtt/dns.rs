@@ -20,7 +20,7 @@
 //! equal to ours but for letter case), and decoded within bounds: a name at most
 //! 255 bytes, compression pointers only backwards and each before the last (so a
 //! pointer loop is an error, not a hang), counts that fit the message, a CNAME
-//! chain at most `CNAME_MAX_HOPS` long, at most `MAX_ADDRESSES` addresses.
+//! chain followed in the answer's order, at most `MAX_ADDRESSES` addresses.
 
 use std::net::IpAddr;
 
@@ -31,8 +31,6 @@ pub const NAME_MAX_BYTES: usize = 253;
 pub const MESSAGE_MAX_BYTES: usize = 512;
 /// Addresses taken from one answer; the rest are ignored.
 pub const MAX_ADDRESSES: usize = 16;
-/// CNAMEs followed from the question's name within one answer.
-const CNAME_MAX_HOPS: usize = 8;
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
 const TYPE_CNAME: u16 = 5;
@@ -101,13 +99,6 @@ pub fn query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, Bad> {
     Ok(q)
 }
 
-/// One record of the answer section, of class IN.
-struct Record {
-    owner: Vec<u8>,
-    rtype: u16,
-    data: std::ops::Range<usize>,
-}
-
 /// `msg` read as the answer to `query` (which `query()` made).
 pub fn answer(query: &[u8], msg: &[u8]) -> Result<Answer, Bad> {
     let question = &query[HEADER_BYTES..];
@@ -138,27 +129,32 @@ pub fn answer(query: &[u8], msg: &[u8]) -> Result<Answer, Bad> {
         3 => return Ok(Answer::NoName),
         rcode => return Ok(Answer::Failed(rcode)),
     }
-    let records = records(msg, HEADER_BYTES + question.len())?;
-    // RFC 1034 3.6.2: the server puts the CNAME chain from the name asked in
-    // the answer, then the addresses of its end.
-    let mut want = decode_name(query, HEADER_BYTES)?.0;
-    for _ in 0..CNAME_MAX_HOPS {
-        match records
-            .iter()
-            .find(|r| r.rtype == TYPE_CNAME && r.owner == want)
-        {
-            Some(r) => want = decode_name(msg, r.data.start)?.0,
-            None => break,
-        }
+    let mut at = HEADER_BYTES + question.len();
+    let count = usize::from(u16_at(msg, 6));
+    if count * RR_MIN_BYTES > msg.len() - at {
+        return Err(Bad::Count);
     }
+    // The CNAME chain from the name asked, in the order servers write it
+    // (RFC 1034 3.6.2), then the addresses of its end.
     let qtype = u16_at(tail, 0);
+    let mut want = decode_name(query, HEADER_BYTES)?.0;
     let mut out = Vec::new();
-    for r in records
-        .iter()
-        .filter(|r| r.rtype == qtype && r.owner == want)
-    {
-        let data = &msg[r.data.clone()];
+    for _ in 0..count {
+        let (owner, next) = decode_name(msg, at)?;
+        let fixed = msg.get(next..next + 10).ok_or(Bad::Short)?;
+        let start = next + 10;
+        at = start + usize::from(u16_at(fixed, 8));
+        let data = msg.get(start..at).ok_or(Bad::Short)?;
+        let rtype = u16_at(fixed, 0);
+        if u16_at(fixed, 2) != CLASS_IN || owner != want {
+            continue;
+        }
+        if rtype == TYPE_CNAME {
+            want = decode_name(msg, start)?.0;
+            continue;
+        }
         let ip = match (<[u8; 4]>::try_from(data), <[u8; 16]>::try_from(data)) {
+            _ if rtype != qtype => continue,
             (Ok(v4), _) if qtype == TYPE_A => IpAddr::from(v4),
             (_, Ok(v6)) if qtype == TYPE_AAAA => IpAddr::from(v6),
             _ => return Err(Bad::Record),
@@ -168,34 +164,6 @@ pub fn answer(query: &[u8], msg: &[u8]) -> Result<Answer, Bad> {
         }
     }
     Ok(Answer::Addresses(out))
-}
-
-/// The answer section's records of class IN, from `at` (just past the question).
-fn records(msg: &[u8], mut at: usize) -> Result<Vec<Record>, Bad> {
-    let count = usize::from(u16_at(msg, 6));
-    if count * RR_MIN_BYTES > msg.len() - at {
-        return Err(Bad::Count);
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (owner, next) = decode_name(msg, at)?;
-        let fixed = msg.get(next..next + 10).ok_or(Bad::Short)?;
-        let start = next + 10;
-        let end = start + usize::from(u16_at(fixed, 8));
-        if end > msg.len() {
-            return Err(Bad::Short);
-        }
-        if u16_at(fixed, 2) == CLASS_IN {
-            let rtype = u16_at(fixed, 0);
-            out.push(Record {
-                owner,
-                rtype,
-                data: start..end,
-            });
-        }
-        at = end;
-    }
-    Ok(out)
 }
 
 /// The name at `at`, pointers followed, as uncompressed labels in lower case

@@ -172,7 +172,13 @@ pub fn hosts(text: &[u8], name: &str) -> Vec<IpAddr> {
 fn candidates(name: &str, conf: &Conf) -> Vec<String> {
     let mut out = Vec::new();
     if !name.ends_with('.') && name.matches('.').count() < conf.ndots {
-        out.extend(conf.search.iter().map(|d| format!("{name}.{d}")));
+        for d in &conf.search {
+            let mut full = String::with_capacity(name.len() + 1 + d.len());
+            full.push_str(name);
+            full.push('.');
+            full.push_str(d);
+            out.push(full);
+        }
     }
     out.push(name.to_string());
     out
@@ -231,8 +237,8 @@ pub fn lookup(
         };
         id = id.wrapping_add(2);
         let end = deadline.min(Instant::now() + conf.timeout);
-        let got = exchange(&sock, &conf.nameservers, [a, aaaa], conf.attempts, end);
-        if let Some(addresses) = outcome(got.map_err(Error::Io)?)? {
+        let queries = [a, aaaa];
+        if let Some(addresses) = exchange(&sock, &conf.nameservers, queries, conf.attempts, end)? {
             return Ok(addresses);
         }
     }
@@ -248,30 +254,32 @@ fn first_id() -> u16 {
     (t ^ (t >> 16) ^ std::process::id()) as u16
 }
 
-/// What came back for each query: nothing yet (or ever), or what `dns::answer`
-/// made of the first answer that was its.
-type Got = [Option<Result<Answer, Bad>>; 2];
-
-/// Sends `queries` to every server, again every `attempts`-th of the time to
-/// `end` while one is unanswered; returns at `end` or once both have an answer.
+/// Sends `queries` (A, AAAA) to every server, again every `attempts`-th of the
+/// time to `end` while one is unanswered; then the addresses of both answers,
+/// IPv4 first, if there are any; `None` for NXDOMAIN (the next candidate name);
+/// else why not.
 fn exchange(
     sock: &UdpSocket,
     servers: &[SocketAddrV4],
     queries: [Vec<u8>; 2],
     attempts: u32,
     end: Instant,
-) -> io::Result<Got> {
-    let mut got: Got = [None, None];
+) -> Result<Option<Vec<IpAddr>>, Error> {
+    let mut open = [true, true];
+    let mut found: [Vec<IpAddr>; 2] = [Vec::new(), Vec::new()];
+    let mut no_name = false;
+    let mut why = None;
     let retry = end.saturating_duration_since(Instant::now()) / attempts;
     let mut resend = Instant::now();
     let mut buf = [0u8; dns::MESSAGE_MAX_BYTES];
-    loop {
+    while open != [false, false] {
         let now = Instant::now();
-        if got.iter().all(Option::is_some) || now >= end {
-            return Ok(got);
+        if now >= end {
+            why = Some(Error::NoAnswer);
+            break;
         }
         if now >= resend {
-            for (q, _) in queries.iter().zip(&got).filter(|(_, g)| g.is_none()) {
+            for (q, _) in queries.iter().zip(open).filter(|(_, o)| *o) {
                 for s in servers {
                     // A server this host cannot reach leaves the others.
                     let _ = sock.send_to(q, s);
@@ -279,48 +287,38 @@ fn exchange(
             }
             resend = now + retry;
         }
-        let wait = resend.min(end) - now;
-        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let wait = (resend.min(end) - now).max(Duration::from_millis(1));
+        sock.set_read_timeout(Some(wait)).map_err(Error::Io)?;
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok((n, SocketAddr::V4(from))) => (n, from),
             Ok(_) => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(Error::Io(e)),
         };
         if !servers.contains(&from) {
             continue;
         }
-        for (q, g) in queries.iter().zip(got.iter_mut()) {
-            match dns::answer(q, &buf[..n]) {
-                Err(Bad::Id | Bad::Question) => {}
-                r if g.is_none() => *g = Some(r),
-                _ => {}
+        for i in 0..2 {
+            let r = match dns::answer(&queries[i], &buf[..n]) {
+                Err(Bad::Id | Bad::Question) => continue,
+                // A second server's answer to an answered query.
+                _ if !open[i] => continue,
+                r => r,
+            };
+            open[i] = false;
+            match r {
+                Ok(Answer::Addresses(v)) => found[i] = v,
+                Ok(Answer::NoName) => no_name = true,
+                Ok(Answer::Failed(rcode)) => why = Some(Error::ServerFailure(rcode)),
+                Err(Bad::Truncated) => why = Some(Error::Truncated),
+                Err(bad) => why = Some(Error::Malformed(bad)),
             }
         }
     }
-}
-
-/// The addresses of both answers if there are any; `None` for NXDOMAIN (the
-/// next candidate name), else why not.
-fn outcome(got: Got) -> Result<Option<Vec<IpAddr>>, Error> {
-    let mut addresses = Vec::new();
-    let mut no_name = false;
-    let mut why = None;
-    for g in got {
-        match g {
-            Some(Ok(Answer::Addresses(v))) => addresses.extend(v),
-            Some(Ok(Answer::NoName)) => no_name = true,
-            Some(Ok(Answer::Failed(rcode))) => why = Some(Error::ServerFailure(rcode)),
-            Some(Err(Bad::Truncated)) => why = Some(Error::Truncated),
-            Some(Err(bad)) => why = Some(Error::Malformed(bad)),
-            None => why = Some(Error::NoAnswer),
-        }
-    }
-    if !addresses.is_empty() {
-        return Ok(Some(addresses));
-    }
+    let addresses = found.concat();
     match why {
+        _ if !addresses.is_empty() => Ok(Some(addresses)),
         Some(e) => Err(e),
         None if no_name => Ok(None),
         None => Err(Error::NoAddress),
