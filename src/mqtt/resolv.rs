@@ -143,23 +143,17 @@ impl Conf {
 /// The addresses a hosts file gives `name`: every line (up to a `#`) whose
 /// address is followed by the name among its names, in file order, at most
 /// `MAX_ADDRESSES`.
-pub fn hosts(text: &[u8], name: &str) -> Vec<IpAddr> {
+pub fn hosts(text: &str, name: &str) -> Vec<IpAddr> {
     let mut out = Vec::new();
-    for line in text.split(|&b| b == b'\n') {
-        let line = line.split(|&b| b == b'#').next().unwrap_or_default();
-        let mut words = line
-            .split(u8::is_ascii_whitespace)
-            .filter(|w| !w.is_empty());
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut words = line.split_ascii_whitespace();
         let Some(addr) = words.next() else {
             continue;
         };
-        if !words.any(|w| w.eq_ignore_ascii_case(name.as_bytes())) {
-            continue;
+        if words.any(|w| w.eq_ignore_ascii_case(name)) {
+            out.extend(addr.parse::<IpAddr>().ok());
         }
-        let ip = std::str::from_utf8(addr)
-            .ok()
-            .and_then(|a| a.parse::<IpAddr>().ok());
-        out.extend(ip);
         if out.len() == MAX_ADDRESSES {
             break;
         }
@@ -189,23 +183,26 @@ fn candidates(name: &str, conf: &Conf) -> Vec<String> {
 pub fn system(name: &str) -> Result<Vec<IpAddr>, Error> {
     let deadline = Instant::now() + LOOKUP_LIMIT;
     let hosts = read_prefix(Path::new("/etc/hosts"), HOSTS_MAX_BYTES);
-    let conf = read_prefix(Path::new("/etc/resolv.conf"), RESOLV_CONF_MAX_BYTES);
-    let conf = Conf::parse(&String::from_utf8_lossy(&conf));
+    let conf = Conf::parse(&read_prefix(
+        Path::new("/etc/resolv.conf"),
+        RESOLV_CONF_MAX_BYTES,
+    ));
     lookup(name, &hosts, &conf, deadline)
 }
 
-/// At most `max` bytes of the file at `path`, cut after the last whole line if
-/// there were more; nothing if it cannot be read (musl, too, goes on without).
-fn read_prefix(path: &Path, max: u64) -> Vec<u8> {
+/// At most `max` bytes of the text file at `path`, cut after the last whole
+/// line if there were more (bytes that are not UTF-8 replaced); nothing if it
+/// cannot be read (musl, too, goes on without).
+fn read_prefix(path: &Path, max: u64) -> String {
     let mut b = Vec::new();
     let read = std::fs::File::open(path).and_then(|f| f.take(max).read_to_end(&mut b));
     if read.is_err() {
-        return Vec::new();
+        return String::new();
     }
     if b.len() as u64 == max {
         b.truncate(b.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1));
     }
-    b
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// `name`'s addresses: from `hosts_text` (a hosts file) in its order if it names
@@ -214,7 +211,7 @@ fn read_prefix(path: &Path, max: u64) -> Vec<u8> {
 /// at each attempt).
 pub fn lookup(
     name: &str,
-    hosts_text: &[u8],
+    hosts_text: &str,
     conf: &Conf,
     deadline: Instant,
 ) -> Result<Vec<IpAddr>, Error> {
@@ -292,9 +289,10 @@ fn exchange(
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok((n, SocketAddr::V4(from))) => (n, from),
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Io(e)),
+            Err(e) => match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted => continue,
+                _ => return Err(Error::Io(e)),
+            },
         };
         if !servers.contains(&from) {
             continue;
@@ -365,7 +363,7 @@ mod tests {
 
     #[test]
     fn hosts_lines_naming_the_name_in_any_case() {
-        let text = b"127.0.0.1 localhost\n::1 localhost ip6-localhost\n\
+        let text = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n\
                      10.0.0.5\tBroker.lan broker # the broker\n\
                      # 10.0.0.6 broker\nnot-an-ip broker\n10.0.0.7 brokers\n\
                      broker 10.0.0.8\n10.0.0.9 mqtt BROKER\n";
@@ -384,7 +382,7 @@ mod tests {
             "an address is not a name"
         );
         let many = "10.1.1.1 x\n".repeat(40);
-        assert_eq!(hosts(many.as_bytes(), "x").len(), MAX_ADDRESSES);
+        assert_eq!(hosts(&many, "x").len(), MAX_ADDRESSES);
     }
 
     #[test]
@@ -499,7 +497,7 @@ mod tests {
     fn the_hosts_file_answers_first_and_no_nameserver_is_asked() {
         let (addr, asked) = server(zone, Serve::Records);
         let c = conf(addr, "lan", Duration::from_secs(2));
-        let got = lookup("BROKER", b"10.0.0.5 broker.lan broker\n", &c, soon());
+        let got = lookup("BROKER", "10.0.0.5 broker.lan broker\n", &c, soon());
         assert_eq!(got.unwrap(), ips(&["10.0.0.5"]));
         assert!(asked.lock().unwrap().is_empty());
     }
@@ -508,7 +506,7 @@ mod tests {
     fn a_search_domain_a_cname_and_both_families() {
         let (addr, asked) = server(zone, Serve::Records);
         let c = conf(addr, "lan", Duration::from_secs(2));
-        let got = lookup("broker", b"", &c, soon()).unwrap();
+        let got = lookup("broker", "", &c, soon()).unwrap();
         let six = "fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd";
         assert_eq!(got, ips(&["192.168.1.10", six]), "IPv4 first");
         let mut asked = asked.lock().unwrap().clone();
@@ -524,15 +522,15 @@ mod tests {
     fn nxdomain_moves_to_the_next_name_and_no_address_ends_the_search() {
         let (addr, asked) = server(zone, Serve::Records);
         let c = conf(addr, "lan", Duration::from_secs(2));
-        let got = lookup("bare.example.", b"", &c, soon()).unwrap();
+        let got = lookup("bare.example.", "", &c, soon()).unwrap();
         assert_eq!(got, ips(&["10.9.9.9"]), "only A: the AAAA answer is empty");
         let mut c2 = c.clone();
         c2.ndots = 2;
-        let got = lookup("bare.example", b"", &c2, soon()).unwrap();
+        let got = lookup("bare.example", "", &c2, soon()).unwrap();
         assert_eq!(got, ips(&["10.9.9.9"]));
-        let e = lookup("empty", b"", &c, soon()).unwrap_err();
+        let e = lookup("empty", "", &c, soon()).unwrap_err();
         assert!(matches!(e, Error::NoAddress), "{e:?}");
-        let e = lookup("nowhere", b"", &c, soon()).unwrap_err();
+        let e = lookup("nowhere", "", &c, soon()).unwrap_err();
         assert!(matches!(e, Error::NoSuchName), "{e:?}");
         assert_eq!(io::Error::from(e).to_string(), "no such name");
         let asked = asked.lock().unwrap();
@@ -550,7 +548,7 @@ mod tests {
     fn an_answer_under_another_id_is_ignored() {
         let (addr, _) = server(zone, Serve::Spoofed);
         let c = conf(addr, "lan", Duration::from_secs(2));
-        let got = lookup("broker", b"", &c, soon()).unwrap();
+        let got = lookup("broker", "", &c, soon()).unwrap();
         assert!(!got.contains(&IpAddr::from([6, 6, 6, 6])), "{got:?}");
         assert!(got.contains(&IpAddr::from([192, 168, 1, 10])), "{got:?}");
     }
@@ -559,7 +557,7 @@ mod tests {
     fn a_truncated_answer_is_a_failure() {
         let (addr, _) = server(zone, Serve::Truncated);
         let c = conf(addr, "lan", Duration::from_secs(2));
-        let e = lookup("broker", b"", &c, soon()).unwrap_err();
+        let e = lookup("broker", "", &c, soon()).unwrap_err();
         assert!(matches!(e, Error::Truncated), "{e:?}");
     }
 
@@ -570,7 +568,7 @@ mod tests {
         let (addr, asked) = server(zone, Serve::Silent);
         let c = conf(addr, "lan", Duration::from_millis(400));
         let t0 = Instant::now();
-        let e = lookup("broker.lan", b"", &c, soon()).unwrap_err();
+        let e = lookup("broker.lan", "", &c, soon()).unwrap_err();
         assert_eq!(io::Error::from(e).kind(), ErrorKind::TimedOut);
         assert!(
             t0.elapsed() >= Duration::from_millis(400),
@@ -582,7 +580,7 @@ mod tests {
         let slow = conf(addr, "lan", Duration::from_secs(60));
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_millis(300);
-        let e = lookup("broker", b"", &slow, deadline).unwrap_err();
+        let e = lookup("broker", "", &slow, deadline).unwrap_err();
         assert!(matches!(e, Error::NoAnswer), "{e:?}");
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     }
@@ -591,7 +589,7 @@ mod tests {
     fn a_name_that_cannot_be_asked_is_refused_before_any_file() {
         let c = Conf::parse("");
         for bad in ["", "a..b", &"x".repeat(254)] {
-            let e = lookup(bad, b"", &c, soon()).unwrap_err();
+            let e = lookup(bad, "", &c, soon()).unwrap_err();
             assert!(matches!(e, Error::NotAHostName), "{bad:?}: {e:?}");
         }
     }
