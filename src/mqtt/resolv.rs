@@ -415,7 +415,7 @@ mod tests {
 
     /// A DNS server on a free loopback port: the records `zone` gives a
     /// question's (name, type), or NXDOMAIN for `None`. Returns its address and
-    /// the questions it was asked (`name/type`, in lower case).
+    /// the questions asked of it (`name/type`, in lower case).
     fn server(zone: Zone, how: Serve) -> (SocketAddrV4, Arc<Mutex<Vec<String>>>) {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let SocketAddr::V4(addr) = s.local_addr().unwrap() else {
