@@ -17,8 +17,8 @@
 //! and `LOOKUP_LIMIT` in all; the first answer to each that `dns::answer` takes
 //! counts, and only from a nameserver's address. It does not do TCP (a truncated
 //! answer is a failure), EDNS0, DNSSEC, IPv6 nameservers (OpenWrt's resolv.conf
-//! names 127.0.0.1 beside ::1), other `options`, RFC 6724's sorting (IPv4
-//! addresses come first), nsswitch or a cache.
+//! names 127.0.0.1 beside ::1), other `options`, RFC 6724's sorting (the hosts
+//! file's order; from DNS, IPv4 addresses first), nsswitch or a cache.
 
 use crate::mqtt::dns::{self, Answer, Bad, MAX_ADDRESSES, TYPE_A, TYPE_AAAA};
 use std::io::{self, ErrorKind, Read};
