@@ -28,7 +28,8 @@
 # 560,564 bytes, 338,299 -> 277,673 gzip. A panic there is a fatal signal, which
 # the daemon reports in one line on stderr (host::fatal) before it dies.
 # `--cfg crd_zig_libc` tells the code that Zig's libc is linked: child/sys.rs
-# then exports its own small qsort and malloc family in place of Zig's weak ones.
+# then exports its own small malloc family in place of Zig's weak ones, and
+# mqtt/resolv.rs resolves the broker's name in place of musl's getaddrinfo.
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain take those -Z flags.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)

@@ -945,46 +945,6 @@ pub fn free_bytes(path: &std::path::Path) -> io::Result<u64> {
     Ok(u64::from(st.f_bavail as u64).saturating_mul(u64::from(st.f_frsize as u64)))
 }
 
-/// libc's `qsort`, as an insertion sort, for the router builds. Zig's libc, which
-/// they link, exports a pattern-defeating quicksort of about 7 KB of MIPS code as a
-/// weak symbol; this strong one takes its place in a musl link. The one caller in
-/// crd's binary is musl's name lookup (`getaddrinfo`, for `crd resolve`), which
-/// sorts at most 48 addresses (its MAXADDRS): at most 1,128 comparisons. crd's own
-/// code sorts with `slice::sort`, never with this.
-///
-/// # Safety
-///
-/// qsort's contract: `base` holds `count` elements of `width` bytes each, and
-/// `cmp` is a comparison that may be called on any two of them.
-#[cfg_attr(crd_zig_libc, unsafe(no_mangle))]
-pub unsafe extern "C" fn qsort(
-    base: *mut c_void,
-    count: usize,
-    width: usize,
-    cmp: unsafe extern "C" fn(*const c_void, *const c_void) -> c_int,
-) {
-    let base = base.cast::<u8>();
-    for i in 1..count {
-        let mut j = i;
-        while j > 0 {
-            // SAFETY: j - 1 < j < count, so both are elements of the caller's
-            // array (the contract above), and distinct, so they do not overlap.
-            let moved = unsafe {
-                let (a, b) = (base.add((j - 1) * width), base.add(j * width));
-                let out_of_order = cmp(a.cast(), b.cast()) > 0;
-                if out_of_order {
-                    std::ptr::swap_nonoverlapping(a, b, width);
-                }
-                out_of_order
-            };
-            if !moved {
-                break;
-            }
-            j -= 1;
-        }
-    }
-}
-
 /// crd's `malloc` family, for the builds that link Zig's libc (`crd_zig_libc`,
 /// set by cross/build.sh for the routers). Zig's own exports are weak and wrap its
 /// multi-threaded `SmpAllocator` (about 8 KB of MIPS code, half of it counting
@@ -1421,33 +1381,6 @@ mod tests {
             // SAFETY: each is live; freed once.
             unsafe { free(p) };
         }
-    }
-
-    unsafe extern "C" fn by_key(a: *const c_void, b: *const c_void) -> c_int {
-        // SAFETY: `qsort` hands this pointers into the test's array of pairs.
-        let (a, b) = unsafe { (*a.cast::<(u32, u32)>(), *b.cast::<(u32, u32)>()) };
-        a.0.cmp(&b.0) as c_int
-    }
-
-    #[test]
-    fn qsort_sorts_elements_of_any_width_and_keeps_equal_keys_in_order() {
-        let mut v: Vec<(u32, u32)> = [5, 3, 9, 3, 0, 48, 7, 5, 1, 3]
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| (k, i as u32))
-            .collect();
-        let mut want = v.clone();
-        want.sort_by_key(|p| p.0); // stable, as an insertion sort is
-        // SAFETY: `v` holds `v.len()` pairs of 8 bytes; `by_key` reads pairs.
-        unsafe { qsort(v.as_mut_ptr().cast(), v.len(), 8, by_key) };
-        assert_eq!(v, want);
-        // None and one element: nothing to do, nothing read out of bounds.
-        // SAFETY: as above, with 0 and 1 elements.
-        unsafe {
-            qsort(v.as_mut_ptr().cast(), 0, 8, by_key);
-            qsort(v.as_mut_ptr().cast(), 1, 8, by_key);
-        }
-        assert_eq!(v, want);
     }
 
     #[test]

@@ -231,19 +231,27 @@ fn remove_tree(p: &Path) -> io::Result<()> {
     }
 }
 
+/// The names of the entries of `dir` (only its directories, followed through
+/// symlinks, with `dirs_only`) in byte order; an entry that cannot be read is
+/// left out, a name that is not UTF-8 is shown with U+FFFD.
+fn names_in(dir: &Path, dirs_only: bool) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| !dirs_only || e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Cleans what an interrupted install or remove left in `dir` (the lock must be
 /// held). Returns one line per action.
 fn recover_locked(dir: &Path) -> Vec<String> {
     let mut done = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
+    let Ok(mut names) = names_in(dir, false) else {
         return done;
     };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| HIDDEN_PREFIXES.iter().any(|p| n.starts_with(p)))
-        .collect();
-    names.sort();
+    names.retain(|n| HIDDEN_PREFIXES.iter().any(|p| n.starts_with(p)));
     for n in names {
         let p = dir.join(&n);
         if let Some(module) = n.strip_prefix(".old-")
@@ -559,13 +567,9 @@ impl Walk {
             return Err(Reason::TreeTooDeep(crate::install::tar::MAX_DEPTH).into());
         }
         let here = root.join(rel.iter().collect::<PathBuf>());
-        let mut names: Vec<String> = fs::read_dir(&here)
-            .map_err(|e| Error::at(&here.to_string_lossy(), Why::Io(e)))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != ".git" && n != RECORD)
-            .collect();
-        names.sort();
+        let mut names =
+            names_in(&here, false).map_err(|e| Error::at(&here.to_string_lossy(), Why::Io(e)))?;
+        names.retain(|n| n != ".git" && n != RECORD);
         for n in names {
             let mut r = rel.to_vec();
             r.push(n);
@@ -1020,14 +1024,9 @@ pub fn utc(secs: u64) -> String {
 /// no install record).
 pub fn list(cfg: &Config, json: bool) -> Result<String, Failure> {
     let dir = &cfg.modules_dir;
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map_err(|e| failed(format!("modules_dir {}: {e}", dir.display())))?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
+    let mut names =
+        names_in(dir, true).map_err(|e| failed(format!("modules_dir {}: {e}", dir.display())))?;
+    names.retain(|n| !n.starts_with('.'));
     let mut s = format!(
         "{:<24} {:<10} {:<17} {:<15} {:<18} SOURCE\n",
         "NAME", "VERSION", "KIND", "REVISION", "INSTALLED"

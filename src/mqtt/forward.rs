@@ -26,7 +26,7 @@ use crate::spool::storage::Storage;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -169,27 +169,34 @@ pub fn literal(broker: &str) -> Option<Vec<SocketAddr>> {
 }
 
 /// `host:port`, `[v6]:port`, `v6` or `host` (port 1883) resolved to addresses.
-/// Literal addresses never touch the resolver; names use the system resolver
-/// (getaddrinfo), which blocks for as long as the resolver takes: the daemon calls
-/// this only in a child (`crd resolve`), never in its loop.
+/// Literal addresses never touch the resolver; names block for as long as the
+/// resolver takes: the daemon calls this only in a child (`crd resolve`), never
+/// in its loop. The routers (`crd_zig_libc`) use crd's own resolver
+/// (`resolv.rs`: /etc/hosts, then DNS over UDP); the other builds the system's
+/// (getaddrinfo: nsswitch, systemd-resolved).
 pub fn resolve(broker: &str) -> io::Result<Vec<SocketAddr>> {
     if let Some(a) = literal(broker) {
         return Ok(a);
     }
-    let with_port = if broker
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        broker.to_string()
-    } else {
-        format!("{broker}:{DEFAULT_PORT}")
+    let (host, port) = match broker.rsplit_once(':').map(|(h, p)| (h, p.parse())) {
+        Some((h, Ok(p))) => (h, p),
+        _ => (broker, DEFAULT_PORT),
     };
-    let v: Vec<SocketAddr> = with_port.to_socket_addrs()?.collect();
+    #[cfg(crd_zig_libc)]
+    let v: Vec<SocketAddr> = crate::mqtt::resolv::system(host)?
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    #[cfg(not(crd_zig_libc))]
+    let v: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?.collect();
     if v.is_empty() {
         return Err(io::Error::new(io::ErrorKind::NotFound, "no address"));
     }
     Ok(v)
 }
+
+// The resolving child gives up, and says why, before the daemon kills it.
+const _: () = assert!(crate::mqtt::resolv::LOOKUP_LIMIT.as_secs() < RESOLVE_TIMEOUT.as_secs());
 
 /// The login of the next CONNECT: `username` and the password read from
 /// `password_file` now (so it can be rotated without a restart).
