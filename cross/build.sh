@@ -11,7 +11,7 @@
 # in its own target directory: what the edge's benches measure on a host board;
 # `edge-symbols`, that build not stripped (cross/hot-text.sh traces it).
 #
-# Every build links with cross/hot-text.ld: the functions a running edge daemon
+# Every build (but a board's with HOT_TEXT=no) links with cross/hot-text.ld: the functions a running edge daemon
 # executes (its start, the check loop, the forwarder, `crd status`) are put
 # together at the start of the code, so the pages the kernel maps for them (and
 # its 64 KiB fault-around) hold little cold code: x86_64 edge 1,012 -> 736 KiB
@@ -70,6 +70,10 @@ mkdir -p "$tdir"
 hotld="$tdir/hot-text-$(cksum < "$top/cross/hot-text.ld" | cut -d' ' -f1).ld"
 [ -f "$hotld" ] || cp "$top/cross/hot-text.ld" "$hotld"
 hot="-Csymbol-mangling-version=v0 -C link-arg=-Wl,-T,$hotld"
+# A board whose .ipk cannot yet afford the order's worse compression says
+# HOT_TEXT=no (the MIPS boards: about 1.4 KB of .ipk, which would put them over
+# IPK_TARGET).
+[ "${HOT_TEXT:-yes}" = yes ] || hot="-Csymbol-mangling-version=v0"
 # The board's own features (FEATURES: `collector` on hosts only), plus tls.
 list=$(printf '%s %s' "${FEATURES:-}" "$extra" | tr -s ' ' | sed 's/^ //; s/ $//; s/ /,/g')
 features="--no-default-features${list:+ --features $list}"

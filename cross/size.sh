@@ -2,10 +2,11 @@
 # cross/size.sh [BOARD...]: builds each board (all of board-configs/ by default) and
 # prints its binary size, raw and gzip -9, against SIZE_BUDGET, and for a router
 # board (one with IPK_BUDGET) the .ipk that cross/ipk.sh packs from it, against
-# IPK_BUDGET; exits 1 if any board is over a budget. SIZE_BUDGET sits just above
+# IPK_TARGET; exits 1 if any board is over a budget. SIZE_BUDGET sits just above
 # today's size, so CI fails when a change grows a board; IPK_BUDGET is OpenWrt's
-# monit-nossl package (253,000 bytes); IPK_TARGET the goal beyond it,
-# shown as met or as the bytes still to cut. With SIZE_VARIANT=tls it sizes the TLS
+# monit-nossl package (253,000 bytes), the line no board may ever cross;
+# IPK_TARGET (230,000), the edge diet's goal below it, is enforced since every
+# router board met it: a board over it is OVER, with the bytes to cut. With SIZE_VARIANT=tls it sizes the TLS
 # builds instead (dist/BOARD-tls/crd), for comparison only: the budgets are for
 # the plain build.
 set -eu
@@ -35,10 +36,12 @@ for board in "$@"; do
             ipk=$(cat "$ipkdir"/crd_*_"$PKG_ARCH".ipk | wc -c)
             rm -f "$ipkdir"/*.ipk
             [ "$ipk" -le "$IPK_BUDGET" ] || { verdict=OVER; over=1; }
-            if [ "$ipk" -le "$IPK_TARGET" ]; then
-                target="$IPK_TARGET: met"
+            if [ "$ipk" -le "${IPK_TARGET:-$IPK_BUDGET}" ]; then
+                target="${IPK_TARGET:-$IPK_BUDGET}: met"
             else
                 target="$IPK_TARGET: $((ipk - IPK_TARGET)) bytes to cut"
+                verdict=OVER
+                over=1
             fi
         fi
     fi
