@@ -64,16 +64,18 @@ fi
 export CARGO_PROFILE_RELEASE_OPT_LEVEL="${OPT_LEVEL:-z}"
 # The board's name, built in as Home Assistant's device model (mqtt::wire::MODEL).
 export CRD_BOARD="$board"
-# Linked from a copy named by its checksum: cargo does not watch a linker script,
-# but a changed RUSTFLAGS relinks.
-mkdir -p "$tdir"
-hotld="$tdir/hot-text-$(cksum < "$top/cross/hot-text.ld" | cut -d' ' -f1).ld"
-[ -f "$hotld" ] || cp "$top/cross/hot-text.ld" "$hotld"
-hot="-Csymbol-mangling-version=v0 -C link-arg=-Wl,-T,$hotld"
-# A board whose .ipk cannot yet afford the order's worse compression says
-# HOT_TEXT=no (the MIPS boards: about 1.4 KB of .ipk, which would put them over
-# IPK_TARGET).
-[ "${HOT_TEXT:-yes}" = yes ] || hot="-Csymbol-mangling-version=v0"
+# v0 names everywhere (the linker script's patterns are v0). A board whose .ipk
+# cannot yet afford the order's worse compression says HOT_TEXT=no (the MIPS
+# boards: about 1.4 KB of .ipk, which would put them over IPK_TARGET). The
+# script is linked from a copy named by its checksum: cargo does not watch a
+# linker script, but a changed RUSTFLAGS relinks.
+hot="-Csymbol-mangling-version=v0"
+if [ "${HOT_TEXT:-yes}" = yes ]; then
+    mkdir -p "$tdir"
+    hotld="$tdir/hot-text-$(cksum < "$top/cross/hot-text.ld" | cut -d' ' -f1).ld"
+    [ -f "$hotld" ] || cp "$top/cross/hot-text.ld" "$hotld"
+    hot="$hot -C link-arg=-Wl,-T,$hotld"
+fi
 # The board's own features (FEATURES: `collector` on hosts only), plus tls.
 list=$(printf '%s %s' "${FEATURES:-}" "$extra" | tr -s ' ' | sed 's/^ //; s/ $//; s/ /,/g')
 features="--no-default-features${list:+ --features $list}"
